@@ -1,0 +1,1 @@
+"""Array code over columns: energy, tariffs, bills, line loss (线损). No I/O of its own."""

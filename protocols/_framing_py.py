@@ -1,0 +1,166 @@
+"""Pure-Python twin of ``ext/_framing.pyx`` (compiled as ``protocols._framing``).
+
+Both modules expose the same functions with the same results, bit for bit; ``protocols.accel`` picks
+one.  Keep the two files in step: the test suite runs every codec test against both.
+
+DL/T 645-2007 frame (clause 4.1 of the standard)::
+
+    FE FE FE FE   68  A0 A1 A2 A3 A4 A5  68  C   L   DATA(L bytes, each +33H)  CS  16
+    wake-up (opt) |<------------------- CS = sum mod 256 ------------------>|
+                      address: BCD, A0 = lowest two digits
+
+``scan645`` statuses (the values are part of the kernel contract):
+"""
+
+from __future__ import annotations
+
+FOUND = 0        # frame at [start, stop)
+NEED_MORE = 1    # no whole frame yet; bytes before ``start`` are garbage that may be dropped
+BAD_CHECKSUM = 2  # candidate at [start, stop) has the right shape but CS != computed (extra)
+BAD_END = 3      # candidate at [start, stop) has a matching CS but no 16H end byte (extra = byte seen)
+
+MAX_DATA_645 = 255
+
+
+def checksum645(buf, start: int, stop: int) -> int:
+    """Sum of ``buf[start:stop]`` modulo 256 (DL/T 645 CS)."""
+    return sum(buf[start:stop]) & 0xFF
+
+
+def scan645(buf, pos: int, end: int):
+    """Find the next DL/T 645 frame in ``buf[pos:end]``.
+
+    Returns ``(status, start, stop, extra)``; see the module docstring for the statuses.  A candidate
+    that has neither a matching checksum nor the end byte is taken for noise and skipped silently.
+    """
+    i = pos
+    while True:
+        i = buf.find(b"\x68", i, end) if isinstance(buf, (bytes, bytearray)) else _find68(buf, i, end)
+        if i < 0:
+            return NEED_MORE, end, end, 0
+        if i + 8 > end:
+            return NEED_MORE, i, end, 0
+        if buf[i + 7] != 0x68:
+            i += 1
+            continue
+        if i + 10 > end:
+            return NEED_MORE, i, end, 0
+        stop = i + 12 + buf[i + 9]
+        if stop > end:
+            return NEED_MORE, i, end, 0
+        cs = sum(buf[i:stop - 2]) & 0xFF
+        if buf[stop - 1] != 0x16:
+            if buf[stop - 2] == cs:
+                return BAD_END, i, stop, buf[stop - 1]
+            i += 1
+            continue
+        if buf[stop - 2] != cs:
+            return BAD_CHECKSUM, i, stop, cs
+        return FOUND, i, stop, 0
+
+
+def _find68(buf, i: int, end: int) -> int:
+    while i < end:
+        if buf[i] == 0x68:
+            return i
+        i += 1
+    return -1
+
+
+def address645(buf, start: int):
+    """Six address bytes at ``buf[start:start+6]`` (lowest first) as 12 characters, highest digit first.
+
+    Each byte must be two BCD digits or the wildcard AAH; otherwise ``None``.
+    """
+    out = []
+    for k in range(start + 5, start - 1, -1):
+        b = buf[k]
+        if b != 0xAA and ((b >> 4) > 9 or (b & 0x0F) > 9):
+            return None
+        out.append(b)
+    return bytes(out).hex().upper()
+
+
+def unscramble(buf, start: int, stop: int) -> bytes:
+    """Subtract 33H from each byte of ``buf[start:stop]`` (the wire form of DL/T 645 DATA)."""
+    return bytes((b - 0x33) & 0xFF for b in buf[start:stop])
+
+
+def scramble(data) -> bytes:
+    """Add 33H to each byte (DL/T 645 DATA on the wire)."""
+    return bytes((b + 0x33) & 0xFF for b in data)
+
+
+def decode645(buf, pos: int, end: int):
+    """Scan for a frame and, when found, split it in one go.
+
+    Returns ``(status, start, stop, extra, address, control, data)``; the last three are ``None``
+    unless ``status == FOUND``.  ``address`` is ``None`` when it is not BCD/wildcard; ``data`` is
+    unscrambled.
+    """
+    status, start, stop, extra = scan645(buf, pos, end)
+    if status != FOUND:
+        return status, start, stop, extra, None, None, None
+    return (status, start, stop, extra, address645(buf, start + 1), buf[start + 8],
+            unscramble(buf, start + 10, stop - 2))
+
+
+def bcd_fields(data, off: int, spec: bytes):
+    """Decode consecutive little-endian fields of ``data`` starting at ``off``.
+
+    ``spec`` holds pairs ``(nbytes, kind)``: kind 0 = unsigned BCD, 1 = BCD whose highest bit is the
+    sign (DL/T 645 "最高位表示方向"), 2 = unsigned binary (little-endian).  Returns a list with one int per
+    field, or ``None`` for a field whose digits are not BCD.  The caller checks the length.
+    """
+    out = []
+    p = off
+    for j in range(0, len(spec), 2):
+        n = spec[j]
+        kind = spec[j + 1]
+        v = 0
+        ok = True
+        if kind == 2:
+            for k in range(p + n - 1, p - 1, -1):
+                v = (v << 8) | data[k]
+        else:
+            neg = False
+            for k in range(p + n - 1, p - 1, -1):
+                b = data[k]
+                if kind == 1 and k == p + n - 1:
+                    neg = bool(b & 0x80)
+                    b &= 0x7F
+                hi = b >> 4
+                lo = b & 0x0F
+                if hi > 9 or lo > 9:
+                    ok = False
+                    break
+                v = v * 100 + hi * 10 + lo
+            if neg:
+                v = -v
+        out.append(v if ok else None)
+        p += n
+    return out
+
+
+def bcd_encode(value: int, nbytes: int, kind: int) -> bytes:
+    """Inverse of one ``bcd_fields`` field; ``None`` if ``value`` does not fit."""
+    if kind == 2:
+        if value < 0 or value >= 1 << (8 * nbytes):
+            return None
+        return value.to_bytes(nbytes, "little")
+    neg = value < 0
+    if neg and kind != 1:
+        return None
+    v = -value if neg else value
+    out = bytearray(nbytes)
+    for k in range(nbytes):
+        v, r = divmod(v, 100)
+        out[k] = (r // 10) << 4 | (r % 10)
+    if v:
+        return None
+    if kind == 1:
+        if out[-1] & 0x80:
+            return None
+        if neg:
+            out[-1] |= 0x80
+    return bytes(out)

@@ -1,0 +1,204 @@
+"""DL/T 645-2007 link layer: frames, the control word, addresses, and a streaming framer.
+
+Frame layout (DL/T 645-2007 clause 4.1 "帧格式")::
+
+    FE FE FE FE | 68 | A0 A1 A2 A3 A4 A5 | 68 | C | L | DATA (L bytes, each +33H) | CS | 16
+    wake-up     |    | address, BCD,     |    |   |   | 数据域 scrambled          |    |
+    (optional)  |    | A0 = lowest digits|    |   |   |                           |    |
+                |<------------------- CS = sum of these bytes mod 256 --------->|
+
+Control word C (clause 4.1.3)::
+
+    bit 7  D  direction: 0 master -> meter, 1 meter -> master
+    bit 6  abnormal response (异常应答) from the meter
+    bit 5  follow-up frame (后续帧) exists
+    bits 4-0 function code (08 broadcast time sync, 11 read, 12 read follow-up, 13 read address,
+           14 write, 15 write address, 16 freeze, 17 baud rate, 18 password, 19 demand reset,
+           1A meter reset, 1B event reset, 1C remote control, 1D multi-function terminal output)
+
+Addresses are 12 BCD digits; on the wire the lowest two digits come first.  AAH in a byte is a
+wildcard (缩位寻址), 999999999999 is broadcast.  Here an address is always the 12-character string in
+human order, e.g. ``"000012345678"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import accel
+from ..errors import ChecksumError, FrameError, LocalProtocolError
+
+accel.bind(globals(), "_k", "protocols._framing")
+
+FOUND, NEED_MORE, BAD_CHECKSUM, BAD_END = 0, 1, 2, 3
+MAX_FRAME = 12 + 255
+PREAMBLE = b"\xFE\xFE\xFE\xFE"
+BROADCAST = "999999999999"
+WILDCARD = "AAAAAAAAAAAA"
+
+DIR_BIT, ABNORMAL_BIT, FOLLOW_BIT, FUNC_MASK = 0x80, 0x40, 0x20, 0x1F
+
+FUNCTIONS = {
+    0x08: "broadcast_time_sync",
+    0x11: "read",
+    0x12: "read_follow_up",
+    0x13: "read_address",
+    0x14: "write",
+    0x15: "write_address",
+    0x16: "freeze",
+    0x17: "change_baud_rate",
+    0x18: "change_password",
+    0x19: "demand_reset",
+    0x1A: "meter_reset",
+    0x1B: "event_reset",
+    0x1C: "remote_control",
+    0x1D: "terminal_output",
+}
+
+
+def check_address(address: str) -> str:
+    """Validate a 12-digit address string (digits, or AA wildcard bytes); return it upper-cased."""
+    a = str(address).upper()
+    if len(a) != 12:
+        raise LocalProtocolError(f"meter address {address!r} must be 12 digits")
+    for i in range(0, 12, 2):
+        b = a[i:i + 2]
+        if not (b.isdigit() or b == "AA"):
+            raise LocalProtocolError(f"meter address {address!r}: {b!r} is neither BCD nor the AA wildcard")
+    return a
+
+
+def address_to_wire(address: str) -> bytes:
+    """``"000012345678"`` -> ``78 56 34 12 00 00`` (lowest digits first)."""
+    return bytes.fromhex(check_address(address))[::-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One whole DL/T 645 frame; ``data`` is already unscrambled (the +33H removed)."""
+
+    address: str
+    control: int
+    data: bytes
+
+    @property
+    def function(self) -> int:
+        return self.control & FUNC_MASK
+
+    @property
+    def from_meter(self) -> bool:
+        return bool(self.control & DIR_BIT)
+
+    @property
+    def abnormal(self) -> bool:
+        return bool(self.control & ABNORMAL_BIT)
+
+    @property
+    def follow_up(self) -> bool:
+        return bool(self.control & FOLLOW_BIT)
+
+    @property
+    def function_name(self) -> str:
+        return FUNCTIONS.get(self.function, f"unknown_{self.function:02X}")
+
+    def to_bytes(self, preamble: bytes = PREAMBLE) -> bytes:
+        """Encode with the wake-up bytes (4×FE by default; pass ``b""`` for none)."""
+        if len(self.data) > 255:
+            raise LocalProtocolError(f"data field of {len(self.data)} bytes exceeds 255")
+        if not 0 <= self.control <= 0xFF:
+            raise LocalProtocolError(f"control word {self.control!r} is not one byte")
+        body = b"\x68" + address_to_wire(self.address) + bytes((0x68, self.control, len(self.data))) \
+            + _k.scramble(self.data)
+        return preamble + body + bytes((sum(body) & 0xFF, 0x16))
+
+
+def _frame_error(status: int, buf, start: int, stop: int, extra: int, base: int = 0):
+    where = f"at byte {base + start}"
+    if status == BAD_CHECKSUM:
+        return ChecksumError(
+            f"checksum mismatch: frame says {buf[stop - 2]:02X}, computed {extra:02X} ({where})",
+            received=buf[stop - 2], computed=extra)
+    return FrameError(f"frame {where} ends with {extra:02X}, not 16")
+
+
+def decode(buffer, pos: int = 0):
+    """Framer in the h11 style: ``(used, frame | None)``.
+
+    ``used`` bytes of ``buffer[pos:]`` may be dropped (garbage, wake-up bytes, the frame).  With
+    ``frame is None`` and ``used`` short of the end, more data is needed.  A candidate that has the
+    shape of a frame but a wrong checksum or end byte raises :class:`FrameError`/:class:`ChecksumError`
+    with ``err.used`` set so the caller can skip one byte past its start and resynchronise.
+    """
+    end = len(buffer)
+    status, start, stop, extra, address, control, data = _k.decode645(buffer, pos, end)
+    if status == FOUND:
+        if address is None:
+            err = FrameError(f"address {bytes(buffer[start + 1:start + 7])[::-1].hex().upper()} "
+                             f"is not BCD (at byte {start})")
+            err.used = start + 1 - pos
+            raise err
+        return stop - pos, Frame(address, control, data)
+    if status == NEED_MORE:
+        return start - pos, None
+    err = _frame_error(status, buffer, start, stop, extra)
+    err.used = start + 1 - pos
+    raise err
+
+
+class Framer:
+    """Streaming framer: feed chunks of any size, take whole frames out.
+
+    ``feed(chunk)`` appends; ``next_frame()`` returns the next :class:`Frame`, ``None`` when more
+    bytes are needed, or raises a :class:`FrameError` for a damaged frame *after* skipping past it, so
+    the next call resynchronises.  Memory is bounded: garbage is dropped as soon as it is scanned and a
+    frame can never exceed 267 bytes.  Iterating yields frames until more bytes are needed.
+    """
+
+    __slots__ = ("_buf", "_pos", "consumed", "frames", "errors")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.consumed = 0  # bytes dropped so far (for error offsets in the stream)
+        self.frames = 0
+        self.errors = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if self._pos:
+            del self._buf[:self._pos]
+            self.consumed += self._pos
+            self._pos = 0
+        self._buf += chunk
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that did not make a frame yet."""
+        return len(self._buf) - self._pos
+
+    def next_frame(self) -> Frame | None:
+        buf = self._buf
+        status, start, stop, extra, address, control, data = _k.decode645(buf, self._pos, len(buf))
+        if status == FOUND:
+            if address is None:
+                self.errors += 1
+                err = FrameError(f"address {bytes(buf[start + 1:start + 7])[::-1].hex().upper()} "
+                                 f"is not BCD (at stream byte {self.consumed + start})")
+                self._pos = start + 1
+                raise err
+            self._pos = stop
+            self.frames += 1
+            return Frame(address, control, data)
+        if status == NEED_MORE:
+            self._pos = start
+            return None
+        self.errors += 1
+        err = _frame_error(status, buf, start, stop, extra, self.consumed)
+        self._pos = start + 1
+        raise err
+
+    def __iter__(self):
+        while True:
+            f = self.next_frame()
+            if f is None:
+                return
+            yield f
