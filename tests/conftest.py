@@ -1,0 +1,40 @@
+"""Shared fixtures.  ``kernels`` runs a test under the compiled kernels and under their pure twins."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+from protocols import accel
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+# the shared vectors when they sit beside the clone (CI, developers), else the copy taken with the repo
+VECTORS_FILE = SHARED / "vectors" / "frames.json"
+if not VECTORS_FILE.exists():
+    VECTORS_FILE = ROOT / "tests" / "data" / "frames.json"
+
+
+def _kernel_params():
+    if os.environ.get("GRIDHEAD_PUREPYTHON", "") not in ("", "0"):
+        return ["pure"]
+    return ["compiled", "pure"]
+
+
+@pytest.fixture(params=_kernel_params())
+def kernels(request):
+    """Switch every kernel binding to the compiled module or the pure twin for one test."""
+    if request.param == "compiled" and not accel.is_compiled("protocols._framing"):
+        pytest.fail("compiled kernels are not built: run `pip install -e .` (or set GRIDHEAD_PUREPYTHON=1)")
+    accel.use(request.param)
+    yield request.param
+    accel.use("pure" if os.environ.get("GRIDHEAD_PUREPYTHON", "") not in ("", "0") else "auto")
+
+
+def load_vectors(prefix: str):
+    """The public frame vectors of ../shared/vectors/frames.json whose protocol starts with ``prefix``."""
+    rows = json.loads(VECTORS_FILE.read_text())
+    return [r for r in rows if r["protocol"].startswith(prefix)]
