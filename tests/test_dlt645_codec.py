@@ -226,7 +226,7 @@ def test_bad_intent_is_a_local_protocol_error(bad):
 @pytest.mark.parametrize("raw, match", [
     ("68 78 56 34 12 00 00 68 11 03 33 34 34 C8 16", "read request"),      # DI cut short
     ("68 78 56 34 12 00 00 68 91 07 33 34 34 35 33 33 33 56 16", "data is 3 bytes"),  # voltage is 2 bytes
-    ("68 78 56 34 12 00 00 68 5F 00 DF 16", "not defined"),               # abnormal bit on a request
+    ("68 78 56 34 12 00 00 68 5F 00 DF 16", "abnormal bit is set on a master request"),
     ("68 78 56 34 12 00 00 68 9E 00 DF 16", "not defined"),               # no function 1E
 ])
 def test_malformed_messages_are_remote_protocol_errors(kernels, raw, match):

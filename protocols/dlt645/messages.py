@@ -501,10 +501,13 @@ class ChangePasswordRequest(Message):
     function: ClassVar[int] = 0x18
     name: ClassVar[str] = "change_password"
 
+    def __post_init__(self):
+        if self.di is None:  # 04000C01..0A hold the passwords of levels 0..9
+            object.__setattr__(self, "di", 0x04000C00 + int(_hex8(self.new, "new password")[:2], 16) + 1)
+
     def data(self):
-        new = _hex8(self.new, "new password")
-        di = self.di if self.di is not None else 0x04000C00 | (int(new[:2], 16) + 1)
-        return _di_wire(di) + _password_wire(_hex8(self.old, "old password")) + _password_wire(new)
+        return (_di_wire(self.di) + _password_wire(_hex8(self.old, "old password"))
+                + _password_wire(_hex8(self.new, "new password")))
 
     @classmethod
     def from_frame(cls, frame):
@@ -514,8 +517,7 @@ class ChangePasswordRequest(Message):
                    int.from_bytes(d[:4], "little"))
 
     def to_json(self):
-        return {**Message.to_json(self), "old": self.old, "new": self.new,
-                "di": f"{self.di:08X}" if self.di is not None else None}
+        return {**Message.to_json(self), "old": self.old, "new": self.new, "di": f"{self.di:08X}"}
 
 
 @dataclass(frozen=True, slots=True)
