@@ -192,6 +192,19 @@ cdef object _bcd_py(const uint8_t[::1] data, Py_ssize_t p, int n, int kind):
     return -v if neg else v
 
 
+def bcd_values(const uint8_t[::1] data, Py_ssize_t off, const uint8_t[::1] spec, tuple templates, type cls):
+    # One call per data item: decode every field and build its ``cls`` tuple (Value) in C, where
+    # tuple.__new__ on the subtype costs a fraction of the NamedTuple constructor.
+    cdef list raws = bcd_fields(data, off, spec)
+    cdef Py_ssize_t i, n = len(templates)
+    cdef tuple t
+    cdef list out = [None] * n
+    for i in range(n):
+        t = <tuple> templates[i]
+        out[i] = tuple.__new__(cls, (t[0], raws[i], t[1], t[2], t[3], t[4]))
+    return tuple(out)
+
+
 def bcd_encode(object value, int nbytes, int kind):
     # Encoding is off the hot path (requests are built once per command): share the twin's code.
     from protocols._framing_py import bcd_encode as _enc

@@ -142,6 +142,16 @@ def bcd_fields(data, off: int, spec: bytes):
     return out
 
 
+def bcd_values(data, off: int, spec: bytes, templates: tuple, cls: type) -> tuple:
+    """``bcd_fields`` and build one ``cls`` tuple per field: ``(name, raw, *template[1:])``.
+
+    ``templates[i]`` is ``(name, decimals, unit, kind, fmt)``; ``cls`` is a tuple subclass (Value).
+    """
+    raws = bcd_fields(data, off, spec)
+    new = tuple.__new__
+    return tuple(new(cls, (t[0], r, t[1], t[2], t[3], t[4])) for t, r in zip(templates, raws))
+
+
 def bcd_encode(value: int, nbytes: int, kind: int) -> bytes:
     """Inverse of one ``bcd_fields`` field; ``None`` if ``value`` does not fit."""
     if kind == 2:

@@ -228,6 +228,8 @@ class DataItem:
     request_extra: str = ""   # what a read request appends after the DI (e.g. "N" or "N+YYMMDDhhmm")
     _spec: bytes = _dc_field(init=False, repr=False, compare=False)
     _fast: bool = _dc_field(init=False, repr=False, compare=False)
+    _templates: tuple = _dc_field(init=False, repr=False, compare=False)
+    _prefixes: dict = _dc_field(init=False, repr=False, compare=False)
     size: int = _dc_field(init=False, compare=False)
 
     def __post_init__(self):
@@ -235,6 +237,16 @@ class DataItem:
         object.__setattr__(self, "_spec", spec)
         object.__setattr__(self, "_fast", all(f.nbytes <= 8 and f.kind != ASCII for f in self.fields))
         object.__setattr__(self, "size", sum(f.nbytes for f in self.fields))
+        object.__setattr__(self, "_templates",
+                           tuple((f.name, f.decimals, f.unit, f.kind, f.fmt) for f in self.fields))
+        # a block of plain members decodes in one kernel call: data length -> the members it holds
+        prefixes = {}
+        if self.members and all(m._fast and not m.members for m in self.members):
+            size, spec, templates = 0, b"", ()
+            for m in self.members:
+                size, spec, templates = size + m.size, spec + m._spec, templates + m._templates
+                prefixes[size] = (spec, templates)
+        object.__setattr__(self, "_prefixes", prefixes)
 
     @property
     def is_block(self) -> bool:
@@ -244,6 +256,9 @@ class DataItem:
         """Values of this item in ``data[off:end]``; a length that does not fit is a RemoteProtocolError."""
         end = len(data) if end is None else end
         if self.members:
+            pre = self._prefixes.get(end - off)
+            if pre is not None:
+                return _k.bcd_values(data, off, pre[0], pre[1], Value)
             out: list[Value] = []
             p = off
             for m in self.members:
@@ -261,16 +276,15 @@ class DataItem:
             raise RemoteProtocolError(
                 f"DI {self.di:08X} ({self.name}): data is {end - off} bytes, the format needs {self.size}")
         if self._fast:
-            raws = _k.bcd_fields(data, off, self._spec)
-        else:
-            raws = []
-            p = off
-            for f in self.fields:
-                if f.kind == ASCII or f.nbytes > 8:
-                    raws.append(int.from_bytes(data[p:p + f.nbytes], "little"))
-                else:
-                    raws.extend(_k.bcd_fields(data, p, bytes((f.nbytes, f.kernel_kind))))
-                p += f.nbytes
+            return _k.bcd_values(data, off, self._spec, self._templates, Value)
+        raws = []
+        p = off
+        for f in self.fields:
+            if f.kind == ASCII or f.nbytes > 8:
+                raws.append(int.from_bytes(data[p:p + f.nbytes], "little"))
+            else:
+                raws.extend(_k.bcd_fields(data, p, bytes((f.nbytes, f.kernel_kind))))
+            p += f.nbytes
         return tuple(Value(f.name, r, f.decimals, f.unit, f.kind, f.fmt) for f, r in zip(self.fields, raws))
 
     def encode(self, values) -> bytes:
