@@ -12,6 +12,7 @@ from setuptools.command.build_ext import build_ext
 # ext/ source -> module inside the package that uses it
 KERNELS = {
     "protocols._framing": "ext/_framing.pyx",
+    "protocols._framing698": "ext/_framing698.pyx",
 }
 
 
@@ -23,7 +24,8 @@ def extensions():
         from setuptools import Extension
     except ImportError:
         return []
-    exts = [Extension(mod, [src], extra_compile_args=["-O3"]) for mod, src in KERNELS.items()]
+    exts = [Extension(mod, [src], extra_compile_args=["-O3"]) for mod, src in KERNELS.items()
+            if os.path.exists(src)]
     return cythonize(exts, language_level=3, quiet=True)
 
 
@@ -48,7 +50,7 @@ setup(
     version="0.1.0",
     description="Meter data acquisition head-end (DL/T 645-2007, DL/T 698.45) and billing engine",
     python_requires=">=3.10",
-    packages=["headend", "protocols", "protocols.dlt645", "billing_core", "storage"],
+    packages=["headend", "protocols", "protocols.dlt645", "protocols.dlt698", "billing_core", "storage"],
     py_modules=["cli"],
     package_data={"protocols": ["*.pyi"]},
     ext_modules=extensions(),
