@@ -10,6 +10,7 @@ fields written in the standard's notation (appendix A, "数据格式"):
     hhmmss, MMDDhhmm, DDhh, YYMMDDhhmmss
     NNNN          binary/bit field, 2 bytes little-endian (status words, feature words)
     A32           32 ASCII characters (e.g. asset number); stored reversed like every other field
+    S12           a string of 12 BCD digits kept with its leading zeros (address, meter number)
 
 Values stay exact: a numeric value is the register's integer plus its number of decimals, never a
 float.  ``Value.text`` renders it as a decimal string.
@@ -29,7 +30,7 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 accel.bind(globals(), "_k", "protocols._framing")
 
 # field kinds; 0-2 are the kernel's own codes (see _framing_py.bcd_fields)
-UNSIGNED, SIGNED, BINARY, ASCII, DATETIME = 0, 1, 2, 3, 4
+UNSIGNED, SIGNED, BINARY, ASCII, DATETIME, DIGITS = 0, 1, 2, 3, 4, 5
 
 _DATE_PATTERNS = {
     "YYMMDDhhmmss", "YYMMDDhhmm", "YYMMDDWW", "YYMMDD", "hhmmss", "hhmm", "MMDDhhmm", "DDhh",
@@ -59,12 +60,17 @@ class Value(NamedTuple):
             return ascii_from_int(self.raw, len(self.fmt) and int(self.fmt[1:]))
         if self.kind == BINARY:
             return self.raw
+        if self.kind == DIGITS:
+            return self.digits
         return Decimal(self.raw).scaleb(-self.decimals)
 
     @property
     def digits(self) -> str:
         """The BCD digits in the order of the format string (dates: ``YYMMDDhhmm``...)."""
-        return "" if self.raw is None else str(self.raw).zfill(len(self.fmt.lstrip("±").replace(".", "")))
+        if self.raw is None:
+            return ""
+        width = int(self.fmt[1:]) if self.kind == DIGITS else len(self.fmt.lstrip("±").replace(".", ""))
+        return str(self.raw).zfill(width)
 
     @property
     def text(self) -> str | None:
@@ -74,7 +80,7 @@ class Value(NamedTuple):
         if self.kind == DATETIME:
             v = self.value
             return v.isoformat() if v is not None else None
-        if self.kind == ASCII:
+        if self.kind in (ASCII, DIGITS):
             return self.value
         if self.kind == BINARY:
             return f"0x{self.raw:0{2 * (len(self.fmt) // 2)}X}"
@@ -107,7 +113,8 @@ def format_scaled(raw: int, decimals: int) -> str:
 
 def ascii_from_int(raw: int, n: int) -> str:
     # ASCII fields are sent lowest byte first like numbers; raw is the little-endian integer
-    return raw.to_bytes(n, "little")[::-1].decode("ascii", "replace").rstrip("\x00 ")
+    # padding (NUL or space) may sit on either side depending on the meter: strip both
+    return raw.to_bytes(n, "little")[::-1].decode("ascii", "replace").strip("\x00 ")
 
 
 def digits_to_datetime(digits: str, fmt: str):
@@ -172,6 +179,8 @@ class Field:
             kind, nbytes, dec = BINARY, len(fmt) // 2, 0
         elif fmt.startswith("A") and fmt[1:].isdigit():
             kind, nbytes, dec = ASCII, int(fmt[1:]), 0
+        elif fmt.startswith("S") and fmt[1:].isdigit() and int(fmt[1:]) % 2 == 0:
+            kind, nbytes, dec = DIGITS, int(fmt[1:]) // 2, 0
         else:
             raise ValueError(f"unknown data format {fmt!r}")
         object.__setattr__(self, "kind", kind)
@@ -180,7 +189,7 @@ class Field:
 
     @property
     def kernel_kind(self) -> int:
-        return {UNSIGNED: 0, SIGNED: 1, DATETIME: 0, BINARY: 2, ASCII: 2}[self.kind]
+        return {UNSIGNED: 0, SIGNED: 1, DATETIME: 0, BINARY: 2, ASCII: 2, DIGITS: 0}[self.kind]
 
     def encode(self, value) -> bytes:
         """Wire bytes (before +33H) of ``value``: int (register integer), Decimal/str, or date-time."""
@@ -193,12 +202,20 @@ class Field:
                 raise LocalProtocolError(f"{self.name}: {value!r} is not {self.fmt}")
             return bytes.fromhex(digits)[::-1]
         if self.kind == ASCII:
-            b = str(value).encode("ascii")
+            try:
+                b = str(value).encode("ascii")
+            except UnicodeEncodeError:
+                raise LocalProtocolError(f"{self.name}: {value!r} is not ASCII") from None
             if len(b) > self.nbytes:
                 raise LocalProtocolError(f"{self.name}: {value!r} longer than {self.nbytes} characters")
             return b.rjust(self.nbytes, b"\x00")[::-1]
         if isinstance(value, (str, Decimal)):
-            d = Decimal(value).scaleb(self.decimals)
+            try:
+                d = Decimal(value).scaleb(self.decimals)
+            except ArithmeticError:  # decimal.InvalidOperation for "abc"
+                raise LocalProtocolError(f"{self.name}: {value!r} is not a number") from None
+            if not d.is_finite():
+                raise LocalProtocolError(f"{self.name}: {value!r} is not a finite number")
             if d != d.to_integral_value():
                 raise LocalProtocolError(f"{self.name}: {value} has more than {self.decimals} decimals")
             value = int(d)
