@@ -131,6 +131,8 @@ ALL_MESSAGES = [
     ReadRequest("000012345678", 0x06000001, 4, "2511221000"),
     ReadResponse.of("000012345678", 0x00010000, [123456]),
     ReadResponse.of("000012345678", 0x00010000, [123456], follow_up=True),
+    ReadResponse.of("000012345678", 0x0001FF00, [500, 100, 200, 150, 50]),     # block: total + 4 tariffs
+    ReadResponse.of("000012345678", 0x01010000, [123456, dt.datetime(2026, 11, 1, 12, 15)]),  # demand + time
     ReadFollowUpRequest("000012345678", 0x00010000, 1),
     ReadFollowUpResponse("000012345678", 0x00010000, bytes.fromhex("56341200"), 1),
     ReadAddressRequest(),

@@ -307,7 +307,20 @@ class DataItem:
     def encode(self, values) -> bytes:
         """Wire bytes (before +33H) for a write: one value per field, in order (or a mapping by name)."""
         if self.members:
-            raise LocalProtocolError(f"DI {self.di:08X} is a block; write its members one by one")
+            # a block answer: the first k members, their fields' values in order (a meter simulator's view)
+            values = list(values) if isinstance(values, (list, tuple)) else [values]
+            out, i = [], 0
+            for m in self.members:
+                if i >= len(values):
+                    break
+                n = len(m.fields)
+                if i + n > len(values) or m.members:
+                    raise LocalProtocolError(f"DI {self.di:08X}: {len(values)} values do not fill whole members")
+                out.append(m.encode(values[i:i + n]))
+                i += n
+            if i != len(values):
+                raise LocalProtocolError(f"DI {self.di:08X}: {len(values) - i} values beyond the last member")
+            return b"".join(out)
         if isinstance(values, dict):
             try:
                 values = [values[f.name] for f in self.fields]
