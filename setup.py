@@ -13,6 +13,7 @@ from setuptools.command.build_ext import build_ext
 KERNELS = {
     "protocols._framing": "ext/_framing.pyx",
     "protocols._framing698": "ext/_framing698.pyx",
+    "protocols._axdr": "ext/_axdr.pyx",
 }
 
 
