@@ -64,6 +64,7 @@ setup(
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
             "dlt645>=3.2,<4",  # independent DL/T 645 implementation, interop peer only
+            "dlt698>=1.0,<2",  # independent DL/T 698.45 implementation (C++), interop peer only
         ],
     },
     entry_points={"console_scripts": ["gridhead=cli:main"]},
