@@ -58,6 +58,9 @@ setup(
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=[
         "click>=8.1,<9",
+        "numpy>=1.26,<3",
+        "pyarrow>=15,<25",
+        "duckdb>=1.0,<2",
     ],
     extras_require={
         "test": [
