@@ -114,3 +114,11 @@ def test_encoded_frames_decode_back():
 def test_encode_bad_input(args, message):
     r = gridhead("frame", "encode", "645", *args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_status_word_bits_are_named():
+    from protocols.dlt645 import ReadResponse
+    raw = ReadResponse.of("000012345678", 0x04000503, [1 << 4 | 1 << 12]).to_bytes().hex()
+    (obj,) = _objects(gridhead("frame", "decode", raw).stdout)
+    assert obj["di_name"] == "status_word_3"
+    assert {"relay_open", "protected"} <= set(obj["values"][0]["flags"])

@@ -270,6 +270,9 @@ def _response_json(m) -> dict:
     if m.follow_up:
         out["follow_up"] = True
     out["values"] = [v.to_json() for v in m.values]
+    if 0x04000501 <= m.di <= 0x04000507 and m.values and m.values[0].raw is not None:
+        # meter run status words 1-7 (电表运行状态字): name the bits that are set (relay, protect...)
+        out["values"][0]["flags"] = sorted(registry.status_flags(m.di & 0xFF, m.values[0].raw))
     if m.record is not None:
         out["record"] = m.record
     if not m.known:
