@@ -14,6 +14,7 @@ KERNELS = {
     "protocols._framing": "ext/_framing.pyx",
     "protocols._framing698": "ext/_framing698.pyx",
     "protocols._axdr": "ext/_axdr.pyx",
+    "billing_core._billing": "ext/_billing.pyx",
 }
 
 
@@ -53,7 +54,7 @@ setup(
     python_requires=">=3.10",
     packages=["headend", "protocols", "protocols.dlt645", "protocols.dlt698", "billing_core", "storage"],
     py_modules=["cli"],
-    package_data={"protocols": ["*.pyi"]},
+    package_data={"protocols": ["*.pyi"], "billing_core": ["*.pyi", "tariffs/*.toml"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=[
@@ -68,6 +69,7 @@ setup(
             "hypothesis>=6.100,<7",
             "dlt645>=3.2,<4",  # independent DL/T 645 implementation, interop peer only
             "dlt698>=1.0,<2",  # independent DL/T 698.45 implementation (C++), interop peer only
+            "nrel-pysam>=5,<8",  # NREL PySAM Utilityrate5: independent tariff oracle for the billing tests
         ],
     },
     entry_points={"console_scripts": ["gridhead=cli:main"]},
