@@ -1,0 +1,215 @@
+"""The billing engine (电费核算): every account's line items at once, from 1-D columns.
+
+The bill run (later, over the lake) does::
+
+    energies, flags = energy.segment_energy(prev, now, ct, pt)        # per account-period-segment
+    bills = energy.sum_by_bill(segment_bill, n, energies)             # 换表: segments add up per bill
+    loss_p, loss_q = energy.transformer_loss(...)                     # 高供低计 accounts only
+    periods, demand = energy.spread_loss(loss_p, periods, demand)
+    rows = ChargeRows(tariff_row=tariffs.rows(cat, volt, day), e_sharp=..., ...)
+    items = price(rows, tariffs.table())                              # the kernel: no per-account loop
+
+A charge row is an account-period, or one part of it when the tariff changes inside the period
+(:func:`split_at_change`).  :func:`price` returns a :class:`LineItems` of columns (one entry per row);
+:meth:`LineItems.by_bill` adds the parts of split bills; :func:`bill_lines` renders one bill as the
+list of line items a customer reads, which add up to its total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from billing_core import _billing_py as K
+from billing_core.powerfactor import PF_TABLE, STANDARDS
+from billing_core.rounding import round_div
+from billing_core.tariff import PERIOD_ZH, PERIODS, TariffTable
+from protocols import accel
+from protocols.errors import BillingError
+
+accel.bind(globals(), "_kernel", "billing_core._billing")
+
+INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "q", "cum_prev", "demand",
+          "capacity_kva", "contract_kw", "days", "period_days")
+_INT32 = {"tariff_row", "days", "period_days"}
+# bounds that keep every product of rounding.py inside int64 (checked on the columns, not per row)
+_MAX = {"e_sharp": 10 ** 11, "e_peak": 10 ** 11, "e_flat": 10 ** 11, "e_valley": 10 ** 11, "q": 10 ** 12,
+        "cum_prev": 10 ** 12, "demand": 10 ** 9, "capacity_kva": 10 ** 6, "contract_kw": 10 ** 5,
+        "days": 366, "period_days": 366}
+
+ITEMS = ("energy_sharp_fen", "energy_peak_fen", "energy_flat_fen", "energy_valley_fen", "tier2_fen",
+         "tier3_fen", "basic_fen", "pf_adjust_fen", "funds_fen", "total_fen", "pf_x100", "pf_bp",
+         "tier2_kwh_x100", "tier3_kwh_x100", "billing_demand")
+MONEY = ITEMS[:9]            # the line items; total_fen is their sum
+
+
+@dataclasses.dataclass
+class ChargeRows:
+    """Kernel inputs, one entry per charge row; see ``billing_core/_billing_py.py`` for units."""
+
+    tariff_row: np.ndarray
+    e_sharp: np.ndarray
+    e_peak: np.ndarray
+    e_flat: np.ndarray
+    e_valley: np.ndarray
+    q: np.ndarray
+    cum_prev: np.ndarray
+    demand: np.ndarray
+    capacity_kva: np.ndarray
+    contract_kw: np.ndarray
+    days: np.ndarray
+    period_days: np.ndarray
+    bill: np.ndarray | None = None     # bill number of each row (None: row i is bill i)
+
+    @classmethod
+    def of(cls, n: int, **cols) -> "ChargeRows":
+        """Rows with defaults for what a tariff does not use (0, and whole 30-day periods)."""
+        base = {k: np.zeros(n, dtype=np.int32 if k in _INT32 else np.int64) for k in INPUTS}
+        base["days"][:] = 30
+        base["period_days"][:] = 30
+        for k, v in cols.items():
+            if k == "bill":
+                continue
+            base[k] = np.ascontiguousarray(np.broadcast_to(v, (n,)), dtype=base[k].dtype)
+        return cls(**base, bill=cols.get("bill"))
+
+
+@dataclasses.dataclass
+class LineItems:
+    """Columns of line items, ``columns[name][i]`` for charge row (or bill) ``i``; names in ITEMS."""
+
+    columns: dict
+    tariff_row: np.ndarray
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def by_bill(self, bill: np.ndarray | None, n_bills: int | None = None) -> "LineItems":
+        """Add the parts of split bills (money and energies; pf of the first part is kept)."""
+        if bill is None:
+            return self
+        bill = np.asarray(bill, dtype=np.intp)
+        n = int(n_bills if n_bills is not None else bill.max() + 1)
+        first = np.full(n, -1, dtype=np.intp)
+        first[bill[::-1]] = np.arange(len(bill))[::-1]
+        cols = {}
+        for name, col in self.columns.items():
+            if name in ("pf_x100", "pf_bp", "billing_demand"):
+                cols[name] = col[first]
+            else:
+                acc = np.zeros(n, dtype=np.int64)
+                np.add.at(acc, bill, col)
+                cols[name] = acc
+        return LineItems(cols, self.tariff_row[first])
+
+
+def _check(rows: ChargeRows, table: TariffTable) -> list:
+    cols = []
+    n = len(rows.tariff_row)
+    for k in INPUTS:
+        a = np.ascontiguousarray(getattr(rows, k), dtype=np.int32 if k in _INT32 else np.int64)
+        if a.ndim != 1 or len(a) != n:
+            raise BillingError(f"charge rows: column {k!r} has shape {a.shape}, expected ({n},)")
+        cols.append(a)
+    if n:
+        c = dict(zip(INPUTS, cols))
+        if c["tariff_row"].min() < 0 or c["tariff_row"].max() >= len(table.params):
+            raise BillingError("charge rows: tariff_row outside the compiled tariff table")
+        for k, bound in _MAX.items():
+            if np.abs(c[k]).max() > bound:
+                i = int(np.argmax(np.abs(c[k]) > bound))
+                raise BillingError(f"charge rows: row {i}: {k} = {int(c[k][i])} is beyond {bound} "
+                                   f"(the engine's integer range)")
+        if (c["period_days"] <= 0).any() or (c["days"] < 0).any() or (c["days"] > c["period_days"]).any():
+            raise BillingError("charge rows: days must be 0..period_days and period_days > 0")
+    return cols
+
+
+def price(rows: ChargeRows, table: TariffTable, kernel=None) -> LineItems:
+    """Every line item of every charge row, by the compiled kernel (or its numpy twin)."""
+    cols = _check(rows, table)
+    out = np.zeros((K.N_OUT, len(cols[0])), dtype=np.int64)
+    (kernel or _kernel).bill_kernel(*cols, table.params, PF_TABLE, out)
+    return LineItems(dict(zip(ITEMS, out)), cols[0])
+
+
+def split_at_change(rows: ChargeRows, change_day, new_row, e_before=None):
+    """Split the rows whose tariff changes on day ``change_day`` (1-based day of the period, 0 = none).
+
+    ``new_row`` is the tariff row from that day on.  With ``e_before`` (a tuple of the four period
+    energies up to the change, from that day's frozen reading) the energy is split there; else pro rata
+    by days (round half away from zero on the first part, the rest to the second, so nothing is lost).
+    Basic charge and monthly tier limits follow the days (1583号: basic charge by days of use);
+    the second part of an annual-tier row continues the year-to-date cumulative of the first.
+    Returns new :class:`ChargeRows` with ``bill`` set to the original row numbers.
+    """
+    n = len(rows.tariff_row)
+    change_day = np.broadcast_to(np.asarray(change_day, dtype=np.int64), (n,))
+    new_row = np.broadcast_to(np.asarray(new_row, dtype=np.int32), (n,))
+    split = np.flatnonzero((change_day > 1) & (change_day <= rows.period_days))
+    keep = np.arange(n)
+    days1 = (change_day[split] - 1).astype(np.int32)
+    first = {k: np.asarray(getattr(rows, k)).copy() for k in INPUTS}
+    second = {k: np.asarray(getattr(rows, k))[split].copy() for k in INPUTS}
+    energies = ("e_sharp", "e_peak", "e_flat", "e_valley", "q")
+    for j, k in enumerate(energies):
+        whole = first[k][split]
+        if e_before is not None and k != "q":
+            part = np.asarray(e_before[j], dtype=np.int64)[split]
+        else:
+            part = round_div(whole * days1, rows.period_days[split].astype(np.int64))
+        first[k][split] = part
+        second[k] = whole - part
+    second["days"] = rows.days[split] - days1
+    first["days"][split] = days1
+    second["tariff_row"] = new_row[split]
+    second["cum_prev"] = first["cum_prev"][split] + sum(first[k][split] for k in energies[:4])
+    cols = {k: np.concatenate([first[k], second[k]]) for k in INPUTS}
+    bill = np.concatenate([keep, split])
+    order = np.argsort(bill, kind="stable")
+    return ChargeRows(**{k: v[order] for k, v in cols.items()}, bill=bill[order])
+
+
+def bill_lines(items: LineItems, i: int, table: TariffTable, energies=None) -> list[tuple]:
+    """One bill as the customer reads it: ``[(code, label, amount_fen), ...]`` ending with the total.
+
+    Every line is one of the rounded columns, so the lines add up to ``total_fen`` exactly.
+    ``energies`` (optional dict of the period energy columns) adds kWh and unit price to the labels.
+    """
+    row = int(items.tariff_row[i])
+    par = table.params[row]
+    cat, volt, eff, season = table.keys[row]
+    c = {k: int(v[i]) for k, v in items.columns.items()}
+    lines = []
+    for k, p in enumerate(PERIODS):
+        label = f"电度电费 {PERIOD_ZH[p]} ({p})"
+        if energies is not None:
+            label += f" {_dec(int(energies['e_' + p][i]), 2)} kWh × {_dec(int(par[K.P_PRICE_SHARP + k]), 6)} 元"
+        lines.append((f"energy_{p}", label, c[f"energy_{p}_fen"]))
+    for t in (2, 3):
+        if c[f"tier{t}_kwh_x100"] or c[f"tier{t}_fen"]:
+            inc = int(par[K.P_INC2 if t == 2 else K.P_INC3])
+            lines.append((f"tier{t}", f"阶梯加价 第{t}档 {_dec(c[f'tier{t}_kwh_x100'], 2)} kWh × {_dec(inc, 6)} 元",
+                          c[f"tier{t}_fen"]))
+    if par[K.P_BASIC_KIND] != K.BASIC_NONE:
+        unit = "kVA" if par[K.P_BASIC_KIND] == K.BASIC_CAPACITY else "kW"
+        q = c["billing_demand"] if unit == "kVA" else _dec(c["billing_demand"], 4)
+        lines.append(("basic", f"基本电费 {q} {unit}", c["basic_fen"]))
+    if par[K.P_PF_STD] >= 0:
+        pf = "—" if c["pf_x100"] < 0 else f"{c['pf_x100'] / 100:.2f}"
+        lines.append(("pf_adjust", f"力调电费 cosφ {pf} (标准 0.{STANDARDS[par[K.P_PF_STD]]}) "
+                                   f"{c['pf_bp'] / 100:+.2f}%", c["pf_adjust_fen"]))
+    fund_names = "、".join(f.zh for f in table.funds.get(row, ()))
+    lines.append(("funds", f"政府性基金及附加 ({fund_names or '免征'})", c["funds_fen"]))
+    lines.append(("total", f"合计 ({cat}, {volt}, 电价 {eff} {season})", c["total_fen"]))
+    if sum(amount for _, _, amount in lines[:-1]) != c["total_fen"]:
+        raise BillingError(f"bill {i}: line items do not add up to the total")   # cannot happen; guard
+    return lines
+
+
+def _dec(value: int, places: int) -> str:
+    """An integer of scale 10^-places as a decimal string, exactly (no float)."""
+    sign = "-" if value < 0 else ""
+    s = str(abs(value)).rjust(places + 1, "0")
+    return f"{sign}{s[:-places]}.{s[-places:]}"
