@@ -47,6 +47,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from protocols.errors import StorageError
@@ -307,10 +308,12 @@ def new_file_name() -> str:
     return f"part-{uuid.uuid4().hex}.parquet"
 
 
-def read_file(path, columns: Iterable[str] | None = None) -> pa.Table:
-    """Read one published file; a corrupt file is a :class:`StorageError` naming it."""
+def read_file(path, table: str, columns: Iterable[str] | None = None) -> pa.Table:
+    """Read one published file of ``table`` in its schema; a corrupt file is a StorageError naming it."""
     try:
-        return pq.read_table(path, columns=list(columns) if columns is not None else None)
+        tbl = pq.ParquetFile(path).read(columns=list(columns) if columns is not None else None)
+        sch = SCHEMAS[table]
+        return tbl.cast(pa.schema([sch.field(n) for n in tbl.column_names]))
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"lake: corrupt or unreadable Parquet file {path}: {exc}") from None
 
@@ -344,29 +347,285 @@ class LakeLock:
             self._fd = None
 
 
-# --- bulk writer -------------------------------------------------------------------------------------------
-def _partitions(tbl: pa.Table, table: str, kind: str | None):
-    """Yield (partition dir key, sorted sub-table) for each partition of ``tbl``."""
+# --- partitions and keys -------------------------------------------------------------------------------
+_CODE_COL = {"readings": "register", "events": "event"}
+_TIME_COL = {"readings": "ts_utc", "events": "start_utc"}
+
+
+def split_partitions(tbl: pa.Table, table: str):
+    """Yield ((day, bucket), row indices, keys) per partition of ``tbl``, rows sorted within it.
+
+    Readings and events sort by (meter, code, time) and carry their dedup key: one int64
+    ``meter << 27 | code << 17 | second of the local day`` (schema.MAX_METER_ID and MAX_REGISTER_CODE bound
+    the fields).  Quarantine rows partition by their receive day, in arrival order, with no key.
+    """
     if table == "quarantine":
         days = local_days(_seconds(tbl.column("received_utc")))
         order = np.argsort(days, kind="stable")
         for lo, hi in _runs(days[order]):
-            idx = order[lo:hi]
-            yield (int(days[idx[0]]), None), tbl.take(pa.array(idx))
+            yield (int(days[order[lo]]), None), order[lo:hi], None
         return
     meter = tbl.column("meter_id").to_numpy()
-    ts = _seconds(tbl.column("ts_utc" if table == "readings" else "start_utc"))
-    code = tbl.column("register" if table == "readings" else "event").to_numpy()
+    ts = _seconds(tbl.column(_TIME_COL[table]))
+    code = tbl.column(_CODE_COL[table]).to_numpy().astype(np.int64)
     days = local_days(ts)
-    buckets = buckets_of(meter)
-    part = days * schema.N_BUCKETS + buckets
-    order = sort_order(part, meter, code, ts)
+    sec = ts + schema.LOCAL_OFFSET_S - days * _S_PER_DAY
+    part = days * schema.N_BUCKETS + buckets_of(meter)
+    order = sort_order(part, meter, code, sec)
+    keys = (meter << 27) | (code << 17) | sec
     for lo, hi in _runs(part[order]):
         idx = order[lo:hi]
         p = int(part[idx[0]])
-        yield (p // schema.N_BUCKETS, p % schema.N_BUCKETS), tbl.take(pa.array(idx))
+        yield (p // schema.N_BUCKETS, p % schema.N_BUCKETS), idx, keys[idx]
 
 
+def _keys_of(tbl: pa.Table, table: str) -> np.ndarray:
+    """Dedup keys of rows all in one partition (see :func:`split_partitions`)."""
+    meter = tbl.column("meter_id").to_numpy()
+    ts = _seconds(tbl.column(_TIME_COL[table]))
+    code = tbl.column(_CODE_COL[table]).to_numpy().astype(np.int64)
+    sec = (ts + schema.LOCAL_OFFSET_S) % _S_PER_DAY
+    return (meter << 27) | (code << 17) | sec
+
+
+# --- which copy wins -------------------------------------------------------------------------------------
+def _rank_columns(tbl: pa.Table, table: str) -> list[np.ndarray]:
+    """Columns ordering the copies of one reading / event, best first (the dedup rule).
+
+    Readings (same meter, register, ts):
+      1. an actual copy beats an estimated one (估抄 is replaced when the real reading arrives);
+      2. a copy not flagged suspect beats a suspect one;
+      3. then the first received wins (earliest ``received_utc``): a retry or back-fill of a reading we
+         already hold changes nothing, so re-delivery is idempotent;
+      4. ties (same second) go to the smallest (value, quality, source): arbitrary but total, so any
+         interleaving of deliveries gives the same final set.
+    Events (same meter, event, start): a closed copy (with ``end_utc``) beats an open one, then first
+    received, then smallest (end, source, detail).
+    """
+    if table == "readings":
+        q = tbl.column("quality").to_numpy()
+        return [(q & schema.Q_ESTIMATED) != 0, (q & schema.Q_SUSPECT) != 0,
+                _seconds(tbl.column("received_utc")), tbl.column("value").to_numpy(), q,
+                tbl.column("source").to_numpy()]
+    end = tbl.column("end_utc")
+    detail = tbl.column("detail").fill_null("").to_numpy(zero_copy_only=False).astype(str)
+    return [end.is_null().to_numpy(zero_copy_only=False), _seconds(tbl.column("received_utc")),
+            _seconds(end.fill_null(0)), tbl.column("source").to_numpy(), detail]
+
+
+def dedup(tbl: pa.Table, table: str, keys: np.ndarray | None = None) -> pa.Table:
+    """Keep the best copy (:func:`_rank_columns`) of each key; ``tbl`` rows are of one partition.
+
+    Row order is kept.  Only the rows of keys that occur more than once are ranked, so a table without
+    duplicates costs one sort of its keys.
+    """
+    if table == "quarantine" or tbl.num_rows < 2:
+        return tbl
+    keys = _keys_of(tbl, table) if keys is None else keys
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    dup = k[1:] == k[:-1]
+    if not dup.any():
+        return tbl
+    grouped = np.zeros(len(k), bool)
+    grouped[1:] |= dup
+    grouped[:-1] |= dup
+    rows = order[grouped]
+    ranks = _rank_columns(tbl.take(pa.array(rows)), table)
+    by_rank = np.lexsort(tuple(reversed([keys[rows], *ranks])))
+    gk = keys[rows][by_rank]
+    best = np.ones(len(gk), bool)
+    best[1:] = gk[1:] != gk[:-1]
+    keep = np.sort(np.concatenate([order[~grouped], rows[by_rank][best]]))
+    return tbl.take(pa.array(keep))
+
+
+def _sorted(tbl: pa.Table, table: str) -> pa.Table:
+    for _, idx, _keys in split_partitions(tbl, table):
+        if len(idx) != tbl.num_rows:
+            raise StorageError(f"lake: rows of several partitions given as one ({table})")
+        return tbl.take(pa.array(idx))
+    return tbl
+
+
+# --- replacing a partition atomically ---------------------------------------------------------------------
+_RENAME_EXCHANGE = 2
+try:
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+except (AttributeError, OSError):      # not Linux / old glibc: fall back to two renames
+    _renameat2 = None
+
+
+def exchange_dirs(a: pathlib.Path, b: pathlib.Path) -> None:
+    """Swap two directories in one step (``renameat2(RENAME_EXCHANGE)``, Linux >= 3.15).
+
+    Where the call is missing, falls back to two renames, with a moment in which ``b`` does not exist
+    (a reader then sees the partition empty): the one place the publication rule is weaker.
+    """
+    if _renameat2 is not None:
+        if _renameat2(-100, os.fsencode(a), -100, os.fsencode(b), _RENAME_EXCHANGE) == 0:   # AT_FDCWD
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise StorageError(f"lake: cannot swap {a} with {b}: {os.strerror(err)}")
+    aside = a.with_name(a.name + ".old")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
+
+
+def replace_partition(root, live: pathlib.Path, tbl: pa.Table, table: str) -> pathlib.Path:
+    """Make ``tbl`` the whole content of partition directory ``live``, atomically for readers."""
+    root = pathlib.Path(root)
+    staging = root / "_staging" / uuid.uuid4().hex
+    path = write_parquet(tbl, staging / new_file_name(), table)
+    if live.exists():
+        exchange_dirs(staging, live)
+        fsync_dir(live.parent)
+        shutil.rmtree(staging)         # the old files: readers that opened them keep their handles
+    else:
+        _mkdirs(live.parent)
+        os.rename(staging, live)
+        fsync_dir(live.parent)
+    fsync_dir(staging.parent)
+    return live / path.name
+
+
+def clean(root) -> None:
+    """Remove what a crashed writer left: staging directories and ``.tmp`` files (never published)."""
+    import glob
+    root = pathlib.Path(root)
+    shutil.rmtree(root / "_staging", ignore_errors=True)
+    for table in TABLES:
+        for tmp in glob.glob(str(root / table / "**" / ".part-*.tmp"), recursive=True):
+            os.unlink(tmp)
+
+
+# --- publishing with dedup --------------------------------------------------------------------------------
+class Publisher:
+    """Publishes rows into the lake, deduplicated against themselves and the partition's published files.
+
+    Keeps the dedup keys of recently touched partitions in memory (checked against the directory listing
+    on every use, so files added or compacted by another writer are noticed), at most ``max_cached_keys``.
+    Call under a :class:`LakeLock` (the ingest writer's roller does).
+    """
+
+    def __init__(self, root, max_cached_keys: int = 16 << 20) -> None:
+        self.root = pathlib.Path(root)
+        self.max_cached_keys = max_cached_keys
+        self._cache: dict[pathlib.Path, tuple[frozenset, np.ndarray]] = {}
+
+    def _files(self, d: pathlib.Path) -> frozenset:
+        try:
+            return frozenset(n for n in os.listdir(d) if n.startswith("part-") and n.endswith(".parquet"))
+        except FileNotFoundError:
+            return frozenset()
+
+    def _existing_keys(self, d: pathlib.Path, table: str) -> tuple[frozenset, np.ndarray]:
+        files = self._files(d)
+        hit = self._cache.pop(d, None)
+        if hit is not None and hit[0] == files:
+            self._cache[d] = hit        # most recently used last
+            return hit
+        parts = [_keys_of(read_file(d / n, table, ["meter_id", _CODE_COL[table], _TIME_COL[table]]), table)
+                 for n in sorted(files)]
+        keys = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return self._remember(d, files, keys)
+
+    def _remember(self, d, files, keys):
+        self._cache[d] = (files, keys)
+        total = sum(len(v[1]) for v in self._cache.values())
+        while total > self.max_cached_keys and len(self._cache) > 1:
+            old = next(iter(self._cache))
+            total -= len(self._cache.pop(old)[1])
+        return files, keys
+
+    def publish(self, data, table: str = "readings", kind: str | None = None, *,
+                name: str | None = None) -> int:
+        """Publish rows; returns how many rows became visible (new keys or better copies).
+
+        ``name`` (quarantine only) fixes the file name, so that publishing the same WAL segment twice
+        replaces the file instead of adding a second copy.
+        """
+        tbl = to_table(data, table)
+        if table == "readings" and kind not in schema.KINDS:
+            raise StorageError(f"lake: unknown reading kind {kind!r} (kinds: {', '.join(schema.KINDS)})")
+        added = 0
+        for (day, bucket), idx, keys in split_partitions(tbl, table):
+            d = partition_dir(self.root, table, day, bucket, kind)
+            sub = tbl.take(pa.array(idx))
+            if table == "quarantine":
+                write_parquet(sub, d / (name or new_file_name()), table)
+                added += sub.num_rows
+                continue
+            added += self._publish_partition(d, sub, keys, table)
+        return added
+
+    def _publish_partition(self, d: pathlib.Path, sub: pa.Table, keys: np.ndarray, table: str) -> int:
+        if len(keys) > 1 and (keys[1:] == keys[:-1]).any():        # duplicates within the batch
+            sub = dedup(sub, table, keys)
+            keys = _keys_of(sub, table)
+        files, existing = self._existing_keys(d, table)
+        pos = np.searchsorted(existing, keys)
+        hit = np.zeros(len(keys), bool)
+        inside = pos < len(existing)
+        hit[inside] = existing[pos[inside]] == keys[inside]
+        if hit.any():
+            old = pa.concat_tables([read_file(d / n, table) for n in sorted(files)])
+            better = _changed_rows(old, dedup(pa.concat_tables([old, sub.filter(pa.array(hit))]), table), table)
+            if better:
+                # a better copy of a published row (e.g. actual over estimated): rewrite the partition
+                replace_partition(self.root, d, _sorted(dedup(pa.concat_tables([old, sub]), table), table), table)
+                self._cache.pop(d, None)
+                return int((~hit).sum()) + better
+            sub, keys = sub.filter(pa.array(~hit)), keys[~hit]
+        if not len(keys):
+            return 0
+        path = write_parquet(sub, d / new_file_name(), table)
+        self._remember(d, files | {path.name}, np.sort(np.concatenate([existing, keys])))
+        return len(keys)
+
+
+def _changed_rows(old: pa.Table, new: pa.Table, table: str) -> int:
+    """How many rows of ``new`` differ from ``old`` (both deduplicated, of one partition, same keys)."""
+    a, b = _sorted(old, table), _sorted(new, table)
+    if a.num_rows != b.num_rows:
+        raise StorageError(f"lake: dedup changed the number of {table} keys ({a.num_rows} -> {b.num_rows})")
+    differ = np.zeros(a.num_rows, bool)
+    for name in a.column_names:
+        x, y = a.column(name), b.column(name)
+        differ |= ~pa.compute.fill_null(pa.compute.equal(x, y), False).to_numpy(zero_copy_only=False) \
+            & ~(x.is_null().to_numpy(zero_copy_only=False) & y.is_null().to_numpy(zero_copy_only=False))
+    return int(differ.sum())
+
+
+# --- compaction --------------------------------------------------------------------------------------------
+def partition_dirs(root, table: str = "readings") -> list[pathlib.Path]:
+    """Every partition directory of ``table`` holding at least one published file."""
+    return sorted({pathlib.Path(f).parent for f in published_files(root, table)})
+
+
+def compact(root, table: str = "readings", *, min_files: int = 2) -> tuple[int, int]:
+    """Merge each partition holding ``min_files`` or more files into one file, deduplicated and sorted.
+
+    Atomic per partition (:func:`replace_partition`).  Returns (partitions compacted, files removed).
+    Rows still in a write-ahead log are not seen: ``storage.wal.compact`` replays the WAL first.
+    """
+    done = removed = 0
+    with LakeLock(root):
+        for d in partition_dirs(root, table):
+            files = sorted(n for n in os.listdir(d) if n.startswith("part-") and n.endswith(".parquet"))
+            if len(files) < min_files:
+                continue
+            tbl = pa.concat_tables([read_file(d / n, table) for n in files])
+            tbl = _sorted(dedup(tbl, table), table) if table != "quarantine" else tbl
+            replace_partition(root, d, tbl, table)
+            done += 1
+            removed += len(files) - 1
+    return done, removed
+
+
+# --- bulk writer -------------------------------------------------------------------------------------------
 def write_table(root, data, table: str = "readings", kind: str | None = None) -> list[pathlib.Path]:
     """Bulk-write trusted rows of ``table`` into the lake: one new file per partition touched.
 
@@ -379,9 +638,9 @@ def write_table(root, data, table: str = "readings", kind: str | None = None) ->
     tbl = to_table(data, table)
     out = []
     with LakeLock(root):
-        for (day, bucket), sub in _partitions(tbl, table, kind):
+        for (day, bucket), idx, _keys in split_partitions(tbl, table):
             path = partition_dir(root, table, day, bucket, kind) / new_file_name()
-            out.append(write_parquet(sub, path, table))
+            out.append(write_parquet(tbl.take(pa.array(idx)), path, table))
     return out
 
 

@@ -64,6 +64,9 @@ SOURCES = {SRC_TASK: "task", SRC_REPORT: "report", SRC_OPERATOR: "operator", SRC
 
 # --- partitioning -------------------------------------------------------------------------------------
 N_BUCKETS = 16
+# meter ids are archive ids in [0, 2**36): the lake packs (meter, register, second of the day) into one
+# int64 sort/dedup key; ingest quarantines any other id as "meter id out of range".
+MAX_METER_ID = (1 << 36) - 1
 LOCAL_TZ = _dt.timezone(_dt.timedelta(hours=8), "CST")   # China Standard Time, no DST
 LOCAL_OFFSET_S = 8 * 3600
 
@@ -98,6 +101,8 @@ class Register:
     cumulative: bool   # an accumulating register (energy), as opposed to a sampled quantity
     max_value: int     # largest legal integer value (register digits); larger is rejected
     description: str
+    min_value: int = 0  # smallest legal value: 0 for energy; -max for signed quantities (DL/T 645
+    #                     sends current, power and power factor with a sign bit, appendix A formats)
 
 
 _E = 10 ** 8 - 1       # XXXXXX.XX: 6 integer + 2 decimal digits, the usual energy register
@@ -119,16 +124,17 @@ REGISTERS: dict[int, Register] = {r.code: r for r in (
     Register(30, "u_a", "V", 1, False, 9999, "phase A voltage"),
     Register(31, "u_b", "V", 1, False, 9999, "phase B voltage"),
     Register(32, "u_c", "V", 1, False, 9999, "phase C voltage"),
-    Register(33, "i_a", "A", 3, False, 999999, "phase A current"),
-    Register(34, "i_b", "A", 3, False, 999999, "phase B current"),
-    Register(35, "i_c", "A", 3, False, 999999, "phase C current"),
-    Register(36, "p", "kW", 4, False, 10 ** 8 - 1, "total active power (interval mean on load curves)"),
-    Register(37, "q", "kvar", 4, False, 10 ** 8 - 1, "total reactive power"),
-    Register(38, "pf", "", 3, False, 1000, "total power factor"),
+    Register(33, "i_a", "A", 3, False, 999999, "phase A current", -999999),
+    Register(34, "i_b", "A", 3, False, 999999, "phase B current", -999999),
+    Register(35, "i_c", "A", 3, False, 999999, "phase C current", -999999),
+    Register(36, "p", "kW", 4, False, 10 ** 8 - 1, "total active power (interval mean on load curves)", -(10 ** 8 - 1)),
+    Register(37, "q", "kvar", 4, False, 10 ** 8 - 1, "total reactive power", -(10 ** 8 - 1)),
+    Register(38, "pf", "", 3, False, 1000, "total power factor", -1000),
     Register(39, "freq", "Hz", 2, False, 9999, "grid frequency"),
 )}
 REGISTER_CODES = {r.name: r.code for r in REGISTERS.values()}
 ENERGY_REGISTERS = tuple(c for c, r in REGISTERS.items() if r.cumulative)
+MAX_REGISTER_CODE = 1023   # register and event codes stay below 2**10 (the lake packs them into a sort key)
 
 # --- events (事件) -------------------------------------------------------------------------------------
 # event codes stored in the events table; names follow DL/T 698.45 OI 3xxx / DL/T 645 DI 03xxxxxx
