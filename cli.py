@@ -313,5 +313,172 @@ def enc_terminal_output(ctx, address, output):
     _emit(ctx, TerminalOutputRequest(address, output))
 
 
+# === gen / archive / sql (storage: the archive, the fleet generator, SQL over the lake) ===========
+# Every command of these groups takes --data DIR (env GRIDHEAD_DATA, default ./gridhead-data): the
+# directory holding archive.duckdb and lake/ (storage.sql.data_dir).
+def _data_option(f):
+    return click.option("--data", "data", envvar="GRIDHEAD_DATA", type=click.Path(file_okay=False),
+                        default=None, help="Data directory with archive.duckdb and lake/ "
+                                           "[env GRIDHEAD_DATA; default ./gridhead-data].")(f)
+
+
+def _progress(total, desc):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="step", disable=None, leave=False, file=sys.stderr)
+
+
+@cli.command("gen")
+@click.option("--customers", type=click.IntRange(1), required=True, help="Number of customers.")
+@click.option("--days", type=click.IntRange(1), required=True, help="Days of readings (days + 1 freezes).")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2026-06-01", show_default=True,
+              help="First freeze date (local).")
+@click.option("--curve-fraction", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Share of customers with 15-minute load curves.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory [default: the data directory].")
+@click.option("--import-archive", is_flag=True, help="Also import the archive files into the data directory.")
+@_data_option
+def gen_cmd(customers, days, seed, start, curve_fraction, out, import_archive, data):
+    """Generate a synthetic fleet: archive files, readings in the lake, anomalies with their ground truth.
+
+    Writes OUT/archive-files/*.csv (for `gridhead archive import`), OUT/lake/ and OUT/ground_truth/.
+    """
+    import time as _time
+
+    from storage import generator, sql as _sql
+    out = out or str(_sql.data_dir(data))
+    bar = _progress(days + 1, "days")
+    t0 = _time.perf_counter()
+    try:
+        summary = generator.generate(out, customers, days, seed, start=start.date(), curve_fraction=curve_fraction,
+                                     progress=lambda n: bar.update(n - bar.n))
+    finally:
+        bar.close()
+    secs = _time.perf_counter() - t0
+    rows = summary["rows"]
+    click.echo(f"{customers} customers, {summary['meters']} meters, {summary['areas']} areas, {days} days: "
+               f"{rows['daily']} daily, {rows['monthly']} monthly, {rows['interval']} curve readings, "
+               f"{rows['events']} events in {secs:.1f} s ({customers / secs:,.0f} customers/s) -> {out}")
+    click.echo("injected: " + ", ".join(f"{k} {v}" for k, v in summary["injected"].items()))
+    if import_archive:
+        import pathlib
+        _archive_import(data, sorted(str(p) for p in (pathlib.Path(out) / "archive-files").glob("*.csv")))
+
+
+@cli.group("archive")
+def archive_grp():
+    """The archive (档案): customers, metering points, meters, concentrators, areas, feeders."""
+
+
+def _archive_import(data, files):
+    from storage import archive, sql as _sql
+    bar = _progress(2 * len(files), "import")
+    try:
+        with archive.Archive(_sql.archive_path(data)) as a:
+            done = a.import_files(files, progress=lambda _step: bar.update(1))
+    finally:
+        bar.close()
+    click.echo("imported " + ", ".join(f"{t} {n}" for t, n in done.items()) + f" into {_sql.archive_path(data)}")
+
+
+@archive_grp.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@_data_option
+def archive_import(files, data):
+    """Import FILE... (CSV or Parquet, one per table: customers.csv, meters.parquet ...).
+
+    Everything is checked first — types, keys, references across the files and against the archive,
+    ranges, overlapping periods; one bad row fails the whole import with file, row, column and reason,
+    and nothing is written.
+    """
+    _archive_import(data, files)
+
+
+@archive_grp.command("export")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for one file per table.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@_data_option
+def archive_export(out, fmt, data):
+    """Write every archive table to OUT (files that `archive import` accepts)."""
+    from storage import archive, sql as _sql
+    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+        paths = a.export(out, fmt)
+    click.echo(f"exported {len(paths)} tables to {out}")
+
+
+@archive_grp.command("info")
+@_data_option
+def archive_info(data):
+    """Rows per archive table."""
+    from storage import archive, sql as _sql
+    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+        for t, n in a.counts().items():
+            click.echo(f"{t:<20}{n:>12}")
+
+
+@cli.command("sql")
+@click.argument("query", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the result to FILE.")
+@click.option("--print-views", is_flag=True, help="Print the CREATE VIEW script for plain duckdb and exit.")
+@_data_option
+def sql_cmd(query, fmt, out, print_views, data):
+    """Run QUERY over the lake and the archive, or an interactive shell without QUERY.
+
+    Views: readings, daily_frozen, monthly_settlement, load_curve, events, quarantine and the archive
+    tables.  `gridhead sql --print-views > views.sql && duckdb -init views.sql` opens the same in plain
+    DuckDB.
+    """
+    from storage import sql as _sql
+    if print_views:
+        click.echo(_sql.views_script(data), nl=False)
+        return
+    with _sql.Session(data) as s:
+        if query is None:
+            _sql_shell(s, fmt)
+            return
+        if fmt == "table" and out is None:
+            click.echo(s.render_table(query))
+            return
+        tbl = s.query(query)
+        if tbl is not None:
+            _sql.write_result(tbl, "csv" if fmt == "table" else fmt, out)
+
+
+def _sql_shell(session, fmt):
+    """Read statements ending in ';' from stdin; .views lists the views, .quit (or EOF) ends."""
+    from storage import sql as _sql
+    click.echo(f"gridhead sql on {session.data} — statements end with ';', .views, .quit", err=True)
+    buf = []
+    while True:
+        try:
+            line = input("gridhead> " if not buf else "     ...> ") if sys.stdin.isatty() else sys.stdin.readline()
+        except EOFError:
+            break
+        if not sys.stdin.isatty() and line == "":
+            break
+        line = line.rstrip("\n")
+        if not buf and line.strip() in (".quit", ".exit"):
+            break
+        if not buf and line.strip() == ".views":
+            line = "SELECT table_name AS view FROM information_schema.tables WHERE table_type = 'VIEW' ORDER BY 1;"
+        buf.append(line)
+        if not line.rstrip().endswith(";"):
+            continue
+        stmt, buf = "\n".join(buf), []
+        try:
+            if fmt == "table":
+                click.echo(session.render_table(stmt))
+            else:
+                tbl = session.query(stmt)
+                if tbl is not None:
+                    _sql.write_result(tbl, fmt, None)
+        except GridheadError as exc:          # a bad statement does not end the shell
+            click.echo(f"error: {exc}", err=True)
+# === end gen / archive / sql =====================================================================
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,207 @@
+"""SQL for analysts: DuckDB views over the lake and the archive, and where the data lives.
+
+A data directory (``--data DIR``, else ``$GRIDHEAD_DATA``, else ``./gridhead-data``) holds::
+
+    archive.duckdb      the archive (storage.archive)
+    lake/               the readings lake (storage.lake): readings/, events/, quarantine/
+
+Views (all plain SQL over plain files, so nothing locks the data in)::
+
+    readings            every reading, with the Hive keys kind, date, bucket
+    daily_frozen        one row per meter and day (日冻结): a column per register, named as in
+                        storage.schema.REGISTERS (ae_fwd, ae_fwd_t1..t4, ae_rev, re_fwd, re_rev, md_fwd)
+    monthly_settlement  the same for the settlement readings (月冻结)
+    load_curve          interval readings (负荷曲线) with the register's name
+    events              device events with their names (event_name, event_name_zh)
+    quarantine          rejected rows with their reason
+    <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only
+
+``gridhead sql --print-views`` prints the statements; ``duckdb -init views.sql`` (or pasting them into
+any DuckDB) opens the same views with no gridhead installed.
+
+The pivots keep, per (meter, day, register), the value received last (``arg_max(value, received_utc)``):
+the lake's ingest deduplicates on (meter, register, timestamp), and should a re-delivered reading still
+sit beside the old one before compaction, the newer delivery wins — the rule back-fill follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from protocols.errors import GridheadError, StorageError
+
+from . import archive as _archive
+from . import lake, schema
+
+DEFAULT_DATA_DIR = "gridhead-data"
+FORMATS = ("table", "csv", "json", "parquet")
+PIVOT_REGISTERS = tuple(schema.REGISTERS[c].name for c in (*schema.ENERGY_REGISTERS, schema.REGISTER_CODES["md_fwd"]))
+
+
+class SqlError(StorageError):
+    """A query DuckDB refused (syntax, unknown column...): one line, exit code 2 (bad input)."""
+
+    exit_code = 2
+
+
+def data_dir(path: str | os.PathLike | None = None) -> pathlib.Path:
+    """The data directory: ``path``, else ``$GRIDHEAD_DATA``, else ``./gridhead-data``."""
+    return pathlib.Path(path or os.environ.get("GRIDHEAD_DATA") or DEFAULT_DATA_DIR)
+
+
+def archive_path(data: str | os.PathLike | None = None) -> pathlib.Path:
+    return data_dir(data) / "archive.duckdb"
+
+
+def lake_root(data: str | os.PathLike | None = None) -> pathlib.Path:
+    return data_dir(data) / "lake"
+
+
+_DUCK_TYPES = {pa.int64(): "BIGINT", pa.int16(): "SMALLINT", pa.uint8(): "UTINYINT", pa.string(): "VARCHAR",
+               lake.TS: "TIMESTAMPTZ"}
+
+
+def _empty(table: str) -> str:
+    """A typed, empty SELECT for a lake table that has no file yet (read_parquet refuses an empty glob)."""
+    cols = [f"CAST(NULL AS {_DUCK_TYPES[f.type]}) AS \"{f.name}\"" for f in lake.SCHEMAS[table]]
+    if table == "readings":
+        cols += ["CAST(NULL AS VARCHAR) AS kind"]
+    if table != "quarantine":
+        cols += ["CAST(NULL AS DATE) AS date", "CAST(NULL AS INTEGER) AS bucket"]
+    else:
+        cols += ["CAST(NULL AS DATE) AS date"]
+    return "SELECT " + ", ".join(cols) + " WHERE false"
+
+
+def _scan(glob: str, has_files: bool, table: str) -> str:
+    if not has_files:
+        return _empty(table)
+    hive = "{'date': DATE, 'bucket': INTEGER}" if table != "quarantine" else "{'date': DATE}"
+    return f"SELECT * FROM read_parquet('{_q(glob)}', hive_partitioning = true, hive_types = {hive})"
+
+
+def _pivot(src: str, registers=PIVOT_REGISTERS) -> str:
+    cols = ",\n       ".join(
+        f"arg_max(value, received_utc) FILTER (WHERE register = {schema.REGISTER_CODES[n]}) AS {n}" for n in registers)
+    return (f"SELECT meter_id, date, min(ts_utc) AS ts_utc,\n       {cols},\n"
+            f"       bit_or(quality) AS quality, max(received_utc) AS received_utc\n"
+            f"FROM ({src})\nGROUP BY meter_id, date")
+
+
+def view_statements(data: str | os.PathLike | None = None) -> list[str]:
+    """The CREATE VIEW (and ATTACH) statements that open the data directory in any DuckDB."""
+    root = lake_root(data).resolve()
+    # timestamps display in China Standard Time, the time of every meter and tariff (storage.schema)
+    out = ["SET TimeZone = 'Asia/Shanghai'"]
+    arch = archive_path(data).resolve()
+    if arch.exists():
+        out.append(f"ATTACH IF NOT EXISTS '{_q(arch)}' AS archive (READ_ONLY)")
+        out += [f"CREATE OR REPLACE VIEW {t.name} AS SELECT * FROM archive.{t.name}" for t in _archive.TABLES]
+    readings = lake.published_glob(root, "readings")
+    out.append(f"CREATE OR REPLACE VIEW readings AS {_scan(readings, bool(lake.published_files(root)), 'readings')}")
+    for view, kind in (("daily_frozen", schema.DAILY), ("monthly_settlement", schema.MONTHLY)):
+        # one kind's directory only, so DuckDB never opens the other kinds' files
+        g = str(root / "readings" / f"kind={kind}" / "date=*" / "bucket=*" / "part-*.parquet")
+        has = any((root / "readings" / f"kind={kind}").glob("date=*/bucket=*/part-*.parquet"))
+        out.append(f"CREATE OR REPLACE VIEW {view} AS\n{_pivot(_scan(g, has, 'readings'))}")
+    names = " ".join(f"WHEN {c} THEN '{r.name}'" for c, r in schema.REGISTERS.items())
+    g = str(root / "readings" / f"kind={schema.INTERVAL}" / "date=*" / "bucket=*" / "part-*.parquet")
+    has = any((root / "readings" / f"kind={schema.INTERVAL}").glob("date=*/bucket=*/part-*.parquet"))
+    out.append(f"CREATE OR REPLACE VIEW load_curve AS SELECT meter_id, date, ts_utc, CASE register {names} END "
+               f"AS register_name, register, value, quality, source, received_utc FROM ({_scan(g, has, 'readings')})")
+    ev_names = " ".join(f"WHEN {c} THEN '{n}'" for c, (n, _zh, _oi) in schema.EVENTS.items())
+    ev_zh = " ".join(f"WHEN {c} THEN '{zh}'" for c, (_n, zh, _oi) in schema.EVENTS.items())
+    ev = _scan(lake.published_glob(root, "events"), bool(lake.published_files(root, "events")), "events")
+    out.append(f"CREATE OR REPLACE VIEW events AS SELECT *, CASE event {ev_names} END AS event_name, "
+               f"CASE event {ev_zh} END AS event_name_zh FROM ({ev})")
+    q = _scan(lake.published_glob(root, "quarantine"), bool(lake.published_files(root, "quarantine")), "quarantine")
+    out.append(f"CREATE OR REPLACE VIEW quarantine AS {q}")
+    return out
+
+
+def views_script(data: str | os.PathLike | None = None) -> str:
+    """The statements as one script for plain ``duckdb`` (``duckdb -init FILE``)."""
+    head = ("-- gridhead views: open the lake and the archive in plain DuckDB, e.g.\n"
+            "--   gridhead sql --print-views > views.sql && duckdb -init views.sql\n"
+            "-- Re-print after new dates appear: an empty table's view is a typed empty SELECT.\n")
+    return head + "".join(s + ";\n" for s in view_statements(data))
+
+
+class Session:
+    """An in-memory DuckDB with the views of a data directory."""
+
+    def __init__(self, data: str | os.PathLike | None = None, *, threads: int | None = None):
+        self.data = data_dir(data)
+        self.db = duckdb.connect(":memory:")
+        if threads:
+            self.db.execute(f"SET threads = {int(threads)}")
+        try:
+            for s in view_statements(self.data):
+                self.db.execute(s)
+        except duckdb.Error as exc:
+            raise StorageError(f"opening {self.data}: {_first_line(exc)}") from None
+
+    def close(self):
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def query(self, sql: str, params=None) -> pa.Table | None:
+        """Run one statement; its result as an Arrow table (None for a statement without rows)."""
+        try:
+            cur = self.db.execute(sql, params or [])
+            if cur.description is None:
+                return None
+            return cur.fetch_arrow_table()
+        except duckdb.Error as exc:
+            raise SqlError(f"sql: {_first_line(exc)}") from None
+
+    def render_table(self, sql: str) -> str:
+        """DuckDB's own box rendering of a query (what the shell and ``--format table`` print)."""
+        try:
+            rel = self.db.sql(sql)
+            return "ok" if rel is None else str(rel)
+        except duckdb.Error as exc:
+            raise SqlError(f"sql: {_first_line(exc)}") from None
+
+
+def write_result(tbl: pa.Table, fmt: str, out: str | os.PathLike | None) -> None:
+    """Write a result as csv / json (one object per line) / parquet to ``out`` (or stdout)."""
+    if fmt == "parquet":
+        if out is None:
+            raise GridheadError("--format parquet needs --out FILE")
+        pq.write_table(tbl, out, compression="zstd")
+        return
+    sink = open(out, "wb") if out else sys.stdout.buffer
+    try:
+        if fmt == "csv":
+            pacsv.write_csv(tbl, sink)
+        elif fmt == "json":
+            for row in tbl.to_pylist():
+                sink.write(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
+        else:
+            raise GridheadError(f"format {fmt!r}: one of {', '.join(FORMATS)}")
+        sink.flush()
+    finally:
+        if out:
+            sink.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split("\n")[:1]).strip()
+
+
+def _q(p) -> str:
+    return str(p).replace("'", "''")
