@@ -9,7 +9,9 @@ abnormal responses; write and remote-control requests; FE wake-up bytes before m
 noise (no 68H) between some.  Measured in one process, best of N with ``time.perf_counter``:
 
   (a) framing + checksum alone: ``scan645(buf, pos, end)`` until NEED_MORE, compiled vs pure twin;
-  (b) full decode to Python values: ``Framer`` fed 1400-byte TCP segments + ``decode_message``;
+  (b) full decode to Python values: ``Framer`` fed 1400-byte TCP segments, ``Framer.messages()``
+      (one kernel call per segment frames and decodes every whole frame in it); also, as (b'), the
+      frame-at-a-time API: ``next_frame()`` + ``decode_message`` per frame, compiled;
   (c) the ``dlt645`` package on the same bytes, driven the way its TCP server drives it (append a
       segment, ``DLT645Protocol.deserialize_with_remaining`` until no frame), then its value decoder
       (``MeterClientService.handle_response``, its only one) on every meter answer.
@@ -125,6 +127,20 @@ def framing_count(k, buf: bytes) -> int:
 def full_decode(buf: bytes, keep=None) -> int:
     """(b) streaming framer over TCP-sized segments, every frame decoded to its message and values."""
     fr = Framer()
+    feed, messages = fr.feed, fr.messages
+    n = 0
+    for i in range(0, len(buf), SEGMENT):
+        feed(buf[i:i + SEGMENT])
+        for m in messages():
+            n += 1
+            if keep is not None:
+                keep(m)
+    return n
+
+
+def frame_by_frame(buf: bytes, keep=None) -> int:
+    """(b') the same, one frame at a time: ``next_frame()`` then ``decode_message`` on it."""
+    fr = Framer()
     feed, next_frame, dec = fr.feed, fr.next_frame, decode_message
     n = 0
     for i in range(0, len(buf), SEGMENT):
@@ -227,6 +243,8 @@ def main(argv=None) -> int:
         accel.use(mode)
         try:
             rows[f"b_full_{mode}"] = best_of(reps if mode == "compiled" else max(1, reps // 2), full_decode, buf)
+            if mode == "compiled":
+                rows["b_frames_compiled"] = best_of(reps, frame_by_frame, buf)
             prints[mode], wrong = check_pass(buf, msgs)
         finally:
             accel.use("auto")
@@ -244,6 +262,8 @@ def main(argv=None) -> int:
     counts = {k: (v[1] if isinstance(v[1], int) else v[1][0]) for k, v in rows.items()}
     if set(counts.values()) != {n}:
         failures.append(f"frame counts differ (generated {n}): {counts}")
+    if "b_frames_compiled" in counts and counts["b_frames_compiled"] != n:
+        failures.append(f"(b') found {counts['b_frames_compiled']} frames, not {n}")
     if "compiled" in prints and prints["compiled"] != prints["pure"]:
         a, b = prints["compiled"], prints["pure"]
         i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
@@ -259,6 +279,7 @@ def main(argv=None) -> int:
         ("a_framing_pure", "(a) framing + checksum, pure twin"),
         ("b_full_compiled", "(b) full decode to values, compiled"),
         ("b_full_pure", "(b) full decode to values, pure twin"),
+        ("b_frames_compiled", "(b') frame at a time: next_frame + decode_message, comp."),
         ("c_peer_framing", "(c) dlt645: framing only (deserialize_with_remaining)"),
         ("c_peer_full", "(c) dlt645: framing + its value decoder"),
     ]
@@ -280,6 +301,8 @@ def main(argv=None) -> int:
     if peer is not None:
         ratios["full_ours_over_dlt645_full"] = fps(best_full) / fps("c_peer_full")
         ratios["full_ours_over_dlt645_framing"] = fps(best_full) / fps("c_peer_framing")
+        if compiled:
+            ratios["frame_at_a_time_over_dlt645_full"] = fps("b_frames_compiled") / fps("c_peer_full")
         ratios["framing_ours_over_dlt645_framing"] = fps("a_framing_compiled" if compiled else "a_framing_pure") \
             / fps("c_peer_framing")
     print()
@@ -325,9 +348,10 @@ def main(argv=None) -> int:
 
 
 def check_pass(buf: bytes, msgs: list):
-    """Decode ``buf`` once more: a fingerprint of every message (its repr, values included) and the
-    indexes of the messages that differ from the ones encoded (dataclass equality, plus values)."""
-    prints, wrong = [], []
+    """Decode ``buf`` once more with each API: a fingerprint of every message (its repr, values
+    included) and the indexes of the messages that differ from the ones encoded (record equality,
+    plus values), or whose repr differs between ``messages()`` and ``next_frame`` + ``decode_message``."""
+    prints, other, wrong = [], [], []
 
     def keep(m):
         i = len(prints)
@@ -337,7 +361,11 @@ def check_pass(buf: bytes, msgs: list):
             wrong.append(i)
 
     full_decode(buf, keep)
-    return prints, wrong
+    frame_by_frame(buf, lambda m: other.append(hash(repr(m))))
+    wrong += [i for i, (a, b) in enumerate(zip(prints, other)) if a != b]
+    if len(other) != len(prints):
+        wrong.append(min(len(other), len(prints)))
+    return prints, sorted(set(wrong))
 
 
 def _decode_one(msg, mode: str):

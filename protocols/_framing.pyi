@@ -8,3 +8,4 @@ def decode645(buf: bytes, pos: int, end: int) -> tuple[int, int, int, int, str |
 def bcd_fields(data: bytes, off: int, spec: bytes) -> list[int | None]: ...  # int64_t accumulators
 def bcd_encode(value: int, nbytes: int, kind: int) -> bytes | None: ...
 def bcd_values(data: bytes, off: int, spec: bytes, templates: tuple, cls: type) -> tuple: ...  # builds Value tuples in C
+def messages645(buf: bytes | bytearray, pos: int, end: int, ctx: tuple, out: list) -> tuple[int, int, int, int, Exception | None]: ...  # one typed view per call, fast path in C

@@ -24,4 +24,4 @@ def decode_frames(data: bytes):
     """Every message in ``data`` (a whole capture), in order; a damaged frame raises its FrameError."""
     fr = Framer()
     fr.feed(data)
-    return [decode_message(f) for f in fr]
+    return list(fr.messages())

@@ -23,14 +23,13 @@ human order, e.g. ``"000012345678"``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .. import accel
 from ..errors import ChecksumError, FrameError, LocalProtocolError
+from ._record import record
 
 accel.bind(globals(), "_k", "protocols._framing")
 
-FOUND, NEED_MORE, BAD_CHECKSUM, BAD_END = 0, 1, 2, 3
+FOUND, NEED_MORE, BAD_CHECKSUM, BAD_END, BAD_ADDRESS, BAD_MESSAGE = 0, 1, 2, 3, 4, 5  # kernel statuses
 MAX_FRAME = 12 + 255
 PREAMBLE = b"\xFE\xFE\xFE\xFE"
 BROADCAST = "999999999999"
@@ -73,8 +72,8 @@ def address_to_wire(address: str) -> bytes:
     return bytes.fromhex(check_address(address))[::-1]
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+@record
+class Frame(tuple):
     """One whole DL/T 645 frame; ``data`` is already unscrambled (the +33H removed)."""
 
     address: str
@@ -112,12 +111,14 @@ class Frame:
         return preamble + body + bytes((sum(body) & 0xFF, 0x16))
 
 
-def _frame_error(status: int, buf, start: int, stop: int, extra: int, base: int = 0):
-    where = f"at byte {base + start}"
+def _frame_error(status: int, buf, start: int, stop: int, extra: int, base: int = 0, stream: str = ""):
+    where = f"at {stream}byte {base + start}"
     if status == BAD_CHECKSUM:
         return ChecksumError(
             f"checksum mismatch: frame says {buf[stop - 2]:02X}, computed {extra:02X} ({where})",
             received=buf[stop - 2], computed=extra)
+    if status == BAD_ADDRESS:
+        return FrameError(f"address {bytes(buf[start + 1:start + 7])[::-1].hex().upper()} is not BCD ({where})")
     return FrameError(f"frame {where} ends with {extra:02X}, not 16")
 
 
@@ -131,34 +132,37 @@ def decode(buffer, pos: int = 0):
     """
     end = len(buffer)
     status, start, stop, extra, address, control, data = _k.decode645(buffer, pos, end)
-    if status == FOUND:
-        if address is None:
-            err = FrameError(f"address {bytes(buffer[start + 1:start + 7])[::-1].hex().upper()} "
-                             f"is not BCD (at byte {start})")
-            err.used = start + 1 - pos
-            raise err
+    if status == FOUND and address is not None:
         return stop - pos, Frame(address, control, data)
     if status == NEED_MORE:
         return start - pos, None
-    err = _frame_error(status, buffer, start, stop, extra)
+    err = _frame_error(BAD_ADDRESS if status == FOUND else status, buffer, start, stop, extra)
     err.used = start + 1 - pos
     raise err
 
 
-class Framer:
-    """Streaming framer: feed chunks of any size, take whole frames out.
+# set by .messages when it is imported: what the kernel's messages645 needs to build messages
+# (Frame, ReadRequest, ReadResponse, ErrorResponse, Value, fast table, fallback decoder)
+STREAM_CONTEXT: tuple | None = None
 
-    ``feed(chunk)`` appends; ``next_frame()`` returns the next :class:`Frame`, ``None`` when more
-    bytes are needed, or raises a :class:`FrameError` for a damaged frame *after* skipping past it, so
-    the next call resynchronises.  Memory is bounded: garbage is dropped as soon as it is scanned and a
+
+class Framer:
+    """Streaming framer: feed chunks of any size, take whole frames or decoded messages out.
+
+    ``feed(chunk)`` appends.  Then either ``next_frame()`` — the next :class:`Frame`, ``None`` when
+    more bytes are needed — or ``messages()``, which yields every whole frame's message already
+    decoded (the fast path: one kernel call per chunk, see ``_framing_py.messages645``); use one or the
+    other.  A damaged frame raises a :class:`FrameError` *after* the framer skipped past it, so the
+    next call resynchronises.  Memory is bounded: garbage is dropped as soon as it is scanned and a
     frame can never exceed 267 bytes.  Iterating yields frames until more bytes are needed.
     """
 
-    __slots__ = ("_buf", "_pos", "consumed", "frames", "errors")
+    __slots__ = ("_buf", "_pos", "_pending", "consumed", "frames", "errors")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0
+        self._pending = None  # (iterator over decoded messages not yet yielded, error to raise after)
         self.consumed = 0  # bytes dropped so far (for error offsets in the stream)
         self.frames = 0
         self.errors = 0
@@ -176,15 +180,11 @@ class Framer:
         return len(self._buf) - self._pos
 
     def next_frame(self) -> Frame | None:
+        if self._pending is not None:
+            raise LocalProtocolError("next_frame() called while messages() still holds decoded messages")
         buf = self._buf
         status, start, stop, extra, address, control, data = _k.decode645(buf, self._pos, len(buf))
-        if status == FOUND:
-            if address is None:
-                self.errors += 1
-                err = FrameError(f"address {bytes(buf[start + 1:start + 7])[::-1].hex().upper()} "
-                                 f"is not BCD (at stream byte {self.consumed + start})")
-                self._pos = start + 1
-                raise err
+        if status == FOUND and address is not None:
             self._pos = stop
             self.frames += 1
             return Frame(address, control, data)
@@ -192,9 +192,48 @@ class Framer:
             self._pos = start
             return None
         self.errors += 1
-        err = _frame_error(status, buf, start, stop, extra, self.consumed)
         self._pos = start + 1
-        raise err
+        raise _frame_error(BAD_ADDRESS if status == FOUND else status, buf, start, stop, extra,
+                           self.consumed, "stream ")
+
+    def messages(self):
+        """Yield the message of every whole frame held, decoded (``messages.decode_message``'s result).
+
+        A damaged frame raises its FrameError, a frame the standard does not define (or whose data
+        does not fit its format) the decoder's RemoteProtocolError — after the messages before it and
+        with the framer already past it, so calling ``messages()`` again carries on.  Messages decoded
+        but not yet taken when a loop stops early are kept for the next call.
+        """
+        while True:
+            if self._pending is None:
+                out: list = []
+                self._pending = (iter(out), self._decode_into(out))
+            it, err = self._pending
+            yield from it
+            self._pending = None
+            if err is None:
+                return
+            raise err
+
+    def _decode_into(self, out: list):
+        """Run the kernel over the buffer; the error that stopped it, or None when it needs more bytes."""
+        ctx = STREAM_CONTEXT
+        if ctx is None:  # pragma: no cover - the package __init__ imports .messages first
+            from . import messages  # noqa: F401  (sets STREAM_CONTEXT)
+            ctx = STREAM_CONTEXT
+        buf = self._buf
+        status, start, stop, extra, exc = _k.messages645(buf, self._pos, len(buf), ctx, out)
+        self.frames += len(out)
+        if status == NEED_MORE:
+            self._pos = start
+            return None
+        if status == BAD_MESSAGE:          # a whole frame the decoder refused: step over all of it
+            self.frames += 1
+            self._pos = stop
+            return exc
+        self.errors += 1
+        self._pos = start + 1
+        return _frame_error(status, buf, start, stop, extra, self.consumed, "stream ")
 
     def __iter__(self):
         while True:

@@ -1,7 +1,7 @@
 """DL/T 645-2007 messages: every function of the standard, request and response, both directions.
 
-Each message is a frozen, slotted dataclass built from intent (``ReadRequest("000012345678", 0x00010000)``)
-and turned into a :class:`~protocols.dlt645.frame.Frame` with ``to_frame()`` / bytes with ``to_bytes()``.
+Each message is an immutable record (a tuple subclass, see ``_record``) built from intent
+(``ReadRequest("000012345678", 0x00010000)``) and turned into a :class:`~protocols.dlt645.frame.Frame` with ``to_frame()`` / bytes with ``to_bytes()``.
 ``decode_message(frame)`` finds the class through ``MESSAGES``, keyed by the control word without its
 follow-up bit.  Clause numbers refer to DL/T 645-2007 chapter 7 ("数据传输").
 
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import GridheadError, LocalProtocolError, RemoteProtocolError
+from . import frame as _frame_mod
 from . import registry
+from ._record import field, record
 from .device_errors import errors_of
 from .formats import Field, Value
 from .frame import (ABNORMAL_BIT, BROADCAST, DIR_BIT, FOLLOW_BIT, PREAMBLE, WILDCARD, Frame,
@@ -91,8 +92,9 @@ def time_of(digits: str, fmt: str = "YYMMDDhhmmss"):
     return digits_to_datetime(digits, fmt)
 
 
-class Message:
-    """Base of all DL/T 645 messages."""
+class Message(tuple):
+    """Base of all DL/T 645 messages: immutable records (see :mod:`._record`), built by hand from intent
+    or by the framing kernel straight from the wire."""
 
     __slots__ = ()
     function: ClassVar[int]
@@ -135,7 +137,7 @@ MESSAGES: dict[int, type[Message]] = {}
 
 
 # --- 08H broadcast time sync (clause 7.1): data ss mm hh DD MM YY, no answer -------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class BroadcastTimeSync(Message):
     time: str                       # YYMMDDhhmmss
     address: str = BROADCAST
@@ -160,7 +162,7 @@ class BroadcastTimeSync(Message):
 
 
 # --- 11H read data (clause 7.2) ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class ReadRequest(Message):
     address: str
     di: int
@@ -222,7 +224,7 @@ def _decode_payload(di: int, payload: bytes, frame: Frame):
         raise RemoteProtocolError(f"read response from {frame.address}: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadResponse(Message):
     address: str
     di: int
@@ -281,7 +283,7 @@ def _response_json(m) -> dict:
 
 
 # --- 12H read follow-up (clause 7.3) -----------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class ReadFollowUpRequest(Message):
     address: str
     di: int
@@ -303,7 +305,7 @@ class ReadFollowUpRequest(Message):
         return {**Message.to_json(self), "di": f"{self.di:08X}", "seq": self.seq}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadFollowUpResponse(Message):
     address: str
     di: int
@@ -338,14 +340,14 @@ class ReadFollowUpResponse(Message):
 
 
 # --- 13H read address (clause 7.4) -------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class ReadAddressRequest(Message):
     address: str = WILDCARD
     function: ClassVar[int] = 0x13
     name: ClassVar[str] = "read_address"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadAddressResponse(Message):
     address: str
     function: ClassVar[int] = 0x13
@@ -365,7 +367,7 @@ class ReadAddressResponse(Message):
 
 
 # --- 14H write data (clause 7.5): DI, PA P0 P1 P2, C0..C3, data --------------------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class WriteRequest(Message):
     address: str
     di: int
@@ -409,7 +411,7 @@ class WriteRequest(Message):
 
 
 # --- 15H write address (clause 7.6) ------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class WriteAddressRequest(Message):
     new_address: str
     address: str = WILDCARD
@@ -432,7 +434,7 @@ class WriteAddressRequest(Message):
 
 
 # --- 16H freeze (clause 7.7): mm hh DD MM, 99 = any ------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class FreezeRequest(Message):
     address: str
     when: str = "99999999"            # MMDDhhmm; "99999999" = freeze now (瞬时冻结)
@@ -465,7 +467,7 @@ def _baud_of(z: int) -> int | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChangeBaudRequest(Message):
     address: str
     baud: int
@@ -489,13 +491,13 @@ class ChangeBaudRequest(Message):
         return {**Message.to_json(self), "baud": self.baud}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChangeBaudResponse(ChangeBaudRequest):
     response: ClassVar[bool] = True
 
 
 # --- 18H change password (clause 7.9): DI 04000C0x, old PA P0P1P2, new PA P0P1P2 ------------------
-@dataclass(frozen=True, slots=True)
+@record
 class ChangePasswordRequest(Message):
     address: str
     old: str
@@ -504,9 +506,10 @@ class ChangePasswordRequest(Message):
     function: ClassVar[int] = 0x18
     name: ClassVar[str] = "change_password"
 
-    def __post_init__(self):
-        if self.di is None:  # 04000C01..0A hold the passwords of levels 0..9
-            object.__setattr__(self, "di", 0x04000C00 + int(_hex8(self.new, "new password")[:2], 16) + 1)
+    def __new__(cls, address, old, new, di=None):
+        if di is None:  # 04000C01..0A hold the passwords of levels 0..9
+            di = 0x04000C00 + int(_hex8(new, "new password")[:2], 16) + 1
+        return tuple.__new__(cls, (address, old, new, di))
 
     def data(self):
         return (_di_wire(self.di) + _password_wire(_hex8(self.old, "old password"))
@@ -523,7 +526,7 @@ class ChangePasswordRequest(Message):
         return {**Message.to_json(self), "old": self.old, "new": self.new, "di": f"{self.di:08X}"}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChangePasswordResponse(Message):
     address: str
     password: str
@@ -544,7 +547,7 @@ class ChangePasswordResponse(Message):
 
 
 # --- 19H/1AH/1BH resets (clauses 7.10-7.12): PA P0P1P2, C0..C3 [, DI for 1BH] --------------------
-@dataclass(frozen=True, slots=True)
+@record
 class DemandResetRequest(Message):
     address: str
     password: str = "02000000"
@@ -564,13 +567,13 @@ class DemandResetRequest(Message):
         return {**Message.to_json(self), "password": self.password, "operator": self.operator}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MeterResetRequest(DemandResetRequest):
     function: ClassVar[int] = 0x1A
     name: ClassVar[str] = "meter_reset"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventResetRequest(Message):
     address: str
     event_di: int = 0xFFFFFFFF         # FFFFFFFF = every event; DI3 DI2 DI1 FF = one event type
@@ -607,7 +610,7 @@ class RemoteCommand(enum.IntEnum):
     PROTECT_OFF = 0x3B          # 保电解除
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RemoteControlRequest(Message):
     address: str
     command: RemoteCommand
@@ -656,7 +659,7 @@ class RemoteControlRequest(Message):
 TERMINAL_OUTPUTS = {0: "clock_second_pulse", 1: "demand_period", 2: "time_switch"}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TerminalOutputRequest(Message):
     address: str
     output: int
@@ -677,14 +680,14 @@ class TerminalOutputRequest(Message):
         return {**Message.to_json(self), "output": TERMINAL_OUTPUTS.get(self.output, self.output)}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TerminalOutputResponse(TerminalOutputRequest):
     response: ClassVar[bool] = True
 
 
 # --- acknowledgements with an empty data field ------------------------------------------------------
 def _ack(fn: int, cname: str, mname: str):
-    cls = dataclass(frozen=True, slots=True)(type(cname, (Message,), {
+    cls = record(type(cname, (Message,), {
         "__annotations__": {"address": str}, "__module__": __name__,
         "__doc__": f"Meter's normal answer to {mname} ({fn:02X}H), empty data field.",
         "function": fn, "response": True, "name": mname}))
@@ -701,7 +704,7 @@ RemoteControlResponse = _ack(0x1C, "RemoteControlResponse", "remote_control")
 
 
 # --- abnormal responses (C = D1H...DDH): the error word ---------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class ErrorResponse(Message):
     address: str
     function: int
@@ -765,3 +768,36 @@ def decode_message(frame: Frame) -> Message:
     if c & FOLLOW_BIT and cls not in (ReadResponse, ReadFollowUpResponse):
         raise RemoteProtocolError(f"control word {c:02X}: follow-up bit set on {cls.name}")
     return cls.from_frame(frame)
+
+
+# --- the streaming fast path (Framer.messages) -----------------------------------------------------
+# DI -> how its read answer decodes in the kernel, learnt from the first answer the Python decoder
+# took: (size, spec, templates) for a plain item, {size: (spec, templates)} for a block.  Items the
+# kernel cannot do alone (ASCII, fields over 8 bytes, load records, unknown DIs) never enter.
+FAST_ANSWERS: dict = {}
+
+
+def _learn(di: int) -> None:
+    item = registry.lookup(di)
+    if item is None:
+        return
+    if item.members:
+        if item._prefixes:
+            FAST_ANSWERS[di] = item._prefixes
+    elif item._fast and item.fields:
+        FAST_ANSWERS[di] = (item.size, item._spec, item._templates)
+
+
+def decode_or_error(frame: Frame):
+    """:func:`decode_message`, returning the project error that refuses the frame instead of raising."""
+    try:
+        m = decode_message(frame)
+    except GridheadError as exc:
+        return exc
+    if m.__class__ is ReadResponse and m.known and m.record is None and m.di not in FAST_ANSWERS:
+        _learn(m.di)
+    return m
+
+
+_frame_mod.STREAM_CONTEXT = (Frame, ReadRequest, ReadResponse, ErrorResponse, Value, FAST_ANSWERS,
+                             decode_or_error)
