@@ -139,7 +139,7 @@ def transformer_loss(method, a_p, a_q, hours, capacity_kva, p0_w, pk_w, i0_x100,
     idx = np.flatnonzero(method != 0)
     if len(idx) == 0:
         return loss_p, loss_q
-    o = {k: np.asarray(v)[idx].astype(object) for k, v in dict(
+    o = {k: np.broadcast_to(np.asarray(v), (n,))[idx].astype(object) for k, v in dict(
         m=method, ap=a_p, aq=a_q, t=hours, s=capacity_kva, p0=p0_w, pk=pk_w, i0=i0_x100, uk=uk_x100,
         rate=rate_x1e4, fp=fixed_p, fq=fixed_q, line=line_loss_x1e4).items()}
     sq = o["ap"] * o["ap"] + o["aq"] * o["aq"]
