@@ -262,7 +262,7 @@ class Archive:
     def query(self, sql: str, params=None) -> pa.Table:
         """Run SQL against the archive; an Arrow table."""
         try:
-            return self.db.execute(sql, params or []).fetch_arrow_table()
+            return _arrow(self.db.execute(sql, params or []))
         except duckdb.Error as exc:
             raise StorageError(f"archive query: {str(exc).splitlines()[0]}") from None
 
@@ -509,6 +509,11 @@ class Archive:
             raise ArchiveError(f"archive import refused by the database, nothing imported: "
                                f"{str(exc).splitlines()[0]}") from None
         return done
+
+
+def _arrow(cur) -> pa.Table:
+    """A result as an Arrow table (``to_arrow_table`` from DuckDB 1.4 on; ``fetch_arrow_table`` before)."""
+    return cur.to_arrow_table() if hasattr(cur, "to_arrow_table") else cur.fetch_arrow_table()
 
 
 def _q(p: pathlib.Path) -> str:

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from protocols.errors import GridheadError, StorageError
 
 from . import archive as _archive
+from .archive import _arrow
 from . import lake, schema
 
 DEFAULT_DATA_DIR = "gridhead-data"
@@ -164,7 +165,7 @@ class Session:
             cur = self.db.execute(sql, params or [])
             if cur.description is None:
                 return None
-            return cur.fetch_arrow_table()
+            return _arrow(cur)
         except duckdb.Error as exc:
             raise SqlError(f"sql: {_first_line(exc)}") from None
 
