@@ -243,8 +243,10 @@ def _local(what, why):
 
 
 # --- decoding --------------------------------------------------------------------------------------
-def decode_length(buf, pos, what="length"):
+def decode_length(buf, pos=0, what="length"):
     """A-XDR length at ``buf[pos]``: one byte < 80H, or 8nH + n (1..4) bytes big-endian, minimal."""
+    if pos < 0:
+        raise LocalProtocolError(f"A-XDR: negative position {pos}")
     if pos >= len(buf):
         raise _short(what + " length", pos, 1, buf)
     b = buf[pos]
@@ -428,6 +430,11 @@ def _dec_scaler_unit(buf, pos, depth=0):
     return ScalerUnit(s - 256 if s > 127 else s, buf[pos + 1]), pos + 2
 
 
+# MS choices 5, 6, 7 are regions of user types (unsigned), addresses (TSA), configuration numbers
+# (long-unsigned): the bounds of each Region have that type (clause 7.3, MS)
+_MS_REGION = {5: UNSIGNED, 6: TSA, 7: LONG_UNSIGNED}
+
+
 def _dec_ms(buf, pos, depth=0):
     if pos >= len(buf):
         raise _short("MS", pos, 1, buf)
@@ -451,8 +458,13 @@ def _dec_ms(buf, pos, depth=0):
     if c <= 7:
         n, p = _count(buf, p, "MS", 3)
         out = []
+        want = _MS_REGION[c]
         for _ in range(n):
+            q = p
             r, p = _dec_region(buf, p, depth)
+            if r.start.tag != want or r.end.tag != want:
+                raise _bad("MS", q, f"region of {_name(r.start.tag)}..{_name(r.end.tag)} in choice {c} "
+                                    f"({_name(want)} bounds)")
             out.append(r)
         return MS(c, tuple(out)), p
     raise _bad("MS", pos, f"choice {c} (0-7)")
@@ -584,14 +596,16 @@ _DEC = {
 }
 
 
-def _as_bytes(buf):
+def _as_bytes(buf, pos):
+    if pos < 0:
+        raise LocalProtocolError(f"A-XDR: negative position {pos}")
     return buf if type(buf) is bytes else bytes(buf)
 
 
 def decode_data(buf, pos=0, depth=0):
     """One tagged Data at ``buf[pos]``: ``(Data, end)``."""
     if depth == 0:
-        buf = _as_bytes(buf)
+        buf = _as_bytes(buf, pos)
     if pos >= len(buf):
         raise _short("Data", pos, 1, buf)
     tag = buf[pos]
@@ -604,15 +618,17 @@ def decode_data(buf, pos=0, depth=0):
 
 def decode_typed(tag, buf, pos=0):
     """The bare (untagged) value of type ``tag`` at ``buf[pos]``: ``(value, end)``."""
-    dec = _DEC.get(tag)
+    dec = _DEC.get(tag) if type(tag) is not bool and isinstance(tag, int) else None
     if dec is None:
         raise LocalProtocolError(f"A-XDR: no type with tag {tag}")
-    return dec(_as_bytes(buf), pos, 0)
+    return dec(_as_bytes(buf, pos), pos, 0)
 
 
 def decode_row(buf, pos, n):
     """``n`` Data one after the other, without a count (A-RecordRow): ``(tuple, end)``."""
-    buf = _as_bytes(buf)
+    buf = _as_bytes(buf, pos)
+    if n < 0:
+        raise LocalProtocolError(f"A-XDR: negative column count {n}")
     if n > len(buf) - pos:
         raise _short("record row", pos, n, buf)
     out = []
@@ -624,7 +640,7 @@ def decode_row(buf, pos, n):
 
 def decode_rows(buf, pos, n):
     """SEQUENCE OF A-RecordRow of ``n`` columns each: ``(tuple of rows, end)``."""
-    buf = _as_bytes(buf)
+    buf = _as_bytes(buf, pos)
     m, p = _count(buf, pos, "record rows", max(n, 1))
     out = []
     for _ in range(m):
@@ -833,6 +849,8 @@ def _enc_ms(v, out, depth):
             out.append(_int(x, 0, 0xFFFF, "MS number").to_bytes(2, "big"))
         else:
             _enc_region(x, out, depth)
+            if x[1][0] != _MS_REGION[c] or x[2][0] != _MS_REGION[c]:
+                raise _local("MS", f"region {x!r} in choice {c} ({_name(_MS_REGION[c])} bounds)")
 
 
 _enc_dts = _tuple_encoder(DateTimeS, ">HBBBBB", DATE_TIME_S)
