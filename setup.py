@@ -14,7 +14,6 @@ KERNELS = {
     "protocols._framing": "ext/_framing.pyx",
     "protocols._framing698": "ext/_framing698.pyx",
     "protocols._axdr": "ext/_axdr.pyx",
-    "protocols._apdu698": "ext/_apdu698.pyx",
     "billing_core._billing": "ext/_billing.pyx",
 }
 
@@ -63,6 +62,7 @@ setup(
         "numpy>=1.26,<3",
         "pyarrow>=15,<25",
         "duckdb>=1.0,<2",
+        "tqdm>=4.66,<5",  # progress bars of gridhead gen / archive import
     ],
     extras_require={
         "test": [
