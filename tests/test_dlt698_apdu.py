@@ -64,8 +64,8 @@ SAMPLES = [
     A.GetRequestNormal(0x81, 0x00100200, TT),
     A.GetRequestNormalList(2, (0x00100200, 0x20000200, 0x40000200)),
     A.GetRequestRecord(3, A.GetRecord(0x50040200, (9, 1), (0x20210200, 0x00100200))),
-    A.GetRequestRecordList(4, (A.GetRecord(0x50040200, (1, 0x20210200, (28, DTS)), ()),
-                               A.GetRecord(0x60120300, (6, DTS, DTS, (3, 1), (1, ())), ROWS_RCSD))),
+    A.GetRequestRecordList(4, (A.GetRecord(0x50040200, (1, (0x20210200, (28, DTS))), ()),
+                               A.GetRecord(0x60120300, (6, (DTS, DTS, (3, 1), (1, None))), ROWS_RCSD))),
     A.GetRequestNext(5, 3),
     A.GetRequestMD5(6, 0x60120200),
     A.GetResponseNormal(1, A.ResultNormal(0x00100200, E4)),
@@ -247,7 +247,7 @@ def test_dar_errors_are_named_device_errors():
 def test_unknown_services_are_rejected_clearly():
     for raw, msg in [(b"", "empty"), (b"\x05\x09\x01", "choice 9"), (b"\x42\x00", "tag 0x42"),
                      (b"\x05", "choice byte"), (bytes.fromhex("85010100100200020000"), "choice 2"),
-                     (bytes.fromhex("8501010010020001FF0000"), "unknown Data type 255")]:
+                     (bytes.fromhex("8501010010020001FF0000"), "unknown type tag 255 at byte 8")]:
         with pytest.raises(RemoteProtocolError, match=msg):
             A.decode_apdu(raw)
 

@@ -24,7 +24,7 @@ follow report (跟随上报)".  FollowReport (跟随上报信息域) is ``CHOICE
 
 Every class is a frozen, slotted dataclass found through :data:`REGISTRY` keyed by (tag, choice);
 ``decode_apdu(raw)`` returns one, ``obj.to_bytes()`` gives the same bytes back.  Data values are
-``(type tag, content)`` pairs (see ``protocols/_apdu698_py.py``).  OADs and OMDs are ``int`` (OI << 16 | attr << 8 | index).
+:class:`protocols.dlt698.axdr.Data` (tag, value).  OADs and OMDs are ``int`` (OI << 16 | attr << 8 | index).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any, Callable, ClassVar, Protocol
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import dar as _dar
 from . import _codec as C
+from . import axdr
 from ._codec import ABSENT  # noqa: F401 - re-exported: an OPTIONAL Data that is not there
 from ._codec import (BOOL, COMDCB, DATA, DATE_TIME, DATE_TIME_S, DAR, OAD, OCTETS, OMD, OPT_DATA, RCSD, RSD,
                      TI, TSA, U8, U16, U32, VISIBLE, fixed, opt, seq)
@@ -157,9 +158,7 @@ def _dec_result_record(buf, pos):
     if c != 1:
         raise C.bad(pos - 1, f"record result choice {c} (0 DAR or 1 rows)")
     # A-RecordRow has one Data per RCSD column and no count of its own (7.3, A-RecordRow)
-    nrows, pos = C.dec_len(buf, pos)
-    ncols = len(rcsd)
-    rows, pos = C.dec_rows(buf, pos, nrows, ncols)
+    rows, pos = C.dec_rows(buf, pos, len(rcsd))
     return ResultRecord(oad, rcsd, rows, None), pos
 
 
@@ -212,7 +211,7 @@ def _dec_time_tag(buf, pos):
 
 def _enc_time_tag(v, out):
     DATE_TIME_S.enc(v.sent_at, out)
-    TI.enc((v.delay_unit, v.delay), out)
+    TI.enc(axdr.TI(v.delay_unit, v.delay), out)
 
 
 TIME_TAG = C.Codec(_dec_time_tag, _enc_time_tag)
@@ -1228,7 +1227,7 @@ def decode_apdu(raw) -> Apdu:
         pos = 1
     try:
         apdu, pos = cls._BODY.dec(buf, pos)
-    except ValueError as exc:       # C.DecodeError, or the compiled kernel's twin of it: names the offset
+    except (C.DecodeError, RemoteProtocolError) as exc:    # both name the byte offset
         raise RemoteProtocolError(f"{cls.NAME}: {exc}") from None
     if pos != len(buf):
         raise RemoteProtocolError(f"{cls.NAME}: {len(buf) - pos} byte(s) left over after the APDU at offset {pos}")
@@ -1286,9 +1285,9 @@ def get_list(oads, piid: int = 1) -> GetRequestNormalList:
 
 def get_record(oad_: int | str, rsd=(0,), rcsd=(), piid: int = 1, *,
                time_tag: TimeTag | None = None) -> GetRequestRecord:
-    """GET-Request-Record: ``rsd`` e.g. ``(9, 1)`` = the last record (选择方法9, 上第1次),
-    ``(1, 0x20210200, (28, (2024, 6, 1, 0, 0, 0)))`` = the record frozen at that time; ``rcsd`` the
-    columns (OADs, or (OAD, (OAD, ...)) for a ROAD), () for all."""
+    """GET-Request-Record: ``rsd`` an :class:`axdr.RSD`, e.g. ``(9, 1)`` = the last record (选择方法9,
+    上第1次), ``(1, (0x20210200, Data(28, (2024, 6, 1, 0, 0, 0))))`` = the record frozen at that time;
+    ``rcsd`` the columns (OADs, or :class:`axdr.Road` for a ROAD), () for all."""
     o = parse_oad(oad_) if isinstance(oad_, str) else oad_
     return GetRequestRecord(piid, GetRecord(o, tuple(rsd), tuple(rcsd)), time_tag)
 
