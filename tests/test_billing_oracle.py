@@ -8,7 +8,8 @@ demand charge.  PySAM splits tier energy across TOU periods in proportion to the
 rule of DOMAIN.md; our kernel uses the equivalent increment-per-tier form.  Lines compared:
 
 * energy per TOU period: PySAM run with the base prices only (tier increments zero);
-* tier increments: PySAM run with the increments only (base prices zero) — its tier totals;
+* tier increments: PySAM run with the increments only (base prices zero) — its tier energies,
+  each tier line from them, and the month's increment charge;
 * basic charge by actual demand: PySAM's flat demand charge;
 * and PySAM's full tariff (base + increments) equals the sum of the two runs (the equivalence).
 """
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 from billing_core import engine
+from billing_core.rounding import round_div
 from billing_core.tariff import TariffSet, hour_periods
 
 ur = pytest.importorskip("PySAM.Utilityrate5")
@@ -104,7 +106,7 @@ def oracle_tariffs(tmp_path_factory):
 def test_pysam_oracle_zero_fen(kernels, oracle_tariffs, seed):
     rng = np.random.default_rng(seed)
     hours = np.arange(8760)
-    scale = rng.uniform(1.5, 4.0)          # 1 100 – 2 900 kWh a month: across both tier limits
+    scale = rng.uniform(2.5, 4.0)          # 1 800 – 2 900 kWh a month: across both tier limits
     daily = 1.0 + 0.8 * np.sin((hours % 24 - 6) / 24 * 2 * np.pi)
     load_x100 = np.round(100 * scale * daily * rng.uniform(0.5, 1.5, 8760)).astype(np.int64)  # 0.01 kWh/h
     load_kw = load_x100 / 100
@@ -135,9 +137,18 @@ def test_pysam_oracle_zero_fen(kernels, oracle_tariffs, seed):
             r = [i for i in range(1, cb.shape[0] - 1) if int(cb[i, 0]) == p + 1]
             pysam_p = float(cb[r[0], 1:-1].sum()) if r else 0.0     # last column: row total
             assert _fen(pysam_p) == ours[f"energy_{engine.ITEMS[p][7:-4]}_fen"][m], (mon, p)
-        tiers = ci[-1, 1:-1]                                            # last row: per-tier totals
-        assert _fen(float(tiers[1])) == ours["tier2_fen"][m], mon
-        assert _fen(float(tiers[2])) == ours["tier3_fen"][m], mon
+        # tiers: PySAM's tier energies (last row of its energy matrix) to the 0.01 kWh, then each tier
+        # line; its charge matrix spreads the increment charges over the cells in a way of its own, so the
+        # charges are checked as the month's sum (exact to 1e-6 yuan), not cell by cell
+        te = np.array(getattr(incs, f"energy_wo_sys_ec_{mon}_tp"))[-1, 1:-1]
+        for t, inc in ((2, version.tier_increments_uyuan[0]), (3, version.tier_increments_uyuan[1])):
+            kwh_x100 = int(round(float(te[t - 1]) * 100))
+            assert kwh_x100 == ours[f"tier{t}_kwh_x100"][m], (mon, t)
+            # the line from the oracle's energy (at register resolution: its floats carry 1e-12 noise)
+            assert round_div(kwh_x100 * inc, 10 ** 6) == ours[f"tier{t}_fen"][m], (mon, t)
+        exact = (int(ours["tier2_kwh_x100"][m]) * version.tier_increments_uyuan[0]
+                 + int(ours["tier3_kwh_x100"][m]) * version.tier_increments_uyuan[1]) / 1e8
+        assert abs(ci[-1, 1:-1].sum() - exact) < 1e-6, mon
         assert _fen(base.year1_monthly_dc_fixed_without_system[m]) == ours["basic_fen"][m], mon
         assert abs(full.year1_monthly_ec_charge_without_system[m] - base.year1_monthly_ec_charge_without_system[m]
                    - incs.year1_monthly_ec_charge_without_system[m]) < 1e-6
