@@ -99,7 +99,7 @@ SAMPLES = [
     A.ReportNotificationTransData(15, 0xF2010201, (b"\x68\x16", b"\xfe\xfe")),
     A.ReportResponseList(13, (0x30110200,)),
     A.ReportResponseRecordList(14, (0x60120300,), TT),
-    A.ReportResponseTransData(15, (0xF2010201,)),
+    A.ReportResponseTransData(15),
     A.ProxyGetRequestList(16, 120, (A.ProxyTarget(TSA1, 60, (0x00100200, 0x20000200)),)),
     A.ProxyGetRequestRecord(17, 120, TSA1, A.GetRecord(0x50040200, (9, 1), (0x20210200, 0x00100200))),
     A.ProxySetRequestList(18, 60, (A.ProxyTarget(TSA1, 30, (A.SetItem(0x40000200, (28, DTS)),)),)),

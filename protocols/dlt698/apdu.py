@@ -889,10 +889,11 @@ class ReportResponseRecordList(Apdu):
 
 @_apdu(0x08, 3, "REPORT-Response-TransData", "client")
 class ReportResponseTransData(Apdu):
+    """ReportResponseTransData ::= SEQUENCE {PIID}: transparent data is acknowledged by PIID alone."""
+
     piid: int
-    oads: tuple
     time_tag: TimeTag | None = None
-    _SPEC = (U8, seq(OAD))
+    _SPEC = (U8,)
 
 
 # --- 7.4.8 PROXY (代理): a concentrator reads, sets, acts on the meters behind it --------------------
@@ -1317,7 +1318,7 @@ def report_response(notification: Apdu) -> Apdu:
     if isinstance(notification, ReportNotificationRecordList):
         return ReportResponseRecordList(p, tuple(r.oad for r in notification.results))
     if isinstance(notification, ReportNotificationTransData):
-        return ReportResponseTransData(p, (notification.port,))
+        return ReportResponseTransData(p)
     raise LocalProtocolError(f"{notification.NAME} is not a REPORT-Notification")
 
 
