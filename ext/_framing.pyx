@@ -47,8 +47,35 @@ cdef extern from *:
         return o;
     #endif
     }
+
+    /* A Value (name, raw, decimals, unit, kind, fmt) from its template (name, decimals, unit, kind,
+       fmt) and the raw register: filled in place, without the intermediate tuple of gh_record. */
+    static PyObject* gh_value(PyObject* cls, PyObject* t, PyObject* raw) {
+    #if PY_VERSION_HEX < 0x030E0000
+        Py_ssize_t i;
+        PyObject* o = ((PyTypeObject*)cls)->tp_alloc((PyTypeObject*)cls, 6);
+        if (o == NULL) return NULL;
+        Py_INCREF(raw);
+        PyTuple_SET_ITEM(o, 1, raw);
+        for (i = 0; i < 5; i++) {
+            PyObject* v = PyTuple_GET_ITEM(t, i);
+            Py_INCREF(v);
+            PyTuple_SET_ITEM(o, i ? i + 1 : 0, v);
+        }
+        return o;
+    #else
+        PyObject* items = PyTuple_Pack(6, PyTuple_GET_ITEM(t, 0), raw, PyTuple_GET_ITEM(t, 1),
+                                       PyTuple_GET_ITEM(t, 2), PyTuple_GET_ITEM(t, 3), PyTuple_GET_ITEM(t, 4));
+        PyObject* o;
+        if (items == NULL) return NULL;
+        o = gh_record(cls, items);
+        Py_DECREF(items);
+        return o;
+    #endif
+    }
     """
     object gh_record(object cls, tuple items)
+    object gh_value(object cls, tuple template, object raw)
 
 
 cdef inline const uint8_t* _ptr(bytes b):
@@ -266,7 +293,9 @@ cdef tuple _values(const uint8_t* p, bytes spec, tuple templates, object cls):
         raise ValueError("bcd_values: more templates than fields in spec")
     for j in range(n):
         t = <tuple> templates[j]
-        v = gh_record(cls, (t[0], _field(p, s[2 * j], s[2 * j + 1]), t[1], t[2], t[3], t[4]))
+        if len(t) != 5:
+            raise ValueError("bcd_values: a template is (name, decimals, unit, kind, fmt)")
+        v = gh_value(cls, t, _field(p, s[2 * j], s[2 * j + 1]))
         Py_INCREF(v)
         PyTuple_SET_ITEM(out, j, v)
         p += s[2 * j]
@@ -293,6 +322,33 @@ cdef inline uint32_t _di(const uint8_t* d) noexcept nogil:
             | <uint32_t> <uint8_t>(d[2] - 0x33) << 16 | <uint32_t> <uint8_t>(d[3] - 0x33) << 24)
 
 
+cdef object _hex_rev(const uint8_t* d, int n, bint digits):
+    # n scrambled bytes, sent lowest first -> 2n hex digits, highest first (passwords, operator
+    # codes, BCD times); None if ``digits`` and a nibble is not a decimal digit
+    cdef char out[32]
+    cdef int k
+    cdef uint8_t b
+    for k in range(n):
+        b = <uint8_t>(d[n - 1 - k] - 0x33)
+        if digits and ((b >> 4) > 9 or (b & 0x0F) > 9):
+            return None
+        out[2 * k] = _HEX[b >> 4]
+        out[2 * k + 1] = _HEX[b & 0x0F]
+    return out[:2 * n].decode("ascii")
+
+
+cdef object _password(const uint8_t* d):
+    # PA first, then P0 P1 P2: "PAP2P1P0" (messages._password_human)
+    cdef char out[8]
+    cdef int k
+    cdef uint8_t b
+    for k in range(4):
+        b = <uint8_t>(d[0 if k == 0 else 4 - k] - 0x33)
+        out[2 * k] = _HEX[b >> 4]
+        out[2 * k + 1] = _HEX[b & 0x0F]
+    return out[:8].decode("ascii")
+
+
 def messages645(buf, Py_ssize_t pos, Py_ssize_t end, tuple ctx, list out):
     # The twin's docstring says what this does; here the per-frame work stays in C: one typed view
     # of the buffer per call, no Python-level call for the frames of the fast path.
@@ -304,11 +360,12 @@ def messages645(buf, Py_ssize_t pos, Py_ssize_t end, tuple ctx, list out):
     cdef uint32_t di
     cdef PyObject* hit
     cdef bytes payload, spec
-    cdef object entry, addr, msg, key
+    cdef object entry, addr, msg, key, when
     cdef tuple templates
-    Frame, ReadRequest, ReadResponse, ErrorResponse, Value, table, slow = ctx
-    if type(table) is not dict:
-        raise TypeError("messages645: the fast table must be a dict")
+    (Frame, ReadRequest, ReadResponse, ErrorResponse, WriteRequest, RemoteControlRequest, commands,
+     Value, table, slow) = ctx
+    if type(table) is not dict or type(commands) is not dict:
+        raise TypeError("messages645: the fast table and the commands must be dicts")
     while True:
         # no ``with nogil`` here: a frame scans in ~0.1 µs, less than releasing and taking the GIL
         status = _scan(b, pos, end, &start, &stop, &extra)
@@ -345,6 +402,16 @@ def messages645(buf, Py_ssize_t pos, Py_ssize_t end, tuple ctx, list out):
             if n == 2:
                 di |= <uint32_t> <uint8_t>(b[start + 11] - 0x33) << 8
             msg = gh_record(ErrorResponse, (addr, c & 0x1F, di, n))
+        elif c == 0x14 and n >= 12:                                # write: DI, PA P0P1P2, C0..C3, data
+            msg = gh_record(WriteRequest, (addr, _di(b + start + 10), _unscramble(b, start + 22, stop - 2),
+                                           _password(b + start + 14), _hex_rev(b + start + 18, 4, False)))
+        elif c == 0x1C and n == 16:                                # remote control, clause 7.13
+            hit = PyDict_GetItem(commands, <uint8_t>(b[start + 18] - 0x33))
+            when = _hex_rev(b + start + 20, 6, True)
+            if hit is not NULL and when is not None:
+                msg = gh_record(RemoteControlRequest, (addr, <object> hit, when, _password(b + start + 10),
+                                                       _hex_rev(b + start + 14, 4, False),
+                                                       <uint8_t>(b[start + 19] - 0x33)))
         if msg is None:                                            # everything else: the Python decoder
             msg = slow(gh_record(Frame, (addr, c, _unscramble(b, start + 10, stop - 2))))
             if isinstance(msg, BaseException):

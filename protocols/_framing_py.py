@@ -194,24 +194,39 @@ def _di(buf, i: int) -> int:
             | ((buf[i + 2] - 0x33) & 0xFF) << 16 | ((buf[i + 3] - 0x33) & 0xFF) << 24)
 
 
+def _hex_rev(buf, i: int, n: int, digits: bool):
+    # n scrambled bytes, sent lowest first -> 2n hex digits, highest first; None if ``digits`` and a
+    # nibble is not a decimal digit
+    h = bytes((b - 0x33) & 0xFF for b in buf[i:i + n])[::-1].hex().upper()
+    return None if digits and not h.isdigit() else h
+
+
+def _password(buf, i: int) -> str:
+    # PA first, then P0 P1 P2: "PAP2P1P0"
+    return f"{(buf[i] - 0x33) & 0xFF:02X}" + _hex_rev(buf, i + 1, 3, False)
+
+
 def messages645(buf, pos: int, end: int, ctx: tuple, out: list):
     """Decode every whole frame of ``buf[pos:end]`` into its message, appended to ``out``.
 
-    ``ctx`` is ``(Frame, ReadRequest, ReadResponse, ErrorResponse, Value, table, slow)``: the record
-    classes (tuple subclasses, filled in field order), ``table`` maps a DI to how its answer decodes —
+    ``ctx`` is ``(Frame, ReadRequest, ReadResponse, ErrorResponse, WriteRequest, RemoteControlRequest,
+    commands, Value, table, slow)``: the record classes (tuple subclasses, filled in field order),
+    ``commands`` maps a remote-control N1 byte to its RemoteCommand, ``table`` maps a DI to how its answer decodes —
     ``(size, spec, templates)`` for an item, ``{size: (spec, templates)}`` for a block (the
     ``bcd_values`` arguments) — and ``slow(frame)`` decodes any other frame, returning the message or
     the exception that refuses it.  Decoded here, without a Python call per frame: read requests with
     a DI alone, read answers (91H, B1H) whose DI is in ``table`` with a length that fits, abnormal
-    answers with a 1- or 2-byte error word.  The results equal ``slow``'s for the same frame.
+    answers with a 1- or 2-byte error word, write requests, remote-control requests with a known
+    command and a BCD time.  The results equal ``slow``'s for the same frame.
 
     Stops at the first frame it cannot deliver and returns ``(status, start, stop, extra, exc)``:
     NEED_MORE (bytes before ``start`` may be dropped), BAD_CHECKSUM and BAD_END as from
     :func:`scan645`, BAD_ADDRESS, or BAD_MESSAGE with ``exc`` from ``slow``.
     """
-    Frame, ReadRequest, ReadResponse, ErrorResponse, Value, table, slow = ctx
-    if type(table) is not dict:
-        raise TypeError("messages645: the fast table must be a dict")
+    (Frame, ReadRequest, ReadResponse, ErrorResponse, WriteRequest, RemoteControlRequest, commands,
+     Value, table, slow) = ctx
+    if type(table) is not dict or type(commands) is not dict:
+        raise TypeError("messages645: the fast table and the commands must be dicts")
     new = tuple.__new__
     while True:
         status, start, stop, extra = scan645(buf, pos, end)
@@ -239,6 +254,15 @@ def messages645(buf, pos: int, end: int, ctx: tuple, out: list):
             if n == 2:
                 err |= ((buf[start + 11] - 0x33) & 0xFF) << 8
             msg = new(ErrorResponse, (addr, c & 0x1F, err, n))
+        elif c == 0x14 and n >= 12:
+            msg = new(WriteRequest, (addr, _di(buf, start + 10), unscramble(buf, start + 22, stop - 2),
+                                     _password(buf, start + 14), _hex_rev(buf, start + 18, 4, False)))
+        elif c == 0x1C and n == 16:
+            command = commands.get((buf[start + 18] - 0x33) & 0xFF)
+            when = _hex_rev(buf, start + 20, 6, True)
+            if command is not None and when is not None:
+                msg = new(RemoteControlRequest, (addr, command, when, _password(buf, start + 10),
+                                                 _hex_rev(buf, start + 14, 4, False), (buf[start + 19] - 0x33) & 0xFF))
         if msg is None:
             msg = slow(new(Frame, (addr, c, unscramble(buf, start + 10, stop - 2))))
             if isinstance(msg, BaseException):

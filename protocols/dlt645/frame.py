@@ -162,7 +162,7 @@ class Framer:
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0
-        self._pending = None  # (iterator over decoded messages not yet yielded, error to raise after)
+        self._pending = None  # (iterator over messages not yet yielded, error to raise after, bytes fed)
         self.consumed = 0  # bytes dropped so far (for error offsets in the stream)
         self.frames = 0
         self.errors = 0
@@ -207,13 +207,14 @@ class Framer:
         while True:
             if self._pending is None:
                 out: list = []
-                self._pending = (iter(out), self._decode_into(out))
-            it, err = self._pending
+                self._pending = (iter(out), self._decode_into(out), self.consumed + len(self._buf))
+            it, err, fed = self._pending
             yield from it
             self._pending = None
-            if err is None:
+            if err is not None:
+                raise err
+            if fed == self.consumed + len(self._buf):   # nothing fed since the kernel ran: all done
                 return
-            raise err
 
     def _decode_into(self, out: list):
         """Run the kernel over the buffer; the error that stopped it, or None when it needs more bytes."""

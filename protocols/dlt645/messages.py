@@ -799,5 +799,6 @@ def decode_or_error(frame: Frame):
     return m
 
 
-_frame_mod.STREAM_CONTEXT = (Frame, ReadRequest, ReadResponse, ErrorResponse, Value, FAST_ANSWERS,
+_frame_mod.STREAM_CONTEXT = (Frame, ReadRequest, ReadResponse, ErrorResponse, WriteRequest,
+                             RemoteControlRequest, {int(c): c for c in RemoteCommand}, Value, FAST_ANSWERS,
                              decode_or_error)
