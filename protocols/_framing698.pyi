@@ -9,3 +9,4 @@ def scramble(data: bytes) -> bytes: ...  # +33H per byte
 def decode698(buf: bytes, pos: int, end: int, max_frame: int) -> tuple[
     int, int, int, int, int | None, int | None, str | None, int | None, bytes | None]: ...
 def encode698(length_field: int, control: int, sa: bytes, ca: int, data: bytes) -> bytes: ...  # one allocation
+def new_frame(cls: type, server: object, client: int, control: int, apdu: bytes) -> object: ...  # fields set from C

@@ -71,7 +71,8 @@ def scan698(buf, pos: int, end: int, max_frame: int):
     same answer however the bytes are chunked; a real frame behind a noise 68H is found as soon as its
     header is in, not after the noise's claimed length.
     """
-    i = pos
+    end = min(end, len(buf))
+    i = max(pos, 0)
     while True:
         i = _find68(buf, i, end)
         if i < 0:
@@ -205,3 +206,8 @@ def encode698(length_field: int, control: int, sa: bytes, ca: int, data: bytes) 
     body = head + bytes((hcs & 0xFF, hcs >> 8)) + bytes(data)
     fcs = crc16(body, 1, len(body))
     return body + bytes((fcs & 0xFF, fcs >> 8, 0x16))
+
+
+def new_frame(cls, server, client, control, apdu):
+    """``cls(server, client, control, apdu)`` — a Frame without fragment, byte-unit length."""
+    return cls(server, client, control, apdu)

@@ -240,10 +240,23 @@ def _frame_error(status: int, buf, start: int, stop: int, extra: int, where: str
     return FrameError(f"length field {lf:04X} {why} (frame at {where})")
 
 
-def _build(buf, status, start, stop, control, af, address, ca, data, where: str) -> Frame:
-    frag, apdu, ext = _check(buf, start, stop, control, af, data, where)
-    kb = bool(buf[start + 2] & 0x40)
-    return Frame(_server(af, address, ext), ca, control, apdu, frag, kb)
+# control bytes whose frame takes the fast path: no reserved bit, no fragment header, function 1 or 3
+_PLAIN = tuple(not c & (RESERVED_BIT | FRAG_BIT) and c & FUNC_MASK in (LINK_MANAGEMENT, USER_DATA) for c in range(256))
+_SERVERS: dict = {}        # (af, address) -> ServerAddress for decode(); a link talks to few servers
+
+
+def _make(buf, start, stop, control, af, address, ca, data, servers: dict, base: int, what: str) -> Frame:
+    """The Frame of a FOUND candidate, or FrameError (at ``what`` ``base + start``) for what the
+    checksums cannot see."""
+    if _PLAIN[control] and not af & EXT_LOGICAL_BIT and not buf[start + 2] & 0x40:
+        server = servers.get((af, address))
+        if server is None:
+            if len(servers) > 1024:
+                servers.clear()
+            server = servers[(af, address)] = _server(af, address, 0)
+        return _k.new_frame(Frame, server, ca, control, data)
+    frag, apdu, ext = _check(buf, start, stop, control, af, data, f"{what} {base + start}")
+    return Frame(_server(af, address, ext), ca, control, apdu, frag, bool(buf[start + 2] & 0x40))
 
 
 def decode(buffer, pos: int = 0, max_frame: int = MAX_FRAME):
@@ -256,11 +269,10 @@ def decode(buffer, pos: int = 0, max_frame: int = MAX_FRAME):
     status, start, stop, extra, control, af, address, ca, data = _k.decode698(buffer, pos, len(buffer), max_frame)
     if status == NEED_MORE:
         return start - pos, None
-    where = f"byte {start}"
     try:
         if status != FOUND:
-            raise _frame_error(status, buffer, start, stop, extra, where)
-        return stop - pos, _build(buffer, status, start, stop, control, af, address, ca, data, where)
+            raise _frame_error(status, buffer, start, stop, extra, f"byte {start}")
+        return stop - pos, _make(buffer, start, stop, control, af, address, ca, data, _SERVERS, 0, "byte")
     except FrameError as err:
         err.used = start + 1 - pos
         raise
@@ -300,20 +312,10 @@ class Framer(_StreamFramer):
             self._pos = start
             return None
         try:
-            where = f"stream byte {self.consumed + start}"
             if status != FOUND:
-                raise _frame_error(status, buf, start, stop, extra, where)
-            if control & (RESERVED_BIT | FRAG_BIT) or af & EXT_LOGICAL_BIT or buf[start + 2] & 0x40 \
-                    or control & FUNC_MASK not in (LINK_MANAGEMENT, USER_DATA):
-                frame = _build(buf, status, start, stop, control, af, address, ca, data, where)
-            else:                                # the common case, with the server address cached
-                key = (af, address)
-                server = self._servers.get(key)
-                if server is None:
-                    if len(self._servers) > 1024:
-                        self._servers.clear()
-                    server = self._servers[key] = _server(af, address, 0)
-                frame = Frame(server, ca, control, data)
+                raise _frame_error(status, buf, start, stop, extra, f"stream byte {self.consumed + start}")
+            frame = _make(buf, start, stop, control, af, address, ca, data, self._servers, self.consumed,
+                          "stream byte")
         except FrameError:
             self.errors += 1
             self._pos = start + 1
