@@ -16,6 +16,8 @@ standard allows is generated either way.
 
 from __future__ import annotations
 
+import functools
+
 from hypothesis import strategies as st
 
 from protocols.dlt698.axdr import (COMDCB, MS, RSD, SID, SIDMAC, TI, BitString, Data, Date, DateTime,
@@ -99,12 +101,14 @@ def _csd():
     return st.one_of(oads(), _road())
 
 
+@functools.lru_cache(maxsize=None)
 def _leaf_data(peer: bool):
     """Data of every type that does not hold Data (the leaves of the tree)."""
     return st.one_of([st.builds(Data, st.just(tag), bare(tag, peer)) for tag in Tag
                       if tag not in (Tag.ARRAY, Tag.STRUCTURE, Tag.REGION, Tag.RSD, Tag.MS)])
 
 
+@functools.lru_cache(maxsize=None)
 def bare(tag: int, peer: bool = False, leaf=None):
     """A strategy of the Python value of type ``tag`` (what ``decode_typed(tag, ...)`` returns)."""
     if leaf is None and tag in (Tag.ARRAY, Tag.STRUCTURE, Tag.REGION, Tag.RSD, Tag.MS):

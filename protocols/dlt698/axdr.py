@@ -231,12 +231,14 @@ def split_oad(oad: int) -> tuple[int, int, int]:
     return oad >> 16, (oad >> 8) & 0xFF, oad & 0xFF
 
 
-def scaled(raw: int, scaler: int) -> str:
+def scaled(raw: int, scaler: int | ScalerUnit) -> str:
     """``raw`` × 10^``scaler`` as an exact decimal string: ``scaled(123456, -2) == "1234.56"``.
 
-    Integer arithmetic only (energy is never a float here): a negative scaler places the decimal
-    point, a positive one appends zeros.
+    ``scaler`` is an int or a :class:`ScalerUnit`.  Integer arithmetic only (energy is never a float
+    here): a negative scaler places the decimal point, a positive one appends zeros.
     """
+    if isinstance(scaler, ScalerUnit):
+        scaler = scaler.scaler
     if scaler >= 0:
         return str(raw * 10 ** scaler)
     digits = str(abs(raw)).rjust(-scaler + 1, "0")
