@@ -64,41 +64,84 @@ def parse_hex_args(args) -> bytes:
 
 
 @frame.command("decode")
-@click.option("--protocol", type=click.Choice(["auto", "645"]), default="auto", show_default=True,
-              help="Which protocol to look for.")
+@click.option("--protocol", type=click.Choice(["auto", "645", "698"]), default="auto", show_default=True,
+              help="Which protocol to look for (auto: DL/T 645 frames if there are any, else DL/T 698.45).")
 @click.option("--pretty/--compact", default=False, help="Indent the JSON.")
 @click.argument("hex_args", metavar="HEX...", nargs=-1)
 def frame_decode(protocol, pretty, hex_args):
     """Decode every frame found in HEX (arguments joined; stdin if none).
 
-    Prints one JSON object per frame: protocol, address (human order), function, direction, data
-    identifier, values with units, raw hex.  Noise between frames and frames split across arguments
-    are fine.  A damaged frame exits 2 with one line saying what is wrong.
+    Prints one JSON object per frame.  DL/T 645: address (human order), function, direction, data
+    identifier, values with units.  DL/T 698.45: server and client address, control word, APDU type
+    (e.g. GET-Response-Normal), PIID, the data with OADs named and values scaled (exact decimal string,
+    raw integer and scaler).  Noise between frames and frames split across arguments are fine.  A
+    damaged frame exits 2 with one line saying what is wrong.
     """
-    from protocols import dlt645
-
     if not hex_args:
         hex_args = [line for line in sys.stdin.read().split()]
     data = parse_hex_args(hex_args)
-    framer = dlt645.Framer()
-    framer.feed(data)
-    found = 0
     indent = 2 if pretty else None
-    while True:
-        f = framer.next_frame()  # a damaged frame raises here: one line, exit 2
-        if f is None:
-            break
-        msg = dlt645.decode_message(f)
-        raw = f.to_bytes(b"")
-        out = {"protocol": "DL/T 645-2007", "control": f"{f.control:02X}", **msg.to_json(), "raw": raw.hex(" ").upper()}
+    if protocol == "auto":
+        protocol = _sniff(data)
+    outs = _decode645(data) if protocol == "645" else _decode698(data)
+    for out in outs:
         click.echo(json.dumps(out, ensure_ascii=False, indent=indent))
-        found += 1
-    if not found:
-        left = framer.pending
-        if left:
-            raise _Incomplete(f"no complete frame: {left} byte(s) from offset {len(data) - left} start a frame "
-                              f"that is cut short")
-        raise _Incomplete(f"no frame found in {len(data)} byte(s)")
+
+
+def _sniff(data: bytes) -> str:
+    """645 if the first 68H has the second 68H of a DL/T 645 header seven bytes on (68 A0..A5 68),
+    else 698 (68 L L C AF SA...: DL/T 698.45 clause 5.3)."""
+    i = data.find(b"\x68")
+    if i < 0 or (i + 7 < len(data) and data[i + 7] == 0x68) or len(data) - i < 8:
+        return "645"
+    return "698"
+
+
+def _decode645(data: bytes) -> list[dict]:
+    from protocols import dlt645
+
+    def render(f):
+        msg = dlt645.decode_message(f)
+        return {"protocol": "DL/T 645-2007", "control": f"{f.control:02X}", **msg.to_json(),
+                "raw": f.to_bytes(b"").hex(" ").upper()}
+
+    return _each_frame(dlt645.Framer(), data, render)
+
+
+def _each_frame(framer, data: bytes, render) -> list[dict]:
+    """``render`` of every frame ``framer`` finds in ``data``; a damaged frame raises (one line, exit 2)."""
+    framer.feed(data)
+    outs = []
+    while (f := framer.next_frame()) is not None:
+        outs.append(render(f))
+    if outs:
+        return outs
+    left = framer.pending
+    if left:
+        raise _Incomplete(f"no complete frame: {left} byte(s) from offset {len(data) - left} start a frame "
+                          f"that is cut short")
+    raise _Incomplete(f"no frame found in {len(data)} byte(s)")
+
+
+def _decode698(data: bytes) -> list[dict]:
+    """DL/T 698.45 frames (link layer: protocols.dlt698.frame) and their APDUs (protocols.dlt698.apdu)."""
+    from protocols.dlt698 import apdu as A
+    from protocols.dlt698 import frame as F
+
+    def render(f):
+        out = {"protocol": "DL/T 698.45", "server": {"address": f.server.address, "type": f.server.type.name.lower(),
+                                                     "logical": f.server.logical},
+               "client": f.client, "control": f"{f.control:02X}",
+               "direction": "server→client" if f.from_server else "client→server"}
+        if f.fragment is not None:
+            out["fragment"] = {"index": f.fragment[0], "type": F.FragmentType(f.fragment[1]).name.lower()}
+            out["apdu_fragment"] = f.apdu.hex(" ").upper()
+        else:
+            out.update(A.decode_apdu(f.apdu).to_json())
+        out["raw"] = f.to_bytes().hex(" ").upper()
+        return out
+
+    return _each_frame(F.Framer(), data, render)
 
 
 class _Incomplete(GridheadError):
@@ -109,6 +152,94 @@ class _Incomplete(GridheadError):
 @frame.group("encode")
 def frame_encode():
     """Build a frame from intent and print it as hex."""
+
+
+@frame_encode.group("698")
+@click.option("--address", "-a", required=True, help="Server address SA, hex digits in human order.")
+@click.option("--client", type=click.IntRange(0, 255), default=0, show_default=True, help="Client address CA.")
+@click.option("--piid", type=click.IntRange(0, 255), default=1, show_default=True, help="PIID (service number).")
+@click.pass_context
+def encode698(ctx, address, client, piid):
+    """DL/T 698.45 requests of the master (C=43H) and its LINK-Response (C=01H)."""
+    ctx.obj = {"address": address, "client": client, "piid": piid}
+
+
+def _emit698(ctx, apdu, control: int = 0x43):
+    from protocols.dlt698 import frame as F
+    o = ctx.obj
+    click.echo(F.Frame(F.ServerAddress(o["address"]), o["client"], control, apdu.to_bytes()).to_bytes().hex(" ").upper())
+
+
+def _oads698(values) -> list[int]:
+    from protocols.dlt698.apdu import parse_oad
+    return [parse_oad(v) for vs in values for v in vs.split(",") if v]
+
+
+@encode698.command("get")
+@click.option("--oad", "oads", multiple=True, required=True, help="OAD, 8 hex digits (repeat for a list).")
+@click.pass_context
+def enc698_get(ctx, oads):
+    """GET-Request-Normal (one OAD) or -NormalList (several)."""
+    from protocols.dlt698 import apdu as A
+    o = _oads698(oads)
+    _emit698(ctx, A.get(o[0], ctx.obj["piid"]) if len(o) == 1 else A.get_list(o, ctx.obj["piid"]))
+
+
+@encode698.command("get-record")
+@click.option("--oad", required=True, help="Record OAD, e.g. 50040200 (day freeze).")
+@click.option("--last", type=click.IntRange(1, 255), default=1, show_default=True,
+              help="RSD selector 9: the n-th last record.")
+@click.option("--columns", default="", help="RCSD: OADs separated by commas (none: all columns).")
+@click.pass_context
+def enc698_get_record(ctx, oad, last, columns):
+    """GET-Request-Record with selector 9 (上第n次记录)."""
+    from protocols.dlt698 import apdu as A
+    _emit698(ctx, A.get_record(oad, (9, last), tuple(_oads698([columns])), ctx.obj["piid"]))
+
+
+@encode698.command("action")
+@click.argument("command", type=click.Choice(["trip", "close", "protect-on", "protect-off"]))
+@click.option("--relay", default="F2050201", show_default=True, help="Relay output OAD (继电器).")
+@click.option("--alarm-delay", type=click.IntRange(0, 255), default=0, show_default=True,
+              help="trip: alarm delay, minutes (告警延时).")
+@click.option("--duration", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="trip: power-cut time, minutes, 0 = until closed (限电时间).")
+@click.pass_context
+def enc698_action(ctx, command, relay, alarm_delay, duration):
+    """ACTION-Request on 8000 remote control (129 trip, 130 close) or 8001 protection (127 on, 128 off)."""
+    from protocols.dlt698 import apdu as A
+    from protocols.dlt698.axdr import Data
+    r = Data(81, A.parse_oad(relay))
+    if command == "trip":
+        # 8000 method 129: array of structure {relay OAD, alarm delay, power-cut time, auto close}
+        p = Data(1, (Data(2, (r, Data(17, alarm_delay), Data(18, duration), Data(3, False))),))
+        omd = A.omd(0x8000, 129)
+    elif command == "close":
+        # 8000 method 130: array of structure {relay OAD, command enum 0 close allowed}
+        p, omd = Data(1, (Data(2, (r, Data(22, 0))),)), A.omd(0x8000, 130)
+    else:
+        p, omd = Data(0, None), A.omd(0x8001, 127 if command == "protect-on" else 128)
+    _emit698(ctx, A.action(omd, p, ctx.obj["piid"]))
+
+
+@encode698.command("link-response")
+@click.option("--request-time", required=True, help="The LINK-Request's time, ISO 8601.")
+@click.option("--receive-time", help="When it was received (default now).")
+@click.option("--untrusted-clock", is_flag=True, help="Clear result bit 7 (clock trusted).")
+@click.pass_context
+def enc698_link_response(ctx, request_time, receive_time, untrusted_clock):
+    """LINK-Response (C=01H) to a terminal's login or heartbeat."""
+    from protocols.dlt698 import apdu as A
+    from protocols.dlt698.axdr import DateTime
+
+    def dt(v):
+        t = _when(v)
+        return DateTime(t.year, t.month, t.day, t.isoweekday() % 7, t.hour, t.minute, t.second,
+                        t.microsecond // 1000)
+
+    now = dt(receive_time)
+    _emit698(ctx, A.LinkResponse(ctx.obj["piid"], 0 if untrusted_clock else 0x80, dt(request_time), now, now),
+             control=0x01)
 
 
 @frame_encode.group("645")
