@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import json
 import os
 import pathlib
@@ -34,6 +33,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_dlt645 import best_of  # noqa: E402  best wall time of N, gc off
 from protocols import _framing698_py, accel  # noqa: E402
 from protocols.dlt698.frame import Frame, Framer, ServerAddress, decode_frame  # noqa: E402
 
@@ -146,20 +146,6 @@ def peer_decode_each(peer, slices) -> int:
     for s in slices:
         dec(s)
     return len(slices)
-
-
-def best_of(reps: int, fn, *args):
-    best, result = float("inf"), None
-    for _ in range(reps):
-        gc.collect()
-        gc.disable()
-        try:
-            t = time.perf_counter()
-            result = fn(*args)
-            best = min(best, time.perf_counter() - t)
-        finally:
-            gc.enable()
-    return best, result
 
 
 def _fields(f) -> tuple:
