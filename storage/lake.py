@@ -17,8 +17,8 @@ How a reader sees a consistent set of files (the publication rule)
     partition directory aside under ``<root>/_staging/`` and swaps it with the live one in ONE
     ``renameat2(RENAME_EXCHANGE)`` call: a reader listing the partition sees the old set of files or the
     new set, never both and never neither.  The old directory is parked under ``<root>/_trash/`` and
-    removed by the next writer that opens the lake, so a reader that already opened an old file finishes
-    reading it.  (A reader that *listed* the old set but opens a file after the swap gets "file not
+    removed after ``TRASH_GRACE_S`` by a later writer, so a reader that was listing or reading the old
+    directory at the moment of the swap still finds all of it.  (A reader that *listed* the old set but opens a file after the swap gets "file not
     found" and must re-run its query: a transient error, never a wrong answer.)  Writers of one lake
     serialise on an ``fcntl`` lock of ``<root>/.lock``.
 
@@ -42,6 +42,7 @@ import fcntl
 import os
 import pathlib
 import shutil
+import time
 import uuid
 from typing import Iterable, Mapping
 
@@ -241,21 +242,53 @@ def partition_dir(root, table: str, day: int, bucket: int | None = None, kind: s
     return p
 
 
-def published_glob(root, table: str = "readings") -> str:
-    """A glob matching exactly the published Parquet files of ``table`` (see the publication rule above).
+_DEPTH = {"readings": 3, "events": 2, "quarantine": 1}      # partition directory levels under a table
 
-    For DuckDB: ``read_parquet('<glob>', hive_partitioning = true)``.
+
+def published_glob(root, table: str = "readings") -> str:
+    """A glob of the published Parquet files of ``table`` (never a ``.tmp``, staging or trash file).
+
+    Good for plain ``duckdb`` (``read_parquet('<glob>', hive_partitioning = true)``) and for any reader
+    while no compaction runs.  A glob is not a snapshot, though: DuckDB lists a directory, then stats each
+    name, and silently skips a name that a concurrent compaction just swapped away (measured: a whole
+    partition missing from a count).  Readers that may run during compaction use :func:`published_files`.
     """
-    depth = {"readings": "kind=*/date=*/bucket=*", "events": "date=*/bucket=*", "quarantine": "date=*"}
-    if table not in depth:
+    if table not in _DEPTH:
         raise StorageError(f"lake: no table {table!r} (tables: {', '.join(TABLES)})")
+    depth = {"readings": "kind=*/date=*/bucket=*", "events": "date=*/bucket=*", "quarantine": "date=*"}
     return str(pathlib.Path(root).resolve() / table / depth[table] / "part-*.parquet")
 
 
 def published_files(root, table: str = "readings") -> list[str]:
-    """The published files of ``table``, sorted (the same set as :func:`published_glob`)."""
-    import glob
-    return sorted(glob.glob(published_glob(root, table)))
+    """A consistent snapshot of the published files of ``table``, sorted.
+
+    Each partition directory is listed once, through one open directory handle, so a partition's files
+    are all of its old set or all of its new set (old sets stay listable for ``TRASH_GRACE_S``).  Hand
+    the list to DuckDB — ``read_parquet([...], hive_partitioning = true)`` — which then fails loudly
+    ("cannot open file", retry the query) rather than skipping a file a later compaction removed.
+    """
+    if table not in _DEPTH:
+        raise StorageError(f"lake: no table {table!r} (tables: {', '.join(TABLES)})")
+    level = [str(pathlib.Path(root).resolve() / table)]
+    for _ in range(_DEPTH[table]):
+        level = [os.path.join(d, e.name) for d in level for e in _scan(d) if e.is_dir() and "=" in e.name]
+    return sorted(os.path.join(d, n) for d in level for n in _names(d)
+                  if n.startswith("part-") and n.endswith(".parquet"))
+
+
+def _scan(d: str) -> list:
+    try:
+        with os.scandir(d) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+def _names(d: str) -> list[str]:
+    try:
+        return os.listdir(d)
+    except FileNotFoundError:
+        return []
 
 
 # --- atomic files -----------------------------------------------------------------------------------------
@@ -482,7 +515,13 @@ def replace_partition(root, live: pathlib.Path, tbl: pa.Table, table: str) -> pa
     if live.exists():
         exchange_dirs(staging, live)
         fsync_dir(live.parent)
-        shutil.rmtree(staging)         # the old files: readers that opened them keep their handles
+        # The old set goes to _trash, not away: a reader that opened the old directory just before the
+        # swap is still listing it, and must see all of it (measured: an immediate rmtree made a
+        # concurrent DuckDB glob miss a whole partition).  Swept after TRASH_GRACE_S.
+        trash = root / "_trash"
+        _mkdirs(trash)
+        os.rename(staging, trash / f"{time.time_ns()}-{staging.name}")
+        sweep_trash(root)
     else:
         _mkdirs(live.parent)
         os.rename(staging, live)
@@ -491,11 +530,26 @@ def replace_partition(root, live: pathlib.Path, tbl: pa.Table, table: str) -> pa
     return live / path.name
 
 
+TRASH_GRACE_S = 60.0
+
+
+def sweep_trash(root, grace_s: float = TRASH_GRACE_S) -> None:
+    """Delete replaced partition directories parked in ``_trash`` more than ``grace_s`` ago."""
+    trash = pathlib.Path(root) / "_trash"
+    if not trash.exists():
+        return
+    cutoff = time.time_ns() - int(grace_s * 1e9)
+    for d in os.listdir(trash):
+        if int(d.split("-", 1)[0]) < cutoff:
+            shutil.rmtree(trash / d, ignore_errors=True)
+
+
 def clean(root) -> None:
     """Remove what a crashed writer left: staging directories and ``.tmp`` files (never published)."""
     import glob
     root = pathlib.Path(root)
     shutil.rmtree(root / "_staging", ignore_errors=True)
+    sweep_trash(root)
     for table in TABLES:
         for tmp in glob.glob(str(root / table / "**" / ".part-*.tmp"), recursive=True):
             os.unlink(tmp)
