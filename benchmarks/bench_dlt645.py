@@ -393,61 +393,42 @@ def _decode_one(msg, mode: str):
 
 
 def _profile(buf: bytes) -> None:
-    """Where (b) spends its time, compiled: the pieces timed alone, then cProfile's view."""
+    """Where (b) compiled spends its time: the pieces timed alone, then cProfile's view."""
     import cProfile
     import pstats
+    from collections import defaultdict
 
     from protocols import _framing
-    from protocols.dlt645 import Frame, registry
+    from protocols.dlt645 import frame as frame_mod
 
     accel.use("compiled")
     try:
         fr = Framer()
         fr.feed(buf)
         frames = list(fr)
-        answers = [f for f in frames if f.control == 0x91]
-        n, na = len(frames), len(answers)
+        n = len(frames)
+        ctx = frame_mod.STREAM_CONTEXT
+        by_kind = defaultdict(list)
+        for f in frames:
+            by_kind[f.function_name + (" answer" if f.from_meter else "") + (" (abnormal)" if f.abnormal else "")] \
+                .append(f.to_bytes(b""))
+        whole_kernel = lambda: _framing.messages645(buf, 0, len(buf), ctx, [])   # noqa: E731
 
-        def framer_only():
-            fr2, c = Framer(), 0
-            for i in range(0, len(buf), SEGMENT):
-                fr2.feed(buf[i:i + SEGMENT])
-                while fr2.next_frame() is not None:
-                    c += 1
+        def stream_no_segments():
+            fr2 = Framer()
+            fr2.feed(buf)
+            for _m in fr2.messages():
+                pass
 
-        def kernel_only():
-            k, pos, end = _framing.decode645, 0, len(buf)
-            while (r := k(buf, pos, end))[0] == 0:
-                pos = r[2]
-
-        def frames_only():
-            for f in frames:
-                Frame(f.address, f.control, f.data)
-
-        def messages_only():
-            for f in frames:
-                decode_message(f)
-
-        def payloads_only():
-            lookup = registry.lookup
-            for f in answers:
-                d = f.data
-                lookup(int.from_bytes(d[:4], "little")).decode(d[4:])
-
-        def response_objects_only():
-            for f in answers:
-                ReadResponse(f.address, 0x00010000, f.data, False, (), None, True)
-
-        print("\nwhere (b) compiled spends its time (each piece timed alone, µs per item):")
-        for label, fn, count in [
-            ("Framer: feed + next_frame (kernel + Frame object)", framer_only, n),
-            ("  decode645 kernel alone (scan, address, unscramble)", kernel_only, n),
-            ("  Frame(...) construction alone", frames_only, n),
-            ("decode_message on ready frames", messages_only, n),
-            ("  read answers: registry.lookup + DataItem.decode", payloads_only, na),
-            ("  read answers: ReadResponse(...) construction alone", response_objects_only, na),
-        ]:
-            t, _ = best_of(3, fn)
+        print("\nwhere (b) compiled spends its time (each piece timed alone, µs per frame):")
+        rows = [("Framer.messages() over the whole buffer at once", stream_no_segments, n),
+                ("  messages645 kernel alone, whole buffer, one call", whole_kernel, n)]
+        for kind, raws in sorted(by_kind.items(), key=lambda kv: -len(kv[1])):
+            b = b"".join(raws)
+            rows.append((f"    {kind} ({len(raws)} frames)",
+                         lambda b=b: _framing.messages645(b, 0, len(b), ctx, []), len(raws)))
+        for label, fn, count in rows:
+            t, _ = best_of(5, fn)
             print(f"  {label:58s} {1e6 * t / count:6.3f}")
 
         pr = cProfile.Profile()
@@ -457,7 +438,7 @@ def _profile(buf: bytes) -> None:
     finally:
         accel.use("auto")
     print("\ncProfile of (b) compiled, by own time (the profiler inflates Python-level calls):")
-    pstats.Stats(pr).sort_stats("tottime").print_stats(16)
+    pstats.Stats(pr).sort_stats("tottime").print_stats(10)
 
 
 if __name__ == "__main__":

@@ -77,13 +77,14 @@ def address645(buf, start: int):
     """
     if start < 0 or start + 6 > len(buf):
         raise IndexError("address645: six bytes from start are not all in the buffer")
-    out = []
-    for k in range(start + 5, start - 1, -1):
-        b = buf[k]
-        if b != 0xAA and ((b >> 4) > 9 or (b & 0x0F) > 9):
-            return None
-        out.append(b)
-    return bytes(out).hex().upper()
+    a = bytes(buf[start:start + 6])
+    if a.translate(None, _ADDRESS_BYTES):   # something left once every valid byte is deleted
+        return None
+    return a[::-1].hex().upper()
+
+
+# bytes allowed in an address: two BCD digits, or AAH (wildcard, 缩位寻址)
+_ADDRESS_BYTES = bytes(b for b in range(256) if b == 0xAA or ((b >> 4) <= 9 and (b & 0x0F) <= 9))
 
 
 def unscramble(buf, start: int, stop: int) -> bytes:

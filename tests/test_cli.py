@@ -74,11 +74,40 @@ def test_decode_reads_stdin():
     (["00 11 22"], "no frame found"),
     (["68 01 00 00 00 00 00 68 11 04 33 33 34 33 B3 15"], "ends with 15, not 16"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, message):
-    r = gridhead("frame", "decode", *args)
+@pytest.mark.parametrize("protocol", [[], ["--protocol", "645"]], ids=["auto", "645"])
+def test_bad_input_is_one_line_and_exit_2(args, message, protocol):
+    r = gridhead("frame", "decode", *protocol, *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
+    assert r.stdout == ""
+
+
+def _checksummed(hex_frame: str) -> str:
+    b = bytearray(bytes.fromhex(hex_frame))
+    b[-2] = sum(b[:-2]) & 0xFF
+    return b.hex()
+
+
+@pytest.mark.parametrize("frame_hex, message", [
+    ("68 78 56 34 12 00 00 68 9E 00 00 16", "not defined by DL/T 645-2007"),      # no function 1EH
+    ("68 78 56 34 12 00 00 68 91 07 33 34 34 35 33 33 33 00 16", "data is 3 bytes"),  # voltage is 2 bytes
+    ("68 78 56 34 12 00 00 68 1C 10 33 33 33 33 33 33 33 33 99 33 57 74 48 45 38 4B 00 16", "N1=66"),
+])
+@pytest.mark.parametrize("protocol", [[], ["--protocol", "645"]], ids=["auto", "645"])
+def test_a_well_framed_but_wrong_message_is_one_line_and_exit_2(frame_hex, message, protocol):
+    r = gridhead("frame", "decode", *protocol, _checksummed(frame_hex.replace(" ", "")))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("vec", [v for v in VECTORS if not v["verified"]], ids=lambda v: v["meaning"][:40])
+def test_reject_every_bad_vector_as_645(vec):
+    r = gridhead("frame", "decode", "--protocol", "645", vec["hex"])
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: checksum mismatch: frame says "), r.stderr
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -113,7 +142,9 @@ def test_encoded_frames_decode_back():
 ])
 def test_encode_bad_input(args, message):
     r = gridhead("frame", "encode", "645", *args)
-    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
 
 
 def test_status_word_bits_are_named():

@@ -95,12 +95,17 @@ def theirs(raw: bytes):
 
 
 def ours(raw: bytes):
-    """Our framer and message decoder on one whole frame."""
+    """Our framer and message decoder on one whole frame — the frame-at-a-time API and the
+    streaming fast path (``Framer.messages()``), which must agree to the repr."""
     fr = Framer()
     fr.feed(bytes(raw))
     frames = list(fr)
     assert len(frames) == 1 and fr.pending == 0, bytes(raw).hex(" ")
-    return decode_message(frames[0])
+    m = decode_message(frames[0])
+    fast = Framer()
+    fast.feed(bytes(raw))
+    assert [repr(x) for x in fast.messages()] == [repr(m)]
+    return m
 
 
 def same_frame(peer_frame, frame: Frame) -> None:
