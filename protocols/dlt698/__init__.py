@@ -4,3 +4,5 @@
 as ``apdu.get``); ``dar`` — data access results as named errors; ``objects`` — the object registry
 (scaler and unit of each OAD); ``render`` — APDUs as JSON with OADs named and values scaled.
 """
+
+from .frame import AddressType, Fragment, FragmentType, Frame, Framer, ServerAddress, decode_frame  # noqa: F401
