@@ -75,6 +75,7 @@ _SHAPES = np.array([
     [1.4, 1.4, 1.4, 1.4, 1.4, 1.4, 1.4, 1.2, .70, .70, .70, .70, .70, .70, .70, .70, .70, .70, .50, .50, .50, .50, .80, 1.3],
 ])
 _SHAPES = _SHAPES / _SHAPES.sum(axis=1, keepdims=True)
+HOURLY_SHAPES = _SHAPES            # public: (category, hour) share of a day's energy, rows sum to 1
 # TOU period of each hour: 1 尖, 2 峰, 3 平, 4 谷 (register ae_fwd_t1..t4); 尖 only in SHARP_MONTHS
 _TOU_HOURS = np.array([4] * 8 + [2] * 3 + [3] * 6 + [2, 2, 1, 1] + [3] * 3)
 SHARP_MONTHS = (1, 7, 8, 12)
@@ -333,19 +334,7 @@ class _Generator:
             "protocol": np.where(np.arange(nc) % 3 == 0, "376.1", "698"),
             "comm_mode": np.where(np.arange(nc) < na, "4g", "ethernet"),
             "area_id": pa.array(conc_area, pa.int64(), mask=conc_area == 0)}
-        conc = np.zeros(P, np.int64)
-        lv = f.p_area > 0
-        conc[lv] = f.p_area[lv]
-        conc[f.ind] = na + 1 + np.arange(nind)
-        conc[n + na:n + na + nf] = na + nind + 1 + np.arange(nf)
-        conc_m = np.concatenate([conc, conc[self.replaced]])
-        mid = np.arange(1, self.M + 1)
-        port = np.where(np.concatenate([f.role, f.role[self.replaced]]) == "customer", "F2090201", "F2010201")
-        port[np.concatenate([f.p_cat, f.p_cat[self.replaced]]) == IND] = "F2010201"
-        t["meters"] = {"meter_id": mid, "asset_no": [f"33{i:020d}" for i in mid],
-                       "comm_address": [f"{i:012d}" for i in mid],
-                       "protocol": np.where((mid % 10 < 3) | (mid > P), "698", "645"),
-                       "concentrator_id": conc_m, "port_oad": port, "register_digits": self.digits}
+        t["meters"] = self.meter_columns()
         cat_names = np.array(list(CATEGORY_SHARE))
         volt = np.where(f.cat == IND, 10_000, np.where(f.cat == RES, 220, 380))
         cid = np.arange(1, n + 1)
@@ -410,6 +399,52 @@ class _Generator:
         for name in t:
             if name != "point_meters":
                 _write_csv(out / f"{name}.csv", name, t[name])
+
+    def meter_columns(self) -> dict:
+        """The archive's ``meters`` table as columns (meter_id = index + 1); also what the fleet
+        simulator (headend/sim_model.py) routes by."""
+        f, n = self.fleet, self.cfg.customers
+        P, na, nf, nind = f.n_points, f.n_areas, f.n_feeders, len(f.ind)
+        conc = np.zeros(P, np.int64)
+        lv = f.p_area > 0
+        conc[lv] = f.p_area[lv]
+        conc[f.ind] = na + 1 + np.arange(nind)
+        conc[n + na:n + na + nf] = na + nind + 1 + np.arange(nf)
+        conc_m = np.concatenate([conc, conc[self.replaced]])
+        mid = np.arange(1, self.M + 1)
+        port = np.where(np.concatenate([f.role, f.role[self.replaced]]) == "customer", "F2090201", "F2010201")
+        port[np.concatenate([f.p_cat, f.p_cat[self.replaced]]) == IND] = "F2010201"
+        return {"meter_id": mid, "asset_no": [f"33{i:020d}" for i in mid],
+                "comm_address": [f"{i:012d}" for i in mid],
+                "protocol": np.where((mid % 10 < 3) | (mid > P), "698", "645"),
+                "concentrator_id": conc_m, "port_oad": port, "register_digits": self.digits}
+
+    def meter_model(self) -> dict:
+        """Per-meter columns of the register model before day 0's consumption, for the fleet simulator
+        (headend/sim_model.py), which advances them with this module's shapes: ``category`` (RES..AGR,
+        -1 for area / feeder / PV meters), ``base_kwh`` (median daily energy; area and feeder meters get
+        the sum of what they supply), ``multiplier`` (CT × PT), ``registers`` (M, 8) in
+        :data:`ENERGY_REGS` order, ``modulus``, ``reactive``, ``tan_phi``, ``replaced_day`` (the
+        consumption day an original meter is swapped out, -1 never) and ``installed_day`` (the day a
+        replacement meter starts, 0 for the originals)."""
+        f, n = self.fleet, self.cfg.customers
+        P, na = f.n_points, f.n_areas
+        base = f.base_kwh.copy()
+        lv = np.flatnonzero(f.area_of_customer > 0)
+        area_sales = np.bincount(f.area_of_customer[lv], weights=base[lv], minlength=na + 1)[1:]
+        base[n:n + na] = area_sales / (1 - f.area_loss)
+        base[n + na:n + na + f.n_feeders] = np.bincount(f.area_feeder, weights=base[n:n + na],
+                                                        minlength=f.n_feeders + 1)[1:] / 0.98
+        base[n + na + f.n_feeders:] = f.pv_kw[f.pv_areas] * 3.0
+        pm = self.point_of_meter
+        replaced_day = np.full(self.M, -1, np.int64)
+        replaced_day[self.replaced] = self.replace_day
+        installed = np.zeros(self.M, np.int64)
+        installed[self.new_meter] = self.replace_day
+        return {"meter_id": np.arange(1, self.M + 1), "category": f.p_cat[pm].astype(np.int8),
+                "base_kwh": base[pm], "multiplier": (f.ct * f.pt)[pm], "registers": self.reg.copy(),
+                "modulus": self.modulus.copy(), "reactive": f.reactive[pm].copy(), "tan_phi": self.tan.copy(),
+                "replaced_day": replaced_day, "installed_day": installed}
 
     # --- one day -------------------------------------------------------------------------------------
     def day(self, d: int) -> dict:
