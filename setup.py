@@ -14,6 +14,7 @@ KERNELS = {
     "protocols._framing": "ext/_framing.pyx",
     "protocols._framing698": "ext/_framing698.pyx",
     "protocols._axdr": "ext/_axdr.pyx",
+    "protocols._apdu698": "ext/_apdu698.pyx",
     "billing_core._billing": "ext/_billing.pyx",
 }
 

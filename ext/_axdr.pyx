@@ -624,3 +624,23 @@ def decode_length(buf, Py_ssize_t pos=0):
     _start(&r, b, pos)
     cdef Py_ssize_t n = _length(&r, "length")
     return n, r.pos
+
+
+# --- the readers as C functions, for the compiled APDU walk (ext/_apdu698.pyx) --------------------
+from cpython.pycapsule cimport PyCapsule_New
+
+
+def _c_api():
+    """PyCapsules named ``gridhead._axdr.<reader>`` of the C readers, so that ``protocols._apdu698``
+    reads each Data with one C call instead of a Python call and a (value, pos) tuple.  Signatures
+    (R = ``struct {const uint8_t* p; Py_ssize_t pos, end}``):
+    ``object _data(R*, int depth)``, ``object _typed(R*, int tag, int depth)``,
+    ``Py_ssize_t _length(R*, str what) except -1``, ``Py_ssize_t _count(R*, str what, Py_ssize_t size)
+    except -1``, ``tuple _row(R*, Py_ssize_t n)``."""
+    return {
+        "_data": PyCapsule_New(<void*> _data, "gridhead._axdr._data", NULL),
+        "_typed": PyCapsule_New(<void*> _typed, "gridhead._axdr._typed", NULL),
+        "_length": PyCapsule_New(<void*> _length, "gridhead._axdr._length", NULL),
+        "_count": PyCapsule_New(<void*> _count, "gridhead._axdr._count", NULL),
+        "_row": PyCapsule_New(<void*> _row, "gridhead._axdr._row", NULL),
+    }

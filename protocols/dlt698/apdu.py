@@ -33,6 +33,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol
 
+from .. import accel
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import dar as _dar
 from . import _codec as C
@@ -1208,9 +1209,20 @@ class SecurityResponse(_Secured, Apdu):
 _CHOICE_TAGS = frozenset(t for (t, c) in REGISTRY if c is not None)
 
 
+accel.bind(globals(), "_fast", "protocols._apdu698")
+
+
 def decode_apdu(raw) -> Apdu:
     """Decode one whole APDU; a :class:`RemoteProtocolError` naming the byte offset if it is not one."""
-    buf = bytes(raw)
+    buf = raw if type(raw) is bytes else bytes(raw)
+    # the services a head-end receives most (GET/REPORT/PROXY responses, LINK) in one compiled pass;
+    # None for the others and for anything that does not decode whole: the walk below words the error
+    apdu = _fast.decode(buf)  # noqa: F821 - bound by accel.bind
+    return apdu if apdu is not None else _decode_general(buf)
+
+
+def _decode_general(buf: bytes) -> Apdu:
+    """decode_apdu by the registry's codecs alone (every service; the reference of the fast path)."""
     if not buf:
         raise RemoteProtocolError("APDU: empty")
     tag = buf[0]
