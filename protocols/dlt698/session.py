@@ -179,6 +179,7 @@ class ClientSession:
         self._rx_at: _dt.datetime | None = None
         self.link_deadline: _dt.datetime | None = None
         self._last_link: _dt.datetime | None = None
+        self.last_request: A.Apdu | None = None       # the request :meth:`send` framed last, PIID assigned
 
     # --- the table ------------------------------------------------------------------------------------
     def _move(self, what: str, theirs: bool) -> None:
@@ -302,6 +303,7 @@ class ClientSession:
             req = dataclasses.replace(req, piid=(0x80 if priority else 0) | key)
         self._move(SEND_REQUEST, False)
         self._pending[key] = _Pending(req, now + self.timeout)
+        self.last_request = req          # the object a Response / Timeout event will carry as .request
         return self._frame_bytes(C_REQUEST, req, self.server)
 
     def _free_service_number(self) -> int:
