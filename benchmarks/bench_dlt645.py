@@ -153,6 +153,19 @@ def frame_by_frame(buf: bytes, keep=None) -> int:
     return n
 
 
+def full_decode_kept(buf: bytes) -> int:
+    """(b) keeping every message in a list (a head-end batching readings for storage), GC on."""
+    kept: list = []
+    n = full_decode(buf, kept.append)
+    return n
+
+
+def peer_decode_kept(peer, buf: bytes):
+    """(c) keeping every frame and every value it decoded in a list, GC on."""
+    kept: list = []
+    return peer_decode(peer, buf, True, kept.append)
+
+
 def peer_setup():
     """The dlt645 package's framer and client decoder, or None when the package is not installed."""
     try:
@@ -166,7 +179,7 @@ def peer_setup():
     return DLT645Protocol.deserialize_with_remaining, client
 
 
-def peer_decode(peer, buf: bytes, with_values: bool = True):
+def peer_decode(peer, buf: bytes, with_values: bool = True, keep=None):
     """(c) their framer driven like their TCP server; their value decoder on every meter answer.
 
     Returns (frames, values decoded).  Their decoder validates the address against the client's
@@ -183,6 +196,8 @@ def peer_decode(peer, buf: bytes, with_values: bool = True):
             if f is None:
                 break
             n += 1
+            if keep is not None:
+                keep(f)
             if with_values and f.ctrl_code & 0x80:
                 client.address = f.addr
                 try:
@@ -190,15 +205,19 @@ def peer_decode(peer, buf: bytes, with_values: bool = True):
                 except Exception:                  # noqa: BLE001  their decoder raises on some answers
                     item = None
                 decoded += item is not None
+                if keep is not None:
+                    keep(item)
     return n, decoded
 
 
-def best_of(reps: int, fn, *args):
-    """Best wall time of ``reps`` runs (garbage collector off while timing, as timeit does)."""
+def best_of(reps: int, fn, *args, gc_on: bool = False):
+    """Best wall time of ``reps`` runs (garbage collector off while timing, as timeit does, unless
+    ``gc_on``: the runs that keep every decoded message measure what the collector costs them)."""
     best, result = float("inf"), None
     for _ in range(reps):
         gc.collect()
-        gc.disable()
+        if not gc_on:
+            gc.disable()
         try:
             t = time.perf_counter()
             result = fn(*args)
@@ -234,27 +253,30 @@ def main(argv=None) -> int:
 
     # every implementation in the same round, round after round, best of its rounds: on a shared
     # machine a burst of load then hits all of them instead of whichever ran at that moment
-    jobs = []   # (key, reps, kernel mode or None, function, args)
+    jobs = []   # (key, reps, kernel mode or None, function, args, garbage collector on)
     if compiled:
         from protocols import _framing
-        jobs.append(("a_framing_compiled", reps, None, framing_count, (_framing, buf)))
-    jobs.append(("a_framing_pure", max(1, reps // 2), None, framing_count, (_framing_py, buf)))
+        jobs.append(("a_framing_compiled", reps, None, framing_count, (_framing, buf), False))
+    jobs.append(("a_framing_pure", max(1, reps // 2), None, framing_count, (_framing_py, buf), False))
     if compiled:
-        jobs.append(("b_full_compiled", reps, "compiled", full_decode, (buf,)))
-        jobs.append(("b_frames_compiled", reps, "compiled", frame_by_frame, (buf,)))
-    jobs.append(("b_full_pure", max(1, reps // 2), "pure", full_decode, (buf,)))
+        jobs.append(("b_full_compiled", reps, "compiled", full_decode, (buf,), False))
+        jobs.append(("b_frames_compiled", reps, "compiled", frame_by_frame, (buf,), False))
+    jobs.append(("b_full_pure", max(1, reps // 2), "pure", full_decode, (buf,), False))
+    if compiled:
+        jobs.append(("b_kept_compiled", max(1, reps // 2), "compiled", full_decode_kept, (buf,), True))
     peer = peer_setup()
     if peer is not None:
-        jobs.append(("c_peer_framing", peer_reps, None, peer_decode, (peer, buf, False)))
-        jobs.append(("c_peer_full", peer_reps, None, peer_decode, (peer, buf, True)))
+        jobs.append(("c_peer_framing", peer_reps, None, peer_decode, (peer, buf, False), False))
+        jobs.append(("c_peer_full", peer_reps, None, peer_decode, (peer, buf, True), False))
+        jobs.append(("c_peer_kept", max(1, peer_reps // 2), None, peer_decode_kept, (peer, buf), True))
     for r in range(max(j[1] for j in jobs)):
-        for key, job_reps, mode, fn, fn_args in jobs:
+        for key, job_reps, mode, fn, fn_args, gc_on in jobs:
             if r >= job_reps:
                 continue
             if mode:
                 accel.use(mode)
             try:
-                t, result = best_of(1, fn, *fn_args)
+                t, result = best_of(1, fn, *fn_args, gc_on=gc_on)
             finally:
                 accel.use("auto")
             if key not in rows or t < rows[key][0]:
@@ -295,6 +317,8 @@ def main(argv=None) -> int:
         ("b_frames_compiled", "(b') frame at a time: next_frame + decode_message, comp."),
         ("c_peer_framing", "(c) dlt645: framing only (deserialize_with_remaining)"),
         ("c_peer_full", "(c) dlt645: framing + its value decoder"),
+        ("b_kept_compiled", "(b) compiled, every message kept in a list, GC on"),
+        ("c_peer_kept", "(c) dlt645 full, every frame and value kept, GC on"),
     ]
     print()
     print(f"{'measurement':58s} {'seconds':>9s} {'frames/s':>12s} {'µs/frame':>9s}")
@@ -316,6 +340,7 @@ def main(argv=None) -> int:
         ratios["full_ours_over_dlt645_framing"] = fps(best_full) / fps("c_peer_framing")
         if compiled:
             ratios["frame_at_a_time_over_dlt645_full"] = fps("b_frames_compiled") / fps("c_peer_full")
+            ratios["kept_gc_on_ours_over_dlt645"] = fps("b_kept_compiled") / fps("c_peer_kept")
         ratios["framing_ours_over_dlt645_framing"] = fps("a_framing_compiled" if compiled else "a_framing_pure") \
             / fps("c_peer_framing")
     print()

@@ -6,6 +6,16 @@ each data identifier (数据标识) holds.  Build requests from intent::
 
     ReadRequest("000012345678", 0x00010000).to_bytes()
     RemoteControlRequest.build("000012345678", RemoteCommand.TRIP, valid_until, "02123456", "00000001")
+
+and take decoded messages out of a byte stream, one kernel call per chunk::
+
+    framer = Framer()
+    framer.feed(chunk)                  # any size: TCP segments, serial reads
+    for msg in framer.messages():       # ReadResponse(...).values -> typed Values with units
+        ...
+
+``framer.next_frame()`` + ``decode_message(frame)`` give the same messages one frame at a time
+(slower: a Python-level call per step; use it when the frame itself is wanted).
 """
 
 from .frame import BROADCAST, WILDCARD, Frame, Framer, decode

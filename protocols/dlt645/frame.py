@@ -146,6 +146,9 @@ def decode(buffer, pos: int = 0):
 STREAM_CONTEXT: tuple | None = None
 
 
+_tuple_new = tuple.__new__
+
+
 class Framer:
     """Streaming framer: feed chunks of any size, take whole frames or decoded messages out.
 
@@ -187,7 +190,7 @@ class Framer:
         if status == FOUND and address is not None:
             self._pos = stop
             self.frames += 1
-            return Frame(address, control, data)
+            return _tuple_new(Frame, (address, control, data))   # the record's fields, in order
         if status == NEED_MORE:
             self._pos = start
             return None
