@@ -129,14 +129,20 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="20k meters, best of 2 — what CI runs")
     ap.add_argument("--json", type=pathlib.Path)
     ap.add_argument("--profile", action="store_true", help="cProfile one durable run")
+    ap.add_argument("--cores", type=int, default=1,
+                    help="pin the process (all its threads, Arrow's pool too) to this many CPUs (default 1: "
+                         "the target is per core); 0 leaves it free")
     args = ap.parse_args()
+    if args.cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     meters, repeat = (20_000, 2) if args.quick else (200_000, 3)
     batches = make_batches(meters)
     n = sum(len(c["meter_id"]) for _, c in batches)
     known = np.arange(1, meters + 1)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_ingest_", dir=os.environ.get("BENCH_TMP")))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{n:,} readings in {len(batches):,} batches ({meters:,} meters: daily frozen + 1/10 load curves); "
-          f"best of {repeat}; lake in {tmp}")
+          f"best of {repeat}; {cpus} CPU(s); lake in {tmp}")
     try:
         if args.profile:
             import cProfile

@@ -177,11 +177,13 @@ def to_table(data, table: str = "readings") -> pa.Table:
             if isinstance(col, (pa.Array, pa.ChunkedArray)) and col.null_count:
                 arr = col.cast(f.type, safe=False)
             else:
-                arr = pa.array(_seconds(col), pa.int64()).cast(f.type)
+                arr = pa.array(_seconds(col), pa.int64()).view(f.type)     # same layout: no copy, no cast
         else:
             try:
-                arr = pa.array(col, f.type) if not isinstance(col, (pa.Array, pa.ChunkedArray)) \
-                    else col.cast(f.type)
+                if isinstance(col, (pa.Array, pa.ChunkedArray)):
+                    arr = col if col.type == f.type else col.cast(f.type)
+                else:
+                    arr = _from_numpy(col, f.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
                 raise StorageError(f"lake: {table} column {f.name}: {exc}") from None
         if isinstance(arr, pa.ChunkedArray):
@@ -193,6 +195,22 @@ def to_table(data, table: str = "readings") -> pa.Table:
         arrays.append(arr)
     arrays = [a if a is not None else pa.nulls(n or 0, f.type) for a, f in zip(arrays, sch)]
     return pa.Table.from_arrays(arrays, schema=sch)
+
+
+_NP_INT = {pa.int8(): np.dtype(np.int8), pa.int16(): np.dtype(np.int16), pa.int32(): np.dtype(np.int32),
+           pa.int64(): np.dtype(np.int64), pa.uint8(): np.dtype(np.uint8), pa.uint16(): np.dtype(np.uint16)}
+
+
+def _from_numpy(col, typ: pa.DataType) -> pa.Array:
+    """An Arrow array of ``typ`` from array-like ``col``; a value that does not fit raises (no wrap-around)."""
+    a = np.asarray(col)
+    want = _NP_INT.get(typ)
+    if want is not None and a.dtype.kind in "iu" and a.dtype != want:
+        info = np.iinfo(want)
+        if len(a) and (a.min() < info.min or a.max() > info.max):
+            raise ValueError(f"values outside {want} range")
+        a = a.astype(want)
+    return pa.array(a, typ)
 
 
 # --- sort order -------------------------------------------------------------------------------------------
