@@ -1,0 +1,339 @@
+"""The bill run over columns (电费核算): segments of readings in, bills and line items out.
+
+Pure orchestration of :mod:`billing_core.energy` and :mod:`billing_core.engine` over 1-D numpy columns;
+``storage.bills`` reads the lake and the archive into a :class:`RunInput` and writes what
+:func:`compute` returns.  No I/O, no per-account Python loop: every step is a numpy expression over all
+bills (or all segments) at once; Python loops run over registers, line-item codes and distinct tariffs.
+
+A *segment* is a stretch of the period metered by one meter with one multiplier (CT × PT).  A meter
+replacement (换表) or a multiplier change (倍率变更) gives a bill two or more segments; their energies add
+up per bill (:func:`billing_core.energy.sum_by_bill`).  Readings are in the register's scale (0.01 kWh,
+−1 = no reading); ``tou_check`` is False where the end reading of the TOU registers is not taken at the
+same instant as the total (a removal reading is recorded for the total only: the TOU registers end at
+the last daily freeze and the remainder is billed as 平, 平段取差).
+
+Which tariff prices a bill: the tariff file of the customer's category (``customers.category``) at the
+customer's voltage level, in the version and season in force on the period's first day.  A change of
+the customer's tariff assignment (``customer_tariffs``) or a new tariff version inside the period
+splits the bill at that day (:func:`billing_core.engine.split_at_change`) by the day's frozen reading,
+else pro rata by days.  The metering point's basic-charge method and 力调 standard (the archive's
+``points.basic_charge`` / ``pf_standard_x100``) override the tariff file's — the customer chose them
+(1583号 lets a two-part customer choose capacity or demand); a single-rate tariff never gets a basic
+charge.
+
+Bill review (核算审核): a bill is *held* (not issued) when any review flag is set — the energy flags of
+:mod:`billing_core.energy` (missing or estimated reading, negative energy, register rollover, TOU
+mismatch, zero consumption) and ``R_JUMP`` (daily energy over 3× or under ⅓ of the customer's history,
+when the history averages at least 1 kWh a day), ``R_REVERSE`` (reverse active energy registered: a
+reverse-running meter), ``R_NO_POINT`` (a customer without a metering point in the period).  Held bills
+are priced anyway (negative period energies as 0) so that the reviewer sees the amounts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+
+from billing_core import _billing_py as K
+from billing_core import energy, engine
+from billing_core.energy import (F_ESTIMATED, F_MISSING, F_NEGATIVE, F_ROLLOVER, F_TOU_MISMATCH,  # noqa: F401
+                                 F_ZERO)
+from billing_core.powerfactor import NO_ADJUSTMENT, STANDARDS
+from billing_core.rounding import round_div
+from billing_core.tariff import BASIC_KINDS, TariffSet, TariffTable
+from protocols.errors import BillingError
+
+R_JUMP = 64
+R_REVERSE = 128
+R_NO_POINT = 256
+REASONS = {**energy.FLAG_NAMES, R_JUMP: "consumption jump vs history", R_REVERSE: "reverse energy registered",
+           R_NO_POINT: "no metering point"}
+REASONS_ZH = {F_MISSING: "缺抄", F_ESTIMATED: "估抄", F_NEGATIVE: "负电量", F_ROLLOVER: "表码翻转",
+              F_TOU_MISMATCH: "分时电量不平", F_ZERO: "零电量", R_JUMP: "电量突变", R_REVERSE: "反向电量",
+              R_NO_POINT: "无计量点"}
+JUMP_RATIO = 3
+JUMP_MIN_DAILY = 100            # 0.01 kWh a day: a history below 1 kWh/day is not judged
+REVERSE_MIN = 100               # 0.01 kWh: a reverse register moving 1 kWh or more
+
+ACTIVE = ("ae_fwd", "ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t3", "ae_fwd_t4")
+REGS = energy.ENERGY_NAMES      # ae_fwd, ae_fwd_t1..t4, ae_rev, re_fwd, re_rev
+
+# line items: (code, 中文, English, quantity unit, quantity decimals)
+ITEM_CODES = (
+    ("energy_sharp", "电度电费 尖", "energy charge, sharp", "kWh", 2),
+    ("energy_peak", "电度电费 峰", "energy charge, peak", "kWh", 2),
+    ("energy_flat", "电度电费 平", "energy charge, flat", "kWh", 2),
+    ("energy_valley", "电度电费 谷", "energy charge, valley", "kWh", 2),
+    ("tier2", "阶梯加价 第2档", "tier 2 increment", "kWh", 2),
+    ("tier3", "阶梯加价 第3档", "tier 3 increment", "kWh", 2),
+    ("basic", "基本电费", "basic charge", "kW", 4),
+    ("pf_adjust", "力调电费", "power-factor adjustment", "cosφ", 2),
+    ("funds", "政府性基金及附加", "government funds and surcharges", "kWh", 2),
+    ("total", "合计", "total", "", 0),
+)
+PERIOD_COLS = ("e_sharp", "e_peak", "e_flat", "e_valley")
+
+
+@dataclasses.dataclass
+class RunInput:
+    """Columns of one period.  Per bill (length N, one bill per customer, in customer order):
+
+    ``category_idx`` (into ``categories``), ``voltage_v``, ``tariff_code_idx``/``new_tariff_code_idx``
+    (into ``tariff_codes``; new = −1 when the assignment does not change), ``change_date_days``
+    (days since 1970-01-01 of the new assignment, −1 none), ``has_point``, ``hv_lv``, ``tx_capacity_kva``,
+    ``tx_p0_w``, ``tx_pk_w``, ``tx_loss_rate_bp``, ``line_loss_rate_bp`` (−1 = none), ``contract_kw``,
+    ``basic_idx`` (into ``tariff.BASIC_KINDS`` order), ``pf_std_x100`` (0 none, 80, 85, 90), ``cum_prev``
+    (annual tiers: energy billed earlier this year, 0.01 kWh), ``hist_e`` and ``hist_days`` (earlier
+    bills' energy and days, 0 = no history), ``chg_<reg>`` (the frozen reading on the change day, −1).
+
+    Per segment (length S): ``seg_bill``, ``ct``, ``pt``, ``digits`` (integer digits of the register),
+    ``days``, ``prev_<reg>`` / ``now_<reg>`` for every register of ``REGS``, ``prev_quality``,
+    ``now_quality``, ``md`` (maximum demand at the meter, 0.0001 kW, −1 none), ``tou_check``.
+    """
+
+    start: dt.date
+    end: dt.date
+    categories: list
+    tariff_codes: list
+    bill: dict
+    seg: dict
+
+    @property
+    def n(self) -> int:
+        return len(self.bill["category_idx"])
+
+
+def voltage_level(voltage_v: int) -> str:
+    """The tariff files' voltage level of a supply voltage (V): 不满1千伏, 1-10千伏, 20/35/110千伏."""
+    if voltage_v < 1000:
+        return "under_1kV"
+    if voltage_v <= 10_000:
+        return "1-10kV"
+    return f"{voltage_v // 1000}kV"
+
+
+def _variants(table: TariffTable) -> TariffTable:
+    """The table repeated for each (basic kind, 力调 standard) a metering point may override."""
+    R = len(table.params)
+    blocks, keys, funds = [], [], {}
+    for b in range(len(BASIC_KINDS)):
+        for p in range(len(STANDARDS) + 1):
+            blk = table.params.copy()
+            two_part = blk[:, K.P_BASIC_KIND] != K.BASIC_NONE
+            blk[:, K.P_BASIC_KIND] = np.where(two_part & (b != K.BASIC_NONE), b, blk[:, K.P_BASIC_KIND])
+            blk[:, K.P_PF_STD] = p - 1
+            off = len(blocks) * R
+            blocks.append(blk)
+            keys += list(table.keys)
+            funds.update({off + r: f for r, f in table.funds.items()})
+    return TariffTable(np.ascontiguousarray(np.vstack(blocks)), tuple(keys), table.index, funds)
+
+
+def _variant_offset(inp: RunInput, R: int, assess: np.ndarray) -> np.ndarray:
+    b = inp.bill["basic_idx"].astype(np.int64)
+    std = np.full(inp.n, 0, np.int64)                       # 0 = no 力调 (NO_ADJUSTMENT + 1)
+    for k, s in enumerate(STANDARDS):
+        std[assess & (inp.bill["pf_std_x100"] == s)] = k + 1
+    assert NO_ADJUSTMENT == -1
+    return (b * (len(STANDARDS) + 1) + std) * R
+
+
+def _rows_on(inp: RunInput, tariffs: TariffSet, day: dt.date, sel: np.ndarray) -> np.ndarray:
+    """Base tariff row of the bills ``sel`` on ``day``, looked up once per distinct (category, voltage)."""
+    table = tariffs.table()
+    key = inp.bill["category_idx"][sel].astype(np.int64) * 1_000_000 + inp.bill["voltage_v"][sel] // 1000
+    volts = inp.bill["voltage_v"][sel]
+    uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    look = np.array([table.row(inp.categories[int(inp.bill["category_idx"][sel][i])], voltage_level(int(volts[i])),
+                               day, tariffs) for i in first], dtype=np.int64)
+    return look[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
+
+
+def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict, TariffTable]:
+    """Every bill of the period: ``(bills, items, table)`` as dicts of numpy columns.
+
+    ``bills`` has one entry per customer (energies, demand, money of ``engine.ITEMS``, ``flags``,
+    ``cum_after``, ``segments``, ``parts``); ``items`` the line items (``bill`` index, ``seq``,
+    ``code`` index into ITEM_CODES, ``quantity``, ``unit_price`` (µyuan, basis points for 力调, −1 mixed),
+    ``amount_fen``), bill after bill.  ``table`` is the tariff table the rows refer to.
+    """
+    N, S = inp.n, len(inp.seg["seg_bill"])
+    seg, bill = inp.seg, inp.bill
+    period_days = (inp.end - inp.start).days
+    # --- energy per segment, then per bill --------------------------------------------------------
+    digits = seg["digits"].astype(np.int64) + 2
+    e, f = energy.segment_energy({r: seg[f"prev_{r}"] for r in ACTIVE}, {r: seg[f"now_{r}"] for r in ACTIVE},
+                                 seg["ct"], seg["pt"], digits, seg["prev_quality"], seg["now_quality"])
+    f = np.where(seg["tou_check"], f, f & ~np.uint8(F_TOU_MISMATCH)).astype(np.uint16)
+    mult = seg["ct"].astype(np.int64) * seg["pt"].astype(np.int64)
+    rev, _ = energy.register_energy(seg["prev_ae_rev"], seg["now_ae_rev"], mult, digits)
+    q, fq = energy.register_energy(seg["prev_re_fwd"], seg["now_re_fwd"], mult, digits)
+    # a meter without reactive registers (neither reading has one) cannot be assessed for 力调: no
+    # adjustment (counted in the summary); one reactive reading missing is a missing reading
+    has_q = np.zeros(N, bool)
+    has_q[seg["seg_bill"][(seg["prev_re_fwd"] >= 0) | (seg["now_re_fwd"] >= 0)]] = True
+    assessed = bill["pf_std_x100"] > 0
+    f |= np.where((assessed & has_q)[seg["seg_bill"]], fq & (F_MISSING | F_NEGATIVE | F_ROLLOVER), 0
+                  ).astype(np.uint16)
+    sums = energy.sum_by_bill(seg["seg_bill"], N, {
+        "e_sharp": e["ae_fwd_t1"], "e_peak": e["ae_fwd_t2"], "e_flat": e["flat_billed"], "e_valley": e["ae_fwd_t4"],
+        "e_total": e["ae_fwd"], "q": q, "rev": rev, "flags": f, "segments": np.ones(S, np.int64)})
+    flags = sums.pop("flags").astype(np.uint16)
+    demand = np.zeros(N, np.int64)
+    np.maximum.at(demand, seg["seg_bill"], np.where(seg["md"] >= 0, seg["md"] * mult, 0))
+    flags |= np.where(sums["rev"] >= REVERSE_MIN, R_REVERSE, 0).astype(np.uint16)
+    flags |= np.where(~bill["has_point"], R_NO_POINT | F_MISSING, 0).astype(np.uint16)
+    flags |= np.where((sums["e_total"] == 0) & (flags & F_MISSING == 0) & bill["has_point"], F_ZERO, 0
+                      ).astype(np.uint16)
+    hist = bill["hist_e"] * period_days
+    judged = bill["hist_days"] > 0
+    judged &= bill["hist_e"] >= JUMP_MIN_DAILY * bill["hist_days"]
+    cur = sums["e_total"] * np.maximum(bill["hist_days"], 1)
+    jump = judged & ((cur > JUMP_RATIO * hist) | (JUMP_RATIO * cur < hist))
+    flags |= np.where(jump & (sums["e_total"] > 0), R_JUMP, 0).astype(np.uint16)
+
+    # --- 高供低计 losses ----------------------------------------------------------------------------
+    periods = tuple(np.maximum(sums[c], 0) for c in PERIOD_COLS)
+    a_p = sum(periods)
+    a_q = np.maximum(sums["q"], 0)
+    hv = bill["hv_lv"]
+    formula = hv & (bill["tx_p0_w"] >= 0) & (bill["tx_pk_w"] >= 0)
+    method = np.where(formula, 1, np.where(hv & (bill["tx_loss_rate_bp"] >= 0), 2, 0))
+    method = np.where(hv & (method == 0) & (bill["line_loss_rate_bp"] > 0), 2, method)
+    zeros = np.zeros(N, np.int64)
+    loss_p, loss_q = energy.transformer_loss(
+        method, a_p, a_q, period_days * 24, np.maximum(bill["tx_capacity_kva"], 1), bill["tx_p0_w"],
+        bill["tx_pk_w"], zeros, zeros, np.maximum(bill["tx_loss_rate_bp"], 0), zeros, zeros,
+        np.maximum(bill["line_loss_rate_bp"], 0))
+    periods, demand = energy.spread_loss(loss_p, periods, demand)
+    a_q = a_q + loss_q
+
+    # --- tariff rows, the mid-period change, pricing ----------------------------------------------
+    base = tariffs.table()
+    table = _variants(base)
+    R = len(base.params)
+    off = _variant_offset(inp, R, assessed & has_q)
+    everyone = np.arange(N)
+    row0 = _rows_on(inp, tariffs, inp.start, everyone) + off
+    change_day = np.zeros(N, np.int64)
+    chg = bill["change_date_days"]
+    start_days = (inp.start - dt.date(1970, 1, 1)).days
+    in_period = (chg > start_days) & (chg < start_days + period_days)
+    change_day[in_period] = chg[in_period] - start_days + 1
+    # a new tariff version inside the period splits the bills it prices
+    for cat in sorted(set(inp.categories)):
+        if cat not in tariffs.tariffs:
+            continue
+        for v in tariffs.tariff(cat).versions:
+            if inp.start < v.effective < inp.end:
+                ci = inp.categories.index(cat)
+                hit = (bill["category_idx"] == ci) & (change_day == 0)
+                change_day[hit] = (v.effective - inp.start).days + 1
+    new_row = row0.copy()
+    for d in np.unique(change_day[change_day > 0]):
+        sel = np.flatnonzero(change_day == d)
+        new_row[sel] = _rows_on(inp, tariffs, inp.start + dt.timedelta(days=int(d) - 1), sel) + off[sel]
+    rows = engine.ChargeRows.of(
+        N, tariff_row=row0, e_sharp=periods[0], e_peak=periods[1], e_flat=periods[2], e_valley=periods[3],
+        q=a_q, cum_prev=bill["cum_prev"], demand=demand, capacity_kva=np.maximum(bill["tx_capacity_kva"], 0),
+        contract_kw=np.maximum(bill["contract_kw"], 0), days=period_days, period_days=period_days)
+    e_before = _energy_before(inp, sums, periods, change_day, loss_p, period_days)
+    parts = ((change_day > 1) & (change_day <= period_days)).astype(np.int64) + 1
+    if (parts > 1).any():
+        rows = engine.split_at_change(rows, change_day, new_row.astype(np.int32), e_before)
+    items = engine.price(rows, table, kernel).by_bill(rows.bill, N)
+
+    out = {"e_total": a_p, "e_metered": sums["e_total"], "q": a_q, "rev": sums["rev"], "loss_p": loss_p,
+           "demand": demand, "segments": sums["segments"], "parts": parts, "flags": flags,
+           "tariff_row": row0, "pf_not_assessed": assessed & ~has_q, "new_row": np.where(parts > 1, new_row, -1),
+           "change_day": np.where(parts > 1, change_day, 0)}
+    for c, p in zip(PERIOD_COLS, periods):
+        out[c] = p
+    for k in engine.ITEMS:
+        out[k] = items[k]
+    annual = table.params[row0, K.P_TIER_KIND] == K.TIER_ANNUAL
+    out["cum_after"] = np.where(annual, bill["cum_prev"] + a_p, 0)
+    out["held"] = flags != 0
+    return out, line_items(out, table), table
+
+
+def _energy_before(inp, sums, periods, change_day, loss_p, period_days):
+    """Period energies up to the change day: the day's frozen reading where it is usable, else pro rata."""
+    N = inp.n
+    days1 = np.maximum(change_day - 1, 0)
+    pro = [round_div(p * days1, period_days) for p in periods]
+    seg, bill = inp.seg, inp.bill
+    one = sums["segments"] == 1
+    if not (one & (change_day > 1)).any():
+        return tuple(pro)
+    # the one segment of each single-segment bill, from its prev reading to the change day's freeze
+    s_idx = np.full(N, -1, np.int64)
+    s_idx[seg["seg_bill"]] = np.arange(len(seg["seg_bill"]))
+    use = np.flatnonzero(one & (change_day > 1) & (loss_p == 0))
+    s = s_idx[use]
+    e, f = energy.segment_energy({r: seg[f"prev_{r}"][s] for r in ACTIVE}, {r: bill[f"chg_{r}"][use] for r in ACTIVE},
+                                 seg["ct"][s], seg["pt"][s], seg["digits"][s].astype(np.int64) + 2)
+    before = [e["ae_fwd_t1"], e["ae_fwd_t2"], e["flat_billed"], e["ae_fwd_t4"]]
+    ok = (f & (F_MISSING | F_NEGATIVE | F_ROLLOVER | F_TOU_MISMATCH)) == 0
+    for k in range(4):
+        ok &= (before[k] >= 0) & (before[k] <= periods[k][use])
+    out = [p.copy() for p in pro]
+    for k in range(4):
+        out[k][use[ok]] = before[k][ok]
+    return tuple(out)
+
+
+def line_items(b: dict, table: TariffTable) -> dict:
+    """The line items of every bill, long format, bill after bill (codes of ITEM_CODES in order)."""
+    N = len(b["total_fen"])
+    par = table.params[b["tariff_row"]]
+    mixed = b["parts"] > 1
+    cols = {"bill": [], "seq": [], "code": [], "quantity": [], "unit_price": [], "amount_fen": []}
+
+    def add(k, mask, qty, price, amount):
+        idx = np.flatnonzero(mask)
+        cols["bill"].append(idx)
+        cols["code"].append(np.full(len(idx), k, np.int8))
+        cols["quantity"].append(np.asarray(qty, np.int64)[idx] if np.ndim(qty) else np.full(len(idx), qty, np.int64))
+        cols["unit_price"].append(np.where(mixed, -1, price)[idx] if np.ndim(price) else np.full(len(idx), price))
+        cols["amount_fen"].append(np.asarray(amount, np.int64)[idx])
+
+    for k, p in enumerate(PERIOD_COLS):
+        amount = b[f"energy_{p[2:]}_fen"]
+        add(k, (b[p] != 0) | (amount != 0), b[p], par[:, K.P_PRICE_SHARP + k], amount)
+    add(4, b["tier2_kwh_x100"] != 0, b["tier2_kwh_x100"], par[:, K.P_INC2], b["tier2_fen"])
+    add(5, b["tier3_kwh_x100"] != 0, b["tier3_kwh_x100"], par[:, K.P_INC3], b["tier3_fen"])
+    kind = par[:, K.P_BASIC_KIND]
+    add(6, kind != K.BASIC_NONE, b["billing_demand"],
+        np.where(kind == K.BASIC_CAPACITY, par[:, K.P_PRICE_KVA], par[:, K.P_PRICE_KW]), b["basic_fen"])
+    add(7, par[:, K.P_PF_STD] >= 0, b["pf_x100"], b["pf_bp"], b["pf_adjust_fen"])
+    add(8, np.ones(N, bool), b["e_total"], par[:, K.P_FUNDS], b["funds_fen"])
+    add(9, np.ones(N, bool), 0, 0, b["total_fen"])
+    out = {k: np.concatenate(v) for k, v in cols.items() if v}
+    order = np.argsort(out["bill"], kind="stable")
+    out = {k: v[order] for k, v in out.items()}
+    # seq: position within the bill
+    starts = np.searchsorted(out["bill"], out["bill"], side="left")
+    out["seq"] = (np.arange(len(out["bill"])) - starts).astype(np.int8)
+    return out
+
+
+def check_items(bills: dict, items: dict) -> None:
+    """Guard: every bill's line items (all but the total) add up to its total."""
+    n = len(bills["total_fen"])
+    acc = np.zeros(n, np.int64)
+    not_total = items["code"] != len(ITEM_CODES) - 1
+    np.add.at(acc, items["bill"][not_total], items["amount_fen"][not_total])
+    bad = np.flatnonzero(acc != bills["total_fen"])
+    if len(bad):
+        raise BillingError(f"bill {int(bad[0])}: line items do not add up to the total")
+
+
+def reason_text(flags: np.ndarray, zh: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Distinct flag sets as text: ``(index per bill, texts)`` (one string per distinct set, not per bill)."""
+    uniq, inv = np.unique(np.asarray(flags), return_inverse=True)
+    names = REASONS_ZH if zh else REASONS
+    texts = ["; ".join(t for bit, t in names.items() if int(u) & bit) for u in uniq]
+    return inv.reshape(-1), texts

@@ -1,0 +1,662 @@
+"""The bill run on disk (电费核算): read the lake and the archive into columns, write the bills partition.
+
+Layout under the data directory (``storage.sql.data_dir``)::
+
+    bills/period=2026-10/bills.parquet       one row per customer: energies, demand, money, status
+    bills/period=2026-10/bill_items.parquet  the line items, bill after bill, adding up to each total
+    bills/period=2026-10/summary.json        the run summary (counts, totals, holds by reason, seconds)
+    bills/period=2026-10/reviews.jsonl       releases of held bills (who, when, note), one per line
+
+Publication: a run builds the whole partition aside in ``bills/.staging-<uuid>/`` (files fsynced) and
+then renames it into place — or swaps it with the live one in one ``renameat2(RENAME_EXCHANGE)``
+(:func:`storage.lake.exchange_dirs`) — so a reader sees the old period, or the new one, never a part.
+A crash leaves at most a ``.staging-*`` directory that no reader globs and the next run removes.  A
+release rewrites the partition the same way.  Writers of one data directory serialise on
+``bills/.lock``.
+
+What the run reads (see :class:`billing_core.run.RunInput` for the columns):
+
+* the monthly settlement readings (月冻结) at the period's first day and the next month's first day,
+  00:00 local — and the daily frozen reading (日冻结) of the same instant where the monthly one is missing;
+* segments of each customer point: the meter history (``point_meters``: 换表 with install and removal
+  readings) intersected with the multiplier history (``point_multipliers``), each segment read from
+  its start to its end by the daily frozen reading of the day a change takes effect;
+* the customer's tariff assignment and its change (``customer_tariffs``) with that day's frozen reading;
+* earlier bills (this directory): the annual-tier cumulative of the previous period of the same year,
+  and the last three periods' issued energy for the jump check.
+
+Bills are deterministic: a re-run of the same period on the same data writes the same rows (no clock
+in a bill; the run's time is in ``summary.json``).  A re-run keeps a release whose bill did not change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import pathlib
+import re
+import shutil
+import time
+import uuid
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from billing_core import run as R
+from billing_core.tariff import BASIC_KINDS, TariffSet
+from protocols.errors import BillingError, GridheadError, StorageError
+
+from . import lake
+from . import schema
+from .archive import _arrow
+from .sql import archive_path, data_dir, lake_root
+
+BILLS = "bills"
+ITEMS = "bill_items"
+STATUS = ("issued", "held", "released")
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_REGS = R.REGS
+
+
+def period_bounds(period: str) -> tuple[dt.date, dt.date]:
+    """``"2026-10"`` → (2026-10-01, 2026-11-01): the period [start, end), settlement at 00:00 of each."""
+    m = _PERIOD.match(period or "")
+    if not m:
+        raise BillingError(f"period {period!r}: expected YYYY-MM, e.g. 2026-10")
+    y, mo = int(m.group(1)), int(m.group(2))
+    return dt.date(y, mo, 1), dt.date(y + mo // 12, mo % 12 + 1, 1)
+
+
+def bills_root(data=None) -> pathlib.Path:
+    return data_dir(data) / BILLS
+
+
+def partition(data, period: str) -> pathlib.Path:
+    period_bounds(period)
+    return bills_root(data) / f"period={period}"
+
+
+def bill_id(period: str, customer_id) -> np.ndarray:
+    """Bill number: YYYYMM × 10^11 + customer id (customer ids stay below 10^11)."""
+    y, m = period.split("-")
+    return np.int64(int(y) * 100 + int(m)) * np.int64(10 ** 11) + np.asarray(customer_id, np.int64)
+
+
+# --- reading the lake and the archive -------------------------------------------------------------------
+def _q(p) -> str:
+    return str(p).replace("'", "''")
+
+
+def _read(con, sql: str, params=None) -> dict:
+    cur = con.execute(sql, params or [])
+    t = _arrow(cur)
+    return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
+
+
+def _pivot_files(files: list[str]) -> str:
+    """Per (meter, date) one row, registers as columns (the rule of storage.sql: the last received wins)."""
+    regs = (*_REGS, "md_fwd")
+    if not files:
+        cols = ", ".join(f"CAST(NULL AS BIGINT) AS {r}" for r in regs)
+        return (f"SELECT CAST(NULL AS BIGINT) AS meter_id, CAST(NULL AS DATE) AS date, {cols}, "
+                f"CAST(NULL AS UTINYINT) AS quality WHERE false")
+    lst = ", ".join(f"'{_q(f)}'" for f in files)
+    cols = ",\n ".join(f"arg_max(value, received_utc) FILTER (WHERE register = {schema.REGISTER_CODES[r]}) AS {r}"
+                       for r in regs)
+    return (f"SELECT meter_id, date, {cols}, bit_or(quality) AS quality FROM read_parquet([{lst}], "
+            f"hive_partitioning = true, hive_types = {{'date': DATE, 'bucket': INTEGER}}) @FILTER@ "
+            f"GROUP BY meter_id, date")
+
+
+def _files(root: pathlib.Path, kind: str, dates) -> list[str]:
+    out = []
+    for d in sorted(set(dates)):
+        out += sorted(str(p) for p in (root / "readings" / f"kind={kind}" / f"date={d}").glob("bucket=*/part-*.parquet"))
+    return out
+
+
+def extract(data, period: str, tariffs: TariffSet | None = None) -> tuple[R.RunInput, pa.Table]:
+    """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns."""
+    start, end = period_bounds(period)
+    arch = archive_path(data)
+    if not arch.exists():
+        raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
+    root = lake_root(data)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
+        return _extract(con, data, root, period, start, end)
+    except duckdb.Error as exc:
+        raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
+class _Con:
+    """A DuckDB connection that passes only the named parameters a statement uses (DuckDB refuses extras)."""
+
+    def __init__(self, con, params: dict):
+        self.con, self.params = con, params
+
+    def execute(self, sql: str, params=None):
+        given = {**self.params, **(params or {})}
+        return self.con.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
+
+
+def _extract(con, data, root, period, start, end):
+    p = None
+    con = _Con(con, {"s": start, "e": end})
+    con.execute("""CREATE TEMP TABLE cust AS
+        WITH ct AS (SELECT customer_id, tariff_code, valid_from,
+                           row_number() OVER (PARTITION BY customer_id ORDER BY valid_from) AS k
+                    FROM a.customer_tariffs WHERE valid_from < $e AND (valid_to IS NULL OR valid_to > $s)),
+             pt AS (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY point_id) AS k
+                    FROM a.points WHERE role = 'customer')
+        SELECT row_number() OVER (ORDER BY c.customer_id) - 1 AS bill, c.customer_id, c.customer_no, c.name,
+               c.category, c.voltage_v, t1.tariff_code, t2.tariff_code AS new_tariff_code,
+               CASE WHEN t1.valid_from > $s THEN t1.valid_from ELSE t2.valid_from END AS change_date,
+               pt.point_id, coalesce(pt.hv_metered_lv, false) AS hv_lv,
+               coalesce(pt.tx_capacity_kva, -1) AS tx_capacity_kva, coalesce(pt.tx_p0_w, -1) AS tx_p0_w,
+               coalesce(pt.tx_pk_w, -1) AS tx_pk_w, coalesce(pt.tx_loss_rate_bp, -1) AS tx_loss_rate_bp,
+               coalesce(pt.line_loss_rate_bp, -1) AS line_loss_rate_bp,
+               coalesce(pt.contract_demand_kw, -1) AS contract_kw, coalesce(pt.basic_charge, 'none') AS basic,
+               coalesce(pt.pf_standard_x100, 0) AS pf_std_x100
+        FROM a.customers c
+        LEFT JOIN ct t1 ON t1.customer_id = c.customer_id AND t1.k = 1
+        LEFT JOIN ct t2 ON t2.customer_id = c.customer_id AND t2.k = 2
+        LEFT JOIN pt ON pt.customer_id = c.customer_id AND pt.k = 1""", p)
+    bad = con.execute("SELECT customer_id, customer_no FROM cust WHERE tariff_code IS NULL ORDER BY 1 LIMIT 1"
+                      ).fetchone()
+    if bad:
+        raise BillingError(f"customer {bad[1]} (id {bad[0]}): no tariff assignment (customer_tariffs) in "
+                           f"{period}; nothing was billed")
+    # segments: meter history × multiplier history of each customer point, clipped to the period
+    con.execute("""CREATE TEMP TABLE seg AS
+        SELECT c.bill, pm.meter_id, m.register_digits AS digits, mu.ct_ratio AS ct, mu.pt_ratio AS pt,
+               greatest(pm.valid_from, mu.valid_from, $s) AS seg_from,
+               least(coalesce(pm.valid_to, $e), coalesce(mu.valid_to, $e), $e) AS seg_to,
+               pm.valid_from AS meter_from, pm.valid_to AS meter_to,
+               pm.install_reading_x100 AS install, pm.removal_reading_x100 AS removal
+        FROM cust c
+        JOIN a.points po ON po.customer_id = c.customer_id AND po.role = 'customer'
+        JOIN a.point_meters pm ON pm.point_id = po.point_id AND pm.valid_from < $e
+             AND (pm.valid_to IS NULL OR pm.valid_to > $s)
+        JOIN a.point_multipliers mu ON mu.point_id = po.point_id AND mu.valid_from < least(coalesce(pm.valid_to, $e), $e)
+             AND (mu.valid_to IS NULL OR mu.valid_to > greatest(pm.valid_from, $s))
+        JOIN a.meters m ON m.meter_id = pm.meter_id
+        WHERE greatest(pm.valid_from, mu.valid_from, $s) < least(coalesce(pm.valid_to, $e), coalesce(mu.valid_to, $e), $e)
+        """, p)
+    con.execute(f"CREATE TEMP TABLE mon AS {_pivot_files(_files(root, schema.MONTHLY, (start, end))).replace('@FILTER@', '')}")
+    # the daily frozen readings needed: change days, removals, and where the monthly one is missing
+    con.execute("""CREATE TEMP TABLE need AS
+        SELECT DISTINCT meter_id, date FROM (
+            SELECT meter_id, seg_from AS date FROM seg WHERE NOT (seg_from = meter_from AND seg_from > $s)
+            UNION ALL SELECT meter_id, seg_to FROM seg
+            UNION ALL SELECT s.meter_id, c.change_date FROM cust c JOIN seg s ON s.bill = c.bill
+                      AND c.change_date >= s.seg_from AND c.change_date < s.seg_to WHERE c.change_date > $s
+        ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
+                                                  AND mon.ae_fwd IS NOT NULL)""", p)
+    dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
+    daily = _pivot_files(_files(root, schema.DAILY, dates))
+    con.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
+
+    def pick(alias, reg):
+        return (f"CASE WHEN {alias}m.ae_fwd IS NOT NULL THEN {alias}m.{reg} ELSE {alias}d.{reg} END")
+
+    tou_regs = [r for r in _REGS if r != "ae_fwd"]
+    prev_cols = ",\n".join(
+        [f"coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN s.install ELSE {pick('p', 'ae_fwd')} END, -1) AS prev_ae_fwd"]
+        + [f"coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN "
+           f"(CASE WHEN s.install = 0 THEN 0 END) ELSE {pick('p', r)} END, -1) AS prev_{r}" for r in tou_regs])
+    now_cols = ",\n".join(
+        [f"coalesce(CASE WHEN s.seg_to = s.meter_to AND s.seg_to < $e THEN coalesce(s.removal, {pick('n', 'ae_fwd')}) "
+         f"ELSE {pick('n', 'ae_fwd')} END, -1) AS now_ae_fwd"]
+        + [f"coalesce({pick('n', r)}, -1) AS now_{r}" for r in tou_regs])
+    seg = _read(con, f"""
+        SELECT s.bill AS seg_bill, s.meter_id, s.digits, s.ct, s.pt, (s.seg_to - s.seg_from) AS days,
+               {prev_cols},
+               {now_cols},
+               CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN 0
+                    ELSE coalesce({pick('p', 'quality')}, 0) END AS prev_quality,
+               coalesce({pick('n', 'quality')}, 0) AS now_quality,
+               coalesce(nm.md_fwd, -1) AS md,
+               NOT (s.seg_to = s.meter_to AND s.seg_to < $e) AS tou_check
+        FROM seg s
+        LEFT JOIN mon pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
+        LEFT JOIN day pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
+        LEFT JOIN mon nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
+        LEFT JOIN day nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
+        ORDER BY s.bill, s.seg_from""", p)
+    # earlier bills: annual-tier cumulative (previous period of the same year) and history for the jump check
+    prev_files = _earlier_bills(data, period)
+    if prev_files:
+        lst = ", ".join(f"'{_q(f)}'" for f in prev_files)
+        prev_period = f"{start.year}-{start.month - 1:02d}" if start.month > 1 else None
+        con.execute(f"""CREATE TEMP TABLE hist AS
+            SELECT customer_id,
+                   max(CASE WHEN period = $pp THEN cum_after_kwh_x100 END) AS cum_prev,
+                   sum(CASE WHEN status <> 'held' AND rk <= 3 THEN e_metered_kwh_x100 END) AS hist_e,
+                   sum(CASE WHEN status <> 'held' AND rk <= 3 THEN days END) AS hist_days
+            FROM (SELECT *, dense_rank() OVER (ORDER BY period DESC) AS rk FROM read_parquet([{lst}]))
+            GROUP BY customer_id""", {"pp": prev_period})
+    else:
+        con.execute("CREATE TEMP TABLE hist (customer_id BIGINT, cum_prev BIGINT, hist_e BIGINT, hist_days BIGINT)")
+    chg = ",\n".join(f"coalesce(CASE WHEN dm.ae_fwd IS NOT NULL THEN dm.{r} ELSE dd.{r} END, -1) AS chg_{r}"
+                     for r in _REGS)
+    t = _arrow(con.execute(f"""
+        SELECT c.*, EXISTS (SELECT 1 FROM seg s WHERE s.bill = c.bill) AS has_point,
+               coalesce(h.cum_prev, 0) AS cum_prev, coalesce(h.hist_e, 0) AS hist_e,
+               coalesce(h.hist_days, 0) AS hist_days,
+               coalesce(datediff('day', DATE '1970-01-01', c.change_date), -1) AS change_date_days,
+               {chg}
+        FROM cust c
+        LEFT JOIN hist h ON h.customer_id = c.customer_id
+        LEFT JOIN (SELECT DISTINCT ON (bill) bill, meter_id, seg_from, seg_to FROM seg s2
+                   JOIN cust c2 USING (bill) WHERE c2.change_date >= s2.seg_from AND c2.change_date < s2.seg_to) cs
+             ON cs.bill = c.bill
+        LEFT JOIN mon dm ON dm.meter_id = cs.meter_id AND dm.date = c.change_date
+        LEFT JOIN day dd ON dd.meter_id = cs.meter_id AND dd.date = c.change_date
+        ORDER BY c.bill""", p))
+    cat = t.column("category").combine_chunks().dictionary_encode()
+    codes = pa.chunked_array([t.column("tariff_code"), t.column("new_tariff_code")]).combine_chunks().dictionary_encode()
+    n = t.num_rows
+    num = lambda name: t.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
+    bill = {
+        "category_idx": cat.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+        "voltage_v": num("voltage_v").astype(np.int64),
+        "change_date_days": num("change_date_days").astype(np.int64),
+        "has_point": num("has_point").astype(bool), "hv_lv": num("hv_lv").astype(bool),
+        "basic_idx": np.searchsorted(np.array(list(BASIC_KINDS)), num("basic").astype(str))
+        if n else np.zeros(0, np.int64),
+        "cum_prev": num("cum_prev").astype(np.int64), "hist_e": num("hist_e").astype(np.int64),
+        "hist_days": num("hist_days").astype(np.int64), "pf_std_x100": num("pf_std_x100").astype(np.int64),
+    }
+    # BASIC_KINDS order is the kernel's code order; searchsorted needs them sorted by name: map explicitly
+    names = np.array(num("basic").astype(str)) if n else np.zeros(0, str)
+    bill["basic_idx"] = np.zeros(n, np.int64)
+    for name, code in BASIC_KINDS.items():
+        bill["basic_idx"][names == name] = code
+    for k in ("tx_capacity_kva", "tx_p0_w", "tx_pk_w", "tx_loss_rate_bp", "line_loss_rate_bp", "contract_kw"):
+        bill[k] = num(k).astype(np.int64)
+    for r in _REGS:
+        bill[f"chg_{r}"] = num(f"chg_{r}").astype(np.int64)
+    segcols = {k: np.asarray(v) for k, v in seg.items()}
+    for k in segcols:
+        if k == "tou_check":
+            segcols[k] = segcols[k].astype(bool)
+        elif k.endswith("quality"):
+            segcols[k] = segcols[k].astype(np.uint8)
+        else:
+            segcols[k] = segcols[k].astype(np.int64)
+    inp = R.RunInput(start, end, [str(x) for x in cat.dictionary.to_pylist()], [str(x) for x in codes.dictionary.to_pylist()],
+                     bill, segcols)
+    text = t.select(["customer_id", "customer_no", "name", "category", "voltage_v", "tariff_code", "new_tariff_code",
+                     "point_id"])
+    return inp, text
+
+
+def _earlier_bills(data, period: str) -> list[str]:
+    root = bills_root(data)
+    out = []
+    for d in sorted(root.glob("period=*")):
+        p = d.name.split("=", 1)[1]
+        if p < period and (d / "bills.parquet").exists():
+            out.append(str(d / "bills.parquet"))
+    return out[-12:]
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+class _Lock:
+    def __init__(self, root: pathlib.Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.f = open(root / ".lock", "a+")
+
+    def __enter__(self):
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.f, fcntl.LOCK_UN)
+        self.f.close()
+
+
+def _clean(root: pathlib.Path) -> None:
+    """Remove what a crashed run left: staging directories (never visible to readers)."""
+    for d in root.glob(".staging-*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _dict_col(indices: np.ndarray, values: list[str]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(values, pa.string()))
+
+
+def build_tables(period: str, inp: R.RunInput, text: pa.Table, out: dict, items: dict, table) -> tuple[pa.Table, pa.Table]:
+    """The bills and bill_items Arrow tables of a computed period (deterministic: no clock)."""
+    ids = bill_id(period, text.column("customer_id").to_numpy())
+    n = len(ids)
+    ridx, rtexts = R.reason_text(out["flags"])
+    zidx, ztexts = R.reason_text(out["flags"], zh=True)
+    keys = table.keys
+    rows = out["tariff_row"]
+    tk = [f"{c} {v} {e} {s}" for c, v, e, s in keys]
+    days = (inp.end - inp.start).days
+    cols = {
+        "bill_id": pa.array(ids, pa.int64()), "period": pa.array(np.full(n, period), pa.string()),
+        "customer_id": text.column("customer_id"), "customer_no": text.column("customer_no"),
+        "name": text.column("name"), "category": text.column("category"), "voltage_v": text.column("voltage_v"),
+        "tariff_code": text.column("tariff_code"), "new_tariff_code": text.column("new_tariff_code"),
+        "point_id": text.column("point_id"),
+        "tariff": _dict_col(rows % len(keys), tk),
+        "new_tariff": pa.array(np.where(out["new_row"] >= 0, np.array(tk, object)[np.maximum(out["new_row"], 0) % len(keys)], None)),
+        "change_day": pa.array(out["change_day"].astype(np.int16)),
+        "days": pa.array(np.full(n, days, np.int16)),
+        "segments": pa.array(out["segments"].astype(np.int16)), "parts": pa.array(out["parts"].astype(np.int16)),
+    }
+    for c in R.PERIOD_COLS:
+        cols[f"{c}_kwh_x100"] = pa.array(out[c])
+    cols.update({
+        "e_total_kwh_x100": pa.array(out["e_total"]), "e_metered_kwh_x100": pa.array(out["e_metered"]),
+        "loss_kwh_x100": pa.array(out["loss_p"]), "q_kvarh_x100": pa.array(out["q"]),
+        "reverse_kwh_x100": pa.array(out["rev"]), "demand_kw_x1e4": pa.array(out["demand"]),
+        "cum_after_kwh_x100": pa.array(out["cum_after"]),
+        "tier2_kwh_x100": pa.array(out["tier2_kwh_x100"]), "tier3_kwh_x100": pa.array(out["tier3_kwh_x100"]),
+        "billing_demand": pa.array(out["billing_demand"]),
+        "pf_x100": pa.array(out["pf_x100"]), "pf_bp": pa.array(out["pf_bp"]),
+    })
+    for k in ("energy_sharp_fen", "energy_peak_fen", "energy_flat_fen", "energy_valley_fen", "tier2_fen",
+              "tier3_fen", "basic_fen", "pf_adjust_fen", "funds_fen", "total_fen"):
+        cols[k] = pa.array(out[k])
+    held = out["held"]
+    cols.update({
+        "flags": pa.array(out["flags"].astype(np.int32)),
+        "status": _dict_col(np.where(held, 1, 0), list(STATUS)),
+        "reasons": _dict_col(ridx, rtexts), "reasons_zh": _dict_col(zidx, ztexts),
+        "released_by": pa.nulls(n, pa.string()), "released_at": pa.nulls(n, pa.string()),
+        "release_note": pa.nulls(n, pa.string()),
+    })
+    bills = pa.table(cols)
+    code = items["code"].astype(np.int32)
+    it = pa.table({
+        "bill_id": pa.array(ids[items["bill"]]), "period": _dict_col(np.zeros(len(code), np.int32), [period]),
+        "customer_no": text.column("customer_no").take(pa.array(items["bill"])),
+        "seq": pa.array(items["seq"]),
+        "code": _dict_col(code, [c[0] for c in R.ITEM_CODES]),
+        "label_zh": _dict_col(code, [c[1] for c in R.ITEM_CODES]),
+        "label_en": _dict_col(code, [c[2] for c in R.ITEM_CODES]),
+        "quantity": pa.array(items["quantity"]),
+        "quantity_unit": _dict_col(code, [c[3] for c in R.ITEM_CODES]),
+        "quantity_decimals": pa.array(np.array([c[4] for c in R.ITEM_CODES], np.int8)[code]),
+        "unit_price": pa.array(items["unit_price"].astype(np.int64)),
+        "amount_fen": pa.array(items["amount_fen"]),
+    })
+    return bills, it
+
+
+def _read_pq(path, columns=None) -> pa.Table:
+    """One file as written (no Hive inference from the ``period=`` directory name)."""
+    return pq.ParquetFile(path).read(columns=columns)
+
+
+def _write(path: pathlib.Path, tbl: pa.Table) -> None:
+    with open(path, "wb") as f:
+        pq.write_table(tbl, f, compression="zstd", row_group_size=1 << 20)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _publish(root: pathlib.Path, period: str, files: dict) -> pathlib.Path:
+    """Write ``files`` (name → Arrow table, bytes or str) as the whole partition, atomically."""
+    staging = root / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    for name, content in files.items():
+        p = staging / name
+        if isinstance(content, pa.Table):
+            _write(p, content)
+        else:
+            with open(p, "wb") as f:
+                f.write(content if isinstance(content, bytes) else content.encode())
+                f.flush()
+                os.fsync(f.fileno())
+    lake.fsync_dir(staging)
+    live = root / f"period={period}"
+    if live.exists():
+        lake.exchange_dirs(staging, live)
+        lake.fsync_dir(root)
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        os.rename(staging, live)
+        lake.fsync_dir(root)
+    return live
+
+
+def _keep_releases(live: pathlib.Path, bills: pa.Table) -> tuple[pa.Table, bytes]:
+    """A re-run keeps the release of a bill whose content did not change (same total and reasons)."""
+    old_path = live / "bills.parquet"
+    reviews = (live / "reviews.jsonl").read_bytes() if (live / "reviews.jsonl").exists() else b""
+    if not old_path.exists():
+        return bills, b""
+    old = _read_pq(old_path, columns=["bill_id", "total_fen", "flags", "status", "released_by",
+                                           "released_at", "release_note"])
+    rel = old.filter(pa.compute.equal(old.column("status").cast(pa.string()), "released"))
+    if rel.num_rows == 0:
+        return bills, reviews
+    return _apply_release(bills, rel.column("bill_id").to_numpy(), rel, match=True), reviews
+
+
+def _apply_release(bills: pa.Table, ids: np.ndarray, rel: pa.Table, match: bool = False) -> pa.Table:
+    """Set status 'released' and who/when/note of bills ``ids`` from the rows of ``rel`` (same order)."""
+    bid = bills.column("bill_id").to_numpy()
+    pos = np.searchsorted(bid, ids)
+    pos = np.minimum(pos, len(bid) - 1) if len(bid) else pos
+    ok = (bid[pos] == ids) if len(bid) else np.zeros(len(ids), bool)
+    if match:
+        ok &= bills.column("total_fen").to_numpy()[pos] == rel.column("total_fen").to_numpy()
+        ok &= bills.column("flags").to_numpy()[pos] == rel.column("flags").to_numpy()
+    status = bills.column("status").combine_chunks()
+    idx = status.indices.to_numpy(zero_copy_only=False).copy()
+    idx[pos[ok]] = STATUS.index("released")
+    cols = {}
+    for c in ("released_by", "released_at", "release_note"):
+        vals = bills.column(c).to_pylist()
+        new = rel.column(c).to_pylist()
+        for j in np.flatnonzero(ok):
+            vals[pos[j]] = new[j]
+        cols[c] = pa.array(vals, pa.string())
+    out = bills.set_column(bills.schema.get_field_index("status"), "status", _dict_col(idx, list(STATUS)))
+    for c, v in cols.items():
+        out = out.set_column(out.schema.get_field_index(c), c, v)
+    return out
+
+
+def run(data, period: str, tariffs_dir=None, progress=None, kernel=None) -> dict:
+    """Compute and publish every bill of ``period``; the run summary (also written as summary.json).
+
+    ``progress(step)`` is called after each of the steps (read, price, write, publish).  Raises a
+    :class:`~protocols.errors.GridheadError` (one line) on bad input; then nothing is published.
+    """
+    tick = progress or (lambda _s: None)
+    t0 = time.perf_counter()
+    tariffs = TariffSet.load(tariffs_dir)
+    tariffs.table()
+    inp, text = extract(data, period, tariffs)
+    missing = sorted(set(inp.categories) - set(tariffs.tariffs))
+    if missing:
+        raise BillingError(f"category {missing[0]!r}: no tariff file in {tariffs_dir or 'billing_core/tariffs'}; "
+                           f"nothing was billed")
+    t_read = time.perf_counter() - t0
+    tick("read")
+    out, items, table = R.compute(inp, tariffs, kernel)
+    R.check_items(out, items)
+    t_price = time.perf_counter() - t0 - t_read
+    tick("price")
+    bills, it = build_tables(period, inp, text, out, items, table)
+    root = bills_root(data)
+    with _Lock(root):
+        _clean(root)
+        bills, reviews = _keep_releases(root / f"period={period}", bills)
+        summary = _summary(period, bills)
+        summary["seconds"] = {"read": round(t_read, 3), "price": round(t_price, 3)}
+        files = {"bills.parquet": bills, "bill_items.parquet": it}
+        if reviews:
+            files["reviews.jsonl"] = reviews
+        tick("write")
+        files["summary.json"] = json.dumps(summary, ensure_ascii=False, indent=1)
+        _publish(root, period, files)
+    summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    tick("publish")
+    return summary
+
+
+def _summary(period: str, bills: pa.Table) -> dict:
+    status = bills.column("status").to_numpy(zero_copy_only=False).astype(str) if bills.num_rows else np.zeros(0, str)
+    total = bills.column("total_fen").to_numpy()
+    flags = bills.column("flags").to_numpy()
+    held = status == "held"
+    by_reason = {R.REASONS[b]: int(((flags & b) != 0).sum()) for b in R.REASONS if ((flags & b) != 0).any()}
+    return {"period": period, "bills": int(len(total)), "issued": int((status == "issued").sum()),
+            "held": int(held.sum()), "released": int((status == "released").sum()),
+            "total_fen": int(total.sum()), "issued_fen": int(total[~held].sum()),
+            "energy_kwh_x100": int(bills.column("e_total_kwh_x100").to_numpy().sum()),
+            "held_by_reason": by_reason}
+
+
+def summary(data, period: str) -> dict:
+    """The billing summary of a published period (for ``gridhead demo``): counts, money, holds by reason.
+
+    Keys: period, bills, issued, held, released, total_fen, issued_fen, energy_kwh_x100,
+    held_by_reason ({reason: count}).  Recomputed from bills.parquet, so releases are counted.
+    """
+    p = partition(data, period) / "bills.parquet"
+    if not p.exists():
+        raise BillingError(f"period {period}: no bills (run `gridhead bill run --period {period}` first)")
+    return _summary(period, _read_pq(p))
+
+
+# --- review and show -----------------------------------------------------------------------------------
+def read_bills(data, period: str | None = None, filter_sql: str = "") -> pa.Table:
+    root = bills_root(data)
+    parts = [partition(data, period)] if period else sorted(root.glob("period=*"))
+    files = [str(d / "bills.parquet") for d in parts if (d / "bills.parquet").exists()]
+    if not files:
+        raise BillingError(f"no bills{' for ' + period if period else ''} in {root}")
+    con = duckdb.connect(":memory:")
+    try:
+        lst = ", ".join(f"'{_q(f)}'" for f in files)
+        return _arrow(con.execute(f"SELECT * FROM read_parquet([{lst}]) {filter_sql} ORDER BY bill_id"))
+    finally:
+        con.close()
+
+
+def held(data, period: str | None = None) -> pa.Table:
+    """Held bills (status 'held'), with their reasons."""
+    return read_bills(data, period, "WHERE status = 'held'").select(
+        ["bill_id", "period", "customer_no", "name", "category", "e_total_kwh_x100", "total_fen", "reasons",
+         "reasons_zh"])
+
+
+def release(data, bill_ids, by: str, note: str = "") -> dict:
+    """Release held bills (核算审核 passed): status 'released', who, when and note recorded.
+
+    Idempotent: a bill already released keeps its first release.  Unknown ids raise (nothing changes).
+    Returns ``{"released": [...], "already": [...]}``.
+    """
+    if not by or not by.strip():
+        raise BillingError("release: --by NAME is required (who released the bills)")
+    ids = sorted({int(b) for b in bill_ids})
+    by_period: dict[str, list[int]] = {}
+    for b in ids:
+        yyyymm = b // 10 ** 11
+        by_period.setdefault(f"{yyyymm // 100:04d}-{yyyymm % 100:02d}", []).append(b)
+    root = bills_root(data)
+    done, already = [], []
+    with _Lock(root):
+        _clean(root)
+        plans = []
+        for period, pids in by_period.items():
+            live = root / f"period={period}"
+            if not (live / "bills.parquet").exists():
+                raise BillingError(f"bill {pids[0]}: no bills for period {period}")
+            bills = _read_pq(live / "bills.parquet")
+            bid = bills.column("bill_id").to_numpy()
+            status = bills.column("status").to_numpy(zero_copy_only=False).astype(str)
+            pos = np.searchsorted(bid, pids)
+            for b, j in zip(pids, pos):
+                if j >= len(bid) or bid[j] != b:
+                    raise BillingError(f"bill {b}: no such bill in period {period}")
+                if status[j] == "issued":
+                    raise BillingError(f"bill {b}: not held (status issued), nothing to release")
+            todo = [b for b, j in zip(pids, pos) if status[j] == "held"]
+            already += [b for b, j in zip(pids, pos) if status[j] == "released"]
+            plans.append((period, live, bills, todo))
+        when = dt.datetime.now(dt.timezone.utc).astimezone(schema.LOCAL_TZ).isoformat(timespec="seconds")
+        for period, live, bills, todo in plans:
+            if not todo:
+                continue
+            rel = pa.table({"released_by": pa.array([by] * len(todo)), "released_at": pa.array([when] * len(todo)),
+                            "release_note": pa.array([note] * len(todo))})
+            new = _apply_release(bills, np.array(todo, np.int64), rel)
+            reviews = (live / "reviews.jsonl").read_bytes() if (live / "reviews.jsonl").exists() else b""
+            reviews += "".join(json.dumps({"bill_id": b, "action": "release", "by": by, "at": when, "note": note},
+                                          ensure_ascii=False) + "\n" for b in todo).encode()
+            files = {"bills.parquet": new, "bill_items.parquet": _read_pq(live / "bill_items.parquet"),
+                     "reviews.jsonl": reviews}
+            s = json.loads((live / "summary.json").read_text())
+            s.update({k: v for k, v in _summary(period, new).items() if k != "seconds"})
+            files["summary.json"] = json.dumps(s, ensure_ascii=False, indent=1)
+            _publish(root, period, files)
+            done += todo
+    return {"released": done, "already": already}
+
+
+def show(data, customer: str, period: str) -> dict:
+    """One bill with its line items, by customer number (户号) or customer id."""
+    live = partition(data, period)
+    if not (live / "bills.parquet").exists():
+        raise BillingError(f"period {period}: no bills (run `gridhead bill run --period {period}` first)")
+    con = duckdb.connect(":memory:")
+    try:
+        b = _arrow(con.execute(f"SELECT * FROM read_parquet('{_q(live / 'bills.parquet')}') "
+                               f"WHERE customer_no = $c OR CAST(customer_id AS VARCHAR) = $c", {"c": str(customer)}))
+        if b.num_rows == 0:
+            raise BillingError(f"customer {customer}: no bill in period {period}")
+        bill = b.to_pylist()[0]
+        it = _arrow(con.execute(f"SELECT * FROM read_parquet('{_q(live / 'bill_items.parquet')}') WHERE bill_id = $b "
+                                f"ORDER BY seq", {"b": bill["bill_id"]}))
+    finally:
+        con.close()
+    return {"bill": bill, "items": it.to_pylist()}
+
+
+# --- SQL views (storage.sql) ------------------------------------------------------------------------------
+_VIEW_TYPES = None
+
+
+def view_statements(data) -> list[str]:
+    """``bills`` and ``bill_items`` views over every published period (typed empty views before a run)."""
+    root = bills_root(data).resolve()
+    out = []
+    for view, name in (("bills", "bills.parquet"), ("bill_items", "bill_items.parquet")):
+        if any(root.glob(f"period=*/{name}")):
+            out.append(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{_q(root)}/period=*/{name}', "
+                       f"hive_partitioning = false, union_by_name = true)")
+        else:
+            cols = ("bill_id BIGINT, period VARCHAR, customer_no VARCHAR, total_fen BIGINT, status VARCHAR"
+                    if view == "bills" else
+                    "bill_id BIGINT, period VARCHAR, customer_no VARCHAR, seq TINYINT, code VARCHAR, amount_fen BIGINT")
+            sel = ", ".join(f"CAST(NULL AS {c.split()[1]}) AS {c.split()[0]}" for c in cols.split(", "))
+            out.append(f"CREATE OR REPLACE VIEW {view} AS SELECT {sel} WHERE false")
+    return out
+
+
+def yuan(fen: int) -> str:
+    """Integer fen as yuan with 2 decimals, exactly (no float)."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+__all__ = ["run", "summary", "held", "release", "show", "extract", "period_bounds", "view_statements", "yuan",
+           "GridheadError"]
