@@ -14,6 +14,7 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
     load_curve          interval readings (负荷曲线) with the register's name
     events              device events with their names (event_name, event_name_zh)
     quarantine          rejected rows with their reason
+    collection          collection success rate (采集成功率) per day and terminal (storage.collection)
     <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only
 
 ``gridhead sql --print-views`` prints the statements; ``duckdb -init views.sql`` (or pasting them into
@@ -106,6 +107,8 @@ def view_statements(data: str | os.PathLike | None = None) -> list[str]:
     if arch.exists():
         out.append(f"ATTACH IF NOT EXISTS '{_q(arch)}' AS archive (READ_ONLY)")
         out += [f"CREATE OR REPLACE VIEW {t.name} AS SELECT * FROM archive.{t.name}" for t in _archive.TABLES]
+        from . import collection          # issue 5: success rate (采集成功率) per day and terminal
+        out += collection.view_statements(data)
     readings = lake.published_glob(root, "readings")
     out.append(f"CREATE OR REPLACE VIEW readings AS {_scan(readings, bool(lake.published_files(root)), 'readings')}")
     for view, kind in (("daily_frozen", schema.DAILY), ("monthly_settlement", schema.MONTHLY)):

@@ -1,0 +1,552 @@
+"""Collection tasks (数据采集管理): what to read when, the scheduler, back-fill (补采) and success rate.
+
+A :class:`Task` is what the utility's function list calls a collection task: name, type, data items,
+period, start/end, priority and number of back-fill retries (补采次数).  Built-in defaults
+(:data:`DEFAULT_TASKS`) can be overridden or extended by a TOML file (:func:`load_tasks`)::
+
+    [[task]]
+    name = "daily-frozen"          # a default of that name is replaced, a new name is added
+    type = "daily"                 # daily | monthly | curve | events
+    method = "records"             # records: the concentrator's task records (profile (a)),
+                                   # proxy: one PROXY request per meter (profile (b), (c) for 645 meters)
+    items = ["00100200", "00200200", "00300200", "00400200"]
+    period = "1d"                  # 1d | 1mo | 15min | 60min
+    offset = "5min"                # run that long after the freeze
+    start = 2026-06-01             # first day collected (optional; default: the first day asked for)
+    end = 2026-12-31               # last day (optional)
+    priority = 1                   # lower runs first when several are due
+    backfill_retries = 3           # 补采次数: re-requests per missing meter-day
+    backfill_delay_s = 60          # first back-fill delay; doubles per retry, with seeded jitter
+    timeout_s = 10
+
+How a daily collection runs (:meth:`Collector.collect_day`, profile (a) by default): one GET-Record of
+``60120300`` per online terminal, through the head-end's throttled ``request``; the rows are decoded by
+``headend.records`` and written through the durable ingest (acknowledged = fsynced); the day's run is
+then recorded in the collection state (storage.collection).  Offline terminals and rows the terminal
+has no data for are gaps.
+
+Back-fill (:meth:`Collector.backfill`): the gaps are read from the lake (expected meter-days from the
+archive minus the stored daily readings, after the ingest is flushed into the lake) and re-requested per
+meter — ``PROXY-Request-GetRecord`` of ``50040200`` for a 698 meter, ``PROXY-Request-TransCommand``
+carrying DL/T 645 reads of 上 n 次日冻结 for a 645 meter — each meter-day at most ``backfill_retries``
+times, attempt k after ``backfill_delay_s × 2^k × (1 + jitter)`` (jitter from the seed, the meter and
+the day, so a fleet's retries spread out and a run is reproducible).  Readings obtained this way carry
+``schema.Q_BACKFILLED``.  Attempts are logged in the collection state, so the bound holds across a
+restart; what is still missing after the last retry stays a gap (and shows in the success rate).
+
+Restart: :meth:`Collector.resume` collects every day of a task's window that has no recorded run and
+back-fills the rest — nothing is kept in memory that the lake and the state table do not also say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as _dt
+import hashlib
+import logging
+import pathlib
+import time
+import tomllib
+
+import numpy as np
+
+from protocols.dlt645 import ReadRequest, decode_frames
+from protocols.dlt698 import apdu as A
+from protocols.dlt698.axdr import (COMDCB, MS, RSD, TI, Data, DateTimeS, Selector1, SelectorRange)
+from protocols.errors import GridheadError, ProtocolError, TransportError
+from storage import collection as C
+from storage import schema
+
+from . import profile as P
+from . import records
+
+log = logging.getLogger("gridhead.collect")
+
+TYPES = ("daily", "monthly", "curve", "events")
+METHODS = ("records", "proxy")
+_PERIODS = {"1d": 86400, "1mo": 0, "15min": 900, "60min": 3600}
+_KIND = {"daily": schema.DAILY, "monthly": schema.MONTHLY, "curve": schema.INTERVAL, "events": None}
+_RECORD_OAD = {"daily": P.OAD_DAY_FREEZE, "monthly": P.OAD_MONTH_FREEZE, "curve": P.OAD_MINUTE_FREEZE}
+_DEFAULT_ITEMS = {"daily": P.ENERGY_OADS, "monthly": P.ENERGY_OADS + (P.OAD_FWD_MAX_DEMAND,),
+                  "curve": (P.OAD_FWD_ACTIVE, P.OAD_ACTIVE_POWER), "events": (0x30110200,)}
+# RS-485 port 1 as 645 meters expect it: 2400 bit/s (enum 3), even parity, 8 data bits, 1 stop, no flow
+COMDCB_645 = COMDCB(3, 2, 8, 1, 0)
+
+
+class TaskError(GridheadError):
+    """A task definition that cannot be used (bad TOML, unknown type...): one line, exit code 2."""
+
+    exit_code = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A collection task (采集任务)."""
+
+    name: str
+    type: str = "daily"
+    method: str = "records"
+    items: tuple = P.ENERGY_OADS
+    period_s: int = 86400            # 0 = monthly (the 1st, 00:00)
+    offset_s: int = 300
+    start: _dt.date | None = None
+    end: _dt.date | None = None
+    priority: int = 1
+    backfill_retries: int = 3
+    backfill_delay_s: float = 60.0
+    timeout_s: float = 10.0
+    enabled: bool = True
+
+    @property
+    def kind(self) -> str | None:
+        return _KIND[self.type]
+
+    def rcsd(self) -> tuple:
+        """The columns a meter's record is read with: freeze time, then the task's items."""
+        return (P.OAD_FREEZE_TIME,) + tuple(self.items)
+
+    def days(self, first: _dt.date, last: _dt.date) -> list[_dt.date]:
+        """The collection days of [first, last] inside the task's window (the 1st of months if monthly)."""
+        lo = max(first, self.start) if self.start else first
+        hi = min(last, self.end) if self.end else last
+        out = [lo + _dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
+        return [d for d in out if d.day == 1] if self.period_s == 0 else out
+
+
+DEFAULT_TASKS = (
+    Task("daily-frozen", "daily", "records", P.ENERGY_OADS, 86400, 300, priority=1),
+    Task("monthly-settlement", "monthly", "proxy", _DEFAULT_ITEMS["monthly"], 0, 600, priority=2),
+    Task("load-curve-15min", "curve", "proxy", _DEFAULT_ITEMS["curve"], 900, 120, priority=3, enabled=False),
+    Task("events", "events", "records", _DEFAULT_ITEMS["events"], 3600, 60, priority=4, backfill_retries=0,
+         enabled=False),
+)
+
+
+def _duration(v, where: str) -> int:
+    if isinstance(v, (int, float)):
+        return int(v)
+    s = str(v).strip()
+    if s in _PERIODS:
+        return _PERIODS[s]
+    for unit, mult in (("min", 60), ("h", 3600), ("d", 86400), ("s", 1)):
+        if s.endswith(unit) and s[:-len(unit)].isdigit():
+            return int(s[:-len(unit)]) * mult
+    raise TaskError(f"{where}: {v!r} is not a duration (e.g. 1d, 1mo, 15min, 300s)")
+
+
+def _date(v, where: str) -> _dt.date | None:
+    if v is None or isinstance(v, _dt.date) and not isinstance(v, _dt.datetime):
+        return v
+    try:
+        return _dt.date.fromisoformat(str(v)[:10])
+    except ValueError:
+        raise TaskError(f"{where}: {v!r} is not a date (YYYY-MM-DD)") from None
+
+
+def task_from_dict(d: dict, where: str = "task", base: Task | None = None) -> Task:
+    """A Task from a TOML table (unknown keys and bad values raise :class:`TaskError` naming them)."""
+    fields = {f.name for f in dataclasses.fields(Task)}
+    alias = {"period": "period_s", "offset": "offset_s"}
+    kw = dataclasses.asdict(base) if base else {}
+    if "name" not in d and base is None:
+        raise TaskError(f"{where}: a task needs a name")
+    for k, v in d.items():
+        key = alias.get(k, k)
+        if key not in fields:
+            raise TaskError(f"{where}: unknown key {k!r} (keys: {', '.join(sorted(fields - set(alias.values()) | set(alias)))})")
+        kw[key] = v
+    w = f"{where} {kw['name']!r}"
+    kw.setdefault("type", "daily")
+    if kw["type"] not in TYPES:
+        raise TaskError(f"{w}: type {kw['type']!r} is not one of {', '.join(TYPES)}")
+    if kw.get("method", "records") not in METHODS:
+        raise TaskError(f"{w}: method {kw['method']!r} is not one of {', '.join(METHODS)}")
+    if "items" in d:
+        try:
+            kw["items"] = tuple(A.parse_oad(o) if isinstance(o, str) else int(o) for o in d["items"])
+        except (ProtocolError, TypeError, ValueError) as exc:
+            raise TaskError(f"{w}: items: {exc}") from None
+    elif base is None:
+        kw["items"] = _DEFAULT_ITEMS[kw["type"]]
+    for k in ("period_s", "offset_s"):
+        if k in kw:
+            kw[k] = _duration(kw[k], f"{w}: {k[:-2]}")
+    for k in ("start", "end"):
+        kw[k] = _date(kw.get(k), f"{w}: {k}")
+    for k in ("priority", "backfill_retries"):
+        if k in kw and (not isinstance(kw[k], int) or kw[k] < 0):
+            raise TaskError(f"{w}: {k} must be an integer >= 0")
+    for k in ("backfill_delay_s", "timeout_s"):
+        if k in kw and (not isinstance(kw[k], (int, float)) or kw[k] < 0):
+            raise TaskError(f"{w}: {k} must be a number >= 0")
+    return Task(**kw)
+
+
+def load_tasks(path: str | pathlib.Path | None = None, defaults=DEFAULT_TASKS) -> list[Task]:
+    """The default tasks, with a TOML file's ``[[task]]`` entries replacing (by name) or added; by priority."""
+    tasks = {t.name: t for t in defaults}
+    if path is not None:
+        p = pathlib.Path(path)
+        try:
+            doc = tomllib.loads(p.read_text())
+        except OSError as exc:
+            raise TaskError(f"{p}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise TaskError(f"{p}: {exc}") from None
+        for n, d in enumerate(doc.get("task", []), 1):
+            if not isinstance(d, dict):
+                raise TaskError(f"{p}: [[task]] {n} is not a table")
+            base = tasks.get(d.get("name"))
+            t = task_from_dict(d, f"{p}: [[task]] {n}", base)
+            tasks[t.name] = t
+    return sorted(tasks.values(), key=lambda t: (t.priority, t.name))
+
+
+# --- requests (the profile's four ways, headend/profile.py) ----------------------------------------------
+def _dts(day: _dt.date, hour: int = 0, minute: int = 0) -> DateTimeS:
+    return DateTimeS(day.year, day.month, day.day, hour, minute, 0)
+
+
+def records_request(day: _dt.date) -> A.GetRequestRecord:
+    """(a) the concentrator's task records of ``day``: GET-Record 60120300, RSD 7 [D, D+1) step 1 day, all meters."""
+    nxt = day + _dt.timedelta(days=1)
+    rsd = RSD(7, SelectorRange(_dts(day), _dts(nxt), TI(3, 1), MS(1, None)))
+    return A.get_record(P.OAD_TASK_RECORDS, rsd, P.DAILY_RCSD)
+
+
+def proxy_record_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
+    """(b) one 698 meter's freeze of ``day`` through its concentrator: PROXY GetRecord, RSD 1 on 20210200."""
+    sel = Selector1(P.OAD_FREEZE_TIME, Data(28, _dts(day)))
+    rec = A.GetRecord(_RECORD_OAD[task.type], RSD(1, sel), task.rcsd())
+    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, rec)
+
+
+def days_back_645(day: _dt.date, today: _dt.date) -> int:
+    """上 n 次日冻结 of ``day`` seen on ``today``: the freeze of today 00:00 is 上1次."""
+    return (today - day).days + 1
+
+
+def proxy_645_requests(comm_address: str, day: _dt.date, today: _dt.date, port: int = P.PORT_RS485_1,
+                       timeout_s: int = 5) -> tuple | None:
+    """(c) a 645 meter behind the concentrator: TransCommand reads of the freeze time and the forward
+    active energy of 上 n 次日冻结; None when ``day`` is older than the meter keeps (62 freezes)."""
+    n = days_back_645(day, today)
+    if not 1 <= n <= P.MAX_DAYS_BACK_645:
+        return None
+    return tuple(A.ProxyTransCommandRequest(1, port, COMDCB_645, timeout_s, 100,
+                                            ReadRequest(comm_address, (di & ~0xFF) | n).to_bytes())
+                 for di in (P.DI645_DAILY_TIME, P.DI645_DAILY_FWD))
+
+
+# --- answers -> lake batches -------------------------------------------------------------------------------
+def _epoch_645(raw: int | None) -> int | None:
+    """A 645 YYMMDDhhmm freeze time (raw BCD digits as an int) → epoch seconds; None if not a time."""
+    if raw is None:
+        return None
+    s = f"{int(raw):010d}"
+    try:
+        return records.local_to_epoch(2000 + int(s[0:2]), int(s[2:4]), int(s[4:6]), int(s[6:8]), int(s[8:10]))
+    except ValueError:
+        return None
+
+
+def _answer_645(rsp) -> tuple | None:
+    """The values of a TransCommand's 645 read answer (raw ints), None if there is none."""
+    if not isinstance(rsp, A.ProxyTransCommandResponse) or rsp.answer is None:
+        return None
+    try:
+        msgs = decode_frames(bytes(rsp.answer))
+    except ProtocolError:
+        return None
+    for m in msgs:
+        if type(m).__name__ == "ReadResponse":
+            return m.di, records.raw_values_645(m.values)
+    return None
+
+
+def batch_645(meter_id: int, day: _dt.date, time_rsp, fwd_rsp, **kw) -> records.Batch:
+    """The two TransCommand answers of :func:`proxy_645_requests` → a batch (missing if the freeze
+    time is absent or not ``day`` 00:00: a meter that has no freeze of that day answers another one)."""
+    t, f = _answer_645(time_rsp), _answer_645(fwd_rsp)
+    ts = _epoch_645(t[1][0]) if t and t[1] else None
+    want = records.local_to_epoch(day.year, day.month, day.day)
+    if f is None or ts != want:
+        return records.Batch(records.answers645_to_batch((), **kw).columns, ((meter_id, records.R_NO_DATA),), ())
+    return records.answers645_to_batch([(meter_id, f[0], f[1], ts)], **kw)
+
+
+def _only_day(batch: records.Batch, day: _dt.date) -> records.Batch:
+    """Keep the rows frozen at ``day`` 00:00 (a terminal may answer more than was asked)."""
+    want = records.local_to_epoch(day.year, day.month, day.day)
+    keep = batch.columns["ts_utc"] == want
+    if keep.all():
+        return batch
+    return records.Batch({k: v[keep] for k, v in batch.columns.items()}, batch.missing,
+                         tuple(sorted(set(batch.columns["meter_id"][keep].tolist()))))
+
+
+# --- back-off ---------------------------------------------------------------------------------------------
+def backoff_s(task: Task, attempt: int, meter_id: int, day: _dt.date, seed: int) -> float:
+    """Delay before back-fill attempt ``attempt`` (0-based) of a meter-day: base × 2^attempt × (1 + u),
+    u in [0, 1) from a hash of (seed, task, meter, day, attempt) — reproducible, and spread over a fleet."""
+    h = hashlib.blake2b(f"{seed}/{task.name}/{meter_id}/{day.isoformat()}/{attempt}".encode(), digest_size=8)
+    u = int.from_bytes(h.digest(), "little") / 2 ** 64
+    return task.backfill_delay_s * (2 ** attempt) * (1 + u)
+
+
+# --- the collector -----------------------------------------------------------------------------------------
+def _today_local(now_s: float) -> _dt.date:
+    return _dt.datetime.fromtimestamp(now_s, schema.LOCAL_TZ).date()
+
+
+class Collector:
+    """Collection tasks on a running :class:`headend.server.HeadEnd`.
+
+    ``expected``: the archive's reachable meters (``storage.collection.expected_meters``); by default read
+    from the head-end's archive.  ``seed``: the back-off jitter.  ``clock``: epoch seconds (tests).
+    """
+
+    def __init__(self, he, tasks=None, *, expected=None, seed: int = 0, clock=time.time) -> None:
+        self.he = he
+        self.tasks = list(tasks if tasks is not None else [t for t in DEFAULT_TASKS if t.enabled])
+        self.seed = seed
+        self.clock = clock
+        from storage import sql as _sql
+        if expected is None:
+            from storage import archive as _archive
+            with _archive.Archive(_sql.archive_path(he.cfg.data_dir), read_only=True) as a:
+                expected = C.expected_meters(a)
+        self.state = C.CollectionState(_sql.lake_root(he.cfg.data_dir), expected)
+        cols = expected.to_pydict()
+        self.meters_of: dict[str, list[int]] = {}
+        self.route: dict[int, tuple] = {}
+        for i, m in enumerate(cols["meter_id"]):
+            self.meters_of.setdefault(cols["terminal_address"][i], []).append(m)
+            self.route[m] = (cols["terminal_address"][i], cols["comm_address"][i], cols["meter_protocol"][i],
+                             cols["port_oad"][i])
+        self.counts = {"requests": 0, "failed": 0, "stored": 0, "backfilled": 0}
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise TaskError(f"no collection task {name!r} (tasks: {', '.join(t.name for t in self.tasks)})")
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+    def _online(self, address: str) -> bool:
+        return self.he.sessions.get(address) is not None
+
+    async def _request(self, address: str, req, timeout_s: float, retries: int = 0):
+        self.counts["requests"] += 1
+        try:
+            return await self.he.request(address, req, timeout_s=timeout_s, retries=retries)
+        except (TransportError, ProtocolError) as exc:
+            self.counts["failed"] += 1
+            log.debug("collect: %s: %s", address, exc)
+            return None
+
+    async def _store(self, batch: records.Batch, kind: str) -> int:
+        if not len(batch):
+            return 0
+        await self.he.ingest.readings(batch.columns, kind)
+        self.counts["stored"] += len(batch)
+        return len(batch)
+
+    async def publish(self) -> None:
+        """Flush the ingest into the lake, so that gaps are computed over every acknowledged reading."""
+        ing = self.he.ingest
+        if hasattr(ing, "flush"):
+            res = ing.flush()
+            if asyncio.iscoroutine(res):
+                await res
+        else:
+            await asyncio.to_thread(ing.writer.flush)
+
+    def _gauge(self, name: str, task: Task, value: float) -> None:
+        g = getattr(getattr(self.he, "metrics", None), name, None)
+        if g is not None:
+            g.labels(task=task.name).set(value)
+
+    # -- first pass --------------------------------------------------------------------------------------
+    async def collect_day(self, task: Task | str, day: _dt.date) -> dict:
+        """Collect ``day`` for every terminal of the archive (offline ones are gaps); record the run."""
+        task = self.task(task) if isinstance(task, str) else task
+        t0 = self.clock()
+        terminals = sorted(self.meters_of)
+        online = [a for a in terminals if self._online(a)]
+        done = [0]
+
+        async def one(address: str) -> int:
+            try:
+                if task.method == "records" and task.type == "daily":
+                    return await self._collect_records(address, task, day)
+                return await self._collect_proxy(address, task, day, self.meters_of[address], backfill=False)
+            finally:
+                done[0] += 1
+                self._gauge("collection_progress", task, done[0] / max(1, len(online)))
+
+        stored = sum(await asyncio.gather(*(one(a) for a in online)))
+        requested = sum(len(self.meters_of[a]) for a in terminals)
+        self.state.record_run(task.name, day, "collect", t0, self.clock(), requested, stored)
+        return {"task": task.name, "date": day.isoformat(), "terminals": len(terminals), "online": len(online),
+                "requested": requested, "stored_readings": stored}
+
+    async def _collect_records(self, address: str, task: Task, day: _dt.date) -> int:
+        rsp = await self._request(address, records_request(day), task.timeout_s, retries=1)
+        if not isinstance(rsp, A.GetResponseRecord):
+            return 0
+        batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, source=schema.SRC_TASK,
+                                        received_utc=int(self.clock()))
+        return await self._store(_only_day(batch, day), schema.DAILY)
+
+    async def _collect_proxy(self, address: str, task: Task, day: _dt.date, meters, *, backfill: bool,
+                             outcomes: dict | None = None) -> int:
+        """Read ``meters`` of one terminal one by one (profile (b), (c)); ``outcomes[meter]`` is filled in."""
+        quality = schema.Q_BACKFILLED if backfill else schema.Q_ACTUAL
+        kw = {"source": schema.SRC_TASK, "quality": quality}
+        today = _today_local(self.clock())
+        total = 0
+        for m in meters:
+            _addr, comm, proto, port = self.route[m]
+            kw["received_utc"] = int(self.clock())
+            outcome = C.NO_DATA
+            if not self._online(address):
+                outcome = C.OFFLINE
+                batch = None
+            elif proto == "645" and task.type == "daily":
+                reqs = proxy_645_requests(comm, day, today, int(port or "F2010201", 16), int(task.timeout_s))
+                batch = None
+                if reqs is not None:
+                    t_rsp = await self._request(address, reqs[0], task.timeout_s)
+                    f_rsp = await self._request(address, reqs[1], task.timeout_s) if t_rsp is not None else None
+                    outcome = C.NO_ANSWER if f_rsp is None else C.NO_DATA
+                    if f_rsp is not None:
+                        batch = batch_645(m, day, t_rsp, f_rsp, **kw)
+            else:
+                rsp = await self._request(address, proxy_record_request(A.tsa(comm), task, day), task.timeout_s)
+                batch = None
+                if rsp is None:
+                    outcome = C.NO_ANSWER
+                elif isinstance(rsp, A.ProxyGetResponseRecord):
+                    batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=rsp.tsa, **kw)
+                    if task.type in ("daily", "monthly"):
+                        batch = _only_day(batch, day)
+            if batch is not None and len(batch):
+                outcome = C.OK
+                total += await self._store(batch, task.kind)
+            if outcomes is not None:
+                outcomes[m] = outcome
+        return total
+
+    # -- back-fill ---------------------------------------------------------------------------------------
+    async def backfill(self, task: Task | str, days, *, max_wait_s: float | None = None) -> dict:
+        """Re-request the gaps of ``days`` until none is left or every one has used its retries.
+
+        Each round re-reads the gaps from the lake (after publishing the ingest), requests the meter-days
+        whose back-off has elapsed, logs the attempts, and sleeps until the next one is due.  Returns
+        counts; ``max_wait_s`` bounds the whole back-fill (the rest stays for a later call).
+        """
+        task = self.task(task) if isinstance(task, str) else task
+        days = sorted(set(days))
+        t_start = self.clock()
+        rounds = requested = 0
+        while True:
+            await self.publish()
+            gaps = self.state.gaps(days, task.name).to_pydict()
+            now = self.clock()
+            due: dict[tuple, list] = {}
+            next_at = None
+            for i, m in enumerate(gaps["meter_id"]):
+                n = gaps["attempts"][i]
+                if n >= task.backfill_retries:
+                    continue
+                day = gaps["date"][i]
+                last = gaps["last_attempt_utc"][i]
+                at = (last.timestamp() if last is not None else t_start) + backoff_s(task, n, m, day, self.seed)
+                if n == 0 and last is None:
+                    at = t_start + backoff_s(task, 0, m, day, self.seed) - task.backfill_delay_s
+                if at <= now:
+                    due.setdefault((gaps["terminal_address"][i], day), []).append(m)
+                else:
+                    next_at = at if next_at is None else min(next_at, at)
+            if due:
+                rounds += 1
+                requested += sum(len(v) for v in due.values())
+                await asyncio.gather(*(self._backfill_terminal(task, a, d, ms) for (a, d), ms in due.items()))
+                continue
+            if next_at is None:
+                break
+            if max_wait_s is not None and next_at - t_start > max_wait_s:
+                break
+            await asyncio.sleep(max(0.0, next_at - self.clock()))
+        for d in days:
+            self.state.record_run(task.name, d, "backfill", t_start, self.clock(), requested, 0)
+        rate = self.state.success(days, "day").to_pydict()
+        if rate["expected"]:
+            self._gauge("collection_success", task, float(sum(rate["collected"])) / max(1, sum(rate["expected"])))
+        return {"task": task.name, "rounds": rounds, "requested": requested,
+                "open_gaps": self.state.gaps(days, task.name).num_rows}
+
+    async def _backfill_terminal(self, task: Task, address: str, day: _dt.date, meters) -> None:
+        outcomes: dict[int, int] = {}
+        got = await self._collect_proxy(address, task, day, meters, backfill=True, outcomes=outcomes)
+        self.counts["backfilled"] += got
+        ms = np.fromiter(outcomes, np.int64, len(outcomes))
+        self.state.record_attempts(task.name, day, ms, [outcomes[m] for m in ms.tolist()], self.clock())
+
+    # -- whole runs --------------------------------------------------------------------------------------
+    async def run_days(self, task: Task | str, days, *, backfill: bool = True,
+                       max_wait_s: float | None = None) -> dict:
+        """Collect ``days`` (those without a recorded collect run: resuming after a restart), then back-fill."""
+        task = self.task(task) if isinstance(task, str) else task
+        done = set(self.state.days(task.name, "collect"))
+        runs = []
+        for d in sorted(set(days)):
+            if d not in done:
+                runs.append(await self.collect_day(task, d))
+        out = {"collected": runs}
+        await self.publish()
+        out["before"] = self.summary(days)
+        if backfill and task.backfill_retries:
+            out["backfill"] = await self.backfill(task, days, max_wait_s=max_wait_s)
+            out["after"] = self.summary(days)
+        return out
+
+    def summary(self, days) -> dict:
+        """Totals of ``days``: expected, collected, first pass, back-filled, success percentages."""
+        r = self.state.success(days, "day").to_pydict()
+        exp, col, first = sum(r["expected"]), sum(r["collected"]), sum(r["first_pass"])
+        return {"expected": exp, "collected": col, "first_pass": first, "backfilled": sum(r["backfilled"]),
+                "missing": exp - col, "success_first_pct": round(100 * first / exp, 2) if exp else None,
+                "success_pct": round(100 * col / exp, 2) if exp else None}
+
+    async def run(self, *, first_day: _dt.date | None = None, stop: asyncio.Event | None = None) -> None:
+        """The scheduler: at each task's due time (freeze + offset) collect the day, then back-fill.
+
+        Starts by catching up every day since ``first_day`` (or the task's start) that has no recorded run.
+        """
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            now = self.clock()
+            today = _today_local(now)
+            for task in self.tasks:
+                if task.type != "daily" and task.type != "monthly":
+                    continue            # curves and events: run explicitly (run_days), not scheduled here
+                first = task.start or first_day or today
+                due = [d for d in task.days(first, today)
+                       if now >= records.local_to_epoch(d.year, d.month, d.day) + task.offset_s]
+                if due:
+                    await self.run_days(task, due, max_wait_s=0)
+            tomorrow = today + _dt.timedelta(days=1)
+            wake = records.local_to_epoch(tomorrow.year, tomorrow.month, tomorrow.day) + min(
+                (t.offset_s for t in self.tasks), default=300)
+            # wake for the next freeze, or sooner to give pending back-fill its turn
+            delay = min(wake - self.clock(), min((t.backfill_delay_s for t in self.tasks), default=60))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(1.0, delay))
+            except asyncio.TimeoutError:
+                pass
+
+    def close(self) -> None:
+        self.state.close()

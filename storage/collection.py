@@ -1,0 +1,307 @@
+"""Collection bookkeeping (数据采集管理): expected meter-days, gaps, attempts and success rate (采集成功率).
+
+Everything here is derived from what is on disk, so a head-end that restarts (or is killed) knows where
+collection stands without having kept anything in memory:
+
+* the **archive** says which meter-days a collection day expects: every meter behind a concentrator that
+  is installed at the day's 00:00 freeze (``point_meters``: installed before the day, removed on or after
+  it — the 00:00 reading of the removal day still belongs to the old meter, storage.archive);
+* the **lake** says which of them are stored: a daily frozen (日冻结) ``ae_fwd`` row of the meter in the
+  day's partition; its quality says whether it came on the first pass (0) or by back-fill
+  (``schema.Q_BACKFILLED``, 补采);
+* the **state table** ``<lake>/collection/`` says what the head-end did: ``runs/`` one row per task run
+  (task, day, phase, when, how many requested and stored) and ``attempts/`` one row per meter re-request
+  of back-fill (task, day, meter, when, outcome).  Both are append-only Parquet files written aside,
+  fsynced and renamed, so a crash leaves each file whole or absent.
+
+A gap is an expected meter-day with no stored reading; its back-fill attempts are counted from
+``attempts/`` (bounded retries survive a restart).  The success rate of a day is stored / expected,
+before back-fill (first pass only) and after; ``gridhead sql`` shows it as the ``collection`` view
+(:func:`view_statements`) and ``gridhead collect status`` prints it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import pathlib
+import time
+import uuid
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from protocols.errors import StorageError
+
+from . import lake, schema
+from .archive import _arrow
+
+STATE_DIR = "collection"
+PHASES = ("collect", "backfill")
+# outcome of one request for one meter-day
+OK, NO_ANSWER, OFFLINE, NO_DATA = 1, 2, 3, 4
+OUTCOMES = {OK: "ok", NO_ANSWER: "no answer", OFFLINE: "terminal offline", NO_DATA: "no data"}
+BY = ("day", "terminal", "area")
+
+RUNS_SCHEMA = pa.schema([
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("date", pa.date32(), nullable=False),
+    pa.field("phase", pa.string(), nullable=False),          # one of PHASES
+    pa.field("started_utc", lake.TS, nullable=False),
+    pa.field("finished_utc", lake.TS, nullable=False),
+    pa.field("requested", pa.int64(), nullable=False),       # meter-days asked for
+    pa.field("stored", pa.int64(), nullable=False),          # readings acknowledged by the ingest
+])
+ATTEMPTS_SCHEMA = pa.schema([
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("date", pa.date32(), nullable=False),
+    pa.field("meter_id", pa.int64(), nullable=False),
+    pa.field("at_utc", lake.TS, nullable=False),
+    pa.field("outcome", pa.uint8(), nullable=False),         # one of OUTCOMES
+])
+
+# Which meters a day expects, from the archive tables named with prefix {p} ("archive." when attached).
+_EXPECTED = """
+SELECT m.meter_id, m.comm_address, m.protocol AS meter_protocol, m.port_oad, m.concentrator_id,
+       c.terminal_address, c.area_id, pm.installed, pm.removed
+FROM {p}meters m
+JOIN {p}concentrators c ON c.concentrator_id = m.concentrator_id
+LEFT JOIN (SELECT meter_id, min(valid_from) AS installed,
+                  CASE WHEN bool_or(valid_to IS NULL) THEN NULL ELSE max(valid_to) END AS removed
+           FROM {p}point_meters GROUP BY meter_id) pm ON pm.meter_id = m.meter_id"""
+
+_DAY_JOIN = """(SELECT d.date, x.* FROM ({days}) d JOIN ({expected}) x
+    ON (x.installed IS NULL OR x.installed < d.date) AND (x.removed IS NULL OR d.date <= x.removed))"""
+
+# stored daily frozen totals of those days: one row per (meter, day); quality bits OR-ed over deliveries
+_STORED = """(SELECT meter_id, date, bit_or(quality) AS quality FROM ({daily})
+    WHERE register = {reg} AND date IN (SELECT date FROM ({days})) GROUP BY meter_id, date)"""
+
+_GROUP = {"day": ("e.date",), "terminal": ("e.date", "e.concentrator_id", "e.terminal_address", "e.area_id"),
+          "area": ("e.date", "e.area_id")}
+
+
+def _rate_sql(by: str, e: str, s: str) -> str:
+    keys = ", ".join(_GROUP[by])
+    # rates as exact decimals (percent with 2 places): a rate is a ratio of counts, not a measurement
+    return f"""SELECT {keys}, count(*) AS expected,
+       count(s.meter_id) FILTER (WHERE s.quality & {schema.Q_BACKFILLED} = 0) AS first_pass,
+       count(s.meter_id) FILTER (WHERE s.quality & {schema.Q_BACKFILLED} <> 0) AS backfilled,
+       count(s.meter_id) AS collected,
+       count(*) - count(s.meter_id) AS missing,
+       CAST(round(100 * count(s.meter_id) FILTER (WHERE s.quality & {schema.Q_BACKFILLED} = 0)
+                  / count(*), 2) AS DECIMAL(5, 2)) AS success_first_pct,
+       CAST(round(100 * count(s.meter_id) / count(*), 2) AS DECIMAL(5, 2)) AS success_pct
+FROM {e} e LEFT JOIN {s} s ON s.meter_id = e.meter_id AND s.date = e.date
+GROUP BY {keys} ORDER BY {keys}"""
+
+
+def state_root(lake_root) -> pathlib.Path:
+    return pathlib.Path(lake_root) / STATE_DIR
+
+
+def _daily_files(lake_root, dates) -> list[str]:
+    """The published daily-frozen files of ``dates`` (one consistent listing per partition)."""
+    root = pathlib.Path(lake_root).resolve()
+    out = []
+    for d in sorted(set(dates)):
+        day_dir = root / "readings" / f"kind={schema.DAILY}" / f"date={d.isoformat()}"
+        for b in lake._scan(str(day_dir)):
+            if b.is_dir() and b.name.startswith("bucket="):
+                out += [os.path.join(b.path, n) for n in lake._names(b.path)
+                        if n.startswith("part-") and n.endswith(".parquet")]
+    return sorted(out)
+
+
+def _scan_files(files: list[str]) -> str:
+    if not files:
+        return ("SELECT CAST(NULL AS BIGINT) AS meter_id, CAST(NULL AS SMALLINT) AS register, "
+                "CAST(NULL AS UTINYINT) AS quality, CAST(NULL AS DATE) AS date WHERE false")
+    return _daily_scan("[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]")
+
+
+def _daily_scan(files_sql: str) -> str:
+    # the date comes from the Hive path; cast rather than hive_types, whose type names would bind to
+    # the outer query's "date" column inside a correlated subquery
+    return (f"SELECT meter_id, register, quality, CAST(date AS DATE) AS date "
+            f"FROM read_parquet({files_sql}, hive_partitioning = true)")
+
+
+def _days_sql(dates) -> str:
+    if not dates:
+        return "SELECT CAST(NULL AS DATE) AS date WHERE false"
+    return " UNION ALL ".join(f"SELECT DATE '{d.isoformat()}' AS date" for d in sorted(set(dates)))
+
+
+def expected_meters(archive) -> pa.Table:
+    """Every meter a collection can reach, with its route and installation period (an Arrow table).
+
+    ``archive``: a ``storage.archive.Archive``.  Columns: meter_id, comm_address, meter_protocol,
+    port_oad, concentrator_id, terminal_address, area_id, installed, removed (dates; NULL = open).
+    """
+    return archive.query(_EXPECTED.format(p="") + " ORDER BY m.meter_id")
+
+
+def _first_line(exc) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class CollectionState:
+    """The collection state of one lake: runs and attempts, and the queries over lake + archive.
+
+    ``expected``: the table :func:`expected_meters` returns (read once from the archive, so this class
+    never holds the archive database open).
+    """
+
+    def __init__(self, lake_root, expected: pa.Table) -> None:
+        self.lake_root = pathlib.Path(lake_root)
+        self.root = state_root(lake_root)
+        self.expected = expected
+        self.db = duckdb.connect(":memory:")
+        self.db.execute("SET TimeZone = 'UTC'")
+        self.db.register("expected", expected)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- the state table ---------------------------------------------------------------------------
+    def _append(self, sub: str, tbl: pa.Table) -> None:
+        if not tbl.num_rows:
+            return
+        d = self.root / sub
+        lake._mkdirs(d)
+        path = d / lake.new_file_name()
+        tmp = path.with_name("." + path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                pq.write_table(tbl, f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path)
+            lake.fsync_dir(d)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"collection state: cannot write {path}: {exc.strerror or exc}") from None
+
+    def record_run(self, task: str, date: _dt.date, phase: str, started_utc: float, finished_utc: float,
+                   requested: int, stored: int) -> None:
+        if phase not in PHASES:
+            raise StorageError(f"collection state: phase {phase!r} is not one of {', '.join(PHASES)}")
+        self._append("runs", pa.table({
+            "task": [task], "date": pa.array([date], pa.date32()), "phase": [phase],
+            "started_utc": pa.array([int(started_utc)], pa.int64()).cast(lake.TS),
+            "finished_utc": pa.array([int(finished_utc)], pa.int64()).cast(lake.TS),
+            "requested": [int(requested)], "stored": [int(stored)]}, schema=RUNS_SCHEMA))
+
+    def record_attempts(self, task: str, date: _dt.date, meter_ids, outcomes, at_utc: float | None = None) -> None:
+        """One row per meter re-requested: ``outcomes`` one of :data:`OUTCOMES` per meter (or one for all)."""
+        m = np.asarray(meter_ids, np.int64)
+        o = np.broadcast_to(np.asarray(outcomes, np.uint8), m.shape)
+        at = int(time.time() if at_utc is None else at_utc)
+        self._append("attempts", pa.table({
+            "task": pa.array([task] * len(m), pa.string()), "date": pa.array([date] * len(m), pa.date32()),
+            "meter_id": m, "at_utc": pa.array(np.full(len(m), at, np.int64)).cast(lake.TS),
+            "outcome": pa.array(o, pa.uint8())}, schema=ATTEMPTS_SCHEMA))
+
+    def _read(self, sub: str, sch: pa.Schema) -> pa.Table:
+        d = self.root / sub
+        files = sorted(n for n in lake._names(str(d)) if n.startswith("part-") and n.endswith(".parquet"))
+        if not files:
+            return sch.empty_table()
+        try:
+            return pa.concat_tables([pq.read_table(d / n, schema=sch) for n in files])
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"collection state {d}: {_first_line(exc)}") from None
+
+    def runs(self) -> pa.Table:
+        return self._read("runs", RUNS_SCHEMA)
+
+    def attempts(self) -> pa.Table:
+        return self._read("attempts", ATTEMPTS_SCHEMA)
+
+    def days(self, task: str | None = None, phase: str | None = None) -> list[_dt.date]:
+        """The days some run (of ``task``, of ``phase``) has collected, sorted."""
+        r = self.runs()
+        keep = np.ones(r.num_rows, bool)
+        if task is not None:
+            keep &= r.column("task").to_numpy(zero_copy_only=False) == task
+        if phase is not None:
+            keep &= r.column("phase").to_numpy(zero_copy_only=False) == phase
+        return sorted(set(r.column("date").filter(pa.array(keep)).to_pylist()))
+
+    # --- queries -------------------------------------------------------------------------------------
+    def _q(self, sql: str) -> pa.Table:
+        try:
+            return _arrow(self.db.execute(sql))
+        except duckdb.Error as exc:
+            raise StorageError(f"collection query: {_first_line(exc)}") from None
+
+    def _sources(self, dates) -> tuple[str, str]:
+        days = _days_sql(dates)
+        e = _DAY_JOIN.format(days=days, expected="SELECT * FROM expected")
+        s = _STORED.format(daily=_scan_files(_daily_files(self.lake_root, dates)), days=days,
+                           reg=schema.REGISTER_CODES["ae_fwd"])
+        return e, s
+
+    def gaps(self, dates, task: str) -> pa.Table:
+        """Expected meter-days of ``dates`` with no stored daily reading, with their back-fill attempts.
+
+        Columns: date, meter_id, comm_address, meter_protocol, port_oad, concentrator_id,
+        terminal_address, area_id, attempts (back-fill tries of ``task`` so far), last_attempt_utc.
+        """
+        e, s = self._sources(dates)
+        self.db.register("attempts_now", self.attempts())
+        try:
+            return self._q(f"""
+                SELECT e.date, e.meter_id, e.comm_address, e.meter_protocol, e.port_oad, e.concentrator_id,
+                       e.terminal_address, e.area_id, coalesce(a.n, 0) AS attempts, a.last_utc AS last_attempt_utc
+                FROM {e} e
+                LEFT JOIN (SELECT date, meter_id, count(*) AS n, max(at_utc) AS last_utc FROM attempts_now
+                           WHERE task = '{task.replace("'", "''")}' GROUP BY date, meter_id) a
+                       ON a.date = e.date AND a.meter_id = e.meter_id
+                WHERE NOT EXISTS (SELECT 1 FROM {s} s WHERE s.meter_id = e.meter_id AND s.date = e.date)
+                ORDER BY e.date, e.concentrator_id, e.meter_id""")
+        finally:
+            self.db.unregister("attempts_now")
+
+    def success(self, dates, by: str = "day") -> pa.Table:
+        """Success rate (采集成功率) of ``dates`` per day, or per day and terminal / area.
+
+        Columns: the keys, expected, first_pass, backfilled, collected, missing, success_first_pct
+        (before back-fill), success_pct (after), the percentages as DECIMAL(5, 2).
+        """
+        if by not in BY:
+            raise StorageError(f"collection: --by {by!r} is not one of {', '.join(BY)}")
+        e, s = self._sources(dates)
+        return self._q(_rate_sql(by, e, s))
+
+    def expected_count(self, dates) -> int:
+        e, _ = self._sources(dates)
+        return int(self._q(f"SELECT count(*) AS n FROM {e} e").column("n")[0].as_py())
+
+
+def view_statements(data) -> list[str]:
+    """The ``collection`` view of ``gridhead sql``: success per day and terminal over every collected day.
+
+    Needs the archive attached as ``archive`` (storage.sql does that); days are those of the runs table.
+    """
+    from . import sql as _sql
+    root = _sql.lake_root(data).resolve()
+    runs = state_root(root) / "runs"
+    has_runs = any(runs.glob("part-*.parquet"))
+    days = (f"SELECT DISTINCT date FROM read_parquet('{_sql._q(runs / 'part-*.parquet')}')" if has_runs
+            else _days_sql(()))
+    g = root / "readings" / f"kind={schema.DAILY}" / "date=*" / "bucket=*" / "part-*.parquet"
+    has = any((root / "readings" / f"kind={schema.DAILY}").glob("date=*/bucket=*/part-*.parquet"))
+    daily = _daily_scan(f"'{_sql._q(g)}'") if has else _scan_files([])
+    e = _DAY_JOIN.format(days=days, expected=_EXPECTED.format(p="archive."))
+    s = _STORED.format(daily=daily, days=days, reg=schema.REGISTER_CODES["ae_fwd"])
+    return [f"CREATE OR REPLACE VIEW collection AS {_rate_sql('terminal', e, s)}"]
