@@ -1,0 +1,254 @@
+"""What a simulated concentrator answers: the requests of the collection profile (headend/profile.py),
+computed from the register model (headend/sim_model.py).  No I/O: request APDU in, response APDU out.
+
+Record columns follow the request's RCSD, whatever its order: ``202A0200`` the meter's TSA,
+``6040/6041/6042 0200`` the collection start / success / store times (date_time_s), a ROAD
+(``50040200`` with sub-OADs) an ``array`` of the sub-OADs' values, ``20210200`` the freeze time, the
+energy OADs an ``array`` of double-long-unsigned with as many elements as ``profile.REGISTER_MAP``
+maps (total + 4 tariffs for ``00100200``, total only for the others), ``10100200`` an array of
+structure {double-long-unsigned, date_time_s}.  A meter without reactive registers answers ``null``
+for ``00300200`` / ``00400200``; an object the simulator does not model answers ``null`` in a record
+column and DAR 6 (object unavailable) in a GET.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+
+from protocols.dlt645 import ErrorResponse as Err645
+from protocols.dlt645 import Framer as Framer645
+from protocols.dlt645 import ReadRequest, ReadResponse, decode_message
+from protocols.dlt698 import apdu as A
+from protocols.dlt698.axdr import Data, DateTimeS, Road
+from protocols.errors import ProtocolError
+
+from . import profile as P
+
+T_NULL, T_ARRAY, T_STRUCT, T_DLONG, T_DLU, T_LONG, T_LU, T_DTS, T_TSA = 0, 1, 2, 5, 6, 16, 18, 28, 85
+DAR_UNAVAILABLE, DAR_UNDEFINED, DAR_TIMEOUT = 6, 4, 33
+NULL = Data(T_NULL, None)
+_REG_COL = {P.OAD_FWD_ACTIVE: (0, 1, 2, 3, 4), P.OAD_REV_ACTIVE: (5,), P.OAD_REACTIVE_1: (6,),
+            P.OAD_REACTIVE_2: (7,)}
+# 645: DI → register columns of the model (the 645 block carries total + tariffs)
+_DI_COLS = {P.DI645_DAILY_FWD & ~0xFF: (0, 1, 2, 3, 4), P.DI645_DAILY_REV & ~0xFF: (5,),
+            P.DI645_FWD_ACTIVE: (0, 1, 2, 3, 4)}
+_645_MOD = 10 ** 8                  # XXXXXX.XX: a 4-byte BCD register shows the low 8 digits
+ERR645_NO_DATA = 0x02               # DL/T 645-2007 ERR bit 1: 无请求数据
+
+
+def dts(t: _dt.datetime) -> Data:
+    return Data(T_DTS, DateTimeS(t.year, t.month, t.day, t.hour, t.minute, t.second))
+
+
+def dts_to_datetime(v) -> _dt.datetime:
+    return _dt.datetime(v[0], v[1], v[2], v[3], v[4], v[5])
+
+
+def energy(values, n: int) -> Data:
+    return Data(T_ARRAY, tuple(Data(T_DLU, int(v)) for v in values[:n]))
+
+
+class Answerer:
+    """Answers for one fleet.  ``sim`` gives the clock (``sim.now()``), the fault model's
+    ``record_available(meter, day, now)`` / ``meter_has(meter, day)``, and ``sim.fleet``."""
+
+    __slots__ = ("sim", "fleet", "model")
+
+    def __init__(self, sim):
+        self.sim = sim
+        self.fleet = sim.fleet
+        self.model = sim.fleet.model
+
+    # --- values ----------------------------------------------------------------------------------
+    def _freeze_value(self, oad: int, meter: int, regs, freeze: _dt.datetime, extra=None) -> Data:
+        if oad == P.OAD_FREEZE_TIME:
+            return dts(freeze)
+        cols = _REG_COL.get(oad)
+        if cols is not None:
+            if cols[0] >= 6 and not self.model.reactive[meter]:
+                return NULL
+            return energy([regs[c] for c in cols], len(P.REGISTER_MAP[oad]))
+        if oad == P.OAD_FWD_MAX_DEMAND and extra is not None:
+            md, when = extra
+            return Data(T_ARRAY, (Data(T_STRUCT, (Data(T_DLU, int(md)), dts(when))),))
+        if oad == P.OAD_ACTIVE_POWER and extra is not None:
+            return Data(T_ARRAY, (Data(T_DLONG, int(extra)),))
+        return NULL
+
+    def instant(self, oad: int, meter: int, now: _dt.datetime) -> tuple[Data | None, int | None]:
+        """(data, dar) of a GET of ``oad`` from ``meter`` at ``now``."""
+        m = self.model
+        d, secs = m.day_of(now.date()), now.hour * 3600 + now.minute * 60 + now.second
+        if d < 0:
+            return None, DAR_UNAVAILABLE
+        if oad in _REG_COL:
+            regs = m.at([meter], d, secs)[0]
+            return self._freeze_value(oad, meter, regs, now), None
+        p = int(m.power_x1e4([meter], d, secs)[0])                      # 0.0001 kW
+        jitter = int(self.sim.jitter(meter, d * 86400 + secs) * 60) - 30
+        if oad == P.OAD_ACTIVE_POWER:
+            return Data(T_ARRAY, (Data(T_DLONG, p),)), None
+        if oad == P.OAD_VOLTAGE:                                           # 0.1 V
+            return Data(T_ARRAY, tuple(Data(T_LU, 2200 + jitter + k) for k in range(3))), None
+        if oad == P.OAD_CURRENT:                                           # 0.001 A, one phase carries it
+            amps = p * 1000 // 10_000 * 1000 // 220
+            return Data(T_ARRAY, (Data(T_DLONG, amps), Data(T_DLONG, 0), Data(T_DLONG, 0))), None
+        if oad == P.OAD_POWER_FACTOR:
+            return Data(T_ARRAY, (Data(T_LONG, int(round(1000 / np.hypot(1, m.tan[meter])))),)), None
+        if oad == P.OAD_FREQUENCY:
+            return Data(T_LU, 5000 + jitter // 10), None
+        return None, DAR_UNAVAILABLE
+
+    # --- (a) the concentrator's task records, and (d) its daily REPORT -----------------------------
+    def task_rows(self, meters, days, rcsd, now: _dt.datetime, ms_tsas=None) -> tuple:
+        """Rows of 60120300 for ``meters`` (indices) on freeze ``days``: only what the concentrator has
+        collected by ``now`` (the fault model's missing records are left out)."""
+        f, m, rows = self.fleet, self.model, []
+        want = None if ms_tsas is None else set(ms_tsas)
+        for d in days:
+            if d < 0:
+                continue
+            freeze = _dt.datetime.combine(m.date(d), _dt.time())
+            have = [i for i in meters if self.sim.record_available(i, d, now)
+                    and (want is None or A.tsa(f.address[i]) in want)]
+            if not have:
+                continue
+            regs = m.frozen(have, d)
+            for k, i in enumerate(have):
+                rows.append(self._task_row(i, regs[k], d, freeze, rcsd))
+        return tuple(rows)
+
+    def _task_row(self, i, regs, d, freeze, rcsd) -> tuple:
+        start = freeze + _dt.timedelta(seconds=60 + int(self.sim.jitter(i, d) * 1800))
+        out = []
+        for c in rcsd:
+            if isinstance(c, Road):
+                out.append(Data(T_ARRAY, tuple(self._freeze_value(o, i, regs, freeze) for o in c.oads)))
+            elif c == P.OAD_TARGET_TSA:
+                out.append(Data(T_TSA, A.tsa(self.fleet.address[i])))
+            elif c == P.OAD_COLLECT_START:
+                out.append(dts(start))
+            elif c == P.OAD_COLLECT_SUCCESS:
+                out.append(dts(start + _dt.timedelta(seconds=3)))
+            elif c == P.OAD_COLLECT_STORE:
+                out.append(dts(freeze))
+            else:
+                out.append(self._freeze_value(c, i, regs, freeze))
+        return tuple(out)
+
+    def report(self, meters, day: int, piid: int, now: _dt.datetime) -> A.ReportNotificationRecordList:
+        rows = self.task_rows(meters, [day], P.DAILY_RCSD, now)
+        return A.ReportNotificationRecordList(piid, (A.ResultRecord(P.OAD_TASK_RECORDS, P.DAILY_RCSD, rows),))
+
+    def _days_in(self, sel) -> list[int]:
+        """Freeze days whose 00:00 lies in [start, end) of a selector 6/7/8 range."""
+        m = self.model
+        try:
+            a, b = dts_to_datetime(sel.start), dts_to_datetime(sel.end)
+        except (TypeError, ValueError):
+            return []
+        first = m.day_of(a.date()) + (a.time() != _dt.time())
+        last = m.day_of(b.date()) - (b.time() == _dt.time())
+        return list(range(first, last + 1))[:366]
+
+    def get_record(self, term, rec: A.GetRecord, now: _dt.datetime) -> A.ResultRecord:
+        rsd = rec.rsd
+        if rec.oad != P.OAD_TASK_RECORDS or rsd[0] not in (6, 7, 8):
+            return A.ResultRecord(rec.oad, rec.rcsd, None, DAR_UNAVAILABLE)
+        rcsd = rec.rcsd or P.DAILY_RCSD
+        sel = rsd[1]
+        days = [d for d in self._days_in(sel) if self.model.date(d) <= now.date()]
+        tsas = sel.ms.value if sel.ms.choice == 3 else None
+        return A.ResultRecord(rec.oad, rcsd, self.task_rows(term.meters, days, rcsd, now, tsas))
+
+    # --- (b) PROXY GetRequestRecord of one meter's freeze records ---------------------------------
+    def meter_record(self, meter: int, rec: A.GetRecord, now: _dt.datetime) -> A.ResultRecord:
+        m, rsd = self.model, rec.rsd
+        if rec.oad not in (P.OAD_DAY_FREEZE, P.OAD_MONTH_FREEZE, P.OAD_MINUTE_FREEZE):
+            return A.ResultRecord(rec.oad, rec.rcsd, None, DAR_UNAVAILABLE)
+        rcsd = rec.rcsd or {P.OAD_DAY_FREEZE: P.DAILY_METER_RCSD, P.OAD_MONTH_FREEZE: P.MONTHLY_METER_RCSD,
+                            P.OAD_MINUTE_FREEZE: P.CURVE_METER_RCSD}[rec.oad]
+        try:
+            if rsd[0] == 1 and rsd[1].oad == P.OAD_FREEZE_TIME:
+                times = [dts_to_datetime(rsd[1].value.value)]
+            elif rsd[0] == 2 and rsd[1].oad == P.OAD_FREEZE_TIME:
+                a, b = dts_to_datetime(rsd[1].start.value), dts_to_datetime(rsd[1].end.value)
+                ti = rsd[1].interval.value
+                step = _dt.timedelta(seconds=ti[1] * (1, 60, 3600, 86400)[ti[0]]) if ti[1] and ti[0] < 4 else None
+                step = step or (_dt.timedelta(minutes=15) if rec.oad == P.OAD_MINUTE_FREEZE else _dt.timedelta(days=1))
+                times = []
+                while a < b and len(times) < 96 * 31:
+                    times.append(a)
+                    a += step
+            else:
+                return A.ResultRecord(rec.oad, rcsd, None, DAR_UNAVAILABLE)
+        except (TypeError, ValueError, AttributeError, IndexError):
+            return A.ResultRecord(rec.oad, rcsd, None, DAR_UNAVAILABLE)
+        rows = []
+        for t in times:
+            d = m.day_of(t.date())
+            secs = t.hour * 3600 + t.minute * 60 + t.second
+            if d < 0 or t > now or not self._is_freeze(rec.oad, t) or not self.sim.meter_has(meter, d):
+                continue
+            regs = m.frozen([meter], d)[0] if secs == 0 else m.at([meter], d, secs)[0]
+            extra = None
+            if rec.oad == P.OAD_MONTH_FREEZE:
+                prev = (t.replace(day=1) - _dt.timedelta(days=1)).replace(day=1)
+                md, when = m.max_demand_x1e4([meter], m.day_of(prev.date()), d)
+                extra = (md[0], _dt.datetime.combine(m.date(when[0]), _dt.time(19, 0)))
+            elif rec.oad == P.OAD_MINUTE_FREEZE:
+                extra = m.power_x1e4([meter], d, max(secs - 1, 0))[0]
+            rows.append(tuple(self._freeze_value(c, meter, regs, t, extra) for c in rcsd))
+        return A.ResultRecord(rec.oad, rcsd, tuple(rows))
+
+    @staticmethod
+    def _is_freeze(oad: int, t: _dt.datetime) -> bool:
+        if oad == P.OAD_MINUTE_FREEZE:
+            return t.second == 0 and t.minute % 15 == 0
+        if oad == P.OAD_MONTH_FREEZE:
+            return t.day == 1 and t.time() == _dt.time()
+        return t.time() == _dt.time()
+
+    # --- (c) DL/T 645 through the concentrator ---------------------------------------------------------
+    def trans_645(self, term, command: bytes, now: _dt.datetime) -> bytes | None:
+        """The 645 meter's answer to ``command`` (None: no meter answers that address)."""
+        fr = Framer645()
+        fr.feed(command)
+        try:
+            msg = fr.next_frame()
+            req = decode_message(msg) if msg is not None else None
+        except ProtocolError:
+            return None
+        if not isinstance(req, ReadRequest):
+            return None
+        meter = term.by_address.get(req.address)
+        if meter is None or not self.fleet.is645[meter]:
+            return None
+        m, di = self.model, req.di
+        today = m.day_of(now.date())
+        n = di & 0xFF
+        base = di & ~0xFF
+        if base in (P.DI645_DAILY_TIME & ~0xFF, P.DI645_DAILY_FWD & ~0xFF, P.DI645_DAILY_REV & ~0xFF):
+            d = today - n                        # profile (c): n = days between D and today
+            if not 1 <= n <= P.MAX_DAYS_BACK_645 or d < 0 or not self.sim.meter_has(meter, d):
+                return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
+            if base == P.DI645_DAILY_TIME & ~0xFF:
+                return ReadResponse.of(req.address, di, [m.date(d).strftime("%y%m%d0000")]).to_bytes()
+            regs = m.frozen([meter], d)[0]
+            vals = [int(regs[c]) % _645_MOD for c in _DI_COLS[base]]
+            return ReadResponse.of(req.address, di, vals).to_bytes()
+        if di == P.DI645_FWD_ACTIVE:
+            regs = m.at([meter], today, now.hour * 3600 + now.minute * 60 + now.second)[0]
+            return ReadResponse.of(req.address, di, [int(regs[c]) % _645_MOD for c in (0, 1, 2, 3, 4)]).to_bytes()
+        if base == P.DI645_MONTH_FWD & ~0xFF and 1 <= n <= 12:
+            first = now.date().replace(day=1)
+            for _ in range(n - 1):
+                first = (first - _dt.timedelta(days=1)).replace(day=1)
+            d = m.day_of(first)
+            if d < 0:
+                return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
+            regs = m.frozen([meter], d)[0]
+            return ReadResponse.of(req.address, di, [int(regs[c]) % _645_MOD for c in (0, 1, 2, 3, 4)]).to_bytes()
+        return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
