@@ -611,5 +611,165 @@ def _sql_shell(session, fmt):
 # === end gen / archive / sql =====================================================================
 
 
+# === bill (the bill run 电费核算, review 核算审核, show; storage.bills + billing_core.run) ============
+# --data DIR as in the storage commands (_data_option): bills live in DIR/bills/ (storage.bills)
+@cli.group("bill")
+def bill_grp():
+    """Bills: the monthly run, review of held bills, one bill as the customer reads it."""
+
+
+@bill_grp.command("run")
+@click.option("--period", required=True, help="Billing month YYYY-MM (settlement readings of its 1st and the next 1st).")
+@click.option("--tariffs", "tariffs_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Directory of tariff TOML files [default: billing_core/tariffs].")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@_data_option
+def bill_run(period, tariffs_dir, as_json, data):
+    """Compute every bill of PERIOD and publish bills/period=PERIOD/ atomically (re-runs give the same bills).
+
+    Bills failing review (zero, jump, negative, TOU mismatch, missing/estimated reading, rollover, reverse
+    energy) are held with their reasons; `gridhead bill review` lists and releases them.
+    """
+    from tqdm import tqdm
+
+    from storage import bills
+    bar = tqdm(total=4, desc=f"bill run {period}", unit="step", disable=None, leave=False, file=sys.stderr)
+    try:
+        s = bills.run(data, period, tariffs_dir, progress=lambda _step: bar.update(1))
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps(s, ensure_ascii=False))
+        return
+    click.echo(f"{period}: {s['bills']} bills, {s['issued']} issued, {s['held']} held, "
+               f"total {bills.yuan(s['total_fen'])} yuan, {s['energy_kwh_x100'] // 100} kWh "
+               f"in {s['seconds']['total']:.1f} s")
+    for reason, n in s["held_by_reason"].items():
+        click.echo(f"  held: {reason}: {n}")
+
+
+@bill_grp.command("review")
+@click.option("--period", default=None, help="Only this period (YYYY-MM).")
+@click.option("--release", "release_ids", multiple=True, type=int, metavar="BILL_ID",
+              help="Release these held bills (repeat, or list them as arguments).")
+@click.argument("bill_ids", nargs=-1, type=int)
+@click.option("--by", default=None, help="Who releases (required with --release).")
+@click.option("--note", default="", help="Why the bill may be issued.")
+@click.option("--json", "as_json", is_flag=True, help="JSON: one object per line.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
+@_data_option
+def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
+    """List held bills with their reasons, or release them: --release BILL_ID... --by NAME --note TEXT."""
+    from storage import bills, sql as _sql
+    ids = list(release_ids) + list(bill_ids)
+    if bill_ids and not release_ids:
+        raise click.UsageError("bill ids given without --release")
+    if ids:
+        r = bills.release(data, ids, by or "", note)
+        if as_json:
+            click.echo(json.dumps(r))
+        else:
+            click.echo(f"released {len(r['released'])}" + (f", already released {len(r['already'])}" if r["already"] else ""))
+        return
+    tbl = bills.held(data, period)
+    if as_json or as_csv:
+        _sql.write_result(tbl, "json" if as_json else "csv", None)
+        return
+    click.echo(f"{'bill_id':<18} {'customer_no':<12} {'kWh':>12} {'yuan':>12}  reasons")
+    for row in tbl.to_pylist():
+        click.echo(f"{row['bill_id']:<18} {row['customer_no']:<12} {row['e_total_kwh_x100'] / 100:>12.2f} "
+                   f"{bills.yuan(row['total_fen']):>12}  {row['reasons_zh']} ({row['reasons']})")
+    click.echo(f"{tbl.num_rows} held", err=True)
+
+
+@bill_grp.command("show")
+@click.argument("customer")
+@click.option("--period", required=True, help="Billing month YYYY-MM.")
+@click.option("--json", "as_json", is_flag=True)
+@_data_option
+def bill_show(customer, period, as_json, data):
+    """Print the bill of CUSTOMER (户号 or customer id) for PERIOD with its line items."""
+    from storage import bills
+    b = bills.show(data, customer, period)
+    if as_json:
+        click.echo(json.dumps(b, ensure_ascii=False, default=str))
+        return
+    click.echo(bills.render(b))
+# === end bill ======================================================================================
+
+
+# === sim (headend: the fleet simulator) ===========================================================
+@cli.command("sim")
+@click.option("--terminals", type=click.IntRange(1), default=10, show_default=True,
+              help="Standalone fleet: number of concentrators (ignored with --data).")
+@click.option("--meters-per-terminal", type=click.IntRange(1), default=32, show_default=True,
+              help="Standalone fleet: meters behind each concentrator.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Fleet, registers and faults.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="A `gridhead gen` directory: simulate exactly its concentrators and meters.")
+@click.option("--archive", "archive_db", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="With --data: the archive DuckDB to route by [default DATA/archive.duckdb or its archive-files].")
+@click.option("--connect", help="Dial in to the head-end at HOST:PORT (127.0.0.1 only in tests).")
+@click.option("--listen", help="Server mode for dial-out: HOST:PORT (one port) or HOST:PORT-PORT (one per terminal).")
+@click.option("--heartbeat", "heartbeat_s", type=click.IntRange(1, 65535), default=60, show_default=True,
+              help="Heartbeat period, seconds.")
+@click.option("--fault-rate", "faults", multiple=True, metavar="NAME=VALUE",
+              help="A fault rate (repeat): offline, offline_s, reconnect, slow, slow_s, drop, garbage, "
+                   "clock_drift, missing, missing_late, late_s, meter_missing.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
+              default=None, help="Simulated clock at start (local) [default: now, China Standard Time].")
+@click.option("--speed", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+              help="Simulated seconds per real second.")
+@click.option("--no-report", is_flag=True, help="Do not push daily REPORTs.")
+@click.option("--report-window", "report_window_s", type=click.FloatRange(0), default=600.0, show_default=True,
+              help="Reports are pushed within this many simulated seconds after midnight.")
+@click.option("--report-retry", "report_retry_s", type=click.FloatRange(0.01), default=30.0, show_default=True,
+              help="Re-send an unacknowledged REPORT after this many seconds.")
+@click.option("--ramp", "ramp_per_s", type=click.FloatRange(0), default=2000.0, show_default=True,
+              help="New connections per second at start (0: all at once).")
+@click.option("--duration", type=click.FloatRange(0), default=None, help="Stop after this many seconds.")
+@click.option("--stats-every", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Print a stats line to stderr this often (0: never).")
+@click.option("--truth", "truth_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the ground truth of the injected faults (JSON) here at the end.")
+@click.option("--write-archive", "write_archive", type=click.Path(file_okay=False), default=None,
+              help="Write the standalone fleet's archive files into this directory and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect, listen, heartbeat_s, faults,
+            start, speed, no_report, report_window_s, report_retry_s, ramp_per_s, duration, stats_every,
+            truth_path, write_archive, as_json):
+    """Simulate a fleet of DL/T 698.45 concentrators (with 698 and 645 meters behind them) that dial in
+    to the head-end, log in, heartbeat, answer collection requests and push daily REPORTs, with faults
+    at the given rates.  Stops on SIGINT/SIGTERM or after --duration; exit 0.
+    """
+    from headend import sim_model, simulator
+    start_date = (start or simulator.Simulator.default_start()).date()
+    if write_archive:
+        out = sim_model.write_standalone_archive(write_archive, terminals, meters_per_terminal, seed, start_date)
+        click.echo(f"archive files of {terminals} terminals in {out / 'archive-files'}", err=True)
+        return
+    if not connect and not listen:
+        raise click.UsageError("give --connect HOST:PORT or --listen HOST:PORT")
+    fleet = (sim_model.load_gen_dir(data_dir, archive_db) if data_dir
+             else sim_model.standalone(terminals, meters_per_terminal, seed, start_date))
+    sim = simulator.Simulator(
+        fleet, seed=seed, heartbeat_s=heartbeat_s, faults=simulator.Faults.parse(faults), start=start,
+        speed=speed, report=not no_report, report_window_s=report_window_s, report_retry_s=report_retry_s,
+        ramp_per_s=ramp_per_s,
+        connect=simulator.parse_hostport(connect, "--connect")[:2] if connect else None,
+        listen=simulator.parse_hostport(listen, "--listen") if listen else None)
+    click.echo(f"simulating {len(fleet.terminals)} terminals, {fleet.n_meters} meters ({fleet.source})", err=True)
+    simulator.run(sim, duration_s=duration, stats_every_s=stats_every)
+    if truth_path:
+        with open(truth_path, "w") as fh:
+            json.dump(sim.ground_truth(), fh, ensure_ascii=False)
+    summary = sim.summary()
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(sim.stats_line(), err=True)
+# === end sim =======================================================================================
+
+
 if __name__ == "__main__":
     main()

@@ -156,7 +156,8 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
 
     ``bills`` has one entry per customer (energies, demand, money of ``engine.ITEMS``, ``flags``,
     ``cum_after``, ``segments``, ``parts``); ``items`` the line items (``bill`` index, ``seq``,
-    ``code`` index into ITEM_CODES, ``quantity``, ``unit_price`` (µyuan, basis points for 力调, −1 mixed),
+    ``code`` index into ITEM_CODES, ``quantity`` (basic: 0.0001 kW or kVA), ``unit_price`` (µyuan; 力调: the
+    rate in basis points; −1 where a tariff change gives the parts different prices),
     ``amount_fen``), bill after bill.  ``table`` is the tariff table the rows refer to.
     """
     N, S = inp.n, len(inp.seg["seg_bill"])
@@ -292,12 +293,13 @@ def line_items(b: dict, table: TariffTable) -> dict:
     mixed = b["parts"] > 1
     cols = {"bill": [], "seq": [], "code": [], "quantity": [], "unit_price": [], "amount_fen": []}
 
-    def add(k, mask, qty, price, amount):
+    def add(k, mask, qty, price, amount, split_price=-1):
         idx = np.flatnonzero(mask)
         cols["bill"].append(idx)
         cols["code"].append(np.full(len(idx), k, np.int8))
         cols["quantity"].append(np.asarray(qty, np.int64)[idx] if np.ndim(qty) else np.full(len(idx), qty, np.int64))
-        cols["unit_price"].append(np.where(mixed, -1, price)[idx] if np.ndim(price) else np.full(len(idx), price))
+        price = np.broadcast_to(np.asarray(price, np.int64), (N,))
+        cols["unit_price"].append(np.where(mixed, split_price, price)[idx])
         cols["amount_fen"].append(np.asarray(amount, np.int64)[idx])
 
     for k, p in enumerate(PERIOD_COLS):
@@ -306,9 +308,9 @@ def line_items(b: dict, table: TariffTable) -> dict:
     add(4, b["tier2_kwh_x100"] != 0, b["tier2_kwh_x100"], par[:, K.P_INC2], b["tier2_fen"])
     add(5, b["tier3_kwh_x100"] != 0, b["tier3_kwh_x100"], par[:, K.P_INC3], b["tier3_fen"])
     kind = par[:, K.P_BASIC_KIND]
-    add(6, kind != K.BASIC_NONE, b["billing_demand"],
+    add(6, kind != K.BASIC_NONE, np.where(kind == K.BASIC_CAPACITY, b["billing_demand"] * 10_000, b["billing_demand"]),
         np.where(kind == K.BASIC_CAPACITY, par[:, K.P_PRICE_KVA], par[:, K.P_PRICE_KW]), b["basic_fen"])
-    add(7, par[:, K.P_PF_STD] >= 0, b["pf_x100"], b["pf_bp"], b["pf_adjust_fen"])
+    add(7, par[:, K.P_PF_STD] >= 0, b["pf_x100"], b["pf_bp"], b["pf_adjust_fen"], b["pf_bp"])
     add(8, np.ones(N, bool), b["e_total"], par[:, K.P_FUNDS], b["funds_fen"])
     add(9, np.ones(N, bool), 0, 0, b["total_fen"])
     out = {k: np.concatenate(v) for k, v in cols.items() if v}

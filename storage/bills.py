@@ -660,3 +660,44 @@ def yuan(fen: int) -> str:
 
 __all__ = ["run", "summary", "held", "release", "show", "extract", "period_bounds", "view_statements", "yuan",
            "GridheadError"]
+
+
+def _dec(value: int, places: int) -> str:
+    if places == 0:
+        return str(value)
+    sign = "-" if value < 0 else ""
+    s = str(abs(value)).rjust(places + 1, "0")
+    return f"{sign}{s[:-places]}.{s[-places:]}"
+
+
+def render(shown: dict) -> str:
+    """A bill as the customer reads it (电费通知单): Chinese beside English, yuan from integer fen."""
+    b, items = shown["bill"], shown["items"]
+    status = {"issued": "已发行 issued", "held": "暂挂 held", "released": "审核放行 released"}[b["status"]]
+    lines = [f"电费账单 Electricity bill  {b['period']}   账单号 bill {b['bill_id']}",
+             f"户号 customer {b['customer_no']}  户名 name {b['name']}  类别 {b['category']}  {b['voltage_v']} V",
+             f"电价 tariff {b['tariff_code']} ({b['tariff']})" + (
+                 f" → {b['new_tariff_code']} ({b['new_tariff']}) from day {b['change_day']}" if b["parts"] > 1 else ""),
+             f"电量 energy {_dec(b['e_total_kwh_x100'], 2)} kWh: 尖 sharp {_dec(b['e_sharp_kwh_x100'], 2)}, "
+             f"峰 peak {_dec(b['e_peak_kwh_x100'], 2)}, 平 flat {_dec(b['e_flat_kwh_x100'], 2)}, "
+             f"谷 valley {_dec(b['e_valley_kwh_x100'], 2)}"
+             + (f"  (损耗 losses {_dec(b['loss_kwh_x100'], 2)})" if b["loss_kwh_x100"] else "")
+             + (f"  [{b['segments']} segments 换表/倍率]" if b["segments"] > 1 else ""),
+             f"状态 status {status}" + (f": {b['reasons_zh']} ({b['reasons']})" if b["reasons"] else "")
+             + (f"  by {b['released_by']} at {b['released_at']} {b['release_note'] or ''}" if b["released_by"] else ""),
+             "-" * 78]
+    for it in items:
+        qty = ""
+        if it["code"] == "pf_adjust":
+            qty = f"cosφ {_dec(it['quantity'], 2) if it['quantity'] >= 0 else '—'}  {_dec(it['unit_price'], 2)}%"
+        elif it["code"] == "basic" and it["quantity_unit"] == "kW":
+            qty = f"{_dec(it['quantity'], 4)} kW/kVA × {_dec(it['unit_price'], 6)}" if it["unit_price"] >= 0 else \
+                f"{_dec(it['quantity'], 4)}"
+        elif it["code"] != "total":
+            price = f" × {_dec(it['unit_price'], 6)} 元" if it["unit_price"] >= 0 else " (分段 split)"
+            qty = f"{_dec(it['quantity'], 2)} kWh{price}"
+        label = f"{it['label_zh']} ({it['label_en']})"
+        if it["code"] == "total":
+            lines.append("-" * 78)
+        lines.append(f"{label:<34} {qty:<32} {yuan(it['amount_fen']):>12} 元")
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
     load_curve          interval readings (负荷曲线) with the register's name
     events              device events with their names (event_name, event_name_zh)
     quarantine          rejected rows with their reason
+    bills, bill_items   the published bill runs (storage.bills): one row per bill / per line item
     collection          collection success rate (采集成功率) per day and terminal (storage.collection)
     <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only
 
@@ -128,6 +129,9 @@ def view_statements(data: str | os.PathLike | None = None) -> list[str]:
                f"CASE event {ev_zh} END AS event_name_zh FROM ({ev})")
     q = _scan(lake.published_glob(root, "quarantine"), bool(lake.published_files(root, "quarantine")), "quarantine")
     out.append(f"CREATE OR REPLACE VIEW quarantine AS {q}")
+    if (data_dir(data) / "bills").is_dir():   # like the archive views: once a bill run has made bills/
+        from . import bills as _bills          # bills and bill_items (storage.bills); here: bills imports sql
+        out += _bills.view_statements(data)
     return out
 
 
