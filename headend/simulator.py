@@ -196,7 +196,7 @@ class Simulator:
             raise SimulatorError("give connect=(host, port) or listen=(host, port[, last_port])")
         self.fleet, self.seed, self.connect_to, self.listen_on = fleet, int(seed), connect, listen
         self.heartbeat_s, self.faults = int(heartbeat_s), faults or Faults()
-        self.start = start or _dt.datetime.now(_LOCAL).replace(tzinfo=None)
+        self.start = start or self.default_start()
         self.speed = float(speed)
         self.report_enabled, self.report_retry_s, self.report_tries = report, report_retry_s, report_tries
         self.report_window_s, self.ramp_per_s, self.login_timeout_s = report_window_s, ramp_per_s, login_timeout_s
@@ -217,6 +217,11 @@ class Simulator:
                 t.drift_s = t.rng.choice((-1, 1)) * t.rng.uniform(60, 600)
 
     # --- clock ------------------------------------------------------------------------------------
+    @staticmethod
+    def default_start() -> _dt.datetime:
+        """Now in China Standard Time, naive (the terminals' local clock)."""
+        return _dt.datetime.now(_LOCAL).replace(tzinfo=None)
+
     def now(self) -> _dt.datetime:
         """The simulated local time (no drift)."""
         if self.t0 is None:
