@@ -64,10 +64,13 @@ setup(
         "pyarrow>=15,<25",
         "duckdb>=1.0,<2",
         "tqdm>=4.66,<5",  # progress bars of gridhead gen / archive import
+        "uvloop>=0.19,<1; sys_platform != 'win32'",  # the head-end's event loop (falls back to asyncio)
+        "prometheus-client>=0.20,<1",  # the head-end's /metrics
     ],
     extras_require={
         "test": [
             "pytest>=8,<10",
+            "pytest-asyncio>=0.23,<2",
             "hypothesis>=6.100,<7",
             "dlt645>=3.2,<4",  # independent DL/T 645 implementation, interop peer only
             "dlt698>=1.0,<2",  # independent DL/T 698.45 implementation (C++), interop peer only

@@ -43,3 +43,355 @@ flooding, never logging in (slowloris) or going silent (half-open) is closed on 
 """
 
 from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+
+from protocols.dlt698 import apdu as A
+from protocols.errors import StorageError, TransportError
+from storage import schema
+from storage.wal import AsyncIngest
+
+from . import records
+from .config import Config, DialOut
+from .log import event, get_logger
+from .metrics import Metrics
+from .registry import Registry
+from .terminal import RequestTimeout, Terminal, TerminalOffline, TimerWheel
+
+__all__ = ["HeadEnd", "Ingest", "TokenBucket", "TerminalOffline", "RequestTimeout", "Config", "DialOut", "use_uvloop"]
+
+log = get_logger("headend")
+
+
+def use_uvloop() -> bool:
+    """Make new event loops uvloop's when it is installed; True if so."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+class TokenBucket:
+    """``rate`` acquisitions per second on average, bursts up to ``burst``; rate 0 = unlimited."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp", "lock")
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate / 10)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if not self.rate:
+            return
+        async with self.lock:                 # first come, first served
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class Ingest:
+    """The head-end's durable writer: ``await readings(columns, kind)`` / ``await events(columns)`` return
+    the storage.wal Ticket once the batch is fsynced in the write-ahead log.
+
+    ``pending`` counts batches waiting for their fsync; above ``bound`` the head-end pauses socket reads
+    (back-pressure) until it is back under half of it.
+    """
+
+    def __init__(self, writer, metrics: Metrics, bound: int, on_pressure=None) -> None:
+        self.writer = writer
+        self.metrics = metrics
+        self.bound = bound
+        self.pending = 0
+        self.on_pressure = on_pressure or (lambda high: None)
+        self._high = False
+        self._async = AsyncIngest(writer)       # resolves once the group fsync covers the batch
+
+    def enter(self) -> None:
+        """One more batch (or report) waiting for its fsync; pauses reading above the bound."""
+        self.pending += 1
+        if not self._high and self.pending > self.bound:
+            self._high = True
+            self.on_pressure(True)
+
+    def leave(self) -> None:
+        self.pending -= 1
+        if self._high and self.pending <= self.bound // 2:
+            self._high = False
+            self.on_pressure(False)
+
+    async def readings(self, columns, kind: str):
+        self.enter()
+        try:
+            ticket = await self._async.append(columns, kind)
+        finally:
+            self.leave()
+        self.metrics.readings += ticket.accepted
+        return ticket
+
+    async def events(self, columns):
+        self.enter()
+        try:
+            return await self._async.append_events(columns)
+        finally:
+            self.leave()
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.writer.flush(timeout)
+
+
+class HeadEnd:
+    """See the module docstring.  ``terminals``: the archive's terminal addresses (default: read from
+    ``<data_dir>/archive.duckdb``); ``meter_of_tsa``: TSA → meter id (default: from the archive);
+    ``writer``: a storage.wal.IngestWriter (default: one on ``<data_dir>/lake`` with the archive's meters)."""
+
+    def __init__(self, config: Config, *, terminals=None, meter_of_tsa=None, writer=None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.sessions = Registry()
+        self.on_report: list = []
+        self.on_login: list = []
+        self.on_logout: list = []
+        self._terminals = terminals
+        self.meter_of_tsa = meter_of_tsa
+        self._writer = writer
+        self._own_writer = writer is None
+        self.ingest: Ingest | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wheel: TimerWheel | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.paused = False
+        self.stopping = False
+        self._conns: set = set()
+        self._tasks: set = set()
+        self._online_waiters: dict = {}
+        self._sem: asyncio.Semaphore | None = None
+        self._bucket: TokenBucket | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------------------
+    def _load_archive(self) -> None:
+        if self._terminals is not None and self.meter_of_tsa is not None and self._writer is not None:
+            return
+        from storage.archive import Archive
+        from storage.sql import archive_path, lake_root
+        path = archive_path(self.config.data_dir)
+        if not pathlib.Path(path).exists():
+            raise TransportError(f"head-end: no archive at {path} (run `gridhead archive import` first)")
+        with Archive(path, read_only=True) as arc:
+            if self._terminals is None:
+                self._terminals = frozenset(arc.columns("SELECT terminal_address FROM concentrators")
+                                            ["terminal_address"].tolist())
+            routes = arc.meter_routes()
+            if self.meter_of_tsa is None:
+                self.meter_of_tsa = records.tsa_index(routes)
+            known = arc.known_meter_ids()
+        if self._writer is None:
+            from storage.wal import IngestWriter
+            self._writer = IngestWriter(lake_root(self.config.data_dir), known)
+
+    def known_terminal(self, address: str) -> bool:
+        t = self._terminals
+        return t(address) if callable(t) else address in t
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.loop.run_in_executor(None, self._load_archive)
+        self._terminals = self._terminals if callable(self._terminals) else frozenset(
+            a.upper() for a in self._terminals)
+        self.ingest = Ingest(self._writer, self.metrics, self.config.ingest_queue_bound, self._pressure)
+        self.wheel = TimerWheel(self.loop)
+        self._sem = asyncio.Semaphore(self.config.global_in_flight)
+        self._bucket = TokenBucket(self.config.requests_per_s)
+        m = self.metrics
+        m.sessions_online = lambda: len(self.sessions)
+        m.connections = lambda: self.sessions.connections
+        m.ingest_pending = lambda: self.ingest.pending
+        m.paused = lambda: self.paused
+        self.server = await self.loop.create_server(self._accept, self.config.listen_host, self.config.listen_port,
+                                                    backlog=4096, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+        if self.config.metrics_port is not None:
+            self.metrics_port = m.start(self.config.metrics_port, "127.0.0.1")
+        for d in self.config.dial_out:
+            self._spawn(self._dial(d))
+        event(log, "started", host=self.config.listen_host, port=self.port, metrics_port=self.metrics_port,
+              terminals=len(self._terminals) if not callable(self._terminals) else None,
+              dial_out=len(self.config.dial_out))
+
+    def _accept(self) -> Terminal:
+        t = Terminal(self)
+        self._conns.add(t)
+        return t
+
+    async def stop(self) -> None:
+        """Stop listening, close every link, publish everything ingested into the lake."""
+        self.stopping = True
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        # reports already received are acknowledged-or-not by their own tasks; let them finish
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for t in list(self._conns):
+            t.close("shutdown")
+        self._conns.clear()
+        if self.server is not None:
+            await self.server.wait_closed()
+        if self.wheel is not None:
+            self.wheel.close()
+        self.metrics.stop()
+        if self._writer is not None:
+            if self._own_writer:
+                await self.loop.run_in_executor(None, self._writer.close)
+            else:
+                await self.loop.run_in_executor(None, self._writer.flush)
+        event(log, "stopped", readings=self.metrics.readings)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- dial-out (terminals in server mode) ------------------------------------------------------------------
+    async def _dial(self, d: DialOut) -> None:
+        while not self.stopping:
+            try:
+                _, t = await self.loop.create_connection(lambda: Terminal(self, dial=d), d.host, d.port)
+                self._conns.add(t)
+                return
+            except OSError as exc:
+                event(log, "dial-out failed", address=d.address, host=d.host, port=d.port, error=str(exc))
+                await asyncio.sleep(d.reconnect_s)
+
+    def _redial(self, d: DialOut) -> None:
+        async def later():
+            await asyncio.sleep(d.reconnect_s)
+            await self._dial(d)
+        self._spawn(later())
+
+    # --- sessions -------------------------------------------------------------------------------------------
+    def _online(self, t: Terminal) -> None:
+        old = self.sessions.login(t)
+        if old is not None:
+            old.close("replaced")
+        event(log, "login", address=t.address, peer=t.peer, replaced=old is not None)
+        for f in self._online_waiters.pop(t.address, ()):
+            if not f.done():
+                f.set_result(t)
+        for fn in self.on_login:
+            fn(t)
+
+    def _offline(self, t: Terminal) -> None:
+        self._conns.discard(t)
+        if t.address is not None and self.sessions.get(t.address) is t:
+            self.sessions.logout(t)
+            for fn in self.on_logout:
+                fn(t)
+
+    async def wait_online(self, address: str, timeout_s: float | None = None) -> Terminal:
+        """The terminal once it is logged in (at once if it is)."""
+        t = self.sessions.get(address)
+        if t is not None:
+            return t
+        fut = self.loop.create_future()
+        self._online_waiters.setdefault(address, []).append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            raise TerminalOffline(f"terminal {address} did not log in within {timeout_s} s") from None
+
+    def _pressure(self, high: bool) -> None:
+        """Back-pressure from the ingest: stop (or resume) reading from every socket."""
+        self.paused = high
+        event(log, "reading paused" if high else "reading resumed", pending=self.ingest.pending)
+        for t in list(self._conns):
+            t.pause() if high else t.resume()
+
+    # --- requests --------------------------------------------------------------------------------------------
+    async def request(self, terminal_address: str, apdu: A.Apdu, *, timeout_s: float | None = None,
+                      retries: int | None = None, priority: bool = False) -> A.Apdu:
+        """Send ``apdu`` to the terminal and return its response; retried on timeout.  Raises
+        TerminalOffline or RequestTimeout (TransportError)."""
+        cfg = self.config
+        timeout_s = cfg.request_timeout_s if timeout_s is None else timeout_s
+        retries = cfg.request_retries if retries is None else retries
+        m = self.metrics
+        for attempt in range(retries + 1):
+            t = self.sessions.get(terminal_address)
+            if t is None:
+                m.requests["offline"] += 1
+                raise TerminalOffline(f"terminal {terminal_address} is not online")
+            async with self._sem:
+                await self._bucket.acquire()
+                try:
+                    rsp = await t.request(apdu, timeout_s, priority)
+                except RequestTimeout:
+                    if attempt == retries:
+                        m.requests["timeout"] += 1
+                        raise
+                    m.requests["retry"] += 1
+                    continue
+                except TerminalOffline:
+                    m.requests["offline"] += 1
+                    raise
+            m.requests["ok"] += 1
+            return rsp
+        raise AssertionError("unreachable")
+
+    # --- reports ---------------------------------------------------------------------------------------------
+    def _report(self, t: Terminal, report) -> None:
+        self.ingest.enter()            # counted at once: the frames after it wait if the ingest is behind
+        self._spawn(self._store_report(t, report))
+
+    async def _store_report(self, t: Terminal, report) -> None:
+        try:
+            await self._store_report_inner(t, report)
+        finally:
+            self.ingest.leave()
+
+    async def _store_report_inner(self, t: Terminal, report) -> None:
+        n = report.notification
+        received = int(time.time())
+        batches, events_ = [], []
+        try:
+            if isinstance(n, A.ReportNotificationRecordList):
+                for res in n.results:
+                    if res.dar is not None or not res.rows:
+                        continue
+                    ev = records.event_rows_to_batch(res.oad, res.rcsd, res.rows, self.meter_of_tsa,
+                                                     received_utc=received)
+                    if ev is not None:
+                        events_.extend(ev)
+                        continue
+                    b = records.result_to_batch(res, self.meter_of_tsa, source=schema.SRC_REPORT,
+                                                received_utc=received)
+                    if len(b):
+                        batches.append((records.kind_of(res.rcsd, res.oad), b))
+            for kind, b in batches:
+                await self.ingest.readings(b.columns, kind)
+            for cols in events_:
+                await self.ingest.events(cols)
+        except (StorageError, ValueError) as exc:
+            # not durable: no acknowledgement, so the terminal sends the report again
+            event(log, "report not stored", address=t.address, error=str(exc))
+            self.metrics.decode_errors += 1
+            return
+        t.acknowledge(report)
+        for fn in self.on_report:
+            fn(t, n, batches)

@@ -1,0 +1,111 @@
+"""The head-end's settings (``gridhead serve --config FILE``, a TOML file) with their defaults.
+
+Example (every key optional)::
+
+    listen_host = "127.0.0.1"        # terminals dial in here (public-network mode)
+    listen_port = 7698
+    data_dir = "data"                # archive.duckdb and the lake (storage.sql.data_dir layout)
+    metrics_port = 9698              # Prometheus text on 127.0.0.1:<port>/metrics; 0 = any free port; absent = off
+    heartbeat_multiple = 3           # missed heartbeat periods before a session is closed
+    login_timeout_s = 30             # a connection that has not logged in by then is closed (slowloris)
+    idle_timeout_s = 600             # a session without any frame for this long is closed (half-open)
+    request_timeout_s = 30
+    request_retries = 1
+    max_in_flight = 4                # requests in flight per terminal
+    global_in_flight = 2000          # requests in flight over the whole fleet
+    requests_per_s = 5000            # token bucket over the fleet (0 = unlimited)
+    ingest_queue_bound = 64          # report batches waiting for fsync before reads pause
+    max_frame = 16385                # longest frame accepted (bytes)
+    max_buffer = 65536               # bytes one terminal may send without a whole frame (garbage)
+    max_frames_per_s = 200           # more frames than this in one second is a flood
+
+    [[dial_out]]                     # terminals in server mode: the head-end connects to them
+    host = "127.0.0.1"
+    port = 9001
+    address = "201605190907"         # its server address (SA)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import tomllib
+from dataclasses import dataclass, field
+
+from protocols.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class DialOut:
+    host: str
+    port: int
+    address: str
+    reconnect_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 7698
+    data_dir: str = "data"
+    metrics_port: int | None = None
+    heartbeat_multiple: int = 3
+    login_timeout_s: float = 30.0
+    idle_timeout_s: float = 600.0
+    request_timeout_s: float = 30.0
+    request_retries: int = 1
+    max_in_flight: int = 4
+    global_in_flight: int = 2000
+    requests_per_s: float = 5000.0
+    ingest_queue_bound: int = 64
+    max_frame: int = 16385
+    max_buffer: int = 65536
+    max_frames_per_s: int = 200
+    client_address: int = 0x10
+    dial_out: tuple = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_multiple", "max_in_flight", "global_in_flight", "ingest_queue_bound", "max_frame",
+                     "max_buffer", "max_frames_per_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config: {name} must be >= 1, not {getattr(self, name)}")
+        for name in ("login_timeout_s", "idle_timeout_s", "request_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config: {name} must be > 0")
+        if self.request_retries < 0 or self.requests_per_s < 0:
+            raise ConfigError("config: request_retries and requests_per_s must be >= 0")
+        if not 0 <= self.listen_port <= 65535:
+            raise ConfigError(f"config: listen_port {self.listen_port} is not a TCP port")
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "config") -> "Config":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        kw = dict(raw)
+        try:
+            kw["dial_out"] = tuple(DialOut(**d) for d in raw.get("dial_out", ()))
+        except TypeError as exc:
+            raise ConfigError(f"{where}: [[dial_out]]: {exc}") from None
+        for name, value in kw.items():
+            f = known[name]
+            if name != "dial_out" and value is not None and f.type in ("int", "float", "str", "int | None"):
+                want = {"int": int, "float": (int, float), "str": str, "int | None": int}[f.type]
+                if not isinstance(value, want) or isinstance(value, bool):
+                    raise ConfigError(f"{where}: {name} = {value!r} is not {f.type}")
+        return cls(**kw)
+
+    @classmethod
+    def load(cls, path) -> "Config":
+        p = pathlib.Path(path)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except OSError as exc:
+            raise ConfigError(f"config {p}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {p}: {exc}") from None
+        return cls.from_dict(raw, f"config {p}")
+
+    def replace(self, **kw) -> "Config":
+        return dataclasses.replace(self, **kw)
