@@ -1,0 +1,248 @@
+"""Statistical line loss (统计线损) of transformer areas (台区) and 10 kV feeders, as array code.
+
+Per area and day (or month)::
+
+    supply = Σ check meter (考核表) forward × multiplier + Σ PV generation points inside the area
+    sales  = Σ customer meters forward × multiplier + check meter reverse × multiplier
+    rate   = (supply − sales) / supply
+
+Per feeder: supply = outgoing meter (出线表) forward × multiplier; sales = Σ public-transformer check
+meters (forward − reverse) + Σ dedicated-transformer customers (专变) + their transformer loss (变损,
+高供低计, :func:`billing_core.energy.transformer_loss`).
+
+Scales.  Energy is integer 0.01 kWh (the register resolution) at the primary side (× CT × PT).  The rate
+is integer basis points (``rate_bp``, 1/10000): ``round_div((supply − sales) · 10000, supply)``, rounded
+half away from zero (:func:`billing_core.rounding.round_div`, the one rounding rule).  A rate exists
+only where the unit is computable and ``supply > 0``.
+
+Daily energy of a meter (:func:`interval_energy`).  Readings are the daily frozen values (日冻结, all of
+the same 00:00 freeze), one column per freeze.  Where a boundary reading is missing, the difference
+between the nearest readings either side spans the gap; if the gap is at most ``max_gap`` days that
+energy is spread evenly over the days it covers (floor, the last day takes the remainder, so the sum is
+exact) and flagged :data:`LF_SPREAD`; otherwise the day is missing (:data:`LF_MISSING`) and any unit it
+belongs to is 不可算 that day.  Rollover as in billing (:func:`billing_core.energy.register_energy`).
+
+Categories (:data:`CATEGORY_NAMES`): 合格 ok, 高损 high (rate > ``high_bp`` of the unit's type), 负损
+negative (rate < ``negative_bp``, or sales with no supply), 不可算 not computable, 停运 outage (no
+supply and no sales).  Thresholds per area type (urban, rural, feeder ...) from a TOML document
+(:func:`parse_thresholds`; the file is ``billing_core/lineloss.toml``).
+
+Aggregation over units is ``np.bincount`` over a flattened (unit, day) index with float64 weights; every
+partial sum is an integer below 2**53 (checked), so the sums are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from billing_core.rounding import round_div
+from protocols.errors import ConfigError
+
+RATE_SCALE = 10_000                       # rate_bp: basis points
+
+OK, HIGH, NEGATIVE, NOT_COMPUTABLE, OUTAGE = range(5)
+CATEGORY_NAMES = ("ok", "high", "negative", "not_computable", "outage")
+CATEGORY_ZH = ("合格", "高损", "负损", "不可算", "停运")
+
+LF_SPREAD = 1          # some energy of the unit-day was spread over a multi-day gap
+LF_MISSING = 2         # a boundary reading is missing and no multi-day difference spans it
+LF_ROLLOVER = 4        # a register rolled over past 10^digits
+LF_NEGATIVE = 8        # a meter ran backwards (a real negative difference)
+LF_REPLACED = 16       # a meter was replaced (换表) that day: energy in two segments
+FLAG_NAMES = {LF_SPREAD: "spread", LF_MISSING: "missing", LF_ROLLOVER: "rollover", LF_NEGATIVE: "negative",
+              LF_REPLACED: "replaced"}
+
+# point kinds as the area balance sees them
+K_CUSTOMER, K_CHECK, K_PV, K_FEEDER_OUT, K_DEDICATED = range(5)
+_EXACT = float(2 ** 53)
+
+
+@dataclass(frozen=True)
+class Band:
+    """Loss-rate band of one unit type, basis points: 合格 when negative_bp <= rate <= high_bp."""
+
+    high_bp: int
+    negative_bp: int = 0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    bands: dict
+
+    def band(self, unit_type: str) -> Band:
+        try:
+            return self.bands[unit_type]
+        except KeyError:
+            raise ConfigError(f"line loss thresholds: no band for unit type {unit_type!r} "
+                              f"(have: {', '.join(self.bands)})") from None
+
+    def arrays(self, unit_types) -> tuple[np.ndarray, np.ndarray]:
+        """(high_bp, negative_bp) per unit, from an array of type names."""
+        unit_types = np.asarray(unit_types)
+        high = np.zeros(len(unit_types), np.int64)
+        neg = np.zeros(len(unit_types), np.int64)
+        for name in np.unique(unit_types):          # a handful of types, not units
+            b = self.band(str(name))
+            high[unit_types == name], neg[unit_types == name] = b.high_bp, b.negative_bp
+        return high, neg
+
+
+def parse_thresholds(doc: dict, source: str = "thresholds") -> Thresholds:
+    """``{"band": {"urban": {"high_bp": 700, "negative_bp": 0}, ...}}`` (a parsed TOML document)."""
+    bands = doc.get("band")
+    if not isinstance(bands, dict) or not bands:
+        raise ConfigError(f"{source}: needs [band.<type>] tables (e.g. [band.urban] high_bp = 700)")
+    out = {}
+    for name, b in bands.items():
+        if not isinstance(b, dict) or set(b) - {"high_bp", "negative_bp"} or "high_bp" not in b:
+            raise ConfigError(f"{source}, band.{name}: keys are high_bp (required) and negative_bp")
+        hi, neg = b["high_bp"], b.get("negative_bp", 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (hi, neg)):
+            raise ConfigError(f"{source}, band.{name}: high_bp and negative_bp are integers (basis points)")
+        if not -RATE_SCALE <= neg < hi <= RATE_SCALE:
+            raise ConfigError(f"{source}, band.{name}: need -10000 <= negative_bp < high_bp <= 10000, "
+                              f"got {neg} and {hi}")
+        out[str(name)] = Band(hi, neg)
+    return Thresholds(out)
+
+
+def interval_energy(readings: np.ndarray, modulus, max_gap: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Energy of each meter over each interval between consecutive freezes, gaps spread.
+
+    ``readings`` (n, T) int64 register values, -1 where missing; ``modulus`` (n,) or scalar, 10^(digits+2)
+    (the register's range in its 0.01 kWh scale).  Returns (energy (n, T-1) int64 in register units,
+    flags (n, T-1) uint8 of LF_*).  No Python loop over meters or days.
+    """
+    r = np.asarray(readings, dtype=np.int64)
+    n, T = r.shape
+    if T < 2:
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.uint8)
+    present = r >= 0
+    idx = np.arange(T, dtype=np.int64)
+    prev = np.maximum.accumulate(np.where(present, idx, -1), axis=1)[:, :-1]       # last reading <= t
+    nxt = np.minimum.accumulate(np.where(present, idx, T)[:, ::-1], axis=1)[:, ::-1][:, 1:]   # first >= t+1
+    ok = (prev >= 0) & (nxt < T) & (nxt - prev <= max_gap)
+    p = np.where(ok, prev, 0)
+    q = np.where(ok, nxt, 0)
+    span = np.maximum(q - p, 1)
+    rp = np.take_along_axis(r, p, axis=1)
+    rq = np.take_along_axis(r, q, axis=1)
+    mod = np.broadcast_to(np.asarray(modulus, dtype=np.int64).reshape(-1, 1) if np.ndim(modulus) else
+                          np.int64(modulus), (n, T - 1))
+    delta = rq - rp
+    wrapped = (delta < 0) & (-delta > mod // 2)
+    delta = np.where(wrapped, delta + mod, delta)
+    share = np.floor_divide(delta, span)
+    last = (idx[1:][None, :] == q)                      # the interval ending at q takes the remainder
+    energy = np.where(last, delta - share * (span - 1), share)
+    energy = np.where(ok, energy, 0)
+    flags = (np.where(ok & (span > 1), LF_SPREAD, 0) | np.where(~ok, LF_MISSING, 0)
+             | np.where(ok & wrapped, LF_ROLLOVER, 0) | np.where(ok & (delta < 0), LF_NEGATIVE, 0)).astype(np.uint8)
+    return energy, flags
+
+
+def group_sum(index: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+    """Σ ``values`` (m, D) into (n_groups, D) by row ``index`` (m,), exactly, with one bincount."""
+    values = np.asarray(values)
+    m, D = values.shape
+    if m == 0:
+        return np.zeros((n_groups, D), np.int64)
+    flat = (np.asarray(index, np.int64)[:, None] * D + np.arange(D)).ravel()
+    w = values.ravel().astype(np.float64)
+    if np.abs(w).sum() >= _EXACT:
+        raise ConfigError("line loss: energies too large to add exactly (sum of |energy| >= 2**53 × 0.01 kWh)")
+    return np.rint(np.bincount(flat, weights=w, minlength=n_groups * D)).astype(np.int64).reshape(n_groups, D)
+
+
+def group_or(index: np.ndarray, n_groups: int, flags: np.ndarray) -> np.ndarray:
+    """Bitwise OR of ``flags`` (m, D) uint8 into (n_groups, D), one bincount per bit."""
+    flags = np.asarray(flags, np.uint8)
+    m, D = flags.shape
+    out = np.zeros((n_groups, D), np.uint8)
+    if m == 0:
+        return out
+    flat = (np.asarray(index, np.int64)[:, None] * D + np.arange(D)).ravel()
+    f = flags.ravel()
+    for bit in FLAG_NAMES:
+        hit = np.bincount(flat[(f & bit) != 0], minlength=n_groups * D).reshape(n_groups, D)
+        out |= np.where(hit > 0, bit, 0).astype(np.uint8)
+    return out
+
+
+@dataclass
+class Balance:
+    """Per unit (rows) and period (columns): energies in 0.01 kWh, rate_bp, category, flags."""
+
+    supply: np.ndarray
+    sales: np.ndarray
+    flags: np.ndarray
+    rate_bp: np.ndarray          # int64; meaningful where has_rate
+    has_rate: np.ndarray
+    category: np.ndarray         # int8 codes of CATEGORY_NAMES
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.supply - self.sales
+
+
+def classify(supply, sales, flags, high_bp, negative_bp) -> Balance:
+    """Rate and category of (unit, period) arrays; ``high_bp``/``negative_bp`` per unit (rows)."""
+    supply = np.asarray(supply, np.int64)
+    sales = np.asarray(sales, np.int64)
+    flags = np.asarray(flags, np.uint8)
+    computable = (flags & LF_MISSING) == 0
+    pos = supply > 0
+    has_rate = computable & pos
+    rate = np.where(has_rate, round_div((supply - sales) * RATE_SCALE, np.where(pos, supply, 1)), 0)
+    hi = np.asarray(high_bp, np.int64).reshape(-1, 1)
+    neg = np.asarray(negative_bp, np.int64).reshape(-1, 1)
+    cat = np.full(supply.shape, OK, np.int8)
+    cat[has_rate & (rate > hi)] = HIGH
+    cat[(has_rate & (rate < neg)) | (computable & ~pos & (sales > 0))] = NEGATIVE
+    cat[computable & ~pos & (sales <= 0)] = OUTAGE
+    cat[~computable] = NOT_COMPUTABLE
+    return Balance(supply, sales, flags, rate.astype(np.int64), has_rate, cat)
+
+
+def area_balance(kind, area_idx, n_areas, fwd, rev, flags, high_bp, negative_bp) -> Balance:
+    """Line loss of every area over every period column, vectorised over points.
+
+    ``kind`` (P,) K_* codes, ``area_idx`` (P,) row of the point's area (ignored for points of no area:
+    pass -1), ``fwd``/``rev`` (P, D) primary energy in 0.01 kWh, ``flags`` (P, D) LF_*.
+    """
+    kind = np.asarray(kind)
+    area_idx = np.asarray(area_idx, np.int64)
+    inside = area_idx >= 0
+    sup_rows = inside & ((kind == K_CHECK) | (kind == K_PV))
+    cust = inside & (kind == K_CUSTOMER)
+    check = inside & (kind == K_CHECK)
+    supply = group_sum(area_idx[sup_rows], n_areas, fwd[sup_rows])
+    sales = group_sum(area_idx[cust], n_areas, fwd[cust]) + group_sum(area_idx[check], n_areas, rev[check])
+    fl = group_or(area_idx[inside & (kind != K_DEDICATED)], n_areas, flags[inside & (kind != K_DEDICATED)])
+    # an area without its check meter has no supply reading at all: 不可算, not 停运
+    has_check = np.bincount(area_idx[check], minlength=n_areas) > 0
+    fl[~has_check] |= LF_MISSING
+    return classify(supply, sales, fl, high_bp, negative_bp)
+
+
+def feeder_balance(kind, feeder_idx, n_feeders, fwd, rev, flags, tx_loss, high_bp, negative_bp) -> Balance:
+    """Line loss of every 10 kV feeder: outgoing meter vs check meters (net) + dedicated customers + 变损.
+
+    ``feeder_idx`` (P,) row of the point's feeder (-1: none); for a check meter, its area's feeder.
+    ``tx_loss`` (P, D) transformer loss of 高供低计 dedicated customers (0 elsewhere).
+    """
+    kind = np.asarray(kind)
+    fi = np.asarray(feeder_idx, np.int64)
+    on = fi >= 0
+    out = on & (kind == K_FEEDER_OUT)
+    chk = on & (kind == K_CHECK)
+    ded = on & (kind == K_DEDICATED)
+    supply = group_sum(fi[out], n_feeders, fwd[out])
+    sales = (group_sum(fi[chk], n_feeders, fwd[chk] - rev[chk])
+             + group_sum(fi[ded], n_feeders, fwd[ded] + tx_loss[ded]))
+    use = out | chk | ded
+    fl = group_or(fi[use], n_feeders, flags[use])
+    fl[np.bincount(fi[out], minlength=n_feeders) == 0] |= LF_MISSING
+    return classify(supply, sales, fl, high_bp, negative_bp)

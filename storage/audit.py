@@ -1,0 +1,203 @@
+"""The audit list (稽查) on disk: rank a month, store the list, record what the checkers found.
+
+The loop flag → audit task → result closes in the lake::
+
+    <lake>/audit/month=YYYY-MM/part-<uuid>.parquet     the ranked list of a month (replaced on a re-run)
+    <lake>/audit_marks/part-<uuid>.parquet            one file per mark, append-only (never rewritten)
+
+``gridhead sql`` shows them as the ``audit`` view: every item with its latest mark (``result`` theft /
+fault / normal, ``checked_by``, ``note``, ``checked_utc``; NULL while unchecked).  Item ids are
+``<YYYYMM>-C<customer_id>`` for a customer and ``<YYYYMM>-A<area_id>`` for an area.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import pathlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from billing_core import audit as au
+from billing_core import lineloss as ll
+from protocols.errors import StorageError
+
+from . import lake, schema
+from . import lineloss as sl
+from .archive import Archive
+
+RESULTS = ("theft", "fault", "normal")
+AREA_HIGH_DAYS = 5          # an area is persistently high-loss with at least this many 高损 days
+ITEMS_SCHEMA = pa.schema([
+    ("item_id", pa.string()), ("rank", pa.int32()), ("level", pa.string()), ("customer_id", pa.int64()),
+    ("point_id", pa.int64()), ("meter_id", pa.int64()), ("area_id", pa.int64()), ("score", pa.float64()),
+    ("kinds", pa.string()), ("evidence", pa.string()),
+])
+MARKS_SCHEMA = pa.schema([("item_id", pa.string()), ("result", pa.string()), ("checked_by", pa.string()),
+                          ("note", pa.string()), ("checked_utc", pa.timestamp("s", tz="UTC"))])
+
+
+def read_event_counts(lake_root, first: _dt.date, last: _dt.date, meter_ids: np.ndarray) -> dict:
+    """{event code: (len(meter_ids),) count of events starting in [first, last]} from the lake."""
+    root = pathlib.Path(lake_root) / "events"
+    files = []
+    d = first
+    while d <= last:
+        files += sorted(str(p) for p in (root / f"date={d.isoformat()}").glob("bucket=*/part-*.parquet"))
+        d += _dt.timedelta(days=1)
+    out = {}
+    if not files:
+        return out
+    try:
+        t = pq.read_table(files, columns=["meter_id", "event"])
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"lake: cannot read events: {exc}") from None
+    m, ev = t.column("meter_id").to_numpy(), t.column("event").to_numpy()
+    order = np.argsort(meter_ids, kind="stable")
+    sm = meter_ids[order]
+    pos = np.searchsorted(sm, m)
+    hit = (pos < len(sm)) & (sm[np.minimum(pos, len(sm) - 1)] == m)
+    for code in np.unique(ev[hit]):
+        c = np.zeros(len(meter_ids), np.int64)
+        np.add.at(c, order[pos[hit & (ev == code)]], 1)
+        out[int(code)] = c
+    return out
+
+
+def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res: sl.Result | None = None):
+    """The ranked audit list of ``month`` (YYYY-MM) as an Arrow table (ITEMS_SCHEMA), best first."""
+    first, last = sl.month_range(month)
+    res = res or sl.compute(archive, lake_root, first, last, thresholds=thresholds)
+    cust = np.flatnonzero(((res.kind == ll.K_CUSTOMER) | (res.kind == ll.K_DEDICATED)) & (res.customer_id >= 0))
+    missing = (res.flags[cust] & ll.LF_MISSING) != 0
+    ok = res.area.category != ll.NOT_COMPUTABLE
+    high = res.area.category == ll.HIGH
+    ev = read_event_counts(lake_root, first, last, res.meter_id[cust])
+    sig = au.signals(res.fwd[cust], res.rev[cust], missing, res.point_area[cust], res.area.sales, res.area.loss,
+                     ok, high, ev, res.ct[cust], res.pt[cust])
+    pick = np.flatnonzero(sig["score"] > 0)
+    pick = pick[np.lexsort((res.customer_id[cust][pick], -sig["score"][pick]))]
+    tag = month.replace("-", "")
+    ids, ev_text, kinds = [], [], []
+    for j in pick:                  # the listed items only (tens to thousands), for their text
+        ks = [k for k in au.KINDS if sig[f"score_{k}"][j] > 0]
+        kinds.append(",".join(ks))
+        ids.append(f"{tag}-C{res.customer_id[cust][j]}")
+        ev_text.append(_evidence(sig, j, ks, ev, res.days))
+    c = cust[pick]
+    area_row = res.point_area[c]
+    items = {"item_id": ids, "level": ["customer"] * len(pick), "customer_id": res.customer_id[c],
+             "point_id": res.point_id[c], "meter_id": res.meter_id[c],
+             "area_id": pa.array(np.where(area_row >= 0, res.area_id[np.maximum(area_row, 0)], 0), pa.int64(),
+                                 mask=area_row < 0),
+             "score": sig["score"][pick].round(1), "kinds": kinds, "evidence": ev_text}
+    # areas persistently 高损: the place to start when no customer stands out
+    hd = high.sum(axis=1)
+    ar = np.flatnonzero(hd >= AREA_HIGH_DAYS)
+    rate = np.where(res.area.has_rate, res.area.rate_bp, 0)
+    n_ok = np.maximum(res.area.has_rate.sum(axis=1), 1)
+    area_items = {"item_id": [f"{tag}-A{a}" for a in res.area_id[ar]], "level": ["area"] * len(ar),
+                  "customer_id": pa.nulls(len(ar), pa.int64()), "point_id": pa.nulls(len(ar), pa.int64()),
+                  "meter_id": pa.nulls(len(ar), pa.int64()), "area_id": res.area_id[ar],
+                  "score": (50.0 + 2 * hd[ar]).round(1), "kinds": ["area_high_loss"] * len(ar),
+                  "evidence": [f"高损 {hd[i]}/{len(res.days)} days, mean rate {rate[i].sum() / n_ok[i] / 100:.2f} %"
+                               for i in ar]}
+    t = pa.concat_tables([pa.table({**items, "rank": pa.nulls(len(pick), pa.int32())}),
+                          pa.table({**area_items, "rank": pa.nulls(len(ar), pa.int32())})])
+    t = t.select(ITEMS_SCHEMA.names).cast(ITEMS_SCHEMA)
+    order = np.lexsort((np.array(t.column("item_id").to_pylist()), -t.column("score").to_numpy()))
+    t = t.take(order)
+    return t.set_column(1, "rank", pa.array(np.arange(1, len(t) + 1), pa.int32()))
+
+
+def _evidence(sig, j, ks, ev, days) -> str:
+    parts = []
+    if "theft" in ks or "multiplier" in ks:
+        d = days[min(int(sig["split_day"][j]), len(days) - 1)]
+        parts.append(f"share of area sales −{sig['drop'][j] * 100:.0f} % from {d} (t={sig['t_stat'][j]:.1f}), "
+                     f"area loss +{sig['area_loss_rise_kwh'][j]:.1f} kWh/day, area 高损 "
+                     f"{sig['area_high_share'][j] * 100:.0f} % of days")
+    if "multiplier" in ks:
+        parts.append(f"energy ×{sig['step_ratio'][j]:.2f}: looks like a CT/PT factor")
+    if "stopped" in ks:
+        parts.append(f"zero for the last {sig['zero_days'][j]} days while the area's sales held")
+    if "reverse" in ks:
+        parts.append(f"reverse energy {sig['reverse_kwh_x100'][j] / 100:.2f} kWh")
+    if "events" in ks:
+        names = [f"{schema.EVENTS[c][1]}×{ev[c][j]}" for c in au.EVENT_WEIGHTS if c in ev and ev[c][j]]
+        parts.append("events " + " ".join(names))
+    return "; ".join(parts)
+
+
+def save(lake_root, month: str, items: pa.Table) -> pathlib.Path:
+    sl.month_range(month)
+    return sl.replace_partition(pathlib.Path(lake_root), pathlib.Path("audit") / f"month={month}", items)
+
+
+def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt.datetime | None = None):
+    """Record the result of checking ``item_id`` (one append-only file; the latest mark wins)."""
+    if result not in RESULTS:
+        raise StorageError(f"audit mark: result {result!r} is not one of {', '.join(RESULTS)}")
+    if not by.strip():
+        raise StorageError("audit mark: --by needs the checker's name")
+    root = pathlib.Path(lake_root)
+    files = sorted(str(p) for p in (root / "audit").glob("month=*/part-*.parquet"))
+    known = set()
+    for f in files:
+        known.update(pq.read_table(f, columns=["item_id"]).column("item_id").to_pylist())
+    if item_id not in known:
+        raise StorageError(f"audit mark: no audit item {item_id!r} (run `gridhead audit --month M` first)")
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    t = pa.table({"item_id": [item_id], "result": [result], "checked_by": [by], "note": [note],
+                  "checked_utc": [now.replace(microsecond=0)]}, schema=MARKS_SCHEMA)
+    d = root / "audit_marks"
+    d.mkdir(parents=True, exist_ok=True)
+    name = lake.new_file_name()
+    tmp = d / f".{name}.tmp"
+    with open(tmp, "wb") as f:
+        pq.write_table(t, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, d / name)
+    lake.fsync_dir(d)
+    return d / name
+
+
+def view_statements(lake_root) -> list[str]:
+    """``line_loss`` and ``audit`` views (for storage.sql)."""
+    root = pathlib.Path(lake_root).resolve()
+    out = []
+    ll_has = any(root.glob(f"{sl.TABLE}/date=*/part-*.parquet"))
+    if ll_has:
+        src = f"SELECT * FROM read_parquet('{_q(sl.glob(root))}', hive_partitioning = true, hive_types = {{'date': DATE}})"
+    else:
+        src = _empty(sl.LINE_LOSS_SCHEMA, "CAST(NULL AS DATE) AS date")
+    out.append(f"CREATE OR REPLACE VIEW line_loss AS {src}")
+    if any(root.glob("audit/month=*/part-*.parquet")):
+        items = (f"SELECT * FROM read_parquet('{_q(root / 'audit' / 'month=*' / 'part-*.parquet')}', "
+                 f"hive_partitioning = true, hive_types = {{'month': VARCHAR}})")
+    else:
+        items = _empty(ITEMS_SCHEMA, "CAST(NULL AS VARCHAR) AS month")
+    if any(root.glob("audit_marks/part-*.parquet")):
+        marks = f"SELECT * FROM read_parquet('{_q(root / 'audit_marks' / 'part-*.parquet')}')"
+    else:
+        marks = _empty(MARKS_SCHEMA)
+    out.append(f"CREATE OR REPLACE VIEW audit AS SELECT i.*, m.result, m.checked_by, m.note, m.checked_utc "
+               f"FROM ({items}) i LEFT JOIN (SELECT * FROM ({marks}) QUALIFY row_number() OVER "
+               f"(PARTITION BY item_id ORDER BY checked_utc DESC) = 1) m USING (item_id)")
+    return out
+
+
+_DUCK = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
+         pa.float64(): "DOUBLE", pa.timestamp("s", tz="UTC"): "TIMESTAMPTZ"}
+
+
+def _empty(sch: pa.Schema, *extra: str) -> str:
+    cols = [f"CAST(NULL AS {_DUCK[f.type]}) AS {f.name}" for f in sch] + list(extra)
+    return "SELECT " + ", ".join(cols) + " WHERE false"
+
+
+def _q(p) -> str:
+    return str(p).replace("'", "''")

@@ -1,0 +1,386 @@
+"""Line loss (线损) from the lake and the archive: read, assemble, compute, store.
+
+:func:`compute` reads the daily frozen readings (日冻结, ``ae_fwd`` / ``ae_rev``; ``re_fwd`` for 高供低计
+transformer loss) of a window of days and the archive's metering points, and hands numpy columns to
+:mod:`billing_core.lineloss`.  Segments as in billing: every ``point_meters`` row active in the window
+is one segment (换表 gives two in the swap day).  A row ``[valid_from, valid_to)`` owns the freezes
+``valid_from < date <= valid_to`` (the 00:00 frozen reading of the swap day still belongs to the old
+meter, storage.archive); its install reading stands for the freeze at ``valid_from`` and its removal
+reading for the freeze after ``valid_to`` (both within the swap day).  The multiplier (CT × PT,
+``point_multipliers``) is the one valid on the consumption day.
+
+Results: the ``line_loss`` table in the lake, one partition per day written atomically (the whole
+partition replaced in one directory swap, the lake's publication rule)::
+
+    <lake>/line_loss/date=YYYY-MM-DD/part-<uuid>.parquet
+
+with columns ``level`` (area / feeder), ``unit_id``, ``unit_type``, ``supply_kwh_x100``,
+``sales_kwh_x100``, ``loss_kwh_x100``, ``rate_bp`` (NULL without a rate), ``category`` (ok, high,
+negative, not_computable, outage), ``category_zh``, ``flags`` (billing_core.lineloss LF_* bits).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import pathlib
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import billing_core
+from billing_core import lineloss as ll
+from billing_core.energy import transformer_loss
+from protocols.errors import ConfigError, StorageError
+
+from . import lake, schema
+from .archive import Archive
+
+DEFAULT_THRESHOLDS = pathlib.Path(billing_core.__file__).with_name("lineloss.toml")
+TABLE = "line_loss"
+REGS = {"ae_fwd": schema.REGISTER_CODES["ae_fwd"], "ae_rev": schema.REGISTER_CODES["ae_rev"],
+        "re_fwd": schema.REGISTER_CODES["re_fwd"]}
+_OPEN = np.iinfo(np.int64).max                  # an open valid_to
+_KIND = {"customer": ll.K_CUSTOMER, "area_check": ll.K_CHECK, "pv": ll.K_PV, "feeder_out": ll.K_FEEDER_OUT}
+LINE_LOSS_SCHEMA = pa.schema([
+    ("level", pa.string()), ("unit_id", pa.int64()), ("unit_type", pa.string()),
+    ("supply_kwh_x100", pa.int64()), ("sales_kwh_x100", pa.int64()), ("loss_kwh_x100", pa.int64()),
+    ("rate_bp", pa.int64()), ("category", pa.string()), ("category_zh", pa.string()), ("flags", pa.int16()),
+])
+
+
+def load_thresholds(path: str | os.PathLike | None = None) -> ll.Thresholds:
+    p = pathlib.Path(path) if path else DEFAULT_THRESHOLDS
+    try:
+        with open(p, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot be read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not TOML ({exc})") from None
+    return ll.parse_thresholds(doc, str(p))
+
+
+# --- reading the lake ---------------------------------------------------------------------------------
+def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "ae_rev")) -> dict:
+    """Daily frozen values as {register: (len(meter_ids), len(dates)) int64, -1 where missing}.
+
+    ``meter_ids`` need not be sorted or unique.  Of duplicate deliveries the last received wins (the
+    rule of the SQL pivots).  Reads only the partitions of ``dates``, only the needed columns.
+    """
+    meter_ids = np.asarray(meter_ids, np.int64)
+    uniq, pos = np.unique(meter_ids, return_inverse=True)
+    big = len(uniq) and uniq[-1] <= 8 * len(uniq) + 1_000_000
+    if big:
+        lut = np.full(int(uniq[-1]) + 1, -1, np.int64)
+        lut[uniq] = np.arange(len(uniq))
+    out = {r: np.full((len(uniq), len(dates)), -1, np.int64) for r in registers}
+    codes = {REGS[r]: r for r in registers}
+    root = pathlib.Path(lake_root)
+    for j, d in enumerate(dates):
+        part = root / "readings" / f"kind={schema.DAILY}" / f"date={d.isoformat()}"
+        files = sorted(str(p) for p in part.glob("bucket=*/part-*.parquet"))
+        if not files:
+            continue
+        try:
+            t = pq.read_table(files, columns=["meter_id", "register", "value", "received_utc"],
+                              filters=[("register", "in", list(codes))])
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"lake: cannot read {part}: {exc}") from None
+        m = t.column("meter_id").to_numpy()
+        reg = t.column("register").to_numpy()
+        val = t.column("value").to_numpy()
+        if big:
+            row = lut[np.minimum(m, len(lut) - 1)]
+            row[m >= len(lut)] = -1
+        else:
+            row = np.searchsorted(uniq, m)
+            row[(row >= len(uniq)) | (uniq[np.minimum(row, len(uniq) - 1)] != m)] = -1
+        keep = row >= 0
+        for code, name in codes.items():
+            sel = keep & (reg == code)
+            r_, v_ = row[sel], val[sel]
+            if len(np.unique(r_)) < len(r_):            # re-deliveries beside each other: last received wins
+                recv = t.column("received_utc").to_numpy().astype("datetime64[s]").astype(np.int64)[sel]
+                o = np.lexsort((recv, r_))
+                last = np.r_[r_[o][1:] != r_[o][:-1], True]
+                r_, v_ = r_[o][last], v_[o][last]
+            out[name][r_, j] = v_
+    return {k: v[pos] for k, v in out.items()}
+
+
+# --- the computation ----------------------------------------------------------------------------------
+@dataclass
+class Result:
+    """A window of days: per area, feeder and point, (unit, day) arrays."""
+
+    days: list
+    area_id: np.ndarray
+    area_type: np.ndarray
+    area_feeder: np.ndarray
+    area: ll.Balance
+    feeder_id: np.ndarray
+    feeder: ll.Balance
+    thresholds: ll.Thresholds
+    # points (rows) for the audit: primary energies (P, D), flags, who they are
+    point_id: np.ndarray = field(repr=False, default=None)
+    kind: np.ndarray = field(repr=False, default=None)
+    customer_id: np.ndarray = field(repr=False, default=None)
+    point_area: np.ndarray = field(repr=False, default=None)     # area row, -1 none
+    meter_id: np.ndarray = field(repr=False, default=None)       # the meter at the end of the window
+    multiplier: np.ndarray = field(repr=False, default=None)     # (P, D)
+    ct: np.ndarray = field(repr=False, default=None)
+    pt: np.ndarray = field(repr=False, default=None)
+    fwd: np.ndarray = field(repr=False, default=None)
+    rev: np.ndarray = field(repr=False, default=None)
+    flags: np.ndarray = field(repr=False, default=None)
+    period: tuple = None    # (area Balance, feeder Balance) of the window as one period (one column)
+
+    def month(self):
+        """(area Balance, feeder Balance) of the whole window as one period: a gap inside the window
+        does not make it 不可算 (the days telescope), only a missing reading at its ends."""
+        return self.period
+
+
+def _days(first: _dt.date, last: _dt.date) -> list:
+    return [first + _dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
+            thresholds: ll.Thresholds | None = None, max_gap: int = 3) -> Result:
+    """Line loss of every area and feeder for each consumption day ``first`` .. ``last`` (inclusive).
+
+    Day D is the energy between the freezes of D and D+1 at 00:00.
+    """
+    if last < first:
+        raise StorageError(f"line loss: last day {last} before first day {first}")
+    th = thresholds or load_thresholds()
+    days = _days(first, last)
+    D, g = len(days), max(1, int(max_gap))
+    freezes = _days(first - _dt.timedelta(days=g - 1), last + _dt.timedelta(days=g))
+    off = g - 1                                     # interval index of day ``first`` in the window
+    seg = archive.columns("""
+        SELECT pm.point_id, pm.meter_id, pm.valid_from, pm.valid_to,
+               pm.install_reading_x100 AS install, coalesce(pm.removal_reading_x100, -1) AS removal,
+               p.role, coalesce(p.area_id, -1) AS area_id, coalesce(p.feeder_id, a.feeder_id, -1) AS feeder_id,
+               coalesce(p.customer_id, -1) AS customer_id, p.hv_metered_lv,
+               coalesce(p.tx_capacity_kva, 0) AS kva, coalesce(p.tx_p0_w, 0) AS p0, coalesce(p.tx_pk_w, 0) AS pk,
+               coalesce(p.tx_loss_rate_bp, -1) AS tx_rate, m.register_digits
+        FROM point_meters pm JOIN points p USING (point_id) JOIN meters m USING (meter_id)
+        LEFT JOIN areas a ON a.area_id = p.area_id
+        WHERE pm.valid_from <= $l AND (pm.valid_to IS NULL OR pm.valid_to >= $f)
+        ORDER BY pm.point_id, pm.valid_from""", {"f": first, "l": last})
+    areas = archive.columns("SELECT area_id, area_type, feeder_id FROM areas ORDER BY area_id")
+    feeders = archive.columns("SELECT feeder_id FROM feeders ORDER BY feeder_id")["feeder_id"]
+    pid_seg = seg["point_id"].astype(np.int64)
+    point_id, prow = np.unique(pid_seg, return_inverse=True)
+    P = len(point_id)
+    first_row = np.r_[0, np.flatnonzero(np.diff(prow)) + 1]
+    last_row = np.r_[first_row[1:] - 1, len(prow) - 1]
+    # per point attributes (from its last segment: role and area never change within a point)
+    role = seg["role"][last_row]
+    kind = np.array([_KIND[r] for r in role], np.int8) if P else np.zeros(0, np.int8)
+    a_id = seg["area_id"][last_row].astype(np.int64)
+    f_id = seg["feeder_id"][last_row].astype(np.int64)
+    kind[(kind == ll.K_CUSTOMER) & (a_id < 0)] = ll.K_DEDICATED
+    area_ids = areas["area_id"].astype(np.int64)
+    point_area = np.where(a_id >= 0, np.searchsorted(area_ids, a_id), -1)
+    point_feeder = np.where(f_id >= 0, np.searchsorted(feeders, f_id), -1)
+
+    # readings per segment over the window's freezes; ownership and virtual install / removal readings
+    hv = seg["hv_metered_lv"].astype(bool)
+    regs = ("ae_fwd", "ae_rev", "re_fwd") if hv.any() else ("ae_fwd", "ae_rev")
+    R = read_frozen(lake_root, freezes, seg["meter_id"], regs)
+    fz = np.array(freezes, "datetime64[D]").astype(np.int64)
+    vf = seg["valid_from"].astype("datetime64[D]").astype(np.int64)
+    vt = _day_numbers(seg["valid_to"])
+    owned = (vf[:, None] < fz[None, :]) & (fz[None, :] <= vt[:, None])
+    inst_col = np.searchsorted(fz, vf)                          # freeze at valid_from
+    inst_ok = (inst_col < len(fz)) & (fz[np.minimum(inst_col, len(fz) - 1)] == vf)
+    rem_col = np.searchsorted(fz, np.where(vt < _OPEN, vt + 1, 0))
+    rem_ok = (vt < _OPEN) & (rem_col < len(fz))
+    rem_ok &= fz[np.minimum(rem_col, len(fz) - 1)] == np.where(rem_ok, vt + 1, -1)
+    modulus = 10 ** (seg["register_digits"].astype(np.int64) + 2)
+    E, EP = {}, {}
+    for name in regs:
+        r = np.where(owned, R[name], -1)
+        rows = np.flatnonzero(inst_ok)
+        # the archive records install / removal readings of the forward register; a new meter's other
+        # registers start at 0 and the old meter's are not known at removal (its swap day counts as missing)
+        r[rows, inst_col[rows]] = seg["install"][rows] if name == "ae_fwd" else 0
+        rows = np.flatnonzero(rem_ok)
+        r[rows, rem_col[rows]] = seg["removal"][rows] if name == "ae_fwd" else -1
+        e, fl = ll.interval_energy(r, modulus, g)
+        E[name] = e[:, off:off + D]
+        # the period as a whole: any gap inside it spans (the days telescope to R(end) - R(start))
+        ep, flp = ll.interval_energy(r, modulus, len(freezes))
+        EP[name] = ep[:, off:off + D]
+        if name == "ae_fwd":
+            seg_flags, seg_pflags = fl[:, off:off + D], flp[:, off:off + D]
+    # a segment is active on its days valid_from .. valid_to (the swap day is in both)
+    day_n = np.array(days, "datetime64[D]").astype(np.int64)
+    active = (vf[:, None] <= day_n[None, :]) & (day_n[None, :] <= vt[:, None])
+    for name in regs:
+        # reverse / reactive registers have no install or removal reading: missing counts as zero there
+        E[name] = np.where(active, E[name], 0)
+        EP[name] = np.where(active, EP[name], 0)
+    seg_flags = np.where(active, seg_flags, 0).astype(np.uint8)
+    seg_pflags = np.bitwise_or.reduce(np.where(active, seg_pflags, 0).astype(np.uint8), axis=1, keepdims=True)
+
+    mult = _multipliers(archive, point_id, days)               # (P, D)
+    n_active = ll.group_sum(prow, P, active.astype(np.int64))
+    pfl = ll.group_or(prow, P, seg_flags) | np.where(n_active > 1, ll.LF_REPLACED, 0).astype(np.uint8)
+    pe = {name: ll.group_sum(prow, P, E[name]) * mult for name in regs}
+    fwd, rev = pe["ae_fwd"], pe["ae_rev"]
+    pfl_period = ll.group_or(prow, P, seg_pflags) | np.bitwise_or.reduce(pfl & ll.LF_REPLACED, axis=1, keepdims=True)
+    fwd_p, rev_p = ((ll.group_sum(prow, P, EP[n]) * mult).sum(axis=1, keepdims=True) for n in ("ae_fwd", "ae_rev"))
+
+    # 高供低计 dedicated transformers: 变损 per day (formula over 24 h, or the agreed rate)
+    tx = np.zeros((P, D), np.int64)
+    hv_pt = np.flatnonzero(hv[last_row] & (kind == ll.K_DEDICATED))
+    if len(hv_pt):
+        lr = last_row[hv_pt]
+        rate = seg["tx_rate"][lr]
+        method = np.where(rate >= 0, 2, 1)
+        rep = lambda a: np.repeat(np.asarray(a), D)  # noqa: E731
+        lp, _ = transformer_loss(rep(method), fwd[hv_pt].ravel(), pe.get("re_fwd", fwd * 0)[hv_pt].ravel(), 24,
+                                 rep(seg["kva"][lr]), rep(seg["p0"][lr]), rep(seg["pk"][lr]), 0, 0,
+                                 rep(np.maximum(rate, 0)), 0, 0, 0)
+        tx[hv_pt] = lp.reshape(len(hv_pt), D)
+    hi, neg = th.arrays(areas["area_type"])
+    area = ll.area_balance(kind, point_area, len(area_ids), fwd, rev, pfl, hi, neg)
+    fhi, fneg = th.arrays(np.full(len(feeders), "feeder"))
+    pf_idx = point_feeder.copy()
+    chk = (kind == ll.K_CHECK) & (point_area >= 0)
+    af = np.searchsorted(feeders, areas["feeder_id"].astype(np.int64))
+    pf_idx[chk] = af[point_area[chk]]
+    feeder = ll.feeder_balance(kind, pf_idx, len(feeders), fwd, rev, pfl, tx, fhi, fneg)
+    period = (ll.area_balance(kind, point_area, len(area_ids), fwd_p, rev_p, pfl_period, hi, neg),
+              ll.feeder_balance(kind, pf_idx, len(feeders), fwd_p, rev_p, pfl_period, tx.sum(axis=1, keepdims=True),
+                                fhi, fneg))
+    mrows = archive.columns("""SELECT point_id, ct_ratio, pt_ratio FROM point_multipliers
+                               WHERE valid_from <= $l AND (valid_to IS NULL OR valid_to > $l) ORDER BY point_id""",
+                            {"l": last})
+    mult_ct = np.ones(P, np.int64), np.ones(P, np.int64)
+    k = np.searchsorted(point_id, mrows["point_id"].astype(np.int64))
+    okk = (k < P) & (point_id[np.minimum(k, P - 1)] == mrows["point_id"])
+    mult_ct[0][k[okk]] = mrows["ct_ratio"][okk]
+    mult_ct[1][k[okk]] = mrows["pt_ratio"][okk]
+    return Result(days, area_ids, areas["area_type"], areas["feeder_id"].astype(np.int64), area,
+                  feeders.astype(np.int64), feeder, th, point_id, kind, seg["customer_id"][last_row].astype(np.int64),
+                  point_area, seg["meter_id"][last_row].astype(np.int64), mult, mult_ct[0], mult_ct[1], fwd, rev, pfl,
+                  period)
+
+
+def _day_numbers(col: np.ndarray) -> np.ndarray:
+    """Dates as days since 1970 (int64); NULL / NaT (an open valid_to) as :data:`_OPEN`."""
+    if col.dtype == object:
+        return np.array([_OPEN if v is None else np.datetime64(v, "D").astype(np.int64) for v in col], np.int64)
+    d = col.astype("datetime64[D]")
+    return np.where(np.isnat(d), _OPEN, d.astype(np.int64))
+
+
+def _multipliers(archive: Archive, point_id: np.ndarray, days: list) -> np.ndarray:
+    """CT × PT per (point, consumption day); 0 where the archive has none (then the energy is 0)."""
+    mu = archive.columns("""SELECT point_id, valid_from, valid_to, ct_ratio * pt_ratio AS mult FROM point_multipliers
+                            WHERE valid_from <= $l AND (valid_to IS NULL OR valid_to > $f)
+                            ORDER BY point_id, valid_from""", {"f": days[0], "l": days[-1]})
+    P, D = len(point_id), len(days)
+    out = np.zeros((P, D), np.int64)
+    k = np.searchsorted(point_id, mu["point_id"].astype(np.int64))
+    ok = (k < P) & (point_id[np.minimum(k, max(P - 1, 0))] == mu["point_id"]) if P else np.zeros(len(k), bool)
+    day_n = np.array(days, "datetime64[D]").astype(np.int64)
+    vf = mu["valid_from"].astype("datetime64[D]").astype(np.int64)
+    vt = _day_numbers(mu["valid_to"])
+    # rows of one point never overlap (archive import checks it), so each (point, day) gets at most one
+    on = ok[:, None] & (vf[:, None] <= day_n[None, :]) & (day_n[None, :] < vt[:, None])
+    r, c = np.nonzero(on)
+    out[k[r], c] = mu["mult"][r]
+    return out
+
+
+# --- tables -------------------------------------------------------------------------------------------
+def _rows(level, ids, types, bal: ll.Balance, col: int) -> dict:
+    cat = bal.category[:, col]
+    return {"level": [level] * len(ids), "unit_id": ids, "unit_type": types,
+            "supply_kwh_x100": bal.supply[:, col], "sales_kwh_x100": bal.sales[:, col],
+            "loss_kwh_x100": bal.loss[:, col],
+            "rate_bp": pa.array(bal.rate_bp[:, col], pa.int64(), mask=~bal.has_rate[:, col]),
+            "category": np.array(ll.CATEGORY_NAMES)[cat], "category_zh": np.array(ll.CATEGORY_ZH)[cat],
+            "flags": bal.flags[:, col].astype(np.int16)}
+
+
+def _table(res: Result, col: int, area: ll.Balance, feeder: ll.Balance) -> pa.Table:
+    a = _rows("area", res.area_id, res.area_type, area, col)
+    f = _rows("feeder", res.feeder_id, np.full(len(res.feeder_id), "feeder"), feeder, col)
+    return pa.concat_tables([pa.table(a, schema=LINE_LOSS_SCHEMA), pa.table(f, schema=LINE_LOSS_SCHEMA)])
+
+
+def day_table(res: Result, day: _dt.date) -> pa.Table:
+    """Rows of one day (areas then feeders)."""
+    return _table(res, res.days.index(day), res.area, res.feeder)
+
+
+def month_table(res: Result) -> pa.Table:
+    """Rows of the whole window as one period (a month), with the count of 不可算 days per unit."""
+    a, f = res.month()
+    t = _table(res, 0, a, f)
+    bad = np.r_[(res.area.category == ll.NOT_COMPUTABLE).sum(axis=1), (res.feeder.category == ll.NOT_COMPUTABLE).sum(axis=1)]
+    return t.append_column("days", pa.array(np.full(len(t), len(res.days)), pa.int32())) \
+            .append_column("days_not_computable", pa.array(bad, pa.int32()))
+
+
+def write_days(lake_root, res: Result) -> list[pathlib.Path]:
+    """Store every day of ``res`` in the lake's ``line_loss`` table, one partition per day, replaced whole."""
+    out = []
+    for d in res.days:
+        out.append(replace_partition(pathlib.Path(lake_root), pathlib.Path(TABLE) / f"date={d.isoformat()}",
+                                     day_table(res, d)))
+    return out
+
+
+def replace_partition(root: pathlib.Path, rel: pathlib.Path, tbl: pa.Table) -> pathlib.Path:
+    """Write ``tbl`` as the only file of partition ``root/rel``: aside, fsync, then one directory swap
+    (storage.lake's publication rule: a reader sees the old file or the new one, never both)."""
+    live = root / rel
+    staging = root / "_staging" / uuid.uuid4().hex
+    name = lake.new_file_name()
+    try:
+        staging.mkdir(parents=True)
+        with open(staging / name, "wb") as f:
+            pq.write_table(tbl, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        with lake.LakeLock(root):
+            if live.exists():
+                lake.exchange_dirs(staging, live)
+                trash = root / "_trash"
+                trash.mkdir(exist_ok=True)
+                os.rename(staging, trash / f"{_dt.datetime.now().timestamp():.0f}-{staging.name}")
+                lake.sweep_trash(root)
+            else:
+                live.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staging, live)
+            lake.fsync_dir(live.parent)
+    except OSError as exc:
+        raise StorageError(f"lake: cannot write {live}: {exc.strerror or exc}") from None
+    return live / name
+
+
+def glob(lake_root) -> str:
+    return str(pathlib.Path(lake_root).resolve() / TABLE / "date=*" / "part-*.parquet")
+
+
+def month_range(month: str) -> tuple[_dt.date, _dt.date]:
+    """'2026-06' -> (2026-06-01, 2026-06-30)."""
+    try:
+        y, m = (int(x) for x in month.split("-"))
+        first = _dt.date(y, m, 1)
+    except ValueError:
+        raise StorageError(f"month {month!r}: expected YYYY-MM") from None
+    nxt = _dt.date(y + (m == 12), m % 12 + 1, 1)
+    return first, nxt - _dt.timedelta(days=1)
