@@ -166,9 +166,11 @@ def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt
 
 
 def view_statements(lake_root) -> list[str]:
-    """``line_loss`` and ``audit`` views (for storage.sql)."""
+    """``line_loss`` and ``audit`` views (for storage.sql), each once its directory exists in the lake."""
     root = pathlib.Path(lake_root).resolve()
     out = []
+    if not (root / sl.TABLE).is_dir() and not (root / "audit").is_dir():
+        return out
     ll_has = any(root.glob(f"{sl.TABLE}/date=*/part-*.parquet"))
     if ll_has:
         src = f"SELECT * FROM read_parquet('{_q(sl.glob(root))}', hive_partitioning = true, hive_types = {{'date': DATE}})"

@@ -14,6 +14,8 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
     load_curve          interval readings (负荷曲线) with the register's name
     events              device events with their names (event_name, event_name_zh)
     quarantine          rejected rows with their reason
+    line_loss           daily line loss (线损) per area and feeder (storage.lineloss)
+    audit               the audit list (稽查), each item with its latest check result (storage.audit)
     bills, bill_items   the published bill runs (storage.bills): one row per bill / per line item
     collection          collection success rate (采集成功率) per day and terminal (storage.collection)
     <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only
@@ -132,6 +134,8 @@ def view_statements(data: str | os.PathLike | None = None) -> list[str]:
     if (data_dir(data) / "bills").is_dir():   # like the archive views: once a bill run has made bills/
         from . import bills as _bills          # bills and bill_items (storage.bills); here: bills imports sql
         out += _bills.view_statements(data)
+    from . import audit as _audit                 # line_loss and audit (issue 7), once written
+    out += _audit.view_statements(root)
     return out
 
 
