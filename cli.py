@@ -770,6 +770,253 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
         click.echo(sim.stats_line(), err=True)
 # === end sim =======================================================================================
 
+# === collect / demo (headend.collect: tasks 数据采集管理, back-fill 补采, success rate; headend.demo) ======
+def _dates(first, last, single):
+    import datetime as _d
+    if single:
+        return sorted({d.date() for d in single})
+    if first is None:
+        raise click.UsageError("give --date D (repeatable) or --from D [--to D]")
+    lo, hi = first.date(), (last or first).date()
+    if hi < lo:
+        raise click.UsageError(f"--to {hi} is before --from {lo}")
+    return [lo + _d.timedelta(days=i) for i in range((hi - lo).days + 1)]
+
+
+_DATE = click.DateTime(["%Y-%m-%d"])
+
+
+@cli.group("collect")
+def collect_grp():
+    """Collection tasks (数据采集管理): collect days, back-fill (补采) gaps, success rate (采集成功率)."""
+
+
+@collect_grp.command("run")
+@click.option("--date", "single", type=_DATE, multiple=True, help="A day to collect (repeatable).")
+@click.option("--from", "first", type=_DATE, default=None, help="First day to collect.")
+@click.option("--to", "last", type=_DATE, default=None, help="Last day to collect [default: --from].")
+@click.option("--port", type=click.IntRange(0, 65535), default=7698, show_default=True,
+              help="TCP port on 127.0.0.1 the terminals dial (0 = any; the port is printed).")
+@click.option("--tasks", "tasks_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML file of [[task]] tables overriding or adding to the built-in tasks.")
+@click.option("--task", default="daily-frozen", show_default=True, help="Which task to run.")
+@click.option("--retries", type=click.IntRange(0), default=None, help="Override the task's back-fill retries.")
+@click.option("--backfill-delay", type=click.FloatRange(0), default=None,
+              help="Override the task's first back-fill delay (seconds; doubles per retry, with jitter).")
+@click.option("--wait-online", type=click.IntRange(0), default=None,
+              help="Terminals to wait for before collecting [default: all of the archive's].")
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Longest wait for them, seconds.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the back-off jitter.")
+@click.option("--forever", is_flag=True, help="Keep the head-end and the scheduler running afterwards.")
+@click.option("--ack-log", type=click.Path(dir_okay=False), default=None,
+              help="Append a JSON line per batch the ingest acknowledged (meters, kind) to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_data_option
+def collect_run(single, first, last, port, tasks_file, task, retries, backfill_delay, wait_online, wait_s, seed,
+                forever, ack_log, as_json, data):
+    """Start the head-end on 127.0.0.1, wait for the fleet, collect the days, back-fill, print the rates.
+
+    Days that already have a recorded collection run are not collected again (a restart resumes);
+    back-fill re-requests the gaps found in the lake, each at most the task's retries.
+    """
+    import asyncio
+    import dataclasses
+
+    from headend import collect as _c
+    from storage import sql as _sql
+    days = _dates(first, last, single)
+    tasks = _c.load_tasks(tasks_file)
+    over = {k: v for k, v in (("backfill_retries", retries), ("backfill_delay_s", backfill_delay)) if v is not None}
+    tasks = [dataclasses.replace(t, **over) if t.name == task else t for t in tasks]
+    log_fh = open(ack_log, "a", buffering=1) if ack_log else None
+
+    def stored(kind, cols):
+        if log_fh is not None:
+            log_fh.write(json.dumps({"kind": kind, "meter_id": sorted(set(cols["meter_id"].tolist())),
+                                     "ts_utc": sorted(set(cols["ts_utc"].tolist()))}) + "\n")
+
+    def on_port(p):
+        click.echo(f"head-end listening on 127.0.0.1:{p}", err=True)
+
+    try:
+        out = asyncio.run(_c.serve_and_collect(_sql.data_dir(data), days, port=port, tasks=tasks, task=task,
+                                               seed=seed, wait_online=wait_online, wait_s=wait_s, on_port=on_port,
+                                               on_stored=stored, forever=forever))
+    finally:
+        if log_fh is not None:
+            log_fh.close()
+    if as_json:
+        click.echo(json.dumps(out, default=str))
+        return
+    b, a = out["before"], out.get("after", out["before"])
+    click.echo(f"{out['online_at_start']}/{out['terminals']} terminals online; {out['readings_stored']} readings "
+               f"stored ({out['readings_backfilled']} by back-fill) in {out['seconds']} s")
+    click.echo(f"success {b['success_first_pct']}% first pass, {a['success_pct']}% after back-fill "
+               f"({a['collected']}/{a['expected']} meter-days, {a['missing']} missing)")
+
+
+@collect_grp.command("status")
+@click.option("--date", "single", type=_DATE, multiple=True, help="A day (repeatable).")
+@click.option("--from", "first", type=_DATE, default=None, help="First day.")
+@click.option("--to", "last", type=_DATE, default=None, help="Last day [default: --from].")
+@click.option("--by", type=click.Choice(["day", "terminal", "area"]), default="day", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@_data_option
+def collect_status(single, first, last, by, as_json, data):
+    """Success rate (采集成功率) of the days: expected meter-days, first pass, back-filled, missing."""
+    from storage import archive, collection, sql as _sql
+    days = _dates(first, last, single)
+    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+        exp = collection.expected_meters(a)
+    with collection.CollectionState(_sql.lake_root(data), exp) as st:
+        tbl = st.success(days, by)
+    if as_json:
+        for row in tbl.to_pylist():
+            click.echo(json.dumps(row, default=str))
+        return
+    rows = [tbl.column_names] + [["" if v is None else str(v) for v in r.values()] for r in tbl.to_pylist()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+
+
+@cli.command("demo")
+@click.option("--data", type=click.Path(file_okay=False), default="gridhead-demo", show_default=True,
+              help="Directory for the demo's archive and lake (emptied if a previous demo made it).")
+@click.option("--terminals", type=click.IntRange(1, 2000), default=10, show_default=True)
+@click.option("--meters-per-terminal", type=click.IntRange(1, 256), default=32, show_default=True)
+@click.option("--days", type=click.IntRange(1, 30), default=3, show_default=True, help="Days to collect.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--no-faults", is_flag=True, help="A fleet without faults.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary of every step as JSON.")
+def demo_cmd(data, terminals, meters_per_terminal, days, seed, no_faults, as_json):
+    """Generate a small fleet, run the head-end and the simulated fleet on 127.0.0.1, collect a few days
+    with faults and back-fill, and leave the lake for `gridhead sql --data DIR`."""
+    from headend import demo
+    echo = (lambda line: click.echo(line, err=True))
+    summary = demo.run(data, terminals=terminals, meters_per_terminal=meters_per_terminal, days=days, seed=seed,
+                       faults={} if no_faults else None, echo=echo)
+    click.echo(json.dumps(summary, default=str, ensure_ascii=False) if as_json else demo.render(summary))
+# === end collect / demo ============================================================================
+
+
+# === lineloss / audit / report (issue 7: line loss 线损, the audit list 稽查, HTML reports) ============
+def _out_format(as_json, as_csv):
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv: choose one")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def _emit_table(tbl, fmt, columns):
+    """Print an Arrow table as aligned text (``columns``: name -> (header, formatter)), CSV or JSON lines."""
+    from storage import sql as _sql
+    if fmt != "table":
+        _sql.write_result(tbl, fmt, None)
+        return
+    rows = tbl.to_pylist()
+    cells = [[h for h, _f in columns.values()]] + [[f(r[c]) for c, (_h, f) in columns.items()] for r in rows]
+    widths = [max(len(str(row[i])) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        click.echo("  ".join(str(v).rjust(w) if k else str(v).ljust(w) for k, (v, w) in enumerate(zip(row, widths))))
+
+
+def _kwh(v):
+    return "" if v is None else f"{v / 100:.2f}"
+
+
+def _date_or_month(date, month):
+    from storage import lineloss as _ll
+    if bool(date) == bool(month):
+        raise click.UsageError("give exactly one of --date YYYY-MM-DD or --month YYYY-MM")
+    if date:
+        return date.date(), date.date()
+    return _ll.month_range(month)
+
+
+@cli.command("lineloss")
+@click.option("--date", "date", type=click.DateTime(["%Y-%m-%d"]), help="One consumption day (freeze D to D+1).")
+@click.option("--month", help="A month, YYYY-MM (its first to last day).")
+@click.option("--level", type=click.Choice(["area", "feeder", "all"]), default="all", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
+@click.option("--thresholds", type=click.Path(dir_okay=False), help="TOML bands [default: billing_core/lineloss.toml].")
+@click.option("--max-gap", type=click.IntRange(1, 31), default=3, show_default=True,
+              help="Spread a multi-day difference over a gap of at most this many days.")
+@click.option("--no-save", is_flag=True, help="Do not store the daily results in the lake's line_loss table.")
+@_data_option
+def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_save, data):
+    """Statistical line loss (线损) per transformer area (台区) and 10 kV feeder, for a day or a month.
+
+    supply = check meter (考核表) forward × CT×PT + PV inside the area; sales = Σ customers × CT×PT + check
+    meter reverse; rate = (supply − sales) / supply in basis points.  Categories: ok 合格, high 高损,
+    negative 负损, not_computable 不可算, outage 停运.  The daily rows are stored in the lake (SQL view
+    line_loss) unless --no-save.
+    """
+    from storage import archive, lineloss as _ll, sql as _sql
+    fmt = _out_format(as_json, as_csv)
+    first, last = _date_or_month(date, month)
+    th = _ll.load_thresholds(thresholds)
+    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+        res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=th, max_gap=max_gap)
+    if not no_save:
+        _ll.write_days(_sql.lake_root(data), res)
+    tbl = _ll.day_table(res, first) if date else _ll.month_table(res)
+    if level != "all":
+        import pyarrow.compute as pc
+        tbl = tbl.filter(pc.equal(tbl.column("level"), level))
+    cols = {"level": ("level", str), "unit_id": ("id", str), "unit_type": ("type", str),
+            "supply_kwh_x100": ("supply kWh", _kwh), "sales_kwh_x100": ("sales kWh", _kwh),
+            "loss_kwh_x100": ("loss kWh", _kwh), "rate_bp": ("rate %", lambda v: "" if v is None else f"{v / 100:.2f}"),
+            "category": ("category", str), "category_zh": ("类别", str), "flags": ("flags", _ll.flag_text)}
+    if not date:
+        cols["days_not_computable"] = ("不可算 days", str)
+    _emit_table(tbl, fmt, cols)
+
+
+@cli.group("audit", invoke_without_command=True)
+@click.option("--month", help="Rank the month YYYY-MM (and store the list).")
+@click.option("--top", type=click.IntRange(1), default=50, show_default=True, help="Items to print.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
+@_data_option
+@click.pass_context
+def audit_grp(ctx, month, top, as_json, as_csv, data):
+    """The audit list (稽查): customers and areas ranked by the evidence of theft or a faulty meter.
+
+    `gridhead audit --month M` ranks and stores the list (SQL view audit); `gridhead audit mark ITEM
+    --result theft|fault|normal --by NAME` records what the check found.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not month:
+        raise click.UsageError("--month YYYY-MM is required (or a subcommand: mark)")
+    from storage import archive, audit as _au, sql as _sql
+    fmt = _out_format(as_json, as_csv)
+    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+        items = _au.rank_month(a, _sql.lake_root(data), month)
+    _au.save(_sql.lake_root(data), month, items)
+    shown = items.slice(0, top)
+    _emit_table(shown, fmt, {"rank": ("#", str), "item_id": ("item", str), "score": ("score", lambda v: f"{v:.1f}"),
+                             "kinds": ("signals", str), "evidence": ("evidence", str)})
+    if fmt == "table":
+        click.echo(f"{items.num_rows} items ({shown.num_rows} shown); mark one: "
+                   f"gridhead audit mark ITEM --result theft|fault|normal --by NAME", err=True)
+
+
+@audit_grp.command("mark")
+@click.argument("item")
+@click.option("--result", type=click.Choice(["theft", "fault", "normal"]), required=True)
+@click.option("--by", "by", required=True, help="Who checked.")
+@click.option("--note", default="", help="What was found.")
+@_data_option
+def audit_mark(item, result, by, note, data):
+    """Record the result of checking ITEM (e.g. 202606-C1254); the latest mark of an item wins."""
+    from storage import audit as _au, sql as _sql
+    _au.mark(_sql.lake_root(data), item, result, by, note)
+    click.echo(f"{item}: {result} (by {by})")
+# === end lineloss / audit / report =================================================================
+
 
 if __name__ == "__main__":
     main()

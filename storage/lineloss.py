@@ -384,3 +384,9 @@ def month_range(month: str) -> tuple[_dt.date, _dt.date]:
         raise StorageError(f"month {month!r}: expected YYYY-MM") from None
     nxt = _dt.date(y + (m == 12), m % 12 + 1, 1)
     return first, nxt - _dt.timedelta(days=1)
+
+
+def flag_text(flags) -> str:
+    """LF_* bits as words: 'spread,replaced'."""
+    f = int(flags or 0)
+    return ",".join(name for bit, name in ll.FLAG_NAMES.items() if f & bit)
