@@ -223,8 +223,8 @@ def proxy_record_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetReq
 
 
 def days_back_645(day: _dt.date, today: _dt.date) -> int:
-    """上 n 次日冻结 of ``day`` seen on ``today``: the freeze of today 00:00 is 上1次."""
-    return (today - day).days + 1
+    """上 n 次日冻结 of ``day`` seen on ``today``: n = days between them (profile (c); 上1次 = yesterday)."""
+    return (today - day).days
 
 
 def proxy_645_requests(comm_address: str, day: _dt.date, today: _dt.date, port: int = P.PORT_RS485_1,
@@ -315,9 +315,9 @@ class Collector:
         from storage import sql as _sql
         if expected is None:
             from storage import archive as _archive
-            with _archive.Archive(_sql.archive_path(he.cfg.data_dir), read_only=True) as a:
+            with _archive.Archive(_sql.archive_path(he.config.data_dir), read_only=True) as a:
                 expected = C.expected_meters(a)
-        self.state = C.CollectionState(_sql.lake_root(he.cfg.data_dir), expected)
+        self.state = C.CollectionState(_sql.lake_root(he.config.data_dir), expected)
         cols = expected.to_pydict()
         self.meters_of: dict[str, list[int]] = {}
         self.route: dict[int, tuple] = {}
@@ -326,6 +326,7 @@ class Collector:
             self.route[m] = (cols["terminal_address"][i], cols["comm_address"][i], cols["meter_protocol"][i],
                              cols["port_oad"][i])
         self.counts = {"requests": 0, "failed": 0, "stored": 0, "backfilled": 0}
+        self.on_stored = None           # fn(kind, columns) after a batch is durable (logs, tests)
 
     def task(self, name: str) -> Task:
         for t in self.tasks:
@@ -351,17 +352,14 @@ class Collector:
             return 0
         await self.he.ingest.readings(batch.columns, kind)
         self.counts["stored"] += len(batch)
+        if self.on_stored is not None:
+            self.on_stored(kind, batch.columns)
         return len(batch)
 
     async def publish(self) -> None:
         """Flush the ingest into the lake, so that gaps are computed over every acknowledged reading."""
-        ing = self.he.ingest
-        if hasattr(ing, "flush"):
-            res = ing.flush()
-            if asyncio.iscoroutine(res):
-                await res
-        else:
-            await asyncio.to_thread(ing.writer.flush)
+        # IngestWriter.flush blocks until the log is published: off the event loop, so sessions live on
+        await asyncio.to_thread(self.he.ingest.flush)
 
     def _gauge(self, name: str, task: Task, value: float) -> None:
         g = getattr(getattr(self.he, "metrics", None), name, None)
@@ -408,14 +406,15 @@ class Collector:
         today = _today_local(self.clock())
         total = 0
         for m in meters:
-            _addr, comm, proto, port = self.route[m]
+            _addr, comm, proto, _port = self.route[m]
             kw["received_utc"] = int(self.clock())
             outcome = C.NO_DATA
             if not self._online(address):
                 outcome = C.OFFLINE
                 batch = None
             elif proto == "645" and task.type == "daily":
-                reqs = proxy_645_requests(comm, day, today, int(port or "F2010201", 16), int(task.timeout_s))
+                # the profile's port (c): RS-485 1, whatever port the archive names (the fleet forwards there)
+                reqs = proxy_645_requests(comm, day, today, P.PORT_RS485_1, int(task.timeout_s))
                 batch = None
                 if reqs is not None:
                     t_rsp = await self._request(address, reqs[0], task.timeout_s)
@@ -550,3 +549,43 @@ class Collector:
 
     def close(self) -> None:
         self.state.close()
+
+
+# --- a head-end that collects (``gridhead collect run``, the demo, the fleet tests) -------------------------
+async def serve_and_collect(data_dir, days, *, port: int = 0, host: str = "127.0.0.1", tasks=None,
+                            task: str = "daily-frozen", seed: int = 0, wait_online: int | None = None,
+                            wait_s: float = 30.0, on_port=None, on_stored=None, forever: bool = False,
+                            config: dict | None = None) -> dict:
+    """Start a head-end on ``data_dir``, wait for the fleet (``wait_online`` terminals, default all of
+    the archive's, at most ``wait_s``), collect ``days`` with ``task`` and back-fill, stop; the summary.
+
+    ``on_port(port)`` is called once listening; ``forever`` keeps the scheduler running afterwards.
+    """
+    from .config import Config
+    from .server import HeadEnd
+    he = HeadEnd(Config(data_dir=str(data_dir), listen_host=host, listen_port=port, **(config or {})))
+    await he.start()
+    col = None
+    try:
+        if on_port is not None:
+            on_port(he.port)
+        col = Collector(he, tasks, seed=seed)
+        col.on_stored = on_stored
+        want = len(col.meters_of) if wait_online is None else wait_online
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while len(he.sessions) < want and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        online = len(he.sessions)
+        t0 = time.perf_counter()
+        out = await col.run_days(task, days)
+        out.update(terminals=len(col.meters_of), online_at_start=online, seconds=round(time.perf_counter() - t0, 3),
+                   requests=col.counts["requests"], failed_requests=col.counts["failed"],
+                   readings_stored=col.counts["stored"], readings_backfilled=col.counts["backfilled"])
+        if forever:
+            await col.run(first_day=min(days) if days else None)
+        return out
+    finally:
+        if col is not None:
+            col.close()
+        await he.stop()

@@ -57,7 +57,7 @@ def test_requests_round_trip_and_say_what_the_profile_says():
     b = A.decode_apdu(c.proxy_record_request(A.tsa("000000000017"), c.DEFAULT_TASKS[0], D).to_bytes())
     assert b.tsa == A.tsa("000000000017") and b.record.oad == P.OAD_DAY_FREEZE
     assert b.record.rcsd == P.DAILY_METER_RCSD and b.record.rsd.value.oad == P.OAD_FREEZE_TIME
-    reqs = c.proxy_645_requests("000000000003", D, D + dt.timedelta(days=2))
+    reqs = c.proxy_645_requests("000000000003", D, D + dt.timedelta(days=3))
     dis = [decode_frames(A.decode_apdu(r.to_bytes()).command)[0].di for r in reqs]
     assert dis == [(P.DI645_DAILY_TIME & ~0xFF) | 3, (P.DI645_DAILY_FWD & ~0xFF) | 3]
     assert c.proxy_645_requests("000000000003", D, D + dt.timedelta(days=70)) is None
