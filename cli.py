@@ -770,7 +770,6 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
         click.echo(sim.stats_line(), err=True)
 # === end sim =======================================================================================
 
-
 # === collect / demo (headend.collect: tasks 数据采集管理, back-fill 补采, success rate; headend.demo) ======
 def _dates(first, last, single):
     import datetime as _d
@@ -900,6 +899,123 @@ def demo_cmd(data, terminals, meters_per_terminal, days, seed, no_faults, as_jso
                        faults={} if no_faults else None, echo=echo)
     click.echo(json.dumps(summary, default=str, ensure_ascii=False) if as_json else demo.render(summary))
 # === end collect / demo ============================================================================
+
+
+# === lineloss / audit / report (issue 7: line loss 线损, the audit list 稽查, HTML reports) ============
+def _out_format(as_json, as_csv):
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv: choose one")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def _emit_table(tbl, fmt, columns):
+    """Print an Arrow table as aligned text (``columns``: name -> (header, formatter)), CSV or JSON lines."""
+    from storage import sql as _sql
+    if fmt != "table":
+        _sql.write_result(tbl, fmt, None)
+        return
+    rows = tbl.to_pylist()
+    cells = [[h for h, _f in columns.values()]] + [[f(r[c]) for c, (_h, f) in columns.items()] for r in rows]
+    widths = [max(len(str(row[i])) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        click.echo("  ".join(str(v).rjust(w) if k else str(v).ljust(w) for k, (v, w) in enumerate(zip(row, widths))))
+
+
+def _kwh(v):
+    return "" if v is None else f"{v / 100:.2f}"
+
+
+def _date_or_month(date, month):
+    from storage import lineloss as _ll
+    if bool(date) == bool(month):
+        raise click.UsageError("give exactly one of --date YYYY-MM-DD or --month YYYY-MM")
+    if date:
+        return date.date(), date.date()
+    return _ll.month_range(month)
+
+
+@cli.command("lineloss")
+@click.option("--date", "date", type=click.DateTime(["%Y-%m-%d"]), help="One consumption day (freeze D to D+1).")
+@click.option("--month", help="A month, YYYY-MM (its first to last day).")
+@click.option("--level", type=click.Choice(["area", "feeder", "all"]), default="all", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
+@click.option("--thresholds", type=click.Path(dir_okay=False), help="TOML bands [default: billing_core/lineloss.toml].")
+@click.option("--max-gap", type=click.IntRange(1, 31), default=3, show_default=True,
+              help="Spread a multi-day difference over a gap of at most this many days.")
+@click.option("--no-save", is_flag=True, help="Do not store the daily results in the lake's line_loss table.")
+@_data_option
+def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_save, data):
+    """Statistical line loss (线损) per transformer area (台区) and 10 kV feeder, for a day or a month.
+
+    supply = check meter (考核表) forward × CT×PT + PV inside the area; sales = Σ customers × CT×PT + check
+    meter reverse; rate = (supply − sales) / supply in basis points.  Categories: ok 合格, high 高损,
+    negative 负损, not_computable 不可算, outage 停运.  The daily rows are stored in the lake (SQL view
+    line_loss) unless --no-save.
+    """
+    from storage import archive, lineloss as _ll, sql as _sql
+    fmt = _out_format(as_json, as_csv)
+    first, last = _date_or_month(date, month)
+    th = _ll.load_thresholds(thresholds)
+    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+        res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=th, max_gap=max_gap)
+    if not no_save:
+        _ll.write_days(_sql.lake_root(data), res)
+    tbl = _ll.day_table(res, first) if date else _ll.month_table(res)
+    if level != "all":
+        import pyarrow.compute as pc
+        tbl = tbl.filter(pc.equal(tbl.column("level"), level))
+    cols = {"level": ("level", str), "unit_id": ("id", str), "unit_type": ("type", str),
+            "supply_kwh_x100": ("supply kWh", _kwh), "sales_kwh_x100": ("sales kWh", _kwh),
+            "loss_kwh_x100": ("loss kWh", _kwh), "rate_bp": ("rate %", lambda v: "" if v is None else f"{v / 100:.2f}"),
+            "category": ("category", str), "category_zh": ("类别", str), "flags": ("flags", _ll.flag_text)}
+    if not date:
+        cols["days_not_computable"] = ("不可算 days", str)
+    _emit_table(tbl, fmt, cols)
+
+
+@cli.group("audit", invoke_without_command=True)
+@click.option("--month", help="Rank the month YYYY-MM (and store the list).")
+@click.option("--top", type=click.IntRange(1), default=50, show_default=True, help="Items to print.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
+@_data_option
+@click.pass_context
+def audit_grp(ctx, month, top, as_json, as_csv, data):
+    """The audit list (稽查): customers and areas ranked by the evidence of theft or a faulty meter.
+
+    `gridhead audit --month M` ranks and stores the list (SQL view audit); `gridhead audit mark ITEM
+    --result theft|fault|normal --by NAME` records what the check found.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not month:
+        raise click.UsageError("--month YYYY-MM is required (or a subcommand: mark)")
+    from storage import archive, audit as _au, sql as _sql
+    fmt = _out_format(as_json, as_csv)
+    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+        items = _au.rank_month(a, _sql.lake_root(data), month)
+    _au.save(_sql.lake_root(data), month, items)
+    shown = items.slice(0, top)
+    _emit_table(shown, fmt, {"rank": ("#", str), "item_id": ("item", str), "score": ("score", lambda v: f"{v:.1f}"),
+                             "kinds": ("signals", str), "evidence": ("evidence", str)})
+    if fmt == "table":
+        click.echo(f"{items.num_rows} items ({shown.num_rows} shown); mark one: "
+                   f"gridhead audit mark ITEM --result theft|fault|normal --by NAME", err=True)
+
+
+@audit_grp.command("mark")
+@click.argument("item")
+@click.option("--result", type=click.Choice(["theft", "fault", "normal"]), required=True)
+@click.option("--by", "by", required=True, help="Who checked.")
+@click.option("--note", default="", help="What was found.")
+@_data_option
+def audit_mark(item, result, by, note, data):
+    """Record the result of checking ITEM (e.g. 202606-C1254); the latest mark of an item wins."""
+    from storage import audit as _au, sql as _sql
+    _au.mark(_sql.lake_root(data), item, result, by, note)
+    click.echo(f"{item}: {result} (by {by})")
+# === end lineloss / audit / report =================================================================
 
 
 if __name__ == "__main__":
