@@ -808,13 +808,15 @@ def collect_grp():
 @click.option("--wait", "wait_s", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Longest wait for them, seconds.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the back-off jitter.")
+@click.option("--requests-per-s", type=click.FloatRange(0), default=None,
+              help="Throttle requests over the fleet [default: the head-end's, 5000/s].")
 @click.option("--forever", is_flag=True, help="Keep the head-end and the scheduler running afterwards.")
 @click.option("--ack-log", type=click.Path(dir_okay=False), default=None,
               help="Append a JSON line per batch the ingest acknowledged (meters, kind) to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_data_option
 def collect_run(single, first, last, port, tasks_file, task, retries, backfill_delay, wait_online, wait_s, seed,
-                forever, ack_log, as_json, data):
+                requests_per_s, forever, ack_log, as_json, data):
     """Start the head-end on 127.0.0.1, wait for the fleet, collect the days, back-fill, print the rates.
 
     Days that already have a recorded collection run are not collected again (a restart resumes);
@@ -842,7 +844,9 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
     try:
         out = asyncio.run(_c.serve_and_collect(_sql.data_dir(data), days, port=port, tasks=tasks, task=task,
                                                seed=seed, wait_online=wait_online, wait_s=wait_s, on_port=on_port,
-                                               on_stored=stored, forever=forever))
+                                               on_stored=stored, forever=forever,
+                                               config={} if requests_per_s is None else
+                                               {"requests_per_s": requests_per_s}))
     finally:
         if log_fh is not None:
             log_fh.close()
@@ -1015,6 +1019,50 @@ def audit_mark(item, result, by, note, data):
     from storage import audit as _au, sql as _sql
     _au.mark(_sql.lake_root(data), item, result, by, note)
     click.echo(f"{item}: {result} (by {by})")
+
+@cli.group("report")
+def report_grp():
+    """Static HTML reports with inline SVG charts (open the file in any browser, no server)."""
+
+
+def _report_out(html_out, text):
+    from storage import reports
+    reports.write(html_out, text)
+    click.echo(f"wrote {html_out}")
+
+
+@report_grp.command("lineloss")
+@click.option("--month", required=True, help="YYYY-MM.")
+@click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False), help="Output file.")
+@click.option("--thresholds", type=click.Path(dir_okay=False), help="TOML bands [default: billing_core/lineloss.toml].")
+@_data_option
+def report_lineloss(month, html_out, thresholds, data):
+    """Line loss of a month: category counts, the rates' distribution, worst areas with daily trends, feeders."""
+    from storage import archive, lineloss as _ll, reports, sql as _sql
+    first, last = _ll.month_range(month)
+    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+        res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=_ll.load_thresholds(thresholds))
+    _report_out(html_out, reports.lineloss_html(res, month))
+
+
+@report_grp.command("collection")
+@click.option("--month", help="YYYY-MM [default: every collected day].")
+@click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False), help="Output file.")
+@_data_option
+def report_collection(month, html_out, data):
+    """Collection success rate (采集成功率) by day and area (from the collection table, if there is one)."""
+    from storage import reports
+    _report_out(html_out, reports.collection_html(data, month))
+
+
+@report_grp.command("bills")
+@click.option("--month", help="Billing period YYYY-MM [default: all].")
+@click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False), help="Output file.")
+@_data_option
+def report_bills(month, html_out, data):
+    """Bill run totals by category and tariff, and the held bills (from bills/, if there is a run)."""
+    from storage import reports
+    _report_out(html_out, reports.bills_html(data, month))
 # === end lineloss / audit / report =================================================================
 
 
