@@ -23,6 +23,8 @@ Example (every key optional)::
     host = "127.0.0.1"
     port = 9001
     address = "201605190907"         # its server address (SA)
+    login = true                     # it sends a LINK login first (false: preset association, no LINK)
+    associate = true                 # send CONNECT-Request (应用连接) before reading it
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class DialOut:
     port: int
     address: str
     reconnect_s: float = 5.0
+    login: bool = True         # wait for its LINK login (a terminal in server mode on a public profile)
+    associate: bool = True     # open an application association (CONNECT-Request) before any request
 
 
 @dataclass(frozen=True, slots=True)

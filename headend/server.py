@@ -286,6 +286,30 @@ class HeadEnd:
         self._spawn(later())
 
     # --- sessions -------------------------------------------------------------------------------------------
+    def _ready(self, t: Terminal) -> None:
+        """A terminal logged in: online at once, or after its application association (dial-out)."""
+        if t.dial is not None and t.dial.associate:
+            self._spawn(self._associate(t))
+        else:
+            self._online(t)
+
+    async def _associate(self, t: Terminal) -> None:
+        """CONNECT-Request (应用连接, 7.4.2) with public mechanism; online once the terminal accepts."""
+        # frame and APDU sizes of 1024: what terminals commonly offer (the dlt698 peer gives no answer to
+        # larger ones); longer answers come fragmented (分帧), which the session reassembles
+        req = A.ConnectRequest(0, protocol_conformance=b"\xff\xff\xf8\x00\x00\x00\x00\x00",
+                               send_frame_max=1024,
+                               receive_frame_max=1024, apdu_max=1024)
+        try:
+            rsp = await t.request(req, self.config.request_timeout_s)
+        except TransportError as exc:
+            event(log, "association failed", address=t.address, error=str(exc))
+            return t.close("association")
+        if getattr(rsp, "result", 1) != 0:
+            event(log, "association refused", address=t.address, result=getattr(rsp, "result", None))
+            return t.close("association")
+        self._online(t)
+
     def _online(self, t: Terminal) -> None:
         old = self.sessions.login(t)
         if old is not None:

@@ -168,9 +168,9 @@ class Terminal(asyncio.Protocol):
         he = self.he
         self.connected_mono = self.last_frame_mono = he.loop.time()
         he.sessions.connections += 1
-        if self.dial is not None:           # a terminal in server mode: online as soon as connected
+        if self.dial is not None and not self.dial.login:    # preset association: no LINK will come
             self.login_utc = time.time()
-            he._online(self)
+            he._ready(self)
         self._reschedule()
         if he.paused:
             self.pause()
@@ -284,7 +284,7 @@ class Terminal(asyncio.Protocol):
             return self.close("logout")
         if self.address is None or self.address != address or self.login_utc is None:
             # a login (or a heartbeat from a terminal that was online before the head-end restarted)
-            if not he.known_terminal(address):
+            if not he.known_terminal(address) and not (self.dial is not None and self.dial.address == address):
                 he.metrics.refused["illegal device"] += 1
                 event(log, "login refused", address=address, peer=self.peer, reason="not in the archive")
                 self.send_link(S.AcceptLink(ev, 2))
@@ -294,7 +294,7 @@ class Terminal(asyncio.Protocol):
             self.address = address
             self.login_utc = time.time()
             self.send_link(S.AcceptLink(ev, 0))
-            he._online(self)
+            he._ready(self)
         else:
             self.send_link(S.AcceptLink(ev, 0))
         self.heartbeat_s = ev.request.heartbeat_s
