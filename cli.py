@@ -27,6 +27,11 @@ class GridheadGroup(click.Group):
         except GridheadError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            # one line too for a wrong option or a missing argument, with the command to ask for help
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=GridheadGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -698,6 +703,47 @@ def bill_show(customer, period, as_json, data):
 # === end bill ======================================================================================
 
 
+# === serve (headend: the head-end server 主站前置) ====================================================
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings (headend/config.py "
+              "documents every key); options below override it.")
+@click.option("--data", help="Data directory (archive.duckdb and the lake) [default: the config's data_dir].")
+@click.option("--host", help="Listen address [default 127.0.0.1].")
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen port [default 7698; 0 = any free port].")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Prometheus /metrics port on 127.0.0.1.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="JSON-lines logs on stderr at this level.")
+def serve(config_file, data, host, port, metrics_port, log_level):
+    """Run the head-end: terminals dial in (and configured ones are dialled out), LINK sessions kept,
+    reports stored durably then acknowledged, until SIGINT/SIGTERM (graceful: the ingest is flushed).
+
+    Prints one JSON line on stdout once listening: {"host", "port", "metrics_port", "pid"}."""
+    import asyncio
+    import logging
+    import os
+
+    from headend import log as _log
+    from headend.config import Config
+    from headend.server import raise_open_files, serve as _serve, use_uvloop
+
+    cfg = Config.load(config_file) if config_file else Config()
+    over = {k: v for k, v in (("data_dir", data), ("listen_host", host), ("listen_port", port),
+                              ("metrics_port", metrics_port)) if v is not None}
+    cfg = cfg.replace(**over)
+    _log.setup(sys.stderr, getattr(logging, log_level.upper()))
+    raise_open_files()
+    use_uvloop()
+
+    def ready(he):
+        click.echo(json.dumps({"host": cfg.listen_host, "port": he.port, "metrics_port": he.metrics_port,
+                               "pid": os.getpid()}))
+        sys.stdout.flush()
+
+    he = asyncio.run(_serve(cfg, on_ready=ready))
+    click.echo(json.dumps({"stopped": True, "readings": he.metrics.readings, "reports": he.metrics.reports}))
+# === end serve =====================================================================================
+
+
 # === sim (headend: the fleet simulator) ===========================================================
 @cli.command("sim")
 @click.option("--terminals", type=click.IntRange(1), default=10, show_default=True,
@@ -803,6 +849,8 @@ def collect_grp():
 @click.option("--retries", type=click.IntRange(0), default=None, help="Override the task's back-fill retries.")
 @click.option("--backfill-delay", type=click.FloatRange(0), default=None,
               help="Override the task's first back-fill delay (seconds; doubles per retry, with jitter).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=None,
+              help="Override the task's request timeout, seconds.")
 @click.option("--wait-online", type=click.IntRange(0), default=None,
               help="Terminals to wait for before collecting [default: all of the archive's].")
 @click.option("--wait", "wait_s", type=click.FloatRange(0), default=30.0, show_default=True,
@@ -815,7 +863,7 @@ def collect_grp():
               help="Append a JSON line per batch the ingest acknowledged (meters, kind) to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_data_option
-def collect_run(single, first, last, port, tasks_file, task, retries, backfill_delay, wait_online, wait_s, seed,
+def collect_run(single, first, last, port, tasks_file, task, retries, backfill_delay, timeout_s, wait_online, wait_s, seed,
                 requests_per_s, forever, ack_log, as_json, data):
     """Start the head-end on 127.0.0.1, wait for the fleet, collect the days, back-fill, print the rates.
 
@@ -829,7 +877,8 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
     from storage import sql as _sql
     days = _dates(first, last, single)
     tasks = _c.load_tasks(tasks_file)
-    over = {k: v for k, v in (("backfill_retries", retries), ("backfill_delay_s", backfill_delay)) if v is not None}
+    over = {k: v for k, v in (("backfill_retries", retries), ("backfill_delay_s", backfill_delay),
+                              ("timeout_s", timeout_s)) if v is not None}
     tasks = [dataclasses.replace(t, **over) if t.name == task else t for t in tasks]
     log_fh = open(ack_log, "a", buffering=1) if ack_log else None
 

@@ -153,3 +153,15 @@ def test_status_word_bits_are_named():
     (obj,) = _objects(gridhead("frame", "decode", raw).stdout)
     assert obj["di_name"] == "status_word_3"
     assert {"relay_open", "protected"} <= set(obj["values"][0]["flags"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["frame", "encode", "645", "read", "--address", "000012345678"], "Missing option '--di'"),
+    (["frame", "encode", "645", "read", "-a", "000012345678", "--di", "00010000", "--bogus"], "No such option"),
+    (["no-such-command"], "No such command"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, message):
+    r = gridhead(*args)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "--help" in lines[0], r.stderr
