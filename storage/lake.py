@@ -22,9 +22,11 @@ How a reader sees a consistent set of files (the publication rule)
     found" and must re-run its query: a transient error, never a wrong answer.)  Writers of one lake
     serialise on an ``fcntl`` lock of ``<root>/.lock``.
 
-    Consequently every reader — DuckDB, pyarrow, plain ``duckdb`` — reads exactly the published files
-    with the glob of :func:`published_glob`, which matches no ``.tmp`` file and nothing under
-    ``_staging``/``_trash``/``_wal``.
+    Readers: :func:`published_files` is a snapshot (each partition listed through one directory handle,
+    so all old or all new), to hand to ``read_parquet([...])``; use it (``storage.sql``'s views should)
+    whenever a compaction may run at the same time.  :func:`published_glob` matches the same files (never
+    a ``.tmp``, nothing under ``_staging``/``_trash``/``_wal``) and is what plain ``duckdb`` uses, but a
+    glob is no snapshot: DuckDB silently skips a listed file that a swap took away meanwhile.
 
 Sort order and encodings (why a reading costs a few bytes at rest)
     Within a file rows are sorted by (meter_id, register, ts_utc).  ``meter_id`` then rises slowly
