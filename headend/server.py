@@ -419,3 +419,32 @@ class HeadEnd:
         t.acknowledge(report)
         for fn in self.on_report:
             fn(t, n, batches)
+
+
+def raise_open_files() -> int:
+    """Raise the soft limit of open files to the hard limit (10,000 terminals need as many sockets)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def serve(config: Config, *, on_ready=None) -> HeadEnd:
+    """Run a head-end until SIGINT or SIGTERM, then stop it gracefully (ingest flushed into the lake)."""
+    import signal
+    he = HeadEnd(config)
+    await he.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(he)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await he.stop()
+    return he
