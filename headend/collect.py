@@ -400,43 +400,42 @@ class Collector:
 
     async def _collect_proxy(self, address: str, task: Task, day: _dt.date, meters, *, backfill: bool,
                              outcomes: dict | None = None) -> int:
-        """Read ``meters`` of one terminal one by one (profile (b), (c)); ``outcomes[meter]`` is filled in."""
-        quality = schema.Q_BACKFILLED if backfill else schema.Q_ACTUAL
-        kw = {"source": schema.SRC_TASK, "quality": quality}
+        """Read ``meters`` of one terminal (profile (b), (c)) concurrently — the head-end bounds what is in
+        flight per terminal — and store their readings as one batch; ``outcomes[meter]`` is filled in."""
+        kw = {"source": schema.SRC_TASK, "quality": schema.Q_BACKFILLED if backfill else schema.Q_ACTUAL}
         today = _today_local(self.clock())
-        total = 0
-        for m in meters:
-            _addr, comm, proto, _port = self.route[m]
-            kw["received_utc"] = int(self.clock())
-            outcome = C.NO_DATA
-            if not self._online(address):
-                outcome = C.OFFLINE
-                batch = None
-            elif proto == "645" and task.type == "daily":
-                # the profile's port (c): RS-485 1, whatever port the archive names (the fleet forwards there)
-                reqs = proxy_645_requests(comm, day, today, P.PORT_RS485_1, int(task.timeout_s))
-                batch = None
-                if reqs is not None:
-                    t_rsp = await self._request(address, reqs[0], task.timeout_s)
-                    f_rsp = await self._request(address, reqs[1], task.timeout_s) if t_rsp is not None else None
-                    outcome = C.NO_ANSWER if f_rsp is None else C.NO_DATA
-                    if f_rsp is not None:
-                        batch = batch_645(m, day, t_rsp, f_rsp, **kw)
-            else:
-                rsp = await self._request(address, proxy_record_request(A.tsa(comm), task, day), task.timeout_s)
-                batch = None
-                if rsp is None:
-                    outcome = C.NO_ANSWER
-                elif isinstance(rsp, A.ProxyGetResponseRecord):
-                    batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=rsp.tsa, **kw)
-                    if task.type in ("daily", "monthly"):
-                        batch = _only_day(batch, day)
-            if batch is not None and len(batch):
-                outcome = C.OK
-                total += await self._store(batch, task.kind)
-            if outcomes is not None:
-                outcomes[m] = outcome
-        return total
+        results = await asyncio.gather(*(self._read_meter(address, task, day, m, today, kw) for m in meters))
+        got = [b for _m, _o, b in results if b is not None and len(b)]
+        if outcomes is not None:
+            outcomes.update({m: o for m, o, _b in results})
+        return await self._store(records.concat(got), task.kind) if got else 0
+
+    async def _read_meter(self, address: str, task: Task, day: _dt.date, m: int, today: _dt.date, kw: dict):
+        """(meter, outcome, batch or None) of one meter's reading of ``day``."""
+        _addr, comm, proto, _port = self.route[m]
+        kw = dict(kw, received_utc=int(self.clock()))
+        if not self._online(address):
+            return m, C.OFFLINE, None
+        batch = None
+        if proto == "645" and task.type == "daily":
+            # the profile's port (c): RS-485 1, whatever port the archive names (the fleet forwards there)
+            reqs = proxy_645_requests(comm, day, today, P.PORT_RS485_1, max(1, int(task.timeout_s)))
+            if reqs is None:
+                return m, C.NO_DATA, None
+            t_rsp = await self._request(address, reqs[0], task.timeout_s)
+            f_rsp = await self._request(address, reqs[1], task.timeout_s) if t_rsp is not None else None
+            if f_rsp is None:
+                return m, C.NO_ANSWER, None
+            batch = batch_645(m, day, t_rsp, f_rsp, **kw)
+        else:
+            rsp = await self._request(address, proxy_record_request(A.tsa(comm), task, day), task.timeout_s)
+            if rsp is None:
+                return m, C.NO_ANSWER, None
+            if isinstance(rsp, A.ProxyGetResponseRecord):
+                batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=rsp.tsa, **kw)
+                if task.type in ("daily", "monthly"):
+                    batch = _only_day(batch, day)
+        return m, (C.OK if batch is not None and len(batch) else C.NO_DATA), batch
 
     # -- back-fill ---------------------------------------------------------------------------------------
     async def backfill(self, task: Task | str, days, *, max_wait_s: float | None = None) -> dict:

@@ -51,7 +51,7 @@ def _fresh(src, dst):
 
 def _collect(data, port, days, *extra, ack_log=None, wait=True):
     cmd = [sys.executable, "-m", "cli", "collect", "run", "--data", str(data), "--port", str(port), "--json",
-           "--wait", "20", "--seed", "7", *extra]
+           "--wait", "20", "--seed", "7", "--timeout", "1", *extra]
     for d in days:
         cmd += ["--date", d.isoformat()]
     if ack_log:
