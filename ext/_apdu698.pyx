@@ -62,6 +62,8 @@ ctypedef Py_ssize_t (*count_f)(R*, str, Py_ssize_t) except -1
 ctypedef object (*row_f)(R*, Py_ssize_t)
 
 _API = _axdr._c_api()
+if _API["sizeof_R"] != sizeof(R):          # an A-XDR kernel built from another R: use the twin
+    raise ImportError(f"protocols._axdr reader is {_API['sizeof_R']} bytes, {sizeof(R)} expected")
 cdef data_f ax_data = <data_f> PyCapsule_GetPointer(_API["_data"], "gridhead._axdr._data")
 cdef typed_f ax_typed = <typed_f> PyCapsule_GetPointer(_API["_typed"], "gridhead._axdr._typed")
 cdef length_f ax_length = <length_f> PyCapsule_GetPointer(_API["_length"], "gridhead._axdr._length")

@@ -643,4 +643,5 @@ def _c_api():
         "_length": PyCapsule_New(<void*> _length, "gridhead._axdr._length", NULL),
         "_count": PyCapsule_New(<void*> _count, "gridhead._axdr._count", NULL),
         "_row": PyCapsule_New(<void*> _row, "gridhead._axdr._row", NULL),
+        "sizeof_R": sizeof(R),
     }

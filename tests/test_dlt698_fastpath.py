@@ -36,6 +36,14 @@ def general(buf: bytes):
         return None, exc
 
 
+def same(a, b) -> bool:
+    """Equal objects; a NaN float is never equal to itself (nor hashes alike), so values holding one
+    must agree on type, repr and encoding instead."""
+    if "nan" in repr(a):
+        return type(a) is type(b) and repr(a) == repr(b) and a.to_bytes() == b.to_bytes()
+    return type(a) is type(b) and a == b and repr(a) == repr(b) and hash(a) == hash(b)
+
+
 def check(buf: bytes, *, hot_expected: bool = False):
     """The fast path gives the general walk's object, or None exactly when it is not a hot APDU that
     decodes; decode_apdu gives the same object or the same error as the general walk."""
@@ -47,15 +55,14 @@ def check(buf: bytes, *, hot_expected: bool = False):
         assert fast is not None, f"{ref.NAME} left to the general walk"
     if fast is not None:
         assert err is None, f"fast path accepted what the general walk refuses: {err}"
-        assert type(fast) is type(ref)
-        assert fast == ref and repr(fast) == repr(ref) and hash(fast) == hash(ref)
+        assert same(fast, ref)
         assert fast.to_bytes() == buf
     try:
         got = A.decode_apdu(buf)
     except GridheadError as exc:
         assert err is not None and type(exc) is type(err) and str(exc) == str(err)
     else:
-        assert err is None and got == ref
+        assert err is None and same(got, ref)
     return fast
 
 
@@ -111,7 +118,9 @@ def result_record(draw):
     cols = draw(rcsd)
     if draw(st.booleans()):
         return A.ResultRecord(draw(S.oads()), cols, None, draw(dar))
-    rows = draw(st.lists(st.tuples(*[data] * len(cols)), max_size=3))
+    # an empty RCSD ("all columns") with rows of no cells is not a frame anyone sends, and the A-XDR
+    # bound (every row takes a byte) refuses it: rows only when there are columns
+    rows = draw(st.lists(st.tuples(*[data] * len(cols)), max_size=3 if cols else 0))
     return A.ResultRecord(draw(S.oads()), cols, tuple(rows))
 
 
@@ -146,7 +155,7 @@ hot_apdus = st.one_of(
 @given(hot_apdus)
 def test_hypothesis_hot_apdus(kernels, apdu):
     raw = apdu.to_bytes()
-    assert check(raw, hot_expected=True) == apdu
+    assert same(check(raw, hot_expected=True), apdu)
 
 
 @FUZZ
