@@ -1,0 +1,264 @@
+"""Line loss (线损): interval energies and categories worked by hand; on a generated fleet, the areas'
+rates against the generator's true technical loss, one day against an independent DuckDB computation,
+every category (负损 and 停运 made by tampering with a copy of the lake), storage in the lake and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import functools
+import json
+import pathlib
+import shutil
+import tempfile
+
+import duckdb
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from billing_core import lineloss as ll
+from protocols.errors import ConfigError
+
+START = dt.date(2026, 5, 28)          # margins either side of June for spreading gaps
+MONTH = "2026-06"
+
+
+@functools.lru_cache(maxsize=1)
+def fleet() -> pathlib.Path:
+    """A generated fleet with its archive imported (shared by the line loss, audit and report tests)."""
+    from storage import archive, generator
+    d = pathlib.Path(tempfile.mkdtemp(prefix="gridhead-ll-"))
+    generator.generate(d, 3000, 36, seed=7, start=START, curve_fraction=0)
+    with archive.Archive(d / "archive.duckdb") as a:
+        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    return d
+
+
+def truth_areas(d: pathlib.Path) -> dict:
+    """areas.csv rows; ``theft`` is "true" also where a stopped or reverse-running meter loses sales."""
+    with open(d / "ground_truth" / "areas.csv") as f:
+        areas = {int(r["area_id"]): r for r in csv.DictReader(f)}
+    with open(d / "ground_truth" / "anomalies.csv") as f:
+        for r in csv.DictReader(f):
+            if r["anomaly"] in ("stopped_meter", "reverse_running") and int(r["area_id"]):
+                areas[int(r["area_id"])]["theft"] = "true"
+    return areas
+
+
+# --- by hand ------------------------------------------------------------------------------------------
+def test_interval_energy_direct_rollover_spread_and_missing():
+    r = np.array([
+        [100, 150, 210, 300],            # direct
+        [99_990, 10, 30, 40],            # rollover at 10^5 (modulus 100000)
+        [100, -1, -1, 171],              # a 3-day gap: 71 spread 23, 23, 25 (the last takes the remainder)
+        [100, -1, -1, -1],               # no reading after: missing
+        [500, 490, 495, 495],            # a real backwards step: negative, flagged
+    ])
+    e, f = ll.interval_energy(r, 100_000, max_gap=3)
+    assert e.tolist() == [[50, 60, 90], [20, 20, 10], [23, 23, 25], [0, 0, 0], [-10, 5, 0]]
+    assert f[1, 0] == ll.LF_ROLLOVER and f[0].tolist() == [0, 0, 0]
+    assert (f[2] == ll.LF_SPREAD).all()
+    assert (f[3] == ll.LF_MISSING).all()
+    assert f[4, 0] == ll.LF_NEGATIVE
+    e2, f2 = ll.interval_energy(r, 100_000, max_gap=2)       # the 3-day gap is now too long
+    assert (f2[2] == ll.LF_MISSING).all() and (e2[2] == 0).all()
+
+
+def test_spread_sums_exactly():
+    rng = np.random.default_rng(1)
+    r = np.cumsum(rng.integers(0, 1000, (500, 12)), axis=1)
+    full, _ = ll.interval_energy(r, 10**10, max_gap=12)
+    holes = r.copy()
+    holes[rng.random(r.shape) < 0.3] = -1
+    holes[:, 0], holes[:, -1] = r[:, 0], r[:, -1]
+    e, f = ll.interval_energy(holes, 10**10, max_gap=12)
+    assert (e.sum(axis=1) == full.sum(axis=1)).all()          # the days telescope to R(end) - R(start)
+    assert ((f & ll.LF_MISSING) == 0).all()
+
+
+def test_classify_every_category_and_rate_rounding():
+    supply = np.array([[10_000], [10_000], [10_000], [0], [0], [3]])
+    sales = np.array([[9_500], [8_000], [10_100], [0], [50], [2]])
+    flags = np.array([[0], [0], [0], [0], [0], [0]], np.uint8)
+    flags_nc = flags.copy()
+    b = ll.classify(supply, sales, flags, np.full(6, 700), np.zeros(6, np.int64))
+    assert b.category[:, 0].tolist() == [ll.OK, ll.HIGH, ll.NEGATIVE, ll.OUTAGE, ll.NEGATIVE, ll.HIGH]
+    assert b.rate_bp[:3, 0].tolist() == [500, 2000, -100]
+    assert b.rate_bp[5, 0] == 3333                             # 1/3 -> 3333.33 bp, half away from zero
+    flags_nc[0, 0] = ll.LF_MISSING
+    b = ll.classify(supply, sales, flags_nc, np.full(6, 700), np.zeros(6, np.int64))
+    assert b.category[0, 0] == ll.NOT_COMPUTABLE and not b.has_rate[0, 0]
+
+
+def test_area_balance_by_hand():
+    # area 0: check 1000 fwd / 10 rev, PV 200, customers 500 + 600; area 1: no check meter
+    kind = np.array([ll.K_CHECK, ll.K_PV, ll.K_CUSTOMER, ll.K_CUSTOMER, ll.K_CUSTOMER])
+    area = np.array([0, 0, 0, 0, 1])
+    fwd = np.array([[1000], [200], [500], [600], [50]])
+    rev = np.array([[10], [0], [0], [0], [0]])
+    b = ll.area_balance(kind, area, 2, fwd, rev, np.zeros((5, 1), np.uint8), [700, 700], [0, 0])
+    assert b.supply[:, 0].tolist() == [1200, 0] and b.sales[0, 0] == 1110
+    assert b.rate_bp[0, 0] == 750 and b.category[0, 0] == ll.HIGH
+    assert b.category[1, 0] == ll.NOT_COMPUTABLE
+
+
+def test_thresholds_file_errors(tmp_path):
+    from storage import lineloss as sl
+    th = sl.load_thresholds()
+    assert th.band("urban").high_bp > 0 and th.band("feeder").high_bp > 0
+    bad = tmp_path / "t.toml"
+    for text, needle in (("x = 1", "[band."), ("[band.urban]\nhigh_bp = 'a'", "integers"),
+                         ("[band.urban]\nhigh_bp = 100\nnegative_bp = 200", "negative_bp < high_bp"),
+                         ("[band.urban]\nlow = 1", "keys are")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=None) as ei:
+            sl.load_thresholds(bad)
+        assert needle in str(ei.value) and str(bad) in str(ei.value)
+    with pytest.raises(ConfigError, match="no band for unit type 'mountain'"):
+        th.arrays(np.array(["urban", "mountain"]))
+
+
+# --- on a generated fleet -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def june():
+    from storage import archive, lineloss as sl
+    d = fleet()
+    with archive.Archive(d / "archive.duckdb", read_only=True) as a:
+        res = sl.compute(a, d / "lake", *sl.month_range(MONTH))
+    return d, res
+
+
+def test_monthly_rates_match_the_true_technical_loss(june):
+    d, res = june
+    truth = truth_areas(d)
+    area_m, _ = res.month()
+    checked = 0
+    for i, aid in enumerate(res.area_id):
+        t = truth[int(aid)]
+        assert area_m.has_rate[i, 0], f"area {aid} has no monthly rate"
+        if t["theft"] == "false":
+            # the daily true loss is the area's rate × U(0.9, 1.1); a month averages it out
+            assert abs(area_m.rate_bp[i, 0] - int(t["technical_loss_bp"])) <= 40, (aid, area_m.rate_bp[i, 0], t)
+            checked += 1
+        else:
+            assert area_m.rate_bp[i, 0] > int(t["technical_loss_bp"])       # lost sales raise the loss
+    assert checked >= len(res.area_id) // 2
+    # the feeder: 2 % line loss in the generator, plus the PV that the generator routes through it
+    _, feeder_m = res.month()
+    assert feeder_m.has_rate.all() and (150 <= feeder_m.rate_bp).all() and (feeder_m.rate_bp <= 500).all()
+
+
+def test_days_against_duckdb(june):
+    """Area-days without gaps or swaps: supply and sales equal a plain SQL join of the archive."""
+    from storage import sql as _sql
+    d, res = june
+    with _sql.Session(d) as s:
+        t = s.query("""
+            WITH p AS (SELECT p.point_id, p.role, p.area_id, pm.meter_id, mu.ct_ratio * mu.pt_ratio AS k,
+                              greatest(pm.valid_from, mu.valid_from) AS vf,
+                              least(coalesce(pm.valid_to, DATE '2100-01-01'), coalesce(mu.valid_to, DATE '2100-01-01')) AS vt
+                       FROM points p JOIN point_meters pm USING (point_id) JOIN point_multipliers mu USING (point_id)),
+                 r AS (SELECT a.meter_id, a.date, b.ae_fwd - a.ae_fwd AS f, b.ae_rev - a.ae_rev AS r
+                       FROM daily_frozen a JOIN daily_frozen b ON a.meter_id = b.meter_id AND b.date = a.date + 1
+                       WHERE a.date BETWEEN DATE '2026-06-01' AND DATE '2026-06-30')
+            SELECT area_id, date,
+                   sum(CASE WHEN role IN ('area_check', 'pv') THEN f * k END) AS supply,
+                   sum(CASE WHEN role = 'customer' THEN f * k WHEN role = 'area_check' THEN r * k END) AS sales
+            FROM p JOIN r ON r.meter_id = p.meter_id AND p.vf <= r.date AND r.date < p.vt
+            WHERE area_id IS NOT NULL GROUP BY area_id, date""").to_pylist()
+    sql = {(row["area_id"], row["date"]): row for row in t}
+    compared = 0
+    for i, aid in enumerate(res.area_id):
+        for j, day in enumerate(res.days):
+            if res.area.flags[i, j] == 0:
+                row = sql[(aid, day)]
+                assert (res.area.supply[i, j], res.area.sales[i, j]) == (row["supply"], row["sales"]), (aid, day)
+                compared += 1
+    assert compared >= 30
+
+
+def test_replacement_and_gaps_do_not_bias_the_rate(june):
+    d, res = june
+    flagged = (res.area.flags & (ll.LF_SPREAD | ll.LF_REPLACED)) != 0
+    assert flagged.any()
+    ok = res.area.has_rate
+    truth = truth_areas(d)
+    tech = np.array([int(truth[int(a)]["technical_loss_bp"]) for a in res.area_id])[:, None]
+    clean = np.array([truth[int(a)]["theft"] == "false" for a in res.area_id])[:, None]
+    err = np.abs(res.area.rate_bp - tech)
+    # a spread day shifts a little energy between days; a swap day must be as good as any
+    assert np.median(err[ok & clean & flagged]) < 2 * np.median(err[ok & clean & ~flagged]) + 30
+
+
+def _tampered(tmp_path) -> pathlib.Path:
+    """A copy of the fleet where area 1's check meter stops (负损) and area 2 has no power on 06-12 (停运)."""
+    from storage import archive, lake, schema
+    d = tmp_path / "fleet"
+    shutil.copytree(fleet(), d)
+    with archive.Archive(d / "archive.duckdb", read_only=True) as a:
+        pts = a.columns("SELECT p.area_id, p.role, pm.meter_id FROM points p JOIN point_meters pm USING (point_id) "
+                        "WHERE p.area_id IN (1, 2)")
+    con = duckdb.connect()
+    glob = str(d / "lake" / "readings" / "kind=daily" / "date=*" / "bucket=*" / "part-*.parquet")
+    chk1 = int(pts["meter_id"][(pts["area_id"] == 1) & (pts["role"] == "area_check")][0])
+    area2 = pts["meter_id"][pts["area_id"] == 2].astype(np.int64).tolist()
+    # re-deliver: area 1's check meter frozen at its 06-01 value from 06-02 on; area 2's meters on 06-13 at
+    # their 06-12 values (a later delivery wins, as in the SQL pivots)
+    rows = con.execute(f"""
+        SELECT meter_id, register, arg_max(value, date) FROM read_parquet('{glob}', hive_partitioning = true)
+        WHERE (meter_id = {chk1} AND date = DATE '2026-06-01') OR
+              (list_contains({area2}, meter_id) AND date <= DATE '2026-06-12')
+        GROUP BY meter_id, register""").fetchall()
+    out = {k: [] for k in ("meter_id", "register", "ts_utc", "value", "quality", "source", "received_utc")}
+    midnight = lambda day: (day - dt.date(1970, 1, 1)).days * 86400 - 8 * 3600  # noqa: E731
+    for m, reg, v in rows:
+        days = [dt.date(2026, 6, k) for k in range(2, 31)] + [dt.date(2026, 7, k) for k in range(1, 4)] \
+            if m == chk1 else [dt.date(2026, 6, 12), dt.date(2026, 6, 13)]
+        for day in days:
+            t = midnight(day)
+            out["meter_id"].append(m), out["register"].append(reg), out["ts_utc"].append(t), out["value"].append(v)
+            out["quality"].append(0), out["source"].append(schema.SRC_OPERATOR), out["received_utc"].append(t + 10**7)
+    lake.write_readings(d / "lake", {k: np.array(v) for k, v in out.items()}, schema.DAILY)
+    return d
+
+
+def test_every_category_appears(tmp_path):
+    from storage import archive, lineloss as sl
+    d = _tampered(tmp_path)
+    with archive.Archive(d / "archive.duckdb", read_only=True) as a:
+        res = sl.compute(a, d / "lake", *sl.month_range(MONTH))
+    cats = res.area.category
+    i1, i2 = (int(np.flatnonzero(res.area_id == k)[0]) for k in (1, 2))
+    j = res.days.index(dt.date(2026, 6, 12))
+    assert np.isin(cats[i1, 1:], (ll.NEGATIVE, ll.NOT_COMPUTABLE)).all() and (cats[i1, 1:] == ll.NEGATIVE).sum() > 20
+    assert cats[i2, j] == ll.OUTAGE and res.area.supply[i2, j] == 0 and res.area.sales[i2, j] == 0
+    assert {ll.OK, ll.HIGH, ll.NEGATIVE, ll.NOT_COMPUTABLE, ll.OUTAGE} <= set(np.unique(cats).tolist())
+
+
+def test_cli_stores_the_days_and_the_sql_view_shows_them(tmp_path):
+    from cli import cli
+    d = tmp_path / "fleet"
+    shutil.copytree(fleet(), d)
+    r = CliRunner().invoke(cli, ["lineloss", "--date", "2026-06-10", "--json", "--data", str(d)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in r.output.splitlines()]
+    assert {x["level"] for x in rows} == {"area", "feeder"}
+    assert all(x["loss_kwh_x100"] == x["supply_kwh_x100"] - x["sales_kwh_x100"] for x in rows)
+    r = CliRunner().invoke(cli, ["sql", "SELECT level, unit_id, rate_bp, category FROM line_loss "
+                                 "WHERE date = DATE '2026-06-10' ORDER BY level, unit_id", "--format", "json",
+                                 "--data", str(d)])
+    assert r.exit_code == 0, r.output
+    stored = [json.loads(x) for x in r.output.splitlines()]
+    assert [(x["level"], x["unit_id"], x["rate_bp"], x["category"]) for x in rows] == \
+        [(x["level"], x["unit_id"], x["rate_bp"], x["category"]) for x in stored]
+    # a re-run replaces the day's partition: still one file, same rows
+    r = CliRunner().invoke(cli, ["lineloss", "--date", "2026-06-10", "--csv", "--data", str(d)])
+    assert r.exit_code == 0 and r.output.startswith('"level"')
+    assert len(list((d / "lake" / "line_loss" / "date=2026-06-10").glob("part-*.parquet"))) == 1
+    r = CliRunner().invoke(cli, ["lineloss", "--month", MONTH, "--level", "area", "--data", str(d), "--no-save"])
+    assert r.exit_code == 0 and "不可算 days" in r.output
+    r = CliRunner().invoke(cli, ["lineloss", "--data", str(d)])
+    assert r.exit_code == 2 and "exactly one of" in r.output
+    r = CliRunner().invoke(cli, ["lineloss", "--month", "June", "--data", str(d)])
+    assert r.exit_code == 1 and "expected YYYY-MM" in r.output
