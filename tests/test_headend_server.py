@@ -410,3 +410,78 @@ def test_metrics_endpoint_scraped(tmp_path):
         assert 'gridhead_collection_success{task="daily"} 0.97' in lines
         assert "gridhead_requests_in_flight 0.0" in lines
     run(main())
+
+
+def test_event_report_goes_to_the_events_table_before_its_ack(tmp_path):
+    async def main():
+        async with Env(tmp_path) as he:
+            t = await FakeTerminal(GOOD, he.port).connect()
+            await t.login()
+            rcsd = (P.OAD_TARGET_TSA, rec.OAD_EVENT_START, rec.OAD_EVENT_END)
+            rows = ((Data(85, A.tsa("000000000002")), Data(28, DateTimeS(2024, 6, 1, 3, 0, 0)),
+                     Data(28, DateTimeS(2024, 6, 1, 3, 7, 0))),)
+            t.send(C_REPORT, A.ReportNotificationRecordList(9, (A.ResultRecord(0x30110200, rcsd, rows),)))
+            await t.next(A.ReportResponseRecordList)
+            logged = []
+            for seg in sorted((tmp_path / "lake" / "_wal").glob("*.wal")):
+                logged += [tbl.to_pylist() for rtype, _, tbl in wal.scan_segment(seg, last=False)[1]
+                           if rtype == wal.T_EVENTS]
+            assert len(logged) == 1 and logged[0][0]["meter_id"] == 12
+            assert logged[0][0]["event"] == schema.EVENT_CODES["power_down"]
+            assert (logged[0][0]["end_utc"] - logged[0][0]["start_utc"]).total_seconds() == 420
+    run(main())
+
+
+def test_under_uvloop_login_request_report(tmp_path):
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main():
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        async with Env(tmp_path) as he:
+            t = await FakeTerminal(GOOD, he.port, answer=clock_answer).connect()
+            await t.login()
+            rsps = await asyncio.gather(*(he.request(GOOD, A.get(P.OAD_DATETIME)) for _ in range(10)))
+            assert all(r.result.data.value.year == 2024 for r in rsps)
+            t.send(C_REPORT, A.ReportNotificationRecordList(1, (A.ResultRecord(P.OAD_TASK_RECORDS, P.DAILY_RCSD,
+                                                                               daily_rows()),)))
+            await t.next(A.ReportResponseRecordList)
+            assert he.metrics.readings == 16
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        r.run(asyncio.wait_for(main(), 30))
+
+
+def test_idle_sessions_cost_under_5_kb_each(tmp_path):
+    """500 logged-in idle terminals: Python heap growth per session (tracemalloc, asyncio's own
+    transports included) stays under the 5 KB target."""
+    import gc
+    import socket
+    import tracemalloc
+    n = 500
+
+    async def main():
+        async with Env(tmp_path) as he:
+            he._terminals = lambda a: True
+            loop = asyncio.get_running_loop()
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.take_snapshot()
+            socks = []
+            for i in range(n):
+                s = socket.socket()
+                s.setblocking(False)
+                await loop.sock_connect(s, ("127.0.0.1", he.port))
+                await loop.sock_sendall(s, Frame(ServerAddress(f"{i:012d}"), 0x10, C_LINK, A.LinkRequest(
+                    1, 0, 60, (2024, 6, 1, 6, 0, 0, 0, 0)).to_bytes()).to_bytes())
+                socks.append(s)
+            await until(lambda: len(he.sessions) == n, 20)
+            await asyncio.sleep(0.2)
+            gc.collect()
+            grown = sum(st.size_diff for st in tracemalloc.take_snapshot().compare_to(before, "filename")
+                        if "test_headend" not in st.traceback[0].filename)
+            tracemalloc.stop()
+            for s in socks:
+                s.close()
+            return grown / n
+    per_session = run(main(), 60)
+    print(f"python heap per idle session: {per_session:.0f} B")
+    assert per_session < 5000, per_session
