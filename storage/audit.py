@@ -36,7 +36,7 @@ ITEMS_SCHEMA = pa.schema([
     ("kinds", pa.string()), ("evidence", pa.string()),
 ])
 MARKS_SCHEMA = pa.schema([("item_id", pa.string()), ("result", pa.string()), ("checked_by", pa.string()),
-                          ("note", pa.string()), ("checked_utc", pa.timestamp("s", tz="UTC"))])
+                          ("note", pa.string()), ("checked_utc", pa.timestamp("us", tz="UTC"))])
 
 
 def read_event_counts(lake_root, first: _dt.date, last: _dt.date, meter_ids: np.ndarray) -> dict:
@@ -151,7 +151,7 @@ def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt
         raise StorageError(f"audit mark: no audit item {item_id!r} (run `gridhead audit --month M` first)")
     now = now or _dt.datetime.now(_dt.timezone.utc)
     t = pa.table({"item_id": [item_id], "result": [result], "checked_by": [by], "note": [note],
-                  "checked_utc": [now.replace(microsecond=0)]}, schema=MARKS_SCHEMA)
+                  "checked_utc": [now]}, schema=MARKS_SCHEMA)
     d = root / "audit_marks"
     d.mkdir(parents=True, exist_ok=True)
     name = lake.new_file_name()
@@ -193,7 +193,7 @@ def view_statements(lake_root) -> list[str]:
 
 
 _DUCK = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
-         pa.float64(): "DOUBLE", pa.timestamp("s", tz="UTC"): "TIMESTAMPTZ"}
+         pa.float64(): "DOUBLE", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}
 
 
 def _empty(sch: pa.Schema, *extra: str) -> str:

@@ -1,0 +1,79 @@
+"""HTML reports: they render in headless Chromium (a screenshot that is not blank) and say so when the
+collection or bill tables they report on are absent.  Skips when chromium is not installed."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import struct
+import subprocess
+import zlib
+
+import pytest
+from click.testing import CliRunner
+
+from tests.test_lineloss import MONTH, fleet
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or \
+    ("/usr/bin/chromium" if pathlib.Path("/usr/bin/chromium").exists() else None)
+
+
+def png_pixels(path: pathlib.Path) -> tuple[int, int, bytes]:
+    """Width, height and the decompressed (filtered) scanlines of a PNG: enough to tell blank from drawn."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, w, h = 8, b"", 0, 0
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    return w, h, zlib.decompress(idat)
+
+
+def screenshot(html: pathlib.Path, png: pathlib.Path):
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--window-size=1000,1400", f"--screenshot={png}", html.as_uri()],
+                   check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    from cli import cli
+    out = tmp_path_factory.mktemp("reports")
+    d = fleet()
+    for name in ("lineloss", "collection", "bills"):
+        args = ["report", name, "--html", str(out / f"{name}.html"), "--data", str(d)]
+        if name == "lineloss":
+            args += ["--month", MONTH]
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, r.output
+    return out
+
+
+def test_lineloss_report_content(reports):
+    text = (reports / "lineloss.html").read_text()
+    assert text.count("<svg") >= 10 and "Worst" in text and "高损" in text and "<script" not in text
+    assert "http" not in text.replace("http://www.w3.org/2000/svg", "")      # nothing fetched from anywhere
+
+
+def test_absent_tables_are_said(reports):
+    for name in ("collection", "bills"):
+        text = (reports / f"{name}.html").read_text()
+        assert "nothing to report" in text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_reports_render_in_chromium(reports, tmp_path):
+    for name in ("lineloss", "collection"):
+        png = tmp_path / f"{name}.png"
+        screenshot(reports / f"{name}.html", png)
+        w, h, raw = png_pixels(png)
+        assert (w, h) == (1000, 1400)
+        # a blank page is one colour: its scanlines compress to almost nothing and hold few byte values
+        assert len(set(raw)) > (20 if name == "lineloss" else 3), name
+        if name == "lineloss":
+            assert len(zlib.compress(raw)) > 20_000
