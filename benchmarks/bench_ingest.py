@@ -183,7 +183,8 @@ def main() -> int:
     print(f"ours and baseline hold the same readings: {'yes' if agree else f'NO {ours_fp} vs {base_fp}'}")
     if args.json:
         args.json.write_text(json.dumps({
-            "readings": n, "cpu_seconds_ours": cpu_ours, "seconds": {"ours": t_ours, "ours_nosync": t_nosync, "baseline": t_base},
+            "readings": n, "cpu_seconds_ours": cpu_ours,
+            "seconds": {"ours": t_ours, "ours_nosync": t_nosync, "baseline": t_base},
             "bytes_per_reading": {"ours": b_ours / n, "baseline": b_base / n}, "verdicts": verdicts,
             "agree": agree}, indent=1))
     return 0 if agree else 1

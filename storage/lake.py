@@ -18,9 +18,9 @@ How a reader sees a consistent set of files (the publication rule)
     ``renameat2(RENAME_EXCHANGE)`` call: a reader listing the partition sees the old set of files or the
     new set, never both and never neither.  The old directory is parked under ``<root>/_trash/`` and
     removed after ``TRASH_GRACE_S`` by a later writer, so a reader that was listing or reading the old
-    directory at the moment of the swap still finds all of it.  (A reader that *listed* the old set but opens a file after the swap gets "file not
-    found" and must re-run its query: a transient error, never a wrong answer.)  Writers of one lake
-    serialise on an ``fcntl`` lock of ``<root>/.lock``.
+    directory at the moment of the swap still finds all of it.  (A reader that *listed* the old set but
+    opens a file after the swap gets "file not found" and must re-run its query: a transient error,
+    never a wrong answer.)  Writers of one lake serialise on an ``fcntl`` lock of ``<root>/.lock``.
 
     Readers: :func:`published_files` is a snapshot (each partition listed through one directory handle,
     so all old or all new), to hand to ``read_parquet([...])``; use it (``storage.sql``'s views should)

@@ -9,7 +9,6 @@ crash's log at start — then reopens the lake and checks.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess

@@ -31,6 +31,9 @@ ROWS = ("SELECT meter_id, register, epoch(ts_utc)::BIGINT, value, quality, sourc
         " {} FROM t ORDER BY ALL")
 
 
+ONE_BUCKET = np.array([m for m in range(1, 2000) if schema.bucket_of(m) == 3][:40])
+
+
 def _rows(cols: dict, sl=slice(None)) -> dict:
     return {k: v[sl] for k, v in cols.items()}
 
@@ -133,13 +136,13 @@ def test_first_received_wins_among_equals(tmp_path):
     assert _q(tmp_path, sql="SELECT sum(value) FROM t") == [(int(first["value"].sum()),)]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 99), st.integers(1, 60)), min_size=1, max_size=8),
        st.randoms(use_true_random=False))
 def test_any_interleaving_of_batches_and_duplicates_gives_the_same_set(tmp_path_factory, slices, rnd):
     """Batches cut from a few variants of the same readings (actual / estimated / suspect / late retry),
     published in two random orders, give identical lakes."""
-    base = samples.daily_frozen(np.arange(1, 41), DAY)
+    base = samples.daily_frozen(ONE_BUCKET, DAY)          # one partition: the rule, not the fsyncs, is tested
     n = len(base["value"])
     variants = [base,
                 {**base, "quality": np.full(n, schema.Q_ESTIMATED, np.uint8), "value": base["value"] + 5},
