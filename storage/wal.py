@@ -247,7 +247,11 @@ class IngestWriter:
         if self._owner is None:
             raise StorageError(f"wal: {self.root} already has a live ingest writer")
         self.publisher = lake.Publisher(self.root)
-        self.replayed = _replay(self.root, self.wal_dir, self.publisher)
+        try:
+            self.replayed = _replay(self.root, self.wal_dir, self.publisher)
+        except BaseException:
+            os.close(self._owner)          # a corrupt log: release the lake, say where (StorageError)
+            raise
         self._cond = threading.Condition()
         self._pending: list[tuple[int, list, list]] = []     # (seq, buffers, (type, kind, table))
         self._next_seq = 1
