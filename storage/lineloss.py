@@ -104,7 +104,7 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
         for code, name in codes.items():
             sel = keep & (reg == code)
             r_, v_ = row[sel], val[sel]
-            if len(np.unique(r_)) < len(r_):            # re-deliveries beside each other: last received wins
+            if len(r_) and np.bincount(r_, minlength=len(uniq)).max() > 1:   # re-deliveries: last received wins
                 recv = t.column("received_utc").to_numpy().astype("datetime64[s]").astype(np.int64)[sel]
                 o = np.lexsort((recv, r_))
                 last = np.r_[r_[o][1:] != r_[o][:-1], True]
