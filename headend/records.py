@@ -26,6 +26,7 @@ What is "missing" (for success rates and back-fill)
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from typing import Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
@@ -168,20 +169,18 @@ def rows_to_batch(rcsd, rows, meter_of_tsa, *, source: int = schema.SRC_TASK, qu
     of rows without a freeze time column (epoch seconds, datetime, or a date_time_s tuple).
     """
     meter_of = _lookup(meter_of_tsa)
-    cols = _columns(rcsd)
-    tsa_col = next(((i, j) for i, j, o in cols if o == P.OAD_TARGET_TSA), None)
-    time_col = next(((i, j) for t in _TIME_OADS for i, j, o in cols if o == t), None)
-    value_cols = [(i, j, r) for i, j, o in cols if (r := _registers(o)) is not None]
+    tsa_col, time_col, value_cols = _plan(tuple(rcsd))
     default_ts = epoch_of(ts_utc)
     default_meter = meter_of(bytes(tsa)) if tsa is not None else None
+    if tsa_col is None and tsa is None:
+        raise ValueError("rows_to_batch: no 202A0200 column and no tsa= for the rows' meter")
     acc = _Acc()
+    meters, regs_out, tss, vals = acc.meter, acc.reg, acc.ts, acc.val
     for row in rows:
         meter = default_meter
         if tsa_col is not None:
             d = _cell(row, *tsa_col)
             meter = meter_of(bytes(d.value)) if d is not None and d.tag == _TSA else None
-        elif tsa is None:
-            raise ValueError("rows_to_batch: no 202A0200 column and no tsa= for the rows' meter")
         if meter is None:
             acc.missing.append((-1, R_UNKNOWN_TSA))
             continue
@@ -189,12 +188,12 @@ def rows_to_batch(rcsd, rows, meter_of_tsa, *, source: int = schema.SRC_TASK, qu
         if time_col is not None:
             d = _cell(row, *time_col)
             if d is not None and d.tag in (_DATE_TIME_S, _DATE_TIME):
-                ts = epoch_of(d.value)
+                ts = _epoch_cached(d.value)
         if ts is None:
             acc.missing.append((meter, R_NO_TIME))
             continue
-        n0 = len(acc.meter)
-        for i, j, (regs, idx) in value_cols:
+        n0 = len(meters)
+        for i, j, regs, idx in value_cols:
             d = _cell(row, i, j)
             if d is None or d.tag == _NULL:
                 continue
@@ -204,18 +203,38 @@ def rows_to_batch(rcsd, rows, meter_of_tsa, *, source: int = schema.SRC_TASK, qu
                 elements = (d,)
                 regs = regs[idx:idx + 1] if idx is not None else regs[:1]
             for reg, el in zip(regs, elements):
-                v = _scalar(el)
-                if reg is None or v is None:
+                v = el.value
+                if type(v) is not int:          # noqa: E721 - bool is not a register; structures: first member
+                    v = _scalar(el)
+                    if v is None:
+                        continue
+                if reg is None:
                     continue
-                acc.meter.append(meter)
-                acc.reg.append(reg)
-                acc.ts.append(ts)
-                acc.val.append(v)
-        if len(acc.meter) == n0:
+                meters.append(meter)
+                regs_out.append(reg)
+                tss.append(ts)
+                vals.append(v)
+        if len(meters) == n0:
             acc.missing.append((meter, R_NO_DATA))
         else:
             acc.meters.append(meter)
     return acc.batch(source=source, quality=quality, received_utc=received_utc)
+
+
+@functools.lru_cache(maxsize=4096)
+def _epoch_cached(t):
+    """epoch_of for the few freeze times a report repeats row after row."""
+    return epoch_of(t)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(rcsd: tuple):
+    """Where a row of this RCSD keeps its meter, its time and its register values (cached per RCSD)."""
+    cols = _columns(rcsd)
+    tsa_col = next(((i, j) for i, j, o in cols if o == P.OAD_TARGET_TSA), None)
+    time_col = next(((i, j) for t in _TIME_OADS for i, j, o in cols if o == t), None)
+    value_cols = tuple((i, j) + r for i, j, o in cols if (r := _registers(o)) is not None)
+    return tsa_col, time_col, value_cols
 
 
 def _cell(row, i: int, j: int | None):
