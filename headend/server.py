@@ -48,6 +48,8 @@ import asyncio
 import pathlib
 import time
 
+import numpy as np
+
 from protocols.dlt698 import apdu as A
 from protocols.errors import StorageError, TransportError
 from storage import schema
@@ -117,6 +119,8 @@ class Ingest:
         self.on_pressure = on_pressure or (lambda high: None)
         self._high = False
         self._async = AsyncIngest(writer)       # resolves once the group fsync covers the batch
+        self._groups: dict = {}                 # (kind, columns) -> [(columns, future)] this loop turn
+        self._scheduled = False
 
     def enter(self) -> None:
         """One more batch (or report) waiting for its fsync; pauses reading above the bound."""
@@ -132,13 +136,56 @@ class Ingest:
             self.on_pressure(False)
 
     async def readings(self, columns, kind: str):
+        """Durably log a batch of readings.  Batches given in the same turn of the event loop (reports
+        from many terminals) are written as one (one validation, one Arrow table, one WAL record):
+        the ticket returned is that group's."""
         self.enter()
         try:
-            ticket = await self._async.append(columns, kind)
+            fut = asyncio.get_running_loop().create_future()
+            key = (kind, tuple(sorted(columns)))
+            group = self._groups.get(key)
+            if group is None:
+                self._groups[key] = group = []
+            group.append((columns, fut))
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._submit_groups)
+            ticket = await fut
         finally:
             self.leave()
-        self.metrics.readings += ticket.accepted
         return ticket
+
+    def _submit_groups(self) -> None:
+        self._scheduled = False
+        groups, self._groups = self._groups, {}
+        loop = asyncio.get_running_loop()
+        for (kind, _keys), items in groups.items():
+            cols = items[0][0] if len(items) == 1 else {
+                k: np.concatenate([c[k] for c, _ in items]) for k in items[0][0]}
+            futs = [f for _, f in items]
+            try:
+                ticket = self.writer.submit(cols, kind)
+            except Exception as exc:  # noqa: BLE001 - each waiter gets the writer's error
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+
+            def done(err, futs=futs, ticket=ticket):
+                loop.call_soon_threadsafe(self._resolve_group, futs, ticket, err)
+
+            self.writer.when_durable(ticket.seq, done)
+
+    def _resolve_group(self, futs, ticket, err) -> None:
+        if err is None:
+            self.metrics.readings += ticket.accepted
+        for f in futs:
+            if f.done():
+                continue
+            if err is None:
+                f.set_result(ticket)
+            else:
+                f.set_exception(StorageError(f"ingest: batch not logged: {err}"))
 
     async def events(self, columns):
         self.enter()
@@ -180,6 +227,7 @@ class HeadEnd:
         self._online_waiters: dict = {}
         self._sem: asyncio.Semaphore | None = None
         self._bucket: TokenBucket | None = None
+        self.transports: list = []        # Config.mqtt / Config.serial: headend.transport_mqtt / transport_serial
 
     # --- life cycle ---------------------------------------------------------------------------------------
     def _load_archive(self) -> None:
@@ -227,9 +275,21 @@ class HeadEnd:
             self.metrics_port = m.start(self.config.metrics_port, "127.0.0.1")
         for d in self.config.dial_out:
             self._spawn(self._dial(d))
+        await self._start_transports()
         event(log, "started", host=self.config.listen_host, port=self.port, metrics_port=self.metrics_port,
               terminals=len(self._terminals) if not callable(self._terminals) else None,
               dial_out=len(self.config.dial_out))
+
+    async def _start_transports(self) -> None:
+        """The byte pipes besides TCP: an MQTT broker's terminals, RS-485 buses of directly wired meters."""
+        if self.config.mqtt is not None:
+            from .transport_mqtt import MqttBridge
+            self.transports.append(MqttBridge(self, self.config.mqtt))
+        if self.config.serial:
+            from .transport_serial import SerialBus
+            self.transports += [SerialBus(self, p) for p in self.config.serial]
+        for tr in self.transports:
+            await tr.start()
 
     def _accept(self) -> Terminal:
         t = Terminal(self)
@@ -239,6 +299,8 @@ class HeadEnd:
     async def stop(self) -> None:
         """Stop listening, close every link, publish everything ingested into the lake."""
         self.stopping = True
+        for tr in self.transports:
+            await tr.stop()
         if self.server is not None:
             self.server.close()
         for task in list(self._tasks):
