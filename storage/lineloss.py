@@ -73,7 +73,10 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
     rule of the SQL pivots).  Reads only the partitions of ``dates``, only the needed columns.
     """
     meter_ids = np.asarray(meter_ids, np.int64)
-    uniq, pos = np.unique(meter_ids, return_inverse=True)
+    if len(meter_ids) and (np.diff(meter_ids) > 0).all():        # already sorted and unique: no sort
+        uniq, pos = meter_ids, None
+    else:
+        uniq, pos = np.unique(meter_ids, return_inverse=True)
     big = len(uniq) and uniq[-1] <= 8 * len(uniq) + 1_000_000
     if big:
         lut = np.full(int(uniq[-1]) + 1, -1, np.int64)
@@ -110,7 +113,7 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
                 last = np.r_[r_[o][1:] != r_[o][:-1], True]
                 r_, v_ = r_[o][last], v_[o][last]
             out[name][r_, j] = v_
-    return {k: v[pos] for k, v in out.items()}
+    return out if pos is None else {k: v[pos] for k, v in out.items()}
 
 
 # --- the computation ----------------------------------------------------------------------------------
