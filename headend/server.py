@@ -20,6 +20,9 @@ Public API (the collection tasks, the demo and the tests build on this; everythi
     he.metrics                             # Metrics: .collection_progress / .collection_success gauges...
     await he.stop()                        # close sessions, flush ingest into the lake, stop listening
 
+    await serve(cfg, on_ready=fn)          # gridhead serve: start, run until SIGINT/SIGTERM, stop
+    use_uvloop(); raise_open_files()       # what a process hosting thousands of terminals does first
+
 ``request`` raises :class:`TerminalOffline` (not logged in / the link dropped) or :class:`RequestTimeout`
 (no response within ``timeout_s`` after ``retries`` retries), both :class:`~protocols.errors.TransportError`;
 a ``DarError`` is the caller's business (the response carries it).  It waits for a slot of the
@@ -35,6 +38,12 @@ an online address replaces the old session), responses resolve their request's f
 decoded (headend.records), written through the durable ingest (storage.wal) and acknowledged only when
 the ingest says they are fsynced.  No task per terminal: deadlines (heartbeat loss, login timeout,
 idle) live in one shared timer wheel (headend.terminal.TimerWheel).
+
+Ingest: ``he.ingest.readings`` batches given in the same event-loop turn (reports from many terminals)
+are written as one WAL record (one validation, one fsync group); each caller gets that group's Ticket.
+
+Dial-out terminals (``Config.dial_out``, server mode): the head-end connects, answers their LINK login,
+opens the application association (CONNECT-Request, public mechanism) and only then reports them online.
 
 Back-pressure: while more than ``Config.ingest_queue_bound`` report batches wait for their fsync, every
 terminal stops being read (``transport.pause_reading``) until the ingest catches up; frames are bounded by
@@ -303,9 +312,13 @@ class HeadEnd:
             await tr.stop()
         if self.server is not None:
             self.server.close()
+        # reports already received: let their fsync and acknowledgement finish (milliseconds), then
+        # cancel what is left (dial-outs, associations; a report cut short is simply not acknowledged)
+        reports = [t for t in self._tasks if not t.done() and t.get_name().startswith("report")]
+        if reports:
+            await asyncio.wait(reports, timeout=5)
         for task in list(self._tasks):
             task.cancel()
-        # reports already received are acknowledged-or-not by their own tasks; let them finish
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
@@ -324,8 +337,8 @@ class HeadEnd:
                 await self.loop.run_in_executor(None, self._writer.flush)
         event(log, "stopped", readings=self.metrics.readings)
 
-    def _spawn(self, coro) -> asyncio.Task:
-        task = self.loop.create_task(coro)
+    def _spawn(self, coro, name: str | None = None) -> asyncio.Task:
+        task = self.loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -443,7 +456,7 @@ class HeadEnd:
     # --- reports ---------------------------------------------------------------------------------------------
     def _report(self, t: Terminal, report) -> None:
         self.ingest.enter()            # counted at once: the frames after it wait if the ingest is behind
-        self._spawn(self._store_report(t, report))
+        self._spawn(self._store_report(t, report), f"report {t.address}")
 
     async def _store_report(self, t: Terminal, report) -> None:
         try:
