@@ -1014,10 +1014,7 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
         res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=th, max_gap=max_gap)
     if not no_save:
         _ll.write_days(_sql.lake_root(data), res)
-    tbl = _ll.day_table(res, first) if date else _ll.month_table(res)
-    if level != "all":
-        import pyarrow.compute as pc
-        tbl = tbl.filter(pc.equal(tbl.column("level"), level))
+    tbl = _ll.only_level(_ll.day_table(res, first) if date else _ll.month_table(res), level)
     cols = {"level": ("level", str), "unit_id": ("id", str), "unit_type": ("type", str),
             "supply_kwh_x100": ("supply kWh", _kwh), "sales_kwh_x100": ("sales kWh", _kwh),
             "loss_kwh_x100": ("loss kWh", _kwh), "rate_bp": ("rate %", lambda v: "" if v is None else f"{v / 100:.2f}"),

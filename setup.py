@@ -55,7 +55,7 @@ setup(
     python_requires=">=3.10",
     packages=["headend", "protocols", "protocols.dlt645", "protocols.dlt698", "billing_core", "storage"],
     py_modules=["cli"],
-    package_data={"protocols": ["*.pyi"], "billing_core": ["*.pyi", "tariffs/*.toml"]},
+    package_data={"protocols": ["*.pyi"], "billing_core": ["*.pyi", "tariffs/*.toml", "lineloss.toml"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=[
@@ -66,6 +66,8 @@ setup(
         "tqdm>=4.66,<5",  # progress bars of gridhead gen / archive import
         "uvloop>=0.19,<1; sys_platform != 'win32'",  # the head-end's event loop (falls back to asyncio)
         "prometheus-client>=0.20,<1",  # the head-end's /metrics
+        "pyserial-asyncio>=0.6,<1",  # RS-485 meters wired to the head-end host (headend.transport_serial)
+        "aiomqtt>=2.0,<3",  # concentrators publishing through an MQTT broker (headend.transport_mqtt)
     ],
     extras_require={
         "test": [

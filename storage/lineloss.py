@@ -337,6 +337,14 @@ def month_table(res: Result) -> pa.Table:
             .append_column("days_not_computable", pa.array(bad, pa.int32()))
 
 
+def only_level(tbl: pa.Table, level: str) -> pa.Table:
+    """The rows of ``tbl`` at ``level`` ("area" or "feeder"); "all" keeps every row."""
+    if level == "all":
+        return tbl
+    import pyarrow.compute as pc
+    return tbl.filter(pc.equal(tbl.column("level"), level))
+
+
 def write_days(lake_root, res: Result) -> list[pathlib.Path]:
     """Store every day of ``res`` in the lake's ``line_loss`` table, one partition per day, replaced whole."""
     out = []
