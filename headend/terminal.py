@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import heapq
+from collections import deque
 import math
 import time
 
@@ -130,7 +131,8 @@ class Terminal(asyncio.Protocol):
     __slots__ = ("he", "session", "transport", "peer", "address", "login_utc", "last_frame_mono", "last_frame_utc",
                  "connected_mono", "deadline", "slot", "heartbeat_s", "link_mono", "closed", "reason", "dial",
                  "waiters", "in_flight", "slot_waiters", "paused", "frames_in", "frames_out", "bytes_in", "bytes_out",
-                 "errors", "unframed", "window", "window_frames", "reports_in")
+                 "errors", "unframed", "window", "window_frames", "reports_in", "links_in", "responses_in", "unmatched_in",
+                 "requests_out")
 
     def __init__(self, he, *, dial=None) -> None:
         cfg = he.config
@@ -158,6 +160,7 @@ class Terminal(asyncio.Protocol):
         self.paused = False
         self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
         self.errors = self.unframed = self.window_frames = self.reports_in = 0
+        self.links_in = self.responses_in = self.unmatched_in = self.requests_out = 0
         self.window = 0
 
     # --- asyncio callbacks ----------------------------------------------------------------------------
@@ -251,9 +254,11 @@ class Terminal(asyncio.Protocol):
         self.frames_in += 1
         if isinstance(ev, S.LinkRequested):
             m.frames_in["LINK-Request"] += 1
+            self.links_in += 1
             self._link(ev, now)
         elif isinstance(ev, S.Response):
             m.frames_in[ev.response.SERVICE] += 1
+            self.responses_in += 1
             w = self.waiters.pop(id(ev.request), None) if self.waiters else None
             if w is not None:
                 w.handle.cancel()
@@ -266,6 +271,7 @@ class Terminal(asyncio.Protocol):
         elif isinstance(ev, S.Unmatched):
             m.frames_in[ev.response.SERVICE] += 1
             m.unmatched += 1
+            self.unmatched_in += 1
         elif isinstance(ev, S.Timeout):
             self.frames_in -= 1
             w = self.waiters.pop(id(ev.request), None) if self.waiters else None
@@ -359,7 +365,6 @@ class Terminal(asyncio.Protocol):
             if self.closed:
                 raise TerminalOffline(f"terminal {self.address} is offline")
             if self.slot_waiters is None:
-                from collections import deque
                 self.slot_waiters = deque()
             fut = he.loop.create_future()
             self.slot_waiters.append(fut)
@@ -379,6 +384,7 @@ class Terminal(asyncio.Protocol):
                 self.waiters = {}
             self.waiters[id(req)] = _Waiter(fut, req, handle)
             he.metrics.frames_out[apdu.SERVICE] += 1
+            self.requests_out += 1
             self._write(data, None)
             try:
                 return await fut
@@ -456,9 +462,12 @@ class Terminal(asyncio.Protocol):
 
     @property
     def counters(self) -> dict:
-        return {"frames_in": self.frames_in, "frames_out": self.frames_out, "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out, "errors": self.errors, "reports_in": self.reports_in,
-                "in_flight": self.in_flight}
+        """Frames in and out (total and by kind: LINK-Requests, responses, unmatched responses, reports in;
+        requests out), bytes, damaged frames, requests in flight."""
+        return {"frames_in": self.frames_in, "frames_out": self.frames_out, "links_in": self.links_in,
+                "responses_in": self.responses_in, "unmatched_in": self.unmatched_in, "reports_in": self.reports_in,
+                "requests_out": self.requests_out, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "errors": self.errors, "in_flight": self.in_flight}
 
     def info(self) -> dict:
         return {"address": self.address, "peer": self.peer, "login_utc": self.login_utc,

@@ -236,6 +236,9 @@ def test_requests_matched_by_piid_with_several_in_flight(tmp_path):
             w.cancel()
             assert [r.result.oad for r in rsps] == oads
             assert [r.result.data.value for r in rsps] == list(range(8))
+            c = he.sessions.get(GOOD).counters
+            assert (c["requests_out"], c["responses_in"], c["links_in"], c["in_flight"]) == (8, 8, 1, 0)
+            assert c["frames_out"] == 9 and c["bytes_in"] > 0 and c["errors"] == 0
             assert peak == 4                                  # the per-terminal limit held
             assert len({r.piid & 0x3F for r in t.requests[:4]}) == 4
     run(main())
