@@ -15,7 +15,7 @@ Public API (the collection tasks, the demo and the tests build on this; everythi
     he.ingest                              # Ingest: await he.ingest.readings(batch.columns, kind)
                                            #         await he.ingest.events(cols)   (durable on return)
     he.meter_of_tsa                        # dict TSA bytes -> meter id (records.tsa_index of the archive)
-    he.on_report.append(fn)                # fn(terminal, notification, batch) after a report is durable
+    he.on_report.append(fn)                # fn(terminal, notification, [(kind, records.Batch)]) once durable
     he.on_login.append(fn); he.on_logout.append(fn)      # fn(terminal)
     he.metrics                             # Metrics: .collection_progress / .collection_success gauges...
     await he.stop()                        # close sessions, flush ingest into the lake, stop listening

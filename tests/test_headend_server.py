@@ -208,7 +208,7 @@ def test_missed_heartbeats_close_the_session(tmp_path):
             await t.next(A.LinkResponse)
             assert await t.closed(6)
             took = time.monotonic() - t0
-            assert 2.9 <= took <= 4.0, took               # 1 s + 2 periods of 1 s (+ wheel resolution)
+            assert 2.9 <= took <= 4.5, took               # 1 s + 2 periods of 1 s (+ wheel resolution, load)
             assert he.metrics.closed["heartbeat"] == 1 and GOOD not in he.sessions
     run(main())
 
