@@ -31,11 +31,16 @@ basic, capacity   kVA × price[µyuan] × days                                10
 basic, demand     billing demand[1e-4 kW] × price[µyuan] × days            10^8 × period_days
 力调              (Σ rounded energy + tier + basic lines)[fen] × pf_bp     10^4
 funds             E_total[0.01 kWh] × Σ fund prices[µyuan]                 10^6
+违约金 late fee   arrears[fen] × rate[‰ per day] × days late                10^3 (per mille)
 ================  ======================================================  =============================
 
 The 力调 line is computed from the already-rounded lines it adjusts, as the bill prints them
 ((83)水电财字第215号: 按调整率增减 "基本电费 + 电度电费").  Pro-rating by days (tariff change, 1583号
 basic charge by days) happens inside the same single rounding, never as a second one.
+
+The late fee (违约金, 《供电营业规则》第九十八条, rates in :mod:`billing_core.ledger`) is rounded once per
+receivable in arrears, on the exact product over all its days (the two rates of a cross-year arrears
+added before the one rounding).
 
 Derived quantities that are not money use the same rule: cosφ to 0.01, transformer and line loss to
 0.01 kWh, pro-rated tier limits to 0.01 kWh.
@@ -55,6 +60,7 @@ ENERGY_DIV = ENERGY_SCALE * PRICE_SCALE // FEN_PER_YUAN          # 10^6
 DEMAND_DIV = DEMAND_SCALE * PRICE_SCALE // FEN_PER_YUAN          # 10^8
 CAPACITY_DIV = PRICE_SCALE // FEN_PER_YUAN                       # 10^4
 BP_DIV = 10_000                                                  # basis points
+LATE_FEE_DIV = 1_000                                             # ‰ per day (违约金)
 
 
 def round_div(num, den):

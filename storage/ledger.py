@@ -1,0 +1,579 @@
+"""The ledger (电费收缴及账务) in the archive database: receivables, payments, refunds, adjustments.
+
+Table ``ledger_entries`` of ``archive.duckdb`` (beside the archive's master data; created on first use),
+one row per entry, **append-only**: nothing here issues UPDATE or DELETE on it — a correction is a new
+entry (``gridhead ledger adjust``), a returned payment a ``refund``::
+
+    entry_id           BIGINT   1, 2, ... in posting order
+    customer_id        BIGINT   archive customers.customer_id
+    kind               VARCHAR  bill | payment | refund | adjust | prepay_charge | prepay_trueup
+    debit_fen          BIGINT   receivable (应收): + bill, + prepayment deduction, ± adjustment, − true-up
+    credit_fen         BIGINT   received (实收): + payment, − refund
+    balance_after_fen  BIGINT   the customer's Σ debit − Σ credit after this entry (> 0: owes)
+    period             VARCHAR  YYYY-MM the entry counts in (a bill's period; else the value date's month)
+    value_date         DATE     when it takes effect (a bill: its due date; a payment: the day paid)
+    key                VARCHAR  idempotency key, unique when not NULL: bill:<bill_id>, bank:<ref>,
+                                counter:<ref>, prepay:<customer_id>:<date>, trueup:<bill_id>
+    who, ts_utc, note  who posted it, when (UTC), why
+    batch              VARCHAR  the posting it belongs to (one import, one bill posting, one prepay day)
+
+**Balance = receivables − payments, always**: ``balance_after_fen`` is computed by
+:func:`billing_core.ledger.running_balance` when the batch is written, and :func:`check` proves, customer
+by customer, that the stored running balances follow from the entries and that every issued or released
+bill is posted exactly once with its total.
+
+**All or nothing.**  Each posting (a bank file, a bill run's bills, a prepayment day) is one DuckDB
+transaction; a crash (even SIGKILL) before COMMIT leaves no entry of it — DuckDB's WAL replays only
+committed transactions.  Writers serialise on ``<data>/ledger.lock`` (fcntl), so the keys checked before a
+write are still free when it commits.
+
+Posting bills: the issued and released bills of a period (``storage.bills``); held bills wait for their
+release and are posted by the next posting.  A prepayment customer's bill is posted with its true-up:
+the period's deductions (``prepay_charge``) reversed (``prepay_trueup``), so the month costs the bill.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import fcntl
+import pathlib
+import uuid
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from billing_core import ledger as L
+from protocols.errors import GridheadError, StorageError
+
+from . import bills as _bills
+from .archive import _arrow
+from .sql import archive_path, data_dir
+
+KINDS = ("bill", "payment", "refund", "adjust", "prepay_charge", "prepay_trueup")
+TABLE = "ledger_entries"
+DDL = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    entry_id BIGINT NOT NULL, customer_id BIGINT NOT NULL, kind VARCHAR NOT NULL,
+    debit_fen BIGINT NOT NULL, credit_fen BIGINT NOT NULL, balance_after_fen BIGINT NOT NULL,
+    period VARCHAR NOT NULL, value_date DATE NOT NULL, key VARCHAR, who VARCHAR NOT NULL,
+    ts_utc TIMESTAMPTZ NOT NULL, note VARCHAR, batch VARCHAR NOT NULL)
+"""
+BANK_COLUMNS = ("ref", "customer_no", "amount_yuan", "paid_on")
+MAX_ERRORS_SHOWN = 20
+
+
+class LedgerError(GridheadError):
+    """A posting that cannot be done; nothing was written.  ``errors``: every bad row, one line each."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
+
+
+def lock_path(data) -> pathlib.Path:
+    return data_dir(data) / "ledger.lock"
+
+
+class Writer:
+    """The ledger opened for writing: the writers' lock, a connection, the table ensured."""
+
+    def __init__(self, data):
+        self.data = data_dir(data)
+        arch = archive_path(self.data)
+        if not arch.exists():
+            raise StorageError(f"{arch}: no archive (run `gridhead archive import` or `gridhead gen` first)")
+        self._lock = open(lock_path(self.data), "a+")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            self.con = duckdb.connect(str(arch))
+            self.con.execute(DDL)
+        except duckdb.Error as exc:
+            self._lock.close()
+            raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
+
+    def close(self):
+        self.con.close()
+        self._lock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- helpers used inside a transaction ---------------------------------------------------------
+    def columns(self, sql: str, params=None) -> dict:
+        t = _arrow(self.con.execute(sql, params or []))
+        return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
+
+    def balances_of(self, customer_ids: np.ndarray) -> np.ndarray:
+        """Current balance of each given customer (0 for one without entries), by the stored running balance."""
+        cur = self.columns(f"SELECT customer_id, arg_max(balance_after_fen, entry_id) AS b FROM {TABLE} "
+                           f"GROUP BY customer_id")
+        return lookup(cur["customer_id"], cur["b"], customer_ids, 0)
+
+    def append(self, cols: dict, who: str, batch: str, ts=None) -> int:
+        """Append entries (columns customer_id, kind, debit_fen, credit_fen, period, value_date, key, note)
+        with their running balances; the caller holds the transaction.  Returns the number written."""
+        n = len(cols["customer_id"])
+        if n == 0:
+            return 0
+        cust = np.asarray(cols["customer_id"], np.int64)
+        delta = np.asarray(cols["debit_fen"], np.int64) - np.asarray(cols["credit_fen"], np.int64)
+        after = L.running_balance(cust, delta, self.balances_of(cust))
+        first = self.con.execute(f"SELECT coalesce(max(entry_id), 0) + 1 FROM {TABLE}").fetchone()[0]
+        ts = ts or dt.datetime.now(dt.timezone.utc)
+        tbl = pa.table({
+            "entry_id": pa.array(np.arange(first, first + n, dtype=np.int64)),
+            "customer_id": pa.array(cust), "kind": _text(cols["kind"], n),
+            "debit_fen": pa.array(np.asarray(cols["debit_fen"], np.int64)),
+            "credit_fen": pa.array(np.asarray(cols["credit_fen"], np.int64)),
+            "balance_after_fen": pa.array(after), "period": _text(cols["period"], n),
+            "value_date": _dates(cols["value_date"], n), "key": _text(cols.get("key"), n),
+            "who": _text(who, n), "ts_utc": pa.array(np.full(n, np.datetime64(ts.replace(tzinfo=None), "us")),
+                                                     pa.timestamp("us", "UTC")),
+            "note": _text(cols.get("note"), n), "batch": _text(batch, n)})
+        self.con.register("_new_entries", tbl)
+        try:
+            self.con.execute(f"INSERT INTO {TABLE} SELECT * FROM _new_entries")
+        finally:
+            self.con.unregister("_new_entries")
+        return n
+
+    def taken_keys(self, keys) -> np.ndarray:
+        """Which of ``keys`` (strings) are already in the ledger (bool per key)."""
+        keys = pa.array(np.asarray(keys, dtype=object), pa.string())
+        if len(keys) == 0:
+            return np.zeros(0, bool)
+        self.con.register("_keys", pa.table({"key": keys, "i": pa.array(np.arange(len(keys)))}))
+        try:
+            hit = self.columns(f"SELECT k.i FROM _keys k SEMI JOIN {TABLE} e ON e.key = k.key")["i"]
+        finally:
+            self.con.unregister("_keys")
+        out = np.zeros(len(keys), bool)
+        out[hit.astype(np.int64)] = True
+        return out
+
+    def customer_ids(self, customer_nos) -> np.ndarray:
+        """archive customer ids of 户号 strings (−1 unknown)."""
+        c = self.columns("SELECT customer_id, customer_no FROM customers")
+        idx = {no: i for no, i in zip(c["customer_no"], c["customer_id"])}
+        return np.array([idx.get(str(n), -1) for n in customer_nos], np.int64)
+
+
+def lookup(keys, values, want, default) -> np.ndarray:
+    """values[keys == want[i]] for each i (default where absent), by a sort and a binary search."""
+    keys = np.asarray(keys, np.int64)
+    want = np.asarray(want, np.int64)
+    if len(keys) == 0:
+        return np.full(len(want), default, np.asarray(values).dtype if len(values) else np.int64)
+    order = np.argsort(keys, kind="stable")
+    k, v = keys[order], np.asarray(values)[order]
+    pos = np.clip(np.searchsorted(k, want), 0, len(k) - 1)
+    return np.where(k[pos] == want, v[pos], default)
+
+
+def _text(v, n) -> pa.Array:
+    if v is None:
+        return pa.nulls(n, pa.string())
+    if isinstance(v, str):
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([v])).cast(pa.string())
+    if isinstance(v, pa.Array):
+        return v.cast(pa.string())
+    return pa.array(np.asarray(v, dtype=object), pa.string())
+
+
+def _dates(v, n) -> pa.Array:
+    if isinstance(v, dt.date):
+        return pa.array(np.full(n, np.datetime64(v, "D")), pa.date32())
+    return pa.array(np.asarray(v).astype("datetime64[D]"), pa.date32())
+
+
+def _period_of(d: dt.date) -> str:
+    return f"{d.year:04d}-{d.month:02d}"
+
+
+def _batch(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
+
+
+def _one_customer(w: Writer, customer_no: str) -> int:
+    cid = int(w.customer_ids([customer_no])[0])
+    if cid < 0:
+        raise LedgerError(f"customer {customer_no!r}: no such 户号 in the archive")
+    return cid
+
+
+# --- posting -----------------------------------------------------------------------------------------
+def post_bills(data, period: str, who: str = "billing") -> dict:
+    """Post the period's issued and released bills as receivables (idempotent: posted bills are skipped).
+
+    A prepayment customer's bill comes with its true-up: the period's deductions not yet trued up,
+    reversed.  Returns ``{period, posted, skipped, held, receivable_fen, trueup_fen}``.
+    """
+    start, end = _bills.period_bounds(period)
+    tbl = _bills.read_bills(data, period)
+    st = tbl.column("status").to_numpy(zero_copy_only=False).astype(str)
+    ok = st != "held"
+    ids = tbl.column("bill_id").to_numpy()[ok]
+    cust = tbl.column("customer_id").to_numpy()[ok].astype(np.int64)
+    total = tbl.column("total_fen").to_numpy()[ok].astype(np.int64)
+    due = end + dt.timedelta(days=L.DUE_DAYS)
+    batch = _batch("bills")
+    with Writer(data) as w:
+        w.con.execute("BEGIN")
+        try:
+            keys = np.array([f"bill:{int(b)}" for b in ids], dtype=object)
+            new = ~w.taken_keys(keys)
+            n = w.append({"customer_id": cust[new], "kind": "bill", "debit_fen": total[new],
+                          "credit_fen": np.zeros(int(new.sum()), np.int64), "period": period, "value_date": due,
+                          "key": keys[new], "note": None}, who, batch)
+            trued = _trueup(w, period, ids[new], cust[new], who, batch)
+            w.con.execute("COMMIT")
+        except BaseException:
+            w.con.execute("ROLLBACK")
+            raise
+    return {"period": period, "posted": n, "skipped": int((~new).sum()), "held": int((~ok).sum()),
+            "receivable_fen": int(total[new].sum()), "trueup_fen": trued}
+
+
+def _trueup(w: Writer, period: str, bill_ids, cust, who, batch) -> int:
+    """Reverse the period's prepayment deductions of the customers whose bill is posted now."""
+    if len(cust) == 0:
+        return 0
+    w.con.register("_posted", pa.table({"customer_id": pa.array(cust), "bill_id": pa.array(bill_ids)}))
+    try:
+        d = w.columns(f"""SELECT p.customer_id, p.bill_id, sum(e.debit_fen)::BIGINT AS charged
+                          FROM {TABLE} e JOIN _posted p USING (customer_id)
+                          WHERE e.kind = 'prepay_charge' AND e.period = $p GROUP BY ALL ORDER BY 1""", {"p": period})
+    finally:
+        w.con.unregister("_posted")
+    n = len(d["customer_id"])
+    if n == 0:
+        return 0
+    start, end = _bills.period_bounds(period)
+    w.append({"customer_id": d["customer_id"], "kind": "prepay_trueup", "debit_fen": -d["charged"].astype(np.int64),
+              "credit_fen": np.zeros(n, np.int64), "period": period, "value_date": end,
+              "key": np.array([f"trueup:{int(b)}" for b in d["bill_id"]], dtype=object),
+              "note": f"{period} deductions reversed against the bill"}, who, batch)
+    return int(-d["charged"].sum())
+
+
+def add_entry(data, customer_no: str, kind: str, amount_fen: int, by: str, ref: str | None = None,
+              note: str | None = None, on: dt.date | None = None) -> dict:
+    """One entry at the counter: ``payment`` (amount > 0), ``refund`` (amount > 0, paid back) or
+    ``adjust`` (amount ≠ 0: + more receivable, − less).  A ``ref`` given twice is refused."""
+    if kind not in ("payment", "refund", "adjust"):
+        raise LedgerError(f"kind {kind!r}: payment, refund or adjust")
+    if not by or not by.strip():
+        raise LedgerError("--by: who posts the entry is required")
+    if kind != "adjust" and amount_fen <= 0:
+        raise LedgerError(f"amount {amount_fen / 100:.2f}: a {kind} must be more than 0")
+    if kind == "adjust" and amount_fen == 0:
+        raise LedgerError("amount 0: an adjustment must change the balance")
+    if kind == "adjust" and not note:
+        raise LedgerError("--note: an adjustment needs its reason")
+    on = on or dt.date.today()
+    key = f"counter:{ref}" if ref else None
+    with Writer(data) as w:
+        cid = _one_customer(w, customer_no)
+        w.con.execute("BEGIN")
+        try:
+            if key and w.taken_keys([key])[0]:
+                raise LedgerError(f"reference {ref!r}: already posted (a payment is taken once)")
+            debit = amount_fen if kind == "adjust" else 0
+            credit = amount_fen if kind == "payment" else (-amount_fen if kind == "refund" else 0)
+            w.append({"customer_id": np.array([cid]), "kind": kind, "debit_fen": np.array([debit]),
+                      "credit_fen": np.array([credit]), "period": _period_of(on), "value_date": on,
+                      "key": np.array([key], dtype=object), "note": note}, by, _batch(kind))
+            w.con.execute("COMMIT")
+        except BaseException:
+            w.con.execute("ROLLBACK")
+            raise
+        bal = int(w.balances_of(np.array([cid]))[0])
+    return {"customer_no": customer_no, "customer_id": cid, "kind": kind, "amount_fen": amount_fen,
+            "balance_fen": bal}
+
+
+def import_payments(data, path, by: str = "bank-import") -> dict:
+    """Post a bank file (CSV with header ``ref,customer_no,amount_yuan,paid_on``) in one transaction.
+
+    Every row is checked first: a bad row — unknown 户号, an amount that is not yuan with ≤ 2 decimals
+    or not positive, a bad date, a reference empty, repeated in the file or already posted — refuses
+    the whole file with one line per bad row (``file:row: column: reason``; rows count from 1 after the
+    header).  A file posted before is thus refused whole, and changes nothing.
+    """
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise LedgerError(f"{p}: no such file")
+    try:
+        rows = _read_bank_csv(p)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise LedgerError(f"{p}: not a CSV file ({exc})") from None
+    refs, nos, amounts, days = rows
+    n = len(refs)
+    errors: list[tuple[int, str]] = []
+    fen = np.zeros(n, np.int64)
+    dates = np.zeros(n, "datetime64[D]")
+    for i in range(n):                       # parse: one pass of str operations (no float anywhere)
+        f = L.yuan_to_fen(amounts[i])
+        if f is None or f == 0:
+            errors.append((i, f"amount_yuan: {amounts[i]!r} is not a positive amount in yuan with at most 2 decimals"))
+        else:
+            fen[i] = f
+        try:
+            dates[i] = np.datetime64(dt.date.fromisoformat(days[i]))
+        except ValueError:
+            errors.append((i, f"paid_on: {days[i]!r} is not a date YYYY-MM-DD"))
+        if not refs[i]:
+            errors.append((i, "ref: empty (a bank reference is required)"))
+    keys = np.array(["bank:" + r for r in refs], dtype=object)
+    _, first, counts = np.unique(keys, return_index=True, return_counts=True) if n else (None, [], [])
+    if n and (counts > 1).any():
+        seen = np.zeros(n, bool)
+        seen[first] = True
+        for i in np.flatnonzero(~seen):
+            errors.append((int(i), f"ref: {refs[i]!r} repeated in the file"))
+    batch = _batch("bank")
+    with Writer(data) as w:
+        cid = w.customer_ids(nos)
+        for i in np.flatnonzero(cid < 0):
+            errors.append((int(i), f"customer_no: {nos[i]!r} is not a 户号 in the archive"))
+        taken = w.taken_keys(keys)
+        for i in np.flatnonzero(taken):
+            errors.append((int(i), f"ref: {refs[i]!r} already posted"))
+        if errors:
+            errors.sort()
+            lines = [f"{p}:{i + 1}: {msg}" for i, msg in errors]
+            more = f" (and {len(lines) - 1} more bad rows)" if len(lines) > 1 else ""
+            raise LedgerError(f"{lines[0]}{more}; nothing was imported", lines)
+        periods = dates.astype("datetime64[M]").astype(str).astype(object)
+        w.con.execute("BEGIN")
+        try:
+            w.append({"customer_id": cid, "kind": "payment", "debit_fen": np.zeros(n, np.int64), "credit_fen": fen,
+                      "period": periods, "value_date": dates, "key": keys, "note": f"bank file {p.name}"}, by, batch)
+            w.con.execute("COMMIT")
+        except BaseException:
+            w.con.execute("ROLLBACK")
+            raise
+    return {"file": str(p), "rows": n, "amount_fen": int(fen.sum()), "batch": batch,
+            "customer_ids": np.unique(cid)}
+
+
+def _read_bank_csv(p: pathlib.Path):
+    """The bank file's columns as lists of str (the header must name BANK_COLUMNS, in any order)."""
+    with open(p, newline="", encoding="utf-8-sig") as fh:
+        rd = csv.reader(fh)
+        header = [h.strip() for h in next(rd, [])]
+        missing = [c for c in BANK_COLUMNS if c not in header]
+        if missing:
+            raise LedgerError(f"{p}:0: {missing[0]}: column missing from the header (expected {','.join(BANK_COLUMNS)})")
+        pos = [header.index(c) for c in BANK_COLUMNS]
+        cols = [[], [], [], []]
+        for k, row in enumerate(rd, 1):
+            if len(row) != len(header):
+                raise LedgerError(f"{p}:{k}: (row): {len(row)} fields, the header has {len(header)}; nothing was imported")
+            for j, c in enumerate(pos):
+                cols[j].append(row[c].strip())
+    return cols
+
+
+# --- reading -------------------------------------------------------------------------------------------
+class Reader:
+    """The ledger opened read-only (no lock: readers see the last committed state)."""
+
+    def __init__(self, data):
+        arch = archive_path(data)
+        if not arch.exists():
+            raise StorageError(f"{arch}: no archive (run `gridhead archive import` or `gridhead gen` first)")
+        try:
+            self.con = duckdb.connect(str(arch), read_only=True)
+        except duckdb.Error as exc:
+            raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
+        self.has = bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                         {"t": TABLE}).fetchone()[0])
+
+    def close(self):
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def query(self, sql: str, params=None) -> pa.Table:
+        return _arrow(self.con.execute(sql, params or {}))
+
+    def columns(self, sql: str, params=None) -> dict:
+        t = self.query(sql, params)
+        return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
+
+
+def balances(data) -> pa.Table:
+    """Every customer's balance: ``customer_id, customer_no, name, category, prepaid, receivable_fen,
+    received_fen, balance_fen`` (balance = receivable − received; customers without entries have 0)."""
+    with Reader(data) as r:
+        return r.query(BALANCES_SQL.format(e=TABLE if r.has else _EMPTY, c="customers"))
+
+
+_EMPTY = ("(SELECT NULL::BIGINT AS customer_id, NULL::BIGINT AS debit_fen, NULL::BIGINT AS credit_fen, "
+          "NULL::BIGINT AS entry_id, NULL::BIGINT AS balance_after_fen WHERE false)")
+BALANCES_SQL = """
+SELECT c.customer_id, c.customer_no, c.name, c.category, c.prepaid,
+       coalesce(sum(e.debit_fen), 0)::BIGINT AS receivable_fen, coalesce(sum(e.credit_fen), 0)::BIGINT AS received_fen,
+       coalesce(sum(e.debit_fen) - sum(e.credit_fen), 0)::BIGINT AS balance_fen
+FROM {c} c LEFT JOIN {e} e USING (customer_id)
+GROUP BY ALL ORDER BY c.customer_id"""
+
+
+def check(data) -> dict:
+    """Prove the balance identity for every customer; raise :class:`LedgerError` naming the first that fails.
+
+    Per customer: the stored running balance of each entry equals Σ debit − Σ credit of its entries up
+    to it (so the last one is the balance); entry ids are 1..N without gaps or repeats; keys are unique;
+    every issued or released bill of every published period is posted once, for its total.
+    """
+    with Reader(data) as r:
+        if not r.has:
+            return {"customers": 0, "entries": 0, "bills_checked": 0, "ok": True}
+        bad = r.query(f"""
+            WITH x AS (SELECT customer_id, entry_id, balance_after_fen,
+                        sum(debit_fen - credit_fen) OVER (PARTITION BY customer_id ORDER BY entry_id) AS run
+                       FROM {TABLE})
+            SELECT x.customer_id, c.customer_no, x.entry_id, x.balance_after_fen, x.run::BIGINT AS run
+            FROM x LEFT JOIN customers c USING (customer_id)
+            WHERE x.balance_after_fen <> x.run ORDER BY x.customer_id, x.entry_id LIMIT 1""").to_pylist()
+        if bad:
+            b = bad[0]
+            raise LedgerError(f"customer {b['customer_no']} (id {b['customer_id']}): entry {b['entry_id']} records "
+                              f"balance {b['balance_after_fen']} fen, its entries add up to {b['run']} fen")
+        n, lo, hi, distinct = r.con.execute(
+            f"SELECT count(*), min(entry_id), max(entry_id), count(DISTINCT entry_id) FROM {TABLE}").fetchone()
+        if n and (lo != 1 or hi != n or distinct != n):
+            raise LedgerError(f"ledger: entry ids are not 1..{n} without gaps or repeats (min {lo}, max {hi}, "
+                              f"{distinct} distinct): entries were removed or rewritten")
+        dup = r.con.execute(f"SELECT key, count(*) FROM {TABLE} WHERE key IS NOT NULL GROUP BY key "
+                            f"HAVING count(*) > 1 ORDER BY key LIMIT 1").fetchone()
+        if dup:
+            raise LedgerError(f"ledger: key {dup[0]!r} posted {dup[1]} times")
+        orphan = r.con.execute(f"SELECT customer_id FROM {TABLE} ANTI JOIN customers USING (customer_id) LIMIT 1"
+                               ).fetchone()
+        if orphan:
+            raise LedgerError(f"ledger: customer id {orphan[0]} is not in the archive")
+        customers = r.con.execute(f"SELECT count(DISTINCT customer_id) FROM {TABLE}").fetchone()[0]
+        posted = r.columns(f"SELECT key, customer_id, debit_fen FROM {TABLE} WHERE kind = 'bill'")
+    checked = _check_bills(data, posted)
+    return {"customers": int(customers), "entries": int(n), "bills_checked": checked, "ok": True}
+
+
+def _check_bills(data, posted: dict) -> int:
+    root = _bills.bills_root(data)
+    periods = sorted(d.name.split("=", 1)[1] for d in root.glob("period=*") if (d / "bills.parquet").exists())
+    got = {k: (int(c), int(a)) for k, c, a in zip(posted["key"], posted["customer_id"], posted["debit_fen"])}
+    checked = 0
+    for period in periods:
+        tbl = _bills.read_bills(data, period)
+        st = tbl.column("status").to_numpy(zero_copy_only=False).astype(str)
+        for b, c, no, t, s in zip(tbl.column("bill_id").to_numpy(), tbl.column("customer_id").to_numpy(),
+                                  tbl.column("customer_no").to_pylist(), tbl.column("total_fen").to_numpy(), st):
+            k = f"bill:{int(b)}"
+            if k in got:
+                checked += 1
+                if got[k] != (int(c), int(t)):
+                    raise LedgerError(f"customer {no}: bill {int(b)} posted as {got[k][1]} fen, the bill says {int(t)}")
+            elif s == "held":
+                continue
+    return checked
+
+
+def arrears(data, as_of: dt.date) -> pa.Table:
+    """Arrears (欠费) on ``as_of`` with late fees (违约金) and aging, one row per receivable in arrears,
+    worst first — the reminder list (催费).  Prepayment customers are left out (their loop is the trip)."""
+    with Reader(data) as r:
+        if not r.has:
+            return _arrears_table({k: np.zeros(0, np.int64) for k in ("customer_id", "entry_id", "amount", "out",
+                                                                       "due", "period")}, {}, as_of)
+        rec = r.columns(f"""
+            SELECT e.customer_id, e.entry_id, e.debit_fen AS amount, e.value_date AS due, e.period
+            FROM {TABLE} e JOIN customers c USING (customer_id)
+            WHERE NOT c.prepaid AND e.debit_fen > 0 ORDER BY e.customer_id, e.value_date, e.entry_id""")
+        pool = r.columns(f"""SELECT customer_id, sum(credit_fen - least(debit_fen, 0))::BIGINT AS pool
+                             FROM {TABLE} GROUP BY customer_id""")
+        cust = r.columns("SELECT customer_id, customer_no, name, category FROM customers")
+    pool_of = lookup(pool["customer_id"], pool["pool"], rec["customer_id"], 0)
+    rec["out"] = L.outstanding_fifo(rec["customer_id"], rec["amount"], pool_of)
+    rec["due"] = rec["due"].astype("datetime64[D]").astype(np.int64)
+    return _arrears_table(rec, cust, as_of)
+
+
+def _arrears_table(rec: dict, cust: dict, as_of: dt.date) -> pa.Table:
+    asof = L.days_of(as_of)
+    late_days = asof - rec["due"].astype(np.int64)
+    sel = (rec["out"] > 0) & (late_days > 0)
+    cid = rec["customer_id"][sel].astype(np.int64)
+    cat = lookup(cust.get("customer_id", []), np.arange(len(cust.get("customer_id", []))), cid, -1)
+    category = np.asarray(cust.get("category", []), dtype=object)[cat] if len(cid) else np.zeros(0, object)
+    residential = category == "residential"
+    out = rec["out"][sel].astype(np.int64)
+    fee = L.late_fee(out, rec["due"][sel], asof, residential)
+    bucket = L.aging_bucket(late_days[sel])
+    tbl = pa.table({
+        "customer_id": pa.array(cid), "customer_no": pa.array(np.asarray(cust.get("customer_no", []), object)[cat]
+                                                               if len(cid) else [], pa.string()),
+        "name": pa.array(np.asarray(cust.get("name", []), object)[cat] if len(cid) else [], pa.string()),
+        "category": pa.array(category, pa.string()),
+        "period": pa.array(np.asarray(rec["period"], object)[sel], pa.string()),
+        "entry_id": pa.array(rec["entry_id"][sel].astype(np.int64)),
+        "due_date": pa.array(rec["due"][sel].astype("datetime64[D]"), pa.date32()),
+        "days_late": pa.array(late_days[sel].astype(np.int64)),
+        "aging": pa.array(np.array([a[0] for a in L.AGING], object)[bucket], pa.string()),
+        "arrears_fen": pa.array(out), "late_fee_fen": pa.array(fee), "total_due_fen": pa.array(out + fee),
+    })
+    order = np.lexsort((tbl.column("entry_id").to_numpy(), -tbl.column("days_late").to_numpy())) if tbl.num_rows else []
+    return tbl.take(pa.array(order, pa.int64())) if tbl.num_rows else tbl
+
+
+def export(data, period: str, out, fmt: str = "csv") -> pa.Table:
+    """Finance export (财务接口): receivable, received and outstanding of ``period`` by category and area.
+
+    ``receivable_fen``/``received_fen``: Σ debit / Σ credit of the entries counting in the period;
+    ``outstanding_fen``: Σ debit − Σ credit of every entry up to the period's end (the balance carried).
+    A customer's area is the area of its metering point (customers without one: area_id NULL).
+    """
+    _bills.period_bounds(period)
+    if fmt not in ("csv", "parquet"):
+        raise LedgerError(f"--format {fmt!r}: csv or parquet")
+    with Reader(data) as r:
+        e = TABLE if r.has else _EMPTY.replace("NULL::BIGINT AS balance_after_fen",
+                                               "NULL::BIGINT AS balance_after_fen, NULL::VARCHAR AS period")
+        tbl = r.query(f"""
+            WITH area AS (SELECT customer_id, min(area_id) AS area_id FROM points WHERE role = 'customer'
+                          GROUP BY customer_id)
+            SELECT $p AS period, c.category, a.area_id,
+                   count(DISTINCT c.customer_id) AS customers,
+                   coalesce(sum(e.debit_fen) FILTER (WHERE e.period = $p), 0)::BIGINT AS receivable_fen,
+                   coalesce(sum(e.credit_fen) FILTER (WHERE e.period = $p), 0)::BIGINT AS received_fen,
+                   coalesce(sum(e.debit_fen - e.credit_fen) FILTER (WHERE e.period <= $p), 0)::BIGINT AS outstanding_fen
+            FROM customers c LEFT JOIN area a USING (customer_id) LEFT JOIN {e} e USING (customer_id)
+            GROUP BY ALL ORDER BY c.category, a.area_id NULLS LAST""", {"p": period})
+    from .sql import write_result
+    write_result(tbl, fmt, out)
+    return tbl
+
+
+def view_statements(data) -> list[str]:
+    """``ledger``, ``balances`` and ``arrears`` views for ``gridhead sql`` (once the ledger was written to;
+    the archive is attached as ``archive``).  ``arrears`` there is Σ outstanding per customer (no FIFO
+    detail, no late fee: ``gridhead ledger arrears`` gives those)."""
+    if not lock_path(data).exists():
+        return []
+    return [
+        f"CREATE OR REPLACE VIEW ledger AS SELECT * FROM archive.{TABLE}",
+        "CREATE OR REPLACE VIEW balances AS " + BALANCES_SQL.format(e=f"archive.{TABLE}", c="archive.customers"),
+        "CREATE OR REPLACE VIEW arrears AS SELECT * FROM balances WHERE NOT prepaid AND balance_fen > 0",
+    ]
