@@ -61,3 +61,29 @@ def test_dlt698_terminal_collected_in_dial_out_mode(tmp_path, peer_terminal):
         assert [r.value() for r in both.results] == [CLOCK, ENERGY]
         assert he.metrics.frames_in["CONNECT-Response"] == 1
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_dial_out_reconnects_after_the_terminal_restarts(tmp_path, peer_terminal):
+    async def main():
+        port = peer_terminal.local_port
+        cfg = Config(listen_port=0, data_dir=str(tmp_path), request_timeout_s=5.0,
+                     dial_out=(DialOut("127.0.0.1", port, ADDRESS, reconnect_s=0.3),))
+        with wal.IngestWriter(tmp_path / "lake", [1]) as w:
+            he = HeadEnd(cfg, terminals=set(), meter_of_tsa={}, writer=w)
+            await he.start()
+            try:
+                first = await he.wait_online(ADDRESS, timeout_s=10)
+                await asyncio.to_thread(peer_terminal.stop)
+                await asyncio.to_thread(peer_terminal.start_tcp, "127.0.0.1", port)
+                for _ in range(100):
+                    t = he.sessions.get(ADDRESS)
+                    if t is not None and t is not first:
+                        break
+                    await asyncio.sleep(0.1)
+                assert first.closed and he.sessions.get(ADDRESS) is not first
+                clock = await he.request(ADDRESS, A.get(P.OAD_DATETIME))
+            finally:
+                await he.stop()
+        assert clock.result.value() == CLOCK
+        assert he.metrics.frames_in["CONNECT-Response"] == 2
+    asyncio.run(asyncio.wait_for(main(), 40))
