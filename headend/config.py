@@ -25,6 +25,23 @@ Example (every key optional)::
     address = "201605190907"         # its server address (SA)
     login = true                     # it sends a LINK login first (false: preset association, no LINK)
     associate = true                 # send CONNECT-Request (应用连接) before reading it
+
+    [mqtt]                           # concentrators publishing through a broker (headend.transport_mqtt)
+    host = "127.0.0.1"
+    port = 1883
+    prefix = "gridhead"              # topics <prefix>/<terminal address>/up | down | status
+    client_id = "gridhead-headend"
+    keepalive_s = 30
+    reconnect_min_s = 0.5            # back-off after a lost broker: doubles up to reconnect_max_s, jittered
+    reconnect_max_s = 30
+
+    [[serial]]                       # an RS-485 bus wired to this host (headend.transport_serial)
+    device = "/dev/ttyUSB0"
+    baud = 2400                      # DL/T 645-2007 default; 698.45 meters commonly 9600
+    parity = "E"                     # N | E | O
+    timeout_s = 2                    # per request, after the last byte sent
+    retries = 2
+    meters = [{protocol = "645", address = "000012345678"}, {protocol = "698", address = "000000000001"}]
 """
 
 from __future__ import annotations
@@ -48,6 +65,47 @@ class DialOut:
 
 
 @dataclass(frozen=True, slots=True)
+class MqttBroker:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "gridhead"
+    client_id: str = "gridhead-headend"
+    keepalive_s: int = 30
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SerialMeter:
+    protocol: str              # "645" (DL/T 645-2007) or "698" (DL/T 698.45)
+    address: str               # 12 digits, human order (the meter's comm address / 698 server address)
+
+
+@dataclass(frozen=True, slots=True)
+class SerialPort:
+    device: str
+    baud: int = 2400
+    parity: str = "E"
+    timeout_s: float = 2.0
+    retries: int = 2
+    meters: tuple = ()
+
+    def __post_init__(self) -> None:
+        if self.parity not in ("N", "E", "O"):
+            raise ConfigError(f"config: [[serial]] {self.device}: parity {self.parity!r} is not N, E or O")
+        if self.baud not in (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200):
+            raise ConfigError(f"config: [[serial]] {self.device}: baud {self.baud} is not a standard rate")
+        if self.timeout_s <= 0 or self.retries < 0:
+            raise ConfigError(f"config: [[serial]] {self.device}: timeout_s must be > 0, retries >= 0")
+        for m in self.meters:
+            if m.protocol not in ("645", "698"):
+                raise ConfigError(f"config: [[serial]] {self.device}: meter {m.address}: protocol "
+                                  f"{m.protocol!r} is not 645 or 698")
+            if len(m.address) != 12 or not m.address.isdigit():
+                raise ConfigError(f"config: [[serial]] {self.device}: meter address {m.address!r} is not 12 digits")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen_host: str = "127.0.0.1"
     listen_port: int = 7698
@@ -67,6 +125,8 @@ class Config:
     max_frames_per_s: int = 200
     client_address: int = 0x10
     dial_out: tuple = field(default_factory=tuple)
+    mqtt: MqttBroker | None = None
+    serial: tuple = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_multiple", "max_in_flight", "global_in_flight", "ingest_queue_bound", "max_frame",
@@ -92,9 +152,18 @@ class Config:
             kw["dial_out"] = tuple(DialOut(**d) for d in raw.get("dial_out", ()))
         except TypeError as exc:
             raise ConfigError(f"{where}: [[dial_out]]: {exc}") from None
+        try:
+            if raw.get("mqtt") is not None and not isinstance(raw["mqtt"], MqttBroker):
+                kw["mqtt"] = MqttBroker(**raw["mqtt"])
+            kw["serial"] = tuple(
+                s if isinstance(s, SerialPort) else
+                SerialPort(**{**s, "meters": tuple(SerialMeter(**m) for m in s.get("meters", ()))})
+                for s in raw.get("serial", ()))
+        except TypeError as exc:
+            raise ConfigError(f"{where}: [mqtt] / [[serial]]: {exc}") from None
         for name, value in kw.items():
             f = known[name]
-            if name != "dial_out" and value is not None and f.type in ("int", "float", "str", "int | None"):
+            if name not in ("dial_out", "mqtt", "serial") and value is not None and f.type in ("int", "float", "str", "int | None"):
                 want = {"int": int, "float": (int, float), "str": str, "int | None": int}[f.type]
                 if not isinstance(value, want) or isinstance(value, bool):
                     raise ConfigError(f"{where}: {name} = {value!r} is not {f.type}")

@@ -42,7 +42,7 @@ from protocols.dlt698.session import date_time
 from protocols.errors import ProtocolError
 
 from . import profile as P
-from .sim_answers import DAR_UNAVAILABLE, DAR_TIMEOUT, Answerer, dts_to_datetime
+from .sim_answers import DAR_UNAVAILABLE, DAR_TIMEOUT, Answerer, control_answer, dts_to_datetime
 from .sim_model import Fleet, SimulatorError, unit_hash
 
 C_LINK, C_RESPONSE, C_REPORT = 0x81, 0xC3, 0x83
@@ -191,9 +191,10 @@ class Simulator:
                  faults: Faults | None = None, start: _dt.datetime | None = None, speed: float = 1.0,
                  report: bool = True, report_retry_s: float = 30.0, report_tries: int = 10,
                  report_window_s: float = 600.0, ramp_per_s: float = 2000.0, login_timeout_s: float = 10.0,
-                 client: int = 0x10):
-        if connect is None and listen is None:
-            raise SimulatorError("give connect=(host, port) or listen=(host, port[, last_port])")
+                 client: int = 0x10, mqtt=None, mqtt_prefix: str = "gridhead"):
+        if connect is None and listen is None and mqtt is None:
+            raise SimulatorError("give connect=(host, port), listen=(host, port[, last_port]) or mqtt=(host, port)")
+        self.mqtt, self.mqtt_prefix = mqtt, mqtt_prefix     # publish through a broker (headend.transport_mqtt)
         self.fleet, self.seed, self.connect_to, self.listen_on = fleet, int(seed), connect, listen
         self.heartbeat_s, self.faults = int(heartbeat_s), faults or Faults()
         self.start = start or self.default_start()
@@ -368,6 +369,10 @@ class Simulator:
     async def _dial(self, t: Terminal):
         if self._stopping.is_set() or t.stopped:
             return
+        if self.mqtt is not None:
+            from .transport_mqtt import sim_dial
+            await sim_dial(self, t)
+            return
         host, port = self.connect_to
         try:
             _tr, conn = await self.loop.create_connection(lambda: _Conn(self, t), host, port)
@@ -396,7 +401,7 @@ class Simulator:
             if h is not None:
                 h.cancel()
         t.timer = t.report_timer = None
-        if self.connect_to is not None:
+        if self.connect_to is not None or self.mqtt is not None:
             self._redial(t, max(t.away_until - self.loop.time(), 0.5 + t.rng.random()))
 
     # --- requests ------------------------------------------------------------------------------------
@@ -425,6 +430,9 @@ class Simulator:
         now = self.now()
         ans = self.answers
         piid = getattr(req, "piid", 0)
+        ctl = control_answer(self, t, req, now)      # issue 8: relays, 保电, meter clocks (sim_answers)
+        if ctl is not None:
+            return ctl
         first = int(t.meters[0]) if len(t.meters) else None
         if isinstance(req, A.GetRequestNormal):
             return A.GetResponseNormal(piid, self._get(t, req.oad, now, first))
@@ -555,7 +563,7 @@ class Simulator:
                 pass
         if self.listen_on is not None:
             await self._listen()
-        if self.connect_to is not None:
+        if self.connect_to is not None or self.mqtt is not None:
             step = 1.0 / self.ramp_per_s if self.ramp_per_s > 0 else 0.0
             base = self.loop.time()
             for k, t in enumerate(self.terminals):
