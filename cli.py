@@ -713,7 +713,10 @@ def bill_show(customer, period, as_json, data):
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Prometheus /metrics port on 127.0.0.1.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="JSON-lines logs on stderr at this level.")
-def serve(config_file, data, host, port, metrics_port, log_level):
+@click.option("--api-port", type=click.IntRange(0, 65535), help="Operators' control API on 127.0.0.1 (issue 8) "
+              "[default: the config's [control] port, else 7699; 0 = any free port].")
+@click.option("--no-api", is_flag=True, help="Run without the control API.")
+def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_api):
     """Run the head-end: terminals dial in (and configured ones are dialled out), LINK sessions kept,
     reports stored durably then acknowledged, until SIGINT/SIGTERM (graceful: the ingest is flushed).
 
@@ -726,7 +729,11 @@ def serve(config_file, data, host, port, metrics_port, log_level):
     from headend.config import Config
     from headend.server import raise_open_files, serve as _serve, use_uvloop
 
-    cfg = Config.load(config_file) if config_file else Config()
+    from headend import control as _control          # issue 8: the [control] table is the control API's
+    cfg, ctl_cfg, ctl_explicit = _control.load_config(config_file) if config_file else (
+        Config(), _control.ControlConfig(), False)
+    if api_port is not None:
+        ctl_cfg, ctl_explicit = ctl_cfg.replace(port=api_port), True
     over = {k: v for k, v in (("data_dir", data), ("listen_host", host), ("listen_port", port),
                               ("metrics_port", metrics_port)) if v is not None}
     cfg = cfg.replace(**over)
@@ -735,8 +742,9 @@ def serve(config_file, data, host, port, metrics_port, log_level):
     use_uvloop()
 
     def ready(he):
+        api = None if no_api else _control.mount_default(he, ctl_cfg, explicit=ctl_explicit)
         click.echo(json.dumps({"host": cfg.listen_host, "port": he.port, "metrics_port": he.metrics_port,
-                               "pid": os.getpid()}))
+                               "pid": os.getpid(), "api": api.url if api else None}))
         sys.stdout.flush()
 
     he = asyncio.run(_serve(cfg, on_ready=ready))
@@ -1110,6 +1118,215 @@ def report_bills(month, html_out, data):
     from storage import reports
     _report_out(html_out, reports.bills_html(data, month))
 # === end lineloss / audit / report =================================================================
+
+
+
+# === operate (issue 8: operators' remote control 召测 / 拉闸 / 合闸 / 保电 / 对时 through the control API) ===
+# These talk to a running `gridhead serve` (its control API, headend/control.py) with a token from
+# `gridhead token add`.  Exit codes: 0 every command ok, 1 a command refused/failed/unconfirmed,
+# 2 bad request, 3 missing or insufficient token.
+def _api_options(f):
+    f = click.option("--json", "as_json", is_flag=True, help="One JSON object per command on stdout.")(f)
+    f = click.option("--token", envvar="GRIDHEAD_TOKEN", help="API token [env GRIDHEAD_TOKEN].")(f)
+    f = click.option("--api", "api_url", envvar="GRIDHEAD_API", default="http://127.0.0.1:7699", show_default=True,
+                     help="The head-end's control API [env GRIDHEAD_API].")(f)
+    f = click.option("--cafile", type=click.Path(dir_okay=False, exists=True), default=None,
+                     help="CA certificate for an https API.")(f)
+    return f
+
+
+def _targets(target, file):
+    if file is None:
+        if not target:
+            raise click.UsageError("name a target or give --file")
+        return [target]
+    with click.open_file(file) as fh:
+        out = [ln.split("#")[0].strip() for ln in fh]
+    out = [t for t in out if t]
+    if not out:
+        raise GridheadError(f"{file}: no targets (one meter id or address per line)")
+    return out
+
+
+def _offline_options(f):
+    f = click.option("--expires", "expires_s", type=click.FloatRange(1), default=3600.0, show_default=True,
+                     help="With --offline queue: drop the command after this many seconds.")(f)
+    f = click.option("--offline", type=click.Choice(["refuse", "queue"]), default="refuse", show_default=True,
+                     help="A target whose terminal is offline: refuse now, or queue until it logs in.")(f)
+    f = click.option("--client-id", help="Idempotency key: a repeated id never acts twice [default: a new one].")(f)
+    f = click.option("--file", type=click.Path(dir_okay=False, exists=True), default=None,
+                     help="Bulk: one target per line (rate-limited by the head-end; progress bar on stderr).")(f)
+    return f
+
+
+def _line(r: dict) -> str:
+    head = f"{r.get('target')}: {r.get('command')} {r.get('outcome')}"
+    if r.get("error"):
+        head += f" — {r['error']}"
+    rb = r.get("readback")
+    if r.get("values") is not None:
+        head += "\n  " + "\n  ".join(json.dumps(v, ensure_ascii=False) for v in r["values"])
+    elif rb is not None:
+        head += f"  read-back: {json.dumps(rb, ensure_ascii=False)}"
+    return head
+
+
+def _run_commands(api_url, token, cafile, as_json, path, bodies, what):
+    import uuid
+
+    from tqdm import tqdm
+
+    from headend.control import Client
+    client = Client(api_url, token, cafile=cafile)
+    bad = 0
+    bar = tqdm(total=len(bodies), desc=what, unit="cmd", disable=len(bodies) < 2, file=sys.stderr)
+    for i, body in enumerate(bodies):
+        body = dict(body)
+        base = body.pop("_client_id", None)
+        body["client_id"] = (f"{base}-{i}" if len(bodies) > 1 else base) if base else uuid.uuid4().hex
+        status, r = client.call("POST", path, body)
+        if r.get("outcome") not in ("ok", "queued") or r.get("confirmed") is False:
+            bad += 1
+        if as_json:
+            click.echo(json.dumps(r, ensure_ascii=False, default=str))
+        else:
+            (bar.write if len(bodies) > 1 else click.echo)(_line(r))
+        bar.update(1)
+    bar.close()
+    if bad:
+        sys.exit(1)
+
+
+@cli.command("read")
+@click.argument("args", nargs=-1, required=True, metavar="[METER] REGISTER...")
+@click.option("--file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Bulk: one meter per line; then every argument is a register.")
+@_api_options
+def op_read(args, file, as_json, token, api_url, cafile):
+    """Remote read now (召测) of REGISTERs of a meter or terminal: energy, reverse, voltage, current, power,
+    pf, frequency, clock, relay, protect, or an OAD / a 645 DI in 8 hex digits."""
+    target, regs = (None, list(args)) if file else (args[0], list(args[1:]))
+    if not regs:
+        raise click.UsageError("name at least one register")
+    bodies = [{"target": t, "registers": regs} for t in _targets(target, file)]
+    _run_commands(api_url, token, cafile, as_json, "/v1/read", bodies, "read")
+
+
+@cli.command("disconnect")
+@click.argument("meter", required=False)
+@click.option("--reason", required=True, help="Why (recorded in the audit log): e.g. arrears notice 2026-07.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_offline_options
+@_api_options
+def op_disconnect(meter, reason, yes, file, client_id, offline, expires_s, as_json, token, api_url, cafile):
+    """Trip a meter's relay (跳闸 / 拉闸): the household loses power.  Refused for a protected (保电) meter."""
+    targets = _targets(meter, file)
+    if not yes and not click.confirm(f"Cut the power of {len(targets)} meter(s) ({', '.join(targets[:5])}"
+                                     f"{'...' if len(targets) > 5 else ''})?", err=True):
+        raise click.Abort()
+    bodies = [{"target": t, "reason": reason, "offline": offline, "expires_s": expires_s, "_client_id": client_id}
+              for t in targets]
+    _run_commands(api_url, token, cafile, as_json, "/v1/disconnect", bodies, "disconnect")
+
+
+@cli.command("reconnect")
+@click.argument("meter", required=False)
+@click.option("--mode", type=click.Choice(["direct", "allowed"]), default="direct", show_default=True,
+              help="direct: close the relay (直接合闸); allowed: the customer closes it (合闸允许).")
+@_offline_options
+@_api_options
+def op_reconnect(meter, mode, file, client_id, offline, expires_s, as_json, token, api_url, cafile):
+    """Close a meter's relay (合闸)."""
+    bodies = [{"target": t, "mode": mode, "offline": offline, "expires_s": expires_s, "_client_id": client_id}
+              for t in _targets(meter, file)]
+    _run_commands(api_url, token, cafile, as_json, "/v1/reconnect", bodies, "reconnect")
+
+
+@cli.command("protect")
+@click.argument("meter", required=False)
+@click.argument("state", type=click.Choice(["on", "off"]))
+@_offline_options
+@_api_options
+def op_protect(meter, state, file, client_id, offline, expires_s, as_json, token, api_url, cafile):
+    """Protection (保电) on or off: a protected meter is never tripped.  Needs an admin token."""
+    bodies = [{"target": t, "on": state == "on", "offline": offline, "expires_s": expires_s,
+               "_client_id": client_id} for t in _targets(meter, file)]
+    _run_commands(api_url, token, cafile, as_json, "/v1/protect", bodies, "protect")
+
+
+@cli.command("timesync")
+@click.argument("target", required=False)
+@click.option("--min-skew", "min_skew_s", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Leave a clock alone when it is off by at most this many seconds.")
+@_offline_options
+@_api_options
+def op_timesync(target, min_skew_s, file, client_id, offline, expires_s, as_json, token, api_url, cafile):
+    """Clock sync (对时) of a terminal or a meter: read its clock, set it, read it back."""
+    bodies = [{"target": t, "min_skew_s": min_skew_s, "offline": offline, "expires_s": expires_s,
+               "_client_id": client_id} for t in _targets(target, file)]
+    _run_commands(api_url, token, cafile, as_json, "/v1/timesync", bodies, "timesync")
+
+
+@cli.command("status")
+@_api_options
+def op_status(as_json, token, api_url, cafile):
+    """Terminals online, their last heartbeat and communication quality; queued commands."""
+    from headend.control import Client
+    _status, r = Client(api_url, token, cafile=cafile).call("GET", "/v1/status")
+    if as_json:
+        click.echo(json.dumps(r, ensure_ascii=False, default=str))
+        return
+    click.echo(f"online {r['online']} of {r['known']} terminals; queued commands {r['queued']}; "
+               f"commands {json.dumps(r['commands'])}")
+    for t in r["terminals"]:
+        hb = "-" if t["heartbeat_age_s"] is None else f"{t['heartbeat_age_s']:.0f} s ago"
+        click.echo(f"  {t['address']}  {t['peer']}  last heartbeat {hb}  quality {t['quality']:.4f}  "
+                   f"frames {t['frames_in']}/{t['frames_out']}  errors {t['errors']}")
+    for t in r["offline"][:50]:
+        click.echo(f"  {t['address']}  offline")
+
+
+@cli.group("token")
+def token_grp():
+    """API tokens of the control API (stored hashed in DATA/control/tokens.json)."""
+
+
+@token_grp.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@_data_option
+@click.option("--json", "as_json", is_flag=True)
+def token_add(name, role, data, as_json):
+    """Make a token for NAME; it is printed once and cannot be shown again."""
+    from storage import control_log as CL
+    from storage.sql import data_dir
+    tid, token = CL.TokenStore(CL.tokens_path(data_dir(data))).add(name, role)
+    click.echo(json.dumps({"id": tid, "name": name, "role": role, "token": token}) if as_json else token)
+
+
+@token_grp.command("list")
+@_data_option
+@click.option("--json", "as_json", is_flag=True)
+def token_list(data, as_json):
+    """The tokens (never their secrets)."""
+    from storage import control_log as CL
+    from storage.sql import data_dir
+    for e in CL.TokenStore(CL.tokens_path(data_dir(data))).list():
+        click.echo(json.dumps(e) if as_json else
+                   f"{e['id']}  {e['name']:<16} {e['role']:<8} created {e['created_utc']}"
+                   + (f"  revoked {e['revoked_utc']}" if e["revoked_utc"] else ""))
+
+
+@token_grp.command("revoke")
+@click.argument("token_id")
+@_data_option
+def token_revoke(token_id, data):
+    """Revoke a token by id or name (a running head-end notices at once)."""
+    from storage import control_log as CL
+    from storage.sql import data_dir
+    e = CL.TokenStore(CL.tokens_path(data_dir(data))).revoke(token_id)
+    click.echo(f"revoked {e['id']} ({e['name']})")
+# === end operate ===================================================================================
 
 
 if __name__ == "__main__":

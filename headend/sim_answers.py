@@ -25,6 +25,7 @@ from protocols.dlt698.axdr import Data, DateTimeS, Road
 from protocols.errors import ProtocolError
 
 from . import profile as P
+from .sim_model import ControlState
 
 T_NULL, T_ARRAY, T_STRUCT, T_DLONG, T_DLU, T_LONG, T_LU, T_DTS, T_TSA = 0, 1, 2, 5, 6, 16, 18, 28, 85
 DAR_UNAVAILABLE, DAR_UNDEFINED, DAR_TIMEOUT = 6, 4, 33
@@ -54,12 +55,13 @@ class Answerer:
     """Answers for one fleet.  ``sim`` gives the clock (``sim.now()``), the fault model's
     ``record_available(meter, day, now)`` / ``meter_has(meter, day)``, and ``sim.fleet``."""
 
-    __slots__ = ("sim", "fleet", "model")
+    __slots__ = ("sim", "fleet", "model", "control")
 
     def __init__(self, sim):
         self.sim = sim
         self.fleet = sim.fleet
         self.model = sim.fleet.model
+        self.control = ControlState(len(self.model))      # issue 8: relays, 保电, meter clocks
 
     # --- values ----------------------------------------------------------------------------------
     def _freeze_value(self, oad: int, meter: int, regs, freeze: _dt.datetime, extra=None) -> Data:
@@ -252,3 +254,180 @@ class Answerer:
             regs = m.frozen([meter], d)[0]
             return ReadResponse.of(req.address, di, [int(regs[c]) % _645_MOD for c in (0, 1, 2, 3, 4)]).to_bytes()
         return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
+
+
+# --- issue 8: remote control (遥控 8000, 保电 8001, 对时 of meters; DL/T 645 1CH / 14H / 08H) -------------
+OAD_RELAY_STATE, OAD_COMMAND_STATE, OAD_PROTECT_STATE = 0x80000300, 0x80000500, 0x80010200
+OMD_TRIP, OMD_CLOSE, OMD_PROTECT_ON, OMD_PROTECT_OFF = 0x80008100, 0x80008200, 0x80017F00, 0x80018000
+_CONTROL_OADS = (OAD_RELAY_STATE, OAD_COMMAND_STATE, OAD_PROTECT_STATE, P.OAD_DATETIME)
+DAR_OK, DAR_DENIED, DAR_TYPE = 0, 3, 7
+DI645_DATE, DI645_TIME, DI645_STATUS3 = 0x04000101, 0x04000102, 0x04000503
+ERR645_OTHER, ERR645_UNAUTHORIZED = 0x01, 0x04
+
+
+def _bits(flag) -> Data:
+    from protocols.dlt698.axdr import BitString
+    return Data(4, BitString(8, bytes((0x80 if flag else 0,))))
+
+
+class _ControlAnswers:
+    """What the simulated meters answer to the operators' commands (headend/commands.py sends them)."""
+
+    def __init__(self, sim, term):
+        self.sim, self.t, self.st = sim, term, sim.answers.control
+
+    def meter_clock(self, m: int) -> _dt.datetime:
+        return self.sim.terminal_now(self.t) + _dt.timedelta(seconds=float(self.st.clock_offset_s[m]))
+
+    def get(self, oad: int, m: int, now) -> A.ResultNormal:
+        st = self.st
+        if oad == OAD_RELAY_STATE:
+            return A.ResultNormal(oad, _bits(st.relay_open[m]))
+        if oad == OAD_COMMAND_STATE:
+            return A.ResultNormal(oad, _bits(st.trip_command[m]))
+        if oad == OAD_PROTECT_STATE:
+            return A.ResultNormal(oad, Data(22, int(bool(st.protected[m]))))
+        if oad == P.OAD_DATETIME:
+            return A.ResultNormal(oad, dts(self.meter_clock(m)))
+        return self.sim._get(self.t, oad, now, m)
+
+    def action(self, omd: int, m: int) -> int:
+        st = self.st
+        if omd == OMD_TRIP:
+            return DAR_OK if st.trip(m) else DAR_DENIED
+        if omd == OMD_CLOSE:
+            return DAR_OK                          # the mode is applied by the caller (it reads the data)
+        if omd in (OMD_PROTECT_ON, OMD_PROTECT_OFF):
+            st.protected[m] = omd == OMD_PROTECT_ON
+            return DAR_OK
+        return DAR_UNAVAILABLE
+
+    def set_clock(self, m: int, data) -> int:
+        try:
+            v = data.value
+            when = _dt.datetime(*v[:3], *v[4:7]) if data.tag == 25 else dts_to_datetime(v)
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return DAR_TYPE
+        self.st.clock_offset_s[m] = (when - self.sim.terminal_now(self.t)).total_seconds()
+        return DAR_OK
+
+    def proxy(self, req, now):
+        """PROXY Get/Set/Action lists that touch the control objects; None for the collection's own."""
+        if isinstance(req, A.ProxyGetRequestList):
+            if not any(o in _CONTROL_OADS for tg in req.targets for o in tg.items):
+                return None
+            out = []
+            for tg in req.targets:
+                m = self.sim._meter(self.t, tg.tsa)
+                out.append(A.ProxyResult(tg.tsa, tuple(A.ResultNormal(o, None, DAR_TIMEOUT) if m is None
+                                                       else self.get(o, m, now) for o in tg.items)))
+            return A.ProxyGetResponseList(req.piid, tuple(out))
+        if isinstance(req, A.ProxyActionRequestList):
+            out = []
+            for tg in req.targets:
+                m = self.sim._meter(self.t, tg.tsa)
+                res = []
+                for it in tg.items:
+                    if m is None:
+                        res.append(A.ActionResult(it.omd, DAR_TIMEOUT))
+                        continue
+                    dar = self.action(it.omd, m)
+                    if it.omd == OMD_CLOSE and dar == DAR_OK:
+                        try:
+                            direct = bool(it.data.value[0].value[1].value)
+                        except (AttributeError, IndexError, TypeError):
+                            direct = False
+                        self.st.close(m, direct)
+                    res.append(A.ActionResult(it.omd, dar))
+                out.append(A.ProxyResult(tg.tsa, tuple(res)))
+            return A.ProxyActionResponseList(req.piid, tuple(out))
+        if isinstance(req, A.ProxySetRequestList):
+            out = []
+            for tg in req.targets:
+                m = self.sim._meter(self.t, tg.tsa)
+                res = tuple(A.SetResult(it.oad, DAR_TIMEOUT if m is None else
+                                        self.set_clock(m, it.data) if it.oad == P.OAD_DATETIME else DAR_DENIED)
+                            for it in tg.items)
+                out.append(A.ProxyResult(tg.tsa, res))
+            return A.ProxySetResponseList(req.piid, tuple(out))
+        return None
+
+    def trans_645(self, req, now):
+        """A 645 control / clock frame forwarded to a 645 meter: its answer (bytes), b"" for none
+        (a broadcast time sync is not answered), None when the frame is not one of these."""
+        from protocols.dlt645 import (BroadcastTimeSync, RemoteCommand, RemoteControlRequest,
+                                      RemoteControlResponse, WriteRequest, WriteResponse)
+        fr = Framer645()
+        fr.feed(req.command)
+        try:
+            f = fr.next_frame()
+            msg = decode_message(f) if f is not None else None
+        except ProtocolError:
+            return None
+        if not isinstance(msg, (RemoteControlRequest, WriteRequest, BroadcastTimeSync, ReadRequest)):
+            return None
+        if isinstance(msg, ReadRequest) and msg.di not in (DI645_DATE, DI645_TIME, DI645_STATUS3):
+            return None
+        if isinstance(msg, WriteRequest) and msg.di not in (DI645_DATE, DI645_TIME):
+            return None
+        m = self.t.by_address.get(msg.address)
+        if isinstance(msg, BroadcastTimeSync):
+            targets = self.t.meters if msg.address == "999999999999" else ([m] if m is not None else [])
+            for i in targets:
+                if self.sim.fleet.is645[i]:
+                    self.st.clock_offset_s[i] = (dts_to_datetime(_t6(msg.time)) - self.sim.terminal_now(self.t)).total_seconds()
+            return b""
+        if m is None or not self.sim.fleet.is645[m]:
+            return b""
+        st, a = self.st, msg.address
+        if isinstance(msg, ReadRequest):
+            c = self.meter_clock(m)
+            if msg.di == DI645_DATE:
+                v = c.strftime("%y%m%d") + f"{c.isoweekday() % 7:02d}"
+            elif msg.di == DI645_TIME:
+                v = c.time().replace(microsecond=0)
+            else:
+                v = (0x10 if st.relay_open[m] else 0) | (0x40 if st.trip_command[m] else 0)
+            return ReadResponse.of(a, msg.di, [v]).to_bytes()
+        if msg.password != st.password_645 or msg.operator == "00000000":
+            return Err645(a, msg.function, ERR645_UNAUTHORIZED).to_bytes()
+        st.last_operator[m] = msg.operator
+        if isinstance(msg, WriteRequest):
+            c = self.meter_clock(m)
+            try:
+                p = msg.payload
+                if msg.di == DI645_DATE:          # YYMMDDWW, sent +33 reversed: WW DD MM YY
+                    y, mo, d = p[3], p[2], p[1]
+                    c = c.replace(year=2000 + int(f"{y:02x}"), month=int(f"{mo:02x}"), day=int(f"{d:02x}"))
+                else:                              # hhmmss: ss mm hh
+                    c = c.replace(hour=int(f"{p[2]:02x}"), minute=int(f"{p[1]:02x}"), second=int(f"{p[0]:02x}"))
+            except (ValueError, IndexError):
+                return Err645(a, msg.function, ERR645_OTHER).to_bytes()
+            st.clock_offset_s[m] = (c - self.sim.terminal_now(self.t)).total_seconds()
+            return WriteResponse(a).to_bytes()
+        cmd = msg.command
+        if cmd == RemoteCommand.TRIP and not st.trip(m):
+            return Err645(a, msg.function, ERR645_OTHER).to_bytes()        # 保电: the trip is refused
+        if cmd in (RemoteCommand.CLOSE_ALLOWED, RemoteCommand.CLOSE_DIRECT):
+            st.close(m, cmd == RemoteCommand.CLOSE_DIRECT)
+        elif cmd in (RemoteCommand.PROTECT_ON, RemoteCommand.PROTECT_OFF):
+            st.protected[m] = cmd == RemoteCommand.PROTECT_ON
+        return RemoteControlResponse(a).to_bytes()
+
+
+def _t6(digits: str):
+    """YYMMDDhhmmss digits -> the tuple dts_to_datetime takes."""
+    return (2000 + int(digits[0:2]), int(digits[2:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:10]),
+            int(digits[10:12]))
+
+
+def control_answer(sim, term, req, now):
+    """The answer of a simulated terminal (or of its meters) to an operator's command, or None when
+    ``req`` is not one (the simulator then answers it as before)."""
+    c = _ControlAnswers(sim, term)
+    if isinstance(req, A.ProxyTransCommandRequest) and req.port == P.PORT_RS485_1:
+        raw = c.trans_645(req, now)
+        if raw is None:
+            return None
+        return A.ProxyTransCommandResponse(req.piid, req.port, raw or None, None if raw else DAR_TIMEOUT)
+    return c.proxy(req, now)

@@ -297,3 +297,35 @@ def write_standalone_archive(out_dir, terminals: int, meters_per_terminal: int, 
             w.writerow(names)
             w.writerows(zip(*(list(table[c]) for c in names)))
     return out
+
+
+class ControlState:
+    """Remote-control state of the simulated meters (issue 8), indexed like the model: relay open
+    (跳闸), trip command latched, protection (保电), the meter clock's offset from its concentrator's
+    (seconds; 对时 sets it), and the DL/T 645 level-02 password a 1CH / 14H request must carry.
+
+    Rules the meters follow: a protected meter refuses a trip; 合闸允许 (close allowed) releases the trip
+    command but leaves the relay open until the customer closes it, 直接合闸 closes it; a 645 request
+    with the wrong password, or operator code 00000000 (no operator), is refused as unauthorised."""
+
+    __slots__ = ("relay_open", "trip_command", "protected", "clock_offset_s", "password_645", "last_operator")
+
+    def __init__(self, n_meters: int, password_645: str = "02000000"):
+        self.relay_open = np.zeros(n_meters, bool)
+        self.trip_command = np.zeros(n_meters, bool)
+        self.protected = np.zeros(n_meters, bool)
+        self.clock_offset_s = np.zeros(n_meters, np.float64)
+        self.password_645 = password_645
+        self.last_operator: dict[int, str] = {}
+
+    def trip(self, m: int) -> bool:
+        """False (refused) when the meter is protected."""
+        if self.protected[m]:
+            return False
+        self.relay_open[m] = self.trip_command[m] = True
+        return True
+
+    def close(self, m: int, direct: bool) -> None:
+        self.trip_command[m] = False
+        if direct:
+            self.relay_open[m] = False

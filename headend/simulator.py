@@ -42,7 +42,7 @@ from protocols.dlt698.session import date_time
 from protocols.errors import ProtocolError
 
 from . import profile as P
-from .sim_answers import DAR_UNAVAILABLE, DAR_TIMEOUT, Answerer, dts_to_datetime
+from .sim_answers import DAR_UNAVAILABLE, DAR_TIMEOUT, Answerer, control_answer, dts_to_datetime
 from .sim_model import Fleet, SimulatorError, unit_hash
 
 C_LINK, C_RESPONSE, C_REPORT = 0x81, 0xC3, 0x83
@@ -430,6 +430,9 @@ class Simulator:
         now = self.now()
         ans = self.answers
         piid = getattr(req, "piid", 0)
+        ctl = control_answer(self, t, req, now)      # issue 8: relays, 保电, meter clocks (sim_answers)
+        if ctl is not None:
+            return ctl
         first = int(t.meters[0]) if len(t.meters) else None
         if isinstance(req, A.GetRequestNormal):
             return A.GetResponseNormal(piid, self._get(t, req.oad, now, first))

@@ -18,6 +18,8 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
     audit               the audit list (稽查), each item with its latest check result (storage.audit)
     bills, bill_items   the published bill runs (storage.bills): one row per bill / per line item
     collection          collection success rate (采集成功率) per day and terminal (storage.collection)
+    audit_log           operators' commands (遥控/召测/保电/对时): who, what, target, outcome, read-back
+                        (storage.control_log)
     <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only
 
 ``gridhead sql --print-views`` prints the statements; ``duckdb -init views.sql`` (or pasting them into
@@ -136,6 +138,8 @@ def view_statements(data: str | os.PathLike | None = None) -> list[str]:
         out += _bills.view_statements(data)
     from . import audit as _audit                 # line_loss and audit (issue 7), once written
     out += _audit.view_statements(root)
+    from . import control_log as _control         # issue 8: operators' commands (遥控), append-only
+    out += _control.view_statements(data_dir(data))
     return out
 
 
