@@ -628,8 +628,12 @@ def bill_grp():
 @click.option("--tariffs", "tariffs_dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Directory of tariff TOML files [default: billing_core/tariffs].")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Run on this Dask scheduler, one task per lake bucket (storage.dist); same bills.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Run on a local Dask cluster of N worker processes on 127.0.0.1 (storage.dist).")
 @_data_option
-def bill_run(period, tariffs_dir, as_json, data):
+def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
     """Compute every bill of PERIOD and publish bills/period=PERIOD/ atomically (re-runs give the same bills).
 
     Bills failing review (zero, jump, negative, TOU mismatch, missing/estimated reading, rollover, reverse
@@ -640,7 +644,13 @@ def bill_run(period, tariffs_dir, as_json, data):
     from storage import bills
     bar = tqdm(total=4, desc=f"bill run {period}", unit="step", disable=None, leave=False, file=sys.stderr)
     try:
-        s = bills.run(data, period, tariffs_dir, progress=lambda _step: bar.update(1))
+        if scheduler or workers:
+            from storage import dist
+            with dist.client(scheduler, workers) as client:
+                s = dist.run(data, period, client, tariffs_dir,
+                             progress=lambda step: None if step.startswith("task") else bar.update(1))
+        else:
+            s = bills.run(data, period, tariffs_dir, progress=lambda _step: bar.update(1))
     finally:
         bar.close()
     if as_json:
@@ -701,6 +711,242 @@ def bill_show(customer, period, as_json, data):
         return
     click.echo(bills.render(b))
 # === end bill ======================================================================================
+
+
+# === pay / ledger / prepay (accounts 电费收缴及账务 and prepayment 预付费; storage.ledger, storage.prepay) ====
+# --data DIR as in the storage commands.  Amounts on the command line are yuan with at most 2 decimals.
+# Commands to meters go through the running head-end's control API: --control-url / GRIDHEAD_CONTROL_URL and
+# --token / GRIDHEAD_TOKEN (an operator token); without them they wait in the outbox (`gridhead prepay status`).
+def _fen_arg(text: str, signed: bool = False) -> int:
+    from billing_core.ledger import yuan_to_fen
+    neg = signed and text.startswith("-")
+    fen = yuan_to_fen(text[1:] if neg else text)
+    if fen is None:
+        raise click.BadParameter(f"{text!r} is not an amount in yuan with at most 2 decimals")
+    return -fen if neg else fen
+
+
+def _control_options(f):
+    f = click.option("--token", envvar="GRIDHEAD_TOKEN", default=None,
+                     help="Control API token (operator) [env GRIDHEAD_TOKEN].")(f)
+    return click.option("--control-url", envvar="GRIDHEAD_CONTROL_URL", default=None,
+                        help="The head-end's control API, e.g. http://127.0.0.1:7699 [env GRIDHEAD_CONTROL_URL]; "
+                             "without it trip/reconnect commands wait in the outbox.")(f)
+
+
+def _sender(control_url, token):
+    if not control_url:
+        return None
+    from headend.prepay_control import sender
+    return sender(control_url, token)
+
+
+def _reconnect_after(data, customer_ids, control_url, token):
+    from storage import prepay
+    return prepay.after_payment(data, customer_ids, send=_sender(control_url, token))
+
+
+@cli.group("pay")
+def pay_grp():
+    """Payments (收费): at the counter, from a bank file, refunds."""
+
+
+@pay_grp.command("add")
+@click.argument("customer")
+@click.argument("amount")
+@click.option("--by", required=True, help="Who takes the payment (cashier).")
+@click.option("--ref", default=None, help="Receipt / transaction reference (refused if posted before).")
+@click.option("--json", "as_json", is_flag=True)
+@_control_options
+@_data_option
+def pay_add(customer, amount, by, ref, as_json, control_url, token, data):
+    """Post a payment of AMOUNT yuan for CUSTOMER (户号) at the counter; reconnects a tripped prepayment
+    customer whose balance is back."""
+    from storage import ledger
+    r = ledger.add_entry(data, customer, "payment", _fen_arg(amount), by, ref=ref)
+    r["reconnect"] = _reconnect_after(data, [r["customer_id"]], control_url, token)
+    click.echo(json.dumps(r, ensure_ascii=False) if as_json else
+               f"{customer}: paid {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed"
+               + (f"; reconnect ordered" if r["reconnect"]["closes"] else ""))
+
+
+@pay_grp.command("refund")
+@click.argument("customer")
+@click.argument("amount")
+@click.option("--by", required=True, help="Who pays the money back.")
+@click.option("--note", required=True, help="Why.")
+@click.option("--json", "as_json", is_flag=True)
+@_data_option
+def pay_refund(customer, amount, by, note, as_json, data):
+    """Refund AMOUNT yuan to CUSTOMER (户号): a new entry, never a change to the payment."""
+    from storage import ledger
+    r = ledger.add_entry(data, customer, "refund", _fen_arg(amount), by, note=note)
+    click.echo(json.dumps(r, ensure_ascii=False) if as_json else
+               f"{customer}: refunded {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed")
+
+
+@pay_grp.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--by", default="bank-import", show_default=True, help="Who imports the file.")
+@click.option("--json", "as_json", is_flag=True)
+@_control_options
+@_data_option
+def pay_import(file, by, as_json, control_url, token, data):
+    """Post a bank file (CSV: ref,customer_no,amount_yuan,paid_on) all or nothing.
+
+    Any bad row refuses the whole file: every bad row is printed on stderr as FILE:ROW: COLUMN: REASON
+    and nothing is posted (exit 1).  A reference posted before is a bad row, so a file imported twice
+    changes nothing.
+    """
+    from storage import ledger
+    try:
+        r = ledger.import_payments(data, file, by)
+    except ledger.LedgerError as exc:
+        for line in exc.errors[:ledger.MAX_ERRORS_SHOWN]:
+            click.echo(line, err=True)
+        if len(exc.errors) > ledger.MAX_ERRORS_SHOWN:
+            click.echo(f"... and {len(exc.errors) - ledger.MAX_ERRORS_SHOWN} more bad rows", err=True)
+        click.echo(f"{file}: {len(exc.errors)} bad row(s); nothing was imported", err=True)
+        sys.exit(exc.exit_code)
+    rc = _reconnect_after(data, r.pop("customer_ids"), control_url, token)
+    r["reconnect"] = rc
+    click.echo(json.dumps(r, ensure_ascii=False) if as_json else
+               f"{file}: {r['rows']} payments, {r['amount_fen'] / 100:.2f} yuan posted (batch {r['batch']})"
+               + (f"; {rc['closes']} reconnects ordered" if rc["closes"] else ""))
+
+
+@cli.group("ledger")
+def ledger_grp():
+    """Accounts: post bills, adjust, prove balances, arrears and reminders, the finance export."""
+
+
+@ledger_grp.command("post")
+@click.option("--period", required=True, help="Billing month YYYY-MM whose issued/released bills to post.")
+@click.option("--by", default="billing", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_data_option
+def ledger_post(period, by, as_json, data):
+    """Post the period's issued and released bills as receivables (idempotent; held bills wait)."""
+    from storage import ledger
+    r = ledger.post_bills(data, period, by)
+    click.echo(json.dumps(r) if as_json else
+               f"{period}: {r['posted']} bills posted ({r['receivable_fen'] / 100:.2f} yuan), {r['skipped']} "
+               f"already posted, {r['held']} held; prepayment true-up {r['trueup_fen'] / 100:.2f} yuan")
+
+
+@ledger_grp.command("adjust")
+@click.argument("customer")
+@click.argument("amount")
+@click.option("--by", required=True)
+@click.option("--note", required=True, help="The reason (required).")
+@click.option("--json", "as_json", is_flag=True)
+@_data_option
+def ledger_adjust(customer, amount, by, note, as_json, data):
+    """Adjust CUSTOMER's receivable by AMOUNT yuan (negative: a credit), as a new entry."""
+    from storage import ledger
+    r = ledger.add_entry(data, customer, "adjust", _fen_arg(amount, signed=True), by, note=note)
+    click.echo(json.dumps(r, ensure_ascii=False) if as_json else
+               f"{customer}: adjusted {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed")
+
+
+@ledger_grp.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@_data_option
+def ledger_check(as_json, data):
+    """Prove balance = receivables − payments for every customer, and every issued bill posted once.
+
+    Exits 1 naming the first customer whose balance does not follow from its entries."""
+    from storage import ledger
+    r = ledger.check(data)
+    click.echo(json.dumps(r) if as_json else
+               f"ok: {r['customers']} customers, {r['entries']} entries, {r['bills_checked']} bills posted as issued")
+
+
+@ledger_grp.command("arrears")
+@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Date [default: today].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--csv", "as_csv", is_flag=True)
+@_data_option
+def ledger_arrears(as_of, as_json, as_csv, data):
+    """Arrears (欠费) with late fees (违约金, 供电营业规则 第九十八条) and aging: the reminder list (催费)."""
+    import datetime as _dt
+
+    from storage import ledger, sql as _sql
+    day = as_of.date() if as_of else _dt.date.today()
+    tbl = ledger.arrears(data, day)
+    if as_json or as_csv:
+        _sql.write_result(tbl, "json" if as_json else "csv", None)
+        return
+    click.echo(f"{'customer_no':<12} {'period':<8} {'due':<10} {'days':>5} {'aging':<8} {'arrears':>12} {'违约金':>10}")
+    for r in tbl.to_pylist():
+        click.echo(f"{r['customer_no']:<12} {r['period']:<8} {str(r['due_date']):<10} {r['days_late']:>5} "
+                   f"{r['aging']:<8} {r['arrears_fen'] / 100:>12.2f} {r['late_fee_fen'] / 100:>10.2f}")
+    click.echo(f"{tbl.num_rows} receivables in arrears on {day}", err=True)
+
+
+@ledger_grp.command("export")
+@click.option("--period", required=True, help="YYYY-MM.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@_data_option
+def ledger_export(period, out, fmt, data):
+    """Finance export: receivable, received and outstanding of PERIOD by category and area."""
+    from storage import ledger
+    tbl = ledger.export(data, period, out, fmt)
+    click.echo(f"{out}: {tbl.num_rows} rows", err=True)
+
+
+@cli.group("prepay")
+def prepay_grp():
+    """Prepayment (预付费): daily deduction, reminders, automatic trip and reconnect."""
+
+
+@prepay_grp.command("run")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True,
+              help="The day to deduct (needs the daily frozen readings of it and of the next day).")
+@click.option("--warn-yuan", default="20", show_default=True, help="Reminder below this credit.")
+@click.option("--grace-days", type=click.IntRange(0), default=1, show_default=True,
+              help="Days below zero before the trip.")
+@click.option("--tariffs", "tariffs_dir", type=click.Path(file_okay=False, exists=True), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@_control_options
+@_data_option
+def prepay_run(day, warn_yuan, grace_days, tariffs_dir, as_json, control_url, token, data):
+    """Deduct the day's estimated charge of every prepayment customer, send reminders, order trips and
+    reconnects (idempotent per date: a re-run only sends what is still pending)."""
+    from billing_core.prepay import Thresholds
+    from storage import prepay
+    t = Thresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days)
+    r = prepay.run(data, day.date(), t, tariffs_dir, send=_sender(control_url, token))
+    if as_json:
+        click.echo(json.dumps(r, ensure_ascii=False))
+        return
+    click.echo(f"{r['day']}: {r['customers']} prepayment customers, {r['read']} read, "
+               f"{r['charged_fen'] / 100:.2f} yuan deducted, {r['reminders']} reminders, {r['trips']} trips, "
+               f"{r['withheld']} withheld (保电), {r['closes']} reconnects" + (" (already run)" if r["repeated"] else ""))
+    if r["dispatched"]:
+        click.echo("commands: " + ", ".join(f"{k} {v}" for k, v in sorted(r["dispatched"].items())))
+
+
+@prepay_grp.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@_data_option
+def prepay_status(as_json, data):
+    """Prepayment customers' credit, reminders, trips, and commands still waiting for the head-end."""
+    from storage import prepay
+    s = prepay.status(data)
+    if as_json:
+        click.echo(json.dumps({"last_run": s["last_run"], "customers": s["customers"].to_pylist(),
+                               "pending": s["pending"]}, ensure_ascii=False, default=str))
+        return
+    rows = s["customers"].to_pylist()
+    click.echo(f"last run {s['last_run']}; {len(rows)} prepayment customers, "
+               f"{sum(r['tripped'] for r in rows)} tripped, {len(s['pending'])} commands pending")
+    for r in rows:
+        if r["tripped"] or r["credit_fen"] < 0:
+            click.echo(f"  {r['customer_no']:<12} credit {r['credit_fen'] / 100:>10.2f}  "
+                       f"{'tripped' if r['tripped'] else ''} below zero since {r['below_zero_since']}")
+# === end pay / ledger / prepay =====================================================================
 
 
 # === serve (headend: the head-end server 主站前置) ====================================================

@@ -68,6 +68,7 @@ setup(
         "prometheus-client>=0.20,<1",  # the head-end's /metrics
         "pyserial-asyncio>=0.6,<1",  # RS-485 meters wired to the head-end host (headend.transport_serial)
         "aiomqtt>=2.0,<3",  # concentrators publishing through an MQTT broker (headend.transport_mqtt)
+        "dask[distributed]>=2024.1,<2027",  # the bill run on a Dask cluster, one task per lake bucket (storage.dist)
     ],
     extras_require={
         "test": [

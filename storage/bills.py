@@ -112,15 +112,26 @@ def _pivot_files(files: list[str]) -> str:
             f"GROUP BY meter_id, date")
 
 
-def _files(root: pathlib.Path, kind: str, dates) -> list[str]:
+def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> list[str]:
+    """Published readings files of ``kind`` on ``dates`` (of the ``buckets`` only, when given)."""
     out = []
     for d in sorted(set(dates)):
-        out += sorted(str(p) for p in (root / "readings" / f"kind={kind}" / f"date={d}").glob("bucket=*/part-*.parquet"))
+        if buckets is None:
+            out += sorted(str(p) for p in (root / "readings" / f"kind={kind}" / f"date={d}").glob("bucket=*/part-*.parquet"))
+        else:
+            for b in sorted(buckets):
+                out += sorted(str(p) for p in (root / "readings" / f"kind={kind}" / f"date={d}" / f"bucket={b:02d}")
+                              .glob("part-*.parquet"))
     return out
 
 
-def extract(data, period: str, tariffs: TariffSet | None = None) -> tuple[R.RunInput, pa.Table]:
-    """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns."""
+def extract(data, period: str, tariffs: TariffSet | None = None, customers=None) -> tuple[R.RunInput, pa.Table]:
+    """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns.
+
+    ``customers`` (customer ids) restricts the run to those customers — one task of the distributed run
+    (``storage.dist``): then only the lake buckets of their meters are read, and of those only the rows of
+    their meters, so the columns are exactly the single-node run's rows of those customers.
+    """
     start, end = period_bounds(period)
     arch = archive_path(data)
     if not arch.exists():
@@ -129,7 +140,10 @@ def extract(data, period: str, tariffs: TariffSet | None = None) -> tuple[R.RunI
     con = duckdb.connect(":memory:")
     try:
         con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
-        return _extract(con, data, root, period, start, end)
+        if customers is not None:
+            con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
+            con.execute("CREATE TEMP TABLE own AS SELECT DISTINCT customer_id FROM own_arrow")
+        return _extract(con, data, root, period, start, end, own=customers is not None)
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -147,7 +161,7 @@ class _Con:
         return self.con.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
 
 
-def _extract(con, data, root, period, start, end):
+def _extract(con, data, root, period, start, end, own=False):
     p = None
     con = _Con(con, {"s": start, "e": end})
     con.execute("""CREATE TEMP TABLE cust AS
@@ -168,7 +182,8 @@ def _extract(con, data, root, period, start, end):
         FROM a.customers c
         LEFT JOIN ct t1 ON t1.customer_id = c.customer_id AND t1.k = 1
         LEFT JOIN ct t2 ON t2.customer_id = c.customer_id AND t2.k = 2
-        LEFT JOIN pt ON pt.customer_id = c.customer_id AND pt.k = 1""", p)
+        LEFT JOIN pt ON pt.customer_id = c.customer_id AND pt.k = 1
+        @OWN@""".replace("@OWN@", "WHERE c.customer_id IN (SELECT customer_id FROM own)" if own else ""), p)
     bad = con.execute("SELECT customer_id, customer_no FROM cust WHERE tariff_code IS NULL ORDER BY 1 LIMIT 1"
                       ).fetchone()
     if bad:
@@ -190,7 +205,13 @@ def _extract(con, data, root, period, start, end):
         JOIN a.meters m ON m.meter_id = pm.meter_id
         WHERE greatest(pm.valid_from, mu.valid_from, $s) < least(coalesce(pm.valid_to, $e), coalesce(mu.valid_to, $e), $e)
         """, p)
-    con.execute(f"CREATE TEMP TABLE mon AS {_pivot_files(_files(root, schema.MONTHLY, (start, end))).replace('@FILTER@', '')}")
+    buckets, mine = None, ""
+    if own:     # one task of storage.dist: the buckets of its meters, the rows of its meters
+        metered = np.array([r[0] for r in con.execute("SELECT DISTINCT meter_id FROM seg").fetchall()], np.int64)
+        buckets = {int(b) for b in lake.buckets_of(metered)}
+        mine = "r SEMI JOIN (SELECT DISTINCT meter_id FROM seg) sm ON r.meter_id = sm.meter_id"
+    con.execute(f"CREATE TEMP TABLE mon AS "
+                f"{_pivot_files(_files(root, schema.MONTHLY, (start, end), buckets)).replace('@FILTER@', mine)}")
     # the daily frozen readings needed: change days, removals, and where the monthly one is missing
     con.execute("""CREATE TEMP TABLE need AS
         SELECT DISTINCT meter_id, date FROM (
@@ -201,7 +222,7 @@ def _extract(con, data, root, period, start, end):
         ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
                                                   AND mon.ae_fwd IS NOT NULL)""", p)
     dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
-    daily = _pivot_files(_files(root, schema.DAILY, dates))
+    daily = _pivot_files(_files(root, schema.DAILY, dates, buckets))
     con.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
 
     def pick(alias, reg):
@@ -242,6 +263,7 @@ def _extract(con, data, root, period, start, end):
                    sum(CASE WHEN status <> 'held' AND rk <= 3 THEN e_metered_kwh_x100 END) AS hist_e,
                    sum(CASE WHEN status <> 'held' AND rk <= 3 THEN days END) AS hist_days
             FROM (SELECT *, dense_rank() OVER (ORDER BY period DESC) AS rk FROM read_parquet([{lst}]))
+            {"WHERE customer_id IN (SELECT customer_id FROM own)" if own else ""}
             GROUP BY customer_id""", {"pp": prev_period})
     else:
         con.execute("CREATE TEMP TABLE hist (customer_id BIGINT, cum_prev BIGINT, hist_e BIGINT, hist_days BIGINT)")
@@ -331,6 +353,13 @@ def _clean(root: pathlib.Path) -> None:
 
 
 def _dict_col(indices: np.ndarray, values: list[str]) -> pa.DictionaryArray:
+    # a dictionary with repeated values (the tariff keys of the basic/力调 variants, the units of the line
+    # items) is made unique first: pyarrow's Parquet writer sizes the dictionary page by the values but
+    # writes each distinct one once, leaving stray bytes — the same bills would not give the same file
+    first: dict = {}
+    remap = np.array([first.setdefault(v, len(first)) for v in values], np.int32)
+    if len(first) < len(values):
+        indices, values = remap[np.asarray(indices, np.int64)], list(first)
     return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(values, pa.string()))
 
 
@@ -493,6 +522,13 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None) -> dict
     R.check_items(out, items)
     t_price = time.perf_counter() - t0 - t_read
     tick("price")
+    return publish_run(data, period, inp, text, out, items, table, t0, t_read, t_price, tick)
+
+
+def publish_run(data, period: str, inp, text: pa.Table, out: dict, items: dict, table, t0: float, t_read: float,
+                t_price: float, tick) -> dict:
+    """Build the tables of a computed period and publish them (the last steps of :func:`run`, shared with
+    the distributed run of ``storage.dist``, so both write the same files the same way)."""
     bills, it = build_tables(period, inp, text, out, items, table)
     root = bills_root(data)
     with _Lock(root):

@@ -110,6 +110,9 @@ class Writer:
         t = _arrow(self.con.execute(sql, params or []))
         return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
 
+    def query(self, sql: str, params=None) -> pa.Table:
+        return _arrow(self.con.execute(sql, params or []))
+
     def balances_of(self, customer_ids: np.ndarray) -> np.ndarray:
         """Current balance of each given customer (0 for one without entries), by the stored running balance."""
         cur = self.columns(f"SELECT customer_id, arg_max(balance_after_fen, entry_id) AS b FROM {TABLE} "

@@ -1,0 +1,342 @@
+"""Prepayment (预付费) on disk: the daily deduction, reminders and the automatic trip / reconnect loop.
+
+``run(data, day)`` — ``gridhead prepay run --date D`` — for every prepayment customer (``customers.prepaid``):
+
+1. the day's energy from the daily frozen readings (日冻结) at 00:00 of D and D+1 of the meter at the
+   customer's metering point on D, times its multiplier; priced by the bill kernel
+   (:func:`billing_core.prepay.daily_charge`) and deducted as a ledger entry ``prepay_charge`` (key
+   ``prepay:<customer_id>:<D>``; the monthly bill trues the month's deductions up, ``storage.ledger``);
+2. the thresholds (:class:`billing_core.prepay.Thresholds`): a reminder (催费) below the warning level,
+   a trip (跳闸) when the credit has stayed below zero for the grace period, never for a protected
+   (保电) meter; a reconnect (合闸) of a tripped customer whose credit is back at the threshold;
+3. commands for the head-end's control path, written to an outbox (``prepay_commands``) in the same
+   transaction as the deductions, the events and the run's row — all or nothing; then
+4. :func:`dispatch` sends the outbox's pending commands through a ``send`` callable (the control API
+   client, ``headend.prepay_control``) with the system as the operator and reason "prepayment balance
+   exhausted", and records each outcome.  A command whose outcome was lost (a crash after sending) is
+   sent again with the same ``client_id``: the control API answers a repeated id with the first outcome
+   and never acts twice.
+
+A date is run once: re-running it deducts nothing again and decides nothing again (the ``prepay_runs``
+row says it was done) — it only sends what is still pending.  Tables, in ``archive.duckdb`` beside the
+ledger: ``prepay_runs`` (one row per day), ``prepay_state`` (per customer: below zero since, reminded,
+tripped — rewritten by each run), ``prepay_commands`` (outbox, append-only) and ``prepay_events``
+(append-only: every reminder, trip, withheld trip, reconnect and command outcome, with who and when).
+
+:func:`after_payment` is what a payment calls: a tripped customer whose credit is back gets its
+reconnect at once, not at the next daily run.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from billing_core import ledger as L
+from billing_core import prepay as P
+from billing_core.run import voltage_level
+from billing_core.tariff import TariffSet
+
+from . import bills as _bills
+from . import ledger as _ledger
+from . import schema
+from .sql import data_dir, lake_root
+
+SYSTEM = "system:prepay"
+REASON = "prepayment balance exhausted"
+DDL = """
+CREATE TABLE IF NOT EXISTS prepay_runs (day DATE NOT NULL, ts_utc TIMESTAMPTZ NOT NULL, who VARCHAR NOT NULL,
+    customers BIGINT, read BIGINT, charged_fen BIGINT, reminders BIGINT, trips BIGINT, withheld BIGINT,
+    closes BIGINT, batch VARCHAR);
+CREATE TABLE IF NOT EXISTS prepay_state (customer_id BIGINT NOT NULL, below_since INTEGER NOT NULL,
+    warned BOOLEAN NOT NULL, tripped BOOLEAN NOT NULL);
+CREATE TABLE IF NOT EXISTS prepay_commands (command_id VARCHAR NOT NULL, customer_id BIGINT NOT NULL,
+    meter_id BIGINT, action VARCHAR NOT NULL, reason VARCHAR, day DATE, ts_utc TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS prepay_events (ts_utc TIMESTAMPTZ NOT NULL, day DATE, customer_id BIGINT NOT NULL,
+    event VARCHAR NOT NULL, credit_fen BIGINT, who VARCHAR NOT NULL, command_id VARCHAR, detail VARCHAR);
+"""
+FINAL = ("ok", "refused", "failed", "expired")
+
+
+def _open(data) -> _ledger.Writer:
+    w = _ledger.Writer(data)
+    w.con.execute(DDL)
+    return w
+
+
+def _now():
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _customers(w: _ledger.Writer, day: dt.date) -> dict:
+    """Prepayment customers with the meter at their point on ``day`` (meter_id −1: none)."""
+    return w.columns("""
+        SELECT c.customer_id, c.category, c.voltage_v, coalesce(pm.meter_id, -1) AS meter_id,
+               coalesce(mu.ct_ratio, 1) AS ct, coalesce(mu.pt_ratio, 1) AS pt, coalesce(m.register_digits, 6) AS digits
+        FROM customers c
+        LEFT JOIN (SELECT customer_id, min(point_id) AS point_id FROM points WHERE role = 'customer'
+                   GROUP BY customer_id) p USING (customer_id)
+        LEFT JOIN point_meters pm ON pm.point_id = p.point_id AND pm.valid_from <= $d
+             AND (pm.valid_to IS NULL OR pm.valid_to > $d)
+        LEFT JOIN point_multipliers mu ON mu.point_id = p.point_id AND mu.valid_from <= $d
+             AND (mu.valid_to IS NULL OR mu.valid_to > $d)
+        LEFT JOIN meters m ON m.meter_id = pm.meter_id
+        WHERE c.prepaid ORDER BY c.customer_id""", {"d": day})
+
+
+def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date) -> tuple[dict, dict]:
+    """Daily frozen readings of ``meters`` at 00:00 of ``day`` and of the next day (−1 = none)."""
+    nxt = day + dt.timedelta(days=1)
+    files = _bills._files(lake_root(data), schema.DAILY, (day, nxt))
+    regs = ", ".join(f"coalesce({r}, -1)::BIGINT AS {r}" for r in P.REGISTERS)
+    got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills._pivot_files(files).replace('@FILTER@', '')}) "
+                    f"WHERE date IN ($a, $b)", {"a": day, "b": nxt})
+    dates = got["date"].astype("datetime64[D]")
+    out = []
+    for d in (day, nxt):
+        sel = dates == np.datetime64(d)
+        out.append({r: _ledger.lookup(got["meter_id"][sel].astype(np.int64), got[r][sel].astype(np.int64), meters, -1)
+                    for r in P.REGISTERS})
+    return out[0], out[1]
+
+
+def _protected(data) -> set:
+    """Meters under protection (保电) by the head-end's audit log: the last ok protect command of each."""
+    try:
+        from . import control_log as CL
+    except ImportError:                       # no control log in this build
+        return set()
+    state = {}
+    for rec in CL.read_records(CL.audit_path(data_dir(data))):
+        if rec.get("command") == "protect" and rec.get("outcome") == "ok":
+            params = rec.get("params")
+            if isinstance(params, str):
+                try:
+                    params = json.loads(params)
+                except ValueError:
+                    params = {}
+            state[str(rec.get("target"))] = bool((params or {}).get("on"))
+    return {t for t, on in state.items() if on}
+
+
+def run(data, day: dt.date, thresholds: P.Thresholds | None = None, tariffs_dir=None, send=None,
+        who: str = SYSTEM, kernel=None) -> dict:
+    """Deduct, remind and decide for ``day``; then dispatch pending commands with ``send`` (if given).
+
+    Returns the day's summary (customers, read, charged_fen, reminders, trips, withheld, closes,
+    repeated: True when the day had been run before) and ``dispatched`` (outcome counts).
+    """
+    t = thresholds or P.Thresholds()
+    tariffs = TariffSet.load(tariffs_dir)
+    protected = _protected(data)
+    with _open(data) as w:
+        done = w.con.execute("SELECT customers, read, charged_fen, reminders, trips, withheld, closes FROM prepay_runs "
+                             "WHERE day = $d", {"d": day}).fetchone()
+        if done:
+            keys = ("customers", "read", "charged_fen", "reminders", "trips", "withheld", "closes")
+            summary = {"day": str(day), **dict(zip(keys, map(int, done))), "repeated": True}
+        else:
+            summary = _run_day(w, data, day, t, tariffs, protected, who, kernel)
+    summary["dispatched"] = dispatch(data, send) if send else {}
+    return summary
+
+
+def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
+    c = _customers(w, day)
+    n = len(c["customer_id"])
+    cid = c["customer_id"].astype(np.int64)
+    meters = c["meter_id"].astype(np.int64)
+    prev, now = _readings(w, data, meters, day)
+    e, ok = P.daily_energy(prev, now, c["ct"], c["pt"], c["digits"])
+    ok &= meters >= 0
+    levels = np.array([voltage_level(int(v)) for v in c["voltage_v"]], object) if n < 64 else \
+        _levels(c["voltage_v"])
+    rows = tariffs.rows(c["category"].astype(str), levels.astype(str), day) if n else np.zeros(0, np.int32)
+    charge = P.daily_charge(tariffs, rows, e, calendar.monthrange(day.year, day.month)[1], kernel=kernel)
+    charge = np.where(ok, charge, 0)
+    # a day of a period whose bill is already posted is billed: no estimate on top of it
+    billed = w.taken_keys(np.char.add("bill:", _bills.bill_id(f"{day:%Y-%m}", cid).astype(str)).astype(object))
+    charge = np.where(billed, 0, charge)
+    batch = _ledger._batch("prepay")
+    ts = _now()
+    w.con.execute("BEGIN")
+    try:
+        pay = charge > 0
+        m = int(pay.sum())
+        w.append({"customer_id": cid[pay], "kind": "prepay_charge", "debit_fen": charge[pay],
+                  "credit_fen": np.zeros(m, np.int64), "period": f"{day.year:04d}-{day.month:02d}", "value_date": day,
+                  "key": np.char.add(np.char.add("prepay:", cid[pay].astype(str)), f":{day}").astype(object),
+                  "note": "daily estimated charge"}, who, batch, ts)
+        credit = -w.balances_of(cid)
+        st = _state(w, cid)
+        prot = np.array([str(x) in protected for x in meters], bool) if protected else np.zeros(n, bool)
+        dec = P.decide(credit, st["below_since"], st["warned"], st["tripped"], prot, L.days_of(day), t)
+        tripped = (st["tripped"] | dec["trip"]) & ~dec["close"]
+        _write_state(w, cid, dec["below_since"], dec["warned"], tripped)
+        ev = _events(w, day, ts, who, cid, meters, credit, dec, t)
+        w.con.execute("INSERT INTO prepay_runs VALUES ($d, $ts, $who, $n, $r, $c, $rem, $tr, $wh, $cl, $b)",
+                      {"d": day, "ts": ts, "who": who, "n": n, "r": int(ok.sum()), "c": int(charge.sum()),
+                       "rem": ev["reminders"], "tr": ev["trips"], "wh": ev["withheld"], "cl": ev["closes"], "b": batch})
+        w.con.execute("COMMIT")
+    except BaseException:
+        w.con.execute("ROLLBACK")
+        raise
+    return {"day": str(day), "customers": n, "read": int(ok.sum()), "charged_fen": int(charge.sum()), **ev,
+            "repeated": False}
+
+
+def _levels(volts) -> np.ndarray:
+    u, inv = np.unique(np.asarray(volts), return_inverse=True)
+    return np.array([voltage_level(int(v)) for v in u], object)[inv.reshape(-1)]
+
+
+def _state(w, cid) -> dict:
+    s = w.columns("SELECT customer_id, below_since, warned, tripped FROM prepay_state")
+    return {"below_since": _ledger.lookup(s["customer_id"], s["below_since"].astype(np.int64), cid, P.NO_DAY),
+            "warned": _ledger.lookup(s["customer_id"], s["warned"].astype(np.int64), cid, 0).astype(bool),
+            "tripped": _ledger.lookup(s["customer_id"], s["tripped"].astype(np.int64), cid, 0).astype(bool)}
+
+
+def _write_state(w, cid, below_since, warned, tripped) -> None:
+    """Replace the state rows of these customers (inside the caller's transaction)."""
+    w.con.register("_st", pa.table({"customer_id": pa.array(cid), "below_since": pa.array(below_since.astype(np.int32)),
+                                    "warned": pa.array(warned), "tripped": pa.array(tripped)}))
+    try:
+        w.con.execute("DELETE FROM prepay_state WHERE customer_id IN (SELECT customer_id FROM _st)")
+        w.con.execute("INSERT INTO prepay_state SELECT * FROM _st")
+    finally:
+        w.con.unregister("_st")
+
+
+def _events(w, day, ts, who, cid, meters, credit, dec, t: P.Thresholds) -> dict:
+    """Events and outbox commands of the decisions (the caller holds the transaction)."""
+    ev, cmd = [], []
+    for name, mask, action in (("reminder", dec["remind"], None), ("trip", dec["trip"], "disconnect"),
+                               ("trip_withheld_protected", dec["trip_protected"], None),
+                               ("reconnect", dec["close"], "reconnect")):
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            continue
+        ids = [f"prepay-{day}-{action}-{int(cid[i])}" if action else None for i in idx]
+        detail = (f"credit below the warning level {t.warn_fen} fen" if name == "reminder" else
+                  f"below zero for {t.grace_days} day(s) or more" if action == "disconnect" else
+                  "meter protected (保电): no trip" if not action else f"credit at or above {t.reconnect_fen} fen")
+        ev.append(pa.table({"ts_utc": pa.array([ts] * len(idx), pa.timestamp("us", "UTC")),
+                            "day": pa.array([day] * len(idx), pa.date32()), "customer_id": pa.array(cid[idx]),
+                            "event": pa.array([name] * len(idx)), "credit_fen": pa.array(credit[idx]),
+                            "who": pa.array([who] * len(idx)), "command_id": pa.array(ids, pa.string()),
+                            "detail": pa.array([detail] * len(idx))}))
+        if action:
+            cmd.append(pa.table({"command_id": pa.array(ids), "customer_id": pa.array(cid[idx]),
+                                 "meter_id": pa.array(meters[idx]), "action": pa.array([action] * len(idx)),
+                                 "reason": pa.array([REASON if action == "disconnect" else "prepayment balance restored"]
+                                                    * len(idx)),
+                                 "day": pa.array([day] * len(idx), pa.date32()),
+                                 "ts_utc": pa.array([ts] * len(idx), pa.timestamp("us", "UTC"))}))
+    for name, tables in (("prepay_events", ev), ("prepay_commands", cmd)):
+        if tables:
+            w.con.register("_rows", pa.concat_tables(tables))
+            try:
+                w.con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
+            finally:
+                w.con.unregister("_rows")
+    return {"reminders": int(dec["remind"].sum()), "trips": int(dec["trip"].sum()),
+            "withheld": int(dec["trip_protected"].sum()), "closes": int(dec["close"].sum())}
+
+
+def after_payment(data, customer_ids, thresholds: P.Thresholds | None = None, send=None, who: str = SYSTEM) -> dict:
+    """Reconnect at once the tripped customers among ``customer_ids`` whose credit is back (a payment's
+    follow-up); returns ``{closes, dispatched}``."""
+    t = thresholds or P.Thresholds()
+    cid = np.unique(np.asarray(customer_ids, np.int64))
+    with _open(data) as w:
+        w.con.execute("BEGIN")
+        try:
+            st = _state(w, cid)
+            credit = -w.balances_of(cid)
+            close = st["tripped"] & (credit >= t.reconnect_fen)
+            n = 0
+            if close.any():
+                idx = np.flatnonzero(close)
+                meters = w.columns("""SELECT c.customer_id, coalesce(min(pm.meter_id), -1) AS meter_id FROM customers c
+                    LEFT JOIN points p ON p.customer_id = c.customer_id AND p.role = 'customer'
+                    LEFT JOIN point_meters pm ON pm.point_id = p.point_id AND pm.valid_to IS NULL GROUP BY 1""")
+                m = _ledger.lookup(meters["customer_id"], meters["meter_id"], cid, -1)
+                today = dt.date.today()
+                dec = {k: np.zeros(len(cid), bool) for k in ("remind", "trip", "trip_protected")}
+                dec["close"] = close
+                w.con.execute("UPDATE prepay_state SET tripped = false WHERE customer_id IN "
+                              f"({', '.join(str(int(x)) for x in cid[idx])})")
+                n = _events(w, today, _now(), who, cid, m, credit, dec, t)["closes"]
+            w.con.execute("COMMIT")
+        except BaseException:
+            w.con.execute("ROLLBACK")
+            raise
+    return {"closes": n, "dispatched": dispatch(data, send) if send else {}}
+
+
+def pending(data) -> list[dict]:
+    """Outbox commands without a final outcome, oldest first."""
+    with _open(data) as w:
+        return _pending(w)
+
+
+def _pending(w) -> list[dict]:
+    return _ledger._arrow(w.con.execute(f"""
+        SELECT c.command_id, c.customer_id, cu.customer_no, c.meter_id, c.action, c.reason, c.day FROM prepay_commands c
+        JOIN customers cu USING (customer_id)
+        WHERE NOT EXISTS (SELECT 1 FROM prepay_events e WHERE e.command_id = c.command_id
+                          AND e.event IN ({', '.join(repr('command_' + f) for f in FINAL)}))
+        ORDER BY c.ts_utc, c.command_id""")).to_pylist()
+
+
+def dispatch(data, send) -> dict:
+    """Send every pending command: ``send({command_id, action, target, reason, customer_no}) -> {outcome, ...}``
+    (outcome one of ok / refused / failed / expired / queued); each answer is recorded as an event.
+    A refused trip (a protected meter) clears the customer's tripped state.  Returns counts by outcome."""
+    counts: dict = {}
+    with _open(data) as w:
+        todo = _pending(w)
+    for cmd in todo:
+        spec = {"command_id": cmd["command_id"], "action": cmd["action"], "target": str(cmd["meter_id"]),
+                "reason": cmd["reason"], "customer_no": cmd["customer_no"]}
+        try:
+            ans = send(spec) or {}
+        except Exception as exc:            # noqa: BLE001 — a transport failure is an outcome, recorded
+            ans = {"outcome": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+        outcome = str(ans.get("outcome", "failed"))
+        counts[outcome] = counts.get(outcome, 0) + 1
+        with _open(data) as w:
+            w.con.execute("BEGIN")
+            try:
+                w.con.execute("INSERT INTO prepay_events VALUES ($ts, NULL, $c, $e, NULL, $who, $id, $d)",
+                              {"ts": _now(), "c": cmd["customer_id"], "e": f"command_{outcome}", "who": SYSTEM,
+                               "id": cmd["command_id"], "d": json.dumps(ans, ensure_ascii=False, default=str)[:2000]})
+                if outcome == "refused" and cmd["action"] == "disconnect":
+                    w.con.execute("UPDATE prepay_state SET tripped = false WHERE customer_id = $c", {"c": cmd["customer_id"]})
+                w.con.execute("COMMIT")
+            except BaseException:
+                w.con.execute("ROLLBACK")
+                raise
+    return counts
+
+
+def status(data) -> dict:
+    """Prepayment customers now: credit, below-zero since, reminded, tripped; pending commands; last run."""
+    with _open(data) as w:
+        cust = w.query("""
+            SELECT c.customer_id, c.customer_no, c.name,
+                   -coalesce(sum(e.debit_fen) - sum(e.credit_fen), 0)::BIGINT AS credit_fen,
+                   CASE WHEN any_value(s.below_since) >= 0 THEN DATE '1970-01-01' + any_value(s.below_since)::INTEGER
+                   END AS below_zero_since,
+                   coalesce(any_value(s.warned), false) AS reminded, coalesce(any_value(s.tripped), false) AS tripped
+            FROM customers c LEFT JOIN ledger_entries e USING (customer_id)
+            LEFT JOIN prepay_state s USING (customer_id)
+            WHERE c.prepaid GROUP BY c.customer_id, c.customer_no, c.name ORDER BY c.customer_id""")
+        last = w.con.execute("SELECT max(day) FROM prepay_runs").fetchone()[0]
+        pend = _pending(w)
+    return {"last_run": str(last) if last else None, "customers": cust, "pending": pend}

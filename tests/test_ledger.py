@@ -1,0 +1,253 @@
+"""The ledger (电费收缴及账务): posting bills, payments, refunds, adjustments; the balance identity; arrears
+with 第九十八条 late fees; all-or-nothing bank import, also under SIGKILL; the finance export; the CLI."""
+
+import datetime as dt
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from billing_core import ledger as L
+from storage import archive, bills, generator, ledger
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """60 customers, June 2026 billed (a prepayment flag on half the residential ones)."""
+    d = tmp_path_factory.mktemp("ledger")
+    with pytest.MonkeyPatch.context() as mp:        # test data: durability of the generator is not under test
+        mp.setattr(os, "fsync", lambda fd: None)
+        generator.generate(d, 60, 31, seed=5)
+    with archive.Archive(d / "archive.duckdb") as a:
+        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    bills.run(d, "2026-06")
+    return d
+
+
+def _copy(fleet, tmp_path) -> pathlib.Path:
+    d = tmp_path / "d"
+    shutil.copytree(fleet, d)
+    return d
+
+
+def _nos(d) -> list[str]:
+    return ledger.balances(d).column("customer_no").to_pylist()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+# --- array rules by hand -------------------------------------------------------------------------------
+def test_running_balance_by_hand():
+    out = L.running_balance([7, 3, 7, 3, 7], [100, 50, -30, 5, 1], [10, 0, 10, 0, 10])
+    assert out.tolist() == [110, 50, 80, 55, 81]
+
+
+def test_outstanding_fifo_pays_the_oldest_first():
+    out = L.outstanding_fifo([1, 1, 1, 2], [100, 200, 300, 50], [250, 250, 250, 0])
+    assert out.tolist() == [0, 50, 300, 50]
+
+
+def test_late_fee_rule_98_by_hand():
+    due = L.days_of(dt.date(2026, 12, 20))
+    asof = L.days_of(dt.date(2027, 1, 10))           # 11 days in 2026 (21..31 Dec), 10 days in 2027
+    # residential 1‰ a day throughout: 10000 × 21 / 1000 = 210 fen
+    assert L.late_fee([10_000], [due], asof, [True]).tolist() == [210]
+    # others: 2‰ × 11 days + 3‰ × 10 days = 52‰ of 10000 = 520 fen
+    assert L.late_fee([10_000], [due], asof, [False]).tolist() == [520]
+    # rounded once, half away from zero: 333 × 1‰ × 3 = 0.999 → 1 fen; 166 × 3 ‰ = 0.498 → 0
+    assert L.late_fee([333, 166], [due, due], due + 3, [True, True]).tolist() == [1, 0]
+    assert L.late_fee([10_000], [due], due, [False]).tolist() == [0]      # due today: not late
+
+
+def test_aging_buckets_and_amounts():
+    assert L.aging_bucket([0, 1, 30, 31, 365, 366]).tolist() == [-1, 0, 0, 1, 3, 4]
+    assert [L.yuan_to_fen(s) for s in ("12", "12.3", "12.30", "0.05", "1.234", "-1", "1e3", "")] == \
+        [1200, 1230, 1230, 5, None, None, None, None]
+
+
+# --- posting and the identity ----------------------------------------------------------------------------
+def test_posting_is_idempotent_and_check_proves_the_identity(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    first = ledger.post_bills(d, "2026-06", "alice")
+    issued = bills.summary(d, "2026-06")
+    assert first["posted"] == issued["issued"] + issued["released"]
+    assert first["receivable_fen"] == issued["issued_fen"]
+    again = ledger.post_bills(d, "2026-06", "alice")
+    assert again["posted"] == 0 and again["skipped"] == first["posted"]
+    no = _nos(d)[0]
+    ledger.add_entry(d, no, "payment", 5_000, "bob", ref="R-1")
+    with pytest.raises(ledger.LedgerError, match="already posted"):
+        ledger.add_entry(d, no, "payment", 5_000, "bob", ref="R-1")
+    ledger.add_entry(d, no, "refund", 700, "bob", note="overpaid")
+    ledger.add_entry(d, no, "adjust", -300, "carol", note="meter test credit")
+    r = ledger.check(d)
+    assert r["ok"] and r["bills_checked"] == first["posted"]
+    b = {x["customer_no"]: x for x in ledger.balances(d).to_pylist()}
+    assert b[no]["balance_fen"] == b[no]["receivable_fen"] - b[no]["received_fen"]
+    assert b[no]["received_fen"] == 5_000 - 700
+
+
+def test_check_names_the_customer_whose_balance_is_wrong(fleet, tmp_path):
+    import duckdb
+    d = _copy(fleet, tmp_path)
+    ledger.post_bills(d, "2026-06")
+    with duckdb.connect(str(d / "archive.duckdb")) as con:      # tamper with the file as an intruder would
+        cid, no = con.execute("SELECT e.customer_id, c.customer_no FROM ledger_entries e JOIN customers c "
+                              "USING (customer_id) ORDER BY entry_id LIMIT 1").fetchone()
+        con.execute("UPDATE ledger_entries SET debit_fen = debit_fen + 1 WHERE customer_id = $c", {"c": cid})
+    with pytest.raises(ledger.LedgerError, match=f"customer {no} "):
+        ledger.check(d)
+    r = _cli("ledger", "check", "--data", str(d))
+    assert r.returncode == 1 and f"customer {no}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.sampled_from(["bill", "payment", "refund", "adjust"]), st.integers(0, 9),
+                              st.integers(1, 10 ** 7)), min_size=1, max_size=25))
+def test_balance_identity_after_random_sequences(fleet, tmp_path_factory, ops):
+    d = tmp_path_factory.mktemp("prop")
+    shutil.copy(fleet / "archive.duckdb", d / "archive.duckdb")
+    nos = _nos(d)[:10]
+    model = {}
+    with ledger.Writer(d) as w:
+        ids = w.customer_ids(nos)
+    for k, (kind, who, amount) in enumerate(ops):
+        no = nos[who]
+        if kind == "bill":                        # a receivable as post_bills writes it (same append path)
+            with ledger.Writer(d) as w:
+                w.append({"customer_id": np.array([ids[who]]), "kind": "bill", "debit_fen": np.array([amount]),
+                          "credit_fen": np.array([0]), "period": "2026-06", "value_date": dt.date(2026, 7, 16),
+                          "key": np.array([f"bill:test{k}"], dtype=object), "note": None}, "prop", f"b{k}")
+            delta = amount
+        elif kind == "adjust":
+            ledger.add_entry(d, no, "adjust", amount if k % 2 else -amount, "prop", note="property")
+            delta = amount if k % 2 else -amount
+        else:
+            ledger.add_entry(d, no, kind, amount, "prop", ref=f"r{k}" if kind == "payment" else None, note="p")
+            delta = -amount if kind == "payment" else amount
+        model[no] = model.get(no, 0) + delta
+    ledger.check(d)
+    got = {x["customer_no"]: x["balance_fen"] for x in ledger.balances(d).to_pylist()}
+    for no in nos:
+        assert got[no] == model.get(no, 0)
+
+
+# --- arrears --------------------------------------------------------------------------------------------
+def test_arrears_fifo_late_fees_and_prepaid_left_out(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    ledger.post_bills(d, "2026-06")
+    bal = [x for x in ledger.balances(d).to_pylist() if x["balance_fen"] > 0]
+    res = next(x for x in bal if x["category"] == "residential" and not x["prepaid"])
+    other = next(x for x in bal if x["category"] != "residential")
+    ledger.add_entry(d, res["customer_no"], "payment", res["balance_fen"] - 1000, "bob")    # 10 yuan left
+    asof = dt.date(2026, 8, 15)                       # due 2026-07-16: 30 days late
+    rows = {r["customer_no"]: r for r in ledger.arrears(d, asof).to_pylist()}
+    assert rows[res["customer_no"]]["arrears_fen"] == 1000
+    assert rows[res["customer_no"]]["days_late"] == 30 and rows[res["customer_no"]]["aging"] == "1-30"
+    assert rows[res["customer_no"]]["late_fee_fen"] == 30          # 1000 × 1‰ × 30
+    o = rows[other["customer_no"]]
+    assert o["late_fee_fen"] == int(L.late_fee([other["balance_fen"]], [L.days_of(dt.date(2026, 7, 16))],
+                                               L.days_of(asof), [False])[0])
+    prepaid = {x["customer_no"] for x in bal if x["prepaid"]}
+    assert prepaid and not prepaid & set(rows)
+    assert not ledger.arrears(d, dt.date(2026, 7, 16)).num_rows          # nothing is late on the due date
+    r = _cli("ledger", "arrears", "--as-of", "2026-08-15", "--csv", "--data", str(d))
+    assert r.returncode == 0 and r.stdout.splitlines()[0].startswith('"customer_id"')
+    assert len(r.stdout.splitlines()) == len(rows) + 1
+
+
+# --- bank import ----------------------------------------------------------------------------------------
+def _bank(path, rows):
+    path.write_text("ref,customer_no,amount_yuan,paid_on\n" + "".join(",".join(r) + "\n" for r in rows))
+    return path
+
+
+def test_bank_import_all_or_nothing_with_per_row_errors(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    nos = _nos(d)
+    good = _bank(tmp_path / "good.csv", [(f"B{i}", nos[i], f"{i + 1}.5", "2026-07-20") for i in range(5)])
+    bad = _bank(tmp_path / "bad.csv", [("X1", nos[0], "10", "2026-07-20"), ("X2", "9999999999", "10", "2026-07-20"),
+                                       ("X3", nos[1], "1.234", "2026-07-20"), ("X1", nos[2], "3", "2026-13-01")])
+    r = _cli("pay", "import", str(bad), "--data", str(d))
+    assert r.returncode == 1
+    err = r.stderr.splitlines()
+    assert f"{bad}:2: customer_no: '9999999999' is not a 户号 in the archive" in err
+    assert f"{bad}:3: amount_yuan: '1.234' is not a positive amount in yuan with at most 2 decimals" in err
+    assert f"{bad}:4: paid_on: '2026-13-01' is not a date YYYY-MM-DD" in err
+    assert f"{bad}:4: ref: 'X1' repeated in the file" in err
+    with ledger.Reader(d) as rd:
+        assert not rd.has or rd.con.execute("SELECT count(*) FROM ledger_entries").fetchone()[0] == 0
+    r = _cli("pay", "import", str(good), "--json", "--data", str(d))
+    assert r.returncode == 0, r.stderr
+    assert '"rows": 5' in r.stdout and '"amount_fen": 1750' in r.stdout
+    before = ledger.balances(d).to_pylist()
+    r = _cli("pay", "import", str(good), "--data", str(d))
+    assert r.returncode == 1 and f"{good}:1: ref: 'B0' already posted" in r.stderr
+    assert ledger.balances(d).to_pylist() == before
+    ledger.check(d)
+
+
+_IMPORT = """
+import sys
+from storage import ledger
+print("go", flush=True)
+ledger.import_payments(sys.argv[1], sys.argv[2], "crash-test")
+print("done", flush=True)
+"""
+
+
+def test_sigkill_during_bank_import_leaves_all_or_nothing(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    nos = _nos(d)
+    n = 30_000
+    f = _bank(tmp_path / "big.csv", [(f"K{i}", nos[i % len(nos)], "1.01", "2026-07-20") for i in range(n)])
+    rng = random.Random(7)
+    outcomes = set()
+    for attempt in range(4):
+        p = subprocess.Popen([sys.executable, "-c", _IMPORT, str(d), str(f)], cwd=ROOT, stdout=subprocess.PIPE,
+                             text=True)
+        assert p.stdout.readline().strip() == "go"
+        time.sleep(rng.uniform(0.0, 1.2))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        with ledger.Reader(d) as rd:
+            cnt = rd.con.execute("SELECT count(*) FROM ledger_entries").fetchone()[0] if rd.has else 0
+        assert cnt in (0, n)
+        outcomes.add(cnt)
+        ledger.check(d)
+        if cnt == n:
+            break
+    r = _cli("pay", "import", str(f), "--data", str(d))     # finish (or be refused whole if it had committed)
+    with ledger.Reader(d) as rd:
+        assert rd.con.execute("SELECT count(*), sum(credit_fen) FROM ledger_entries").fetchone() == (n, n * 101)
+    assert r.returncode in (0, 1)
+    ledger.check(d)
+
+
+def test_finance_export_adds_up(fleet, tmp_path):
+    import pyarrow.parquet as pq
+    d = _copy(fleet, tmp_path)
+    ledger.post_bills(d, "2026-06")
+    no = _nos(d)[3]
+    ledger.add_entry(d, no, "payment", 1234, "bob", on=dt.date(2026, 6, 20))
+    r = _cli("ledger", "export", "--period", "2026-06", "--out", str(tmp_path / "f.parquet"), "--format", "parquet",
+             "--data", str(d))
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(tmp_path / "f.parquet").to_pydict()
+    b = ledger.balances(d).to_pydict()
+    assert sum(t["receivable_fen"]) == sum(b["receivable_fen"]) == bills.summary(d, "2026-06")["issued_fen"]
+    assert sum(t["received_fen"]) == 1234
+    assert sum(t["outstanding_fen"]) == sum(b["balance_fen"])
+    assert sum(t["customers"]) == 60
