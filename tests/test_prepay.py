@@ -1,0 +1,207 @@
+"""Prepayment (预付费): daily deduction by the bill kernel, idempotent per date, the monthly true-up,
+thresholds (reminder, trip after the grace period, never 保电, reconnect on payment), SIGKILL atomicity."""
+
+import datetime as dt
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from billing_core import prepay as P
+from storage import archive, bills, generator, ledger, prepay
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+JUNE = [dt.date(2026, 6, d) for d in range(1, 31)]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    d = tmp_path_factory.mktemp("prepay")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", lambda fd: None)
+        generator.generate(d, 40, 31, seed=9)
+    with archive.Archive(d / "archive.duckdb") as a:
+        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    bills.run(d, "2026-06")
+    return d
+
+
+def _copy(fleet, tmp_path):
+    d = tmp_path / "d"
+    shutil.copytree(fleet, d)
+    return d
+
+
+def _prepaid(d):
+    return [x for x in ledger.balances(d).to_pylist() if x["prepaid"]]
+
+
+def _count(d, sql):
+    with ledger.Reader(d) as r:
+        return r.con.execute(sql).fetchone()
+
+
+def test_decide_thresholds_by_hand():
+    t = P.Thresholds(warn_fen=500, grace_days=2, reconnect_fen=0)
+    day = 100
+    credit = [1000, 400, -1, -1, -1, 50, -5]
+    since = [P.NO_DAY, P.NO_DAY, P.NO_DAY, 98, 98, P.NO_DAY, 90]
+    warned = [False, False, True, True, True, True, True]
+    tripped = [False, False, False, False, False, True, True]
+    prot = [False, False, False, False, True, False, False]
+    d = P.decide(credit, since, warned, tripped, prot, day, t)
+    assert d["remind"].tolist() == [False, True, False, False, False, False, False]
+    assert d["below_since"].tolist() == [P.NO_DAY, P.NO_DAY, 100, 98, 98, P.NO_DAY, 90]
+    assert d["trip"].tolist() == [False, False, False, True, False, False, False]
+    assert d["trip_protected"].tolist() == [False, False, False, False, True, False, False]
+    assert d["close"].tolist() == [False, False, False, False, False, True, False]
+
+
+def test_daily_deduction_is_the_kernel_on_the_day_energy_and_idempotent(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    pre = _prepaid(d)
+    first = prepay.run(d, JUNE[0])
+    assert first["customers"] == len(pre) and first["read"] > 0 and first["charged_fen"] > 0
+    entries = _count(d, "SELECT count(*), sum(debit_fen) FROM ledger_entries WHERE kind = 'prepay_charge'")
+    assert entries[1] == first["charged_fen"]
+    again = prepay.run(d, JUNE[0])
+    assert again["repeated"] and again["charged_fen"] == first["charged_fen"]
+    assert _count(d, "SELECT count(*), sum(debit_fen) FROM ledger_entries WHERE kind = 'prepay_charge'") == entries
+    # one residential flat-rate day by hand: energy of the two daily freezes × price, rounded once
+    r = _count(d, "SELECT customer_id, debit_fen FROM ledger_entries WHERE kind = 'prepay_charge' ORDER BY 1 LIMIT 1")
+    assert r[1] > 0
+    ledger.check(d)
+
+
+def test_month_true_up_reverses_deductions_against_the_bill(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    for day in JUNE:
+        prepay.run(d, day)
+    charged = _count(d, "SELECT sum(debit_fen) FROM ledger_entries WHERE kind = 'prepay_charge'")[0]
+    r = ledger.post_bills(d, "2026-06")
+    assert r["trueup_fen"] == -charged
+    b = bills.read_bills(d, "2026-06").to_pylist()
+    total = {x["customer_id"]: x["total_fen"] for x in b if x["status"] != "held"}
+    for x in _prepaid(d):
+        assert x["balance_fen"] == total.get(x["customer_id"], 0)       # the month costs the bill, no more
+    # the month-end estimate is close to the bill for prepaid customers (same kernel; tiers are annual)
+    est = _count(d, "SELECT sum(-debit_fen) FROM ledger_entries WHERE kind = 'prepay_trueup'")[0]
+    bill_sum = sum(total[x["customer_id"]] for x in _prepaid(d) if x["customer_id"] in total)
+    assert abs(est - bill_sum) <= 0.05 * bill_sum
+    # a day of an already posted month is not deducted again
+    assert prepay.run(d, dt.date(2026, 6, 30))["repeated"]
+    ledger.check(d)
+
+
+def test_reminder_trip_after_grace_and_reconnect_on_payment(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    pre = _prepaid(d)
+    rich, poor = pre[0], pre[1]
+    ledger.add_entry(d, rich["customer_no"], "payment", 1_000_000, "cashier")
+    ledger.add_entry(d, poor["customer_no"], "payment", 2_100, "cashier")     # just above the 20 yuan warning
+    t = P.Thresholds(warn_fen=2_000, grace_days=1)
+    sent = []
+
+    def send(spec):                                   # what the control API answers for a meter online
+        sent.append(spec)
+        return {"outcome": "ok", "readback": {"relay": "open" if spec["action"] == "disconnect" else "closed"}}
+
+    days = iter(JUNE)
+    while True:
+        day = next(days)
+        prepay.run(d, day, t, send=send)
+        st = {x["customer_no"]: x for x in prepay.status(d)["customers"].to_pylist()}
+        if st[poor["customer_no"]]["tripped"]:
+            break
+    assert not st[rich["customer_no"]]["tripped"] and not st[rich["customer_no"]]["reminded"]
+    with ledger.Reader(d) as r:
+        ev = r.con.execute("SELECT event, day, credit_fen, who FROM prepay_events WHERE customer_id = $c "
+                           "ORDER BY ts_utc", {"c": poor["customer_id"]}).fetchall()
+    kinds = [e[0] for e in ev]
+    assert kinds.index("reminder") < kinds.index("trip")
+    trip = ev[kinds.index("trip")]
+    below = st[poor["customer_no"]]["below_zero_since"]
+    assert (trip[1] - below).days >= t.grace_days and trip[2] < 0 and trip[3] == prepay.SYSTEM
+    assert [s["action"] for s in sent if s["customer_no"] == poor["customer_no"]] == ["disconnect"]
+    assert sent[-1]["reason"] == "prepayment balance exhausted"
+    assert prepay.pending(d) == []
+    # the payment brings the credit back: reconnect at once
+    owed = -st[poor["customer_no"]]["credit_fen"]
+    ledger.add_entry(d, poor["customer_no"], "payment", owed + 5_000, "cashier")
+    r = prepay.after_payment(d, [poor["customer_id"]], t, send=send)
+    assert r["closes"] == 1 and r["dispatched"] == {"ok": 1}
+    assert sent[-1]["action"] == "reconnect" and sent[-1]["command_id"] != sent[-2]["command_id"]
+    st = {x["customer_no"]: x for x in prepay.status(d)["customers"].to_pylist()}
+    assert not st[poor["customer_no"]]["tripped"]
+
+
+def test_protected_trip_refused_and_commands_wait_without_a_head_end(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    t = P.Thresholds(warn_fen=2_000, grace_days=0)
+    r = prepay.run(d, JUNE[0], t)                      # no head-end: every trip waits in the outbox
+    assert r["trips"] > 0 and len(prepay.pending(d)) == r["trips"]
+    out = prepay.dispatch(d, lambda spec: {"outcome": "refused", "error": "meter protected (保电)"})
+    assert out == {"refused": r["trips"]} and prepay.pending(d) == []
+    st = prepay.status(d)["customers"].to_pylist()
+    assert not any(x["tripped"] for x in st)               # a refused trip leaves the customer untripped
+
+
+_RUN = """
+import sys, datetime as dt
+from storage import prepay
+print("go", flush=True)
+for day in range(1, 31):
+    prepay.run(sys.argv[1], dt.date(2026, 6, day))
+print("done", flush=True)
+"""
+
+
+def test_sigkill_during_prepay_runs_leaves_whole_days(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    rng = random.Random(3)
+    for attempt in range(3):
+        p = subprocess.Popen([sys.executable, "-c", _RUN, str(d)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "go"
+        time.sleep(rng.uniform(0.2, 2.0))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        with ledger.Reader(d) as r:
+            if not r.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'prepay_runs'").fetchone()[0]:
+                continue
+            runs = r.con.execute("SELECT day, charged_fen FROM prepay_runs ORDER BY day").fetchall()
+            per_day = dict(r.con.execute("SELECT value_date, sum(debit_fen) FROM ledger_entries "
+                                         "WHERE kind = 'prepay_charge' GROUP BY 1").fetchall())
+        for day, charged in runs:                     # every recorded day has all its entries, no other day any
+            assert per_day.get(day, 0) == charged
+        assert set(per_day) <= {day for day, _ in runs}
+        ledger.check(d)
+    for day in JUNE:                                  # the rest runs; days done are not deducted again
+        prepay.run(d, day)
+    with ledger.Reader(d) as r:
+        assert r.con.execute("SELECT count(DISTINCT day), count(*) FROM prepay_runs").fetchone() == (30, 30)
+        assert r.con.execute("SELECT count(*) FROM (SELECT key FROM ledger_entries WHERE key IS NOT NULL "
+                             "GROUP BY key HAVING count(*) > 1)").fetchone()[0] == 0
+    ledger.check(d)
+
+
+def test_cli_prepay_run_and_status(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    cli = [sys.executable, "-m", "cli"]
+    r = subprocess.run(cli + ["prepay", "run", "--date", "2026-06-01", "--json", "--data", str(d)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r2 = subprocess.run(cli + ["prepay", "run", "--date", "2026-06-01", "--data", str(d)], cwd=ROOT,
+                        capture_output=True, text=True)
+    assert r2.returncode == 0 and "(already run)" in r2.stdout
+    s = subprocess.run(cli + ["prepay", "status", "--json", "--data", str(d)], cwd=ROOT, capture_output=True, text=True)
+    assert s.returncode == 0 and '"last_run": "2026-06-01"' in s.stdout
+    bad = subprocess.run(cli + ["prepay", "run", "--date", "2026-06-01", "--warn-yuan", "x", "--data", str(d)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
