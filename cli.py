@@ -1011,6 +1011,8 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
               help="With --data: the archive DuckDB to route by [default DATA/archive.duckdb or its archive-files].")
 @click.option("--connect", help="Dial in to the head-end at HOST:PORT (127.0.0.1 only in tests).")
 @click.option("--listen", help="Server mode for dial-out: HOST:PORT (one port) or HOST:PORT-PORT (one per terminal).")
+@click.option("--mqtt", help="Publish through the MQTT broker at HOST:PORT instead of dialling TCP "
+                             "(topics gridhead/<address>/up|down|status, headend.transport_mqtt).")
 @click.option("--heartbeat", "heartbeat_s", type=click.IntRange(1, 65535), default=60, show_default=True,
               help="Heartbeat period, seconds.")
 @click.option("--fault-rate", "faults", multiple=True, metavar="NAME=VALUE",
@@ -1035,7 +1037,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
 @click.option("--write-archive", "write_archive", type=click.Path(file_okay=False), default=None,
               help="Write the standalone fleet's archive files into this directory and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
-def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect, listen, heartbeat_s, faults,
+def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect, listen, mqtt, heartbeat_s, faults,
             start, speed, no_report, report_window_s, report_retry_s, ramp_per_s, duration, stats_every,
             truth_path, write_archive, as_json):
     """Simulate a fleet of DL/T 698.45 concentrators (with 698 and 645 meters behind them) that dial in
@@ -1048,8 +1050,8 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
         out = sim_model.write_standalone_archive(write_archive, terminals, meters_per_terminal, seed, start_date)
         click.echo(f"archive files of {terminals} terminals in {out / 'archive-files'}", err=True)
         return
-    if not connect and not listen:
-        raise click.UsageError("give --connect HOST:PORT or --listen HOST:PORT")
+    if not connect and not listen and not mqtt:
+        raise click.UsageError("give --connect HOST:PORT, --listen HOST:PORT or --mqtt HOST:PORT")
     fleet = (sim_model.load_gen_dir(data_dir, archive_db) if data_dir
              else sim_model.standalone(terminals, meters_per_terminal, seed, start_date))
     sim = simulator.Simulator(
@@ -1057,7 +1059,8 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
         speed=speed, report=not no_report, report_window_s=report_window_s, report_retry_s=report_retry_s,
         ramp_per_s=ramp_per_s,
         connect=simulator.parse_hostport(connect, "--connect")[:2] if connect else None,
-        listen=simulator.parse_hostport(listen, "--listen") if listen else None)
+        listen=simulator.parse_hostport(listen, "--listen") if listen else None,
+        mqtt=simulator.parse_hostport(mqtt, "--mqtt")[:2] if mqtt else None)
     click.echo(f"simulating {len(fleet.terminals)} terminals, {fleet.n_meters} meters ({fleet.source})", err=True)
     simulator.run(sim, duration_s=duration, stats_every_s=stats_every)
     if truth_path:
