@@ -20,6 +20,8 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
     collection          collection success rate (采集成功率) per day and terminal (storage.collection)
     audit_log           operators' commands (遥控/召测/保电/对时): who, what, target, outcome, read-back
                         (storage.control_log)
+    ledger, balances    the ledger's entries (电费收缴: receivables, payments, refunds, adjustments,
+    arrears             prepayment deductions) and per-customer balances / those in arrears (storage.ledger)
     <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only
 
 ``gridhead sql --print-views`` prints the statements; ``duckdb -init views.sql`` (or pasting them into
@@ -140,6 +142,9 @@ def view_statements(data: str | os.PathLike | None = None) -> list[str]:
     out += _audit.view_statements(root)
     from . import control_log as _control         # issue 8: operators' commands (遥控), append-only
     out += _control.view_statements(data_dir(data))
+    if archive_path(data).exists():               # issue 9: the ledger in the archive, once written to
+        from . import ledger as _ledger
+        out += _ledger.view_statements(data)
     return out
 
 
