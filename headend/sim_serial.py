@@ -36,6 +36,7 @@ from protocols.errors import ProtocolError
 
 from .sim_model import Fleet
 from .simulator import C_RESPONSE, Simulator, Terminal
+from .transport_serial import frames
 
 
 class SerialMeters(asyncio.Protocol):
@@ -83,10 +84,10 @@ class SerialMeters(asyncio.Protocol):
     def _burst(self) -> None:
         self._timer = None
         data, self.buf = bytes(self.buf), bytearray()
-        for f in _frames(Framer645(), data):
+        for f in frames(Framer645(), data):
             self._on645(f)
             return
-        for f in _frames(Framer698(), data):
+        for f in frames(Framer698(), data):
             self._on698(f)
             return
 
@@ -152,18 +153,6 @@ class SerialMeters(asyncio.Protocol):
         else:
             rsp = sim._respond(t, req)
         self._send(address, Frame698(t.sa, frame.client, C_RESPONSE, rsp.to_bytes()).to_bytes())
-
-
-def _frames(framer, data: bytes):
-    framer.feed(data)
-    while True:
-        try:
-            f = framer.next_frame()
-        except ProtocolError:
-            continue
-        if f is None:
-            return
-        yield f
 
 
 __all__ = ["SerialMeters"]

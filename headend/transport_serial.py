@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Iterator
 import datetime as _dt
 import os
 import termios
@@ -77,6 +78,19 @@ def bus_time_s(n_bytes: int, baud: int) -> float:
 
 def gap_s(baud: int) -> float:
     return max(MIN_GAP_S, 3.5 * char_s(baud))
+
+
+def frames(framer, data) -> Iterator:
+    """The whole frames in ``data``; damaged ones skipped (the framer resynchronises past them)."""
+    framer.feed(bytes(data))
+    while True:
+        try:
+            f = framer.next_frame()
+        except ProtocolError:
+            continue
+        if f is None:
+            return
+        yield f
 
 
 class _Line(asyncio.Protocol):
@@ -196,15 +210,7 @@ class SerialBus:
         want_addr, fn = msg.address, msg.function
 
         def match(buf: bytearray):
-            fr = Framer645()
-            fr.feed(bytes(buf))
-            while True:
-                try:
-                    f = fr.next_frame()
-                except ProtocolError:
-                    continue                                  # damaged frame: skipped, resynchronised
-                if f is None:
-                    return None
+            for f in frames(Framer645(), buf):
                 if f.address == want_addr and f.control & 0x80 and f.control & 0x1F == fn:
                     try:
                         out = decode_message(f)
@@ -212,6 +218,7 @@ class SerialBus:
                         continue
                     buf.clear()                  # half duplex: whatever followed the answer is noise
                     return out
+            return None
         return await self._exchange(msg.to_bytes(PREAMBLE), match, **kw)
 
     async def broadcast645(self, msg) -> None:
@@ -229,15 +236,7 @@ class SerialBus:
         want = address.upper()
 
         def match(buf: bytearray):
-            fr = Framer698()
-            fr.feed(bytes(buf))
-            while True:
-                try:
-                    f = fr.next_frame()
-                except ProtocolError:
-                    continue
-                if f is None:
-                    return None
+            for f in frames(Framer698(), buf):
                 if not f.from_server or str(f.server.address).upper() != want:
                     continue
                 try:
@@ -248,6 +247,7 @@ class SerialBus:
                     continue                                  # a late answer to an earlier request
                 buf.clear()
                 return rsp
+            return None
         return await self._exchange(data, match, **kw)
 
     # --- collection -------------------------------------------------------------------------------------------
