@@ -616,6 +616,60 @@ def _sql_shell(session, fmt):
 # === end gen / archive / sql =====================================================================
 
 
+# === lake (storage.lake: compaction and what is where) =============================================
+@cli.group("lake")
+def lake_grp():
+    """The readings lake (DIR/lake): compact small files, show files, rows and bytes."""
+
+
+@lake_grp.command("compact")
+@click.option("--table", "tables", type=click.Choice(["readings", "events", "quarantine", "all"]),
+              default="all", show_default=True, help="Which table to compact.")
+@click.option("--min-files", type=click.IntRange(2), default=2, show_default=True,
+              help="Compact a partition holding at least this many files.")
+@_data_option
+def lake_compact(tables, min_files, data):
+    """Merge each partition's files into one (deduplicated, sorted), atomically per partition.
+
+    A WAL left by a stopped ingest writer is replayed first.  Single-file partitions of daily and
+    monthly readings get their materialised pivot (what daily_frozen reads).  Queries already running
+    in `gridhead sql` fail with "run it again" if their partition is swapped; they never come back short.
+    """
+    import time as _time
+
+    from storage import sql as _sql, wal
+    root = _sql.lake_root(data)
+    if not root.is_dir():
+        raise GridheadError(f"lake compact: no lake at {root}")
+    for table in (("readings", "events", "quarantine") if tables == "all" else (tables,)):
+        t0 = _time.perf_counter()
+        done, removed = wal.compact(root, table, min_files=min_files)
+        click.echo(f"{table}: {done} partitions compacted, {removed} files removed in "
+                   f"{_time.perf_counter() - t0:.1f} s")
+
+
+@lake_grp.command("info")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per table and kind.")
+@_data_option
+def lake_info(as_json, data):
+    """Partitions, files, rows and bytes per table and reading kind (rows from the Parquet footers)."""
+    import json as _json
+
+    from storage import lake, sql as _sql
+    rows = lake.info(_sql.lake_root(data))
+    if as_json:
+        for r in rows:
+            click.echo(_json.dumps(r))
+        return
+    click.echo(f"{'table':<11}{'kind':<10}{'partitions':>11}{'files':>8}{'rows':>14}{'bytes':>14}"
+               f"{'B/row':>7}{'pivots':>8}{'pivot B/row':>12}")
+    for r in rows:
+        per = lambda b: f"{b / r['rows']:.2f}" if r["rows"] else "-"  # noqa: E731
+        click.echo(f"{r['table']:<11}{r['kind'] or '':<10}{r['partitions']:>11}{r['files']:>8}{r['rows']:>14,}"
+                   f"{r['bytes']:>14,}{per(r['bytes']):>7}{r['pivots']:>8}{per(r['pivot_bytes']):>12}")
+# === end lake ======================================================================================
+
+
 # === bill (the bill run 电费核算, review 核算审核, show; storage.bills + billing_core.run) ============
 # --data DIR as in the storage commands (_data_option): bills live in DIR/bills/ (storage.bills)
 @cli.group("bill")

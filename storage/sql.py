@@ -28,8 +28,10 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
 any DuckDB) opens the same views with no gridhead installed.
 
 The pivots keep, per (meter, day, register), the value received last (``arg_max(value, received_utc)``):
-the lake's ingest deduplicates on (meter, register, timestamp), and should a re-delivered reading still
-sit beside the old one before compaction, the newer delivery wins — the rule back-fill follows.
+the lake's ingest deduplicates on (meter, register, timestamp), but the bulk writer of trusted data does
+not, and should a re-delivered reading sit beside the old one, the newer delivery wins — the rule
+back-fill follows.  A partition holding one file usually carries its pivot, computed with that rule when
+the file was written (storage.lake.pivot_of); the views read it instead of grouping every reading.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from . import lake, schema
 
 DEFAULT_DATA_DIR = "gridhead-data"
 FORMATS = ("table", "csv", "json", "parquet")
-PIVOT_REGISTERS = tuple(schema.REGISTERS[c].name for c in (*schema.ENERGY_REGISTERS, schema.REGISTER_CODES["md_fwd"]))
+PIVOT_REGISTERS = lake.PIVOT_REGISTERS
 
 
 class SqlError(StorageError):
@@ -90,11 +92,16 @@ def _empty(table: str) -> str:
     return "SELECT " + ", ".join(cols) + " WHERE false"
 
 
-def _scan(glob: str, has_files: bool, table: str) -> str:
-    if not has_files:
+_HIVE = {True: "{'date': DATE, 'bucket': INTEGER}", False: "{'date': DATE}"}
+
+
+def _scan(files: str | list[str], table: str) -> str:
+    """SELECT * over ``files``: a glob (plain duckdb's script) or a snapshot list (a Session's views)."""
+    if not files:
         return _empty(table)
-    hive = "{'date': DATE, 'bucket': INTEGER}" if table != "quarantine" else "{'date': DATE}"
-    return f"SELECT * FROM read_parquet('{_q(glob)}', hive_partitioning = true, hive_types = {hive})"
+    src = f"'{_q(files)}'" if isinstance(files, str) else "[" + ", ".join(f"'{_q(f)}'" for f in files) + "]"
+    return (f"SELECT * FROM read_parquet({src}, hive_partitioning = true, "
+            f"hive_types = {_HIVE[table != 'quarantine']})")
 
 
 def _pivot(src: str, registers=PIVOT_REGISTERS) -> str:
@@ -105,8 +112,33 @@ def _pivot(src: str, registers=PIVOT_REGISTERS) -> str:
             f"FROM ({src})\nGROUP BY meter_id, date")
 
 
-def view_statements(data: str | os.PathLike | None = None) -> list[str]:
-    """The CREATE VIEW (and ATTACH) statements that open the data directory in any DuckDB."""
+def _frozen(root: pathlib.Path, kind: str, snapshot: bool) -> str:
+    """The pivot view of ``kind``: from the snapshot, partitions with a materialised pivot read it (one
+    row per meter already, storage.lake.pivot_of: the same rule), the others are grouped here."""
+    if not snapshot:      # plain duckdb: one kind's directory only, so DuckDB never opens the other kinds'
+        g = str(root / "readings" / f"kind={kind}" / "date=*" / "bucket=*" / "part-*.parquet")
+        has = any((root / "readings" / f"kind={kind}").glob("date=*/bucket=*/part-*.parquet"))
+        return _pivot(_scan(g if has else [], "readings"))
+    pivots, parts = lake.pivot_snapshot(root, kind)
+    out = []
+    if pivots:
+        lst = ", ".join(f"'{_q(f)}'" for f in pivots)
+        out.append(f"SELECT meter_id, date, ts_utc, {', '.join(PIVOT_REGISTERS)}, quality, received_utc "
+                   f"FROM read_parquet([{lst}], hive_partitioning = true, hive_types = {_HIVE[True]})")
+    if parts or not pivots:
+        out.append(_pivot(_scan(parts, "readings")))
+    return "\nUNION ALL\n".join(out)
+
+
+def view_statements(data: str | os.PathLike | None = None, *, snapshot: bool = True) -> list[str]:
+    """The CREATE VIEW (and ATTACH) statements that open the data directory in any DuckDB.
+
+    ``snapshot`` (a Session's views): the lake's views read the files listed now
+    (:func:`storage.lake.published_files`), so a compaction running meanwhile makes a query fail loudly
+    ("No files found" / cannot open: run it again) and never return a short count; the pivots read the
+    materialised per-partition pivots where they exist.  Without (the script for plain ``duckdb``): globs,
+    which see files published later but silently skip a file a concurrent compaction swapped away.
+    """
     root = lake_root(data).resolve()
     # timestamps display in China Standard Time, the time of every meter and tariff (storage.schema)
     out = ["SET TimeZone = 'Asia/Shanghai'"]
@@ -116,25 +148,26 @@ def view_statements(data: str | os.PathLike | None = None) -> list[str]:
         out += [f"CREATE OR REPLACE VIEW {t.name} AS SELECT * FROM archive.{t.name}" for t in _archive.TABLES]
         from . import collection          # issue 5: success rate (采集成功率) per day and terminal
         out += collection.view_statements(data)
-    readings = lake.published_glob(root, "readings")
-    out.append(f"CREATE OR REPLACE VIEW readings AS {_scan(readings, bool(lake.published_files(root)), 'readings')}")
+
+    def files(table: str, under: str = "") -> str | list[str]:
+        listed = lake.published_files(root, table)
+        listed = [f for f in listed if f"{os.sep}{under}{os.sep}" in f] if under else listed
+        if snapshot or not listed:
+            return listed
+        return lake.published_glob(root, table).replace("kind=*", under) if under else lake.published_glob(root, table)
+
+    out.append(f"CREATE OR REPLACE VIEW readings AS {_scan(files('readings'), 'readings')}")
     for view, kind in (("daily_frozen", schema.DAILY), ("monthly_settlement", schema.MONTHLY)):
-        # one kind's directory only, so DuckDB never opens the other kinds' files
-        g = str(root / "readings" / f"kind={kind}" / "date=*" / "bucket=*" / "part-*.parquet")
-        has = any((root / "readings" / f"kind={kind}").glob("date=*/bucket=*/part-*.parquet"))
-        out.append(f"CREATE OR REPLACE VIEW {view} AS\n{_pivot(_scan(g, has, 'readings'))}")
+        out.append(f"CREATE OR REPLACE VIEW {view} AS\n{_frozen(root, kind, snapshot)}")
     names = " ".join(f"WHEN {c} THEN '{r.name}'" for c, r in schema.REGISTERS.items())
-    g = str(root / "readings" / f"kind={schema.INTERVAL}" / "date=*" / "bucket=*" / "part-*.parquet")
-    has = any((root / "readings" / f"kind={schema.INTERVAL}").glob("date=*/bucket=*/part-*.parquet"))
+    lc = _scan(files("readings", f"kind={schema.INTERVAL}"), "readings")
     out.append(f"CREATE OR REPLACE VIEW load_curve AS SELECT meter_id, date, ts_utc, CASE register {names} END "
-               f"AS register_name, register, value, quality, source, received_utc FROM ({_scan(g, has, 'readings')})")
+               f"AS register_name, register, value, quality, source, received_utc FROM ({lc})")
     ev_names = " ".join(f"WHEN {c} THEN '{n}'" for c, (n, _zh, _oi) in schema.EVENTS.items())
     ev_zh = " ".join(f"WHEN {c} THEN '{zh}'" for c, (_n, zh, _oi) in schema.EVENTS.items())
-    ev = _scan(lake.published_glob(root, "events"), bool(lake.published_files(root, "events")), "events")
     out.append(f"CREATE OR REPLACE VIEW events AS SELECT *, CASE event {ev_names} END AS event_name, "
-               f"CASE event {ev_zh} END AS event_name_zh FROM ({ev})")
-    q = _scan(lake.published_glob(root, "quarantine"), bool(lake.published_files(root, "quarantine")), "quarantine")
-    out.append(f"CREATE OR REPLACE VIEW quarantine AS {q}")
+               f"CASE event {ev_zh} END AS event_name_zh FROM ({_scan(files('events'), 'events')})")
+    out.append(f"CREATE OR REPLACE VIEW quarantine AS {_scan(files('quarantine'), 'quarantine')}")
     if (data_dir(data) / "bills").is_dir():   # like the archive views: once a bill run has made bills/
         from . import bills as _bills          # bills and bill_items (storage.bills); here: bills imports sql
         out += _bills.view_statements(data)
@@ -152,8 +185,10 @@ def views_script(data: str | os.PathLike | None = None) -> str:
     """The statements as one script for plain ``duckdb`` (``duckdb -init FILE``)."""
     head = ("-- gridhead views: open the lake and the archive in plain DuckDB, e.g.\n"
             "--   gridhead sql --print-views > views.sql && duckdb -init views.sql\n"
-            "-- Re-print after new dates appear: an empty table's view is a typed empty SELECT.\n")
-    return head + "".join(s + ";\n" for s in view_statements(data))
+            "-- Re-print after new dates appear: an empty table's view is a typed empty SELECT.\n"
+            "-- Caveat: these views glob the lake's files; a query that runs while `gridhead lake compact`\n"
+            "-- swaps a partition may silently miss it (gridhead sql reads a snapshot and fails loudly).\n")
+    return head + "".join(s + ";\n" for s in view_statements(data, snapshot=False))
 
 
 class Session:
@@ -164,11 +199,24 @@ class Session:
         self.db = duckdb.connect(":memory:")
         if threads:
             self.db.execute(f"SET threads = {int(threads)}")
+        self.refresh()
+
+    def refresh(self) -> None:
+        """(Re)create the views from a new snapshot of the lake's files."""
         try:
             for s in view_statements(self.data):
                 self.db.execute(s)
         except duckdb.Error as exc:
             raise StorageError(f"opening {self.data}: {_first_line(exc)}") from None
+
+    def _error(self, exc: duckdb.Error) -> SqlError:
+        """A query's error; if a file of the snapshot is gone (a compaction swapped its partition), the
+        views are refreshed and the message says to run the query again: loud, never a short answer."""
+        if isinstance(exc, duckdb.IOException) and ("No such file" in str(exc) or "No files found" in str(exc)):
+            self.refresh()
+            return SqlError(f"sql: the lake changed during the query (a compaction?): run it again "
+                            f"({_first_line(exc)})")
+        return SqlError(f"sql: {_first_line(exc)}")
 
     def close(self):
         self.db.close()
@@ -187,7 +235,7 @@ class Session:
                 return None
             return _arrow(cur)
         except duckdb.Error as exc:
-            raise SqlError(f"sql: {_first_line(exc)}") from None
+            raise self._error(exc) from None
 
     def render_table(self, sql: str) -> str:
         """DuckDB's own box rendering of a query (what the shell and ``--format table`` print)."""
@@ -195,7 +243,7 @@ class Session:
             rel = self.db.sql(sql)
             return "ok" if rel is None else str(rel)
         except duckdb.Error as exc:
-            raise SqlError(f"sql: {_first_line(exc)}") from None
+            raise self._error(exc) from None
 
 
 def write_result(tbl: pa.Table, fmt: str, out: str | os.PathLike | None) -> None:

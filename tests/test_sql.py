@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from storage import lake, schema
-from storage.sql import Session, SqlError, view_statements, views_script
+from storage.sql import PIVOT_REGISTERS, Session, SqlError, view_statements, views_script
 
 CST = schema.LOCAL_TZ
 R = schema.REGISTER_CODES
@@ -95,4 +95,88 @@ def test_plain_duckdb_opens_the_same_views(data):
     con.execute(script)
     got = con.execute("SELECT meter_id, ae_fwd FROM daily_frozen ORDER BY 1, date").fetchall()
     assert got == [(7, 100_000), (7, 100_850), (9, 5_010)]
-    assert len(view_statements(data)) == 7     # SET TimeZone + 6 lake views (no archive yet)
+    views = {v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"readings", "daily_frozen", "monthly_settlement", "load_curve", "events", "quarantine"} <= views
+    assert "archive" not in " ".join(view_statements(data))      # no archive yet
+    assert "part-*.parquet" in script and ".pivot'" not in script  # globs for plain duckdb
+
+
+def _random_lake(root, rng, meters=300, days=3):
+    """Readings of every pivot register, with re-deliveries inside one bulk batch (other receive times, other
+    values, now and then another timestamp of the same day) and second files in some partitions."""
+    codes = np.array([R[n] for n in PIVOT_REGISTERS], np.int16)
+    for d in range(days):
+        t0 = _ts(2026, 11, 1 + d)
+        for kind in ("daily", "monthly"):
+            m = np.repeat(np.arange(1, meters + 1), len(codes))
+            reg = np.tile(codes, meters)
+            keep = rng.random(len(m)) < 0.7
+            m, reg = m[keep], reg[keep]
+            dup = rng.random(len(m)) < 0.1
+            m, reg = np.concatenate([m, m[dup]]), np.concatenate([reg, reg[dup]])
+            ts = np.full(len(m), t0) + np.where(rng.random(len(m)) < 0.05, 3600, 0)
+            cols = {"meter_id": m.astype(np.int64), "register": reg, "ts_utc": ts,
+                    "value": rng.integers(0, 10**9, len(m)), "quality": rng.integers(0, 16, len(m)).astype(np.uint8),
+                    "source": np.full(len(m), schema.SRC_TASK, np.uint8),
+                    "received_utc": t0 + 600 + rng.permutation(len(m))}
+            lake.write_readings(root, cols, kind)
+            late = m % 7 == d        # a later bulk delivery for some meters: their partitions get a second file
+            lake.write_readings(root, {k: v[late] for k, v in cols.items()} | {
+                "value": cols["value"][late] + 1, "received_utc": cols["received_utc"][late] + 10**6}, kind)
+
+
+def test_materialised_pivot_equals_the_group_by(tmp_path):
+    """gridhead sql's pivots (materialised per single-file partition + GROUP BY elsewhere) equal the plain
+    duckdb script's GROUP BY over every reading, row for row, column for column."""
+    _random_lake(tmp_path / "lake", np.random.default_rng(4))
+    pivots, parts = lake.pivot_snapshot(tmp_path / "lake", "daily")
+    assert pivots and parts          # both paths are exercised
+    con = duckdb.connect()
+    con.execute(views_script(tmp_path))
+    with Session(tmp_path) as s:
+        for view in ("daily_frozen", "monthly_settlement"):
+            q = f"SELECT * FROM {view} ORDER BY meter_id, date"
+            ours = s.query(q)
+            assert ours.num_rows == 300 * 3          # every meter-day
+            assert ours.to_pylist() == con.execute(q).to_arrow_table().to_pylist(), view
+    # compaction (the lake's own dedup rule) leaves one file and its pivot in every partition
+    lake.compact(tmp_path / "lake")
+    pivots, parts = lake.pivot_snapshot(tmp_path / "lake", "daily")
+    assert pivots and not parts
+    con = duckdb.connect()
+    con.execute(views_script(tmp_path))
+    with Session(tmp_path) as s:
+        q = "SELECT * FROM daily_frozen ORDER BY meter_id, date"
+        assert s.query(q).to_pylist() == con.execute(q).to_arrow_table().to_pylist()
+
+
+def test_a_compaction_under_a_query_is_loud_never_short(tmp_path):
+    """The Session's views read a snapshot list of files: once a compaction swapped a partition, a query
+    fails with 'run it again' (and the views are refreshed) instead of silently skipping the partition.
+    (DuckDB may answer from its cache of files it already read: then the answer is the snapshot's, whole.)"""
+    _random_lake(tmp_path / "lake", np.random.default_rng(5), meters=100, days=2)
+    count = "SELECT count(*) AS n FROM {}"
+    views = ("readings", "daily_frozen")
+    with Session(tmp_path) as warm, Session(tmp_path) as cold, Session(tmp_path) as cold2:
+        n = {v: warm.query(count.format(v)).to_pylist()[0]["n"] for v in views}
+        assert lake.compact(tmp_path / "lake")[0] > 0
+        for view, s in zip(views, (cold, cold2)):       # views made before the compaction, never queried
+            with pytest.raises(SqlError, match="^sql: the lake changed during the query .*run it again"):
+                s.query(count.format(view))
+            try:
+                assert warm.query(count.format(view)).to_pylist()[0]["n"] == n[view]
+            except SqlError as exc:
+                assert "run it again" in str(exc)
+        # the failed query refreshed the views: run again, right
+        assert cold2.query(count.format("daily_frozen")).to_pylist()[0]["n"] == n["daily_frozen"]
+        # what the lake holds now, by the files' footers: multi-file partitions lost their duplicates
+        got = cold.query(count.format("readings")).to_pylist()[0]["n"]
+        assert got == sum(r["rows"] for r in lake.info(tmp_path / "lake") if r["table"] == "readings") < n["readings"]
+
+
+def test_date_filter_prunes_partitions(data):
+    with Session(data) as s:
+        plan = s.query("EXPLAIN ANALYZE SELECT count(*) FROM readings WHERE date = DATE '2026-11-02'")
+        text = "\n".join(str(v) for v in plan.column(plan.num_columns - 1).to_pylist())
+        assert s.query("SELECT count(*) AS n FROM readings WHERE date = DATE '2026-11-02'").to_pylist() == [{"n": 1}]
+        assert "Total Files Read: 1" in text, text
