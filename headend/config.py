@@ -18,6 +18,8 @@ Example (every key optional)::
     max_frame = 16385                # longest frame accepted (bytes)
     max_buffer = 65536               # bytes one terminal may send without a whole frame (garbage)
     max_frames_per_s = 200           # more frames than this in one second is a flood
+    shard_index = 0                  # scale-out (headend.shard): this process owns the terminals whose
+    shard_count = 1                  #   address hashes to shard_index of shard_count; others are refused
 
     [[dial_out]]                     # terminals in server mode: the head-end connects to them
     host = "127.0.0.1"
@@ -127,8 +129,13 @@ class Config:
     dial_out: tuple = field(default_factory=tuple)
     mqtt: MqttBroker | None = None
     serial: tuple = field(default_factory=tuple)
+    shard_index: int = 0
+    shard_count: int = 1
 
     def __post_init__(self) -> None:
+        if self.shard_count < 1 or not 0 <= self.shard_index < self.shard_count:
+            raise ConfigError(f"config: shard_index {self.shard_index} of shard_count {self.shard_count}: "
+                              f"need 0 <= shard_index < shard_count")
         for name in ("heartbeat_multiple", "max_in_flight", "global_in_flight", "ingest_queue_bound", "max_frame",
                      "max_buffer", "max_frames_per_s"):
             if getattr(self, name) < 1:

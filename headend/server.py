@@ -257,7 +257,9 @@ class HeadEnd:
             known = arc.known_meter_ids()
         if self._writer is None:
             from storage.wal import IngestWriter
-            self._writer = IngestWriter(lake_root(self.config.data_dir), known)
+            from headend.shard import wal_name
+            self._writer = IngestWriter(lake_root(self.config.data_dir), known,
+                                        wal_name=wal_name(self.config.shard_index, self.config.shard_count))
 
     def known_terminal(self, address: str) -> bool:
         t = self._terminals
@@ -268,6 +270,9 @@ class HeadEnd:
         await self.loop.run_in_executor(None, self._load_archive)
         self._terminals = self._terminals if callable(self._terminals) else frozenset(
             a.upper() for a in self._terminals)
+        if self.config.shard_count > 1:          # scale-out: only this shard's terminals may log in here
+            from headend.shard import owned
+            self._terminals = owned(self._terminals, self.config.shard_index, self.config.shard_count)
         self.ingest = Ingest(self._writer, self.metrics, self.config.ingest_queue_bound, self._pressure)
         self.wheel = TimerWheel(self.loop)
         self._sem = asyncio.Semaphore(self.config.global_in_flight)

@@ -190,11 +190,20 @@ def replay(root) -> int:
     Raises :class:`StorageError` if a live :class:`IngestWriter` owns the WAL.
     """
     root = pathlib.Path(root)
+    n = 0
+    for extra in sorted(p for p in root.glob("_wal-*") if p.is_dir()):    # head-end shards' logs
+        fd = _wal_lock(extra, wait=False)
+        if fd is None:
+            raise StorageError(f"wal: {root} is being written by a live ingest writer ({extra.name})")
+        try:
+            n += _replay(root, extra, lake.Publisher(root))
+        finally:
+            os.close(fd)
     fd = _wal_lock(root / "_wal", wait=False)
     if fd is None:
         raise StorageError(f"wal: {root} is being written by a live ingest writer")
     try:
-        return _replay(root, root / "_wal", lake.Publisher(root))
+        return n + _replay(root, root / "_wal", lake.Publisher(root))
     finally:
         os.close(fd)
 
@@ -234,9 +243,13 @@ class IngestWriter:
 
     def __init__(self, root, known_meters, *, future_tolerance_s: int = validate.DEFAULT_FUTURE_TOLERANCE_S,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES, roll_interval_s: float | None = DEFAULT_ROLL_INTERVAL_S,
-                 clock: Callable[[], float] = time.time, sync: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, sync: bool = True, wal_name: str = "_wal") -> None:
+        # wal_name: one log per writer; head-end shards (headend.shard) each own "_wal-shard-NN" and
+        # publish into the same lake under its LakeLock
+        if not wal_name.startswith("_wal"):
+            raise StorageError(f"wal: log directory name {wal_name!r} must start with '_wal'")
         self.root = pathlib.Path(root)
-        self.wal_dir = self.root / "_wal"
+        self.wal_dir = self.root / wal_name
         self.known = validate.KnownMeters.of(known_meters)
         self.tolerance_s = future_tolerance_s
         self.segment_bytes = segment_bytes
