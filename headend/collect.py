@@ -223,8 +223,20 @@ def proxy_record_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetReq
 
 
 def days_back_645(day: _dt.date, today: _dt.date) -> int:
-    """上 n 次日冻结 of ``day`` seen on ``today``: n = days between them (profile (c); 上1次 = yesterday)."""
-    return (today - day).days
+    """上 n 次日冻结 of ``day`` seen on ``today`` (profile (c)): 上1次 is the most recent freeze, today's
+    00:00 once it happened, so n = (today − day) + 1."""
+    return (today - day).days + 1
+
+
+def port_of(port_oad) -> int:
+    """The concentrator port of a meter from the archive's ``port_oad`` (e.g. ``"F2090201"``, the
+    carrier / PLC port); RS-485 1 when the archive names none."""
+    if port_oad is None or port_oad == "":
+        return P.PORT_RS485_1
+    try:
+        return A.parse_oad(port_oad) if isinstance(port_oad, str) else int(port_oad)
+    except (ProtocolError, ValueError) as exc:
+        raise TaskError(f"archive port_oad {port_oad!r}: {exc}") from None
 
 
 def proxy_645_requests(comm_address: str, day: _dt.date, today: _dt.date, port: int = P.PORT_RS485_1,
@@ -324,7 +336,7 @@ class Collector:
         for i, m in enumerate(cols["meter_id"]):
             self.meters_of.setdefault(cols["terminal_address"][i], []).append(m)
             self.route[m] = (cols["terminal_address"][i], cols["comm_address"][i], cols["meter_protocol"][i],
-                             cols["port_oad"][i])
+                             port_of(cols["port_oad"][i]))
         self.counts = {"requests": 0, "failed": 0, "stored": 0, "backfilled": 0}
         self.on_stored = None           # fn(kind, columns) after a batch is durable (logs, tests)
 
@@ -412,14 +424,14 @@ class Collector:
 
     async def _read_meter(self, address: str, task: Task, day: _dt.date, m: int, today: _dt.date, kw: dict):
         """(meter, outcome, batch or None) of one meter's reading of ``day``."""
-        _addr, comm, proto, _port = self.route[m]
+        _addr, comm, proto, port = self.route[m]
         kw = dict(kw, received_utc=int(self.clock()))
         if not self._online(address):
             return m, C.OFFLINE, None
         batch = None
         if proto == "645" and task.type == "daily":
-            # the profile's port (c): RS-485 1, whatever port the archive names (the fleet forwards there)
-            reqs = proxy_645_requests(comm, day, today, P.PORT_RS485_1, max(1, int(task.timeout_s)))
+            # profile (c), forwarded on the port the archive puts the meter on (RS-485 1, carrier...)
+            reqs = proxy_645_requests(comm, day, today, port, max(1, int(task.timeout_s)))
             if reqs is None:
                 return m, C.NO_DATA, None
             t_rsp = await self._request(address, reqs[0], task.timeout_s)

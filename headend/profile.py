@@ -16,10 +16,13 @@ Daily frozen registers of day D (日冻结, freeze time D 00:00 China Standard T
     ``PROXY-Request-GetRequestRecord`` to the meter's TSA, OAD ``50040200`` (day freeze, 日冻结), RSD
     selector 1 (``20210200`` data freeze time = D 00:00:00, a date_time_s) and RCSD
     :data:`DAILY_METER_RCSD`.
-(c) **DL/T 645 meters behind the concentrator**: ``PROXY-Request-TransCommandRequest`` on port
-    :data:`PORT_RS485_1` (COMDCB 2400 bit/s, even parity, 8 data bits, 1 stop bit, no flow control)
-    carrying a DL/T 645 read of :data:`DI645_DAILY_FWD` with n = days between D and today (上 n 次日冻结,
-    DI0 = n, 1..62) and :data:`DI645_DAILY_TIME` for its freeze time.
+(c) **DL/T 645 meters behind the concentrator**: ``PROXY-Request-TransCommandRequest`` on the port
+    the archive gives the meter (``meters.port_oad``: :data:`PORT_RS485_1`, or e.g. ``F2090201`` the
+    carrier / PLC port; COMDCB 2400 bit/s, even parity, 8 data bits, 1 stop bit, no flow control)
+    carrying a DL/T 645 read of :data:`DI645_DAILY_FWD` with n = (today − D) + 1 (上 n 次日冻结,
+    DI0 = n, 1..62: 上1次 is the most recent freeze, today's 00:00 once it happened — DL/T 645-2007
+    appendix A) and :data:`DI645_DAILY_TIME` for its freeze time.  A port the concentrator lacks
+    answers DAR 6 (对象不存在); a port the meter is not on, DAR 33 (请求超时).
 (d) **pushed by the terminal** after its daily collection: ``REPORT-Notification-RecordList`` with
     OAD ``60120300``, RCSD :data:`DAILY_RCSD` and one row per meter; the head-end stores the rows
     durably, then answers ``REPORT-Response-RecordList``.
@@ -61,6 +64,7 @@ OAD_FREQUENCY = 0x200F0200
 OAD_DATETIME = 0x40000200         # 日期时间 (对时 reads and sets this)
 OMD_REMOTE_CONTROL = 0x80000000   # 遥控 object 8000; methods 127 trip / 129 close... (issue 8)
 PORT_RS485_1 = 0xF2010201         # RS-485 port 1 of the concentrator (transparent 645 forwarding)
+PORT_CARRIER = 0xF2090201         # 载波/微功率无线 port: where the archive puts most customers' meters
 
 # the frozen-energy columns read from a meter, in this order
 ENERGY_OADS = (OAD_FWD_ACTIVE, OAD_REV_ACTIVE, OAD_REACTIVE_1, OAD_REACTIVE_2)

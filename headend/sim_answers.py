@@ -39,6 +39,17 @@ _645_MOD = 10 ** 8                  # XXXXXX.XX: a 4-byte BCD register shows the
 ERR645_NO_DATA = 0x02               # DL/T 645-2007 ERR bit 1: 无请求数据
 
 
+def _645_address(command: bytes) -> str | None:
+    """The meter address of a DL/T 645 frame (None if ``command`` is not one)."""
+    fr = Framer645()
+    fr.feed(command)
+    try:
+        msg = fr.next_frame()
+        return decode_message(msg).address if msg is not None else None
+    except (ProtocolError, AttributeError):
+        return None
+
+
 def dts(t: _dt.datetime) -> Data:
     return Data(T_DTS, DateTimeS(t.year, t.month, t.day, t.hour, t.minute, t.second))
 
@@ -214,6 +225,19 @@ class Answerer:
         return t.time() == _dt.time()
 
     # --- (c) DL/T 645 through the concentrator ---------------------------------------------------------
+    def port_dar(self, term, port: int, command: bytes) -> int | None:
+        """The DAR of a TransCommand on ``port`` that cannot reach the addressed meter, None if it can.
+
+        A port the concentrator does not have (no meter of its archive on it) is 对象不存在 (DAR 6);
+        a port it has, but the addressed meter is not on, is forwarded and never answered: 请求超时
+        (DAR 33), what a concentrator reports when the meter stays silent."""
+        if port not in term.ports:
+            return DAR_UNAVAILABLE
+        meter = term.by_address.get(_645_address(command))
+        if meter is not None and int(self.fleet.port[meter]) != port:
+            return DAR_TIMEOUT
+        return None
+
     def trans_645(self, term, command: bytes, now: _dt.datetime) -> bytes | None:
         """The 645 meter's answer to ``command`` (None: no meter answers that address)."""
         fr = Framer645()
@@ -233,7 +257,7 @@ class Answerer:
         n = di & 0xFF
         base = di & ~0xFF
         if base in (P.DI645_DAILY_TIME & ~0xFF, P.DI645_DAILY_FWD & ~0xFF, P.DI645_DAILY_REV & ~0xFF):
-            d = today - n                        # profile (c): n = days between D and today
+            d = today + 1 - n                    # profile (c): 上1次 = the most recent freeze, today's 00:00
             if not 1 <= n <= P.MAX_DAYS_BACK_645 or d < 0 or not self.sim.meter_has(meter, d):
                 return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
             if base == P.DI645_DAILY_TIME & ~0xFF:
@@ -425,7 +449,7 @@ def control_answer(sim, term, req, now):
     """The answer of a simulated terminal (or of its meters) to an operator's command, or None when
     ``req`` is not one (the simulator then answers it as before)."""
     c = _ControlAnswers(sim, term)
-    if isinstance(req, A.ProxyTransCommandRequest) and req.port == P.PORT_RS485_1:
+    if isinstance(req, A.ProxyTransCommandRequest) and req.port in term.ports:
         raw = c.trans_645(req, now)
         if raw is None:
             return None

@@ -23,7 +23,10 @@ meter's register on any day costs O(days) and any order of requests gives the sa
 increment is split over 尖/峰/平/谷 by ``generator._split`` (floor three, the fourth takes the rest), so
 the four TOU registers sum to the total exactly.  Reactive registers follow tanφ like the generator's;
 the reverse register stays at its initial value.  A replaced meter (换表) stops the day it is swapped,
-its replacement starts that day.
+its replacement starts that day.  Which freezes a meter has (:meth:`RegisterModel.installed`) follow the
+archive's ``point_meters`` validity, as ``storage.collection`` expects them: the original meter up to
+and including its removal day's 00:00 freeze (``valid_to``), the replacement from the freeze after its
+install day (``valid_from`` < D) — the generator's rule.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 from protocols.errors import GridheadError
 from storage import generator as gen
 
+P_RS485_1 = 0xF2010201            # profile.PORT_RS485_1: the port of a meter the archive gives none
 ENERGY_REGS = gen.ENERGY_REGS      # register columns: ae_fwd, t1..t4, ae_rev, re_fwd, re_rev
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -72,7 +76,7 @@ class RegisterModel:
     """
 
     __slots__ = ("seed", "start", "cat", "base", "mult", "r0", "modulus", "reactive", "tan", "stop_day",
-                 "start_day", "_cum_hour", "_sw_cache")
+                 "start_day", "first_freeze", "last_freeze", "_cum_hour", "_sw_cache")
 
     def __init__(self, cols: dict, start: _dt.date, seed: int):
         self.seed = int(seed)
@@ -87,6 +91,11 @@ class RegisterModel:
         rd = cols["replaced_day"]
         self.stop_day = np.where(rd >= 0, rd, np.iinfo(np.int64).max)   # consumes days j < stop_day
         self.start_day = cols["installed_day"].astype(np.int64)          # ... and j >= start_day
+        # freezes the archive expects of each meter: [first_freeze, last_freeze] (module docstring)
+        self.last_freeze = self.stop_day
+        self.first_freeze = np.full(len(self.base), np.iinfo(np.int64).min)
+        new = np.asarray(cols.get("new_meter", ()), np.int64)
+        self.first_freeze[new] = self.start_day[new] + 1
         shapes = gen.HOURLY_SHAPES
         # cumulative share of a day's energy by the end of each hour, per category (+ a flat row for -1)
         flat = np.full((1, 24), 1 / 24)
@@ -101,6 +110,10 @@ class RegisterModel:
 
     def day_of(self, date: _dt.date) -> int:
         return (date - self.start).days
+
+    def installed(self, idx, d: int):
+        """Is meter ``idx`` (an index or an array) in place at freeze ``d`` (the archive's validity)?"""
+        return (self.first_freeze[idx] <= d) & (d <= self.last_freeze[idx])
 
     def _factors(self, days: np.ndarray) -> np.ndarray:
         """(days, 5) season × weekday multiplier by category; column 4 (category -1) is 1."""
@@ -190,9 +203,10 @@ class Fleet:
     """N terminals and their meters: ``terminals[i]`` is the address of terminal i, ``meters_of[i]``
     the meter indices behind it (into the model and the per-meter columns)."""
 
-    __slots__ = ("terminals", "meters_of", "meter_id", "address", "is645", "model", "source")
+    __slots__ = ("terminals", "meters_of", "meter_id", "address", "is645", "model", "source", "port")
 
-    def __init__(self, terminals, meters_of, meter_id, address, is645, model: RegisterModel, source: str):
+    def __init__(self, terminals, meters_of, meter_id, address, is645, model: RegisterModel, source: str,
+                 port=None):
         self.terminals = list(terminals)
         self.meters_of = meters_of
         self.meter_id = np.asarray(meter_id, np.int64)
@@ -200,6 +214,9 @@ class Fleet:
         self.is645 = np.asarray(is645, bool)
         self.model = model
         self.source = source
+        # the concentrator port each meter hangs on (archive port_oad, e.g. F2090201 carrier / PLC)
+        self.port = (np.full(len(self.meter_id), P_RS485_1, np.int64) if port is None
+                     else np.asarray([int(str(x), 16) if x else P_RS485_1 for x in port], np.int64))
 
     @property
     def n_meters(self) -> int:
@@ -210,6 +227,11 @@ def _group(term_of_meter: np.ndarray, n_terms: int) -> list[np.ndarray]:
     order = np.argsort(term_of_meter, kind="stable")
     bounds = np.searchsorted(term_of_meter[order], np.arange(n_terms + 1))
     return [order[bounds[i]:bounds[i + 1]] for i in range(n_terms)]
+
+
+def _model_columns(g) -> dict:
+    """The generator's register model columns plus which meters are replacements (``new_meter``)."""
+    return dict(g.meter_model(), new_meter=g.new_meter)
 
 
 def _config(summary: dict) -> gen.GenConfig:
@@ -239,7 +261,7 @@ def load_gen_dir(data_dir, archive_db=None) -> Fleet:
             a.import_files(files)
             routes = a.meter_routes().to_pydict()
     g = gen._Generator(cfg)
-    cols = g.meter_model()
+    cols = _model_columns(g)
     meter_id = np.asarray(routes["meter_id"], np.int64)
     if len(meter_id) != g.M or not np.array_equal(meter_id, cols["meter_id"]):
         raise SimulatorError(f"{root}: the archive's meters do not match the generator configuration "
@@ -247,7 +269,8 @@ def load_gen_dir(data_dir, archive_db=None) -> Fleet:
     terms, inverse = np.unique(np.asarray(routes["terminal_address"], dtype=object).astype(str), return_inverse=True)
     model = RegisterModel(cols, cfg.start, cfg.seed)
     return Fleet(terms.tolist(), _group(inverse, len(terms)), meter_id, routes["comm_address"],
-                 np.asarray(routes["meter_protocol"]) == "645", model, f"gen directory {root}")
+                 np.asarray(routes["meter_protocol"]) == "645", model, f"gen directory {root}",
+                 routes.get("port_oad"))
 
 
 def terminal_address(i: int) -> str:
@@ -263,17 +286,19 @@ def _standalone_parts(terminals: int, meters_per_terminal: int, seed: int, start
     g = gen._Generator(gen.GenConfig(terminals * meters_per_terminal, 1, seed, start))
     cols = g.meter_columns()
     M = len(cols["meter_id"])
-    term_of = np.minimum(np.arange(M) // meters_per_terminal, terminals - 1)   # extra meters: the last terminal
+    # meters dealt in meter-id order, the generator's extra meters (area check, feeder, PV, replacements)
+    # spread evenly: a terminal holds meters_per_terminal or one or two more, never one huge record
+    term_of = np.arange(M) * terminals // M
     return g, cols, term_of
 
 
 def standalone(terminals: int, meters_per_terminal: int, seed: int, start: _dt.date) -> Fleet:
     """A fleet of ``terminals`` concentrators derived from ``seed`` (see the module docstring)."""
     g, cols, term_of = _standalone_parts(terminals, meters_per_terminal, seed, start)
-    model = RegisterModel(g.meter_model(), start, seed)
+    model = RegisterModel(_model_columns(g), start, seed)
     return Fleet([terminal_address(i) for i in range(terminals)], _group(term_of, terminals), cols["meter_id"],
                  cols["comm_address"], np.asarray(cols["protocol"]) == "645", model,
-                 f"standalone seed {seed}")
+                 f"standalone seed {seed}", cols["port_oad"])
 
 
 def write_standalone_archive(out_dir, terminals: int, meters_per_terminal: int, seed: int,

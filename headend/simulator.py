@@ -115,7 +115,7 @@ class Terminal:
 
     __slots__ = ("i", "address", "sa", "meters", "by_address", "rng", "drift_s", "conn", "logged_in",
                  "piid", "timer", "login_tries", "last_reported", "report", "report_tries", "report_timer",
-                 "stopped", "away_until")
+                 "stopped", "away_until", "ports")
 
     def __init__(self, i: int, address: str, meters: np.ndarray, fleet: Fleet, seed: int):
         self.i = i
@@ -123,6 +123,7 @@ class Terminal:
         self.sa = ServerAddress(address)
         self.meters = meters
         self.by_address = {fleet.address[m]: int(m) for m in meters}
+        self.ports = {P.PORT_RS485_1} | set(fleet.port[meters].tolist())   # its RS-485 1 and its meters' ports
         self.rng = random.Random(seed * 1_000_003 + i)
         self.drift_s = 0.0
         self.conn = None
@@ -244,7 +245,9 @@ class Simulator:
 
     # --- meter-day faults (hash of seed, meter, day: any order, same answer) -----------------------
     def meter_has(self, meter: int, day: int) -> bool:
-        """Did the meter itself freeze day ``day``?"""
+        """Did the meter itself freeze day ``day``?  Never outside its archive validity (换表)."""
+        if not self.fleet.model.installed(meter, day):
+            return False
         return not (self.faults.meter_missing and unit_hash(self.seed, meter, day, 11) < self.faults.meter_missing)
 
     def record_available(self, meter: int, day: int, now: _dt.datetime) -> bool:
@@ -457,9 +460,11 @@ class Simulator:
                 return A.ProxyGetResponseRecord(piid, req.tsa, A.ResultRecord(req.record.oad, req.record.rcsd, None, DAR_TIMEOUT))
             return A.ProxyGetResponseRecord(piid, req.tsa, ans.meter_record(m, req.record, now))
         if isinstance(req, A.ProxyTransCommandRequest):
-            answer = ans.trans_645(t, req.command, now) if req.port == P.PORT_RS485_1 else None
+            # forwarded on the port asked for: a meter answers only on the port the archive puts it on
+            dar = ans.port_dar(t, req.port, req.command)
+            answer = ans.trans_645(t, req.command, now) if dar is None else None
             if answer is None:
-                return A.ProxyTransCommandResponse(piid, req.port, None, DAR_TIMEOUT)
+                return A.ProxyTransCommandResponse(piid, req.port, None, dar or DAR_TIMEOUT)
             return A.ProxyTransCommandResponse(piid, req.port, answer)
         return A.ErrorResponse(piid, 2)           # service not supported
 

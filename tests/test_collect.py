@@ -57,10 +57,30 @@ def test_requests_round_trip_and_say_what_the_profile_says():
     b = A.decode_apdu(c.proxy_record_request(A.tsa("000000000017"), c.DEFAULT_TASKS[0], D).to_bytes())
     assert b.tsa == A.tsa("000000000017") and b.record.oad == P.OAD_DAY_FREEZE
     assert b.record.rcsd == P.DAILY_METER_RCSD and b.record.rsd.value.oad == P.OAD_FREEZE_TIME
-    reqs = c.proxy_645_requests("000000000003", D, D + dt.timedelta(days=3))
+    # 上 n 次日冻结 (DL/T 645-2007): 上1次 is the most recent freeze, so D read 3 days later is 上4次
+    reqs = c.proxy_645_requests("000000000003", D, D + dt.timedelta(days=3), P.PORT_CARRIER)
     dis = [decode_frames(A.decode_apdu(r.to_bytes()).command)[0].di for r in reqs]
-    assert dis == [(P.DI645_DAILY_TIME & ~0xFF) | 3, (P.DI645_DAILY_FWD & ~0xFF) | 3]
+    assert dis == [(P.DI645_DAILY_TIME & ~0xFF) | 4, (P.DI645_DAILY_FWD & ~0xFF) | 4]
+    assert {A.decode_apdu(r.to_bytes()).port for r in reqs} == {P.PORT_CARRIER}
     assert c.proxy_645_requests("000000000003", D, D + dt.timedelta(days=70)) is None
+
+
+@pytest.mark.parametrize("back, n", [(0, 1), (1, 2), (61, 62), (62, None), (-1, None)])
+def test_645_day_numbering_pins_n(back, n):
+    """n = (today − D) + 1: today's freeze is 上1次, the 62nd freeze kept is D = today − 61."""
+    today = D + dt.timedelta(days=back)
+    reqs = c.proxy_645_requests("000000000003", D, today)
+    if n is None:
+        assert reqs is None
+    else:
+        assert c.days_back_645(D, today) == n
+        assert decode_frames(A.decode_apdu(reqs[1].to_bytes()).command)[0].di == (P.DI645_DAILY_FWD & ~0xFF) | n
+
+
+def test_port_of_archive_port_oad():
+    assert c.port_of("F2090201") == P.PORT_CARRIER and c.port_of(None) == P.PORT_RS485_1
+    with pytest.raises(c.TaskError):
+        c.port_of("F209")
 
 
 def test_645_answers_become_a_batch_only_for_the_right_day():

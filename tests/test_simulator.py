@@ -214,14 +214,31 @@ def test_answers_equal_model():
         (row,) = r.result.rows
         assert tuple(row[0].value) == (2026, 6, 4, 0, 0, 0)
         assert _values(row[1]) == list(m.frozen([i], 3)[0][:5])
-        # (c) a DL/T 645 meter through TransCommand: 上 n 次日冻结 with n = days from D to today
+        # (c) a DL/T 645 meter through TransCommand on the archive's port: 上 n 次日冻结 with
+        # n = (today − D) + 1 — 上1次 is today's 00:00 freeze, 上2次 yesterday's
         j = int(next(x for x in meters if fleet.is645[x]))
-        cmd = ReadRequest(fleet.address[j], P.DI645_DAILY_FWD & ~0xFF | 2).to_bytes()
-        r = await master.ask(t, A.ProxyTransCommandRequest(1, P.PORT_RS485_1, (3, 2, 8, 1, 0), 10, 100, cmd))
+        port = int(fleet.port[j])
+        today = sim.today()
+
+        async def read645(di, n, on_port=port):
+            cmd = ReadRequest(fleet.address[j], di & ~0xFF | n).to_bytes()
+            return await master.ask(t, A.ProxyTransCommandRequest(1, on_port, (3, 2, 8, 1, 0), 10, 100, cmd))
+
+        for n in (1, 2):
+            fr = Framer645()
+            fr.feed((await read645(P.DI645_DAILY_FWD, n)).answer)
+            msg = decode_message(fr.next_frame())
+            assert [v.raw for v in msg.values] == [int(x) % 10**8 for x in m.frozen([j], today + 1 - n)[0][:5]]
         fr = Framer645()
-        fr.feed(r.answer)
-        msg = decode_message(fr.next_frame())
-        assert [v.raw for v in msg.values] == [int(x) % 10**8 for x in m.frozen([j], 2)[0][:5]]   # 06-03
+        fr.feed((await read645(P.DI645_DAILY_TIME, 1)).answer)
+        assert decode_message(fr.next_frame()).values[0].raw == int(sim.now().strftime("%y%m%d0000"))
+        # the wrong port: a port the concentrator has but the meter is not on times out (DAR 33),
+        # a port it does not have does not exist (DAR 6)
+        other = P.PORT_RS485_1 if port != P.PORT_RS485_1 else P.PORT_CARRIER
+        r = await read645(P.DI645_DAILY_FWD, 1, other)
+        assert r.answer is None and r.dar == (33 if other in sim.terminals[0].ports else 6)
+        r = await read645(P.DI645_DAILY_FWD, 1, 0xF2020201)
+        assert r.answer is None and r.dar == 6
         # GET 40000200 and SET it (对时): the drift goes
         r = await master.ask(t, A.get(P.OAD_DATETIME))
         got = dt.datetime(*r.result.data.value[:3], *r.result.data.value[4:7])
@@ -421,3 +438,29 @@ def test_cli_errors_are_one_line():
     assert r.returncode != 0 and "Traceback" not in r.stderr and "HOST:PORT" in r.stderr
     with pytest.raises(sm.SimulatorError):
         S.Faults.parse(["drop=2"])
+
+
+def test_replaced_meters_answer_the_days_the_archive_expects(tmp_path):
+    """换表: the simulator has a freeze of a meter exactly on the days storage.collection expects it — the
+    old meter up to its removal day's 00:00, the new one from the day after its install day."""
+    from storage import archive, collection
+    gen.generate(tmp_path, customers=300, days=6, seed=4, start=START, write_lake=False,
+                 rates={"replacement": 0.2})
+    with archive.Archive(tmp_path / "archive.duckdb") as a:
+        a.import_files(sorted((tmp_path / "archive-files").glob("*.csv")))
+        exp = collection.expected_meters(a)
+    fleet = sm.load_gen_dir(tmp_path)
+    sim = S.Simulator(fleet, seed=5, connect=("127.0.0.1", 1))
+    st = collection.CollectionState(tmp_path / "lake", exp)
+    now = dt.datetime(2026, 6, 8, 12, 0)
+    replaced = 0
+    for d in range(0, 7):
+        day = START + dt.timedelta(days=d)
+        want = set(st.gaps([day], "t").column("meter_id").to_pylist())
+        have = {int(fleet.meter_id[i]) for i in range(len(fleet.meter_id)) if sim.record_available(i, d, now)}
+        assert have == want, (day, sorted(have ^ want)[:10])
+        rows = sim.answers.task_rows(np.arange(len(fleet.meter_id)), [d], P.DAILY_RCSD, now)
+        assert len(rows) == len(want)
+        replaced += int((fleet.model.first_freeze > np.iinfo(np.int64).min).sum())
+    st.close()
+    assert replaced > 0
