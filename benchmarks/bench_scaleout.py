@@ -1,0 +1,96 @@
+"""The bill run on a Dask LocalCluster (storage.dist, one task per lake bucket) vs the single-node run.
+
+    python benchmarks/bench_scaleout.py [--quick] [--customers N] [--workers W] [--cache DIR]
+
+Full mode bills N customers (default 1M; the issue asks 10M — see benchmarks/README.md "Scale-out" for why
+the recorded size is what fit) for 2026-06 from the same generated fleet as bench_bill_run.py (cached in
+/tmp/gridhead-bench-billrun-<N>).  In one process it times the single-node run (the baseline), the cluster's
+start, the distributed run on W worker processes (threads_per_worker=1) on 127.0.0.1, and 16 no-op tasks
+(the per-task overhead of the scheduler alone).  Prints times, the speed-up, the scaling efficiency
+(speed-up / W), the per-task overhead of the real tasks (their summed read+price time minus the
+single-node read+price, per task) and the summed task time vs the single node's.  Exits 1 unless the
+published bills and items are byte-identical to the single-node run's.  --quick: 5k customers in a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_bill_run import PERIOD, _fleet  # noqa: E402
+from storage import bills, dist  # noqa: E402
+
+FILES = ("bills.parquet", "bill_items.parquet")
+
+
+def _noop(i):
+    return i
+
+
+def _published(d: pathlib.Path) -> dict:
+    return {f: (d / "bills" / f"period={PERIOD}" / f).read_bytes() for f in FILES}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--customers", type=int)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cache", type=pathlib.Path)
+    a = ap.parse_args()
+    n = a.customers or (5_000 if a.quick else 1_000_000)
+    tmp = None
+    if a.quick and not a.cache:
+        tmp = tempfile.mkdtemp(prefix="gridhead-bench-scaleout-")
+        d = pathlib.Path(tmp)
+    else:
+        d = a.cache or pathlib.Path(f"/tmp/gridhead-bench-billrun-{n}")
+    try:
+        _fleet(d, n)
+        t0 = time.perf_counter()
+        single = bills.run(d, PERIOD)
+        t_single = time.perf_counter() - t0
+        ref = _published(d)
+        print(f"customers {n:,}: single node {t_single:.2f} s (read {single['seconds']['read']:.2f}, "
+              f"price {single['seconds']['price']:.2f}, write+publish "
+              f"{t_single - single['seconds']['read'] - single['seconds']['price']:.2f})")
+        t0 = time.perf_counter()
+        with dist.client(workers=a.workers) as c:
+            t_start = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            c.gather(c.map(_noop, range(16), pure=False))
+            t_noop = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            s = dist.run(d, PERIOD, c)
+            t_dist = time.perf_counter() - t0
+        got = _published(d)
+        same = got == ref
+        speed = t_single / t_dist
+        tasks = s["tasks"]
+        work = single["seconds"]["read"] + single["seconds"]["price"]
+        over = (tasks["read_s"] + tasks["price_s"] - work) / tasks["count"]
+        print(f"LocalCluster {a.workers} workers: start {t_start:.2f} s; distributed run {t_dist:.2f} s "
+              f"(tasks done {s['seconds']['read']:.2f}, merge {s['seconds']['price']:.2f}, write+publish "
+              f"{t_dist - s['seconds']['read'] - s['seconds']['price']:.2f})")
+        print(f"speed-up {speed:.2f}x, scaling efficiency {speed / a.workers:.0%} "
+              f"(cores on this host: {os.cpu_count()}, shared)")
+        print(f"tasks {tasks['count']}: summed read {tasks['read_s']:.2f} s + price {tasks['price_s']:.2f} s = "
+              f"{tasks['read_s'] + tasks['price_s']:.2f} s vs single-node read+price {work:.2f} s "
+              f"({(tasks['read_s'] + tasks['price_s']) / work:.2f}x); per-task overhead {over * 1000:.0f} ms; "
+              f"scheduler round trip of a no-op task {t_noop / 16 * 1000:.1f} ms")
+        print(f"bills byte-identical to the single-node run: {same}")
+        return 0 if same else 1
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
