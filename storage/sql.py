@@ -149,8 +149,12 @@ def view_statements(data: str | os.PathLike | None = None, *, snapshot: bool = T
         from . import collection          # issue 5: success rate (采集成功率) per day and terminal
         out += collection.view_statements(data)
 
+    listings: dict[str, list[str]] = {}      # one listing per table for all its views
+
     def files(table: str, under: str = "") -> str | list[str]:
-        listed = lake.published_files(root, table)
+        if table not in listings:
+            listings[table] = lake.published_files(root, table)
+        listed = listings[table]
         listed = [f for f in listed if f"{os.sep}{under}{os.sep}" in f] if under else listed
         if snapshot or not listed:
             return listed

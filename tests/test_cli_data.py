@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -89,3 +90,40 @@ def test_bad_archive_file_fails_whole_import(data, tmp_path):
     r = run(data, "archive", "import", *map(str, sorted(out.glob("*.csv"))))
     assert r.exit_code == 1 and "already in the archive" in r.output
     assert run(data, "archive", "info").output == before
+
+
+def test_lake_info_and_compact(data, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from storage import lake
+    d = tmp_path / "copy"
+    shutil.copytree(data / "lake", d / "lake")
+    info = lambda: {(r["table"], r["kind"]): r for r in map(json.loads, run(d, "lake", "info", "--json").output.splitlines())}  # noqa: E731
+    before = info()
+    daily = before[("readings", "daily")]
+    assert daily["files"] == daily["partitions"] == daily["pivots"] > 0 and daily["rows"] > 1000
+    assert ("events", None) in before and before[("readings", "monthly")]["pivots"] > 0
+    frozen = "SELECT count(*) AS n, sum(ae_fwd) AS s FROM daily_frozen"
+    want = run(d, "sql", frozen, "--format", "csv").output
+    # a second file in one partition: a re-delivery of some meters' readings, received later, same values
+    f = sorted(lake.published_files(d / "lake"))[0]
+    rows = lake.read_file(f, "readings")
+    cols = {c: rows.column(c).to_numpy()[:50] for c in lake.READINGS_SCHEMA.names}
+    cols["received_utc"] = cols["received_utc"] + np.timedelta64(3600, "s")
+    lake.write_readings(d / "lake", cols, "daily")
+    assert info()[("readings", "daily")]["files"] == daily["files"] + 1
+    assert run(d, "sql", frozen, "--format", "csv").output == want       # the GROUP BY path for that partition
+    r = run(d, "lake", "compact", "--table", "readings")
+    assert r.exit_code == 0 and re.match(r"readings: [1-9]\d* partitions compacted, [1-9]\d* files removed", r.output)
+    after = info()
+    assert after[("readings", "daily")]["files"] == daily["files"] and after[("readings", "daily")]["rows"] == daily["rows"]
+    for kind in ("daily", "monthly", "interval"):
+        k = after[("readings", kind)]
+        assert k["files"] == k["partitions"] == (k["pivots"] if kind != "interval" else k["files"]), kind
+    assert run(d, "sql", frozen, "--format", "csv").output == want
+    table = run(d, "lake", "info").output
+    assert table.splitlines()[0].split()[:3] == ["table", "kind", "partitions"] and "daily" in table
+    r = run(tmp_path / "nothing", "lake", "compact")
+    assert r.exit_code == 1 and r.output.startswith("error: lake compact: no lake at ")
