@@ -442,7 +442,7 @@ class Simulator:
         if isinstance(req, A.GetRequestNormalList):
             return A.GetResponseNormalList(piid, tuple(self._get(t, o, now, first) for o in req.oads))
         if isinstance(req, A.GetRequestRecord):
-            return A.GetResponseRecord(piid, ans.get_record(t, req.record, now))
+            return ans.get_record_response(t, piid, req.record, now)      # pre-encoded for 60120300
         if isinstance(req, A.GetRequestRecordList):
             return A.GetResponseRecordList(piid, tuple(ans.get_record(t, r, now) for r in req.records))
         if isinstance(req, A.SetRequestNormal):

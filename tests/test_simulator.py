@@ -19,6 +19,7 @@ import pytest
 from headend import profile as P
 from headend import sim_model as sm
 from headend import simulator as S
+from headend.sim_answers import PreEncoded
 from protocols.dlt645 import Framer as Framer645
 from protocols.dlt645 import ReadRequest, decode_message
 from protocols.dlt698 import apdu as A
@@ -464,3 +465,24 @@ def test_replaced_meters_answer_the_days_the_archive_expects(tmp_path):
         replaced += int((fleet.model.first_freeze > np.iinfo(np.int64).min).sum())
     st.close()
     assert replaced > 0
+
+
+def test_pre_encoded_task_records_equal_the_data_path():
+    """The daily 60120300 answer written straight to bytes is the Data path's encoding, byte for byte
+    (reactive nulls, several days, an MS of chosen meters), and a non-profile RCSD takes the Data path."""
+    fleet = _fleet(6, 9)
+    sim = S.Simulator(fleet, seed=5, connect=("127.0.0.1", 1), start=dt.datetime(2026, 6, 5, 10, 0, 0))
+    a, now = sim.answers, sim.now()
+    reqs = [_daily_request(dt.date(2026, 6, 2), dt.date(2026, 6, 5)), _daily_request(dt.date(2026, 6, 4), dt.date(2026, 6, 5))]
+    t0 = sim.terminals[0]
+    some = tuple(A.tsa(fleet.address[int(i)]) for i in t0.meters[:3])
+    reqs.append(_daily_request(dt.date(2026, 6, 3), dt.date(2026, 6, 4), MS(3, some)))
+    n_pre = 0
+    for req in reqs:
+        for t in sim.terminals:
+            got = a.get_record_response(t, 7, req.record, now)
+            n_pre += isinstance(got, PreEncoded)
+            assert got.to_bytes() == A.GetResponseRecord(7, a.get_record(t, req.record, now)).to_bytes()
+    assert n_pre == len(reqs) * len(sim.terminals)
+    other = A.GetRecord(P.OAD_TASK_RECORDS, reqs[0].record.rsd, P.DAILY_RCSD_HEAD)
+    assert isinstance(a.get_record_response(t0, 7, other, now), A.GetResponseRecord)
