@@ -16,6 +16,7 @@ KERNELS = {
     "protocols._axdr": "ext/_axdr.pyx",
     "protocols._apdu698": "ext/_apdu698.pyx",
     "billing_core._billing": "ext/_billing.pyx",
+    "headend._records698": "ext/_records698.pyx",
 }
 
 

@@ -31,10 +31,13 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
+from protocols import accel
 from protocols.dlt698.axdr import Road
 from storage import schema
 
 from . import profile as P
+
+accel.bind(globals(), "_fast", "headend._records698")
 
 # reading kind of a record, by the freeze object it comes from
 KIND_OF_FREEZE = {P.OAD_DAY_FREEZE: schema.DAILY, P.OAD_MONTH_FREEZE: schema.MONTHLY,
@@ -278,6 +281,75 @@ def concat(batches: Iterable[Batch]) -> Batch:
     keys = [k for k in COLUMNS if all(k in b.columns for b in batches)]
     cols = {k: np.concatenate([b.columns[k] for b in batches]) for k in keys}
     return Batch(cols, tuple(m for b in batches for m in b.missing), tuple(m for b in batches for m in b.meters))
+
+
+# --- the columnar fast path: record answers straight into lake columns (headend._records698) -----------
+# The RCSDs the profile reads and the terminals push; any other goes the general way.
+FAST_RCSDS = (P.DAILY_RCSD, P.DAILY_METER_RCSD, P.MONTHLY_METER_RCSD, P.CURVE_METER_RCSD)
+
+
+class RecordAnswer(NamedTuple):
+    """A record answer decoded straight into columns by :func:`decode_record_answer`."""
+
+    tag: int                # service: 0x85 GET-Response-Record, 0x88 REPORT-Notification-RecordList, 0x89 PROXY
+    piid_acd: int
+    tsa: bytes | None       # the meter of a PROXY-Response-GetRecord
+    results: tuple          # ((record OAD, rcsd, DAR or None, Batch), ...)
+
+    def notification(self):
+        """The REPORT-Notification-RecordList it acknowledges as, rows left out (they are the batches)."""
+        from protocols.dlt698 import apdu as A
+        return A.ReportNotificationRecordList(self.piid_acd, tuple(A.ResultRecord(o, r, None, d)
+                                                                   for o, r, d, _b in self.results))
+
+
+def _fast_spec(rcsd: tuple) -> tuple:
+    """records._plan of an RCSD in plain ints for the kernel (-1 = none)."""
+    tsa_col, time_col, value_cols = _plan(rcsd)
+
+    def ij(c):
+        return (-1, -1) if c is None else (c[0], -1 if c[1] is None else c[1])
+    return (len(rcsd), tuple(int(isinstance(c, Road)) for c in rcsd), ij(tsa_col), ij(time_col),
+            tuple(ij((i, j)) + (-1 if idx is None else idx, tuple(-1 if g is None else g for g in regs))
+                  for i, j, regs, idx in value_cols))
+
+
+def _fast_plans() -> tuple[dict, dict]:
+    from protocols.dlt698.axdr import encode_typed
+    keys = {encode_typed(96, r): r for r in FAST_RCSDS}     # 96: RCSD
+    return {k: _fast_spec(r) for k, r in keys.items()}, keys
+
+
+_FAST_PLANS, _RCSD_OF_KEY = _fast_plans()
+
+
+def decode_record_answer(apdu, meter_of_tsa, *, source: int = schema.SRC_TASK, quality: int = schema.Q_ACTUAL,
+                         received_utc: int | None = None, ts_utc=None) -> RecordAnswer | None:
+    """The APDU bytes of a GET-Response-Record, REPORT-Notification-RecordList or PROXY-Response-GetRecord
+    whose RCSDs are :data:`FAST_RCSDS` → one :class:`Batch` per result, equal to :func:`result_to_batch`
+    of the decoded APDU with the same arguments (``tsa=`` the PROXY's meter); None for anything else —
+    another service or RCSD, an event record, a TimeTag or FollowReport, bytes that do not decode —
+    and the caller takes the general path (``decode_apdu`` + :func:`result_to_batch`)."""
+    lookup = meter_of_tsa if type(meter_of_tsa) is dict else _lookup(meter_of_tsa)
+    out = _fast.decode(bytes(apdu), _FAST_PLANS, lookup,  # noqa: F821 - bound by accel.bind
+                       (R_UNKNOWN_TSA, R_NO_TIME, R_NO_DATA, schema.LOCAL_OFFSET_S, epoch_of(ts_utc),
+                        source, quality, received_utc))
+    if out is None:
+        return None
+    tag, piid, tsa, found = out
+    results = []
+    for oad, key, dar, cols, missing, meters in found:
+        if (oad >> 16) in EVENT_OF_OI:
+            return None
+        rcsd = _RCSD_OF_KEY[key]
+        if dar is None:
+            b = Batch(cols, missing, meters)
+        else:
+            from protocols.dlt698.apdu import ResultRecord
+            b = result_to_batch(ResultRecord(oad, rcsd, None, dar), lookup, tsa=tsa, source=source, quality=quality,
+                                received_utc=received_utc)
+        results.append((oad, rcsd, dar, b))
+    return RecordAnswer(tag, piid, tsa, tuple(results))
 
 
 # --- DL/T 645 -------------------------------------------------------------------------------------------
