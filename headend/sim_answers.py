@@ -148,20 +148,25 @@ class Answerer:
     def task_rows(self, meters, days, rcsd, now: _dt.datetime, ms_tsas=None) -> tuple:
         """Rows of 60120300 for ``meters`` (indices) on freeze ``days``: only what the concentrator has
         collected by ``now`` (the fault model's missing records are left out)."""
-        f, m, rows = self.fleet, self.model, []
+        rows = []
+        for d, freeze, have in self._collected(meters, days, now, ms_tsas):
+            regs = self.model.frozen(have, d)
+            for k, i in enumerate(have):
+                rows.append(self._task_row(i, regs[k], d, freeze, rcsd))
+        return tuple(rows)
+
+    def _collected(self, meters, days, now, ms_tsas):
+        """(day, freeze time, meters) of each freeze day: the meters (of ``ms_tsas`` if given) whose
+        record the concentrator has by ``now``."""
+        f = self.fleet
         want = None if ms_tsas is None else set(ms_tsas)
         for d in days:
             if d < 0:
                 continue
-            freeze = _dt.datetime.combine(m.date(d), _dt.time())
             have = [i for i in meters if self.sim.record_available(i, d, now)
                     and (want is None or A.tsa(f.address[i]) in want)]
-            if not have:
-                continue
-            regs = m.frozen(have, d)
-            for k, i in enumerate(have):
-                rows.append(self._task_row(i, regs[k], d, freeze, rcsd))
-        return tuple(rows)
+            if have:
+                yield d, _dt.datetime.combine(self.model.date(d), _dt.time()), have
 
     def _task_row(self, i, regs, d, freeze, rcsd) -> tuple:
         start = freeze + _dt.timedelta(seconds=60 + int(self.sim.jitter(i, d) * 1800))
@@ -231,17 +236,9 @@ class Answerer:
         row = self._row_encoder(rcsd)
         if row is None:
             return None
-        f, m, out = self.fleet, self.model, []
-        want = None if ms_tsas is None else set(ms_tsas)
-        for d in days:
-            if d < 0:
-                continue
-            freeze = _dt.datetime.combine(m.date(d), _dt.time())
-            have = [i for i in meters if self.sim.record_available(i, d, now)
-                    and (want is None or A.tsa(f.address[i]) in want)]
-            if not have:
-                continue
-            regs = m.frozen(have, d).tolist()
+        out = []
+        for d, freeze, have in self._collected(meters, days, now, ms_tsas):
+            regs = self.model.frozen(have, d).tolist()
             # the collection start time of each row: freeze + 60 s + jitter × 1800 s (Simulator.jitter)
             jit = unit_hash(self.sim.seed, np.asarray(have, np.int64), d, 7)
             secs = (60 + (jit * 1800).astype(np.int64)).tolist()
