@@ -43,6 +43,8 @@ import uuid
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from billing_core import ledger as L
 from protocols.errors import GridheadError, StorageError
@@ -90,6 +92,7 @@ class Writer:
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
             self.con = duckdb.connect(str(arch))
+            self.con.execute("SET enable_progress_bar = false")
             self.con.execute(DDL)
         except duckdb.Error as exc:
             self._lock.close()
@@ -313,58 +316,81 @@ def import_payments(data, path, by: str = "bank-import") -> dict:
     p = pathlib.Path(path)
     if not p.is_file():
         raise LedgerError(f"{p}: no such file")
-    try:
-        rows = _read_bank_csv(p)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise LedgerError(f"{p}: not a CSV file ({exc})") from None
-    refs, nos, amounts, days = rows
-    n = len(refs)
-    errors: list[tuple[int, str]] = []
-    fen = np.zeros(n, np.int64)
-    dates = np.zeros(n, "datetime64[D]")
-    for i in range(n):                       # parse: one pass of str operations (no float anywhere)
-        f = L.yuan_to_fen(amounts[i])
-        if f is None or f == 0:
-            errors.append((i, f"amount_yuan: {amounts[i]!r} is not a positive amount in yuan with at most 2 decimals"))
-        else:
-            fen[i] = f
-        try:
-            dates[i] = np.datetime64(dt.date.fromisoformat(days[i]))
-        except ValueError:
-            errors.append((i, f"paid_on: {days[i]!r} is not a date YYYY-MM-DD"))
-        if not refs[i]:
-            errors.append((i, "ref: empty (a bank reference is required)"))
-    keys = np.array(["bank:" + r for r in refs], dtype=object)
-    _, first, counts = np.unique(keys, return_index=True, return_counts=True) if n else (None, [], [])
-    if n and (counts > 1).any():
-        seen = np.zeros(n, bool)
-        seen[first] = True
-        for i in np.flatnonzero(~seen):
-            errors.append((int(i), f"ref: {refs[i]!r} repeated in the file"))
+    t = _parse_bank(p)
+    n = t.num_rows
+    ref, nos, amt, day = (pc.utf8_trim_whitespace(t.column(c)) for c in BANK_COLUMNS)
+    # amounts: yuan with ≤ 2 decimals → fen, as text (never a float): "12" → "1200", "12.3" → "1230"
+    amt_ok = pc.match_substring_regex(amt, r"^[0-9]{1,12}(\.[0-9]{1,2})?$")
+    norm = pc.replace_substring_regex(pc.if_else(amt_ok, amt, "0"), r"^([0-9]+)$", r"\1.00")
+    norm = pc.replace_substring_regex(norm, r"^([0-9]+)\.([0-9])$", r"\1.\20")
+    fen = pc.cast(pc.replace_substring(norm, ".", ""), pa.int64())
+    amt_ok = pc.and_(amt_ok, pc.greater(fen, 0))
+    day_fmt = pc.match_substring_regex(day, r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+    ts = pc.strptime(pc.if_else(day_fmt, day, "1970-01-01"), format="%Y-%m-%d", unit="s", error_is_null=True)
+    day_ok = pc.and_(day_fmt, pc.is_valid(ts))
+    ref_ok = pc.greater(pc.utf8_length(ref), 0)
+    keys = pc.binary_join_element_wise("bank:", ref, "")
+    checks = [(amt_ok, "amount_yuan", amt, "{!r} is not a positive amount in yuan with at most 2 decimals"),
+              (day_ok, "paid_on", day, "{!r} is not a date YYYY-MM-DD"),
+              (ref_ok, "ref", ref, "empty (a bank reference is required)")]
     batch = _batch("bank")
     with Writer(data) as w:
-        cid = w.customer_ids(nos)
-        for i in np.flatnonzero(cid < 0):
-            errors.append((int(i), f"customer_no: {nos[i]!r} is not a 户号 in the archive"))
-        taken = w.taken_keys(keys)
-        for i in np.flatnonzero(taken):
-            errors.append((int(i), f"ref: {refs[i]!r} already posted"))
+        w.con.register("_bank", pa.table({"i": pa.array(np.arange(n)), "key": keys, "customer_no": nos}))
+        try:
+            x = w.columns(f"""
+                SELECT b.i, coalesce(c.customer_id, -1) AS cid,
+                       row_number() OVER (PARTITION BY b.key ORDER BY b.i) > 1 AS dup, e.key IS NOT NULL AS taken
+                FROM _bank b LEFT JOIN customers c ON c.customer_no = b.customer_no
+                LEFT JOIN (SELECT key FROM {TABLE} WHERE key LIKE 'bank:%') e ON e.key = b.key ORDER BY b.i""")
+        finally:
+            w.con.unregister("_bank")
+        cid = x["cid"].astype(np.int64)
+        checks += [(pa.array(cid >= 0), "customer_no", nos, "{!r} is not a 户号 in the archive"),
+                   (pa.array(~x["dup"].astype(bool)), "ref", ref, "{!r} repeated in the file"),
+                   (pa.array(~x["taken"].astype(bool)), "ref", ref, "{!r} already posted")]
+        errors = []
+        for ok, col, vals, why in checks:
+            bad = np.flatnonzero(~np.asarray(ok.to_numpy(zero_copy_only=False), bool))
+            for i, v in zip(bad.tolist(), vals.take(pa.array(bad)).to_pylist()):
+                errors.append((i, f"{col}: {why.format(v)}"))
         if errors:
             errors.sort()
             lines = [f"{p}:{i + 1}: {msg}" for i, msg in errors]
             more = f" (and {len(lines) - 1} more bad rows)" if len(lines) > 1 else ""
             raise LedgerError(f"{lines[0]}{more}; nothing was imported", lines)
-        periods = dates.astype("datetime64[M]").astype(str).astype(object)
+        dates = pc.cast(ts, pa.date32())
+        periods = pc.strftime(ts, format="%Y-%m")
         w.con.execute("BEGIN")
         try:
-            w.append({"customer_id": cid, "kind": "payment", "debit_fen": np.zeros(n, np.int64), "credit_fen": fen,
-                      "period": periods, "value_date": dates, "key": keys, "note": f"bank file {p.name}"}, by, batch)
+            w.append({"customer_id": cid, "kind": "payment", "debit_fen": np.zeros(n, np.int64),
+                      "credit_fen": fen.to_numpy(), "period": periods, "value_date": dates.to_numpy(zero_copy_only=False),
+                      "key": keys, "note": f"bank file {p.name}"}, by, batch)
             w.con.execute("COMMIT")
         except BaseException:
             w.con.execute("ROLLBACK")
             raise
-    return {"file": str(p), "rows": n, "amount_fen": int(fen.sum()), "batch": batch,
+    return {"file": str(p), "rows": n, "amount_fen": int(pc.sum(fen).as_py() or 0), "batch": batch,
             "customer_ids": np.unique(cid)}
+
+
+def _parse_bank(p: pathlib.Path) -> pa.Table:
+    """The bank file as string columns (Arrow's CSV reader); a malformed file is re-read by the csv
+    module for the row and reason of the first bad line."""
+    try:
+        t = pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in BANK_COLUMNS}, strings_can_be_null=False))
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        try:
+            cols = _read_bank_csv(p)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise LedgerError(f"{p}: not a CSV file ({exc})") from None
+        return pa.table({c: pa.array(v, pa.string()) for c, v in zip(BANK_COLUMNS, cols)})
+    header = [h.strip() for h in t.column_names]
+    missing = [c for c in BANK_COLUMNS if c not in header]
+    if missing:
+        raise LedgerError(f"{p}:0: {missing[0]}: column missing from the header (expected {','.join(BANK_COLUMNS)})")
+    t = t.rename_columns(header)
+    return pa.table({c: t.column(c).combine_chunks() if t.num_rows else pa.array([], pa.string()) for c in BANK_COLUMNS})
 
 
 def _read_bank_csv(p: pathlib.Path):
