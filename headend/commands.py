@@ -50,6 +50,7 @@ from protocols.dlt698.axdr import COMDCB, BitString, Data, DateTimeS
 from protocols.errors import GridheadError, TransportError
 
 from . import profile as P
+from .collect import port_of
 
 _LOCAL = _dt.timezone(_dt.timedelta(hours=8))      # meters and terminals keep China Standard Time
 OAD_RELAY_STATE = 0x80000300     # 继电器输出状态
@@ -132,9 +133,11 @@ class Routes:
         r = routes or {}
         for i, mid in enumerate(r.get("meter_id", ())):
             addr = str(r["comm_address"][i]).upper()
-            # 645 frames go out of RS-485 1 whatever port the archive names, as the collection's profile (c)
+            ports = r.get("port_oad")
+            # 645 frames go out of the port the archive names (carrier, RS-485 ...), as collection sends them
             t = Target(str(mid), "meter", str(r["meter_protocol"][i]), addr, int(mid),
-                       str(r["terminal_address"][i]).upper() if r["terminal_address"][i] else None)
+                       str(r["terminal_address"][i]).upper() if r["terminal_address"][i] else None,
+                       port_of(ports[i] if ports is not None else None))
             self.by_id[int(mid)] = t
             self.by_addr[addr] = t
 

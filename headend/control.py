@@ -373,7 +373,8 @@ class ControlServer:
             raise auth.ApiError("limit: an integer") from None
         recs = await asyncio.get_running_loop().run_in_executor(None, self.audit.records)
         if args.get("target"):
-            recs = [r for r in recs if r.get("target") == args["target"] or r.get("target", "").endswith(":" + args["target"])]
+            want = args["target"]
+            recs = [r for r in recs if (r.get("target") or "") in (want, f"meter:{want}", f"terminal:{want}")]
         return 200, {"records": recs[-limit:]}
 
     async def token_list(self, p, args):
@@ -493,6 +494,10 @@ class ControlServer:
         t0 = time.perf_counter()
         try:
             result = await self._do(target, command, params)
+        except K.CommandError as exc:              # bad register name...: nothing was sent
+            if command != "read":
+                await self._record(base, params, "failed", error=str(exc), t0=t0)
+            raise auth.ApiError(str(exc)) from None
         except K.Refused as exc:
             rec = await self._record(base, params, "refused", error=str(exc), t0=t0)
             return 409, _public(rec)
@@ -533,7 +538,7 @@ class ControlServer:
                    readback=None if readback is None else json.dumps(readback, ensure_ascii=False, default=str),
                    duration_ms=None if t0 is None else int((time.perf_counter() - t0) * 1000))
         if extra:
-            rec["detail"] = extra
+            rec.update(extra)            # e.g. timesync's clock_before / skew_before_s / set
         if outcome in self.counts:
             self.counts[outcome] += 1
         return await self.audit.append(rec)

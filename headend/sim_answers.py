@@ -24,6 +24,7 @@ from protocols.dlt645 import ReadRequest, ReadResponse, decode_message
 from protocols.dlt698 import apdu as A
 from protocols.dlt698.axdr import Data, DateTimeS, Road, encode_data, encode_length
 from protocols.errors import ProtocolError
+from storage import schema
 
 from . import profile as P
 from .sim_model import ControlState, unit_hash
@@ -36,6 +37,8 @@ _REG_COL = {P.OAD_FWD_ACTIVE: (0, 1, 2, 3, 4), P.OAD_REV_ACTIVE: (5,), P.OAD_REA
 # 645: DI → register columns of the model (the 645 block carries total + tariffs)
 _DI_COLS = {P.DI645_DAILY_FWD & ~0xFF: (0, 1, 2, 3, 4), P.DI645_DAILY_REV & ~0xFF: (5,),
             P.DI645_FWD_ACTIVE: (0, 1, 2, 3, 4)}
+OAD_EVENT_START, OAD_EVENT_END = 0x201E0200, 0x20200200       # 事件发生时间, 事件结束时间
+_EVENT_OIS = {oi for _code, (_n, _zh, oi) in schema.EVENTS.items()}
 _645_MOD = 10 ** 8                  # XXXXXX.XX: a 4-byte BCD register shows the low 8 digits
 ERR645_NO_DATA = 0x02               # DL/T 645-2007 ERR bit 1: 无请求数据
 
@@ -293,6 +296,8 @@ class Answerer:
     # --- (b) PROXY GetRequestRecord of one meter's freeze records ---------------------------------
     def meter_record(self, meter: int, rec: A.GetRecord, now: _dt.datetime) -> A.ResultRecord:
         m, rsd = self.model, rec.rsd
+        if rec.oad >> 16 in _EVENT_OIS and rec.oad & 0xFF00 == 0x0200:
+            return self.event_record(meter, rec, now)
         if rec.oad not in (P.OAD_DAY_FREEZE, P.OAD_MONTH_FREEZE, P.OAD_MINUTE_FREEZE):
             return A.ResultRecord(rec.oad, rec.rcsd, None, DAR_UNAVAILABLE)
         rcsd = rec.rcsd or {P.OAD_DAY_FREEZE: P.DAILY_METER_RCSD, P.OAD_MONTH_FREEZE: P.MONTHLY_METER_RCSD,
@@ -328,6 +333,28 @@ class Answerer:
             elif rec.oad == P.OAD_MINUTE_FREEZE:
                 extra = m.power_x1e4([meter], d, max(secs - 1, 0))[0]
             rows.append(tuple(self._freeze_value(c, meter, regs, t, extra) for c in rcsd))
+        return A.ResultRecord(rec.oad, rcsd, tuple(rows))
+
+    def event_record(self, meter: int, rec: A.GetRecord, now: _dt.datetime) -> A.ResultRecord:
+        """Event records (OI 3xxx attribute 2) of one meter whose 事件发生时间 (201E0200) lies in the RSD 2
+        range: the simulator's meters record power failures (3011, ``Simulator.power_down``); the other
+        event objects exist and are empty.  An event not over by ``now`` has a null end time."""
+        rsd, rcsd = rec.rsd, rec.rcsd or (OAD_EVENT_START, OAD_EVENT_END)
+        try:
+            if rsd[0] != 2 or rsd[1].oad != OAD_EVENT_START:
+                return A.ResultRecord(rec.oad, rcsd, None, DAR_UNAVAILABLE)
+            a, b = dts_to_datetime(rsd[1].start.value), dts_to_datetime(rsd[1].end.value)
+        except (TypeError, ValueError, AttributeError, IndexError):
+            return A.ResultRecord(rec.oad, rcsd, None, DAR_UNAVAILABLE)
+        rows = []
+        if rec.oad >> 16 == 0x3011:
+            m = self.model
+            for d in range(max(m.day_of(a.date()), 0), min(m.day_of(b.date()), m.day_of(now.date())) + 1):
+                ev = self.sim.power_down(meter, d)
+                if ev is None or not a <= ev[0] < b or ev[0] > now:
+                    continue
+                cells = {OAD_EVENT_START: dts(ev[0]), OAD_EVENT_END: dts(ev[1]) if ev[1] <= now else NULL}
+                rows.append(tuple(cells.get(c, NULL) for c in rcsd))
         return A.ResultRecord(rec.oad, rcsd, tuple(rows))
 
     @staticmethod
@@ -563,7 +590,9 @@ def control_answer(sim, term, req, now):
     """The answer of a simulated terminal (or of its meters) to an operator's command, or None when
     ``req`` is not one (the simulator then answers it as before)."""
     c = _ControlAnswers(sim, term)
-    if isinstance(req, A.ProxyTransCommandRequest) and req.port in term.ports:
+    if isinstance(req, A.ProxyTransCommandRequest):
+        if sim.answers.port_dar(term, req.port, req.command) is not None:
+            return None                    # not on that port: the simulator answers its DAR as for a read
         raw = c.trans_645(req, now)
         if raw is None:
             return None
