@@ -459,6 +459,16 @@ class HeadEnd:
         raise AssertionError("unreachable")
 
     # --- reports ---------------------------------------------------------------------------------------------
+    def decode_report(self, apdu: bytes):
+        """The sessions' ``report_decoder``: a REPORT-Notification-RecordList of the profile's RCSDs
+        straight into lake columns (records.decode_record_answer) as (notification without rows,
+        RecordAnswer); None for anything else, which the session decodes the general way."""
+        if self.meter_of_tsa is None:
+            return None
+        fast = records.decode_record_answer(apdu, self.meter_of_tsa, source=schema.SRC_REPORT,
+                                            received_utc=int(time.time()))
+        return None if fast is None else (fast.notification(), fast)
+
     def _report(self, t: Terminal, report) -> None:
         self.ingest.enter()            # counted at once: the frames after it wait if the ingest is behind
         self._spawn(self._store_report(t, report), f"report {t.address}")
@@ -474,7 +484,10 @@ class HeadEnd:
         received = int(time.time())
         batches, events_ = [], []
         try:
-            if isinstance(n, A.ReportNotificationRecordList):
+            if report.decoded is not None:          # columns already (decode_report)
+                batches.extend((records.kind_of(rcsd, oad), b) for oad, rcsd, dar, b in report.decoded.results
+                               if dar is None and len(b))
+            elif isinstance(n, A.ReportNotificationRecordList):
                 for res in n.results:
                     if res.dar is not None or not res.rows:
                         continue

@@ -139,7 +139,8 @@ class Terminal(asyncio.Protocol):
         self.he = he
         self.session = S.ClientSession(ServerAddress(dial.address) if dial else None, cfg.client_address,
                                        timeout_s=cfg.request_timeout_s, max_frame=cfg.max_frame,
-                                       missed_heartbeats=cfg.heartbeat_multiple)
+                                       missed_heartbeats=cfg.heartbeat_multiple,
+                                       report_decoder=he.decode_report)
         self.transport = None
         self.peer = None
         self.dial = dial

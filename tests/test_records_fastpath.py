@@ -239,3 +239,24 @@ def test_mutated_and_truncated_bytes_error_or_equal(kernels, apdu, cut, flips):
     except GridheadError:
         pytest.fail("the fast path took bytes the general decoder refuses")
     check(buf)
+
+
+def test_session_report_decoder_hands_columns_and_acknowledges_alike(kernels):
+    from protocols.dlt698 import session as CS
+    from protocols.dlt698.frame import Frame, ServerAddress
+    now = dt.datetime(2024, 6, 1, 0, 5)
+    frame = Frame(ServerAddress("000000000042"), 0x10, 0x83, report([daily_row("000000000001")], piid=0x47)).to_bytes()
+
+    def decoder(apdu):
+        fast = rec.decode_record_answer(apdu, METERS, **KW)
+        return None if fast is None else (fast.notification(), fast)
+    acks = []
+    for kw in ({}, {"report_decoder": decoder}):
+        s = CS.ClientSession(**kw)
+        s.receive_data(frame, now)
+        ev = s.next_event()
+        assert isinstance(ev, CS.Report)
+        assert (ev.decoded is None) == (not kw)
+        acks.append(s.send(CS.AcknowledgeReport(ev), now))
+    assert acks[0] == acks[1]
+    assert len(ev.decoded.results[0][3]) == 8
