@@ -35,6 +35,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from billing_core import ledger as L
 from billing_core import prepay as P
@@ -76,6 +77,7 @@ def _customers(w: _ledger.Writer, day: dt.date) -> dict:
     """Prepayment customers with the meter at their point on ``day`` (meter_id −1: none)."""
     return w.columns("""
         SELECT c.customer_id, c.category, c.voltage_v, coalesce(pm.meter_id, -1) AS meter_id,
+               dense_rank() OVER (ORDER BY c.category, c.voltage_v) - 1 AS pair,
                coalesce(mu.ct_ratio, 1) AS ct, coalesce(mu.pt_ratio, 1) AS pt, coalesce(m.register_digits, 6) AS digits
         FROM customers c
         LEFT JOIN (SELECT customer_id, min(point_id) AS point_id FROM points WHERE role = 'customer'
@@ -153,14 +155,17 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
     prev, now = _readings(w, data, meters, day)
     e, ok = P.daily_energy(prev, now, c["ct"], c["pt"], c["digits"])
     ok &= meters >= 0
-    levels = np.array([voltage_level(int(v)) for v in c["voltage_v"]], object) if n < 64 else \
-        _levels(c["voltage_v"])
-    rows = tariffs.rows(c["category"].astype(str), levels.astype(str), day) if n else np.zeros(0, np.int32)
+    # tariff rows looked up once per distinct (category, voltage), not per customer
+    pairs = w.columns("SELECT DISTINCT category, voltage_v FROM customers WHERE prepaid ORDER BY 1, 2")
+    look = np.array([tariffs.rows([str(cat)], [voltage_level(int(v))], day)[0]
+                     for cat, v in zip(pairs["category"], pairs["voltage_v"])], np.int32)
+    rows = look[c["pair"].astype(np.int64)] if n else np.zeros(0, np.int32)     # pair: the same order, in SQL
     charge = P.daily_charge(tariffs, rows, e, calendar.monthrange(day.year, day.month)[1], kernel=kernel)
     charge = np.where(ok, charge, 0)
     # a day of a period whose bill is already posted is billed: no estimate on top of it
-    billed = w.taken_keys(np.char.add("bill:", _bills.bill_id(f"{day:%Y-%m}", cid).astype(str)).astype(object))
-    charge = np.where(billed, 0, charge)
+    billed = w.columns(f"SELECT DISTINCT customer_id FROM {_ledger.TABLE} WHERE kind = 'bill' AND period = $p",
+                       {"p": f"{day:%Y-%m}"})["customer_id"]
+    charge = np.where(np.isin(cid, billed.astype(np.int64)), 0, charge)
     batch = _ledger._batch("prepay")
     ts = _now()
     w.con.execute("BEGIN")
@@ -169,7 +174,7 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
         m = int(pay.sum())
         w.append({"customer_id": cid[pay], "kind": "prepay_charge", "debit_fen": charge[pay],
                   "credit_fen": np.zeros(m, np.int64), "period": f"{day.year:04d}-{day.month:02d}", "value_date": day,
-                  "key": np.char.add(np.char.add("prepay:", cid[pay].astype(str)), f":{day}").astype(object),
+                  "key": pc.binary_join_element_wise("prepay:", pc.cast(pa.array(cid[pay]), pa.string()), f":{day}", ""),
                   "note": "daily estimated charge"}, who, batch, ts)
         credit = -w.balances_of(cid)
         st = _state(w, cid)
@@ -187,11 +192,6 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
         raise
     return {"day": str(day), "customers": n, "read": int(ok.sum()), "charged_fen": int(charge.sum()), **ev,
             "repeated": False}
-
-
-def _levels(volts) -> np.ndarray:
-    u, inv = np.unique(np.asarray(volts), return_inverse=True)
-    return np.array([voltage_level(int(v)) for v in u], object)[inv.reshape(-1)]
 
 
 def _state(w, cid) -> dict:
