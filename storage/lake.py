@@ -5,7 +5,11 @@ The layout and codes are :mod:`storage.schema`'s; this module writes and reads t
 Writers
     * :func:`write_readings` / :func:`write_events` — the bulk writer for *trusted* data (the fleet
       generator, imports): partition, sort, write aside, rename into place.  No validation, no dedup
-      against what is already there (the caller vouches for its rows).
+      (the caller vouches for its rows): a bulk batch, or a second bulk write into a partition, may hold
+      two copies of a (meter, register, ts).  storage.sql's pivots take the copy received last, and a
+      partition's materialised pivot is computed with that same rule, so duplicates there are handled,
+      not assumed away.  Compaction does dedup them, by the ingest's rule (:func:`_rank_columns`: first
+      received wins unless it is estimated or suspect), which may differ from "received last".
     * ``storage.wal.IngestWriter`` — the durable ingest of the head-end: validation, quarantine, the
       write-ahead log, dedup; it publishes through :func:`publish_rows` here.
 
