@@ -2,6 +2,7 @@
 
     python benchmarks/bench_headend.py            # 10,000 terminals × 32 meters (full)
     python benchmarks/bench_headend.py --quick    # 200 terminals (CI: seconds)
+    python benchmarks/bench_headend.py --reports-only   # steps 3 and 5 alone, in process
 
 Processes (each raises RLIMIT_NOFILE to the hard limit): this orchestrator; the head-end (``--role
 headend``: HeadEnd + Collector, uvloop); the fleet (``python -m headend.demo fleet``); a blaster for the
@@ -13,10 +14,14 @@ I/O floor.  What is measured, all in the head-end process:
 2. **daily collection**: one GET-Record 60120300 per terminal for yesterday's freeze (profile (a)),
    decoded and written through the durable ingest: seconds for all meters, frames/s, readings/s;
 3. **report ingest**: REPORT-Notification-RecordList frames of 32 meters (as terminals push them) →
-   framer → APDU → ``records.result_to_batch`` → durable ingest (WAL, group fsync), one core, in process;
+   framer → ``records.decode_record_answer`` (the compiled columnar decoder the server uses) → durable
+   ingest (WAL, group fsync), one core, in process; and the same through the general path
+   (``decode_apdu`` + ``records.result_to_batch``, what the server did before) in the same run;
 4. **I/O floor**: a bare uvloop server in the same process that only frames bytes
    (``protocols.dlt698.Framer``), fed by a blaster process with the same response frames as step 2:
-   frames/s; the collection's frames/s is reported as a ratio to it.
+   frames/s; the collection's frames/s is reported as a ratio to it;
+5. **report decode**: the columnar decoder alone (REPORT APDU → lake columns) against the peer's bare
+   ``dlt698._native.decode_apdu`` and our ``decode_apdu`` to Python values, on the same APDUs.
 
 Exit status non-zero if the collection did not store every meter's reading (``--quick`` runs in CI).
 """
@@ -112,6 +117,8 @@ async def headend_role(data: pathlib.Path, port: int, n_terminals: int, idle_s: 
            "collection_frames": frames, "readings": run["stored_readings"], "meters_expected": summary["expected"],
            "meters_collected": summary["collected"]}
     out["report"] = report_ingest(data, n_terminals)
+    out["report_general"] = report_ingest(data, n_terminals, "general")
+    out["report_decode"] = report_decode(data, n_terminals)
     out["floor"] = await floor(floor_port, data)
     return out
 
@@ -131,8 +138,10 @@ def _report_frames(data: pathlib.Path, n_meters: int, count: int) -> tuple[list[
     return frames, day
 
 
-def report_ingest(data: pathlib.Path, n_terminals: int) -> dict:
-    """Framer → APDU → records → durable ingest for pushed reports, one thread of work + the WAL's."""
+def report_ingest(data: pathlib.Path, n_terminals: int, path: str = "columnar") -> dict:
+    """Framer → APDU → records → durable ingest for pushed reports, one thread of work + the WAL's.
+    ``path``: "columnar" — what the server does (records.decode_record_answer, the compiled columnar
+    decoder, general path only when it declines); "general" — decode_apdu + result_to_batch (before)."""
     from headend import records
     from protocols.dlt698 import apdu as A
     from protocols.dlt698.frame import Framer
@@ -153,9 +162,16 @@ def report_ingest(data: pathlib.Path, n_terminals: int) -> dict:
             fr = Framer()
             fr.feed(stream)
             while (f := fr.next_frame()) is not None:
-                rep = A.decode_apdu(f.apdu if hasattr(f, "apdu") else f.data)
-                for res in rep.results:
-                    b = records.result_to_batch(res, idx, source=schema.SRC_REPORT, received_utc=int(time.time()) + r)
+                raw = f.apdu if hasattr(f, "apdu") else f.data
+                fast = records.decode_record_answer(raw, idx, source=schema.SRC_REPORT,
+                                                    received_utc=int(time.time()) + r) if path == "columnar" else None
+                if fast is not None:
+                    batches = [res[3] for res in fast.results]
+                else:
+                    batches = [records.result_to_batch(res, idx, source=schema.SRC_REPORT,
+                                                       received_utc=int(time.time()) + r)
+                               for res in A.decode_apdu(raw).results]
+                for b in batches:
                     tickets.append(w.submit(b.columns, schema.DAILY))
                     n += len(b)
             if tickets:
@@ -166,6 +182,44 @@ def report_ingest(data: pathlib.Path, n_terminals: int) -> dict:
         w.close()
     return {"readings": n, "seconds": secs, "readings_per_s": n / secs, "cpu_s": cpu,
             "readings_per_cpu_s": n / cpu if cpu else None}
+
+
+def report_decode(data: pathlib.Path, n_terminals: int, rounds: int = 7) -> dict:
+    """The columnar decoder alone (REPORT APDU → lake columns + missing rows) against the peer's bare
+    decode (``dlt698._native.decode_apdu``, its C++ objects) and ours to Python values (decode_apdu),
+    on the same REPORT APDUs; CPU seconds per report, best of ``rounds`` in which they take turns."""
+    from headend import records
+    from protocols.dlt698 import apdu as A
+    from protocols.dlt698.frame import Framer
+    from storage import archive, schema, sql
+    with archive.Archive(sql.archive_path(data), read_only=True) as a:
+        idx = records.tsa_index(a.meter_routes())
+    fr = Framer()
+    fr.feed(b"".join(_report_frames(data, 32, min(100, n_terminals))[0]))
+    apdus = []
+    while (f := fr.next_frame()) is not None:
+        apdus.append(bytes(f.apdu))
+    fns = {"columnar": lambda b: records.decode_record_answer(b, idx, source=schema.SRC_REPORT, received_utc=0),
+           "ours_values": A.decode_apdu}
+    try:
+        import dlt698._native as peer
+        fns["peer_bare"] = peer.decode_apdu
+    except ImportError:
+        pass
+    assert all(fns["columnar"](b) is not None for b in apdus), "the columnar decoder declined a report"
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            c0 = time.process_time()
+            for _rep in range(20):
+                for b in apdus:
+                    fn(b)
+            best[k] = min(best[k], (time.process_time() - c0) / (20 * len(apdus)))
+    out = {f"{k}_us": v * 1e6 for k, v in best.items()}
+    out["bytes"] = sum(map(len, apdus)) / len(apdus)
+    if "peer_bare" in best:
+        out["columnar_vs_peer_bare"] = best["peer_bare"] / best["columnar"]
+    return out
 
 
 async def floor(port: int, data: pathlib.Path) -> dict:
@@ -217,6 +271,7 @@ def main() -> int:
     ap.add_argument("--terminals", type=int, default=None)
     ap.add_argument("--meters", type=int, default=32)
     ap.add_argument("--idle", type=float, default=None, help="idle window, seconds")
+    ap.add_argument("--reports-only", action="store_true", help="only the pushed-report ingest and decode parts")
     ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -228,6 +283,8 @@ def main() -> int:
     # the idle window spans more than one heartbeat period, so every session heartbeats in it
     heartbeat_s = 2 if a.quick else 30
     idle = a.idle if a.idle is not None else heartbeat_s + 5.0
+    if a.reports_only:
+        return reports_only(min(n, 400), a.meters)
     if a.role == "headend":
         from headend.simulator import new_loop
         with asyncio.Runner(loop_factory=new_loop) as r:
@@ -281,9 +338,7 @@ def main() -> int:
     print(f"daily collection    {r['meters_collected']}/{r['meters_expected']} meters in {r['collection_s']:.2f} s "
           f"({r['meters_collected'] / r['collection_s']:,.0f} meters/s, {r['readings'] / r['collection_s']:,.0f} readings/s, "
           f"{coll_fps:,.0f} frames/s, {r['collection_cpu_s']:.2f} CPU s); target 320,000 meters < 60 s")
-    rep = r["report"]
-    print(f"report ingest       {rep['readings']:,} readings in {rep['seconds']:.2f} s: {rep['readings_per_s']:,.0f} readings/s "
-          f"({rep['readings_per_cpu_s']:,.0f} per CPU s; target >= 300k/s on one core)")
+    print_reports(r)
     fl = r["floor"]
     print(f"I/O floor           bare uvloop framing server {fl['frames_per_s']:,.0f} frames/s "
           f"({fl['bytes'] / fl['seconds'] / 1e6:,.0f} MB/s); collection frames/s = {coll_fps / fl['frames_per_s']:.4f} x floor")
@@ -291,6 +346,34 @@ def main() -> int:
     if not ok:
         print("FAIL: not every terminal online or not every meter collected", file=sys.stderr)
     return 0 if ok else 1
+
+
+def print_reports(r: dict) -> None:
+    for key, what in (("report", "columnar"), ("report_general", "general (before)")):
+        rep = r[key]
+        print(f"report ingest       {what}: {rep['readings']:,} readings in {rep['seconds']:.2f} s: "
+              f"{rep['readings_per_s']:,.0f} readings/s ({rep['readings_per_cpu_s']:,.0f} per CPU s; "
+              f"target >= 300k/s on one core)")
+    d = r["report_decode"]
+    print(f"report decode       {d['bytes']:.0f}-byte REPORT of 32 meters: columnar {d['columnar_us']:.1f} us, "
+          f"ours to values {d['ours_values_us']:.1f} us, peer bare {d.get('peer_bare_us', float('nan')):.1f} us "
+          f"per report (CPU); columnar vs peer bare {d.get('columnar_vs_peer_bare', float('nan')):.2f} x")
+
+
+def reports_only(n: int, meters: int) -> int:
+    """--reports-only: the report parts alone, on a generated archive (no fleet, no sockets)."""
+    from headend import demo, sim_model
+    from storage import archive, sql
+    with tempfile.TemporaryDirectory() as tmp:
+        data = pathlib.Path(tmp)
+        sim_model.write_standalone_archive(data, n, meters, 1, demo.today_local() - dt.timedelta(days=2))
+        with archive.Archive(sql.archive_path(data)) as arc:
+            arc.import_files(sorted((data / "archive-files").glob("*.csv")))
+        r = {"report": report_ingest(data, n), "report_general": report_ingest(data, n, "general"),
+             "report_decode": report_decode(data, n)}
+    print_reports(r)
+    print(json.dumps(r))
+    return 0
 
 
 if __name__ == "__main__":
