@@ -34,7 +34,16 @@ the day, so a fleet's retries spread out and a run is reproducible).  Readings o
 ``schema.Q_BACKFILLED``.  Attempts are logged in the collection state, so the bound holds across a
 restart; what is still missing after the last retry stays a gap (and shows in the success rate).
 
-Restart: :meth:`Collector.resume` collects every day of a task's window that has no recorded run and
+Scheduling (:meth:`Collector.run`, :func:`due_at`): every enabled task is due at its time — the daily
+freeze of D at D 00:00 + offset; the monthly settlement reading (月冻结, 结算日 the 1st) on the 1st at
+00:00 + offset; load curves (15 / 60 min) and event reads as a daily batch of day D's intervals / events,
+at D+1 00:00 + offset.  A 698 meter's curve is one PROXY GetRecord of ``50020200`` over [D, D+1) stepping
+the period (:func:`proxy_curve_request`), its events one of each event object (``30110200`` 掉电...) over
+事件发生时间 in [D, D+1) (:func:`proxy_event_request`) into the events table; a 645 meter's settlement
+reading is 上 n 结算日 ``0001FF0n`` through TransCommand on its port (:func:`proxy_645_month_request`);
+its curves and events are not in the profile.  Back-fill and the success rate count daily meter-days.
+
+Restart: :meth:`Collector.run_days` collects every day of a task's window that has no recorded run and
 back-fills the rest — nothing is kept in memory that the lake and the state table do not also say.
 """
 
@@ -53,7 +62,7 @@ import numpy as np
 
 from protocols.dlt645 import ReadRequest, decode_frames
 from protocols.dlt698 import apdu as A
-from protocols.dlt698.axdr import (COMDCB, MS, RSD, TI, Data, DateTimeS, Selector1, SelectorRange)
+from protocols.dlt698.axdr import (COMDCB, MS, RSD, TI, Data, DateTimeS, Selector1, Selector2, SelectorRange)
 from protocols.errors import GridheadError, ProtocolError, TransportError
 from storage import collection as C
 from storage import schema
@@ -72,6 +81,7 @@ _DEFAULT_ITEMS = {"daily": P.ENERGY_OADS, "monthly": P.ENERGY_OADS + (P.OAD_FWD_
                   "curve": (P.OAD_FWD_ACTIVE, P.OAD_ACTIVE_POWER), "events": (0x30110200,)}
 # RS-485 port 1 as 645 meters expect it: 2400 bit/s (enum 3), even parity, 8 data bits, 1 stop, no flow
 COMDCB_645 = COMDCB(3, 2, 8, 1, 0)
+EVENT_RCSD = (records.OAD_EVENT_START, records.OAD_EVENT_END)
 
 
 class TaskError(GridheadError):
@@ -118,7 +128,7 @@ DEFAULT_TASKS = (
     Task("daily-frozen", "daily", "records", P.ENERGY_OADS, 86400, 300, priority=1),
     Task("monthly-settlement", "monthly", "proxy", _DEFAULT_ITEMS["monthly"], 0, 600, priority=2),
     Task("load-curve-15min", "curve", "proxy", _DEFAULT_ITEMS["curve"], 900, 120, priority=3, enabled=False),
-    Task("events", "events", "records", _DEFAULT_ITEMS["events"], 3600, 60, priority=4, backfill_retries=0,
+    Task("events", "events", "proxy", _DEFAULT_ITEMS["events"], 86400, 300, priority=4, backfill_retries=0,
          enabled=False),
 )
 
@@ -222,6 +232,41 @@ def proxy_record_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetReq
     return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, rec)
 
 
+def proxy_curve_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
+    """(b) one 698 meter's load curve (分钟冻结 50020200) of ``day``: every interval end in [D 00:00,
+    D+1 00:00), stepping the task's period (RSD 2 on 20210200, TI in minutes)."""
+    nxt = day + _dt.timedelta(days=1)
+    step = Data(84, TI(1, max(1, task.period_s // 60)))
+    sel = Selector2(P.OAD_FREEZE_TIME, Data(28, _dts(day)), Data(28, _dts(nxt)), step)
+    rec = A.GetRecord(P.OAD_MINUTE_FREEZE, RSD(2, sel), task.rcsd())
+    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, rec)
+
+
+def proxy_event_request(tsa: bytes, oad: int, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
+    """One meter's event records (OI 3xxx attribute 2, e.g. 30110200 掉电) that began on ``day``: RSD 2
+    on 201E0200 (事件发生时间) in [D 00:00, D+1 00:00), columns start and end time."""
+    nxt = day + _dt.timedelta(days=1)
+    sel = Selector2(records.OAD_EVENT_START, Data(28, _dts(day)), Data(28, _dts(nxt)), Data(84, TI(0, 0)))
+    rec = A.GetRecord(oad, RSD(2, sel), EVENT_RCSD)
+    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, rec)
+
+
+def months_back_645(day: _dt.date, today: _dt.date) -> int:
+    """上 n 结算日 of the settlement day ``day`` seen on ``today``: 上1 is the most recent one (the 1st of
+    this month, 00:00), so n = months from ``day`` to today's month + 1."""
+    return (today.year - day.year) * 12 + today.month - day.month + 1
+
+
+def proxy_645_month_request(comm_address: str, day: _dt.date, today: _dt.date, port: int = P.PORT_RS485_1,
+                            timeout_s: int = 5):
+    """A 645 meter's settlement-day forward active energy (上 n 结算日 0001FF0n); None beyond 12."""
+    n = months_back_645(day, today)
+    if not 1 <= n <= 12:
+        return None
+    return A.ProxyTransCommandRequest(1, port, COMDCB_645, timeout_s, 100,
+                                      ReadRequest(comm_address, (P.DI645_MONTH_FWD & ~0xFF) | n).to_bytes())
+
+
 def days_back_645(day: _dt.date, today: _dt.date) -> int:
     """上 n 次日冻结 of ``day`` seen on ``today`` (profile (c)): 上1次 is the most recent freeze, today's
     00:00 once it happened, so n = (today − day) + 1."""
@@ -308,6 +353,14 @@ def backoff_s(task: Task, attempt: int, meter_id: int, day: _dt.date, seed: int)
 
 
 # --- the collector -----------------------------------------------------------------------------------------
+def due_at(task: Task, day: _dt.date) -> float:
+    """When ``task``'s collection of ``day`` is due (epoch seconds): the daily freeze and the monthly
+    settlement reading (月冻结, the 1st at 00:00) at that 00:00 + offset; a load curve and the events
+    as a daily batch of the day's intervals / events, at the next 00:00 + offset, once the day is over."""
+    whole_day = 86400 if task.type in ("curve", "events") else 0
+    return records.local_to_epoch(day.year, day.month, day.day) + whole_day + task.offset_s
+
+
 def _today_local(now_s: float) -> _dt.date:
     return _dt.datetime.fromtimestamp(now_s, schema.LOCAL_TZ).date()
 
@@ -389,6 +442,8 @@ class Collector:
 
         async def one(address: str) -> int:
             try:
+                if task.type == "events":
+                    return await self._collect_events(address, task, day, self.meters_of[address])
                 if task.method == "records" and task.type == "daily":
                     return await self._collect_records(address, task, day)
                 return await self._collect_proxy(address, task, day, self.meters_of[address], backfill=False)
@@ -429,18 +484,34 @@ class Collector:
         if not self._online(address):
             return m, C.OFFLINE, None
         batch = None
-        if proto == "645" and task.type == "daily":
+        timeout = max(1, int(task.timeout_s))
+        if proto == "645":
             # profile (c), forwarded on the port the archive puts the meter on (RS-485 1, carrier...)
-            reqs = proxy_645_requests(comm, day, today, port, max(1, int(task.timeout_s)))
-            if reqs is None:
-                return m, C.NO_DATA, None
-            t_rsp = await self._request(address, reqs[0], task.timeout_s)
-            f_rsp = await self._request(address, reqs[1], task.timeout_s) if t_rsp is not None else None
-            if f_rsp is None:
-                return m, C.NO_ANSWER, None
-            batch = batch_645(m, day, t_rsp, f_rsp, **kw)
+            if task.type == "daily":
+                reqs = proxy_645_requests(comm, day, today, port, timeout)
+                if reqs is None:
+                    return m, C.NO_DATA, None
+                t_rsp = await self._request(address, reqs[0], task.timeout_s)
+                f_rsp = await self._request(address, reqs[1], task.timeout_s) if t_rsp is not None else None
+                if f_rsp is None:
+                    return m, C.NO_ANSWER, None
+                batch = batch_645(m, day, t_rsp, f_rsp, **kw)
+            elif task.type == "monthly":
+                req = proxy_645_month_request(comm, day, today, port, timeout)
+                if req is None:
+                    return m, C.NO_DATA, None
+                rsp = await self._request(address, req, task.timeout_s)
+                if rsp is None:
+                    return m, C.NO_ANSWER, None
+                got = _answer_645(rsp)
+                ts = records.local_to_epoch(day.year, day.month, day.day)
+                batch = records.answers645_to_batch([(m, got[0], got[1], ts)], **kw) if got else None
+            else:
+                return m, C.NO_DATA, None     # a 645 load curve (06xxxxxx) is not in the profile
         else:
-            rsp = await self._request(address, proxy_record_request(A.tsa(comm), task, day), task.timeout_s)
+            req = (proxy_curve_request(A.tsa(comm), task, day) if task.type == "curve"
+                   else proxy_record_request(A.tsa(comm), task, day))
+            rsp = await self._request(address, req, task.timeout_s)
             if rsp is None:
                 return m, C.NO_ANSWER, None
             if isinstance(rsp, A.ProxyGetResponseRecord):
@@ -448,6 +519,36 @@ class Collector:
                 if task.type in ("daily", "monthly"):
                     batch = _only_day(batch, day)
         return m, (C.OK if batch is not None and len(batch) else C.NO_DATA), batch
+
+    async def _collect_events(self, address: str, task: Task, day: _dt.date, meters) -> int:
+        """Event records (OI 3xxx of the task's items) that began on ``day``, of one terminal's 698
+        meters, into the events table; the number of events stored.  A 645 meter's event records
+        (03xxxxxx) are not in the profile."""
+        received = int(self.clock())
+
+        async def one(m: int, oad: int):
+            comm = self.route[m][1]
+            rsp = await self._request(address, proxy_event_request(A.tsa(comm), oad, task, day), task.timeout_s)
+            r = getattr(rsp, "result", None)
+            if not isinstance(rsp, A.ProxyGetResponseRecord) or r is None or r.rows is None:
+                return []
+            return records.event_rows_to_batch(r.oad, r.rcsd, r.rows, self.he.meter_of_tsa, meter_id=m,
+                                               source=schema.SRC_TASK, received_utc=received) or []
+
+        if not self._online(address):
+            return 0
+        got = await asyncio.gather(*(one(m, oad) for m in meters if self.route[m][2] != "645"
+                                     for oad in task.items))
+        groups: dict[tuple, list] = {}
+        for cols in (c for lst in got for c in lst):
+            groups.setdefault(tuple(sorted(cols)), []).append(cols)
+        n = 0
+        for parts in groups.values():          # closed events, open ones (no end_utc): one batch each
+            cols = {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
+            await self.he.ingest.events(cols)
+            n += len(cols["meter_id"])
+        self.counts["stored"] += n
+        return n
 
     # -- back-fill ---------------------------------------------------------------------------------------
     async def backfill(self, task: Task | str, days, *, max_wait_s: float | None = None) -> dict:
@@ -517,6 +618,11 @@ class Collector:
                 runs.append(await self.collect_day(task, d))
         out = {"collected": runs}
         await self.publish()
+        if task.type != "daily":
+            # the collection state counts daily frozen meter-days (storage.collection): the other kinds
+            # report what they stored; their gaps are not re-requested
+            out["stored"] = sum(r["stored_readings"] for r in runs)
+            return out
         out["before"] = self.summary(days)
         if backfill and task.backfill_retries:
             out["backfill"] = await self.backfill(task, days, max_wait_s=max_wait_s)
@@ -541,11 +647,8 @@ class Collector:
             now = self.clock()
             today = _today_local(now)
             for task in self.tasks:
-                if task.type != "daily" and task.type != "monthly":
-                    continue            # curves and events: run explicitly (run_days), not scheduled here
                 first = task.start or first_day or today
-                due = [d for d in task.days(first, today)
-                       if now >= records.local_to_epoch(d.year, d.month, d.day) + task.offset_s]
+                due = [d for d in task.days(first, today) if now >= due_at(task, d)]
                 if due:
                     await self.run_days(task, due, max_wait_s=0)
             tomorrow = today + _dt.timedelta(days=1)

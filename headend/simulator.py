@@ -65,6 +65,7 @@ class Faults:
     missing_late: float = 0.5     # ... of which this share appears late_s after the freeze
     late_s: float = 3600.0        # simulated seconds
     meter_missing: float = 0.0    # share of meter-days the meter itself never froze (b, c too)
+    power_down: float = 0.0       # share of meter-days with a power failure (掉电, event record 3011)
 
     @classmethod
     def parse(cls, items) -> "Faults":
@@ -249,6 +250,18 @@ class Simulator:
         if not self.fleet.model.installed(meter, day):
             return False
         return not (self.faults.meter_missing and unit_hash(self.seed, meter, day, 11) < self.faults.meter_missing)
+
+    def power_down(self, meter: int, day: int):
+        """The meter's power failure (掉电, event 3011) that began on freeze day ``day``: (start, end) as
+        local datetimes, None if there was none — one at most per meter-day, 1 to 60 minutes long."""
+        f = self.faults
+        if not f.power_down or not self.fleet.model.installed(meter, day):
+            return None
+        if unit_hash(self.seed, meter, day, 21) >= f.power_down:
+            return None
+        start = _dt.datetime.combine(self.fleet.model.date(day), _dt.time()) + _dt.timedelta(
+            seconds=int(unit_hash(self.seed, meter, day, 22) * 86_000))
+        return start, start + _dt.timedelta(seconds=60 + int(unit_hash(self.seed, meter, day, 23) * 3540))
 
     def record_available(self, meter: int, day: int, now: _dt.datetime) -> bool:
         """Has the concentrator the record of ``meter`` for freeze ``day`` at ``now``?"""
