@@ -154,10 +154,11 @@ def _days(first: _dt.date, last: _dt.date) -> list:
 
 
 def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
-            thresholds: ll.Thresholds | None = None, max_gap: int = 3) -> Result:
+            thresholds: ll.Thresholds | None = None, max_gap: int = 3, select=None) -> Result:
     """Line loss of every area and feeder for each consumption day ``first`` .. ``last`` (inclusive).
 
-    Day D is the energy between the freezes of D and D+1 at 00:00.
+    Day D is the energy between the freezes of D and D+1 at 00:00.  ``select(seg, areas, feeders)`` (one
+    task of the distributed run, storage.dist) returns the subset of those archive columns to compute.
     """
     if last < first:
         raise StorageError(f"line loss: last day {last} before first day {first}")
@@ -179,6 +180,8 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
         ORDER BY pm.point_id, pm.valid_from""", {"f": first, "l": last})
     areas = archive.columns("SELECT area_id, area_type, feeder_id FROM areas ORDER BY area_id")
     feeders = archive.columns("SELECT feeder_id FROM feeders ORDER BY feeder_id")["feeder_id"]
+    if select is not None:
+        seg, areas, feeders = select(seg, areas, feeders)
     pid_seg = seg["point_id"].astype(np.int64)
     point_id, prow = np.unique(pid_seg, return_inverse=True)
     P = len(point_id)
