@@ -104,9 +104,9 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
                   "score": (50.0 + 2 * hd[ar]).round(1), "kinds": ["area_high_loss"] * len(ar),
                   "evidence": [f"高损 {hd[i]}/{len(res.days)} days, mean rate {rate[i].sum() / n_ok[i] / 100:.2f} %"
                                for i in ar]}
-    t = pa.concat_tables([pa.table({**items, "rank": pa.nulls(len(pick), pa.int32())}),
-                          pa.table({**area_items, "rank": pa.nulls(len(ar), pa.int32())})])
-    t = t.select(ITEMS_SCHEMA.names).cast(ITEMS_SCHEMA)
+    # each part cast on its own: an empty part has null-typed columns that concat would refuse
+    t = pa.concat_tables([pa.table({**part, "rank": pa.nulls(n, pa.int32())}).select(ITEMS_SCHEMA.names)
+                          .cast(ITEMS_SCHEMA) for part, n in ((items, len(pick)), (area_items, len(ar)))])
     order = np.lexsort((np.array(t.column("item_id").to_pylist()), -t.column("score").to_numpy()))
     t = t.take(order)
     return t.set_column(1, "rank", pa.array(np.arange(1, len(t) + 1), pa.int32()))
