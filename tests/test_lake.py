@@ -194,6 +194,26 @@ def test_compaction_merges_small_files_without_changing_rows(tmp_path):
     assert not list((tmp_path / "_staging").iterdir())
 
 
+def test_materialised_pivots_follow_the_files(tmp_path):
+    """A pivot sits beside a partition's only part file (bulk write, or compaction of an ingest-written
+    partition); a second file sends the partition back to the GROUP BY (pivot_snapshot lists its parts)."""
+    cols = samples.daily_frozen(np.arange(1, 2001), DAY)
+    lake.Publisher(tmp_path / "ingest").publish(cols, "readings", schema.DAILY)      # the roll: no pivot
+    assert lake.pivot_snapshot(tmp_path / "ingest", schema.DAILY)[0] == []
+    assert lake.compact(tmp_path / "ingest") == (0, 0)           # nothing to merge, but pivots written
+    pivots, parts = lake.pivot_snapshot(tmp_path / "ingest", schema.DAILY)
+    assert len(pivots) == schema.N_BUCKETS and parts == []
+    p = pq.ParquetFile(pivots[0]).read()
+    assert p.schema.names == lake.PIVOT_SCHEMA.names and p.num_rows == len(set(p.column("meter_id").to_pylist()))
+    lake.write_readings(tmp_path / "bulk", cols, schema.DAILY)
+    assert len(lake.pivot_snapshot(tmp_path / "bulk", schema.DAILY)[0]) == schema.N_BUCKETS
+    lake.write_readings(tmp_path / "bulk", _rows(cols, slice(0, 1)), schema.DAILY)     # a second file
+    pivots, parts = lake.pivot_snapshot(tmp_path / "bulk", schema.DAILY)
+    assert len(pivots) == schema.N_BUCKETS - 1 and len(parts) == 2
+    assert lake.pivot_snapshot(tmp_path / "bulk", schema.INTERVAL) == ([], [])    # other kinds: none
+    assert not any(f.endswith(".pivot") for f in lake.published_files(tmp_path / "bulk"))
+
+
 def test_readers_never_see_both_or_neither_during_compaction(tmp_path):
     """A reader counting rows of a published_files() snapshot while partitions are rewritten again and
     again always sees n rows (a listed-then-swapped file is a transient error it may retry; never a wrong
