@@ -429,9 +429,11 @@ class HeadEnd:
 
     # --- requests --------------------------------------------------------------------------------------------
     async def request(self, terminal_address: str, apdu: A.Apdu, *, timeout_s: float | None = None,
-                      retries: int | None = None, priority: bool = False) -> A.Apdu:
+                      retries: int | None = None, priority: bool = False, columnar: bool = False):
         """Send ``apdu`` to the terminal and return its response; retried on timeout.  Raises
-        TerminalOffline or RequestTimeout (TransportError)."""
+        TerminalOffline or RequestTimeout (TransportError).  ``columnar``: a record answer of the
+        profile's RCSDs comes back as lake columns (a ``records.RecordAnswer``, :meth:`decode_response`),
+        anything else as the response APDU."""
         cfg = self.config
         timeout_s = cfg.request_timeout_s if timeout_s is None else timeout_s
         retries = cfg.request_retries if retries is None else retries
@@ -444,7 +446,7 @@ class HeadEnd:
             async with self._sem:
                 await self._bucket.acquire()
                 try:
-                    rsp = await t.request(apdu, timeout_s, priority)
+                    rsp = await t.request(apdu, timeout_s, priority, columnar)
                 except RequestTimeout:
                     if attempt == retries:
                         m.requests["timeout"] += 1
@@ -468,6 +470,22 @@ class HeadEnd:
         fast = records.decode_record_answer(apdu, self.meter_of_tsa, source=schema.SRC_REPORT,
                                             received_utc=int(time.time()))
         return None if fast is None else (fast.notification(), fast)
+
+    def decode_response(self, apdu: bytes):
+        """The sessions' ``response_decoder`` (requests sent ``columnar``): a GET-Response-Record or
+        PROXY-Response-GetRecord of the profile's RCSDs straight into lake columns, as (the response
+        without rows, RecordAnswer); None for anything else, which the session decodes the general way."""
+        if self.meter_of_tsa is None:
+            return None
+        fast = records.decode_record_answer(apdu, self.meter_of_tsa, source=schema.SRC_TASK,
+                                            received_utc=int(time.time()))
+        if fast is None or len(fast.results) != 1:
+            return None
+        oad, rcsd, dar, _b = fast.results[0]
+        res = A.ResultRecord(oad, rcsd, None, dar)
+        if fast.tag == 0x85:
+            return A.GetResponseRecord(fast.piid_acd, res), fast
+        return A.ProxyGetResponseRecord(fast.piid_acd, fast.tsa, res), fast
 
     def _report(self, t: Terminal, report) -> None:
         self.ingest.enter()            # counted at once: the frames after it wait if the ingest is behind

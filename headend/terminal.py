@@ -140,7 +140,8 @@ class Terminal(asyncio.Protocol):
         self.session = S.ClientSession(ServerAddress(dial.address) if dial else None, cfg.client_address,
                                        timeout_s=cfg.request_timeout_s, max_frame=cfg.max_frame,
                                        missed_heartbeats=cfg.heartbeat_multiple,
-                                       report_decoder=he.decode_report)
+                                       report_decoder=he.decode_report,
+                                       response_decoder=he.decode_response)
         self.transport = None
         self.peer = None
         self.dial = dial
@@ -264,7 +265,8 @@ class Terminal(asyncio.Protocol):
             if w is not None:
                 w.handle.cancel()
                 if not w.future.done():
-                    w.future.set_result(ev.response)
+                    # a columnar request's record answer comes as lake columns (HeadEnd.decode_response)
+                    w.future.set_result(ev.response if ev.decoded is None else ev.decoded)
         elif isinstance(ev, S.Report):
             m.frames_in[ev.notification.NAME] += 1
             self.reports_in += 1
@@ -358,7 +360,7 @@ class Terminal(asyncio.Protocol):
         self._reschedule()
 
     # --- requests ----------------------------------------------------------------------------------------
-    async def request(self, apdu: A.Apdu, timeout_s: float, priority: bool = False) -> A.Apdu:
+    async def request(self, apdu: A.Apdu, timeout_s: float, priority: bool = False, columnar: bool = False):
         """Send one request and wait for its response (no retry here: HeadEnd.request retries)."""
         he = self.he
         limit = he.config.max_in_flight
@@ -377,7 +379,7 @@ class Terminal(asyncio.Protocol):
         try:
             sess = self.session
             sess.timeout = _dt.timedelta(seconds=timeout_s)
-            data = sess.send(apdu, local_now(), priority=priority)
+            data = sess.send(apdu, local_now(), priority=priority, columnar=columnar)
             req = sess.last_request
             fut = he.loop.create_future()
             handle = he.loop.call_later(timeout_s, self._expire_requests)

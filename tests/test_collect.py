@@ -175,3 +175,43 @@ def test_replaced_meter_expected_until_its_removal_day(data):
     on = set(st.gaps([D], "t").column("meter_id").to_pylist())
     for m, inst, rem in zip(d["meter_id"], d["installed"], d["removed"]):
         assert (m in on) == ((inst is None or inst < D) and (rem is None or D <= rem))
+
+
+def test_columnar_request_gets_lake_columns_equal_to_the_general_path():
+    """A request sent ``columnar`` has its record answer decoded straight into columns (the session's
+    response_decoder, as HeadEnd.decode_response does it); the same answer to an ordinary request is the
+    APDU, and both give the same lake columns."""
+    from headend import records, sim_model, simulator
+    from protocols.dlt698 import session as S
+    from protocols.dlt698.frame import ServerAddress
+
+    fleet = sim_model.standalone(2, 12, 3, dt.date(2026, 6, 1))
+    sim = simulator.Simulator(fleet, seed=3, connect=("127.0.0.1", 1), start=dt.datetime(2026, 6, 5, 10, 0))
+    term = sim.terminals[0]
+    mot = {A.tsa(a): int(fleet.meter_id[i]) for i, a in enumerate(fleet.address)}
+
+    def decoder(apdu):
+        fast = records.decode_record_answer(apdu, mot, source=schema.SRC_TASK, received_utc=7)
+        if fast is None:
+            return None
+        oad, rcsd, dar, _b = fast.results[0]
+        return A.GetResponseRecord(fast.piid_acd, A.ResultRecord(oad, rcsd, None, dar)), fast
+
+    got = {}
+    for columnar in (True, False):
+        sess = S.ClientSession(ServerAddress(term.address), response_decoder=decoder)
+        sess.send(c.records_request(D), dt.datetime(2026, 6, 5, 10, 0), columnar=columnar)
+        req = sess.last_request
+        rsp = sim._respond(term, req)
+        sess.receive_data(sim._frame(term, 0xC3, rsp, 0x10), dt.datetime(2026, 6, 5, 10, 0, 1))
+        ev = sess.next_event()
+        assert isinstance(ev, S.Response) and ev.request is req
+        if columnar:
+            assert isinstance(ev.decoded, records.RecordAnswer)
+            got[columnar] = ev.decoded.results[0][3]
+        else:
+            assert ev.decoded is None and len(ev.response.result.rows) == len(term.meters)
+            got[columnar] = records.result_to_batch(ev.response.result, mot, source=schema.SRC_TASK, received_utc=7)
+    a, b = got[True].columns, got[False].columns
+    assert sorted(a) == sorted(b) and len(a["meter_id"]) >= 6 * len(term.meters)     # 6 or 8 registers each
+    assert all(np.array_equal(a[k], b[k]) for k in a)

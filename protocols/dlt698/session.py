@@ -88,11 +88,13 @@ class LinkRequested:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A response matched to the request it answers (by PIID)."""
+    """A response matched to the request it answers (by PIID).  ``decoded``: what the session's
+    ``response_decoder`` made of it, for a request sent with ``columnar=True`` (else None)."""
 
     request: A.Apdu
     response: A.Apdu
     server: ServerAddress
+    decoded: object = dataclasses.field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ def date_time(t: _dt.datetime) -> DateTime:
 class _Pending:
     request: A.Apdu
     deadline: _dt.datetime
+    columnar: bool = False          # its answer goes through the session's response_decoder
 
 
 class ClientSession:
@@ -162,13 +165,15 @@ class ClientSession:
     response; ``max_frame``: frames longer than this are refused.  ``report_decoder``: optional
     ``f(apdu_bytes) -> (notification, decoded) | None`` tried first on REPORT-Notification APDUs (88H),
     e.g. a decoder straight into columns; None = decode it the general way.  ``notification`` must
-    carry the PIID and the OADs the REPORT-Response lists.
+    carry the PIID and the OADs the REPORT-Response lists.  ``response_decoder``: the same for the
+    answer (85H / 89H) to a request sent with ``columnar=True``; ``response`` must carry the PIID.
     """
 
     def __init__(self, server: ServerAddress | None = None, client: int = 0x10, *, timeout_s: float = 30.0,
                  max_frame: int = MAX_FRAME, max_apdu: int = 1 << 20, missed_heartbeats: int = 3,
-                 report_decoder=None) -> None:
+                 report_decoder=None, response_decoder=None) -> None:
         self.report_decoder = report_decoder
+        self.response_decoder = response_decoder
         self.server = server
         self.client = client
         self.timeout = _dt.timedelta(seconds=timeout_s)
@@ -227,6 +232,10 @@ class ClientSession:
         fast = None
         if self.report_decoder is not None and apdu_bytes[:1] == b"\x88":
             fast = self.report_decoder(apdu_bytes)
+        elif self.response_decoder is not None and apdu_bytes[:1] in (b"\x85", b"\x89") and len(apdu_bytes) > 2:
+            p = self._pending.get(apdu_bytes[2] & 0x3F)        # PIID-ACD: the service number's request
+            if p is not None and p.columnar:
+                fast = self.response_decoder(apdu_bytes)
         if fast is not None:
             apdu, decoded = fast
         else:
@@ -246,11 +255,11 @@ class ClientSession:
             self._events.append(ev)
         elif apdu.TAG & 0x80:
             self._move(RECV_RESPONSE, True)
-            self._events.append(self._match(apdu, server))
+            self._events.append(self._match(apdu, server, decoded))
         else:
             raise RemoteProtocolError(f"{apdu.NAME} is a client APDU, not one a server sends")
 
-    def _match(self, response: A.Apdu, server: ServerAddress):
+    def _match(self, response: A.Apdu, server: ServerAddress, decoded=None):
         sn = response.service_number
         if sn is None:                                  # SECURITY-Response: oldest SECURITY-Request
             keys = sorted(k for k in self._pending if k >= 64)
@@ -262,13 +271,14 @@ class ClientSession:
             # ERROR-Response answers anything; otherwise the response tag is the request's + 80H
             if response.TAG == 0xEE or response.TAG == req.TAG | 0x80:
                 del self._pending[key]
-                return Response(req, response, server)
+                return Response(req, response, server, decoded)
         return Unmatched(response, server)
 
     # --- what the master says ---------------------------------------------------------------------------
-    def send(self, event, now: _dt.datetime, *, priority: bool = False) -> bytes:
+    def send(self, event, now: _dt.datetime, *, priority: bool = False, columnar: bool = False) -> bytes:
         """Bytes for a request APDU (its PIID is assigned here), an :class:`AcceptLink` or an
-        :class:`AcknowledgeReport`.  ``now`` stamps the LINK-Response and starts a request's timeout."""
+        :class:`AcknowledgeReport`.  ``now`` stamps the LINK-Response and starts a request's timeout.  ``columnar``: the request's
+        answer is tried with the ``response_decoder`` first (its Response then carries ``decoded``)."""
         if isinstance(event, AcceptLink):
             return self._answer_link(event, now)
         if isinstance(event, AcknowledgeReport):
@@ -279,7 +289,7 @@ class ClientSession:
             ack = A.report_response(event.report.notification)
             return self._frame_bytes(C_REPORT_RESPONSE, ack, event.report.server)
         if isinstance(event, A.Apdu):
-            return self._request(event, now, priority)
+            return self._request(event, now, priority, columnar)
         raise LocalProtocolError(f"cannot send {type(event).__name__}")
 
     def _answer_link(self, ev: AcceptLink, now: _dt.datetime) -> bytes:
@@ -303,7 +313,7 @@ class ClientSession:
                                outcome=ev.outcome)
         return self._frame_bytes(C_LINK_RESPONSE, resp, link.server)
 
-    def _request(self, req: A.Apdu, now: _dt.datetime, priority: bool) -> bytes:
+    def _request(self, req: A.Apdu, now: _dt.datetime, priority: bool, columnar: bool = False) -> bytes:
         if req.TAG & 0x80 or isinstance(req, A.LinkRequest) or req.TAG == 0x08:
             raise LocalProtocolError(f"{req.NAME} is not a request the master starts")
         if self.server is None:
@@ -315,7 +325,7 @@ class ClientSession:
             key = self._free_service_number()
             req = dataclasses.replace(req, piid=(0x80 if priority else 0) | key)
         self._move(SEND_REQUEST, False)
-        self._pending[key] = _Pending(req, now + self.timeout)
+        self._pending[key] = _Pending(req, now + self.timeout, columnar)
         self.last_request = req          # the object a Response / Timeout event will carry as .request
         return self._frame_bytes(C_REQUEST, req, self.server)
 
