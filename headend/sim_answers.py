@@ -39,6 +39,7 @@ _DI_COLS = {P.DI645_DAILY_FWD & ~0xFF: (0, 1, 2, 3, 4), P.DI645_DAILY_REV & ~0xF
             P.DI645_FWD_ACTIVE: (0, 1, 2, 3, 4)}
 OAD_EVENT_START, OAD_EVENT_END = 0x201E0200, 0x20200200       # 事件发生时间, 事件结束时间
 _EVENT_OIS = {oi for _code, (_n, _zh, oi) in schema.EVENTS.items()}
+_FLEET_TABLE_CELLS = 20_000_000    # meters × days a fleet-wide frozen table may cost (Answerer.frozen)
 _645_MOD = 10 ** 8                  # XXXXXX.XX: a 4-byte BCD register shows the low 8 digits
 ERR645_NO_DATA = 0x02               # DL/T 645-2007 ERR bit 1: 无请求数据
 
@@ -52,22 +53,6 @@ def _645_address(command: bytes) -> str | None:
         return decode_message(msg).address if msg is not None else None
     except (ProtocolError, AttributeError):
         return None
-
-
-_DTS = struct.Struct(">BHBBBBB").pack
-
-
-def _dts_bytes(t: _dt.datetime) -> bytes:
-    """A tagged date_time_s, encoded."""
-    return _DTS(T_DTS, t.year, t.month, t.day, t.hour, t.minute, t.second)
-
-
-def _dlu(regs, cols) -> list:
-    """Arguments of a packed run of tagged double-long-unsigned values."""
-    out = []
-    for c in cols:
-        out += (T_DLU, int(regs[c]))
-    return out
 
 
 class PreEncoded:
@@ -98,7 +83,7 @@ class Answerer:
     """Answers for one fleet.  ``sim`` gives the clock (``sim.now()``), the fault model's
     ``record_available(meter, day, now)`` / ``meter_has(meter, day)``, and ``sim.fleet``."""
 
-    __slots__ = ("sim", "fleet", "model", "control", "_tsa_cells")
+    __slots__ = ("sim", "fleet", "model", "control", "_tsa_cells", "_frozen_days")
 
     def __init__(self, sim):
         self.sim = sim
@@ -106,6 +91,7 @@ class Answerer:
         self.model = sim.fleet.model
         self.control = ControlState(len(self.model))      # issue 8: relays, 保电, meter clocks
         self._tsa_cells: dict[int, bytes] = {}             # meter -> its encoded TSA cell
+        self._frozen_days: dict[int, np.ndarray] = {}      # day -> (M, 8) frozen registers (frozen())
 
     # --- values ----------------------------------------------------------------------------------
     def _freeze_value(self, oad: int, meter: int, regs, freeze: _dt.datetime, extra=None) -> Data:
@@ -194,43 +180,62 @@ class Answerer:
     # per row and encoding them is what bounded the fleet (10,000 terminals × 32 meters: ~35 CPU s).  The
     # rows of DAILY_RCSD are therefore written straight to A-XDR bytes (bit-identical to the Data path,
     # tests/test_simulator.py), and the response APDU is spliced around them.
-    def _encode_cell(self, oad: int):
-        """fn(i, regs, freeze_bytes) -> bytes of one freeze column, None if not a column this path knows."""
-        if oad == P.OAD_FREEZE_TIME:
-            return lambda i, regs, fz: fz
-        cols = _REG_COL.get(oad)
-        if cols is None:
-            return None
-        n = len(P.REGISTER_MAP[oad])
-        head = bytes((T_ARRAY,)) + encode_length(n)
-        pack = struct.Struct(">" + "BI" * n).pack
-        cols = cols[:n]
-        reactive = self.model.reactive
-        if cols[0] >= 6:
-            return lambda i, regs, fz: head + pack(*_dlu(regs, cols)) if reactive[i] else b"\x00"
-        return lambda i, regs, fz: head + pack(*_dlu(regs, cols))
-
     def _row_encoder(self, rcsd):
-        """fn(i, regs, d, freeze) -> the bytes of one task row of ``rcsd``, or None (use the Data path)."""
+        """fn(i, regs, start) -> the bytes of one task row of ``rcsd``, or None (use the Data path).
+
+        A row is the meter's TSA cell (cached) and one ``struct`` pack of everything else: date_time_s
+        cells, array heads and tagged double-long-unsigned values; a meter without reactive registers
+        has null cells there, so there are two shapes."""
         if rcsd[:len(P.DAILY_RCSD_HEAD)] != P.DAILY_RCSD_HEAD or len(rcsd) != len(P.DAILY_RCSD_HEAD) + 1:
             return None
         road = rcsd[-1]
-        if not isinstance(road, Road):
+        if not isinstance(road, Road) or len(road.oads) > 127:
             return None
-        cells = [self._encode_cell(o) for o in road.oads]
-        if any(c is None for c in cells):
-            return None
-        road_head = bytes((T_ARRAY,)) + encode_length(len(cells))
-        tsa = self._tsa_cells
-        addr = self.fleet.address
+        # per cell: ("t",) the freeze time, ("e", cols) an energy array, ("r", cols) one null if not reactive
+        cells = []
+        for oad in road.oads:
+            cols = _REG_COL.get(oad)
+            if oad == P.OAD_FREEZE_TIME:
+                cells.append(("t", ()))
+            elif cols is None:
+                return None
+            else:
+                cols = cols[:len(P.REGISTER_MAP[oad])]
+                cells.append(("r" if cols[0] >= 6 else "e", cols))
+        dts_fmt = "BHBBBBB"
+        shapes = {}
+        for reactive in (False, True):
+            fmt = ">" + dts_fmt * 3 + "BB"
+            for kind, cols in cells:
+                if kind == "t":
+                    fmt += dts_fmt
+                elif kind == "r" and not reactive:
+                    fmt += "B"
+                else:
+                    fmt += "BB" + "BI" * len(cols)
+            shapes[reactive] = struct.Struct(fmt).pack
+        tsa, addr, is_reactive = self._tsa_cells, self.fleet.address, self.model.reactive
+        head = (T_ARRAY, len(cells))
+        three_s = _dt.timedelta(seconds=3)
 
-        def row(i, regs, start, freeze_b):
+        def row(i, regs, start, freeze_v):
             t = tsa.get(i)
             if t is None:
                 t = tsa[i] = encode_data(Data(T_TSA, A.tsa(addr[i])))
-            parts = [t, _dts_bytes(start), _dts_bytes(start + _dt.timedelta(seconds=3)), freeze_b, road_head]
-            parts += [c(i, regs, freeze_b) for c in cells]
-            return b"".join(parts)
+            ok = start + three_s
+            v = [T_DTS, start.year, start.month, start.day, start.hour, start.minute, start.second,
+                 T_DTS, ok.year, ok.month, ok.day, ok.hour, ok.minute, ok.second, *freeze_v, *head]
+            reactive = bool(is_reactive[i])
+            for kind, cols in cells:
+                if kind == "t":
+                    v += freeze_v
+                elif kind == "r" and not reactive:
+                    v.append(T_NULL)
+                else:
+                    v += (T_ARRAY, len(cols))
+                    for c in cols:
+                        v += (T_DLU, regs[c])
+            return t + shapes[reactive](*v)
         return row
 
     def task_rows_encoded(self, meters, days, rcsd, now: _dt.datetime, ms_tsas=None) -> tuple[int, bytes] | None:
@@ -241,13 +246,26 @@ class Answerer:
             return None
         out = []
         for d, freeze, have in self._collected(meters, days, now, ms_tsas):
-            regs = self.model.frozen(have, d).tolist()
+            regs = self.frozen(have, d).tolist()
             # the collection start time of each row: freeze + 60 s + jitter × 1800 s (Simulator.jitter)
             jit = unit_hash(self.sim.seed, np.asarray(have, np.int64), d, 7)
             secs = (60 + (jit * 1800).astype(np.int64)).tolist()
-            freeze_b = _dts_bytes(freeze)
-            out += [row(i, regs[k], freeze + _dt.timedelta(seconds=secs[k]), freeze_b) for k, i in enumerate(have)]
+            freeze_v = (T_DTS, freeze.year, freeze.month, freeze.day, 0, 0, 0)
+            out += [row(i, regs[k], freeze + _dt.timedelta(seconds=secs[k]), freeze_v) for k, i in enumerate(have)]
         return len(out), b"".join(out)
+
+    def frozen(self, idx, d: int) -> np.ndarray:
+        """``model.frozen(idx, d)`` from a fleet-wide table of day ``d`` computed once (a collection
+        wave asks every terminal for the same day); per call when the table would be too big."""
+        m = self.model
+        if len(m) * max(d, 1) > _FLEET_TABLE_CELLS:
+            return m.frozen(idx, d)
+        table = self._frozen_days.get(d)
+        if table is None:
+            if len(self._frozen_days) >= 3:
+                self._frozen_days.pop(next(iter(self._frozen_days)))
+            table = self._frozen_days[d] = m.frozen(np.arange(len(m)), d)
+        return table[np.asarray(idx, np.int64)]
 
     def report(self, meters, day: int, piid: int, now: _dt.datetime) -> A.ReportNotificationRecordList:
         rows = self.task_rows(meters, [day], P.DAILY_RCSD, now)
