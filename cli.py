@@ -1308,8 +1308,13 @@ def _date_or_month(date, month):
 @click.option("--max-gap", type=click.IntRange(1, 31), default=3, show_default=True,
               help="Spread a multi-day difference over a gap of at most this many days.")
 @click.option("--no-save", is_flag=True, help="Do not store the daily results in the lake's line_loss table.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Run on this Dask scheduler, one task per feeder set with its areas (storage.dist).")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Run on a local Dask cluster of N worker processes on 127.0.0.1 (storage.dist).")
 @_data_option
-def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_save, data):
+def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_save, data, scheduler=None,
+                 workers=None):
     """Statistical line loss (线损) per transformer area (台区) and 10 kV feeder, for a day or a month.
 
     supply = check meter (考核表) forward × CT×PT + PV inside the area; sales = Σ customers × CT×PT + check
@@ -1321,10 +1326,16 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
     fmt = _out_format(as_json, as_csv)
     first, last = _date_or_month(date, month)
     th = _ll.load_thresholds(thresholds)
-    with archive.Archive(_sql.archive_path(data), read_only=True) as a:
-        res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=th, max_gap=max_gap)
-    if not no_save:
-        _ll.write_days(_sql.lake_root(data), res)
+    if scheduler or workers:
+        from storage import dist
+        with dist.client(scheduler, workers) as client:
+            res, _tasks = dist.lineloss_run(data, first, last, client, thresholds=th, max_gap=max_gap,
+                                            save=not no_save)
+    else:
+        with archive.Archive(_sql.archive_path(data), read_only=True) as a:
+            res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=th, max_gap=max_gap)
+        if not no_save:
+            _ll.write_days(_sql.lake_root(data), res)
     tbl = _ll.only_level(_ll.day_table(res, first) if date else _ll.month_table(res), level)
     cols = {"level": ("level", str), "unit_id": ("id", str), "unit_type": ("type", str),
             "supply_kwh_x100": ("supply kWh", _kwh), "sales_kwh_x100": ("sales kWh", _kwh),

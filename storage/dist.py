@@ -24,6 +24,7 @@ published unless every task succeeded; tasks only read, so Dask may re-run one w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import types
 
@@ -36,7 +37,7 @@ from billing_core.tariff import TariffSet
 from protocols.errors import BillingError, GridheadError, StorageError
 
 from . import bills, lake, schema
-from .sql import archive_path
+from .sql import archive_path, lake_root
 
 TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-running is harmless)
 
@@ -110,6 +111,27 @@ def merge(parts: list[dict]) -> tuple[dict, dict, pa.Table]:
     return out, items, text.take(pa.array(order))
 
 
+def gather(futs: list, what: str, nothing: str, done=None) -> list:
+    """The results of ``futs`` in completion order (``done(result)`` after each); a failed task — bad input,
+    or a worker lost more often than Dask allows — raises one line ending in ``nothing``."""
+    parts = []
+    try:
+        from distributed import as_completed     # imported here: the single-node path needs no Dask
+        for fut in as_completed(futs):
+            parts.append(fut.result())
+            if done:
+                done(parts[-1])
+    except GridheadError:
+        raise
+    except Exception as exc:                       # KilledWorker, lost scheduler, …: one line
+        raise StorageError(f"{what}: distributed task failed ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}); {nothing}") from None
+    finally:
+        for f in futs:
+            f.release()
+    return parts
+
+
 def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
         n_buckets: int = schema.N_BUCKETS) -> dict:
     """The bill run of ``period`` on the Dask ``client``: one task per bucket; same result as
@@ -124,20 +146,8 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     plan = assign(data, period, n_buckets)
     futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel, key=f"bill-{period}-{b:02d}",
                           retries=TASK_RETRIES, pure=False) for b, ids in sorted(plan.items())]
-    parts = []
-    try:
-        from distributed import as_completed     # imported here: the single-node path needs no Dask
-        for fut in as_completed(futs):
-            parts.append(fut.result())
-            tick(f"task {parts[-1]['bucket']:02d}")
-    except GridheadError:
-        raise
-    except Exception as exc:                       # KilledWorker, lost scheduler, …: one line, nothing published
-        raise StorageError(f"bill run {period}: distributed task failed ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}); nothing was published") from None
-    finally:
-        for f in futs:
-            f.release()
+    parts = gather(futs, f"bill run {period}", "nothing was published",
+                   lambda part: tick(f"task {part['bucket']:02d}"))
     parts.sort(key=lambda p: p["bucket"])
     if any(p["keys"] != parts[0]["keys"] for p in parts):
         raise StorageError(f"bill run {period}: tasks priced with different tariff tables; nothing was published")
@@ -152,6 +162,86 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     s["tasks"] = {"count": len(parts), "read_s": round(sum(p["read_s"] for p in parts), 3),
                   "price_s": round(sum(p["price_s"] for p in parts), 3)}
     return s
+
+
+# --- line loss: one task per feeder set (a feeder with its areas) ---------------------------------------
+def feeder_sets(data, n_sets: int) -> list[np.ndarray]:
+    """The archive's feeder ids in ``n_sets`` contiguous sets (areas without a feeder, key -1, in the first).
+
+    A feeder's balance sums its areas' check meters and its dedicated-transformer customers, and an area's
+    its own points: a task that owns whole feeders with their areas needs no second stage."""
+    from .archive import Archive
+    with Archive(archive_path(data), read_only=True) as a:
+        ids = a.columns("SELECT feeder_id FROM feeders ORDER BY feeder_id")["feeder_id"].astype(np.int64)
+    sets = [k for k in np.array_split(ids, max(1, min(n_sets, len(ids)))) if len(k)] or [ids]
+    sets[0] = np.r_[np.int64(-1), sets[0]]
+    return sets
+
+
+def _own_feeders(keys: np.ndarray):
+    """lineloss.compute's ``select``: the feeders in ``keys``, their areas, the points of those (an area's
+    points by its area, a point outside areas by its feeder)."""
+    def select(seg, areas, feeders):
+        a_keep = np.isin(areas["feeder_id"].astype(np.int64), keys)
+        s_area = seg["area_id"].astype(np.int64)
+        keep = np.where(s_area >= 0, np.isin(s_area, areas["area_id"][a_keep].astype(np.int64)),
+                        np.isin(seg["feeder_id"].astype(np.int64), keys))
+        return ({k: v[keep] for k, v in seg.items()}, {k: v[a_keep] for k, v in areas.items()},
+                feeders[np.isin(feeders.astype(np.int64), keys)])
+    return select
+
+
+def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int) -> tuple:
+    """One task: (keys, the areas' and feeders' part of lineloss.Result) of one feeder set."""
+    from . import lineloss
+    from .archive import Archive
+    t0 = time.process_time()
+    with Archive(archive_path(data), read_only=True) as a:
+        r = lineloss.compute(a, lake_root(data), first, last, thresholds=thresholds, max_gap=max_gap,
+                             select=_own_feeders(keys))
+    units = lineloss.Result(r.days, r.area_id, r.area_type, r.area_feeder, r.area, r.feeder_id, r.feeder,
+                            r.thresholds, period=r.period)
+    return keys, units, time.process_time() - t0
+
+
+def _cat_balance(parts, order):
+    return type(parts[0])(**{f.name: np.concatenate([getattr(b, f.name) for b in parts])[order]
+                             for f in dataclasses.fields(parts[0])})
+
+
+def merge_lineloss(parts: list):
+    """Tasks' units → the single-node Result's area and feeder rows (areas by id, feeders by id)."""
+    from . import lineloss
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    ao = np.argsort(cat("area_id"), kind="stable")
+    fo = np.argsort(cat("feeder_id"), kind="stable")
+    p0 = parts[0]
+    return lineloss.Result(
+        p0.days, cat("area_id")[ao], cat("area_type")[ao], cat("area_feeder")[ao],
+        _cat_balance([p.area for p in parts], ao), cat("feeder_id")[fo], _cat_balance([p.feeder for p in parts], fo),
+        p0.thresholds, period=(_cat_balance([p.period[0] for p in parts], ao),
+                               _cat_balance([p.period[1] for p in parts], fo)))
+
+
+def lineloss_run(data, first, last, client, *, thresholds=None, max_gap: int = 3, n_sets: int = 16,
+                 save: bool = True, progress=None):
+    """Line loss of ``first`` .. ``last`` on the Dask ``client``, one task per feeder set; the merged
+    Result has the single-node run's area and feeder rows (not its per-point audit columns), and with
+    ``save`` the same ``line_loss`` partitions are written — only after every task succeeded.  Returns
+    (Result, {"count": tasks, "cpu_s": their summed CPU time})."""
+    from . import lineloss
+    tick = progress or (lambda _s: None)
+    th = thresholds or lineloss.load_thresholds()
+    sets = feeder_sets(data, n_sets)
+    futs = [client.submit(lineloss_task, str(data), first, last, k, th, max_gap, pure=False,
+                          key=f"lineloss-{first}-{last}-{i:02d}", retries=TASK_RETRIES) for i, k in enumerate(sets)]
+    parts = gather(futs, f"line loss {first}..{last}", "nothing was written",
+                   lambda part: tick(f"task {int(part[0][-1])}"))
+    res = merge_lineloss([p[1] for p in sorted(parts, key=lambda p: int(p[0][0]))])
+    if save:
+        lineloss.write_days(lake_root(data), res)
+    tick("write")
+    return res, {"count": len(parts), "cpu_s": round(sum(p[2] for p in parts), 3)}
 
 
 @contextlib.contextmanager
