@@ -8,8 +8,8 @@ Writers
       (the caller vouches for its rows): a bulk batch, or a second bulk write into a partition, may hold
       two copies of a (meter, register, ts).  storage.sql's pivots take the copy received last, and a
       partition's materialised pivot is computed with that same rule, so duplicates there are handled,
-      not assumed away.  Compaction does dedup them, by the ingest's rule (:func:`_rank_columns`: first
-      received wins unless it is estimated or suspect), which may differ from "received last".
+      not assumed away.  Compaction dedups them by that same rule (the ingest's own duplicates never
+      reach the files: :class:`Publisher`), so it does not change what the pivots show.
     * ``storage.wal.IngestWriter`` — the durable ingest of the head-end: validation, quarantine, the
       write-ahead log, dedup; it publishes through :func:`publish_rows` here.
 
@@ -457,7 +457,7 @@ def _keys_of(tbl: pa.Table, table: str) -> np.ndarray:
 
 
 # --- which copy wins -------------------------------------------------------------------------------------
-def _rank_columns(tbl: pa.Table, table: str) -> list[np.ndarray]:
+def _rank_columns(tbl: pa.Table, table: str, last_received: bool = False) -> list[np.ndarray]:
     """Columns ordering the copies of one reading / event, best first (the dedup rule).
 
     Readings (same meter, register, ts):
@@ -469,7 +469,13 @@ def _rank_columns(tbl: pa.Table, table: str) -> list[np.ndarray]:
          interleaving of deliveries gives the same final set.
     Events (same meter, event, start): a closed copy (with ``end_utc``) beats an open one, then first
     received, then smallest (end, source, detail).
+    ``last_received`` (readings, compaction): the copy received last wins, the rule of storage.sql's
+    pivots, so compacting duplicates a bulk writer left never changes what the views show.
     """
+    if table == "readings" and last_received:
+        q = tbl.column("quality").to_numpy()
+        return [-_seconds(tbl.column("received_utc")), tbl.column("value").to_numpy(), q,
+                tbl.column("source").to_numpy()]
     if table == "readings":
         q = tbl.column("quality").to_numpy()
         return [(q & schema.Q_ESTIMATED) != 0, (q & schema.Q_SUSPECT) != 0,
@@ -481,7 +487,7 @@ def _rank_columns(tbl: pa.Table, table: str) -> list[np.ndarray]:
             _seconds(end.fill_null(0)), tbl.column("source").to_numpy(), detail]
 
 
-def dedup(tbl: pa.Table, table: str, keys: np.ndarray | None = None) -> pa.Table:
+def dedup(tbl: pa.Table, table: str, keys: np.ndarray | None = None, *, last_received: bool = False) -> pa.Table:
     """Keep the best copy (:func:`_rank_columns`) of each key; ``tbl`` rows are of one partition.
 
     Row order is kept.  Only the rows of keys that occur more than once are ranked, so a table without
@@ -499,7 +505,7 @@ def dedup(tbl: pa.Table, table: str, keys: np.ndarray | None = None) -> pa.Table
     grouped[1:] |= dup
     grouped[:-1] |= dup
     rows = order[grouped]
-    ranks = _rank_columns(tbl.take(pa.array(rows)), table)
+    ranks = _rank_columns(tbl.take(pa.array(rows)), table, last_received)
     by_rank = np.lexsort(tuple(reversed([keys[rows], *ranks])))
     gk = keys[rows][by_rank]
     best = np.ones(len(gk), bool)
@@ -804,7 +810,9 @@ def compact(root, table: str = "readings", *, min_files: int = 2) -> tuple[int, 
             if len(files) < min_files:
                 continue
             tbl = pa.concat_tables([read_file(d / n, table) for n in files])
-            tbl = _sorted(dedup(tbl, table), table) if table != "quarantine" else tbl
+            # readings: the ingest never publishes a key twice (Publisher), so the duplicates met here are
+            # a bulk writer's, and the views' rule (received last) decides, as it did before compaction
+            tbl = _sorted(dedup(tbl, table, last_received=True), table) if table != "quarantine" else tbl
             replace_partition(root, d, tbl, table)
             done += 1
             removed += len(files) - 1
