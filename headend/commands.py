@@ -89,7 +89,10 @@ class Offline(TransportError):
 
 
 class Refused(GridheadError):
-    """The meter (or the head-end's own rule, e.g. 保电) refused the command."""
+    """The meter (or the head-end's own rule, e.g. 保电) refused the command.  ``readback``: the relay
+    state read after a meter's refusal of a trip (why it refused, e.g. protected: true), or None."""
+
+    readback: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,11 +376,19 @@ class Commands:
             raise Refused(f"{what}: the meter answered DAR {dar} ({_dar.name_of(dar)})")
 
     async def disconnect(self, target: Target) -> dict:
-        if target.protocol == "645":
-            await self._act645(target, RemoteCommand.TRIP)
-        else:
-            p = Data(1, (Data(2, (Data(81, OAD_RELAY_1), Data(17, 0), Data(18, 0), Data(3, False))),))
-            await self._act698(target, OMD_TRIP, p, "trip")
+        try:
+            if target.protocol == "645":
+                await self._act645(target, RemoteCommand.TRIP)
+            else:
+                p = Data(1, (Data(2, (Data(81, OAD_RELAY_1), Data(17, 0), Data(18, 0), Data(3, False))),))
+                await self._act698(target, OMD_TRIP, p, "trip")
+        except Refused as exc:
+            # the meter said no (保电 set on the meter itself, ...): its state goes into the audit record
+            try:
+                exc.readback = await self.relay_state(target)
+            except GridheadError:                 # silent after refusing: the refusal stands without it
+                pass
+            raise
         back = await self.relay_state(target)
         return {"readback": back, "confirmed": back.get("relay_open") is True}
 

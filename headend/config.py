@@ -56,6 +56,18 @@ from dataclasses import dataclass, field
 from protocols.errors import ConfigError
 
 
+def read_toml(path) -> tuple[dict, str]:
+    """A settings file's tables and how errors name it (``config <path>``); a missing or malformed file
+    is a one-line ConfigError.  Other readers of the same file (headend.control's ``[control]``) use it."""
+    p = pathlib.Path(path)
+    try:
+        return tomllib.loads(p.read_text()), f"config {p}"
+    except OSError as exc:
+        raise ConfigError(f"config {p}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {p}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class DialOut:
     host: str
@@ -178,14 +190,8 @@ class Config:
 
     @classmethod
     def load(cls, path) -> "Config":
-        p = pathlib.Path(path)
-        try:
-            raw = tomllib.loads(p.read_text())
-        except OSError as exc:
-            raise ConfigError(f"config {p}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config {p}: {exc}") from None
-        return cls.from_dict(raw, f"config {p}")
+        raw, where = read_toml(path)
+        return cls.from_dict(raw, where)
 
     def replace(self, **kw) -> "Config":
         return dataclasses.replace(self, **kw)

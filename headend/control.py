@@ -41,8 +41,10 @@ never acts twice; the id is kept in the audit log, so this holds across a restar
 on meters, ``offline``: ``"refuse"`` (default: HTTP 409 when the target's terminal is offline) or
 ``"queue"`` with ``expires_s`` (HTTP 202; the command runs when the terminal logs in, or is recorded
 ``expired``).  Answers: 200 done (``outcome`` ok; a refusal by the meter or by 保电 is 409 with
-outcome ``refused``), 202 queued, 400 bad request, 401 / 403, 404, 409, 429 rate limit (with
-``Retry-After``), 504 no answer from the target (outcome ``failed``).
+outcome ``refused``; a meter's own refusal of a trip carries, as ``readback``, the relay state read
+after it), 202 queued, 400 bad request, 401 / 403, 404, 409, 429 rate limit (with ``Retry-After``),
+504 no answer from the target (outcome ``failed``).  A 200 answer also gives ``request_ms``: the
+head-end's exchange with the target alone (no HTTP, auth or audit fsync; not audited).
 
 Audit: every command is written to ``storage.control_log.AuditLog`` (fsynced) before the API answers;
 commands on meters are written ``pending`` before the meter is asked, then with their outcome and
@@ -499,7 +501,7 @@ class ControlServer:
                 await self._record(base, params, "failed", error=str(exc), t0=t0)
             raise auth.ApiError(str(exc)) from None
         except K.Refused as exc:
-            rec = await self._record(base, params, "refused", error=str(exc), t0=t0)
+            rec = await self._record(base, params, "refused", error=str(exc), t0=t0, readback=exc.readback)
             return 409, _public(rec)
         except K.Offline as exc:
             rec = await self._record(base, params, "failed", error=f"offline: {exc}", t0=t0)
@@ -507,6 +509,7 @@ class ControlServer:
         except (TransportError, GridheadError) as exc:
             rec = await self._record(base, params, "failed", error=str(exc), t0=t0)
             return 504, _public(rec)
+        request_ms = (time.perf_counter() - t0) * 1000      # the head-end's exchange with the target alone
         if command == "protect":
             self.protected[target.key] = params["on"]
         readback = result.get("readback", result.get("values"))
@@ -517,6 +520,7 @@ class ControlServer:
         if "values" in result:
             out["values"] = result["values"]
         out["confirmed"] = result.get("confirmed", True)
+        out["request_ms"] = round(request_ms, 3)           # not audited: duration_ms is
         return 200, out
 
     async def _do(self, target, command, params) -> dict:
@@ -641,22 +645,10 @@ def mount(he, config=None) -> ControlServer:
 def load_config(path):
     """A head-end TOML file → (headend.config.Config, ControlConfig): the ``[control]`` table is taken
     out before the head-end's own keys are checked (so headend/config.py needs no knowledge of it)."""
-    import pathlib
-    import tomllib
-
-    from protocols.errors import ConfigError
-
-    from .config import Config
-    p = pathlib.Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"config {p}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {p}: {exc}") from None
+    from .config import Config, read_toml
+    raw, where = read_toml(path)
     control = raw.pop("control", None)
-    return Config.from_dict(raw, f"config {p}"), ControlConfig.from_dict(control, f"config {p}: [control]"), \
-        control is not None
+    return Config.from_dict(raw, where), ControlConfig.from_dict(control, f"{where}: [control]"), control is not None
 
 
 def mount_default(he, cfg: ControlConfig, *, explicit: bool) -> ControlServer | None:
