@@ -651,6 +651,8 @@ class Collector:
             now = self.clock()
             today = _today_local(now)
             for task in self.tasks:
+                if not task.enabled:
+                    continue            # defined, run only when asked for by name (run_days)
                 first = task.start or first_day or today
                 due = [d for d in task.days(first, today) if now >= due_at(task, d)]
                 if due:

@@ -100,9 +100,9 @@ def step_archive(ctx) -> dict:
     from storage import archive, sql
     from . import sim_model
     data = ctx["data"]
-    # the archive starts the day before the first collected day; the last collected day is yesterday
-    # (a DL/T 645 meter gives 上 n 次日冻结 for n >= 1 only: today's freeze is read tomorrow)
-    start = today_local() - _dt.timedelta(days=ctx["days"] + 1)
+    # the archive starts the day before the first collected day; the last collected day is today: its
+    # 00:00 freeze is in the concentrators' records and is a DL/T 645 meter's 上1次日冻结
+    start = today_local() - _dt.timedelta(days=ctx["days"])
     t0 = time.perf_counter()
     sim_model.write_standalone_archive(data, ctx["terminals"], ctx["meters_per_terminal"], ctx["seed"], start)
     with archive.Archive(sql.archive_path(data)) as a:

@@ -46,7 +46,8 @@ def collected(tmp_path_factory):
              c.Task("curve-15", "curve", "proxy", c._DEFAULT_ITEMS["curve"], 900, 0, timeout_s=5),
              c.Task("curve-60", "curve", "proxy", c._DEFAULT_ITEMS["curve"], 3600, 0, timeout_s=5),
              c.Task("events", "events", "proxy", c._DEFAULT_ITEMS["events"], 86400, 0, backfill_retries=0,
-                    timeout_s=5)]
+                    timeout_s=5),
+             c.Task("curve-off", "curve", "proxy", c._DEFAULT_ITEMS["curve"], 3600, 0, enabled=False)]
     port = demo._free_port()
     faults = {"power_down": 0.4}
     fleet_p = demo.start_fleet(data, port, seed=SEED, faults=faults, heartbeat_s=30)
@@ -72,7 +73,7 @@ def collected(tmp_path_factory):
             stop.set()
             await sched
             await col.publish()
-            return {n: col.state.days(n, "collect") for n in want}, want
+            return {n: col.state.days(n, "collect") for n in [*want, "curve-off"]}, dict(want, **{"curve-off": []})
         finally:
             col.close()
             await he.stop()
