@@ -125,21 +125,30 @@ def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> list[str]:
     return out
 
 
-def extract(data, period: str, tariffs: TariffSet | None = None, customers=None) -> tuple[R.RunInput, pa.Table]:
+def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
+            archive_rows: dict[str, pa.Table] | None = None) -> tuple[R.RunInput, pa.Table]:
     """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns.
 
     ``customers`` (customer ids) restricts the run to those customers — one task of the distributed run
     (``storage.dist``): then only the lake buckets of their meters are read, and of those only the rows of
     their meters, so the columns are exactly the single-node run's rows of those customers.
+    ``archive_rows`` (archive table name → Arrow rows, those customers' rows extracted once by the driver)
+    stands in for the archive file, which is then not opened.
     """
     start, end = period_bounds(period)
     arch = archive_path(data)
-    if not arch.exists():
+    if archive_rows is None and not arch.exists():
         raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
     root = lake_root(data)
     con = duckdb.connect(":memory:")
     try:
-        con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
+        if archive_rows is None:
+            con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
+        else:
+            con.execute("CREATE SCHEMA a")
+            for name, rows in archive_rows.items():
+                con.register(f"_rows_{name}", rows)
+                con.execute(f"CREATE VIEW a.{name} AS SELECT * FROM _rows_{name}")
         if customers is not None:
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
             con.execute("CREATE TEMP TABLE own AS SELECT DISTINCT customer_id FROM own_arrow")

@@ -37,6 +37,7 @@ from billing_core.tariff import TariffSet
 from protocols.errors import BillingError, GridheadError, StorageError
 
 from . import bills, lake, schema
+from .archive import _arrow
 from .sql import archive_path, lake_root
 
 TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-running is harmless)
@@ -72,10 +73,55 @@ def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np
     return {int(k): cid[b == k] for k in np.unique(b)}
 
 
-def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet, kernel=None) -> dict:
-    """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker."""
+# the archive rows a bill task reads (storage.bills._extract's a.* tables), by the task (_task) of their customer
+_ROWS = {
+    "customers": "SELECT o._task, x.* FROM a.customers x JOIN own o USING (customer_id)",
+    "customer_tariffs": "SELECT o._task, x.* FROM a.customer_tariffs x JOIN own o USING (customer_id)",
+    "points": "SELECT o._task, x.* FROM a.points x JOIN own o USING (customer_id) WHERE x.role = 'customer'",
+    "point_meters": """SELECT o._task, x.* FROM a.point_meters x JOIN a.points p USING (point_id)
+                       JOIN own o ON o.customer_id = p.customer_id WHERE p.role = 'customer'""",
+    "point_multipliers": """SELECT o._task, x.* FROM a.point_multipliers x JOIN a.points p USING (point_id)
+                            JOIN own o ON o.customer_id = p.customer_id WHERE p.role = 'customer'""",
+    "meters": """SELECT DISTINCT o._task, x.* FROM a.meters x JOIN a.point_meters pm USING (meter_id)
+                 JOIN a.points p USING (point_id) JOIN own o ON o.customer_id = p.customer_id
+                 WHERE p.role = 'customer'""",
+}
+
+
+def archive_rows(data, plan: dict[int, np.ndarray]) -> dict[int, dict[str, pa.Table]]:
+    """Each task's archive rows (the rows of its customers, their points, meters and multipliers), read
+    once by the driver in one pass per table, so a task does not query the whole archive again."""
+    arch = archive_path(data)
+    if not arch.exists():
+        raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
+    ids = np.concatenate([plan[b] for b in sorted(plan)]) if plan else np.zeros(0, np.int64)
+    task = np.concatenate([np.full(len(plan[b]), b, np.int64) for b in sorted(plan)]) if plan else ids
+    out: dict[int, dict[str, pa.Table]] = {b: {} for b in plan}
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"ATTACH '{bills._q(arch.resolve())}' AS a (READ_ONLY)")
+        con.register("own", pa.table({"customer_id": ids, "_task": task}))
+        for name, sql in _ROWS.items():
+            t = _arrow(con.execute(sql))
+            t = t.take(pa.array(np.argsort(t.column("_task").to_numpy(), kind="stable")))
+            k = t.column("_task").to_numpy()
+            t = t.drop_columns(["_task"])
+            for b in plan:
+                lo, hi = np.searchsorted(k, b), np.searchsorted(k, b, side="right")
+                out[b][name] = t.slice(lo, hi - lo).combine_chunks()
+    except duckdb.Error as exc:
+        raise StorageError(f"distributed bill run: reading {arch}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    return out
+
+
+def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet, kernel=None,
+              rows: dict[str, pa.Table] | None = None) -> dict:
+    """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker.  ``rows``:
+    their archive rows (:func:`archive_rows`); without them the task queries the archive file itself."""
     t0 = time.perf_counter()
-    inp, text = bills.extract(data, period, tariffs, customers=customers)
+    inp, text = bills.extract(data, period, tariffs, customers=customers, archive_rows=rows)
     missing = sorted(set(inp.categories) - set(tariffs.tariffs))
     if missing:
         raise BillingError(f"category {missing[0]!r}: no tariff file; nothing was billed")
@@ -133,19 +179,24 @@ def gather(futs: list, what: str, nothing: str, done=None) -> list:
 
 
 def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
-        n_buckets: int = schema.N_BUCKETS) -> dict:
+        n_buckets: int = schema.N_BUCKETS, ship_rows: bool = True) -> dict:
     """The bill run of ``period`` on the Dask ``client``: one task per bucket; same result as
     :func:`storage.bills.run` (same files, byte for byte).  ``progress(step)`` gets "read" (per task
     done, as ``"task NN"``), "price", "write", "publish".  A failed task (bad input, or a worker lost more
-    often than Dask allows) raises a one-line GridheadError and publishes nothing."""
+    often than Dask allows) raises a one-line GridheadError and publishes nothing.  ``ship_rows``: the
+    driver reads the archive once and sends each task its customers' rows (:func:`archive_rows`); else
+    every task queries the whole archive file (the fixed cost per task this avoids)."""
     tick = progress or (lambda _s: None)
     t0 = time.perf_counter()
     start, end = bills.period_bounds(period)
     tariffs = TariffSet.load(tariffs_dir)
     tariffs.table()
     plan = assign(data, period, n_buckets)
-    futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel, key=f"bill-{period}-{b:02d}",
-                          retries=TASK_RETRIES, pure=False) for b, ids in sorted(plan.items())]
+    rows = archive_rows(data, plan) if ship_rows else {}
+    futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel,
+                          client.scatter([rows[b]], hash=False)[0] if ship_rows else None,   # one object, not per key
+                          key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
+            for b, ids in sorted(plan.items())]
     parts = gather(futs, f"bill run {period}", "nothing was published",
                    lambda part: tick(f"task {part['bucket']:02d}"))
     parts.sort(key=lambda p: p["bucket"])
