@@ -66,54 +66,101 @@ def load_thresholds(path: str | os.PathLike | None = None) -> ll.Thresholds:
 
 
 # --- reading the lake ---------------------------------------------------------------------------------
-def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "ae_rev")) -> dict:
+def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "ae_rev"), *,
+                pivots: bool = True) -> dict:
     """Daily frozen values as {register: (len(meter_ids), len(dates)) int64, -1 where missing}.
 
     ``meter_ids`` need not be sorted or unique.  Of duplicate deliveries the last received wins (the
-    rule of the SQL pivots).  Reads only the partitions of ``dates``, only the needed columns.
+    rule of the SQL pivots).  Reads only the partitions of ``dates``.  A partition with its materialised
+    pivot (storage.lake, :data:`~storage.lake.PIVOT_KINDS`) is read from the pivot, only the columns of
+    ``registers``; the others from their part files, only the rows of those registers, deduplicated here
+    by the same rule (``pivots=False`` reads every partition that way: the tests compare both paths).
     """
     meter_ids = np.asarray(meter_ids, np.int64)
     if len(meter_ids) and (np.diff(meter_ids) > 0).all():        # already sorted and unique: no sort
         uniq, pos = meter_ids, None
     else:
         uniq, pos = np.unique(meter_ids, return_inverse=True)
-    big = len(uniq) and uniq[-1] <= 8 * len(uniq) + 1_000_000
-    if big:
-        lut = np.full(int(uniq[-1]) + 1, -1, np.int64)
+    rows_of = _meter_index(uniq)
+    # (day, meter) while filling: each day's scatter writes one contiguous row; handed back transposed
+    out = {r: np.full((len(dates), len(uniq)), -1, np.int64) for r in registers}
+    prev: list = []                 # the day before's (meter ids, rows) per batch: a bucket's meters rarely change
+    for j, (pivot_files, part_files) in enumerate(_day_files(lake_root, dates, pivots)):
+        seen = []
+        # batch by batch (a file's row group), straight from Arrow's buffers: no concatenated copy
+        for k, b in enumerate(_read(pivot_files, ["meter_id", *registers]).to_batches() if pivot_files else ()):
+            m = b.column(0).to_numpy()
+            same = k < len(prev) and len(prev[k][0]) == len(m) and np.array_equal(prev[k][0], m)
+            row = prev[k][1] if same else rows_of(m)
+            seen.append((m, row))
+            keep = None if row.min(initial=0) >= 0 else row >= 0
+            for i, name in enumerate(registers, 1):
+                v = b.column(i)
+                v = (v.fill_null(-1) if v.null_count else v).to_numpy()
+                if keep is None:
+                    out[name][j][row] = v
+                else:
+                    out[name][j][row[keep]] = v[keep]
+        prev = seen
+        if part_files:
+            _scatter_raw(_read(part_files, ["meter_id", "register", "value", "received_utc"],
+                               [("register", "in", [REGS[r] for r in registers])]),
+                         rows_of, len(uniq), out, j)
+    return {k: v.T if pos is None else v.T[pos] for k, v in out.items()}
+
+
+def _meter_index(uniq: np.ndarray):
+    """A function: meter ids -> their rows in sorted unique ``uniq``, -1 for meters not in it.  A dense
+    lookup table when the ids are compact (one gather), else a binary search."""
+    if len(uniq) and 0 < uniq[0] and uniq[-1] <= 8 * len(uniq) + 1_000_000:
+        lut = np.full(int(uniq[-1]) + 2, -1, np.int64)     # slot 0 and the last: ids outside (clipped there)
         lut[uniq] = np.arange(len(uniq))
-    out = {r: np.full((len(uniq), len(dates)), -1, np.int64) for r in registers}
-    codes = {REGS[r]: r for r in registers}
-    root = pathlib.Path(lake_root)
-    for j, d in enumerate(dates):
-        part = root / "readings" / f"kind={schema.DAILY}" / f"date={d.isoformat()}"
-        files = sorted(str(p) for p in part.glob("bucket=*/part-*.parquet"))
-        if not files:
-            continue
-        try:
-            t = pq.read_table(files, columns=["meter_id", "register", "value", "received_utc"],
-                              filters=[("register", "in", list(codes))])
-        except (OSError, pa.ArrowException) as exc:
-            raise StorageError(f"lake: cannot read {part}: {exc}") from None
-        m = t.column("meter_id").to_numpy()
-        reg = t.column("register").to_numpy()
-        val = t.column("value").to_numpy()
-        if big:
-            row = lut[np.minimum(m, len(lut) - 1)]
-            row[m >= len(lut)] = -1
-        else:
-            row = np.searchsorted(uniq, m)
-            row[(row >= len(uniq)) | (uniq[np.minimum(row, len(uniq) - 1)] != m)] = -1
-        keep = row >= 0
-        for code, name in codes.items():
-            sel = keep & (reg == code)
-            r_, v_ = row[sel], val[sel]
-            if len(r_) and np.bincount(r_, minlength=len(uniq)).max() > 1:   # re-deliveries: last received wins
-                recv = t.column("received_utc").to_numpy().astype("datetime64[s]").astype(np.int64)[sel]
-                o = np.lexsort((recv, r_))
-                last = np.r_[r_[o][1:] != r_[o][:-1], True]
-                r_, v_ = r_[o][last], v_[o][last]
-            out[name][r_, j] = v_
-    return out if pos is None else {k: v[pos] for k, v in out.items()}
+        return lambda m: np.take(lut, m, mode="clip")
+
+    def search(m):
+        row = np.searchsorted(uniq, m)
+        row[(row >= len(uniq)) | (uniq[np.minimum(row, max(len(uniq) - 1, 0))] != m)] = -1
+        return row
+    return search
+
+
+def _day_files(lake_root, dates, pivots: bool) -> list[tuple[list[str], list[str]]]:
+    """Per date: (pivot files, part files of the partitions read raw), from one listing of the lake."""
+    if pivots:
+        piv, parts = lake.pivot_snapshot(lake_root, schema.DAILY)
+    else:
+        piv, parts = [], [os.path.join(d, n) for d, names in lake.partition_listing(lake_root, "readings", f"kind={schema.DAILY}")
+                          for n in names if n.startswith("part-") and n.endswith(".parquet")]
+    by_day: dict[str, tuple[list, list]] = {}
+    for i, files in enumerate((piv, parts)):
+        for f in files:
+            day = pathlib.PurePath(f).parent.parent.name          # date=YYYY-MM-DD
+            by_day.setdefault(day, ([], []))[i].append(f)
+    return [by_day.get(f"date={d.isoformat()}", ([], [])) for d in dates]
+
+
+def _read(files: list[str], columns: list[str], filters=None) -> pa.Table:
+    try:
+        return pq.read_table(files, columns=columns, filters=filters)
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"lake: cannot read {os.path.dirname(os.path.dirname(files[0]))}: {exc}") from None
+
+
+def _scatter_raw(t: pa.Table, rows_of, n: int, out: dict, j: int) -> None:
+    """Raw readings of one day into column ``j`` of ``out``: per (meter, register) the last received."""
+    row = rows_of(t.column("meter_id").to_numpy())
+    reg = t.column("register").to_numpy()
+    val = t.column("value").to_numpy()
+    keep = row >= 0
+    for name in out:
+        sel = keep & (reg == REGS[name])
+        r_, v_ = row[sel], val[sel]
+        if len(r_) and np.bincount(r_, minlength=n).max() > 1:   # re-deliveries: last received wins
+            recv = t.column("received_utc").to_numpy().astype("datetime64[s]").astype(np.int64)[sel]
+            o = np.lexsort((recv, r_))
+            last = np.r_[r_[o][1:] != r_[o][:-1], True]
+            r_, v_ = r_[o][last], v_[o][last]
+        out[name][j][r_] = v_
 
 
 # --- the computation ----------------------------------------------------------------------------------
@@ -154,11 +201,13 @@ def _days(first: _dt.date, last: _dt.date) -> list:
 
 
 def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
-            thresholds: ll.Thresholds | None = None, max_gap: int = 3, select=None) -> Result:
+            thresholds: ll.Thresholds | None = None, max_gap: int = 3, select=None,
+            pivots: bool = True) -> Result:
     """Line loss of every area and feeder for each consumption day ``first`` .. ``last`` (inclusive).
 
     Day D is the energy between the freezes of D and D+1 at 00:00.  ``select(seg, areas, feeders)`` (one
     task of the distributed run, storage.dist) returns the subset of those archive columns to compute.
+    ``pivots``: see :func:`read_frozen`.
     """
     if last < first:
         raise StorageError(f"line loss: last day {last} before first day {first}")
@@ -200,7 +249,7 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     # readings per segment over the window's freezes; ownership and virtual install / removal readings
     hv = seg["hv_metered_lv"].astype(bool)
     regs = ("ae_fwd", "ae_rev", "re_fwd") if hv.any() else ("ae_fwd", "ae_rev")
-    R = read_frozen(lake_root, freezes, seg["meter_id"], regs)
+    R = read_frozen(lake_root, freezes, seg["meter_id"], regs, pivots=pivots)
     fz = np.array(freezes, "datetime64[D]").astype(np.int64)
     vf = seg["valid_from"].astype("datetime64[D]").astype(np.int64)
     vt = _day_numbers(seg["valid_to"])
