@@ -47,7 +47,9 @@ def collected(tmp_path_factory):
              c.Task("curve-60", "curve", "proxy", c._DEFAULT_ITEMS["curve"], 3600, 0, timeout_s=5),
              c.Task("events", "events", "proxy", c._DEFAULT_ITEMS["events"], 86400, 0, backfill_retries=0,
                     timeout_s=5),
-             c.Task("curve-off", "curve", "proxy", c._DEFAULT_ITEMS["curve"], 3600, 0, enabled=False)]
+             c.Task("curve-off", "curve", "proxy", c._DEFAULT_ITEMS["curve"], 3600, 0, enabled=False),
+             # today's freeze read per meter: a 645 meter's 上1次日冻结 on its archive port
+             c.Task("daily-proxy", "daily", "proxy", start=today, offset_s=0, backfill_retries=0, timeout_s=5)]
     port = demo._free_port()
     faults = {"power_down": 0.4}
     fleet_p = demo.start_fleet(data, port, seed=SEED, faults=faults, heartbeat_s=30)
@@ -65,7 +67,7 @@ def collected(tmp_path_factory):
             stop = asyncio.Event()
             sched = asyncio.create_task(col.run(first_day=yesterday, stop=stop))
             want = {"monthly-settlement": [settle], "curve-15": [yesterday], "curve-60": [yesterday],
-                    "events": [yesterday]}
+                    "events": [yesterday], "daily-proxy": [today]}
             while time.monotonic() - t0 < 90:
                 if all(col.state.days(n, "collect") == d for n, d in want.items()):
                     break
@@ -86,11 +88,11 @@ def collected(tmp_path_factory):
     sim = S.Simulator(fleet, seed=SEED, connect=("127.0.0.1", 1), faults=S.Faults(power_down=faults["power_down"]))
     with sql.Session(data) as s:
         rows = s.query("SELECT kind, meter_id, register, epoch(ts_utc)::BIGINT AS t, value FROM readings "
-                       "WHERE kind IN ('monthly', 'interval')").to_pylist()
+                       "WHERE kind IN ('monthly', 'interval', 'daily')").to_pylist()
         events = s.query("SELECT meter_id, event, epoch(start_utc)::BIGINT AS s, epoch(end_utc)::BIGINT AS e, "
                          "source FROM events").to_pylist()
     return dict(data=data, fleet=fleet, sim=sim, runs=runs, want=want, rows=rows, events=events, settle=settle,
-                yesterday=yesterday)
+                yesterday=yesterday, today=today)
 
 
 def test_scheduler_ran_every_task_on_its_due_days(collected):
@@ -171,3 +173,26 @@ def test_due_times():
     assert c.due_at(c.Task("c", "curve", period_s=900, offset_s=120), day) == t + 86400 + 120
     assert c.due_at(c.Task("e", "events", offset_s=0), day) == t + 86400
     assert c.months_back_645(day, dt.date(2026, 6, 23)) == 1 and c.months_back_645(day, dt.date(2026, 8, 2)) == 3
+
+
+def test_todays_freeze_of_every_meter_through_its_concentrator(collected):
+    """The daily task read per meter on the day itself: a 645 meter's today is 上1次日冻结, sent on the
+    port the archive gives it (most are on the carrier port F2090201), equal to the model."""
+    f, today = collected["fleet"], collected["today"]
+    m, d = f.model, f.model.day_of(today)
+    got: dict[int, dict] = {}
+    for r in collected["rows"]:
+        if r["kind"] == "daily":
+            assert r["t"] == _midnight(today)
+            got.setdefault(r["meter_id"], {})[r["register"]] = r["value"]
+    expect = {int(f.meter_id[i]): i for i in range(len(f.meter_id)) if m.installed(i, d)}
+    assert set(got) == set(expect)
+    n645 = 0
+    for mid, i in expect.items():
+        want = m.frozen([i], d)[0]
+        if f.is645[i]:
+            n645 += 1
+            assert got[mid] == {R[n]: int(want[k]) % 10 ** 8 for k, n in enumerate(ENERGY[:5])}, mid
+        else:
+            assert got[mid][R["ae_fwd"]] == int(want[0])
+    assert n645 and any(int(f.port[i]) == 0xF2090201 for i in expect.values() if f.is645[i])
