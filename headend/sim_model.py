@@ -6,7 +6,8 @@
   (``storage.archive.Archive(...).meter_routes()``), the register model from the same generator
   configuration (``ground_truth/summary.json``), so the head-end accepts every login;
 * :func:`standalone` — N terminals with about M meters each, derived from the seed (a generator fleet
-  of N × M customers whose meters are dealt to terminals in meter-id order; terminal ``i`` has address
+  of N × M customers whose meters — with the generator's area check, feeder, PV and replacement meters
+  spread evenly among them — are dealt to terminals in meter-id order; terminal ``i`` has address
   ``3201`` + ``i`` in 8 digits); :func:`write_standalone_archive` writes the matching archive files,
   which ``gridhead archive import`` accepts.
 
