@@ -68,6 +68,14 @@ def read_toml(path) -> tuple[dict, str]:
         raise ConfigError(f"config {p}: {exc}") from None
 
 
+def check_keys(cls, raw: dict, where: str) -> None:
+    """A settings table's keys against the dataclass ``cls``: one line naming the unknown ones and the known."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+
+
 @dataclass(frozen=True, slots=True)
 class DialOut:
     host: str
@@ -162,10 +170,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config") -> "Config":
+        check_keys(cls, raw, where)
         known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
         kw = dict(raw)
         try:
             kw["dial_out"] = tuple(DialOut(**d) for d in raw.get("dial_out", ()))

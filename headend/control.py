@@ -63,10 +63,11 @@ import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
-from protocols.errors import GridheadError, TransportError
+from protocols.errors import ConfigError, GridheadError, TransportError
 from storage import control_log as CL
 
 from . import auth, commands as K
+from .config import Config, check_keys, read_toml
 from .log import event, get_logger
 
 log = get_logger("control")
@@ -96,17 +97,14 @@ class ControlConfig:
     @classmethod
     def from_dict(cls, raw: dict | None, where: str = "[control]") -> "ControlConfig":
         raw = dict(raw or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(raw) - names)
-        if bad:
-            raise GridheadError(f"{where}: unknown key(s) {', '.join(bad)} (known: {', '.join(sorted(names))})")
+        check_keys(cls, raw, where)
         try:
             raw["direct_645"] = tuple((str(d["address"]), str(d["host"]), int(d["port"]))
                                       for d in raw.get("direct_645", ()))
         except (KeyError, TypeError, ValueError) as exc:
-            raise GridheadError(f"{where}: direct_645 needs address, host, port ({exc})") from None
+            raise ConfigError(f"{where}: direct_645 needs address, host, port ({exc})") from None
         if raw.get("timesync_645", "write") not in ("write", "broadcast"):
-            raise GridheadError(f"{where}: timesync_645 is write or broadcast")
+            raise ConfigError(f"{where}: timesync_645 is write or broadcast")
         return cls(**raw)
 
     def replace(self, **kw) -> "ControlConfig":
@@ -645,7 +643,6 @@ def mount(he, config=None) -> ControlServer:
 def load_config(path):
     """A head-end TOML file → (headend.config.Config, ControlConfig): the ``[control]`` table is taken
     out before the head-end's own keys are checked (so headend/config.py needs no knowledge of it)."""
-    from .config import Config, read_toml
     raw, where = read_toml(path)
     control = raw.pop("control", None)
     return Config.from_dict(raw, where), ControlConfig.from_dict(control, f"{where}: [control]"), control is not None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from headend import sim_model, simulator
 from storage import control_log as CL
 
+from .conftest import ROOT
 from .test_control import call, make_fleet, start, stop, wait_online
 
 
@@ -83,3 +86,19 @@ def test_unprotected_neighbour_still_trips(site):
     m = next(r for r in site["routes"] if r["meter_protocol"] == "698" and r["meter_id"] not in taken)
     s, r = call(api, "POST", "/v1/disconnect", {"target": str(m["meter_id"]), "reason": "arrears"}, op)
     assert s == 200 and r["readback"]["relay_open"] is True and r["confirmed"], r
+
+
+@pytest.mark.parametrize("table,words", [
+    ("[control]\nbogus = 1\n", "[control]: unknown key(s) bogus"),
+    ("[control]\ntimesync_645 = \"shout\"\n", "[control]: timesync_645 is write or broadcast"),
+    ("[control]\n[[control.direct_645]]\naddress = \"000012345678\"\n", "[control]: direct_645 needs address, host, port"),
+    ("listen_port = 0\nbogus = 1\n", "unknown key(s) bogus"),
+    ("listen_port = [\n", "he.toml: "),
+])
+def test_config_errors_are_one_line(tmp_path, table, words):
+    """headend.config.read_toml / check_keys for the head-end's keys and the [control] table alike."""
+    cfg = tmp_path / "he.toml"
+    cfg.write_text(table)
+    r = subprocess.run([sys.executable, "-m", "cli", "serve", "--config", str(cfg)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and words in r.stderr and str(cfg) in r.stderr, r.stderr
