@@ -15,7 +15,8 @@ and, for the baseline, ``gridhead sim --listen`` with one terminal of 32 meters.
    HTTP, auth and the audit fsync); commands/s;
 2. **trips** (跳闸 with the relay read back, each on a different meter) the same two ways;
 3. **I/O floor**: the same read as a bare 698 PROXY-GetList frame over a raw socket to one simulated
-   terminal, one at a time: p50 / p99 and requests/s.
+   terminal, one at a time: p50 / p99 and requests/s; and the **audit floor**: one audit-sized line
+   appended and fsynced on the data directory's disk (every command's record is, before the answer).
 
 Every read is checked against the simulator's register model (the forward active total of that meter
 between the model's value just before the request and just after the answer); every trip must answer
@@ -250,6 +251,24 @@ def floor(port: int, terminal: str, meter: str, seconds: float) -> dict:
     return {"rtt": rtt, "seconds": time.perf_counter() - t_start, "n": len(rtt), "bad": bad}
 
 
+def fsync_floor(directory: pathlib.Path, n: int = 300) -> list[float]:
+    """ms per append + fsync of one audit-sized line (400 bytes) in the head-end's data directory: what a
+    command's audit record costs at least before the API may answer (a trip writes two)."""
+    path = directory / "fsync-floor.tmp"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 399 + b"\n")
+            os.fsync(fd)
+            out.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return out
+
+
 # --- orchestration -------------------------------------------------------------------------------------------
 def make_fleet(data: pathlib.Path, n: int, meters: int) -> list[dict]:
     from headend import demo, sim_model
@@ -384,6 +403,9 @@ def main() -> int:
             one_r = results["reads, one at a time"]
             print(f"ratio to the floor (p50, one at a time): API round trip {pct(one_r['rtt'], 50) / pct(fl['rtt'], 50):.1f}x, "
                   f"head-end request {pct(one_r['req'], 50) / pct(fl['rtt'], 50):.1f}x; reads/s {one_r['n'] / one_r['seconds'] / (fl['n'] / fl['seconds']):.3f}x")
+            fs = fsync_floor(data)
+            print(f"{'audit floor (write+fsync)':<28} {len(fs):>6} lines; p50 {pct(fs, 50):.3f} / p99 {pct(fs, 99):.3f} ms "
+                  f"on the data directory's disk", flush=True)
             if fl["bad"]:
                 checker.bad.append(f"floor: {fl['bad']} reads answered with a DAR")
         finally:
