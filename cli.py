@@ -1213,6 +1213,10 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
     if as_json:
         click.echo(json.dumps(out, default=str))
         return
+    if "before" not in out:            # monthly / curve / events: no daily success rate to show
+        click.echo(f"{out['online_at_start']}/{out['terminals']} terminals online; {task}: {out['stored']} "
+                   f"readings / events stored in {out['seconds']} s")
+        return
     b, a = out["before"], out.get("after", out["before"])
     click.echo(f"{out['online_at_start']}/{out['terminals']} terminals online; {out['readings_stored']} readings "
                f"stored ({out['readings_backfilled']} by back-fill) in {out['seconds']} s")
