@@ -79,6 +79,7 @@ setup(
             "dlt645>=3.2,<4",  # independent DL/T 645 implementation, interop peer only
             "dlt698>=1.0,<2",  # independent DL/T 698.45 implementation (C++), interop peer only
             "nrel-pysam>=5,<8",  # NREL PySAM Utilityrate5: independent tariff oracle for the billing tests
+            "moto[server]>=5.0,<6",  # a real S3-compatible server process on 127.0.0.1 for the lake-URI tests
         ],
     },
     entry_points={"console_scripts": ["gridhead=cli:main"]},

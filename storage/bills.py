@@ -50,7 +50,7 @@ from billing_core import run as R
 from billing_core.tariff import BASIC_KINDS, TariffSet
 from protocols.errors import BillingError, GridheadError, StorageError
 
-from . import lake
+from . import lake, lakefs
 from . import schema
 from .archive import _arrow
 from .sql import archive_path, data_dir, lake_root
@@ -105,11 +105,34 @@ def _pivot_files(files: list[str]) -> str:
         return (f"SELECT CAST(NULL AS BIGINT) AS meter_id, CAST(NULL AS DATE) AS date, {cols}, "
                 f"CAST(NULL AS UTINYINT) AS quality WHERE false")
     lst = ", ".join(f"'{_q(f)}'" for f in files)
+    return _pivot_source(f"read_parquet([{lst}], hive_partitioning = true, "
+                         f"hive_types = {{'date': DATE, 'bucket': INTEGER}})")
+
+
+def _pivot_source(source: str) -> str:
     cols = ",\n ".join(f"arg_max(value, received_utc) FILTER (WHERE register = {schema.REGISTER_CODES[r]}) AS {r}"
-                       for r in regs)
-    return (f"SELECT meter_id, date, {cols}, bit_or(quality) AS quality FROM read_parquet([{lst}], "
-            f"hive_partitioning = true, hive_types = {{'date': DATE, 'bucket': INTEGER}}) @FILTER@ "
-            f"GROUP BY meter_id, date")
+                       for r in (*_REGS, "md_fwd"))
+    return f"SELECT meter_id, date, {cols}, bit_or(quality) AS quality FROM {source} @FILTER@ GROUP BY meter_id, date"
+
+
+def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str) -> str:
+    """The pivot SELECT of ``kind``'s readings on ``dates`` (of ``buckets``, when given).  A local lake's
+    files are read by DuckDB itself; a lake behind a URI (storage.lakefs) through pyarrow.fs, its rows
+    handed to DuckDB as the Arrow table ``name``."""
+    if lfs is None:
+        return _pivot_files(_files(root, kind, dates, buckets))
+    tables = []
+    for d in sorted(set(dates)):
+        files = lfs.files(f"readings/kind={kind}/date={d}")
+        if buckets is not None:
+            files = [f for f in files if any(f"/bucket={b:02d}/" in f for b in buckets)]
+        if files:
+            t = lfs.read(files, ["meter_id", "register", "value", "received_utc", "quality"])
+            tables.append(t.append_column("date", pa.array(np.full(t.num_rows, d, "datetime64[D]"), pa.date32())))
+    if not tables:
+        return _pivot_files([])
+    con.register(name, pa.concat_tables(tables))
+    return _pivot_source(name)
 
 
 def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> list[str]:
@@ -126,14 +149,16 @@ def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> list[str]:
 
 
 def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
-            archive_rows: dict[str, pa.Table] | None = None) -> tuple[R.RunInput, pa.Table]:
+            archive_rows: dict[str, pa.Table] | None = None, lake_uri: str | None = None
+            ) -> tuple[R.RunInput, pa.Table]:
     """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns.
 
     ``customers`` (customer ids) restricts the run to those customers — one task of the distributed run
     (``storage.dist``): then only the lake buckets of their meters are read, and of those only the rows of
     their meters, so the columns are exactly the single-node run's rows of those customers.
     ``archive_rows`` (archive table name → Arrow rows, those customers' rows extracted once by the driver)
-    stands in for the archive file, which is then not opened.
+    stands in for the archive file, which is then not opened.  The readings come from ``lake_uri`` or
+    ``$GRIDHEAD_LAKE`` through pyarrow.fs when either is set (storage.lakefs), else from ``<data>/lake``.
     """
     start, end = period_bounds(period)
     arch = archive_path(data)
@@ -152,7 +177,8 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
         if customers is not None:
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
             con.execute("CREATE TEMP TABLE own AS SELECT DISTINCT customer_id FROM own_arrow")
-        return _extract(con, data, root, period, start, end, own=customers is not None)
+        return _extract(con, data, root, period, start, end, own=customers is not None,
+                        lfs=lakefs.configured(lake_uri))
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -170,9 +196,9 @@ class _Con:
         return self.con.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
 
 
-def _extract(con, data, root, period, start, end, own=False):
+def _extract(con, data, root, period, start, end, own=False, lfs=None):
     p = None
-    con = _Con(con, {"s": start, "e": end})
+    raw, con = con, _Con(con, {"s": start, "e": end})
     con.execute("""CREATE TEMP TABLE cust AS
         WITH ct AS (SELECT customer_id, tariff_code, valid_from,
                            row_number() OVER (PARTITION BY customer_id ORDER BY valid_from) AS k
@@ -220,7 +246,7 @@ def _extract(con, data, root, period, start, end, own=False):
         buckets = {int(b) for b in lake.buckets_of(metered)}
         mine = "r SEMI JOIN (SELECT DISTINCT meter_id FROM seg) sm ON r.meter_id = sm.meter_id"
     con.execute(f"CREATE TEMP TABLE mon AS "
-                f"{_pivot_files(_files(root, schema.MONTHLY, (start, end), buckets)).replace('@FILTER@', mine)}")
+                f"{_readings(raw, lfs, root, schema.MONTHLY, (start, end), buckets, '_lake_mon').replace('@FILTER@', mine)}")
     # the daily frozen readings needed: change days, removals, and where the monthly one is missing
     con.execute("""CREATE TEMP TABLE need AS
         SELECT DISTINCT meter_id, date FROM (
@@ -231,7 +257,7 @@ def _extract(con, data, root, period, start, end, own=False):
         ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
                                                   AND mon.ae_fwd IS NOT NULL)""", p)
     dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
-    daily = _pivot_files(_files(root, schema.DAILY, dates, buckets))
+    daily = _readings(raw, lfs, root, schema.DAILY, dates, buckets, "_lake_day")
     con.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
 
     def pick(alias, reg):

@@ -36,7 +36,7 @@ from billing_core import run as R
 from billing_core.tariff import TariffSet
 from protocols.errors import BillingError, GridheadError, StorageError
 
-from . import bills, lake, schema
+from . import bills, lake, lakefs, schema
 from .archive import _arrow
 from .sql import archive_path, lake_root
 
@@ -117,11 +117,12 @@ def archive_rows(data, plan: dict[int, np.ndarray]) -> dict[int, dict[str, pa.Ta
 
 
 def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet, kernel=None,
-              rows: dict[str, pa.Table] | None = None) -> dict:
+              rows: dict[str, pa.Table] | None = None, lake_uri: str | None = None) -> dict:
     """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker.  ``rows``:
-    their archive rows (:func:`archive_rows`); without them the task queries the archive file itself."""
+    their archive rows (:func:`archive_rows`); without them the task queries the archive file itself.
+    ``lake_uri``: the driver's lake URI (storage.lakefs), so a worker need not have it in its environment."""
     t0 = time.perf_counter()
-    inp, text = bills.extract(data, period, tariffs, customers=customers, archive_rows=rows)
+    inp, text = bills.extract(data, period, tariffs, customers=customers, archive_rows=rows, lake_uri=lake_uri)
     missing = sorted(set(inp.categories) - set(tariffs.tariffs))
     if missing:
         raise BillingError(f"category {missing[0]!r}: no tariff file; nothing was billed")
@@ -195,6 +196,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     rows = archive_rows(data, plan) if ship_rows else {}
     futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel,
                           client.scatter([rows[b]], hash=False)[0] if ship_rows else None,   # one object, not per key
+                          lakefs.uri(),
                           key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
             for b, ids in sorted(plan.items())]
     parts = gather(futs, f"bill run {period}", "nothing was published",
@@ -242,13 +244,13 @@ def _own_feeders(keys: np.ndarray):
     return select
 
 
-def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int) -> tuple:
+def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int, lake_uri=None) -> tuple:
     """One task: (keys, the areas' and feeders' part of lineloss.Result) of one feeder set."""
     from . import lineloss
     from .archive import Archive
     t0 = time.process_time()
     with Archive(archive_path(data), read_only=True) as a:
-        r = lineloss.compute(a, lake_root(data), first, last, thresholds=thresholds, max_gap=max_gap,
+        r = lineloss.compute(a, lake_uri or lake_root(data), first, last, thresholds=thresholds, max_gap=max_gap,
                              select=_own_feeders(keys))
     units = lineloss.Result(r.days, r.area_id, r.area_type, r.area_feeder, r.area, r.feeder_id, r.feeder,
                             r.thresholds, period=r.period)
@@ -284,7 +286,7 @@ def lineloss_run(data, first, last, client, *, thresholds=None, max_gap: int = 3
     tick = progress or (lambda _s: None)
     th = thresholds or lineloss.load_thresholds()
     sets = feeder_sets(data, n_sets)
-    futs = [client.submit(lineloss_task, str(data), first, last, k, th, max_gap, pure=False,
+    futs = [client.submit(lineloss_task, str(data), first, last, k, th, max_gap, lakefs.uri(), pure=False,
                           key=f"lineloss-{first}-{last}-{i:02d}", retries=TASK_RETRIES) for i, k in enumerate(sets)]
     parts = gather(futs, f"line loss {first}..{last}", "nothing was written",
                    lambda part: tick(f"task {int(part[0][-1])}"))

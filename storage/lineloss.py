@@ -37,7 +37,7 @@ from billing_core import lineloss as ll
 from billing_core.energy import transformer_loss
 from protocols.errors import ConfigError, StorageError
 
-from . import lake, schema
+from . import lake, lakefs, schema
 from .archive import Archive
 
 DEFAULT_THRESHOLDS = pathlib.Path(billing_core.__file__).with_name("lineloss.toml")
@@ -85,7 +85,10 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
     # (day, meter) while filling: each day's scatter writes one contiguous row; handed back transposed
     out = {r: np.full((len(dates), len(uniq)), -1, np.int64) for r in registers}
     prev: list = []                 # the day before's (meter ids, rows) per batch: a bucket's meters rarely change
-    for j, (pivot_files, part_files) in enumerate(_day_files(lake_root, dates, pivots)):
+    lfs = lakefs.configured(lake_root)       # a lake behind a URI (storage.lakefs): its part files via pyarrow.fs
+    days = _day_files(lake_root, dates, pivots) if lfs is None else \
+        [([], lfs.files(f"readings/kind={schema.DAILY}/date={d.isoformat()}")) for d in dates]
+    for j, (pivot_files, part_files) in enumerate(days):
         seen = []
         # batch by batch (a file's row group), straight from Arrow's buffers: no concatenated copy
         for k, b in enumerate(_read(pivot_files, ["meter_id", *registers]).to_batches() if pivot_files else ()):
@@ -104,7 +107,7 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
         prev = seen
         if part_files:
             _scatter_raw(_read(part_files, ["meter_id", "register", "value", "received_utc"],
-                               [("register", "in", [REGS[r] for r in registers])]),
+                               [("register", "in", [REGS[r] for r in registers])], lfs),
                          rows_of, len(uniq), out, j)
     return {k: v.T if pos is None else v.T[pos] for k, v in out.items()}
 
@@ -139,9 +142,9 @@ def _day_files(lake_root, dates, pivots: bool) -> list[tuple[list[str], list[str
     return [by_day.get(f"date={d.isoformat()}", ([], [])) for d in dates]
 
 
-def _read(files: list[str], columns: list[str], filters=None) -> pa.Table:
+def _read(files: list[str], columns: list[str], filters=None, lfs=None) -> pa.Table:
     try:
-        return pq.read_table(files, columns=columns, filters=filters)
+        return pq.read_table(files, columns=columns, filters=filters, filesystem=lfs.fs if lfs else None)
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"lake: cannot read {os.path.dirname(os.path.dirname(files[0]))}: {exc}") from None
 
