@@ -6,7 +6,9 @@ Full mode bills N customers (default 1M; the issue asks 10M — see benchmarks/R
 the recorded size is what fit) for 2026-06 from the same generated fleet as bench_bill_run.py (cached in
 /tmp/gridhead-bench-billrun-<N>).  In one process it times the single-node run (the baseline), the cluster's
 start, the distributed run on W worker processes (threads_per_worker=1) on 127.0.0.1, and 16 no-op tasks
-(the per-task overhead of the scheduler alone).  Prints times, the speed-up, the scaling efficiency
+(the per-task overhead of the scheduler alone), then the distributed run twice: tasks querying the archive
+file themselves (before) and the driver shipping each task its archive rows (after).  Prints times and
+CPU seconds (driver + workers; the host is shared, wall time is noisy), the speed-up, the scaling efficiency
 (speed-up / W), the per-task overhead of the real tasks (their summed read+price time minus the
 single-node read+price, per task) and the summed task time vs the single node's.  Exits 1 unless the
 published bills and items are byte-identical to the single-node run's.  --quick: 5k customers in a temp dir.
@@ -34,6 +36,11 @@ def _noop(i):
     return i
 
 
+def _worker_cpu(c) -> float:
+    """User + system CPU seconds of the cluster's worker processes so far."""
+    return sum(c.run(lambda: sum(os.times()[:2])).values())
+
+
 def _published(d: pathlib.Path) -> dict:
     return {f: (d / "bills" / f"period={PERIOD}" / f).read_bytes() for f in FILES}
 
@@ -54,9 +61,9 @@ def main() -> int:
         d = a.cache or pathlib.Path(f"/tmp/gridhead-bench-billrun-{n}")
     try:
         _fleet(d, n)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         single = bills.run(d, PERIOD)
-        t_single = time.perf_counter() - t0
+        t_single, cpu_single = time.perf_counter() - t0, time.process_time() - c0
         ref = _published(d)
         print(f"customers {n:,}: single node {t_single:.2f} s (read {single['seconds']['read']:.2f}, "
               f"price {single['seconds']['price']:.2f}, write+publish "
@@ -67,24 +74,28 @@ def main() -> int:
             t0 = time.perf_counter()
             c.gather(c.map(_noop, range(16), pure=False))
             t_noop = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            s = dist.run(d, PERIOD, c)
-            t_dist = time.perf_counter() - t0
-        got = _published(d)
-        same = got == ref
-        speed = t_single / t_dist
-        tasks = s["tasks"]
+            runs = {}
+            for mode, ship in (("tasks query the archive", False), ("archive rows shipped", True)):
+                w0, c0, t0 = _worker_cpu(c), time.process_time(), time.perf_counter()
+                s = dist.run(d, PERIOD, c, ship_rows=ship)
+                runs[mode] = (time.perf_counter() - t0, time.process_time() - c0, _worker_cpu(c) - w0, s,
+                              _published(d) == ref)
+        print(f"LocalCluster {a.workers} workers: start {t_start:.2f} s; scheduler round trip of a no-op task "
+              f"{t_noop / 16 * 1000:.1f} ms")
         work = single["seconds"]["read"] + single["seconds"]["price"]
-        over = (tasks["read_s"] + tasks["price_s"] - work) / tasks["count"]
-        print(f"LocalCluster {a.workers} workers: start {t_start:.2f} s; distributed run {t_dist:.2f} s "
-              f"(tasks done {s['seconds']['read']:.2f}, merge {s['seconds']['price']:.2f}, write+publish "
-              f"{t_dist - s['seconds']['read'] - s['seconds']['price']:.2f})")
-        print(f"speed-up {speed:.2f}x, scaling efficiency {speed / a.workers:.0%} "
-              f"(cores on this host: {os.cpu_count()}, shared)")
-        print(f"tasks {tasks['count']}: summed read {tasks['read_s']:.2f} s + price {tasks['price_s']:.2f} s = "
-              f"{tasks['read_s'] + tasks['price_s']:.2f} s vs single-node read+price {work:.2f} s "
-              f"({(tasks['read_s'] + tasks['price_s']) / work:.2f}x); per-task overhead {over * 1000:.0f} ms; "
-              f"scheduler round trip of a no-op task {t_noop / 16 * 1000:.1f} ms")
+        for mode, (t_dist, cpu_drv, cpu_w, s, same) in runs.items():
+            tasks = s["tasks"]
+            speed = t_single / t_dist
+            over = (tasks["read_s"] + tasks["price_s"] - work) / tasks["count"]
+            print(f"[{mode}] distributed run {t_dist:.2f} s (tasks done {s['seconds']['read']:.2f}, merge "
+                  f"{s['seconds']['price']:.2f}, write+publish {t_dist - s['seconds']['read'] - s['seconds']['price']:.2f}); "
+                  f"CPU: driver {cpu_drv:.2f} s + workers {cpu_w:.2f} s = {cpu_drv + cpu_w:.2f} s "
+                  f"(single node {cpu_single:.2f} s)")
+            print(f"  speed-up {speed:.2f}x, scaling efficiency {speed / a.workers:.0%} (cores on this host: "
+                  f"{os.cpu_count()}, shared); tasks {tasks['count']}: summed read {tasks['read_s']:.2f} s + price "
+                  f"{tasks['price_s']:.2f} s vs single-node read+price {work:.2f} s; per-task overhead "
+                  f"{over * 1000:.0f} ms; byte-identical: {same}")
+        same = all(r[4] for r in runs.values())
         print(f"bills byte-identical to the single-node run: {same}")
         return 0 if same else 1
     finally:
