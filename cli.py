@@ -1260,7 +1260,9 @@ def collect_status(single, first, last, by, as_json, data):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary of every step as JSON.")
 def demo_cmd(data, terminals, meters_per_terminal, days, seed, no_faults, as_json):
     """Generate a small fleet, run the head-end and the simulated fleet on 127.0.0.1, collect a few days
-    with faults and back-fill, and leave the lake for `gridhead sql --data DIR`."""
+    (and last month's first and last freezes) with faults and back-fill; bill last month, its line loss and
+    audit list; a prepayment customer runs out, is tripped through the control API, pays and is
+    reconnected (relay read back each time).  Leaves the lake for `gridhead sql --data DIR`."""
     from headend import demo
     echo = (lambda line: click.echo(line, err=True))
     summary = demo.run(data, terminals=terminals, meters_per_terminal=meters_per_terminal, days=days, seed=seed,

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from protocols.errors import GridheadError
@@ -58,6 +59,14 @@ def _free_port(host: str = "127.0.0.1") -> int:
 def today_local() -> _dt.date:
     from storage import schema
     return _dt.datetime.now(schema.LOCAL_TZ).date()
+
+
+def month_ends(today: _dt.date) -> tuple[str, tuple[_dt.date, _dt.date]]:
+    """The last complete month before ``today`` as ``YYYY-MM`` and its freezes at both ends (the 1st of
+    that month and of the next, 00:00): what its bill and its line loss read."""
+    end = today.replace(day=1)
+    first = (end - _dt.timedelta(days=1)).replace(day=1)
+    return f"{first:%Y-%m}", (first, end)
 
 
 # --- the fleet in its own process --------------------------------------------------------------------------
@@ -101,21 +110,28 @@ def step_archive(ctx) -> dict:
     from . import sim_model
     data = ctx["data"]
     # the archive starts the day before the first collected day; the last collected day is today: its
-    # 00:00 freeze is in the concentrators' records and is a DL/T 645 meter's 上1次日冻结
-    start = today_local() - _dt.timedelta(days=ctx["days"])
+    # 00:00 freeze is in the concentrators' records and is a DL/T 645 meter's 上1次日冻结.  The first
+    # collected day is at the latest the 1st of last month: the bill and line-loss steps need that
+    # month's freezes at both ends (the 1st of last month and of this month, 00:00)
+    today = today_local()
+    ctx["period"], ctx["month_ends"] = month_ends(today)
+    start = min(today - _dt.timedelta(days=ctx["days"] - 1), ctx["month_ends"][0]) - _dt.timedelta(days=1)
     t0 = time.perf_counter()
     sim_model.write_standalone_archive(data, ctx["terminals"], ctx["meters_per_terminal"], ctx["seed"], start)
     with archive.Archive(sql.archive_path(data)) as a:
         counts = a.import_files(sorted((data / "archive-files").glob("*.csv")))
     ctx["start"] = start
-    return {"archive": str(sql.archive_path(data)), "start": start.isoformat(), "terminals": counts["concentrators"],
-            "meters": counts["meters"], "seconds": round(time.perf_counter() - t0, 2)}
+    return {"archive": str(sql.archive_path(data)), "start": start.isoformat(), "period": ctx["period"],
+            "terminals": counts["concentrators"], "meters": counts["meters"], "customers": counts.get("customers", 0),
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def step_collect(ctx) -> dict:
     data = ctx["data"]
-    start = ctx["start"]
-    days = [start + _dt.timedelta(days=i) for i in range(1, ctx["days"] + 1)]
+    today = today_local()
+    recent = [today - _dt.timedelta(days=i) for i in range(ctx["days"] - 1, -1, -1)]
+    days = sorted(set(recent) | set(ctx["month_ends"]))
+    ctx["recent_days"] = recent
     port = _free_port()
     fleet = start_fleet(data, port, seed=ctx["seed"], faults=ctx["faults"], heartbeat_s=ctx["heartbeat_s"])
     tasks = [dataclasses.replace(t, backfill_retries=ctx["retries"], backfill_delay_s=ctx["backfill_delay_s"],
@@ -130,6 +146,8 @@ def step_collect(ctx) -> dict:
         raise DemoError(f"the simulated fleet exited with {fleet.returncode}: "
                         f"{fleet.stderr.read().decode(errors='replace').strip().splitlines()[-1:]}")
     out["days"] = [d.isoformat() for d in days]
+    out["recent_days"] = [d.isoformat() for d in recent]
+    out["month_ends"] = [d.isoformat() for d in ctx["month_ends"]]
     out["faults"] = ctx["faults"]
     return out
 
@@ -148,10 +166,208 @@ def step_report(ctx) -> dict:
             "next": f"gridhead sql --data {data} \"{q}\""}
 
 
+def step_bill(ctx) -> dict:
+    """Bill the last complete month (issue 6): ``storage.bills.run`` then its summary, money in fen."""
+    from storage import bills
+    bills.run(ctx["data"], ctx["period"])
+    return bills.summary(ctx["data"], ctx["period"])
+
+
+def step_lineloss(ctx, worst: int = 3, top: int = 3) -> dict:
+    """Line loss (线损) of the same month per area and feeder, stored in the lake (``line_loss``), and the
+    audit list (稽查) ranked from the same result and stored (``audit``): counts and the first items."""
+    from storage import archive, audit, lineloss, sql
+    data, month = ctx["data"], ctx["period"]
+    first, last = lineloss.month_range(month)
+    root = sql.lake_root(data)
+    with archive.Archive(sql.archive_path(data), read_only=True) as a:
+        res = lineloss.compute(a, root, first, last)
+        items = audit.rank_month(a, root, month, res=res)
+    lineloss.write_days(root, res)
+    audit.save(root, month, items)
+    rows = lineloss.month_table(res).to_pylist()
+    areas = [r for r in rows if r["level"] == "area"]
+    counts: dict = {}
+    for r in areas:
+        counts[r["category"]] = counts.get(r["category"], 0) + 1
+    rated = sorted((r for r in areas if r["rate_bp"] is not None), key=lambda r: -r["rate_bp"])
+    return {"month": month, "areas": len(areas), "feeders": len(rows) - len(areas), "categories": counts,
+            "worst": [{"area": r["unit_id"], "rate_pct": round(r["rate_bp"] / 100, 2), "category": r["category"]}
+                      for r in rated[:worst]],
+            "audit_items": items.num_rows,
+            "audit_top": [{k: r[k] for k in ("item_id", "score", "kinds", "evidence")}
+                          for r in items.slice(0, top).to_pylist()]}
+
+
+class LiveHeadEnd:
+    """The head-end with its control API mounted as ``gridhead serve`` mounts it (:func:`headend.control.mount`),
+    on 127.0.0.1 in an event loop of its own thread, so synchronous code (the prepayment loop, which calls
+    the API over HTTP) can run beside it: ``with LiveHeadEnd(data) as he: he.port, he.api``."""
+
+    def __init__(self, data, start_timeout_s: float = 30.0) -> None:
+        self.data, self.start_timeout_s = pathlib.Path(data), start_timeout_s
+        self.port = self.api = self.error = self._loop = self._stop = self._he = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="demo-headend", daemon=True)
+
+    async def _serve(self) -> None:
+        from . import control
+        from .config import Config
+        from .server import HeadEnd
+        try:
+            he = HeadEnd(Config(data_dir=str(self.data), listen_host="127.0.0.1", listen_port=0))
+            await he.start()
+        except BaseException as exc:     # noqa: BLE001 - reported to the caller's thread
+            self.error = exc
+            self._ready.set()
+            return
+        ctl = None
+        try:
+            ctl = control.mount(he, control.ControlConfig(port=0, data_dir=str(self.data)))
+            self._he, self.port, self.api = he, he.port, ctl.url
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+            await self._stop.wait()
+        except BaseException as exc:     # noqa: BLE001
+            self.error = exc
+            self._ready.set()
+        finally:
+            if ctl is not None:
+                ctl.task.cancel()
+                await asyncio.gather(ctl.task, return_exceptions=True)
+            await he.stop()
+
+    def online(self) -> int:
+        return len(self._he.sessions) if self._he is not None else 0
+
+    def __enter__(self) -> "LiveHeadEnd":
+        self._thread.start()
+        if not self._ready.wait(self.start_timeout_s) or self.error is not None:
+            self.__exit__()
+            raise DemoError(f"the head-end with its control API did not start: {self.error or 'timed out'}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+def step_prepay(ctx) -> dict:
+    """The prepayment loop (预付费, issue 9) end to end on the demo fleet, through the head-end's control
+    path: the month's bills are posted to the ledger; every prepayment customer but one pays ahead; the
+    daily runs (``storage.prepay.run``) over the collected days take that one below zero past the grace
+    period, and its trip goes to the running head-end's control API (``headend.prepay_control``) with the
+    system as the audited operator — the simulated meter's relay opens, read back; the customer pays
+    (``storage.ledger.add_entry``) and ``storage.prepay.after_payment`` reconnects it — relay closed, read
+    back.  Every command is in the audit log (``audit_log``) and every step in ``prepay_events``."""
+    from storage import bills, ledger, prepay, sql
+    from storage import control_log as CL
+    from .prepay_control import sender
+    data = ctx["data"]
+    posted = ledger.post_bills(data, ctx["period"], who="demo")
+    pre = [r for r in ledger.balances(data).to_pylist() if r["prepaid"]]
+    if not pre:
+        raise DemoError("the demo fleet has no prepayment customer")
+    who = pre[0]
+    # the others pay what they owe and 100 yuan ahead, in one bank file (`gridhead pay import`)
+    bank = data / "bank-payments.csv"
+    bank.write_text("ref,customer_no,amount_yuan,paid_on\n" + "".join(
+        f"demo-{r['customer_no']},{r['customer_no']},{bills.yuan(max(r['balance_fen'], 0) + 10_000)},{today_local()}\n"
+        for r in pre[1:]))
+    if len(pre) > 1:
+        ledger.import_payments(data, bank, by="demo-bank")
+    _tid, token = CL.TokenStore(CL.tokens_path(data)).add(prepay.SYSTEM, "operator")
+    out = {"customer": who["customer_no"], "customer_id": who["customer_id"], "posted": posted["posted"],
+           "paid_ahead": len(pre) - 1, "runs": []}
+    port = None
+    with LiveHeadEnd(data) as he:
+        fleet = start_fleet(data, he.port, seed=ctx["seed"], faults={}, heartbeat_s=ctx["heartbeat_s"])
+        try:
+            want = ctx["terminals"]
+            deadline = time.monotonic() + ctx["wait_s"]
+            while he.online() < want and time.monotonic() < deadline:
+                time.sleep(0.05)
+            out["online"] = he.online()
+            send = sender(he.api, token)
+            for day in ctx["recent_days"] + [ctx["recent_days"][-1] + _dt.timedelta(days=1)]:
+                r = prepay.run(data, day, send=send)
+                out["runs"].append({k: r[k] for k in ("day", "charged_fen", "reminders", "trips", "dispatched")})
+                if _state(data, who["customer_id"])["tripped"]:
+                    break
+            st = _state(data, who["customer_id"])
+            out["trip"] = _answer(data, who["customer_id"], "disconnect")
+            owed = -st["credit_fen"]
+            pay = ledger.add_entry(data, who["customer_no"], "payment", max(owed, 0) + 5_000, "demo-cashier")
+            out["paid_fen"] = pay["amount_fen"]
+            out["after_payment"] = prepay.after_payment(data, [who["customer_id"]], send=send)
+            out["reconnect"] = _answer(data, who["customer_id"], "reconnect")
+            out["tripped_now"] = _state(data, who["customer_id"])["tripped"]
+            port = he.api
+        finally:
+            stop_process(fleet)
+    meter = out["trip"]["target"] if out["trip"] else None
+    with sql.Session(data) as s:
+        audit = s.query("SELECT seq, who, command, target, outcome, reason, readback FROM audit_log "
+                        f"WHERE target IN ('{meter}', 'meter:{meter}') ORDER BY seq").to_pylist()
+    with ledger.Reader(data) as r:
+        events = [e for e in r.columns("SELECT event FROM prepay_events WHERE customer_id = $c ORDER BY ts_utc",
+                                       {"c": who["customer_id"]})["event"].tolist()]
+    out.update(api=port, meter=meter, audit=[{k: (str(v) if k == "readback" else v) for k, v in a.items()}
+                                             for a in audit], events=events)
+    return out
+
+
+def _state(data, customer_id) -> dict:
+    from storage import prepay
+    rows = [r for r in prepay.status(data)["customers"].to_pylist() if r["customer_id"] == customer_id]
+    return rows[0] if rows else {"tripped": False, "credit_fen": 0}
+
+
+def _answer(data, customer_id, action) -> dict | None:
+    """The control API's answer to the customer's last ``action`` command (recorded by the prepayment
+    loop): outcome, the meter, and the relay state read back from the meter after the command."""
+    from storage import ledger
+    with ledger.Reader(data) as r:
+        rows = r.columns("SELECT e.detail, c.meter_id FROM prepay_events e JOIN prepay_commands c USING (command_id) "
+                         "WHERE e.customer_id = $c AND c.action = $a AND e.event LIKE 'command_%' ORDER BY e.ts_utc",
+                         {"c": customer_id, "a": action})
+    if not len(rows["detail"]):
+        return None
+    ans = json.loads(rows["detail"][-1])
+    back = ans.get("readback") or {}
+    return {"outcome": ans.get("outcome"), "target": str(rows["meter_id"][-1]), "who": ans.get("who"),
+            "relay_open": back.get("relay_open"), "confirmed": ans.get("confirmed")}
+
+
+def step_next(ctx) -> dict:
+    """Commands to run next on what the demo left (the human summary ends with them)."""
+    d, s = ctx["data"], ctx["summary"]
+    out = [s["report"]["next"]]
+    period = s.get("bill", {}).get("period")
+    if period:
+        out += [f"gridhead sql --data {d} \"SELECT status, count(*) AS bills, sum(total_fen) / 100 AS yuan "
+                f"FROM bills WHERE period = '{period}' GROUP BY status\""]
+    if "prepay" in s:
+        out += [f"gridhead bill show {s['prepay']['customer']} --period {period} --data {d}"]
+    if "lineloss" in s:
+        out += [f"gridhead sql --data {d} \"SELECT * FROM line_loss WHERE level = 'area' ORDER BY date, unit_id\"",
+                f"gridhead report lineloss --month {s['lineloss']['month']} --html lineloss.html --data {d}",
+                f"gridhead audit --month {s['lineloss']['month']} --data {d}"]
+    if "prepay" in s:
+        out += [f"gridhead sql --data {d} \"SELECT seq, who, command, target, outcome, reason FROM audit_log\"",
+                f"gridhead prepay status --data {d}"]
+    return {"commands": out}
+
+
 STEPS: list[Step] = [
     Step("archive", step_archive, "generate and import the archive"),
     Step("collect", step_collect, "head-end + simulated fleet: collect, back-fill"),
     Step("report", step_report, "what is in the lake"),
+    Step("bill", step_bill, "bill the last complete month"),
+    Step("lineloss", step_lineloss, "line loss and the audit list of that month"),
+    Step("prepay", step_prepay, "prepayment: run out, trip, pay, reconnect through the control API"),
+    Step("next", step_next, "what to run next"),
 ]
 
 
@@ -186,22 +402,48 @@ def run(data=DEFAULT_DATA, *, terminals: int = 10, meters_per_terminal: int = 32
 
 
 def render(summary: dict) -> str:
-    """The human summary of a demo run."""
+    """The human summary of a demo run: a line or two per step, then the commands to run next."""
+    from storage.bills import yuan
     a, c, r = summary["archive"], summary["collect"], summary["report"]
     b, af = c["before"], c.get("after", c["before"])
     lines = [
         f"archive    {a['terminals']} concentrators, {a['meters']} meters, start {a['start']} -> {a['archive']}",
         f"fleet      {c['online_at_start']}/{c['terminals']} terminals online at collection start; "
         f"faults {', '.join(f'{k}={v}' for k, v in c['faults'].items()) or 'none'}",
-        f"collected  days {c['days'][0]} .. {c['days'][-1]}: {c['requests']} requests "
+        f"collected  days {', '.join(c['days'])}: {c['requests']} requests "
         f"({c['failed_requests']} failed), {c['readings_stored']} readings stored "
         f"({c['readings_backfilled']} by back-fill) in {c['seconds']} s",
         f"success    {b['success_first_pct']}% after the first pass ({b['first_pass']}/{b['expected']} meter-days), "
         f"{af['success_pct']}% after back-fill ({af['collected']}/{af['expected']}; {af['missing']} still missing)",
         f"lake       {r['lake']} ({r['readings_in_lake']} readings)",
-        f"next       {r['next']}",
     ]
-    extra = [k for k in summary if k not in ("archive", "collect", "report")]
+    if "bill" in summary:
+        x = summary["bill"]
+        held = ", ".join(f"{k} {v}" for k, v in x["held_by_reason"].items())
+        lines += [f"bills      {x['period']}: {x['bills']} bills, {x['issued']} issued, {x['held']} held"
+                  f"{f' ({held})' if held else ''}; total {yuan(x['total_fen'])} yuan, issued "
+                  f"{yuan(x['issued_fen'])} yuan, {yuan(x['energy_kwh_x100'])} kWh"]
+    if "lineloss" in summary:
+        x = summary["lineloss"]
+        worst = ", ".join(f"area {w['area']} {w['rate_pct']:.2f}% ({w['category']})" for w in x["worst"])
+        lines += [f"line loss  {x['month']}: {x['areas']} areas — "
+                  f"{', '.join(f'{k} {v}' for k, v in sorted(x['categories'].items()))}; worst {worst or 'none'}",
+                  f"audit      {x['audit_items']} items on the list"
+                  + "".join(f"\n             #{k} {t['item_id']} score {t['score']} {t['kinds']}: {t['evidence']}"
+                            for k, t in enumerate(x["audit_top"], 1))]
+    if "prepay" in summary:
+        x = summary["prepay"]
+        relay = {True: "open", False: "closed", None: "unknown"}
+        trip, back = x["trip"] or {}, x["reconnect"] or {}
+        lines += [f"prepay     customer {x['customer']} (meter {x['meter']}) runs out: daily runs "
+                  + ", ".join(f"{d['day']}{' trip' if d['trips'] else ''}" for d in x["runs"])
+                  + f"; trip {trip.get('outcome')} by {trip.get('who')}, relay read back {relay[trip.get('relay_open')]}",
+                  f"           pays {yuan(x['paid_fen'])} yuan; reconnect {back.get('outcome')}, relay read back "
+                  f"{relay[back.get('relay_open')]}; audit log: "
+                  + ", ".join(f"#{e['seq']} {e['command']} {e['outcome']}" for e in x["audit"])]
+    lines += [f"next       {cmd}" if k == 0 else f"           {cmd}" for k, cmd in enumerate(summary.get("next", {}).get(
+        "commands", [r["next"]]))]
+    extra = [k for k in summary if k not in ("archive", "collect", "report", "bill", "lineloss", "prepay", "next")]
     lines += [f"{k:<10} {json.dumps(summary[k], default=str)}" for k in extra]
     return "\n".join(lines)
 

@@ -1,8 +1,11 @@
 """`gridhead demo` end to end with small sizes: archive, head-end + fleet subprocess, collection with
-faults and back-fill, the summary printed, the lake left for `gridhead sql` (its collection view)."""
+faults and back-fill (the recent days and last month's first and last freezes), the summary printed, the
+lake left for `gridhead sql` (its collection view); last month's bills, line loss and audit list; the
+prepayment loop (trip and reconnect through the control API, relay read back) in the audit log."""
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import subprocess
@@ -21,8 +24,12 @@ def test_demo_runs_end_to_end_and_leaves_the_lake(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads(r.stdout)
     assert list(s)[:3] == ["archive", "collect", "report"]
+    assert list(s) == ["archive", "collect", "report", "bill", "lineloss", "prepay", "next"]
     c = s["collect"]
-    assert c["online_at_start"] == c["terminals"] == 4 and len(c["days"]) == 2
+    assert c["online_at_start"] == c["terminals"] == 4 and len(c["recent_days"]) == 2
+    assert c["days"] == sorted(set(c["recent_days"]) | set(c["month_ends"]))
+    period = s["archive"]["period"]
+    assert c["month_ends"][0] == f"{period}-01" and c["month_ends"][1].endswith("-01")
     assert c["before"]["expected"] > 0 and c["readings_stored"] > 0
     assert c["after"]["success_pct"] >= c["before"]["success_first_pct"]
     assert c["after"]["collected"] == c["before"]["first_pass"] + c["after"]["backfilled"]
@@ -33,6 +40,55 @@ def test_demo_runs_end_to_end_and_leaves_the_lake(tmp_path):
     assert q.returncode == 0, q.stderr
     row = json.loads(q.stdout.splitlines()[0])
     assert (int(row["e"]), int(row["c"])) == (c["after"]["expected"], c["after"]["collected"])
+    # the billing summary adds up to the bills partition
+    b = s["bill"]
+    assert b["period"] == period and b["bills"] == s["archive"]["customers"] > 0
+    assert b["issued"] + b["held"] + b["released"] == b["bills"]
+    assert b["held"] <= sum(b["held_by_reason"].values()) and (b["held"] == 0) == (not b["held_by_reason"])
+    q = _cli("sql", "--data", str(data), "--format", "json",
+             f"SELECT count(*) AS n, sum(total_fen) AS t, sum(total_fen) FILTER (WHERE status <> 'held') AS i, "
+             f"count(*) FILTER (WHERE status = 'held') AS h FROM bills WHERE period = '{period}'")
+    assert q.returncode == 0, q.stderr
+    row = json.loads(q.stdout.splitlines()[0])
+    assert (int(row["n"]), int(row["t"]), int(row["i"]), int(row["h"])) == \
+        (b["bills"], b["total_fen"], b["issued_fen"], b["held"])
+    # line loss: every area in one category, the month's days stored in the lake
+    ll = s["lineloss"]
+    assert ll["month"] == period and ll["areas"] > 0 and sum(ll["categories"].values()) == ll["areas"]
+    assert set(ll["categories"]) <= {"ok", "high", "negative", "not_computable", "outage"}
+    q = _cli("sql", "--data", str(data), "--format", "json",
+             "SELECT count(DISTINCT date) AS days, count(DISTINCT unit_id) AS areas FROM line_loss WHERE level = 'area'")
+    assert q.returncode == 0, q.stderr
+    row = json.loads(q.stdout.splitlines()[0])
+    month_days = calendar.monthrange(int(period[:4]), int(period[5:]))[1]
+    assert int(row["areas"]) == ll["areas"] and int(row["days"]) == month_days
+    # the prepayment loop: tripped by the system through the control API, relay read back open; paid,
+    # reconnected, relay read back closed; both commands (pending, then ok) in the audit log
+    p = s["prepay"]
+    assert p["online"] == 4 and any(r["trips"] for r in p["runs"])
+    assert p["trip"] == {"outcome": "ok", "target": p["meter"], "who": "system:prepay", "relay_open": True,
+                         "confirmed": True}
+    assert p["reconnect"] == {"outcome": "ok", "target": p["meter"], "who": "system:prepay", "relay_open": False,
+                              "confirmed": True}
+    assert p["after_payment"] == {"closes": 1, "dispatched": {"ok": 1}} and p["tripped_now"] is False
+    assert [(a["command"], a["outcome"]) for a in p["audit"]] == \
+        [("disconnect", "pending"), ("disconnect", "ok"), ("reconnect", "pending"), ("reconnect", "ok")]
+    assert {a["who"] for a in p["audit"]} == {"system:prepay"}
+    assert p["audit"][1]["reason"] == "prepayment balance exhausted"
+    assert [e for e in p["events"] if e in ("trip", "reconnect")] == ["trip", "reconnect"]
+    q = _cli("sql", "--data", str(data), "--format", "json",
+             f"SELECT command, outcome, who FROM audit_log WHERE target = 'meter:{p['meter']}' ORDER BY seq")
+    assert q.returncode == 0, q.stderr
+    assert [tuple(json.loads(x).values()) for x in q.stdout.splitlines()] == \
+        [(a["command"], a["outcome"], a["who"]) for a in p["audit"]]
+    # the human summary shows the new parts and ends with the commands to run next
+    from headend import demo
+    text = demo.render(s)
+    assert "bills      " + period in text and "line loss  " + period in text and "relay read back open" in text
+    assert "relay read back closed" in text
+    nxt = text.split("next       ", 1)[1]
+    assert f"gridhead bill show {p['customer']} --period {period}" in nxt and "FROM audit_log" in nxt
+    assert f"gridhead report lineloss --month {period} --html" in nxt and "FROM line_loss" in nxt
     # a second run empties its own directory; a foreign non-empty directory is refused in one line
     other = tmp_path / "mine"
     other.mkdir()
