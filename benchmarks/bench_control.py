@@ -152,7 +152,9 @@ class Load:
             body = {"target": str(route["meter_id"]), "registers": ["energy"]}
             path = "/v1/read"
         else:
-            route = next(self.fresh)
+            route = next(self.fresh, None)
+            if route is None:
+                raise SystemExit("every meter has been tripped once: shorten --seconds or lower the rates")
             body = {"target": str(route["meter_id"]), "reason": "bench_control trip"}
             path = "/v1/disconnect"
         t_model0 = now_cst()
@@ -305,31 +307,31 @@ def line(name: str, r: dict, cpu: dict) -> str:
             f"p99 {pct(r['rtt'], 99):.2f} ms; {req}; CPU s {cpus}{late}")
 
 
-async def run_load(a, api_host, api_port, token, routes, checker, procs) -> list[str]:
+async def run_load(a, api_host, api_port, token, routes, checker, procs) -> dict:
+    """The phases in order; prints a line each (and one per path); returns each phase's samples."""
     load = Load(api_host, api_port, token, routes, checker, a.concurrency)
-    out, results = [], {}
+    results = {}
 
     def cpu_now():
         return {k: cpu_s(str(p)) for k, p in procs.items()} | {"clients": cpu_s()}
 
-    phases = [("reads, one at a time", "read", "saturate", 1), ("reads, steady", "read", "steady", a.read_rate), ("reads, saturation", "read", "saturate", a.concurrency),
+    phases = [("reads, one at a time", "read", "saturate", 1),
+              ("reads, steady", "read", "steady", a.read_rate),
+              ("reads, saturation", "read", "saturate", a.concurrency),
               ("trips+read-back, steady", "trip", "steady", a.trip_rate),
               ("trips+read-back, saturation", "trip", "saturate", a.concurrency)]
-    await load.saturate("read", 4, 1.0)              # warm-up: connections, caches (not reported)
+    await load.saturate("read", 4, 1.0)              # warm-up: connections, caches (not reported, checked)
     checker.check()
-    checker.bad and out.append(f"warm-up errors: {checker.bad[:3]}")
     for name, kind, how, x in phases:
         c0, la = cpu_now(), os.getloadavg()[0]
         r = await (load.steady(kind, x, a.seconds) if how == "steady" else load.saturate(kind, x, a.seconds))
         c1 = cpu_now()
-        checker.check()
-        cpu = {k: c1[k] - c0[k] for k in c0}
-        out.append(line(f"{name} ({'%g/s' % x if how == 'steady' else '%d clients' % x})", r, cpu)
-                   + f"; load {la:.1f}")
-        results[name] = r
+        checker.check()                             # after the phase: the model's sums cost CPU
+        label = f"{x:g}/s" if how == "steady" else f"{x} client" + ("s" if x > 1 else "")
+        print(line(f"{name} ({label})", r, {k: c1[k] - c0[k] for k in c0}) + f"; load {la:.1f}", flush=True)
         for p, xs in sorted(r["path"].items()):
-            out.append(f"    {p:<12} {len(xs):>6}  API p50 {pct(xs, 50):.2f} / p99 {pct(xs, 99):.2f} ms")
-        print(out[-1 - len(r["path"])], *out[len(out) - len(r["path"]):], sep="\n", flush=True)
+            print(f"    {p:<12} {len(xs):>6}  API p50 {pct(xs, 50):.2f} / p99 {pct(xs, 99):.2f} ms", flush=True)
+        results[name] = r
     for c in load.idle:
         c.close()
     return results
