@@ -125,7 +125,8 @@ def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str
     for d in sorted(set(dates)):
         files = lfs.files(f"readings/kind={kind}/date={d}")
         if buckets is not None:
-            files = [f for f in files if any(f"/bucket={b:02d}/" in f for b in buckets)]
+            bs = buckets.get(d, set()) if isinstance(buckets, dict) else buckets
+            files = [f for f in files if any(f"/bucket={b:02d}/" in f for b in bs)]
         if files:
             t = lfs.read(files, ["meter_id", "register", "value", "received_utc", "quality"])
             tables.append(t.append_column("date", pa.array(np.full(t.num_rows, d, "datetime64[D]"), pa.date32())))
@@ -136,10 +137,13 @@ def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str
 
 
 def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> list[str]:
-    """Published readings files of ``kind`` on ``dates`` (of the ``buckets`` only, when given)."""
+    """Published readings files of ``kind`` on ``dates`` (of the ``buckets`` only, when given: a set, or
+    per date a set)."""
     out = []
     for d in sorted(set(dates)):
-        if buckets is None:
+        if isinstance(buckets, dict):
+            out += _files(root, kind, [d], buckets.get(d, set()))
+        elif buckets is None:
             out += sorted(str(p) for p in (root / "readings" / f"kind={kind}" / f"date={d}").glob("bucket=*/part-*.parquet"))
         else:
             for b in sorted(buckets):
@@ -257,6 +261,11 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None):
         ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
                                                   AND mon.ae_fwd IS NOT NULL)""", p)
     dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
+    if own:     # of a day, only the buckets holding a needed reading (a replaced meter's swap day is in one)
+        need = con.execute("SELECT date, meter_id FROM need").fetchall()
+        buckets = {}
+        for (d, _m), b in zip(need, lake.buckets_of(np.array([m for _d, m in need], np.int64))):
+            buckets.setdefault(d, set()).add(int(b))
     daily = _readings(raw, lfs, root, schema.DAILY, dates, buckets, "_lake_day")
     con.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
 
