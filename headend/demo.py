@@ -1,17 +1,25 @@
-"""`gridhead demo`: the whole collection chain on one machine in about a minute, as steps.
+"""`gridhead demo`: the whole chain on one machine in about a minute, as steps.
 
 1. ``archive``  — a small synthetic fleet (storage.generator via headend.sim_model: N concentrators ×
-   M meters, 698 and 645 meters, archive start ``days`` days ago) imported into ``DATA/archive.duckdb``;
+   M meters, 698 and 645 meters, archive start the day before the first collected day) imported into
+   ``DATA/archive.duckdb``;
 2. ``collect``  — the head-end (this process) listening on 127.0.0.1 and the simulated fleet (a
    subprocess, ``python -m headend.demo fleet``) dialling in with faults (dropped answers, offline
-   spells, frozen data the concentrators lack); the daily frozen task collects every day since the
-   start, then back-fill (补采) re-reads the gaps per meter;
+   spells, frozen data the concentrators lack); the daily frozen task collects the last ``days`` days
+   and the freezes at both ends of last month (its 1st and this month's 1st, 00:00), then back-fill
+   (补采) re-reads the gaps per meter;
 3. ``report``   — what happened: terminals online, readings stored, success rate (采集成功率) before
-   and after back-fill, where the lake is, an example ``gridhead sql`` query.
+   and after back-fill, where the lake is;
+4. ``bill``     — last month's bills (电费核算, storage.bills): issued, held with reasons, totals;
+5. ``lineloss`` — that month's line loss (线损) per area and feeder, stored in the lake, and the audit
+   list (稽查) ranked from it;
+6. ``prepay``   — the prepayment loop (预付费) through a head-end running its control API: a customer
+   runs out, is tripped, pays and is reconnected, the relay read back each time, all in the audit log;
+7. ``next``     — the commands to run next on what the demo left.
 
-Each step is ``fn(ctx) -> dict`` and adds its part to the summary (``--json`` prints it whole).  Later
-issues (billing, line loss) append their steps to :data:`STEPS`: they read ``ctx["data"]`` (the data
-directory, whose lake and archive this demo leaves in place).
+Each step is ``fn(ctx) -> dict`` and adds its part to the summary (``--json`` prints it whole).  A later
+step goes into :data:`STEPS` before ``next``: it reads ``ctx["data"]`` (the data directory, whose lake
+and archive this demo leaves in place), ``ctx["period"]`` (last month) and ``ctx["recent_days"]``.
 """
 
 from __future__ import annotations
@@ -280,7 +288,6 @@ def step_prepay(ctx) -> dict:
     _tid, token = CL.TokenStore(CL.tokens_path(data)).add(prepay.SYSTEM, "operator")
     out = {"customer": who["customer_no"], "customer_id": who["customer_id"], "posted": posted["posted"],
            "paid_ahead": len(pre) - 1, "runs": []}
-    port = None
     with LiveHeadEnd(data) as he:
         fleet = start_fleet(data, he.port, seed=ctx["seed"], faults={}, heartbeat_s=ctx["heartbeat_s"])
         try:
@@ -303,7 +310,7 @@ def step_prepay(ctx) -> dict:
             out["after_payment"] = prepay.after_payment(data, [who["customer_id"]], send=send)
             out["reconnect"] = _answer(data, who["customer_id"], "reconnect")
             out["tripped_now"] = _state(data, who["customer_id"])["tripped"]
-            port = he.api
+            out["api"] = he.api
         finally:
             stop_process(fleet)
     meter = out["trip"]["target"] if out["trip"] else None
@@ -313,8 +320,7 @@ def step_prepay(ctx) -> dict:
     with ledger.Reader(data) as r:
         events = [e for e in r.columns("SELECT event FROM prepay_events WHERE customer_id = $c ORDER BY ts_utc",
                                        {"c": who["customer_id"]})["event"].tolist()]
-    out.update(api=port, meter=meter, audit=[{k: (str(v) if k == "readback" else v) for k, v in a.items()}
-                                             for a in audit], events=events)
+    out.update(meter=meter, audit=audit, events=events)
     return out
 
 
