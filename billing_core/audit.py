@@ -93,7 +93,9 @@ def signals(energy, rev, missing, area, area_sales, area_loss, area_ok, area_hig
     with np.errstate(invalid="ignore", divide="ignore"):
         rise = (np.where(aok & after, loss, 0).sum(1) / np.maximum((aok & after).sum(1), 1)
                 - np.where(aok & ~after, loss, 0).sum(1) / np.maximum((aok & ~after).sum(1), 1)) / 100
-    high_share = ((np.asarray(area_high)[ai] if A else np.zeros((n, D), bool)).sum(1) / max(D, 1)) * ina
+    # share of the area's computable days that were 高损 (days not in the lake do not dilute it)
+    hi_days = (np.asarray(area_high)[ai] if A else np.zeros((n, D), bool)).sum(1)
+    high_share = hi_days / np.maximum(aok.sum(1), 1) * ina
     mult = np.asarray(ct, np.int64) * np.asarray(pt, np.int64)
     # a step by a clean factor on a point with CT/PT: the multiplier, not theft
     ratio = np.where(mb > 0, ma / np.where(mb > 0, mb, 1), 1.0)

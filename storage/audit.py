@@ -30,6 +30,7 @@ from .archive import Archive
 
 RESULTS = ("theft", "fault", "normal")
 AREA_HIGH_DAYS = 5          # an area is persistently high-loss with at least this many 高损 days
+PREVIOUS_DAYS = 14          # the previous month's last days the theft signal compares with (when in the lake)
 ITEMS_SCHEMA = pa.schema([
     ("item_id", pa.string()), ("rank", pa.int32()), ("level", pa.string()), ("customer_id", pa.int64()),
     ("point_id", pa.int64()), ("meter_id", pa.int64()), ("area_id", pa.int64()), ("score", pa.float64()),
@@ -66,16 +67,40 @@ def read_event_counts(lake_root, first: _dt.date, last: _dt.date, meter_ids: np.
     return out
 
 
-def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res: sl.Result | None = None):
-    """The ranked audit list of ``month`` (YYYY-MM) as an Arrow table (ITEMS_SCHEMA), best first."""
+def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res: sl.Result | None = None,
+               previous_days: int = PREVIOUS_DAYS):
+    """The ranked audit list of ``month`` (YYYY-MM) as an Arrow table (ITEMS_SCHEMA), best first.
+
+    The theft, stopped and multiplier signals also see the last ``previous_days`` days of the previous
+    month where the lake has their readings (a day with none is missing, so it is simply not used): a
+    customer who starts stealing on the 1st has no "before" inside the month.  Events are the month's.
+    """
     first, last = sl.month_range(month)
     res = res or sl.compute(archive, lake_root, first, last, thresholds=thresholds)
     cust = np.flatnonzero(((res.kind == ll.K_CUSTOMER) | (res.kind == ll.K_DEDICATED)) & (res.customer_id >= 0))
     missing = (res.flags[cust] & ll.LF_MISSING) != 0
     ok = res.area.category != ll.NOT_COMPUTABLE
     high = res.area.category == ll.HIGH
+    fwd, rev, area_sales, area_loss, days = res.fwd[cust], res.rev[cust], res.area.sales, res.area.loss, res.days
+    if previous_days > 0:
+        prev = sl.compute(archive, lake_root, first - _dt.timedelta(days=previous_days),
+                          first - _dt.timedelta(days=1), thresholds=res.thresholds)
+        pc = _rows_of(prev.point_id, res.point_id[cust])          # the month's customers in the earlier window
+        pa_ = _rows_of(prev.area_id, res.area_id)
+        has, hasa = pc >= 0, pa_ >= 0
+        take = lambda a, rows, there, fill: np.where(there[:, None], a[np.maximum(rows, 0)], fill)  # noqa: E731
+        pmiss = take((prev.flags & ll.LF_MISSING) != 0, pc, has, True)
+        pok = take(prev.area.category != ll.NOT_COMPUTABLE, pa_, hasa, False)
+        phigh = take(prev.area.category == ll.HIGH, pa_, hasa, False)
+        fwd = np.hstack([take(prev.fwd, pc, has, 0), fwd])
+        rev = np.hstack([take(prev.rev, pc, has, 0), rev])
+        missing = np.hstack([pmiss, missing])
+        ok, high = np.hstack([pok, ok]), np.hstack([phigh, high])
+        area_sales = np.hstack([take(prev.area.sales, pa_, hasa, 0), area_sales])
+        area_loss = np.hstack([take(prev.area.loss, pa_, hasa, 0), area_loss])
+        days = prev.days + days
     ev = read_event_counts(lake_root, first, last, res.meter_id[cust])
-    sig = au.signals(res.fwd[cust], res.rev[cust], missing, res.point_area[cust], res.area.sales, res.area.loss,
+    sig = au.signals(fwd, rev, missing, res.point_area[cust], area_sales, area_loss,
                      ok, high, ev, res.ct[cust], res.pt[cust])
     pick = np.flatnonzero(sig["score"] > 0)
     pick = pick[np.lexsort((res.customer_id[cust][pick], -sig["score"][pick]))]
@@ -85,7 +110,7 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
         ks = [k for k in au.KINDS if sig[f"score_{k}"][j] > 0]
         kinds.append(",".join(ks))
         ids.append(f"{tag}-C{res.customer_id[cust][j]}")
-        ev_text.append(_evidence(sig, j, ks, ev, res.days))
+        ev_text.append(_evidence(sig, j, ks, ev, days))
     c = cust[pick]
     area_row = res.point_area[c]
     items = {"item_id": ids, "level": ["customer"] * len(pick), "customer_id": res.customer_id[c],
@@ -94,7 +119,7 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
                                  mask=area_row < 0),
              "score": sig["score"][pick].round(1), "kinds": kinds, "evidence": ev_text}
     # areas persistently 高损: the place to start when no customer stands out
-    hd = high.sum(axis=1)
+    hd = (res.area.category == ll.HIGH).sum(axis=1)                  # the month's days only
     ar = np.flatnonzero(hd >= AREA_HIGH_DAYS)
     rate = np.where(res.area.has_rate, res.area.rate_bp, 0)
     n_ok = np.maximum(res.area.has_rate.sum(axis=1), 1)
@@ -110,6 +135,13 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
     order = np.lexsort((np.array(t.column("item_id").to_pylist()), -t.column("score").to_numpy()))
     t = t.take(order)
     return t.set_column(1, "rank", pa.array(np.arange(1, len(t) + 1), pa.int32()))
+
+
+def _rows_of(ids: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Row of each of ``want`` in the sorted unique ``ids``, -1 where absent."""
+    k = np.searchsorted(ids, want)
+    kk = np.minimum(k, max(len(ids) - 1, 0))
+    return np.where((k < len(ids)) & (ids[kk] == want) if len(ids) else np.zeros(len(want), bool), kk, -1)
 
 
 def _evidence(sig, j, ks, ev, days) -> str:

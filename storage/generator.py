@@ -31,6 +31,12 @@ The model, per customer and day (vectorised over customers; one pass per day, se
   (consumption goes to the reverse register, forward stops; a 潮流反向 event), stopped meter (registers
   freeze), theft-like under-registration (a share of the customers of some areas register 30–70 %).
   Meters carry at most one anomaly besides missing reads.
+* area anomalies, drawn from a stream of their own (the draws above stay the same for a seed) among the
+  areas without theft, one per area: a check-meter fault (考核表 stops or registers 30–70 % for 3–7 days:
+  supply < sales, 负损) and an area outage (停运: the transformer is out for 3–4 days, so the check meter,
+  the customers and the PV station register nothing; at 1 % missing reads a one-day outage is nearly
+  always smeared by some meter's spread gap, the middle days of a longer one are not).  ground_truth/anomalies.csv has one row per
+  affected area-day (the check meter's point); areas.csv says which areas carry them.
 """
 
 from __future__ import annotations
@@ -61,7 +67,10 @@ ANOMALY_RATES = {
     "theft_customer": 0.10,     # of the low-voltage customers of a theft area
     "tariff_change": 0.05,      # of general commercial customers
     "multiplier_change": 0.10,  # of large industrial points
+    "check_meter_fault": 0.02,  # of areas (at least one in a fleet of >= 4 areas): 考核表 under-registers
+    "area_outage": 0.01,        # of areas (at least one in a fleet of >= 4 areas): no energy for 3-4 days
 }
+AREA_MIN_FLEET = 4              # an area anomaly with a rate > 0 hits at least one area from this many areas
 CATEGORY_SHARE = {"residential": 0.86, "general_commercial": 0.09, "large_industrial": 0.02, "agricultural": 0.03}
 CUSTOMERS_PER_AREA = 150
 AREAS_PER_FEEDER = 25
@@ -311,6 +320,28 @@ class _Generator:
         self.missing_days = 0
         self.missing: list = []
         self.received_slot = np.random.default_rng(self.ss.spawn(3)[2]).integers(600, 600 + 5 * 3600, f.n_areas + 1)
+        self._area_anomalies(lv_areas)
+
+    def _area_anomalies(self, lv_areas: np.ndarray):
+        """Check-meter faults and outages: areas without theft, each at most one; (area, day) masks."""
+        cfg, r = self.cfg, self.cfg.rates
+        rng = np.random.default_rng([cfg.seed, 2_000_003])           # its own stream: see the docstring
+        free = np.setdiff1d(lv_areas, self.theft_areas)
+        D = cfg.days
+        out = []
+        for kind, (lo_len, hi_len) in (("check_meter_fault", (3, 7)), ("area_outage", (3, 4))):
+            k = int(round(r[kind] * len(lv_areas)))
+            if r[kind] > 0 and len(lv_areas) >= AREA_MIN_FLEET:
+                k = max(k, 1)
+            chosen = np.sort(rng.choice(free, min(k, len(free)), replace=False))
+            free = np.setdiff1d(free, chosen)
+            length = rng.integers(lo_len, hi_len + 1, len(chosen))
+            start = rng.integers(0, np.maximum(D - length, 0) + 1)  # inside the generated days
+            out.append((chosen, start, np.minimum(start + length, D)))
+        (self.fault_areas, self.fault_from, self.fault_to), (self.outage_areas, self.outage_from, self.outage_to) = out
+        # what a faulty check meter registers: half stop (0), the rest 30-70 % of the supply
+        self.fault_factor = np.where(rng.random(len(self.fault_areas)) < 0.5, 0.0,
+                                     rng.uniform(0.3, 0.7, len(self.fault_areas)))
 
     # --- archive files ---------------------------------------------------------------------------------
     def write_archive(self, out: pathlib.Path):
@@ -485,6 +516,10 @@ class _Generator:
         sw = season_weekday(date)
         true_kwh = np.zeros(P)
         true_kwh[:n] = f.base_kwh[:n] * sw[f.cat] * rng.lognormal(0, 0.15, n)
+        # area outage (停运): nothing flows to the area's customers (no draw is skipped: the stream stays)
+        out_now = self.outage_areas[(self.outage_from <= j) & (j < self.outage_to)]
+        if len(out_now):
+            true_kwh[:n][np.isin(f.area_of_customer, out_now)] = 0.0
         # customers' energy at their point; anomalies change what the meter registers, not what flows
         mult = (f.ct * f.pt).astype(np.float64)
         mc_on = self.mult_change[self.mult_change_day <= j]
@@ -513,6 +548,9 @@ class _Generator:
             + np.bincount(f.feeder_of_ind, weights=true_kwh[ind] + tx_loss, minlength=f.n_feeders + 1)
         true_kwh[n + na:n + na + f.n_feeders] = feeder_in[1:] / 0.98
         registered[n:] = true_kwh[n:]
+        # check-meter fault: the 考核表 stops or under-registers; what flows through the feeder is unchanged
+        on = (self.fault_from <= j) & (j < self.fault_to)
+        registered[n + self.fault_areas[on] - 1] *= self.fault_factor[on]
         inc_p = np.rint(registered * 100 / mult).astype(np.int64)        # 0.01 kWh at the meter
         # meter-level increments: replacement splits the swap day between old and new meter
         inc = np.concatenate([inc_p, np.zeros(len(self.replaced), np.int64)])
@@ -615,6 +653,14 @@ class _Generator:
         add("stopped_meter", self.stopped, self.stopped, [day(j) for j in self.stopped_from], [""] * len(self.stopped))
         add("theft", self.theft, self.theft, [day(j) for j in self.theft_from],
             [f"registers {x:.2f} of consumption" for x in self.theft_factor])
+        for kind, areas, frm, to, what in (
+                ("check_meter_fault", self.fault_areas, self.fault_from, self.fault_to,
+                 [f"check meter registers {x:.2f} of supply" for x in self.fault_factor]),
+                ("area_outage", self.outage_areas, self.outage_from, self.outage_to,
+                 ["no energy in the area"] * len(self.outage_areas))):
+            for a, j0, j1, text in zip(areas, frm, to, what):      # one row per area-day
+                chk = np.full(j1 - j0, cfg.customers + a - 1)          # the area's check-meter point
+                add(kind, chk, chk, [day(j) for j in range(j0, j1)], [text] * len(chk))
         for date, miss in self.missing:
             add("missing_read", miss, self.point_of_meter[miss], [date] * len(miss), [""] * len(miss))
         out.mkdir(parents=True, exist_ok=True)
@@ -624,7 +670,9 @@ class _Generator:
         pacsv.write_csv(pa.table({
             "area_id": np.arange(1, na + 1), "area_type": np.where(f.area_rural, "rural", "urban"),
             "technical_loss_bp": np.rint(f.area_loss * 10_000).astype(np.int64),
-            "pv_kw": f.pv_kw[1:], "theft": np.isin(np.arange(1, na + 1), self.theft_areas)}), out / "areas.csv")
+            "pv_kw": f.pv_kw[1:], "theft": np.isin(np.arange(1, na + 1), self.theft_areas),
+            "check_meter_fault": np.isin(np.arange(1, na + 1), self.fault_areas),
+            "outage": np.isin(np.arange(1, na + 1), self.outage_areas)}), out / "areas.csv")
         # the removal readings are now known: the archive's point_meters file
         t = self._tables["point_meters"]
         P = f.n_points
@@ -637,7 +685,8 @@ class _Generator:
         pops = {"missing_read": self.missing_days, "rollover": len(self.rollover), "replacement": len(self.replaced),
                 "reverse_running": len(self.reverse), "stopped_meter": len(self.stopped),
                 "theft_area": len(self.theft_areas), "theft_customer": len(self.theft),
-                "tariff_change": len(self.tariff_change), "multiplier_change": len(self.mult_change)}
+                "tariff_change": len(self.tariff_change), "multiplier_change": len(self.mult_change),
+                "check_meter_fault": len(self.fault_areas), "area_outage": len(self.outage_areas)}
         return {"customers": cfg.customers, "days": cfg.days, "seed": cfg.seed, "start": str(d0),
                 "areas": na, "feeders": f.n_feeders, "points": P, "meters": self.M,
                 "curve_meters": len(self.curve_meters), "rates": cfg.rates, "injected": pops}

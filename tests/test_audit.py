@@ -114,3 +114,26 @@ def test_mark_loop_closes_in_sql(tmp_path, ranked):
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "no audit item" in r.output
     r = run.invoke(cli, ["audit", "mark", first, "--result", "maybe", "--by", "x", "--data", str(d)])
     assert r.exit_code == 2
+
+
+def test_thief_from_the_first_of_the_month_ranks_near_the_top(ranked):
+    """A customer stealing from 06-01 has no "before" in June: the audit compares with the previous
+    month's last days in the lake (the generated fleet starts 05-28).  Without them it is not theft."""
+    from storage import archive, audit as sa
+    d, items = ranked
+    day1 = [p for p, what in truth_points(d).items() if what == "theft" and _start(d, p) == "2026-06-01"]
+    assert day1, "the fleet (seed 7) has a thief from 06-01"
+    k = len(truth_points(d))
+    rows = [r for r in items.to_pylist() if r["level"] == "customer"]
+    rank = {r["point_id"]: (i + 1, r["kinds"], r["evidence"]) for i, r in enumerate(rows)}
+    for p in day1:
+        assert p in rank and "theft" in rank[p][1] and rank[p][0] <= k // 2, (p, rank.get(p))
+        assert "from 2026-06-01" in rank[p][2]
+    with archive.Archive(d / "archive.duckdb", read_only=True) as a:
+        june_only = sa.rank_month(a, d / "lake", MONTH, previous_days=0).to_pylist()
+    assert not any(r["point_id"] in day1 and "theft" in r["kinds"] for r in june_only)
+
+
+def _start(d, point_id) -> str:
+    with open(d / "ground_truth" / "anomalies.csv") as f:
+        return next(r["date"] for r in csv.DictReader(f) if r["anomaly"] == "theft" and int(r["point_id"]) == point_id)

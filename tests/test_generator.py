@@ -176,3 +176,41 @@ def test_bad_configuration_is_one_line(tmp_path):
         generator.generate(tmp_path, 10, 1, 1, rates={"gremlins": 0.1})
     with pytest.raises(StorageError, match="rate missing_read=2 is not in 0..1"):
         generator.generate(tmp_path, 10, 1, 1, rates={"missing_read": 2})
+
+
+def test_area_anomalies_show_in_the_registers(fleet):
+    """Check-meter fault: on each day of the ground truth the 考核表 registers less than the area's
+    customers (负损), nothing when it stopped; outage: the check meter and every meter of the area
+    register nothing that day.  At least one of each in a fleet of >= 4 areas; never in a theft area."""
+    _d, s, summary, truth, areas = fleet
+    assert summary["areas"] >= generator.AREA_MIN_FLEET
+    inj = summary["injected"]
+    flags = {a["area_id"]: a for a in areas}
+    for kind, col in (("check_meter_fault", "check_meter_fault"), ("area_outage", "outage")):
+        rows = [r for r in truth if r["anomaly"] == kind]
+        hit = {r["area_id"] for r in rows}
+        assert inj[kind] == len(hit) >= 1 and hit == {a for a, x in flags.items() if x[col]}
+        assert not any(flags[a]["theft"] for a in hit)
+    inc = {(r["area_id"], r["role"], str(r["date"])): r for r in s.query("""
+        WITH i AS (SELECT meter_id, date, lead(ae_fwd) OVER (PARTITION BY meter_id ORDER BY date) - ae_fwd AS inc,
+                          lead(date) OVER (PARTITION BY meter_id ORDER BY date) - date AS gap FROM daily_frozen)
+        SELECT p.area_id, p.role, i.date::VARCHAR AS date, sum(inc * mu.ct_ratio * mu.pt_ratio) AS e,
+               count(*) FILTER (WHERE gap = 1) AS n, count(*) FILTER (WHERE inc <> 0 AND gap = 1) AS nonzero
+        FROM i JOIN point_meters pm USING (meter_id) JOIN points p USING (point_id)
+             JOIN point_multipliers mu USING (point_id)
+        WHERE p.area_id IS NOT NULL AND gap = 1 AND mu.valid_to IS NULL GROUP BY ALL""").to_pylist()}
+    seen = 0
+    for r in truth:
+        day = str(r["date"])
+        chk, cus = inc.get((r["area_id"], "area_check", day)), inc.get((r["area_id"], "customer", day))
+        if chk is None or cus is None:
+            continue                            # the check meter's reading is missing either side
+        if r["anomaly"] == "area_outage":
+            assert chk["e"] == 0 and cus["nonzero"] == 0, r
+            seen += 1
+        elif r["anomaly"] == "check_meter_fault":
+            assert chk["e"] < cus["e"], (r, chk, cus)
+            if r["detail"].endswith("0.00 of supply"):
+                assert chk["e"] == 0
+            seen += 1
+    assert seen >= 2
