@@ -280,11 +280,11 @@ cdef object _server(R* r, Cls* c, item_f body):
     return _new(c, piid, b, fr, tt, None)
 
 
-cdef object _proxy_record(R* r):
+cdef object _proxy_record(R* r, item_f record):
     # PROXY-Response-GetRecord: PIID-ACD, TSA, A-ResultRecord, trailer
     cdef object piid = _u8(r)
     cdef object tsa = ax_typed(r, T_TSA, 0)
-    cdef object rec = _result_record(r)
+    cdef object rec = record(r)
     cdef object fr = _follow(r)
     cdef object tt = _time_tag(r)
     return _new(&C_PGR, piid, tsa, rec, fr, tt)
@@ -305,8 +305,267 @@ cdef object _proxy_results(R* r):
     return _seq(r, _proxy_result)
 
 
-cdef object _walk(R* r):
+# --- lazy: validate the whole APDU now, build its values on access -------------------------------
+# decode_lazy(buf) walks the same services as decode() and applies every check the eager decoders
+# apply, but reads each Data with a validate-only walker that builds nothing.  The bulk of an APDU —
+# the A-ResultNormal items of a list, the rows of an A-ResultRecord — comes back as a LazySeq: the
+# bytes object (immutable, held) and the offset of each item found while validating.  Reading an item
+# decodes it there with the very readers decode() uses, so the values are the same objects.
+#
+# Why this cannot raise later: the validator accepts exactly what the eager readers accept.  It
+# checks the common tags itself, byte for byte as protocols._axdr's _typed does, and hands every other
+# tag to that _typed (building and dropping its value).  When it refuses, decode_lazy returns None and
+# apdu.decode_apdu takes the eager path, which raises the eager error with its message.
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from protocols._axdr_py import MAX_DEPTH, TYPE_NAMES
+
+cdef int V_MAX_DEPTH = MAX_DEPTH
+cdef bint _v_known[256]
+for _t in TYPE_NAMES:
+    _v_known[_t] = True
+
+
+cdef int _v_data(R* r, int depth) except -1:
+    cdef int tag
+    cdef Py_ssize_t n, i
+    if r.pos >= r.end:
+        raise _MISS
+    tag = r.p[r.pos]
+    if not _v_known[tag]:
+        raise _MISS
+    r.pos += 1
+    if tag == 6 or tag == 81 or tag == 83 or tag == 5 or tag == 23:
+        return _skip(r, 4)
+    if tag == 1 or tag == 2:
+        if depth >= V_MAX_DEPTH:
+            raise _MISS
+        n = ax_count(r, "array", 1)
+        for i in range(n):
+            _v_data(r, depth + 1)
+        return 0
+    if tag == 0:
+        return 0
+    if tag == 17 or tag == 22 or tag == 15:
+        return _skip(r, 1)
+    if tag == 18 or tag == 80 or tag == 16:
+        return _skip(r, 2)
+    if tag == 20 or tag == 21 or tag == 24:
+        return _skip(r, 8)
+    if tag == 28:
+        return _skip(r, 7)
+    if tag == 25:
+        return _skip(r, 10)
+    if tag == 26:
+        return _skip(r, 5)
+    if tag == 27:
+        return _skip(r, 3)
+    if tag == 9 or tag == 10:                          # octet-string, visible-string (Latin-1: any byte)
+        n = ax_length(r, "length")
+        return _skip(r, n)
+    if tag == 3:
+        _need(r, 1)
+        if r.p[r.pos] > 1:
+            raise _MISS
+        r.pos += 1
+        return 0
+    if tag == 4:
+        n = ax_length(r, "length")
+        return _skip(r, (n + 7) >> 3)
+    ax_typed(r, tag, depth)                            # the rare tags: the eager reader itself
+    return 0
+
+
+cdef inline int _skip(R* r, Py_ssize_t k) except -1:
+    _need(r, k)
+    r.pos += k
+    return 0
+
+
+cdef int _v_row(R* r, Py_ssize_t ncols) except -1:
+    # as the A-XDR kernel's _row: never more cells than bytes left, each Data at depth 1
+    cdef Py_ssize_t i
+    if ncols > r.end - r.pos:
+        raise _MISS
+    for i in range(ncols):
+        _v_data(r, 1)
+    return 0
+
+
+cdef int _v_result_normal(R* r) except -1:
+    _skip(r, 4)
+    _need(r, 1)
+    r.pos += 1
+    if r.p[r.pos - 1] == 1:
+        return _v_data(r, 0)
+    if r.p[r.pos - 1] == 0:
+        return _skip(r, 1)
+    raise _MISS
+
+
+DEF K_NORMAL = 0                  # items are A-ResultNormal
+DEF K_ROW = 1                     # items are A-RecordRow of ncols Data
+
+cdef bytes _cur                   # the APDU being walked by decode_lazy (held by each LazySeq)
+
+
+cdef class LazySeq:
+    """A validated SEQUENCE OF whose items are decoded when read: A-ResultNormal (ResultNormal) or
+    A-RecordRow (a tuple of Data).  It stands for the tuple the eager decoder gives: len, indexing,
+    slicing, iteration, ==, hash, repr and pickling are the tuple's.  Reading one item decodes that
+    item; iterating or comparing decodes them all once and keeps the tuple."""
+
+    cdef bytes buf
+    cdef Py_ssize_t* offs
+    cdef Py_ssize_t n
+    cdef Py_ssize_t ncols
+    cdef int kind
+    cdef tuple whole
+
+    def __dealloc__(self):
+        PyMem_Free(self.offs)
+
+    cdef object _item(self, Py_ssize_t i):
+        cdef R r
+        r.p = <const uint8_t*> PyBytes_AS_STRING(self.buf)
+        r.end = PyBytes_GET_SIZE(self.buf)
+        r.pos = self.offs[i]
+        if self.kind == K_ROW:
+            return ax_row(&r, self.ncols)
+        return _result_normal(&r)
+
+    cpdef tuple to_tuple(self):
+        """Every item, decoded once and kept: the tuple the eager decoder gives."""
+        cdef Py_ssize_t i
+        cdef tuple out
+        if self.whole is None:
+            out = PyTuple_New(self.n)
+            for i in range(self.n):
+                x = self._item(i)
+                Py_INCREF(x)
+                PyTuple_SET_ITEM(out, i, x)
+            self.whole = out
+        return self.whole
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        cdef Py_ssize_t i
+        if self.whole is not None or not isinstance(index, int):
+            return self.to_tuple()[index]
+        i = index
+        if i < 0:
+            i += self.n
+        if i < 0 or i >= self.n:
+            raise IndexError("tuple index out of range")
+        return self._item(i)
+
+    def __iter__(self):
+        return iter(self.to_tuple())
+
+    def __contains__(self, x):
+        return x in self.to_tuple()
+
+    def __richcmp__(self, other, int op):
+        if isinstance(other, LazySeq):
+            other = (<LazySeq> other).to_tuple()
+        elif not isinstance(other, tuple):
+            return NotImplemented
+        mine = self.to_tuple()
+        if op == 2:
+            return mine == other
+        if op == 3:
+            return mine != other
+        if op == 0:
+            return mine < other
+        if op == 1:
+            return mine <= other
+        if op == 4:
+            return mine > other
+        return mine >= other
+
+    def __hash__(self):
+        return hash(self.to_tuple())
+
+    def __repr__(self):
+        return repr(self.to_tuple())
+
+    def __reduce__(self):
+        return (tuple, (self.to_tuple(),))
+
+    def count(self, x):
+        return self.to_tuple().count(x)
+
+    def index(self, x, *args):
+        return self.to_tuple().index(x, *args)
+
+
+cdef LazySeq _lazy(Py_ssize_t n, int kind, Py_ssize_t ncols):
+    cdef LazySeq s = LazySeq.__new__(LazySeq)
+    s.buf = _cur
+    s.n = n
+    s.kind = kind
+    s.ncols = ncols
+    s.offs = <Py_ssize_t*> PyMem_Malloc((n if n > 0 else 1) * sizeof(Py_ssize_t))
+    if s.offs == NULL:
+        raise MemoryError()
+    return s
+
+
+cdef object _lazy_normals(R* r):
+    # SEQUENCE OF A-ResultNormal, validated, each item read on access
+    cdef Py_ssize_t n = _seq_len(r), i
+    cdef LazySeq s = _lazy(n, K_NORMAL, 0)
+    for i in range(n):
+        s.offs[i] = r.pos
+        _v_result_normal(r)
+    return s
+
+
+cdef object _lazy_record(R* r):
+    # A-ResultRecord with its rows validated and read on access (OAD, RCSD, DAR built now)
+    cdef object oad = _u32(r)
+    cdef object rcsd = ax_typed(r, T_RCSD, 0)
+    cdef object rows = None, dar = None
+    cdef Py_ssize_t ncols = len(rcsd), m, i
+    cdef LazySeq s
+    _need(r, 1)
+    r.pos += 1
+    if r.p[r.pos - 1] == 1:
+        m = ax_count(r, "record rows", ncols if ncols > 1 else 1)
+        s = _lazy(m, K_ROW, ncols)
+        for i in range(m):
+            s.offs[i] = r.pos
+            _v_row(r, ncols)
+        rows = s
+    elif r.p[r.pos - 1] == 0:
+        dar = _u8(r)
+    else:
+        raise _MISS
+    return _new(&C_RR, oad, rcsd, rows, dar, None)
+
+
+cdef object _lazy_records(R* r):
+    return _seq(r, _lazy_record)
+
+
+cdef object _lazy_proxy_result(R* r):
+    cdef object tsa = ax_typed(r, T_TSA, 0)
+    cdef object res = _lazy_normals(r)
+    return _new(&C_PR, tsa, res, None, None, None)
+
+
+cdef object _lazy_proxies(R* r):
+    return _seq(r, _lazy_proxy_result)
+
+
+cdef object _walk(R* r, bint lazy):
+    # lazy: the lists and record rows validated and left as LazySeq (LINK and GET-Response-Normal,
+    # one Data, are built either way)
     cdef int tag = r.p[0], choice = r.p[1]
+    cdef item_f normals = _lazy_normals if lazy else _results
+    cdef item_f record = _lazy_record if lazy else _result_record
+    cdef item_f records = _lazy_records if lazy else _records
     if tag == 0x01:
         r.pos = 1
         return _link_request(r)
@@ -315,26 +574,26 @@ cdef object _walk(R* r):
         if choice == 1:
             return _server(r, &C_GN, _result_normal)
         if choice == 2:
-            return _server(r, &C_GNL, _results)
+            return _server(r, &C_GNL, normals)
         if choice == 3:
-            return _server(r, &C_GR, _result_record)
+            return _server(r, &C_GR, record)
         if choice == 4:
-            return _server(r, &C_GRL, _records)
+            return _server(r, &C_GRL, records)
     elif tag == 0x88:
         if choice == 1:
-            return _server(r, &C_RNL, _results)
+            return _server(r, &C_RNL, normals)
         if choice == 2:
-            return _server(r, &C_RRL, _records)
+            return _server(r, &C_RRL, records)
     elif tag == 0x89:
         if choice == 1:
-            return _server(r, &C_PGL, _proxy_results)
+            return _server(r, &C_PGL, _lazy_proxies if lazy else _proxy_results)
         if choice == 2:
-            return _proxy_record(r)
+            return _proxy_record(r, record)
     return None
 
 
-def decode(bytes buf):
-    """The APDU ``buf`` holds if it is one of the hot services and decodes whole, else None."""
+cdef object _decode(bytes buf, bint lazy):
+    global _cur
     cdef R r
     if not _ready:
         _init()
@@ -342,10 +601,24 @@ def decode(bytes buf):
     r.end = PyBytes_GET_SIZE(buf)
     if r.end < 2:
         return None
+    _cur = buf
     try:
-        apdu = _walk(&r)
+        apdu = _walk(&r, lazy)
     except (_Miss, GridheadError):
         return None
+    finally:
+        _cur = None
     if r.pos != r.end:
         return None
     return apdu
+
+
+def decode(bytes buf):
+    """The APDU ``buf`` holds if it is one of the hot services and decodes whole, else None."""
+    return _decode(buf, False)
+
+
+def decode_lazy(bytes buf):
+    """As :func:`decode`, with the lists and record rows of the hot services as validated
+    :class:`LazySeq`; None when ``buf`` is not a hot service or does not decode whole."""
+    return _decode(buf, True)

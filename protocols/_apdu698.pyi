@@ -5,3 +5,9 @@
 from protocols.dlt698.apdu import Apdu
 
 def decode(buf: bytes) -> Apdu | None: ...  # bytes only; None: not a hot service or not whole
+def decode_lazy(buf: bytes) -> Apdu | None: ...  # as decode; lists and record rows as LazySeq
+
+class LazySeq:  # a validated SEQUENCE OF: bytes held, Py_ssize_t* item offsets; items decoded when read
+    def to_tuple(self) -> tuple: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int | slice): ...

@@ -187,3 +187,8 @@ def decode(buf: bytes):
     except (_Miss, DecodeError, GridheadError):
         return None
     return apdu if pos == len(buf) else None
+
+
+# decode_apdu(raw, lazy=True): the compiled module validates now and builds values on access; here
+# the values are built now, which gives the same objects (the twin has no lazy sequence).
+decode_lazy = decode

@@ -289,7 +289,7 @@ class Apdu:
     def to_json(self) -> dict:
         """Plain JSON-able dict: the APDU name, then each field (OADs named and values scaled)."""
         from .render import apdu_json
-        return apdu_json(self)
+        return apdu_json(_eager(self))
 
     @property
     def service_number(self) -> int | None:
@@ -1212,13 +1212,36 @@ _CHOICE_TAGS = frozenset(t for (t, c) in REGISTRY if c is not None)
 accel.bind(globals(), "_fast", "protocols._apdu698")
 
 
-def decode_apdu(raw) -> Apdu:
-    """Decode one whole APDU; a :class:`RemoteProtocolError` naming the byte offset if it is not one."""
+def decode_apdu(raw, lazy: bool = False) -> Apdu:
+    """Decode one whole APDU; a :class:`RemoteProtocolError` naming the byte offset if it is not one.
+
+    ``lazy=True`` (opt-in) validates the whole APDU now, with every check and the same error as the
+    eager decode, but leaves the bulk values unbuilt: the result lists of GET-Response-NormalList,
+    REPORT-Notification-List and PROXY-Response-GetList, and the rows of every A-ResultRecord, are
+    sequences that decode an item when it is read (held with a copy of ``raw`` as bytes).  The APDU,
+    its PIID, TSAs, OADs, RCSDs and counts are built now; ==, hash, repr, to_bytes and to_json are
+    the eager APDU's.  The pure twin decodes eagerly."""
     buf = raw if type(raw) is bytes else bytes(raw)
     # the services a head-end receives most (GET/REPORT/PROXY responses, LINK) in one compiled pass;
     # None for the others and for anything that does not decode whole: the walk below words the error
-    apdu = _fast.decode(buf)  # noqa: F821 - bound by accel.bind
+    apdu = (_fast.decode_lazy if lazy else _fast.decode)(buf)  # noqa: F821 - bound by accel.bind
+    if apdu is None and lazy:
+        apdu = _fast.decode(buf)  # noqa: F821
     return apdu if apdu is not None else _decode_general(buf)
+
+
+def _eager(apdu: Apdu) -> Apdu:
+    """``apdu`` with its lazy sequences (``decode_apdu(..., lazy=True)``) decoded: render needs tuples."""
+    lazy = getattr(_fast, "LazySeq", None)  # noqa: F821 - only the compiled walk makes them
+    if lazy is None:
+        return apdu
+    for f in dataclasses.fields(apdu):
+        v = getattr(apdu, f.name)
+        for x in (v if type(v) is tuple else (v,)):
+            if isinstance(x, lazy) or isinstance(getattr(x, "rows" if isinstance(x, ResultRecord) else
+                                                         "results", None), lazy):
+                return decode_apdu(apdu.to_bytes())
+    return apdu
 
 
 def _decode_general(buf: bytes) -> Apdu:
