@@ -10,13 +10,15 @@ start, the distributed run on W worker processes (threads_per_worker=1) on 127.0
 file themselves (before) and the driver shipping each task its archive rows (after).  Prints times and
 CPU seconds (driver + workers; the host is shared, wall time is noisy), the speed-up, the scaling efficiency
 (speed-up / W), the per-task overhead of the real tasks (their summed read+price time minus the
-single-node read+price, per task) and the summed task time vs the single node's.  Exits 1 unless the
-published bills and items are byte-identical to the single-node run's.  --quick: 5k customers in a temp dir.
+single-node read+price, per task) and the summed task time vs the single node's; then line loss of one day
+single node vs one task per feeder set.  Exits 1 unless the published bills and items are byte-identical
+to the single-node run's and the line-loss rows identical.  --quick: 5k customers in a temp dir.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import pathlib
 import shutil
@@ -27,7 +29,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_bill_run import PERIOD, _fleet  # noqa: E402
-from storage import bills, dist  # noqa: E402
+from storage import archive, bills, dist, lineloss  # noqa: E402
 
 FILES = ("bills.parquet", "bill_items.parquet")
 
@@ -39,6 +41,23 @@ def _noop(i):
 def _worker_cpu(c) -> float:
     """User + system CPU seconds of the cluster's worker processes so far."""
     return sum(c.run(lambda: sum(os.times()[:2])).values())
+
+
+def _lineloss(d: pathlib.Path, c) -> bool:
+    """Line loss of one day (the period's 15th): single node in this process vs one task per feeder set."""
+    day = dt.date(int(PERIOD[:4]), int(PERIOD[5:7]), 15)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with archive.Archive(d / "archive.duckdb", read_only=True) as ar:
+        ref = lineloss.compute(ar, d / "lake", day, day)
+    t_single, cpu_single = time.perf_counter() - t0, time.process_time() - c0
+    w0, c0, t0 = _worker_cpu(c), time.process_time(), time.perf_counter()
+    res, tasks = dist.lineloss_run(d, day, day, c, save=False)
+    t_dist, cpu_drv, cpu_w = time.perf_counter() - t0, time.process_time() - c0, _worker_cpu(c) - w0
+    same = lineloss.day_table(res, day).equals(lineloss.day_table(ref, day))
+    print(f"line loss of {day} ({len(ref.area_id):,} areas, {len(ref.feeder_id)} feeders): single node "
+          f"{t_single:.2f} s ({cpu_single:.2f} CPU s); {tasks['count']} feeder-set tasks {t_dist:.2f} s (CPU: driver "
+          f"{cpu_drv:.2f} s + workers {cpu_w:.2f} s); speed-up {t_single / t_dist:.2f}x; identical rows: {same}")
+    return same
 
 
 def _published(d: pathlib.Path) -> dict:
@@ -80,6 +99,7 @@ def main() -> int:
                 s = dist.run(d, PERIOD, c, ship_rows=ship)
                 runs[mode] = (time.perf_counter() - t0, time.process_time() - c0, _worker_cpu(c) - w0, s,
                               _published(d) == ref)
+            ll = _lineloss(d, c)
         print(f"LocalCluster {a.workers} workers: start {t_start:.2f} s; scheduler round trip of a no-op task "
               f"{t_noop / 16 * 1000:.1f} ms")
         work = single["seconds"]["read"] + single["seconds"]["price"]
@@ -95,8 +115,8 @@ def main() -> int:
                   f"{os.cpu_count()}, shared); tasks {tasks['count']}: summed read {tasks['read_s']:.2f} s + price "
                   f"{tasks['price_s']:.2f} s vs single-node read+price {work:.2f} s; per-task overhead "
                   f"{over * 1000:.0f} ms; byte-identical: {same}")
-        same = all(r[4] for r in runs.values())
-        print(f"bills byte-identical to the single-node run: {same}")
+        same = all(r[4] for r in runs.values()) and ll
+        print(f"bills byte-identical to the single-node run: {all(r[4] for r in runs.values())}")
         return 0 if same else 1
     finally:
         if tmp:

@@ -276,7 +276,7 @@ def merge_lineloss(parts: list):
                                _cat_balance([p.period[1] for p in parts], fo)))
 
 
-def lineloss_run(data, first, last, client, *, thresholds=None, max_gap: int = 3, n_sets: int = 16,
+def lineloss_run(data, first, last, client, *, thresholds=None, max_gap: int = 3, n_sets: int | None = None,
                  save: bool = True, progress=None):
     """Line loss of ``first`` .. ``last`` on the Dask ``client``, one task per feeder set; the merged
     Result has the single-node run's area and feeder rows (not its per-point audit columns), and with
@@ -285,7 +285,9 @@ def lineloss_run(data, first, last, client, *, thresholds=None, max_gap: int = 3
     from . import lineloss
     tick = progress or (lambda _s: None)
     th = thresholds or lineloss.load_thresholds()
-    sets = feeder_sets(data, n_sets)
+    # default: one set per worker — a feeder's meters are spread over every bucket, so each task reads whole
+    # days of the lake; more sets than workers only repeat those reads
+    sets = feeder_sets(data, n_sets or max(1, len(client.scheduler_info()["workers"])))
     futs = [client.submit(lineloss_task, str(data), first, last, k, th, max_gap, lakefs.uri(), pure=False,
                           key=f"lineloss-{first}-{last}-{i:02d}", retries=TASK_RETRIES) for i, k in enumerate(sets)]
     parts = gather(futs, f"line loss {first}..{last}", "nothing was written",

@@ -26,7 +26,7 @@ FIRST, LAST = dt.date(2026, 6, 1), dt.date(2026, 6, 7)
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    """12k customers (5 feeders, 80 areas) over May 28 .. June 10 with meter replacements; the single-node
+    """12k customers (4 feeders, 80 areas) over May 28 .. June 10 with meter replacements; the single-node
     line loss of June 1..7 written."""
     d = tmp_path_factory.mktemp("scaleout-ll") / "single"
     with pytest.MonkeyPatch.context() as mp:        # test data: durability of the generator is not under test
@@ -68,13 +68,13 @@ def test_feeder_sets_cover_every_feeder_once(fleet):
 def test_local_cluster_line_loss_byte_identical_to_single_node(fleet, cluster, tmp_path):
     single, fresh, ref = fleet
     d = shutil.copytree(fresh, tmp_path / "dist")
-    res, tasks = dist.lineloss_run(d, FIRST, LAST, cluster)
-    assert tasks["count"] >= 4
+    res, tasks = dist.lineloss_run(d, FIRST, LAST, cluster, n_sets=16)     # one feeder per task
+    assert tasks["count"] == len(ref.feeder_id) >= 4
     want = _partitions(single)
     assert len(want) == 7 and _partitions(d) == want
     assert lineloss.month_table(res).equals(lineloss.month_table(ref))
-    # a second layout of the sets (2 tasks) gives the same rows: the partition of the units does not matter
-    res2, tasks2 = dist.lineloss_run(d, FIRST, LAST, cluster, n_sets=2, save=False)
+    # the default layout (one set per worker: 2 tasks) gives the same rows: the partition does not matter
+    res2, tasks2 = dist.lineloss_run(d, FIRST, LAST, cluster, save=False)
     assert tasks2["count"] == 2 and lineloss.month_table(res2).equals(lineloss.month_table(ref))
 
 
