@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 import types
 
@@ -41,6 +42,10 @@ from .archive import _arrow
 from .sql import archive_path, lake_root
 
 TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-running is harmless)
+# a task's archive rows arrive unpickled, their buffers not 64-byte aligned; DuckDB's Arrow scan (Acero) then
+# warns on stderr once per table: copy them aligned instead (small tables).  Read by Arrow at its first use
+# in the worker process, which imports this module before running a task.
+os.environ.setdefault("ACERO_ALIGNMENT_HANDLING", "reallocate")
 
 
 def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np.ndarray]:
