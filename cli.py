@@ -1332,6 +1332,9 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
     fmt = _out_format(as_json, as_csv)
     first, last = _date_or_month(date, month)
     th = _ll.load_thresholds(thresholds)
+    if not no_save:
+        from storage import lakefs
+        lakefs.check_local_write(_sql.lake_root(data))
     if scheduler or workers:
         from storage import dist
         with dist.client(scheduler, workers) as client:

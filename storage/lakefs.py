@@ -77,3 +77,15 @@ def configured(lake_root=None) -> Lake | None:
 def uri() -> str | None:
     """``$GRIDHEAD_LAKE`` as set in this process (what a driver hands its tasks)."""
     return os.environ.get(ENV) or None
+
+
+def check_local_write(local_root) -> None:
+    """Refuse (one line) to write results into the local lake ``local_root`` while the readers use another
+    lake behind ``$GRIDHEAD_LAKE``: the results would land where the readers do not look."""
+    lk = configured()
+    if lk is None:
+        return
+    here = os.path.realpath(local_root)
+    if not (isinstance(lk.fs, pafs.LocalFileSystem) and os.path.realpath(lk.base) == here):
+        raise StorageError(f"{ENV}={lk.uri}: results are written to the local lake {here}, not there; "
+                           f"use --no-save, or point {ENV} at that lake")

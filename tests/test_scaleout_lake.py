@@ -151,3 +151,22 @@ def test_bad_lake_uri_is_one_line(fleet, s3, tmp_path, monkeypatch):
     with pytest.raises(StorageError, match=r"^lake s3://"):
         bills.run(d, PERIOD)
     assert not (d / "bills" / f"period={PERIOD}").exists()
+
+
+def test_cli_line_loss_from_s3_refuses_to_save_elsewhere(fleet, s3, tmp_path):
+    local, bare = fleet
+    uri, _mp = s3
+    d = _bare(bare, tmp_path / "cli")
+    env = {**os.environ, lakefs.ENV: uri, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    cmd = [sys.executable, "-c", "import cli; cli.main()", "lineloss", "--date", "2026-06-10", "--csv",
+           "--data", str(d)]
+    root = pathlib.Path(__file__).resolve().parent.parent
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "use --no-save" in r.stderr.strip().splitlines()[-1]
+    assert not (d / "lake").exists()
+    ok = subprocess.run(cmd + ["--no-save"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    ref = subprocess.run(cmd[:-1] + [str(local), "--no-save"], cwd=root,
+                         env={k: v for k, v in env.items() if k != lakefs.ENV}, capture_output=True, text=True,
+                         timeout=120)
+    assert ok.returncode == 0, ok.stderr[-1000:]
+    assert ok.stdout == ref.stdout and ok.stdout.count("\n") > 2     # from S3 = from the local lake
