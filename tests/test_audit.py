@@ -137,3 +137,18 @@ def test_thief_from_the_first_of_the_month_ranks_near_the_top(ranked):
 def _start(d, point_id) -> str:
     with open(d / "ground_truth" / "anomalies.csv") as f:
         return next(r["date"] for r in csv.DictReader(f) if r["anomaly"] == "theft" and int(r["point_id"]) == point_id)
+
+
+def test_a_month_without_a_persistently_high_area_still_ranks_customers():
+    """Regression: with no area 高损 often enough to be listed, the customer items alone make the list
+    (an empty area part used to break the concatenation with an Arrow schema error)."""
+    from billing_core import lineloss as ll
+    from storage import archive, audit as sa
+    d = fleet()
+    lenient = ll.parse_thresholds({"band": {t: {"high_bp": 10000, "negative_bp": -10000}
+                                            for t in ("urban", "rural", "feeder")}})
+    with archive.Archive(d / "archive.duckdb", read_only=True) as a:
+        items = sa.rank_month(a, d / "lake", MONTH, thresholds=lenient)
+    levels = items.column("level").to_pylist()
+    assert levels and "area" not in levels and set(levels) == {"customer"}
+    assert items.column("rank").to_pylist() == list(range(1, len(levels) + 1))
