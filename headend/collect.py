@@ -41,7 +41,9 @@ at D+1 00:00 + offset.  A 698 meter's curve is one PROXY GetRecord of ``50020200
 the period (:func:`proxy_curve_request`), its events one of each event object (``30110200`` 掉电...) over
 事件发生时间 in [D, D+1) (:func:`proxy_event_request`) into the events table; a 645 meter's settlement
 reading is 上 n 结算日 ``0001FF0n`` through TransCommand on its port (:func:`proxy_645_month_request`);
-its curves and events are not in the profile.  Back-fill and the success rate count daily meter-days.
+its curves and events are not in the profile.  Back-fill and the success rate count daily meter-days
+and monthly settlement readings (every meter installed at the settlement day's 00:00, the lake's
+``monthly`` kind); curve and event gaps are not re-requested.
 
 Restart: :meth:`Collector.run_days` collects every day of a task's window that has no recorded run and
 back-fills the rest — nothing is kept in memory that the lake and the state table do not also say.
@@ -82,6 +84,8 @@ _DEFAULT_ITEMS = {"daily": P.ENERGY_OADS, "monthly": P.ENERGY_OADS + (P.OAD_FWD_
 # RS-485 port 1 as 645 meters expect it: 2400 bit/s (enum 3), even parity, 8 data bits, 1 stop, no flow
 COMDCB_645 = COMDCB(3, 2, 8, 1, 0)
 EVENT_RCSD = (records.OAD_EVENT_START, records.OAD_EVENT_END)
+# the kinds whose gaps storage.collection finds (a reading per meter and collection day) and back-fill closes
+BACKFILL_KINDS = (schema.DAILY, schema.MONTHLY)
 
 
 class TaskError(GridheadError):
@@ -361,6 +365,11 @@ def due_at(task: Task, day: _dt.date) -> float:
     return records.local_to_epoch(day.year, day.month, day.day) + whole_day + task.offset_s
 
 
+def _collection_days(task: Task, days) -> list[_dt.date]:
+    """``days`` sorted, without duplicates; of a monthly task only the settlement days (the 1st)."""
+    return sorted({d for d in days if task.period_s != 0 or d.day == 1})
+
+
 def _today_local(now_s: float) -> _dt.date:
     return _dt.datetime.fromtimestamp(now_s, schema.LOCAL_TZ).date()
 
@@ -563,12 +572,15 @@ class Collector:
         counts; ``max_wait_s`` bounds the whole back-fill (the rest stays for a later call).
         """
         task = self.task(task) if isinstance(task, str) else task
-        days = sorted(set(days))
+        if task.kind not in BACKFILL_KINDS:
+            raise TaskError(f"task {task.name!r}: back-fill of {task.type} tasks is not supported "
+                            f"(daily and monthly are)")
+        days = _collection_days(task, days)
         t_start = self.clock()
         rounds = requested = 0
         while True:
             await self.publish()
-            gaps = self.state.gaps(days, task.name).to_pydict()
+            gaps = self.state.gaps(days, task.name, task.kind).to_pydict()
             now = self.clock()
             due: dict[tuple, list] = {}
             next_at = None
@@ -597,11 +609,11 @@ class Collector:
             await asyncio.sleep(max(0.0, next_at - self.clock()))
         for d in days:
             self.state.record_run(task.name, d, "backfill", t_start, self.clock(), requested, 0)
-        rate = self.state.success(days, "day").to_pydict()
+        rate = self.state.success(days, "day", task.kind).to_pydict()
         if rate["expected"]:
             self._gauge("collection_success", task, float(sum(rate["collected"])) / max(1, sum(rate["expected"])))
         return {"task": task.name, "rounds": rounds, "requested": requested,
-                "open_gaps": self.state.gaps(days, task.name).num_rows}
+                "open_gaps": self.state.gaps(days, task.name, task.kind).num_rows}
 
     async def _backfill_terminal(self, task: Task, address: str, day: _dt.date, meters) -> None:
         outcomes: dict[int, int] = {}
@@ -615,27 +627,31 @@ class Collector:
                        max_wait_s: float | None = None) -> dict:
         """Collect ``days`` (those without a recorded collect run: resuming after a restart), then back-fill."""
         task = self.task(task) if isinstance(task, str) else task
+        days = _collection_days(task, days)
         done = set(self.state.days(task.name, "collect"))
         runs = []
-        for d in sorted(set(days)):
+        for d in days:
             if d not in done:
                 runs.append(await self.collect_day(task, d))
         out = {"collected": runs}
         await self.publish()
-        if task.type != "daily":
-            # the collection state counts daily frozen meter-days (storage.collection): the other kinds
-            # report what they stored; their gaps are not re-requested
+        if task.kind not in BACKFILL_KINDS:
+            # the collection state counts daily and monthly meter-days (storage.collection): curves and
+            # events report what they stored; their gaps are not re-requested
             out["stored"] = sum(r["stored_readings"] for r in runs)
             return out
-        out["before"] = self.summary(days)
-        if backfill and task.backfill_retries:
+        if task.type != "daily":
+            out["stored"] = sum(r["stored_readings"] for r in runs)
+        out["before"] = self.summary(days, task.kind)
+        if backfill and task.backfill_retries and days:
             out["backfill"] = await self.backfill(task, days, max_wait_s=max_wait_s)
-            out["after"] = self.summary(days)
+            out["after"] = self.summary(days, task.kind)
         return out
 
-    def summary(self, days) -> dict:
-        """Totals of ``days``: expected, collected, first pass, back-filled, success percentages."""
-        r = self.state.success(days, "day").to_pydict()
+    def summary(self, days, kind: str = schema.DAILY) -> dict:
+        """Totals of ``days`` of ``kind`` (daily meter-days, or monthly settlement readings): expected,
+        collected, first pass, back-filled, success percentages."""
+        r = self.state.success(days, "day", kind).to_pydict()
         exp, col, first = sum(r["expected"]), sum(r["collected"]), sum(r["first_pass"])
         return {"expected": exp, "collected": col, "first_pass": first, "backfilled": sum(r["backfilled"]),
                 "missing": exp - col, "success_first_pct": round(100 * first / exp, 2) if exp else None,

@@ -102,12 +102,13 @@ def state_root(lake_root) -> pathlib.Path:
     return pathlib.Path(lake_root) / STATE_DIR
 
 
-def _daily_files(lake_root, dates) -> list[str]:
-    """The published daily-frozen files of ``dates`` (one consistent listing per partition)."""
+def _daily_files(lake_root, dates, kind: str = schema.DAILY) -> list[str]:
+    """The published files of ``kind`` (daily frozen by default) of ``dates`` (one consistent listing
+    per partition)."""
     root = pathlib.Path(lake_root).resolve()
     out = []
     for d in sorted(set(dates)):
-        day_dir = root / "readings" / f"kind={schema.DAILY}" / f"date={d.isoformat()}"
+        day_dir = root / "readings" / f"kind={kind}" / f"date={d.isoformat()}"
         for b in lake._scan(str(day_dir)):
             if b.is_dir() and b.name.startswith("bucket="):
                 out += [os.path.join(b.path, n) for n in lake._names(b.path)
@@ -244,20 +245,24 @@ class CollectionState:
         except duckdb.Error as exc:
             raise StorageError(f"collection query: {_first_line(exc)}") from None
 
-    def _sources(self, dates) -> tuple[str, str]:
+    def _sources(self, dates, kind: str = schema.DAILY) -> tuple[str, str]:
         days = _days_sql(dates)
         e = _DAY_JOIN.format(days=days, expected="SELECT * FROM expected")
-        s = _STORED.format(daily=_scan_files(_daily_files(self.lake_root, dates)), days=days,
+        s = _STORED.format(daily=_scan_files(_daily_files(self.lake_root, dates, kind)), days=days,
                            reg=schema.REGISTER_CODES["ae_fwd"])
         return e, s
 
-    def gaps(self, dates, task: str) -> pa.Table:
-        """Expected meter-days of ``dates`` with no stored daily reading, with their back-fill attempts.
+    def gaps(self, dates, task: str, kind: str = schema.DAILY) -> pa.Table:
+        """Expected meter-days of ``dates`` with no stored reading of ``kind``, with their back-fill attempts.
+
+        ``kind``: ``schema.DAILY`` (日冻结, a reading per meter-day) or ``schema.MONTHLY`` (月冻结: the
+        settlement reading of each meter installed at the settlement day's 00:00, ``dates`` being the
+        settlement days).  Stored means an ``ae_fwd`` row of the meter in the day's partition of ``kind``.
 
         Columns: date, meter_id, comm_address, meter_protocol, port_oad, concentrator_id,
         terminal_address, area_id, attempts (back-fill tries of ``task`` so far), last_attempt_utc.
         """
-        e, s = self._sources(dates)
+        e, s = self._sources(dates, kind)
         self.db.register("attempts_now", self.attempts())
         try:
             return self._q(f"""
@@ -272,7 +277,7 @@ class CollectionState:
         finally:
             self.db.unregister("attempts_now")
 
-    def success(self, dates, by: str = "day") -> pa.Table:
+    def success(self, dates, by: str = "day", kind: str = schema.DAILY) -> pa.Table:
         """Success rate (采集成功率) of ``dates`` per day, or per day and terminal / area.
 
         Columns: the keys, expected, first_pass, backfilled, collected, missing, success_first_pct
@@ -280,7 +285,7 @@ class CollectionState:
         """
         if by not in BY:
             raise StorageError(f"collection: --by {by!r} is not one of {', '.join(BY)}")
-        e, s = self._sources(dates)
+        e, s = self._sources(dates, kind)
         return self._q(_rate_sql(by, e, s))
 
     def expected_count(self, dates) -> int:

@@ -196,3 +196,68 @@ def test_todays_freeze_of_every_meter_through_its_concentrator(collected):
         else:
             assert got[mid][R["ae_fwd"]] == int(want[0])
     assert n645 and any(int(f.port[i]) == 0xF2090201 for i in expect.values() if f.is645[i])
+
+
+# --- back-fill of the monthly settlement task -------------------------------------------------------------
+def test_monthly_settlement_gaps_are_backfilled(tmp_path):
+    """Every meter's first settlement answer is lost (the fleet answers, the head-end never sees it):
+    the first pass stores nothing, the gaps are read from the lake's ``monthly`` kind and re-requested
+    per meter, and the back-filled rows (``Q_BACKFILLED``) close every one of them."""
+    data = tmp_path / "m"
+    today = demo.today_local()
+    settle = today.replace(day=1)
+    sim_model.write_standalone_archive(data, 3, 4, SEED, settle - dt.timedelta(days=2))
+    with archive.Archive(sql.archive_path(data)) as a:
+        a.import_files(sorted((data / "archive-files").glob("*.csv")))
+    task = c.Task("monthly-settlement", "monthly", "proxy", c._DEFAULT_ITEMS["monthly"], 0, 0, start=settle,
+                  backfill_retries=2, backfill_delay_s=0.05, timeout_s=5)
+    port = demo._free_port()
+    fleet_p = demo.start_fleet(data, port, seed=SEED, faults={}, heartbeat_s=30)
+
+    async def run():
+        from headend.config import Config
+        from headend.server import HeadEnd
+        he = HeadEnd(Config(data_dir=str(data), listen_host="127.0.0.1", listen_port=port))
+        await he.start()
+        col = c.Collector(he, [task], seed=1)
+        seen, dropped = set(), [0]
+        real = col._request
+
+        async def lose_first_answer(address, req, *a, **kw):
+            rsp = await real(address, req, *a, **kw)
+            if repr(req) not in seen:           # the same meter-day asked again is the same request
+                seen.add(repr(req))
+                dropped[0] += rsp is not None
+                return None
+            return rsp
+
+        col._request = lose_first_answer
+        try:
+            t0 = time.monotonic()
+            while len(he.sessions) < 3 and time.monotonic() - t0 < 30:
+                await asyncio.sleep(0.05)
+            out = await col.run_days(task, [settle - dt.timedelta(days=1), settle])
+            attempts = col.state.attempts().to_pydict()
+            return out, dropped[0], attempts
+        finally:
+            col.close()
+            await he.stop()
+
+    try:
+        out, dropped, attempts = asyncio.run(run())
+    finally:
+        demo.stop_process(fleet_p)
+    fleet = sim_model.load_gen_dir(data)
+    d = fleet.model.day_of(settle)
+    expect = {int(fleet.meter_id[i]) for i in range(fleet.n_meters) if fleet.model.installed(i, d)}
+    assert dropped == len(expect)
+    assert [r["date"] for r in out["collected"]] == [settle.isoformat()]    # the 1st only: a settlement day
+    assert out["before"]["expected"] == len(expect) and out["before"]["collected"] == 0
+    assert out["after"] == dict(out["after"], collected=len(expect), backfilled=len(expect), missing=0)
+    assert out["backfill"]["open_gaps"] == 0
+    assert set(attempts["meter_id"]) == expect and set(attempts["task"]) == {"monthly-settlement"}
+    with sql.Session(data) as s:
+        rows = s.query("SELECT meter_id, quality, epoch(ts_utc)::BIGINT AS t FROM readings "
+                       "WHERE kind = 'monthly'").to_pylist()
+    assert {r["meter_id"] for r in rows} == expect
+    assert all(r["quality"] & schema.Q_BACKFILLED and r["t"] == _midnight(settle) for r in rows)
