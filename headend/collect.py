@@ -657,15 +657,41 @@ class Collector:
                 "missing": exp - col, "success_first_pct": round(100 * first / exp, 2) if exp else None,
                 "success_pct": round(100 * col / exp, 2) if exp else None}
 
+    async def collect_serial(self, task: Task | str, days) -> list[dict]:
+        """The daily frozen readings of ``days`` of the meters wired to the head-end host: one
+        ``SerialBus.collect_day`` per ``[[serial]]`` port (headend.transport_serial; the bus reads its
+        meters one at a time) and day that has no recorded run of ``<task>@<device>``, so a restart
+        resumes.  The buses' results."""
+        from .transport_serial import SerialBus          # it imports this module
+        task = self.task(task) if isinstance(task, str) else task
+        today = _today_local(self.clock())
+        out = []
+        for bus in self.he.transports:
+            if not isinstance(bus, SerialBus):
+                continue
+            name = f"{task.name}@{bus.port.device}"
+            done = set(self.state.days(name, "collect"))
+            for d in _collection_days(task, days):
+                if d in done or d > today:
+                    continue
+                t0 = self.clock()
+                r = await bus.collect_day(d, today)
+                self.counts["stored"] += r["stored_readings"]
+                self.state.record_run(name, d, "collect", t0, self.clock(), r["meters"], r["stored_readings"])
+                out.append(r)
+        return out
+
     async def run(self, *, first_day: _dt.date | None = None, stop: asyncio.Event | None = None) -> None:
         """The scheduler: at each task's due time (freeze + offset) collect the day, then back-fill.
 
         Starts by catching up every day since ``first_day`` (or the task's start) that has no recorded run.
+        The first enabled daily task also drives the serial meters' daily collection (:meth:`collect_serial`).
         """
         stop = stop or asyncio.Event()
         while not stop.is_set():
             now = self.clock()
             today = _today_local(now)
+            serial_task = next((t for t in self.tasks if t.enabled and t.type == "daily"), None)
             for task in self.tasks:
                 if not task.enabled:
                     continue            # defined, run only when asked for by name (run_days)
@@ -673,6 +699,8 @@ class Collector:
                 due = [d for d in task.days(first, today) if now >= due_at(task, d)]
                 if due:
                     await self.run_days(task, due, max_wait_s=0)
+                    if task is serial_task:
+                        await self.collect_serial(task, due)
             tomorrow = today + _dt.timedelta(days=1)
             wake = records.local_to_epoch(tomorrow.year, tomorrow.month, tomorrow.day) + min(
                 (t.offset_s for t in self.tasks), default=300)

@@ -246,3 +246,51 @@ def test_the_dlt645_package_rtu_meter_answers_over_the_pty(pty_pair):
 class _NoWriter:
     def flush(self, timeout=None):
         pass
+
+
+def test_scheduler_collects_serial_meters_daily(fleet_dir, tmp_path, pty_pair):
+    """``Collector.run`` reads the serial meters' daily freeze on the daily task's schedule (nobody calls
+    ``collect_day``), records the run per port, and a second pass over the same days reads nothing again."""
+    from headend import collect as c
+
+    src, days = fleet_dir
+    data = _fresh(src, tmp_path / "d")
+    task = c.Task("daily-frozen", "daily", "records", start=days[0], end=days[-1], offset_s=0, timeout_s=1)
+
+    async def go():
+        async with Rig(data, pty_pair) as r:
+            col = c.Collector(r.he, [task], seed=1)
+            try:
+                calls = []
+                real = r.bus.collect_day
+
+                async def counted(day, today=None):
+                    calls.append(day)
+                    return await real(day, today)
+
+                r.bus.collect_day = counted
+                stop = asyncio.Event()
+                sched = asyncio.create_task(col.run(stop=stop))
+                name = f"daily-frozen@{r.port.device}"
+                t0 = time.monotonic()
+                while col.state.days(name, "collect") != days and time.monotonic() - t0 < 30:
+                    await asyncio.sleep(0.1)
+                stop.set()
+                await sched
+                await col.collect_serial(task, days)         # resumed: every day has its run
+                await col.publish()
+                return r.idx, calls, col.state.days(name, "collect")
+            finally:
+                col.close()
+
+    idx, calls, ran = asyncio.run(go())
+    assert ran == days and calls == days
+    fleet = sim_model.load_gen_dir(src)
+    with sql.Session(data) as s:
+        rows = s.query("SELECT meter_id, date, ae_fwd FROM daily_frozen ORDER BY meter_id, date").to_pylist()
+    by_id = {int(fleet.meter_id[i]): i for i in idx}
+    assert {(r["meter_id"], r["date"]) for r in rows} == {(m, d) for m in by_id for d in days}
+    for row in rows:
+        i = by_id[row["meter_id"]]
+        want = int(fleet.model.frozen([i], fleet.model.day_of(row["date"]))[0][0])
+        assert row["ae_fwd"] == (want % 10 ** 8 if fleet.is645[i] else want)
