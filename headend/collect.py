@@ -42,8 +42,9 @@ the period (:func:`proxy_curve_request`), its events one of each event object (`
 事件发生时间 in [D, D+1) (:func:`proxy_event_request`) into the events table; a 645 meter's settlement
 reading is 上 n 结算日 ``0001FF0n`` through TransCommand on its port (:func:`proxy_645_month_request`);
 its curves and events are not in the profile.  Back-fill and the success rate count daily meter-days
-and monthly settlement readings (every meter installed at the settlement day's 00:00, the lake's
-``monthly`` kind); curve and event gaps are not re-requested.
+monthly settlement readings (every meter installed at the settlement day's 00:00, the lake's
+``monthly`` kind) and 698 meters' whole load curves (every interval end of the day in the ``interval``
+kind; a meter-day short of one is re-read whole); event gaps are not re-requested (no count is expected).
 
 Restart: :meth:`Collector.run_days` collects every day of a task's window that has no recorded run and
 back-fills the rest — nothing is kept in memory that the lake and the state table do not also say.
@@ -85,7 +86,7 @@ _DEFAULT_ITEMS = {"daily": P.ENERGY_OADS, "monthly": P.ENERGY_OADS + (P.OAD_FWD_
 COMDCB_645 = COMDCB(3, 2, 8, 1, 0)
 EVENT_RCSD = (records.OAD_EVENT_START, records.OAD_EVENT_END)
 # the kinds whose gaps storage.collection finds (a reading per meter and collection day) and back-fill closes
-BACKFILL_KINDS = (schema.DAILY, schema.MONTHLY)
+BACKFILL_KINDS = (schema.DAILY, schema.MONTHLY, schema.INTERVAL)
 
 
 class TaskError(GridheadError):
@@ -574,13 +575,13 @@ class Collector:
         task = self.task(task) if isinstance(task, str) else task
         if task.kind not in BACKFILL_KINDS:
             raise TaskError(f"task {task.name!r}: back-fill of {task.type} tasks is not supported "
-                            f"(daily and monthly are)")
+                            f"(daily, monthly and curves are)")
         days = _collection_days(task, days)
         t_start = self.clock()
         rounds = requested = 0
         while True:
             await self.publish()
-            gaps = self.state.gaps(days, task.name, task.kind).to_pydict()
+            gaps = self.state.gaps(days, task.name, task.kind, task.period_s).to_pydict()
             now = self.clock()
             due: dict[tuple, list] = {}
             next_at = None
@@ -609,11 +610,11 @@ class Collector:
             await asyncio.sleep(max(0.0, next_at - self.clock()))
         for d in days:
             self.state.record_run(task.name, d, "backfill", t_start, self.clock(), requested, 0)
-        rate = self.state.success(days, "day", task.kind).to_pydict()
+        rate = self.state.success(days, "day", task.kind, task.period_s).to_pydict()
         if rate["expected"]:
             self._gauge("collection_success", task, float(sum(rate["collected"])) / max(1, sum(rate["expected"])))
         return {"task": task.name, "rounds": rounds, "requested": requested,
-                "open_gaps": self.state.gaps(days, task.name, task.kind).num_rows}
+                "open_gaps": self.state.gaps(days, task.name, task.kind, task.period_s).num_rows}
 
     async def _backfill_terminal(self, task: Task, address: str, day: _dt.date, meters) -> None:
         outcomes: dict[int, int] = {}
@@ -636,22 +637,22 @@ class Collector:
         out = {"collected": runs}
         await self.publish()
         if task.kind not in BACKFILL_KINDS:
-            # the collection state counts daily and monthly meter-days (storage.collection): curves and
-            # events report what they stored; their gaps are not re-requested
+            # events have no expected count (a meter-day may have none): they report what they stored,
+            # and are not re-requested
             out["stored"] = sum(r["stored_readings"] for r in runs)
             return out
         if task.type != "daily":
             out["stored"] = sum(r["stored_readings"] for r in runs)
-        out["before"] = self.summary(days, task.kind)
+        out["before"] = self.summary(days, task.kind, task.period_s)
         if backfill and task.backfill_retries and days:
             out["backfill"] = await self.backfill(task, days, max_wait_s=max_wait_s)
-            out["after"] = self.summary(days, task.kind)
+            out["after"] = self.summary(days, task.kind, task.period_s)
         return out
 
-    def summary(self, days, kind: str = schema.DAILY) -> dict:
-        """Totals of ``days`` of ``kind`` (daily meter-days, or monthly settlement readings): expected,
-        collected, first pass, back-filled, success percentages."""
-        r = self.state.success(days, "day", kind).to_pydict()
+    def summary(self, days, kind: str = schema.DAILY, step_s: int | None = None) -> dict:
+        """Totals of ``days`` of ``kind`` (daily meter-days, monthly settlement readings, or whole load
+        curves of ``step_s``): expected, collected, first pass, back-filled, success percentages."""
+        r = self.state.success(days, "day", kind, step_s).to_pydict()
         exp, col, first = sum(r["expected"]), sum(r["collected"]), sum(r["first_pass"])
         return {"expected": exp, "collected": col, "first_pass": first, "backfilled": sum(r["backfilled"]),
                 "missing": exp - col, "success_first_pct": round(100 * first / exp, 2) if exp else None,

@@ -79,6 +79,13 @@ _DAY_JOIN = """(SELECT d.date, x.* FROM ({days}) d JOIN ({expected}) x
 _STORED = """(SELECT meter_id, date, bit_or(quality) AS quality FROM ({daily})
     WHERE register = {reg} AND date IN (SELECT date FROM ({days})) GROUP BY meter_id, date)"""
 
+# stored load curves (负荷曲线) of those days: a meter-day counts once every interval end of the step
+# (ts_utc on the step's grid in local time) has an ae_fwd row
+_CURVE_STORED = """(SELECT meter_id, date, bit_or(quality) AS quality FROM ({scan})
+    WHERE register = {reg} AND date IN (SELECT date FROM ({days}))
+      AND (epoch(ts_utc)::BIGINT + {off}) % {step} = 0
+    GROUP BY meter_id, date HAVING count(DISTINCT ts_utc) >= {n})"""
+
 _GROUP = {"day": ("e.date",), "terminal": ("e.date", "e.concentrator_id", "e.terminal_address", "e.area_id"),
           "area": ("e.date", "e.area_id")}
 
@@ -121,6 +128,17 @@ def _scan_files(files: list[str]) -> str:
         return ("SELECT CAST(NULL AS BIGINT) AS meter_id, CAST(NULL AS SMALLINT) AS register, "
                 "CAST(NULL AS UTINYINT) AS quality, CAST(NULL AS DATE) AS date WHERE false")
     return _daily_scan("[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]")
+
+
+def _ts_scan(files: list[str]) -> str:
+    """Like :func:`_scan_files`, with ts_utc (the curve's interval ends)."""
+    if not files:
+        return ("SELECT CAST(NULL AS BIGINT) AS meter_id, CAST(NULL AS SMALLINT) AS register, "
+                "CAST(NULL AS UTINYINT) AS quality, CAST(NULL AS TIMESTAMPTZ) AS ts_utc, "
+                "CAST(NULL AS DATE) AS date WHERE false")
+    files_sql = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    return (f"SELECT meter_id, register, quality, ts_utc, CAST(date AS DATE) AS date "
+            f"FROM read_parquet({files_sql}, hive_partitioning = true)")
 
 
 def _daily_scan(files_sql: str) -> str:
@@ -245,24 +263,34 @@ class CollectionState:
         except duckdb.Error as exc:
             raise StorageError(f"collection query: {_first_line(exc)}") from None
 
-    def _sources(self, dates, kind: str = schema.DAILY) -> tuple[str, str]:
+    def _sources(self, dates, kind: str = schema.DAILY, step_s: int | None = None) -> tuple[str, str]:
         days = _days_sql(dates)
         e = _DAY_JOIN.format(days=days, expected="SELECT * FROM expected")
+        if kind == schema.INTERVAL:
+            if not step_s or 86400 % step_s:
+                raise StorageError(f"collection: a load curve's step {step_s!r} s does not divide a day")
+            # a 645 meter's curve (06xxxxxx) is not in the profile (headend.collect): 698 meters only
+            e = f"(SELECT * FROM {e} WHERE meter_protocol IS DISTINCT FROM '645')"
+            s = _CURVE_STORED.format(scan=_ts_scan(_daily_files(self.lake_root, dates, kind)), days=days,
+                                     reg=schema.REGISTER_CODES["ae_fwd"], off=schema.LOCAL_OFFSET_S,
+                                     step=int(step_s), n=86400 // int(step_s))
+            return e, s
         s = _STORED.format(daily=_scan_files(_daily_files(self.lake_root, dates, kind)), days=days,
                            reg=schema.REGISTER_CODES["ae_fwd"])
         return e, s
 
-    def gaps(self, dates, task: str, kind: str = schema.DAILY) -> pa.Table:
+    def gaps(self, dates, task: str, kind: str = schema.DAILY, step_s: int | None = None) -> pa.Table:
         """Expected meter-days of ``dates`` with no stored reading of ``kind``, with their back-fill attempts.
 
         ``kind``: ``schema.DAILY`` (日冻结, a reading per meter-day) or ``schema.MONTHLY`` (月冻结: the
         settlement reading of each meter installed at the settlement day's 00:00, ``dates`` being the
-        settlement days).  Stored means an ``ae_fwd`` row of the meter in the day's partition of ``kind``.
+        settlement days).  Stored means an ``ae_fwd`` row of the meter in the day's partition of ``kind``;
+        of ``schema.INTERVAL`` (负荷曲线, 698 meters), one at every interval end of the day, ``step_s`` apart.
 
         Columns: date, meter_id, comm_address, meter_protocol, port_oad, concentrator_id,
         terminal_address, area_id, attempts (back-fill tries of ``task`` so far), last_attempt_utc.
         """
-        e, s = self._sources(dates, kind)
+        e, s = self._sources(dates, kind, step_s)
         self.db.register("attempts_now", self.attempts())
         try:
             return self._q(f"""
@@ -277,7 +305,7 @@ class CollectionState:
         finally:
             self.db.unregister("attempts_now")
 
-    def success(self, dates, by: str = "day", kind: str = schema.DAILY) -> pa.Table:
+    def success(self, dates, by: str = "day", kind: str = schema.DAILY, step_s: int | None = None) -> pa.Table:
         """Success rate (采集成功率) of ``dates`` per day, or per day and terminal / area.
 
         Columns: the keys, expected, first_pass, backfilled, collected, missing, success_first_pct
@@ -285,7 +313,7 @@ class CollectionState:
         """
         if by not in BY:
             raise StorageError(f"collection: --by {by!r} is not one of {', '.join(BY)}")
-        e, s = self._sources(dates, kind)
+        e, s = self._sources(dates, kind, step_s)
         return self._q(_rate_sql(by, e, s))
 
     def expected_count(self, dates) -> int:

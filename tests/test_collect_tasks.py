@@ -198,19 +198,26 @@ def test_todays_freeze_of_every_meter_through_its_concentrator(collected):
     assert n645 and any(int(f.port[i]) == 0xF2090201 for i in expect.values() if f.is645[i])
 
 
-# --- back-fill of the monthly settlement task -------------------------------------------------------------
-def test_monthly_settlement_gaps_are_backfilled(tmp_path):
-    """Every meter's first settlement answer is lost (the fleet answers, the head-end never sees it):
-    the first pass stores nothing, the gaps are read from the lake's ``monthly`` kind and re-requested
-    per meter, and the back-filled rows (``Q_BACKFILLED``) close every one of them."""
+# --- back-fill of the monthly settlement task and of load curves -------------------------------------------
+@pytest.mark.parametrize("kind", ["monthly", "interval"])
+def test_monthly_and_curve_gaps_are_backfilled(tmp_path, kind):
+    """Every meter's first answer is lost (the fleet answers, the head-end never sees it): the first
+    pass stores nothing, the gaps are read from the lake's ``monthly`` kind (a settlement reading per
+    meter) or ``interval`` kind (a whole 60-min curve per 698 meter) and re-requested per meter, and the
+    back-filled rows (``Q_BACKFILLED``) close every one of them."""
     data = tmp_path / "m"
     today = demo.today_local()
-    settle = today.replace(day=1)
-    sim_model.write_standalone_archive(data, 3, 4, SEED, settle - dt.timedelta(days=2))
+    yesterday = today - dt.timedelta(days=1)
+    settle = today.replace(day=1) if kind == "monthly" else yesterday      # the day collected
+    sim_model.write_standalone_archive(data, 3, 4, SEED, min(today.replace(day=1), yesterday) - dt.timedelta(days=2))
     with archive.Archive(sql.archive_path(data)) as a:
         a.import_files(sorted((data / "archive-files").glob("*.csv")))
-    task = c.Task("monthly-settlement", "monthly", "proxy", c._DEFAULT_ITEMS["monthly"], 0, 0, start=settle,
-                  backfill_retries=2, backfill_delay_s=0.05, timeout_s=5)
+    if kind == "monthly":
+        task = c.Task("monthly-settlement", "monthly", "proxy", c._DEFAULT_ITEMS["monthly"], 0, 0, start=settle,
+                      backfill_retries=2, backfill_delay_s=0.05, timeout_s=5)
+    else:
+        task = c.Task("curve-60", "curve", "proxy", c._DEFAULT_ITEMS["curve"], 3600, 0, backfill_retries=2,
+                      backfill_delay_s=0.05, timeout_s=5)
     port = demo._free_port()
     fleet_p = demo.start_fleet(data, port, seed=SEED, faults={}, heartbeat_s=30)
 
@@ -236,7 +243,7 @@ def test_monthly_settlement_gaps_are_backfilled(tmp_path):
             t0 = time.monotonic()
             while len(he.sessions) < 3 and time.monotonic() - t0 < 30:
                 await asyncio.sleep(0.05)
-            out = await col.run_days(task, [settle - dt.timedelta(days=1), settle])
+            out = await col.run_days(task, [settle - dt.timedelta(days=1), settle] if kind == "monthly" else [settle])
             attempts = col.state.attempts().to_pydict()
             return out, dropped[0], attempts
         finally:
@@ -249,15 +256,21 @@ def test_monthly_settlement_gaps_are_backfilled(tmp_path):
         demo.stop_process(fleet_p)
     fleet = sim_model.load_gen_dir(data)
     d = fleet.model.day_of(settle)
-    expect = {int(fleet.meter_id[i]) for i in range(fleet.n_meters) if fleet.model.installed(i, d)}
+    expect = {int(fleet.meter_id[i]) for i in range(fleet.n_meters) if fleet.model.installed(i, d)
+              and (kind == "monthly" or not fleet.is645[i])}
     assert dropped == len(expect)
     assert [r["date"] for r in out["collected"]] == [settle.isoformat()]    # the 1st only: a settlement day
     assert out["before"]["expected"] == len(expect) and out["before"]["collected"] == 0
     assert out["after"] == dict(out["after"], collected=len(expect), backfilled=len(expect), missing=0)
     assert out["backfill"]["open_gaps"] == 0
-    assert set(attempts["meter_id"]) == expect and set(attempts["task"]) == {"monthly-settlement"}
+    assert set(attempts["meter_id"]) == expect and set(attempts["task"]) == {task.name}
     with sql.Session(data) as s:
         rows = s.query("SELECT meter_id, quality, epoch(ts_utc)::BIGINT AS t FROM readings "
-                       "WHERE kind = 'monthly'").to_pylist()
+                       f"WHERE kind = '{kind}' AND register = {R['ae_fwd']}").to_pylist()
     assert {r["meter_id"] for r in rows} == expect
-    assert all(r["quality"] & schema.Q_BACKFILLED and r["t"] == _midnight(settle) for r in rows)
+    assert all(r["quality"] & schema.Q_BACKFILLED for r in rows)
+    if kind == "monthly":
+        assert {r["t"] for r in rows} == {_midnight(settle)}
+    else:
+        assert sorted((r["meter_id"], r["t"]) for r in rows) == sorted(
+            (m, _midnight(settle) + 3600 * h) for m in expect for h in range(24))
