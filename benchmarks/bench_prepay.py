@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import calendar
 import datetime as dt
-import os
 import pathlib
 import shutil
 import sys
@@ -36,27 +35,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
+from benchmarks.bench_bill_run import _fleet  # noqa: E402  (one cached generated fleet for the billing benchmarks)
 from billing_core import engine, prepay as P  # noqa: E402
 from billing_core.run import voltage_level  # noqa: E402
 from billing_core.tariff import TariffSet  # noqa: E402
-from storage import archive, generator, ledger, prepay  # noqa: E402
+from storage import ledger, prepay  # noqa: E402
 
 DAY = dt.date(2026, 6, 10)
-
-
-def _fleet(d: pathlib.Path, n: int) -> None:
-    if (d / "archive.duckdb").exists() and (d / "ground_truth" / "summary.json").exists():
-        return
-    shutil.rmtree(d, ignore_errors=True)
-    t0 = time.perf_counter()
-    fsync, os.fsync = os.fsync, lambda fd: None      # generated input: its durability is not measured here
-    try:
-        generator.generate(d, n, 30, seed=6, curve_fraction=0.0)
-    finally:
-        os.fsync = fsync
-    with archive.Archive(d / "archive.duckdb") as a:
-        a.import_files(sorted((d / "archive-files").glob("*.csv")))
-    print(f"generated {n:,} customers in {time.perf_counter() - t0:.1f} s into {d}")
 
 
 def _work(src: pathlib.Path, work: pathlib.Path) -> None:
