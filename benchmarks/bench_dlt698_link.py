@@ -29,7 +29,6 @@ import pathlib
 import platform
 import random
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 

@@ -26,7 +26,6 @@ import datetime as _dt
 import os
 import pathlib
 import time
-import uuid
 
 import duckdb
 import numpy as np

@@ -459,7 +459,7 @@ class _Generator:
         consumption day an original meter is swapped out, -1 never) and ``installed_day`` (the day a
         replacement meter starts, 0 for the originals)."""
         f, n = self.fleet, self.cfg.customers
-        P, na = f.n_points, f.n_areas
+        na = f.n_areas
         base = f.base_kwh.copy()
         lv = np.flatnonzero(f.area_of_customer > 0)
         area_sales = np.bincount(f.area_of_customer[lv], weights=base[lv], minlength=na + 1)[1:]
@@ -480,8 +480,7 @@ class _Generator:
     # --- one day -------------------------------------------------------------------------------------
     def day(self, d: int) -> dict:
         """Readings of freeze ``d`` (00:00 of start + d days) and the consumption of day d-1."""
-        cfg, f = self.cfg, self.fleet
-        n, P = cfg.customers, f.n_points
+        cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, 1_000_003, d])     # one stream per day: same data in any chunking
         date = cfg.start + _dt.timedelta(days=d)
         out = {"events": _empty_events()}

@@ -30,8 +30,8 @@ Every class is a frozen, slotted dataclass found through :data:`REGISTRY` keyed 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from .. import accel
 from ..errors import LocalProtocolError, RemoteProtocolError
