@@ -39,6 +39,7 @@ import pathlib
 import re
 import shutil
 import time
+import types
 import uuid
 
 import duckdb
@@ -97,16 +98,25 @@ def _read(con, sql: str, params=None) -> dict:
     return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
 
 
-def _pivot_files(files: list[str]) -> str:
-    """Per (meter, date) one row, registers as columns (the rule of storage.sql: the last received wins)."""
+def _pivot_files(pivots: list[str], files: list[str] = ()) -> str:
+    """Per (meter, date) one row, registers as columns (the rule of storage.sql: the last received wins).
+    ``pivots``: materialised per-partition pivots (storage.lake.pivot_of, the same rule), read as they are;
+    ``files``: part files of partitions without one, grouped here."""
     regs = (*_REGS, "md_fwd")
-    if not files:
+    out = []
+    if pivots:
+        lst = ", ".join(f"'{_q(f)}'" for f in pivots)
+        out.append(f"SELECT meter_id, date, {', '.join(regs)}, quality FROM read_parquet([{lst}], "
+                   f"hive_partitioning = true, hive_types = {{'date': DATE, 'bucket': INTEGER}}) @FILTER@")
+    if files:
+        lst = ", ".join(f"'{_q(f)}'" for f in files)
+        out.append(_pivot_source(f"read_parquet([{lst}], hive_partitioning = true, "
+                                 f"hive_types = {{'date': DATE, 'bucket': INTEGER}})"))
+    if not out:
         cols = ", ".join(f"CAST(NULL AS BIGINT) AS {r}" for r in regs)
         return (f"SELECT CAST(NULL AS BIGINT) AS meter_id, CAST(NULL AS DATE) AS date, {cols}, "
                 f"CAST(NULL AS UTINYINT) AS quality WHERE false")
-    lst = ", ".join(f"'{_q(f)}'" for f in files)
-    return _pivot_source(f"read_parquet([{lst}], hive_partitioning = true, "
-                         f"hive_types = {{'date': DATE, 'bucket': INTEGER}})")
+    return "\nUNION ALL\n".join(out)
 
 
 def _pivot_source(source: str) -> str:
@@ -116,11 +126,12 @@ def _pivot_source(source: str) -> str:
 
 
 def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str) -> str:
-    """The pivot SELECT of ``kind``'s readings on ``dates`` (of ``buckets``, when given).  A local lake's
-    files are read by DuckDB itself; a lake behind a URI (storage.lakefs) through pyarrow.fs, its rows
-    handed to DuckDB as the Arrow table ``name``."""
+    """The pivot SELECT of ``kind``'s readings on ``dates`` (of ``buckets``, when given), with ``@FILTER@``
+    where a ``r SEMI JOIN ...`` restricting the rows goes.  A local lake's files are read by DuckDB itself,
+    a partition's materialised pivot where it has one; a lake behind a URI (storage.lakefs) through
+    pyarrow.fs, its rows handed to DuckDB as the Arrow table ``name`` and grouped."""
     if lfs is None:
-        return _pivot_files(_files(root, kind, dates, buckets))
+        return _pivot_files(*_files(root, kind, dates, buckets))
     tables = []
     for d in sorted(set(dates)):
         files = lfs.files(f"readings/kind={kind}/date={d}")
@@ -136,20 +147,27 @@ def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str
     return _pivot_source(name)
 
 
-def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> list[str]:
-    """Published readings files of ``kind`` on ``dates`` (of the ``buckets`` only, when given: a set, or
-    per date a set)."""
-    out = []
+def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> tuple[list[str], list[str]]:
+    """(pivots, part files) of ``kind`` on ``dates`` (of the ``buckets`` only, when given: a set, or per
+    date a set): a partition with one part file and its pivot gives the pivot (storage.lake.pivot_snapshot's
+    rule), any other its part files."""
+    dirs = []
     for d in sorted(set(dates)):
-        if isinstance(buckets, dict):
-            out += _files(root, kind, [d], buckets.get(d, set()))
-        elif buckets is None:
-            out += sorted(str(p) for p in (root / "readings" / f"kind={kind}" / f"date={d}").glob("bucket=*/part-*.parquet"))
+        day = root / "readings" / f"kind={kind}" / f"date={d}"
+        bs = buckets.get(d, set()) if isinstance(buckets, dict) else buckets
+        dirs += sorted(day.glob("bucket=*")) if bs is None else [day / f"bucket={b:02d}" for b in sorted(bs)]
+    pivots, parts = [], []
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        mine = sorted(n for n in names if n.startswith("part-") and n.endswith(".parquet"))
+        if len(mine) == 1 and lake.pivot_name(mine[0]) in names:
+            pivots.append(str(d / lake.pivot_name(mine[0])))
         else:
-            for b in sorted(buckets):
-                out += sorted(str(p) for p in (root / "readings" / f"kind={kind}" / f"date={d}" / f"bucket={b:02d}")
-                              .glob("part-*.parquet"))
-    return out
+            parts += [str(d / n) for n in mine]
+    return pivots, parts
 
 
 def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
@@ -171,6 +189,7 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
     root = lake_root(data)
     con = duckdb.connect(":memory:")
     try:
+        con.execute("SET enable_progress_bar = false")      # the CLI shows its own progress
         if archive_rows is None:
             con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
         else:
@@ -261,11 +280,13 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None):
         ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
                                                   AND mon.ae_fwd IS NOT NULL)""", p)
     dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
-    if own:     # of a day, only the buckets holding a needed reading (a replaced meter's swap day is in one)
-        need = con.execute("SELECT date, meter_id FROM need").fetchall()
-        buckets = {}
-        for (d, _m), b in zip(need, lake.buckets_of(np.array([m for _d, m in need], np.int64))):
-            buckets.setdefault(d, set()).add(int(b))
+    # of a day, only the buckets holding a needed reading (a replaced meter's swap day is in one or two)
+    need = _read(con, "SELECT DISTINCT date, meter_id FROM need ORDER BY ALL")
+    pairs = np.unique(np.stack([np.asarray(need["date"], "datetime64[D]").astype(np.int64),
+                                lake.buckets_of(np.asarray(need["meter_id"], np.int64)).astype(np.int64)]), axis=1)
+    buckets = {}
+    for d, b in pairs.T:
+        buckets.setdefault(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)), set()).add(int(b))
     daily = _readings(raw, lfs, root, schema.DAILY, dates, buckets, "_lake_day")
     con.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
 
@@ -336,16 +357,13 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None):
         "voltage_v": num("voltage_v").astype(np.int64),
         "change_date_days": num("change_date_days").astype(np.int64),
         "has_point": num("has_point").astype(bool), "hv_lv": num("hv_lv").astype(bool),
-        "basic_idx": np.searchsorted(np.array(list(BASIC_KINDS)), num("basic").astype(str))
-        if n else np.zeros(0, np.int64),
         "cum_prev": num("cum_prev").astype(np.int64), "hist_e": num("hist_e").astype(np.int64),
         "hist_days": num("hist_days").astype(np.int64), "pf_std_x100": num("pf_std_x100").astype(np.int64),
     }
-    # BASIC_KINDS order is the kernel's code order; searchsorted needs them sorted by name: map explicitly
-    names = np.array(num("basic").astype(str)) if n else np.zeros(0, str)
-    bill["basic_idx"] = np.zeros(n, np.int64)
-    for name, code in BASIC_KINDS.items():
-        bill["basic_idx"][names == name] = code
+    # the kernel's code of each basic-charge method (BASIC_KINDS), mapped once per distinct name
+    basic = t.column("basic").combine_chunks().dictionary_encode()
+    codes_of = np.array([BASIC_KINDS.get(v, 0) for v in basic.dictionary.to_pylist()] or [0], np.int64)
+    bill["basic_idx"] = codes_of[basic.indices.to_numpy(zero_copy_only=False)] if n else np.zeros(0, np.int64)
     for k in ("tx_capacity_kva", "tx_p0_w", "tx_pk_w", "tx_loss_rate_bp", "line_loss_rate_bp", "contract_kw"):
         bill[k] = num(k).astype(np.int64)
     for r in _REGS:
@@ -391,9 +409,11 @@ class _Lock:
 
 
 def _clean(root: pathlib.Path) -> None:
-    """Remove what a crashed run left: staging directories (never visible to readers)."""
+    """Remove what a crashed run left: staging and spill directories (never visible to readers; a spill
+    directory only once its run is gone, see :class:`Parts`)."""
     for d in root.glob(".staging-*"):
         shutil.rmtree(d, ignore_errors=True)
+    _clean_spills(root)
 
 
 def _dict_col(indices: np.ndarray, values: list[str]) -> pa.DictionaryArray:
@@ -424,7 +444,8 @@ def build_tables(period: str, inp: R.RunInput, text: pa.Table, out: dict, items:
         "tariff_code": text.column("tariff_code"), "new_tariff_code": text.column("new_tariff_code"),
         "point_id": text.column("point_id"),
         "tariff": _dict_col(rows % len(keys), tk),
-        "new_tariff": pa.array(np.where(out["new_row"] >= 0, np.array(tk, object)[np.maximum(out["new_row"], 0) % len(keys)], None)),
+        "new_tariff": pa.array(np.where(out["new_row"] >= 0, np.array(tk, object)[np.maximum(out["new_row"], 0) % len(keys)],
+                                        None), pa.string()),
         "change_day": pa.array(out["change_day"].astype(np.int16)),
         "days": pa.array(np.full(n, days, np.int16)),
         "segments": pa.array(out["segments"].astype(np.int16)), "parts": pa.array(out["parts"].astype(np.int16)),
@@ -481,19 +502,22 @@ def _write(path: pathlib.Path, tbl: pa.Table) -> None:
         os.fsync(f.fileno())
 
 
-def _publish(root: pathlib.Path, period: str, files: dict) -> pathlib.Path:
-    """Write ``files`` (name → Arrow table, bytes or str) as the whole partition, atomically."""
-    staging = root / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
+def _write_bytes(path: pathlib.Path, content) -> None:
+    with open(path, "wb") as f:
+        f.write(content if isinstance(content, bytes) else content.encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _publish(root: pathlib.Path, period: str, files: dict, staging: pathlib.Path | None = None) -> pathlib.Path:
+    """Write ``files`` (name → Arrow table, bytes or str) as the whole partition, atomically.  ``staging``:
+    a staging directory already holding other files of the partition (:func:`_new_staging`)."""
+    staging = staging or _new_staging(root)
     for name, content in files.items():
-        p = staging / name
         if isinstance(content, pa.Table):
-            _write(p, content)
+            _write(staging / name, content)
         else:
-            with open(p, "wb") as f:
-                f.write(content if isinstance(content, bytes) else content.encode())
-                f.flush()
-                os.fsync(f.fileno())
+            _write_bytes(staging / name, content)
     lake.fsync_dir(staging)
     live = root / f"period={period}"
     if live.exists():
@@ -506,18 +530,37 @@ def _publish(root: pathlib.Path, period: str, files: dict) -> pathlib.Path:
     return live
 
 
-def _keep_releases(live: pathlib.Path, bills: pa.Table) -> tuple[pa.Table, bytes]:
-    """A re-run keeps the release of a bill whose content did not change (same total and reasons)."""
+def _new_staging(root: pathlib.Path) -> pathlib.Path:
+    staging = root / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _releases(live: pathlib.Path) -> tuple[pa.Table | None, bytes]:
+    """The released bills of the live partition (bill_id, total_fen, flags and who/when/note; None when there
+    are none) and its reviews log: a re-run keeps the release of a bill whose content did not change (same
+    total and reasons)."""
     old_path = live / "bills.parquet"
     reviews = (live / "reviews.jsonl").read_bytes() if (live / "reviews.jsonl").exists() else b""
     if not old_path.exists():
-        return bills, b""
+        return None, b""
     old = _read_pq(old_path, columns=["bill_id", "total_fen", "flags", "status", "released_by",
                                            "released_at", "release_note"])
     rel = old.filter(pa.compute.equal(old.column("status").cast(pa.string()), "released"))
-    if rel.num_rows == 0:
-        return bills, reviews
-    return _apply_release(bills, rel.column("bill_id").to_numpy(), rel, match=True), reviews
+    return (rel if rel.num_rows else None), reviews
+
+
+def _keep_releases(bills: pa.Table, rel: pa.Table | None) -> pa.Table:
+    """``bills`` (bill_id ascending) with the releases of ``rel`` (:func:`_releases`) whose bill is among them."""
+    if rel is None or bills.num_rows == 0:
+        return bills
+    bid = bills.column("bill_id").to_numpy()
+    rid = rel.column("bill_id").to_numpy()
+    hit = (rid >= bid[0]) & (rid <= bid[-1])
+    if not hit.any():
+        return bills
+    sub = rel.filter(pa.array(hit))
+    return _apply_release(bills, sub.column("bill_id").to_numpy(), sub, match=True)
 
 
 def _apply_release(bills: pa.Table, ids: np.ndarray, rel: pa.Table, match: bool = False) -> pa.Table:
@@ -545,47 +588,249 @@ def _apply_release(bills: pa.Table, ids: np.ndarray, rel: pa.Table, match: bool 
     return out
 
 
-def run(data, period: str, tariffs_dir=None, progress=None, kernel=None) -> dict:
+# --- computed bills in parts, merged into the published files a row group at a time -------------------------
+ROW_GROUP = 1 << 20         # bills per row group of bills.parquet (bill_items: the items of those bills)
+CHUNK = 2_000_000           # customers per part of a single-node run (bounds its memory: ~2.2 GB per million)
+_OUT = "o:"                 # prefix of the computed columns beside the text columns in a part's table
+
+
+class Parts:
+    """The computed bills of one period as parts — each part's bills in customer order, the parts disjoint
+    (one part: the whole run; several: the chunks of a large single-node run, or the tasks of storage.dist)
+    — held in memory or spilled to Arrow IPC files under ``bills/.spill-<uuid>/``, then merged in customer
+    order :data:`ROW_GROUP` bills at a time (:meth:`groups`), so writing 10M bills never holds them all.
+
+    A part is two tables: the customers' text columns with the computed per-bill columns (prefixed
+    ``o:``), and the line items (``bill`` = the bill's position in its part).  A spill directory carries a
+    ``lock`` file this process holds (flock) while it runs; :func:`_clean` removes only directories whose
+    lock it can take — those of a run that died."""
+
+    def __init__(self, root: pathlib.Path, spill: bool):
+        self.root, self.spill, self.parts, self.dir, self._lock = root, spill, [], None, None
+
+    def add(self, text: pa.Table, out: dict, items: dict) -> None:
+        cols = {**{n: text.column(n) for n in text.column_names},
+                **{_OUT + k: pa.array(np.asarray(v)) for k, v in out.items()}}
+        b = pa.table(cols)
+        it = pa.table({k: pa.array(np.asarray(v)) for k, v in items.items()})
+        if self.spill:
+            b, it = self._write(b), self._write(it)
+        self.parts.append((b, it))
+
+    def _write(self, t: pa.Table) -> pa.Table:
+        """``t`` as an IPC file in the spill directory, read back memory-mapped (its pages are the page cache's)."""
+        if self.dir is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.dir = self.root / f".spill-{uuid.uuid4().hex}"
+            self.dir.mkdir()
+            self._lock = open(self.dir / "lock", "w")
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+        path = self.dir / f"{len(list(self.dir.glob('*.arrow'))):04d}.arrow"
+        with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
+            w.write_table(t, max_chunksize=ROW_GROUP)
+        return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+    def __len__(self) -> int:
+        return sum(b.num_rows for b, _ in self.parts)
+
+    def groups(self):
+        """(text, out, items) of :data:`ROW_GROUP` bills at a time in customer order (items' ``bill``: the
+        position in the group), every bill once."""
+        ids = [b.column("customer_id").to_numpy() for b, _ in self.parts]
+        bills_of = [it.column("bill").to_numpy() for _, it in self.parts]
+        every = np.sort(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+        if len(every) > 1 and (every[1:] == every[:-1]).any():
+            raise StorageError(f"customer {int(every[1:][every[1:] == every[:-1]][0])}: billed by two parts")
+        for g0 in range(0, len(every), ROW_GROUP):
+            first, last = every[g0], every[min(g0 + ROW_GROUP, len(every)) - 1]
+            bs, its, base = [], [], 0
+            for (b, it), pid, ib in zip(self.parts, ids, bills_of):
+                lo, hi = np.searchsorted(pid, first), np.searchsorted(pid, last, side="right")
+                if hi == lo:
+                    continue
+                ilo, ihi = np.searchsorted(ib, lo), np.searchsorted(ib, hi)
+                bs.append(b.slice(lo, hi - lo))
+                its.append((it.slice(ilo, ihi - ilo), base - lo))
+                base += hi - lo
+            yield _merge_group(bs, its)
+
+    def close(self) -> None:
+        self.parts = []
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self._lock.close()
+            self.dir = None
+
+
+def _empty_group(parts: Parts) -> tuple[pa.Table, dict, dict]:
+    """The (text, out, items) of no bills, typed like the parts' (a run over an archive without customers)."""
+    if not parts.parts:
+        raise BillingError("no customers to bill; nothing was published")
+    b, it = parts.parts[0]
+    return _merge_group([b.slice(0, 0)], [(it.slice(0, 0), 0)])
+
+
+def _merge_group(bs: list, its: list) -> tuple[pa.Table, dict, dict]:
+    """Slices of parts (bills, and items with the shift of their bill index) → one group in customer order,
+    in one chunk per column (the Parquet writer's pages must not depend on how the parts were cut)."""
+    b = pa.concat_tables(bs).combine_chunks()
+    cid = b.column("customer_id").to_numpy()
+    order = None if len(cid) < 2 or (cid[1:] > cid[:-1]).all() else np.argsort(cid, kind="stable")
+    if order is not None:
+        b = b.take(pa.array(order))
+    names = [n for n in b.column_names if not n.startswith(_OUT)]
+    out = {n[len(_OUT):]: b.column(n).to_numpy() for n in b.column_names if n.startswith(_OUT)}
+    bill = np.concatenate([t.column("bill").to_numpy().astype(np.int64) + shift for t, shift in its])
+    bill_dtype = its[0][0].column("bill").to_numpy().dtype
+    it = pa.concat_tables([t for t, _ in its]).combine_chunks()
+    items = {n: it.column(n).to_numpy() for n in it.column_names if n != "bill"}
+    if order is not None:                       # bill after bill in the new order; each bill's items keep theirs
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        bill = rank[bill]
+        io = np.argsort(bill, kind="stable")
+        bill = bill[io]
+        items = {k: v[io] for k, v in items.items()}
+    items["bill"] = bill.astype(bill_dtype)
+    return b.select(names), out, items
+
+
+def _clean_spills(root: pathlib.Path) -> None:
+    for d in root.glob(".spill-*"):
+        try:
+            with open(d / "lock", "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)     # held while its run is alive
+                shutil.rmtree(d, ignore_errors=True)
+        except BlockingIOError:
+            continue
+        except FileNotFoundError:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: int = CHUNK) -> dict:
     """Compute and publish every bill of ``period``; the run summary (also written as summary.json).
 
-    ``progress(step)`` is called after each of the steps (read, price, write, publish).  Raises a
-    :class:`~protocols.errors.GridheadError` (one line) on bad input; then nothing is published.
+    Up to ``chunk`` customers are computed at once; a larger archive is billed in chunks of whole lake
+    buckets (the tasks of storage.dist, run one after another here) spilled to disk, so memory stays
+    bounded — the bills are the same either way, and so are the files.  ``progress(step)`` is called
+    after each of the steps (read, price, write, publish).  Raises a :class:`~protocols.errors.GridheadError`
+    (one line) on bad input; then nothing is published.
     """
     tick = progress or (lambda _s: None)
     t0 = time.perf_counter()
     tariffs = TariffSet.load(tariffs_dir)
     tariffs.table()
-    inp, text = extract(data, period, tariffs)
-    missing = sorted(set(inp.categories) - set(tariffs.tariffs))
-    if missing:
-        raise BillingError(f"category {missing[0]!r}: no tariff file in {tariffs_dir or 'billing_core/tariffs'}; "
-                           f"nothing was billed")
-    t_read = time.perf_counter() - t0
-    tick("read")
-    out, items, table = R.compute(inp, tariffs, kernel)
-    R.check_items(out, items)
-    t_price = time.perf_counter() - t0 - t_read
-    tick("price")
-    return publish_run(data, period, inp, text, out, items, table, t0, t_read, t_price, tick)
+    start, end = period_bounds(period)
+    chunks = [None]
+    if chunk and _count_customers(data) > chunk:
+        from . import dist
+        plan = dist.assign(data, period)
+        chunks, n = [[]], 0
+        for b in sorted(plan):
+            if n and n + len(plan[b]) > chunk:
+                chunks.append([])
+                n = 0
+            chunks[-1].append(plan[b])
+            n += len(plan[b])
+        chunks = [np.sort(np.concatenate(c)) for c in chunks]
+    parts = Parts(bills_root(data), spill=len(chunks) > 1)
+    try:
+        t_read = t_price = 0.0
+        for ids in chunks:
+            t1 = time.perf_counter()
+            inp, text = extract(data, period, tariffs, customers=ids)
+            missing = sorted(set(inp.categories) - set(tariffs.tariffs))
+            if missing:
+                raise BillingError(f"category {missing[0]!r}: no tariff file in "
+                                   f"{tariffs_dir or 'billing_core/tariffs'}; nothing was billed")
+            t2 = time.perf_counter()
+            out, items, table = R.compute(inp, tariffs, kernel)
+            R.check_items(out, items)
+            del inp
+            parts.add(text, out, items)
+            del out, items, text
+            t_read += t2 - t1
+            t_price += time.perf_counter() - t2
+            if len(chunks) > 1:
+                tick(f"chunk {len(parts.parts)}/{len(chunks)}")
+        tick("read")
+        tick("price")
+        return publish_run(data, period, (start, end), parts, table, t0, t_read, t_price, tick)
+    finally:
+        parts.close()
 
 
-def publish_run(data, period: str, inp, text: pa.Table, out: dict, items: dict, table, t0: float, t_read: float,
+def archive_con(data) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the data directory's archive attached read-only as ``a``."""
+    arch = archive_path(data)
+    if not arch.exists():
+        raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
+    except duckdb.Error as exc:
+        con.close()
+        raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
+    return con
+
+
+def _count_customers(data) -> int:
+    con = archive_con(data)
+    try:
+        return int(con.execute("SELECT count(*) FROM a.customers").fetchone()[0])
+    except duckdb.Error as exc:
+        raise StorageError(f"{archive_path(data)}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
+def publish_run(data, period: str, span: tuple, parts: Parts, table, t0: float, t_read: float,
                 t_price: float, tick) -> dict:
-    """Build the tables of a computed period and publish them (the last steps of :func:`run`, shared with
-    the distributed run of ``storage.dist``, so both write the same files the same way)."""
-    bills, it = build_tables(period, inp, text, out, items, table)
+    """Write the computed ``parts`` as the period's partition and publish it (the last steps of :func:`run`,
+    shared with the distributed run of ``storage.dist``, so both write the same files the same way): the
+    bills merged in customer order a row group at a time, each group's tables built
+    (:func:`build_tables`), releases kept, and both files written as they come (staging, then swap)."""
+    inp = types.SimpleNamespace(start=span[0], end=span[1])
     root = bills_root(data)
     with _Lock(root):
         _clean(root)
-        bills, reviews = _keep_releases(root / f"period={period}", bills)
-        summary = _summary(period, bills)
-        summary["seconds"] = {"read": round(t_read, 3), "price": round(t_price, 3)}
-        files = {"bills.parquet": bills, "bill_items.parquet": it}
-        if reviews:
-            files["reviews.jsonl"] = reviews
+        rel, reviews = _releases(root / f"period={period}")
+        staging = _new_staging(root)
         tick("write")
+        totals = []
+        wb = wi = None
+        with open(staging / "bills.parquet", "wb") as fb, open(staging / "bill_items.parquet", "wb") as fi:
+            try:
+                for text, out, items in parts.groups():
+                    bills, it = build_tables(period, inp, text, out, items, table)
+                    bills = _keep_releases(bills, rel)
+                    if wb is None:
+                        wb = pq.ParquetWriter(fb, bills.schema, compression="zstd")
+                        wi = pq.ParquetWriter(fi, it.schema, compression="zstd")
+                    wb.write_table(bills, row_group_size=ROW_GROUP)
+                    wi.write_table(it, row_group_size=ROW_GROUP)
+                    totals.append(bills.select(["status", "total_fen", "flags", "e_total_kwh_x100"]))
+                    del bills, it
+                if wb is None:          # no customers: the empty tables' schema
+                    text, out, items = _empty_group(parts)
+                    bills, it = build_tables(period, inp, text, out, items, table)
+                    pq.write_table(bills, fb, compression="zstd")
+                    pq.write_table(it, fi, compression="zstd")
+                    totals.append(bills)
+            finally:
+                for w in (wb, wi):
+                    if w is not None:
+                        w.close()
+            for f in (fb, fi):
+                f.flush()
+                os.fsync(f.fileno())
+        summary = _summary(period, pa.concat_tables([t.select(["status", "total_fen", "flags", "e_total_kwh_x100"])
+                                                     for t in totals]))
+        summary["seconds"] = {"read": round(t_read, 3), "price": round(t_price, 3)}
+        files = {"reviews.jsonl": reviews} if reviews else {}
         files["summary.json"] = json.dumps(summary, ensure_ascii=False, indent=1)
-        _publish(root, period, files)
+        _publish(root, period, files, staging)
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
     tick("publish")
     return summary

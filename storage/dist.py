@@ -16,8 +16,10 @@ Partitioning — which task bills a customer
 
 Each task runs :func:`storage.bills.extract` restricted to its customers and
 :func:`billing_core.run.compute` — the same DuckDB / numpy / Cython code as the single-node run — and
-returns columns.  The driver merges them in customer order and publishes through
-:func:`storage.bills.publish_run`: the same files, the same bytes, the same atomic swap and lock.  Nothing is
+returns columns.  The driver spills each task's columns to disk as they arrive (storage.bills.Parts) and
+publishes through :func:`storage.bills.publish_run`, which merges them in customer order a row group at a
+time: the same files, the same bytes, the same atomic swap and lock as the single-node run, with the
+driver's memory bounded by one task's columns and one row group, not by the number of customers.  Nothing is
 published unless every task succeeded; tasks only read, so Dask may re-run one whose worker died.
 """
 
@@ -27,7 +29,6 @@ import contextlib
 import dataclasses
 import os
 import time
-import types
 
 import duckdb
 import numpy as np
@@ -52,11 +53,8 @@ def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np
     """bucket → the sorted customer ids its task bills (see the module docstring for the rule)."""
     start, end = bills.period_bounds(period)
     arch = archive_path(data)
-    if not arch.exists():
-        raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
-    con = duckdb.connect(":memory:")
+    con = bills.archive_con(data)
     try:
-        con.execute(f"ATTACH '{bills._q(arch.resolve())}' AS a (READ_ONLY)")
         t = con.execute("""
             WITH pt AS (SELECT customer_id, point_id, row_number() OVER (PARTITION BY customer_id ORDER BY point_id) AS k
                         FROM a.points WHERE role = 'customer'),
@@ -97,14 +95,11 @@ def archive_rows(data, plan: dict[int, np.ndarray]) -> dict[int, dict[str, pa.Ta
     """Each task's archive rows (the rows of its customers, their points, meters and multipliers), read
     once by the driver in one pass per table, so a task does not query the whole archive again."""
     arch = archive_path(data)
-    if not arch.exists():
-        raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
     ids = np.concatenate([plan[b] for b in sorted(plan)]) if plan else np.zeros(0, np.int64)
     task = np.concatenate([np.full(len(plan[b]), b, np.int64) for b in sorted(plan)]) if plan else ids
     out: dict[int, dict[str, pa.Table]] = {b: {} for b in plan}
-    con = duckdb.connect(":memory:")
+    con = bills.archive_con(data)
     try:
-        con.execute(f"ATTACH '{bills._q(arch.resolve())}' AS a (READ_ONLY)")
         con.register("own", pa.table({"customer_id": ids, "_task": task}))
         for name, sql in _ROWS.items():
             t = _arrow(con.execute(sql))
@@ -138,41 +133,21 @@ def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: Ta
             "read_s": t_read, "price_s": time.perf_counter() - t0 - t_read}
 
 
-def merge(parts: list[dict]) -> tuple[dict, dict, pa.Table]:
-    """Tasks' columns → the single-node run's columns: bills in customer order, items bill after bill."""
-    n = [p["text"].num_rows for p in parts]
-    text = pa.concat_tables([p["text"] for p in parts]).combine_chunks()
-    cid = text.column("customer_id").to_numpy()
-    order = np.argsort(cid, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    out = {}
-    for k in parts[0]["out"]:
-        cols = [np.asarray(p["out"][k]) for p in parts]
-        if all(c.ndim == 1 and len(c) == m for c, m in zip(cols, n)):
-            out[k] = np.concatenate(cols)[order]
-        else:
-            raise StorageError(f"distributed bill run: column {k!r} is not per bill; cannot merge")
-    offs = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
-    new_bill = np.concatenate([rank[p["items"]["bill"].astype(np.int64) + o] for p, o in zip(parts, offs)])
-    iorder = np.argsort(new_bill, kind="stable")     # bill after bill; each bill's items keep their order
-    items = {}
-    for k in parts[0]["items"]:
-        items[k] = np.concatenate([np.asarray(p["items"][k]) for p in parts])[iorder]
-    items["bill"] = new_bill[iorder].astype(parts[0]["items"]["bill"].dtype)
-    return out, items, text.take(pa.array(order))
-
-
-def gather(futs: list, what: str, nothing: str, done=None) -> list:
-    """The results of ``futs`` in completion order (``done(result)`` after each); a failed task — bad input,
-    or a worker lost more often than Dask allows — raises one line ending in ``nothing``."""
+def gather(futs: list, what: str, nothing: str, done=None, keep: bool = True) -> list:
+    """The results of ``futs`` in completion order (``done(result)`` after each; ``keep=False``: not kept,
+    so ``done`` must take what it needs); each is released on its worker as soon as it is here.  A failed
+    task — bad input, or a worker lost more often than Dask allows — raises one line ending in ``nothing``."""
     parts = []
     try:
         from distributed import as_completed     # imported here: the single-node path needs no Dask
         for fut in as_completed(futs):
-            parts.append(fut.result())
+            result = fut.result()
+            fut.release()
+            if keep:
+                parts.append(result)
             if done:
-                done(parts[-1])
+                done(result)
+            del result
     except GridheadError:
         raise
     except Exception as exc:                       # KilledWorker, lost scheduler, …: one line
@@ -204,21 +179,28 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
                           lakefs.uri(),
                           key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
             for b, ids in sorted(plan.items())]
-    parts = gather(futs, f"bill run {period}", "nothing was published",
-                   lambda part: tick(f"task {part['bucket']:02d}"))
-    parts.sort(key=lambda p: p["bucket"])
-    if any(p["keys"] != parts[0]["keys"] for p in parts):
-        raise StorageError(f"bill run {period}: tasks priced with different tariff tables; nothing was published")
-    t_read = time.perf_counter() - t0
-    tick("read")
-    out, items, text = merge(parts)
-    R.check_items(out, items)
-    t_price = time.perf_counter() - t0 - t_read
-    tick("price")
-    span = types.SimpleNamespace(start=start, end=end)
-    s = bills.publish_run(data, period, span, text, out, items, parts[0]["table"], t0, t_read, t_price, tick)
-    s["tasks"] = {"count": len(parts), "read_s": round(sum(p["read_s"] for p in parts), 3),
-                  "price_s": round(sum(p["price_s"] for p in parts), 3)}
+    parts = bills.Parts(bills.bills_root(data), spill=True)
+    got: list[dict] = []
+
+    def done(part):       # spilled as it arrives: the driver holds one task's columns at a time
+        if got and part["keys"] != got[0]["keys"]:
+            raise StorageError(f"bill run {period}: tasks priced with different tariff tables; "
+                               f"nothing was published")
+        parts.add(part["text"], part["out"], part["items"])
+        got.append({k: part[k] for k in ("bucket", "keys", "table", "read_s", "price_s")})
+        tick(f"task {part['bucket']:02d}")
+
+    try:
+        gather(futs, f"bill run {period}", "nothing was published", done, keep=False)
+        t_read = time.perf_counter() - t0
+        tick("read")
+        tick("price")
+        s = bills.publish_run(data, period, (start, end), parts, got[0]["table"] if got else None, t0,
+                               t_read, 0.0, tick)
+    finally:
+        parts.close()
+    s["tasks"] = {"count": len(got), "read_s": round(sum(p["read_s"] for p in got), 3),
+                  "price_s": round(sum(p["price_s"] for p in got), 3)}
     return s
 
 

@@ -95,7 +95,7 @@ def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date) -> tupl
     nxt = day + dt.timedelta(days=1)
     files = _bills._files(lake_root(data), schema.DAILY, (day, nxt))
     regs = ", ".join(f"coalesce({r}, -1)::BIGINT AS {r}" for r in P.REGISTERS)
-    got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills._pivot_files(files).replace('@FILTER@', '')}) "
+    got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills._pivot_files(*files).replace('@FILTER@', '')}) "
                     f"WHERE date IN ($a, $b)", {"a": day, "b": nxt})
     dates = got["date"].astype("datetime64[D]")
     out = []

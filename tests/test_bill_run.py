@@ -249,7 +249,8 @@ def _copy(fleet, tmp_path):
 
 
 def _rewrite_monthly(d, day, meter, keep_daily=True):
-    """Drop one meter's monthly settlement readings of ``day`` (and its daily frozen ones unless keep_daily)."""
+    """Drop one meter's monthly settlement readings of ``day`` (and its daily frozen ones unless keep_daily);
+    a partition's materialised pivot is rewritten with its file (as every lake writer does)."""
     kinds = ["monthly"] + ([] if keep_daily else ["daily"])
     for kind in kinds:
         for f in (d / "lake" / "readings" / f"kind={kind}" / f"date={day}").glob("bucket=*/part-*.parquet"):
@@ -257,6 +258,8 @@ def _rewrite_monthly(d, day, meter, keep_daily=True):
             keep = np.asarray(t.column("meter_id")) != meter
             if not keep.all():
                 pq.write_table(t.filter(keep), f)
+                if (f.parent / lake.pivot_name(f.name)).exists():
+                    lake.write_pivot(t.filter(keep), f)
 
 
 def test_missing_monthly_reading_falls_back_to_daily_then_holds(fleet, tmp_path):

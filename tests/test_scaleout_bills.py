@@ -15,6 +15,8 @@ import sys
 
 import duckdb
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from protocols.errors import StorageError
@@ -136,3 +138,49 @@ def test_cli_bill_run_workers(fleet, tmp_path):
                           "tcp://127.0.0.1:9", "--data", str(d)], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode != 0 and "scheduler tcp://127.0.0.1:9" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_chunked_single_node_and_small_row_groups_give_the_same_files(fleet, cluster, tmp_path, monkeypatch):
+    """A single-node run over more customers than one chunk bills whole buckets at a time and spills them;
+    the files are the unchunked run's, byte for byte — also when row groups are small, so that every group
+    is merged from several parts (the path 10M bills take), on the cluster too.  No spill is left behind."""
+    single, fresh = fleet
+    d = _copy(fresh, tmp_path / "chunked")
+    steps = []
+    for p in PERIODS:
+        bills.run(d, p, chunk=100, progress=steps.append)
+        _same(single, d, p)
+    k = int(steps[0].split("/")[1])            # whole buckets of at most 100 customers each: 3 chunks or more
+    assert k >= 3 and steps[:k] == [f"chunk {i}/{k}" for i in range(1, k + 1)]
+    assert not list((d / "bills").glob(".spill-*"))
+    monkeypatch.setattr(bills, "ROW_GROUP", 64)
+    small = [_copy(fresh, tmp_path / name) for name in ("small-whole", "small-chunked", "small-dist")]
+    for p in PERIODS:
+        bills.run(small[0], p)
+        bills.run(small[1], p, chunk=100)
+        dist.run(small[2], p, cluster)
+        _same(small[0], small[1], p)
+        _same(small[0], small[2], p)
+        f = small[0] / "bills" / f"period={p}" / "bills.parquet"
+        assert pq.ParquetFile(f).metadata.num_row_groups == -(-N // 64)
+        for name in FILES:           # the same rows as the default row groups
+            a = pq.ParquetFile(single / "bills" / f"period={p}" / name).read()
+            b = pq.ParquetFile(small[0] / "bills" / f"period={p}" / name).read()
+            assert a.to_pylist() == b.to_pylist(), name
+
+
+def test_a_dead_runs_spill_is_cleaned_a_live_ones_kept(tmp_path):
+    root = tmp_path / "bills"
+    live = bills.Parts(root, spill=True)
+    live.add(pa.table({"customer_id": pa.array([1], pa.int64())}), {"total_fen": np.array([5])},
+             {"bill": np.array([0]), "amount_fen": np.array([5])})
+    dead = root / ".spill-dead"
+    dead.mkdir()
+    (dead / "lock").touch()               # nobody holds its lock: the run that made it is gone
+    (dead / "0000.arrow").write_bytes(b"x")
+    bills._clean(root)
+    assert not dead.exists() and live.dir.exists()
+    (text, out, items), = list(live.groups())
+    assert text.column("customer_id").to_pylist() == [1] and out["total_fen"].tolist() == [5]
+    live.close()
+    assert not list(root.glob(".spill-*"))
