@@ -572,8 +572,9 @@ def _apply_release(bills: pa.Table, ids: np.ndarray, rel: pa.Table, match: bool 
     if match:
         ok &= bills.column("total_fen").to_numpy()[pos] == rel.column("total_fen").to_numpy()
         ok &= bills.column("flags").to_numpy()[pos] == rel.column("flags").to_numpy()
-    status = bills.column("status").combine_chunks()
-    idx = status.indices.to_numpy(zero_copy_only=False).copy()
+    status = bills.column("status").combine_chunks()       # a dictionary as read back: indices by its values
+    remap = np.array([STATUS.index(v) for v in status.dictionary.to_pylist()] or [0], np.int32)
+    idx = remap[status.indices.to_numpy(zero_copy_only=False)]
     idx[pos[ok]] = STATUS.index("released")
     cols = {}
     for c in ("released_by", "released_at", "release_note"):
@@ -905,7 +906,7 @@ def release(data, bill_ids, by: str, note: str = "") -> dict:
             live = root / f"period={period}"
             if not (live / "bills.parquet").exists():
                 raise BillingError(f"bill {pids[0]}: no bills for period {period}")
-            bills = _read_pq(live / "bills.parquet")
+            bills = _read_pq(live / "bills.parquet", columns=["bill_id", "status"])
             bid = bills.column("bill_id").to_numpy()
             status = bills.column("status").to_numpy(zero_copy_only=False).astype(str)
             pos = np.searchsorted(bid, pids)
@@ -916,23 +917,39 @@ def release(data, bill_ids, by: str, note: str = "") -> dict:
                     raise BillingError(f"bill {b}: not held (status issued), nothing to release")
             todo = [b for b, j in zip(pids, pos) if status[j] == "held"]
             already += [b for b, j in zip(pids, pos) if status[j] == "released"]
-            plans.append((period, live, bills, todo))
+            plans.append((period, live, todo))
         when = dt.datetime.now(dt.timezone.utc).astimezone(schema.LOCAL_TZ).isoformat(timespec="seconds")
-        for period, live, bills, todo in plans:
+        for period, live, todo in plans:
             if not todo:
                 continue
+            todo_ids = np.array(todo, np.int64)
             rel = pa.table({"released_by": pa.array([by] * len(todo)), "released_at": pa.array([when] * len(todo)),
                             "release_note": pa.array([note] * len(todo))})
-            new = _apply_release(bills, np.array(todo, np.int64), rel)
             reviews = (live / "reviews.jsonl").read_bytes() if (live / "reviews.jsonl").exists() else b""
             reviews += "".join(json.dumps({"bill_id": b, "action": "release", "by": by, "at": when, "note": note},
                                           ensure_ascii=False) + "\n" for b in todo).encode()
-            files = {"bills.parquet": new, "bill_items.parquet": _read_pq(live / "bill_items.parquet"),
-                     "reviews.jsonl": reviews}
+            staging = _new_staging(root)
+            # the bills a row group at a time (memory bounded by one group); the items do not change: linked
+            totals = []
+            src = pq.ParquetFile(live / "bills.parquet")
+            with open(staging / "bills.parquet", "wb") as f:
+                with pq.ParquetWriter(f, src.schema_arrow, compression="zstd") as w:
+                    for g in range(src.num_row_groups):
+                        t = src.read_row_group(g)
+                        bid = t.column("bill_id").to_numpy()
+                        hit = (todo_ids >= bid[0]) & (todo_ids <= bid[-1]) if len(bid) else todo_ids < 0
+                        if hit.any():
+                            t = _apply_release(t, todo_ids[hit], rel.filter(pa.array(hit)))
+                        w.write_table(t, row_group_size=ROW_GROUP)
+                        totals.append(t.select(["status", "total_fen", "flags", "e_total_kwh_x100"]))
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(live / "bill_items.parquet", staging / "bill_items.parquet")
             s = json.loads((live / "summary.json").read_text())
+            new = pa.concat_tables(totals) if totals else _read_pq(live / "bills.parquet").slice(0, 0)
             s.update({k: v for k, v in _summary(period, new).items() if k != "seconds"})
-            files["summary.json"] = json.dumps(s, ensure_ascii=False, indent=1)
-            _publish(root, period, files)
+            _publish(root, period, {"reviews.jsonl": reviews,
+                                    "summary.json": json.dumps(s, ensure_ascii=False, indent=1)}, staging)
             done += todo
     return {"released": done, "already": already}
 

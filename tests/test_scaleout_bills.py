@@ -184,3 +184,35 @@ def test_a_dead_runs_spill_is_cleaned_a_live_ones_kept(tmp_path):
     assert text.column("customer_id").to_pylist() == [1] and out["total_fen"].tolist() == [5]
     live.close()
     assert not list(root.glob(".spill-*"))
+
+
+def test_release_rewrites_a_multi_group_file_group_by_group(fleet, tmp_path, monkeypatch):
+    """A release streams bills.parquet a row group at a time and links the unchanged items: only the
+    released bill's status and who/when/note change, the row groups stay, a re-run keeps the release."""
+    _single, fresh = fleet
+    monkeypatch.setattr(bills, "ROW_GROUP", 64)
+    d = _copy(fresh, tmp_path / "release")
+    bills.run(d, "2026-06")
+    live = d / "bills" / "period=2026-06"
+    before = pq.ParquetFile(live / "bills.parquet").read().to_pylist()
+    items = (live / "bill_items.parquet").read_bytes()
+    held = [b for b in before if b["status"] == "held"]
+    assert len(held) >= 2, "the test needs held bills"
+    target = held[-1]["bill_id"]                # a late row group
+    got = bills.release(d, [target], by="审核员", note="checked")
+    assert got == {"released": [target], "already": []}
+    after = pq.ParquetFile(live / "bills.parquet")
+    assert after.metadata.num_row_groups == -(-N // 64)
+    rows = after.read().to_pylist()
+    for old, new in zip(before, rows):
+        if new["bill_id"] == target:
+            assert (new["status"], new["released_by"], new["release_note"]) == ("released", "审核员", "checked")
+            assert {k: v for k, v in new.items() if not k.startswith("release") and k != "status"} == \
+                {k: v for k, v in old.items() if not k.startswith("release") and k != "status"}
+        else:
+            assert new == old
+    assert (live / "bill_items.parquet").read_bytes() == items
+    assert json.loads((live / "summary.json").read_text())["released"] == 1
+    bills.run(d, "2026-06")                     # a re-run keeps the release of an unchanged bill
+    rows = pq.ParquetFile(live / "bills.parquet").read().to_pylist()
+    assert [r["status"] for r in rows if r["bill_id"] == target] == ["released"]
