@@ -697,14 +697,22 @@ def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
 
     from storage import bills
     bar = tqdm(total=4, desc=f"bill run {period}", unit="step", disable=None, leave=False, file=sys.stderr)
+
+    def tick(step: str) -> None:       # read, price, write, publish; "chunk k/n" (large runs), "task NN" (Dask)
+        if step.startswith("chunk"):
+            bar.total = 4 + int(step.split("/")[1])
+        if step.startswith("task"):
+            bar.set_postfix_str(f"{step} done")
+        else:
+            bar.update(1)
+
     try:
         if scheduler or workers:
             from storage import dist
             with dist.client(scheduler, workers) as client:
-                s = dist.run(data, period, client, tariffs_dir,
-                             progress=lambda step: None if step.startswith("task") else bar.update(1))
+                s = dist.run(data, period, client, tariffs_dir, progress=tick)
         else:
-            s = bills.run(data, period, tariffs_dir, progress=lambda _step: bar.update(1))
+            s = bills.run(data, period, tariffs_dir, progress=tick)
     finally:
         bar.close()
     if as_json:

@@ -1,18 +1,20 @@
 """The bill run on a Dask LocalCluster (storage.dist, one task per lake bucket) vs the single-node run.
 
     python benchmarks/bench_scaleout.py [--quick] [--customers N] [--workers W] [--cache DIR]
+                                        [--archive-modes] [--no-lineloss]
 
-Full mode bills N customers (default 1M; the issue asks 10M — see benchmarks/README.md "Scale-out" for why
-the recorded size is what fit) for 2026-06 from the same generated fleet as bench_bill_run.py (cached in
-/tmp/gridhead-bench-billrun-<N>).  In one process it times the single-node run (the baseline), the cluster's
-start, the distributed run on W worker processes (threads_per_worker=1) on 127.0.0.1, and 16 no-op tasks
-(the per-task overhead of the scheduler alone), then the distributed run twice: tasks querying the archive
-file themselves (before) and the driver shipping each task its archive rows (after).  Prints times and
-CPU seconds (driver + workers; the host is shared, wall time is noisy), the speed-up, the scaling efficiency
-(speed-up / W), the per-task overhead of the real tasks (their summed read+price time minus the
-single-node read+price, per task) and the summed task time vs the single node's; then line loss of one day
-single node vs one task per feeder set.  Exits 1 unless the published bills and items are byte-identical
-to the single-node run's and the line-loss rows identical.  --quick: 5k customers in a temp dir.
+Full mode bills N customers (default 1M; the issue's figure is --customers 10000000) for 2026-06 from the
+same generated fleet as bench_bill_run.py (cached in /tmp/gridhead-bench-billrun-<N>).  In one process it
+times the single-node run (the baseline; above storage.bills.CHUNK customers it bills chunks of whole
+buckets one after another, spilled to disk), the cluster's start, 16 no-op tasks (the scheduler's own
+per-task cost), and the distributed run on W worker processes (threads_per_worker=1) on 127.0.0.1 with the
+driver shipping each task its archive rows (--archive-modes: also with tasks querying the archive file
+themselves, the design before).  Prints times, CPU seconds (driver + workers), peak resident memory (the
+driver's high-water mark reset before each run via /proc/self/clear_refs; each worker's), the speed-up,
+the scaling efficiency (speed-up / W), the per-task overhead (the tasks' summed read+price time minus the
+single node's, per task); then (unless --no-lineloss) line loss of one day single node vs one task per
+feeder set.  Exits 1 unless the published bills and items are byte-identical to the single-node run's and
+the line-loss rows identical.  --quick: 5k customers in a temp dir.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import datetime as dt
 import os
 import pathlib
+import resource
 import shutil
 import sys
 import tempfile
@@ -36,6 +39,21 @@ FILES = ("bills.parquet", "bill_items.parquet")
 
 def _noop(i):
     return i
+
+
+def _reset_peak() -> None:
+    """Reset this process's peak RSS (VmHWM) so the next run's high-water mark is its own."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def _worker_peak_mb(c) -> list:
+    return sorted(round(v / 1024) for v in c.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
 
 
 def _worker_cpu(c) -> float:
@@ -70,6 +88,8 @@ def main() -> int:
     ap.add_argument("--customers", type=int)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", type=pathlib.Path)
+    ap.add_argument("--archive-modes", action="store_true", help="also run tasks that query the archive file")
+    ap.add_argument("--no-lineloss", action="store_true")
     a = ap.parse_args()
     n = a.customers or (5_000 if a.quick else 1_000_000)
     tmp = None
@@ -80,13 +100,16 @@ def main() -> int:
         d = a.cache or pathlib.Path(f"/tmp/gridhead-bench-billrun-{n}")
     try:
         _fleet(d, n)
+        _reset_peak()
         t0, c0 = time.perf_counter(), time.process_time()
         single = bills.run(d, PERIOD)
         t_single, cpu_single = time.perf_counter() - t0, time.process_time() - c0
+        peak_single = _peak_mb()
         ref = _published(d)
         print(f"customers {n:,}: single node {t_single:.2f} s (read {single['seconds']['read']:.2f}, "
               f"price {single['seconds']['price']:.2f}, write+publish "
-              f"{t_single - single['seconds']['read'] - single['seconds']['price']:.2f})")
+              f"{t_single - single['seconds']['read'] - single['seconds']['price']:.2f}; "
+              f"{-(-n // bills.CHUNK)} chunk(s)), CPU {cpu_single:.2f} s, peak RSS {peak_single:,.0f} MB", flush=True)
         t0 = time.perf_counter()
         with dist.client(workers=a.workers) as c:
             t_start = time.perf_counter() - t0
@@ -94,27 +117,31 @@ def main() -> int:
             c.gather(c.map(_noop, range(16), pure=False))
             t_noop = time.perf_counter() - t0
             runs = {}
-            for mode, ship in (("tasks query the archive", False), ("archive rows shipped", True)):
+            modes = (("tasks query the archive", False),) if a.archive_modes else ()
+            for mode, ship in (*modes, ("archive rows shipped", True)):
+                _reset_peak()
                 w0, c0, t0 = _worker_cpu(c), time.process_time(), time.perf_counter()
                 s = dist.run(d, PERIOD, c, ship_rows=ship)
                 runs[mode] = (time.perf_counter() - t0, time.process_time() - c0, _worker_cpu(c) - w0, s,
-                              _published(d) == ref)
-            ll = _lineloss(d, c)
+                              _published(d) == ref, _peak_mb())
+            peaks = _worker_peak_mb(c)
+            ll = True if a.no_lineloss else _lineloss(d, c)
         print(f"LocalCluster {a.workers} workers: start {t_start:.2f} s; scheduler round trip of a no-op task "
               f"{t_noop / 16 * 1000:.1f} ms")
         work = single["seconds"]["read"] + single["seconds"]["price"]
-        for mode, (t_dist, cpu_drv, cpu_w, s, same) in runs.items():
+        for mode, (t_dist, cpu_drv, cpu_w, s, same, peak) in runs.items():
             tasks = s["tasks"]
             speed = t_single / t_dist
             over = (tasks["read_s"] + tasks["price_s"] - work) / tasks["count"]
             print(f"[{mode}] distributed run {t_dist:.2f} s (tasks done {s['seconds']['read']:.2f}, merge "
                   f"{s['seconds']['price']:.2f}, write+publish {t_dist - s['seconds']['read'] - s['seconds']['price']:.2f}); "
                   f"CPU: driver {cpu_drv:.2f} s + workers {cpu_w:.2f} s = {cpu_drv + cpu_w:.2f} s "
-                  f"(single node {cpu_single:.2f} s)")
+                  f"(single node {cpu_single:.2f} s); peak RSS driver {peak:,.0f} MB")
             print(f"  speed-up {speed:.2f}x, scaling efficiency {speed / a.workers:.0%} (cores on this host: "
                   f"{os.cpu_count()}, shared); tasks {tasks['count']}: summed read {tasks['read_s']:.2f} s + price "
                   f"{tasks['price_s']:.2f} s vs single-node read+price {work:.2f} s; per-task overhead "
                   f"{over * 1000:.0f} ms; byte-identical: {same}")
+        print(f"peak RSS of the workers (whole session) {peaks} MB; single node {peak_single:,.0f} MB")
         same = all(r[4] for r in runs.values()) and ll
         print(f"bills byte-identical to the single-node run: {all(r[4] for r in runs.values())}")
         return 0 if same else 1

@@ -171,8 +171,8 @@ def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> tuple[list[str
 
 
 def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
-            archive_rows: dict[str, pa.Table] | None = None, lake_uri: str | None = None
-            ) -> tuple[R.RunInput, pa.Table]:
+            archive_rows: dict[str, pa.Table] | None = None, lake_uri: str | None = None,
+            home: set | None = None, foreign: pa.Table | None = None) -> tuple[R.RunInput, pa.Table]:
     """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns.
 
     ``customers`` (customer ids) restricts the run to those customers — one task of the distributed run
@@ -181,6 +181,9 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
     ``archive_rows`` (archive table name → Arrow rows, those customers' rows extracted once by the driver)
     stands in for the archive file, which is then not opened.  The readings come from ``lake_uri`` or
     ``$GRIDHEAD_LAKE`` through pyarrow.fs when either is set (storage.lakefs), else from ``<data>/lake``.
+    ``home`` (lake buckets) with ``foreign`` (:func:`foreign_monthly`: the monthly readings of those
+    customers' meters outside ``home``, read once for every task by the driver): the monthly partitions
+    are read of the ``home`` buckets only — a replaced meter's new bucket is not scanned by every task.
     """
     start, end = period_bounds(period)
     arch = archive_path(data)
@@ -200,8 +203,10 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
         if customers is not None:
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
             con.execute("CREATE TEMP TABLE own AS SELECT DISTINCT customer_id FROM own_arrow")
+        if foreign is not None:
+            con.register("_foreign_mon", foreign)
         return _extract(con, data, root, period, start, end, own=customers is not None,
-                        lfs=lakefs.configured(lake_uri))
+                        lfs=lakefs.configured(lake_uri), home=home if foreign is not None else None)
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -219,7 +224,7 @@ class _Con:
         return self.con.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
 
 
-def _extract(con, data, root, period, start, end, own=False, lfs=None):
+def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None):
     p = None
     raw, con = con, _Con(con, {"s": start, "e": end})
     con.execute("""CREATE TEMP TABLE cust AS
@@ -268,8 +273,12 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None):
         metered = np.array([r[0] for r in con.execute("SELECT DISTINCT meter_id FROM seg").fetchall()], np.int64)
         buckets = {int(b) for b in lake.buckets_of(metered)}
         mine = "r SEMI JOIN (SELECT DISTINCT meter_id FROM seg) sm ON r.meter_id = sm.meter_id"
-    con.execute(f"CREATE TEMP TABLE mon AS "
-                f"{_readings(raw, lfs, root, schema.MONTHLY, (start, end), buckets, '_lake_mon').replace('@FILTER@', mine)}")
+        if home is not None:        # the other buckets' rows came from the driver (_foreign_mon)
+            buckets &= set(home)
+    mon = _readings(raw, lfs, root, schema.MONTHLY, (start, end), buckets, "_lake_mon").replace("@FILTER@", mine)
+    if home is not None:
+        mon = f"{mon}\nUNION ALL\nSELECT * FROM _foreign_mon {mine}"
+    con.execute(f"CREATE TEMP TABLE mon AS {mon}")
     # the daily frozen readings needed: change days, removals, and where the monthly one is missing
     con.execute("""CREATE TEMP TABLE need AS
         SELECT DISTINCT meter_id, date FROM (
@@ -381,6 +390,43 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None):
     text = t.select(["customer_id", "customer_no", "name", "category", "voltage_v", "tariff_code", "new_tariff_code",
                      "point_id"])
     return inp, text
+
+
+def foreign_monthly(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict:
+    """Per task, the monthly readings (the ``mon`` pivot rows of :func:`extract`) of its customers' meters
+    that sit outside its home buckets — replaced meters whose new meter hashed elsewhere, ~1 % a month —
+    read in one pass over the period's two monthly partitions for all tasks, so that a task scans only
+    its home buckets (with 16 tasks each would otherwise scan every bucket's settlement day).
+
+    ``tasks``: key → (home buckets, customer ids).  Returns key → Arrow table (possibly empty)."""
+    start, end = period_bounds(period)
+    keys = sorted(tasks)
+    ids = np.concatenate([np.asarray(tasks[k][1], np.int64) for k in keys]) if keys else np.zeros(0, np.int64)
+    task = np.concatenate([np.full(len(tasks[k][1]), i, np.int64) for i, k in enumerate(keys)]) if keys else ids
+    con = archive_con(data)
+    try:
+        con.register("own", pa.table({"customer_id": ids, "_task": task}))
+        pm = _read(con, """SELECT DISTINCT o._task, pm.meter_id FROM a.points p JOIN own o USING (customer_id)
+                           JOIN a.point_meters pm USING (point_id)
+                           WHERE p.role = 'customer' AND pm.valid_from < $e AND (pm.valid_to IS NULL OR pm.valid_to > $s)""",
+                   {"s": start, "e": end})
+        meter, t = np.asarray(pm["meter_id"], np.int64), np.asarray(pm["_task"], np.int64)
+        b = lake.buckets_of(meter).astype(np.int64)
+        home = np.zeros((len(keys), schema.N_BUCKETS), bool)
+        for i, k in enumerate(keys):
+            home[i, sorted(tasks[k][0])] = True
+        away = ~home[t, b] if len(t) else np.zeros(0, bool)
+        meter, t = meter[away], t[away]
+        con.register("fm", pa.table({"meter_id": np.unique(meter)}))
+        sel = _readings(con, lakefs.configured(lake_uri), lake_root(data), schema.MONTHLY, (start, end),
+                        {int(x) for x in lake.buckets_of(meter)} if len(meter) else set(), "_lake_fm")
+        rows = _arrow(con.execute(sel.replace("@FILTER@", "r SEMI JOIN fm ON r.meter_id = fm.meter_id")))
+    except duckdb.Error as exc:
+        raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    rm = rows.column("meter_id").to_numpy()
+    return {k: rows.filter(pa.array(np.isin(rm, meter[t == i]))) for i, k in enumerate(keys)}
 
 
 def _earlier_bills(data, period: str) -> list[str]:
@@ -722,24 +768,27 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
     tariffs = TariffSet.load(tariffs_dir)
     tariffs.table()
     start, end = period_bounds(period)
-    chunks = [None]
+    chunks = [(None, None)]              # (home buckets, customer ids); None: every customer at once
+    foreign = {}
     if chunk and _count_customers(data) > chunk:
         from . import dist
         plan = dist.assign(data, period)
-        chunks, n = [[]], 0
+        chunks, n = [], chunk
         for b in sorted(plan):
-            if n and n + len(plan[b]) > chunk:
-                chunks.append([])
+            if n + len(plan[b]) > chunk:
+                chunks.append(([], []))
                 n = 0
-            chunks[-1].append(plan[b])
+            chunks[-1][0].append(b)
+            chunks[-1][1].append(plan[b])
             n += len(plan[b])
-        chunks = [np.sort(np.concatenate(c)) for c in chunks]
+        chunks = [(set(bs), np.sort(np.concatenate(ids))) for bs, ids in chunks]
+        foreign = foreign_monthly(data, period, dict(enumerate(chunks)))
     parts = Parts(bills_root(data), spill=len(chunks) > 1)
     try:
         t_read = t_price = 0.0
-        for ids in chunks:
+        for i, (home, ids) in enumerate(chunks):
             t1 = time.perf_counter()
-            inp, text = extract(data, period, tariffs, customers=ids)
+            inp, text = extract(data, period, tariffs, customers=ids, home=home, foreign=foreign.get(i))
             missing = sorted(set(inp.categories) - set(tariffs.tariffs))
             if missing:
                 raise BillingError(f"category {missing[0]!r}: no tariff file in "

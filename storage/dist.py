@@ -117,12 +117,16 @@ def archive_rows(data, plan: dict[int, np.ndarray]) -> dict[int, dict[str, pa.Ta
 
 
 def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet, kernel=None,
-              rows: dict[str, pa.Table] | None = None, lake_uri: str | None = None) -> dict:
+              rows: dict[str, pa.Table] | None = None, lake_uri: str | None = None,
+              foreign: pa.Table | None = None) -> dict:
     """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker.  ``rows``:
     their archive rows (:func:`archive_rows`); without them the task queries the archive file itself.
-    ``lake_uri``: the driver's lake URI (storage.lakefs), so a worker need not have it in its environment."""
+    ``lake_uri``: the driver's lake URI (storage.lakefs), so a worker need not have it in its environment.
+    ``foreign``: the monthly readings of its meters outside ``bucket`` (storage.bills.foreign_monthly);
+    then only its own bucket's monthly partitions are read."""
     t0 = time.perf_counter()
-    inp, text = bills.extract(data, period, tariffs, customers=customers, archive_rows=rows, lake_uri=lake_uri)
+    inp, text = bills.extract(data, period, tariffs, customers=customers, archive_rows=rows, lake_uri=lake_uri,
+                              home={bucket}, foreign=foreign)
     missing = sorted(set(inp.categories) - set(tariffs.tariffs))
     if missing:
         raise BillingError(f"category {missing[0]!r}: no tariff file; nothing was billed")
@@ -174,11 +178,13 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     tariffs.table()
     plan = assign(data, period, n_buckets)
     rows = archive_rows(data, plan) if ship_rows else {}
+    foreign = bills.foreign_monthly(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri())
     futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel,
                           client.scatter([rows[b]], hash=False)[0] if ship_rows else None,   # one object, not per key
-                          lakefs.uri(),
+                          lakefs.uri(), foreign[b],
                           key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
             for b, ids in sorted(plan.items())]
+    del rows, foreign
     parts = bills.Parts(bills.bills_root(data), spill=True)
     got: list[dict] = []
 
