@@ -171,42 +171,37 @@ def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> tuple[list[str
 
 
 def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
-            archive_rows: dict[str, pa.Table] | None = None, lake_uri: str | None = None,
-            home: set | None = None, foreign: pa.Table | None = None) -> tuple[R.RunInput, pa.Table]:
+            prepared: dict | None = None, lake_uri: str | None = None) -> tuple[R.RunInput, pa.Table]:
     """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns.
 
     ``customers`` (customer ids) restricts the run to those customers — one task of the distributed run
     (``storage.dist``): then only the lake buckets of their meters are read, and of those only the rows of
     their meters, so the columns are exactly the single-node run's rows of those customers.
-    ``archive_rows`` (archive table name → Arrow rows, those customers' rows extracted once by the driver)
-    stands in for the archive file, which is then not opened.  The readings come from ``lake_uri`` or
-    ``$GRIDHEAD_LAKE`` through pyarrow.fs when either is set (storage.lakefs), else from ``<data>/lake``.
-    ``home`` (lake buckets) with ``foreign`` (:func:`foreign_monthly`: the monthly readings of those
-    customers' meters outside ``home``, read once for every task by the driver): the monthly partitions
-    are read of the ``home`` buckets only — a replaced meter's new bucket is not scanned by every task.
+    ``prepared`` (one task's entry of :func:`prepare`: its customers' archive rows already joined, its home
+    buckets and its meters' monthly readings outside them) stands in for the archive file, which is then
+    not opened, and limits the monthly partitions read to the home buckets.  The readings come from
+    ``lake_uri`` or ``$GRIDHEAD_LAKE`` through pyarrow.fs when either is set (storage.lakefs), else from
+    ``<data>/lake``.
     """
     start, end = period_bounds(period)
     arch = archive_path(data)
-    if archive_rows is None and not arch.exists():
+    if prepared is None and not arch.exists():
         raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
     root = lake_root(data)
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET enable_progress_bar = false")      # the CLI shows its own progress
-        if archive_rows is None:
+        if prepared is None:
             con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
         else:
-            con.execute("CREATE SCHEMA a")
-            for name, rows in archive_rows.items():
-                con.register(f"_rows_{name}", rows)
-                con.execute(f"CREATE VIEW a.{name} AS SELECT * FROM _rows_{name}")
+            customers = prepared["cust"].column("customer_id")
+            for name in ("cust", "seg", "foreign"):
+                con.register(f"_prepared_{name}", prepared[name])
         if customers is not None:
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
             con.execute("CREATE TEMP TABLE own AS SELECT DISTINCT customer_id FROM own_arrow")
-        if foreign is not None:
-            con.register("_foreign_mon", foreign)
         return _extract(con, data, root, period, start, end, own=customers is not None,
-                        lfs=lakefs.configured(lake_uri), home=home if foreign is not None else None)
+                        lfs=lakefs.configured(lake_uri), home=prepared and prepared["home"])
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -224,10 +219,20 @@ class _Con:
         return self.con.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
 
 
-def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None):
-    p = None
-    raw, con = con, _Con(con, {"s": start, "e": end})
-    con.execute("""CREATE TEMP TABLE cust AS
+def _archive_phase(con, period: str, own: bool) -> None:
+    """The temp tables ``cust`` (a row per bill: the customer, its tariff assignment and change, its
+    first point's transformer and charges) and ``seg`` (its segments: meter history × multiplier history
+    of each customer point, clipped to the period) from the attached archive ``a``."""
+    con.execute(_CUST_SQL.replace("@OWN@", "WHERE c.customer_id IN (SELECT customer_id FROM own)" if own else ""))
+    bad = con.execute("SELECT customer_id, customer_no FROM cust WHERE tariff_code IS NULL ORDER BY 1 LIMIT 1"
+                      ).fetchone()
+    if bad:
+        raise BillingError(f"customer {bad[1]} (id {bad[0]}): no tariff assignment (customer_tariffs) in "
+                           f"{period}; nothing was billed")
+    con.execute(_SEG_SQL)
+
+
+_CUST_SQL = """CREATE TEMP TABLE cust AS
         WITH ct AS (SELECT customer_id, tariff_code, valid_from,
                            row_number() OVER (PARTITION BY customer_id ORDER BY valid_from) AS k
                     FROM a.customer_tariffs WHERE valid_from < $e AND (valid_to IS NULL OR valid_to > $s)),
@@ -246,14 +251,8 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         LEFT JOIN ct t1 ON t1.customer_id = c.customer_id AND t1.k = 1
         LEFT JOIN ct t2 ON t2.customer_id = c.customer_id AND t2.k = 2
         LEFT JOIN pt ON pt.customer_id = c.customer_id AND pt.k = 1
-        @OWN@""".replace("@OWN@", "WHERE c.customer_id IN (SELECT customer_id FROM own)" if own else ""), p)
-    bad = con.execute("SELECT customer_id, customer_no FROM cust WHERE tariff_code IS NULL ORDER BY 1 LIMIT 1"
-                      ).fetchone()
-    if bad:
-        raise BillingError(f"customer {bad[1]} (id {bad[0]}): no tariff assignment (customer_tariffs) in "
-                           f"{period}; nothing was billed")
-    # segments: meter history × multiplier history of each customer point, clipped to the period
-    con.execute("""CREATE TEMP TABLE seg AS
+        @OWN@"""
+_SEG_SQL = """CREATE TEMP TABLE seg AS
         SELECT c.bill, pm.meter_id, m.register_digits AS digits, mu.ct_ratio AS ct, mu.pt_ratio AS pt,
                greatest(pm.valid_from, mu.valid_from, $s) AS seg_from,
                least(coalesce(pm.valid_to, $e), coalesce(mu.valid_to, $e), $e) AS seg_to,
@@ -267,17 +266,26 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
              AND (mu.valid_to IS NULL OR mu.valid_to > greatest(pm.valid_from, $s))
         JOIN a.meters m ON m.meter_id = pm.meter_id
         WHERE greatest(pm.valid_from, mu.valid_from, $s) < least(coalesce(pm.valid_to, $e), coalesce(mu.valid_to, $e), $e)
-        """, p)
+        """
+
+
+def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None):
+    raw, con = con, _Con(con, {"s": start, "e": end})
+    if home is None:
+        _archive_phase(con, period, own)
+    else:                   # prepared by the driver (prepare): its rows as DuckDB tables
+        raw.execute("CREATE TEMP TABLE cust AS SELECT * FROM _prepared_cust")
+        raw.execute("CREATE TEMP TABLE seg AS SELECT * FROM _prepared_seg")
     buckets, mine = None, ""
     if own:     # one task of storage.dist: the buckets of its meters, the rows of its meters
-        metered = np.array([r[0] for r in con.execute("SELECT DISTINCT meter_id FROM seg").fetchall()], np.int64)
+        metered = np.asarray(_read(con, "SELECT DISTINCT meter_id FROM seg")["meter_id"], np.int64)
         buckets = {int(b) for b in lake.buckets_of(metered)}
         mine = "r SEMI JOIN (SELECT DISTINCT meter_id FROM seg) sm ON r.meter_id = sm.meter_id"
-        if home is not None:        # the other buckets' rows came from the driver (_foreign_mon)
+        if home is not None:        # the other buckets' rows came from the driver (_prepared_foreign)
             buckets &= set(home)
     mon = _readings(raw, lfs, root, schema.MONTHLY, (start, end), buckets, "_lake_mon").replace("@FILTER@", mine)
     if home is not None:
-        mon = f"{mon}\nUNION ALL\nSELECT * FROM _foreign_mon {mine}"
+        mon = f"{mon}\nUNION ALL\nSELECT * FROM _prepared_foreign {mine}"
     con.execute(f"CREATE TEMP TABLE mon AS {mon}")
     # the daily frozen readings needed: change days, removals, and where the monthly one is missing
     con.execute("""CREATE TEMP TABLE need AS
@@ -287,7 +295,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
             UNION ALL SELECT s.meter_id, c.change_date FROM cust c JOIN seg s ON s.bill = c.bill
                       AND c.change_date >= s.seg_from AND c.change_date < s.seg_to WHERE c.change_date > $s
         ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
-                                                  AND mon.ae_fwd IS NOT NULL)""", p)
+                                                  AND mon.ae_fwd IS NOT NULL)""")
     dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
     # of a day, only the buckets holding a needed reading (a replaced meter's swap day is in one or two)
     need = _read(con, "SELECT DISTINCT date, meter_id FROM need ORDER BY ALL")
@@ -325,7 +333,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         LEFT JOIN day pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
         LEFT JOIN mon nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
         LEFT JOIN day nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
-        ORDER BY s.bill, s.seg_from""", p)
+        ORDER BY s.bill, s.seg_from""")
     # earlier bills: annual-tier cumulative (previous period of the same year) and history for the jump check
     prev_files = _earlier_bills(data, period)
     if prev_files:
@@ -356,7 +364,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
              ON cs.bill = c.bill
         LEFT JOIN mon dm ON dm.meter_id = cs.meter_id AND dm.date = c.change_date
         LEFT JOIN day dd ON dd.meter_id = cs.meter_id AND dd.date = c.change_date
-        ORDER BY c.bill""", p))
+        ORDER BY c.bill"""))
     cat = t.column("category").combine_chunks().dictionary_encode()
     codes = pa.chunked_array([t.column("tariff_code"), t.column("new_tariff_code")]).combine_chunks().dictionary_encode()
     n = t.num_rows
@@ -392,41 +400,71 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     return inp, text
 
 
-def foreign_monthly(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict:
-    """Per task, the monthly readings (the ``mon`` pivot rows of :func:`extract`) of its customers' meters
-    that sit outside its home buckets — replaced meters whose new meter hashed elsewhere, ~1 % a month —
-    read in one pass over the period's two monthly partitions for all tasks, so that a task scans only
-    its home buckets (with 16 tasks each would otherwise scan every bucket's settlement day).
+def prepare(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict:
+    """What each task of a split bill run needs besides the lake, made in one pass over the archive for all
+    of them (a task that queried the archive itself would scan all of it for its share):
 
-    ``tasks``: key → (home buckets, customer ids).  Returns key → Arrow table (possibly empty)."""
+    ``cust`` and ``seg`` — its rows of :func:`_extract`'s temp tables (bills numbered within the task);
+    ``home`` — its lake buckets; ``foreign`` — the monthly readings (``mon`` rows) of its meters outside
+    them: replaced meters whose new meter hashed elsewhere, ~1 % a month, read once for every task so that
+    a task scans only its home buckets' monthly partitions.
+
+    ``tasks``: key → (home buckets, customer ids); every customer of the archive in exactly one.  A customer
+    without a tariff assignment fails here, before any task runs.  Returns key → that dict."""
     start, end = period_bounds(period)
     keys = sorted(tasks)
     ids = np.concatenate([np.asarray(tasks[k][1], np.int64) for k in keys]) if keys else np.zeros(0, np.int64)
     task = np.concatenate([np.full(len(tasks[k][1]), i, np.int64) for i, k in enumerate(keys)]) if keys else ids
     con = archive_con(data)
     try:
-        con.register("own", pa.table({"customer_id": ids, "_task": task}))
-        pm = _read(con, """SELECT DISTINCT o._task, pm.meter_id FROM a.points p JOIN own o USING (customer_id)
-                           JOIN a.point_meters pm USING (point_id)
-                           WHERE p.role = 'customer' AND pm.valid_from < $e AND (pm.valid_to IS NULL OR pm.valid_to > $s)""",
-                   {"s": start, "e": end})
-        meter, t = np.asarray(pm["meter_id"], np.int64), np.asarray(pm["_task"], np.int64)
-        b = lake.buckets_of(meter).astype(np.int64)
+        _archive_phase(_Con(con, {"s": start, "e": end}), period, own=False)
+        cust = _arrow(con.execute("SELECT * FROM cust ORDER BY bill"))
+        seg = _arrow(con.execute("SELECT * FROM seg ORDER BY bill, seg_from"))
+        # the task of each bill, and the bill's number within its task (customer order there too)
+        cid = cust.column("customer_id").to_numpy()
+        o = np.argsort(ids, kind="stable")
+        pos = np.searchsorted(ids[o], cid)
+        if len(cid) and ((pos >= len(ids)) | (ids[o][np.minimum(pos, len(ids) - 1)] != cid)).any():
+            raise StorageError(f"bill run {period}: a customer is in no task; nothing was billed")
+        t_of = task[o][pos] if len(cid) else np.zeros(0, np.int64)
+        c_order = np.argsort(t_of, kind="stable")
+        c_lo = np.searchsorted(t_of[c_order], np.arange(len(keys) + 1))
+        new_bill = np.empty(len(cid), np.int64)
+        new_bill[c_order] = np.arange(len(cid)) - np.repeat(c_lo[:-1], np.diff(c_lo))
+        sb = seg.column("bill").to_numpy()
+        s_task = t_of[sb]
+        s_order = np.argsort(s_task, kind="stable")
+        s_lo = np.searchsorted(s_task[s_order], np.arange(len(keys) + 1))
+        cust = _with_bill(cust.take(pa.array(c_order)), new_bill[c_order])
+        seg = _with_bill(seg.take(pa.array(s_order)), new_bill[sb[s_order]])
+        # meters outside the task's home buckets, and their monthly readings in one pass
+        meter = seg.column("meter_id").to_numpy()
+        m_task = s_task[s_order]
         home = np.zeros((len(keys), schema.N_BUCKETS), bool)
         for i, k in enumerate(keys):
             home[i, sorted(tasks[k][0])] = True
-        away = ~home[t, b] if len(t) else np.zeros(0, bool)
-        meter, t = meter[away], t[away]
-        con.register("fm", pa.table({"meter_id": np.unique(meter)}))
+        b = lake.buckets_of(meter).astype(np.int64)
+        away = ~home[m_task, b] if len(meter) else np.zeros(0, bool)
+        con.register("fm", pa.table({"meter_id": np.unique(meter[away])}))
         sel = _readings(con, lakefs.configured(lake_uri), lake_root(data), schema.MONTHLY, (start, end),
-                        {int(x) for x in lake.buckets_of(meter)} if len(meter) else set(), "_lake_fm")
+                        {int(x) for x in b[away]}, "_lake_fm")
         rows = _arrow(con.execute(sel.replace("@FILTER@", "r SEMI JOIN fm ON r.meter_id = fm.meter_id")))
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     finally:
         con.close()
     rm = rows.column("meter_id").to_numpy()
-    return {k: rows.filter(pa.array(np.isin(rm, meter[t == i]))) for i, k in enumerate(keys)}
+    out = {}
+    for i, k in enumerate(keys):
+        mine = meter[s_lo[i]:s_lo[i + 1]][away[s_lo[i]:s_lo[i + 1]]]
+        out[k] = {"cust": cust.slice(c_lo[i], c_lo[i + 1] - c_lo[i]).combine_chunks(),
+                  "seg": seg.slice(s_lo[i], s_lo[i + 1] - s_lo[i]).combine_chunks(),
+                  "home": set(tasks[k][0]), "foreign": rows.filter(pa.array(np.isin(rm, mine)))}
+    return out
+
+
+def _with_bill(t: pa.Table, bill: np.ndarray) -> pa.Table:
+    return t.set_column(t.schema.get_field_index("bill"), "bill", pa.array(bill, t.schema.field("bill").type))
 
 
 def _earlier_bills(data, period: str) -> list[str]:
@@ -769,7 +807,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
     tariffs.table()
     start, end = period_bounds(period)
     chunks = [(None, None)]              # (home buckets, customer ids); None: every customer at once
-    foreign = {}
+    prepared = {}
     if chunk and _count_customers(data) > chunk:
         from . import dist
         plan = dist.assign(data, period)
@@ -782,13 +820,13 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
             chunks[-1][1].append(plan[b])
             n += len(plan[b])
         chunks = [(set(bs), np.sort(np.concatenate(ids))) for bs, ids in chunks]
-        foreign = foreign_monthly(data, period, dict(enumerate(chunks)))
+        prepared = prepare(data, period, dict(enumerate(chunks)))
     parts = Parts(bills_root(data), spill=len(chunks) > 1)
     try:
         t_read = t_price = 0.0
-        for i, (home, ids) in enumerate(chunks):
+        for i, (_home, ids) in enumerate(chunks):
             t1 = time.perf_counter()
-            inp, text = extract(data, period, tariffs, customers=ids, home=home, foreign=foreign.get(i))
+            inp, text = extract(data, period, tariffs, customers=ids, prepared=prepared.pop(i, None))
             missing = sorted(set(inp.categories) - set(tariffs.tariffs))
             if missing:
                 raise BillingError(f"category {missing[0]!r}: no tariff file in "

@@ -8,9 +8,11 @@ Partitioning — which task bills a customer
     ``bucket_of(customer_id)``.  The assignment is a pure function of the archive and the period, computed
     once by the driver (:func:`assign`), so every customer is billed by exactly one task.
 
-    A meter replacement (换表) may put the new meter in another bucket: the task reads the buckets of *all*
-    its customers' meters (its own, plus the few foreign buckets of replaced meters, from which it keeps only
-    its meters' rows), so a bill never loses a segment.  Annual-tier cumulative (阶梯年累计) and the jump
+    A meter replacement (换表) may put the new meter in another bucket: the driver reads, in one pass for
+    all tasks, the monthly readings of every task's meters outside its bucket and ships them with the
+    task's archive rows (storage.bills.prepare); the task reads its own bucket's monthly partitions and,
+    per day, the daily partitions holding a reading it needs — so a bill never loses a segment and no task
+    scans every bucket.  Annual-tier cumulative (阶梯年累计) and the jump
     history come from the earlier bills by customer id, not from the lake, so a customer whose home bucket
     changes between periods (its meter was replaced) still gets its own history.
 
@@ -32,14 +34,12 @@ import time
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from billing_core import run as R
 from billing_core.tariff import TariffSet
 from protocols.errors import BillingError, GridheadError, StorageError
 
 from . import bills, lake, lakefs, schema
-from .archive import _arrow
 from .sql import archive_path, lake_root
 
 TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-running is harmless)
@@ -76,57 +76,15 @@ def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np
     return {int(k): cid[b == k] for k in np.unique(b)}
 
 
-# the archive rows a bill task reads (storage.bills._extract's a.* tables), by the task (_task) of their customer
-_ROWS = {
-    "customers": "SELECT o._task, x.* FROM a.customers x JOIN own o USING (customer_id)",
-    "customer_tariffs": "SELECT o._task, x.* FROM a.customer_tariffs x JOIN own o USING (customer_id)",
-    "points": "SELECT o._task, x.* FROM a.points x JOIN own o USING (customer_id) WHERE x.role = 'customer'",
-    "point_meters": """SELECT o._task, x.* FROM a.point_meters x JOIN a.points p USING (point_id)
-                       JOIN own o ON o.customer_id = p.customer_id WHERE p.role = 'customer'""",
-    "point_multipliers": """SELECT o._task, x.* FROM a.point_multipliers x JOIN a.points p USING (point_id)
-                            JOIN own o ON o.customer_id = p.customer_id WHERE p.role = 'customer'""",
-    "meters": """SELECT DISTINCT o._task, x.* FROM a.meters x JOIN a.point_meters pm USING (meter_id)
-                 JOIN a.points p USING (point_id) JOIN own o ON o.customer_id = p.customer_id
-                 WHERE p.role = 'customer'""",
-}
-
-
-def archive_rows(data, plan: dict[int, np.ndarray]) -> dict[int, dict[str, pa.Table]]:
-    """Each task's archive rows (the rows of its customers, their points, meters and multipliers), read
-    once by the driver in one pass per table, so a task does not query the whole archive again."""
-    arch = archive_path(data)
-    ids = np.concatenate([plan[b] for b in sorted(plan)]) if plan else np.zeros(0, np.int64)
-    task = np.concatenate([np.full(len(plan[b]), b, np.int64) for b in sorted(plan)]) if plan else ids
-    out: dict[int, dict[str, pa.Table]] = {b: {} for b in plan}
-    con = bills.archive_con(data)
-    try:
-        con.register("own", pa.table({"customer_id": ids, "_task": task}))
-        for name, sql in _ROWS.items():
-            t = _arrow(con.execute(sql))
-            t = t.take(pa.array(np.argsort(t.column("_task").to_numpy(), kind="stable")))
-            k = t.column("_task").to_numpy()
-            t = t.drop_columns(["_task"])
-            for b in plan:
-                lo, hi = np.searchsorted(k, b), np.searchsorted(k, b, side="right")
-                out[b][name] = t.slice(lo, hi - lo).combine_chunks()
-    except duckdb.Error as exc:
-        raise StorageError(f"distributed bill run: reading {arch}: {str(exc).splitlines()[0]}") from None
-    finally:
-        con.close()
-    return out
-
-
 def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet, kernel=None,
-              rows: dict[str, pa.Table] | None = None, lake_uri: str | None = None,
-              foreign: pa.Table | None = None) -> dict:
-    """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker.  ``rows``:
-    their archive rows (:func:`archive_rows`); without them the task queries the archive file itself.
-    ``lake_uri``: the driver's lake URI (storage.lakefs), so a worker need not have it in its environment.
-    ``foreign``: the monthly readings of its meters outside ``bucket`` (storage.bills.foreign_monthly);
-    then only its own bucket's monthly partitions are read."""
+              prepared: dict | None = None, lake_uri: str | None = None) -> dict:
+    """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker.  ``prepared``:
+    its share of :func:`storage.bills.prepare` (its archive rows joined, the monthly readings of its meters
+    outside its bucket); without it the task queries the archive file itself and reads every bucket its
+    meters are in.  ``lake_uri``: the driver's lake URI (storage.lakefs), so a worker need not have it in
+    its environment."""
     t0 = time.perf_counter()
-    inp, text = bills.extract(data, period, tariffs, customers=customers, archive_rows=rows, lake_uri=lake_uri,
-                              home={bucket}, foreign=foreign)
+    inp, text = bills.extract(data, period, tariffs, customers=customers, prepared=prepared, lake_uri=lake_uri)
     missing = sorted(set(inp.categories) - set(tariffs.tariffs))
     if missing:
         raise BillingError(f"category {missing[0]!r}: no tariff file; nothing was billed")
@@ -169,22 +127,21 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     :func:`storage.bills.run` (same files, byte for byte).  ``progress(step)`` gets "read" (per task
     done, as ``"task NN"``), "price", "write", "publish".  A failed task (bad input, or a worker lost more
     often than Dask allows) raises a one-line GridheadError and publishes nothing.  ``ship_rows``: the
-    driver reads the archive once and sends each task its customers' rows (:func:`archive_rows`); else
-    every task queries the whole archive file (the fixed cost per task this avoids)."""
+    driver reads the archive once and sends each task its share (:func:`storage.bills.prepare`); else
+    every task queries the whole archive file and reads every bucket of its meters (the design before,
+    kept to measure what shipping saves)."""
     tick = progress or (lambda _s: None)
     t0 = time.perf_counter()
     start, end = bills.period_bounds(period)
     tariffs = TariffSet.load(tariffs_dir)
     tariffs.table()
     plan = assign(data, period, n_buckets)
-    rows = archive_rows(data, plan) if ship_rows else {}
-    foreign = bills.foreign_monthly(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri())
+    prepared = bills.prepare(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri()) \
+        if ship_rows else {}
     futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel,
-                          client.scatter([rows[b]], hash=False)[0] if ship_rows else None,   # one object, not per key
-                          lakefs.uri(), foreign[b],
-                          key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
+                          client.scatter([prepared.pop(b)], hash=False)[0] if ship_rows else None,  # one object
+                          lakefs.uri(), key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
             for b, ids in sorted(plan.items())]
-    del rows, foreign
     parts = bills.Parts(bills.bills_root(data), spill=True)
     got: list[dict] = []
 
