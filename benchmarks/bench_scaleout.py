@@ -10,7 +10,7 @@ buckets one after another, spilled to disk), the cluster's start, 16 no-op tasks
 per-task cost), and the distributed run on W worker processes (threads_per_worker=1) on 127.0.0.1 with the
 driver shipping each task its archive rows (--archive-modes: also with tasks querying the archive file
 themselves, the design before).  Prints times, CPU seconds (driver + workers), peak resident memory (the
-driver's high-water mark reset before each run via /proc/self/clear_refs; each worker's), the speed-up,
+driver's anonymous RSS sampled during each run; each worker's VmHWM), the speed-up,
 the scaling efficiency (speed-up / W), the per-task overhead (the tasks' summed read+price time minus the
 single node's, per task); then (unless --no-lineloss) line loss of one day single node vs one task per
 feeder set.  Exits 1 unless the published bills and items are byte-identical to the single-node run's and
@@ -23,10 +23,10 @@ import argparse
 import datetime as dt
 import os
 import pathlib
-import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -41,19 +41,33 @@ def _noop(i):
     return i
 
 
-def _reset_peak() -> None:
-    """Reset this process's peak RSS (VmHWM) so the next run's high-water mark is its own."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+class _AnonPeak:
+    """The peak of this process's anonymous resident memory (RssAnon, sampled every 20 ms by a thread):
+    what must fit in RAM — unlike VmHWM, it leaves out the page cache behind the memory-mapped spill files."""
+
+    def __init__(self):
+        self.peak, self._stop = 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _status("RssAnon"))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join()
+        return max(self.peak, _status("RssAnon")) / 1024
 
 
-def _peak_mb() -> float:
+def _status(key: str) -> int:
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
 
 
 def _worker_peak_mb(c) -> list:
-    return sorted(round(v / 1024) for v in c.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
+    """Each worker's VmHWM (its own process's high-water mark since it started)."""
+    return sorted(round(v / 1024) for v in c.run(_status, "VmHWM").values())
 
 
 def _worker_cpu(c) -> float:
@@ -100,16 +114,17 @@ def main() -> int:
         d = a.cache or pathlib.Path(f"/tmp/gridhead-bench-billrun-{n}")
     try:
         _fleet(d, n)
-        _reset_peak()
+        mem = _AnonPeak()
         t0, c0 = time.perf_counter(), time.process_time()
         single = bills.run(d, PERIOD)
         t_single, cpu_single = time.perf_counter() - t0, time.process_time() - c0
-        peak_single = _peak_mb()
+        peak_single = mem.stop()
         ref = _published(d)
         print(f"customers {n:,}: single node {t_single:.2f} s (read {single['seconds']['read']:.2f}, "
               f"price {single['seconds']['price']:.2f}, write+publish "
               f"{t_single - single['seconds']['read'] - single['seconds']['price']:.2f}; "
-              f"{-(-n // bills.CHUNK)} chunk(s)), CPU {cpu_single:.2f} s, peak RSS {peak_single:,.0f} MB", flush=True)
+              f"{-(-n // bills.CHUNK)} chunk(s) or more), CPU {cpu_single:.2f} s, peak anonymous RSS {peak_single:,.0f} MB",
+              flush=True)
         t0 = time.perf_counter()
         with dist.client(workers=a.workers) as c:
             t_start = time.perf_counter() - t0
@@ -119,11 +134,11 @@ def main() -> int:
             runs = {}
             modes = (("tasks query the archive", False),) if a.archive_modes else ()
             for mode, ship in (*modes, ("archive rows shipped", True)):
-                _reset_peak()
+                mem = _AnonPeak()
                 w0, c0, t0 = _worker_cpu(c), time.process_time(), time.perf_counter()
                 s = dist.run(d, PERIOD, c, ship_rows=ship)
                 runs[mode] = (time.perf_counter() - t0, time.process_time() - c0, _worker_cpu(c) - w0, s,
-                              _published(d) == ref, _peak_mb())
+                              _published(d) == ref, mem.stop())
             peaks = _worker_peak_mb(c)
             ll = True if a.no_lineloss else _lineloss(d, c)
         print(f"LocalCluster {a.workers} workers: start {t_start:.2f} s; scheduler round trip of a no-op task "
@@ -133,15 +148,16 @@ def main() -> int:
             tasks = s["tasks"]
             speed = t_single / t_dist
             over = (tasks["read_s"] + tasks["price_s"] - work) / tasks["count"]
-            print(f"[{mode}] distributed run {t_dist:.2f} s (tasks done {s['seconds']['read']:.2f}, merge "
-                  f"{s['seconds']['price']:.2f}, write+publish {t_dist - s['seconds']['read'] - s['seconds']['price']:.2f}); "
+            print(f"[{mode}] distributed run {t_dist:.2f} s (driver's assign+prepare {s['seconds']['prepare']:.2f}, "
+                  f"tasks done at {s['seconds']['read']:.2f}, merge+write+publish {t_dist - s['seconds']['read']:.2f}); "
                   f"CPU: driver {cpu_drv:.2f} s + workers {cpu_w:.2f} s = {cpu_drv + cpu_w:.2f} s "
-                  f"(single node {cpu_single:.2f} s); peak RSS driver {peak:,.0f} MB")
+                  f"(single node {cpu_single:.2f} s); driver's peak anonymous RSS {peak:,.0f} MB")
             print(f"  speed-up {speed:.2f}x, scaling efficiency {speed / a.workers:.0%} (cores on this host: "
                   f"{os.cpu_count()}, shared); tasks {tasks['count']}: summed read {tasks['read_s']:.2f} s + price "
                   f"{tasks['price_s']:.2f} s vs single-node read+price {work:.2f} s; per-task overhead "
                   f"{over * 1000:.0f} ms; byte-identical: {same}")
-        print(f"peak RSS of the workers (whole session) {peaks} MB; single node {peak_single:,.0f} MB")
+        print(f"workers' peak RSS (VmHWM, whole session) {peaks} MB; single node's peak anonymous RSS "
+              f"{peak_single:,.0f} MB", flush=True)
         same = all(r[4] for r in runs.values()) and ll
         print(f"bills byte-identical to the single-node run: {all(r[4] for r in runs.values())}")
         return 0 if same else 1

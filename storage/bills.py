@@ -823,7 +823,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
         prepared = prepare(data, period, dict(enumerate(chunks)))
     parts = Parts(bills_root(data), spill=len(chunks) > 1)
     try:
-        t_read = t_price = 0.0
+        t_read, t_price = time.perf_counter() - t0, 0.0     # read: with the assignment and prepare of chunks
         for i, (_home, ids) in enumerate(chunks):
             t1 = time.perf_counter()
             inp, text = extract(data, period, tariffs, customers=ids, prepared=prepared.pop(i, None))

@@ -138,6 +138,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     plan = assign(data, period, n_buckets)
     prepared = bills.prepare(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri()) \
         if ship_rows else {}
+    t_prepare = time.perf_counter() - t0
     futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel,
                           client.scatter([prepared.pop(b)], hash=False)[0] if ship_rows else None,  # one object
                           lakefs.uri(), key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
@@ -162,6 +163,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
                                t_read, 0.0, tick)
     finally:
         parts.close()
+    s["seconds"]["prepare"] = round(t_prepare, 3)      # of "read": the driver's assignment and prepare
     s["tasks"] = {"count": len(got), "read_s": round(sum(p["read_s"] for p in got), 3),
                   "price_s": round(sum(p["price_s"] for p in got), 3)}
     return s
