@@ -45,6 +45,8 @@ import pyarrow as pa
 
 from protocols.errors import ArchiveError, StorageError
 
+from . import duck
+
 CATEGORIES = ("residential", "general_commercial", "large_industrial", "agricultural")
 VOLTAGES_V = (220, 380, 10_000, 20_000, 35_000, 110_000)
 METER_PROTOCOLS = ("645", "698")
@@ -243,7 +245,7 @@ class Archive:
         try:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = duckdb.connect(str(self.path), read_only=read_only)
+            self.db = duck.connect(str(self.path), read_only=read_only)
             if not read_only:
                 self.db.execute(ddl())
         except duckdb.Error as exc:

@@ -52,7 +52,7 @@ from billing_core import run as R
 from billing_core.tariff import BASIC_KINDS, TariffSet
 from protocols.errors import BillingError, GridheadError, StorageError
 
-from . import lake, lakefs
+from . import duck, lake, lakefs
 from . import schema
 from .archive import _arrow
 from .sql import archive_path, data_dir, lake_root
@@ -189,9 +189,8 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
     if prepared is None and not arch.exists():
         raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
     root = lake_root(data)
-    con = duckdb.connect(":memory:")
+    con = duck.connect()
     try:
-        con.execute("SET enable_progress_bar = false")      # the CLI shows its own progress
         if prepared is None:
             con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
         else:
@@ -854,9 +853,8 @@ def archive_con(data) -> duckdb.DuckDBPyConnection:
     arch = archive_path(data)
     if not arch.exists():
         raise StorageError(f"{arch}: no archive (run `gridhead archive import` first)")
-    con = duckdb.connect(":memory:")
+    con = duck.connect()
     try:
-        con.execute("SET enable_progress_bar = false")
         con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
     except duckdb.Error as exc:
         con.close()
@@ -960,7 +958,7 @@ def read_bills(data, period: str | None = None, filter_sql: str = "") -> pa.Tabl
     files = [str(d / "bills.parquet") for d in parts if (d / "bills.parquet").exists()]
     if not files:
         raise BillingError(f"no bills{' for ' + period if period else ''} in {root}")
-    con = duckdb.connect(":memory:")
+    con = duck.connect()
     try:
         lst = ", ".join(f"'{_q(f)}'" for f in files)
         return _arrow(con.execute(f"SELECT * FROM read_parquet([{lst}]) {filter_sql} ORDER BY bill_id"))
@@ -1050,7 +1048,7 @@ def show(data, customer: str, period: str) -> dict:
     live = partition(data, period)
     if not (live / "bills.parquet").exists():
         raise BillingError(f"period {period}: no bills (run `gridhead bill run --period {period}` first)")
-    con = duckdb.connect(":memory:")
+    con = duck.connect()
     try:
         b = _arrow(con.execute(f"SELECT * FROM read_parquet('{_q(live / 'bills.parquet')}') "
                                f"WHERE customer_no = $c OR CAST(customer_id AS VARCHAR) = $c", {"c": str(customer)}))

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from protocols.errors import StorageError
 
-from . import lake, schema
+from . import duck, lake, schema
 from .archive import _arrow
 
 STATE_DIR = "collection"
@@ -177,7 +177,7 @@ class CollectionState:
         self.lake_root = pathlib.Path(lake_root)
         self.root = state_root(lake_root)
         self.expected = expected
-        self.db = duckdb.connect(":memory:")
+        self.db = duck.connect()
         self.db.execute("SET TimeZone = 'UTC'")
         self.db.register("expected", expected)
 

@@ -50,6 +50,7 @@ from billing_core import ledger as L
 from protocols.errors import GridheadError, StorageError
 
 from . import bills as _bills
+from . import duck
 from .archive import _arrow
 from .sql import archive_path, data_dir
 
@@ -91,8 +92,7 @@ class Writer:
         self._lock = open(lock_path(self.data), "a+")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
-            self.con = duckdb.connect(str(arch))
-            self.con.execute("SET enable_progress_bar = false")
+            self.con = duck.connect(str(arch))
             self.con.execute(DDL)
         except duckdb.Error as exc:
             self._lock.close()
@@ -420,7 +420,7 @@ class Reader:
         if not arch.exists():
             raise StorageError(f"{arch}: no archive (run `gridhead archive import` or `gridhead gen` first)")
         try:
-            self.con = duckdb.connect(str(arch), read_only=True)
+            self.con = duck.connect(str(arch), read_only=True)
         except duckdb.Error as exc:
             raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
         self.has = bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",

@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 from protocols.errors import GridheadError, StorageError
 
 from . import archive as _archive
+from . import duck
 from .archive import _arrow
 from . import lake, schema
 
@@ -208,7 +209,7 @@ class Session:
 
     def __init__(self, data: str | os.PathLike | None = None, *, threads: int | None = None):
         self.data = data_dir(data)
-        self.db = duckdb.connect(":memory:")
+        self.db = duck.connect()
         if threads:
             self.db.execute(f"SET threads = {int(threads)}")
         self.refresh()

@@ -183,3 +183,14 @@ def test_date_filter_prunes_partitions(data):
         text = "\n".join(str(v) for v in plan.column(plan.num_columns - 1).to_pylist())
         assert s.query("SELECT count(*) AS n FROM readings WHERE date = DATE '2026-11-02'").to_pylist() == [{"n": 1}]
         assert "Total Files Read: 1" in text, text
+
+
+def test_no_duckdb_progress_bar_on_stdout(tmp_path):
+    """DuckDB draws its progress bar on stdout (into `gridhead sql --csv > file`): every connection gridhead
+    opens has it off."""
+    from storage import archive, duck
+    assert duck.connect().execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
+    s = Session(tmp_path)
+    assert s.db.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
+    with archive.Archive(tmp_path / "archive.duckdb") as a:
+        assert a.db.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
