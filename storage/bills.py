@@ -418,28 +418,26 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict
     con = archive_con(data)
     try:
         _archive_phase(_Con(con, {"s": start, "e": end}), period, own=False)
-        cust = _arrow(con.execute("SELECT * FROM cust ORDER BY bill"))
-        seg = _arrow(con.execute("SELECT * FROM seg ORDER BY bill, seg_from"))
-        # the task of each bill, and the bill's number within its task (customer order there too)
-        cid = cust.column("customer_id").to_numpy()
-        o = np.argsort(ids, kind="stable")
-        pos = np.searchsorted(ids[o], cid)
-        if len(cid) and ((pos >= len(ids)) | (ids[o][np.minimum(pos, len(ids) - 1)] != cid)).any():
-            raise StorageError(f"bill run {period}: a customer is in no task; nothing was billed")
-        t_of = task[o][pos] if len(cid) else np.zeros(0, np.int64)
-        c_order = np.argsort(t_of, kind="stable")
-        c_lo = np.searchsorted(t_of[c_order], np.arange(len(keys) + 1))
-        new_bill = np.empty(len(cid), np.int64)
-        new_bill[c_order] = np.arange(len(cid)) - np.repeat(c_lo[:-1], np.diff(c_lo))
-        sb = seg.column("bill").to_numpy()
-        s_task = t_of[sb]
-        s_order = np.argsort(s_task, kind="stable")
-        s_lo = np.searchsorted(s_task[s_order], np.arange(len(keys) + 1))
-        cust = _with_bill(cust.take(pa.array(c_order)), new_bill[c_order])
-        seg = _with_bill(seg.take(pa.array(s_order)), new_bill[sb[s_order]])
+        # sorted by task in DuckDB (parallel), then bills renumbered within each task (still customer order)
+        con.register("own", pa.table({"customer_id": ids, "_task": task}))
+        cust = _arrow(con.execute("SELECT o._task, c.* FROM cust c JOIN own o USING (customer_id) "
+                                  "ORDER BY o._task, c.bill"))
+        seg = _arrow(con.execute("SELECT o._task, s.* FROM seg s JOIN cust c USING (bill) "
+                                 "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
+        n_cust = con.execute("SELECT count(*) FROM cust").fetchone()[0]
+        if cust.num_rows != n_cust:
+            raise StorageError(f"bill run {period}: {n_cust - cust.num_rows} customer(s) in no task; nothing was billed")
+        t_of = cust.column("_task").to_numpy()
+        c_lo = np.searchsorted(t_of, np.arange(len(keys) + 1))
+        new_bill = np.arange(len(t_of)) - np.repeat(c_lo[:-1], np.diff(c_lo))
+        new_of_old = np.empty(len(t_of), np.int64)
+        new_of_old[cust.column("bill").to_numpy()] = new_bill
+        m_task = seg.column("_task").to_numpy()
+        s_lo = np.searchsorted(m_task, np.arange(len(keys) + 1))
+        cust = _with_bill(cust.drop_columns(["_task"]), new_bill)
+        seg = _with_bill(seg.drop_columns(["_task"]), new_of_old[seg.column("bill").to_numpy()])
         # meters outside the task's home buckets, and their monthly readings in one pass
         meter = seg.column("meter_id").to_numpy()
-        m_task = s_task[s_order]
         home = np.zeros((len(keys), schema.N_BUCKETS), bool)
         for i, k in enumerate(keys):
             home[i, sorted(tasks[k][0])] = True
