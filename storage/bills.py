@@ -692,26 +692,27 @@ class Parts:
         self.root, self.spill, self.parts, self.dir, self._lock = root, spill, [], None, None
 
     def add(self, text: pa.Table, out: dict, items: dict) -> None:
-        cols = {**{n: text.column(n) for n in text.column_names},
-                **{_OUT + k: pa.array(np.asarray(v)) for k, v in out.items()}}
-        b = pa.table(cols)
-        it = pa.table({k: pa.array(np.asarray(v)) for k, v in items.items()})
+        b, it = part_tables(text, out, items)
         if self.spill:
-            b, it = self._write(b), self._write(it)
+            b, it = (_read_ipc(write_ipc(self.spill_dir(), t)) for t in (b, it))
         self.parts.append((b, it))
 
-    def _write(self, t: pa.Table) -> pa.Table:
-        """``t`` as an IPC file in the spill directory, read back memory-mapped (its pages are the page cache's)."""
+    def adopt(self, bills_file: str, items_file: str) -> None:
+        """A part another process wrote into :meth:`spill_dir` (:func:`part_tables`, :func:`write_ipc`)."""
+        for f in (bills_file, items_file):
+            if pathlib.Path(f).parent != self.dir:
+                raise StorageError(f"{f}: not in this run's spill directory {self.dir}")
+        self.parts.append((_read_ipc(bills_file), _read_ipc(items_file)))
+
+    def spill_dir(self) -> pathlib.Path:
+        """The run's spill directory, made (and locked) on first use."""
         if self.dir is None:
             self.root.mkdir(parents=True, exist_ok=True)
             self.dir = self.root / f".spill-{uuid.uuid4().hex}"
             self.dir.mkdir()
             self._lock = open(self.dir / "lock", "w")
             fcntl.flock(self._lock, fcntl.LOCK_EX)
-        path = self.dir / f"{len(list(self.dir.glob('*.arrow'))):04d}.arrow"
-        with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
-            w.write_table(t, max_chunksize=ROW_GROUP)
-        return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        return self.dir
 
     def __len__(self) -> int:
         return sum(b.num_rows for b, _ in self.parts)
@@ -743,6 +744,29 @@ class Parts:
             shutil.rmtree(self.dir, ignore_errors=True)
             self._lock.close()
             self.dir = None
+
+
+def part_tables(text: pa.Table, out: dict, items: dict) -> tuple[pa.Table, pa.Table]:
+    """A computed part as its two tables (see :class:`Parts`)."""
+    cols = {**{n: text.column(n) for n in text.column_names},
+            **{_OUT + k: pa.array(np.asarray(v)) for k, v in out.items()}}
+    return pa.table(cols), pa.table({k: pa.array(np.asarray(v)) for k, v in items.items()})
+
+
+def write_ipc(directory: pathlib.Path, t: pa.Table) -> str:
+    """``t`` as a new Arrow IPC file in ``directory`` (written aside, then renamed: a reader never sees a
+    part of one; a task re-run after its worker died writes a new file)."""
+    path = pathlib.Path(directory) / f"{uuid.uuid4().hex}.arrow"
+    tmp = path.with_suffix(".tmp")
+    with pa.OSFile(str(tmp), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
+        w.write_table(t, max_chunksize=ROW_GROUP)
+    os.rename(tmp, path)
+    return str(path)
+
+
+def _read_ipc(path) -> pa.Table:
+    """An IPC file memory-mapped (its pages are the page cache's, not this process's heap)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
 def _empty_group(parts: Parts) -> tuple[pa.Table, dict, dict]:

@@ -77,12 +77,14 @@ def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np
 
 
 def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet, kernel=None,
-              prepared: dict | None = None, lake_uri: str | None = None) -> dict:
+              prepared: dict | None = None, lake_uri: str | None = None, spill: str | None = None) -> dict:
     """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker.  ``prepared``:
     its share of :func:`storage.bills.prepare` (its archive rows joined, the monthly readings of its meters
     outside its bucket); without it the task queries the archive file itself and reads every bucket its
     meters are in.  ``lake_uri``: the driver's lake URI (storage.lakefs), so a worker need not have it in
-    its environment."""
+    its environment.  ``spill``: the driver's spill directory (storage.bills.Parts); where this worker sees
+    it (a shared data directory, as for the earlier bills) the columns are written there and only the file
+    names travel back, else they are returned."""
     t0 = time.perf_counter()
     inp, text = bills.extract(data, period, tariffs, customers=customers, prepared=prepared, lake_uri=lake_uri)
     missing = sorted(set(inp.categories) - set(tariffs.tariffs))
@@ -91,8 +93,13 @@ def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: Ta
     t_read = time.perf_counter() - t0
     out, items, table = R.compute(inp, tariffs, kernel)
     R.check_items(out, items)
-    return {"bucket": bucket, "out": out, "items": items, "text": text, "keys": table.keys, "table": table,
-            "read_s": t_read, "price_s": time.perf_counter() - t0 - t_read}
+    res = {"bucket": bucket, "keys": table.keys, "table": table, "read_s": t_read,
+           "price_s": time.perf_counter() - t0 - t_read}
+    if spill and os.path.isdir(spill) and os.access(spill, os.W_OK):
+        res["files"] = tuple(bills.write_ipc(spill, t) for t in bills.part_tables(text, out, items))
+    else:
+        res.update(out=out, items=items, text=text)
+    return res
 
 
 def gather(futs: list, what: str, nothing: str, done=None, keep: bool = True) -> list:
@@ -139,22 +146,26 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     prepared = bills.prepare(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri()) \
         if ship_rows else {}
     t_prepare = time.perf_counter() - t0
-    futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel,
-                          client.scatter([prepared.pop(b)], hash=False)[0] if ship_rows else None,  # one object
-                          lakefs.uri(), key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
-            for b, ids in sorted(plan.items())]
     parts = bills.Parts(bills.bills_root(data), spill=True)
     got: list[dict] = []
 
-    def done(part):       # spilled as it arrives: the driver holds one task's columns at a time
+    def done(part):       # written by the task into the spill directory, or spilled as it arrives here
         if got and part["keys"] != got[0]["keys"]:
             raise StorageError(f"bill run {period}: tasks priced with different tariff tables; "
                                f"nothing was published")
-        parts.add(part["text"], part["out"], part["items"])
+        if "files" in part:
+            parts.adopt(*part["files"])
+        else:
+            parts.add(part["text"], part["out"], part["items"])
         got.append({k: part[k] for k in ("bucket", "keys", "table", "read_s", "price_s")})
         tick(f"task {part['bucket']:02d}")
 
     try:
+        spill = str(parts.spill_dir().resolve())
+        futs = [client.submit(bill_task, str(data), period, b, ids, tariffs, kernel,
+                              client.scatter([prepared.pop(b)], hash=False)[0] if ship_rows else None,  # one object
+                              lakefs.uri(), spill, key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
+                for b, ids in sorted(plan.items())]
         gather(futs, f"bill run {period}", "nothing was published", done, keep=False)
         t_read = time.perf_counter() - t0
         tick("read")

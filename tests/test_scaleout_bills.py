@@ -216,3 +216,28 @@ def test_release_rewrites_a_multi_group_file_group_by_group(fleet, tmp_path, mon
     bills.run(d, "2026-06")                     # a re-run keeps the release of an unchanged bill
     rows = pq.ParquetFile(live / "bills.parquet").read().to_pylist()
     assert [r["status"] for r in rows if r["bill_id"] == target] == ["released"]
+
+
+def test_task_columns_travel_as_files_or_as_values_alike(fleet, tmp_path):
+    """A worker that sees the driver's spill directory writes its columns there and returns file names; one
+    that does not returns the columns — the driver's merged groups are the same either way."""
+    from billing_core.tariff import TariffSet
+    _single, fresh = fleet
+    plan = dist.assign(fresh, PERIODS[0])
+    prep = bills.prepare(fresh, PERIODS[0], {k: ({k}, v) for k, v in plan.items()})
+    b, ts = sorted(plan)[0], TariffSet.load()
+    spilled = bills.Parts(tmp_path / "bills", spill=True)
+    as_files = dist.bill_task(fresh, PERIODS[0], b, plan[b], ts, None, prep[b], None, str(spilled.spill_dir()))
+    as_values = dist.bill_task(fresh, PERIODS[0], b, plan[b], ts, None, prep[b], None, str(tmp_path / "elsewhere"))
+    assert "files" in as_files and "out" not in as_files and "out" in as_values
+    spilled.adopt(*as_files["files"])
+    held = bills.Parts(tmp_path / "bills", spill=False)
+    held.add(as_values["text"], as_values["out"], as_values["items"])
+    (t1, o1, i1), = list(spilled.groups())
+    (t2, o2, i2), = list(held.groups())
+    assert t1.equals(t2) and len(t1) == len(plan[b])
+    assert o1.keys() == o2.keys() and all(np.array_equal(o1[k], o2[k]) for k in o1)
+    assert i1.keys() == i2.keys() and all(np.array_equal(i1[k], i2[k]) for k in i1)
+    with pytest.raises(StorageError, match="not in this run's spill directory"):
+        held.adopt(*as_files["files"])
+    spilled.close()
