@@ -238,7 +238,7 @@ _CUST_SQL = """CREATE TEMP TABLE cust AS
                     FROM a.customer_tariffs WHERE valid_from < $e AND (valid_to IS NULL OR valid_to > $s)),
              pt AS (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY point_id) AS k
                     FROM a.points WHERE role = 'customer')
-        SELECT row_number() OVER (ORDER BY c.customer_id) - 1 AS bill, c.customer_id, c.customer_no, c.name,
+        SELECT n.bill, c.customer_id, c.customer_no, c.name,
                c.category, c.voltage_v, t1.tariff_code, t2.tariff_code AS new_tariff_code,
                CASE WHEN t1.valid_from > $s THEN t1.valid_from ELSE t2.valid_from END AS change_date,
                pt.point_id, coalesce(pt.hv_metered_lv, false) AS hv_lv,
@@ -248,10 +248,13 @@ _CUST_SQL = """CREATE TEMP TABLE cust AS
                coalesce(pt.contract_demand_kw, -1) AS contract_kw, coalesce(pt.basic_charge, 'none') AS basic,
                coalesce(pt.pf_standard_x100, 0) AS pf_std_x100
         FROM a.customers c
+        -- bills numbered in customer order over the narrow id column (a window over the wide joined rows
+        -- sorted them all: 8 of 16 s at 10M customers)
+        JOIN (SELECT customer_id, row_number() OVER (ORDER BY customer_id) - 1 AS bill FROM a.customers c @OWN@) n
+             ON n.customer_id = c.customer_id
         LEFT JOIN ct t1 ON t1.customer_id = c.customer_id AND t1.k = 1
         LEFT JOIN ct t2 ON t2.customer_id = c.customer_id AND t2.k = 2
-        LEFT JOIN pt ON pt.customer_id = c.customer_id AND pt.k = 1
-        @OWN@"""
+        LEFT JOIN pt ON pt.customer_id = c.customer_id AND pt.k = 1"""
 _SEG_SQL = """CREATE TEMP TABLE seg AS
         SELECT c.bill, pm.meter_id, m.register_digits AS digits, mu.ct_ratio AS ct, mu.pt_ratio AS pt,
                greatest(pm.valid_from, mu.valid_from, $s) AS seg_from,
@@ -846,6 +849,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
     parts = Parts(bills_root(data), spill=len(chunks) > 1)
     try:
         t_read, t_price = time.perf_counter() - t0, 0.0     # read: with the assignment and prepare of chunks
+        t_prepare = t_read
         for i, (_home, ids) in enumerate(chunks):
             t1 = time.perf_counter()
             inp, text = extract(data, period, tariffs, customers=ids, prepared=prepared.pop(i, None))
@@ -865,7 +869,9 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
                 tick(f"chunk {len(parts.parts)}/{len(chunks)}")
         tick("read")
         tick("price")
-        return publish_run(data, period, (start, end), parts, table, t0, t_read, t_price, tick)
+        s = publish_run(data, period, (start, end), parts, table, t0, t_read, t_price, tick)
+        s["seconds"]["prepare"] = round(t_prepare, 3)   # of "read": tariffs, and the chunks' assign + prepare
+        return s
     finally:
         parts.close()
 
