@@ -709,12 +709,15 @@ class Parts:
 
     def spill_dir(self) -> pathlib.Path:
         """The run's spill directory, made (and locked) on first use."""
-        if self.dir is None:
+        if self.dir is None:            # made aside with its lock held, then renamed: see _clean_spills
             self.root.mkdir(parents=True, exist_ok=True)
-            self.dir = self.root / f".spill-{uuid.uuid4().hex}"
-            self.dir.mkdir()
-            self._lock = open(self.dir / "lock", "w")
+            name = uuid.uuid4().hex
+            tmp = self.root / f".spilltmp-{name}"
+            tmp.mkdir()
+            self._lock = open(tmp / "lock", "w")
             fcntl.flock(self._lock, fcntl.LOCK_EX)
+            os.rename(tmp, self.root / f".spill-{name}")
+            self.dir = self.root / f".spill-{name}"
         return self.dir
 
     def __len__(self) -> int:
@@ -806,15 +809,27 @@ def _merge_group(bs: list, its: list) -> tuple[pa.Table, dict, dict]:
 
 
 def _clean_spills(root: pathlib.Path) -> None:
+    """Remove the spill directories of runs that are gone: a ``.spill-*`` directory is renamed into place
+    with its lock file held, so one whose lock can be taken has no live run; a ``.spilltmp-*`` left by a
+    crash before that rename goes after an hour."""
     for d in root.glob(".spill-*"):
         try:
-            with open(d / "lock", "a") as f:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)     # held while its run is alive
-                shutil.rmtree(d, ignore_errors=True)
-        except BlockingIOError:
-            continue
+            fd = os.open(d / "lock", os.O_RDWR)
         except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)          # held while its run is alive
             shutil.rmtree(d, ignore_errors=True)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    for d in root.glob(".spilltmp-*"):
+        try:
+            if time.time() - d.stat().st_mtime > 3600:
+                shutil.rmtree(d, ignore_errors=True)
+        except FileNotFoundError:
+            pass
 
 
 def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: int = CHUNK) -> dict:

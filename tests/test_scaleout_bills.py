@@ -178,8 +178,13 @@ def test_a_dead_runs_spill_is_cleaned_a_live_ones_kept(tmp_path):
     dead.mkdir()
     (dead / "lock").touch()               # nobody holds its lock: the run that made it is gone
     (dead / "0000.arrow").write_bytes(b"x")
+    old_tmp, new_tmp = root / ".spilltmp-old", root / ".spilltmp-new"   # a crash before the rename; one in it
+    old_tmp.mkdir()
+    new_tmp.mkdir()
+    os.utime(old_tmp, (0, 0))
     bills._clean(root)
     assert not dead.exists() and live.dir.exists()
+    assert not old_tmp.exists() and new_tmp.exists()
     (text, out, items), = list(live.groups())
     assert text.column("customer_id").to_pylist() == [1] and out["total_fen"].tolist() == [5]
     live.close()
