@@ -1024,7 +1024,10 @@ def prepay_status(as_json, data):
 @click.option("--api-port", type=click.IntRange(0, 65535), help="Operators' control API on 127.0.0.1 (issue 8) "
               "[default: the config's [control] port, else 7699; 0 = any free port].")
 @click.option("--no-api", is_flag=True, help="Run without the control API.")
-def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_api):
+@click.option("--mqtt", metavar="HOST:PORT", help="Also take concentrators through the MQTT broker at HOST:PORT "
+              "(topics <prefix>/<address>/up|down|status; the config's [mqtt] table for the other settings).")
+@click.option("--mqtt-prefix", metavar="PREFIX", help="Topic prefix with --mqtt [default: the config's, else gridhead].")
+def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_api, mqtt=None, mqtt_prefix=None):
     """Run the head-end: terminals dial in (and configured ones are dialled out), LINK sessions kept,
     reports stored durably then acknowledged, until SIGINT/SIGTERM (graceful: the ingest is flushed).
 
@@ -1044,6 +1047,21 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
         ctl_cfg, ctl_explicit = ctl_cfg.replace(port=api_port), True
     over = {k: v for k, v in (("data_dir", data), ("listen_host", host), ("listen_port", port),
                               ("metrics_port", metrics_port)) if v is not None}
+    if mqtt or mqtt_prefix:
+        import dataclasses
+
+        from headend.config import MqttBroker
+        from headend.simulator import parse_hostport
+        if not mqtt and cfg.mqtt is None:
+            raise click.UsageError("--mqtt-prefix needs --mqtt HOST:PORT (or an [mqtt] table in --config)")
+        broker = cfg.mqtt or MqttBroker()
+        if mqtt:
+            try:
+                mhost, mport, _ = parse_hostport(mqtt, "--mqtt")
+            except GridheadError as exc:
+                raise click.BadParameter(str(exc), param_hint="--mqtt") from None
+            broker = dataclasses.replace(broker, host=mhost, port=mport)
+        over["mqtt"] = dataclasses.replace(broker, prefix=mqtt_prefix) if mqtt_prefix else broker
     cfg = cfg.replace(**over)
     _log.setup(sys.stderr, getattr(logging, log_level.upper()))
     raise_open_files()

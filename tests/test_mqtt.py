@@ -251,3 +251,46 @@ def test_last_will_takes_a_vanished_terminal_offline_and_foreign_topics_are_refu
     gone, t1_untouched, refused = asyncio.run(go())
     assert gone
     assert t1_untouched and refused >= 1
+
+
+def test_serve_mqtt_flag_takes_the_fleet_through_the_broker(fleet_dir, tmp_path, broker):
+    """`gridhead serve --mqtt HOST:PORT` (no config file) and `gridhead sim --mqtt` as real processes: every
+    terminal comes online through mosquitto (the head-end's /metrics count them), nothing dials TCP;
+    a bad --mqtt is one usage line."""
+    import json
+    import signal
+    import sys
+    import urllib.request
+
+    from .conftest import ROOT
+    d = _fresh(fleet_dir[0], tmp_path / "d")
+    where = f"127.0.0.1:{broker.port}"
+    he = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--data", str(d), "--port", "0", "--metrics-port",
+                           "0", "--no-api", "--mqtt", where, "--mqtt-prefix", "gridhead"], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sim = None
+    try:
+        ready = json.loads(he.stdout.readline())
+        sim = subprocess.Popen([sys.executable, "-m", "cli", "sim", "--data", str(d), "--mqtt", where, "--seed",
+                                str(SEED), "--no-report", "--stats-every", "0"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline, online = time.monotonic() + 30, None
+        while time.monotonic() < deadline:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{ready['metrics_port']}/metrics", timeout=5).read()
+            online = next((float(line.split()[1]) for line in body.decode().splitlines()
+                           if line.startswith("gridhead_sessions_online ")), None)
+            if online == N_TERMINALS:
+                break
+            time.sleep(0.2)
+        assert online == N_TERMINALS, f"{online} of {N_TERMINALS} terminals online through the broker"
+        he.send_signal(signal.SIGTERM)
+        _out, err = he.communicate(timeout=30)
+        assert he.returncode == 0, err[-2000:]
+    finally:
+        for p in (sim, he):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    bad = subprocess.run([sys.executable, "-m", "cli", "serve", "--data", str(d), "--port", "0", "--mqtt", "nohost"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--mqtt" in bad.stderr and "Traceback" not in bad.stderr
