@@ -207,14 +207,21 @@ def _own_feeders(keys: np.ndarray):
     return select
 
 
-def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int, lake_uri=None) -> tuple:
-    """One task: (keys, the areas' and feeders' part of lineloss.Result) of one feeder set."""
+def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int, lake_uri=None,
+                  share: dict | None = None) -> tuple:
+    """One task: (keys, the areas' and feeders' part of lineloss.Result, CPU seconds) of one feeder set.
+    ``share``: its archive inputs and frozen readings, made by the driver (:func:`_lineloss_shares`); else
+    the task queries the archive and reads the lake itself."""
     from . import lineloss
     from .archive import Archive
     t0 = time.process_time()
-    with Archive(archive_path(data), read_only=True) as a:
-        r = lineloss.compute(a, lake_uri or lake_root(data), first, last, thresholds=thresholds, max_gap=max_gap,
-                             select=_own_feeders(keys))
+    if share is not None:
+        r = lineloss.compute(None, lake_uri or lake_root(data), first, last, thresholds=thresholds,
+                             max_gap=max_gap, inputs=share["inputs"], frozen=share["frozen"])
+    else:
+        with Archive(archive_path(data), read_only=True) as a:
+            r = lineloss.compute(a, lake_uri or lake_root(data), first, last, thresholds=thresholds,
+                                 max_gap=max_gap, select=_own_feeders(keys))
     units = lineloss.Result(r.days, r.area_id, r.area_type, r.area_feeder, r.area, r.feeder_id, r.feeder,
                             r.thresholds, period=r.period)
     return keys, units, time.process_time() - t0
@@ -239,20 +246,49 @@ def merge_lineloss(parts: list):
                                _cat_balance([p.period[1] for p in parts], fo)))
 
 
+def _lineloss_shares(data, first, last, max_gap: int, sets: list) -> list[dict]:
+    """Per feeder set, what its task computes from: its rows of the archive inputs (segments, areas,
+    feeders, multiplier rows) and the frozen readings of its segments — the archive queried and the lake
+    read once for all sets, instead of once per task (a feeder's meters are spread over every bucket)."""
+    from . import lineloss
+    from .archive import Archive
+    with Archive(archive_path(data), read_only=True) as a:
+        inp = lineloss.archive_inputs(a, first, last)
+    seg = inp["seg"]
+    R = lineloss.read_frozen(lakefs.uri() or lake_root(data), lineloss.window(first, last, max_gap),
+                             seg["meter_id"], lineloss.registers_for(seg))
+    seg = {**seg, "_row": np.arange(len(seg["meter_id"]))}
+    out = []
+    for keys in sets:
+        s, areas, feeders = _own_feeders(keys)(seg, inp["areas"], inp["feeders"])
+        rows = s.pop("_row")
+        pts = np.unique(s["point_id"].astype(np.int64))
+        sub = {name: {k: v[np.isin(t["point_id"].astype(np.int64), pts)] for k, v in t.items()}
+               for name, t in (("mu", inp["mu"]), ("mrows", inp["mrows"]))}
+        out.append({"inputs": {"seg": s, "areas": areas, "feeders": feeders, **sub},
+                    "frozen": {name: np.ascontiguousarray(v[rows]) for name, v in R.items()}})
+    return out
+
+
 def lineloss_run(data, first, last, client, *, thresholds=None, max_gap: int = 3, n_sets: int | None = None,
-                 save: bool = True, progress=None):
+                 save: bool = True, progress=None, ship_inputs: bool = True):
     """Line loss of ``first`` .. ``last`` on the Dask ``client``, one task per feeder set; the merged
     Result has the single-node run's area and feeder rows (not its per-point audit columns), and with
-    ``save`` the same ``line_loss`` partitions are written — only after every task succeeded.  Returns
-    (Result, {"count": tasks, "cpu_s": their summed CPU time})."""
+    ``save`` the same ``line_loss`` partitions are written — only after every task succeeded.
+    ``ship_inputs``: the driver queries the archive and reads the lake once and ships each task its share
+    (else every task queries the archive and reads whole days of every bucket itself).  Returns (Result, {"count": tasks, "cpu_s": their summed CPU
+    time})."""
     from . import lineloss
     tick = progress or (lambda _s: None)
     th = thresholds or lineloss.load_thresholds()
-    # default: one set per worker — a feeder's meters are spread over every bucket, so each task reads whole
-    # days of the lake; more sets than workers only repeat those reads
+    # default: one set per worker.  A feeder's meters are spread over every bucket, so the driver queries the
+    # archive and reads the window's frozen readings once for all sets and ships each task its share.
     sets = feeder_sets(data, n_sets or max(1, len(client.scheduler_info()["workers"])))
-    futs = [client.submit(lineloss_task, str(data), first, last, k, th, max_gap, lakefs.uri(), pure=False,
+    shares = _lineloss_shares(data, first, last, max_gap, sets) if ship_inputs else [None] * len(sets)
+    futs = [client.submit(lineloss_task, str(data), first, last, k, th, max_gap, lakefs.uri(),
+                          client.scatter([shares[i]], hash=False)[0] if ship_inputs else None, pure=False,
                           key=f"lineloss-{first}-{last}-{i:02d}", retries=TASK_RETRIES) for i, k in enumerate(sets)]
+    del shares
     parts = gather(futs, f"line loss {first}..{last}", "nothing was written",
                    lambda part: tick(f"task {int(part[0][-1])}"))
     res = merge_lineloss([p[1] for p in sorted(parts, key=lambda p: int(p[0][0]))])

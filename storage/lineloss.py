@@ -203,22 +203,34 @@ def _days(first: _dt.date, last: _dt.date) -> list:
     return [first + _dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
-            thresholds: ll.Thresholds | None = None, max_gap: int = 3, select=None,
-            pivots: bool = True) -> Result:
-    """Line loss of every area and feeder for each consumption day ``first`` .. ``last`` (inclusive).
+def window(first: _dt.date, last: _dt.date, max_gap: int = 3) -> list:
+    """The freezes :func:`compute` reads for days ``first`` .. ``last``: the gap window on both sides."""
+    g = max(1, int(max_gap))
+    return _days(first - _dt.timedelta(days=g - 1), last + _dt.timedelta(days=g))
 
-    Day D is the energy between the freezes of D and D+1 at 00:00.  ``select(seg, areas, feeders)`` (one
-    task of the distributed run, storage.dist) returns the subset of those archive columns to compute.
-    ``pivots``: see :func:`read_frozen`.
-    """
-    if last < first:
-        raise StorageError(f"line loss: last day {last} before first day {first}")
-    th = thresholds or load_thresholds()
-    days = _days(first, last)
-    D, g = len(days), max(1, int(max_gap))
-    freezes = _days(first - _dt.timedelta(days=g - 1), last + _dt.timedelta(days=g))
-    off = g - 1                                     # interval index of day ``first`` in the window
+
+def registers_for(seg: dict) -> tuple:
+    """The registers :func:`compute` reads for segments ``seg`` (reactive only with 高供低计 points)."""
+    return ("ae_fwd", "ae_rev", "re_fwd") if seg["hv_metered_lv"].astype(bool).any() else ("ae_fwd", "ae_rev")
+
+
+def archive_inputs(archive: Archive, first: _dt.date, last: _dt.date) -> dict:
+    """Everything :func:`compute` reads from the archive for days ``first`` .. ``last``: ``seg`` (segments
+    of every point's meters), ``areas``, ``feeders`` (ids), ``mu`` (multiplier history rows of the days) and
+    ``mrows`` (the multipliers in force on the last day)."""
+    seg, areas, feeders = segments(archive, first, last)
+    mu = archive.columns("""SELECT point_id, valid_from, valid_to, ct_ratio * pt_ratio AS mult FROM point_multipliers
+                            WHERE valid_from <= $l AND (valid_to IS NULL OR valid_to > $f)
+                            ORDER BY point_id, valid_from""", {"f": first, "l": last})
+    mrows = archive.columns("""SELECT point_id, ct_ratio, pt_ratio FROM point_multipliers
+                               WHERE valid_from <= $l AND (valid_to IS NULL OR valid_to > $l) ORDER BY point_id""",
+                            {"l": last})
+    return {"seg": seg, "areas": areas, "feeders": feeders, "mu": mu, "mrows": mrows}
+
+
+def segments(archive: Archive, first: _dt.date, last: _dt.date) -> tuple[dict, dict, np.ndarray]:
+    """The archive columns :func:`compute` starts from: (segments of every point's meters in the days,
+    areas, feeder ids)."""
     seg = archive.columns("""
         SELECT pm.point_id, pm.meter_id, pm.valid_from, pm.valid_to,
                pm.install_reading_x100 AS install, coalesce(pm.removal_reading_x100, -1) AS removal,
@@ -232,6 +244,30 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
         ORDER BY pm.point_id, pm.valid_from""", {"f": first, "l": last})
     areas = archive.columns("SELECT area_id, area_type, feeder_id FROM areas ORDER BY area_id")
     feeders = archive.columns("SELECT feeder_id FROM feeders ORDER BY feeder_id")["feeder_id"]
+    return seg, areas, feeders
+
+
+def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
+            thresholds: ll.Thresholds | None = None, max_gap: int = 3, select=None,
+            pivots: bool = True, frozen: dict | None = None, inputs: dict | None = None) -> Result:
+    """Line loss of every area and feeder for each consumption day ``first`` .. ``last`` (inclusive).
+
+    Day D is the energy between the freezes of D and D+1 at 00:00.  ``select(seg, areas, feeders)`` (one
+    task of the distributed run, storage.dist) returns the subset of those archive columns to compute.
+    ``frozen``: the frozen readings of the selected segments over :func:`window` (register → (segments,
+    freezes), as :func:`read_frozen` gives; read once for every task by the driver), else read here.
+    ``inputs``: :func:`archive_inputs` (a task's share, made by the driver; then ``archive`` is not used).
+    ``pivots``: see :func:`read_frozen`.
+    """
+    if last < first:
+        raise StorageError(f"line loss: last day {last} before first day {first}")
+    th = thresholds or load_thresholds()
+    days = _days(first, last)
+    D, g = len(days), max(1, int(max_gap))
+    freezes = window(first, last, max_gap)
+    off = g - 1                                     # interval index of day ``first`` in the window
+    inputs = inputs or archive_inputs(archive, first, last)
+    seg, areas, feeders = inputs["seg"], inputs["areas"], inputs["feeders"]
     if select is not None:
         seg, areas, feeders = select(seg, areas, feeders)
     pid_seg = seg["point_id"].astype(np.int64)
@@ -251,8 +287,13 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
 
     # readings per segment over the window's freezes; ownership and virtual install / removal readings
     hv = seg["hv_metered_lv"].astype(bool)
-    regs = ("ae_fwd", "ae_rev", "re_fwd") if hv.any() else ("ae_fwd", "ae_rev")
-    R = read_frozen(lake_root, freezes, seg["meter_id"], regs, pivots=pivots)
+    regs = registers_for(seg)
+    if frozen is None:
+        R = read_frozen(lake_root, freezes, seg["meter_id"], regs, pivots=pivots)
+    else:
+        R = {name: frozen[name] for name in regs}
+        if any(v.shape != (len(seg["meter_id"]), len(freezes)) for v in R.values()):
+            raise StorageError("line loss: the frozen readings given do not match the segments")
     fz = np.array(freezes, "datetime64[D]").astype(np.int64)
     vf = seg["valid_from"].astype("datetime64[D]").astype(np.int64)
     vt = _day_numbers(seg["valid_to"])
@@ -289,7 +330,7 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     seg_flags = np.where(active, seg_flags, 0).astype(np.uint8)
     seg_pflags = np.bitwise_or.reduce(np.where(active, seg_pflags, 0).astype(np.uint8), axis=1, keepdims=True)
 
-    mult = _multipliers(archive, point_id, days)               # (P, D)
+    mult = _multipliers(inputs["mu"], point_id, days)          # (P, D)
     n_active = ll.group_sum(prow, P, active.astype(np.int64))
     pfl = ll.group_or(prow, P, seg_flags) | np.where(n_active > 1, ll.LF_REPLACED, 0).astype(np.uint8)
     pe = {name: ll.group_sum(prow, P, E[name]) * mult for name in regs}
@@ -320,9 +361,7 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     period = (ll.area_balance(kind, point_area, len(area_ids), fwd_p, rev_p, pfl_period, hi, neg),
               ll.feeder_balance(kind, pf_idx, len(feeders), fwd_p, rev_p, pfl_period, tx.sum(axis=1, keepdims=True),
                                 fhi, fneg))
-    mrows = archive.columns("""SELECT point_id, ct_ratio, pt_ratio FROM point_multipliers
-                               WHERE valid_from <= $l AND (valid_to IS NULL OR valid_to > $l) ORDER BY point_id""",
-                            {"l": last})
+    mrows = inputs["mrows"]
     mult_ct = np.ones(P, np.int64), np.ones(P, np.int64)
     k = np.searchsorted(point_id, mrows["point_id"].astype(np.int64))
     okk = (k < P) & (point_id[np.minimum(k, P - 1)] == mrows["point_id"])
@@ -342,11 +381,9 @@ def _day_numbers(col: np.ndarray) -> np.ndarray:
     return np.where(np.isnat(d), _OPEN, d.astype(np.int64))
 
 
-def _multipliers(archive: Archive, point_id: np.ndarray, days: list) -> np.ndarray:
-    """CT × PT per (point, consumption day); 0 where the archive has none (then the energy is 0)."""
-    mu = archive.columns("""SELECT point_id, valid_from, valid_to, ct_ratio * pt_ratio AS mult FROM point_multipliers
-                            WHERE valid_from <= $l AND (valid_to IS NULL OR valid_to > $f)
-                            ORDER BY point_id, valid_from""", {"f": days[0], "l": days[-1]})
+def _multipliers(mu: dict, point_id: np.ndarray, days: list) -> np.ndarray:
+    """CT × PT per (point, consumption day) from the multiplier rows ``mu`` (:func:`archive_inputs`); 0 where
+    the archive has none (then the energy is 0)."""
     P, D = len(point_id), len(days)
     out = np.zeros((P, D), np.int64)
     k = np.searchsorted(point_id, mu["point_id"].astype(np.int64))

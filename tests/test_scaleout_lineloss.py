@@ -76,6 +76,9 @@ def test_local_cluster_line_loss_byte_identical_to_single_node(fleet, cluster, t
     # the default layout (one set per worker: 2 tasks) gives the same rows: the partition does not matter
     res2, tasks2 = dist.lineloss_run(d, FIRST, LAST, cluster, save=False)
     assert tasks2["count"] == 2 and lineloss.month_table(res2).equals(lineloss.month_table(ref))
+    # tasks that query the archive and read the lake themselves (no shares from the driver): the same rows
+    res3, _ = dist.lineloss_run(d, FIRST, LAST, cluster, save=False, n_sets=3, ship_inputs=False)
+    assert lineloss.month_table(res3).equals(lineloss.month_table(ref))
 
 
 def test_worker_killed_mid_run_gives_identical_line_loss_or_writes_nothing(fleet, cluster, tmp_path):
