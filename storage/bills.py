@@ -14,6 +14,13 @@ A crash leaves at most a ``.staging-*`` directory that no reader globs and the n
 release rewrites the partition the same way.  Writers of one data directory serialise on
 ``bills/.lock``.
 
+Memory: computed bills are held as *parts* (:class:`Parts`: the whole run, the chunks of a run over more
+than :data:`CHUNK` customers, or the tasks of ``storage.dist``), spilled as Arrow IPC files under
+``bills/.spill-<uuid>/`` when there are several, and merged in customer order :data:`ROW_GROUP` bills at a
+time into the two Parquet files — so 10M bills are written in ~6 GB, and the files do not depend on how the
+bills were split (byte for byte: tested).  The chunks and the tasks get their archive rows from one pass
+(:func:`prepare`).
+
 What the run reads (see :class:`billing_core.run.RunInput` for the columns):
 
 * the monthly settlement readings (月冻结) at the period's first day and the next month's first day,
