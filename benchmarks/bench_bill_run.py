@@ -13,6 +13,7 @@ kernel and the twin disagree on any fen, or the published bills disagree with th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import resource
@@ -48,6 +49,20 @@ def _fleet(d: pathlib.Path, n: int) -> None:
     print(f"generated {n:,} customers in {time.perf_counter() - t0:.1f} s into {d}")
 
 
+@contextlib.contextmanager
+def fleet_dir(n: int, quick: bool, cache: pathlib.Path | None, prefix: str):
+    """The generated fleet of ``n`` customers, made if missing: ``cache``, else (``--quick``) a temporary
+    directory removed afterwards, else /tmp/gridhead-bench-billrun-<n> kept for the billing benchmarks."""
+    tmp = tempfile.mkdtemp(prefix=prefix) if quick and not cache else None
+    d = pathlib.Path(tmp) if tmp else (cache or pathlib.Path(f"/tmp/gridhead-bench-billrun-{n}"))
+    try:
+        _fleet(d, n)
+        yield d
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -60,14 +75,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int)
     a = ap.parse_args()
     n = a.customers or (5_000 if a.quick else 1_000_000)
-    tmp = None
-    if a.quick and not a.cache:
-        tmp = tempfile.mkdtemp(prefix="bench-billrun-")
-        d = pathlib.Path(tmp)
-    else:
-        d = a.cache or pathlib.Path(f"/tmp/gridhead-bench-billrun-{n}")
-    try:
-        _fleet(d, n)
+    with fleet_dir(n, a.quick, a.cache, "bench-billrun-") as d:
         mb0 = _peak_mb()
         runs = a.runs or (2 if a.quick else 2)
         best, summary = None, None
@@ -113,9 +121,6 @@ def main() -> int:
         if ok:
             print("    compiled == twin == published on every bill")
         return 0 if ok else 1
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,13 @@ import argparse
 import datetime as dt
 import os
 import pathlib
-import shutil
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_bill_run import PERIOD, _fleet  # noqa: E402
+from benchmarks.bench_bill_run import PERIOD, fleet_dir  # noqa: E402
 from storage import archive, bills, dist, lineloss  # noqa: E402
 
 FILES = ("bills.parquet", "bill_items.parquet")
@@ -106,14 +104,7 @@ def main() -> int:
     ap.add_argument("--no-lineloss", action="store_true")
     a = ap.parse_args()
     n = a.customers or (5_000 if a.quick else 1_000_000)
-    tmp = None
-    if a.quick and not a.cache:
-        tmp = tempfile.mkdtemp(prefix="gridhead-bench-scaleout-")
-        d = pathlib.Path(tmp)
-    else:
-        d = a.cache or pathlib.Path(f"/tmp/gridhead-bench-billrun-{n}")
-    try:
-        _fleet(d, n)
+    with fleet_dir(n, a.quick, a.cache, "gridhead-bench-scaleout-") as d:
         mem = _AnonPeak()
         t0, c0 = time.perf_counter(), time.process_time()
         single = bills.run(d, PERIOD)
@@ -165,9 +156,6 @@ def main() -> int:
         same = all(r[4] for r in runs.values()) and ll
         print(f"bills byte-identical to the single-node run: {all(r[4] for r in runs.values())}")
         return 0 if same else 1
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

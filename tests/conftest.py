@@ -19,6 +19,18 @@ if not VECTORS_FILE.exists():
     VECTORS_FILE = ROOT / "tests" / "data" / "frames.json"
 
 
+def generated(d: pathlib.Path, customers: int, days: int, **kw) -> pathlib.Path:
+    """A fleet generated into ``d`` (storage.generator; ``kw`` as it takes them) with its archive imported.
+    Test data: the generator's fsyncs are skipped, its durability is not under test."""
+    from storage import archive, generator
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", lambda fd: None)
+        generator.generate(d, customers, days, **kw)
+    with archive.Archive(d / "archive.duckdb") as a:
+        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    return d
+
+
 def _kernel_params():
     if os.environ.get("GRIDHEAD_PUREPYTHON", "") not in ("", "0"):
         return ["pure"]

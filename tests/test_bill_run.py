@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import pathlib
 import random
 import shutil
@@ -25,7 +24,9 @@ from billing_core import engine, run as R
 from billing_core import _billing_py as K
 from billing_core.tariff import TariffSet, TariffTable
 from protocols.errors import BillingError, ConfigError
-from storage import archive, bills, generator, lake, schema
+from storage import bills, lake, schema
+
+from .conftest import generated
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 N = 400
@@ -35,12 +36,8 @@ N = 400
 def fleet(tmp_path_factory):
     """400 customers, June and July 2026 (61 days), archive imported, both periods billed."""
     d = tmp_path_factory.mktemp("fleet")
-    with pytest.MonkeyPatch.context() as mp:        # test data: durability of the generator is not under test
-        mp.setattr(os, "fsync", lambda fd: None)
-        generator.generate(d, N, 61, seed=11, rates={"reverse_running": 0.005, "stopped_meter": 0.005,
-                                                          "replacement": 0.01, "rollover": 0.01})
-    with archive.Archive(d / "archive.duckdb") as a:
-        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    generated(d, N, 61, seed=11, rates={"reverse_running": 0.005, "stopped_meter": 0.005,
+                                        "replacement": 0.01, "rollover": 0.01})
     for p in ("2026-06", "2026-07"):
         bills.run(d, p)
     return d

@@ -5,23 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from storage import archive, generator
+
+from .conftest import generated
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("clibill")
-    with pytest.MonkeyPatch.context() as mp:        # test data: the generator's fsyncs are not under test
-        mp.setattr(os, "fsync", lambda fd: None)
-        generator.generate(d, 200, 31, seed=4, rates={"reverse_running": 0.01, "rollover": 0.02})
-    with archive.Archive(d / "archive.duckdb") as a:
-        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    generated(d, 200, 31, seed=4, rates={"reverse_running": 0.01, "rollover": 0.02})
     return d
 
 

@@ -2,7 +2,6 @@
 with 第九十八条 late fees; all-or-nothing bank import, also under SIGKILL; the finance export; the CLI."""
 
 import datetime as dt
-import os
 import pathlib
 import random
 import shutil
@@ -16,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from billing_core import ledger as L
-from storage import archive, bills, generator, ledger
+from storage import bills, ledger
+
+from .conftest import generated
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -25,11 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def fleet(tmp_path_factory):
     """60 customers, June 2026 billed (a prepayment flag on half the residential ones)."""
     d = tmp_path_factory.mktemp("ledger")
-    with pytest.MonkeyPatch.context() as mp:        # test data: durability of the generator is not under test
-        mp.setattr(os, "fsync", lambda fd: None)
-        generator.generate(d, 60, 31, seed=5)
-    with archive.Archive(d / "archive.duckdb") as a:
-        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    generated(d, 60, 31, seed=5)
     bills.run(d, "2026-06")
     return d
 

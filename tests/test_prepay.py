@@ -2,7 +2,6 @@
 thresholds (reminder, trip after the grace period, never 保电, reconnect on payment), SIGKILL atomicity."""
 
 import datetime as dt
-import os
 import pathlib
 import random
 import shutil
@@ -14,7 +13,9 @@ import time
 import pytest
 
 from billing_core import prepay as P
-from storage import archive, bills, generator, ledger, prepay
+from storage import bills, ledger, prepay
+
+from .conftest import generated
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 JUNE = [dt.date(2026, 6, d) for d in range(1, 31)]
@@ -23,11 +24,7 @@ JUNE = [dt.date(2026, 6, d) for d in range(1, 31)]
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     d = tmp_path_factory.mktemp("prepay")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(os, "fsync", lambda fd: None)
-        generator.generate(d, 40, 31, seed=9)
-    with archive.Archive(d / "archive.duckdb") as a:
-        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    generated(d, 40, 31, seed=9)
     bills.run(d, "2026-06")
     return d
 

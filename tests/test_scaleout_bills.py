@@ -20,7 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from protocols.errors import StorageError
-from storage import archive, bills, dist, generator, lake
+from storage import bills, dist, lake
+
+from .conftest import generated
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 N = 300
@@ -32,12 +34,7 @@ FILES = ("bills.parquet", "bill_items.parquet")
 def fleet(tmp_path_factory):
     """300 customers over June and July 2026 with 5 % meter replacements; the single-node bills of both."""
     d = tmp_path_factory.mktemp("scaleout") / "single"
-    with pytest.MonkeyPatch.context() as mp:        # test data: durability of the generator is not under test
-        mp.setattr(os, "fsync", lambda fd: None)
-        generator.generate(d, N, 61, seed=23, rates={"replacement": 0.05, "rollover": 0.01,
-                                                          "reverse_running": 0.01})
-    with archive.Archive(d / "archive.duckdb") as a:
-        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    generated(d, N, 61, seed=23, rates={"replacement": 0.05, "rollover": 0.01, "reverse_running": 0.01})
     fresh = d.parent / "fresh"
     shutil.copytree(d, fresh)                       # the same data, no bills yet
     for p in PERIODS:

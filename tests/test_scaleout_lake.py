@@ -18,7 +18,9 @@ import time
 import pytest
 
 from protocols.errors import StorageError
-from storage import archive, bills, dist, generator, lakefs, lineloss
+from storage import archive, bills, dist, lakefs, lineloss
+
+from .conftest import generated
 
 pafs = pytest.importorskip("pyarrow.fs")
 PERIOD = "2026-06"
@@ -31,12 +33,8 @@ FIRST, LAST = dt.date(2026, 6, 5), dt.date(2026, 6, 25)
 def fleet(tmp_path_factory):
     """200 customers over May 31 .. July 2 with meter replacements; June's bills on the local lake."""
     d = tmp_path_factory.mktemp("lakefs") / "local"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(os, "fsync", lambda fd: None)
-        generator.generate(d, 200, 33, seed=5, start=dt.date(2026, 5, 31), curve_fraction=0,
-                           rates={"replacement": 0.08})
-    with archive.Archive(d / "archive.duckdb") as a:
-        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    generated(d, 200, 33, seed=5, start=dt.date(2026, 5, 31), curve_fraction=0,
+              rates={"replacement": 0.08})
     bare = d.parent / "bare"                       # the archive only: no lake/
     bare.mkdir()
     shutil.copy(d / "archive.duckdb", bare / "archive.duckdb")

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from protocols.errors import StorageError
-from storage import archive, dist, generator, lineloss
+from storage import archive, dist, lineloss
+
+from .conftest import generated
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIRST, LAST = dt.date(2026, 6, 1), dt.date(2026, 6, 7)
@@ -29,12 +31,8 @@ def fleet(tmp_path_factory):
     """12k customers (4 feeders, 80 areas) over May 28 .. June 10 with meter replacements; the single-node
     line loss of June 1..7 written."""
     d = tmp_path_factory.mktemp("scaleout-ll") / "single"
-    with pytest.MonkeyPatch.context() as mp:        # test data: durability of the generator is not under test
-        mp.setattr(os, "fsync", lambda fd: None)
-        generator.generate(d, 12_000, 14, seed=11, start=dt.date(2026, 5, 28), curve_fraction=0,
-                           rates={"replacement": 0.05, "rollover": 0.01, "reverse_running": 0.01})
-    with archive.Archive(d / "archive.duckdb") as a:
-        a.import_files(sorted((d / "archive-files").glob("*.csv")))
+    generated(d, 12_000, 14, seed=11, start=dt.date(2026, 5, 28), curve_fraction=0,
+              rates={"replacement": 0.05, "rollover": 0.01, "reverse_running": 0.01})
     fresh = d.parent / "fresh"
     shutil.copytree(d, fresh)
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
