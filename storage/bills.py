@@ -158,7 +158,7 @@ def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str
 def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> tuple[list[str], list[str]]:
     """(pivots, part files) of ``kind`` on ``dates`` (of the ``buckets`` only, when given: a set, or per
     date a set): a partition with one part file and its pivot gives the pivot (storage.lake.pivot_snapshot's
-    rule), any other its part files."""
+    rule, :func:`storage.lake.partition_pivot`), any other its part files."""
     dirs = []
     for d in sorted(set(dates)):
         day = root / "readings" / f"kind={kind}" / f"date={d}"
@@ -167,14 +167,11 @@ def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> tuple[list[str
     pivots, parts = [], []
     for d in dirs:
         try:
-            names = os.listdir(d)
+            p, f = lake.partition_pivot(str(d), os.listdir(d))
         except FileNotFoundError:
             continue
-        mine = sorted(n for n in names if n.startswith("part-") and n.endswith(".parquet"))
-        if len(mine) == 1 and lake.pivot_name(mine[0]) in names:
-            pivots.append(str(d / lake.pivot_name(mine[0])))
-        else:
-            parts += [str(d / n) for n in mine]
+        pivots += p
+        parts += f
     return pivots, parts
 
 
@@ -587,29 +584,14 @@ def _read_pq(path, columns=None) -> pa.Table:
     return pq.ParquetFile(path).read(columns=columns)
 
 
-def _write(path: pathlib.Path, tbl: pa.Table) -> None:
-    with open(path, "wb") as f:
-        pq.write_table(tbl, f, compression="zstd", row_group_size=1 << 20)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_bytes(path: pathlib.Path, content) -> None:
-    with open(path, "wb") as f:
-        f.write(content if isinstance(content, bytes) else content.encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _publish(root: pathlib.Path, period: str, files: dict, staging: pathlib.Path | None = None) -> pathlib.Path:
-    """Write ``files`` (name → Arrow table, bytes or str) as the whole partition, atomically.  ``staging``:
-    a staging directory already holding other files of the partition (:func:`_new_staging`)."""
-    staging = staging or _new_staging(root)
+def _publish(root: pathlib.Path, period: str, files: dict, staging: pathlib.Path) -> pathlib.Path:
+    """Add ``files`` (name → bytes or str) to ``staging`` (:func:`_new_staging`, already holding the Parquet
+    files), fsync, and swap it in as the whole partition, atomically."""
     for name, content in files.items():
-        if isinstance(content, pa.Table):
-            _write(staging / name, content)
-        else:
-            _write_bytes(staging / name, content)
+        with open(staging / name, "wb") as f:
+            f.write(content if isinstance(content, bytes) else content.encode())
+            f.flush()
+            os.fsync(f.fileno())
     lake.fsync_dir(staging)
     live = root / f"period={period}"
     if live.exists():

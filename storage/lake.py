@@ -775,16 +775,23 @@ def write_pivot(tbl: pa.Table, part: pathlib.Path) -> pathlib.Path:
     return write_parquet(pivot_of(tbl), part.with_name(pivot_name(part.name)), "pivot")
 
 
+def partition_pivot(d: str, names) -> tuple[list[str], list[str]]:
+    """What to read of one partition directory ``d`` listing ``names``: ([its pivot], []) when it holds one
+    part file and that file's pivot, else ([], its part files).  See the comment above :data:`PIVOT_KINDS`."""
+    mine = sorted(n for n in names if _is_part(n))
+    if len(mine) == 1 and pivot_name(mine[0]) in names:
+        return [os.path.join(d, pivot_name(mine[0]))], []
+    return [], [os.path.join(d, n) for n in mine]
+
+
 def pivot_snapshot(root, kind: str) -> tuple[list[str], list[str]]:
     """One listing of ``kind``'s partitions: (pivot files of the partitions that have one, the part files
-    of the partitions that do not), both sorted.  See the comment above :data:`PIVOT_KINDS`."""
+    of the partitions that do not), both sorted (:func:`partition_pivot`)."""
     pivots, parts = [], []
     for d, names in partition_listing(root, "readings", f"kind={kind}"):
-        mine = [n for n in names if _is_part(n)]
-        if len(mine) == 1 and pivot_name(mine[0]) in names:
-            pivots.append(os.path.join(d, pivot_name(mine[0])))
-        else:
-            parts += [os.path.join(d, n) for n in mine]
+        p, f = partition_pivot(d, names)
+        pivots += p
+        parts += f
     return sorted(pivots), sorted(parts)
 
 
