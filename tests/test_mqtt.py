@@ -294,3 +294,6 @@ def test_serve_mqtt_flag_takes_the_fleet_through_the_broker(fleet_dir, tmp_path,
     bad = subprocess.run([sys.executable, "-m", "cli", "serve", "--data", str(d), "--port", "0", "--mqtt", "nohost"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--mqtt" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "cli", "serve", "--data", str(d), "--port", "0", "--mqtt-prefix", "x"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--mqtt-prefix needs --mqtt" in bad.stderr and "Traceback" not in bad.stderr
