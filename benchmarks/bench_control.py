@@ -13,7 +13,8 @@ and, for the baseline, ``gridhead sim --listen`` with one terminal of 32 meters.
    p50 / p99 of the API round trip (HTTP request → JSON answer, what an operator's tool sees) and of the
    head-end's request alone (``request_ms`` in the answer: the exchange with the concentrator, without
    HTTP, auth and the audit fsync); commands/s;
-2. **trips** (跳闸 with the relay read back, each on a different meter) the same two ways;
+2. **trips** (跳闸 with the relay read back, each on a different meter) the same two ways; a saturation
+   phase that runs out of untripped meters ends early and says so (the rate is over its own time);
 3. **I/O floor**: the same read as a bare 698 PROXY-GetList frame over a raw socket to one simulated
    terminal, one at a time: p50 / p99 and requests/s; and the **audit floor**: one audit-sized line
    appended and fsynced on the data directory's disk (every command's record is, before the answer).
@@ -146,7 +147,8 @@ class Load:
         self.idle: list[Conn] = [Conn(host, port, token) for _ in range(concurrency)]
         self.fresh = iter(random.Random(7).sample(routes, len(routes)))   # trips: each on a new meter
 
-    async def one(self, kind: str, conn: Conn, out: dict) -> None:
+    async def one(self, kind: str, conn: Conn, out: dict) -> bool:
+        """One command; False (nothing sent) when a trip finds every meter already tripped."""
         if kind == "read":
             route = random.choice(self.routes)
             body = {"target": str(route["meter_id"]), "registers": ["energy"]}
@@ -154,7 +156,8 @@ class Load:
         else:
             route = next(self.fresh, None)
             if route is None:
-                raise SystemExit("every meter has been tripped once: shorten --seconds or lower the rates")
+                out["exhausted"] = True
+                return False
             body = {"target": str(route["meter_id"]), "reason": "bench_control trip"}
             path = "/v1/disconnect"
         t_model0 = now_cst()
@@ -165,7 +168,7 @@ class Load:
             conn.close()
             conn.r = conn.w = None
             self.checker.bad.append(f"{kind} {route['comm_address']}: {type(exc).__name__} {exc}")
-            return
+            return True
         out["rtt"].append((time.perf_counter() - t0) * 1000)
         if "request_ms" in r:
             out["req"].append(r["request_ms"])
@@ -174,6 +177,7 @@ class Load:
             self.checker.read(route, t_model0, now_cst(), status, r)
         else:
             self.checker.trip(route, status, r)
+        return True
 
     async def steady(self, kind: str, rate: float, seconds: float) -> dict:
         """Open loop: one command every 1/rate s; a command finding no idle connection opens one."""
@@ -181,6 +185,9 @@ class Load:
         tasks = []
         t_start = time.perf_counter()
         n = int(rate * seconds)
+        if kind == "trip" and n > len(self.routes):
+            raise SystemExit(f"{n} steady trips need as many meters, the fleet has {len(self.routes)}: "
+                             "shorten --seconds or lower --trip-rate")
 
         async def run(conn):
             try:
@@ -209,7 +216,8 @@ class Load:
             conn = self.idle.pop() if self.idle else Conn(self.host, self.port, self.token)
             try:
                 while time.perf_counter() < end:
-                    await self.one(kind, conn, out)
+                    if not await self.one(kind, conn, out):
+                        break                          # every meter tripped: the phase ends early
                     count[0] += 1
             finally:
                 self.idle.append(conn)
@@ -303,6 +311,7 @@ def line(name: str, r: dict, cpu: dict) -> str:
     req = f"head-end request p50 {pct(r['req'], 50):.2f} / p99 {pct(r['req'], 99):.2f} ms" if r["req"] else ""
     cpus = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
     late = f", {r['late']} sent late" if r.get("late") else ""
+    late += "; ended early: every meter tripped" if r.get("exhausted") else ""
     return (f"{name:<28} {r['n']:>6} in {r['seconds']:6.2f} s = {rate:8,.1f}/s; API p50 {pct(r['rtt'], 50):.2f} / "
             f"p99 {pct(r['rtt'], 99):.2f} ms; {req}; CPU s {cpus}{late}")
 

@@ -152,6 +152,8 @@ class ControlServer:
         self.inflight: dict[str, asyncio.Future] = {}   # client_id -> outcome being computed
         self.counts = {"ok": 0, "refused": 0, "failed": 0, "queued": 0, "expired": 0}
         self.server = None
+        self._conns: dict[asyncio.Task, asyncio.StreamWriter] = {}   # open API connections
+        self._busy: set[asyncio.Task] = set()                            # those inside a request
         self.port = None
         self._sock = None
         self._pending_recovery: list = []
@@ -218,6 +220,7 @@ class ControlServer:
             self.server.close()
             await self.server.wait_closed()
             self.server = None
+        await self._close_connections()
         for lst in self.queue.values():
             for q in lst:
                 if q.handle is not None:
@@ -253,16 +256,36 @@ class ControlServer:
         # recovery runs before serving; the expiry records are written once the server starts
         self._pending_recovery.append(coro)
 
+    async def _close_connections(self, grace_s: float = 5.0) -> None:
+        """Stop: an idle keep-alive connection is closed at once (its client sees EOF); one inside a
+        request gets ``grace_s`` to answer and is closed after.  Nothing is left for the loop to cancel
+        (Python 3.11's stream callback raises on a cancelled connection handler)."""
+        for task, writer in list(self._conns.items()):
+            if task not in self._busy:
+                writer.close()
+        tasks = list(self._conns)
+        if tasks:
+            _done, late = await asyncio.wait(tasks, timeout=grace_s)
+            for task in late:
+                self._conns[task].close()
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+
     # --- HTTP ------------------------------------------------------------------------------------------
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        self._conns[me] = writer
         try:
             while True:
+                self._busy.discard(me)
                 try:
                     line = await reader.readline()
                 except (ConnectionError, ValueError):
                     return
                 if not line:
                     return
+                self._busy.add(me)
                 try:
                     method, target, _version = line.decode("latin-1").split(" ", 2)
                 except ValueError:
@@ -285,7 +308,11 @@ class ControlServer:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass                                       # stop() gave up on it: closed below, nobody awaits it
         finally:
+            self._conns.pop(me, None)
+            self._busy.discard(me)
             writer.close()
 
     async def _send(self, writer, status: int, payload, *, close=False, extra=None) -> None:

@@ -103,3 +103,35 @@ def test_offline_refused_queued_expired_and_run_on_login(tmp_path):
         if sim is not None:
             stop(sim)
         stop(he)
+
+
+def test_sigterm_with_keepalive_clients_closes_them_quietly(tmp_path):
+    """A stop with operators' keep-alive connections open (idle, between requests): each sees EOF, the
+    head-end exits 0 and writes no traceback (Python 3.11's stream callback raised on a cancelled
+    connection handler)."""
+    import socket
+    make_fleet(tmp_path, 1, 2)
+    tok = CL.TokenStore(CL.tokens_path(tmp_path)).add("op", "viewer")[1]
+    he, ready = _serve(tmp_path)
+    host, port = ready["api"].split("//", 1)[1].rsplit(":", 1)
+    socks = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection((host, int(port)), 5)
+            s.sendall(f"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in head, head[:200]
+            socks.append(s)
+        he.send_signal(signal.SIGTERM)
+        assert he.wait(20) == 0
+        for s in socks:                                # the rest of the answer, then EOF (no reset)
+            while s.recv(65536):
+                pass
+    finally:
+        for s in socks:
+            s.close()
+        stop(he)
+    err = he.stderr.read()
+    assert "Traceback" not in err and "Exception in callback" not in err, err[-2000:]
