@@ -829,7 +829,7 @@ def pay_add(customer, amount, by, ref, as_json, control_url, token, data):
     r["reconnect"] = _reconnect_after(data, [r["customer_id"]], control_url, token)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: paid {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed"
-               + (f"; reconnect ordered" if r["reconnect"]["closes"] else ""))
+               + ("; reconnect ordered" if r["reconnect"]["closes"] else ""))
 
 
 @pay_grp.command("refund")
@@ -1027,12 +1027,20 @@ def prepay_status(as_json, data):
 @click.option("--mqtt", metavar="HOST:PORT", help="Also take concentrators through the MQTT broker at HOST:PORT "
               "(topics <prefix>/<address>/up|down|status; the config's [mqtt] table for the other settings).")
 @click.option("--mqtt-prefix", metavar="PREFIX", help="Topic prefix with --mqtt [default: the config's, else gridhead].")
-def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_api, mqtt=None, mqtt_prefix=None):
+@click.option("--collect/--no-collect", default=None,
+              help="Run the collection tasks on schedule and compact each day's lake partitions the night "
+                   "after (the config's [collect] table, headend/collect.py Schedule) [default: on when the "
+                   "config has a [collect] table].")
+def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_api, mqtt=None, mqtt_prefix=None,
+          collect=None):
     """Run the head-end: terminals dial in (and configured ones are dialled out), LINK sessions kept,
     reports stored durably then acknowledged, until SIGINT/SIGTERM (graceful: the ingest is flushed).
+    With --collect (or a [collect] table) it also collects on schedule (采集任务, back-fill 补采) and
+    compacts the lake nightly.
 
-    Prints one JSON line on stdout once listening: {"host", "port", "metrics_port", "pid"}."""
+    Prints one JSON line on stdout once listening: {"host", "port", "metrics_port", "pid", "api"}."""
     import asyncio
+    import dataclasses
     import logging
     import os
 
@@ -1041,15 +1049,16 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
     from headend.server import raise_open_files, serve as _serve, use_uvloop
 
     from headend import control as _control          # issue 8: the [control] table is the control API's
-    cfg, ctl_cfg, ctl_explicit = _control.load_config(config_file) if config_file else (
-        Config(), _control.ControlConfig(), False)
+    from headend.collect import Schedule
+    cfg, ctl_cfg, ctl_explicit, schedule = _control.load_config(config_file) if config_file else (
+        Config(), _control.ControlConfig(), False, None)
+    if collect is not None:
+        schedule = dataclasses.replace(schedule or Schedule(), enabled=collect)
     if api_port is not None:
         ctl_cfg, ctl_explicit = ctl_cfg.replace(port=api_port), True
     over = {k: v for k, v in (("data_dir", data), ("listen_host", host), ("listen_port", port),
                               ("metrics_port", metrics_port)) if v is not None}
     if mqtt or mqtt_prefix:
-        import dataclasses
-
         from headend.config import MqttBroker
         from headend.simulator import parse_hostport
         if not mqtt and cfg.mqtt is None:
@@ -1073,7 +1082,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
                                "pid": os.getpid(), "api": api.url if api else None}))
         sys.stdout.flush()
 
-    he = asyncio.run(_serve(cfg, on_ready=ready))
+    he = asyncio.run(_serve(cfg, on_ready=ready, schedule=schedule))
     click.echo(json.dumps({"stopped": True, "readings": he.metrics.readings, "reports": he.metrics.reports}))
 # === end serve =====================================================================================
 

@@ -62,16 +62,18 @@ import time
 import tomllib
 
 import numpy as np
+import pyarrow as pa
 
 from protocols.dlt645 import ReadRequest, decode_frames
 from protocols.dlt698 import apdu as A
 from protocols.dlt698.axdr import (COMDCB, MS, RSD, TI, Data, DateTimeS, Selector1, Selector2, SelectorRange)
 from protocols.errors import GridheadError, ProtocolError, TransportError
 from storage import collection as C
-from storage import schema
+from storage import lake, schema
 
 from . import profile as P
 from . import records
+from .log import event
 
 log = logging.getLogger("gridhead.collect")
 
@@ -216,6 +218,82 @@ def load_tasks(path: str | pathlib.Path | None = None, defaults=DEFAULT_TASKS) -
             t = task_from_dict(d, f"{p}: [[task]] {n}", base)
             tasks[t.name] = t
     return sorted(tasks.values(), key=lambda t: (t.priority, t.name))
+
+
+# --- the scheduler inside `gridhead serve` ([collect] table) --------------------------------------------
+COMPACT_RUN = "lake-compact"          # the collection state's name for the nightly compaction's runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """``gridhead serve``'s ``[collect]`` table: the collection scheduler (:meth:`Collector.run`) and the
+    nightly lake compaction, in the head-end process::
+
+        [collect]
+        enabled = true            # the table's presence (or `serve --collect`) turns the scheduler on
+        tasks = "tasks.toml"      # [[task]] tables over the built-in tasks (relative to this file)
+        first_day = 2026-06-01    # catch up from this day (default: the day the head-end starts)
+        seed = 0                  # back-off jitter
+        wait_online = "60s"       # the first pass waits this long at most for every terminal to log in
+        compact = true            # compact day D's partitions (readings of every kind, events) ...
+        compact_offset = "4h"     # ... at D+1 00:00 + this (after the day's collection and back-fill),
+        compact_days = 7          # ... and again those of the 6 days before (late back-fill, late reports)
+
+    Compaction merges a partition's files into one and writes its pivot (storage.lake.compact), taking
+    the lake's lock per partition, so the ingest keeps publishing; a partition already one file with its
+    pivot costs a directory listing.  Each night's compaction is recorded in the collection state (task
+    ``lake-compact``, the date of D) and not repeated.  Of a sharded head-end only shard 0 compacts (the
+    lake is shared)."""
+
+    enabled: bool = True
+    tasks: str | None = None
+    first_day: _dt.date | None = None
+    seed: int = 0
+    wait_online: str | int = "60s"
+    compact: bool = True
+    compact_offset: str | int = "4h"
+    compact_days: int = 7
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "[collect]", base_dir: pathlib.Path | None = None) -> "Schedule":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - fields)
+        if unknown:
+            raise TaskError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        kw = dict(raw)
+        for k in ("enabled", "compact"):
+            if k in kw and not isinstance(kw[k], bool):
+                raise TaskError(f"{where}: {k} = {kw[k]!r} is not true or false")
+        if "seed" in kw and (not isinstance(kw["seed"], int) or isinstance(kw["seed"], bool)):
+            raise TaskError(f"{where}: seed = {kw['seed']!r} is not an integer")
+        if "compact_days" in kw and (not isinstance(kw["compact_days"], int) or isinstance(kw["compact_days"], bool)
+                                     or kw["compact_days"] < 1):
+            raise TaskError(f"{where}: compact_days = {kw['compact_days']!r} is not an integer >= 1")
+        if "tasks" in kw:
+            if not isinstance(kw["tasks"], str):
+                raise TaskError(f"{where}: tasks = {kw['tasks']!r} is not a file name")
+            t = pathlib.Path(kw["tasks"])
+            kw["tasks"] = str(t if t.is_absolute() or base_dir is None else base_dir / t)
+        kw["first_day"] = _date(kw.get("first_day"), f"{where}: first_day")
+        for k in ("compact_offset", "wait_online"):
+            _duration(kw.get(k, getattr(cls, k)), f"{where}: {k}")
+        if kw.get("tasks") is not None:            # read now: a bad file fails before the head-end listens
+            try:
+                load_tasks(kw["tasks"])
+            except TaskError as exc:
+                raise TaskError(f"{where}: tasks: {exc}") from None
+        return cls(**kw)
+
+    @property
+    def compact_offset_s(self) -> int:
+        return _duration(self.compact_offset, "[collect]: compact_offset")
+
+    @property
+    def wait_online_s(self) -> int:
+        return _duration(self.wait_online, "[collect]: wait_online")
+
+    def load_tasks(self) -> list[Task]:
+        return load_tasks(self.tasks)
 
 
 # --- requests (the profile's four ways, headend/profile.py) ----------------------------------------------
@@ -366,6 +444,11 @@ def due_at(task: Task, day: _dt.date) -> float:
     return records.local_to_epoch(day.year, day.month, day.day) + whole_day + task.offset_s
 
 
+def due_at_compaction(day: _dt.date, offset_s: int) -> float:
+    """When ``day``'s partitions are compacted: the next 00:00 + ``offset_s`` (epoch seconds)."""
+    return records.local_to_epoch(day.year, day.month, day.day) + 86400 + offset_s
+
+
 def _collection_days(task: Task, days) -> list[_dt.date]:
     """``days`` sorted, without duplicates; of a monthly task only the settlement days (the 1st)."""
     return sorted({d for d in days if task.period_s != 0 or d.day == 1})
@@ -392,6 +475,15 @@ class Collector:
             from storage import archive as _archive
             with _archive.Archive(_sql.archive_path(he.config.data_dir), read_only=True) as a:
                 expected = C.expected_meters(a)
+        # a head-end shard (headend.shard) collects its own terminals and records its runs under its name:
+        # the lake and its state table are shared, the other shards' meters are not this one's gaps
+        index, count = getattr(he.config, "shard_index", 0), getattr(he.config, "shard_count", 1)
+        self.run_suffix = ""
+        if count > 1:
+            from .shard import shard_of
+            mine = [shard_of(a, count) == index for a in expected.column("terminal_address").to_pylist()]
+            expected = expected.filter(pa.array(mine, pa.bool_()))
+            self.run_suffix = f"@shard-{index:02d}-of-{count:02d}"
         self.state = C.CollectionState(_sql.lake_root(he.config.data_dir), expected)
         cols = expected.to_pydict()
         self.meters_of: dict[str, list[int]] = {}
@@ -400,6 +492,9 @@ class Collector:
             self.meters_of.setdefault(cols["terminal_address"][i], []).append(m)
             self.route[m] = (cols["terminal_address"][i], cols["comm_address"][i], cols["meter_protocol"][i],
                              port_of(cols["port_oad"][i]))
+        self.compact_offset_s: int | None = None   # nightly compaction at D+1 00:00 + this (run(); None: off)
+        self.compact_days = 7                       # ... of D and the days before it
+        self.compact_lake = index == 0              # of several shards, one compacts the shared lake
         self.counts = {"requests": 0, "failed": 0, "stored": 0, "backfilled": 0}
         self.on_stored = None           # fn(kind, columns) after a batch is durable (logs, tests)
 
@@ -463,7 +558,7 @@ class Collector:
 
         stored = sum(await asyncio.gather(*(one(a) for a in online)))
         requested = sum(len(self.meters_of[a]) for a in terminals)
-        self.state.record_run(task.name, day, "collect", t0, self.clock(), requested, stored)
+        self.state.record_run(task.name + self.run_suffix, day, "collect", t0, self.clock(), requested, stored)
         return {"task": task.name, "date": day.isoformat(), "terminals": len(terminals), "online": len(online),
                 "requested": requested, "stored_readings": stored}
 
@@ -609,7 +704,7 @@ class Collector:
                 break
             await asyncio.sleep(max(0.0, next_at - self.clock()))
         for d in days:
-            self.state.record_run(task.name, d, "backfill", t_start, self.clock(), requested, 0)
+            self.state.record_run(task.name + self.run_suffix, d, "backfill", t_start, self.clock(), requested, 0)
         rate = self.state.success(days, "day", task.kind, task.period_s).to_pydict()
         if rate["expected"]:
             self._gauge("collection_success", task, float(sum(rate["collected"])) / max(1, sum(rate["expected"])))
@@ -629,7 +724,7 @@ class Collector:
         """Collect ``days`` (those without a recorded collect run: resuming after a restart), then back-fill."""
         task = self.task(task) if isinstance(task, str) else task
         days = _collection_days(task, days)
-        done = set(self.state.days(task.name, "collect"))
+        done = set(self.state.days(task.name + self.run_suffix, "collect"))
         runs = []
         for d in days:
             if d not in done:
@@ -682,13 +777,57 @@ class Collector:
                 out.append(r)
         return out
 
+    async def compact_days_of(self, nights) -> dict:
+        """The nightly compaction for ``nights`` (days D that are over): the ingest flushed, then every
+        partition of D and of the ``compact_days - 1`` days before it, of the readings (every kind) and the
+        events, merged into one file with its pivot (storage.lake.compact, off the event loop); recorded in
+        the collection state as a ``lake-compact`` run per night (requested: the partitions compacted,
+        stored: the files removed)."""
+        nights = sorted(nights)
+        dates = sorted({n - _dt.timedelta(days=k) for n in nights for k in range(self.compact_days)})
+        await self.publish()
+        t0 = self.clock()
+        parts = removed = 0
+        for table in ("readings", "events"):
+            p, r = await asyncio.to_thread(lake.compact, self.state.lake_root, table, dates=dates)
+            parts, removed = parts + p, removed + r
+        for n in nights:
+            self.state.record_run(COMPACT_RUN, n, "compact", t0, self.clock(), parts, removed)
+        event(log, "lake compacted", date=nights[-1].isoformat(), first=dates[0].isoformat(), partitions=parts,
+              files_removed=removed, seconds=round(self.clock() - t0, 3))
+        return {"nights": [n.isoformat() for n in nights], "partitions": parts, "files_removed": removed}
+
+    def _compaction_due(self, first: _dt.date, now: float) -> list[_dt.date]:
+        """Days in [first, yesterday] whose compaction time has passed and that have no compaction run."""
+        if self.compact_offset_s is None or not self.compact_lake:
+            return []
+        today = _today_local(now)
+        done = set(self.state.days(COMPACT_RUN, "compact"))
+        days = [first + _dt.timedelta(days=i) for i in range((today - first).days)]
+        return [d for d in days if d not in done and now >= due_at_compaction(d, self.compact_offset_s)]
+
+    async def wait_online(self, timeout_s: float, stop: asyncio.Event | None = None) -> int:
+        """Wait until every terminal of the collector is online, ``timeout_s`` at most (or ``stop``);
+        how many are online."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while loop.time() < end and not (stop is not None and stop.is_set()):
+            if all(self._online(a) for a in self.meters_of):
+                break
+            await asyncio.sleep(0.1)
+        return sum(self._online(a) for a in self.meters_of)
+
     async def run(self, *, first_day: _dt.date | None = None, stop: asyncio.Event | None = None) -> None:
-        """The scheduler: at each task's due time (freeze + offset) collect the day, then back-fill.
+        """The scheduler: at each task's due time (freeze + offset) collect the day, then back-fill; with
+        ``compact_offset_s`` set, compact each day's partitions once it is over (:meth:`compact_day`).
 
         Starts by catching up every day since ``first_day`` (or the task's start) that has no recorded run.
         The first enabled daily task also drives the serial meters' daily collection (:meth:`collect_serial`).
+        A task that fails is logged (``collection failed``) and tried again at the next wake-up: the
+        scheduler itself does not stop until ``stop`` is set.
         """
         stop = stop or asyncio.Event()
+        started = _today_local(self.clock())
         while not stop.is_set():
             now = self.clock()
             today = _today_local(now)
@@ -696,15 +835,28 @@ class Collector:
             for task in self.tasks:
                 if not task.enabled:
                     continue            # defined, run only when asked for by name (run_days)
-                first = task.start or first_day or today
+                first = task.start or first_day or started
                 due = [d for d in task.days(first, today) if now >= due_at(task, d)]
                 if due:
-                    await self.run_days(task, due, max_wait_s=0)
-                    if task is serial_task:
-                        await self.collect_serial(task, due)
+                    try:
+                        await self.run_days(task, due, max_wait_s=0)
+                        if task is serial_task:
+                            await self.collect_serial(task, due)
+                    except (GridheadError, OSError) as exc:
+                        event(log, "collection failed", logging.ERROR, task=task.name, error=str(exc))
+            nights = self._compaction_due(first_day or started, now)
+            if nights:
+                try:
+                    await self.compact_days_of(nights)
+                except (GridheadError, OSError) as exc:
+                    event(log, "lake compaction failed", logging.ERROR, date=nights[-1].isoformat(), error=str(exc))
             tomorrow = today + _dt.timedelta(days=1)
             wake = records.local_to_epoch(tomorrow.year, tomorrow.month, tomorrow.day) + min(
                 (t.offset_s for t in self.tasks), default=300)
+            if self.compact_offset_s is not None and self.compact_lake:
+                # yesterday's compaction if it is still ahead (a small hour), else today's
+                nxt = due_at_compaction(today - _dt.timedelta(days=1), self.compact_offset_s)
+                wake = min(wake, nxt if nxt > now else due_at_compaction(today, self.compact_offset_s))
             # wake for the next freeze, or sooner to give pending back-fill its turn
             delay = min(wake - self.clock(), min((t.backfill_delay_s for t in self.tasks), default=60))
             try:

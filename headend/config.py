@@ -44,6 +44,18 @@ Example (every key optional)::
     timeout_s = 2                    # per request, after the last byte sent
     retries = 2
     meters = [{protocol = "645", address = "000012345678"}, {protocol = "698", address = "000000000001"}]
+
+Two more tables of the same file belong to other modules and are taken out before these keys are
+checked: ``[control]`` (the operators' control API, headend.control.ControlConfig) and ``[collect]``
+(the collection scheduler and nightly lake compaction in the head-end, headend.collect.Schedule)::
+
+    [collect]                        # present (or `serve --collect`): collect on schedule in this process
+    tasks = "tasks.toml"             # [[task]] tables over the built-in tasks (relative to this file)
+    first_day = 2026-06-01           # catch up from this day (default: the day the head-end starts)
+    wait_online = "60s"              # the first pass waits this long at most for the terminals' logins
+    compact = true                   # compact day D's partitions at D+1 00:00 + compact_offset,
+    compact_offset = "4h"            #   with those of the compact_days - 1 days before (late data)
+    compact_days = 7
 """
 
 from __future__ import annotations

@@ -668,11 +668,21 @@ def mount(he, config=None) -> ControlServer:
 
 
 def load_config(path):
-    """A head-end TOML file → (headend.config.Config, ControlConfig): the ``[control]`` table is taken
-    out before the head-end's own keys are checked (so headend/config.py needs no knowledge of it)."""
+    """A head-end TOML file → (headend.config.Config, ControlConfig, whether ``[control]`` was given,
+    headend.collect.Schedule or None): the ``[control]`` and ``[collect]`` tables are taken out before the
+    head-end's own keys are checked (so headend/config.py needs no knowledge of them)."""
+    import pathlib
+
+    from .collect import Schedule
     raw, where = read_toml(path)
     control = raw.pop("control", None)
-    return Config.from_dict(raw, where), ControlConfig.from_dict(control, f"{where}: [control]"), control is not None
+    collect = raw.pop("collect", None)
+    if collect is not None and not isinstance(collect, dict):
+        raise ConfigError(f"{where}: collect is not a table")
+    schedule = None if collect is None else Schedule.from_dict(collect, f"{where}: [collect]",
+                                                               pathlib.Path(path).parent)
+    return (Config.from_dict(raw, where), ControlConfig.from_dict(control, f"{where}: [control]"),
+            control is not None, schedule)
 
 
 def mount_default(he, cfg: ControlConfig, *, explicit: bool) -> ControlServer | None:

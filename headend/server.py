@@ -541,8 +541,12 @@ def raise_open_files() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def serve(config: Config, *, on_ready=None) -> HeadEnd:
-    """Run a head-end until SIGINT or SIGTERM, then stop it gracefully (ingest flushed into the lake)."""
+async def serve(config: Config, *, on_ready=None, schedule=None) -> HeadEnd:
+    """Run a head-end until SIGINT or SIGTERM, then stop it gracefully (ingest flushed into the lake).
+
+    ``schedule``: a ``headend.collect.Schedule`` (the ``[collect]`` table) runs the collection scheduler
+    and the nightly lake compaction in this process, from ``on_ready`` on; on stop it is given a second
+    to finish its step, then cancelled (collection resumes from the lake and its state on restart)."""
     import signal
     he = HeadEnd(config)
     await he.start()
@@ -550,12 +554,40 @@ async def serve(config: Config, *, on_ready=None) -> HeadEnd:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if on_ready is not None:
-        on_ready(he)
+    col = sched = None
     try:
-        await stop.wait()
+        if on_ready is not None:
+            on_ready(he)
+        if schedule is not None and schedule.enabled:
+            from .collect import Collector
+            col = Collector(he, schedule.load_tasks(), seed=schedule.seed)
+            col.compact_offset_s = schedule.compact_offset_s if schedule.compact else None
+            col.compact_days = schedule.compact_days
+
+            async def scheduler():
+                # the terminals log in first (they dial in after a restart): a pass with all of them
+                # offline would only record gaps for back-fill
+                online = await col.wait_online(schedule.wait_online_s, stop)
+                event(log, "collection scheduler", tasks=[t.name for t in col.tasks if t.enabled],
+                      terminals=len(col.meters_of), online=online,
+                      compact=col.compact_offset_s is not None and col.compact_lake)
+                await col.run(first_day=schedule.first_day, stop=stop)
+            sched = loop.create_task(scheduler())
+        waits = [loop.create_task(stop.wait())] + ([sched] if sched is not None else [])
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        waits[0].cancel()
+        if sched is not None and sched.done() and not sched.cancelled() and sched.exception() is not None:
+            raise sched.exception()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if sched is not None and not sched.done():
+            stop.set()
+            await asyncio.wait([sched], timeout=1.0)
+            if not sched.done():
+                sched.cancel()
+                await asyncio.gather(sched, return_exceptions=True)
+        if col is not None:
+            col.close()
         await he.stop()
     return he

@@ -38,7 +38,7 @@ from . import duck, lake, schema
 from .archive import _arrow
 
 STATE_DIR = "collection"
-PHASES = ("collect", "backfill")
+PHASES = ("collect", "backfill", "compact")   # compact: the head-end's nightly lake compaction
 # outcome of one request for one meter-day
 OK, NO_ANSWER, OFFLINE, NO_DATA = 1, 2, 3, 4
 OUTCOMES = {OK: "ok", NO_ANSWER: "no answer", OFFLINE: "terminal offline", NO_DATA: "no data"}
@@ -50,8 +50,8 @@ RUNS_SCHEMA = pa.schema([
     pa.field("phase", pa.string(), nullable=False),          # one of PHASES
     pa.field("started_utc", lake.TS, nullable=False),
     pa.field("finished_utc", lake.TS, nullable=False),
-    pa.field("requested", pa.int64(), nullable=False),       # meter-days asked for
-    pa.field("stored", pa.int64(), nullable=False),          # readings acknowledged by the ingest
+    pa.field("requested", pa.int64(), nullable=False),       # meter-days asked for (compact: partitions)
+    pa.field("stored", pa.int64(), nullable=False),          # readings acknowledged (compact: files removed)
 ])
 ATTEMPTS_SCHEMA = pa.schema([
     pa.field("task", pa.string(), nullable=False),

@@ -709,7 +709,8 @@ def _changed_rows(old: pa.Table, new: pa.Table, table: str) -> int:
 # Written by the bulk writer (a partition's first file), every partition rewrite (compaction, a better copy:
 # inside the staging directory, so it is swapped in with its part file) and by compaction for a single-file
 # partition lacking one.  Not by the ingest roll (it keeps the durable path as measured in bench_ingest):
-# `gridhead lake compact` gives those partitions their pivot.
+# `gridhead lake compact`, or the head-end's nightly compaction (`serve --collect`, headend.collect.Schedule),
+# gives those partitions their pivot.
 PIVOT_KINDS = (schema.DAILY, schema.MONTHLY)
 PIVOT_REGISTERS = tuple(schema.REGISTERS[c].name
                         for c in (*schema.ENERGY_REGISTERS, schema.REGISTER_CODES["md_fwd"]))
@@ -801,16 +802,24 @@ def partition_dirs(root, table: str = "readings") -> list[pathlib.Path]:
     return sorted({pathlib.Path(f).parent for f in published_files(root, table)})
 
 
-def compact(root, table: str = "readings", *, min_files: int = 2) -> tuple[int, int]:
-    """Merge each partition holding ``min_files`` or more files into one file, deduplicated and sorted.
+def compact(root, table: str = "readings", *, min_files: int = 2, dates=None) -> tuple[int, int]:
+    """Merge each partition holding ``min_files`` or more files into one file, deduplicated and sorted
+    (and give a single-file partition of a pivot kind its missing pivot).
 
-    Atomic per partition (:func:`replace_partition`).  Returns (partitions compacted, files removed).
+    ``dates``: only the partitions of those days (``datetime.date``s; the head-end's nightly compaction of
+    the day before).  Atomic per partition (:func:`replace_partition`); the lake's lock is taken per
+    partition and the partition listed again under it, so a live ingest publishes between partitions
+    rather than waiting for the whole table.  Returns (partitions compacted, files removed).
     Rows still in a write-ahead log are not seen: ``storage.wal.compact`` replays the WAL first.
     """
+    want = None if dates is None else {f"date={d.isoformat()}" for d in dates}
     done = removed = 0
-    with LakeLock(root):
-        for d in partition_dirs(root, table):
-            names = os.listdir(d)
+    lock = LakeLock(root)
+    for d in partition_dirs(root, table):
+        if want is not None and not want.intersection(d.parts):
+            continue
+        with lock:
+            names = _names(str(d))
             files = sorted(n for n in names if _is_part(n))
             if len(files) == 1 and table == "readings" and _pivots(d) and pivot_name(files[0]) not in names:
                 write_pivot(read_file(d / files[0], table), d / files[0])

@@ -32,8 +32,8 @@ the lake's ingest deduplicates on (meter, register, timestamp), but the bulk wri
 not, and should a re-delivered reading sit beside the old one, the newer delivery wins — the rule
 back-fill follows.  A partition holding one file usually carries its pivot, computed with that rule when
 the file was written (storage.lake.pivot_of); the views read it instead of grouping every reading
-(10M readings: 0.1-0.3 s instead of 3 s, benchmarks/bench_sql.py).  ``gridhead lake compact`` gives every
-partition one file and its pivot; it dedups bulk-written copies by the same rule (received last), so the
+(10M readings: 0.1-0.3 s instead of 3 s, benchmarks/bench_sql.py).  ``gridhead lake compact`` (or the
+head-end's nightly compaction, ``serve --collect``) gives every partition one file and its pivot; it dedups bulk-written copies by the same rule (received last), so the
 pivots show the same values before and after (``quality`` then ORs the flags of the copies kept only).
 
 A Session's views read the files listed when it opened (a snapshot: ``storage.lake.published_files``),

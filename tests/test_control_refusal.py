@@ -93,10 +93,15 @@ def test_unprotected_neighbour_still_trips(site):
     ("[control]\ntimesync_645 = \"shout\"\n", "[control]: timesync_645 is write or broadcast"),
     ("[control]\n[[control.direct_645]]\naddress = \"000012345678\"\n", "[control]: direct_645 needs address, host, port"),
     ("listen_port = 0\nbogus = 1\n", "unknown key(s) bogus"),
+    ("[collect]\nbogus = 1\n", "[collect]: unknown key(s) bogus"),
+    ("[collect]\ncompact_offset = \"soon\"\n", "[collect]: compact_offset: 'soon' is not a duration"),
+    ("[collect]\ncompact_days = 0\n", "[collect]: compact_days = 0 is not an integer >= 1"),
+    ("[collect]\ntasks = \"no-such-tasks.toml\"\n", "no-such-tasks.toml: No such file or directory"),
     ("listen_port = [\n", "he.toml: "),
 ])
 def test_config_errors_are_one_line(tmp_path, table, words):
-    """headend.config.read_toml / check_keys for the head-end's keys and the [control] table alike."""
+    """headend.config.read_toml / check_keys for the head-end's keys, the [control] and [collect] tables alike
+    (a [collect] tasks file that cannot be read fails before the head-end listens)."""
     cfg = tmp_path / "he.toml"
     cfg.write_text(table)
     r = subprocess.run([sys.executable, "-m", "cli", "serve", "--config", str(cfg)], cwd=ROOT, capture_output=True,

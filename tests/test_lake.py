@@ -194,6 +194,29 @@ def test_compaction_merges_small_files_without_changing_rows(tmp_path):
     assert not list((tmp_path / "_staging").iterdir())
 
 
+def test_compaction_of_chosen_days_leaves_the_others(tmp_path):
+    """``dates=``: only those days' partitions are merged (the head-end's nightly compaction)."""
+    import datetime as dt
+    days = (DAY, DAY + 1)
+    for d in days:
+        cols = samples.daily_frozen(np.arange(1, 1001), d)
+        n = len(cols["meter_id"])
+        for lo in (0, n // 2):
+            lake.write_readings(tmp_path, _rows(cols, slice(lo, lo + n // 2)), schema.DAILY)
+    before = _q(tmp_path, sql=ROWS.format(", kind, bucket"))
+    iso = [(dt.date(1970, 1, 1) + dt.timedelta(days=d)) for d in days]
+
+    def files(d):
+        return [f for f in lake.published_files(tmp_path) if f"date={d.isoformat()}" in f]
+    n1, n2 = len(files(iso[0])), len(files(iso[1]))
+    assert n1 > schema.N_BUCKETS // 2 and n2 == n1
+    parts, removed = lake.compact(tmp_path, dates=[iso[0]])
+    assert removed == n1 - parts and len(files(iso[0])) == parts    # one file per partition of the day
+    assert len(files(iso[1])) == n2                                  # the other day untouched
+    assert _q(tmp_path, sql=ROWS.format(", kind, bucket")) == before
+    assert lake.compact(tmp_path, dates=[iso[0]]) == (0, 0)
+
+
 def test_materialised_pivots_follow_the_files(tmp_path):
     """A pivot sits beside a partition's only part file (bulk write, or compaction of an ingest-written
     partition); a second file sends the partition back to the GROUP BY (pivot_snapshot lists its parts)."""
