@@ -18,12 +18,24 @@ meters) per batch.  Measured in one process, best of N with ``time.perf_counter`
 
 Bytes per reading at rest are the Parquet bytes in the lake over the readings.  Exit status 1 if (a) and
 (c) do not hold the same readings (compared through DuckDB), which is what CI checks with ``--quick``.
+
+Then the head-end's nightly compaction (``serve --collect``: ``storage.lake.compact(dates=[D])``):
+
+  (d) ours: the same readings ingested in 4 rolls (as a night's uploads arriving over the roll interval
+      leave them: 4 files per partition), then the day compacted — per partition, under the lake lock:
+      read the files, deduplicate (received last), sort, write one file and the daily pivot aside, fsync,
+      swap the directory in.
+  (e) floor: per partition, ``pyarrow.parquet.read_table`` of its files and ``write_table`` of them as one
+      zstd file — no dedup, no sort, no pivot, no fsync, no atomic swap.
+
+Exit status 1 too if the compacted lake does not hold the same readings as (c).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import gc
 import json
 import os
@@ -39,6 +51,7 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from storage import lake, samples, schema, wal  # noqa: E402
 
@@ -92,6 +105,39 @@ def run_ours(root: pathlib.Path, batches, known, *, sync: bool) -> tuple[float, 
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     writer.close()
     return elapsed, cpu
+
+
+def run_compaction(root: pathlib.Path, batches, known, rolls: int = 4) -> tuple[float, float, int, int]:
+    """(d): ingest in ``rolls`` rolls, then compact the day; (seconds, CPU seconds, partitions, files before)."""
+    shutil.rmtree(root, ignore_errors=True)
+    now = samples.local_midnight_utc(DAY + 2)
+    writer = wal.IngestWriter(root, known, clock=lambda: now, sync=True, roll_interval_s=None)
+    for k in range(rolls):
+        for kind, cols in batches[k::rolls]:
+            writer.append(cols, kind)
+        writer.flush()
+    writer.close()
+    files = len(lake.published_files(root))
+    gc.collect()
+    t0, c0 = time.perf_counter(), time.process_time()
+    # day D and D+1 (a load curve's last interval ends at D+1 00:00)
+    parts, _removed = lake.compact(root, dates=[dt.date.fromisoformat(lake.day_str(d)) for d in (DAY, DAY + 1)])
+    return time.perf_counter() - t0, time.process_time() - c0, parts, files
+
+
+def run_compaction_floor(src: pathlib.Path, dst: pathlib.Path) -> float:
+    """(e): read each partition's files and write them as one file (copies of (d)'s lake before compaction)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    groups: dict[pathlib.Path, list[str]] = {}
+    for f in lake.published_files(src):
+        groups.setdefault(pathlib.Path(f).parent, []).append(f)
+    gc.collect()
+    t0 = time.perf_counter()
+    for d, fs in groups.items():
+        out = dst / d.relative_to(src)
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables([pq.read_table(f) for f in fs]), out / "one.parquet", compression="zstd")
+    return time.perf_counter() - t0
 
 
 def baseline_table(batches) -> pa.Table:
@@ -162,6 +208,13 @@ def main() -> int:
         ours_fp = fingerprint(lake.published_files(tmp / "ours"))
         base_fp = fingerprint(sorted(str(p) for p in (tmp / "base").rglob("*.parquet")))
         files_ours = len(lake.published_files(tmp / "ours"))
+        # (e) first, on (d)'s lake as ingested (before it is compacted); then (d), best of repeat
+        run_compaction(tmp / "compact", batches, known)
+        t_floor = min(run_compaction_floor(tmp / "compact", tmp / "floor") for _ in range(repeat))
+        t_comp, cpu_comp, parts_comp, files_comp = min(run_compaction(tmp / "compact", batches, known)
+                                                       for _ in range(repeat))
+        comp_fp = fingerprint(lake.published_files(tmp / "compact"))
+        pivots = len(lake.pivot_snapshot(tmp / "compact", schema.DAILY)[0])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = [("(a) ours: WAL + group fsync + roll to Parquet", t_ours, b_ours),
@@ -179,12 +232,22 @@ def main() -> int:
                 "bytes_per_reading": b_ours / n <= TARGETS["bytes_per_reading"]}
     for k, ok in verdicts.items():
         print(f"target {k} {TARGETS[k]:,}: {'PASS' if ok else 'MISS'}")
+    print(f"\nnightly compaction of the day ({files_comp} files from 4 rolls -> {parts_comp} partitions, "
+          f"{pivots} daily pivots):")
+    print(f"| measurement | seconds | readings/s |\n|---|---:|---:|")
+    print(f"| (d) ours: lake.compact(dates=[D]) | {t_comp:.3f} | {n / t_comp:,.0f} |")
+    print(f"| (e) floor: read + write one file per partition | {t_floor:.3f} | {n / t_floor:,.0f} |")
+    print(f"ratio (d)/(e) time {t_comp / t_floor:.2f}x; (d) used {cpu_comp:.3f} CPU-seconds")
     agree = ours_fp == base_fp
     print(f"ours and baseline hold the same readings: {'yes' if agree else f'NO {ours_fp} vs {base_fp}'}")
+    comp_agree = comp_fp == base_fp and parts_comp > 0 and pivots > 0
+    print(f"the compacted lake holds the same readings: {'yes' if comp_fp == base_fp else f'NO {comp_fp} vs {base_fp}'}")
+    agree = agree and comp_agree
     if args.json:
         args.json.write_text(json.dumps({
             "readings": n, "cpu_seconds_ours": cpu_ours,
-            "seconds": {"ours": t_ours, "ours_nosync": t_nosync, "baseline": t_base},
+            "seconds": {"ours": t_ours, "ours_nosync": t_nosync, "baseline": t_base,
+                        "compaction": t_comp, "compaction_floor": t_floor},
             "bytes_per_reading": {"ours": b_ours / n, "baseline": b_base / n}, "verdicts": verdicts,
             "agree": agree}, indent=1))
     return 0 if agree else 1
