@@ -45,6 +45,8 @@ its curves and events are not in the profile.  Back-fill and the success rate co
 monthly settlement readings (every meter installed at the settlement day's 00:00, the lake's
 ``monthly`` kind) and 698 meters' whole load curves (every interval end of the day in the ``interval``
 kind; a meter-day short of one is re-read whole); event gaps are not re-requested (no count is expected).
+Meters wired to the head-end host (``[[serial]]``) are read by their port (:meth:`Collector.collect_serial`)
+and back-filled the same way, per port (:meth:`Collector.backfill_serial`).
 
 Restart: :meth:`Collector.run_days` collects every day of a task's window that has no recorded run and
 back-fills the rest — nothing is kept in memory that the lake and the state table do not also say.
@@ -63,6 +65,7 @@ import tomllib
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from protocols.dlt645 import ReadRequest, decode_frames
 from protocols.dlt698 import apdu as A
@@ -777,6 +780,70 @@ class Collector:
                 out.append(r)
         return out
 
+    async def backfill_serial(self, task: Task | str, days) -> list[dict]:
+        """Back-fill (补采) of the serial meters' daily freezes, one round: a meter-day of a port whose
+        collect run is recorded (``<task>@<device>``) and that has no stored reading is read again when
+        its back-off has elapsed — attempt k ``backoff_s`` after the previous one (the first after the
+        collect run's end), at most ``task.backfill_retries`` times; the attempts are recorded under the
+        port's run name, so the bound holds across a restart, and the readings carry ``Q_BACKFILLED``.
+        The scheduler calls it at every wake-up.  Per port: the meter-days re-read and their outcomes."""
+        from .transport_serial import SerialBus          # it imports this module
+        task = self.task(task) if isinstance(task, str) else task
+        buses = [b for b in self.he.transports if isinstance(b, SerialBus)]
+        if not buses or not task.backfill_retries:
+            return []
+        await self.publish()
+        now = self.clock()
+        today = _today_local(now)
+        runs, attempts = self.state.runs(), self.state.attempts()
+        out = []
+        for bus in buses:
+            name = f"{task.name}@{bus.port.device}"
+            mine = runs.filter(pc.and_(pc.equal(runs["task"], name), pc.equal(runs["phase"], "collect"))).to_pydict()
+            finished: dict[_dt.date, float] = {}
+            for d, f in zip(mine["date"], mine["finished_utc"]):
+                finished[d] = max(finished.get(d, 0.0), f.timestamp())
+            wanted = [d for d in _collection_days(task, days) if d in finished]
+            ids = {m.address: bus._meter_id(m.address) for m in bus.port.meters}
+            ids = {a: i for a, i in ids.items() if i is not None}
+            if not wanted or not ids:
+                continue
+            have = self.state.stored(wanted, ids.values())
+            tried = attempts.filter(pc.equal(attempts["task"], name)).to_pydict()
+            count: dict[tuple, int] = {}
+            last: dict[tuple, float] = {}
+            for d, m, at in zip(tried["date"], tried["meter_id"], tried["at_utc"]):
+                count[(d, m)] = count.get((d, m), 0) + 1
+                last[(d, m)] = max(last.get((d, m), 0.0), at.timestamp())
+            meters = {m.address: m for m in bus.port.meters}
+            got, done = [], []
+            for d in wanted:
+                for address, mid in ids.items():
+                    key = (d, mid)
+                    n = count.get(key, 0)
+                    if key in have or n >= task.backfill_retries:
+                        continue
+                    if now < last.get(key, finished[d]) + backoff_s(task, n, mid, d, self.seed):
+                        continue
+                    outcome, batch = await bus.read_day(meters[address], d, today, quality=schema.Q_BACKFILLED)
+                    done.append((d, mid, outcome))
+                    if batch is not None and len(batch):
+                        got.append(batch)
+            if got:
+                b = records.concat(got)
+                await self.he.ingest.readings(b.columns, schema.DAILY)       # durable before it is counted
+                self.counts["backfilled"] += len(b)
+            code = {"ok": C.OK, "no answer": C.NO_ANSWER, "no data": C.NO_DATA}
+            for d in sorted({x[0] for x in done}):
+                ms = [(mid, code.get(o, C.NO_DATA)) for dd, mid, o in done if dd == d]
+                self.state.record_attempts(name, d, [m for m, _ in ms], [o for _, o in ms], self.clock())
+            if done:
+                event(log, "serial back-fill", device=bus.port.device, meter_days=len(done),
+                      ok=sum(o == "ok" for *_x, o in done))
+            out.append({"device": bus.port.device, "requested": len(done),
+                        "outcomes": {f"{d.isoformat()}/{mid}": o for d, mid, o in done}})
+        return out
+
     async def compact_days_of(self, nights) -> dict:
         """The nightly compaction for ``nights`` (days D that are over): the ingest flushed, then every
         partition of D and of the ``compact_days - 1`` days before it, of the readings (every kind) and the
@@ -822,7 +889,8 @@ class Collector:
         ``compact_offset_s`` set, compact each day's partitions once it is over (:meth:`compact_day`).
 
         Starts by catching up every day since ``first_day`` (or the task's start) that has no recorded run.
-        The first enabled daily task also drives the serial meters' daily collection (:meth:`collect_serial`).
+        The first enabled daily task also drives the serial meters' daily collection (:meth:`collect_serial`)
+        and their back-fill (:meth:`backfill_serial`).
         A task that fails is logged (``collection failed``) and tried again at the next wake-up: the
         scheduler itself does not stop until ``stop`` is set.
         """
@@ -842,6 +910,7 @@ class Collector:
                         await self.run_days(task, due, max_wait_s=0)
                         if task is serial_task:
                             await self.collect_serial(task, due)
+                            await self.backfill_serial(task, due)
                     except (GridheadError, OSError) as exc:
                         event(log, "collection failed", logging.ERROR, task=task.name, error=str(exc))
             nights = self._compaction_due(first_day or started, now)

@@ -255,12 +255,14 @@ class SerialBus:
         m = self.he.meter_of_tsa
         return m.get(A.tsa(address)) if m is not None else None
 
-    async def read_day(self, meter, day: _dt.date, today: _dt.date, *, received_utc: int | None = None):
-        """(outcome, batch or None) of one meter's daily frozen reading of ``day`` (storage.collection outcomes)."""
+    async def read_day(self, meter, day: _dt.date, today: _dt.date, *, received_utc: int | None = None,
+                       quality: int = schema.Q_ACTUAL):
+        """(outcome, batch or None) of one meter's daily frozen reading of ``day`` (storage.collection outcomes);
+        ``quality`` marks the rows (``schema.Q_BACKFILLED`` when back-filled)."""
         mid = self._meter_id(meter.address)
         if mid is None:
             return "unknown meter", None
-        kw = dict(source=schema.SRC_TASK, quality=schema.Q_ACTUAL, received_utc=received_utc or int(time.time()))
+        kw = dict(source=schema.SRC_TASK, quality=quality, received_utc=received_utc or int(time.time()))
         try:
             if meter.protocol == "645":
                 n = C.days_back_645(day, today)

@@ -315,6 +315,17 @@ class CollectionState:
         e, s = self._sources(dates, kind, step_s)
         return self._q(_rate_sql(by, e, s))
 
+    def stored(self, dates, meter_ids, kind: str = schema.DAILY) -> set[tuple[_dt.date, int]]:
+        """(date, meter) of ``meter_ids`` with a stored ``ae_fwd`` reading of ``kind`` on ``dates`` — for
+        meters outside the expected table (the head-end host's serial meters)."""
+        ids = sorted({int(m) for m in meter_ids})
+        if not ids or not dates:
+            return set()
+        t = self._q(f"""SELECT DISTINCT date, meter_id FROM ({_scan_files(_daily_files(self.lake_root, dates, kind))})
+                        WHERE register = {schema.REGISTER_CODES['ae_fwd']} AND meter_id IN ({', '.join(map(str, ids))})
+                          AND date IN (SELECT date FROM ({_days_sql(dates)}))""").to_pydict()
+        return set(zip(t["date"], t["meter_id"]))
+
     def expected_count(self, dates) -> int:
         e, _ = self._sources(dates)
         return int(self._q(f"SELECT count(*) AS n FROM {e} e").column("n")[0].as_py())

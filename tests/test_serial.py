@@ -298,3 +298,51 @@ def test_scheduler_collects_serial_meters_daily(fleet_dir, tmp_path, pty_pair):
         i = by_id[row["meter_id"]]
         want = int(fleet.model.frozen([i], fleet.model.day_of(row["date"]))[0][0])
         assert row["ae_fwd"] == (want % 10 ** 8 if fleet.is645[i] else want)
+
+
+def test_serial_backfill_rereads_a_missed_meter_day_within_its_retries(fleet_dir, tmp_path, pty_pair):
+    """A meter that did not answer on the collection day is read again by ``backfill_serial`` once its
+    back-off has elapsed: the reading lands with Q_BACKFILLED, the attempt is recorded under the port's
+    run name; a meter still silent is tried at most ``backfill_retries`` times; a stored day is not read."""
+    from headend import collect as c
+    from storage import schema
+
+    src, days = fleet_dir
+    data = _fresh(src, tmp_path / "d")
+    day = days[-1]
+    task = c.Task("daily-frozen", "daily", "records", offset_s=0, timeout_s=1, backfill_retries=2,
+                  backfill_delay_s=0)
+
+    async def go():
+        async with Rig(data, pty_pair) as r:
+            col = c.Collector(r.he, [task], seed=1)
+            try:
+                late, dead = r.port.meters[0].address, r.port.meters[2].address      # a 645 and a 698 meter
+                r.meters.mute.update({late, dead})
+                await col.collect_serial(task, [day])
+                r.meters.mute.discard(late)                  # the line is back for one of them
+                rounds = [await col.backfill_serial(task, [day]) for _ in range(4)]
+                await col.publish()
+                name = f"daily-frozen@{r.port.device}"
+                att = col.state.attempts().to_pylist()
+                return r.idx, rounds, [a for a in att if a["task"] == name], late, dead
+            finally:
+                col.close()
+
+    idx, rounds, att, late, dead = asyncio.run(go())
+    fleet = sim_model.load_gen_dir(src)
+    mid = {fleet.address[i]: int(fleet.meter_id[i]) for i in idx}
+    tried = [(a["meter_id"], a["outcome"]) for a in att]
+    assert tried.count((mid[late], 1)) == 1                              # read once, ok
+    assert [o for m, o in tried if m == mid[dead]] == [2, 2]             # no answer, twice: then left
+    assert {m for m, _ in tried} == {mid[late], mid[dead]}               # the others were stored
+    assert rounds[-1][0]["requested"] == 0
+    with sql.Session(data) as s:
+        rows = s.query(f"SELECT meter_id, quality, ae_fwd FROM daily_frozen WHERE date = DATE '{day}'").to_pylist()
+    got = {r["meter_id"]: r for r in rows}
+    assert set(got) == set(mid.values()) - {mid[dead]}
+    assert got[mid[late]]["quality"] & schema.Q_BACKFILLED
+    i = next(i for i in idx if fleet.address[i] == late)
+    want = int(fleet.model.frozen([i], fleet.model.day_of(day))[0][0])
+    assert got[mid[late]]["ae_fwd"] == (want % 10 ** 8 if fleet.is645[i] else want)
+    assert all(got[m]["quality"] == 0 for m in got if m != mid[late])
