@@ -44,7 +44,9 @@ reading is 上 n 结算日 ``0001FF0n`` through TransCommand on its port (:func:
 its curves and events are not in the profile.  Back-fill and the success rate count daily meter-days
 monthly settlement readings (every meter installed at the settlement day's 00:00, the lake's
 ``monthly`` kind) and 698 meters' whole load curves (every interval end of the day in the ``interval``
-kind; a meter-day short of one is re-read whole); event gaps are not re-requested (no count is expected).
+kind; a meter-day short of one is re-read whole).  Events have no expected count, so an event gap is a
+meter-day whose event read failed (no answer, terminal offline): the first pass records those as attempts
+and :meth:`Collector.backfill_events` re-reads them the same way.
 Meters wired to the head-end host (``[[serial]]``) are read by their port (:meth:`Collector.collect_serial`)
 and back-filled the same way, per port (:meth:`Collector.backfill_serial`).
 
@@ -138,8 +140,7 @@ DEFAULT_TASKS = (
     Task("daily-frozen", "daily", "records", P.ENERGY_OADS, 86400, 300, priority=1),
     Task("monthly-settlement", "monthly", "proxy", _DEFAULT_ITEMS["monthly"], 0, 600, priority=2),
     Task("load-curve-15min", "curve", "proxy", _DEFAULT_ITEMS["curve"], 900, 120, priority=3, enabled=False),
-    Task("events", "events", "proxy", _DEFAULT_ITEMS["events"], 86400, 300, priority=4, backfill_retries=0,
-         enabled=False),
+    Task("events", "events", "proxy", _DEFAULT_ITEMS["events"], 86400, 300, priority=4, enabled=False),
 )
 
 
@@ -491,8 +492,10 @@ class Collector:
         cols = expected.to_pydict()
         self.meters_of: dict[str, list[int]] = {}
         self.route: dict[int, tuple] = {}
+        self.period: dict[int, tuple] = {}          # meter -> (installed, removed) dates (None: open)
         for i, m in enumerate(cols["meter_id"]):
             self.meters_of.setdefault(cols["terminal_address"][i], []).append(m)
+            self.period[m] = (cols["installed"][i], cols["removed"][i])
             self.route[m] = (cols["terminal_address"][i], cols["comm_address"][i], cols["meter_protocol"][i],
                              port_of(cols["port_oad"][i]))
         self.compact_offset_s: int | None = None   # nightly compaction at D+1 00:00 + this (run(); None: off)
@@ -548,10 +551,12 @@ class Collector:
         online = [a for a in terminals if self._online(a)]
         done = [0]
 
+        missed: dict[int, int] = {}                  # events: meter -> outcome of a read that failed
+
         async def one(address: str) -> int:
             try:
                 if task.type == "events":
-                    return await self._collect_events(address, task, day, self.meters_of[address])
+                    return await self._collect_events(address, task, day, self.meters_of[address], missed)
                 if task.method == "records" and task.type == "daily":
                     return await self._collect_records(address, task, day)
                 return await self._collect_proxy(address, task, day, self.meters_of[address], backfill=False)
@@ -561,6 +566,13 @@ class Collector:
 
         stored = sum(await asyncio.gather(*(one(a) for a in online)))
         requested = sum(len(self.meters_of[a]) for a in terminals)
+        if task.type == "events":
+            # no count of events is expected, so a meter-day whose read failed is recorded as missed
+            # (the first attempt of the event back-fill, backfill_events); an offline terminal's too
+            for a in terminals:
+                if a not in online:
+                    missed.update((m, C.OFFLINE) for m in self._event_meters(a, day))
+            self._record_outcomes(task, day, missed)
         self.state.record_run(task.name + self.run_suffix, day, "collect", t0, self.clock(), requested, stored)
         return {"task": task.name, "date": day.isoformat(), "terminals": len(terminals), "online": len(online),
                 "requested": requested, "stored_readings": stored}
@@ -632,25 +644,51 @@ class Collector:
                     batch = _only_day(batch, day)
         return m, (C.OK if batch is not None and len(batch) else C.NO_DATA), batch
 
-    async def _collect_events(self, address: str, task: Task, day: _dt.date, meters) -> int:
+    def _event_meters(self, address: str, day: _dt.date, meters=None) -> list[int]:
+        """The meters of ``address`` whose events are read for ``day``: 698 meters installed at its start."""
+        out = []
+        for m in self.meters_of[address] if meters is None else meters:
+            installed, removed = self.period.get(m, (None, None))
+            if self.route[m][2] != "645" and (installed is None or installed < day) and (removed is None or day <= removed):
+                out.append(m)
+        return out
+
+    def _record_outcomes(self, task: Task, day: _dt.date, outcomes: dict) -> None:
+        if outcomes:
+            ms = np.fromiter(outcomes, np.int64, len(outcomes))
+            self.state.record_attempts(task.name, day, ms, [outcomes[m] for m in ms.tolist()], self.clock())
+
+    async def _collect_events(self, address: str, task: Task, day: _dt.date, meters, missed=None, *,
+                              every_outcome: bool = False) -> int:
         """Event records (OI 3xxx of the task's items) that began on ``day``, of one terminal's 698
         meters, into the events table; the number of events stored.  A 645 meter's event records
-        (03xxxxxx) are not in the profile."""
+        (03xxxxxx) are not in the profile.  ``missed`` (a dict) gets meter -> outcome for each meter one
+        of whose reads was not answered with records (``storage.collection.NO_ANSWER``; ``OFFLINE`` for
+        all when the terminal is offline), and with ``every_outcome`` the answered ones too (``OK``: the
+        back-fill's attempts); with ``missed=None`` nothing is kept."""
         received = int(self.clock())
+        meters = self._event_meters(address, day, meters)
+        failed = set()
 
         async def one(m: int, oad: int):
             comm = self.route[m][1]
             rsp = await self._request(address, proxy_event_request(A.tsa(comm), oad, task, day), task.timeout_s)
             r = getattr(rsp, "result", None)
             if not isinstance(rsp, A.ProxyGetResponseRecord) or r is None or r.rows is None:
+                failed.add(m)
                 return []
             return records.event_rows_to_batch(r.oad, r.rcsd, r.rows, self.he.meter_of_tsa, meter_id=m,
                                                source=schema.SRC_TASK, received_utc=received) or []
 
         if not self._online(address):
+            if missed is not None:
+                missed.update((m, C.OFFLINE) for m in meters)
             return 0
-        got = await asyncio.gather(*(one(m, oad) for m in meters if self.route[m][2] != "645"
-                                     for oad in task.items))
+        got = await asyncio.gather(*(one(m, oad) for m in meters for oad in task.items))
+        if missed is not None:
+            missed.update((m, C.NO_ANSWER) for m in failed)
+            if every_outcome:
+                missed.update((m, C.OK) for m in meters if m not in failed)
         groups: dict[tuple, list] = {}
         for cols in (c for lst in got for c in lst):
             groups.setdefault(tuple(sorted(cols)), []).append(cols)
@@ -714,6 +752,43 @@ class Collector:
         return {"task": task.name, "rounds": rounds, "requested": requested,
                 "open_gaps": self.state.gaps(days, task.name, task.kind, task.period_s).num_rows}
 
+    async def backfill_events(self, task: Task | str, days) -> dict:
+        """Back-fill (补采) of event reads, one round: a meter-day of ``days`` whose event read failed (its
+        latest outcome recorded for ``task`` is not ``OK``: the first pass records the failures, an offline
+        terminal's meters included) is read again when its back-off has elapsed, at most
+        ``task.backfill_retries`` times after the first pass.  Events already stored are not stored twice
+        (the ingest's key).  The scheduler calls it at every wake-up (through :meth:`run_days`)."""
+        task = self.task(task) if isinstance(task, str) else task
+        want = set(_collection_days(task, days))
+        now = self.clock()
+        due: dict[tuple, list] = {}
+        for (d, m), h in self._event_history(task, want).items():
+            retries = len(h) - 1                     # the first record is the first pass's miss
+            if C.OK not in (o for _at, o in h) and retries < task.backfill_retries and \
+                    now >= h[-1][0] + backoff_s(task, retries, m, d, self.seed):
+                due.setdefault((self.route[m][0], d), []).append(m)
+        stored = 0
+        for (address, d), ms in sorted(due.items()):
+            outcomes: dict[int, int] = {}
+            stored += await self._collect_events(address, task, d, ms, outcomes, every_outcome=True)
+            self._record_outcomes(task, d, outcomes)
+        left = sum(C.OK not in (o for _at, o in h) for h in self._event_history(task, want).values())
+        return {"task": task.name, "requested": sum(len(v) for v in due.values()), "stored": stored,
+                "open_gaps": left}
+
+    def _event_history(self, task: Task, days: set) -> dict[tuple, list]:
+        """(date, meter) of ``days`` -> its recorded event-read outcomes [(at, outcome)] by time (records
+        of one second in no particular order: a meter-day is done once any of them is ``OK``)."""
+        t = self.state.attempts()
+        t = t.filter(pc.equal(t["task"], task.name)).to_pydict()
+        hist: dict[tuple, list] = {}
+        for d, m, at, o in zip(t["date"], t["meter_id"], t["at_utc"], t["outcome"]):
+            if d in days and m in self.route:
+                hist.setdefault((d, m), []).append((at.timestamp(), o))
+        for h in hist.values():
+            h.sort()
+        return hist
+
     async def _backfill_terminal(self, task: Task, address: str, day: _dt.date, meters) -> None:
         outcomes: dict[int, int] = {}
         got = await self._collect_proxy(address, task, day, meters, backfill=True, outcomes=outcomes)
@@ -735,9 +810,12 @@ class Collector:
         out = {"collected": runs}
         await self.publish()
         if task.kind not in BACKFILL_KINDS:
-            # events have no expected count (a meter-day may have none): they report what they stored,
-            # and are not re-requested
+            # events have no expected count (a meter-day may have none): they report what they stored;
+            # the meter-days whose read failed are re-requested (backfill_events)
             out["stored"] = sum(r["stored_readings"] for r in runs)
+            if backfill and task.backfill_retries and days:
+                out["backfill"] = await self.backfill_events(task, days)
+                out["stored"] += out["backfill"]["stored"]
             return out
         if task.type != "daily":
             out["stored"] = sum(r["stored_readings"] for r in runs)
