@@ -66,8 +66,6 @@ import time
 import tomllib
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from protocols.dlt645 import ReadRequest, decode_frames
 from protocols.dlt698 import apdu as A
@@ -485,8 +483,7 @@ class Collector:
         self.run_suffix = ""
         if count > 1:
             from .shard import shard_of
-            mine = [shard_of(a, count) == index for a in expected.column("terminal_address").to_pylist()]
-            expected = expected.filter(pa.array(mine, pa.bool_()))
+            expected = C.of_terminals(expected, lambda a: shard_of(a, count) == index)
             self.run_suffix = f"@shard-{index:02d}-of-{count:02d}"
         self.state = C.CollectionState(_sql.lake_root(he.config.data_dir), expected)
         cols = expected.to_pydict()
@@ -779,15 +776,7 @@ class Collector:
     def _event_history(self, task: Task, days: set) -> dict[tuple, list]:
         """(date, meter) of ``days`` -> its recorded event-read outcomes [(at, outcome)] by time (records
         of one second in no particular order: a meter-day is done once any of them is ``OK``)."""
-        t = self.state.attempts()
-        t = t.filter(pc.equal(t["task"], task.name)).to_pydict()
-        hist: dict[tuple, list] = {}
-        for d, m, at, o in zip(t["date"], t["meter_id"], t["at_utc"], t["outcome"]):
-            if d in days and m in self.route:
-                hist.setdefault((d, m), []).append((at.timestamp(), o))
-        for h in hist.values():
-            h.sort()
-        return hist
+        return {k: h for k, h in self.state.history(task.name, days).items() if k[1] in self.route}
 
     async def _backfill_terminal(self, task: Task, address: str, day: _dt.date, meters) -> None:
         outcomes: dict[int, int] = {}
@@ -873,26 +862,19 @@ class Collector:
         await self.publish()
         now = self.clock()
         today = _today_local(now)
-        runs, attempts = self.state.runs(), self.state.attempts()
         out = []
         for bus in buses:
             name = f"{task.name}@{bus.port.device}"
-            mine = runs.filter(pc.and_(pc.equal(runs["task"], name), pc.equal(runs["phase"], "collect"))).to_pydict()
-            finished: dict[_dt.date, float] = {}
-            for d, f in zip(mine["date"], mine["finished_utc"]):
-                finished[d] = max(finished.get(d, 0.0), f.timestamp())
+            finished = self.state.finished(name, "collect")
             wanted = [d for d in _collection_days(task, days) if d in finished]
             ids = {m.address: bus._meter_id(m.address) for m in bus.port.meters}
             ids = {a: i for a, i in ids.items() if i is not None}
             if not wanted or not ids:
                 continue
             have = self.state.stored(wanted, ids.values())
-            tried = attempts.filter(pc.equal(attempts["task"], name)).to_pydict()
-            count: dict[tuple, int] = {}
-            last: dict[tuple, float] = {}
-            for d, m, at in zip(tried["date"], tried["meter_id"], tried["at_utc"]):
-                count[(d, m)] = count.get((d, m), 0) + 1
-                last[(d, m)] = max(last.get((d, m), 0.0), at.timestamp())
+            tried = self.state.history(name, wanted)
+            count = {k: len(h) for k, h in tried.items()}
+            last = {k: h[-1][0] for k, h in tried.items()}
             meters = {m.address: m for m in bus.port.meters}
             got, done = [], []
             for d in wanted:

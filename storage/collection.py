@@ -30,6 +30,7 @@ import time
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from protocols.errors import StorageError
@@ -162,6 +163,13 @@ def expected_meters(archive) -> pa.Table:
     return archive.query(_EXPECTED.format(p="") + " ORDER BY m.meter_id")
 
 
+def of_terminals(expected: pa.Table, keep) -> pa.Table:
+    """The rows of an :func:`expected_meters` table whose terminal address satisfies ``keep(address)``
+    (a head-end shard's own terminals)."""
+    mask = [bool(keep(a)) for a in expected.column("terminal_address").to_pylist()]
+    return expected.filter(pa.array(mask, pa.bool_()))
+
+
 def _first_line(exc) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -244,6 +252,29 @@ class CollectionState:
 
     def attempts(self) -> pa.Table:
         return self._read("attempts", ATTEMPTS_SCHEMA)
+
+    def finished(self, task: str, phase: str = "collect") -> dict[_dt.date, float]:
+        """Day -> when its last run of ``task`` in ``phase`` finished (epoch seconds)."""
+        r = self.runs()
+        r = r.filter(pc.and_(pc.equal(r["task"], task), pc.equal(r["phase"], phase))).to_pydict()
+        out: dict[_dt.date, float] = {}
+        for d, f in zip(r["date"], r["finished_utc"]):
+            out[d] = max(out.get(d, 0.0), f.timestamp())
+        return out
+
+    def history(self, task: str, dates=None) -> dict[tuple[_dt.date, int], list[tuple[float, int]]]:
+        """(date, meter) -> the recorded attempts of ``task`` [(epoch seconds, outcome)], by time (records
+        of one second in no particular order), of ``dates`` only if given."""
+        t = self.attempts()
+        t = t.filter(pc.equal(t["task"], task)).to_pydict()
+        want = None if dates is None else set(dates)
+        out: dict[tuple, list] = {}
+        for d, m, at, o in zip(t["date"], t["meter_id"], t["at_utc"], t["outcome"]):
+            if want is None or d in want:
+                out.setdefault((d, m), []).append((at.timestamp(), o))
+        for h in out.values():
+            h.sort()
+        return out
 
     def days(self, task: str | None = None, phase: str | None = None) -> list[_dt.date]:
         """The days some run (of ``task``, of ``phase``) has collected, sorted."""
