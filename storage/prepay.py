@@ -4,7 +4,8 @@
 
 1. the day's energy from the daily frozen readings (日冻结) at 00:00 of D and D+1 of the meter at the
    customer's metering point on D, times its multiplier; priced by the bill kernel
-   (:func:`billing_core.prepay.daily_charge`) and deducted as a ledger entry ``prepay_charge`` (key
+   (:func:`billing_core.prepay.daily_charge`; annual tiers on the year's energy before D, the rule of
+   :func:`_year_to_date`) and deducted as a ledger entry ``prepay_charge`` (key
    ``prepay:<customer_id>:<D>``; the monthly bill trues the month's deductions up, ``storage.ledger``);
 2. the thresholds (:class:`billing_core.prepay.Thresholds`): a reminder (催费) below the warning level,
    a trip (跳闸) when the credit has stayed below zero for the grace period, never for a protected
@@ -92,18 +93,62 @@ def _customers(w: _ledger.Writer, day: dt.date) -> dict:
 
 def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date) -> tuple[dict, dict]:
     """Daily frozen readings of ``meters`` at 00:00 of ``day`` and of the next day (−1 = none)."""
-    nxt = day + dt.timedelta(days=1)
-    files = _bills._files(lake_root(data), schema.DAILY, (day, nxt))
+    a, b = _readings_at(w, data, meters, (day, day + dt.timedelta(days=1)))
+    return a, b
+
+
+def _readings_at(w: _ledger.Writer, data, meters: np.ndarray, days) -> list[dict]:
+    """Daily frozen readings of ``meters`` at 00:00 of each of ``days`` (−1 = none), one dict per day."""
+    days = list(days)
+    files = _bills._files(lake_root(data), schema.DAILY, sorted(set(days)))
     regs = ", ".join(f"coalesce({r}, -1)::BIGINT AS {r}" for r in P.REGISTERS)
     got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills._pivot_files(*files).replace('@FILTER@', '')}) "
-                    f"WHERE date IN ($a, $b)", {"a": day, "b": nxt})
+                    f"WHERE date IN (SELECT unnest($d::DATE[]))", {"d": sorted(set(days))})
     dates = got["date"].astype("datetime64[D]")
     out = []
-    for d in (day, nxt):
+    for d in days:
         sel = dates == np.datetime64(d)
         out.append({r: _ledger.lookup(got["meter_id"][sel].astype(np.int64), got[r][sel].astype(np.int64), meters, -1)
                     for r in P.REGISTERS})
-    return out[0], out[1]
+    return out
+
+
+def _year_to_date(w: _ledger.Writer, data, c: dict, day: dt.date, now_reading: dict) -> np.ndarray:
+    """Energy of ``day``'s year before the day, per customer (0.01 kWh): what annual tiers (年阶梯) count.
+
+    The rule the monthly bill follows (storage.bills: ``cum_prev`` is the previous bill's
+    ``cum_after``): the ``cum_after_kwh_x100`` of the customer's latest bill of the year before this
+    month, plus the metered energy from the end of that bill's period (else the 1st of this month) to
+    00:00 of ``day`` — the difference of the two daily frozen readings times the multiplier.  A reading
+    missing at either end counts that part as 0 (the estimate is trued up by the month's bill)."""
+    n = len(c["customer_id"])
+    cid = c["customer_id"].astype(np.int64)
+    first = day.replace(day=1)
+    cum = np.zeros(n, np.int64)
+    anchor = np.full(n, np.datetime64(first), "datetime64[D]")
+    files = [f for f in _bills._earlier_bills(data, f"{day:%Y-%m}") if f"period={day.year:04d}-" in f]
+    if files and n:
+        lst = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        got = w.columns(f"""SELECT customer_id, arg_max(cum_after_kwh_x100, period) AS cum, max(period) AS period
+                            FROM read_parquet([{lst}]) GROUP BY customer_id""")
+        ids = got["customer_id"].astype(np.int64)
+        cum = _ledger.lookup(ids, got["cum"].astype(np.int64), cid, 0)
+        ends = np.array([np.datetime64(f"{p}-01", "M") + 1 for p in got["period"]], "datetime64[M]")
+        has = _ledger.lookup(ids, np.ones(len(ids), np.int64), cid, 0).astype(bool)
+        end_days = ends.astype("datetime64[D]").astype(np.int64)
+        anchor = np.where(has, _ledger.lookup(ids, end_days, cid, 0), anchor.astype(np.int64)).astype("datetime64[D]")
+    meters = c["meter_id"].astype(np.int64)
+    since = np.zeros(n, np.int64)
+    for a in np.unique(anchor):
+        sel = anchor == a
+        a_day = a.astype(dt.date)
+        if a_day >= day:
+            continue
+        start = _readings_at(w, data, meters[sel], [a_day])[0]
+        e, ok = P.daily_energy(start, {r: v[sel] for r, v in now_reading.items()},
+                               c["ct"][sel], c["pt"][sel], c["digits"][sel])
+        since[sel] = np.where(ok & (meters[sel] >= 0), e["e_total"], 0)
+    return cum + since
 
 
 def _protected(data) -> set:
@@ -160,7 +205,9 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
     look = np.array([tariffs.rows([str(cat)], [voltage_level(int(v))], day)[0]
                      for cat, v in zip(pairs["category"], pairs["voltage_v"])], np.int32)
     rows = look[c["pair"].astype(np.int64)] if n else np.zeros(0, np.int32)     # pair: the same order, in SQL
-    charge = P.daily_charge(tariffs, rows, e, calendar.monthrange(day.year, day.month)[1], kernel=kernel)
+    ytd = _year_to_date(w, data, c, day, prev)          # annual tiers (年阶梯): the year before the day
+    charge = P.daily_charge(tariffs, rows, e, calendar.monthrange(day.year, day.month)[1], cum_prev=ytd,
+                            kernel=kernel)
     charge = np.where(ok, charge, 0)
     # a day of a period whose bill is already posted is billed: no estimate on top of it
     billed = w.columns(f"SELECT DISTINCT customer_id FROM {_ledger.TABLE} WHERE kind = 'bill' AND period = $p",

@@ -201,3 +201,48 @@ def test_cli_prepay_run_and_status(fleet, tmp_path):
     bad = subprocess.run(cli + ["prepay", "run", "--date", "2026-06-01", "--warn-yuan", "x", "--data", str(d)],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_annual_tiers_count_the_year_before_the_day(fleet, tmp_path):
+    """With annual tiers (年阶梯) small enough to be crossed in June, each day is priced on the energy of
+    the year before it (storage.prepay._year_to_date: the previous bill's cum_after — none here — plus
+    June 1 to the day), so the month's daily estimates add up to the June bill within a fen or two per
+    day; priced from zero every day, they would miss the tier increments by yuan."""
+    d = _copy(fleet, tmp_path)
+    tariffs = tmp_path / "tariffs"
+    shutil.copytree(ROOT / "billing_core" / "tariffs", tariffs)
+    t = (tariffs / "residential.toml").read_text()
+    assert "tier_limits_kwh = [2760, 4800]" in t
+    (tariffs / "residential.toml").write_text(t.replace("tier_limits_kwh = [2760, 4800]", "tier_limits_kwh = [20, 40]"))
+    shutil.rmtree(d / "bills")
+    bills.run(d, "2026-06", tariffs_dir=tariffs)
+    for day in JUNE:
+        prepay.run(d, day, tariffs_dir=tariffs)
+    est = dict(_count_all(d, "SELECT customer_id, sum(debit_fen) FROM ledger_entries WHERE kind = 'prepay_charge' "
+                             "GROUP BY 1"))
+    b = [x for x in bills.read_bills(d, "2026-06").to_pylist()
+         if x["category"] == "residential" and x["customer_id"] in est and x["status"] != "held"]
+    crossed = [x for x in b if x["tier3_fen"] > 0]
+    assert crossed, "no prepaid residential customer crossed the tiers: the test shows nothing"
+    for x in b:
+        assert abs(est[x["customer_id"]] - x["total_fen"]) <= 2 * len(JUNE), (x["customer_id"], est[x["customer_id"]],
+                                                                             x["total_fen"], x["tier3_fen"])
+
+
+def _count_all(d, sql):
+    with ledger.Reader(d) as r:
+        return r.con.execute(sql).fetchall()
+
+
+def test_year_to_date_starts_from_the_latest_bill_of_the_year(fleet, tmp_path):
+    """On July 1 the year before the day is exactly the June bill's cum_after (its period ends there)."""
+    d = _copy(fleet, tmp_path)
+    day = dt.date(2026, 7, 1)
+    with prepay._open(d) as w:
+        c = prepay._customers(w, day)
+        now, _ = prepay._readings(w, d, c["meter_id"].astype("int64"), day)
+        ytd = prepay._year_to_date(w, d, c, day, now)
+    june = {x["customer_id"]: x["cum_after_kwh_x100"] for x in bills.read_bills(d, "2026-06").to_pylist()}
+    got = dict(zip(c["customer_id"].tolist(), ytd.tolist()))
+    assert any(june.get(k, 0) > 0 for k in got)
+    assert got == {k: june.get(k, 0) for k in got}
