@@ -76,12 +76,16 @@ def _baseline_insert(work: pathlib.Path, sample: int, nos) -> float:
 
 
 def _baseline_prepay(work: pathlib.Path, sample: int) -> tuple[float, dict]:
-    """Per customer: its two readings, the kernel on one row, one INSERT (on a scratch table)."""
+    """Per customer: its readings (the day, the next, the year-to-date start), the kernel on one row, one
+    INSERT (on a scratch table)."""
     tariffs = TariffSet.load()
     with ledger.Writer(work) as w:
         c = prepay._customers(w, DAY)
         pick = np.linspace(0, len(c["customer_id"]) - 1, sample).astype(np.int64)
-        prev, now = prepay._readings(w, work, c["meter_id"][pick].astype(np.int64), DAY)
+        cum, start = prepay._year_start(w, work, c["customer_id"][pick].astype(np.int64), DAY)
+        starts = sorted({d for d in start.astype(dt.date) if d < DAY})
+        prev, now, *firsts = prepay._readings(w, work, c["meter_id"][pick].astype(np.int64), DAY, starts)
+        first_of = dict(zip(starts, firsts))
     month_days = calendar.monthrange(DAY.year, DAY.month)[1]
     out = {}
     with duckdb.connect(str(work / "baseline.duckdb")) as con:
@@ -90,10 +94,18 @@ def _baseline_prepay(work: pathlib.Path, sample: int) -> tuple[float, dict]:
         for j, i in enumerate(pick):
             e, ok = P.daily_energy({r: prev[r][j:j + 1] for r in P.REGISTERS}, {r: now[r][j:j + 1] for r in P.REGISTERS},
                                    c["ct"][i:i + 1], c["pt"][i:i + 1], c["digits"][i:i + 1])
+            # annual tiers: the year before the day, from the bills' cum_after and the reading at its start
+            ytd = int(cum[j])
+            s0 = first_of.get(start[j].astype(dt.date))
+            if s0 is not None:
+                e0, ok0 = P.daily_energy({r: s0[r][j:j + 1] for r in P.REGISTERS},
+                                         {r: prev[r][j:j + 1] for r in P.REGISTERS},
+                                         c["ct"][i:i + 1], c["pt"][i:i + 1], c["digits"][i:i + 1])
+                ytd += int(e0["e_total"][0]) if ok0[0] and c["meter_id"][i] >= 0 else 0
             row = tariffs.rows([str(c["category"][i])], [voltage_level(int(c["voltage_v"][i]))], DAY)
             fen = int(engine.price(engine.ChargeRows.of(1, tariff_row=row, e_sharp=e["e_sharp"], e_peak=e["e_peak"],
-                                                        e_flat=e["e_flat"], e_valley=e["e_valley"], days=1,
-                                                        period_days=month_days), tariffs.table()
+                                                        e_flat=e["e_flat"], e_valley=e["e_valley"], cum_prev=ytd,
+                                                        days=1, period_days=month_days), tariffs.table()
                                    ).columns["total_fen"][0]) if ok[0] else 0
             out[int(c["customer_id"][i])] = fen
             con.execute("INSERT INTO p VALUES (?, ?, 'prepay_charge', ?, 0, 0, '2026-06', ?, ?, 'b', now(), NULL, 'x')",

@@ -446,6 +446,11 @@ def due_at(task: Task, day: _dt.date) -> float:
     return records.local_to_epoch(day.year, day.month, day.day) + whole_day + task.offset_s
 
 
+def _serial_run(task: Task, bus) -> str:
+    """The collection state's name for ``task``'s runs and attempts on one serial port."""
+    return f"{task.name}@{bus.port.device}"
+
+
 def due_at_compaction(day: _dt.date, offset_s: int) -> float:
     """When ``day``'s partitions are compacted: the next 00:00 + ``offset_s`` (epoch seconds)."""
     return records.local_to_epoch(day.year, day.month, day.day) + 86400 + offset_s
@@ -750,9 +755,9 @@ class Collector:
                 "open_gaps": self.state.gaps(days, task.name, task.kind, task.period_s).num_rows}
 
     async def backfill_events(self, task: Task | str, days) -> dict:
-        """Back-fill (补采) of event reads, one round: a meter-day of ``days`` whose event read failed (its
-        latest outcome recorded for ``task`` is not ``OK``: the first pass records the failures, an offline
-        terminal's meters included) is read again when its back-off has elapsed, at most
+        """Back-fill (补采) of event reads, one round: a meter-day of ``days`` whose event read failed (no
+        outcome recorded for ``task`` is ``OK``: the first pass records the failures, an offline terminal's
+        meters included) is read again when its back-off has elapsed, at most
         ``task.backfill_retries`` times after the first pass.  Events already stored are not stored twice
         (the ingest's key).  The scheduler calls it at every wake-up (through :meth:`run_days`)."""
         task = self.task(task) if isinstance(task, str) else task
@@ -835,7 +840,7 @@ class Collector:
         for bus in self.he.transports:
             if not isinstance(bus, SerialBus):
                 continue
-            name = f"{task.name}@{bus.port.device}"
+            name = _serial_run(task, bus)
             done = set(self.state.days(name, "collect"))
             for d in _collection_days(task, days):
                 if d in done or d > today:
@@ -864,7 +869,7 @@ class Collector:
         today = _today_local(now)
         out = []
         for bus in buses:
-            name = f"{task.name}@{bus.port.device}"
+            name = _serial_run(task, bus)
             finished = self.state.finished(name, "collect")
             wanted = [d for d in _collection_days(task, days) if d in finished]
             ids = {m.address: bus._meter_id(m.address) for m in bus.port.meters}
@@ -893,7 +898,7 @@ class Collector:
                 b = records.concat(got)
                 await self.he.ingest.readings(b.columns, schema.DAILY)       # durable before it is counted
                 self.counts["backfilled"] += len(b)
-            code = {"ok": C.OK, "no answer": C.NO_ANSWER, "no data": C.NO_DATA}
+            code = {txt: k for k, txt in C.OUTCOMES.items()}            # read_day says the names
             for d in sorted({x[0] for x in done}):
                 ms = [(mid, code.get(o, C.NO_DATA)) for dd, mid, o in done if dd == d]
                 self.state.record_attempts(name, d, [m for m, _ in ms], [o for _, o in ms], self.clock())
@@ -946,7 +951,7 @@ class Collector:
 
     async def run(self, *, first_day: _dt.date | None = None, stop: asyncio.Event | None = None) -> None:
         """The scheduler: at each task's due time (freeze + offset) collect the day, then back-fill; with
-        ``compact_offset_s`` set, compact each day's partitions once it is over (:meth:`compact_day`).
+        ``compact_offset_s`` set, compact each day's partitions once it is over (:meth:`compact_days_of`).
 
         Starts by catching up every day since ``first_day`` (or the task's start) that has no recorded run.
         The first enabled daily task also drives the serial meters' daily collection (:meth:`collect_serial`)

@@ -34,6 +34,7 @@ import calendar
 import datetime as dt
 import json
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +43,7 @@ from billing_core import ledger as L
 from billing_core import prepay as P
 from billing_core.run import voltage_level
 from billing_core.tariff import TariffSet
+from protocols.errors import StorageError
 
 from . import bills as _bills
 from . import ledger as _ledger
@@ -91,15 +93,10 @@ def _customers(w: _ledger.Writer, day: dt.date) -> dict:
         WHERE c.prepaid ORDER BY c.customer_id""", {"d": day})
 
 
-def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date) -> tuple[dict, dict]:
-    """Daily frozen readings of ``meters`` at 00:00 of ``day`` and of the next day (−1 = none)."""
-    a, b = _readings_at(w, data, meters, (day, day + dt.timedelta(days=1)))
-    return a, b
-
-
-def _readings_at(w: _ledger.Writer, data, meters: np.ndarray, days) -> list[dict]:
-    """Daily frozen readings of ``meters`` at 00:00 of each of ``days`` (−1 = none), one dict per day."""
-    days = list(days)
+def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date, also=()) -> list[dict]:
+    """Daily frozen readings of ``meters`` (−1 = none) at 00:00 of ``day``, of the next day and of each
+    of ``also`` (one scan of the lake), one dict of registers per date in that order."""
+    days = [day, day + dt.timedelta(days=1), *also]
     files = _bills._files(lake_root(data), schema.DAILY, sorted(set(days)))
     regs = ", ".join(f"coalesce({r}, -1)::BIGINT AS {r}" for r in P.REGISTERS)
     got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills._pivot_files(*files).replace('@FILTER@', '')}) "
@@ -113,39 +110,37 @@ def _readings_at(w: _ledger.Writer, data, meters: np.ndarray, days) -> list[dict
     return out
 
 
-def _year_to_date(w: _ledger.Writer, data, c: dict, day: dt.date, now_reading: dict) -> np.ndarray:
-    """Energy of ``day``'s year before the day, per customer (0.01 kWh): what annual tiers (年阶梯) count.
-
-    The rule the monthly bill follows (storage.bills: ``cum_prev`` is the previous bill's
-    ``cum_after``): the ``cum_after_kwh_x100`` of the customer's latest bill of the year before this
-    month, plus the metered energy from the end of that bill's period (else the 1st of this month) to
-    00:00 of ``day`` — the difference of the two daily frozen readings times the multiplier.  A reading
-    missing at either end counts that part as 0 (the estimate is trued up by the month's bill)."""
-    n = len(c["customer_id"])
-    cid = c["customer_id"].astype(np.int64)
-    first = day.replace(day=1)
-    cum = np.zeros(n, np.int64)
-    anchor = np.full(n, np.datetime64(first), "datetime64[D]")
+def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
+    """Where each customer's year before ``day`` stands by the bills, for annual tiers (年阶梯): the
+    ``cum_after_kwh_x100`` of its latest bill of the year before this month (0 if none) and the day that
+    bill's period ends (else the 1st of this month), from which the readings count (:func:`_year_to_date`)."""
+    first = np.datetime64(day.replace(day=1), "D").astype(np.int64)
+    cum = np.zeros(len(cid), np.int64)
+    start = np.full(len(cid), first, np.int64)
     files = [f for f in _bills._earlier_bills(data, f"{day:%Y-%m}") if f"period={day.year:04d}-" in f]
-    if files and n:
+    if files and len(cid):
         lst = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         got = w.columns(f"""SELECT customer_id, arg_max(cum_after_kwh_x100, period) AS cum, max(period) AS period
                             FROM read_parquet([{lst}]) GROUP BY customer_id""")
         ids = got["customer_id"].astype(np.int64)
+        ends = (np.array([f"{p}-01" for p in got["period"]], "datetime64[M]") + 1).astype("datetime64[D]")
         cum = _ledger.lookup(ids, got["cum"].astype(np.int64), cid, 0)
-        ends = np.array([np.datetime64(f"{p}-01", "M") + 1 for p in got["period"]], "datetime64[M]")
-        has = _ledger.lookup(ids, np.ones(len(ids), np.int64), cid, 0).astype(bool)
-        end_days = ends.astype("datetime64[D]").astype(np.int64)
-        anchor = np.where(has, _ledger.lookup(ids, end_days, cid, 0), anchor.astype(np.int64)).astype("datetime64[D]")
+        start = _ledger.lookup(ids, ends.astype(np.int64), cid, first)
+    return cum, start.astype("datetime64[D]")
+
+
+def _year_to_date(c: dict, cum: np.ndarray, start: np.ndarray, at: dict, now_reading: dict) -> np.ndarray:
+    """Energy of the year before the day, per customer (0.01 kWh): what annual tiers count.
+
+    The rule the monthly bill follows (storage.bills: ``cum_prev`` is the previous bill's ``cum_after``):
+    :func:`_year_start`'s ``cum`` plus the metered energy from 00:00 of ``start`` to 00:00 of the day —
+    the difference of the two daily frozen readings (``at[start date]`` and ``now_reading``) times the
+    multiplier.  A reading missing at either end counts that part as 0 (the month's bill trues it up)."""
     meters = c["meter_id"].astype(np.int64)
-    since = np.zeros(n, np.int64)
-    for a in np.unique(anchor):
-        sel = anchor == a
-        a_day = a.astype(dt.date)
-        if a_day >= day:
-            continue
-        start = _readings_at(w, data, meters[sel], [a_day])[0]
-        e, ok = P.daily_energy(start, {r: v[sel] for r, v in now_reading.items()},
+    since = np.zeros(len(meters), np.int64)
+    for d, first in at.items():
+        sel = start == np.datetime64(d)
+        e, ok = P.daily_energy({r: v[sel] for r, v in first.items()}, {r: v[sel] for r, v in now_reading.items()},
                                c["ct"][sel], c["pt"][sel], c["digits"][sel])
         since[sel] = np.where(ok & (meters[sel] >= 0), e["e_total"], 0)
     return cum + since
@@ -197,7 +192,12 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
     n = len(c["customer_id"])
     cid = c["customer_id"].astype(np.int64)
     meters = c["meter_id"].astype(np.int64)
-    prev, now = _readings(w, data, meters, day)
+    try:                                                # nothing is written yet: a bad file is one line
+        cum, start = _year_start(w, data, cid, day)      # annual tiers (年阶梯): the year before the day
+        starts = sorted({d for d in start.astype(dt.date) if d < day})
+        prev, now, *firsts = _readings(w, data, meters, day, starts)
+    except duckdb.Error as exc:
+        raise StorageError(f"prepay {day}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     e, ok = P.daily_energy(prev, now, c["ct"], c["pt"], c["digits"])
     ok &= meters >= 0
     # tariff rows looked up once per distinct (category, voltage), not per customer
@@ -205,7 +205,7 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
     look = np.array([tariffs.rows([str(cat)], [voltage_level(int(v))], day)[0]
                      for cat, v in zip(pairs["category"], pairs["voltage_v"])], np.int32)
     rows = look[c["pair"].astype(np.int64)] if n else np.zeros(0, np.int32)     # pair: the same order, in SQL
-    ytd = _year_to_date(w, data, c, day, prev)          # annual tiers (年阶梯): the year before the day
+    ytd = _year_to_date(c, cum, start, dict(zip(starts, firsts)), prev)
     charge = P.daily_charge(tariffs, rows, e, calendar.monthrange(day.year, day.month)[1], cum_prev=ytd,
                             kernel=kernel)
     charge = np.where(ok, charge, 0)

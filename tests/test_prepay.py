@@ -240,9 +240,25 @@ def test_year_to_date_starts_from_the_latest_bill_of_the_year(fleet, tmp_path):
     day = dt.date(2026, 7, 1)
     with prepay._open(d) as w:
         c = prepay._customers(w, day)
+        cum, start = prepay._year_start(w, d, c["customer_id"].astype("int64"), day)
         now, _ = prepay._readings(w, d, c["meter_id"].astype("int64"), day)
-        ytd = prepay._year_to_date(w, d, c, day, now)
+        ytd = prepay._year_to_date(c, cum, start, {}, now)
+    assert set(start.tolist()) == {day}                              # the June bill's period ends today
     june = {x["customer_id"]: x["cum_after_kwh_x100"] for x in bills.read_bills(d, "2026-06").to_pylist()}
     got = dict(zip(c["customer_id"].tolist(), ytd.tolist()))
     assert any(june.get(k, 0) > 0 for k in got)
     assert got == {k: june.get(k, 0) for k in got}
+
+
+def test_a_broken_earlier_bill_is_one_line_and_nothing_is_deducted(fleet, tmp_path):
+    """The year-to-date reads the year's earlier bills: a corrupt one stops the day before any write."""
+    d = _copy(fleet, tmp_path)
+    bad = d / "bills" / "period=2026-05" / "bills.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not parquet")
+    r = subprocess.run([sys.executable, "-m", "cli", "prepay", "run", "--date", "2026-06-10", "--data", str(d)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.count("\n") <= 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: prepay 2026-06-10: reading ") and "period=2026-05" in r.stderr
+    assert _count(d, "SELECT count(*) FROM ledger_entries WHERE kind = 'prepay_charge'")[0] == 0
+    assert _count(d, "SELECT count(*) FROM prepay_runs")[0] == 0
