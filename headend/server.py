@@ -288,7 +288,14 @@ class HeadEnd:
         if self.config.metrics_port is not None:
             self.metrics_port = m.start(self.config.metrics_port, "127.0.0.1")
         for d in self.config.dial_out:
-            self._spawn(self._dial(d))
+            if self.known_terminal(d.address.upper()):
+                self._spawn(self._dial(d))
+            else:
+                # the archive says which terminals are ours, whoever dials whom: a dial-out address it
+                # lacks is refused as its dial-in login would be (never dialled, never online)
+                self.metrics.refused["illegal device"] += 1
+                event(log, "dial-out refused", address=d.address, host=d.host, port=d.port,
+                      reason="not in the archive")
         await self._start_transports()
         event(log, "started", host=self.config.listen_host, port=self.port, metrics_port=self.metrics_port,
               terminals=len(self._terminals) if not callable(self._terminals) else None,

@@ -293,7 +293,7 @@ class Terminal(asyncio.Protocol):
             return self.close("logout")
         if self.address is None or self.address != address or self.login_utc is None:
             # a login (or a heartbeat from a terminal that was online before the head-end restarted)
-            if not he.known_terminal(address) and not (self.dial is not None and self.dial.address == address):
+            if not he.known_terminal(address):        # dial-in or dial-out alike: the archive decides
                 he.metrics.refused["illegal device"] += 1
                 event(log, "login refused", address=address, peer=self.peer, reason="not in the archive")
                 self.send_link(S.AcceptLink(ev, 2))

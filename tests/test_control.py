@@ -33,6 +33,9 @@ PEER698 = "201605190907"
 
 def make_fleet(d, terminals=3, meters=4):
     sim_model.write_standalone_archive(d, terminals, meters, 5, dt.date(2026, 6, 1))
+    # the dlt698 peer terminal is dialled out to: the archive must know it (a dial-out is no exception)
+    with open(d / "archive-files" / "concentrators.csv", "a") as f:
+        f.write(f"{terminals + 1},{PEER698},698,4g,\n")
     with Archive(d / "archive.duckdb") as a:
         a.import_files(sorted((d / "archive-files").glob("*.csv")))
         return a.meter_routes().to_pylist()

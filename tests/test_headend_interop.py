@@ -13,6 +13,7 @@ from headend.config import Config, DialOut
 from headend.server import HeadEnd
 from protocols.dlt698 import apdu as A
 from protocols.dlt698.axdr import Data, DateTimeS
+from protocols.errors import TransportError
 from storage import wal
 
 n = pytest.importorskip("dlt698._native")
@@ -46,7 +47,7 @@ def test_dlt698_terminal_collected_in_dial_out_mode(tmp_path, peer_terminal):
         cfg = Config(listen_port=0, data_dir=str(tmp_path), request_timeout_s=5.0,
                      dial_out=(DialOut("127.0.0.1", peer_terminal.local_port, ADDRESS),))
         with wal.IngestWriter(tmp_path / "lake", [1]) as w:
-            he = HeadEnd(cfg, terminals=set(), meter_of_tsa={}, writer=w)
+            he = HeadEnd(cfg, terminals={ADDRESS}, meter_of_tsa={}, writer=w)
             await he.start()
             try:
                 t = await he.wait_online(ADDRESS, timeout_s=10)
@@ -69,7 +70,7 @@ def test_dial_out_reconnects_after_the_terminal_restarts(tmp_path, peer_terminal
         cfg = Config(listen_port=0, data_dir=str(tmp_path), request_timeout_s=5.0,
                      dial_out=(DialOut("127.0.0.1", port, ADDRESS, reconnect_s=0.3),))
         with wal.IngestWriter(tmp_path / "lake", [1]) as w:
-            he = HeadEnd(cfg, terminals=set(), meter_of_tsa={}, writer=w)
+            he = HeadEnd(cfg, terminals={ADDRESS}, meter_of_tsa={}, writer=w)
             await he.start()
             try:
                 first = await he.wait_online(ADDRESS, timeout_s=10)
@@ -87,3 +88,23 @@ def test_dial_out_reconnects_after_the_terminal_restarts(tmp_path, peer_terminal
         assert clock.result.value() == CLOCK
         assert he.metrics.frames_in["CONNECT-Response"] == 2
     asyncio.run(asyncio.wait_for(main(), 40))
+
+
+def test_dial_out_to_a_terminal_not_in_the_archive_is_refused(tmp_path, peer_terminal):
+    """A [[dial_out]] address the archive lacks is refused as its dial-in login would be: never dialled,
+    never online, counted as an illegal device (issue 19, item 3)."""
+    async def main():
+        cfg = Config(listen_port=0, data_dir=str(tmp_path), request_timeout_s=5.0,
+                     dial_out=(DialOut("127.0.0.1", peer_terminal.local_port, ADDRESS, reconnect_s=0.2),))
+        with wal.IngestWriter(tmp_path / "lake", [1]) as w:
+            he = HeadEnd(cfg, terminals={"000000000001"}, meter_of_tsa={}, writer=w)
+            await he.start()
+            try:
+                with pytest.raises(TransportError):
+                    await he.wait_online(ADDRESS, timeout_s=1.5)
+                assert he.sessions.get(ADDRESS) is None and not he._conns
+            finally:
+                await he.stop()
+        assert he.metrics.refused["illegal device"] == 1
+        assert he.metrics.frames_in["CONNECT-Response"] == 0
+    asyncio.run(asyncio.wait_for(main(), 30))
