@@ -231,6 +231,7 @@ class HeadEnd:
         self.metrics_port: int | None = None
         self.paused = False
         self.stopping = False
+        self.hurry = asyncio.Event()      # set by a second stop signal: stop() shortens its waits
         self._conns: set = set()
         self._tasks: set = set()
         self._online_waiters: dict = {}
@@ -328,7 +329,7 @@ class HeadEnd:
         # cancel what is left (dial-outs, associations; a report cut short is simply not acknowledged)
         reports = [t for t in self._tasks if not t.done() and t.get_name().startswith("report")]
         if reports:
-            await asyncio.wait(reports, timeout=5)
+            await self._wait_unless_hurried(reports, 5)
         for task in list(self._tasks):
             task.cancel()
         pending = [t for t in self._tasks if not t.done()]
@@ -348,6 +349,22 @@ class HeadEnd:
             else:
                 await self.loop.run_in_executor(None, self._writer.flush)
         event(log, "stopped", readings=self.metrics.readings)
+
+    async def _wait_unless_hurried(self, tasks, timeout_s: float) -> None:
+        """Wait until ``tasks`` are done, ``timeout_s`` at most, less if :attr:`hurry` is set meanwhile (a
+        second SIGINT / SIGTERM during a graceful stop): it shortens waits, never the ingest's flush."""
+        pending = {t for t in tasks if not t.done()}
+        end = self.loop.time() + timeout_s
+        h = self.loop.create_task(self.hurry.wait())
+        try:
+            while pending and not self.hurry.is_set():
+                left = end - self.loop.time()
+                if left <= 0:
+                    break
+                done, _ = await asyncio.wait(pending | {h}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                pending -= done
+        finally:
+            h.cancel()
 
     def _spawn(self, coro, name: str | None = None) -> asyncio.Task:
         task = self.loop.create_task(coro, name=name)
@@ -553,14 +570,28 @@ async def serve(config: Config, *, on_ready=None, schedule=None) -> HeadEnd:
 
     ``schedule``: a ``headend.collect.Schedule`` (the ``[collect]`` table) runs the collection scheduler
     and the nightly lake compaction in this process, from ``on_ready`` on; on stop it is given a second
-    to finish its step, then cancelled (collection resumes from the lake and its state on restart)."""
+    to finish its step, then cancelled (collection resumes from the lake and its state on restart).
+    A second signal during the stop shortens those waits (the scheduler's second, the reports' fsync)
+    but the ingest is flushed into the lake all the same."""
     import signal
     he = HeadEnd(config)
     await he.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig) -> None:
+        # the first signal asks for a graceful stop; a later one (an impatient operator, systemd's
+        # second TERM) shortens its waits but never skips the ingest's flush: the handlers stay
+        # installed until the flush is done, so no signal falls through to the default (exit 143)
+        if not stop.is_set():
+            event(log, "stopping", signal=sig.name)
+            stop.set()
+        elif not he.hurry.is_set():
+            event(log, "stop hurried", signal=sig.name, note="waits shortened; the ingest is still flushed")
+            he.hurry.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     col = sched = None
     try:
         if on_ready is not None:
@@ -586,15 +617,23 @@ async def serve(config: Config, *, on_ready=None, schedule=None) -> HeadEnd:
         if sched is not None and sched.done() and not sched.cancelled() and sched.exception() is not None:
             raise sched.exception()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if sched is not None and not sched.done():
-            stop.set()
-            await asyncio.wait([sched], timeout=1.0)
-            if not sched.done():
-                sched.cancel()
-                await asyncio.gather(sched, return_exceptions=True)
-        if col is not None:
-            col.close()
-        await he.stop()
+        try:
+            if sched is not None and not sched.done():
+                stop.set()
+                await he._wait_unless_hurried([sched], 1.0)
+                if not sched.done():
+                    sched.cancel()
+                    await asyncio.gather(sched, return_exceptions=True)
+            if col is not None:
+                col.close()
+            await he.stop()
+            # what else runs beside the head-end (the control API mounted by on_ready) stops here too,
+            # still under the handlers above
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in others:
+                t.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
     return he

@@ -91,3 +91,55 @@ def test_serve_bad_config_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cli", "serve", "--data", str(tmp_path / "none"), "--port", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "no archive" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_second_sigterm_during_the_stop_does_not_skip_the_flush(data_dir, tmp_path):
+    """Issue 19 item 6: the first SIGTERM starts the graceful stop; a second one while it waits (here for
+    the collection scheduler, stuck on a terminal that never answers) shortens the wait but the ingest is
+    still flushed: exit 0, the acknowledged report's reading is in the lake without a WAL replay."""
+    import datetime as dt
+    import shutil
+    d, routes = data_dir
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(d / "archive.duckdb", data / "archive.duckdb")
+    term = next(r for r in routes if r["terminal_address"] and r["terminal_protocol"] == "698")
+    cfg = tmp_path / "headend.toml"
+    first = (dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date() - dt.timedelta(days=1)).isoformat()
+    cfg.write_text(f'listen_port = 0\ndata_dir = "{data}"\nrequest_timeout_s = 60\nrequest_retries = 0\n'
+                   f'[collect]\nfirst_day = {first}\nwait_online = "1s"\ncompact = false\n')
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--config", str(cfg), "--no-api"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        sock = socket.create_connection(("127.0.0.1", ready["port"]), timeout=30)
+        sa = ServerAddress(term["terminal_address"])
+        sock.sendall(Frame(sa, 0x10, 0x81, A.LinkRequest(1, 0, 60, (2024, 6, 1, 6, 0, 0, 0, 0)).to_bytes()).to_bytes())
+        framer = Framer()
+        assert _recv_apdu(sock, framer).outcome == 0
+        t = Data(28, DateTimeS(2024, 6, 1, 0, 0, 0))
+        row = (Data(85, A.tsa(term["comm_address"])), t, t, t,
+               Data(1, (t, Data(1, (Data(6, 777),)), Data(0, None), Data(0, None), Data(0, None))))
+        note = A.ReportNotificationRecordList(3, (A.ResultRecord(P.OAD_TASK_RECORDS, P.DAILY_RCSD, (row,)),))
+        sock.sendall(Frame(sa, 0x10, 0x83, note.to_bytes()).to_bytes())
+        assert _recv_apdu(sock, framer).piid == 3                     # acknowledged: durable in the WAL
+        req = _recv_apdu(sock, framer)                                 # the scheduler's GET-Record: never answered
+        assert isinstance(req, A.GetRequestRecord)
+        proc.send_signal(signal.SIGTERM)
+        for line in proc.stderr:                                       # the stop has begun ...
+            if json.loads(line)["event"] == "stopping":
+                break
+        proc.send_signal(signal.SIGTERM)                               # ... and is hurried
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert json.loads(out.splitlines()[-1])["stopped"] is True
+        events = [json.loads(line)["event"] for line in err.splitlines()]
+        assert "stop hurried" in events and events[-1] == "stopped"
+        sock.close()
+        import duckdb
+        got = duckdb.sql(f"SELECT value FROM read_parquet('{data}/lake/readings/**/*.parquet')").fetchall()
+        assert got == [(777,)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
