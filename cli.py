@@ -155,8 +155,18 @@ class _Incomplete(GridheadError):
 
 # --- frame encode 645 ... -----------------------------------------------------------------------
 @frame.group("encode")
-def frame_encode():
+@click.option("--meter-tz", default="+08:00", show_default=True, envvar="GRIDHEAD_METER_TZ",
+              help="The meters' time zone (the head-end's meter_tz; China Standard Time): a time given "
+                   "with an offset, and the default now, are put on the meters' clock in it — never the "
+                   "host's zone.")
+@click.pass_context
+def frame_encode(ctx, meter_tz):
     """Build a frame from intent and print it as hex."""
+    from headend.terminal import meter_tz as _tz
+    try:
+        ctx.meta["meter_tz"] = _tz(meter_tz)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--meter-tz") from None
 
 
 @frame_encode.group("698")
@@ -271,10 +281,15 @@ def _di(value: str) -> int:
 
 
 def _when(value: str | None, default_now: bool = True) -> _dt.datetime:
+    """A time for a meter, on the meters' clock (``--meter-tz``): now by default, an ISO 8601 time with an
+    offset converted, one without taken as meter time (headend.terminal's clock, as the head-end's)."""
+    from headend.terminal import local_now, meter_time
+    ctx = click.get_current_context(silent=True)
+    tz = ctx.meta.get("meter_tz") if ctx is not None else None
     if value is None:
-        return _dt.datetime.now().replace(microsecond=0)
+        return local_now(tz).replace(microsecond=0)
     try:
-        return _dt.datetime.fromisoformat(value)
+        return meter_time(_dt.datetime.fromisoformat(value), tz)
     except ValueError:
         raise LocalProtocolError(f"time {value!r} is not ISO 8601 (e.g. 2026-11-22T10:30:00)") from None
 
@@ -411,7 +426,7 @@ def enc_event_reset(ctx, address, event_di, password, operator):
 
 @encode645.command("time-sync")
 @click.option("--address", "-a", default="999999999999", show_default=True)
-@click.option("--time", "when", help="ISO 8601 local time; default now.")
+@click.option("--time", "when", help="ISO 8601, the meters' local time (or with an offset); default now.")
 @click.pass_context
 def enc_time_sync(ctx, address, when):
     """Broadcast time sync (08H)."""

@@ -28,11 +28,16 @@ has no data for are gaps.
 Back-fill (:meth:`Collector.backfill`): the gaps are read from the lake (expected meter-days from the
 archive minus the stored daily readings, after the ingest is flushed into the lake) and re-requested per
 meter — ``PROXY-Request-GetRecord`` of ``50040200`` for a 698 meter, ``PROXY-Request-TransCommand``
-carrying DL/T 645 reads of 上 n 次日冻结 for a 645 meter — each meter-day at most ``backfill_retries``
+carrying DL/T 645 reads of 上 n 次日冻结 for a 645 meter, one per item of the task (:func:`items_645`:
+forward, reverse, combined reactive 1 and 2 — every register the task requires, as the first pass
+brings them) — each meter-day at most ``backfill_retries``
 times, attempt k after ``backfill_delay_s × 2^k × (1 + jitter)`` (jitter from the seed, the meter and
 the day, so a fleet's retries spread out and a run is reproducible).  Readings obtained this way carry
 ``schema.Q_BACKFILLED``.  Attempts are logged in the collection state, so the bound holds across a
 restart; what is still missing after the last retry stays a gap (and shows in the success rate).
+A meter-day counts as collected only when every register the task requires (:func:`required_registers`)
+that the meter keeps is stored — a meter-day with its forward energy but without the reactive energy
+its meter delivers on other days is a gap, re-read whole.
 
 Scheduling (:meth:`Collector.run`, :func:`due_at`): every enabled task is due at its time — the daily
 freeze of D at D 00:00 + offset; the monthly settlement reading (月冻结, 结算日 the 1st) on the 1st at
@@ -40,7 +45,8 @@ freeze of D at D 00:00 + offset; the monthly settlement reading (月冻结, 结�
 at D+1 00:00 + offset.  A 698 meter's curve is one PROXY GetRecord of ``50020200`` over [D, D+1) stepping
 the period (:func:`proxy_curve_request`), its events one of each event object (``30110200`` 掉电...) over
 事件发生时间 in [D, D+1) (:func:`proxy_event_request`) into the events table; a 645 meter's settlement
-reading is 上 n 结算日 ``0001FF0n`` through TransCommand on its port (:func:`proxy_645_month_request`);
+reading is 上 n 结算日 ``0001FF0n`` (and the other blocks of its objects, ``0002FF0n``... ``0101FF0n``)
+through TransCommand on its port (:func:`proxy_645_month_request`);
 its curves and events are not in the profile.  Back-fill and the success rate count daily meter-days
 monthly settlement readings (every meter installed at the settlement day's 00:00, the lake's
 ``monthly`` kind) and 698 meters' whole load curves (every interval end of the day in the ``interval``
@@ -342,14 +348,34 @@ def months_back_645(day: _dt.date, today: _dt.date) -> int:
     return (today.year - day.year) * 12 + today.month - day.month + 1
 
 
+def items_645(task: "Task") -> tuple[int, ...]:
+    """The DL/T 645 items (DI0 = 01) a 645 meter is read for to give ``task``'s objects: 上1次日冻结
+    items of a daily task, 上1结算日 blocks of a monthly one (profile.DAILY_645 / MONTH_645); an object
+    without a 645 twin is not read from a 645 meter."""
+    table = P.MONTH_645 if task.type == "monthly" else P.DAILY_645
+    return tuple(dict.fromkeys(table[o] for o in task.items if o in table))
+
+
+def required_registers(task: "Task") -> tuple[int, ...]:
+    """The lake registers a meter-day of ``task`` needs to count as collected (storage.collection): the
+    total of each of its objects that both protocols carry (forward / reverse active, combined reactive
+    1 / 2, a monthly task's maximum demand); a load curve's, its forward active energy."""
+    if task.type == "curve":
+        return (schema.REGISTER_CODES["ae_fwd"],)
+    table = P.MONTH_645 if task.type == "monthly" else P.DAILY_645
+    return tuple(dict.fromkeys(P.REGISTER_MAP[o][0] for o in task.items if o in table)) or \
+        (schema.REGISTER_CODES["ae_fwd"],)
+
+
 def proxy_645_month_request(comm_address: str, day: _dt.date, today: _dt.date, port: int = P.PORT_RS485_1,
-                            timeout_s: int = 5):
-    """A 645 meter's settlement-day forward active energy (上 n 结算日 0001FF0n); None beyond 12."""
+                            timeout_s: int = 5, items=(P.DI645_MONTH_FWD,)):
+    """A 645 meter's settlement-day blocks (上 n 结算日, DI0 = n) of ``items`` (default the forward active
+    energy 0001FF0n), one TransCommand each; None beyond 12."""
     n = months_back_645(day, today)
     if not 1 <= n <= 12:
         return None
-    return A.ProxyTransCommandRequest(1, port, COMDCB_645, timeout_s, 100,
-                                      ReadRequest(comm_address, (P.DI645_MONTH_FWD & ~0xFF) | n).to_bytes())
+    return tuple(A.ProxyTransCommandRequest(1, port, COMDCB_645, timeout_s, 100,
+                                            ReadRequest(comm_address, (di & ~0xFF) | n).to_bytes()) for di in items)
 
 
 def days_back_645(day: _dt.date, today: _dt.date) -> int:
@@ -370,15 +396,16 @@ def port_of(port_oad) -> int:
 
 
 def proxy_645_requests(comm_address: str, day: _dt.date, today: _dt.date, port: int = P.PORT_RS485_1,
-                       timeout_s: int = 5) -> tuple | None:
-    """(c) a 645 meter behind the concentrator: TransCommand reads of the freeze time and the forward
-    active energy of 上 n 次日冻结; None when ``day`` is older than the meter keeps (62 freezes)."""
+                       timeout_s: int = 5, items=(P.DI645_DAILY_FWD,)) -> tuple | None:
+    """(c) a 645 meter behind the concentrator: TransCommand reads of the freeze time and of ``items``
+    (:func:`items_645` of the task; default the forward active energy) of 上 n 次日冻结; None when
+    ``day`` is older than the meter keeps (62 freezes)."""
     n = days_back_645(day, today)
     if not 1 <= n <= P.MAX_DAYS_BACK_645:
         return None
     return tuple(A.ProxyTransCommandRequest(1, port, COMDCB_645, timeout_s, 100,
                                             ReadRequest(comm_address, (di & ~0xFF) | n).to_bytes())
-                 for di in (P.DI645_DAILY_TIME, P.DI645_DAILY_FWD))
+                 for di in (P.DI645_DAILY_TIME, *items))
 
 
 # --- answers -> lake batches -------------------------------------------------------------------------------
@@ -407,15 +434,17 @@ def _answer_645(rsp) -> tuple | None:
     return None
 
 
-def batch_645(meter_id: int, day: _dt.date, time_rsp, fwd_rsp, **kw) -> records.Batch:
-    """The two TransCommand answers of :func:`proxy_645_requests` → a batch (missing if the freeze
-    time is absent or not ``day`` 00:00: a meter that has no freeze of that day answers another one)."""
-    t, f = _answer_645(time_rsp), _answer_645(fwd_rsp)
+def batch_645(meter_id: int, day: _dt.date, time_rsp, *value_rsps, **kw) -> records.Batch:
+    """The TransCommand answers of :func:`proxy_645_requests` (the freeze time, then the items) → a
+    batch of the items the meter answered (missing if the freeze time is absent or not ``day`` 00:00: a
+    meter that has no freeze of that day answers another one; or if it answered none of the items)."""
+    t = _answer_645(time_rsp)
+    got = [a for a in map(_answer_645, value_rsps) if a is not None]
     ts = _epoch_645(t[1][0]) if t and t[1] else None
     want = records.local_to_epoch(day.year, day.month, day.day)
-    if f is None or ts != want:
+    if not got or ts != want:
         return records.Batch(records.answers645_to_batch((), **kw).columns, ((meter_id, records.R_NO_DATA),), ())
-    return records.answers645_to_batch([(meter_id, f[0], f[1], ts)], **kw)
+    return records.answers645_to_batch([(meter_id, di, raws, ts) for di, raws in got], **kw)
 
 
 def _only_day(batch: records.Batch, day: _dt.date) -> records.Batch:
@@ -613,27 +642,31 @@ class Collector:
         timeout = max(1, int(task.timeout_s))
         if proto == "645":
             # profile (c), forwarded on the port the archive puts the meter on (RS-485 1, carrier...)
+            # every item the task requires, one forwarded read each (a first pass and a back-fill alike):
+            # a meter silent to the first read is not asked the rest; one that answered it is, and what it
+            # answers is kept (an item still missing leaves the meter-day a gap, re-read whole)
             if task.type == "daily":
-                reqs = proxy_645_requests(comm, day, today, port, timeout)
-                if reqs is None:
-                    return m, C.NO_DATA, None
-                t_rsp = await self._request(address, reqs[0], task.timeout_s)
-                f_rsp = await self._request(address, reqs[1], task.timeout_s) if t_rsp is not None else None
-                if f_rsp is None:
-                    return m, C.NO_ANSWER, None
-                batch = batch_645(m, day, t_rsp, f_rsp, **kw)
+                reqs = proxy_645_requests(comm, day, today, port, timeout, items_645(task))
             elif task.type == "monthly":
-                req = proxy_645_month_request(comm, day, today, port, timeout)
-                if req is None:
-                    return m, C.NO_DATA, None
-                rsp = await self._request(address, req, task.timeout_s)
-                if rsp is None:
-                    return m, C.NO_ANSWER, None
-                got = _answer_645(rsp)
-                ts = records.local_to_epoch(day.year, day.month, day.day)
-                batch = records.answers645_to_batch([(m, got[0], got[1], ts)], **kw) if got else None
+                reqs = proxy_645_month_request(comm, day, today, port, timeout, items_645(task))
             else:
                 return m, C.NO_DATA, None     # a 645 load curve (06xxxxxx) is not in the profile
+            if reqs is None:
+                return m, C.NO_DATA, None
+            rsps = []
+            for req in reqs:
+                rsp = await self._request(address, req, task.timeout_s)
+                if rsp is None and not rsps:
+                    return m, C.NO_ANSWER, None
+                rsps.append(rsp)
+            if task.type == "daily":
+                batch = batch_645(m, day, *rsps, **kw)
+            else:
+                got = [a for a in map(_answer_645, rsps) if a is not None]
+                ts = records.local_to_epoch(day.year, day.month, day.day)
+                batch = records.answers645_to_batch([(m, di, raws, ts) for di, raws in got], **kw) if got else None
+            if None in rsps:
+                return m, C.NO_ANSWER, batch
         else:
             req = (proxy_curve_request(A.tsa(comm), task, day) if task.type == "curve"
                    else proxy_record_request(A.tsa(comm), task, day))
@@ -719,7 +752,8 @@ class Collector:
         rounds = requested = 0
         while True:
             await self.publish()
-            gaps = self.state.gaps(days, task.name, task.kind, task.period_s).to_pydict()
+            gaps = self.state.gaps(days, task.name, task.kind, task.period_s,
+                                   registers=required_registers(task)).to_pydict()
             now = self.clock()
             due: dict[tuple, list] = {}
             next_at = None
@@ -748,11 +782,12 @@ class Collector:
             await asyncio.sleep(max(0.0, next_at - self.clock()))
         for d in days:
             self.state.record_run(task.name + self.run_suffix, d, "backfill", t_start, self.clock(), requested, 0)
-        rate = self.state.success(days, "day", task.kind, task.period_s).to_pydict()
+        rate = self.state.success(days, "day", task.kind, task.period_s, registers=required_registers(task)).to_pydict()
         if rate["expected"]:
             self._gauge("collection_success", task, float(sum(rate["collected"])) / max(1, sum(rate["expected"])))
         return {"task": task.name, "rounds": rounds, "requested": requested,
-                "open_gaps": self.state.gaps(days, task.name, task.kind, task.period_s).num_rows}
+                "open_gaps": self.state.gaps(days, task.name, task.kind, task.period_s,
+                                             registers=required_registers(task)).num_rows}
 
     async def backfill_events(self, task: Task | str, days) -> dict:
         """Back-fill (补采) of event reads, one round: a meter-day of ``days`` whose event read failed (no
@@ -813,16 +848,18 @@ class Collector:
             return out
         if task.type != "daily":
             out["stored"] = sum(r["stored_readings"] for r in runs)
-        out["before"] = self.summary(days, task.kind, task.period_s)
+        regs = required_registers(task)
+        out["before"] = self.summary(days, task.kind, task.period_s, regs)
         if backfill and task.backfill_retries and days:
             out["backfill"] = await self.backfill(task, days, max_wait_s=max_wait_s)
-            out["after"] = self.summary(days, task.kind, task.period_s)
+            out["after"] = self.summary(days, task.kind, task.period_s, regs)
         return out
 
-    def summary(self, days, kind: str = schema.DAILY, step_s: int | None = None) -> dict:
+    def summary(self, days, kind: str = schema.DAILY, step_s: int | None = None, registers=None) -> dict:
         """Totals of ``days`` of ``kind`` (daily meter-days, monthly settlement readings, or whole load
-        curves of ``step_s``): expected, collected, first pass, back-filled, success percentages."""
-        r = self.state.success(days, "day", kind, step_s).to_pydict()
+        curves of ``step_s``): expected, collected (every one of ``registers`` the meter keeps stored,
+        storage.collection), first pass, back-filled, success percentages."""
+        r = self.state.success(days, "day", kind, step_s, registers=registers).to_pydict()
         exp, col, first = sum(r["expected"]), sum(r["collected"]), sum(r["first_pass"])
         return {"expected": exp, "collected": col, "first_pass": first, "backfilled": sum(r["backfilled"]),
                 "missing": exp - col, "success_first_pct": round(100 * first / exp, 2) if exp else None,
@@ -846,7 +883,7 @@ class Collector:
                 if d in done or d > today:
                     continue
                 t0 = self.clock()
-                r = await bus.collect_day(d, today)
+                r = await bus.collect_day(d, today, task=task)
                 self.counts["stored"] += r["stored_readings"]
                 self.state.record_run(name, d, "collect", t0, self.clock(), r["meters"], r["stored_readings"])
                 out.append(r)
@@ -876,7 +913,7 @@ class Collector:
             ids = {a: i for a, i in ids.items() if i is not None}
             if not wanted or not ids:
                 continue
-            have = self.state.stored(wanted, ids.values())
+            have = self.state.stored(wanted, ids.values(), registers=required_registers(task))
             tried = self.state.history(name, wanted)
             count = {k: len(h) for k, h in tried.items()}
             last = {k: h[-1][0] for k, h in tried.items()}
@@ -890,7 +927,8 @@ class Collector:
                         continue
                     if now < last.get(key, finished[d]) + backoff_s(task, n, mid, d, self.seed):
                         continue
-                    outcome, batch = await bus.read_day(meters[address], d, today, quality=schema.Q_BACKFILLED)
+                    outcome, batch = await bus.read_day(meters[address], d, today, quality=schema.Q_BACKFILLED,
+                                                        task=task)
                     done.append((d, mid, outcome))
                     if batch is not None and len(batch):
                         got.append(batch)

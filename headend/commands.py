@@ -51,8 +51,7 @@ from protocols.errors import GridheadError, TransportError
 
 from . import profile as P
 from .collect import port_of
-
-_LOCAL = _dt.timezone(_dt.timedelta(hours=8))      # meters and terminals keep China Standard Time
+from .terminal import local_now as _meter_now
 OAD_RELAY_STATE = 0x80000300     # 继电器输出状态
 OAD_COMMAND_STATE = 0x80000500   # 命令状态
 OAD_PROTECT_STATE = 0x80010200   # 保电状态
@@ -182,8 +181,10 @@ def registers_of(target: Target, names) -> list:
     return out
 
 
-def local_now() -> _dt.datetime:
-    return _dt.datetime.now(_LOCAL).replace(tzinfo=None)
+def local_now(he=None) -> _dt.datetime:
+    """Now on the meters' clocks (the head-end's ``meter_tz``, China Standard Time): headend.terminal's
+    clock, the one every meter time is made by."""
+    return he.meter_now() if he is not None and hasattr(he, "meter_now") else _meter_now()
 
 
 def dts(t: _dt.datetime) -> Data:
@@ -365,7 +366,7 @@ class Commands:
 
     # relay ----------------------------------------------------------------------------------------------
     async def _act645(self, target: Target, command: RemoteCommand) -> None:
-        until = local_now() + _dt.timedelta(minutes=self.cfg.valid_minutes_645)
+        until = local_now(self.he) + _dt.timedelta(minutes=self.cfg.valid_minutes_645)
         msg = RemoteControlRequest.build(target.address, command, until, self.cfg.password_645,
                                          self.cfg.operator_645)
         _check645(await self.link(target).exchange(msg), f"remote control {command.name.lower()}")
@@ -431,14 +432,14 @@ class Commands:
     async def timesync(self, target: Target, min_skew_s: float = 0.0) -> dict:
         """对时: read the clock, set it when off by more than ``min_skew_s``, read it again."""
         before = await self.clock(target)
-        now = local_now()
+        now = local_now(self.he)
         skew = None if before is None else round((before - now).total_seconds(), 3)
         out = {"clock_before": before and before.isoformat(), "skew_before_s": skew, "set": False}
         if skew is not None and abs(skew) <= min_skew_s:
             out.update(readback={"clock": out["clock_before"], "skew_s": skew}, confirmed=True)
             return out
         link = self.link(target)
-        now = local_now()
+        now = local_now(self.he)
         if target.protocol == "698":
             dar = await link.set(P.OAD_DATETIME, dts(now))
             if dar != 0:
@@ -454,7 +455,7 @@ class Commands:
                 milliseconds=500)).time().replace(microsecond=0)], pw, op)), "write time")
         out["set"] = True
         after = await self.clock(target)
-        skew_after = None if after is None else round((after - local_now()).total_seconds(), 3)
+        skew_after = None if after is None else round((after - local_now(self.he)).total_seconds(), 3)
         out["readback"] = {"clock": after and after.isoformat(), "skew_s": skew_after}
         out["confirmed"] = skew_after is not None and abs(skew_after) <= self.cfg.timesync_tolerance_s
         return out

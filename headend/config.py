@@ -20,11 +20,14 @@ Example (every key optional)::
     max_frames_per_s = 200           # more frames than this in one second is a flood
     shard_index = 0                  # scale-out (headend.shard): this process owns the terminals whose
     shard_count = 1                  #   address hashes to shard_index of shard_count; others are refused
+    meter_tz = "+08:00"              # the meters' and terminals' clocks (China Standard Time): every time
+                                     #   sent to them (对时, LINK answers, 645 remote control's expiry) is
+                                     #   now in this zone, never the host's; "+HH:MM" or e.g. "Asia/Shanghai"
 
     [[dial_out]]                     # terminals in server mode: the head-end connects to them
     host = "127.0.0.1"
     port = 9001
-    address = "201605190907"         # its server address (SA)
+    address = "201605190907"         # its server address (SA): must be in the archive, as a dial-in's
     login = true                     # it sends a LINK login first (false: preset association, no LINK)
     associate = true                 # send CONNECT-Request (应用连接) before reading it
 
@@ -163,6 +166,7 @@ class Config:
     serial: tuple = field(default_factory=tuple)
     shard_index: int = 0
     shard_count: int = 1
+    meter_tz: str = "+08:00"
 
     def __post_init__(self) -> None:
         if self.shard_count < 1 or not 0 <= self.shard_index < self.shard_count:
@@ -179,6 +183,11 @@ class Config:
             raise ConfigError("config: request_retries and requests_per_s must be >= 0")
         if not 0 <= self.listen_port <= 65535:
             raise ConfigError(f"config: listen_port {self.listen_port} is not a TCP port")
+        from .terminal import meter_tz
+        try:
+            meter_tz(self.meter_tz)
+        except ValueError as exc:
+            raise ConfigError(f"config: {exc}") from None
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config") -> "Config":

@@ -19,9 +19,10 @@ Daily frozen registers of day D (日冻结, freeze time D 00:00 China Standard T
 (c) **DL/T 645 meters behind the concentrator**: ``PROXY-Request-TransCommandRequest`` on the port
     the archive gives the meter (``meters.port_oad``: :data:`PORT_RS485_1`, or e.g. ``F2090201`` the
     carrier / PLC port; COMDCB 2400 bit/s, even parity, 8 data bits, 1 stop bit, no flow control)
-    carrying a DL/T 645 read of :data:`DI645_DAILY_FWD` with n = (today − D) + 1 (上 n 次日冻结,
-    DI0 = n, 1..62: 上1次 is the most recent freeze, today's 00:00 once it happened — DL/T 645-2007
-    appendix A) and :data:`DI645_DAILY_TIME` for its freeze time.  A port the concentrator lacks
+    carrying DL/T 645 reads of :data:`DI645_DAILY_TIME` (the freeze time) and of the items of the
+    task's objects (:data:`DAILY_645`: forward, reverse, combined reactive 1 and 2) with n = (today − D)
+    + 1 (上 n 次日冻结, DI0 = n, 1..62: 上1次 is the most recent freeze, today's 00:00 once it happened —
+    DL/T 645-2007 appendix A).  A port the concentrator lacks
     answers DAR 6 (对象不存在); a port the meter is not on, DAR 33 (请求超时).
 (d) **pushed by the terminal** after its daily collection: ``REPORT-Notification-RecordList`` with
     OAD ``60120300``, RCSD :data:`DAILY_RCSD` and one row per meter; the head-end stores the rows
@@ -97,12 +98,32 @@ REGISTER_MAP: dict[int, tuple] = {
 DI645_DAILY_TIME = 0x05060001      # 上1次日冻结时间 (DI0 = n for 上 n 次)
 DI645_DAILY_FWD = 0x05060101       # 上1次日冻结正向有功电能数据 [total, tariff 1..4]
 DI645_DAILY_REV = 0x05060201       # 上1次日冻结反向有功电能数据
+DI645_DAILY_RE1 = 0x05060301       # 上1次日冻结组合无功1电能数据
+DI645_DAILY_RE2 = 0x05060401       # 上1次日冻结组合无功2电能数据
 DI645_FWD_ACTIVE = 0x0001FF00      # 当前正向有功电能数据块
+DI645_FWD_TOTAL = 0x00010000       # 当前正向有功总电能 (and 0001 01..04 00 费率1..4: the block's items)
 DI645_MONTH_FWD = 0x0001FF01       # 上1结算日正向有功电能数据块 (DI0 = n for 上 n 结算日)
+DI645_MONTH_REV = 0x0002FF01       # 上1结算日反向有功电能数据块
+DI645_MONTH_RE1 = 0x0003FF01       # 上1结算日组合无功1电能数据块
+DI645_MONTH_RE2 = 0x0004FF01       # 上1结算日组合无功2电能数据块
+DI645_MONTH_MD = 0x0101FF01        # 上1结算日正向有功最大需量及发生时间数据块 (XX.XXXX kW, YYMMDDhhmm)
 REGISTER_MAP_645: dict[int, tuple] = {
     DI645_DAILY_FWD: REGISTER_MAP[OAD_FWD_ACTIVE],
     DI645_DAILY_REV: (R["ae_rev"],),
+    DI645_DAILY_RE1: (R["re_fwd"],),
+    DI645_DAILY_RE2: (R["re_rev"],),
     DI645_FWD_ACTIVE: REGISTER_MAP[OAD_FWD_ACTIVE],
     DI645_MONTH_FWD: REGISTER_MAP[OAD_FWD_ACTIVE],
+    DI645_MONTH_REV: (R["ae_rev"],),
+    DI645_MONTH_RE1: (R["re_fwd"],),
+    DI645_MONTH_RE2: (R["re_rev"],),
+    DI645_MONTH_MD: (R["md_fwd"],),    # the block's first member: the total's demand (0.0001 kW)
 }
+# the DL/T 645 item that carries a task's 698 item (DI0 = n for 上 n 次日冻结 / 上 n 结算日): what a
+# 645 meter is read for when a collection task names the 698 object (headend.collect)
+DAILY_645: dict[int, int] = {OAD_FWD_ACTIVE: DI645_DAILY_FWD, OAD_REV_ACTIVE: DI645_DAILY_REV,
+                             OAD_REACTIVE_1: DI645_DAILY_RE1, OAD_REACTIVE_2: DI645_DAILY_RE2}
+MONTH_645: dict[int, int] = {OAD_FWD_ACTIVE: DI645_MONTH_FWD, OAD_REV_ACTIVE: DI645_MONTH_REV,
+                             OAD_REACTIVE_1: DI645_MONTH_RE1, OAD_REACTIVE_2: DI645_MONTH_RE2,
+                             OAD_FWD_MAX_DEMAND: DI645_MONTH_MD}
 MAX_DAYS_BACK_645 = 62             # a 645 meter keeps 62 daily freezes (上1..上62次)

@@ -232,6 +232,8 @@ class HeadEnd:
         self.paused = False
         self.stopping = False
         self.hurry = asyncio.Event()      # set by a second stop signal: stop() shortens its waits
+        from .terminal import meter_tz
+        self.meter_tz = meter_tz(config.meter_tz)
         self._conns: set = set()
         self._tasks: set = set()
         self._online_waiters: dict = {}
@@ -261,6 +263,11 @@ class HeadEnd:
             from headend.shard import wal_name
             self._writer = IngestWriter(lake_root(self.config.data_dir), known,
                                         wal_name=wal_name(self.config.shard_index, self.config.shard_count))
+
+    def meter_now(self):
+        """Now on the meters' and terminals' clocks (``Config.meter_tz``, China Standard Time): naive."""
+        from .terminal import local_now
+        return local_now(self.meter_tz)
 
     def known_terminal(self, address: str) -> bool:
         t = self._terminals

@@ -36,7 +36,12 @@ _REG_COL = {P.OAD_FWD_ACTIVE: (0, 1, 2, 3, 4), P.OAD_REV_ACTIVE: (5,), P.OAD_REA
             P.OAD_REACTIVE_2: (7,)}
 # 645: DI → register columns of the model (the 645 block carries total + tariffs)
 _DI_COLS = {P.DI645_DAILY_FWD & ~0xFF: (0, 1, 2, 3, 4), P.DI645_DAILY_REV & ~0xFF: (5,),
-            P.DI645_FWD_ACTIVE: (0, 1, 2, 3, 4)}
+            P.DI645_DAILY_RE1 & ~0xFF: (6,), P.DI645_DAILY_RE2 & ~0xFF: (7,),
+            P.DI645_FWD_ACTIVE: (0, 1, 2, 3, 4),
+            P.DI645_MONTH_FWD & ~0xFF: (0, 1, 2, 3, 4), P.DI645_MONTH_REV & ~0xFF: (5,),
+            P.DI645_MONTH_RE1 & ~0xFF: (6,), P.DI645_MONTH_RE2 & ~0xFF: (7,)}
+_DAILY_BASES = {di & ~0xFF for di in (P.DI645_DAILY_TIME, *P.DAILY_645.values())}
+_MONTH_BASES = {di & ~0xFF for di in P.MONTH_645.values()}
 OAD_EVENT_START, OAD_EVENT_END = 0x201E0200, 0x20200200       # 事件发生时间, 事件结束时间
 _EVENT_OIS = {oi for _code, (_n, _zh, oi) in schema.EVENTS.items()}
 _FLEET_TABLE_CELLS = 20_000_000    # meters × days a fleet-wide frozen table may cost (Answerer.frozen)
@@ -415,7 +420,11 @@ class Answerer:
         today = m.day_of(now.date())
         n = di & 0xFF
         base = di & ~0xFF
-        if base in (P.DI645_DAILY_TIME & ~0xFF, P.DI645_DAILY_FWD & ~0xFF, P.DI645_DAILY_REV & ~0xFF):
+        if _DI_COLS.get(base, (0,))[0] >= 6 and not m.reactive[meter]:
+            # a meter without reactive registers (a household's) has no such item: 无请求数据, as a
+            # 698 meter answers NULL in that column
+            return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
+        if base in _DAILY_BASES:
             d = today + 1 - n                    # profile (c): 上1次 = the most recent freeze, today's 00:00
             if not 1 <= n <= P.MAX_DAYS_BACK_645 or d < 0 or not self.sim.meter_has(meter, d):
                 return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
@@ -427,15 +436,21 @@ class Answerer:
         if di == P.DI645_FWD_ACTIVE:
             regs = m.at([meter], today, now.hour * 3600 + now.minute * 60 + now.second)[0]
             return ReadResponse.of(req.address, di, [int(regs[c]) % _645_MOD for c in (0, 1, 2, 3, 4)]).to_bytes()
-        if base == P.DI645_MONTH_FWD & ~0xFF and 1 <= n <= 12:
+        if base in _MONTH_BASES and 1 <= n <= 12:
             first = now.date().replace(day=1)
             for _ in range(n - 1):
                 first = (first - _dt.timedelta(days=1)).replace(day=1)
             d = m.day_of(first)
             if d < 0:
                 return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
+            if base == P.DI645_MONTH_MD & ~0xFF:
+                # 最大需量及发生时间: the month before the settlement day, as the 698 月冻结 answers
+                prev = (first - _dt.timedelta(days=1)).replace(day=1)
+                md, when = m.max_demand_x1e4([meter], m.day_of(prev), d)
+                at = _dt.datetime.combine(m.date(when[0]), _dt.time(19, 0))
+                return ReadResponse.of(req.address, di, [int(md[0]) % 10 ** 6, at]).to_bytes()
             regs = m.frozen([meter], d)[0]
-            return ReadResponse.of(req.address, di, [int(regs[c]) % _645_MOD for c in (0, 1, 2, 3, 4)]).to_bytes()
+            return ReadResponse.of(req.address, di, [int(regs[c]) % _645_MOD for c in _DI_COLS[base]]).to_bytes()
         return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
 
 

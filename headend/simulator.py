@@ -44,9 +44,9 @@ from protocols.errors import ProtocolError
 from . import profile as P
 from .sim_answers import DAR_UNAVAILABLE, DAR_TIMEOUT, Answerer, control_answer, dts_to_datetime
 from .sim_model import Fleet, SimulatorError, unit_hash
+from .terminal import local_now           # the meters' clock (China Standard Time), as the head-end's
 
 C_LINK, C_RESPONSE, C_REPORT = 0x81, 0xC3, 0x83
-_LOCAL = _dt.timezone(_dt.timedelta(hours=8))          # China Standard Time: the terminals' clocks
 
 
 @dataclasses.dataclass
@@ -223,7 +223,7 @@ class Simulator:
     @staticmethod
     def default_start() -> _dt.datetime:
         """Now in China Standard Time, naive (the terminals' local clock)."""
-        return _dt.datetime.now(_LOCAL).replace(tzinfo=None)
+        return local_now()
 
     def now(self) -> _dt.datetime:
         """The simulated local time (no drift)."""

@@ -51,12 +51,40 @@ class RequestTimeout(TransportError):
     """No response within the request's deadline (after its retries)."""
 
 
-def local_now() -> _dt.datetime:
-    """Now as the terminals' naive China Standard Time (DL/T 698.45 date_time carries no zone)."""
-    return _dt.datetime.now(_CST).replace(tzinfo=None)
+# --- meter time: the one clock of every time sent to a meter or terminal --------------------------------
+CST = _dt.timezone(_dt.timedelta(hours=8), "CST")    # China Standard Time (storage.schema.LOCAL_TZ), no DST
 
 
-_CST = _dt.timezone(_dt.timedelta(hours=8))
+def meter_tz(text: str | None = None) -> _dt.tzinfo:
+    """The meters' time zone from the ``meter_tz`` setting: ``"+08:00"`` (a UTC offset) or an IANA name
+    (``"Asia/Shanghai"``); None = China Standard Time.  A bad value raises ValueError naming it."""
+    if text is None or str(text).strip() == "":
+        return CST
+    s = str(text).strip()
+    if s[0] in "+-":
+        try:
+            t = _dt.datetime.strptime(s, "%z") if ":" not in s else _dt.datetime.strptime(s.replace(":", ""), "%z")
+        except ValueError:
+            raise ValueError(f"meter_tz {text!r} is not a UTC offset like +08:00 or a zone like Asia/Shanghai") from None
+        return t.tzinfo
+    import zoneinfo
+    try:
+        return zoneinfo.ZoneInfo(s)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"meter_tz {text!r} is not a UTC offset like +08:00 or a zone like Asia/Shanghai") from None
+
+
+def local_now(tz: _dt.tzinfo | None = None) -> _dt.datetime:
+    """Now on the meters' and terminals' clocks: naive local time of ``tz`` (default China Standard Time),
+    never the host's zone (a server runs on UTC).  DL/T 645 times (08H time sync, 1CH 命令有效截止时间,
+    14H writes of 04000101/02) and DL/T 698.45 date_time carry no zone: every one is made here."""
+    return _dt.datetime.now(tz or CST).replace(tzinfo=None)
+
+
+def meter_time(t: _dt.datetime, tz: _dt.tzinfo | None = None) -> _dt.datetime:
+    """``t`` on the meters' clock: an aware datetime converted to ``tz`` (default CST), a naive one taken
+    as meter time already; naive, as the protocols carry it."""
+    return t if t.tzinfo is None else t.astimezone(tz or CST).replace(tzinfo=None)
 
 
 class TimerWheel:
@@ -187,7 +215,7 @@ class Terminal(asyncio.Protocol):
         n = len(data)
         self.bytes_in += n
         he.metrics.bytes_in += n
-        now = local_now()
+        now = self.he.meter_now()
         self.session.receive_data(data, now)
         self._drain(now, n)
 
@@ -311,7 +339,7 @@ class Terminal(asyncio.Protocol):
         self._reschedule()
 
     def send_link(self, answer: S.AcceptLink) -> None:
-        data = self.session.send(answer, local_now())
+        data = self.session.send(answer, self.he.meter_now())
         self.he.metrics.frames_out["LINK-Response"] += 1
         self._write(data, None)
 
@@ -319,7 +347,7 @@ class Terminal(asyncio.Protocol):
         """Send the REPORT-Response (once the report is durable)."""
         if self.closed:
             return
-        data = self.session.send(S.AcknowledgeReport(report), local_now())
+        data = self.session.send(S.AcknowledgeReport(report), self.he.meter_now())
         self.he.metrics.frames_out["REPORT-Response"] += 1
         self.he.metrics.reports += 1
         self._write(data, None)
@@ -353,7 +381,7 @@ class Terminal(asyncio.Protocol):
                 return self.close("login timeout")
         else:
             if self.heartbeat_s and now >= self.link_mono + self.heartbeat_s * cfg.heartbeat_multiple:
-                self.session.expire(local_now() + _dt.timedelta(milliseconds=50))
+                self.session.expire(self.he.meter_now() + _dt.timedelta(milliseconds=50))
                 return self.close("heartbeat")
             if now >= self.last_frame_mono + cfg.idle_timeout_s:
                 return self.close("idle")
@@ -379,7 +407,7 @@ class Terminal(asyncio.Protocol):
         try:
             sess = self.session
             sess.timeout = _dt.timedelta(seconds=timeout_s)
-            data = sess.send(apdu, local_now(), priority=priority, columnar=columnar)
+            data = sess.send(apdu, self.he.meter_now(), priority=priority, columnar=columnar)
             req = sess.last_request
             fut = he.loop.create_future()
             handle = he.loop.call_later(timeout_s, self._expire_requests)
@@ -408,8 +436,8 @@ class Terminal(asyncio.Protocol):
     def _expire_requests(self) -> None:
         if self.closed:
             return
-        self.session.expire(local_now() + _dt.timedelta(milliseconds=50))
-        now = local_now()
+        self.session.expire(self.he.meter_now() + _dt.timedelta(milliseconds=50))
+        now = self.he.meter_now()
         while True:
             ev = self.session.next_event()
             if ev is S.NEED_DATA:
@@ -430,7 +458,7 @@ class Terminal(asyncio.Protocol):
         if self.paused and not self.closed:
             self.paused = False
             self.transport.resume_reading()
-            self._drain(local_now())          # frames that arrived with the ones that caused the pause
+            self._drain(self.he.meter_now())          # frames that arrived with the ones that caused the pause
 
     def close(self, reason: str) -> None:
         """Close the link (after what was written is flushed) and fail whatever waits on it."""

@@ -16,8 +16,8 @@ is the bus master with the discipline of a real half-duplex line:
   resynchronise and the request ends in an answer or :class:`RequestTimeout`: the port never wedges.
 
 Collection (:meth:`SerialBus.collect_day`): the daily frozen registers of every meter of the port —
-645 ``上 n 次日冻结`` time + forward active energy (the same DIs the concentrator profile (c)
-forwards), 698 GET-Record of ``50040200`` at the freeze time (profile (b)'s request, sent directly) —
+645 ``上 n 次日冻结`` time + the task's items (forward, reverse active, combined reactive 1 and 2: the
+same DIs the concentrator profile (c) forwards), 698 GET-Record of ``50040200`` at the freeze time (profile (b)'s request, sent directly) —
 decoded by :mod:`headend.records` and written through the head-end's durable ingest, into the same
 lake as readings collected over TCP.  Meter ids come from the archive (``he.meter_of_tsa``).
 
@@ -256,12 +256,16 @@ class SerialBus:
         return m.get(A.tsa(address)) if m is not None else None
 
     async def read_day(self, meter, day: _dt.date, today: _dt.date, *, received_utc: int | None = None,
-                       quality: int = schema.Q_ACTUAL):
-        """(outcome, batch or None) of one meter's daily frozen reading of ``day`` (storage.collection outcomes);
-        ``quality`` marks the rows (``schema.Q_BACKFILLED`` when back-filled)."""
+                       quality: int = schema.Q_ACTUAL, task=None):
+        """(outcome, batch or None) of one meter's daily frozen reading of ``day`` (storage.collection outcomes):
+        every item of ``task`` (default the built-in daily-frozen task) — a 645 meter's freeze time, then
+        one read per item (headend.collect.items_645: forward, reverse, combined reactive 1 / 2; an item
+        the meter refuses, e.g. reactive of a household meter, is left out).  ``quality`` marks the rows
+        (``schema.Q_BACKFILLED`` when back-filled)."""
         mid = self._meter_id(meter.address)
         if mid is None:
             return "unknown meter", None
+        task = task or C.DEFAULT_TASKS[0]
         kw = dict(source=schema.SRC_TASK, quality=quality, received_utc=received_utc or int(time.time()))
         try:
             if meter.protocol == "645":
@@ -269,15 +273,20 @@ class SerialBus:
                 if not 1 <= n <= P.MAX_DAYS_BACK_645:
                     return "no data", None
                 t = await self.request645(ReadRequest(meter.address, (P.DI645_DAILY_TIME & ~0xFF) | n))
-                f = await self.request645(ReadRequest(meter.address, (P.DI645_DAILY_FWD & ~0xFF) | n))
-                if not isinstance(t, ReadResponse) or not isinstance(f, ReadResponse):
+                if not isinstance(t, ReadResponse):
                     return "no data", None
                 ts = C._epoch_645(records.raw_values_645(t.values)[0] if t.values else None)
                 if ts != records.local_to_epoch(day.year, day.month, day.day):
                     return "no data", None
-                batch = records.answers645_to_batch([(mid, f.di, records.raw_values_645(f.values), ts)], **kw)
+                got = []
+                for di in C.items_645(task):
+                    f = await self.request645(ReadRequest(meter.address, (di & ~0xFF) | n))
+                    if isinstance(f, ReadResponse):
+                        got.append((mid, f.di, records.raw_values_645(f.values), ts))
+                if not got:
+                    return "no data", None
+                batch = records.answers645_to_batch(got, **kw)
             else:
-                task = C.DEFAULT_TASKS[0]
                 rec = C.proxy_record_request(A.tsa(meter.address), task, day).record
                 rsp = await self.request698(meter.address, A.GetRequestRecord(0, rec))
                 if not isinstance(rsp, A.GetResponseRecord):
@@ -288,12 +297,13 @@ class SerialBus:
             return "no answer", None
         return ("ok" if len(batch) else "no data"), batch
 
-    async def collect_day(self, day: _dt.date, today: _dt.date | None = None) -> dict:
-        """Read ``day``'s frozen registers of every meter on the port and store them (durable on return)."""
+    async def collect_day(self, day: _dt.date, today: _dt.date | None = None, task=None) -> dict:
+        """Read ``day``'s frozen registers (``task``'s items) of every meter on the port and store them
+        (durable on return)."""
         today = today or _dt.datetime.now(schema.LOCAL_TZ).date()
         outcomes, got = {}, []
         for m in self.port.meters:                                  # one at a time: the bus is shared
-            outcome, batch = await self.read_day(m, day, today)
+            outcome, batch = await self.read_day(m, day, today, task=task)
             outcomes[m.address] = outcome
             if batch is not None and len(batch):
                 got.append(batch)

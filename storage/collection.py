@@ -6,9 +6,11 @@ collection stands without having kept anything in memory:
 * the **archive** says which meter-days a collection day expects: every meter behind a concentrator that
   is installed at the day's 00:00 freeze (``point_meters``: installed before the day, removed on or after
   it — the 00:00 reading of the removal day still belongs to the old meter, storage.archive);
-* the **lake** says which of them are stored: a daily frozen (日冻结) ``ae_fwd`` row of the meter in the
-  day's partition; its quality says whether it came on the first pass (0) or by back-fill
-  (``schema.Q_BACKFILLED``, 补采);
+* the **lake** says which of them are stored: daily frozen (日冻结) rows of the meter in the day's
+  partition of every register the task requires (:data:`REQUIRED` by default: forward and reverse
+  active, combined reactive 1 and 2) that the meter keeps — ``ae_fwd`` always, the others as many as
+  it delivers on its best day (a household meter has no reactive registers); their quality says
+  whether they came on the first pass (0) or by back-fill (``schema.Q_BACKFILLED``, 补采);
 * the **state table** ``<lake>/collection/`` says what the head-end did: ``runs/`` one row per task run
   (task, day, phase, when, how many requested and stored) and ``attempts/`` one row per meter re-request
   of back-fill (task, day, meter, when, outcome).  Both are append-only Parquet files written aside,
@@ -75,9 +77,23 @@ LEFT JOIN (SELECT meter_id, min(valid_from) AS installed,
 _DAY_JOIN = """(SELECT d.date, x.* FROM ({days}) d JOIN ({expected}) x
     ON (x.installed IS NULL OR x.installed < d.date) AND (x.removed IS NULL OR d.date <= x.removed))"""
 
-# stored daily frozen totals of those days: one row per (meter, day); quality bits OR-ed over deliveries
-_STORED = """(SELECT meter_id, date, bit_or(quality) AS quality FROM ({daily})
-    WHERE register = {reg} AND date IN (SELECT date FROM ({days})) GROUP BY meter_id, date)"""
+# stored daily frozen readings of those days: one row per (meter, day) that has its forward active total
+# and every other required register ({regs}) the meter keeps — as many of them as on its best day of the
+# scan (a household meter without reactive registers never delivers re_fwd, a 力调 customer's always
+# does); quality bits OR-ed over those rows
+_STORED = """(SELECT meter_id, date, quality FROM (
+    SELECT meter_id, date, quality, n, has_total, max(n) OVER (PARTITION BY meter_id) AS keeps FROM (
+        SELECT meter_id, date, bit_or(quality) AS quality, count(DISTINCT register) AS n,
+               bool_or(register = {reg}) AS has_total
+        FROM ({daily}) WHERE register IN ({regs}) AND date IN (SELECT date FROM ({days}))
+        GROUP BY meter_id, date))
+    WHERE has_total AND n = keeps)"""
+# the registers a meter-day of a kind needs by default: those of the built-in tasks (headend.collect's
+# required_registers of daily-frozen and monthly-settlement; a test keeps them equal)
+_R = schema.REGISTER_CODES
+REQUIRED = {schema.DAILY: (_R["ae_fwd"], _R["ae_rev"], _R["re_fwd"], _R["re_rev"]),
+            schema.MONTHLY: (_R["ae_fwd"], _R["ae_rev"], _R["re_fwd"], _R["re_rev"], _R["md_fwd"]),
+            schema.INTERVAL: (_R["ae_fwd"],)}
 
 # stored load curves (负荷曲线) of those days: a meter-day counts once every interval end of the step
 # (ts_utc on the step's grid in local time) has an ae_fwd row
@@ -146,6 +162,12 @@ def _daily_scan(files_sql: str) -> str:
     # the outer query's "date" column inside a correlated subquery
     return (f"SELECT meter_id, register, quality, CAST(date AS DATE) AS date "
             f"FROM read_parquet({files_sql}, hive_partitioning = true)")
+
+
+def _regs_sql(registers, kind: str) -> str:
+    regs = sorted({int(r) for r in (registers or REQUIRED.get(kind, REQUIRED[schema.DAILY]))}
+                  | {schema.REGISTER_CODES["ae_fwd"]})
+    return ", ".join(map(str, regs))
 
 
 def _days_sql(dates) -> str:
@@ -293,7 +315,8 @@ class CollectionState:
         except duckdb.Error as exc:
             raise StorageError(f"collection query: {_first_line(exc)}") from None
 
-    def _sources(self, dates, kind: str = schema.DAILY, step_s: int | None = None) -> tuple[str, str]:
+    def _sources(self, dates, kind: str = schema.DAILY, step_s: int | None = None,
+                 registers=None) -> tuple[str, str]:
         days = _days_sql(dates)
         e = _DAY_JOIN.format(days=days, expected="SELECT * FROM expected")
         if kind == schema.INTERVAL:
@@ -306,21 +329,24 @@ class CollectionState:
                                      step=int(step_s), n=86400 // int(step_s))
             return e, s
         s = _STORED.format(daily=_scan_files(_daily_files(self.lake_root, dates, kind)), days=days,
-                           reg=schema.REGISTER_CODES["ae_fwd"])
+                           reg=schema.REGISTER_CODES["ae_fwd"], regs=_regs_sql(registers, kind))
         return e, s
 
-    def gaps(self, dates, task: str, kind: str = schema.DAILY, step_s: int | None = None) -> pa.Table:
+    def gaps(self, dates, task: str, kind: str = schema.DAILY, step_s: int | None = None,
+             registers=None) -> pa.Table:
         """Expected meter-days of ``dates`` with no stored reading of ``kind``, with their back-fill attempts.
 
         ``kind``: ``schema.DAILY`` (日冻结, a reading per meter-day) or ``schema.MONTHLY`` (月冻结: the
         settlement reading of each meter installed at the settlement day's 00:00, ``dates`` being the
-        settlement days).  Stored means an ``ae_fwd`` row of the meter in the day's partition of ``kind``;
-        of ``schema.INTERVAL`` (负荷曲线, 698 meters), one at every interval end of the day, ``step_s`` apart.
+        settlement days).  Stored means rows of the meter in the day's partition of ``kind`` of every one
+        of ``registers`` (the task's, :data:`REQUIRED` of the kind by default) the meter keeps — ``ae_fwd``
+        always; of ``schema.INTERVAL`` (负荷曲线, 698 meters), an ``ae_fwd`` row at every interval end of
+        the day, ``step_s`` apart.
 
         Columns: date, meter_id, comm_address, meter_protocol, port_oad, concentrator_id,
         terminal_address, area_id, attempts (back-fill tries of ``task`` so far), last_attempt_utc.
         """
-        e, s = self._sources(dates, kind, step_s)
+        e, s = self._sources(dates, kind, step_s, registers)
         self.db.register("attempts_now", self.attempts())
         try:
             return self._q(f"""
@@ -335,7 +361,8 @@ class CollectionState:
         finally:
             self.db.unregister("attempts_now")
 
-    def success(self, dates, by: str = "day", kind: str = schema.DAILY, step_s: int | None = None) -> pa.Table:
+    def success(self, dates, by: str = "day", kind: str = schema.DAILY, step_s: int | None = None,
+                registers=None) -> pa.Table:
         """Success rate (采集成功率) of ``dates`` per day, or per day and terminal / area.
 
         Columns: the keys, expected, first_pass, backfilled, collected, missing, success_first_pct
@@ -343,18 +370,19 @@ class CollectionState:
         """
         if by not in BY:
             raise StorageError(f"collection: --by {by!r} is not one of {', '.join(BY)}")
-        e, s = self._sources(dates, kind, step_s)
+        e, s = self._sources(dates, kind, step_s, registers)
         return self._q(_rate_sql(by, e, s))
 
-    def stored(self, dates, meter_ids, kind: str = schema.DAILY) -> set[tuple[_dt.date, int]]:
-        """(date, meter) of ``meter_ids`` with a stored ``ae_fwd`` reading of ``kind`` on ``dates`` — for
-        meters outside the expected table (the head-end host's serial meters)."""
+    def stored(self, dates, meter_ids, kind: str = schema.DAILY, registers=None) -> set[tuple[_dt.date, int]]:
+        """(date, meter) of ``meter_ids`` whose reading of ``kind`` on ``dates`` is stored whole (every one
+        of ``registers`` the meter keeps, as :meth:`gaps` counts) — for meters outside the expected table
+        (the head-end host's serial meters)."""
         ids = sorted({int(m) for m in meter_ids})
         if not ids or not dates:
             return set()
-        t = self._q(f"""SELECT DISTINCT date, meter_id FROM ({_scan_files(_daily_files(self.lake_root, dates, kind))})
-                        WHERE register = {schema.REGISTER_CODES['ae_fwd']} AND meter_id IN ({', '.join(map(str, ids))})
-                          AND date IN (SELECT date FROM ({_days_sql(dates)}))""").to_pydict()
+        s = _STORED.format(daily=_scan_files(_daily_files(self.lake_root, dates, kind)), days=_days_sql(dates),
+                           reg=schema.REGISTER_CODES["ae_fwd"], regs=_regs_sql(registers, kind))
+        t = self._q(f"SELECT date, meter_id FROM {s} s WHERE meter_id IN ({', '.join(map(str, ids))})").to_pydict()
         return set(zip(t["date"], t["meter_id"]))
 
     def expected_count(self, dates) -> int:
@@ -377,5 +405,6 @@ def view_statements(data) -> list[str]:
     has = any((root / "readings" / f"kind={schema.DAILY}").glob("date=*/bucket=*/part-*.parquet"))
     daily = _daily_scan(f"'{_sql._q(g)}'") if has else _scan_files([])
     e = _DAY_JOIN.format(days=days, expected=_EXPECTED.format(p="archive."))
-    s = _STORED.format(daily=daily, days=days, reg=schema.REGISTER_CODES["ae_fwd"])
+    s = _STORED.format(daily=daily, days=days, reg=schema.REGISTER_CODES["ae_fwd"],
+                       regs=_regs_sql(None, schema.DAILY))
     return [f"CREATE OR REPLACE VIEW collection AS {_rate_sql('terminal', e, s)}"]

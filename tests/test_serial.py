@@ -268,9 +268,9 @@ def test_scheduler_collects_serial_meters_daily(fleet_dir, tmp_path, pty_pair):
                 calls = []
                 real = r.bus.collect_day
 
-                async def counted(day, today=None):
+                async def counted(day, today=None, task=None):
                     calls.append(day)
-                    return await real(day, today)
+                    return await real(day, today, task=task)
 
                 r.bus.collect_day = counted
                 stop = asyncio.Event()
