@@ -404,6 +404,72 @@ def answers645_to_batch(answers, *, source: int = schema.SRC_TASK, quality: int 
 
 # --- events (事件) -------------------------------------------------------------------------------------------
 EVENT_OF_OI = {oi: code for code, (_name, _zh, oi) in schema.EVENTS.items()}
+TERMINAL_EVENT_OF_OI = {oi: code for code, (_name, _zh, oi) in schema.TERMINAL_EVENTS.items() if oi is not None}
+
+
+def has_meter_column(rcsd) -> bool:
+    """Whether a record's rows name their meter (a ``202A0200`` 目标服务器地址 column)."""
+    return any(o == P.OAD_TARGET_TSA for _i, _j, o in _columns(rcsd))
+
+
+def _render(d, depth: int = 0) -> str:
+    """A cell of a record row, short and readable (the quarantine's detail)."""
+    if d is None:
+        return "?"
+    v = getattr(d, "value", d)
+    if getattr(d, "tag", None) in (_ARRAY, _STRUCTURE) and isinstance(v, tuple):
+        return "[" + ",".join(_render(x, depth + 1) for x in v[:8]) + ("…" if len(v) > 8 else "") + "]"
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex().upper()
+    if getattr(d, "tag", None) in (_DATE_TIME_S, _DATE_TIME):
+        try:
+            return _dt.datetime(*v[:3], *(v[4:7] if d.tag == _DATE_TIME else v[3:6])).isoformat()
+        except (TypeError, ValueError):
+            return str(v)
+    return "null" if v is None else str(v)
+
+
+def terminal_event_columns(address: str, record_oad: int, rcsd, rows, *, received_utc: int,
+                           source: int = schema.SRC_REPORT) -> list[dict]:
+    """A terminal's own record (no meter column: 3106 终端停/上电, 3100 终端初始化, 3104 状态量变位,
+    3105 电能表时钟超差 ...) → batches of events columns (closed events, then open ones) of
+    schema.TERMINAL_EVENTS codes, one row per record row,
+    meter_id -1 (it names no meter), its start (201E0200) and end (20200200) when the record has them
+    (else the receive time, open), and ``detail`` = the terminal, the record OAD and the row's cells —
+    for the quarantine (storage.wal ``reason=schema.TERMINAL_EVENT``).  A record without rows gives one
+    row, so that it is kept too."""
+    code = TERMINAL_EVENT_OF_OI.get(record_oad >> 16, 100)
+    cols = _columns(rcsd)
+    where = {o: (i, j) for i, j, o in cols}
+    starts, ends, details = [], [], []
+    for row in (rows or (None,)):
+        t0 = t1 = None
+        if row is not None:
+            for oad, out in ((OAD_EVENT_START, "s"), (OAD_EVENT_END, "e")):
+                if oad in where:
+                    d = _cell(row, *where[oad])
+                    t = epoch_of(d.value) if d is not None and d.tag in (_DATE_TIME_S, _DATE_TIME) else None
+                    t0, t1 = (t, t1) if out == "s" else (t0, t)
+            cells = " ".join(f"{o:08X}={_render(_cell(row, i, j))}" for i, j, o in cols)
+        else:
+            cells = "(no rows)"
+        starts.append(int(received_utc) if t0 is None else t0)
+        ends.append(t1 if t1 is None or t1 >= starts[-1] else None)
+        details.append(f"terminal {address} {record_oad:08X} {cells}"[:1000])
+    out = []
+    for closed in (True, False):             # as event_rows_to_batch: open events lack the end_utc column
+        sel = [k for k, e in enumerate(ends) if (e is not None) == closed]
+        if not sel:
+            continue
+        n = len(sel)
+        cols = {"meter_id": np.full(n, -1, np.int64), "event": np.full(n, code, np.int16),
+                "start_utc": np.asarray([starts[k] for k in sel], np.int64), "source": np.full(n, source, np.uint8),
+                "received_utc": np.full(n, int(received_utc), np.int64),
+                "detail": np.asarray([details[k] for k in sel], object)}
+        if closed:
+            cols["end_utc"] = np.asarray([ends[k] for k in sel], np.int64)
+        out.append(cols)
+    return out
 OAD_EVENT_START = 0x201E0200     # 事件发生时间
 OAD_EVENT_END = 0x20200200       # 事件结束时间
 

@@ -196,10 +196,11 @@ class Ingest:
             else:
                 f.set_exception(StorageError(f"ingest: batch not logged: {err}"))
 
-    async def events(self, columns):
+    async def events(self, columns, reason: str | None = None):
+        """Durably log a batch of events; with ``reason`` into the quarantine table with that reason."""
         self.enter()
         try:
-            return await self._async.append_events(columns)
+            return await self._async.append_events(columns, reason)
         finally:
             self.leave()
 
@@ -531,28 +532,52 @@ class HeadEnd:
     async def _store_report_inner(self, t: Terminal, report) -> None:
         n = report.notification
         received = int(time.time())
-        batches, events_ = [], []
+        batches, events_, terminal_ = [], [], []
         try:
             if report.decoded is not None:          # columns already (decode_report)
                 batches.extend((records.kind_of(rcsd, oad), b) for oad, rcsd, dar, b in report.decoded.results
                                if dar is None and len(b))
             elif isinstance(n, A.ReportNotificationRecordList):
                 for res in n.results:
-                    if res.dar is not None or not res.rows:
+                    if res.dar is not None:
+                        continue
+                    if not records.has_meter_column(res.rcsd):
+                        # the terminal's own record (3106 终端停/上电, 3100, 3104, 3105 ...): it names no
+                        # meter, so it is kept as the terminal's event in the quarantine with its reason
+                        terminal_.extend(records.terminal_event_columns(t.address, res.oad, res.rcsd, res.rows,
+                                                                        received_utc=received))
+                        continue
+                    if not res.rows:
                         continue
                     ev = records.event_rows_to_batch(res.oad, res.rcsd, res.rows, self.meter_of_tsa,
                                                      received_utc=received)
                     if ev is not None:
                         events_.extend(ev)
                         continue
-                    b = records.result_to_batch(res, self.meter_of_tsa, source=schema.SRC_REPORT,
-                                                received_utc=received)
+                    try:
+                        b = records.result_to_batch(res, self.meter_of_tsa, source=schema.SRC_REPORT,
+                                                    received_utc=received)
+                    except ValueError as exc:
+                        # rows that cannot become readings are kept (quarantined with why), not refused
+                        # forever: a report left unacknowledged is sent again and again
+                        for cols in records.terminal_event_columns(t.address, res.oad, res.rcsd, res.rows,
+                                                                   received_utc=received):
+                            cols["event"][:] = 100
+                            terminal_.append((cols, f"{schema.TERMINAL_EVENT}: {exc}"))
+                        continue
                     if len(b):
                         batches.append((records.kind_of(res.rcsd, res.oad), b))
             for kind, b in batches:
                 await self.ingest.readings(b.columns, kind)
             for cols in events_:
                 await self.ingest.events(cols)
+            for item in terminal_:
+                cols, why = item if isinstance(item, tuple) else (item, schema.TERMINAL_EVENT)
+                await self.ingest.events(cols, reason=why)
+            if terminal_:
+                event(log, "terminal event", address=t.address, piid=getattr(n, "piid", None),
+                      records=[f"{r.oad:08X}" for r in n.results if not records.has_meter_column(r.rcsd)],
+                      rows=sum(len(c["meter_id"]) for c in (x[0] if isinstance(x, tuple) else x for x in terminal_)))
         except (StorageError, ValueError) as exc:
             # not durable: no acknowledgement, so the terminal sends the report again
             event(log, "report not stored", address=t.address, error=str(exc))

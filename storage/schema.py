@@ -153,3 +153,21 @@ EVENTS = {
     12: ("meter_reset", "电表清零", 0x3013),
 }
 EVENT_CODES = {name: code for code, (name, _zh, _oi) in EVENTS.items()}
+# a terminal's own events (终端事件, DL/T 698.45 OI 31xx): they name no meter, so the events table (one row
+# per meter) has no place for them; the head-end keeps them in the quarantine table (table "events",
+# register = the code, detail = the terminal and its record) with the reason TERMINAL_EVENT, and
+# acknowledges the report.  Code 100: any other record a terminal reports without a meter column.
+TERMINAL_EVENTS = {
+    100: ("terminal_record", "终端记录", None),
+    101: ("terminal_init", "终端初始化", 0x3100),
+    102: ("terminal_version_change", "终端版本变更", 0x3101),
+    103: ("terminal_state_change", "终端状态量变位", 0x3104),
+    104: ("meter_clock_skew", "电能表时钟超差", 0x3105),
+    105: ("terminal_power", "终端停/上电", 0x3106),
+    106: ("terminal_dc_out_of_limit", "终端直流模拟量越上限", 0x3107),
+    107: ("terminal_message_auth_error", "终端消息认证错误", 0x3109),
+    108: ("device_fault", "设备故障记录", 0x310A),
+    109: ("terminal_clock_set", "终端对时", 0x3114),
+    110: ("remote_control_trip", "遥控跳闸记录", 0x3115),
+}
+TERMINAL_EVENT = "terminal event: no meter"   # the quarantine reason of a terminal's own record

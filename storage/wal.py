@@ -298,10 +298,14 @@ class IngestWriter:
             known=self.known, now_s=now, tolerance_s=self.tolerance_s)
         return self._queue(T_READINGS, schema.KINDS.index(kind), tbl, ok, reasons, idx, kind)
 
-    def submit_events(self, batch) -> Ticket:
-        """Validate and queue a batch of events (``storage.lake.EVENTS_SCHEMA`` columns)."""
+    def submit_events(self, batch, reason: str | None = None) -> Ticket:
+        """Validate and queue a batch of events (``storage.lake.EVENTS_SCHEMA`` columns); with ``reason``
+        the whole batch goes to quarantine with that reason (a terminal's own events: no meter)."""
         now = int(self.clock())
         tbl = self._stamp(batch, "events", now)
+        if reason is not None:
+            n = tbl.num_rows
+            return self._queue(T_EVENTS, _NO_KIND, tbl, np.zeros(n, bool), [reason], np.zeros(n, np.int64), None)
         end = tbl.column("end_utc")
         end_s = lake._seconds(end.fill_null(0))
         end_s[end.is_null().to_numpy(zero_copy_only=False)] = validate.OPEN_END
@@ -575,8 +579,8 @@ class AsyncIngest:
     async def append(self, batch, kind: str) -> Ticket:
         return await self._durable(self.writer.submit(batch, kind))
 
-    async def append_events(self, batch) -> Ticket:
-        return await self._durable(self.writer.submit_events(batch))
+    async def append_events(self, batch, reason: str | None = None) -> Ticket:
+        return await self._durable(self.writer.submit_events(batch, reason))
 
 
 def _resolve(fut: asyncio.Future, err) -> None:

@@ -488,3 +488,73 @@ def test_idle_sessions_cost_under_5_kb_each(tmp_path):
     per_session = run(main(), 60)
     print(f"python heap per idle session: {per_session:.0f} B")
     assert per_session < 5000, per_session
+
+
+# --- issue 19 item 2: a terminal's own event reports are acknowledged --------------------------------------
+class _Raw:
+    """APDU bytes encoded by the independent peer (PyPI dlt698), sent as they are."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def to_bytes(self) -> bytes:
+        return self.raw
+
+
+def _terminal_report(piid: int, results) -> _Raw:
+    """REPORT-Notification-RecordList built and encoded by the dlt698 peer: ``results`` = [(record OAD,
+    columns, rows of our Data)]."""
+    peer = pytest.importorskip("dlt698._native")
+    from .strategies698 import _p_csd, to_peer
+    payload = [peer.RecordResult(attribute=_p_csd(oad), columns=[_p_csd(c) for c in cols],
+                                 result=[[to_peer(x) for x in row] for row in rows]) for oad, cols, rows in results]
+    return _Raw(peer.encode_apdu(peer.ReportNotification(piid_acd=piid, payload=payload)))
+
+
+def test_terminal_event_reports_are_kept_and_acknowledged(tmp_path):
+    """A terminal reports 3106 (终端停/上电) and 3104 / 3100 — records without a 202A meter column — and
+    a report mixing its own 3105 with meters' task records: every report gets its REPORT-Response, the
+    meters' readings are stored, the terminal's events are in the quarantine table with the reason and
+    the terminal named (before: never acknowledged, logged "report not stored" at each resend)."""
+    t_down = Data(28, DateTimeS(2024, 6, 1, 3, 0, 0))
+    t_up = Data(28, DateTimeS(2024, 6, 1, 3, 20, 0))
+    ev_cols = (0x20220200, 0x201E0200, 0x20200200)                 # 事件记录序号, 发生时间, 结束时间
+    power = [(0x31060200, ev_cols, [(Data(6, 7), t_down, t_up)])]
+    others = [(0x31040200, (0x20220200, 0x201E0200), [(Data(6, 1), t_down)]),
+              (0x31000200, (0x20220200,), [(Data(6, 2),)])]
+    t = Data(28, DateTimeS(2024, 6, 1, 0, 0, 0))
+    meter_row = (Data(85, A.tsa("000000000001")), t, t, t,
+                 Data(1, (t, Data(1, (Data(6, 4242),)), Data(0, None), Data(0, None), Data(0, None))))
+    mixed = [(0x31050200, ev_cols, [(Data(6, 3), t_down, Data(0, None))]),
+             (P.OAD_TASK_RECORDS, P.DAILY_RCSD, [meter_row])]
+
+    async def main():
+        async with Env(tmp_path) as he:
+            term = await FakeTerminal(GOOD, he.port).connect()
+            await term.login()
+            acks = []
+            for piid, results in ((5, power), (6, others), (7, mixed)):
+                term.send(C_REPORT, _terminal_report(piid, results))
+                acks.append(await term.next(A.ReportResponseRecordList))
+            term.close()
+            return acks, he
+
+    acks, he = run(main())
+    assert [a.piid for a in acks] == [5, 6, 7]
+    assert [a.oads for a in acks] == [(0x31060200,), (0x31040200, 0x31000200), (0x31050200, P.OAD_TASK_RECORDS)]
+    assert he.metrics.reports == 3 and he.metrics.decode_errors == 0
+    import duckdb
+    lake = tmp_path / "lake"
+    q = duckdb.sql(f"SELECT register, epoch(ts_utc)::BIGINT AS s, epoch(end_utc)::BIGINT AS e, reason, detail "
+                   f"FROM read_parquet('{lake}/quarantine/**/*.parquet') ORDER BY register").fetchall()
+    codes = {name: c for c, (name, _zh, _oi) in schema.TERMINAL_EVENTS.items()}
+    assert [r[0] for r in q] == sorted([codes["terminal_power"], codes["terminal_state_change"],
+                                        codes["terminal_init"], codes["meter_clock_skew"]])
+    assert {r[3] for r in q} == {schema.TERMINAL_EVENT}
+    assert all(r[4].startswith(f"terminal {GOOD} 31") for r in q)
+    power_row = next(r for r in q if r[0] == codes["terminal_power"])
+    cst = dt.timezone(dt.timedelta(hours=8))
+    assert power_row[1:3] == (int(dt.datetime(2024, 6, 1, 3, 0, tzinfo=cst).timestamp()),
+                              int(dt.datetime(2024, 6, 1, 3, 20, tzinfo=cst).timestamp()))
+    got = duckdb.sql(f"SELECT meter_id, value FROM read_parquet('{lake}/readings/**/*.parquet')").fetchall()
+    assert got == [(11, 4242)]
