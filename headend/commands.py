@@ -77,6 +77,17 @@ REGISTERS = {
 }
 
 
+# a block (数据块, DI1 or DI0 = FF) → its items, read one by one when a meter refuses block reads (many
+# do: DL/T 645-2007 leaves blocks optional; the PyPI dlt645 meter answers 无请求数据): total and tariffs
+# 1..4 of an energy block, phases A..C of a voltage / current block
+BLOCK_ITEMS_645 = {
+    P.DI645_FWD_ACTIVE: tuple(0x00010000 | t << 8 for t in range(5)),
+    0x0002FF00: tuple(0x00020000 | t << 8 for t in range(5)),
+    0x0201FF00: (0x02010100, 0x02010200, 0x02010300),
+    0x0202FF00: (0x02020100, 0x02020200, 0x02020300),
+}
+
+
 class CommandError(GridheadError):
     """A command that cannot be carried out as asked (unknown target or register, ...): HTTP 400."""
 
@@ -334,19 +345,50 @@ class Commands:
 
     # reads ----------------------------------------------------------------------------------------------
     async def read(self, target: Target, registers) -> dict:
+        """召测: the registers' values now.  A 645 block the meter refuses is read item by item
+        (:data:`BLOCK_ITEMS_645`; ``items`` names them); a register the meter still refuses (645 error
+        word, 698 DAR) makes the read :class:`Refused` — a failure, with what was read in its readback."""
         codes = registers_of(target, registers)
         link = self.link(target)
+        refused = []
         if target.protocol == "698":
             results = await link.get(codes)
-            return {"values": [render.result_normal_json(r) for r in results]}
-        values = []
-        for di in codes:
-            rsp = await link.exchange(ReadRequest(target.address, di))
-            if isinstance(rsp, ErrorResponse):
-                values.append({"di": f"{di:08X}", "error": str(rsp.exception())})
-            elif isinstance(rsp, ReadResponse):
-                values.append({"di": f"{di:08X}", "values": [v.to_json() for v in rsp.values]})
+            values = [render.result_normal_json(r) for r in results]
+            refused = [f"{r.oad:08X}: DAR {r.dar} ({_dar.name_of(r.dar)})" for r in results
+                       if getattr(r, "dar", None) is not None]
+        else:
+            values = []
+            for di in codes:
+                rsp = await link.exchange(ReadRequest(target.address, di))
+                if isinstance(rsp, ErrorResponse) and di in BLOCK_ITEMS_645:
+                    got = await self._read_items645(link, target, BLOCK_ITEMS_645[di])
+                    if got is not None:
+                        values.append({"di": f"{di:08X}", "values": got[0], "items": got[1]})
+                        continue
+                if isinstance(rsp, ErrorResponse):
+                    values.append({"di": f"{di:08X}", "error": str(rsp.exception())})
+                    refused.append(f"{di:08X}: {rsp.exception()}")
+                elif isinstance(rsp, ReadResponse):
+                    values.append({"di": f"{di:08X}", "values": [v.to_json() for v in rsp.values]})
+        if refused:
+            exc = Refused(f"read: the meter refused {'; '.join(refused)}")
+            exc.readback = {"values": values}
+            raise exc
         return {"values": values}
+
+    async def _read_items645(self, link, target: Target, items) -> tuple[list, list] | None:
+        """The items of a refused block, one read each: (values, the DIs answered), None when the meter
+        refuses the first (the total / phase A) too; items after it it lacks (a single-rate meter's
+        tariffs) are left out."""
+        values, answered = [], []
+        for k, di in enumerate(items):
+            rsp = await link.exchange(ReadRequest(target.address, di))
+            if isinstance(rsp, ReadResponse):
+                values += [v.to_json() for v in rsp.values]
+                answered.append(f"{di:08X}")
+            elif k == 0:
+                return None
+        return values, answered
 
     async def relay_state(self, target: Target) -> dict:
         """The read-back: relay open?, trip command?, protected? (None where the meter does not say)."""

@@ -318,6 +318,22 @@ def test_dlt645_peer_meter_read_and_timesync(live):
     assert s == 200 and r["set"] and r["skew_before_s"] < -3600 and abs(r["readback"]["skew_s"]) <= 2, r
 
 
+def test_dlt645_peer_refusing_block_reads(live):
+    """Issue 19 item 4: the peer refuses 0001FF00; `energy` is read item by item (outcome ok), and a
+    register it refuses outright is the command's failure (409 refused, `gridhead read` exit 1)."""
+    if live["peers"].m645 is None:
+        pytest.skip("dlt645 (test-only peer) not installed")
+    api, op = live["api"], live["tokens"]["operator"]
+    s, r = call(api, "POST", "/v1/read", {"target": PEER645, "registers": ["energy"]}, op)
+    assert s == 200 and r["outcome"] == "ok" and r["values"][0]["items"][0] == "00010000", r
+    assert r["values"][0]["values"][0]["value"] == "2718.28"
+    s, r = call(api, "POST", "/v1/read", {"target": PEER645, "registers": ["05060101"]}, op)
+    assert s == 409 and r["outcome"] == "refused" and "05060101" in r["error"], r
+    p = subprocess.run([sys.executable, "-m", "cli", "read", PEER645, "05060101"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env=dict(os.environ, GRIDHEAD_API=api, GRIDHEAD_TOKEN=op))
+    assert p.returncode == 1 and "refused" in p.stdout, (p.stdout, p.stderr)
+
+
 def test_dlt698_peer_terminal_read_and_timesync(live):
     if live["peers"].t698 is None:
         pytest.skip("dlt698 (test-only peer) not installed")
