@@ -15,6 +15,9 @@ path                       requests
                            DL/T 645 frame on the meter's port (RS-485 1 by default)
 ``direct-645``             a 645 meter reached over TCP (``[[control.direct_645]]`` host/port): the
                            frame itself (the PyPI ``dlt645`` meter server, a serial-to-TCP gateway)
+``serial-645``             a meter on one of the head-end host's own RS-485 ports (``[[serial]]``,
+``serial-698``             headend.transport_serial): the frame on that bus, one request at a time
+                           with the bus's gap, timeout and retries (:func:`serial_routes`)
 ========================  ======================================================================
 
 Commands and their objects (DL/T 698.45 class 8 control interface, objects 8000 遥控 and 8001 保电;
@@ -115,9 +118,12 @@ class Target:
     terminal: str | None = None    # concentrator address; None when reached directly
     port: int = P.PORT_RS485_1
     direct: tuple | None = None    # (host, port) of a direct 645 link
+    serial: str | None = None      # the head-end's RS-485 port (device) the meter is wired to
 
     @property
     def path(self) -> str:
+        if self.serial is not None:
+            return f"serial-{self.protocol}"
         if self.direct is not None:
             return "direct-645"
         if self.terminal is None:
@@ -134,13 +140,30 @@ class Target:
                 "terminal": self.terminal}
 
 
+def serial_routes(he) -> dict:
+    """Meters on the head-end's own RS-485 ports (``Config.serial``): address -> (device, protocol)."""
+    return {str(m.address).upper(): (p.device, m.protocol) for p in getattr(he.config, "serial", ()) for m in p.meters}
+
+
+def serial_bus(he, device: str):
+    """The running :class:`headend.transport_serial.SerialBus` of ``device``, None if it is not open."""
+    for tr in getattr(he, "transports", ()):
+        port = getattr(tr, "port", None)
+        if getattr(port, "device", None) == device and hasattr(tr, "request645"):
+            return tr
+    return None
+
+
 class Routes:
     """Resolve what an operator names: ``terminals`` (addresses), ``routes`` (archive ``meter_routes()``
-    as a dict of columns), ``direct`` (address -> (host, port) of direct 645 meters)."""
+    as a dict of columns), ``direct`` (address -> (host, port) of direct 645 meters), ``serial`` (address
+    -> (device, protocol) of meters on the head-end's RS-485 ports, :func:`serial_routes`).  A meter wired
+    to the head-end host is reached there, whatever concentrator the archive also gives it."""
 
-    def __init__(self, terminals=(), routes=None, direct=None) -> None:
+    def __init__(self, terminals=(), routes=None, direct=None, serial=None) -> None:
         self.terminals = {str(t).upper() for t in terminals}
         self.direct = {str(a).upper(): hp for a, hp in (direct or {}).items()}
+        self.serial = {str(a).upper(): dp for a, dp in (serial or {}).items()}
         self.by_id: dict[int, Target] = {}
         self.by_addr: dict[str, Target] = {}
         r = routes or {}
@@ -156,6 +179,12 @@ class Routes:
 
     def resolve(self, text: str, online=()) -> Target:
         s = str(text).strip().upper()
+        # a meter id or address of a meter wired to the head-end host: its RS-485 port
+        addr = self.by_id[int(s)].address if s.isdigit() and len(s) < 12 and int(s) in self.by_id else s
+        if addr in self.serial:
+            base = self.by_addr.get(addr)
+            device, proto = self.serial[addr]
+            return Target(text, "meter", proto, addr, base.meter_id if base else None, None, serial=device)
         if s in self.direct:
             base = self.by_addr.get(s)
             return Target(text, "meter", "645", s, base.meter_id if base else None, None, direct=self.direct[s])
@@ -220,6 +249,11 @@ class Link:
         self.he, self.t, self.timeout_s = he, target, timeout_s
 
     def check_online(self) -> None:
+        if self.t.serial is not None:
+            bus = serial_bus(self.he, self.t.serial)
+            if bus is None or bus.line is None or bus.line.lost:
+                raise Offline(f"serial port {self.t.serial} is not open")
+            return
         if self.t.direct is not None:
             return
         addr = self.t.terminal or self.t.address
@@ -238,8 +272,21 @@ class Link:
     def _tsa(self) -> bytes:
         return A.tsa(self.t.address)
 
+    def _bus(self):
+        bus = serial_bus(self.he, self.t.serial)
+        if bus is None:
+            raise Offline(f"serial port {self.t.serial} is not open")
+        return bus
+
+    async def _req_serial(self, apdu):
+        # the bus's own timeout and retries (its baud rate and meters set them: [[serial]])
+        return await self._bus().request698(self.t.address, apdu)
+
     # 698 -------------------------------------------------------------------------------------------
     async def get(self, oads) -> list:
+        if self.t.serial is not None:
+            rsp = await self._req_serial(A.get_list(oads))
+            return list(getattr(rsp, "results", ()))
         if self.t.path == "direct-698":
             rsp = await self._req(A.get_list(oads))
             return list(getattr(rsp, "results", ()))
@@ -251,6 +298,8 @@ class Link:
         return list(res[0].results)
 
     async def set(self, oad: int, data) -> int:
+        if self.t.serial is not None:
+            return getattr(await self._req_serial(A.set_(oad, data)), "dar", 255)
         if self.t.path == "direct-698":
             rsp = await self._req(A.set_(oad, data))
             return getattr(rsp, "dar", 255)
@@ -260,6 +309,8 @@ class Link:
         return res[0].results[0].dar if res and res[0].results else 255
 
     async def action(self, omd: int, data) -> int:
+        if self.t.serial is not None:
+            return getattr(await self._req_serial(A.action(omd, data)), "dar", 255)
         if self.t.path == "direct-698":
             rsp = await self._req(A.action(omd, data))
             return getattr(rsp, "dar", 255)
@@ -272,6 +323,11 @@ class Link:
     async def exchange(self, msg, *, answer: bool = True):
         """Send a 645 message; its decoded answer (None: none expected or none came)."""
         raw = msg.to_bytes()
+        if self.t.serial is not None:
+            bus = self._bus()
+            if not answer:
+                return await bus.broadcast645(msg)
+            return await bus.request645(msg)
         if self.t.direct is not None:
             return await self._direct(raw, answer)
         rsp = await self._req(A.ProxyTransCommandRequest(1, self.t.port, COMDCB_645, max(1, int(self.timeout_s)),
@@ -511,4 +567,4 @@ def _first_bit(r) -> bool | None:
 
 
 __all__ = ["Commands", "Routes", "Target", "Link", "REGISTERS", "CommandError", "Offline", "Refused",
-           "registers_of", "local_now"]
+           "registers_of", "local_now", "serial_routes", "serial_bus"]

@@ -177,7 +177,7 @@ class ControlServer:
         except (GridheadError, OSError, ImportError, Exception) as exc:   # noqa: BLE001 - no archive: direct only
             event(log, "control: no archive routes", error=str(exc).splitlines()[0][:200])
             terms, routes = [], None
-        return K.Routes(terms, routes, direct)
+        return K.Routes(terms, routes, direct, K.serial_routes(self.he))     # [[serial]]: the host's own buses
 
     def bind(self) -> int:
         """Bind the listening socket now (synchronously): the port is known before serving starts."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from protocols.dlt645 import BroadcastTimeSync, ErrorResponse, RemoteCommand, RemoteControlRequest, RemoteControlResponse
 from protocols.dlt645 import Framer as Framer645
-from protocols.dlt645 import ReadRequest, decode_message
+from protocols.dlt645 import ReadRequest, ReadResponse, decode_message
 from protocols.dlt698 import apdu as A
 from protocols.dlt698.frame import Frame as Frame698
 from protocols.dlt698.frame import Framer as Framer698
@@ -37,6 +37,8 @@ from protocols.errors import ProtocolError
 from .sim_model import Fleet
 from .simulator import C_RESPONSE, Simulator, Terminal
 from .transport_serial import frames
+
+DI_STATUS3 = 0x04000503
 
 
 class SerialMeters(asyncio.Protocol):
@@ -129,6 +131,10 @@ class SerialMeters(asyncio.Protocol):
             elif c in (RemoteCommand.CLOSE_ALLOWED, RemoteCommand.CLOSE_DIRECT):
                 self.relay[req.address] = "closed"
             return self._send(req.address, RemoteControlResponse(req.address).to_bytes())
+        if isinstance(req, ReadRequest) and req.di == DI_STATUS3:
+            # 电表运行状态字3: bit 4 relay open, bit 6 trip command (what the head-end reads back)
+            word = 0x50 if self.relay.get(req.address) == "open" else 0      # as the fleet simulator answers
+            return self._send(req.address, ReadResponse.of(req.address, req.di, [word]).to_bytes())
         if isinstance(req, ReadRequest):
             answer = self.model_host.answers.trans_645(t, req.to_bytes(b""), self.model_host.now())
             if answer is not None:

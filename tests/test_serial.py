@@ -346,3 +346,92 @@ def test_serial_backfill_rereads_a_missed_meter_day_within_its_retries(fleet_dir
     want = int(fleet.model.frozen([i], fleet.model.day_of(day))[0][0])
     assert got[mid[late]]["ae_fwd"] == (want % 10 ** 8 if fleet.is645[i] else want)
     assert all(got[m]["quality"] == 0 for m in got if m != mid[late])
+
+
+# --- issue 19 item 13: 召测 and remote control reach meters on the head-end's own RS-485 ports ------------
+def test_read_and_remote_control_route_to_a_serial_meter_dlt645_peer(tmp_path, pty_pair):
+    """The PyPI dlt645 meter server (RTU, on the pty) wired to the head-end's [[serial]] port: the command
+    layer resolves its address to the serial route and reads it there — item by item, as it refuses
+    block reads; its refusal of a remote control (it does not implement 1CH) is the command's failure."""
+    peer = pytest.importorskip("dlt645", reason="the interop peer is a test-only dependency: pip install dlt645")
+    from dlt645 import MeterServerService
+    from headend import commands as K
+    from headend.config import SerialMeter as SM
+    from headend.control import ControlConfig
+    peer.disable_logging()
+    addr = "000012345678"
+    meter = MeterServerService.new_rtu_server(pty_pair[1], 8, 1, 9600, "N", 0.05)
+    meter.set_address(bytes.fromhex(addr)[::-1])
+    meter.set_00(0x00010000, 2718.28)
+    meter.set_00(0x00020000, 3.14)
+    import threading
+    threading.Thread(target=meter.start, daemon=True).start()
+
+    async def go():
+        port = SerialPort(device=pty_pair[0], baud=9600, timeout_s=1.0, retries=2, meters=(SM("645", addr),))
+        he = HeadEnd(Config(listen_port=0, data_dir=str(tmp_path), serial=(port,)), terminals=(), meter_of_tsa={},
+                     writer=_NoWriter())
+        await he.start()
+        try:
+            target = K.Routes(serial=K.serial_routes(he)).resolve(addr)
+            assert target.path == "serial-645" and target.serial == pty_pair[0]
+            cmds = K.Commands(he, ControlConfig(command_timeout_s=2))
+            cmds.link(target).check_online()
+            got = await cmds.read(target, ["energy", "reverse"])
+            with pytest.raises(K.Refused, match="remote control trip"):
+                await cmds.disconnect(target)
+            return got, dict(he.transports[0].counters)
+        finally:
+            await he.stop()
+
+    try:
+        got, counters = asyncio.run(asyncio.wait_for(go(), 60))
+    finally:
+        meter.stop()
+    energy, reverse = got["values"]
+    assert energy["items"][0] == "00010000" and energy["values"][0]["value"] == "2718.28"
+    assert reverse["values"][0]["value"] == "3.14"
+    assert counters["answers"] >= 2 + 5 + 1 + 5                   # every frame went over the bus
+
+
+def test_control_api_reads_and_trips_a_serial_meter(fleet_dir, tmp_path, pty_pair):
+    """The control API of a head-end with [[serial]] meters: POST /v1/read and /v1/disconnect of a 645
+    meter on the bus (by meter id, though the archive puts it behind a concentrator that is offline) go
+    over the RS-485 port; the trip is confirmed by the status word read back, audited with path serial-645."""
+    import json
+    import urllib.request
+
+    from headend import control
+    from storage import control_log as CL
+
+    src, _days = fleet_dir
+    data = _fresh(src, tmp_path / "d")
+    token = CL.TokenStore(CL.tokens_path(data)).add("op", "operator")[1]
+
+    def call(api, path, body):
+        req = urllib.request.Request(api + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    async def go():
+        async with Rig(data, pty_pair) as r:
+            ctl = control.mount(r.he, control.ControlConfig(port=0, command_timeout_s=3))
+            await asyncio.sleep(0.2)
+            i645 = r.idx[0]
+            mid = str(int(r.fleet.meter_id[i645]))
+            read = await asyncio.to_thread(call, ctl.url, "/v1/read", {"target": mid, "registers": ["energy"]})
+            trip = await asyncio.to_thread(call, ctl.url, "/v1/disconnect", {"target": mid, "reason": "test"})
+            relay = r.meters.relay[r.fleet.address[i645]]
+            ctl.task.cancel()
+            await asyncio.gather(ctl.task, return_exceptions=True)
+            return read, trip, relay
+
+    (s1, read), (s2, trip), relay = asyncio.run(asyncio.wait_for(go(), 90))
+    assert s1 == 200 and read["outcome"] == "ok" and read["path"] == "serial-645", read
+    assert read["values"][0]["di"] == "0001FF00" and read["values"][0]["values"]
+    assert s2 == 200 and trip["outcome"] == "ok" and trip["confirmed"] is True and trip["path"] == "serial-645", trip
+    assert relay == "open"
