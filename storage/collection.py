@@ -8,8 +8,8 @@ collection stands without having kept anything in memory:
   it — the 00:00 reading of the removal day still belongs to the old meter, storage.archive);
 * the **lake** says which of them are stored: daily frozen (日冻结) rows of the meter in the day's
   partition of every register the task requires (:data:`REQUIRED` by default: forward and reverse
-  active, combined reactive 1 and 2) that the meter keeps — ``ae_fwd`` always, the others as many as
-  it delivers on its best day (a household meter has no reactive registers); their quality says
+  active, combined reactive 1 and 2) that the meter keeps — ``ae_fwd`` always, the others if it
+  delivers them on any day asked about (a household meter has no reactive registers); their quality says
   whether they came on the first pass (0) or by back-fill (``schema.Q_BACKFILLED``, 补采);
 * the **state table** ``<lake>/collection/`` says what the head-end did: ``runs/`` one row per task run
   (task, day, phase, when, how many requested and stored) and ``attempts/`` one row per meter re-request
@@ -78,16 +78,16 @@ _DAY_JOIN = """(SELECT d.date, x.* FROM ({days}) d JOIN ({expected}) x
     ON (x.installed IS NULL OR x.installed < d.date) AND (x.removed IS NULL OR d.date <= x.removed))"""
 
 # stored daily frozen readings of those days: one row per (meter, day) that has its forward active total
-# and every other required register ({regs}) the meter keeps — as many of them as on its best day of the
+# and every other required register ({regs}) the meter keeps — every one it delivers on any day of the
 # scan (a household meter without reactive registers never delivers re_fwd, a 力调 customer's always
-# does); quality bits OR-ed over those rows
-_STORED = """(SELECT meter_id, date, quality FROM (
-    SELECT meter_id, date, quality, n, has_total, max(n) OVER (PARTITION BY meter_id) AS keeps FROM (
-        SELECT meter_id, date, bit_or(quality) AS quality, count(DISTINCT register) AS n,
-               bool_or(register = {reg}) AS has_total
-        FROM ({daily}) WHERE register IN ({regs}) AND date IN (SELECT date FROM ({days}))
-        GROUP BY meter_id, date))
-    WHERE has_total AND n = keeps)"""
+# does); quality bits OR-ed over those rows.  Registers as bits of a mask (codes < 63): 2.7x the old
+# ae_fwd-only query for 320,000 meters x 2 days, measured, where count(DISTINCT) and a window took 8x
+_STORED = """(WITH g AS (
+        SELECT meter_id, date, bit_or(quality) AS quality, bit_or(CAST(1 AS BIGINT) << register) AS mask
+        FROM ({daily}) WHERE register IN ({regs}) AND date IN (SELECT date FROM ({days})) GROUP BY meter_id, date)
+    SELECT g.meter_id, g.date, g.quality FROM g
+    JOIN (SELECT meter_id, bit_or(mask) AS keeps FROM g GROUP BY meter_id) k ON k.meter_id = g.meter_id
+    WHERE g.mask = k.keeps AND g.mask & (CAST(1 AS BIGINT) << {reg}) <> 0)"""
 # the registers a meter-day of a kind needs by default: those of the built-in tasks (headend.collect's
 # required_registers of daily-frozen and monthly-settlement; a test keeps them equal)
 _R = schema.REGISTER_CODES
@@ -167,6 +167,8 @@ def _daily_scan(files_sql: str) -> str:
 def _regs_sql(registers, kind: str) -> str:
     regs = sorted({int(r) for r in (registers or REQUIRED.get(kind, REQUIRED[schema.DAILY]))}
                   | {schema.REGISTER_CODES["ae_fwd"]})
+    if not (0 <= regs[0] and regs[-1] < 63):
+        raise StorageError(f"collection: required registers {regs} are not codes 0..62")
     return ", ".join(map(str, regs))
 
 
