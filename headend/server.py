@@ -544,8 +544,8 @@ class HeadEnd:
                     if not records.has_meter_column(res.rcsd):
                         # the terminal's own record (3106 终端停/上电, 3100, 3104, 3105 ...): it names no
                         # meter, so it is kept as the terminal's event in the quarantine with its reason
-                        terminal_.extend(records.terminal_event_columns(t.address, res.oad, res.rcsd, res.rows,
-                                                                        received_utc=received))
+                        terminal_.extend((c, schema.TERMINAL_EVENT) for c in records.terminal_event_columns(
+                            t.address, res.oad, res.rcsd, res.rows, received_utc=received))
                         continue
                     if not res.rows:
                         continue
@@ -562,8 +562,8 @@ class HeadEnd:
                         # forever: a report left unacknowledged is sent again and again
                         for cols in records.terminal_event_columns(t.address, res.oad, res.rcsd, res.rows,
                                                                    received_utc=received):
-                            cols["event"][:] = 100
-                            terminal_.append((cols, f"{schema.TERMINAL_EVENT}: {exc}"))
+                            cols["event"][:] = 100              # terminal_record: the rows as reported
+                            terminal_.append((cols, f"undecodable record: {exc}"))
                         continue
                     if len(b):
                         batches.append((records.kind_of(res.rcsd, res.oad), b))
@@ -571,13 +571,11 @@ class HeadEnd:
                 await self.ingest.readings(b.columns, kind)
             for cols in events_:
                 await self.ingest.events(cols)
-            for item in terminal_:
-                cols, why = item if isinstance(item, tuple) else (item, schema.TERMINAL_EVENT)
+            for cols, why in terminal_:
                 await self.ingest.events(cols, reason=why)
             if terminal_:
-                event(log, "terminal event", address=t.address, piid=getattr(n, "piid", None),
-                      records=[f"{r.oad:08X}" for r in n.results if not records.has_meter_column(r.rcsd)],
-                      rows=sum(len(c["meter_id"]) for c in (x[0] if isinstance(x, tuple) else x for x in terminal_)))
+                event(log, "terminal record kept", address=t.address, piid=getattr(n, "piid", None),
+                      reasons=sorted({why for _c, why in terminal_}), rows=sum(len(c["meter_id"]) for c, _w in terminal_))
         except (StorageError, ValueError) as exc:
             # not durable: no acknowledgement, so the terminal sends the report again
             event(log, "report not stored", address=t.address, error=str(exc))
