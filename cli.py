@@ -1395,13 +1395,19 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
 @click.option("--top", type=click.IntRange(1), default=50, show_default=True, help="Items to print.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
+@click.option("--thresholds", type=click.Path(dir_okay=False),
+              help="TOML bands and [rules] of the areas [default: billing_core/lineloss.toml].")
+@click.option("--technical", type=click.Path(dir_okay=False),
+              help="CSV of area_id, technical_loss_bp (理论线损): areas above it by the rule's margin are listed.")
 @_data_option
 @click.pass_context
-def audit_grp(ctx, month, top, as_json, as_csv, data):
+def audit_grp(ctx, month, top, as_json, as_csv, thresholds, technical, data):
     """The audit list (稽查): customers and areas ranked by the evidence of theft or a faulty meter.
 
     `gridhead audit --month M` ranks and stores the list (SQL view audit); `gridhead audit mark ITEM
-    --result theft|fault|normal --by NAME` records what the check found.
+    --result theft|fault|normal --by NAME` records what the check found.  An area is listed when a rule
+    of the thresholds file's [rules] fires (高损 / 负损 days, 月环比, 同比, over its technical loss); its
+    signals name the rules.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -1409,8 +1415,11 @@ def audit_grp(ctx, month, top, as_json, as_csv, data):
         raise click.UsageError("--month YYYY-MM is required (or a subcommand: mark)")
     from storage import archive, audit as _au, sql as _sql
     fmt = _out_format(as_json, as_csv)
+    from storage import lineloss as _ll
+    th = _ll.load_thresholds(thresholds)
+    tech = _au.load_technical(technical) if technical else None
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
-        items = _au.rank_month(a, _sql.lake_root(data), month)
+        items = _au.rank_month(a, _sql.lake_root(data), month, thresholds=th, technical=tech)
     _au.save(_sql.lake_root(data), month, items)
     shown = items.slice(0, top)
     _emit_table(shown, fmt, {"rank": ("#", str), "item_id": ("item", str), "score": ("score", lambda v: f"{v:.1f}"),

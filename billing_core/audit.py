@@ -144,3 +144,40 @@ def precision_recall(ranked_keys, truth_keys, k: int | None = None) -> dict:
     hit = sum(1 for x in ranked if x in truth)
     return {"k": k, "precision_at_k": hit_k / max(len(top), 1), "recall_at_k": hit_k / max(len(truth), 1),
             "recall": hit / max(len(truth), 1), "listed": len(ranked), "truth": len(truth)}
+
+
+AREA_KINDS = ("area_high_loss", "area_negative_loss", "area_month_over_month", "area_year_over_year",
+              "area_over_technical")
+
+
+def area_rules(rules: dict, rate_bp, has_rate, high_days, negative_days, month_negative,
+               prev_bp, prev_has, last_year_bp, last_year_has, technical_bp, technical_has) -> dict:
+    """Which of the area rules (billing_core.lineloss.RULES) fire for each area's month: {kind: (A,) bool}
+    plus ``score`` (A,).  A rule needs its numbers: no history or technical loss, no firing.
+
+    ``rate_bp``/``has_rate`` (A,) the month's rate; ``high_days``/``negative_days`` (A,) counts of the
+    month's 高损 / 负损 days; ``month_negative`` (A,) the month itself 负损; ``prev_*`` the previous month,
+    ``last_year_*`` the same month last year, ``technical_*`` the technical loss (理论线损)."""
+    rate = np.asarray(rate_bp, np.int64)
+    has = np.asarray(has_rate, bool)
+    on = lambda k: rules.get(k, -1) >= 0  # noqa: E731
+    out = {
+        "area_high_loss": (np.asarray(high_days) >= rules["high_days"]) if on("high_days") else np.zeros(len(rate), bool),
+        "area_negative_loss": ((np.asarray(negative_days) >= rules["negative_days"]) | np.asarray(month_negative, bool))
+        if on("negative_days") else np.zeros(len(rate), bool),
+    }
+    for kind, key, ref, ref_has in (("area_month_over_month", "month_over_month_bp", prev_bp, prev_has),
+                                    ("area_year_over_year", "year_over_year_bp", last_year_bp, last_year_has),
+                                    ("area_over_technical", "over_technical_bp", technical_bp, technical_has)):
+        ok = has & np.asarray(ref_has, bool)
+        out[kind] = ok & (rate - np.asarray(ref, np.int64) >= rules[key]) if on(key) else np.zeros(len(rate), bool)
+    # a high-loss rule: 50 + the excess in tenths of a point (at most +50); days rules: 50 + 2 per day
+    excess = lambda ref: np.clip((rate - np.asarray(ref, np.int64)) / 10, 0, 50)  # noqa: E731
+    parts = [np.where(out["area_high_loss"], 50 + 2 * np.asarray(high_days), 0),
+             np.where(out["area_negative_loss"], 50 + 2 * np.asarray(negative_days), 0),
+             np.where(out["area_month_over_month"], 50 + excess(prev_bp), 0),
+             np.where(out["area_year_over_year"], 50 + excess(last_year_bp), 0),
+             np.where(out["area_over_technical"], 50 + excess(technical_bp), 0)]
+    fired = sum(out[k].astype(np.int64) for k in AREA_KINDS)
+    out["score"] = np.max(np.stack(parts), axis=0) + 5.0 * np.maximum(fired - 1, 0)
+    return out

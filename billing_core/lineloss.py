@@ -72,9 +72,25 @@ class Band:
     negative_bp: int = 0
 
 
+# The audit's rules for an area's month (稽查, storage.audit): each one that fires lists the area and is
+# named in the item.  Keys of the ``[rules]`` table of the thresholds file; a key set to -1 turns it off.
+RULES = {
+    "high_days": 5,               # 高损 on at least this many days of the month
+    "negative_days": 3,           # 负损 on at least this many days, or the month 负损: check meter (考核表) / wiring
+    "month_over_month_bp": 150,   # 月环比: the month's rate above the previous month's by at least this
+    "year_over_year_bp": 150,     # 同比: above the same month last year's by at least this
+    "over_technical_bp": 150,     # above the area's technical loss (理论线损) by at least this, where known
+}
+
+
 @dataclass(frozen=True)
 class Thresholds:
     bands: dict
+    rules: dict = None
+
+    def __post_init__(self):
+        if self.rules is None:
+            object.__setattr__(self, "rules", dict(RULES))
 
     def band(self, unit_type: str) -> Band:
         try:
@@ -95,7 +111,8 @@ class Thresholds:
 
 
 def parse_thresholds(doc: dict, source: str = "thresholds") -> Thresholds:
-    """``{"band": {"urban": {"high_bp": 700, "negative_bp": 0}, ...}}`` (a parsed TOML document)."""
+    """``{"band": {"urban": {"high_bp": 700, "negative_bp": 0}, ...}, "rules": {...}}`` (a parsed TOML
+    document; ``rules`` (:data:`RULES`) optional, each key defaulting)."""
     bands = doc.get("band")
     if not isinstance(bands, dict) or not bands:
         raise ConfigError(f"{source}: needs [band.<type>] tables (e.g. [band.urban] high_bp = 700)")
@@ -110,7 +127,13 @@ def parse_thresholds(doc: dict, source: str = "thresholds") -> Thresholds:
             raise ConfigError(f"{source}, band.{name}: need -10000 <= negative_bp < high_bp <= 10000, "
                               f"got {neg} and {hi}")
         out[str(name)] = Band(hi, neg)
-    return Thresholds(out)
+    rules = doc.get("rules", {})
+    if not isinstance(rules, dict) or set(rules) - set(RULES):
+        raise ConfigError(f"{source}, rules: keys are {', '.join(RULES)}")
+    for k, v in rules.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < -1:
+            raise ConfigError(f"{source}, rules.{k}: an integer >= 0 (or -1: off), got {v!r}")
+    return Thresholds(out, {**RULES, **rules})
 
 
 def interval_energy(readings: np.ndarray, modulus, max_gap: int = 3,
