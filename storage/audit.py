@@ -91,7 +91,7 @@ def _shift_months(first: _dt.date, months: int) -> str:
 
 
 def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res: sl.Result | None = None,
-               previous_days: int = PREVIOUS_DAYS, technical: dict | None = None):
+               previous_days: int = PREVIOUS_DAYS, technical: dict | None = None, inputs_out: dict | None = None):
     """The ranked audit list of ``month`` (YYYY-MM) as an Arrow table (ITEMS_SCHEMA), best first.
 
     The theft, stopped and multiplier signals also see the last ``previous_days`` days of the previous
@@ -100,6 +100,8 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
     Areas are judged by the rules of the thresholds file (billing_core.lineloss.RULES): 高损 and 负损 days,
     the month against the previous month (月环比) and the same month last year (同比) where the lake has
     them, and against ``technical`` ({area_id: technical loss in bp}, :func:`load_technical`) where known.
+    ``inputs_out`` (a dict) receives the customers' signal inputs and signals (benchmarks/bench_audit.py
+    ranks the same inputs by a baseline).
     """
     first, last = sl.month_range(month)
     res = res or sl.compute(archive, lake_root, first, last, thresholds=thresholds)
@@ -130,6 +132,9 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
     ev = read_event_counts(lake_root, first, last, res.meter_id[cust])
     sig = au.signals(fwd, rev, missing, res.point_area[cust], area_sales, area_loss,
                      ok, high, ev, res.ct[cust], res.pt[cust])
+    if inputs_out is not None:
+        inputs_out.update(point_id=res.point_id[cust], customer_id=res.customer_id[cust], fwd=fwd, rev=rev,
+                          missing=missing, days=days, signals=sig)
     pick = np.flatnonzero(sig["score"] > 0)
     pick = pick[np.lexsort((res.customer_id[cust][pick], -sig["score"][pick]))]
     tag = month.replace("-", "")
@@ -260,7 +265,8 @@ def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt
 
 
 def view_statements(lake_root) -> list[str]:
-    """``line_loss`` and ``audit`` views (for storage.sql), each once its directory exists in the lake."""
+    """``line_loss``, ``line_loss_missing`` and ``audit`` views (for storage.sql), once the lake has a
+    line loss or an audit directory."""
     root = pathlib.Path(lake_root).resolve()
     out = []
     if not (root / sl.TABLE).is_dir() and not (root / "audit").is_dir():
@@ -271,6 +277,14 @@ def view_statements(lake_root) -> list[str]:
     else:
         src = _empty(sl.LINE_LOSS_SCHEMA, "CAST(NULL AS DATE) AS date")
     out.append(f"CREATE OR REPLACE VIEW line_loss AS {src}")
+    # per 不可算 area-day, the meters whose readings are missing (storage.lineloss.missing_table)
+    if any(root.glob(f"{sl.MISSING_TABLE}/date=*/part-*.parquet")):
+        miss = (f"SELECT * FROM read_parquet('{_q(root / sl.MISSING_TABLE / 'date=*' / 'part-*.parquet')}', "
+                f"hive_partitioning = true, hive_types = {{'date': DATE}})")
+    else:
+        miss = _empty(sl.MISSING_SCHEMA, "CAST(NULL AS DATE) AS date")
+    out.append(f"CREATE OR REPLACE VIEW {sl.MISSING_TABLE} AS SELECT date, area_id, meter_id, point_id, role, "
+               f"reading_date FROM ({miss})")
     if any(root.glob("audit/month=*/part-*.parquet")):
         items = (f"SELECT * FROM read_parquet('{_q(root / 'audit' / 'month=*' / 'part-*.parquet')}', "
                  f"hive_partitioning = true, hive_types = {{'month': VARCHAR}})")
@@ -286,7 +300,7 @@ def view_statements(lake_root) -> list[str]:
     return out
 
 
-_DUCK = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
+_DUCK = {pa.date32(): "DATE", pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
          pa.float64(): "DOUBLE", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}
 
 

@@ -10,7 +10,9 @@ reading for the freeze after ``valid_to`` (both within the swap day).  The multi
 ``point_multipliers``) is the one valid on the consumption day.
 
 Results: the ``line_loss`` table in the lake, one partition per day written atomically (the whole
-partition replaced in one directory swap, the lake's publication rule)::
+partition replaced in one directory swap, the lake's publication rule), and beside it ``line_loss_missing``
+(:func:`missing_table`: per 不可算 area-day the meters whose readings are missing, the input of a targeted
+re-read)::
 
     <lake>/line_loss/date=YYYY-MM-DD/part-<uuid>.parquet
 
@@ -193,6 +195,8 @@ class Result:
     rev: np.ndarray = field(repr=False, default=None)
     flags: np.ndarray = field(repr=False, default=None)
     period: tuple = None    # (area Balance, feeder Balance) of the window as one period (one column)
+    # the meters whose missing readings made an area-day 不可算 (:func:`missing_table`): columns
+    missing: dict = field(repr=False, default=None)
 
     def month(self):
         """(area Balance, feeder Balance) of the whole window as one period: a gap inside the window
@@ -401,6 +405,7 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
         for bit in (1, 2):
             u_src |= np.where(np.bincount(idx[sel], weights=(pt_src[sel] & bit) > 0, minlength=n_u) > 0, bit, 0)
         bal.basis = np.select([u_src == 1, u_src == 3], [ll.B_MONTHLY, ll.B_MIXED], ll.B_DAILY).astype(np.int8)[:, None]
+    missing = _missing_meters(seg, seg_flags, seg_area, area_ids, area.category, rr["ae_fwd"], freezes, off, days)
     mrows = inputs["mrows"]
     mult_ct = np.ones(P, np.int64), np.ones(P, np.int64)
     k = np.searchsorted(point_id, mrows["point_id"].astype(np.int64))
@@ -410,7 +415,29 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     return Result(days, area_ids, areas["area_type"], areas["feeder_id"].astype(np.int64), area,
                   feeders.astype(np.int64), feeder, th, point_id, kind, seg["customer_id"][last_row].astype(np.int64),
                   point_area, seg["meter_id"][last_row].astype(np.int64), mult, mult_ct[0], mult_ct[1], fwd, rev, pfl,
-                  period)
+                  period, missing)
+
+
+def _missing_meters(seg, seg_flags, seg_area, area_ids, category, r_fwd, freezes, off, days) -> dict:
+    """Per 不可算 area-day, the meters (segments) without a reading at the day's freezes (D and D+1 at
+    00:00) and no span to spread over: one row per (day, area, meter, missing freeze)."""
+    s_row, col = np.nonzero((seg_flags & ll.LF_MISSING) != 0)
+    a = seg_area[s_row]
+    keep = a >= 0
+    s_row, col, a = s_row[keep], col[keep], a[keep]
+    keep = category[a, col] == ll.NOT_COMPUTABLE
+    s_row, col, a = s_row[keep], col[keep], a[keep]
+    rows = {"date": [], "area_id": [], "meter_id": [], "point_id": [], "role": [], "reading_date": []}
+    for side in (0, 1):                                # the freeze opening the day, then the one closing it
+        gone = r_fwd[s_row, off + col + side] < 0
+        for k, v in (("date", np.array(days, "datetime64[D]")[col[gone]]), ("area_id", area_ids[a[gone]]),
+                     ("meter_id", seg["meter_id"][s_row[gone]]), ("point_id", seg["point_id"][s_row[gone]]),
+                     ("role", seg["role"][s_row[gone]]),
+                     ("reading_date", np.array(freezes, "datetime64[D]")[off + col[gone] + side])):
+            rows[k].append(np.asarray(v))
+    out = {k: np.concatenate(v) for k, v in rows.items()}
+    o = np.lexsort((out["reading_date"], out["meter_id"], out["area_id"], out["date"]))
+    return {k: v[o] for k, v in out.items()}
 
 
 def _day_numbers(col: np.ndarray) -> np.ndarray:
@@ -473,6 +500,60 @@ def month_table(res: Result) -> pa.Table:
             .append_column("basis", pa.array(basis, pa.string()))
 
 
+MISSING_TABLE = "line_loss_missing"
+MISSING_SCHEMA = pa.schema([("area_id", pa.int64()), ("meter_id", pa.int64()), ("point_id", pa.int64()),
+                            ("role", pa.string()), ("reading_date", pa.date32())])
+
+
+def missing_table(res: Result, day: _dt.date | None = None) -> pa.Table:
+    """The meters whose missing readings made an area-day 不可算 (not computable), one row per (day, area,
+    meter, missing freeze ``reading_date``), of ``day`` or of every day of ``res``: what a targeted re-read
+    (``gridhead collect run --meters FILE``) asks for."""
+    m = res.missing or {k: np.zeros(0) for k in ("date", "area_id", "meter_id", "point_id", "role", "reading_date")}
+    sel = np.ones(len(m["date"]), bool) if day is None else m["date"] == np.datetime64(day, "D")
+    cols = {"date": pa.array(m["date"][sel].astype("datetime64[D]"), pa.date32())}
+    for f in MISSING_SCHEMA:
+        v = m[f.name][sel]
+        cols[f.name] = pa.array(v.astype("datetime64[D]") if f.type == pa.date32() else v.astype(object if f.type == pa.string() else np.int64), f.type)
+    return pa.table(cols)
+
+
+def reread_table(missing: pa.Table) -> pa.Table:
+    """The distinct (meter_id, date) readings to re-read from a :func:`missing_table`: the file format of
+    ``gridhead collect run --meters FILE``."""
+    t = missing.group_by(["meter_id", "reading_date"]).aggregate([]).rename_columns(["meter_id", "date"])
+    return t.sort_by([("date", "ascending"), ("meter_id", "ascending")])
+
+
+def write_reread(path, missing: pa.Table) -> int:
+    """Write :func:`reread_table` of ``missing`` as CSV (meter_id,date) to ``path``; its row count."""
+    import pyarrow.csv as pacsv
+    t = reread_table(missing)
+    try:
+        pacsv.write_csv(t, path)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot be written ({exc.strerror or exc})") from None
+    return t.num_rows
+
+
+def read_reread(path) -> tuple[list, list | None]:
+    """(meter ids, their dates or None) of a re-read file: CSV with a ``meter_id`` column and optionally
+    ``date`` (YYYY-MM-DD), as :func:`write_reread` writes it."""
+    import pyarrow.csv as pacsv
+    try:
+        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={"meter_id": pa.int64(), "date": pa.date32()}))
+    except FileNotFoundError:
+        raise StorageError(f"{path}: no such file") from None
+    except pa.ArrowException as exc:
+        raise StorageError(f"{path}: not a CSV of meter_id[,date] ({str(exc).splitlines()[0]})") from None
+    if "meter_id" not in t.column_names or t.column("meter_id").null_count:
+        raise StorageError(f"{path}: needs a meter_id column with a meter id on every row")
+    if "date" in t.column_names and t.column("date").null_count:
+        raise StorageError(f"{path}: the date column is empty on some row")
+    return t.column("meter_id").to_pylist(), (t.column("date").to_pylist() if "date" in t.column_names else None)
+
+
 def only_level(tbl: pa.Table, level: str) -> pa.Table:
     """The rows of ``tbl`` at ``level`` ("area" or "feeder"); "all" keeps every row."""
     if level == "all":
@@ -487,6 +568,9 @@ def write_days(lake_root, res: Result) -> list[pathlib.Path]:
     for d in res.days:
         out.append(replace_partition(pathlib.Path(lake_root), pathlib.Path(TABLE) / f"date={d.isoformat()}",
                                      day_table(res, d)))
+        if res.missing is not None:       # the day's 不可算 meters beside it (replaced too: none left is news)
+            replace_partition(pathlib.Path(lake_root), pathlib.Path(MISSING_TABLE) / f"date={d.isoformat()}",
+                              missing_table(res, d).drop_columns(["date"]))
     return out
 
 
