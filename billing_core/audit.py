@@ -29,6 +29,8 @@ from storage.schema import EVENT_CODES
 
 MIN_DROP = 0.2            # the theft signal needs the share to fall by at least 20 %
 THEFT_T = 5.0             # ... with a t statistic of at least 5 (max over ~30 splits of noise is ~3-4)
+THEFT_T_BALANCED = 3.0    # ... or of at least 3 when the area's loss rose by what the customer stopped registering
+BALANCE = 0.5             # ... (area loss rise >= BALANCE × the customer's fall in kWh/day): a late theft has few days after
 MIN_SIDE = 3              # days on each side of a split
 STOPPED_DAYS = 3
 MULT_TOL = 0.08           # |ln(ratio) − ln(factor)| for the multiplier signal
@@ -118,7 +120,13 @@ def signals(energy, rev, missing, area, area_sales, area_loss, area_ok, area_hig
     reverse = rev_total > 0
     stopped = (run >= STOPPED_DAYS) & had & sup_held & ~reverse
     # a stopped or reversed meter also "drops"; it is listed as what it is
-    theft = ina & (t >= THEFT_T) & (drop >= MIN_DROP) & (rise > 0) & ~mult_hit & ~stopped & ~reverse
+    # the customer's fall in kWh/day at its split: (share before − after) × the area's sales after
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sales_after = np.where(aok & after, sales, 0).sum(1) / np.maximum((aok & after).sum(1), 1)
+    lost = np.maximum(mb - ma, 0) * sales_after / 100
+    balanced = (rise > 0) & (rise >= BALANCE * lost)
+    strong = (t >= THEFT_T) & (rise > 0)
+    theft = ina & (strong | ((t >= THEFT_T_BALANCED) & balanced)) & (drop >= MIN_DROP) & ~mult_hit & ~stopped & ~reverse
     score_theft = np.where(theft, np.minimum(10 * t, 100) * (1 + high_share), 0.0)
     score_ev = np.zeros(n)
     for code, w in EVENT_WEIGHTS.items():
@@ -128,7 +136,7 @@ def signals(energy, rev, missing, area, area_sales, area_loss, area_ok, area_hig
     out = {"score_theft": score_theft, "score_stopped": np.where(stopped, 100.0, 0.0),
            "score_reverse": np.where(reverse, 100.0, 0.0), "score_events": score_ev,
            "score_multiplier": np.where(mult_hit, 80.0, 0.0),
-           "t_stat": t, "split_day": split, "drop": drop, "area_loss_rise_kwh": rise, "area_high_share": high_share,
+           "t_stat": t, "split_day": split, "drop": drop, "area_loss_rise_kwh": rise, "lost_kwh": lost, "area_high_share": high_share,
            "zero_days": np.where(zero[:, -1], run, 0), "reverse_kwh_x100": rev_total, "step_ratio": ratio}
     out["score"] = sum(out[f"score_{k}"] for k in KINDS)
     return out
@@ -181,3 +189,19 @@ def area_rules(rules: dict, rate_bp, has_rate, high_days, negative_days, month_n
     fired = sum(out[k].astype(np.int64) for k in AREA_KINDS)
     out["score"] = np.max(np.stack(parts), axis=0) + 5.0 * np.maximum(fired - 1, 0)
     return out
+
+
+def drop_baseline(energy, missing, min_side: int = MIN_SIDE) -> np.ndarray:
+    """The plain consumption-drop ranking the audit is measured against (benchmarks/bench_audit.py): per
+    customer the largest relative fall of its mean daily energy across any split day (at least
+    ``min_side`` read days each side), 1 − mean after / mean before; no area, no statistics, no events."""
+    e = np.asarray(energy, np.float64)
+    ok = ~np.asarray(missing, bool)
+    x = np.where(ok, e, 0.0)
+    c, n = np.cumsum(x, axis=1), np.cumsum(ok, axis=1)
+    bs, bn = c[:, :-1], n[:, :-1]
+    as_, an = c[:, -1:] - bs, n[:, -1:] - bn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drop = 1 - (as_ / an) / (bs / bn)
+    drop = np.where((bn >= min_side) & (an >= min_side) & (bs > 0) & np.isfinite(drop), drop, -np.inf)
+    return drop.max(axis=1) if drop.shape[1] else np.full(len(e), -np.inf)

@@ -130,11 +130,11 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
         area_loss = np.hstack([take(prev.area.loss, pa_, hasa, 0), area_loss])
         days = prev.days[-k:] + days
     ev = read_event_counts(lake_root, first, last, res.meter_id[cust])
-    sig = au.signals(fwd, rev, missing, res.point_area[cust], area_sales, area_loss,
-                     ok, high, ev, res.ct[cust], res.pt[cust])
+    args = (fwd, rev, missing, res.point_area[cust], area_sales, area_loss, ok, high, ev, res.ct[cust], res.pt[cust])
+    sig = au.signals(*args)
     if inputs_out is not None:
         inputs_out.update(point_id=res.point_id[cust], customer_id=res.customer_id[cust], fwd=fwd, rev=rev,
-                          missing=missing, days=days, signals=sig)
+                          missing=missing, days=days, signals=sig, args=args)
     pick = np.flatnonzero(sig["score"] > 0)
     pick = pick[np.lexsort((res.customer_id[cust][pick], -sig["score"][pick]))]
     tag = month.replace("-", "")
