@@ -6,8 +6,11 @@ customers.  Signals, each a score and the numbers a checker reads (:func:`signal
 * ``theft`` — consumption fell while the area's loss rose.  The customer's share of its area's sales,
   x_d = e_d / sales_d (the share removes weather and weekday, common to the area), is tested at every
   split day s: t(s) = (mean before − mean after) / (pooled sd · √(1/n_b + 1/n_a)); the best split must
-  show a drop of at least ``MIN_DROP`` and the area's loss energy must have risen after it.  Score
-  ``10 · t`` (capped at 100), boosted by the share of the area's days that were 高损.
+  show a drop of at least ``MIN_DROP`` and the area's loss energy must have risen after it, with
+  t >= ``THEFT_T`` — or t >= ``THEFT_T_BALANCED`` when the area's loss rose by at least ``BALANCE`` ×
+  what the customer stopped registering (kWh/day): the energy balance confirms a theft that started late
+  in the month (few days after the split, so a low t), which a customer simply using less does not show.
+  Score ``10 · t`` (capped at 100), boosted by the share of the area's days that were 高损.
 * ``stopped`` — the meter registers zero for the last ``STOPPED_DAYS`` days or more after it
   registered before, while its area's supply did not fall (停走).  Score 100.
 * ``reverse`` — energy on the reverse register of a customer meter without generation (反向走字).
@@ -18,7 +21,8 @@ customers.  Signals, each a score and the numbers a checker reads (:func:`signal
   CT × PT or 2 (a CT change not, or wrongly, recorded in the archive: 倍率差错).  Score 80.
 
 An item's score is the sum; the list is sorted by it.  :func:`precision_recall` measures a ranking
-against a ground truth (the generator's).
+against a ground truth (the generator's); :func:`drop_baseline` is the plain consumption-drop ranking it
+is compared with (benchmarks/bench_audit.py).  :func:`area_rules` judges areas (storage.audit).
 """
 
 from __future__ import annotations
