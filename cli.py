@@ -1421,7 +1421,7 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
             _ll.write_days(_sql.lake_root(data), res)
     if missing or reread_out:
         if res.missing is None:
-            raise click.UsageError("--missing and --reread-out need the single-node run (no --scheduler / --workers)")
+            raise click.UsageError("--missing and --reread-out: this run has no list of the 不可算 meters")
         miss = _ll.missing_table(res, first if date else None)
         if reread_out:
             n = _ll.write_reread(reread_out, miss)
