@@ -291,3 +291,43 @@ def test_ranking_beats_the_consumption_drop_baseline_on_the_fleet():
     assert late
     top = set(ours[:po["k"]])
     assert all(p in top for p in late), [(p, ours.index(p) + 1 if p in ours else None) for p in late]
+
+
+def test_history_rules_name_the_month_they_compare_with():
+    """Item 3, history: an area whose June rate is 2 points above its May (月环比) is listed by that rule,
+    one 2 points above June last year (同比) by the other, with both rates in the evidence; months the
+    lake cannot compute (no history) fire nothing."""
+    import dataclasses
+    from billing_core import lineloss as ll
+    from storage import archive, audit as sa, lineloss as sl
+    d = fleet()
+    with archive.Archive(d / "archive.duckdb", read_only=True) as a:
+        june = sl.compute(a, d / "lake", *sl.month_range(MONTH))
+    m, f = june.month()
+
+    def shifted(area_row: int, by_bp: int):
+        rate = m.rate_bp.copy()
+        rate[area_row, 0] -= by_bp          # the other areas: the same rate as June, nothing fires
+        return dataclasses.replace(june, period=(dataclasses.replace(m, rate_bp=rate), f))
+
+    lenient = ll.parse_thresholds({"band": {t: {"high_bp": 10000, "negative_bp": -10000}
+                                            for t in ("urban", "rural", "feeder")},
+                                   "rules": {"high_days": -1, "negative_days": -1}})
+    june = dataclasses.replace(june, thresholds=lenient)
+    rows = {int(a): i for i, a in enumerate(june.area_id) if m.has_rate[i, 0]}
+    a1, a2 = sorted(rows)[:2]
+    items = sa._area_items(june, shifted(rows[a1], 200), shifted(rows[a2], 200), {}, "202606")
+    got = dict(zip(items["area_id"].tolist(), items["kinds"]))
+    assert got == {a1: "area_month_over_month", a2: "area_year_over_year"}
+    items = sa._area_items(june, shifted(rows[a1], 200), shifted(rows[a2], 0), {}, "202606")
+    assert dict(zip(items["area_id"].tolist(), items["kinds"])) == {a1: "area_month_over_month"}
+    ev = items["evidence"][0]
+    assert f"vs {(m.rate_bp[rows[a1], 0] - 200) / 100:.2f} % the month before" in ev and "month_over_month_bp >= 150" in ev
+    items = sa._area_items(june, shifted(rows[a1], 0), shifted(rows[a2], 200), {}, "202606")
+    assert dict(zip(items["area_id"].tolist(), items["kinds"])) == {a2: "area_year_over_year"}
+    # no history in the lake: May and June 2025 of this fleet are not computable, so nothing fires
+    with archive.Archive(d / "archive.duckdb", read_only=True) as a:
+        may = sl.compute(a, d / "lake", *sl.month_range("2026-05"), thresholds=lenient)
+    assert not may.month()[0].has_rate.any()
+    items = sa._area_items(june, may, may, {}, "202606")
+    assert len(items["area_id"]) == 0
