@@ -1223,9 +1223,12 @@ def collect_grp():
 @click.option("--ack-log", type=click.Path(dir_okay=False), default=None,
               help="Append a JSON line per batch the ingest acknowledged (meters, kind) to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--meters", "meters_file", type=click.Path(dir_okay=False), default=None,
+              help="Re-read only these meters: a CSV with meter_id and optionally date (the reading's day), e.g. "
+                   "from `gridhead lineloss --reread-out`; days without a date column come from --date/--from.")
 @_data_option
 def collect_run(single, first, last, port, tasks_file, task, retries, backfill_delay, timeout_s, wait_online, wait_s, seed,
-                requests_per_s, forever, ack_log, as_json, data):
+                requests_per_s, forever, ack_log, as_json, data, meters_file=None):
     """Start the head-end on 127.0.0.1, wait for the fleet, collect the days, back-fill, print the rates.
 
     Days that already have a recorded collection run are not collected again (a restart resumes);
@@ -1236,7 +1239,12 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
 
     from headend import collect as _c
     from storage import sql as _sql
-    days = _dates(first, last, single)
+    wanted = None
+    if meters_file:
+        wanted = _reread_file(meters_file, _dates(first, last, single) if single or first else None)
+        days = sorted(wanted)
+    else:
+        days = _dates(first, last, single)
     tasks = _c.load_tasks(tasks_file)
     over = {k: v for k, v in (("backfill_retries", retries), ("backfill_delay_s", backfill_delay),
                               ("timeout_s", timeout_s)) if v is not None}
@@ -1254,7 +1262,7 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
     try:
         out = asyncio.run(_c.serve_and_collect(_sql.data_dir(data), days, port=port, tasks=tasks, task=task,
                                                seed=seed, wait_online=wait_online, wait_s=wait_s, on_port=on_port,
-                                               on_stored=stored, forever=forever,
+                                               on_stored=stored, forever=forever, meters=wanted,
                                                config={} if requests_per_s is None else
                                                {"requests_per_s": requests_per_s}))
     finally:
@@ -1262,6 +1270,10 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
             log_fh.close()
     if as_json:
         click.echo(json.dumps(out, default=str))
+        return
+    if wanted is not None:
+        click.echo(f"{out['online_at_start']}/{out['terminals']} terminals online; re-read {out['requested']} "
+                   f"meter-days: {out['readings_reread']} readings stored, {out['still_missing']} still missing")
         return
     if "before" not in out:            # monthly / curve / events: no daily success rate to show
         click.echo(f"{out['online_at_start']}/{out['terminals']} terminals online; {task}: {out['stored']} "
@@ -1272,6 +1284,27 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
                f"stored ({out['readings_backfilled']} by back-fill) in {out['seconds']} s")
     click.echo(f"success {b['success_first_pct']}% first pass, {a['success_pct']}% after back-fill "
                f"({a['collected']}/{a['expected']} meter-days, {a['missing']} missing)")
+
+
+def _reread_file(path, days) -> dict:
+    """{date: [meter_id]} of a re-read file (storage.lineloss.read_reread); ``days`` (a list, or None)
+    gives the days of a file without dates and limits those of one with dates.  Bad input: one line, exit 2."""
+    from headend.collect import TaskError
+    from protocols.errors import StorageError
+    from storage import lineloss as _ll
+    try:
+        ids, dates = _ll.read_reread(path)
+    except StorageError as exc:
+        raise TaskError(str(exc)) from None
+    if dates is not None:
+        out: dict = {}
+        for m, d in zip(ids, dates):
+            if days is None or d in days:
+                out.setdefault(d, []).append(m)
+        return out
+    if days is None:
+        raise TaskError(f"{path} has no date column: give --date D or --from D [--to D]")
+    return {d: list(ids) for d in days}
 
 
 @collect_grp.command("status")
@@ -1364,19 +1397,25 @@ def _date_or_month(date, month):
 @click.option("--max-gap", type=click.IntRange(1, 31), default=3, show_default=True,
               help="Spread a multi-day difference over a gap of at most this many days.")
 @click.option("--no-save", is_flag=True, help="Do not store the daily results in the lake's line_loss table.")
+@click.option("--missing", is_flag=True,
+              help="Print, per 不可算 area-day, the meters whose missing readings made it so (SQL view line_loss_missing).")
+@click.option("--reread-out", type=click.Path(dir_okay=False), default=None,
+              help="Write those meters' missing readings as a CSV (meter_id,date) for `gridhead collect run --meters FILE`.")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="Run on this Dask scheduler, one task per feeder set with its areas (storage.dist).")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Run on a local Dask cluster of N worker processes on 127.0.0.1 (storage.dist).")
 @_data_option
 def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_save, data, scheduler=None,
-                 workers=None):
+                 workers=None, missing=False, reread_out=None):
     """Statistical line loss (线损) per transformer area (台区) and 10 kV feeder, for a day or a month.
 
     supply = check meter (考核表) forward × CT×PT + PV inside the area; sales = Σ customers × CT×PT + check
     meter reverse; rate = (supply − sales) / supply in basis points.  Categories: ok 合格, high 高损,
     negative 负损, not_computable 不可算, outage 停运.  The daily rows are stored in the lake (SQL view
-    line_loss) unless --no-save.
+    line_loss) unless --no-save, with the meters that made an area-day 不可算 (view line_loss_missing;
+    --missing prints them, --reread-out FILE writes them for `gridhead collect run --meters FILE`).  A
+    month's energies come from the 月冻结 readings where the lake has them (column basis).
     """
     from storage import archive, lineloss as _ll, sql as _sql
     fmt = _out_format(as_json, as_csv)
@@ -1395,6 +1434,19 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
             res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=th, max_gap=max_gap)
         if not no_save:
             _ll.write_days(_sql.lake_root(data), res)
+    if missing or reread_out:
+        if res.missing is None:
+            raise click.UsageError("--missing and --reread-out: this run has no list of the 不可算 meters")
+        miss = _ll.missing_table(res, first if date else None)
+        if reread_out:
+            n = _ll.write_reread(reread_out, miss)
+            click.echo(f"wrote {reread_out}: {n} readings of {len(set(miss.column('meter_id').to_pylist()))} "
+                       f"meters to re-read", err=True)
+        if missing:
+            _emit_table(miss, fmt, {"date": ("day", str), "area_id": ("area", str), "meter_id": ("meter", str),
+                                    "point_id": ("point", str), "role": ("role", str),
+                                    "reading_date": ("missing reading", str)})
+            return
     tbl = _ll.only_level(_ll.day_table(res, first) if date else _ll.month_table(res), level)
     cols = {"level": ("level", str), "unit_id": ("id", str), "unit_type": ("type", str),
             "supply_kwh_x100": ("supply kWh", _kwh), "sales_kwh_x100": ("sales kWh", _kwh),
@@ -1402,6 +1454,7 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
             "category": ("category", str), "category_zh": ("类别", str), "flags": ("flags", _ll.flag_text)}
     if not date:
         cols["days_not_computable"] = ("不可算 days", str)
+        cols["basis"] = ("basis", str)
     _emit_table(tbl, fmt, cols)
 
 
@@ -1410,13 +1463,19 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
 @click.option("--top", type=click.IntRange(1), default=50, show_default=True, help="Items to print.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
+@click.option("--thresholds", type=click.Path(dir_okay=False),
+              help="TOML bands and [rules] of the areas [default: billing_core/lineloss.toml].")
+@click.option("--technical", type=click.Path(dir_okay=False),
+              help="CSV of area_id, technical_loss_bp (理论线损): areas above it by the rule's margin are listed.")
 @_data_option
 @click.pass_context
-def audit_grp(ctx, month, top, as_json, as_csv, data):
+def audit_grp(ctx, month, top, as_json, as_csv, thresholds, technical, data):
     """The audit list (稽查): customers and areas ranked by the evidence of theft or a faulty meter.
 
     `gridhead audit --month M` ranks and stores the list (SQL view audit); `gridhead audit mark ITEM
-    --result theft|fault|normal --by NAME` records what the check found.
+    --result theft|fault|normal --by NAME` records what the check found.  An area is listed when a rule
+    of the thresholds file's [rules] fires (高损 / 负损 days, 月环比, 同比, over its technical loss); its
+    signals name the rules.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -1424,8 +1483,11 @@ def audit_grp(ctx, month, top, as_json, as_csv, data):
         raise click.UsageError("--month YYYY-MM is required (or a subcommand: mark)")
     from storage import archive, audit as _au, sql as _sql
     fmt = _out_format(as_json, as_csv)
+    from storage import lineloss as _ll
+    th = _ll.load_thresholds(thresholds)
+    tech = _au.load_technical(technical) if technical else None
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
-        items = _au.rank_month(a, _sql.lake_root(data), month)
+        items = _au.rank_month(a, _sql.lake_root(data), month, thresholds=th, technical=tech)
     _au.save(_sql.lake_root(data), month, items)
     shown = items.slice(0, top)
     _emit_table(shown, fmt, {"rank": ("#", str), "item_id": ("item", str), "score": ("score", lambda v: f"{v:.1f}"),

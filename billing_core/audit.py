@@ -6,8 +6,11 @@ customers.  Signals, each a score and the numbers a checker reads (:func:`signal
 * ``theft`` — consumption fell while the area's loss rose.  The customer's share of its area's sales,
   x_d = e_d / sales_d (the share removes weather and weekday, common to the area), is tested at every
   split day s: t(s) = (mean before − mean after) / (pooled sd · √(1/n_b + 1/n_a)); the best split must
-  show a drop of at least ``MIN_DROP`` and the area's loss energy must have risen after it.  Score
-  ``10 · t`` (capped at 100), boosted by the share of the area's days that were 高损.
+  show a drop of at least ``MIN_DROP`` and the area's loss energy must have risen after it, with
+  t >= ``THEFT_T`` — or t >= ``THEFT_T_BALANCED`` when the area's loss rose by at least ``BALANCE`` ×
+  what the customer stopped registering (kWh/day): the energy balance confirms a theft that started late
+  in the month (few days after the split, so a low t), which a customer simply using less does not show.
+  Score ``10 · t`` (capped at 100), boosted by the share of the area's days that were 高损.
 * ``stopped`` — the meter registers zero for the last ``STOPPED_DAYS`` days or more after it
   registered before, while its area's supply did not fall (停走).  Score 100.
 * ``reverse`` — energy on the reverse register of a customer meter without generation (反向走字).
@@ -18,7 +21,8 @@ customers.  Signals, each a score and the numbers a checker reads (:func:`signal
   CT × PT or 2 (a CT change not, or wrongly, recorded in the archive: 倍率差错).  Score 80.
 
 An item's score is the sum; the list is sorted by it.  :func:`precision_recall` measures a ranking
-against a ground truth (the generator's).
+against a ground truth (the generator's); :func:`drop_baseline` is the plain consumption-drop ranking it
+is compared with (benchmarks/bench_audit.py).  :func:`area_rules` judges areas (storage.audit).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from storage.schema import EVENT_CODES
 
 MIN_DROP = 0.2            # the theft signal needs the share to fall by at least 20 %
 THEFT_T = 5.0             # ... with a t statistic of at least 5 (max over ~30 splits of noise is ~3-4)
+THEFT_T_BALANCED = 3.0    # ... or of at least 3 when the area's loss rose by what the customer stopped registering
+BALANCE = 0.5             # ... (area loss rise >= BALANCE × the customer's fall in kWh/day): a late theft has few days after
 MIN_SIDE = 3              # days on each side of a split
 STOPPED_DAYS = 3
 MULT_TOL = 0.08           # |ln(ratio) − ln(factor)| for the multiplier signal
@@ -118,7 +124,13 @@ def signals(energy, rev, missing, area, area_sales, area_loss, area_ok, area_hig
     reverse = rev_total > 0
     stopped = (run >= STOPPED_DAYS) & had & sup_held & ~reverse
     # a stopped or reversed meter also "drops"; it is listed as what it is
-    theft = ina & (t >= THEFT_T) & (drop >= MIN_DROP) & (rise > 0) & ~mult_hit & ~stopped & ~reverse
+    # the customer's fall in kWh/day at its split: (share before − after) × the area's sales after
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sales_after = np.where(aok & after, sales, 0).sum(1) / np.maximum((aok & after).sum(1), 1)
+    lost = np.maximum(mb - ma, 0) * sales_after / 100
+    balanced = (rise > 0) & (rise >= BALANCE * lost)
+    strong = (t >= THEFT_T) & (rise > 0)
+    theft = ina & (strong | ((t >= THEFT_T_BALANCED) & balanced)) & (drop >= MIN_DROP) & ~mult_hit & ~stopped & ~reverse
     score_theft = np.where(theft, np.minimum(10 * t, 100) * (1 + high_share), 0.0)
     score_ev = np.zeros(n)
     for code, w in EVENT_WEIGHTS.items():
@@ -128,7 +140,7 @@ def signals(energy, rev, missing, area, area_sales, area_loss, area_ok, area_hig
     out = {"score_theft": score_theft, "score_stopped": np.where(stopped, 100.0, 0.0),
            "score_reverse": np.where(reverse, 100.0, 0.0), "score_events": score_ev,
            "score_multiplier": np.where(mult_hit, 80.0, 0.0),
-           "t_stat": t, "split_day": split, "drop": drop, "area_loss_rise_kwh": rise, "area_high_share": high_share,
+           "t_stat": t, "split_day": split, "drop": drop, "area_loss_rise_kwh": rise, "lost_kwh": lost, "area_high_share": high_share,
            "zero_days": np.where(zero[:, -1], run, 0), "reverse_kwh_x100": rev_total, "step_ratio": ratio}
     out["score"] = sum(out[f"score_{k}"] for k in KINDS)
     return out
@@ -144,3 +156,56 @@ def precision_recall(ranked_keys, truth_keys, k: int | None = None) -> dict:
     hit = sum(1 for x in ranked if x in truth)
     return {"k": k, "precision_at_k": hit_k / max(len(top), 1), "recall_at_k": hit_k / max(len(truth), 1),
             "recall": hit / max(len(truth), 1), "listed": len(ranked), "truth": len(truth)}
+
+
+AREA_KINDS = ("area_high_loss", "area_negative_loss", "area_month_over_month", "area_year_over_year",
+              "area_over_technical")
+
+
+def area_rules(rules: dict, rate_bp, has_rate, high_days, negative_days, month_negative,
+               prev_bp, prev_has, last_year_bp, last_year_has, technical_bp, technical_has) -> dict:
+    """Which of the area rules (billing_core.lineloss.RULES) fire for each area's month: {kind: (A,) bool}
+    plus ``score`` (A,).  A rule needs its numbers: no history or technical loss, no firing.
+
+    ``rate_bp``/``has_rate`` (A,) the month's rate; ``high_days``/``negative_days`` (A,) counts of the
+    month's 高损 / 负损 days; ``month_negative`` (A,) the month itself 负损; ``prev_*`` the previous month,
+    ``last_year_*`` the same month last year, ``technical_*`` the technical loss (理论线损)."""
+    rate = np.asarray(rate_bp, np.int64)
+    has = np.asarray(has_rate, bool)
+    on = lambda k: rules.get(k, -1) >= 0  # noqa: E731
+    out = {
+        "area_high_loss": (np.asarray(high_days) >= rules["high_days"]) if on("high_days") else np.zeros(len(rate), bool),
+        "area_negative_loss": ((np.asarray(negative_days) >= rules["negative_days"]) | np.asarray(month_negative, bool))
+        if on("negative_days") else np.zeros(len(rate), bool),
+    }
+    for kind, key, ref, ref_has in (("area_month_over_month", "month_over_month_bp", prev_bp, prev_has),
+                                    ("area_year_over_year", "year_over_year_bp", last_year_bp, last_year_has),
+                                    ("area_over_technical", "over_technical_bp", technical_bp, technical_has)):
+        ok = has & np.asarray(ref_has, bool)
+        out[kind] = ok & (rate - np.asarray(ref, np.int64) >= rules[key]) if on(key) else np.zeros(len(rate), bool)
+    # a high-loss rule: 50 + the excess in tenths of a point (at most +50); days rules: 50 + 2 per day
+    excess = lambda ref: np.clip((rate - np.asarray(ref, np.int64)) / 10, 0, 50)  # noqa: E731
+    parts = [np.where(out["area_high_loss"], 50 + 2 * np.asarray(high_days), 0),
+             np.where(out["area_negative_loss"], 50 + 2 * np.asarray(negative_days), 0),
+             np.where(out["area_month_over_month"], 50 + excess(prev_bp), 0),
+             np.where(out["area_year_over_year"], 50 + excess(last_year_bp), 0),
+             np.where(out["area_over_technical"], 50 + excess(technical_bp), 0)]
+    fired = sum(out[k].astype(np.int64) for k in AREA_KINDS)
+    out["score"] = np.max(np.stack(parts), axis=0) + 5.0 * np.maximum(fired - 1, 0)
+    return out
+
+
+def drop_baseline(energy, missing, min_side: int = MIN_SIDE) -> np.ndarray:
+    """The plain consumption-drop ranking the audit is measured against (benchmarks/bench_audit.py): per
+    customer the largest relative fall of its mean daily energy across any split day (at least
+    ``min_side`` read days each side), 1 − mean after / mean before; no area, no statistics, no events."""
+    e = np.asarray(energy, np.float64)
+    ok = ~np.asarray(missing, bool)
+    x = np.where(ok, e, 0.0)
+    c, n = np.cumsum(x, axis=1), np.cumsum(ok, axis=1)
+    bs, bn = c[:, :-1], n[:, :-1]
+    as_, an = c[:, -1:] - bs, n[:, -1:] - bn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drop = 1 - (as_ / an) / (bs / bn)
+    drop = np.where((bn >= min_side) & (an >= min_side) & (bs > 0) & np.isfinite(drop), drop, -np.inf)
+    return drop.max(axis=1) if drop.shape[1] else np.full(len(e), -np.inf)

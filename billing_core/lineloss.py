@@ -54,6 +54,11 @@ LF_REPLACED = 16       # a meter was replaced (换表) that day: energy in two s
 FLAG_NAMES = {LF_SPREAD: "spread", LF_MISSING: "missing", LF_ROLLOVER: "rollover", LF_NEGATIVE: "negative",
               LF_REPLACED: "replaced"}
 
+# what a period's energies were taken from (Balance.basis): the monthly settlement readings (月冻结) at
+# both ends of every meter, the daily frozen ones (日冻结, spread over gaps), or some of each
+B_DAILY, B_MONTHLY, B_MIXED = range(3)
+BASIS_NAMES = ("daily", "monthly", "mixed")
+
 # point kinds as the area balance sees them
 K_CUSTOMER, K_CHECK, K_PV, K_FEEDER_OUT, K_DEDICATED = range(5)
 _EXACT = float(2 ** 53)
@@ -67,9 +72,25 @@ class Band:
     negative_bp: int = 0
 
 
+# The audit's rules for an area's month (稽查, storage.audit): each one that fires lists the area and is
+# named in the item.  Keys of the ``[rules]`` table of the thresholds file; a key set to -1 turns it off.
+RULES = {
+    "high_days": 5,               # 高损 on at least this many days of the month
+    "negative_days": 3,           # 负损 on at least this many days, or the month 负损: check meter (考核表) / wiring
+    "month_over_month_bp": 150,   # 月环比: the month's rate above the previous month's by at least this
+    "year_over_year_bp": 150,     # 同比: above the same month last year's by at least this
+    "over_technical_bp": 150,     # above the area's technical loss (理论线损) by at least this, where known
+}
+
+
 @dataclass(frozen=True)
 class Thresholds:
     bands: dict
+    rules: dict = None
+
+    def __post_init__(self):
+        if self.rules is None:
+            object.__setattr__(self, "rules", dict(RULES))
 
     def band(self, unit_type: str) -> Band:
         try:
@@ -90,7 +111,8 @@ class Thresholds:
 
 
 def parse_thresholds(doc: dict, source: str = "thresholds") -> Thresholds:
-    """``{"band": {"urban": {"high_bp": 700, "negative_bp": 0}, ...}}`` (a parsed TOML document)."""
+    """``{"band": {"urban": {"high_bp": 700, "negative_bp": 0}, ...}, "rules": {...}}`` (a parsed TOML
+    document; ``rules`` (:data:`RULES`) optional, each key defaulting)."""
     bands = doc.get("band")
     if not isinstance(bands, dict) or not bands:
         raise ConfigError(f"{source}: needs [band.<type>] tables (e.g. [band.urban] high_bp = 700)")
@@ -105,14 +127,23 @@ def parse_thresholds(doc: dict, source: str = "thresholds") -> Thresholds:
             raise ConfigError(f"{source}, band.{name}: need -10000 <= negative_bp < high_bp <= 10000, "
                               f"got {neg} and {hi}")
         out[str(name)] = Band(hi, neg)
-    return Thresholds(out)
+    rules = doc.get("rules", {})
+    if not isinstance(rules, dict) or set(rules) - set(RULES):
+        raise ConfigError(f"{source}, rules: keys are {', '.join(RULES)}")
+    for k, v in rules.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < -1:
+            raise ConfigError(f"{source}, rules.{k}: an integer >= 0 (or -1: off), got {v!r}")
+    return Thresholds(out, {**RULES, **rules})
 
 
-def interval_energy(readings: np.ndarray, modulus, max_gap: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def interval_energy(readings: np.ndarray, modulus, max_gap: int = 3,
+                    blocked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Energy of each meter over each interval between consecutive freezes, gaps spread.
 
     ``readings`` (n, T) int64 register values, -1 where missing; ``modulus`` (n,) or scalar, 10^(digits+2)
-    (the register's range in its 0.01 kWh scale).  Returns (energy (n, T-1) int64 in register units,
+    (the register's range in its 0.01 kWh scale).  ``blocked`` (n, T-1) bool: intervals that take no share
+    of a spread gap (the area's outage days, 停运: nothing flowed, so nothing is spread into them); a gap
+    made only of blocked intervals is spread as usual.  Returns (energy (n, T-1) int64 in register units,
     flags (n, T-1) uint8 of LF_*).  No Python loop over meters or days.
     """
     r = np.asarray(readings, dtype=np.int64)
@@ -132,12 +163,13 @@ def interval_energy(readings: np.ndarray, modulus, max_gap: int = 3) -> tuple[np
         flags = np.empty((n, T - 1), np.uint8)
         gap = ~full
         energy[full], flags[full] = _direct_energy(r[full], mod[full] if mod.ndim else mod)
-        energy[gap], flags[gap] = _gap_energy(r[gap], mod[gap] if mod.ndim else mod, max_gap)
+        energy[gap], flags[gap] = _gap_energy(r[gap], mod[gap] if mod.ndim else mod, max_gap,
+                                              None if blocked is None else np.asarray(blocked, bool)[gap])
         return energy, flags
-    return _gap_energy(r, mod, max_gap)
+    return _gap_energy(r, mod, max_gap, blocked)
 
 
-def _gap_energy(r: np.ndarray, modulus, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+def _gap_energy(r: np.ndarray, modulus, max_gap: int, blocked=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`interval_energy` of any rows: per interval the nearest readings either side, gaps spread."""
     n, T = r.shape
     present = r >= 0
@@ -155,9 +187,24 @@ def _gap_energy(r: np.ndarray, modulus, max_gap: int) -> tuple[np.ndarray, np.nd
     delta = rq - rp
     wrapped = (delta < 0) & (-delta > mod // 2)
     delta = np.where(wrapped, delta + mod, delta)
-    share = np.floor_divide(delta, span)
-    last = (idx[1:][None, :] == q)                      # the interval ending at q takes the remainder
-    energy = np.where(last, delta - share * (span - 1), share)
+    if blocked is None or not np.any(blocked):
+        share = np.floor_divide(delta, span)
+        last = (idx[1:][None, :] == q)                  # the interval ending at q takes the remainder
+        energy = np.where(last, delta - share * (span - 1), share)
+    else:
+        # only the open intervals of a gap share it: U[t] = open intervals before t, so the gap [p, q)
+        # has U[q] - U[p] of them and interval t is the (U[t] - U[p])-th; the last open one takes the rest
+        free = ~np.asarray(blocked, bool)
+        U = np.zeros((n, T), np.int64)
+        np.cumsum(free, axis=1, out=U[:, 1:])
+        up, uq = np.take_along_axis(U, p, axis=1), np.take_along_axis(U, q, axis=1)
+        cnt = uq - up
+        use = cnt > 0                                   # a gap of blocked intervals only: spread as usual
+        span_b = np.where(use, np.maximum(cnt, 1), span)
+        k = np.where(use, U[:, :-1] - up, idx[:-1][None, :] - p)
+        share = np.floor_divide(delta, span_b)
+        energy = np.where(k == span_b - 1, delta - share * (span_b - 1), share)
+        energy = np.where(use & ~free, 0, energy)
     energy = np.where(ok, energy, 0)
     flags = (np.where(ok & (span > 1), LF_SPREAD, 0) | np.where(~ok, LF_MISSING, 0)
              | np.where(ok & wrapped, LF_ROLLOVER, 0) | np.where(ok & (delta < 0), LF_NEGATIVE, 0)).astype(np.uint8)
@@ -219,10 +266,31 @@ class Balance:
     rate_bp: np.ndarray          # int64; meaningful where has_rate
     has_rate: np.ndarray
     category: np.ndarray         # int8 codes of CATEGORY_NAMES
+    basis: np.ndarray = None     # int8 codes of BASIS_NAMES (B_DAILY unless a period says otherwise)
+
+    def __post_init__(self):
+        if self.basis is None:
+            self.basis = np.zeros(self.category.shape, np.int8)
 
     @property
     def loss(self) -> np.ndarray:
         return self.supply - self.sales
+
+
+def outage_days(unit_idx, n_units: int, energy, flags, active) -> np.ndarray:
+    """(n_units, D) bool: the unit-days of an outage (停运) as its meters show it — every meter read on
+    both sides of the day (no gap) registered exactly nothing, and they are at least half of the unit's
+    meters in service that day.  A stopped check meter is not an outage (the customers still register),
+    nor is a day whose readings are mostly missing.  ``unit_idx`` (m,) (-1: no unit), ``energy``/``flags``
+    (m, D) of :func:`interval_energy`, ``active`` (m, D) bool: the meter is in service that day."""
+    unit_idx = np.asarray(unit_idx, np.int64)
+    sel = unit_idx >= 0
+    ui, e, f, act = unit_idx[sel], np.asarray(energy)[sel], np.asarray(flags)[sel], np.asarray(active, bool)[sel]
+    direct = act & ((f & (LF_SPREAD | LF_MISSING)) == 0)
+    n_direct = group_sum(ui, n_units, direct.astype(np.int64))
+    n_active = group_sum(ui, n_units, act.astype(np.int64))
+    moving = group_sum(ui, n_units, (direct & (e != 0)).astype(np.int64))
+    return (n_direct >= 1) & (2 * n_direct >= n_active) & (moving == 0)
 
 
 def classify(supply, sales, flags, high_bp, negative_bp) -> Balance:

@@ -825,6 +825,29 @@ class Collector:
         ms = np.fromiter(outcomes, np.int64, len(outcomes))
         self.state.record_attempts(task.name, day, ms, [outcomes[m] for m in ms.tolist()], self.clock())
 
+    # -- targeted re-read (gridhead collect run --meters FILE) ---------------------------------------------
+    async def reread(self, task: Task | str, wanted: dict) -> dict:
+        """Read again only the meter-days of ``wanted`` ({date: [meter_id]}, e.g. the meters that made an
+        area-day 不可算: ``gridhead lineloss --reread-out``), one request per meter whether or not the day
+        was collected before, recorded as back-fill attempts; the readings still missing afterwards."""
+        task = self.task(task) if isinstance(task, str) else task
+        unknown = sorted({m for ms in wanted.values() for m in ms if m not in self.route})
+        if unknown:
+            raise TaskError(f"re-read: meter {unknown[0]} is not an expected meter of the archive"
+                            f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}")
+        requested = 0
+        for day in sorted(wanted):
+            by_terminal: dict[str, list] = {}
+            for m in sorted(set(wanted[day])):
+                by_terminal.setdefault(self.route[m][0], []).append(m)
+            requested += sum(len(v) for v in by_terminal.values())
+            await asyncio.gather(*(self._backfill_terminal(task, a, day, ms) for a, ms in by_terminal.items()))
+        await self.publish()
+        gaps = self.state.gaps(sorted(wanted), task.name, task.kind, task.period_s).to_pydict()
+        left = sorted((d, m) for d, m in zip(gaps["date"], gaps["meter_id"]) if m in set(wanted.get(d, ())))
+        return {"task": task.name, "requested": requested, "readings_reread": self.counts["backfilled"],
+                "still_missing": len(left), "missing": [{"meter_id": m, "date": d.isoformat()} for d, m in left]}
+
     # -- whole runs --------------------------------------------------------------------------------------
     async def run_days(self, task: Task | str, days, *, backfill: bool = True,
                        max_wait_s: float | None = None) -> dict:
@@ -1044,11 +1067,12 @@ class Collector:
 async def serve_and_collect(data_dir, days, *, port: int = 0, host: str = "127.0.0.1", tasks=None,
                             task: str = "daily-frozen", seed: int = 0, wait_online: int | None = None,
                             wait_s: float = 30.0, on_port=None, on_stored=None, forever: bool = False,
-                            config: dict | None = None) -> dict:
+                            config: dict | None = None, meters: dict | None = None) -> dict:
     """Start a head-end on ``data_dir``, wait for the fleet (``wait_online`` terminals, default all of
     the archive's, at most ``wait_s``), collect ``days`` with ``task`` and back-fill, stop; the summary.
 
     ``on_port(port)`` is called once listening; ``forever`` keeps the scheduler running afterwards.
+    ``meters`` ({date: [meter_id]}): re-read only those meter-days (:meth:`Collector.reread`) instead.
     """
     from .config import Config
     from .server import HeadEnd
@@ -1067,7 +1091,7 @@ async def serve_and_collect(data_dir, days, *, port: int = 0, host: str = "127.0
             await asyncio.sleep(0.05)
         online = len(he.sessions)
         t0 = time.perf_counter()
-        out = await col.run_days(task, days)
+        out = await (col.reread(task, meters) if meters is not None else col.run_days(task, days))
         out.update(terminals=len(col.meters_of), online_at_start=online, seconds=round(time.perf_counter() - t0, 3),
                    requests=col.counts["requests"], failed_requests=col.counts["failed"],
                    readings_stored=col.counts["stored"], readings_backfilled=col.counts["backfilled"])

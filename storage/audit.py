@@ -29,7 +29,6 @@ from . import lineloss as sl
 from .archive import Archive
 
 RESULTS = ("theft", "fault", "normal")
-AREA_HIGH_DAYS = 5          # an area is persistently high-loss with at least this many 高损 days
 PREVIOUS_DAYS = 14          # the previous month's last days the theft signal compares with (when in the lake)
 ITEMS_SCHEMA = pa.schema([
     ("item_id", pa.string()), ("rank", pa.int32()), ("level", pa.string()), ("customer_id", pa.int64()),
@@ -67,13 +66,42 @@ def read_event_counts(lake_root, first: _dt.date, last: _dt.date, meter_ids: np.
     return out
 
 
+def load_technical(path) -> dict:
+    """{area_id: technical loss (理论线损) in basis points} from a CSV with columns ``area_id`` and
+    ``technical_loss_bp`` (other columns ignored; e.g. the generator's ground_truth/areas.csv)."""
+    import pyarrow.csv as pacsv
+    try:
+        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            include_columns=["area_id", "technical_loss_bp"], column_types={"area_id": pa.int64(),
+                                                                           "technical_loss_bp": pa.int64()}))
+    except FileNotFoundError:
+        raise StorageError(f"{path}: no such file") from None
+    except pa.ArrowException as exc:
+        raise StorageError(f"{path}: needs integer columns area_id and technical_loss_bp ({str(exc).splitlines()[0]})") from None
+    ids, bp = t.column("area_id"), t.column("technical_loss_bp")
+    import pyarrow.compute as pc
+    if ids.null_count or (bp.null_count < len(bp) and pc.min(bp).as_py() < 0):
+        raise StorageError(f"{path}: area_id is required and technical_loss_bp is >= 0")
+    return {int(a): int(b) for a, b in zip(ids.to_pylist(), bp.to_pylist()) if b is not None}
+
+
+def _shift_months(first: _dt.date, months: int) -> str:
+    k = first.year * 12 + first.month - 1 + months
+    return f"{k // 12:04d}-{k % 12 + 1:02d}"
+
+
 def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res: sl.Result | None = None,
-               previous_days: int = PREVIOUS_DAYS):
+               previous_days: int = PREVIOUS_DAYS, technical: dict | None = None, inputs_out: dict | None = None):
     """The ranked audit list of ``month`` (YYYY-MM) as an Arrow table (ITEMS_SCHEMA), best first.
 
     The theft, stopped and multiplier signals also see the last ``previous_days`` days of the previous
     month where the lake has their readings (a day with none is missing, so it is simply not used): a
     customer who starts stealing on the 1st has no "before" inside the month.  Events are the month's.
+    Areas are judged by the rules of the thresholds file (billing_core.lineloss.RULES): 高损 and 负损 days,
+    the month against the previous month (月环比) and the same month last year (同比) where the lake has
+    them, and against ``technical`` ({area_id: technical loss in bp}, :func:`load_technical`) where known.
+    ``inputs_out`` (a dict) receives the customers' signal inputs and signals (benchmarks/bench_audit.py
+    ranks the same inputs by a baseline).
     """
     first, last = sl.month_range(month)
     res = res or sl.compute(archive, lake_root, first, last, thresholds=thresholds)
@@ -82,13 +110,15 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
     ok = res.area.category != ll.NOT_COMPUTABLE
     high = res.area.category == ll.HIGH
     fwd, rev, area_sales, area_loss, days = res.fwd[cust], res.rev[cust], res.area.sales, res.area.loss, res.days
+    # the previous month (its period for 月环比, its last days for the signals) and the same month last year
+    prev = sl.compute(archive, lake_root, *sl.month_range(_shift_months(first, -1)), thresholds=res.thresholds)
+    last_year = sl.compute(archive, lake_root, *sl.month_range(_shift_months(first, -12)), thresholds=res.thresholds)
     if previous_days > 0:
-        prev = sl.compute(archive, lake_root, first - _dt.timedelta(days=previous_days),
-                          first - _dt.timedelta(days=1), thresholds=res.thresholds)
+        k = min(previous_days, len(prev.days))
         pc = _rows_of(prev.point_id, res.point_id[cust])          # the month's customers in the earlier window
         pa_ = _rows_of(prev.area_id, res.area_id)
         has, hasa = pc >= 0, pa_ >= 0
-        take = lambda a, rows, there, fill: np.where(there[:, None], a[np.maximum(rows, 0)], fill)  # noqa: E731
+        take = lambda a, rows, there, fill: np.where(there[:, None], a[np.maximum(rows, 0), -k:], fill)  # noqa: E731
         pmiss = take((prev.flags & ll.LF_MISSING) != 0, pc, has, True)
         pok = take(prev.area.category != ll.NOT_COMPUTABLE, pa_, hasa, False)
         phigh = take(prev.area.category == ll.HIGH, pa_, hasa, False)
@@ -98,10 +128,13 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
         ok, high = np.hstack([pok, ok]), np.hstack([phigh, high])
         area_sales = np.hstack([take(prev.area.sales, pa_, hasa, 0), area_sales])
         area_loss = np.hstack([take(prev.area.loss, pa_, hasa, 0), area_loss])
-        days = prev.days + days
+        days = prev.days[-k:] + days
     ev = read_event_counts(lake_root, first, last, res.meter_id[cust])
-    sig = au.signals(fwd, rev, missing, res.point_area[cust], area_sales, area_loss,
-                     ok, high, ev, res.ct[cust], res.pt[cust])
+    args = (fwd, rev, missing, res.point_area[cust], area_sales, area_loss, ok, high, ev, res.ct[cust], res.pt[cust])
+    sig = au.signals(*args)
+    if inputs_out is not None:
+        inputs_out.update(point_id=res.point_id[cust], customer_id=res.customer_id[cust], fwd=fwd, rev=rev,
+                          missing=missing, days=days, signals=sig, args=args)
     pick = np.flatnonzero(sig["score"] > 0)
     pick = pick[np.lexsort((res.customer_id[cust][pick], -sig["score"][pick]))]
     tag = month.replace("-", "")
@@ -118,23 +151,57 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
              "area_id": pa.array(np.where(area_row >= 0, res.area_id[np.maximum(area_row, 0)], 0), pa.int64(),
                                  mask=area_row < 0),
              "score": sig["score"][pick].round(1), "kinds": kinds, "evidence": ev_text}
-    # areas persistently 高损: the place to start when no customer stands out
-    hd = (res.area.category == ll.HIGH).sum(axis=1)                  # the month's days only
-    ar = np.flatnonzero(hd >= AREA_HIGH_DAYS)
-    rate = np.where(res.area.has_rate, res.area.rate_bp, 0)
-    n_ok = np.maximum(res.area.has_rate.sum(axis=1), 1)
-    area_items = {"item_id": [f"{tag}-A{a}" for a in res.area_id[ar]], "level": ["area"] * len(ar),
-                  "customer_id": pa.nulls(len(ar), pa.int64()), "point_id": pa.nulls(len(ar), pa.int64()),
-                  "meter_id": pa.nulls(len(ar), pa.int64()), "area_id": res.area_id[ar],
-                  "score": (50.0 + 2 * hd[ar]).round(1), "kinds": ["area_high_loss"] * len(ar),
-                  "evidence": [f"高损 {hd[i]}/{len(res.days)} days, mean rate {rate[i].sum() / n_ok[i] / 100:.2f} %"
-                               for i in ar]}
+    # areas: the rules of the thresholds file, each named in the item (billing_core.audit.area_rules)
+    area_items = _area_items(res, prev, last_year, technical or {}, tag)
     # each part cast on its own: an empty part has null-typed columns that concat would refuse
     t = pa.concat_tables([pa.table({**part, "rank": pa.nulls(n, pa.int32())}).select(ITEMS_SCHEMA.names)
-                          .cast(ITEMS_SCHEMA) for part, n in ((items, len(pick)), (area_items, len(ar)))])
+                          .cast(ITEMS_SCHEMA) for part, n in ((items, len(pick)), (area_items, len(area_items["item_id"])))])
     order = np.lexsort((np.array(t.column("item_id").to_pylist()), -t.column("score").to_numpy()))
     t = t.take(order)
     return t.set_column(1, "rank", pa.array(np.arange(1, len(t) + 1), pa.int32()))
+
+
+def _area_items(res: sl.Result, prev: sl.Result, last_year: sl.Result, technical: dict, tag: str) -> dict:
+    """The area items of the month: the areas where a rule of ``res.thresholds.rules`` fired."""
+    A = len(res.area_id)
+    m, _ = res.month()
+    rate, has = m.rate_bp[:, 0], m.has_rate[:, 0]
+    cat = res.area.category
+    hd = (cat == ll.HIGH).sum(axis=1)
+    nd = (cat == ll.NEGATIVE).sum(axis=1)
+
+    def history(r: sl.Result):
+        rows = _rows_of(r.area_id, res.area_id)
+        pm, _ = r.month()
+        there = rows >= 0
+        return (np.where(there, pm.rate_bp[np.maximum(rows, 0), 0], 0),
+                there & pm.has_rate[np.maximum(rows, 0), 0] & (pm.category[np.maximum(rows, 0), 0] != ll.NOT_COMPUTABLE))
+    p_bp, p_has = history(prev)
+    y_bp, y_has = history(last_year)
+    t_has = np.array([int(a) in technical for a in res.area_id], bool)
+    t_bp = np.array([technical.get(int(a), 0) for a in res.area_id], np.int64)
+    rules = res.thresholds.rules
+    fired = au.area_rules(rules, rate, has, hd, nd, m.category[:, 0] == ll.NEGATIVE, p_bp, p_has, y_bp, y_has, t_bp, t_has)
+    ar = np.flatnonzero(np.any([fired[k] for k in au.AREA_KINDS], axis=0)) if A else np.zeros(0, np.int64)
+    pct = lambda bp: f"{bp / 100:.2f} %"  # noqa: E731
+    ev = []
+    for i in ar:
+        month_rate = pct(rate[i]) if has[i] else "no rate"
+        text = {"area_high_loss": f"高损 {hd[i]}/{len(res.days)} days (rule high_days >= {rules['high_days']})",
+                "area_negative_loss": f"负损 {nd[i]}/{len(res.days)} days, month {month_rate} "
+                                      f"(rule negative_days >= {rules['negative_days']}): check meter (考核表) stopped or wiring",
+                "area_month_over_month": f"月环比 {month_rate} vs {pct(p_bp[i])} the month before "
+                                         f"(rule month_over_month_bp >= {rules['month_over_month_bp']})",
+                "area_year_over_year": f"同比 {month_rate} vs {pct(y_bp[i])} a year before "
+                                       f"(rule year_over_year_bp >= {rules['year_over_year_bp']})",
+                "area_over_technical": f"{month_rate} vs technical loss {pct(t_bp[i])} "
+                                       f"(rule over_technical_bp >= {rules['over_technical_bp']})"}
+        ev.append("; ".join(text[k] for k in au.AREA_KINDS if fired[k][i]))
+    return {"item_id": [f"{tag}-A{a}" for a in res.area_id[ar]], "level": ["area"] * len(ar),
+            "customer_id": pa.nulls(len(ar), pa.int64()), "point_id": pa.nulls(len(ar), pa.int64()),
+            "meter_id": pa.nulls(len(ar), pa.int64()), "area_id": res.area_id[ar],
+            "score": fired["score"][ar].round(1),
+            "kinds": [",".join(k for k in au.AREA_KINDS if fired[k][i]) for i in ar], "evidence": ev}
 
 
 def _rows_of(ids: np.ndarray, want: np.ndarray) -> np.ndarray:
@@ -198,7 +265,8 @@ def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt
 
 
 def view_statements(lake_root) -> list[str]:
-    """``line_loss`` and ``audit`` views (for storage.sql), each once its directory exists in the lake."""
+    """``line_loss``, ``line_loss_missing`` and ``audit`` views (for storage.sql), once the lake has a
+    line loss or an audit directory."""
     root = pathlib.Path(lake_root).resolve()
     out = []
     if not (root / sl.TABLE).is_dir() and not (root / "audit").is_dir():
@@ -209,6 +277,14 @@ def view_statements(lake_root) -> list[str]:
     else:
         src = _empty(sl.LINE_LOSS_SCHEMA, "CAST(NULL AS DATE) AS date")
     out.append(f"CREATE OR REPLACE VIEW line_loss AS {src}")
+    # per 不可算 area-day, the meters whose readings are missing (storage.lineloss.missing_table)
+    if any(root.glob(f"{sl.MISSING_TABLE}/date=*/part-*.parquet")):
+        miss = (f"SELECT * FROM read_parquet('{_q(root / sl.MISSING_TABLE / 'date=*' / 'part-*.parquet')}', "
+                f"hive_partitioning = true, hive_types = {{'date': DATE}})")
+    else:
+        miss = _empty(sl.MISSING_SCHEMA, "CAST(NULL AS DATE) AS date")
+    out.append(f"CREATE OR REPLACE VIEW {sl.MISSING_TABLE} AS SELECT date, area_id, meter_id, point_id, role, "
+               f"reading_date FROM ({miss})")
     if any(root.glob("audit/month=*/part-*.parquet")):
         items = (f"SELECT * FROM read_parquet('{_q(root / 'audit' / 'month=*' / 'part-*.parquet')}', "
                  f"hive_partitioning = true, hive_types = {{'month': VARCHAR}})")
@@ -224,7 +300,7 @@ def view_statements(lake_root) -> list[str]:
     return out
 
 
-_DUCK = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
+_DUCK = {pa.date32(): "DATE", pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
          pa.float64(): "DOUBLE", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}
 
 

@@ -223,7 +223,7 @@ def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int,
             r = lineloss.compute(a, lake_uri or lake_root(data), first, last, thresholds=thresholds,
                                  max_gap=max_gap, select=_own_feeders(keys))
     units = lineloss.Result(r.days, r.area_id, r.area_type, r.area_feeder, r.area, r.feeder_id, r.feeder,
-                            r.thresholds, period=r.period)
+                            r.thresholds, period=r.period, missing=r.missing)
     return keys, units, time.process_time() - t0
 
 
@@ -239,11 +239,17 @@ def merge_lineloss(parts: list):
     ao = np.argsort(cat("area_id"), kind="stable")
     fo = np.argsort(cat("feeder_id"), kind="stable")
     p0 = parts[0]
+    # the 不可算 meters of every task, in the single node's order (day, area, meter, missing freeze)
+    miss = None
+    if all(p.missing is not None for p in parts):
+        miss = {k: np.concatenate([p.missing[k] for p in parts]) for k in p0.missing}
+        o = np.lexsort((miss["reading_date"], miss["meter_id"], miss["area_id"], miss["date"]))
+        miss = {k: v[o] for k, v in miss.items()}
     return lineloss.Result(
         p0.days, cat("area_id")[ao], cat("area_type")[ao], cat("area_feeder")[ao],
         _cat_balance([p.area for p in parts], ao), cat("feeder_id")[fo], _cat_balance([p.feeder for p in parts], fo),
         p0.thresholds, period=(_cat_balance([p.period[0] for p in parts], ao),
-                               _cat_balance([p.period[1] for p in parts], fo)))
+                               _cat_balance([p.period[1] for p in parts], fo)), missing=miss)
 
 
 def _lineloss_shares(data, first, last, max_gap: int, sets: list) -> list[dict]:

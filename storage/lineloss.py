@@ -10,7 +10,9 @@ reading for the freeze after ``valid_to`` (both within the swap day).  The multi
 ``point_multipliers``) is the one valid on the consumption day.
 
 Results: the ``line_loss`` table in the lake, one partition per day written atomically (the whole
-partition replaced in one directory swap, the lake's publication rule)::
+partition replaced in one directory swap, the lake's publication rule), and beside it ``line_loss_missing``
+(:func:`missing_table`: per 不可算 area-day the meters whose readings are missing, the input of a targeted
+re-read)::
 
     <lake>/line_loss/date=YYYY-MM-DD/part-<uuid>.parquet
 
@@ -67,7 +69,7 @@ def load_thresholds(path: str | os.PathLike | None = None) -> ll.Thresholds:
 
 # --- reading the lake ---------------------------------------------------------------------------------
 def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "ae_rev"), *,
-                pivots: bool = True) -> dict:
+                pivots: bool = True, kind: str = schema.DAILY) -> dict:
     """Daily frozen values as {register: (len(meter_ids), len(dates)) int64, -1 where missing}.
 
     ``meter_ids`` need not be sorted or unique.  Of duplicate deliveries the last received wins (the
@@ -75,6 +77,7 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
     pivot (storage.lake, :data:`~storage.lake.PIVOT_KINDS`) is read from the pivot, only the columns of
     ``registers``; the others from their part files, only the rows of those registers, deduplicated here
     by the same rule (``pivots=False`` reads every partition that way: the tests compare both paths).
+    ``kind``: the daily frozen readings (日冻结), or the monthly settlement ones (月冻结, schema.MONTHLY).
     """
     meter_ids = np.asarray(meter_ids, np.int64)
     if len(meter_ids) and (np.diff(meter_ids) > 0).all():        # already sorted and unique: no sort
@@ -86,8 +89,8 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
     out = {r: np.full((len(dates), len(uniq)), -1, np.int64) for r in registers}
     prev: list = []                 # the day before's (meter ids, rows) per batch: a bucket's meters rarely change
     lfs = lakefs.configured(lake_root)       # a lake behind a URI (storage.lakefs): its part files via pyarrow.fs
-    days = _day_files(lake_root, dates, pivots) if lfs is None else \
-        [([], lfs.files(f"readings/kind={schema.DAILY}/date={d.isoformat()}")) for d in dates]
+    days = _day_files(lake_root, dates, pivots, kind) if lfs is None else \
+        [([], lfs.files(f"readings/kind={kind}/date={d.isoformat()}")) for d in dates]
     for j, (pivot_files, part_files) in enumerate(days):
         seen = []
         # batch by batch (a file's row group), straight from Arrow's buffers: no concatenated copy
@@ -127,12 +130,12 @@ def _meter_index(uniq: np.ndarray):
     return search
 
 
-def _day_files(lake_root, dates, pivots: bool) -> list[tuple[list[str], list[str]]]:
+def _day_files(lake_root, dates, pivots: bool, kind: str = schema.DAILY) -> list[tuple[list[str], list[str]]]:
     """Per date: (pivot files, part files of the partitions read raw), from one listing of the lake."""
     if pivots:
-        piv, parts = lake.pivot_snapshot(lake_root, schema.DAILY)
+        piv, parts = lake.pivot_snapshot(lake_root, kind)
     else:
-        piv, parts = [], [os.path.join(d, n) for d, names in lake.partition_listing(lake_root, "readings", f"kind={schema.DAILY}")
+        piv, parts = [], [os.path.join(d, n) for d, names in lake.partition_listing(lake_root, "readings", f"kind={kind}")
                           for n in names if n.startswith("part-") and n.endswith(".parquet")]
     by_day: dict[str, tuple[list, list]] = {}
     for i, files in enumerate((piv, parts)):
@@ -192,6 +195,8 @@ class Result:
     rev: np.ndarray = field(repr=False, default=None)
     flags: np.ndarray = field(repr=False, default=None)
     period: tuple = None    # (area Balance, feeder Balance) of the window as one period (one column)
+    # the meters whose missing readings made an area-day 不可算 (:func:`missing_table`): columns
+    missing: dict = field(repr=False, default=None)
 
     def month(self):
         """(area Balance, feeder Balance) of the whole window as one period: a gap inside the window
@@ -304,7 +309,7 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     rem_ok = (vt < _OPEN) & (rem_col < len(fz))
     rem_ok &= fz[np.minimum(rem_col, len(fz) - 1)] == np.where(rem_ok, vt + 1, -1)
     modulus = 10 ** (seg["register_digits"].astype(np.int64) + 2)
-    E, EP = {}, {}
+    rr = {}
     for name in regs:
         r = np.where(owned, R[name], -1)
         rows = np.flatnonzero(inst_ok)
@@ -313,10 +318,36 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
         r[rows, inst_col[rows]] = seg["install"][rows] if name == "ae_fwd" else 0
         rows = np.flatnonzero(rem_ok)
         r[rows, rem_col[rows]] = seg["removal"][rows] if name == "ae_fwd" else -1
-        e, fl = ll.interval_energy(r, modulus, g)
+        rr[name] = r
+    # 停运: an area's outage days take no share of a gap spread over them (else its customers show sales
+    # with no supply, 负损).  Found from the forward readings of the whole window (billing_core.lineloss.outage_days)
+    seg_area = point_area[prow]
+    wd = fz[:-1]                                               # interval t is the consumption day of freeze t
+    active_w = (vf[:, None] <= wd[None, :]) & (wd[None, :] <= vt[:, None])
+    e0, f0 = ll.interval_energy(rr["ae_fwd"], modulus, g)
+    outage = ll.outage_days(seg_area, len(areas["area_id"]), e0, f0, active_w)
+    blocked = None
+    if outage.any():
+        blocked = np.where((seg_area >= 0)[:, None], outage[np.maximum(seg_area, 0)], False)
+    # the period: 月冻结 (monthly settlement) readings at its two ends where the lake has them — the same
+    # 00:00 instant as the daily freeze, and the utilities' convention for the month — else the daily ones
+    ends = np.array([off, off + D])
+    monthly = read_frozen(lake_root, [freezes[c] for c in ends], seg["meter_id"], regs, pivots=pivots,
+                          kind=schema.MONTHLY) if frozen is None or "monthly" not in frozen else frozen["monthly"]
+    ends_owned = owned[:, ends]
+    m_used = ends_owned & (monthly["ae_fwd"] >= 0)
+    d_used = ends_owned & ~m_used
+    E, EP = {}, {}
+    for name in regs:
+        r = rr[name]
+        e, fl = (e0, f0) if name == "ae_fwd" and blocked is None else ll.interval_energy(r, modulus, g, blocked)
         E[name] = e[:, off:off + D]
+        rp = r.copy()
+        for k, c in enumerate(ends):
+            use = ends_owned[:, k] & (monthly[name][:, k] >= 0)
+            rp[use, c] = monthly[name][use, k]
         # the period as a whole: any gap inside it spans (the days telescope to R(end) - R(start))
-        ep, flp = ll.interval_energy(r, modulus, len(freezes))
+        ep, flp = ll.interval_energy(rp, modulus, len(freezes), blocked)
         EP[name] = ep[:, off:off + D]
         if name == "ae_fwd":
             seg_flags, seg_pflags = fl[:, off:off + D], flp[:, off:off + D]
@@ -361,6 +392,20 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     period = (ll.area_balance(kind, point_area, len(area_ids), fwd_p, rev_p, pfl_period, hi, neg),
               ll.feeder_balance(kind, pf_idx, len(feeders), fwd_p, rev_p, pfl_period, tx.sum(axis=1, keepdims=True),
                                 fhi, fneg))
+    # which readings each unit's period came from: 1 = a 月冻结 end, 2 = a daily end (per point, then unit)
+    seg_in = active.any(axis=1)
+    src = (np.where(seg_in & m_used.any(axis=1), 1, 0) | np.where(seg_in & d_used.any(axis=1), 2, 0))
+    pt_src = np.zeros(P, np.int64)
+    for bit in (1, 2):
+        pt_src |= np.where(np.bincount(prow, weights=(src & bit) > 0, minlength=P) > 0, bit, 0)
+    for bal, idx, n_u, keep in ((period[0], point_area, len(area_ids), kind != ll.K_DEDICATED),
+                                (period[1], pf_idx, len(feeders), np.isin(kind, (ll.K_FEEDER_OUT, ll.K_CHECK, ll.K_DEDICATED)))):
+        sel = (idx >= 0) & keep
+        u_src = np.zeros(n_u, np.int64)
+        for bit in (1, 2):
+            u_src |= np.where(np.bincount(idx[sel], weights=(pt_src[sel] & bit) > 0, minlength=n_u) > 0, bit, 0)
+        bal.basis = np.select([u_src == 1, u_src == 3], [ll.B_MONTHLY, ll.B_MIXED], ll.B_DAILY).astype(np.int8)[:, None]
+    missing = _missing_meters(seg, seg_flags, seg_area, area_ids, area.category, rr["ae_fwd"], freezes, off, days)
     mrows = inputs["mrows"]
     mult_ct = np.ones(P, np.int64), np.ones(P, np.int64)
     k = np.searchsorted(point_id, mrows["point_id"].astype(np.int64))
@@ -370,7 +415,29 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     return Result(days, area_ids, areas["area_type"], areas["feeder_id"].astype(np.int64), area,
                   feeders.astype(np.int64), feeder, th, point_id, kind, seg["customer_id"][last_row].astype(np.int64),
                   point_area, seg["meter_id"][last_row].astype(np.int64), mult, mult_ct[0], mult_ct[1], fwd, rev, pfl,
-                  period)
+                  period, missing)
+
+
+def _missing_meters(seg, seg_flags, seg_area, area_ids, category, r_fwd, freezes, off, days) -> dict:
+    """Per 不可算 area-day, the meters (segments) without a reading at the day's freezes (D and D+1 at
+    00:00) and no span to spread over: one row per (day, area, meter, missing freeze)."""
+    s_row, col = np.nonzero((seg_flags & ll.LF_MISSING) != 0)
+    a = seg_area[s_row]
+    keep = a >= 0
+    s_row, col, a = s_row[keep], col[keep], a[keep]
+    keep = category[a, col] == ll.NOT_COMPUTABLE
+    s_row, col, a = s_row[keep], col[keep], a[keep]
+    rows = {"date": [], "area_id": [], "meter_id": [], "point_id": [], "role": [], "reading_date": []}
+    for side in (0, 1):                                # the freeze opening the day, then the one closing it
+        gone = r_fwd[s_row, off + col + side] < 0
+        for k, v in (("date", np.array(days, "datetime64[D]")[col[gone]]), ("area_id", area_ids[a[gone]]),
+                     ("meter_id", seg["meter_id"][s_row[gone]]), ("point_id", seg["point_id"][s_row[gone]]),
+                     ("role", seg["role"][s_row[gone]]),
+                     ("reading_date", np.array(freezes, "datetime64[D]")[off + col[gone] + side])):
+            rows[k].append(np.asarray(v))
+    out = {k: np.concatenate(v) for k, v in rows.items()}
+    o = np.lexsort((out["reading_date"], out["meter_id"], out["area_id"], out["date"]))
+    return {k: v[o] for k, v in out.items()}
 
 
 def _day_numbers(col: np.ndarray) -> np.ndarray:
@@ -421,12 +488,70 @@ def day_table(res: Result, day: _dt.date) -> pa.Table:
 
 
 def month_table(res: Result) -> pa.Table:
-    """Rows of the whole window as one period (a month), with the count of 不可算 days per unit."""
+    """Rows of the whole window as one period (a month), with the count of 不可算 days per unit and the
+    ``basis`` of each unit's energies: ``monthly`` (every meter's 月冻结 readings at both ends), ``daily``
+    (the daily frozen ones, spread over gaps) or ``mixed``."""
     a, f = res.month()
     t = _table(res, 0, a, f)
     bad = np.r_[(res.area.category == ll.NOT_COMPUTABLE).sum(axis=1), (res.feeder.category == ll.NOT_COMPUTABLE).sum(axis=1)]
+    basis = np.array(ll.BASIS_NAMES)[np.r_[a.basis[:, 0], f.basis[:, 0]]]
     return t.append_column("days", pa.array(np.full(len(t), len(res.days)), pa.int32())) \
-            .append_column("days_not_computable", pa.array(bad, pa.int32()))
+            .append_column("days_not_computable", pa.array(bad, pa.int32())) \
+            .append_column("basis", pa.array(basis, pa.string()))
+
+
+MISSING_TABLE = "line_loss_missing"
+MISSING_SCHEMA = pa.schema([("area_id", pa.int64()), ("meter_id", pa.int64()), ("point_id", pa.int64()),
+                            ("role", pa.string()), ("reading_date", pa.date32())])
+
+
+def missing_table(res: Result, day: _dt.date | None = None) -> pa.Table:
+    """The meters whose missing readings made an area-day 不可算 (not computable), one row per (day, area,
+    meter, missing freeze ``reading_date``), of ``day`` or of every day of ``res``: what a targeted re-read
+    (``gridhead collect run --meters FILE``) asks for."""
+    m = res.missing or {k: np.zeros(0) for k in ("date", "area_id", "meter_id", "point_id", "role", "reading_date")}
+    sel = np.ones(len(m["date"]), bool) if day is None else m["date"] == np.datetime64(day, "D")
+    cols = {"date": pa.array(m["date"][sel].astype("datetime64[D]"), pa.date32())}
+    for f in MISSING_SCHEMA:
+        v = m[f.name][sel]
+        cols[f.name] = pa.array(v.astype("datetime64[D]") if f.type == pa.date32() else v.astype(object if f.type == pa.string() else np.int64), f.type)
+    return pa.table(cols)
+
+
+def reread_table(missing: pa.Table) -> pa.Table:
+    """The distinct (meter_id, date) readings to re-read from a :func:`missing_table`: the file format of
+    ``gridhead collect run --meters FILE``."""
+    t = missing.group_by(["meter_id", "reading_date"]).aggregate([]).rename_columns(["meter_id", "date"])
+    return t.sort_by([("date", "ascending"), ("meter_id", "ascending")])
+
+
+def write_reread(path, missing: pa.Table) -> int:
+    """Write :func:`reread_table` of ``missing`` as CSV (meter_id,date) to ``path``; its row count."""
+    import pyarrow.csv as pacsv
+    t = reread_table(missing)
+    try:
+        pacsv.write_csv(t, path)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot be written ({exc.strerror or exc})") from None
+    return t.num_rows
+
+
+def read_reread(path) -> tuple[list, list | None]:
+    """(meter ids, their dates or None) of a re-read file: CSV with a ``meter_id`` column and optionally
+    ``date`` (YYYY-MM-DD), as :func:`write_reread` writes it."""
+    import pyarrow.csv as pacsv
+    try:
+        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={"meter_id": pa.int64(), "date": pa.date32()}))
+    except FileNotFoundError:
+        raise StorageError(f"{path}: no such file") from None
+    except pa.ArrowException as exc:
+        raise StorageError(f"{path}: not a CSV of meter_id[,date] ({str(exc).splitlines()[0]})") from None
+    if "meter_id" not in t.column_names or t.column("meter_id").null_count:
+        raise StorageError(f"{path}: needs a meter_id column with a meter id on every row")
+    if "date" in t.column_names and t.column("date").null_count:
+        raise StorageError(f"{path}: the date column is empty on some row")
+    return t.column("meter_id").to_pylist(), (t.column("date").to_pylist() if "date" in t.column_names else None)
 
 
 def only_level(tbl: pa.Table, level: str) -> pa.Table:
@@ -443,6 +568,9 @@ def write_days(lake_root, res: Result) -> list[pathlib.Path]:
     for d in res.days:
         out.append(replace_partition(pathlib.Path(lake_root), pathlib.Path(TABLE) / f"date={d.isoformat()}",
                                      day_table(res, d)))
+        if res.missing is not None:       # the day's 不可算 meters beside it (replaced too: none left is news)
+            replace_partition(pathlib.Path(lake_root), pathlib.Path(MISSING_TABLE) / f"date={d.isoformat()}",
+                              missing_table(res, d).drop_columns(["date"]))
     return out
 
 

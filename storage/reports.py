@@ -1,7 +1,8 @@
 """Reports people look at: static HTML files with inline SVG charts (no server, no script, no network).
 
 * :func:`lineloss_html` — a month of line loss (线损): category counts, the distribution of the areas'
-  monthly rates, the worst areas, each shown area's daily trend, the feeders.
+  monthly rates, the worst high-loss areas and, apart, the negative-loss (负损) ones, each shown area's
+  daily trend, the feeders.
 * :func:`collection_html` — collection success rate (采集成功率) by day and by area, from the
   ``collection`` view of storage.collection; says so when there is none.
 * :func:`bills_html` — a bill run's totals by category and tariff and its held bills, from the
@@ -101,20 +102,22 @@ def lineloss_html(res: sl.Result, month: str, worst: int = 30) -> str:
         h, _ = np.histogram(rates, edges)
         body += ["<h2>Distribution of the monthly loss rates (%)</h2>",
                  svg_bars([f"{a:.0f}–{a + 1:.0f}" for a in edges[:-1]], h.tolist())]
-    hi, _neg = res.thresholds.arrays(res.area_type)
-    order = np.argsort(-np.where(has, area_m.rate_bp[:, 0], -10**9), kind="stable")[:worst]
-    rows = []
-    for i in order:
-        rate = f"{area_m.rate_bp[i, 0] / 100:.2f}" if has[i] else "—"
-        daily = np.where(res.area.has_rate[i], res.area.rate_bp[i] / 100, 0)
-        rows.append([_e(res.area_id[i]), _e(res.area_type[i]), f"{area_m.supply[i, 0] / 100:,.0f}",
-                     f"{area_m.sales[i, 0] / 100:,.0f}", rate,
-                     _e(ll.CATEGORY_ZH[cat_m[i]]), int((res.area.category[i] == ll.HIGH).sum()),
-                     int((res.area.category[i] == ll.NOT_COMPUTABLE).sum()),
-                     svg_spark(daily, res.area.has_rate[i], band=hi[i] / 100)])
-    body += [f"<h2>Worst {len(order)} areas, with each one's daily rate (dashed: the 高损 threshold)</h2>",
-             _table(["area", "type", "supply kWh", "sales kWh", "rate %", "类别", "高损 days", "不可算 days",
-                     "daily trend"], rows, left=2)]
+    hi, neg = res.thresholds.arrays(res.area_type)
+    # high and negative loss apart: a 负损 area is a check-meter or wiring suspect, not a "worst" loss
+    rate_m = area_m.rate_bp[:, 0]
+    negative = (cat_m == ll.NEGATIVE) | (has & (rate_m < 0))
+    high_side = np.flatnonzero(has & ~negative)
+    order = high_side[np.argsort(-rate_m[high_side], kind="stable")][:worst]
+    low = np.flatnonzero(negative)
+    order_neg = low[np.argsort(np.where(has[low], rate_m[low], 0), kind="stable")][:worst]
+    heads = ["area", "type", "supply kWh", "sales kWh", "rate %", "类别", "高损 days", "负损 days", "不可算 days",
+             "daily trend"]
+    body += [f"<h2>Worst {len(order)} high-loss areas, with each one's daily rate (dashed: the 高损 threshold)</h2>",
+             _table(heads, [_area_row(res, area_m, i, hi[i]) for i in order], left=2),
+             f"<h2>Negative-loss areas (负损): {len(low)}, lowest first — check meter (考核表) stopped, wiring, "
+             f"a customer outside the area (dashed: the 负损 threshold)</h2>",
+             _table(heads, [_area_row(res, area_m, i, neg[i]) for i in order_neg], left=2) if len(low)
+             else '<p class="note">None this month.</p>']
     frows = []
     for i in range(len(res.feeder_id)):
         fr = f"{feeder_m.rate_bp[i, 0] / 100:.2f}" if feeder_m.has_rate[i, 0] else "—"
@@ -123,6 +126,17 @@ def lineloss_html(res: sl.Result, month: str, worst: int = 30) -> str:
                       svg_spark(np.where(res.feeder.has_rate[i], res.feeder.rate_bp[i] / 100, 0), res.feeder.has_rate[i])])
     body += ["<h2>10 kV feeders</h2>", _table(["feeder", "supply kWh", "sales kWh", "rate %", "类别", "daily trend"], frows)]
     return page(f"线损 line loss — {month}", body)
+
+
+def _area_row(res: sl.Result, area_m: ll.Balance, i: int, band_bp: int) -> list:
+    has = area_m.has_rate[i, 0]
+    rate = f"{area_m.rate_bp[i, 0] / 100:.2f}" if has else "—"
+    daily = np.where(res.area.has_rate[i], res.area.rate_bp[i] / 100, 0)
+    c = res.area.category[i]
+    return [_e(res.area_id[i]), _e(res.area_type[i]), f"{area_m.supply[i, 0] / 100:,.0f}",
+            f"{area_m.sales[i, 0] / 100:,.0f}", rate, _e(ll.CATEGORY_ZH[area_m.category[i, 0]]),
+            int((c == ll.HIGH).sum()), int((c == ll.NEGATIVE).sum()), int((c == ll.NOT_COMPUTABLE).sum()),
+            svg_spark(daily, res.area.has_rate[i], band=band_bp / 100)]
 
 
 def _views(session) -> set:

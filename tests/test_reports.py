@@ -77,3 +77,24 @@ def test_reports_render_in_chromium(reports, tmp_path):
         assert len(set(raw)) > (20 if name == "lineloss" else 3), name
         if name == "lineloss":
             assert len(zlib.compress(raw)) > 20_000
+
+
+def test_high_and_negative_loss_areas_are_apart(reports):
+    """Issue 18, item 7: a 负损 area (the fleet's check-meter fault, month −11 %) is listed under the
+    negative-loss areas, not as the last of the worst high-loss ones."""
+    import csv
+    from storage import archive, lineloss as sl
+    d = fleet()
+    with open(d / "ground_truth" / "areas.csv") as f:
+        faults = [int(r["area_id"]) for r in csv.DictReader(f) if r["check_meter_fault"] == "true"]
+    with archive.Archive(d / "archive.duckdb", read_only=True) as a:
+        res = sl.compute(a, d / "lake", *sl.month_range(MONTH))
+    m, _ = res.month()
+    neg = [int(a) for a, r in zip(res.area_id, m.rate_bp[:, 0]) if r < 0]
+    assert neg and set(neg) <= set(faults)
+    text = (reports / "lineloss.html").read_text()
+    high, low = text.split("Negative-loss areas (负损)")
+    high = high.split("high-loss areas")[1]
+    for a in neg:
+        assert f'<td class="l">{a}</td>' in low.split("10 kV feeders")[0]
+        assert f'<td class="l">{a}</td>' not in high

@@ -48,11 +48,13 @@ def cluster():
 
 
 def _partitions(d: pathlib.Path) -> dict:
+    """line_loss and line_loss_missing (the 不可算 meters, issue 18) partitions: name -> bytes."""
     out = {}
-    for p in sorted((d / "lake" / lineloss.TABLE).glob("date=*")):
-        files = list(p.glob("part-*.parquet"))
-        assert len(files) == 1, p
-        out[p.name] = files[0].read_bytes()
+    for table in (lineloss.TABLE, lineloss.MISSING_TABLE):
+        for p in sorted((d / "lake" / table).glob("date=*")):
+            files = list(p.glob("part-*.parquet"))
+            assert len(files) == 1, p
+            out[f"{table}/{p.name}"] = files[0].read_bytes()
     return out
 
 
@@ -69,7 +71,7 @@ def test_local_cluster_line_loss_byte_identical_to_single_node(fleet, cluster, t
     res, tasks = dist.lineloss_run(d, FIRST, LAST, cluster, n_sets=16)     # one feeder per task
     assert tasks["count"] == len(ref.feeder_id) >= 4
     want = _partitions(single)
-    assert len(want) == 7 and _partitions(d) == want
+    assert len(want) == 14 and _partitions(d) == want
     assert lineloss.month_table(res).equals(lineloss.month_table(ref))
     # the default layout (one set per worker: 2 tasks) gives the same rows: the partition does not matter
     res2, tasks2 = dist.lineloss_run(d, FIRST, LAST, cluster, save=False)
@@ -108,7 +110,7 @@ def test_cli_lineloss_workers(fleet, tmp_path):
     cmd = [sys.executable, "-c", "import cli; cli.main()", "lineloss", "--date", "2026-06-03", "--csv", "--data", str(d)]
     r = subprocess.run(cmd + ["--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _partitions(d) == {k: v for k, v in _partitions(single).items() if k == "date=2026-06-03"}
+    assert _partitions(d) == {k: v for k, v in _partitions(single).items() if k.endswith("/date=2026-06-03")}
     ref = subprocess.run(cmd + ["--no-save"], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert ref.returncode == 0 and r.stdout == ref.stdout
     bad = subprocess.run(cmd + ["--scheduler", "tcp://127.0.0.1:9"], cwd=ROOT, capture_output=True, text=True,
