@@ -80,15 +80,19 @@ def test_bad_archive_file_fails_whole_import(data, tmp_path):
     (out / "meters.csv").write_text("\n".join(lines) + "\n")
     fresh = tmp_path / "fresh"
     r = run(fresh, "archive", "import", *map(str, sorted(out.glob("*.csv"))))
-    assert r.exit_code == 1
-    assert r.output == "error: meters.csv, row 3, column protocol: '646' not one of 645, 698\n"
-    assert set(run(fresh, "archive", "info").output.split()[1::2]) == {"0"}
+    assert r.exit_code == 2          # bad input (issue 19): the bad row, then what happened
+    assert r.output == ("meters.csv, row 3, column protocol: '646' not one of 645, 698\n"
+                        "error: 1 bad row(s); nothing was imported\n")
+    # nothing left behind: no empty archive a later command would bill as a fleet of 0 customers
+    assert not fresh.exists()
+    r = run(fresh, "archive", "info")
+    assert r.exit_code == 2 and r.output == f"error: no data directory at {fresh} (give --data DIR or set GRIDHEAD_DATA)\n"
     # re-importing the same rows into the original fails on the first key and leaves it as it was
     fields[3] = good
     lines[3] = ",".join(fields)
     (out / "meters.csv").write_text("\n".join(lines) + "\n")
     r = run(data, "archive", "import", *map(str, sorted(out.glob("*.csv"))))
-    assert r.exit_code == 1 and "already in the archive" in r.output
+    assert r.exit_code == 2 and "already in the archive" in r.output
     assert run(data, "archive", "info").output == before
 
 
@@ -126,4 +130,7 @@ def test_lake_info_and_compact(data, tmp_path):
     table = run(d, "lake", "info").output
     assert table.splitlines()[0].split()[:3] == ["table", "kind", "partitions"] and "daily" in table
     r = run(tmp_path / "nothing", "lake", "compact")
-    assert r.exit_code == 1 and r.output.startswith("error: lake compact: no lake at ")
+    assert r.exit_code == 2 and r.output.startswith("error: no data directory at ")
+    (tmp_path / "nothing").mkdir()
+    r = run(tmp_path / "nothing", "lake", "compact")
+    assert r.exit_code == 2 and r.output.startswith("error: lake compact: no lake at ")
