@@ -531,22 +531,23 @@ class _NoData(GridheadError):
     exit_code = EXIT_BAD_INPUT
 
 
-def _data_option(f=None, *, need="archive"):
-    def check(ctx, param, value):
-        if need is None:
-            return value
-        from storage import sql as _sql
-        d = _sql.data_dir(value)
-        if not d.is_dir():
-            raise _NoData(f"no data directory at {d} (give --data DIR or set GRIDHEAD_DATA)")
-        if need == "archive" and not _sql.archive_path(value).is_file():
-            raise _NoData(f"no archive at {_sql.archive_path(value)} (import one: gridhead archive import "
-                          f"FILE... --data {d})")
+def _check_data(value, need="archive"):
+    if need is None:
         return value
+    from storage import sql as _sql
+    d = _sql.data_dir(value)
+    if not d.is_dir():
+        raise _NoData(f"no data directory at {d} (give --data DIR or set GRIDHEAD_DATA)")
+    if need == "archive" and not _sql.archive_path(value).is_file():
+        raise _NoData(f"no archive at {_sql.archive_path(value)} (import one: gridhead archive import "
+                      f"FILE... --data {d})")
+    return value
 
+
+def _data_option(f=None, *, need="archive"):
     def deco(f):
         return click.option("--data", "data", envvar="GRIDHEAD_DATA", type=click.Path(file_okay=False),
-                            default=None, callback=check, help="Data directory with archive.duckdb and lake/ "
+                            default=None, callback=lambda ctx, p, v: _check_data(v, need), help="Data directory with archive.duckdb and lake/ "
                                                                "[env GRIDHEAD_DATA; default ./gridhead-data].")(f)
     return deco if f is None else deco(f)
 
@@ -899,6 +900,8 @@ def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
     ids = list(release_ids) + list(bill_ids)
     if bill_ids and not release_ids:
         raise click.UsageError("bill ids given without --release")
+    if ids and not by:
+        raise click.UsageError("--release needs --by NAME (who releases the bills)")
     if ids:
         r = bills.release(data, ids, by or "", note)
         if as_json:
@@ -1018,7 +1021,7 @@ def pay_import(file, by, as_json, control_url, token, data):
     """Post a bank file (CSV: ref,customer_no,amount_yuan,paid_on) all or nothing.
 
     Any bad row refuses the whole file: every bad row is printed on stderr as FILE:ROW: COLUMN: REASON
-    and nothing is posted (exit 1).  A reference posted before is a bad row, so a file imported twice
+    and nothing is posted (exit 2).  A reference posted before is a bad row, so a file imported twice
     changes nothing.
     """
     from storage import ledger
@@ -1029,8 +1032,8 @@ def pay_import(file, by, as_json, control_url, token, data):
             click.echo(line, err=True)
         if len(exc.errors) > ledger.MAX_ERRORS_SHOWN:
             click.echo(f"... and {len(exc.errors) - ledger.MAX_ERRORS_SHOWN} more bad rows", err=True)
-        click.echo(f"{file}: {len(exc.errors)} bad row(s); nothing was imported", err=True)
-        sys.exit(exc.exit_code)
+        click.echo(f"error: {file}: {len(exc.errors)} bad row(s); nothing was imported", err=True)
+        sys.exit(EXIT_BAD_INPUT)            # the file is bad input (README: exit 2)
     rc = _reconnect_after(data, r.pop("customer_ids"), control_url, token)
     r["reconnect"] = rc
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
@@ -1249,6 +1252,16 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
 
 
 # === sim (headend: the fleet simulator) ===========================================================
+def _faults(values):
+    """--fault-rate checked while the options are read: a bad one is bad input (exit 2)."""
+    from headend import simulator
+    try:
+        simulator.Faults.parse(values)
+    except GridheadError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault-rate") from None
+    return values
+
+
 @cli.command("sim")
 @click.option("--terminals", type=click.IntRange(1), default=10, show_default=True,
               help="Standalone fleet: number of concentrators (ignored with --data).")
@@ -1265,7 +1278,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
                              "(topics gridhead/<address>/up|down|status, headend.transport_mqtt).")
 @click.option("--heartbeat", "heartbeat_s", type=click.IntRange(1, 65535), default=60, show_default=True,
               help="Heartbeat period, seconds.")
-@click.option("--fault-rate", "faults", multiple=True, metavar="NAME=VALUE",
+@click.option("--fault-rate", "faults", multiple=True, metavar="NAME=VALUE", callback=lambda ctx, p, v: _faults(v),
               help="A fault rate (repeat): offline, offline_s, reconnect, slow, slow_s, drop, garbage, "
                    "clock_drift, missing, missing_late, late_s, meter_missing.")
 @click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
@@ -1556,7 +1569,7 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
 @click.option("--top", type=click.IntRange(1), default=50, show_default=True, help="Items to print.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
-@_data_option
+@_data_option(need=None)                 # checked below: `audit mark` has its own --data
 @click.pass_context
 def audit_grp(ctx, month, top, as_json, as_csv, data):
     """The audit list (稽查): customers and areas ranked by the evidence of theft or a faulty meter.
@@ -1566,6 +1579,7 @@ def audit_grp(ctx, month, top, as_json, as_csv, data):
     """
     if ctx.invoked_subcommand is not None:
         return
+    _check_data(data)
     if not month:
         raise click.UsageError("--period YYYY-MM is required (or a subcommand: mark)")
     from storage import archive, audit as _au, sql as _sql
