@@ -137,9 +137,25 @@ class RegisterModel:
         idx = np.asarray(idx, np.int64)
         days = np.asarray(days, np.int64)
         kwh = self.own_kwh(idx, days)
-        if self.flows is not None:
-            kwh = self.flows.registered(self, idx, days, kwh)
-        return np.rint(kwh * 100 / self.mult[idx, None]).astype(np.int64)
+        if self.flows is None:
+            return np.rint(kwh * 100 / self.mult[idx, None]).astype(np.int64)
+        kwh = self.flows.registered(self, idx, days, kwh)
+        inc = np.rint(kwh * 100 / self.mult[idx, None]).astype(np.int64)
+        for k in np.flatnonzero(self.flows.kind[idx] == 2):
+            inc[k] = self._accumulated(int(idx[k]), days)
+        return inc
+
+    def _accumulated(self, m: int, days: np.ndarray) -> np.ndarray:
+        """Increments of meter ``m`` as a register counts them — rounded on the running total from day 0,
+        not day by day — for a feeder's outgoing meter, whose unit (0.01 kWh × CT × PT = 120 kWh) is
+        coarse against a small fleet's day: rounding each day would lose the fractions systematically."""
+        if not len(days):
+            return np.zeros(0, np.int64)
+        full = np.arange(0, int(days.max()) + 1, dtype=np.int64)
+        one = np.array([m], np.int64)
+        kwh = self.flows.registered(self, one, full, self.own_kwh(one, full))[0]
+        total = np.rint(np.r_[0.0, np.cumsum(kwh)] * 100 / self.mult[m]).astype(np.int64)
+        return total[days + 1] - total[days]
 
     def own_kwh(self, idx: np.ndarray, days: np.ndarray) -> np.ndarray:
         """(k, len(days)) energy at the primary side (kWh, float) of each meter's own model: base × season
