@@ -1574,7 +1574,7 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
 def audit_grp(ctx, month, top, as_json, as_csv, data):
     """The audit list (稽查): customers and areas ranked by the evidence of theft or a faulty meter.
 
-    `gridhead audit --month M` ranks and stores the list (SQL view audit); `gridhead audit mark ITEM
+    `gridhead audit --period M` ranks and stores the list (SQL view audit); `gridhead audit mark ITEM
     --result theft|fault|normal --by NAME` records what the check found.
     """
     if ctx.invoked_subcommand is not None:
