@@ -745,9 +745,12 @@ def _sql_shell(session, fmt):
                 click.echo(f"mode {fmt}", err=True)
                 continue
             if word in (".tables", ".views"):
-                line = ("SELECT DISTINCT table_name AS name, lower(table_type) AS type "
-                        "FROM information_schema.tables ORDER BY 1;")
-            elif word == ".schema":
+                import textwrap
+                names = session.query("SELECT DISTINCT table_name AS name FROM information_schema.tables "
+                                      "ORDER BY 1").column("name").to_pylist()
+                click.echo(textwrap.fill("  ".join(names), width=100, break_on_hyphens=False))
+                continue
+            if word == ".schema":
                 line = ("SELECT name, column_name, data_type FROM (SELECT DISTINCT table_name AS name, column_name, "
                         "data_type, ordinal_position FROM information_schema.columns"
                         + (f" WHERE table_name = '{arg.replace(chr(39), chr(39) * 2)}'" if arg else "")

@@ -162,3 +162,22 @@ def test_every_data_command_says_what_is_missing(dirs, tmp_path):
     assert r.exit_code == 2 and not missing.exists()
     r = CliRunner().invoke(cli, ["archive", "import", f"{dirs['tmp']}/customers.csv", "--data", str(empty)])
     assert r.exit_code == 2 and list(empty.iterdir()) == []
+
+
+def test_one_name_per_setting_the_old_ones_still_taken(dirs):
+    """--api / GRIDHEAD_API and --period everywhere (issue 19); the old spellings work but are not shown."""
+    run = CliRunner().invoke
+    for path in (["pay", "add"], ["pay", "import"], ["prepay", "run"], ["status"], ["read"]):
+        h = run(cli, [*path, "--help"]).output
+        assert "--api" in h and "--control-url" not in h and "GRIDHEAD_API" in h, path
+    for path in (["lineloss"], ["audit"], ["report", "lineloss"], ["report", "collection"], ["report", "bills"],
+                 ["bill", "run"], ["ledger", "post"]):
+        h = run(cli, [*path, "--help"]).output
+        assert "--period" in h and "--month" not in h, path
+    args = ["pay", "add", "3100000001", "1", "--by", "x", "--data", dirs["data"]]
+    for extra, env in ((["--control-url", "nope"], {}), ([], {"GRIDHEAD_CONTROL_URL": "nope"}),
+                       ([], {"GRIDHEAD_API": "nope"})):
+        r = run(cli, [*args, *extra], env=env)
+        assert r.exit_code == 2 and "Invalid value for '--api': 'nope' is not an http" in r.stderr, (extra, env)
+    r = run(cli, ["report", "bills", "--month", "2026-6", "--html", "x.html", "--data", dirs["data"]])
+    assert r.exit_code == 2 and "Invalid value for '--period': '2026-6'" in r.stderr
