@@ -547,8 +547,9 @@ def _check_data(value, need="archive"):
 def _data_option(f=None, *, need="archive"):
     def deco(f):
         return click.option("--data", "data", envvar="GRIDHEAD_DATA", type=click.Path(file_okay=False),
-                            default=None, callback=lambda ctx, p, v: _check_data(v, need), help="Data directory with archive.duckdb and lake/ "
-                                                               "[env GRIDHEAD_DATA; default ./gridhead-data].")(f)
+                            default=None, callback=lambda ctx, p, v: _check_data(v, need),
+                            help="Data directory with archive.duckdb and lake/ "
+                                 "[env GRIDHEAD_DATA; default ./gridhead-data].")(f)
     return deco if f is None else deco(f)
 
 

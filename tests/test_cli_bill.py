@@ -44,7 +44,8 @@ def test_run_json_review_release_show(data):
     r = _run("bill", "review", "--data", str(data), "--release", one, "--by", "李审核")
     assert r.exit_code == 0 and "already released 1" in r.output
     r = _run("bill", "review", "--data", str(data), "--release", one)
-    assert r.exit_code == 1 and r.output.strip().splitlines() == ["error: release: --by NAME is required (who released the bills)"]
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "error: --release needs --by NAME (who releases the bills) (see `cli bill review --help`)"]
     shown = json.loads(_run("bill", "show", rows[0]["customer_no"], "--period", "2026-06", "--data", str(data),
                             "--json").output)
     assert shown["bill"]["status"] == "released" and shown["bill"]["released_by"] == "李审核"
