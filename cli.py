@@ -18,6 +18,79 @@ from protocols.errors import GridheadError, LocalProtocolError
 EXIT_BAD_INPUT = 2
 
 
+# --- shared option types (one spelling and one check per setting: README "Every command") ------------------
+class _Month(click.ParamType):
+    """A month ``YYYY-MM`` (billing period, line-loss month), checked here so a bad one exits 2 before
+    anything runs; the command gets the string back."""
+
+    name = "YYYY-MM"
+
+    def convert(self, value, param, ctx):
+        m = re.fullmatch(r"(\d{4})-(\d{2})", str(value).strip())
+        if not m or not 1 <= int(m.group(2)) <= 12:
+            self.fail(f"{value!r} is not a month YYYY-MM (e.g. 2026-06)", param, ctx)
+        return m.group(0)
+
+
+class _Day(click.ParamType):
+    """A calendar day ``YYYY-MM-DD`` as a datetime (what click.DateTime gave); a day that does not exist
+    says so (2026-02-30: February 2026 has 28 days) instead of "does not match the format"."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value, param, ctx):
+        import calendar
+        if isinstance(value, _dt.datetime):
+            return value
+        text = str(value).strip()
+        m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", text)
+        if not m:
+            self.fail(f"{value!r} is not a date YYYY-MM-DD (e.g. 2026-07-15)", param, ctx)
+        try:
+            return _dt.datetime.combine(_dt.date.fromisoformat(text), _dt.time())
+        except ValueError:
+            y, mo = int(m.group(1)), int(m.group(2))
+            if not 1 <= mo <= 12:
+                self.fail(f"{text}: there is no month {mo}", param, ctx)
+            self.fail(f"{text} does not exist: {calendar.month_name[mo]} {y} has {calendar.monthrange(y, mo)[1]} "
+                      f"days", param, ctx)
+
+
+_MONTH = _Month()
+_DAY = _Day()
+
+
+class _Aliased(click.Option):
+    """An option whose names after the first are old spellings: they keep working, --help shows only
+    the first (e.g. --api, old --control-url)."""
+
+    def get_help_record(self, ctx):
+        opts, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+    def get_error_hint(self, ctx):
+        return f"'{self.opts[0]}'"
+
+
+def _check_url(ctx, param, value):
+    """--api: an http(s) URL with a host, else one line (exit 2) instead of urllib's traceback."""
+    if value is None:
+        return value
+    from urllib.parse import urlsplit
+    try:
+        u = urlsplit(value)
+        ok = u.scheme in ("http", "https") and bool(u.hostname) and (u.port is None or u.port > 0)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL, e.g. http://127.0.0.1:7699",
+                                 ctx, param)
+    return value
+
+
 class GridheadGroup(click.Group):
     """Turns project errors into one line and an exit code, at the edge."""
 
@@ -467,10 +540,32 @@ def enc_terminal_output(ctx, address, output):
 # === gen / archive / sql (storage: the archive, the fleet generator, SQL over the lake) ===========
 # Every command of these groups takes --data DIR (env GRIDHEAD_DATA, default ./gridhead-data): the
 # directory holding archive.duckdb and lake/ (storage.sql.data_dir).
-def _data_option(f):
-    return click.option("--data", "data", envvar="GRIDHEAD_DATA", type=click.Path(file_okay=False),
-                        default=None, help="Data directory with archive.duckdb and lake/ "
-                                           "[env GRIDHEAD_DATA; default ./gridhead-data].")(f)
+# ``need``: what must already be there — "archive" (DIR/archive.duckdb, most commands), "dir" (the directory:
+# sql, lake, token), None (gen and archive import make them); else one line and exit 2, before any work.
+class _NoData(GridheadError):
+    exit_code = EXIT_BAD_INPUT
+
+
+def _check_data(value, need="archive"):
+    if need is None:
+        return value
+    from storage import sql as _sql
+    d = _sql.data_dir(value)
+    if not d.is_dir():
+        raise _NoData(f"no data directory at {d} (give --data DIR or set GRIDHEAD_DATA)")
+    if need == "archive" and not _sql.archive_path(value).is_file():
+        raise _NoData(f"no archive at {_sql.archive_path(value)} (import one: gridhead archive import "
+                      f"FILE... --data {d})")
+    return value
+
+
+def _data_option(f=None, *, need="archive"):
+    def deco(f):
+        return click.option("--data", "data", envvar="GRIDHEAD_DATA", type=click.Path(file_okay=False),
+                            default=None, callback=lambda ctx, p, v: _check_data(v, need),
+                            help="Data directory with archive.duckdb and lake/ "
+                                 "[env GRIDHEAD_DATA; default ./gridhead-data].")(f)
+    return deco if f is None else deco(f)
 
 
 def _progress(total, desc):
@@ -482,14 +577,14 @@ def _progress(total, desc):
 @click.option("--customers", type=click.IntRange(1), required=True, help="Number of customers.")
 @click.option("--days", type=click.IntRange(1), required=True, help="Days of readings (days + 1 freezes).")
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2026-06-01", show_default=True,
+@click.option("--start", type=_DAY, default="2026-06-01", show_default=True,
               help="First freeze date (local).")
 @click.option("--curve-fraction", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Share of customers with 15-minute load curves.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output directory [default: the data directory].")
 @click.option("--import-archive", is_flag=True, help="Also import the archive files into the data directory.")
-@_data_option
+@_data_option(need=None)
 def gen_cmd(customers, days, seed, start, curve_fraction, out, import_archive, data):
     """Generate a synthetic fleet: archive files, readings in the lake, anomalies with their ground truth.
 
@@ -524,10 +619,29 @@ def archive_grp():
 
 def _archive_import(data, files):
     from storage import archive, sql as _sql
+    path = _sql.archive_path(data)
+    fresh = not path.exists()
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     bar = _progress(2 * len(files), "import")
     try:
-        with archive.Archive(_sql.archive_path(data)) as a:
+        with archive.Archive(path) as a:
             done = a.import_files(files, progress=lambda _step: bar.update(1))
+    except BaseException as exc:
+        # a refused import leaves nothing behind: no empty archive.duckdb a later command would take
+        # for a fleet of 0 customers, no directory it made
+        if fresh:
+            import shutil
+            for p in (path, path.with_name(path.name + ".wal")):
+                p.unlink(missing_ok=True)
+            if missing:
+                shutil.rmtree(missing[-1], ignore_errors=True)
+        if isinstance(exc, archive.ImportRefused):
+            bar.close()
+            for line in exc.errors:
+                click.echo(line, err=True)
+            click.echo(f"error: {exc.summary}; nothing was imported", err=True)
+            sys.exit(exc.exit_code)
+        raise
     finally:
         bar.close()
     click.echo("imported " + ", ".join(f"{t} {n}" for t, n in done.items()) + f" into {_sql.archive_path(data)}")
@@ -535,7 +649,7 @@ def _archive_import(data, files):
 
 @archive_grp.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@_data_option
+@_data_option(need=None)
 def archive_import(files, data):
     """Import FILE... (CSV or Parquet, one per table: customers.csv, meters.parquet ...).
 
@@ -572,17 +686,27 @@ def archive_info(data):
 @click.argument("query", required=False)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (the same as --format json).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header (the same as --format csv).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the result to FILE.")
+@click.option("--shell", is_flag=True, help="The interactive shell (also without QUERY): statements end with "
+                                           "';', dot commands .tables .schema .mode .help .quit.")
 @click.option("--print-views", is_flag=True, help="Print the CREATE VIEW script for plain duckdb and exit.")
-@_data_option
-def sql_cmd(query, fmt, out, print_views, data):
-    """Run QUERY over the lake and the archive, or an interactive shell without QUERY.
+@_data_option(need="dir")
+def sql_cmd(query, fmt, as_json, as_csv, out, shell, print_views, data):
+    """Run QUERY over the lake and the archive, or an interactive shell (--shell, or no QUERY).
 
     Views: readings, daily_frozen, monthly_settlement, load_curve, events, quarantine and the archive
-    tables.  `gridhead sql --print-views > views.sql && duckdb -init views.sql` opens the same in plain
-    DuckDB.
+    tables.  `gridhead sql --print-views > views.sql` writes them for a duckdb CLI (`duckdb -init
+    views.sql`; the CLI is a separate download from duckdb.org — the duckdb Python package has none).
     """
     from storage import sql as _sql
+    if as_json or as_csv:
+        if fmt != "table" or (as_json and as_csv):
+            raise click.UsageError("--json, --csv and --format: choose one")
+        fmt = "json" if as_json else "csv"
+    if shell and query is not None:
+        raise click.UsageError("--shell reads its statements from the terminal: leave out QUERY")
     if print_views:
         click.echo(_sql.views_script(data), nl=False)
         return
@@ -598,23 +722,59 @@ def sql_cmd(query, fmt, out, print_views, data):
             _sql.write_result(tbl, "csv" if fmt == "table" else fmt, out)
 
 
+_SHELL_HELP = """statements end with ';' and may span lines.  Dot commands:
+  .tables            the views and tables (.views: the same)
+  .schema [NAME]     the columns of NAME (every view without NAME)
+  .mode [table|csv|json]   how results are printed (now: {mode})
+  .help              this text
+  .quit / .exit      leave (or end of input, Ctrl-D)"""
+
+
 def _sql_shell(session, fmt):
-    """Read statements ending in ';' from stdin; .views lists the views, .quit (or EOF) ends."""
+    """Read statements ending in ';' from stdin, with the dot commands of _SHELL_HELP; EOF ends."""
     from storage import sql as _sql
-    click.echo(f"gridhead sql on {session.data} — statements end with ';', .views, .quit", err=True)
+    tty = sys.stdin.isatty()
+    click.echo(f"gridhead sql on {session.data} — statements end with ';', .help for the dot commands, .quit",
+               err=True)
     buf = []
     while True:
         try:
-            line = input("gridhead> " if not buf else "     ...> ") if sys.stdin.isatty() else sys.stdin.readline()
+            line = input("gridhead> " if not buf else "     ...> ") if tty else sys.stdin.readline()
         except EOFError:
             break
-        if not sys.stdin.isatty() and line == "":
+        if not tty and line == "":
             break
         line = line.rstrip("\n")
-        if not buf and line.strip() in (".quit", ".exit"):
-            break
-        if not buf and line.strip() == ".views":
-            line = "SELECT table_name AS view FROM information_schema.tables WHERE table_type = 'VIEW' ORDER BY 1;"
+        if not buf and line.strip().startswith("."):
+            word, _, arg = line.strip().rstrip(";").partition(" ")
+            arg = arg.strip()
+            if word in (".quit", ".exit", ".q"):
+                break
+            if word == ".help":
+                click.echo(_SHELL_HELP.format(mode=fmt), err=True)
+                continue
+            if word == ".mode":
+                if arg in ("table", "csv", "json"):
+                    fmt = arg
+                elif arg:
+                    click.echo(f"error: .mode {arg}: table, csv or json", err=True)
+                click.echo(f"mode {fmt}", err=True)
+                continue
+            if word in (".tables", ".views"):
+                import textwrap
+                names = session.query("SELECT DISTINCT table_name AS name FROM information_schema.tables "
+                                      "ORDER BY 1").column("name").to_pylist()
+                click.echo(textwrap.fill("  ".join(names), width=100, break_on_hyphens=False))
+                continue
+            if word == ".schema":
+                line = ("SELECT name, column_name, data_type FROM (SELECT DISTINCT table_name AS name, column_name, "
+                        "data_type, ordinal_position FROM information_schema.columns"
+                        + (f" WHERE table_name = '{arg.replace(chr(39), chr(39) * 2)}'" if arg else "")
+                        + ") ORDER BY name, ordinal_position;")
+            else:
+                click.echo(f"error: unknown command {word}: .help lists the dot commands; SQL ends with ';'",
+                           err=True)
+                continue
         buf.append(line)
         if not line.rstrip().endswith(";"):
             continue
@@ -642,7 +802,7 @@ def lake_grp():
               default="all", show_default=True, help="Which table to compact.")
 @click.option("--min-files", type=click.IntRange(2), default=2, show_default=True,
               help="Compact a partition holding at least this many files.")
-@_data_option
+@_data_option(need="dir")
 def lake_compact(tables, min_files, data):
     """Merge each partition's files into one (deduplicated, sorted), atomically per partition.
 
@@ -655,7 +815,7 @@ def lake_compact(tables, min_files, data):
     from storage import sql as _sql, wal
     root = _sql.lake_root(data)
     if not root.is_dir():
-        raise GridheadError(f"lake compact: no lake at {root}")
+        raise _NoData(f"lake compact: no lake at {root}")
     for table in (("readings", "events", "quarantine") if tables == "all" else (tables,)):
         t0 = _time.perf_counter()
         done, removed = wal.compact(root, table, min_files=min_files)
@@ -665,7 +825,7 @@ def lake_compact(tables, min_files, data):
 
 @lake_grp.command("info")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per table and kind.")
-@_data_option
+@_data_option(need="dir")
 def lake_info(as_json, data):
     """Partitions, files, rows and bytes per table and reading kind (rows from the Parquet footers)."""
     import json as _json
@@ -676,12 +836,14 @@ def lake_info(as_json, data):
         for r in rows:
             click.echo(_json.dumps(r))
         return
-    click.echo(f"{'table':<11}{'kind':<10}{'partitions':>11}{'files':>8}{'rows':>14}{'bytes':>14}"
-               f"{'B/row':>7}{'pivots':>8}{'pivot B/row':>12}")
+    cells = [["table", "kind", "partitions", "files", "rows", "bytes", "B/row", "pivots", "pivot B/row"]]
     for r in rows:
         per = lambda b: f"{b / r['rows']:.2f}" if r["rows"] else "-"  # noqa: E731
-        click.echo(f"{r['table']:<11}{r['kind'] or '':<10}{r['partitions']:>11}{r['files']:>8}{r['rows']:>14,}"
-                   f"{r['bytes']:>14,}{per(r['bytes']):>7}{r['pivots']:>8}{per(r['pivot_bytes']):>12}")
+        cells.append([r["table"], r["kind"] or "", str(r["partitions"]), str(r["files"]), f"{r['rows']:,}",
+                      f"{r['bytes']:,}", per(r["bytes"]), str(r["pivots"]), per(r["pivot_bytes"])])
+    widths = [max(len(c[k]) for c in cells) for k in range(len(cells[0]))]
+    for c in cells:       # columns two spaces apart, however wide a figure gets; text left, numbers right
+        click.echo("  ".join(v.ljust(w) if k < 2 else v.rjust(w) for k, (v, w) in enumerate(zip(c, widths))).rstrip())
 # === end lake ======================================================================================
 
 
@@ -693,7 +855,8 @@ def bill_grp():
 
 
 @bill_grp.command("run")
-@click.option("--period", required=True, help="Billing month YYYY-MM (settlement readings of its 1st and the next 1st).")
+@click.option("--period", type=_MONTH, required=True,
+              help="Billing month YYYY-MM (settlement readings of its 1st and the next 1st).")
 @click.option("--tariffs", "tariffs_dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Directory of tariff TOML files [default: billing_core/tariffs].")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
@@ -741,7 +904,7 @@ def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
 
 
 @bill_grp.command("review")
-@click.option("--period", default=None, help="Only this period (YYYY-MM).")
+@click.option("--period", type=_MONTH, default=None, help="Only this period (YYYY-MM).")
 @click.option("--release", "release_ids", multiple=True, type=int, metavar="BILL_ID",
               help="Release these held bills (repeat, or list them as arguments).")
 @click.argument("bill_ids", nargs=-1, type=int)
@@ -756,6 +919,8 @@ def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
     ids = list(release_ids) + list(bill_ids)
     if bill_ids and not release_ids:
         raise click.UsageError("bill ids given without --release")
+    if ids and not by:
+        raise click.UsageError("--release needs --by NAME (who releases the bills)")
     if ids:
         r = bills.release(data, ids, by or "", note)
         if as_json:
@@ -776,7 +941,7 @@ def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
 
 @bill_grp.command("show")
 @click.argument("customer")
-@click.option("--period", required=True, help="Billing month YYYY-MM.")
+@click.option("--period", type=_MONTH, required=True, help="Billing month YYYY-MM.")
 @click.option("--json", "as_json", is_flag=True)
 @_data_option
 def bill_show(customer, period, as_json, data):
@@ -792,7 +957,7 @@ def bill_show(customer, period, as_json, data):
 
 # === pay / ledger / prepay (accounts 电费收缴及账务 and prepayment 预付费; storage.ledger, storage.prepay) ====
 # --data DIR as in the storage commands.  Amounts on the command line are yuan with at most 2 decimals.
-# Commands to meters go through the running head-end's control API: --control-url / GRIDHEAD_CONTROL_URL and
+# Commands to meters go through the running head-end's control API: --api / GRIDHEAD_API and
 # --token / GRIDHEAD_TOKEN (an operator token); without them they wait in the outbox (`gridhead prepay status`).
 def _fen_arg(text: str, signed: bool = False) -> int:
     from billing_core.ledger import yuan_to_fen
@@ -806,8 +971,11 @@ def _fen_arg(text: str, signed: bool = False) -> int:
 def _control_options(f):
     f = click.option("--token", envvar="GRIDHEAD_TOKEN", default=None,
                      help="Control API token (operator) [env GRIDHEAD_TOKEN].")(f)
-    return click.option("--control-url", envvar="GRIDHEAD_CONTROL_URL", default=None,
-                        help="The head-end's control API, e.g. http://127.0.0.1:7699 [env GRIDHEAD_CONTROL_URL]; "
+    # --api / GRIDHEAD_API as for `gridhead status` and the other operate commands (--control-url and
+    # GRIDHEAD_CONTROL_URL: the old names, still taken)
+    return click.option("--api", "--control-url", "control_url", cls=_Aliased, callback=_check_url,
+                        envvar=["GRIDHEAD_API", "GRIDHEAD_CONTROL_URL"], default=None,
+                        help="The head-end's control API, e.g. http://127.0.0.1:7699 [env GRIDHEAD_API]; "
                              "without it trip/reconnect commands wait in the outbox.")(f)
 
 
@@ -872,7 +1040,7 @@ def pay_import(file, by, as_json, control_url, token, data):
     """Post a bank file (CSV: ref,customer_no,amount_yuan,paid_on) all or nothing.
 
     Any bad row refuses the whole file: every bad row is printed on stderr as FILE:ROW: COLUMN: REASON
-    and nothing is posted (exit 1).  A reference posted before is a bad row, so a file imported twice
+    and nothing is posted (exit 2).  A reference posted before is a bad row, so a file imported twice
     changes nothing.
     """
     from storage import ledger
@@ -883,8 +1051,8 @@ def pay_import(file, by, as_json, control_url, token, data):
             click.echo(line, err=True)
         if len(exc.errors) > ledger.MAX_ERRORS_SHOWN:
             click.echo(f"... and {len(exc.errors) - ledger.MAX_ERRORS_SHOWN} more bad rows", err=True)
-        click.echo(f"{file}: {len(exc.errors)} bad row(s); nothing was imported", err=True)
-        sys.exit(exc.exit_code)
+        click.echo(f"error: {file}: {len(exc.errors)} bad row(s); nothing was imported", err=True)
+        sys.exit(EXIT_BAD_INPUT)            # the file is bad input (README: exit 2)
     rc = _reconnect_after(data, r.pop("customer_ids"), control_url, token)
     r["reconnect"] = rc
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
@@ -898,7 +1066,7 @@ def ledger_grp():
 
 
 @ledger_grp.command("post")
-@click.option("--period", required=True, help="Billing month YYYY-MM whose issued/released bills to post.")
+@click.option("--period", type=_MONTH, required=True, help="Billing month YYYY-MM whose issued/released bills to post.")
 @click.option("--by", default="billing", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_data_option
@@ -940,7 +1108,7 @@ def ledger_check(as_json, data):
 
 
 @ledger_grp.command("arrears")
-@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Date [default: today].")
+@click.option("--as-of", type=_DAY, default=None, help="Date [default: today].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--csv", "as_csv", is_flag=True)
 @_data_option
@@ -962,7 +1130,7 @@ def ledger_arrears(as_of, as_json, as_csv, data):
 
 
 @ledger_grp.command("export")
-@click.option("--period", required=True, help="YYYY-MM.")
+@click.option("--period", type=_MONTH, required=True, help="YYYY-MM.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
 @_data_option
@@ -979,7 +1147,7 @@ def prepay_grp():
 
 
 @prepay_grp.command("run")
-@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True,
+@click.option("--date", "day", type=_DAY, required=True,
               help="The day to deduct (needs the daily frozen readings of it and of the next day).")
 @click.option("--warn-yuan", default="20", show_default=True, help="Reminder below this credit.")
 @click.option("--grace-days", type=click.IntRange(0), default=1, show_default=True,
@@ -1103,6 +1271,16 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
 
 
 # === sim (headend: the fleet simulator) ===========================================================
+def _faults(values):
+    """--fault-rate checked while the options are read: a bad one is bad input (exit 2)."""
+    from headend import simulator
+    try:
+        simulator.Faults.parse(values)
+    except GridheadError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault-rate") from None
+    return values
+
+
 @cli.command("sim")
 @click.option("--terminals", type=click.IntRange(1), default=10, show_default=True,
               help="Standalone fleet: number of concentrators (ignored with --data).")
@@ -1119,7 +1297,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
                              "(topics gridhead/<address>/up|down|status, headend.transport_mqtt).")
 @click.option("--heartbeat", "heartbeat_s", type=click.IntRange(1, 65535), default=60, show_default=True,
               help="Heartbeat period, seconds.")
-@click.option("--fault-rate", "faults", multiple=True, metavar="NAME=VALUE",
+@click.option("--fault-rate", "faults", multiple=True, metavar="NAME=VALUE", callback=lambda ctx, p, v: _faults(v),
               help="A fault rate (repeat): offline, offline_s, reconnect, slow, slow_s, drop, garbage, "
                    "clock_drift, missing, missing_late, late_s, meter_missing.")
 @click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
@@ -1190,7 +1368,7 @@ def _dates(first, last, single):
     return [lo + _d.timedelta(days=i) for i in range((hi - lo).days + 1)]
 
 
-_DATE = click.DateTime(["%Y-%m-%d"])
+_DATE = _DAY
 
 
 @cli.group("collect")
@@ -1381,15 +1559,15 @@ def _kwh(v):
 def _date_or_month(date, month):
     from storage import lineloss as _ll
     if bool(date) == bool(month):
-        raise click.UsageError("give exactly one of --date YYYY-MM-DD or --month YYYY-MM")
+        raise click.UsageError("give exactly one of --date YYYY-MM-DD or --period YYYY-MM")
     if date:
         return date.date(), date.date()
     return _ll.month_range(month)
 
 
 @cli.command("lineloss")
-@click.option("--date", "date", type=click.DateTime(["%Y-%m-%d"]), help="One consumption day (freeze D to D+1).")
-@click.option("--month", help="A month, YYYY-MM (its first to last day).")
+@click.option("--date", "date", type=_DAY, help="One consumption day (freeze D to D+1).")
+@click.option("--period", "--month", "month", cls=_Aliased, type=_MONTH, help="A month, YYYY-MM (its first to last day).")
 @click.option("--level", type=click.Choice(["area", "feeder", "all"]), default="all", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
@@ -1459,7 +1637,7 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
 
 
 @cli.group("audit", invoke_without_command=True)
-@click.option("--month", help="Rank the month YYYY-MM (and store the list).")
+@click.option("--period", "--month", "month", cls=_Aliased, type=_MONTH, help="Rank the month YYYY-MM (and store the list).")
 @click.option("--top", type=click.IntRange(1), default=50, show_default=True, help="Items to print.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header.")
@@ -1467,20 +1645,21 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
               help="TOML bands and [rules] of the areas [default: billing_core/lineloss.toml].")
 @click.option("--technical", type=click.Path(dir_okay=False),
               help="CSV of area_id, technical_loss_bp (理论线损): areas above it by the rule's margin are listed.")
-@_data_option
+@_data_option(need=None)                 # checked below: `audit mark` has its own --data
 @click.pass_context
 def audit_grp(ctx, month, top, as_json, as_csv, thresholds, technical, data):
     """The audit list (稽查): customers and areas ranked by the evidence of theft or a faulty meter.
 
-    `gridhead audit --month M` ranks and stores the list (SQL view audit); `gridhead audit mark ITEM
+    `gridhead audit --period M` ranks and stores the list (SQL view audit); `gridhead audit mark ITEM
     --result theft|fault|normal --by NAME` records what the check found.  An area is listed when a rule
     of the thresholds file's [rules] fires (高损 / 负损 days, 月环比, 同比, over its technical loss); its
     signals name the rules.
     """
     if ctx.invoked_subcommand is not None:
         return
+    _check_data(data)
     if not month:
-        raise click.UsageError("--month YYYY-MM is required (or a subcommand: mark)")
+        raise click.UsageError("--period YYYY-MM is required (or a subcommand: mark)")
     from storage import archive, audit as _au, sql as _sql
     fmt = _out_format(as_json, as_csv)
     from storage import lineloss as _ll
@@ -1521,7 +1700,7 @@ def _report_out(html_out, text):
 
 
 @report_grp.command("lineloss")
-@click.option("--month", required=True, help="YYYY-MM.")
+@click.option("--period", "--month", "month", cls=_Aliased, type=_MONTH, required=True, help="YYYY-MM.")
 @click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False), help="Output file.")
 @click.option("--thresholds", type=click.Path(dir_okay=False), help="TOML bands [default: billing_core/lineloss.toml].")
 @_data_option
@@ -1535,7 +1714,7 @@ def report_lineloss(month, html_out, thresholds, data):
 
 
 @report_grp.command("collection")
-@click.option("--month", help="YYYY-MM [default: every collected day].")
+@click.option("--period", "--month", "month", cls=_Aliased, type=_MONTH, help="YYYY-MM [default: every collected day].")
 @click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False), help="Output file.")
 @_data_option
 def report_collection(month, html_out, data):
@@ -1545,7 +1724,7 @@ def report_collection(month, html_out, data):
 
 
 @report_grp.command("bills")
-@click.option("--month", help="Billing period YYYY-MM [default: all].")
+@click.option("--period", "--month", "month", cls=_Aliased, type=_MONTH, help="Billing period YYYY-MM [default: all].")
 @click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False), help="Output file.")
 @_data_option
 def report_bills(month, html_out, data):
@@ -1563,8 +1742,9 @@ def report_bills(month, html_out, data):
 def _api_options(f):
     f = click.option("--json", "as_json", is_flag=True, help="One JSON object per command on stdout.")(f)
     f = click.option("--token", envvar="GRIDHEAD_TOKEN", help="API token [env GRIDHEAD_TOKEN].")(f)
-    f = click.option("--api", "api_url", envvar="GRIDHEAD_API", default="http://127.0.0.1:7699", show_default=True,
-                     help="The head-end's control API [env GRIDHEAD_API].")(f)
+    f = click.option("--api", "--control-url", "api_url", cls=_Aliased, callback=_check_url,
+                     envvar=["GRIDHEAD_API", "GRIDHEAD_CONTROL_URL"], default="http://127.0.0.1:7699",
+                     show_default=True, help="The head-end's control API [env GRIDHEAD_API].")(f)
     f = click.option("--cafile", type=click.Path(dir_okay=False, exists=True), default=None,
                      help="CA certificate for an https API.")(f)
     return f
@@ -1729,7 +1909,7 @@ def token_grp():
 @token_grp.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
-@_data_option
+@_data_option(need="dir")
 @click.option("--json", "as_json", is_flag=True)
 def token_add(name, role, data, as_json):
     """Make a token for NAME; it is printed once and cannot be shown again."""
@@ -1740,7 +1920,7 @@ def token_add(name, role, data, as_json):
 
 
 @token_grp.command("list")
-@_data_option
+@_data_option(need="dir")
 @click.option("--json", "as_json", is_flag=True)
 def token_list(data, as_json):
     """The tokens (never their secrets)."""
@@ -1754,7 +1934,7 @@ def token_list(data, as_json):
 
 @token_grp.command("revoke")
 @click.argument("token_id")
-@_data_option
+@_data_option(need="dir")
 def token_revoke(token_id, data):
     """Revoke a token by id or name (a running head-end notices at once)."""
     from storage import control_log as CL

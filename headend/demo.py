@@ -183,13 +183,18 @@ def step_bill(ctx) -> dict:
 
 def step_lineloss(ctx, worst: int = 3, top: int = 3) -> dict:
     """Line loss (线损) of the same month per area and feeder, stored in the lake (``line_loss``), and the
-    audit list (稽查) ranked from the same result and stored (``audit``): counts and the first items."""
+    audit list (稽查) ranked from the same result and stored (``audit``): counts and the first items.
+
+    The demo collects only the month's first and last freezes, so each area's and feeder's month is one
+    difference: it is spread over the month's days (flag ``spread``, billing_core.lineloss) rather than
+    leaving every day 不可算 — the stored days add up to the month, which is what the summary prints and
+    what :func:`lineloss_query` (the query the demo suggests) sums back."""
     from storage import archive, audit, lineloss, sql
     data, month = ctx["data"], ctx["period"]
     first, last = lineloss.month_range(month)
     root = sql.lake_root(data)
     with archive.Archive(sql.archive_path(data), read_only=True) as a:
-        res = lineloss.compute(a, root, first, last)
+        res = lineloss.compute(a, root, first, last, max_gap=(last - first).days + 1)
         items = audit.rank_month(a, root, month, res=res)
     lineloss.write_days(root, res)
     audit.save(root, month, items)
@@ -199,12 +204,25 @@ def step_lineloss(ctx, worst: int = 3, top: int = 3) -> dict:
     for r in areas:
         counts[r["category"]] = counts.get(r["category"], 0) + 1
     rated = sorted((r for r in areas if r["rate_bp"] is not None), key=lambda r: -r["rate_bp"])
-    return {"month": month, "areas": len(areas), "feeders": len(rows) - len(areas), "categories": counts,
+    feeders = [r for r in rows if r["level"] == "feeder"]
+    return {"month": month, "areas": len(areas), "feeders": len(feeders), "categories": counts,
             "worst": [{"area": r["unit_id"], "rate_pct": round(r["rate_bp"] / 100, 2), "category": r["category"]}
                       for r in rated[:worst]],
+            "feeder_rates": [{"feeder": r["unit_id"], "category": r["category"],
+                              "rate_pct": None if r["rate_bp"] is None else round(r["rate_bp"] / 100, 2)}
+                             for r in feeders],
+            "query": lineloss_query(first, last),
             "audit_items": items.num_rows,
             "audit_top": [{k: r[k] for k in ("item_id", "score", "kinds", "evidence")}
                           for r in items.slice(0, top).to_pylist()]}
+
+
+def lineloss_query(first: _dt.date, last: _dt.date) -> str:
+    """The month's line loss per area and feeder from the stored days (SQL view ``line_loss``): the
+    figures the demo's summary prints (the rate rounded half away from zero, as billing_core.lineloss)."""
+    return ("SELECT level, unit_id, sum(supply_kwh_x100) / 100 AS supply_kwh, sum(sales_kwh_x100) / 100 AS sales_kwh, "
+            "round(100.0 * sum(loss_kwh_x100) / sum(supply_kwh_x100), 2) AS rate_pct, count(*) AS days "
+            f"FROM line_loss WHERE date BETWEEN '{first}' AND '{last}' GROUP BY level, unit_id ORDER BY level, unit_id")
 
 
 class LiveHeadEnd:
@@ -361,9 +379,9 @@ def step_next(ctx) -> dict:
         first = s.get("prepay", {}).get("customer") or "CUSTOMER"
         out += [f"gridhead bill show {first} --period {period} --data {d}"]
     if "lineloss" in s:
-        out += [f"gridhead sql --data {d} \"SELECT * FROM line_loss WHERE level = 'area' ORDER BY date, unit_id\"",
-                f"gridhead report lineloss --month {s['lineloss']['month']} --html lineloss.html --data {d}",
-                f"gridhead audit --month {s['lineloss']['month']} --data {d}"]
+        out += [f"gridhead sql --data {d} \"{s['lineloss']['query']}\"",
+                f"gridhead report lineloss --period {s['lineloss']['month']} --html lineloss.html --data {d}",
+                f"gridhead audit --period {s['lineloss']['month']} --data {d}"]
     if "prepay" in s:
         out += [f"gridhead sql --data {d} \"SELECT seq, who, command, target, outcome, reason FROM audit_log\"",
                 f"gridhead prepay status --data {d}"]
@@ -436,8 +454,12 @@ def render(summary: dict) -> str:
     if "lineloss" in summary:
         x = summary["lineloss"]
         worst = ", ".join(f"area {w['area']} {w['rate_pct']:.2f}% ({w['category']})" for w in x["worst"])
+        feeders = ", ".join(f"feeder {f['feeder']} " + ("-" if f["rate_pct"] is None else f"{f['rate_pct']:.2f}%")
+                            + f" ({f['category']})" for f in x.get("feeder_rates", []))
         lines += [f"line loss  {x['month']}: {x['areas']} areas — "
-                  f"{', '.join(f'{k} {v}' for k, v in sorted(x['categories'].items()))}; worst {worst or 'none'}",
+                  f"{', '.join(f'{k} {v}' for k, v in sorted(x['categories'].items()))}; worst {worst or 'none'}"
+                  + (f"; {feeders}" if feeders else ""),
+                  "           (the month's first and last freezes: each day's row is the month spread evenly)",
                   f"audit      {x['audit_items']} items on the list"
                   + "".join(f"\n             #{k} {t['item_id']} score {t['score']} {t['kinds']}: {t['evidence']}"
                             for k, t in enumerate(x["audit_top"], 1))]

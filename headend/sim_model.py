@@ -23,7 +23,12 @@ noise is a counter-based hash of (seed, meter, day) — lognormal σ 0.15 like t
 meter's register on any day costs O(days) and any order of requests gives the same answer.  Each day's
 increment is split over 尖/峰/平/谷 by ``generator._split`` (floor three, the fourth takes the rest), so
 the four TOU registers sum to the total exactly.  Reactive registers follow tanφ like the generator's;
-the reverse register stays at its initial value.  A replaced meter (换表) stops the day it is swapped,
+the reverse register stays at its initial value.  Energy flows as in the generator (:class:`Flows`): an
+area's check meter (考核表) registers what its customers' meters register that day / (1 − the area's loss
+rate, ±10 % by day) less the PV generation inside it, a feeder's outgoing meter (出线表) the supply of its
+areas plus its dedicated-transformer customers with their transformer loss (变损 ΔA = P0·T + Pk·β²·T), / 0.98;
+a 高供高计 customer's meter, on the high side, registers its transformer's loss with its load.  So line loss
+(线损) computed from the simulated readings is the loss put in, on any day.  A replaced meter (换表) stops the day it is swapped,
 its replacement starts that day.  Which freezes a meter has (:meth:`RegisterModel.installed`) follow the
 archive's ``point_meters`` validity, as ``storage.collection`` expects them: the original meter up to
 and including its removal day's 00:00 freeze (``valid_to``), the replacement from the freeze after its
@@ -77,7 +82,7 @@ class RegisterModel:
     """
 
     __slots__ = ("seed", "start", "cat", "base", "mult", "r0", "modulus", "reactive", "tan", "stop_day",
-                 "start_day", "first_freeze", "last_freeze", "_cum_hour", "_sw_cache")
+                 "start_day", "first_freeze", "last_freeze", "_cum_hour", "_sw_cache", "flows")
 
     def __init__(self, cols: dict, start: _dt.date, seed: int):
         self.seed = int(seed)
@@ -102,6 +107,7 @@ class RegisterModel:
         flat = np.full((1, 24), 1 / 24)
         self._cum_hour = np.concatenate([np.zeros((5, 1)), np.cumsum(np.vstack([shapes, flat]), axis=1)], axis=1)
         self._sw_cache: dict[int, np.ndarray] = {}
+        self.flows: Flows | None = cols.get("flows")
 
     def __len__(self) -> int:
         return len(self.base)
@@ -130,14 +136,37 @@ class RegisterModel:
         """(k, len(days)) active-energy increment of each meter on each consumption day, 0.01 kWh."""
         idx = np.asarray(idx, np.int64)
         days = np.asarray(days, np.int64)
+        kwh = self.own_kwh(idx, days)
+        if self.flows is None:
+            return np.rint(kwh * 100 / self.mult[idx, None]).astype(np.int64)
+        kwh = self.flows.registered(self, idx, days, kwh)
+        inc = np.rint(kwh * 100 / self.mult[idx, None]).astype(np.int64)
+        for k in np.flatnonzero(self.flows.kind[idx] == 2):
+            inc[k] = self._accumulated(int(idx[k]), days)
+        return inc
+
+    def _accumulated(self, m: int, days: np.ndarray) -> np.ndarray:
+        """Increments of meter ``m`` as a register counts them — rounded on the running total from day 0,
+        not day by day — for a feeder's outgoing meter, whose unit (0.01 kWh × CT × PT = 120 kWh) is
+        coarse against a small fleet's day: rounding each day would lose the fractions systematically."""
+        if not len(days):
+            return np.zeros(0, np.int64)
+        full = np.arange(0, int(days.max()) + 1, dtype=np.int64)
+        one = np.array([m], np.int64)
+        kwh = self.flows.registered(self, one, full, self.own_kwh(one, full))[0]
+        total = np.rint(np.r_[0.0, np.cumsum(kwh)] * 100 / self.mult[m]).astype(np.int64)
+        return total[days + 1] - total[days]
+
+    def own_kwh(self, idx: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """(k, len(days)) energy at the primary side (kWh, float) of each meter's own model: base × season
+        × noise on the days it is in place, 0 otherwise (what a customer's meter registers)."""
         u1 = unit_hash(self.seed, idx[:, None], days[None, :], 1)
         u2 = unit_hash(self.seed, idx[:, None], days[None, :], 2)
         z = np.sqrt(-2 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)         # Box-Muller: N(0, 1)
         f = self._factors(days)[:, self.cat[idx]].T                      # (k, days)
         kwh = self.base[idx, None] * f * np.exp(0.15 * z)
-        inc = np.rint(kwh * 100 / self.mult[idx, None]).astype(np.int64)
         on = (days[None, :] < self.stop_day[idx, None]) & (days[None, :] >= self.start_day[idx, None])
-        return np.where(on, inc, 0)
+        return np.where(on, kwh, 0.0)
 
     def _tou(self, inc: np.ndarray, idx: np.ndarray, days: np.ndarray) -> np.ndarray:
         """(k, 4) Σ over days of each day's TOU split (floor three, 谷 the rest): sums to Σ inc exactly."""
@@ -230,9 +259,84 @@ def _group(term_of_meter: np.ndarray, n_terms: int) -> list[np.ndarray]:
     return [order[bounds[i]:bounds[i + 1]] for i in range(n_terms)]
 
 
+class Flows:
+    """Where energy flows in the generator's fleet (storage.generator ``_consume``), per meter index: what
+    an area's check meter, a feeder's outgoing meter and a dedicated transformer's meter register is
+    computed from the meters downstream of them on the same day (:meth:`registered`)."""
+
+    def __init__(self, g):
+        f, pm = g.fleet, g.point_of_meter
+        role, area = f.role[pm], f.p_area[pm]
+        cust = np.flatnonzero((role == "customer") & (area > 0))
+        ind = np.flatnonzero(np.isin(pm, f.ind))
+        by_area = _group(area[cust], f.n_areas + 1)
+        self.kind = np.zeros(len(pm), np.int8)                   # 1 area check, 2 feeder out, 3 dedicated
+        self.kind[role == "area_check"] = 1
+        self.kind[role == "feeder_out"] = 2
+        self.kind[ind] = 3
+        self.area_of = area                                       # area id of a check meter (1..na)
+        self.customers = [cust[k] for k in by_area]               # meters of area a's customers
+        self.pv = np.full(f.n_areas + 1, -1, np.int64)            # area a's PV meter
+        pv = np.flatnonzero(role == "pv")
+        self.pv[area[pv]] = pv
+        self.loss = np.r_[0.0, f.area_loss]                       # area a's technical loss rate
+        check = np.flatnonzero(role == "area_check")
+        self.check = np.full(f.n_areas + 1, -1, np.int64)
+        self.check[area[check]] = check
+        self.feeder_of = np.where(role == "feeder_out", f.p_feeder[pm], 0)
+        self.feeder_areas = [np.flatnonzero(f.area_feeder == k) + 1 for k in range(f.n_feeders + 1)]
+        self.feeder_ind = [ind[f.p_feeder[pm[ind]] == k] for k in range(f.n_feeders + 1)]
+        self.kva = f.tx_kva[pm].astype(np.float64)
+        self.p0 = f.tx_p0[pm].astype(np.float64)
+        self.pk = f.tx_pk[pm].astype(np.float64)
+        self.hv_metered_hv = (self.kind == 3) & ~f.hv_lv[pm]       # 高供高计: the meter sees the loss
+
+    def tx_loss(self, idx, kwh):
+        """Transformer loss of dedicated meters ``idx`` on the days they carry load (T = 24 h, β = mean
+        load / (kVA × 0.9)): the generator's ΔA = P0·T + Pk·β²·T, kWh."""
+        beta = kwh / 24 / (self.kva[idx, None] * 0.9)
+        return np.where(kwh > 0, (self.p0[idx, None] * 24 + self.pk[idx, None] * beta ** 2 * 24) / 1000, 0.0)
+
+    def supply(self, model, a: int, days) -> tuple[np.ndarray, np.ndarray]:
+        """Area ``a``'s supply and PV generation per day (kWh): Σ customers / (1 − loss ± 10 %)."""
+        sales = model.own_kwh(self.customers[a], days).sum(axis=0)
+        u = unit_hash(model.seed, self.check[a], days, 3)
+        supply = sales / (1 - self.loss[a] * (0.9 + 0.2 * u))
+        pv = np.zeros(len(days)) if self.pv[a] < 0 else \
+            np.minimum(model.own_kwh(self.pv[a:a + 1], days)[0], 0.5 * supply)   # never exports
+        return supply, pv
+
+    def registered(self, model, idx, days, kwh):
+        """``kwh`` (the meters' own model) with the rows of check, feeder and dedicated meters replaced by
+        what flows through them."""
+        kind = self.kind[idx]
+        if not kind.any():
+            return kwh
+        kwh = kwh.copy()
+        for k in np.flatnonzero(kind):
+            m = idx[k]
+            if kind[k] == 1:
+                supply, pv = self.supply(model, self.area_of[m], days)
+                kwh[k] = supply - pv
+            elif kind[k] == 2:
+                fd = self.feeder_of[m]
+                total = np.zeros(len(days))
+                for a in self.feeder_areas[fd]:      # what its areas' check meters take (their PV offsets it)
+                    supply, pv = self.supply(model, a, days)
+                    total += supply - pv
+                d = self.feeder_ind[fd]
+                own = model.own_kwh(d, days)
+                total = total + (own + self.tx_loss(d, own)).sum(axis=0)
+                kwh[k] = total / 0.98
+            elif self.hv_metered_hv[m]:
+                kwh[k] = kwh[k] + self.tx_loss(np.array([m]), kwh[k:k + 1])[0]
+        return kwh
+
+
 def _model_columns(g) -> dict:
-    """The generator's register model columns plus which meters are replacements (``new_meter``)."""
-    return dict(g.meter_model(), new_meter=g.new_meter)
+    """The generator's register model columns plus which meters are replacements (``new_meter``) and how
+    energy flows between them (``flows``)."""
+    return dict(g.meter_model(), new_meter=g.new_meter, flows=Flows(g))
 
 
 def _config(summary: dict) -> gen.GenConfig:

@@ -88,4 +88,6 @@ class BillingError(GridheadError):
 
 
 class ConfigError(GridheadError):
-    """A configuration or tariff file is wrong; the message names file, key and reason."""
+    """A configuration or tariff file is wrong; the message names file, key and reason.  Bad input: exit 2."""
+
+    exit_code = 2

@@ -29,13 +29,16 @@ Energy is integer with its scale in the name (``install_reading_x100``: 0.01 kWh
 resolution); rates are basis points (``_bp``, 1/10000); power-factor standards are hundredths.
 
 Import validates *everything* before it writes (types, ranges, keys, references across the files and
-against the database, overlapping dates) and writes all files in one transaction; the first bad row
-raises :class:`ArchiveError` naming file, row (1-based data row, header not counted), column and reason.
+against the database, overlapping dates) and writes all files in one transaction; bad rows raise
+:class:`ImportRefused` listing each (up to :data:`MAX_ERRORS`) with file, row (1-based data row, header
+not counted), column and reason — a CSV the reader cannot parse (an unterminated quote, a row with the
+wrong number of fields) names its file, row and column the same way.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import pathlib
 from dataclasses import dataclass, field
 
@@ -224,9 +227,93 @@ class _Staged:
     extra: dict = field(default_factory=dict)
 
 
-def _fail(st: _Staged, row, col: str, why: str):
+MAX_ERRORS = 50                # bad rows listed per import (each check stops at this many)
+
+
+class ImportRefused(ArchiveError):
+    """Bad rows: ``errors`` one line each ("<file>, row <n>, column <c>: <reason>"), at most
+    :data:`MAX_ERRORS`; the message is the first with how many more.  Bad input: exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, errors: list[str], more: bool = False) -> None:
+        self.errors = errors[:MAX_ERRORS]
+        more = more or len(errors) > MAX_ERRORS
+        n = len(self.errors)
+        self.summary = f"more than {n} bad rows (the first {n} listed)" if more else f"{n} bad row(s)"
+        rest = f" (and {'more than ' if more else ''}{n - 1} more)" if n > 1 or more else ""
+        super().__init__(f"{self.errors[0]}{rest}; nothing was imported")
+
+
+class _HeaderBad(Exception):
+    """A file whose header (or whose CSV syntax) is wrong: its rows cannot be checked."""
+
+
+def _where(st: _Staged, row, col: str, why: str) -> str:
     where = f"row {row}" if row is not None else "header"
-    raise ArchiveError(f"{st.path.name}, {where}, column {col}: {why}")
+    return f"{st.path.name}, {where}, column {col}: {why}"
+
+
+def _csv_problems(p: pathlib.Path, limit: int) -> list[tuple[int, str, str]]:
+    """(row, column, reason) of the rows Python's csv reader (strict) cannot take or that have the wrong
+    number of fields — why DuckDB refused the file, in the import's terms.  Rows as the import counts
+    them: data rows from 1, blank lines not counted."""
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header = next(reader, None) or []
+    out, row, start = [], 0, reader.line_num + 1
+    while len(out) < limit:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row += 1
+            field_no, why = _bad_field("\n".join(text.splitlines()[start - 1:]))
+            col = header[min(field_no, len(header) - 1)] if header and field_no is not None else "?"
+            out.append((row, col, f"{why or f'cannot be parsed ({exc})'} (line {start})"))
+            break
+        if rec:
+            row += 1
+            if len(rec) != len(header):
+                col = header[-1] if len(rec) > len(header) else header[len(rec)] if header else "?"
+                out.append((row, col, f"{len(rec)} fields, the header has {len(header)} (line {start})"))
+        start = reader.line_num + 1
+    return out
+
+
+def _bad_field(text: str) -> tuple[int | None, str | None]:
+    """The field of the record starting ``text`` that breaks csv's quoting rules (a quote opens a field
+    only at its start; "" inside is a quote; a closing quote is followed by a comma or the line's end),
+    and why."""
+    field_no, in_q, at_start, i = 0, False, True, 0
+    while i < len(text):
+        ch = text[i]
+        if in_q:
+            if ch == '"':
+                if text[i + 1:i + 2] == '"':
+                    i += 1
+                else:
+                    in_q = False
+                    nxt = text[i + 1:i + 2]
+                    if nxt not in ("", ",", "\n", "\r"):
+                        return field_no, (f"the quoted value is followed by {nxt!r}: a quote left open "
+                                          f"(or a stray quote) in this value")
+        elif ch == '"' and at_start:
+            in_q = True
+        elif ch == ",":
+            field_no += 1
+            at_start = True
+            i += 1
+            continue
+        elif ch == "\n":
+            return None, None
+        at_start = False
+        i += 1
+    return (field_no, "unterminated quote: the value runs to the end of the file") if in_q else (None, None)
 
 
 def _lit(v) -> str:
@@ -358,16 +445,23 @@ class Archive:
             if stem in staged:
                 raise ArchiveError(f"{p.name}: a second file for table {stem} ({staged[stem].path.name})")
             staged[stem] = _Staged(BY_NAME[stem], p)
+        self._errors: list[str] = []
+        self._more = False
         try:
             for t in TABLES:                       # types and per-column checks, file by file
                 if t.name in staged:
-                    self._stage(staged[t.name])
+                    try:
+                        self._stage(staged[t.name])
+                    except _HeaderBad:
+                        pass
                     tick(f"checked {t.name}")
+            self._refuse()
             for t in TABLES:                       # keys, references, row checks, overlaps
                 if t.name in staged:
                     self._check_relations(staged[t.name], staged)
                     tick(f"cross-checked {t.name}")
             self._check_cross_table(staged)
+            self._refuse()
             return self._insert(staged)
         finally:
             for st in staged.values():
@@ -380,6 +474,33 @@ class Archive:
             return self.db.execute(sql).fetchone()
         except duckdb.Error as exc:
             raise StorageError(f"archive import: {str(exc).splitlines()[0]}") from None
+
+    def _bad(self, st: _Staged, sql: str, col, why) -> bool:
+        """Record every row ``sql`` finds (``_row`` first, ``LIMIT 1`` widened to the error budget) as a bad
+        row of ``st`` at ``col`` (a name, or a function of the row) for ``why`` (text or a function of the
+        row); True if there was one."""
+        room = MAX_ERRORS - len(self._errors)
+        if room <= 0:
+            self._more = True
+            return bool(self._first(sql))
+        try:
+            head, _, tail = sql.rpartition("LIMIT 1")
+            rows = self.db.execute(f"{head}LIMIT {room + 1}{tail}").fetchall()
+        except duckdb.Error as exc:
+            raise StorageError(f"archive import: {str(exc).splitlines()[0]}") from None
+        if len(rows) > room:
+            rows, self._more = rows[:room], True
+        for r in rows:
+            self._errors.append(_where(st, r[0], col(r) if callable(col) else col, why(r) if callable(why) else why))
+        return bool(rows)
+
+    def _header(self, st: _Staged, col: str, why: str):
+        self._errors.append(_where(st, None, col, why))
+        raise _HeaderBad
+
+    def _refuse(self):
+        if self._errors:
+            raise ImportRefused(self._errors, self._more)
 
     def _stage(self, st: _Staged):
         t, p = st.table, st.path
@@ -394,52 +515,52 @@ class Archive:
                        f"FROM read_parquet('{_q(p)}', file_row_number=true)")
             self.db.execute(f"CREATE OR REPLACE TEMP TABLE {st.raw} AS {src}")
         except duckdb.Error as exc:
-            raise ArchiveError(f"{p.name}: cannot be read ({str(exc).splitlines()[0]})") from None
+            found = _csv_problems(p, MAX_ERRORS) if p.suffix.lower() == ".csv" else []
+            for row, col, why in found:
+                self._errors.append(_where(st, row, col, why))
+            if not found:
+                self._errors.append(f"{p.name}: cannot be read ({str(exc).splitlines()[0]})")
+            raise _HeaderBad from None
         have = [r[0] for r in self.db.execute(f"DESCRIBE {st.raw}").fetchall() if r[0] != "_row"]
         missing = [c for c in t.names if c not in have]
         if missing:
-            _fail(st, None, missing[0], "missing (columns: " + ", ".join(t.names) + ")")
+            self._header(st, missing[0], "missing (columns: " + ", ".join(t.names) + ")")
         extra = [c for c in have if c not in t.names]
         if extra:
-            _fail(st, None, extra[0], "not a column of " + t.name)
+            self._header(st, extra[0], "not a column of " + t.name)
         st.rows = self.db.execute(f"SELECT count(*) FROM {st.raw}").fetchone()[0]
+        bad = False
         for c in t.cols:
             v = f"CAST({c.name} AS VARCHAR)"
             if not c.null:
-                r = self._first(f"SELECT _row FROM {st.raw} WHERE {c.name} IS NULL ORDER BY _row LIMIT 1")
-                if r:
-                    _fail(st, r[0], c.name, "missing value")
-            r = self._first(f"SELECT _row, {v} FROM {st.raw} WHERE {c.name} IS NOT NULL AND "
-                            f"TRY_CAST({v} AS {c.type}) IS NULL ORDER BY _row LIMIT 1")
-            if r:
-                _fail(st, r[0], c.name, f"{_lit(r[1])} is not {c.type.lower()}")
-        sel = ", ".join(f"CAST(CAST({c.name} AS VARCHAR) AS {c.type}) AS {c.name}" for c in t.cols)
+                bad |= self._bad(st, f"SELECT _row FROM {st.raw} WHERE {c.name} IS NULL ORDER BY _row LIMIT 1",
+                                 c.name, "missing value")
+            bad |= self._bad(st, f"SELECT _row, {v} FROM {st.raw} WHERE {c.name} IS NOT NULL AND "
+                                 f"TRY_CAST({v} AS {c.type}) IS NULL ORDER BY _row LIMIT 1",
+                             c.name, lambda r, c=c: f"{_lit(r[1])} is not {c.type.lower()}")
+        cast = "TRY_CAST" if bad else "CAST"       # the value checks below still run on the other values
+        sel = ", ".join(f"{cast}(CAST({c.name} AS VARCHAR) AS {c.type}) AS {c.name}" for c in t.cols)
         self.db.execute(f"CREATE OR REPLACE TEMP TABLE {st.typed} AS SELECT {sel}, _row FROM {st.raw}")
         for c in t.cols:
             if c.check:
                 cond = c.check[0].format(c=c.name)
-                r = self._first(f"SELECT _row, {c.name} FROM {st.typed} WHERE {c.name} IS NOT NULL "
-                                f"AND NOT ({cond}) ORDER BY _row LIMIT 1")
-                if r:
-                    _fail(st, r[0], c.name, f"{_lit(r[1])} {c.check[1]}")
+                self._bad(st, f"SELECT _row, {c.name} FROM {st.typed} WHERE {c.name} IS NOT NULL "
+                              f"AND NOT ({cond}) ORDER BY _row LIMIT 1",
+                          c.name, lambda r, c=c: f"{_lit(r[1])} {c.check[1]}")
 
     def _check_relations(self, st: _Staged, staged: dict[str, _Staged]):
         t, tmp = st.table, st.typed
         for expr, col, why in t.checks:
-            r = self._first(f"SELECT _row FROM {tmp} WHERE NOT ({expr}) ORDER BY _row LIMIT 1")
-            if r:
-                _fail(st, r[0], col, why)
+            self._bad(st, f"SELECT _row FROM {tmp} WHERE NOT ({expr}) ORDER BY _row LIMIT 1", col, why)
         for key in (t.key, *t.unique):
             cols = ", ".join(key)
             notnull = " AND ".join(f"{k} IS NOT NULL" for k in key)
-            r = self._first(f"SELECT _row FROM {tmp} WHERE {notnull} QUALIFY row_number() OVER "
-                            f"(PARTITION BY {cols} ORDER BY _row) > 1 ORDER BY _row LIMIT 1")
-            if r:
-                _fail(st, r[0], key[-1], f"duplicate ({cols}) within the file")
-            r = self._first(f"SELECT _row FROM {tmp} i WHERE {notnull} AND EXISTS (SELECT 1 FROM {t.name} d "
-                            f"WHERE " + " AND ".join(f"d.{k} = i.{k}" for k in key) + ") ORDER BY _row LIMIT 1")
-            if r:
-                _fail(st, r[0], key[-1], f"({cols}) already in the archive")
+            self._bad(st, f"SELECT _row FROM {tmp} WHERE {notnull} QUALIFY row_number() OVER "
+                          f"(PARTITION BY {cols} ORDER BY _row) > 1 ORDER BY _row LIMIT 1",
+                      key[-1], f"duplicate ({cols}) within the file")
+            self._bad(st, f"SELECT _row FROM {tmp} i WHERE {notnull} AND EXISTS (SELECT 1 FROM {t.name} d "
+                          f"WHERE " + " AND ".join(f"d.{k} = i.{k}" for k in key) + ") ORDER BY _row LIMIT 1",
+                      key[-1], f"({cols}) already in the archive")
         for c in t.cols:
             if not c.ref:
                 continue
@@ -447,16 +568,15 @@ class Archive:
             pool = f"SELECT {rc} FROM {rt}"
             if rt in staged:
                 pool += f" UNION ALL SELECT {rc} FROM {staged[rt].typed}"
-            r = self._first(f"SELECT _row, {c.name} FROM {tmp} WHERE {c.name} IS NOT NULL AND {c.name} NOT IN "
-                            f"({pool}) ORDER BY _row LIMIT 1")
-            if r:
-                _fail(st, r[0], c.name, f"{r[1]} is not in {rt}.{rc} (neither in the files nor the archive)")
+            self._bad(st, f"SELECT _row, {c.name} FROM {tmp} WHERE {c.name} IS NOT NULL AND {c.name} NOT IN "
+                          f"({pool}) ORDER BY _row LIMIT 1",
+                      c.name, lambda r, rt=rt, rc=rc: f"{r[1]} is not in {rt}.{rc} (neither in the files nor the archive)")
         for hk in t.history:
             self._check_overlap(st, hk)
 
     def _check_overlap(self, st: _Staged, hk: str):
         t = st.table
-        r = self._first(f"""
+        self._bad(st, f"""
             WITH u AS (SELECT {hk}, valid_from, valid_to, _row FROM {st.typed}
                        UNION ALL SELECT {hk}, valid_from, valid_to, NULL FROM {t.name}),
                  o AS (SELECT *, lag(valid_to) OVER w AS prev_to, lag(_row) OVER w AS prev_row,
@@ -465,34 +585,30 @@ class Archive:
             SELECT coalesce(_row, prev_row), {hk}, prev_from, valid_from, _row IS NULL OR prev_row IS NULL
             FROM o WHERE prev_from IS NOT NULL AND (prev_to IS NULL OR prev_to > valid_from)
                    AND (_row IS NOT NULL OR prev_row IS NOT NULL)
-            ORDER BY 1 LIMIT 1""")
-        if r:
-            other = "a period in the archive" if r[4] else "another row of the file"
-            _fail(st, r[0], "valid_from", f"{hk} {r[1]}: period from {r[3]} overlaps "
-                                          f"{other} (from {r[2]})")
+            ORDER BY 1 LIMIT 1""", "valid_from",
+                  lambda r: f"{hk} {r[1]}: period from {r[3]} overlaps "
+                            f"{'a period in the archive' if r[4] else 'another row of the file'} (from {r[2]})")
 
     def _check_cross_table(self, staged: dict[str, _Staged]):
         if "points" in staged:
             st = staged["points"]
             for role, col in (("area_check", "area_id"), ("feeder_out", "feeder_id")):
-                r = self._first(f"""
+                self._bad(st, f"""
                     WITH u AS (SELECT {col}, _row FROM {st.typed} WHERE role = '{role}'
                                UNION ALL SELECT {col}, NULL FROM points WHERE role = '{role}')
                     SELECT _row, {col} FROM u QUALIFY count(*) OVER (PARTITION BY {col}) > 1
-                           AND _row IS NOT NULL ORDER BY _row DESC LIMIT 1""")
-                if r:
-                    _fail(st, r[0], col, f"{col} {r[1]} has a second {role} point")
+                           AND _row IS NOT NULL ORDER BY _row DESC LIMIT 1""",
+                          col, lambda r, col=col, role=role: f"{col} {r[1]} has a second {role} point")
         if "point_meters" in staged:
             st = staged["point_meters"]
             meters = "SELECT meter_id, register_digits FROM meters"
             if "meters" in staged:
                 meters += f" UNION ALL SELECT meter_id, register_digits FROM {staged['meters'].typed}"
             for col in ("install_reading_x100", "removal_reading_x100"):
-                r = self._first(f"""SELECT i._row, i.{col}, m.register_digits FROM {st.typed} i JOIN ({meters}) m
-                                    USING (meter_id) WHERE i.{col} >= CAST(10 AS HUGEINT) ** (m.register_digits + 2)
-                                    ORDER BY i._row LIMIT 1""")
-                if r:
-                    _fail(st, r[0], col, f"{r[1]} does not fit the meter's {r[2]} integer digits")
+                self._bad(st, f"""SELECT i._row, i.{col}, m.register_digits FROM {st.typed} i JOIN ({meters}) m
+                                  USING (meter_id) WHERE i.{col} >= CAST(10 AS HUGEINT) ** (m.register_digits + 2)
+                                  ORDER BY i._row LIMIT 1""",
+                          col, lambda r: f"{r[1]} does not fit the meter's {r[2]} integer digits")
 
     def _insert(self, staged: dict[str, _Staged]) -> dict[str, int]:
         done = {}

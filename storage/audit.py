@@ -39,6 +39,12 @@ MARKS_SCHEMA = pa.schema([("item_id", pa.string()), ("result", pa.string()), ("c
                           ("note", pa.string()), ("checked_utc", pa.timestamp("us", tz="UTC"))])
 
 
+class UnknownItem(StorageError):
+    """An item id that no stored audit list has: bad input (exit 2)."""
+
+    exit_code = 2
+
+
 def read_event_counts(lake_root, first: _dt.date, last: _dt.date, meter_ids: np.ndarray) -> dict:
     """{event code: (len(meter_ids),) count of events starting in [first, last]} from the lake."""
     root = pathlib.Path(lake_root) / "events"
@@ -247,7 +253,7 @@ def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt
     for f in files:
         known.update(pq.read_table(f, columns=["item_id"]).column("item_id").to_pylist())
     if item_id not in known:
-        raise StorageError(f"audit mark: no audit item {item_id!r} (run `gridhead audit --month M` first)")
+        raise UnknownItem(f"audit mark: no audit item {item_id!r} (run `gridhead audit --period M` first)")
     now = now or _dt.datetime.now(_dt.timezone.utc)
     t = pa.table({"item_id": [item_id], "result": [result], "checked_by": [by], "note": [note],
                   "checked_utc": [now]}, schema=MARKS_SCHEMA)

@@ -691,8 +691,8 @@ class Parts:
 
     def adopt(self, bills_file: str, items_file: str) -> None:
         """A part another process wrote into :meth:`spill_dir` (:func:`part_tables`, :func:`write_ipc`)."""
-        for f in (bills_file, items_file):
-            if pathlib.Path(f).parent != self.dir:
+        for f in (bills_file, items_file):      # resolved: a relative data directory names it differently
+            if self.dir is None or pathlib.Path(f).resolve().parent != self.dir.resolve():
                 raise StorageError(f"{f}: not in this run's spill directory {self.dir}")
         self.parts.append((_read_ipc(bills_file), _read_ipc(items_file)))
 

@@ -40,7 +40,7 @@ from billing_core.tariff import TariffSet
 from protocols.errors import BillingError, GridheadError, StorageError
 
 from . import bills, lake, lakefs, schema
-from .sql import archive_path, lake_root
+from .sql import archive_path, data_dir, lake_root
 
 TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-running is harmless)
 # a task's archive rows arrive unpickled, their buffers not 64-byte aligned; DuckDB's Arrow scan (Acero) then
@@ -139,6 +139,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     kept to measure what shipping saves)."""
     tick = progress or (lambda _s: None)
     t0 = time.perf_counter()
+    data = data_dir(data).resolve()         # the tasks get an absolute path: a worker's directory may differ
     start, end = bills.period_bounds(period)
     tariffs = TariffSet.load(tariffs_dir)
     tariffs.table()

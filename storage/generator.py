@@ -23,8 +23,9 @@ The model, per customer and day (vectorised over customers; one pass per day, se
 * each transformer area's check meter (考核表) records supply = Σ customers' true energy / (1 − r) − PV,
   with r the area's technical loss rate (urban 2–5 %, rural 3–7 %, ground_truth/areas.csv); a village PV
   station (role ``pv``) in some rural areas records its generation on its forward register.  A feeder's
-  outgoing meter records Σ check-meter supply + dedicated-transformer customers (with their
-  transformer loss ΔA = P0·T + Pk·β²·T) + a 2 % line loss.
+  outgoing meter records what its check meters take + dedicated-transformer customers (with their
+  transformer loss ΔA = P0·T + Pk·β²·T, which a 高供高计 customer's high-side meter registers too) + a
+  2 % line loss.
 * anomalies at exact, recorded rates (``ANOMALY_RATES``; a rate is a share of its population, rounded):
   missing reads (share of meter-days), register rollover (residential meters started near 10^digits),
   meter replacement (换表: archive history rows, removal and install readings), reverse running
@@ -543,7 +544,12 @@ class _Generator:
         ind = f.ind
         beta = true_kwh[ind] / 24 / (f.tx_kva[ind] * 0.9)
         tx_loss = (f.tx_p0[ind] * 24 + f.tx_pk[ind] * beta ** 2 * 24) / 1000
-        feeder_in = np.bincount(f.area_feeder, weights=supply, minlength=f.n_feeders + 1) \
+        # 高供高计: the meter on the transformer's high side registers its loss with the load (高供低计: billing
+        # adds it); the feeder's outgoing meter carries what the check meters take (PV offsets it inside
+        # the area) and every dedicated transformer with its loss
+        hv_hv = ~f.hv_lv[ind]
+        registered[ind[hv_hv]] += tx_loss[hv_hv]
+        feeder_in = np.bincount(f.area_feeder, weights=supply - pv_gen[1:], minlength=f.n_feeders + 1) \
             + np.bincount(f.feeder_of_ind, weights=true_kwh[ind] + tx_loss, minlength=f.n_feeders + 1)
         true_kwh[n + na:n + na + f.n_feeders] = feeder_in[1:] / 0.98
         registered[n:] = true_kwh[n:]

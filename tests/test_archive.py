@@ -162,3 +162,45 @@ def test_generated_archive_round_trip(tmp_path, fmt):
             assert b.table(t.name).equals(first[t.name]), t.name
     assert first["point_meters"].num_rows > first["points"].num_rows - 1    # replacements are history rows
     shutil.rmtree(tmp_path / "gen")
+
+
+def test_every_bad_row_is_listed_with_file_row_and_column(db, tmp_path):
+    """Issue 19: not only the first bad row — every one (up to MAX_ERRORS), across columns, checks and files."""
+    from storage.archive import MAX_ERRORS, ImportRefused
+    bad = {"customers__csv": FILES["customers.csv"].replace("residential", "resident", 1).replace(",380,", ",381,"),
+           "meters__csv": FILES["meters.csv"].replace("000000000002,645", "000000000002,646")
+                                             .replace("A4,000000000004,698", "A4,000000000004,699")}
+    with pytest.raises(ImportRefused) as e:
+        db.import_files(write_files(tmp_path / "in", **bad))
+    assert e.value.exit_code == 2
+    assert sorted(e.value.errors) == sorted([
+        "customers.csv, row 1, column category: 'resident' not one of residential, general_commercial, "
+        "large_industrial, agricultural",
+        "customers.csv, row 2, column voltage_v: '381' not one of 220, 380, 10000, 20000, 35000, 110000",
+        "meters.csv, row 2, column protocol: '646' not one of 645, 698",
+        "meters.csv, row 4, column protocol: '699' not one of 645, 698"]), e.value.errors
+    assert "(and 3 more)" in str(e.value) and "\n" not in str(e.value)
+    assert set(db.counts().values()) == {0}
+    # a thousand bad rows: the first MAX_ERRORS, and the message says there are more
+    many = "customer_id,customer_no,name,category,voltage_v,prepaid\n" + "".join(
+        f"{i},31{i:08d},x,residential,999,true\n" for i in range(1, 1001))
+    with pytest.raises(ImportRefused) as e:
+        db.import_files(write_files(tmp_path / "many", {"customers.csv": many}))
+    assert len(e.value.errors) == MAX_ERRORS and e.value.errors[-1].startswith(f"customers.csv, row {MAX_ERRORS},")
+    assert f"more than {MAX_ERRORS} bad rows" in e.value.summary
+
+
+@pytest.mark.parametrize("text,message", [
+    # a quote that never closes: the row it opens in, its column (DuckDB said only "CSV Error on Line: 2")
+    ("feeder_id,name,voltage_kv\n1,\"10kV 东门线,10\n2,西门线,10\n",
+     "feeders.csv, row 1, column name: unterminated quote: the value runs to the end of the file (line 2)"),
+    ("feeder_id,name,voltage_kv\n1,东门线,10\n2,\"西门\"线,10\n",
+     "feeders.csv, row 2, column name: the quoted value is followed by '线'"),
+    ("feeder_id,name,voltage_kv\n1,东门线,10,7\n2,西门线\n",
+     "feeders.csv, row 1, column voltage_kv: 4 fields, the header has 3 (line 2)"),
+])
+def test_a_csv_the_reader_cannot_parse_names_file_row_and_column(db, tmp_path, text, message):
+    from storage.archive import ImportRefused
+    with pytest.raises(ImportRefused) as e:
+        db.import_files(write_files(tmp_path / "in", {"feeders.csv": text}))
+    assert e.value.errors[0].startswith(message), e.value.errors

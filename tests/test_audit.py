@@ -111,7 +111,7 @@ def test_mark_loop_closes_in_sql(tmp_path, ranked):
                          "--data", str(d)])
     assert json.loads(r.output)["n"] == len(items) - 1          # every item printed (--top), one marked
     r = run.invoke(cli, ["audit", "mark", "209901-C1", "--result", "fault", "--by", "x", "--data", str(d)])
-    assert r.exit_code == 1 and r.output.count("\n") == 1 and "no audit item" in r.output
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "no audit item" in r.output
     r = run.invoke(cli, ["audit", "mark", first, "--result", "maybe", "--by", "x", "--data", str(d)])
     assert r.exit_code == 2
 

@@ -44,7 +44,8 @@ def test_run_json_review_release_show(data):
     r = _run("bill", "review", "--data", str(data), "--release", one, "--by", "李审核")
     assert r.exit_code == 0 and "already released 1" in r.output
     r = _run("bill", "review", "--data", str(data), "--release", one)
-    assert r.exit_code == 1 and r.output.strip().splitlines() == ["error: release: --by NAME is required (who released the bills)"]
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "error: --release needs --by NAME (who releases the bills) (see `cli bill review --help`)"]
     shown = json.loads(_run("bill", "show", rows[0]["customer_no"], "--period", "2026-06", "--data", str(data),
                             "--json").output)
     assert shown["bill"]["status"] == "released" and shown["bill"]["released_by"] == "李审核"
@@ -67,11 +68,13 @@ def test_show_prints_the_bill_a_customer_reads(data):
 
 def test_errors_are_one_line_with_exit_codes(data, tmp_path):
     r = _run("bill", "run", "--period", "2026-6", "--data", str(data))
-    assert r.exit_code == 1 and r.output.strip() == "error: period '2026-6': expected YYYY-MM, e.g. 2026-10"
+    assert r.exit_code == 2 and r.output == ("error: Invalid value for '--period': '2026-6' is not a month YYYY-MM "
+                                             "(e.g. 2026-06) (see `cli bill run --help`)\n")
     r = _run("bill", "show", "999999", "--period", "2026-06", "--data", str(data))
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "no bill" in r.output
     r = _run("bill", "run", "--period", "2026-06", "--data", str(tmp_path))
-    assert r.exit_code == 1 and "no archive" in r.output and r.output.count("\n") == 1
+    assert r.exit_code == 2 and r.output == (f"error: no archive at {tmp_path / 'archive.duckdb'} (import one: "
+                                             f"gridhead archive import FILE... --data {tmp_path})\n")
     r = _run("bill", "review", "--data", str(data), "--release", "20260600000000001", "--by", "x")
     assert r.exit_code == 1 and "not held" in r.output
 

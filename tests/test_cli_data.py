@@ -62,6 +62,25 @@ def test_sql_shell(data):
     assert "\"answer\"\n42\n" in r.output and "\"two\"\n2\n" in r.output and "error: sql: Binder" in r.output
 
 
+def test_sql_shell_dot_commands_and_output_flags(data):
+    """Issue 19: the shell takes the common dot commands (or says what to type); --json / --csv as on the
+    other commands."""
+    r = run(data, "sql", "--shell", input=".tables\n.schema feeders\n.mode json\nSELECT 7 AS seven;\n.bogus\n"
+                                          ".help\n.quit\nSELECT 8;\n")
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert {"daily_frozen", "customers", "readings", "meters"} <= set(out.split())   # .tables
+    assert "voltage_kv" in out and out.count("feeder_id") == 1                    # .schema feeders, once
+    assert '{"seven": 7}' in out and '"8"' not in out and "8" not in out.split('{"seven": 7}')[1]  # .mode; .quit
+    assert "error: unknown command .bogus: .help lists the dot commands" in r.stderr
+    assert ".schema [NAME]" in r.stderr and "now: json" in r.stderr
+    q = "SELECT category, count(*) AS n FROM customers GROUP BY 1 ORDER BY 1"
+    assert run(data, "sql", q, "--json").output == run(data, "sql", q, "--format", "json").output
+    assert run(data, "sql", q, "--csv").output == run(data, "sql", q, "--format", "csv").output
+    r = run(data, "sql", q, "--json", "--csv")
+    assert r.exit_code == 2 and "choose one" in r.output
+
+
 def test_print_views_for_plain_duckdb(data):
     r = run(data, "sql", "--print-views")
     assert r.exit_code == 0
@@ -80,15 +99,19 @@ def test_bad_archive_file_fails_whole_import(data, tmp_path):
     (out / "meters.csv").write_text("\n".join(lines) + "\n")
     fresh = tmp_path / "fresh"
     r = run(fresh, "archive", "import", *map(str, sorted(out.glob("*.csv"))))
-    assert r.exit_code == 1
-    assert r.output == "error: meters.csv, row 3, column protocol: '646' not one of 645, 698\n"
-    assert set(run(fresh, "archive", "info").output.split()[1::2]) == {"0"}
+    assert r.exit_code == 2          # bad input (issue 19): the bad row, then what happened
+    assert r.output == ("meters.csv, row 3, column protocol: '646' not one of 645, 698\n"
+                        "error: 1 bad row(s); nothing was imported\n")
+    # nothing left behind: no empty archive a later command would bill as a fleet of 0 customers
+    assert not fresh.exists()
+    r = run(fresh, "archive", "info")
+    assert r.exit_code == 2 and r.output == f"error: no data directory at {fresh} (give --data DIR or set GRIDHEAD_DATA)\n"
     # re-importing the same rows into the original fails on the first key and leaves it as it was
     fields[3] = good
     lines[3] = ",".join(fields)
     (out / "meters.csv").write_text("\n".join(lines) + "\n")
     r = run(data, "archive", "import", *map(str, sorted(out.glob("*.csv"))))
-    assert r.exit_code == 1 and "already in the archive" in r.output
+    assert r.exit_code == 2 and "already in the archive" in r.output
     assert run(data, "archive", "info").output == before
 
 
@@ -125,5 +148,14 @@ def test_lake_info_and_compact(data, tmp_path):
     assert run(d, "sql", frozen, "--format", "csv").output == want
     table = run(d, "lake", "info").output
     assert table.splitlines()[0].split()[:3] == ["table", "kind", "partitions"] and "daily" in table
+    # columns two spaces apart however wide a figure is (an events table of few rows has B/row > 999.99)
+    lines = table.splitlines()
+    assert any(ln.startswith("events") and float(ln.split()[-3]) > 999.99 for ln in lines), table
+    for ln in lines[1:]:
+        assert all(re.fullmatch(r"[\d,]+|\d+\.\d\d|-", t) for t in re.split(r"\s{2,}", ln.strip())[-7:]), ln
+    assert len({len(ln) for ln in lines}) == 1, table
     r = run(tmp_path / "nothing", "lake", "compact")
-    assert r.exit_code == 1 and r.output.startswith("error: lake compact: no lake at ")
+    assert r.exit_code == 2 and r.output.startswith("error: no data directory at ")
+    (tmp_path / "nothing").mkdir()
+    r = run(tmp_path / "nothing", "lake", "compact")
+    assert r.exit_code == 2 and r.output.startswith("error: lake compact: no lake at ")

@@ -171,9 +171,12 @@ def test_monthly_rates_match_the_true_technical_loss(june):
         else:
             assert area_m.rate_bp[i, 0] > int(t["technical_loss_bp"])       # lost sales raise the loss
     assert checked >= len(res.area_id) // 2
-    # the feeder: 2 % line loss in the generator, plus the PV that the generator routes through it
+    # the feeder: the generator's 2 % line loss — its outgoing meter carries what the check meters take and
+    # the dedicated transformers with their loss, which a 高供高计 meter registers (issue 19: it did not,
+    # and the feeder showed 2.39 %)
     _, feeder_m = res.month()
-    assert feeder_m.has_rate.all() and (150 <= feeder_m.rate_bp).all() and (feeder_m.rate_bp <= 500).all()
+    assert feeder_m.has_rate.all() and (180 <= feeder_m.rate_bp).all() and (feeder_m.rate_bp <= 225).all(), \
+        feeder_m.rate_bp
 
 
 def test_days_against_duckdb(june):
@@ -362,7 +365,7 @@ def test_cli_stores_the_days_and_the_sql_view_shows_them(tmp_path):
     r = CliRunner().invoke(cli, ["lineloss", "--data", str(d)])
     assert r.exit_code == 2 and "exactly one of" in r.output
     r = CliRunner().invoke(cli, ["lineloss", "--month", "June", "--data", str(d)])
-    assert r.exit_code == 1 and "expected YYYY-MM" in r.output
+    assert r.exit_code == 2 and "'June' is not a month YYYY-MM" in r.output      # bad input (issue 19)
 
 
 # --- issue 18 -----------------------------------------------------------------------------------------

@@ -125,8 +125,10 @@ def test_cli_bill_run_workers(fleet, tmp_path):
     single, fresh = fleet
     d = _copy(fresh, tmp_path / "cli")
     bills.run(d, "2026-06")
+    # a relative data directory, as a user types it (issue 19: the spill directory was compared unresolved)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     r = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "bill", "run", "--period", "2026-07", "--workers", "2",
-                        "--json", "--data", str(d)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        "--json", "--data", d.name], cwd=d.parent, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["bills"] == N and s["tasks"]["count"] == 16
