@@ -374,6 +374,7 @@ class _Conn(RequestHandler):
         super().data_received(data)
         if len(self._messages) > before:                 # a whole head parsed: its deadline is met
             self.gh_head = 0
+            self.gh_busy = True                          # until its answer: the body has its own deadline
             if self.gh_timer is not None:
                 self.gh_timer.cancel()
                 self.gh_timer = None
@@ -502,7 +503,8 @@ class ControlServer:
         app.router.add_route("*", "/{tail:.*}", self._http)
         self.runner = web.AppRunner(app, access_log=None, logger=log, keepalive_timeout=self.cfg.keepalive_s,
                                     max_line_size=self.cfg.max_line_bytes, max_field_size=self.cfg.max_field_bytes,
-                                    max_headers=self.cfg.max_headers, handle_signals=False)
+                                    max_headers=self.cfg.max_headers, handle_signals=False,
+                                    lingering_time=1.0)   # drain an unread body at most 1 s after the answer
         await self.runner.setup()
         srv = self.runner.server
         srv.__class__ = _Server          # its connections are _Conn (aiohttp has no hook for the class)
@@ -616,6 +618,9 @@ class ControlServer:
     async def _answer(self, request: web.BaseRequest, peer: str):
         """(status, JSON, extra headers, close) of one request."""
         cfg = self.cfg
+        head = len(request.raw_path) + sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+        if head > cfg.max_head_bytes:              # a head that arrived whole (else _Conn cut it while coming)
+            return self._bad(peer, request, 431, f"request head over {cfg.max_head_bytes} bytes")
         te = request.headers.get("Transfer-Encoding", "").lower()
         if te and te != "chunked":
             return self._bad(peer, request, 501, f"Transfer-Encoding {te[:40]}: only chunked is implemented")

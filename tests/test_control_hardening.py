@@ -1,0 +1,441 @@
+"""The control API tried as a hostile client would (issue 16), against a running `gridhead serve` on
+127.0.0.1 with real sockets: slow clients are cut at the configured deadline with a 408, oversized
+and malformed requests get a 4xx JSON answer and one log line (never a traceback), a header flood does
+not grow the server, chunked bodies are read, every refusal is audited on disk, failed logins are
+throttled, tokens expire and rotate, a second admin approves bulk disconnects and 保电 off.
+
+The limits are set small in the head-end's TOML ([control] keys) so that the tests are quick; the
+defaults are the ones ControlConfig documents."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from storage import control_log as CL
+
+from .conftest import ROOT
+from .test_control import call, make_fleet, stop, wait_online
+
+LIMITS = dict(head_timeout_s=1.0, body_timeout_s=1.0, max_connections=40, max_connections_per_client=12,
+              max_registers=4, max_bulk_targets=50, bulk_approval=3, auth_free_failures=2, auth_delay_s=2.0,
+              auth_max_delay_s=30.0)
+
+
+def serve(d, extra_toml="", *args, log_name="serve.log"):
+    """`gridhead serve` with its stderr in a file (a pipe nobody reads would fill); -> (process, ready, log path)."""
+    cfg = d / "he.toml"
+    limits = "".join(f"{k} = {v}\n" for k, v in LIMITS.items())
+    cfg.write_text(f'listen_port = 0\ndata_dir = "{d}"\nrequest_timeout_s = 5\n[control]\nport = 0\n'
+                   f'control_per_s = 50\ncontrol_burst = 50\ncommand_timeout_s = 5\n{limits}{extra_toml}')
+    err = d / log_name
+    p = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--config", str(cfg), *args], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=open(err, "w"), text=True)
+    line = p.stdout.readline()
+    if not line:
+        p.wait(20)
+        return p, None, err
+    return p, json.loads(line), err
+
+
+def cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=env, **kw)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hardening")
+    routes = make_fleet(d, terminals=2, meters=4)
+    store = CL.TokenStore(CL.tokens_path(d))
+    tokens = {n: store.add(n, r)[1] for n, r in (("viewer", "viewer"), ("operator", "operator"),
+                                                  ("admin", "admin"), ("admin2", "admin"))}
+    he, ready, err = serve(d)
+    sim = None
+    try:
+        host, port = ready["api"].split("//", 1)[1].rsplit(":", 1)
+        sim = subprocess.Popen([sys.executable, "-m", "cli", "sim", "--data", str(d), "--connect",
+                                f"127.0.0.1:{ready['port']}", "--no-report", "--stats-every", "0", "--heartbeat", "5"],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_online(ready["api"], tokens["viewer"], 2)
+        yield {"dir": d, "api": ready["api"], "addr": (host, int(port)), "tokens": tokens, "routes": routes,
+               "pid": he.pid, "log": err}
+    finally:
+        if sim is not None:
+            stop(sim)
+        stop(he)
+    text = err.read_text()
+    assert "Traceback" not in text, text[-3000:]          # no bad request ever made one
+
+
+def raw(addr, data: bytes, *, timeout=15.0, source=None) -> tuple[bytes, float]:
+    """Send bytes, read until the server closes: (everything it answered, seconds until then)."""
+    s = socket.create_connection(addr, timeout, source_address=source)
+    t0 = time.monotonic()
+    out = b""
+    try:
+        if data:
+            s.sendall(data)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        s.close()
+    return out, time.monotonic() - t0
+
+
+def answer(out: bytes) -> tuple[int, dict]:
+    head, _, body = out.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+def audit(site) -> list[dict]:
+    return CL.read_records(CL.audit_path(site["dir"]))
+
+
+def meter_ids(site):
+    return [str(r["meter_id"]) for r in site["routes"]]
+
+
+# --- 1. slow clients, limits, malformed requests ------------------------------------------------------
+@pytest.mark.parametrize("what,data", [
+    ("nothing at all", b""),
+    ("a partial request line", b"GET /v1/sta"),
+    ("headers that never end", b"GET /v1/status HTTP/1.1\r\nHost: x\r\n"),
+])
+def test_slow_head_cut_at_the_deadline(site, what, data):
+    out, took = raw(site["addr"], data)
+    status, body = answer(out)
+    assert status == 408 and "head" in body["error"], (what, out)
+    assert took < LIMITS["head_timeout_s"] + 5, (what, took)            # default 10 s; here 1 s
+
+
+def test_one_header_line_every_so_often_is_cut(site):
+    """Slow-loris: each line arrives in time for a per-read timeout, the whole head does not."""
+    s = socket.create_connection(site["addr"], 15)
+    t0 = time.monotonic()
+    s.sendall(b"GET /v1/status HTTP/1.1\r\n")
+    out = b""
+    try:
+        for i in range(40):
+            time.sleep(0.25)
+            s.sendall(f"X-Slow-{i}: y\r\n".encode())
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    took = time.monotonic() - t0
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert answer(out)[0] == 408 and took < 9, took
+
+
+def test_body_shorter_than_its_length_is_cut(site):
+    tok = site["tokens"]["viewer"]
+    out, took = raw(site["addr"], f"POST /v1/read HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n"
+                                  f"Content-Length: 100\r\n\r\n{{\"target\"".encode())
+    status, body = answer(out)
+    assert status == 408 and "body" in body["error"] and took < LIMITS["body_timeout_s"] + 5
+
+
+@pytest.mark.parametrize("name,data,want", [
+    ("request line 9 KiB", b"GET /v1/status?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414, 431)),
+    ("one header 9 KiB", b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", (431,)),
+    ("headers 70 KiB in all", b"GET /v1/status HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 7000)
+                                                                     for i in range(10)) + b"\r\n", (431,)),
+    ("Content-Length -1", b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", (400,)),
+    ("Content-Length abc", b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", (400,)),
+    ("body over 1 MiB", b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n", (413,)),
+    ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n", (400,)),
+    ("gzip transfer coding", b"POST /v1/read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", (400, 501)),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_bad_requests_get_a_json_4xx(site, name, data, want):
+    out, _took = raw(site["addr"], data)
+    status, body = answer(out)
+    assert status in want and body["error"], (name, out[:300])
+
+
+def test_json_bombs_and_bounds(site):
+    api, tok = site["api"], site["tokens"]["operator"]
+    m = meter_ids(site)[0]
+    out, _ = raw(site["addr"], b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n"
+                 + b"[" * 100000)
+    assert answer(out)[0] == 400 and "nested" in answer(out)[1]["error"]
+    deep = {"target": m, "registers": ["energy"], "x": json.loads("[" * 40 + "]" * 40)}
+    s, r = call(api, "POST", "/v1/read", deep, tok)
+    assert s == 400 and "nested" in r["error"]
+    s, r = call(api, "POST", "/v1/read", {"target": m, "registers": ["energy"] * 300}, tok)
+    assert s == 413 and "at most 4" in r["error"]
+    s, r = call(api, "POST", "/v1/bulk", {"command": "disconnect", "targets": [m] * 51, "reason": "x"}, tok)
+    assert s == 413 and "at most 50" in r["error"]
+
+
+def test_chunked_body_is_read(site):
+    tok = site["tokens"]["viewer"]
+    m = meter_ids(site)[1]
+    body = json.dumps({"target": m, "registers": ["energy"]}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7))
+    out, _ = raw(site["addr"], f"POST /v1/read HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n"
+                               f"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode() + chunks + b"0\r\n\r\n")
+    status, r = answer(out)
+    assert status == 200 and r["outcome"] == "ok" and r["values"], r
+    big = b"".join(b"10000\r\n" + b" " * 0x10000 + b"\r\n" for _ in range(17))     # 1.06 MiB, chunked
+    out, _ = raw(site["addr"], b"POST /v1/read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                               b"Connection: close\r\n\r\n" + big + b"0\r\n\r\n")
+    assert answer(out)[0] == 413
+
+
+def _rss_kb(pid) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS"))
+
+
+def test_header_flood_memory_bounded(site):
+    """Three connections each sending 24 header lines of 1 MiB (no token needed): each is answered 431
+    after its first 64 KiB and the server does not grow by the megabytes sent."""
+    before = _rss_kb(site["pid"])
+    line = b"X-Flood: " + b"a" * (1 << 20) + b"\r\n"
+    socks = []
+    for _ in range(3):
+        s = socket.create_connection(site["addr"], 10)
+        s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    for s in socks:
+        try:
+            for _ in range(24):
+                s.sendall(line)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    for s in socks:
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except ConnectionResetError:
+            pass
+        s.close()
+        assert out.startswith(b"HTTP/1.") and out[8:13] == b" 431 ", out[:100]
+    assert _rss_kb(site["pid"]) - before < 20 * 1024          # 72 MiB were sent
+
+
+def test_connection_caps(site):
+    """Past max_connections_per_client a new connection is answered 429 and closed; others still work."""
+    host, port = site["addr"]
+    held = [socket.create_connection((host, port), 10) for _ in range(LIMITS["max_connections_per_client"])]
+    try:
+        time.sleep(0.3)
+        out, _ = raw(site["addr"], b"")
+        assert answer(out)[0] == 429 and "too many connections" in answer(out)[1]["error"]
+        # another client address (127.0.0.2 is loopback too) is not affected
+        c = http.client.HTTPConnection(host, port, timeout=10, source_address=("127.0.0.2", 0))
+        c.request("GET", "/v1/status", headers={"Authorization": f"Bearer {site['tokens']['viewer']}"})
+        assert c.getresponse().status == 200
+        c.close()
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_bad_requests_logged_once_without_traceback(site):
+    out, _ = raw(site["addr"], b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Length: xyz\r\n\r\n")
+    assert answer(out)[0] == 400
+    time.sleep(0.2)
+    lines = [json.loads(x) for x in site["log"].read_text().splitlines() if x.startswith("{")]
+    bad = [x for x in lines if x["event"] == "api bad request"]
+    assert bad and all("status" in x and "client" in x for x in bad)
+    assert "Traceback" not in site["log"].read_text()
+
+
+# --- 2. every refusal audited -----------------------------------------------------------------------------
+def test_every_refusal_audited(site):
+    api, tok = site["api"], site["tokens"]
+    m = meter_ids(site)[2]
+    cases = [   # (method, path, body, token, status, command)
+        ("POST", "/v1/disconnect", {"target": m, "reason": "r"}, None, 401, "disconnect"),
+        ("POST", "/v1/disconnect", {"target": m, "reason": "r"}, "gh_00000000_nope", 401, "disconnect"),
+        ("POST", "/v1/disconnect", {"target": m, "reason": "r"}, tok["viewer"], 403, "disconnect"),
+        ("POST", "/v1/disconnect", {"target": "999999", "reason": "r"}, tok["operator"], 404, "disconnect"),
+        ("POST", "/v1/disconnect", {"target": m}, tok["operator"], 400, "disconnect"),
+        ("POST", "/v1/protect", {"target": m, "on": "yes"}, tok["admin"], 400, "protect"),
+        ("DELETE", "/v1/tokens/nothere", None, tok["admin"], 400, "tokens"),
+        ("GET", "/v1/tokens", None, tok["operator"], 403, "tokens"),
+    ]
+    before = len(audit(site))
+    for method, path, body, t, want, _cmd in cases:
+        s, r = call(api, method, path, body, t)
+        assert s == want, (path, s, r)
+    # a client id reused for another command: 409
+    s, r = call(api, "POST", "/v1/read", {"target": m, "registers": ["energy"], "client_id": "hard-1"}, tok["operator"])
+    assert s == 200
+    s, r = call(api, "POST", "/v1/timesync", {"target": m, "client_id": "hard-1"}, tok["operator"])
+    assert s == 409
+    new = [r for r in audit(site)[before:] if r["outcome"] == "rejected"]
+    got = [(r["command"], r["http_status"]) for r in new]
+    for _m, _p, _b, _t, want, cmd in cases:
+        assert (cmd, want) in got, (cmd, want, got)
+    assert ("timesync", 409) in got
+    for r in new:
+        assert r["who"] and r["client_addr"] == "127.0.0.1" and r["error"]
+    anon = [r for r in new if r["http_status"] == 401]
+    assert {r["who"] for r in anon} == {"anonymous"} and all(r["target"] == f"{m}" for r in anon)
+    forbidden = next(r for r in new if r["http_status"] == 403 and r["command"] == "disconnect")
+    assert forbidden["who"] == "viewer" and forbidden["token_id"]
+
+
+def test_token_ids_for_admins_only(site):
+    api, tok = site["api"], site["tokens"]
+    _s, v = call(api, "GET", "/v1/audit?limit=50", None, tok["viewer"])
+    _s, a = call(api, "GET", "/v1/audit?limit=50", None, tok["admin"])
+    assert not any("token_id" in r for r in v["records"])
+    assert any(r.get("token_id") for r in a["records"])
+
+
+# --- 4. authentication ----------------------------------------------------------------------------------
+def test_brute_force_throttled_per_address_and_per_token_id(site):
+    host, port = site["addr"]
+    ids = CL.TokenStore(CL.tokens_path(site["dir"])).list()
+    victim = next(e["id"] for e in ids if e["name"] == "admin2")
+
+    def attempt(source, token):
+        c = http.client.HTTPConnection(host, port, timeout=10, source_address=(source, 0))
+        c.request("GET", "/v1/status", headers={"Authorization": f"Bearer {token}"})
+        r = c.getresponse()
+        out = r.status, r.getheader("Retry-After"), json.loads(r.read())
+        c.close()
+        return out
+    # per address: two free failures, then 429 with Retry-After, the secret not even tried
+    codes = [attempt("127.0.0.3", f"gh_{victim}_guess{i}")[0] for i in range(2)]
+    s, retry, body = attempt("127.0.0.3", f"gh_{victim}_guess3")
+    assert codes == [401, 401] and s == 429 and int(retry) >= 1 and "failed logins" in body["error"]
+    # per token id: another address guessing the same id is delayed too
+    s, _retry, _ = attempt("127.0.0.4", f"gh_{victim}_guess4")
+    assert s == 429
+    # a token already proven keeps working from the throttled address (no lock-out of its owner)
+    assert attempt("127.0.0.3", site["tokens"]["viewer"])[0] == 200
+    # the delay grows: after it passes, the next failure waits twice as long
+    time.sleep(float(retry) + 0.2)
+    assert attempt("127.0.0.3", f"gh_{victim}_guess5")[0] == 401
+    s, retry2, _ = attempt("127.0.0.3", f"gh_{victim}_guess6")
+    assert s == 429 and int(retry2) > int(retry)
+    time.sleep(0.2)
+    events = [json.loads(x) for x in site["log"].read_text().splitlines() if x.startswith("{")]
+    assert sum(e["event"] == "api login failed" and e.get("client") == "127.0.0.3" for e in events) >= 3
+    assert any(e["event"] == "api login throttled" for e in events)
+    rej = [r for r in audit(site) if r.get("client_addr") == "127.0.0.3" and r["outcome"] == "rejected"]
+    assert {r["http_status"] for r in rej} >= {401, 429}
+
+
+def test_expiry_and_rotation(site):
+    api, d = site["api"], site["dir"]
+    store = CL.TokenStore(CL.tokens_path(d))
+    _tid, short = store.add("shortlived", "viewer", expires_days=2 / 86400)
+    assert call(api, "GET", "/v1/status", None, short)[0] == 200
+    time.sleep(2.5)
+    s, r = call(api, "GET", "/v1/status", None, short)
+    assert s == 401 and "expired" in r["error"]
+    # rotation: the new token works, the old one ends (overlap 0)
+    _tid, old = store.add("rotating", "viewer")
+    r = cli("token", "rotate", "rotating", "--overlap", "0", "--data", str(d), "--json")
+    assert r.returncode == 0, r.stderr
+    new = json.loads(r.stdout)["token"]
+    time.sleep(1.1)
+    assert call(api, "GET", "/v1/status", None, new)[0] == 200
+    assert call(api, "GET", "/v1/status", None, old)[0] == 401
+    # token add defaults to 90 days and says when
+    r = cli("token", "add", "ninety", "--role", "viewer", "--data", str(d), "--json")
+    e = json.loads(r.stdout)
+    assert e["expires_utc"][:10] == time.strftime("%Y-%m-%d", time.gmtime(time.time() + 90 * 86400))
+    recs = audit(site)
+    assert any(x["command"] == "token-add" and x["target"] == f"token:{e['id']}" and x["who"].startswith("local:")
+               for x in recs)
+    assert any(x["command"] == "token-rotate" for x in recs)
+    r = cli("token", "revoke", "ninety", "--data", str(d))
+    assert r.returncode == 0 and any(x["command"] == "token-revoke" for x in audit(site))
+    for p in (CL.audit_path(d), CL.tokens_path(d)):
+        assert oct(os.stat(p).st_mode & 0o777) == "0o600", p
+
+
+def test_token_never_from_argv(site, tmp_path):
+    env = dict(os.environ, GRIDHEAD_API=site["api"])
+    env.pop("GRIDHEAD_TOKEN", None)
+    r = cli("status", "--token", site["tokens"]["viewer"], env=env)
+    assert r.returncode == 2 and "ps" in r.stderr and r.stderr.count("\n") == 1
+    f = tmp_path / "tok"
+    f.write_text(site["tokens"]["viewer"] + "\n")
+    f.chmod(0o600)
+    r = cli("status", "--token-file", str(f), "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["online"] == 2, r.stderr
+    r = cli("status", "--json", env=dict(env, GRIDHEAD_TOKEN=site["tokens"]["viewer"]))
+    assert r.returncode == 0
+    assert "--token " not in cli("status", "--help").stdout
+
+
+# --- 6. two-person rule -------------------------------------------------------------------------------------
+def test_bulk_disconnect_waits_for_a_second_admin(site, tmp_path):
+    api, tok = site["api"], site["tokens"]
+    ids = meter_ids(site)[4:8]                        # 4 > bulk_approval = 3
+    f = tmp_path / "meters.txt"
+    f.write_text("\n".join(ids) + "\n")
+    env = dict(os.environ, GRIDHEAD_API=api, GRIDHEAD_TOKEN=tok["admin"])
+    r = cli("disconnect", "--file", str(f), "--reason", "arrears 2026-07", "--yes", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)
+    assert job["state"] == "pending_approval" and job["targets"] == 4
+    jid = job["job"]
+    # nothing acted yet: the relays are closed
+    s, rd = call(api, "POST", "/v1/read", {"target": ids[0], "registers": ["relay"]}, tok["viewer"])
+    assert s == 200 and "relay_open': True" not in str(rd["values"])
+    # the one who asked, and an operator, may not approve
+    assert call(api, "POST", f"/v1/jobs/{jid}/approve", {}, tok["admin"])[0] == 403
+    assert call(api, "POST", f"/v1/jobs/{jid}/approve", {}, tok["operator"])[0] == 403
+    r = cli("approve", jid, "--json", env=dict(env, GRIDHEAD_TOKEN=tok["admin2"]))
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(out) == 4 and all(o["outcome"] == "ok" for o in out), out
+    recs = audit(site)
+    mine = [x for x in recs if x.get("job") == jid]
+    assert [x["outcome"] for x in mine if x["command"] == "job-disconnect"] == ["pending_approval", "ok"]
+    assert any(x["command"] == "approve" and x["who"] == "admin2" for x in mine)
+    trips = [x for x in mine if x["command"] == "disconnect" and x["outcome"] == "ok"]
+    assert len(trips) == 4 and all(x["approved_by"] == "admin2" and x["who"] == "admin" for x in trips)
+    assert sum(x["command"] == "approve" and x["outcome"] == "rejected" and x["target"] == f"job:{jid}"
+               for x in recs) == 2
+    # a small bulk (≤ bulk_approval) runs at once
+    s, r = call(api, "POST", "/v1/bulk", {"command": "reconnect", "targets": ids[:3]}, tok["operator"])
+    assert s == 202 and r["state"] == "running"
+    for x in ids:
+        call(api, "POST", "/v1/reconnect", {"target": x}, tok["operator"])
+
+
+def test_protection_off_waits_for_a_second_admin(site):
+    api, tok = site["api"], site["tokens"]
+    m = meter_ids(site)[3]
+    assert call(api, "POST", "/v1/protect", {"target": m, "on": True}, tok["admin"])[0] == 200
+    s, r = call(api, "POST", "/v1/protect", {"target": m, "on": False}, tok["admin"])
+    assert s == 202 and r["outcome"] == "pending_approval"
+    jid = r["job"]
+    s, r = call(api, "POST", "/v1/disconnect", {"target": m, "reason": "still protected"}, tok["operator"])
+    assert s == 409 and "保电" in r["error"]
+    s, r = call(api, "GET", "/v1/jobs", None, tok["viewer"])
+    assert any(j["job"] == jid and j["state"] == "pending_approval" for j in r["jobs"])
+    s, r = call(api, "POST", f"/v1/jobs/{jid}/approve", {}, tok["admin2"])
+    assert s == 200 and r["outcome"] == "ok" and r["approved_by"] == "admin2" and r["who"] == "admin"
+    assert call(api, "POST", f"/v1/jobs/{jid}/approve", {}, tok["admin2"])[0] == 409       # once
+    s, r = call(api, "POST", "/v1/disconnect", {"target": m, "reason": "now allowed"}, tok["operator"])
+    assert s == 200
+    call(api, "POST", "/v1/reconnect", {"target": m}, tok["operator"])
