@@ -213,7 +213,7 @@ class ControlConfig:
         network in clear)."""
         if self.tls_cert and self.tls_key or self.insecure or _loopback(self.host):
             return
-        raise ConfigError(f"[control] host {self.host}: not a loopback address and no TLS (tls_cert, tls_key): "
+        raise InsecureListen(f"[control] host {self.host}: not a loopback address and no TLS (tls_cert, tls_key): "
                           f"tokens would cross the network in clear; set TLS, or --insecure (behind a TLS proxy)")
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -230,6 +230,12 @@ class ControlConfig:
         except (OSError, ssl.SSLError) as exc:
             raise GridheadError(f"[control] tls_cert/tls_key/tls_client_ca: {exc}") from None
         return ctx
+
+
+class InsecureListen(ConfigError):
+    """The control API asked to listen off loopback in clear: bad input, exit code 2."""
+
+    exit_code = 2
 
 
 def _loopback(host: str) -> bool:

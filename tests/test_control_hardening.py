@@ -439,3 +439,153 @@ def test_protection_off_waits_for_a_second_admin(site):
     s, r = call(api, "POST", "/v1/disconnect", {"target": m, "reason": "now allowed"}, tok["operator"])
     assert s == 200
     call(api, "POST", "/v1/reconnect", {"target": m}, tok["operator"])
+
+
+# --- 3. tamper evidence ---------------------------------------------------------------------------------------
+def _history(d):
+    """An audit log with 保电 on for meter 1 among other records, as a running head-end leaves it."""
+    log = CL.AuditLog(CL.audit_path(d), CL.audit_key(d))
+    for i, rec in enumerate([
+            {"command": "read", "target": "meter:2", "outcome": "ok"},
+            {"command": "protect", "target": "meter:1", "outcome": "ok", "params": json.dumps({"on": True})},
+            {"command": "disconnect", "target": "meter:2", "outcome": "rejected", "http_status": 403},
+            {"command": "timesync", "target": "meter:2", "outcome": "ok"}]):
+        log.append_sync({"who": "admin", "role": "admin", "command_id": f"c{i}", **rec})
+    log.close()
+    return CL.audit_path(d)
+
+
+def test_tampered_log_detected_and_start_refused(tmp_path):
+    d = tmp_path
+    make_fleet(d, 1, 2)
+    path = _history(d)
+    r = cli("control-log", "verify", "--data", str(d))
+    assert r.returncode == 0 and "chain intact" in r.stdout, r.stderr
+    lines = path.read_bytes().split(b"\n")
+    # someone lifts the protection of meter 1 by editing the file, and garbles a later line
+    lines[1] = lines[1].replace(b'\\"on\\": true', b'\\"on\\": false')
+    lines[3] = b'{"seq": 4, "command": "timesync", "outcome": "ok"'
+    path.write_bytes(b"\n".join(lines))
+    r = cli("control-log", "verify", "--data", str(d))
+    assert r.returncode == 1 and "line 2 (seq 2): MAC mismatch" in r.stderr, r.stderr
+    # the SQL view shows the garbled line instead of skipping it
+    r = cli("sql", "--data", str(d), "--format", "json", "SELECT line_no, seq, broken, raw FROM audit_log ORDER BY line_no")
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(rows) == 4 and rows[3]["broken"] == "not a JSON record" and rows[3]["raw"].startswith('{"seq": 4')
+    # the head-end does not rebuild its 保电 list from it: one line, exit 1
+    he, ready, err = serve(d, log_name="refused.log")
+    assert ready is None and he.returncode == 1
+    text = err.read_text().strip()
+    assert text.count("\n") == 0 and "audit log chain broken: line 2 (seq 2)" in text and "--accept-audit-break" in text
+    # told to accept it, it starts and records the acceptance with the breaks it accepted
+    he, ready, err = serve(d, "", "--accept-audit-break", log_name="accepted.log")
+    try:
+        assert ready is not None, err.read_text()
+    finally:
+        stop(he)
+    acc = [x for x in CL.read_records(path) if x.get("command") == "accept-audit-break"]
+    assert len(acc) == 1 and [b["line"] for b in json.loads(acc[0]["params"])["breaks"]] == [2, 3, 4, 5][:len(
+        json.loads(acc[0]["params"])["breaks"])] and acc[0]["who"].startswith("local:")
+    # an accepted break does not stop the next start; verify still names it
+    he, ready, err = serve(d, log_name="again.log")
+    try:
+        assert ready is not None, err.read_text()
+    finally:
+        stop(he)
+    r = cli("control-log", "verify", "--data", str(d))
+    assert r.returncode == 1 and "line 2 (seq 2)" in r.stderr and "accepted" in r.stderr
+
+
+def test_removed_and_reordered_records_named(tmp_path):
+    path = _history(tmp_path)
+    key = CL.audit_key(tmp_path)
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:1] + lines[2:]))                    # seq 2 (the 保电 record) removed
+    r = CL.verify(path, key)
+    assert r["breaks"][0]["line"] == 2 and "seq 2 removed" in r["breaks"][0]["problem"]
+    path.write_bytes(b"\n".join([lines[0], lines[2], lines[1]] + lines[3:]))   # 2 and 3 swapped
+    r = CL.verify(path, key)
+    assert r["breaks"][0]["line"] == 2 and r["breaks"][0]["seq"] == 3
+    path.write_bytes(b"\n".join(lines))
+    assert CL.verify(path, key)["ok"]
+    assert not CL.verify(path, b"another key")["ok"]                   # forged with another key: detected
+
+
+# --- 5. TLS -----------------------------------------------------------------------------------------------------
+def _pki(d):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made here (cryptography)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def make(cn, issuer=None, issuer_key=None, ca=False, san=None, usage=None):
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+             .issuer_name(issuer.subject if issuer else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        if usage:
+            b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if ca:
+            b = b.add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                              content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                              key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        cert = b.sign(issuer_key or key, hashes.SHA256())
+        return cert, key
+
+    def write(name, cert, key):
+        (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (d / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    ca, ca_key = make("gridhead test CA", ca=True)
+    write("ca", ca, ca_key)
+    write("server", *make("127.0.0.1", ca, ca_key, san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+                          usage=ExtendedKeyUsageOID.SERVER_AUTH))
+    write("client", *make("operator-laptop-7", ca, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH))
+
+
+def test_tls_required_off_loopback_and_mutual_tls(tmp_path):
+    import ssl
+    import urllib.request
+    d = tmp_path
+    make_fleet(d, 1, 2)
+    tok = CL.TokenStore(CL.tokens_path(d)).add("viewer", "viewer")[1]
+    # a non-loopback address without TLS: refused before anything starts, one line
+    he, ready, err = serve(d, 'host = "0.0.0.0"\n', log_name="plain.log")
+    assert ready is None and he.returncode == 2
+    assert err.read_text().count("\n") == 1 and "not a loopback address and no TLS" in err.read_text()
+    _pki(d)
+    he, ready, err = serve(d, f'tls_cert = "{d}/server.pem"\ntls_key = "{d}/server.key"\n'
+                              f'tls_client_ca = "{d}/ca.pem"\n', log_name="tls.log")
+    try:
+        assert ready is not None and ready["api"].startswith("https://127.0.0.1:"), err.read_text()
+        url = ready["api"] + "/v1/status"
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {tok}"})
+        ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        with pytest.raises(OSError):                   # no client certificate: the handshake fails
+            urllib.request.urlopen(req, context=ctx, timeout=10).read()
+        ctx.load_cert_chain(str(d / "client.pem"), str(d / "client.key"))
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            assert r.status == 200
+        env = dict(os.environ, GRIDHEAD_API=ready["api"], GRIDHEAD_TOKEN=tok)
+        r = cli("status", "--json", "--cafile", str(d / "ca.pem"), "--client-cert", str(d / "client.pem"),
+                "--client-key", str(d / "client.key"), env=env)
+        assert r.returncode == 0 and json.loads(r.stdout)["known"] == 1, r.stderr
+        r = cli("status", "--json", "--cafile", str(d / "ca.pem"), env=env)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1
+        r = cli("protect", "1", "on", "--cafile", str(d / "ca.pem"), "--client-cert", str(d / "client.pem"),
+                "--client-key", str(d / "client.key"), env=env)
+        assert r.returncode == 3
+    finally:
+        stop(he)
+    rej = [x for x in CL.read_records(CL.audit_path(d)) if x["outcome"] == "rejected"]
+    assert rej and rej[-1]["client_cert"] == "operator-laptop-7" and rej[-1]["http_status"] == 403
