@@ -374,7 +374,9 @@ def main() -> int:
         cfg = data / "he.toml"
         cfg.write_text(f'listen_port = 0\ndata_dir = "{data}"\nrequest_timeout_s = 10\nrequests_per_s = 0\n'
                        f'global_in_flight = 20000\n[control]\nport = 0\ncommand_timeout_s = 10\n'
-                       f'control_per_s = 1e6\ncontrol_burst = 1e6\nreads_per_s = 1e6\nreads_burst = 1e6\n')
+                       f'control_per_s = 1e6\ncontrol_burst = 1e6\nreads_per_s = 1e6\nreads_burst = 1e6\n'
+                       # one client address stands for many operators' tools here (issue 16 caps them)
+                       f'max_connections = 4096\nmax_connections_per_client = 4096\n')
         try:
             he = cli_proc("serve", "--config", str(cfg), "--log-level", "warning", stdout=subprocess.PIPE, text=True)
             procs.append(he)

@@ -168,7 +168,7 @@ class ControlConfig:
     max_json_depth: int = 32
     head_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
-    keepalive_s: float = 75.0
+    keepalive_s: float = 15.0
     max_connections: int = 256
     max_connections_per_client: int = 32
     max_registers: int = 32
