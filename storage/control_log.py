@@ -161,7 +161,6 @@ def verify(path, key: bytes) -> dict:
     16) are sealed by that record's ``prev`` and counted as ``legacy``."""
     lines = _lines(path)
     breaks, accepts = [], set()
-    prev_bytes = b""             # the bytes before this line (the chain start seals them)
     prev_hash = None
     prev_seq = None
     started = False
@@ -209,9 +208,7 @@ def verify(path, key: bytes) -> dict:
         elif rec is None and prev_seq is not None:
             prev_seq += 1                # an unreadable line stands for one record
         prev_hash = _sha(line)
-        offset_hash.update(line + b"\n")
-        prev_bytes = line
-    del prev_bytes
+        offset_hash.update(line + b"\n")        # the bytes before the next line (a chain's start seals them)
     accepted = [b for b in breaks if (b["line"], b["sha256"]) in accepts]
     return {"ok": not breaks, "records": len(lines), "legacy": legacy, "breaks": breaks, "accepted": accepted,
             "unaccepted": [b for b in breaks if (b["line"], b["sha256"]) not in accepts],

@@ -583,3 +583,54 @@ def test_tls_required_off_loopback_and_mutual_tls(tmp_path):
         stop(he)
     rej = [x for x in CL.read_records(CL.audit_path(d)) if x["outcome"] == "rejected"]
     assert rej and rej[-1]["client_cert"] == "operator-laptop-7" and rej[-1]["http_status"] == 403
+
+
+def test_total_connection_cap(site):
+    """Past max_connections in all (whatever the addresses) a connection is answered 503 and closed."""
+    host, port = site["addr"]
+    held = []
+    try:
+        for k in range(LIMITS["max_connections"]):
+            src = f"127.0.1.{1 + k // LIMITS['max_connections_per_client']}"
+            held.append(socket.create_connection((host, port), 10, source_address=(src, 0)))
+        time.sleep(0.3)
+        out, _ = raw(site["addr"], b"", source=("127.0.2.1", 0))
+        assert answer(out)[0] == 503 and "too many connections" in answer(out)[1]["error"]
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    assert call(site["api"], "GET", "/v1/status", None, site["tokens"]["viewer"])[0] == 200
+
+
+def test_insecure_flag_allows_a_proxy_setup():
+    from headend.control import ConfigError, ControlConfig
+    ControlConfig(host="127.0.0.1").check_listen()
+    ControlConfig(host="::1").check_listen()
+    ControlConfig(host="0.0.0.0", insecure=True).check_listen()
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        ControlConfig(host="10.1.2.3").check_listen()
+
+
+def test_pending_job_survives_a_restart(tmp_path):
+    d = tmp_path
+    make_fleet(d, 1, 2)
+    store = CL.TokenStore(CL.tokens_path(d))
+    a1, a2 = store.add("a1", "admin")[1], store.add("a2", "admin")[1]
+    he, ready, err = serve(d, log_name="one.log")
+    try:
+        s, r = call(ready["api"], "POST", "/v1/protect", {"target": "1", "on": False}, a1)
+        assert s == 202 and r["outcome"] == "pending_approval"
+        jid = r["job"]
+    finally:
+        stop(he)
+    he, ready, err = serve(d, log_name="two.log")
+    try:
+        s, r = call(ready["api"], "GET", f"/v1/jobs/{jid}", None, a2)
+        assert s == 200 and r["state"] == "pending_approval" and r["requested_by"] == "a1"
+        assert call(ready["api"], "POST", f"/v1/jobs/{jid}/approve", {}, a1)[0] == 403
+        s, r = call(ready["api"], "POST", f"/v1/jobs/{jid}/approve", {}, a2)
+        # approved and run: the meter's concentrator is offline, so the command is refused (and recorded)
+        assert s == 409 and r["outcome"] == "refused" and "offline" in r["error"] and r["approved_by"] == "a2"
+    finally:
+        stop(he)
