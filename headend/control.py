@@ -131,9 +131,25 @@ def _break_line(report: dict) -> str:
     return f"line {b.get('line')} (seq {b.get('seq')}): {b.get('problem')}" + (f" (+{more} more)" if more > 0 else "")
 
 
+_CHECKED: dict = {}
+
+
 def check_audit_chain(data_dir, key_file=None) -> dict:
-    """:func:`storage.control_log.verify` of the head-end's audit log with its key."""
-    return CL.verify(CL.audit_path(data_dir), CL.audit_key(data_dir, key_file))
+    """:func:`storage.control_log.verify` of the head-end's audit log with its key (once per state of
+    the file: ``gridhead serve`` checks before starting, the API again when it opens the log)."""
+    path = CL.audit_path(data_dir)
+    try:
+        st = path.stat()
+        stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns, key_file)
+    except FileNotFoundError:
+        stamp = None
+    if stamp is not None and stamp in _CHECKED:
+        return _CHECKED[stamp]
+    report = CL.verify(path, CL.audit_key(data_dir, key_file))
+    if stamp is not None:
+        _CHECKED.clear()
+        _CHECKED[stamp] = report
+    return report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -667,19 +683,22 @@ class ControlServer:
         if entry is False or entry is None:            # not a token seen before: the throttle applies
             wait = self.throttle.wait(peer, tid)
             if wait > 0:
-                event(log, "api login throttled", client=peer, token_id=tid or None, retry_after_s=round(wait, 1))
-                raise auth.RateLimited(f"too many failed logins from {peer}; retry after {wait:.0f} s",
+                exc = auth.RateLimited(f"too many failed logins from {peer}; retry after {wait:.0f} s",
                                        retry_after_s=round(wait, 3))
+                exc.log = ("api login throttled", {"token_id": tid or None})
+                raise exc
         if entry is False:
             loop = asyncio.get_running_loop()
             entry = await loop.run_in_executor(self._scrypt, self.tokens.check, token)
         if entry is None:
             n = self.throttle.fail(peer, tid)
-            event(log, "api login failed", client=peer, token_id=tid or None, failures=n)
-            raise auth.Unauthorized("unknown or revoked token")
+            exc = auth.Unauthorized("unknown or revoked token")
+            exc.log = ("api login failed", {"token_id": tid or None, "failures": n})
+            raise exc
         if entry.get("expired"):
-            event(log, "api login failed", client=peer, token_id=entry["id"], error="expired")
-            raise auth.Unauthorized(f"token expired at {entry.get('expires_utc')} (rotate it: gridhead token rotate)")
+            exc = auth.Unauthorized(f"token expired at {entry.get('expires_utc')} (rotate it: gridhead token rotate)")
+            exc.log = ("api login failed", {"token_id": entry["id"]})
+            raise exc
         return auth.Principal(entry["id"], entry["name"], entry["role"])
 
     async def _dispatch(self, method: str, target: str, headers, body: bytes, peer: str = "?", cert=None):
@@ -742,13 +761,14 @@ class ControlServer:
             extra = getattr(exc, "extra", {}) or {}
             hdrs = {"Retry-After": str(max(1, round(extra.get("retry_after_s", 1))))} if status == 429 else None
             if hit is not None:
-                await self._reject(hit[0], path, args, principal, status, str(exc), peer, cert)
+                await self._reject(hit[0], path, args, principal, status, str(exc), peer, cert,
+                                   getattr(exc, "log", None))
             else:
                 event(log, "api bad request", status=status, client=peer, method=method, path=path[:200],
                       error=str(exc)[:300])
             return status, {"error": str(exc), **extra}, hdrs
 
-    async def _reject(self, name, path, args, p, status, error, peer, cert) -> None:
+    async def _reject(self, name, path, args, p, status, error, peer, cert, log_as=None) -> None:
         """Every refused request naming a command, on disk before the answer (issue 16)."""
         target = args.get("target") if isinstance(args, dict) else None
         if name == "tokens" and path.count("/") == 3:
@@ -766,8 +786,9 @@ class ControlServer:
         if cert:
             rec["client_cert"] = cert
         self.counts["rejected"] += 1
-        event(log, "api refused", status=status, client=peer, who=rec["who"], command=rec["command"],
-              target=rec["target"], error=error[:300])
+        ev, fields = log_as or ("api refused", {})      # one log line per refused request
+        event(log, ev, status=status, client=peer, who=rec["who"], command=rec["command"],
+              target=rec["target"], error=error[:300], **fields)
         await self.audit.append(rec)
 
 

@@ -264,6 +264,7 @@ class AuditLog:
                 self.by_client[r["client_id"]] = r
         self.existing = existing                 # for the caller's recovery (queued commands), then dropped
         self._chained = False
+        self._end, self._last = -1, None           # file size after our last write, and its last line
         if new:
             _fsync_dir(self.path.parent)
         self._lock = threading.Lock()
@@ -292,7 +293,11 @@ class AuditLog:
     def _chain_batch(self, batch) -> bytes:
         """Under the file lock: stamp seq, ts_utc, prev and mac onto each record, chained onto the file's
         real last line (another process may have appended since)."""
-        last = _tail_line(self._fh)
+        end = os.fstat(self._fh.fileno()).st_size
+        if end == self._end and self._last is not None:
+            last = self._last                       # nobody appended since our last write: no read-back
+        else:
+            last = _tail_line(self._fh)
         seq = self.seq
         if last is None:
             prev = _sha(b"")
@@ -327,7 +332,10 @@ class AuditLog:
             out.append(line + b"\n")
         self.seq = seq
         self._chained = True
-        return b"".join(out)
+        self._last = out[-1][:-1]
+        data = b"".join(out)
+        self._end = end + len(data)
+        return data
 
     def _run(self) -> None:
         while True:

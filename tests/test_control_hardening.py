@@ -259,6 +259,14 @@ def test_bad_requests_logged_once_without_traceback(site):
     bad = [x for x in lines if x["event"] == "api bad request"]
     assert bad and all("status" in x and "client" in x for x in bad)
     assert "Traceback" not in site["log"].read_text()
+    # a refused command: one line each (a failed login says so, and no second line)
+    for t in (None, "gh_00000000_once", site["tokens"]["viewer"]):
+        call(site["api"], "POST", "/v1/disconnect", {"target": f"once-{t}", "reason": "r"}, t)
+    time.sleep(0.2)
+    lines = [json.loads(x) for x in site["log"].read_text().splitlines() if x.startswith("{")]
+    for t in (None, "gh_00000000_once", site["tokens"]["viewer"]):
+        mine = [x for x in lines if x.get("target") == f"once-{t}"]
+        assert len(mine) == 1 and mine[0]["status"] in (401, 403, 429), mine
 
 
 # --- 2. every refusal audited -----------------------------------------------------------------------------
