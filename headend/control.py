@@ -213,8 +213,8 @@ class ControlConfig:
             if f.name in raw and f.name.startswith(("max_", "head_", "body_", "keepalive", "auth_", "bulk_",
                                                     "approval_")):
                 v = raw[f.name]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 and f.name != "auth_free_failures" \
-                        or v < 0:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 \
+                        or v == 0 and f.name not in ("auth_free_failures", "bulk_approval"):
                     raise ConfigError(f"{where}: {f.name} = {v!r}: a positive number")
         return cls(**raw)
 

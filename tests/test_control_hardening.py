@@ -158,6 +158,8 @@ def test_body_shorter_than_its_length_is_cut(site):
     ("one header 9 KiB", b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", (431,)),
     ("headers 70 KiB in all", b"GET /v1/status HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 7000)
                                                                      for i in range(10)) + b"\r\n", (431,)),
+    ("120 header lines", b"GET /v1/status HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-N%d: 1\r\n" % i for i in range(120))
+     + b"\r\n", (400, 431)),
     ("Content-Length -1", b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", (400,)),
     ("Content-Length abc", b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", (400,)),
     ("body over 1 MiB", b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n", (413,)),
@@ -642,3 +644,14 @@ def test_pending_job_survives_a_restart(tmp_path):
         assert s == 409 and r["outcome"] == "refused" and "offline" in r["error"] and r["approved_by"] == "a2"
     finally:
         stop(he)
+
+
+def test_limits_are_config_keys_with_safe_defaults():
+    from headend.control import ConfigError, ControlConfig
+    c = ControlConfig()
+    assert (c.max_line_bytes, c.max_field_bytes, c.max_head_bytes, c.max_body_bytes) == (8192, 8192, 65536, 1 << 20)
+    assert (c.head_timeout_s, c.body_timeout_s, c.bulk_approval) == (10.0, 30.0, 100)
+    assert ControlConfig.from_dict({"max_body_bytes": 4096, "bulk_approval": 0}).max_body_bytes == 4096
+    for bad in ({"max_body_bytes": 0}, {"head_timeout_s": -1}, {"max_registers": "x"}, {"max_conections": 3}):
+        with pytest.raises(ConfigError):
+            ControlConfig.from_dict(bad)
