@@ -406,7 +406,7 @@ class _Conn(RequestHandler):
     def handle_error(self, request, status: int = 500, exc=None, message=None):
         """A request aiohttp could not parse: a JSON 4xx and one log line (never a traceback)."""
         if isinstance(exc, LineTooLong):
-            line = exc.args[0] if isinstance(exc.args[0], bytes) else str(exc.args[0]).encode()
+            line = bytes(exc.args[0]) if isinstance(exc.args[0], (bytes, bytearray)) else str(exc.args[0]).encode()
             status = 414 if re.match(rb"[A-Z]+ |/", line) else 431
             text = f"request line or header over the limit ({exc.args[1]} bytes)"
         elif isinstance(exc, BadHttpMessage):

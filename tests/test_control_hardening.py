@@ -154,7 +154,7 @@ def test_body_shorter_than_its_length_is_cut(site):
 
 
 @pytest.mark.parametrize("name,data,want", [
-    ("request line 9 KiB", b"GET /v1/status?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414, 431)),
+    ("request line 9 KiB", b"GET /v1/status?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414,)),
     ("one header 9 KiB", b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", (431,)),
     ("headers 70 KiB in all", b"GET /v1/status HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 7000)
                                                                      for i in range(10)) + b"\r\n", (431,)),
