@@ -89,6 +89,7 @@ import contextvars
 import dataclasses
 import ipaddress
 import json
+import math
 import re
 import socket
 import ssl
@@ -759,7 +760,8 @@ class ControlServer:
         except (auth.ApiError, GridheadError) as exc:
             status = exc.status if isinstance(exc, auth.ApiError) else 400
             extra = getattr(exc, "extra", {}) or {}
-            hdrs = {"Retry-After": str(max(1, round(extra.get("retry_after_s", 1))))} if status == 429 else None
+            # whole seconds, rounded up: a client told to come back is never early
+            hdrs = {"Retry-After": str(max(1, math.ceil(extra.get("retry_after_s", 1))))} if status == 429 else None
             if hit is not None:
                 await self._reject(hit[0], path, args, principal, status, str(exc), peer, cert,
                                    getattr(exc, "log", None))

@@ -235,12 +235,23 @@ def test_header_flood_memory_bounded(site):
     assert _rss_kb(site["pid"]) - before < 20 * 1024          # 72 MiB were sent
 
 
+def idle(addr, source=None):
+    """A connection left idle between requests (keep-alive: no head deadline runs on it)."""
+    s = socket.create_connection(addr, 10, source_address=source)
+    s.sendall(b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = b""
+    while b"\r\n\r\n" not in out or len(out.split(b"\r\n\r\n", 1)[1]) < int(
+            out.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0]):
+        out += s.recv(65536)
+    assert out.startswith(b"HTTP/1.1 404"), out[:100]
+    return s
+
+
 def test_connection_caps(site):
     """Past max_connections_per_client a new connection is answered 429 and closed; others still work."""
     host, port = site["addr"]
-    held = [socket.create_connection((host, port), 10) for _ in range(LIMITS["max_connections_per_client"])]
+    held = [idle((host, port)) for _ in range(LIMITS["max_connections_per_client"])]
     try:
-        time.sleep(0.3)
         out, _ = raw(site["addr"], b"")
         assert answer(out)[0] == 429 and "too many connections" in answer(out)[1]["error"]
         # another client address (127.0.0.2 is loopback too) is not affected
@@ -602,8 +613,7 @@ def test_total_connection_cap(site):
     try:
         for k in range(LIMITS["max_connections"]):
             src = f"127.0.1.{1 + k // LIMITS['max_connections_per_client']}"
-            held.append(socket.create_connection((host, port), 10, source_address=(src, 0)))
-        time.sleep(0.3)
+            held.append(idle((host, port), (src, 0)))
         out, _ = raw(site["addr"], b"", source=("127.0.2.1", 0))
         assert answer(out)[0] == 503 and "too many connections" in answer(out)[1]["error"]
     finally:
