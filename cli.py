@@ -1207,6 +1207,10 @@ def prepay_status(as_json, data):
 @click.option("--api-port", type=click.IntRange(0, 65535), help="Operators' control API on 127.0.0.1 (issue 8) "
               "[default: the config's [control] port, else 7699; 0 = any free port].")
 @click.option("--no-api", is_flag=True, help="Run without the control API.")
+@click.option("--insecure", is_flag=True, help="Let the control API listen on a non-loopback address without TLS "
+              "(only behind a TLS-terminating proxy; see README: running the API behind TLS).")
+@click.option("--accept-audit-break", is_flag=True, help="Start although the control audit log's hash chain is "
+              "broken (`gridhead control-log verify` names the break); the acceptance is itself recorded.")
 @click.option("--mqtt", metavar="HOST:PORT", help="Also take concentrators through the MQTT broker at HOST:PORT "
               "(topics <prefix>/<address>/up|down|status; the config's [mqtt] table for the other settings).")
 @click.option("--mqtt-prefix", metavar="PREFIX", help="Topic prefix with --mqtt [default: the config's, else gridhead].")
@@ -1214,8 +1218,8 @@ def prepay_status(as_json, data):
               help="Run the collection tasks on schedule and compact each day's lake partitions the night "
                    "after (the config's [collect] table, headend/collect.py Schedule) [default: on when the "
                    "config has a [collect] table].")
-def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_api, mqtt=None, mqtt_prefix=None,
-          collect=None):
+def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_api, insecure=False,
+          accept_audit_break=False, mqtt=None, mqtt_prefix=None, collect=None):
     """Run the head-end: terminals dial in (and configured ones are dialled out), LINK sessions kept,
     reports stored durably then acknowledged, until SIGINT/SIGTERM (graceful: the ingest is flushed).
     With --collect (or a [collect] table) it also collects on schedule (采集任务, back-fill 补采) and
@@ -1255,6 +1259,15 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
             broker = dataclasses.replace(broker, host=mhost, port=mport)
         over["mqtt"] = dataclasses.replace(broker, prefix=mqtt_prefix) if mqtt_prefix else broker
     cfg = cfg.replace(**over)
+    if insecure or accept_audit_break:
+        ctl_cfg = ctl_cfg.replace(insecure=insecure or ctl_cfg.insecure,
+                                  accept_audit_break=accept_audit_break or ctl_cfg.accept_audit_break)
+    if not no_api:                     # issue 16: refused before anything starts, one line
+        ctl_cfg.check_listen()
+        ctl_cfg.ssl_context()
+        report = _control.check_audit_chain(ctl_cfg.data_dir or cfg.data_dir, ctl_cfg.audit_key_file)
+        if report["unaccepted"] and not ctl_cfg.accept_audit_break:
+            raise _control.AuditBroken(report)
     _log.setup(sys.stderr, getattr(logging, log_level.upper()))
     raise_open_files()
     use_uvloop()
@@ -1739,15 +1752,53 @@ def report_bills(month, html_out, data):
 # These talk to a running `gridhead serve` (its control API, headend/control.py) with a token from
 # `gridhead token add`.  Exit codes: 0 every command ok, 1 a command refused/failed/unconfirmed,
 # 2 bad request, 3 missing or insufficient token.
+def _read_token(ctx, _param, value):
+    """The API token: --token-file, else $GRIDHEAD_TOKEN; never argv (it shows in `ps`)."""
+    legacy = ctx.params.pop("token_argv", None)
+    if legacy:
+        raise click.UsageError("--token on the command line shows in `ps`; put the token in GRIDHEAD_TOKEN or "
+                               "a file read with --token-file")
+    if value:
+        try:
+            text = open(value).read().strip()
+        except OSError as exc:
+            raise click.BadParameter(f"{value}: {exc.strerror}", param_hint="--token-file") from None
+        if not text:
+            raise click.BadParameter(f"{value}: empty", param_hint="--token-file")
+        return text.splitlines()[0].strip()
+    import os
+    return os.environ.get("GRIDHEAD_TOKEN") or None
+
+
 def _api_options(f):
     f = click.option("--json", "as_json", is_flag=True, help="One JSON object per command on stdout.")(f)
-    f = click.option("--token", envvar="GRIDHEAD_TOKEN", help="API token [env GRIDHEAD_TOKEN].")(f)
+    f = click.option("--token-file", "token", type=click.Path(dir_okay=False), callback=_read_token,
+                     help="File holding the API token [default: env GRIDHEAD_TOKEN].")(f)
+    f = click.option("--token", "token_argv", hidden=True, is_eager=True, expose_value=False,
+                     callback=lambda ctx, p, v: ctx.params.__setitem__("token_argv", v) if v else None)(f)
     f = click.option("--api", "--control-url", "api_url", cls=_Aliased, callback=_check_url,
                      envvar=["GRIDHEAD_API", "GRIDHEAD_CONTROL_URL"], default="http://127.0.0.1:7699",
                      show_default=True, help="The head-end's control API [env GRIDHEAD_API].")(f)
     f = click.option("--cafile", type=click.Path(dir_okay=False, exists=True), default=None,
                      help="CA certificate for an https API.")(f)
+    f = click.option("--client-cert", envvar="GRIDHEAD_CLIENT_CERT", type=click.Path(dir_okay=False, exists=True),
+                     default=None, expose_value=False, callback=_meta,
+                     help="Client certificate (PEM, key included or --client-key) for an API "
+                          "that requires mutual TLS [env GRIDHEAD_CLIENT_CERT].")(f)
+    f = click.option("--client-key", envvar="GRIDHEAD_CLIENT_KEY", type=click.Path(dir_okay=False, exists=True),
+                     default=None, expose_value=False, callback=_meta, help="Its private key [env GRIDHEAD_CLIENT_KEY].")(f)
     return f
+
+
+def _meta(ctx, param, value):
+    ctx.meta[f"gridhead.{param.name}"] = value
+
+
+def _client(api_url, token, cafile):
+    from headend.control import Client
+    meta = click.get_current_context().meta
+    return Client(api_url, token, cafile=cafile, cert=meta.get("gridhead.client_cert"),
+                  key=meta.get("gridhead.client_key"))
 
 
 def _targets(target, file):
@@ -1791,8 +1842,7 @@ def _run_commands(api_url, token, cafile, as_json, path, bodies, what):
 
     from tqdm import tqdm
 
-    from headend.control import Client
-    client = Client(api_url, token, cafile=cafile)
+    client = _client(api_url, token, cafile)
     bad = 0
     bar = tqdm(total=len(bodies), desc=what, unit="cmd", disable=len(bodies) < 2, file=sys.stderr)
     for i, body in enumerate(bodies):
@@ -1810,6 +1860,72 @@ def _run_commands(api_url, token, cafile, as_json, path, bodies, what):
     bar.close()
     if bad:
         sys.exit(1)
+
+
+def _run_job(api_url, token, cafile, as_json, body):
+    """A bulk job: waits for a second admin (prints how to approve it), or runs in the head-end while a
+    progress bar follows it; then one line (or JSON object) per target."""
+    client = _client(api_url, token, cafile)
+    _s, job = client.call("POST", "/v1/bulk", body)
+    if job.get("state") == "pending_approval":
+        if as_json:
+            click.echo(json.dumps(job, ensure_ascii=False))
+        else:
+            click.echo(f"job {job['job']}: {body['command']} of {job['targets']} meters waits for a second admin: "
+                       f"gridhead approve {job['job']}")
+        return
+    _show_job(client, job, as_json)
+
+
+def _show_job(client, job, as_json):
+    import time
+
+    from tqdm import tqdm
+    bar = tqdm(total=job["targets"], desc=job["command"], unit="cmd", file=sys.stderr, disable=job["targets"] < 2)
+    while True:
+        _s, job = client.call("GET", f"/v1/jobs/{job['job']}")
+        bar.n = job["done"]
+        bar.refresh()
+        if job["state"] not in ("running",):
+            break
+        time.sleep(0.5)
+    bar.close()
+    bad = 0
+    for r in job.get("results", []):
+        bad += r.get("outcome") not in ("ok", "queued")
+        click.echo(json.dumps(r, ensure_ascii=False, default=str) if as_json else _line({**r, "command": job["command"]}))
+    if bad or job["state"] != "done":
+        sys.exit(1)
+
+
+@cli.command("approve")
+@click.argument("job")
+@_api_options
+def op_approve(job, as_json, token, api_url, cafile):
+    """Approve JOB as the second admin (two-person rule: a bulk disconnect past [control] bulk_approval,
+    protection (保电) off); a bulk job then runs, its progress shown."""
+    client = _client(api_url, token, cafile)
+    status, r = client.call("POST", f"/v1/jobs/{job}/approve", {})
+    if "state" in r and r.get("command") != "protect":
+        click.echo(f"job {job} approved; running", err=True)
+        return _show_job(client, r, as_json)
+    click.echo(json.dumps(r, ensure_ascii=False, default=str) if as_json else _line(r))
+    if r.get("outcome") != "ok":
+        sys.exit(1)
+
+
+@cli.command("jobs")
+@click.argument("job", required=False)
+@_api_options
+def op_jobs(job, as_json, token, api_url, cafile):
+    """Jobs of the control API (bulk commands, 保电 off) and their state; with JOB, its outcomes."""
+    client = _client(api_url, token, cafile)
+    _s, r = client.call("GET", f"/v1/jobs/{job}" if job else "/v1/jobs")
+    for j in ([r] if job else r["jobs"]):
+        click.echo(json.dumps(j, ensure_ascii=False, default=str) if as_json else
+                   f"{j['job']}  {j['command']:<10} {j['state']:<16} {j['done']}/{j['targets']}  "
+                   f"by {j['requested_by']}" + (f", approved by {j['approved_by']}" if j["approved_by"] else "")
+                   + (f"  {json.dumps(j['outcomes'])}" if j["outcomes"] else ""))
 
 
 @cli.command("read")
@@ -1839,6 +1955,9 @@ def op_disconnect(meter, reason, yes, file, client_id, offline, expires_s, as_js
     if not yes and not click.confirm(f"Cut the power of {len(targets)} meter(s) ({', '.join(targets[:5])}"
                                      f"{'...' if len(targets) > 5 else ''})?", err=True):
         raise click.Abort()
+    if file is not None and len(targets) > 1:        # one bulk job (two-person rule past [control] bulk_approval)
+        return _run_job(api_url, token, cafile, as_json, {"command": "disconnect", "targets": targets, "reason": reason,
+                                                          "offline": offline, "expires_s": expires_s})
     bodies = [{"target": t, "reason": reason, "offline": offline, "expires_s": expires_s, "_client_id": client_id}
               for t in targets]
     _run_commands(api_url, token, cafile, as_json, "/v1/disconnect", bodies, "disconnect")
@@ -1886,8 +2005,7 @@ def op_timesync(target, min_skew_s, file, client_id, offline, expires_s, as_json
 @_api_options
 def op_status(as_json, token, api_url, cafile):
     """Terminals online, their last heartbeat and communication quality; queued commands."""
-    from headend.control import Client
-    _status, r = Client(api_url, token, cafile=cafile).call("GET", "/v1/status")
+    _status, r = _client(api_url, token, cafile).call("GET", "/v1/status")
     if as_json:
         click.echo(json.dumps(r, ensure_ascii=False, default=str))
         return
@@ -1906,17 +2024,57 @@ def token_grp():
     """API tokens of the control API (stored hashed in DATA/control/tokens.json)."""
 
 
+def _token_audit(data, command, target, params=None):
+    """``gridhead token add/revoke/rotate`` are recorded in the control audit log like the API's."""
+    import getpass
+
+    from storage import control_log as CL
+    log = CL.AuditLog(CL.audit_path(data), CL.audit_key(data))
+    try:
+        log.append_sync({"who": f"local:{getpass.getuser()}", "role": "local", "command": command, "target": target,
+                         "outcome": "ok", "client_addr": "local",
+                         "params": None if params is None else json.dumps(params, ensure_ascii=False)})
+    finally:
+        log.close()
+
+
 @token_grp.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--expires", "expires_days", type=click.FloatRange(0, min_open=True), default=90.0, show_default=True,
+              help="Days until the token expires (rotate it before: gridhead token rotate).")
 @_data_option(need="dir")
 @click.option("--json", "as_json", is_flag=True)
-def token_add(name, role, data, as_json):
-    """Make a token for NAME; it is printed once and cannot be shown again."""
+def token_add(name, role, expires_days, data, as_json):
+    """Make a token for NAME; it is printed once and cannot be shown again.  Give it to the operator's
+    client through GRIDHEAD_TOKEN or a 0600 file (--token-file), never on a command line."""
     from storage import control_log as CL
     from storage.sql import data_dir
-    tid, token = CL.TokenStore(CL.tokens_path(data_dir(data))).add(name, role)
-    click.echo(json.dumps({"id": tid, "name": name, "role": role, "token": token}) if as_json else token)
+    d = data_dir(data)
+    store = CL.TokenStore(CL.tokens_path(d))
+    tid, token = store.add(name, role, expires_days)
+    _token_audit(d, "token-add", f"token:{tid}", {"name": name, "role": role, "expires_days": expires_days})
+    click.echo(json.dumps({"id": tid, "name": name, "role": role, "token": token,
+                           "expires_utc": store.list()[-1]["expires_utc"]}) if as_json else token)
+
+
+@token_grp.command("rotate")
+@click.argument("token_id")
+@click.option("--overlap", "overlap_days", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Days the old token keeps working (0: ends now).")
+@click.option("--expires", "expires_days", type=click.FloatRange(0, min_open=True), default=90.0, show_default=True,
+              help="Days until the new token expires.")
+@_data_option(need="dir")
+@click.option("--json", "as_json", is_flag=True)
+def token_rotate(token_id, overlap_days, expires_days, data, as_json):
+    """A new token with the name and role of TOKEN_ID (id or name); the old one ends after --overlap."""
+    from storage import control_log as CL
+    from storage.sql import data_dir
+    d = data_dir(data)
+    old, tid, token = CL.TokenStore(CL.tokens_path(d)).rotate(token_id, overlap_days, expires_days)
+    _token_audit(d, "token-rotate", f"token:{tid}", {"old": old["id"], "name": old["name"], "overlap_days": overlap_days})
+    click.echo(json.dumps({"id": tid, "name": old["name"], "role": old["role"], "token": token, "old": old["id"],
+                           "old_expires_utc": old["expires_utc"]}) if as_json else token)
 
 
 @token_grp.command("list")
@@ -1929,6 +2087,7 @@ def token_list(data, as_json):
     for e in CL.TokenStore(CL.tokens_path(data_dir(data))).list():
         click.echo(json.dumps(e) if as_json else
                    f"{e['id']}  {e['name']:<16} {e['role']:<8} created {e['created_utc']}"
+                   + (f"  expires {e['expires_utc']}" if e.get("expires_utc") else "")
                    + (f"  revoked {e['revoked_utc']}" if e["revoked_utc"] else ""))
 
 
@@ -1939,8 +2098,46 @@ def token_revoke(token_id, data):
     """Revoke a token by id or name (a running head-end notices at once)."""
     from storage import control_log as CL
     from storage.sql import data_dir
-    e = CL.TokenStore(CL.tokens_path(data_dir(data))).revoke(token_id)
+    d = data_dir(data)
+    e = CL.TokenStore(CL.tokens_path(d)).revoke(token_id)
+    _token_audit(d, "token-revoke", f"token:{e['id']}")
     click.echo(f"revoked {e['id']} ({e['name']})")
+
+
+@cli.group("control-log")
+def control_log_grp():
+    """The control API's audit log (操作日志, DATA/control/audit.jsonl): hash-chained, append-only.
+    (`gridhead audit` is the theft/fault audit list, 稽查.)"""
+
+
+@control_log_grp.command("verify")
+@_data_option(need="dir")
+@click.option("--key-file", type=click.Path(dir_okay=False), default=None,
+              help="The chain's HMAC key file, as [control] audit_key_file [default: $GRIDHEAD_AUDIT_KEY_FILE, "
+                   "else the key in tokens.json].")
+@click.option("--json", "as_json", is_flag=True)
+def control_log_verify(data, key_file, as_json):
+    """Check the hash chain: exit 0 when intact, else 1 and the first edited, removed or reordered
+    record (line and seq)."""
+    from headend.control import check_audit_chain
+    from storage import control_log as CL
+    from storage.sql import data_dir
+    d = data_dir(data)
+    if not CL.audit_path(d).exists():
+        raise GridheadError(f"{CL.audit_path(d)}: no audit log")
+    r = check_audit_chain(d, key_file)
+    if as_json:
+        click.echo(json.dumps(r, ensure_ascii=False))
+    elif r["ok"]:
+        click.echo(f"{CL.audit_path(d)}: {r['records']} records, chain intact; head seq {r['head']['seq']} "
+                   f"sha256 {r['head']['sha256']}")
+    else:
+        b = r["breaks"][0]
+        click.echo(f"{CL.audit_path(d)}: line {b['line']} (seq {b['seq']}): {b['problem']}"
+                   + (f"; {len(r['breaks']) - 1} more break(s)" if len(r["breaks"]) > 1 else "")
+                   + (f"; {len(r['accepted'])} accepted at a start" if r["accepted"] else ""), err=True)
+    if not r["ok"]:
+        sys.exit(1)
 # === end operate ===================================================================================
 
 

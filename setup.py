@@ -67,6 +67,7 @@ setup(
         "tqdm>=4.66,<5",  # progress bars of gridhead gen / archive import
         "uvloop>=0.19,<1; sys_platform != 'win32'",  # the head-end's event loop (falls back to asyncio)
         "prometheus-client>=0.20,<1",  # the head-end's /metrics
+        "aiohttp>=3.9,<4",  # the control API's HTTP server (headend.control), on the head-end's loop
         "pyserial-asyncio>=0.6,<1",  # RS-485 meters wired to the head-end host (headend.transport_serial)
         "aiomqtt>=2.0,<3",  # concentrators publishing through an MQTT broker (headend.transport_mqtt)
         "dask[distributed]>=2024.1,<2027",  # the bill run on a Dask cluster, one task per lake bucket (storage.dist)
@@ -79,7 +80,8 @@ setup(
             "dlt645>=3.2,<4",  # independent DL/T 645 implementation, interop peer only
             "dlt698>=1.0,<2",  # independent DL/T 698.45 implementation (C++), interop peer only
             "nrel-pysam>=5,<8",  # NREL PySAM Utilityrate5: independent tariff oracle for the billing tests
-            "moto[server]>=5.0,<6",  # a real S3-compatible server process on 127.0.0.1 for the lake-URI tests
+            "moto[server]>=5.0,<6",
+            "cryptography>=41,<50",  # certificates made in the control API's TLS tests  # a real S3-compatible server process on 127.0.0.1 for the lake-URI tests
         ],
     },
     entry_points={"console_scripts": ["gridhead=cli:main"]},

@@ -62,12 +62,20 @@ class Conn:
         self.r = self.w = None
 
     async def post(self, path: str, body: dict) -> tuple[int, dict]:
+        reused = self.w is not None
         if self.w is None:
             self.r, self.w = await asyncio.open_connection(self.host, self.port)
         data = json.dumps(body).encode()
         self.w.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.token}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
-        status = int((await self.r.readline()).split()[1])
+        first = await self.r.readline()
+        if not first and reused:
+            # the server closed the connection while it was idle (its keep-alive timeout, [control]
+            # keepalive_s): the request was not read; send it again on a new one, as HTTP clients do
+            self.close()
+            self.r = self.w = None
+            return await self.post(path, body)
+        status = int(first.split()[1])
         n = 0
         while (h := await self.r.readline()) not in (b"\r\n", b""):
             k, _, v = h.decode("latin-1").partition(":")
@@ -374,7 +382,9 @@ def main() -> int:
         cfg = data / "he.toml"
         cfg.write_text(f'listen_port = 0\ndata_dir = "{data}"\nrequest_timeout_s = 10\nrequests_per_s = 0\n'
                        f'global_in_flight = 20000\n[control]\nport = 0\ncommand_timeout_s = 10\n'
-                       f'control_per_s = 1e6\ncontrol_burst = 1e6\nreads_per_s = 1e6\nreads_burst = 1e6\n')
+                       f'control_per_s = 1e6\ncontrol_burst = 1e6\nreads_per_s = 1e6\nreads_burst = 1e6\n'
+                       # one client address stands for many operators' tools here (issue 16 caps them)
+                       f'max_connections = 4096\nmax_connections_per_client = 4096\n')
         try:
             he = cli_proc("serve", "--config", str(cfg), "--log-level", "warning", stdout=subprocess.PIPE, text=True)
             procs.append(he)

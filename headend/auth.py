@@ -27,6 +27,7 @@ PERMISSIONS = {
     "status": "viewer", "read": "viewer", "audit": "viewer",
     "timesync": "operator", "disconnect": "operator", "reconnect": "operator",
     "protect": "admin", "tokens": "admin",
+    "bulk": "operator", "jobs": "viewer", "approve": "admin",
 }
 CONTROL = ("disconnect", "reconnect", "protect", "timesync")   # act on a meter: rate-limited, audited twice
 
@@ -75,6 +76,46 @@ def authorize(p: Principal, command: str) -> None:
     need = PERMISSIONS[command]
     if RANK.get(p.role, -1) < RANK[need]:
         raise Forbidden(f"{command} needs role {need}; {p.name} is {p.role}")
+
+
+class LoginThrottle:
+    """Failed logins per client address and per token id (issue 16): ``free`` failures, then each next
+    attempt waits ``base_s`` × 2^(failures − free), at most ``max_s``; a key's failures are forgotten
+    ``forget_s`` after its last one.  Bounded: the oldest keys go first past ``max_keys``."""
+
+    def __init__(self, free: int = 5, base_s: float = 1.0, max_s: float = 300.0, forget_s: float = 900.0,
+                 clock=time.monotonic, max_keys: int = 100_000) -> None:
+        self.free, self.base_s, self.max_s, self.forget_s = free, base_s, max_s, forget_s
+        self.clock = clock
+        self.max_keys = max_keys
+        self._fails: dict = {}                 # key -> (failures, time of the last one)
+
+    def _delay(self, key) -> float:
+        n, last = self._fails.get(key, (0, 0.0))
+        now = self.clock()
+        if n and now - last > self.forget_s:
+            self._fails.pop(key, None)
+            return 0.0
+        if n < self.free:
+            return 0.0
+        return max(0.0, last + min(self.max_s, self.base_s * 2 ** (n - self.free)) - now)
+
+    def wait(self, addr: str, token_id: str) -> float:
+        """Seconds before this client (or anyone, for this token id) may try again; 0 = now."""
+        return max(self._delay(("addr", addr)), self._delay(("id", token_id)) if token_id else 0.0)
+
+    def fail(self, addr: str, token_id: str) -> int:
+        now = self.clock()
+        out = 0
+        for key in (("addr", addr),) + ((("id", token_id),) if token_id else ()):
+            n, last = self._fails.pop(key, (0, now))
+            if now - last > self.forget_s:
+                n = 0
+            self._fails[key] = (n + 1, now)
+            out = max(out, n + 1)
+        while len(self._fails) > self.max_keys:
+            self._fails.pop(next(iter(self._fails)))
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

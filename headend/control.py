@@ -1,4 +1,5 @@
-"""The operators' control API of a running head-end (遥控, 召测, 保电, 对时): HTTP + JSON on 127.0.0.1.
+"""The operators' control API of a running head-end (遥控, 召测, 保电, 对时): HTTP + JSON, on 127.0.0.1
+by default, served by aiohttp's web server on the head-end's own event loop (issue 16).
 
 Mounted beside the head-end by ``gridhead serve`` (:func:`mount`), or started by a program::
 
@@ -10,31 +11,48 @@ Mounted beside the head-end by ``gridhead serve`` (:func:`mount`), or started by
 Settings: the ``[control]`` table of the head-end's TOML file (:class:`ControlConfig`)::
 
     [control]
-    host = "127.0.0.1"          # loopback by default
+    host = "127.0.0.1"          # loopback by default; any other address needs TLS (or insecure = true)
     port = 7699                 # 0 = any free port
     tls_cert = "cert.pem"       # both set: HTTPS (ssl.SSLContext from them)
     tls_key = "key.pem"
+    tls_client_ca = "ca.pem"    # also set: mutual TLS, a client certificate signed by this CA is required
     command_timeout_s = 10
     password_645 = "02000000"   # DL/T 645 level-02 password and operator code for 1CH / 14H
     operator_645 = "00000001"
     control_per_s = 5           # per operator: commands on meters (bursts of control_burst)
+    bulk_approval = 100         # a bulk disconnect of more meters waits for a second admin
     [[control.direct_645]]      # 645 meters reached over TCP (a serial gateway, the dlt645 meter server)
     address = "000012345678"
     host = "127.0.0.1"
     port = 8899
 
+Limits (each a key of ``[control]``; a request past one gets a 4xx JSON answer and one log line):
+``max_line_bytes`` (request line, 8 KiB), ``max_field_bytes`` (each header line, 8 KiB),
+``max_head_bytes`` (the whole head, 64 KiB), ``max_headers`` (100), ``max_body_bytes`` (1 MiB, chunked
+bodies included), ``max_json_depth`` (32), ``head_timeout_s`` (10: the head from its first byte — or
+from the connection — to its end; a slow client is answered 408 and cut), ``body_timeout_s`` (30),
+``keepalive_s`` (idle keep-alive connection), ``max_connections`` (256) and ``max_connections_per_client``
+(32; past either the connection is answered 503 / 429 and closed), ``max_registers`` (32 per read),
+``max_bulk_targets`` (10,000 meters per bulk request).  Failed logins: ``auth_free_failures`` (5) per
+client address and per token id, then a delay doubling from ``auth_delay_s`` (1) up to
+``auth_max_delay_s`` (300); a request within the delay is answered 429 without trying the secret;
+failures are forgotten after ``auth_forget_s`` (900) without one.  scrypt runs in a thread pool.
+
 Endpoints (``Authorization: Bearer <token>``; tokens from ``gridhead token add``; roles in headend.auth):
 
-=====================  ==========  ===============================================================
-``GET  /v1/status``     viewer      terminals online / known, last heartbeat, communication quality
-``POST /v1/read``       viewer      {target, registers: [...]}
-``POST /v1/disconnect`` operator    {target, reason (required)}
-``POST /v1/reconnect``  operator    {target, mode: "allowed" | "direct"}
-``POST /v1/protect``    admin       {target, on: true | false}
-``POST /v1/timesync``   operator    {target, min_skew_s}
-``GET  /v1/audit``      viewer      ?limit=N&target=...  the latest audit records
-``GET/POST /v1/tokens`` admin       list / add {name, role}; ``DELETE /v1/tokens/<id>`` revokes
-=====================  ==========  ===============================================================
+=========================  ==========  ============================================================
+``GET  /v1/status``         viewer      terminals online / known, last heartbeat, communication quality
+``POST /v1/read``           viewer      {target, registers: [...]}
+``POST /v1/disconnect``     operator    {target, reason (required)}
+``POST /v1/reconnect``      operator    {target, mode: "allowed" | "direct"}
+``POST /v1/protect``        admin       {target, on: true | false}  (off: a job for a second admin)
+``POST /v1/timesync``       operator    {target, min_skew_s}
+``POST /v1/bulk``           operator    {command: disconnect | reconnect | timesync, targets: [...], ...}
+``GET  /v1/jobs[/<id>]``    viewer      jobs (bulk, 保电 off) with their state and outcomes
+``POST /v1/jobs/<id>/approve`` admin    the second admin's approval (two-person rule)
+``GET  /v1/audit``          viewer      ?limit=N&target=...  the latest audit records (token ids: admins)
+``GET/POST /v1/tokens``     admin       list / add {name, role, expires_days}; ``DELETE /v1/tokens/<id>``
+=========================  ==========  ============================================================
 
 Every POST command also takes ``client_id`` (idempotency: a repeated id returns the first outcome and
 never acts twice; the id is kept in the audit log, so this holds across a restart) and, for commands
@@ -42,26 +60,46 @@ on meters, ``offline``: ``"refuse"`` (default: HTTP 409 when the target's termin
 ``"queue"`` with ``expires_s`` (HTTP 202; the command runs when the terminal logs in, or is recorded
 ``expired``).  Answers: 200 done (``outcome`` ok; a refusal by the meter or by 保电 is 409 with
 outcome ``refused``; a meter's own refusal of a trip carries, as ``readback``, the relay state read
-after it), 202 queued, 400 bad request, 401 / 403, 404, 409, 429 rate limit (with ``Retry-After``),
-504 no answer from the target (outcome ``failed``).  A 200 answer also gives ``request_ms``: the
-head-end's exchange with the target alone (no HTTP, auth or audit fsync; not audited).
+after it), 202 queued or waiting for approval (``outcome`` ``pending_approval``, ``job``), 400 bad
+request, 401 / 403, 404, 408 too slow, 409, 413 too large, 429 rate limit or login delay (with
+``Retry-After``), 431 head too large, 501 not implemented, 504 no answer from the target (outcome
+``failed``).  A 200 answer also gives ``request_ms``: the head-end's exchange with the target alone
+(no HTTP, auth or audit fsync; not audited).
 
-Audit: every command is written to ``storage.control_log.AuditLog`` (fsynced) before the API answers;
-commands on meters are written ``pending`` before the meter is asked, then with their outcome and
-read-back.  The head-end keeps its own protection registry (保电) from the audit log: a trip of a
-protected meter is refused without touching the meter (and the simulated meter refuses it too).
+**Two-person rule.**  A bulk disconnect of more than ``bulk_approval`` meters and turning 保电 off wait
+as jobs (``pending_approval``, expiring after ``approval_expiry_s``) until an admin other than the one
+who asked approves (``gridhead approve JOB``); the request, the approval and every command the job
+runs are audited (``job``, ``approved_by``).
+
+Audit: every request that names a command is written to ``storage.control_log.AuditLog`` (fsynced,
+hash-chained) before the API answers — refusals too (``outcome`` ``rejected``, ``http_status``, who:
+the token's name and id or ``anonymous``, the client address); commands on meters are written
+``pending`` before the meter is asked, then with their outcome and read-back.  The head-end keeps its
+own protection registry (保电) from the audit log: a trip of a protected meter is refused without
+touching the meter (and the simulated meter refuses it too).  It does not start on a log whose chain
+is broken unless told ``accept_audit_break`` (``gridhead serve --accept-audit-break``), which is
+itself recorded with the breaks it accepts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import dataclasses
+import ipaddress
 import json
+import math
+import re
 import socket
 import ssl
 import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from protocols.errors import ConfigError, GridheadError, TransportError
 from storage import control_log as CL
@@ -72,6 +110,47 @@ from .log import event, get_logger
 
 log = get_logger("control")
 MAX_BODY = 1 << 20
+_CLIENT: contextvars.ContextVar = contextvars.ContextVar("gridhead_api_client", default=("local", None))
+
+
+class AuditBroken(GridheadError):
+    """The audit chain under the 保电 list is broken (edited, removed or reordered records): the head-end
+    does not start on it unless told ``--accept-audit-break``.  One line, exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, report: dict) -> None:
+        super().__init__(f"audit log chain broken: {_break_line(report)}; the 保电 list would be rebuilt from it — "
+                         f"check `gridhead control-log verify`, then start with --accept-audit-break to accept "
+                         f"(recorded)")
+        self.report = report
+
+
+def _break_line(report: dict) -> str:
+    b = (report.get("unaccepted") or report.get("breaks") or [{}])[0]
+    more = len(report.get("unaccepted") or report.get("breaks") or []) - 1
+    return f"line {b.get('line')} (seq {b.get('seq')}): {b.get('problem')}" + (f" (+{more} more)" if more > 0 else "")
+
+
+_CHECKED: dict = {}
+
+
+def check_audit_chain(data_dir, key_file=None) -> dict:
+    """:func:`storage.control_log.verify` of the head-end's audit log with its key (once per state of
+    the file: ``gridhead serve`` checks before starting, the API again when it opens the log)."""
+    path = CL.audit_path(data_dir)
+    try:
+        st = path.stat()
+        stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns, key_file)
+    except FileNotFoundError:
+        stamp = None
+    if stamp is not None and stamp in _CHECKED:
+        return _CHECKED[stamp]
+    report = CL.verify(path, CL.audit_key(data_dir, key_file))
+    if stamp is not None:
+        _CHECKED.clear()
+        _CHECKED[stamp] = report
+    return report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +159,11 @@ class ControlConfig:
     port: int = 7699
     tls_cert: str | None = None
     tls_key: str | None = None
+    tls_client_ca: str | None = None     # mutual TLS: client certificates signed by this CA required
+    insecure: bool = False               # allow a non-loopback host without TLS
     data_dir: str | None = None          # default: the head-end's
+    audit_key_file: str | None = None    # the audit chain's HMAC key (default: $GRIDHEAD_AUDIT_KEY_FILE, else tokens.json)
+    accept_audit_break: bool = False     # start although the audit chain is broken (recorded)
     command_timeout_s: float = 10.0
     password_645: str = "02000000"
     operator_645: str = "00000001"
@@ -93,6 +176,28 @@ class ControlConfig:
     reads_per_s: float = 200.0
     reads_burst: float = 400.0
     direct_645: tuple = ()
+    # HTTP limits (issue 16)
+    max_line_bytes: int = 8192
+    max_field_bytes: int = 8192
+    max_head_bytes: int = 65536
+    max_headers: int = 100
+    max_body_bytes: int = MAX_BODY
+    max_json_depth: int = 32
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_s: float = 15.0
+    max_connections: int = 256
+    max_connections_per_client: int = 32
+    max_registers: int = 32
+    max_bulk_targets: int = 10000
+    # failed logins (issue 16)
+    auth_free_failures: int = 5
+    auth_delay_s: float = 1.0
+    auth_max_delay_s: float = 300.0
+    auth_forget_s: float = 900.0
+    # two-person rule (issue 16)
+    bulk_approval: int = 100
+    approval_expiry_s: float = 86400.0
 
     @classmethod
     def from_dict(cls, raw: dict | None, where: str = "[control]") -> "ControlConfig":
@@ -105,6 +210,13 @@ class ControlConfig:
             raise ConfigError(f"{where}: direct_645 needs address, host, port ({exc})") from None
         if raw.get("timesync_645", "write") not in ("write", "broadcast"):
             raise ConfigError(f"{where}: timesync_645 is write or broadcast")
+        for f in dataclasses.fields(cls):
+            if f.name in raw and f.name.startswith(("max_", "head_", "body_", "keepalive", "auth_", "bulk_",
+                                                    "approval_")):
+                v = raw[f.name]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 \
+                        or v == 0 and f.name not in ("auth_free_failures", "bulk_approval"):
+                    raise ConfigError(f"{where}: {f.name} = {v!r}: a positive number")
         return cls(**raw)
 
     def replace(self, **kw) -> "ControlConfig":
@@ -113,15 +225,43 @@ class ControlConfig:
     def limits(self) -> auth.Limits:
         return auth.Limits(self.control_per_s, self.control_burst, self.reads_per_s, self.reads_burst)
 
+    def check_listen(self) -> None:
+        """A non-loopback address without TLS is refused unless ``insecure`` (tokens would cross the
+        network in clear)."""
+        if self.tls_cert and self.tls_key or self.insecure or _loopback(self.host):
+            return
+        raise InsecureListen(f"[control] host {self.host}: not a loopback address and no TLS (tls_cert, tls_key): "
+                          f"tokens would cross the network in clear; set TLS, or --insecure (behind a TLS proxy)")
+
     def ssl_context(self) -> ssl.SSLContext | None:
         if not (self.tls_cert and self.tls_key):
+            if self.tls_client_ca:
+                raise ConfigError("[control] tls_client_ca needs tls_cert and tls_key")
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             ctx.load_cert_chain(self.tls_cert, self.tls_key)
+            if self.tls_client_ca:
+                ctx.load_verify_locations(self.tls_client_ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED
         except (OSError, ssl.SSLError) as exc:
-            raise GridheadError(f"[control] tls_cert/tls_key: {exc}") from None
+            raise GridheadError(f"[control] tls_cert/tls_key/tls_client_ca: {exc}") from None
         return ctx
+
+
+class InsecureListen(ConfigError):
+    """The control API asked to listen off loopback in clear: bad input, exit code 2."""
+
+    exit_code = 2
+
+
+def _loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Queued:
@@ -130,6 +270,158 @@ class _Queued:
     def __init__(self, command_id, spec, principal, expires_at):
         self.command_id, self.spec, self.principal, self.expires_at = command_id, spec, principal, expires_at
         self.handle = None
+
+
+class _Job:
+    """A bulk command or a 保电 off waiting for (or running after) a second admin's approval."""
+
+    __slots__ = ("id", "command", "targets", "args", "principal", "state", "created", "expires_at", "approved_by",
+                 "results", "task", "needs_approval")
+
+    def __init__(self, jid, command, targets, args, principal, needs_approval, expires_at):
+        self.id, self.command, self.targets, self.args = jid, command, targets, args
+        self.principal, self.needs_approval, self.expires_at = principal, needs_approval, expires_at
+        self.state = "pending_approval" if needs_approval else "running"
+        self.created = time.time()
+        self.approved_by = None
+        self.results: list = []
+        self.task = None
+
+    def public(self, detail: bool = False) -> dict:
+        counts: dict = {}
+        for r in self.results:
+            counts[r.get("outcome")] = counts.get(r.get("outcome"), 0) + 1
+        out = {"job": self.id, "command": self.command, "state": self.state, "requested_by": self.principal.name,
+               "approved_by": self.approved_by, "targets": len(self.targets), "done": len(self.results),
+               "outcomes": counts, "expires_at": self.expires_at if self.state == "pending_approval" else None}
+        if detail:
+            out["results"] = self.results
+        return out
+
+
+def _json_depth(v, limit: int) -> bool:
+    """Whether ``v`` nests at most ``limit`` deep (iterative: no recursion on hostile input)."""
+    stack = [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, (dict, list)):
+            if d > limit:
+                return False
+            stack.extend((y, d + 1) for y in (x.values() if isinstance(x, dict) else x))
+    return True
+
+
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
+            429: "Too Many Requests", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+            503: "Service Unavailable"}
+
+
+def _raw_answer(status: int, error: str) -> bytes:
+    """A whole HTTP/1.1 answer for a connection cut before aiohttp has a request to answer (slow head,
+    head too large, connection caps): JSON, then close."""
+    body = json.dumps({"error": error}).encode()
+    return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+class _Server(web.Server):
+    gh_ctl = None
+
+    def __call__(self) -> RequestHandler:
+        return _Conn(self, self.gh_ctl, loop=self._loop, **self._kwargs)
+
+
+class _Conn(RequestHandler):
+    """aiohttp's connection handler plus what it lacks (issue 16): a deadline for the request head, a cap
+    on the head's total size, connection caps in all and per client address, JSON errors without a
+    traceback.  ``self._messages`` (aiohttp's queue of parsed heads) tells when a head is complete."""
+
+    def __init__(self, manager, ctl: "ControlServer", **kw) -> None:
+        super().__init__(manager, **kw)
+        self.gh = ctl
+        self.gh_timer = None
+        self.gh_head = 0
+        self.gh_busy = False
+        self.gh_addr = None
+        self.gh_admitted = False
+        self.gh_cut = False
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.gh_addr = peer[0] if peer else "?"
+        refusal = self.gh._admit(self.gh_addr)
+        if refusal is not None:
+            self._gh_cut(*refusal)
+            return
+        self.gh_admitted = True
+        self._gh_arm()
+
+    def connection_lost(self, exc) -> None:
+        if self.gh_timer is not None:
+            self.gh_timer.cancel()
+            self.gh_timer = None
+        if self.gh_admitted:
+            self.gh_admitted = False
+            self.gh._release(self.gh_addr)
+        super().connection_lost(exc)
+
+    def _gh_arm(self) -> None:
+        if self.gh_timer is None:
+            self.gh_timer = self._loop.call_later(self.gh.cfg.head_timeout_s, self._gh_slow)
+
+    def _gh_slow(self) -> None:
+        self.gh_timer = None
+        if not self.gh_busy:
+            self._gh_cut(408, f"request head not complete within {self.gh.cfg.head_timeout_s:g} s")
+
+    def _gh_cut(self, status: int, error: str) -> None:
+        if self.gh_cut:
+            return
+        self.gh_cut = True
+        event(log, "api bad request", status=status, client=self.gh_addr, error=error)
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(_raw_answer(status, error))
+            t.close()
+        self.force_close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.gh_cut:
+            return
+        if self.gh_busy:
+            return super().data_received(data)
+        self._gh_arm()
+        self.gh_head += len(data)
+        before = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > before:                 # a whole head parsed: its deadline is met
+            self.gh_head = 0
+            self.gh_busy = True                          # until its answer: the body has its own deadline
+            if self.gh_timer is not None:
+                self.gh_timer.cancel()
+                self.gh_timer = None
+        elif self.gh_head > self.gh.cfg.max_head_bytes:
+            self._gh_cut(431, f"request head over {self.gh.cfg.max_head_bytes} bytes")
+
+    def handle_error(self, request, status: int = 500, exc=None, message=None):
+        """A request aiohttp could not parse: a JSON 4xx and one log line (never a traceback)."""
+        if isinstance(exc, LineTooLong):
+            line = bytes(exc.args[0]) if isinstance(exc.args[0], (bytes, bytearray)) else str(exc.args[0]).encode()
+            status = 414 if re.match(rb"[A-Z]+ |/", line) else 431
+            text = f"request line or header over the limit ({exc.args[1]} bytes)"
+        elif isinstance(exc, BadHttpMessage):
+            status = 501 if "transfer-encoding" in str(exc).lower() else status
+            text = f"bad HTTP request: {exc.message}"
+        else:
+            text = message or (str(exc).splitlines()[0] if exc else "bad request")
+        if status >= 500 and status != 501:
+            text = "internal error"
+        event(log, "api bad request", status=status, client=self.gh_addr, error=text[:300])
+        resp = web.json_response({"error": text}, status=status)
+        resp.force_close()
+        return resp
+
 
 
 class ControlServer:
@@ -146,14 +438,19 @@ class ControlServer:
         self.routes = routes
         self.commands = K.Commands(he, self.cfg)
         self.limiter = auth.RateLimiter(self.cfg.limits())
+        self.throttle = auth.LoginThrottle(self.cfg.auth_free_failures, self.cfg.auth_delay_s,
+                                           self.cfg.auth_max_delay_s, self.cfg.auth_forget_s)
+        self._scrypt = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="scrypt")
         self.protected: dict[str, bool] = {}            # target key -> 保电 on (from the audit log)
         self.queue: dict[str, list[_Queued]] = {}       # terminal address -> queued commands
+        self.jobs: dict[str, _Job] = {}                 # job id -> bulk / 保电-off job (two-person rule)
         self.last_seen: dict[str, float] = {}           # terminal -> logout time (status of offline ones)
         self.inflight: dict[str, asyncio.Future] = {}   # client_id -> outcome being computed
-        self.counts = {"ok": 0, "refused": 0, "failed": 0, "queued": 0, "expired": 0}
+        self.counts = {"ok": 0, "refused": 0, "failed": 0, "queued": 0, "expired": 0, "rejected": 0}
+        self.runner: web.AppRunner | None = None
         self.server = None
-        self._conns: dict[asyncio.Task, asyncio.StreamWriter] = {}   # open API connections
-        self._busy: set[asyncio.Task] = set()                            # those inside a request
+        self._open = 0                                  # admitted connections
+        self._per_addr: dict[str, int] = {}
         self.port = None
         self._sock = None
         self._pending_recovery: list = []
@@ -162,7 +459,8 @@ class ControlServer:
     @property
     def url(self) -> str:
         scheme = "https" if self.cfg.tls_cert else "http"
-        return f"{scheme}://{self.cfg.host}:{self.port}"
+        host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
+        return f"{scheme}://{host}:{self.port}"
 
     # --- life cycle ------------------------------------------------------------------------------------
     def _load_routes(self) -> K.Routes:
@@ -181,6 +479,7 @@ class ControlServer:
 
     def bind(self) -> int:
         """Bind the listening socket now (synchronously): the port is known before serving starts."""
+        self.cfg.check_listen()
         s = socket.socket(socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -197,7 +496,22 @@ class ControlServer:
     def _open_state(self) -> None:
         if self.routes is None:
             self.routes = self._load_routes()
-        self.audit = CL.AuditLog(CL.audit_path(self.data_dir))
+        path = CL.audit_path(self.data_dir)
+        key = CL.audit_key(self.data_dir, self.cfg.audit_key_file)
+        report = check_audit_chain(self.data_dir, self.cfg.audit_key_file)
+        self.audit = CL.AuditLog(path, key)
+        if report["unaccepted"]:
+            if not self.cfg.accept_audit_break:
+                self.audit.close()
+                self.audit = None
+                raise AuditBroken(report)
+            import getpass
+            breaks = [{k: b[k] for k in ("line", "seq", "sha256", "problem")} for b in report["unaccepted"]]
+            self.audit.append_sync({"who": f"local:{getpass.getuser()}", "role": "local", "command": "accept-audit-break",
+                                    "target": "audit", "outcome": "ok",
+                                    "params": json.dumps({"breaks": breaks}, ensure_ascii=False),
+                                    "error": _break_line(report)})
+            event(log, "audit chain break accepted", breaks=len(breaks), first=_break_line(report))
         self._recover(self.audit.existing)
         self.audit.existing = None
 
@@ -208,39 +522,58 @@ class ControlServer:
             self._open_state()
         self.he.on_login.append(self._on_login)
         self.he.on_logout.append(self._on_logout)
-        self.server = await asyncio.start_server(self._client, sock=self._sock, ssl=self.cfg.ssl_context(),
-                                                 limit=MAX_BODY)
+        app = web.Application(client_max_size=self.cfg.max_body_bytes, handler_args=None)
+        app.router.add_route("*", "/{tail:.*}", self._http)
+        self.runner = web.AppRunner(app, access_log=None, logger=log, keepalive_timeout=self.cfg.keepalive_s,
+                                    max_line_size=self.cfg.max_line_bytes, max_field_size=self.cfg.max_field_bytes,
+                                    max_headers=self.cfg.max_headers, handle_signals=False,
+                                    lingering_time=1.0)   # drain an unread body at most 1 s after the answer
+        await self.runner.setup()
+        srv = self.runner.server
+        srv.__class__ = _Server          # its connections are _Conn (aiohttp has no hook for the class)
+        srv.gh_ctl = self
+        site = web.SockSite(self.runner, self._sock, ssl_context=self.cfg.ssl_context(), shutdown_timeout=5.0)
+        await site.start()
+        self.server = site
         for coro in self._pending_recovery:
             asyncio.get_running_loop().create_task(coro)
         self._pending_recovery = []
         event(log, "control API", url=self.url)
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        await self._close_connections()
+        if self.runner is not None:
+            await self.runner.cleanup()         # stops listening, lets requests in progress finish, closes
+            self.runner = self.server = None
         for lst in self.queue.values():
             for q in lst:
                 if q.handle is not None:
                     q.handle.cancel()
+        for job in self.jobs.values():
+            if job.task is not None:
+                job.task.cancel()
         for fn, lst in ((self._on_login, self.he.on_login), (self._on_logout, self.he.on_logout)):
             if fn in lst:
                 lst.remove(fn)
         if self.audit is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.audit.close)
             self.audit = None
+        self._scrypt.shutdown(wait=False)
 
     def _recover(self, records) -> None:
-        """Protection registry and queued commands as the audit log left them."""
+        """Protection registry, queued commands and jobs as the audit log left them."""
         latest: dict[str, dict] = {}
+        jobs: dict[str, list] = {}
         now = time.time()
         for r in records:
             if r.get("command") == "protect" and r.get("outcome") == "ok":
-                self.protected[r["target"]] = json.loads(r.get("params") or "{}").get("on", False)
-            if r.get("command_id"):
+                try:
+                    self.protected[r["target"]] = json.loads(r.get("params") or "{}").get("on", False)
+                except (ValueError, AttributeError, KeyError):
+                    pass
+            if r.get("command_id") and r.get("outcome") != "rejected":
                 latest[r["command_id"]] = r
+            if r.get("job") and r.get("command", "").startswith("job-"):
+                jobs.setdefault(r["job"], []).append(r)
         for cid, r in latest.items():
             if r.get("outcome") != "queued":
                 continue
@@ -251,88 +584,125 @@ class ControlServer:
                 continue
             p = auth.Principal(r.get("token_id") or "", r.get("who") or "", r.get("role") or "")
             self._enqueue(_Queued(cid, spec, p, spec["expires_at"]), spec["terminal"])
+        for jid, recs in jobs.items():
+            self._recover_job(jid, recs, now)
 
     def _spawn_later(self, coro) -> None:
         # recovery runs before serving; the expiry records are written once the server starts
         self._pending_recovery.append(coro)
 
-    async def _close_connections(self, grace_s: float = 5.0) -> None:
-        """Stop: an idle keep-alive connection is closed at once (its client sees EOF); one inside a
-        request gets ``grace_s`` to answer and is closed after.  Nothing is left for the loop to cancel
-        (Python 3.11's stream callback raises on a cancelled connection handler)."""
-        for task, writer in list(self._conns.items()):
-            if task not in self._busy:
-                writer.close()
-        tasks = list(self._conns)
-        if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=grace_s)
-            for task in late:
-                self._conns[task].close()
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
+    # --- connections and HTTP ------------------------------------------------------------------------
+    def _admit(self, addr: str):
+        """A new connection: None (admitted, counted) or (status, error) when a cap is reached."""
+        if self._open >= self.cfg.max_connections:
+            return 503, f"too many connections ({self.cfg.max_connections})"
+        if self._per_addr.get(addr, 0) >= self.cfg.max_connections_per_client:
+            return 429, f"too many connections from {addr} ({self.cfg.max_connections_per_client})"
+        self._open += 1
+        self._per_addr[addr] = self._per_addr.get(addr, 0) + 1
+        return None
 
-    # --- HTTP ------------------------------------------------------------------------------------------
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        me = asyncio.current_task()
-        self._conns[me] = writer
+    def _release(self, addr: str) -> None:
+        self._open -= 1
+        n = self._per_addr.get(addr, 1) - 1
+        if n <= 0:
+            self._per_addr.pop(addr, None)
+        else:
+            self._per_addr[addr] = n
+
+    async def _http(self, request: web.BaseRequest) -> web.StreamResponse:
+        conn = request.protocol
+        if isinstance(conn, _Conn):
+            conn.gh_busy = True
+            if conn.gh_timer is not None:
+                conn.gh_timer.cancel()
+                conn.gh_timer = None
+        peer = request.remote or "?"
+        close = False
         try:
-            while True:
-                self._busy.discard(me)
-                try:
-                    line = await reader.readline()
-                except (ConnectionError, ValueError):
-                    return
-                if not line:
-                    return
-                self._busy.add(me)
-                try:
-                    method, target, _version = line.decode("latin-1").split(" ", 2)
-                except ValueError:
-                    return await self._send(writer, 400, {"error": "bad request line"}, close=True)
-                headers = {}
-                while True:
-                    h = await reader.readline()
-                    if h in (b"\r\n", b"\n", b""):
-                        break
-                    k, _, v = h.decode("latin-1").partition(":")
-                    headers[k.strip().lower()] = v.strip()
-                n = int(headers.get("content-length") or 0)
-                if n > MAX_BODY:
-                    return await self._send(writer, 413, {"error": "body too large"}, close=True)
-                body = await reader.readexactly(n) if n else b""
-                status, payload, extra = await self._dispatch(method.upper(), target, headers, body)
-                close = headers.get("connection", "").lower() == "close"
-                await self._send(writer, status, payload, close=close, extra=extra)
-                if close:
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass                                       # stop() gave up on it: closed below, nobody awaits it
+            status, payload, extra, close = await self._answer(request, peer)
+        except Exception as exc:                       # noqa: BLE001 - never a traceback to the client or the log
+            event(log, "api internal error", client=peer, path=request.path[:200],
+                  error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            status, payload, extra, close = 500, {"error": "internal error"}, None, True
         finally:
-            self._conns.pop(me, None)
-            self._busy.discard(me)
-            writer.close()
-
-    async def _send(self, writer, status: int, payload, *, close=False, extra=None) -> None:
-        body = json.dumps(payload, ensure_ascii=False, default=str).encode()
-        reason = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                  404: "Not Found", 409: "Conflict", 413: "Payload Too Large", 429: "Too Many Requests",
-                  500: "Internal Server Error", 504: "Gateway Timeout"}.get(status, "Status")
-        head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
-                f"Content-Length: {len(body)}", "Connection: " + ("close" if close else "keep-alive")]
+            if isinstance(conn, _Conn):
+                conn.gh_busy = False
+        resp = web.Response(body=json.dumps(payload, ensure_ascii=False, default=str).encode(), status=status,
+                            content_type="application/json", charset="utf-8", headers=extra)
         if status == 401:
-            head.append('WWW-Authenticate: Bearer realm="gridhead"')
-        for k, v in (extra or {}).items():
-            head.append(f"{k}: {v}")
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="gridhead"'
+        if close or not request.keep_alive:
+            resp.force_close()
+        else:
+            resp.headers["Connection"] = "keep-alive"
+        return resp
 
-    async def _dispatch(self, method: str, target: str, headers: dict, body: bytes):
+    async def _answer(self, request: web.BaseRequest, peer: str):
+        """(status, JSON, extra headers, close) of one request."""
+        cfg = self.cfg
+        head = len(request.raw_path) + sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+        if head > cfg.max_head_bytes:              # a head that arrived whole (else _Conn cut it while coming)
+            return self._bad(peer, request, 431, f"request head over {cfg.max_head_bytes} bytes")
+        te = request.headers.get("Transfer-Encoding", "").lower()
+        if te and te != "chunked":
+            return self._bad(peer, request, 501, f"Transfer-Encoding {te[:40]}: only chunked is implemented")
+        n = request.content_length
+        if n is not None and n > cfg.max_body_bytes:
+            return self._bad(peer, request, 413, f"body over {cfg.max_body_bytes} bytes")
+        body = b""
+        if request.body_exists:
+            try:
+                body = await asyncio.wait_for(request.read(), cfg.body_timeout_s)
+            except asyncio.TimeoutError:
+                return self._bad(peer, request, 408, f"body not complete within {cfg.body_timeout_s:g} s")
+            except web.HTTPRequestEntityTooLarge:
+                return self._bad(peer, request, 413, f"body over {cfg.max_body_bytes} bytes")
+            except (ConnectionError, asyncio.IncompleteReadError, web.HTTPException, BadHttpMessage) as exc:
+                return self._bad(peer, request, 400, f"body: {type(exc).__name__}")
+        cert = None
+        if cfg.tls_client_ca and request.transport is not None:
+            pc = request.transport.get_extra_info("peercert") or {}
+            cert = next((v for rdn in pc.get("subject", ()) for k, v in rdn if k == "commonName"), None)
+        status, payload, extra = await self._dispatch(request.method.upper(), request.path_qs, request.headers,
+                                                      body, peer, cert)
+        return status, payload, extra, False
+
+    def _bad(self, peer, request, status, error):
+        event(log, "api bad request", status=status, client=peer, method=request.method,
+              path=request.path[:200], error=error)
+        return status, {"error": error}, None, True
+
+    async def _authenticate(self, header: str | None, peer: str) -> auth.Principal:
+        """Bearer token -> principal, scrypt in a thread pool, failed logins throttled per client address
+        and per token id (a request inside the delay is answered 429 without trying the secret)."""
+        if not header or not header.startswith("Bearer "):
+            raise auth.Unauthorized("missing token (Authorization: Bearer <token>)")
+        token = header[7:].strip()
+        tid = token[3:].split("_", 1)[0] if token.startswith("gh_") else ""
+        entry = self.tokens.cached(token)
+        if entry is False or entry is None:            # not a token seen before: the throttle applies
+            wait = self.throttle.wait(peer, tid)
+            if wait > 0:
+                exc = auth.RateLimited(f"too many failed logins from {peer}; retry after {wait:.0f} s",
+                                       retry_after_s=round(wait, 3))
+                exc.log = ("api login throttled", {"token_id": tid or None})
+                raise exc
+        if entry is False:
+            loop = asyncio.get_running_loop()
+            entry = await loop.run_in_executor(self._scrypt, self.tokens.check, token)
+        if entry is None:
+            n = self.throttle.fail(peer, tid)
+            exc = auth.Unauthorized("unknown or revoked token")
+            exc.log = ("api login failed", {"token_id": tid or None, "failures": n})
+            raise exc
+        if entry.get("expired"):
+            exc = auth.Unauthorized(f"token expired at {entry.get('expires_utc')} (rotate it: gridhead token rotate)")
+            exc.log = ("api login failed", {"token_id": entry["id"]})
+            raise exc
+        return auth.Principal(entry["id"], entry["name"], entry["role"])
+
+    async def _dispatch(self, method: str, target: str, headers, body: bytes, peer: str = "?", cert=None):
         url = urlsplit(target)
         path = url.path.rstrip("/")
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -341,37 +711,88 @@ class ControlServer:
                   ("POST", "/v1/reconnect"): ("reconnect", self.reconnect),
                   ("POST", "/v1/protect"): ("protect", self.protect),
                   ("POST", "/v1/timesync"): ("timesync", self.timesync),
+                  ("POST", "/v1/bulk"): ("bulk", self.bulk),
+                  ("GET", "/v1/jobs"): ("jobs", self.job_list),
                   ("GET", "/v1/audit"): ("audit", self.audit_list),
                   ("GET", "/v1/tokens"): ("tokens", self.token_list),
                   ("POST", "/v1/tokens"): ("tokens", self.token_add)}
         hit = routes.get((method, path))
-        if hit is None and method == "DELETE" and path.startswith("/v1/tokens/"):
-            hit = ("tokens", lambda p, b: self.token_revoke(p, path.rsplit("/", 1)[1]))
+        parts = path.split("/")
+        if hit is None and method == "DELETE" and path.startswith("/v1/tokens/") and len(parts) == 4:
+            hit = ("tokens", lambda p, b: self.token_revoke(p, parts[3]))
+        elif hit is None and method == "GET" and path.startswith("/v1/jobs/") and len(parts) == 4:
+            hit = ("jobs", lambda p, b: self.job_show(p, parts[3]))
+        elif hit is None and method == "POST" and path.startswith("/v1/jobs/") and len(parts) == 5 \
+                and parts[4] == "approve":
+            hit = ("approve", lambda p, b: self.approve(p, parts[3]))
+        principal = None
+        args: dict = {}
+        _CLIENT.set((peer, cert))
         try:
             if hit is None:
                 known = any(p == path for _m, p in routes)
-                raise auth.ApiError(f"{method} {path}: " + ("method not allowed" if known else "no such endpoint"),
-                                    405 if known else 404)
+                if known:
+                    raise auth.ApiError(f"{method} {path}: method not allowed", 405)
+                event(log, "api bad request", status=404, client=peer, method=method, path=path[:200],
+                      error="no such endpoint")
+                return 404, {"error": f"{method} {path[:200]}: no such endpoint"}, None
             name, fn = hit
-            principal = auth.authenticate(self.tokens, headers.get("authorization"))
-            auth.authorize(principal, name)
-            self.limiter.check(principal, name)
-            if method == "POST":
+            if method == "POST" and body:
                 try:
-                    args = json.loads(body or b"{}")
+                    args = json.loads(body)
+                except RecursionError:
+                    raise auth.ApiError(f"body: JSON nested deeper than {self.cfg.max_json_depth}") from None
                 except ValueError:
                     raise auth.ApiError("body: not JSON") from None
                 if not isinstance(args, dict):
+                    args = {}
                     raise auth.ApiError("body: a JSON object expected")
-            else:
+                if not _json_depth(args, self.cfg.max_json_depth):
+                    args = {}
+                    raise auth.ApiError(f"body: JSON nested deeper than {self.cfg.max_json_depth}")
+            elif method != "POST":
                 args = query
+            principal = await self._authenticate(headers.get("authorization"), peer)
+            auth.authorize(principal, name)
+            self.limiter.check(principal, name)
             status, payload = await fn(principal, args)
             return status, payload, None
-        except auth.ApiError as exc:
-            extra = {"Retry-After": max(1, round(exc.extra.get("retry_after_s", 1)))} if exc.status == 429 else None
-            return exc.status, {"error": str(exc), **exc.extra}, extra
-        except GridheadError as exc:
-            return 400, {"error": str(exc)}, None
+        except (auth.ApiError, GridheadError) as exc:
+            status = exc.status if isinstance(exc, auth.ApiError) else 400
+            extra = getattr(exc, "extra", {}) or {}
+            # whole seconds, rounded up: a client told to come back is never early
+            hdrs = {"Retry-After": str(max(1, math.ceil(extra.get("retry_after_s", 1))))} if status == 429 else None
+            if hit is not None:
+                await self._reject(hit[0], path, args, principal, status, str(exc), peer, cert,
+                                   getattr(exc, "log", None))
+            else:
+                event(log, "api bad request", status=status, client=peer, method=method, path=path[:200],
+                      error=str(exc)[:300])
+            return status, {"error": str(exc), **extra}, hdrs
+
+    async def _reject(self, name, path, args, p, status, error, peer, cert, log_as=None) -> None:
+        """Every refused request naming a command, on disk before the answer (issue 16)."""
+        target = args.get("target") if isinstance(args, dict) else None
+        if name == "tokens" and path.count("/") == 3:
+            target = f"token:{path.rsplit('/', 1)[1][:64]}"
+        elif name in ("approve", "jobs") and path.count("/") >= 3:
+            target = f"job:{path.split('/')[3][:64]}"
+        elif name == "bulk" and isinstance(args.get("targets"), list):
+            target = f"{len(args['targets'])} targets"
+        command = args.get("command") if name == "bulk" and isinstance(args.get("command"), str) else None
+        rec = {"who": p.name if p else "anonymous", "role": p.role if p else None, "token_id": p.id if p else None,
+               "command": f"bulk-{command[:32]}" if command else name,
+               "target": None if target is None else str(target)[:200], "outcome": "rejected",
+               "http_status": status, "error": error[:500], "client_addr": peer,
+               "client_id": str(args.get("client_id"))[:200] if isinstance(args, dict) and args.get("client_id") else None}
+        if cert:
+            rec["client_cert"] = cert
+        self.counts["rejected"] += 1
+        ev, fields = log_as or ("api refused", {})      # one log line per refused request
+        event(log, ev, status=status, client=peer, who=rec["who"], command=rec["command"],
+              target=rec["target"], error=error[:300], **fields)
+        await self.audit.append(rec)
+
 
     # --- endpoints -------------------------------------------------------------------------------------
     async def status(self, p, args):
@@ -391,40 +812,58 @@ class ControlServer:
         return 200, {"online": len(online), "known": len(known), "terminals": online,
                      "offline": [{"address": a, "last_seen_utc": self.last_seen.get(a)} for a in offline],
                      "requests": dict(m.requests), "commands": dict(self.counts),
-                     "queued": sum(len(v) for v in self.queue.values())}
+                     "queued": sum(len(v) for v in self.queue.values()),
+                     "jobs_pending": sum(j.state == "pending_approval" for j in self.jobs.values())}
 
     async def audit_list(self, p, args):
         try:
             limit = int(args.get("limit", 100))
         except ValueError:
             raise auth.ApiError("limit: an integer") from None
+        if not 0 < limit <= 100000:
+            raise auth.ApiError("limit: 1 to 100000")
         recs = await asyncio.get_running_loop().run_in_executor(None, self.audit.records)
         if args.get("target"):
             want = args["target"]
             recs = [r for r in recs if (r.get("target") or "") in (want, f"meter:{want}", f"terminal:{want}")]
-        return 200, {"records": recs[-limit:]}
+        recs = recs[-limit:]
+        if p.role != "admin":                       # token ids: admins only (issue 16)
+            recs = [{k: v for k, v in r.items() if k != "token_id"} for r in recs]
+        return 200, {"records": recs}
 
     async def token_list(self, p, args):
         return 200, {"tokens": self.tokens.list()}
 
     async def token_add(self, p, args):
-        tid, token = self.tokens.add(str(args.get("name", "")), str(args.get("role", "")))
-        await self.audit.append({"who": p.name, "role": p.role, "command": "token-add", "target": f"token:{tid}",
-                                 "outcome": "ok", "params": json.dumps({"name": args.get("name"), "role": args.get("role")})})
+        days = args.get("expires_days", CL.TOKEN_DAYS)
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))):
+            raise auth.ApiError("expires_days: a number of days (or null: never)")
+        tid, token = self.tokens.add(str(args.get("name", "")), str(args.get("role", "")), days)
+        await self.audit.append(self._who(p, {"command": "token-add", "target": f"token:{tid}", "outcome": "ok",
+                                              "params": json.dumps({"name": args.get("name"), "role": args.get("role"),
+                                                                    "expires_days": days})}))
         return 200, {"id": tid, "token": token}
 
     async def token_revoke(self, p, key):
         e = self.tokens.revoke(key)
-        await self.audit.append({"who": p.name, "role": p.role, "command": "token-revoke", "target": f"token:{e['id']}",
-                                 "outcome": "ok"})
+        await self.audit.append(self._who(p, {"command": "token-revoke", "target": f"token:{e['id']}", "outcome": "ok"}))
         return 200, e
+
+    def _who(self, p, rec: dict) -> dict:
+        peer, cert = _CLIENT.get()
+        out = {"who": p.name, "role": p.role, "token_id": p.id, **rec, "client_addr": peer}
+        if cert:
+            out["client_cert"] = cert
+        return out
 
     async def read(self, p, args):
         regs = args.get("registers") or []
         if isinstance(regs, str):
             regs = [regs]
-        if not regs:
+        if not regs or not isinstance(regs, list) or not all(isinstance(r, str) for r in regs):
             raise auth.ApiError("read: registers required, e.g. [\"energy\", \"00100200\"]")
+        if len(regs) > self.cfg.max_registers:
+            raise auth.ApiError(f"read: {len(regs)} registers; at most {self.cfg.max_registers} per read", 413)
         return await self._command(p, "read", args, {"registers": list(regs)})
 
     async def disconnect(self, p, args):
@@ -442,6 +881,17 @@ class ControlServer:
         on = args.get("on")
         if not isinstance(on, bool):
             raise auth.ApiError("protect: on is true or false")
+        if not on:                                  # 保电 off: a second admin approves (two-person rule)
+            target_text = str(args.get("target") or args.get("meter") or "").strip()
+            if not target_text:
+                raise auth.ApiError("protect: target required (meter id or meter address)")
+            try:
+                target = self.routes.resolve(target_text, self.he.sessions)
+            except K.CommandError as exc:
+                raise auth.ApiError(str(exc), 404) from None
+            if target.kind != "meter":
+                raise auth.ApiError(f"protect: {target_text} is a terminal; name a meter", 400)
+            return await self._new_job(p, "protect", [target_text], args, True, target=target.key)
         return await self._command(p, "protect", args, {"on": on})
 
     async def timesync(self, p, args):
@@ -451,8 +901,163 @@ class ControlServer:
             raise auth.ApiError("timesync: min_skew_s is a number") from None
         return await self._command(p, "timesync", args, {"min_skew_s": skew})
 
+    # --- jobs: bulk commands and the two-person rule ---------------------------------------------------
+    BULK = {"disconnect": "operator", "reconnect": "operator", "timesync": "operator"}
+
+    async def bulk(self, p, args):
+        command = args.get("command")
+        if command not in self.BULK:
+            raise auth.ApiError(f"bulk: command is one of {', '.join(self.BULK)}")
+        auth.authorize(p, command)
+        targets = args.get("targets")
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, (str, int)) for t in targets):
+            raise auth.ApiError("bulk: targets is a non-empty list of meter ids or addresses")
+        if len(targets) > self.cfg.max_bulk_targets:
+            raise auth.ApiError(f"bulk: {len(targets)} targets; at most {self.cfg.max_bulk_targets} per request", 413)
+        if command == "disconnect" and not str(args.get("reason") or "").strip():
+            raise auth.ApiError("disconnect: a reason is required (why these households' power is cut)")
+        if args.get("offline", "refuse") not in ("refuse", "queue"):
+            raise auth.ApiError("offline: refuse or queue")
+        needs = command == "disconnect" and len(targets) > self.cfg.bulk_approval
+        return await self._new_job(p, command, [str(t) for t in targets], args, needs)
+
+    async def _new_job(self, p, command, targets, args, needs_approval, target=None):
+        jid = uuid.uuid4().hex[:12]
+        keep = {k: args[k] for k in ("reason", "mode", "min_skew_s", "offline", "expires_s") if k in args}
+        job = _Job(jid, command, targets, keep, p, needs_approval, time.time() + self.cfg.approval_expiry_s)
+        rec = await self.audit.append(self._who(p, {
+            "command": f"job-{command}", "target": target or f"job:{jid}", "job": jid,
+            "outcome": "pending_approval" if needs_approval else "started",
+            "reason": str(args.get("reason") or "") or None,
+            "params": json.dumps({"targets": targets, "args": keep, "expires_at": job.expires_at}, ensure_ascii=False)}))
+        self.jobs[jid] = job
+        if needs_approval:
+            self._expire_job_later(job)
+            event(log, "job waits for approval", job=jid, command=command, targets=len(targets), who=p.name)
+            return 202, {**job.public(), "outcome": "pending_approval", "seq": rec["seq"],
+                         "approve": f"gridhead approve {jid}"}
+        job.task = asyncio.get_running_loop().create_task(self._run_job(job))
+        return 202, {**job.public(), "outcome": "started", "seq": rec["seq"]}
+
+    def _expire_job_later(self, job) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(job.expires_at - time.time(), 0)
+        loop.call_later(delay, lambda: loop.create_task(self._expire_job(job)))
+
+    async def _expire_job(self, job) -> None:
+        if job.state != "pending_approval":
+            return
+        job.state = "expired"
+        await self.audit.append({"who": job.principal.name, "role": job.principal.role, "token_id": job.principal.id,
+                                 "command": f"job-{job.command}", "target": f"job:{job.id}", "job": job.id,
+                                 "outcome": "expired", "error": "no second admin approved it in time"})
+
+    async def approve(self, p, jid):
+        job = self.jobs.get(jid)
+        if job is None:
+            raise auth.ApiError(f"no job {jid!r}", 404)
+        if job.state != "pending_approval":
+            raise auth.ApiError(f"job {jid} is {job.state}, not waiting for approval", 409)
+        if p.name == job.principal.name or p.id == job.principal.id:
+            raise auth.Forbidden(f"two-person rule: job {jid} was asked for by {p.name}; another admin approves it")
+        job.state = "running"
+        job.approved_by = p.name
+        await self.audit.append(self._who(p, {"command": "approve", "target": f"job:{jid}", "job": jid,
+                                              "outcome": "ok", "approved_by": p.name,
+                                              "params": json.dumps({"command": job.command, "targets": len(job.targets),
+                                                                    "requested_by": job.principal.name})}))
+        if job.command == "protect":                # one meter: run now, answer with its outcome
+            await self._run_job(job)
+            res = job.results[0] if job.results else {}
+            return res.get("_status", 200), {**{k: v for k, v in res.items() if k != "_status"},
+                                             "job": jid, "approved_by": p.name}
+        job.task = asyncio.get_running_loop().create_task(self._run_job(job))
+        return 200, job.public()
+
+    async def _run_job(self, job) -> None:
+        """Each target through the command pipeline as the requester, at the requester's rate, with a
+        client id per target (a job resumed after a restart never acts twice)."""
+        p = job.principal
+        try:
+            for i, t in enumerate(job.targets[len(job.results):], start=len(job.results)):
+                args = {**job.args, "target": t, "client_id": f"job-{job.id}-{i}"}
+                params = {"on": False} if job.command == "protect" else \
+                    {"mode": job.args.get("mode", "direct")} if job.command == "reconnect" else \
+                    {"min_skew_s": float(job.args.get("min_skew_s", 0))} if job.command == "timesync" else {}
+                if job.command != "protect":
+                    while True:
+                        try:
+                            self.limiter.check(p, job.command)
+                            break
+                        except auth.RateLimited as exc:
+                            await asyncio.sleep(exc.extra.get("retry_after_s", 0.1))
+                try:
+                    status, rec = await self._command(p, job.command, args, params,
+                                                      extra_base={"job": job.id, "approved_by": job.approved_by})
+                except auth.ApiError as exc:
+                    status, rec = exc.status, {"target": t, "outcome": "rejected", "error": str(exc)}
+                    await self.audit.append({"who": p.name, "role": p.role, "token_id": p.id, "command": job.command,
+                                             "target": t, "job": job.id, "outcome": "rejected",
+                                             "http_status": exc.status, "error": str(exc)[:500]})
+                job.results.append({**rec, "_status": status} if job.command == "protect" else
+                                   {"target": rec.get("target", t), "outcome": rec.get("outcome"),
+                                    "error": rec.get("error")})
+            job.state = "done"
+            await self.audit.append({"who": p.name, "role": p.role, "token_id": p.id, "command": f"job-{job.command}",
+                                     "target": f"job:{job.id}", "job": job.id, "outcome": "ok",
+                                     "approved_by": job.approved_by,
+                                     "params": json.dumps(job.public()["outcomes"])})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:                     # noqa: BLE001 - recorded, never lost silently
+            job.state = "failed"
+            event(log, "job failed", job=job.id, error=str(exc)[:300])
+
+    async def job_list(self, p, args):
+        return 200, {"jobs": [j.public() for j in self.jobs.values()]}
+
+    async def job_show(self, p, jid):
+        job = self.jobs.get(jid)
+        if job is None:
+            raise auth.ApiError(f"no job {jid!r}", 404)
+        return 200, job.public(detail=True)
+
+    def _recover_job(self, jid, recs, now) -> None:
+        """A job as its records left it: pending (until its expiry) or approved and unfinished (resumed)."""
+        first = recs[0]
+        outcomes = [r.get("outcome") for r in recs]
+        if any(o in ("ok", "expired") for o in outcomes[1:]):
+            return
+        try:
+            spec = json.loads(first.get("params") or "{}")
+        except ValueError:
+            return
+        p = auth.Principal(first.get("token_id") or "", first.get("who") or "", first.get("role") or "")
+        command = first["command"][4:]
+        job = _Job(jid, command, spec.get("targets") or [], spec.get("args") or {}, p,
+                   first.get("outcome") == "pending_approval", spec.get("expires_at") or now)
+        approved = [r for r in self.audit.existing if r.get("command") == "approve" and r.get("job") == jid
+                    and r.get("outcome") == "ok"] if self.audit and self.audit.existing else []
+        self.jobs[jid] = job
+        if job.needs_approval and not approved:
+            if job.expires_at <= now:
+                job.state = "pending_approval"
+                self._spawn_later(self._expire_job(job))
+            else:
+                self._pending_recovery.append(self._later_expiry(job))
+            return
+        job.state = "running"
+        job.approved_by = approved[-1].get("approved_by") if approved else None
+        self._pending_recovery.append(self._resume(job))
+
+    async def _later_expiry(self, job) -> None:
+        self._expire_job_later(job)
+
+    async def _resume(self, job) -> None:
+        job.task = asyncio.get_running_loop().create_task(self._run_job(job))
+
     # --- the command pipeline -------------------------------------------------------------------------
-    async def _command(self, p: auth.Principal, command: str, args: dict, params: dict):
+    async def _command(self, p: auth.Principal, command: str, args: dict, params: dict, *, extra_base=None):
         target_text = str(args.get("target") or args.get("meter") or "").strip()
         if not target_text:
             raise auth.ApiError(f"{command}: target required (terminal address, meter id or meter address)")
@@ -483,9 +1088,12 @@ class ControlServer:
         if command in ("disconnect", "reconnect", "protect") and target.kind != "meter":
             raise auth.ApiError(f"{command}: {target_text} is a terminal; name a meter", 400)
         cid = uuid.uuid4().hex
+        peer, cert = _CLIENT.get()
         base = {"command_id": cid, "who": p.name, "role": p.role, "token_id": p.id, "command": command,
                 "target": target.key, "reason": str(args.get("reason") or "") or None, "client_id": client_id,
-                "protocol": target.protocol, "path": target.path}
+                "protocol": target.protocol, "path": target.path, "client_addr": peer, **(extra_base or {})}
+        if cert:
+            base["client_cert"] = cert
         fut = asyncio.get_running_loop().create_future()
         if client_id is not None:
             self.inflight[client_id] = fut
@@ -600,7 +1208,7 @@ class ControlServer:
         base = dict(spec.get("base") or {}, command_id=cid)
         if rec is not None:
             base = {k: rec.get(k) for k in ("command_id", "who", "role", "token_id", "command", "target", "reason",
-                                             "client_id", "protocol", "path")}
+                                             "client_id", "protocol", "path", "client_addr", "job", "approved_by")}
         await self._record(base, spec.get("params") or {}, "expired", error="terminal offline until the expiry")
 
     def _on_login(self, t) -> None:
@@ -632,7 +1240,7 @@ class ControlServer:
 
 
 def _public(rec: dict) -> dict:
-    out = {k: v for k, v in rec.items() if k not in ("token_id",)}
+    out = {k: v for k, v in rec.items() if k not in ("token_id", "prev", "mac")}
     for k in ("params", "readback"):
         if isinstance(out.get(k), str):
             try:
@@ -713,12 +1321,17 @@ class Client:
     ``max_wait_s``; statuses ≥ 400 other than 409/504 (an outcome, with its audit record) raise ClientError."""
 
     def __init__(self, url: str, token: str | None, *, timeout_s: float = 60.0, cafile: str | None = None,
-                 max_wait_s: float = 600.0) -> None:
+                 max_wait_s: float = 600.0, cert: str | None = None, key: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
         self.max_wait_s = max_wait_s
         self.ctx = ssl.create_default_context(cafile=cafile) if self.url.startswith("https") else None
+        if self.ctx is not None and cert:
+            try:
+                self.ctx.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClientError(f"client certificate {cert}: {exc}") from None
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         import urllib.error
@@ -743,7 +1356,7 @@ class Client:
                     time.sleep(delay)
                     waited += delay
                     continue
-                if exc.code in (409, 504):
+                if exc.code in (409, 504) and "outcome" in payload:
                     return exc.code, payload
                 raise ClientError(f"{method} {path}: HTTP {exc.code}: {payload.get('error', exc.reason)}",
                                   exc.code, payload) from None

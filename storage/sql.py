@@ -18,8 +18,8 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
     audit               the audit list (稽查), each item with its latest check result (storage.audit)
     bills, bill_items   the published bill runs (storage.bills): one row per bill / per line item
     collection          collection success rate (采集成功率) per day and terminal (storage.collection)
-    audit_log           operators' commands (遥控/召测/保电/对时): who, what, target, outcome, read-back
-                        (storage.control_log)
+    audit_log           operators' commands (遥控/召测/保电/对时): who, what, target, outcome, read-back,
+                        refusals (rejected); a line that is not a record shows as broken (storage.control_log)
     ledger, balances    the ledger's entries (电费收缴: receivables, payments, refunds, adjustments,
     arrears             prepayment deductions) and per-customer balances / those in arrears (storage.ledger)
     <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only

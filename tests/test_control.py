@@ -149,6 +149,7 @@ def live(tmp_path_factory):
     store = CL.TokenStore(CL.tokens_path(d))
     tokens = {r: store.add(r, r)[1] for r in ROLES}
     tokens["bulk"] = store.add("bulk", "operator")[1]
+    tokens["admin2"] = store.add("admin2", "admin")[1]          # the second admin of the two-person rule
     peers = Peers()
     peers.start()
     cfg = d / "he.toml"
@@ -187,7 +188,7 @@ def test_every_role_and_command(live):
         "timesync": ("POST", "/v1/timesync", {"target": term}, "operator"),
         "disconnect": ("POST", "/v1/disconnect", {"target": str(m645["meter_id"]), "reason": "arrears"}, "operator"),
         "reconnect": ("POST", "/v1/reconnect", {"target": str(m645["meter_id"])}, "operator"),
-        "protect": ("POST", "/v1/protect", {"target": str(meter(live, "698", 3)["meter_id"]), "on": False}, "admin"),
+        "protect": ("POST", "/v1/protect", {"target": str(meter(live, "698", 3)["meter_id"]), "on": True}, "admin"),
         "tokens": ("GET", "/v1/tokens", None, "admin"),
     }
     seen = {}
@@ -224,7 +225,9 @@ def test_trip_close_readback_and_protected_refused(live, protocol):
     s, r = call(api, "POST", "/v1/read", {"target": m, "registers": ["relay"]}, op)
     assert s == 200
     s, r = call(api, "POST", "/v1/protect", {"target": m, "on": False}, admin)
-    assert s == 200
+    assert s == 202 and r["outcome"] == "pending_approval"          # 保电 off: a second admin approves (issue 16)
+    s, r = call(api, "POST", f"/v1/jobs/{r['job']}/approve", {}, live["tokens"]["admin2"])
+    assert s == 200 and r["outcome"] == "ok" and r["approved_by"] == "admin2"
     s, audit = call(api, "GET", f"/v1/audit?target={m}&limit=50", None, op)
     assert s == 200, audit
     refused = [a for a in audit["records"] if a["command"] == "disconnect" and a["outcome"] == "refused"]
