@@ -90,6 +90,10 @@ CASES.update({name: ([*name.split(), *a], t) for name, (a, t) in {      # the ar
     "token add": (["alice", "--role", "god", "--data", "{data}"], "'god' is not one of"),
     "token list": (["--data", "{missing}"], "no data directory at"),
     "token revoke": (["nobody", "--data", "{data}"], "no active token 'nobody'"),
+    "token rotate": (["nobody", "--data", "{data}"], "no active token 'nobody'"),
+    "approve": (["J1", "--api", "ftp://x"], "is not an http://"),
+    "jobs": (["--api", "http://"], "is not an http://"),
+    "control-log verify": (["--data", "{missing}"], "no data directory at"),
 }.items()})
 
 
@@ -152,7 +156,7 @@ def test_every_data_command_says_what_is_missing(dirs, tmp_path):
         assert r.exit_code == 2 and r.stderr == f"error: no data directory at {missing} (give --data DIR or set " \
                                                  f"GRIDHEAD_DATA)\n", (name, r.output)
         r = CliRunner().invoke(cli, [*name.split(), "--data", str(empty)])
-        if name.split()[0] in ("sql", "lake", "token"):
+        if name.split()[0] in ("sql", "lake", "token", "control-log"):
             continue            # these need the directory only (a lake without an archive is queryable)
         assert r.exit_code == 2 and r.stderr == (f"error: no archive at {empty / 'archive.duckdb'} (import one: "
                                                  f"gridhead archive import FILE... --data {empty})\n"), (name, r.output)
