@@ -896,7 +896,7 @@ def ledger_post(period, by, as_json, data):
                f"already posted, {r['held']} held; prepayment true-up {r['trueup_fen'] / 100:.2f} yuan")
 
 
-@ledger_grp.command("adjust")
+@ledger_grp.command("adjust", context_settings={"ignore_unknown_options": True})   # AMOUNT may be -10.00
 @click.argument("customer")
 @click.argument("amount")
 @click.option("--by", required=True)

@@ -54,14 +54,23 @@ from . import duck
 from .archive import _arrow
 from .sql import archive_path, data_dir
 
-KINDS = ("bill", "payment", "refund", "adjust", "prepay_charge", "prepay_trueup")
+KINDS = ("bill", "payment", "refund", "adjust", "prepay_charge", "prepay_trueup", "late_fee", "waiver")
+# what allocations (核销) settle: receivables and the credits that pay them.  Prepayment deductions and
+# their true-up are left out: they are estimates the bill replaces (the true-up nets them to zero).
+RECEIVABLE = "(kind IN ('bill', 'late_fee') OR (kind = 'adjust' AND debit_fen > 0))"
+CREDIT = "((kind = 'payment' AND credit_fen > 0) OR (kind IN ('adjust', 'waiver') AND debit_fen < 0))"
 TABLE = "ledger_entries"
+ALLOC = "ledger_allocations"
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     entry_id BIGINT NOT NULL, customer_id BIGINT NOT NULL, kind VARCHAR NOT NULL,
     debit_fen BIGINT NOT NULL, credit_fen BIGINT NOT NULL, balance_after_fen BIGINT NOT NULL,
     period VARCHAR NOT NULL, value_date DATE NOT NULL, key VARCHAR, who VARCHAR NOT NULL,
-    ts_utc TIMESTAMPTZ NOT NULL, note VARCHAR, batch VARCHAR NOT NULL)
+    ts_utc TIMESTAMPTZ NOT NULL, note VARCHAR, batch VARCHAR NOT NULL, ref_entry_id BIGINT, receipt_no VARCHAR);
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS ref_entry_id BIGINT;
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS receipt_no VARCHAR;
+CREATE TABLE IF NOT EXISTS {ALLOC} (credit_entry_id BIGINT NOT NULL, debit_entry_id BIGINT NOT NULL,
+    customer_id BIGINT NOT NULL, amount_fen BIGINT NOT NULL, batch VARCHAR NOT NULL, ts_utc TIMESTAMPTZ NOT NULL);
 """
 BANK_COLUMNS = ("ref", "customer_no", "amount_yuan", "paid_on")
 MAX_ERRORS_SHOWN = 20
@@ -133,21 +142,92 @@ class Writer:
         after = L.running_balance(cust, delta, self.balances_of(cust))
         first = self.con.execute(f"SELECT coalesce(max(entry_id), 0) + 1 FROM {TABLE}").fetchone()[0]
         ts = ts or dt.datetime.now(dt.timezone.utc)
+        ids = pa.array(np.arange(first, first + n, dtype=np.int64))
+        kind = _text(cols["kind"], n)
+        dates = _dates(cols["value_date"], n)
         tbl = pa.table({
-            "entry_id": pa.array(np.arange(first, first + n, dtype=np.int64)),
-            "customer_id": pa.array(cust), "kind": _text(cols["kind"], n),
+            "entry_id": ids,
+            "customer_id": pa.array(cust), "kind": kind,
             "debit_fen": pa.array(np.asarray(cols["debit_fen"], np.int64)),
             "credit_fen": pa.array(np.asarray(cols["credit_fen"], np.int64)),
             "balance_after_fen": pa.array(after), "period": _text(cols["period"], n),
-            "value_date": _dates(cols["value_date"], n), "key": _text(cols.get("key"), n),
+            "value_date": dates, "key": _text(cols.get("key"), n),
             "who": _text(who, n), "ts_utc": pa.array(np.full(n, np.datetime64(ts.replace(tzinfo=None), "us")),
                                                      pa.timestamp("us", "UTC")),
-            "note": _text(cols.get("note"), n), "batch": _text(batch, n)})
+            "note": _text(cols.get("note"), n), "batch": _text(batch, n),
+            "ref_entry_id": pa.array(np.asarray(cols["ref_entry_id"], np.int64)) if cols.get("ref_entry_id") is not None
+            else pa.nulls(n, pa.int64()),
+            "receipt_no": _receipts(kind, dates, ids)})
         self.con.register("_new_entries", tbl)
         try:
-            self.con.execute(f"INSERT INTO {TABLE} SELECT * FROM _new_entries")
+            self.con.execute(f"INSERT INTO {TABLE} BY NAME SELECT * FROM _new_entries")
         finally:
             self.con.unregister("_new_entries")
+        return n
+
+    def allocate(self, customer_ids, batch: str, ts=None, policy: L.Policy | None = None) -> int:
+        """Settle these customers' open receivables with their unallocated credits, oldest first, and
+        store each settlement (核销) in ``ledger_allocations`` (the caller holds the transaction).
+
+        Receivables in order: by the due date of the bill they belong to (a late fee belongs to its bill),
+        the late fee before its bill (``policy.late_fee_first``), then posting order.  Credits in order of
+        value date, then posting: payments net of the refunds linked to them, credit adjustments, waivers.
+        What is stored is never recomputed: a later receivable only takes what is still unallocated.
+        Returns the number of allocation rows written."""
+        policy = policy or L.Policy()
+        cid = np.unique(np.asarray(customer_ids, np.int64))
+        if not len(cid):
+            return 0
+        self.con.register("_who", pa.table({"customer_id": pa.array(cid)}))
+        try:
+            rec = self.columns(f"""
+                WITH done AS (SELECT debit_entry_id AS entry_id, sum(amount_fen) AS done FROM {ALLOC}
+                              WHERE customer_id IN (SELECT customer_id FROM _who) GROUP BY 1)
+                SELECT e.entry_id, e.customer_id, (e.debit_fen - coalesce(d.done, 0))::BIGINT AS open
+                FROM {TABLE} e LEFT JOIN done d USING (entry_id)
+                LEFT JOIN {TABLE} b ON e.kind = 'late_fee' AND b.entry_id = e.ref_entry_id
+                WHERE e.customer_id IN (SELECT customer_id FROM _who) AND {RECEIVABLE.replace('kind', 'e.kind')
+                                                                            .replace('debit_fen', 'e.debit_fen')}
+                  AND e.debit_fen - coalesce(d.done, 0) > 0
+                ORDER BY e.customer_id, coalesce(b.value_date, e.value_date), coalesce(b.entry_id, e.entry_id),
+                         CASE WHEN e.kind = 'late_fee' THEN $lf ELSE 1 - $lf END, e.entry_id""",
+                               {"lf": 0 if policy.late_fee_first else 1})
+            if not len(rec["entry_id"]):
+                return 0
+            self.con.unregister("_who")
+            self.con.register("_who", pa.table({"customer_id": pa.array(np.unique(rec["customer_id"]))}))
+            cred = self.columns(f"""
+                WITH used AS (SELECT credit_entry_id AS entry_id, sum(amount_fen) AS used FROM {ALLOC}
+                              WHERE customer_id IN (SELECT customer_id FROM _who) GROUP BY 1),
+                     ret AS (SELECT ref_entry_id AS entry_id, -sum(credit_fen) AS refunded FROM {TABLE}
+                             WHERE kind = 'refund' AND customer_id IN (SELECT customer_id FROM _who) GROUP BY 1)
+                SELECT e.entry_id, e.customer_id,
+                       (CASE WHEN e.kind = 'payment' THEN e.credit_fen ELSE -e.debit_fen END
+                        - coalesce(r.refunded, 0) - coalesce(u.used, 0))::BIGINT AS avail
+                FROM {TABLE} e LEFT JOIN used u USING (entry_id) LEFT JOIN ret r USING (entry_id)
+                WHERE e.customer_id IN (SELECT customer_id FROM _who)
+                  AND {CREDIT.replace('kind', 'e.kind').replace('debit_fen', 'e.debit_fen').replace('credit_fen', 'e.credit_fen')}
+                  AND avail > 0
+                ORDER BY e.customer_id, e.value_date, e.entry_id""")
+        finally:
+            self.con.unregister("_who")
+        ri, ci, amt = L.fifo_allocate(rec["customer_id"], rec["open"], cred["customer_id"], cred["avail"])
+        return self.write_allocations(cred["entry_id"][ci], rec["entry_id"][ri], rec["customer_id"][ri], amt, batch, ts)
+
+    def write_allocations(self, credit_ids, debit_ids, customer_ids, amount, batch, ts=None) -> int:
+        n = len(amount)
+        if n:
+            ts = ts or dt.datetime.now(dt.timezone.utc)
+            self.con.register("_alloc", pa.table({
+                "credit_entry_id": pa.array(np.asarray(credit_ids, np.int64)),
+                "debit_entry_id": pa.array(np.asarray(debit_ids, np.int64)),
+                "customer_id": pa.array(np.asarray(customer_ids, np.int64)),
+                "amount_fen": pa.array(np.asarray(amount, np.int64)), "batch": _text(batch, n),
+                "ts_utc": pa.array(np.full(n, np.datetime64(ts.replace(tzinfo=None), "us")), pa.timestamp("us", "UTC"))}))
+            try:
+                self.con.execute(f"INSERT INTO {ALLOC} BY NAME SELECT * FROM _alloc")
+            finally:
+                self.con.unregister("_alloc")
         return n
 
     def taken_keys(self, keys) -> np.ndarray:
@@ -169,6 +249,18 @@ class Writer:
         c = self.columns("SELECT customer_id, customer_no FROM customers")
         idx = {no: i for no, i in zip(c["customer_no"], c["customer_id"])}
         return np.array([idx.get(str(n), -1) for n in customer_nos], np.int64)
+
+
+def _receipts(kind: pa.Array, dates: pa.Array, ids: pa.Array) -> pa.Array:
+    """Receipt numbers (收据号) of the payments among these entries: ``R<value date YYYYMMDD>-<entry id>``
+    (unique as the entry id is; stored with the entry, so a reprint shows the number first printed)."""
+    pay = pc.equal(kind, "payment")
+    if not pc.any(pay).as_py():
+        return pa.nulls(len(kind), pa.string())
+    no = pc.binary_join_element_wise(
+        "R", pc.strftime(pc.cast(dates, pa.timestamp("s")), format="%Y%m%d"), "-",
+        pc.utf8_lpad(pc.cast(ids, pa.string()), width=8, padding="0"), "")
+    return pc.if_else(pay, no, pa.nulls(len(kind), pa.string()))
 
 
 def lookup(keys, values, want, default) -> np.ndarray:
@@ -239,6 +331,7 @@ def post_bills(data, period: str, who: str = "billing") -> dict:
                           "credit_fen": np.zeros(int(new.sum()), np.int64), "period": period, "value_date": due,
                           "key": keys[new], "note": None}, who, batch)
             trued = _trueup(w, period, ids[new], cust[new], who, batch)
+            w.allocate(cust[new], batch)
             w.con.execute("COMMIT")
         except BaseException:
             w.con.execute("ROLLBACK")
@@ -270,42 +363,109 @@ def _trueup(w: Writer, period: str, bill_ids, cust, who, batch) -> int:
 
 
 def add_entry(data, customer_no: str, kind: str, amount_fen: int, by: str, ref: str | None = None,
-              note: str | None = None, on: dt.date | None = None) -> dict:
-    """One entry at the counter: ``payment`` (amount > 0), ``refund`` (amount > 0, paid back) or
-    ``adjust`` (amount ≠ 0: + more receivable, − less).  A ``ref`` given twice is refused."""
-    if kind not in ("payment", "refund", "adjust"):
-        raise LedgerError(f"kind {kind!r}: payment, refund or adjust")
+              note: str | None = None, on: dt.date | None = None, payment: str | None = None,
+              fee_entry: int | None = None, policy: L.Policy | None = None) -> dict:
+    """One entry at the counter (``by`` and, but for a payment, ``note`` — who and why — are required):
+
+    ``payment`` (0 < amount ≤ ``policy.max_payment_fen``; gets a receipt number); ``refund`` of the
+    payment ``payment`` (its receipt number or reference), never more than the credit on hand nor what
+    is left of that payment after its refunds and what it already settled; ``adjust`` (amount ≠ 0:
+    + more receivable, − less); ``waiver`` (减免) of the late fee entry ``fee_entry``, never more than
+    that fee less its earlier waivers.  A ``ref`` given twice is refused.  Allocations follow in the
+    same transaction."""
+    policy = policy or L.Policy()
+    if kind not in ("payment", "refund", "adjust", "waiver"):
+        raise LedgerError(f"kind {kind!r}: payment, refund, adjust or waiver")
     if not by or not by.strip():
         raise LedgerError("--by: who posts the entry is required")
     if kind != "adjust" and amount_fen <= 0:
         raise LedgerError(f"amount {amount_fen / 100:.2f}: a {kind} must be more than 0")
     if kind == "adjust" and amount_fen == 0:
         raise LedgerError("amount 0: an adjustment must change the balance")
-    if kind == "adjust" and not note:
-        raise LedgerError("--note: an adjustment needs its reason")
+    if kind != "payment" and not (note and note.strip()):
+        raise LedgerError(f"--note: a{'n' if kind[0] in 'aeiou' else ''} {kind} needs its reason")
+    if kind == "payment" and amount_fen > policy.max_payment_fen:
+        raise LedgerError(f"amount {amount_fen / 100:.2f}: above the single-payment limit "
+                          f"{policy.max_payment_fen / 100:.2f} yuan")
+    if kind == "refund" and not payment:
+        raise LedgerError("--payment: a refund names the payment it returns (receipt number or reference)")
+    if kind == "waiver" and fee_entry is None:
+        raise LedgerError("--fee: a waiver names the late fee entry it waives")
     on = on or dt.date.today()
     key = f"counter:{ref}" if ref else None
+    batch = _batch(kind)
     with Writer(data) as w:
         cid = _one_customer(w, customer_no)
         w.con.execute("BEGIN")
         try:
             if key and w.taken_keys([key])[0]:
                 raise LedgerError(f"reference {ref!r}: already posted (a payment is taken once)")
-            debit = amount_fen if kind == "adjust" else 0
+            link = None
+            if kind == "refund":
+                link = _refundable(w, cid, customer_no, payment, amount_fen)
+            elif kind == "waiver":
+                link = _waivable(w, cid, customer_no, int(fee_entry), amount_fen)
+            debit = amount_fen if kind == "adjust" else -amount_fen if kind == "waiver" else 0
             credit = amount_fen if kind == "payment" else (-amount_fen if kind == "refund" else 0)
             w.append({"customer_id": np.array([cid]), "kind": kind, "debit_fen": np.array([debit]),
                       "credit_fen": np.array([credit]), "period": _period_of(on), "value_date": on,
-                      "key": np.array([key], dtype=object), "note": note}, by, _batch(kind))
+                      "key": np.array([key], dtype=object), "note": note,
+                      "ref_entry_id": None if link is None else np.array([link])}, by, batch)
+            entry = w.con.execute(f"SELECT max(entry_id) FROM {TABLE}").fetchone()[0]
+            if kind == "waiver":                   # a waiver settles its own fee first
+                open_ = w.con.execute(f"SELECT f.debit_fen - coalesce(sum(a.amount_fen), 0) FROM {TABLE} f "
+                                      f"LEFT JOIN {ALLOC} a ON a.debit_entry_id = f.entry_id WHERE f.entry_id = $f "
+                                      f"GROUP BY f.debit_fen", {"f": link}).fetchone()[0]
+                w.write_allocations([entry], [link], [cid], [min(int(open_), amount_fen)], batch)
+            w.allocate([cid], batch, policy=policy)
+            receipt = w.con.execute(f"SELECT receipt_no FROM {TABLE} WHERE entry_id = $e", {"e": entry}).fetchone()[0]
             w.con.execute("COMMIT")
         except BaseException:
             w.con.execute("ROLLBACK")
             raise
         bal = int(w.balances_of(np.array([cid]))[0])
     return {"customer_no": customer_no, "customer_id": cid, "kind": kind, "amount_fen": amount_fen,
-            "balance_fen": bal}
+            "balance_fen": bal, "entry_id": int(entry), "receipt_no": receipt}
 
 
-def import_payments(data, path, by: str = "bank-import") -> dict:
+def _refundable(w: Writer, cid: int, customer_no: str, payment: str, amount_fen: int) -> int:
+    """The entry id of the payment a refund returns, once the refund is checked against it (DOMAIN.md:
+    refunds never exceed the credit on hand) — else LedgerError naming what is short."""
+    got = w.con.execute(f"""
+        SELECT p.entry_id, p.credit_fen,
+               coalesce((SELECT -sum(credit_fen) FROM {TABLE} r WHERE r.kind = 'refund' AND r.ref_entry_id = p.entry_id), 0),
+               coalesce((SELECT sum(amount_fen) FROM {ALLOC} a WHERE a.credit_entry_id = p.entry_id), 0)
+        FROM {TABLE} p WHERE p.customer_id = $c AND p.kind = 'payment'
+          AND (p.receipt_no = $r OR p.key IN ('counter:' || $r, 'bank:' || $r))""", {"c": cid, "r": payment}).fetchone()
+    if got is None:
+        raise LedgerError(f"--payment {payment!r}: no payment of customer {customer_no} with that receipt or reference")
+    pid, paid, refunded, settled = map(int, got)
+    left = paid - refunded - settled
+    on_hand = -int(w.balances_of(np.array([cid]))[0])
+    if amount_fen > left:
+        raise LedgerError(f"refund {amount_fen / 100:.2f}: payment {payment} has {left / 100:.2f} yuan left to return "
+                          f"({paid / 100:.2f} paid, {refunded / 100:.2f} refunded, {settled / 100:.2f} settled bills)")
+    if amount_fen > on_hand:
+        raise LedgerError(f"refund {amount_fen / 100:.2f}: customer {customer_no} has {max(on_hand, 0) / 100:.2f} yuan "
+                          f"credit on hand")
+    return pid
+
+
+def _waivable(w: Writer, cid: int, customer_no: str, fee: int, amount_fen: int) -> int:
+    got = w.con.execute(f"""
+        SELECT f.debit_fen, coalesce((SELECT -sum(debit_fen) FROM {TABLE} x WHERE x.kind = 'waiver'
+                                      AND x.ref_entry_id = f.entry_id), 0)
+        FROM {TABLE} f WHERE f.entry_id = $f AND f.customer_id = $c AND f.kind = 'late_fee'""",
+                        {"f": fee, "c": cid}).fetchone()
+    if got is None:
+        raise LedgerError(f"--fee {fee}: not a late fee entry of customer {customer_no}")
+    left = int(got[0]) - int(got[1])
+    if amount_fen > left:
+        raise LedgerError(f"waiver {amount_fen / 100:.2f}: late fee {fee} has {left / 100:.2f} yuan not yet waived")
+    return fee
+
+
+def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None = None) -> dict:
     """Post a bank file (CSV with header ``ref,customer_no,amount_yuan,paid_on``) in one transaction.
 
     Every row is checked first: a bad row — unknown 户号, an amount that is not yuan with ≤ 2 decimals
@@ -325,14 +485,17 @@ def import_payments(data, path, by: str = "bank-import") -> dict:
     norm = pc.replace_substring_regex(norm, r"^([0-9]+)\.([0-9])$", r"\1.\20")
     fen = pc.cast(pc.replace_substring(norm, ".", ""), pa.int64())
     amt_ok = pc.and_(amt_ok, pc.greater(fen, 0))
-    day_fmt = pc.match_substring_regex(day, r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-    ts = pc.strptime(pc.if_else(day_fmt, day, "1970-01-01"), format="%Y-%m-%d", unit="s", error_is_null=True)
-    day_ok = pc.and_(day_fmt, pc.is_valid(ts))
+    policy = policy or L.Policy()
+    limit_ok = pc.or_(pc.invert(amt_ok), pc.less_equal(fen, policy.max_payment_fen))
+    day_ok = _real_dates(day)
+    ts = pc.strptime(pc.if_else(day_ok, day, "1970-01-01"), format="%Y-%m-%d", unit="s")
     ref_ok = pc.greater(pc.utf8_length(ref), 0)
     keys = pc.binary_join_element_wise("bank:", ref, "")
     checks = [(amt_ok, "amount_yuan", amt, "{!r} is not a positive amount in yuan with at most 2 decimals"),
               (day_ok, "paid_on", day, "{!r} is not a date YYYY-MM-DD"),
-              (ref_ok, "ref", ref, "empty (a bank reference is required)")]
+              (ref_ok, "ref", ref, "empty (a bank reference is required)"),
+              (limit_ok, "amount_yuan", amt, "{!r} is above the single-payment limit "
+               + f"{policy.max_payment_fen // 100}.{policy.max_payment_fen % 100:02d} yuan")]
     batch = _batch("bank")
     with Writer(data) as w:
         w.con.register("_bank", pa.table({"i": pa.array(np.arange(n)), "key": keys, "customer_no": nos}))
@@ -365,12 +528,28 @@ def import_payments(data, path, by: str = "bank-import") -> dict:
             w.append({"customer_id": cid, "kind": "payment", "debit_fen": np.zeros(n, np.int64),
                       "credit_fen": fen.to_numpy(), "period": periods, "value_date": dates.to_numpy(zero_copy_only=False),
                       "key": keys, "note": f"bank file {p.name}"}, by, batch)
+            w.allocate(cid, batch, policy=policy)
             w.con.execute("COMMIT")
         except BaseException:
             w.con.execute("ROLLBACK")
             raise
     return {"file": str(p), "rows": n, "amount_fen": int(pc.sum(fen).as_py() or 0), "batch": batch,
             "customer_ids": np.unique(cid)}
+
+
+def _real_dates(day: pa.Array) -> pa.Array:
+    """True where the text is a calendar date YYYY-MM-DD.  Arrow's strptime rolls impossible days over
+    (2026-06-31 → 07-01), so each distinct text is checked by :meth:`datetime.date.fromisoformat`, which
+    refuses them; a bank file has few distinct dates, so this is one Python call per distinct value."""
+    shape = pc.match_substring_regex(day, r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+    good = []
+    for s in pc.unique(pc.filter(day, shape)).to_pylist():
+        try:
+            dt.date.fromisoformat(s)
+            good.append(s)
+        except ValueError:
+            pass
+    return pc.and_(shape, pc.is_in(day, value_set=pa.array(good, pa.string())))
 
 
 def _parse_bank(p: pathlib.Path) -> pa.Table:

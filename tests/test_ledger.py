@@ -84,16 +84,17 @@ def test_posting_is_idempotent_and_check_proves_the_identity(fleet, tmp_path):
     again = ledger.post_bills(d, "2026-06", "alice")
     assert again["posted"] == 0 and again["skipped"] == first["posted"]
     no = _nos(d)[0]
-    ledger.add_entry(d, no, "payment", 5_000, "bob", ref="R-1")
+    paid = {x["customer_no"]: x for x in ledger.balances(d).to_pylist()}[no]["balance_fen"] + 5_000
+    ledger.add_entry(d, no, "payment", paid, "bob", ref="R-1")
     with pytest.raises(ledger.LedgerError, match="already posted"):
-        ledger.add_entry(d, no, "payment", 5_000, "bob", ref="R-1")
-    ledger.add_entry(d, no, "refund", 700, "bob", note="overpaid")
+        ledger.add_entry(d, no, "payment", paid, "bob", ref="R-1")
+    ledger.add_entry(d, no, "refund", 700, "bob", note="overpaid", payment="R-1")     # 50 yuan in hand
     ledger.add_entry(d, no, "adjust", -300, "carol", note="meter test credit")
     r = ledger.check(d)
     assert r["ok"] and r["bills_checked"] == first["posted"]
     b = {x["customer_no"]: x for x in ledger.balances(d).to_pylist()}
     assert b[no]["balance_fen"] == b[no]["receivable_fen"] - b[no]["received_fen"]
-    assert b[no]["received_fen"] == 5_000 - 700
+    assert b[no]["received_fen"] == paid - 700
 
 
 def test_check_names_the_customer_whose_balance_is_wrong(fleet, tmp_path):
@@ -117,7 +118,7 @@ def test_balance_identity_after_random_sequences(fleet, tmp_path_factory, ops):
     d = tmp_path_factory.mktemp("prop")
     shutil.copy(fleet / "archive.duckdb", d / "archive.duckdb")
     nos = _nos(d)[:10]
-    model = {}
+    model, refs = {}, {}
     with ledger.Writer(d) as w:
         ids = w.customer_ids(nos)
     for k, (kind, who, amount) in enumerate(ops):
@@ -131,14 +132,36 @@ def test_balance_identity_after_random_sequences(fleet, tmp_path_factory, ops):
         elif kind == "adjust":
             ledger.add_entry(d, no, "adjust", amount if k % 2 else -amount, "prop", note="property")
             delta = amount if k % 2 else -amount
+        elif kind == "refund":                    # of the customer's last payment; refused above the credit in hand
+            last = refs.get(no)
+            try:
+                ledger.add_entry(d, no, "refund", amount, "prop", note="p", payment=last or "none")
+                delta = amount
+                assert last is not None and model.get(no, 0) + amount <= 0
+            except ledger.LedgerError:
+                delta = 0
+                assert last is None or model.get(no, 0) + amount > 0 or amount > paid_left(d, last)
         else:
-            ledger.add_entry(d, no, kind, amount, "prop", ref=f"r{k}" if kind == "payment" else None, note="p")
-            delta = -amount if kind == "payment" else amount
+            ledger.add_entry(d, no, kind, amount, "prop", ref=f"r{k}", note="p")
+            refs[no] = f"r{k}"
+            delta = -amount
         model[no] = model.get(no, 0) + delta
     ledger.check(d)
     got = {x["customer_no"]: x["balance_fen"] for x in ledger.balances(d).to_pylist()}
     for no in nos:
         assert got[no] == model.get(no, 0)
+
+
+def paid_left(d, ref) -> int:
+    """What is left of a payment to return, by sums over the raw rows (paid − refunded − settled)."""
+    with ledger.Reader(d) as r:
+        pid, paid = r.con.execute("SELECT entry_id, credit_fen FROM ledger_entries WHERE key = $k",
+                                  {"k": f"counter:{ref}"}).fetchone()
+        back = r.con.execute("SELECT coalesce(-sum(credit_fen), 0) FROM ledger_entries WHERE ref_entry_id = $p "
+                             "AND kind = 'refund'", {"p": pid}).fetchone()[0]
+        used = r.con.execute("SELECT coalesce(sum(amount_fen), 0) FROM ledger_allocations WHERE credit_entry_id = $p",
+                             {"p": pid}).fetchone()[0]
+    return paid - back - used
 
 
 # --- arrears --------------------------------------------------------------------------------------------
