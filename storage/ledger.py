@@ -102,7 +102,13 @@ class Writer:
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
             self.con = duck.connect(str(arch))
+            fresh = not self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                         {"t": ALLOC}).fetchone()[0]
             self.con.execute(DDL)
+            if fresh:               # a ledger from before allocations: settle what it holds, once
+                old = self.columns(f"SELECT DISTINCT customer_id FROM {TABLE}")["customer_id"]
+                if len(old):
+                    self.allocate(old, _batch("alloc"))
         except duckdb.Error as exc:
             self._lock.close()
             raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
@@ -604,6 +610,8 @@ class Reader:
             raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
         self.has = bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
                                          {"t": TABLE}).fetchone()[0])
+        self.has_alloc = bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                               {"t": ALLOC}).fetchone()[0])
 
     def close(self):
         self.con.close()
@@ -673,6 +681,19 @@ def check(data) -> dict:
                                ).fetchone()
         if orphan:
             raise LedgerError(f"ledger: customer id {orphan[0]} is not in the archive")
+        if r.has_alloc:                # no receivable settled beyond its amount, no credit spent twice
+            over = r.con.execute(f"""
+                WITH a AS (SELECT debit_entry_id AS d, credit_entry_id AS c, amount_fen FROM {ALLOC}),
+                     ret AS (SELECT ref_entry_id AS c, -sum(credit_fen) AS back FROM {TABLE} WHERE kind = 'refund' GROUP BY 1)
+                SELECT 'receivable', e.entry_id FROM a JOIN {TABLE} e ON e.entry_id = a.d
+                GROUP BY e.entry_id, e.debit_fen HAVING sum(a.amount_fen) > e.debit_fen
+                UNION ALL
+                SELECT 'credit', e.entry_id FROM a JOIN {TABLE} e ON e.entry_id = a.c LEFT JOIN ret ON ret.c = e.entry_id
+                GROUP BY e.entry_id, e.credit_fen, e.debit_fen, ret.back
+                HAVING sum(a.amount_fen) + coalesce(ret.back, 0) > greatest(e.credit_fen, -e.debit_fen)
+                LIMIT 1""").fetchone()
+            if over:
+                raise LedgerError(f"ledger: {over[0]} entry {over[1]} is allocated beyond its amount")
         customers = r.con.execute(f"SELECT count(DISTINCT customer_id) FROM {TABLE}").fetchone()[0]
         posted = r.columns(f"SELECT key, customer_id, debit_fen FROM {TABLE} WHERE kind = 'bill'")
     checked = _check_bills(data, posted)
@@ -699,51 +720,148 @@ def _check_bills(data, posted: dict) -> int:
     return checked
 
 
-def arrears(data, as_of: dt.date) -> pa.Table:
-    """Arrears (欠费) on ``as_of`` with late fees (违约金) and aging, one row per receivable in arrears,
-    worst first — the reminder list (催费).  Prepayment customers are left out (their loop is the trip)."""
+def _open_as_of(x, as_of: dt.date, policy: L.Policy, customers=None) -> dict:
+    """Every receivable (bill, late fee, debit adjustment) with value date on or before ``as_of``, as the
+    ledger stood on that day (DOMAIN.md: a dated view counts only what was posted and paid — value date —
+    on or before it): ``out`` = amount − the stored allocations from credits dated on or before ``as_of``.
+
+    For a bill also its late fee (违约金, :data:`billing_core.ledger.LATE_FEE_RULES`): every part settled
+    after the due date accrued from the day after the due date to the day it was paid (a customer who
+    paid late owes it too), the part still open accrues to ``as_of``; the exact parts are added, rounded
+    once, and at least ``policy.late_fee_min_fen``.  ``fee_due`` = that fee less the late fees already
+    posted for the bill (value date on or before ``as_of``).  ``x``: a Reader or a Writer."""
+    d = {"d": as_of}
+    only = ""
+    if customers is not None:
+        only = " AND e.customer_id IN (" + ",".join(str(int(c)) for c in customers) + ")" if len(customers) else " AND false"
+    rec = x.columns(f"""
+        SELECT e.entry_id, e.customer_id, e.kind, e.period, e.debit_fen AS amount, e.value_date AS due,
+               c.category = 'residential' AS residential
+        FROM {TABLE} e JOIN customers c USING (customer_id)
+        WHERE {RECEIVABLE.replace('kind', 'e.kind').replace('debit_fen', 'e.debit_fen')} AND e.value_date <= $d{only}
+        ORDER BY e.entry_id""", d)
+    paid = x.columns(f"""
+        SELECT a.debit_entry_id AS entry_id, a.amount_fen, c.value_date AS paid_on
+        FROM {ALLOC} a JOIN {TABLE} c ON c.entry_id = a.credit_entry_id
+        WHERE c.value_date <= $d ORDER BY a.debit_entry_id""", d)
+    posted = x.columns(f"""SELECT ref_entry_id AS entry_id, sum(debit_fen)::BIGINT AS fees FROM {TABLE}
+                           WHERE kind = 'late_fee' AND value_date <= $d GROUP BY 1""", d)
+    ids = rec["entry_id"].astype(np.int64)
+    n = len(ids)
+    due = rec["due"].astype("datetime64[D]").astype(np.int64) if n else np.zeros(0, np.int64)
+    res = rec["residential"].astype(bool)
+    bill = rec["kind"].astype(object) == "bill" if n else np.zeros(0, bool)
+    pid = paid["entry_id"].astype(np.int64)
+    pos = np.clip(np.searchsorted(ids, pid), 0, max(n - 1, 0))
+    mine = (ids[pos] == pid) if n else np.zeros(len(pid), bool)         # allocations to the receivables here
+    pos, amt = pos[mine], paid["amount_fen"].astype(np.int64)[mine]
+    settled = np.bincount(pos, amt, n).astype(np.int64) if n else np.zeros(0, np.int64)
+    out = rec["amount"].astype(np.int64) - settled
+    asof = L.days_of(as_of)
+    on = paid["paid_on"].astype("datetime64[D]").astype(np.int64)[mine] if len(amt) else np.zeros(0, np.int64)
+    exact = np.zeros(n, np.int64)
+    if len(amt):
+        exact += np.bincount(pos, L.late_fee_exact(amt, due[pos], np.minimum(on, asof), res[pos]), n).astype(np.int64)
+    exact += L.late_fee_exact(out, due, asof, res)
+    fee = np.where(bill, L.late_fee_charged(exact, policy), 0)
+    fee_posted = lookup(posted["entry_id"].astype(np.int64), posted["fees"].astype(np.int64), ids, 0)
+    rec.update(entry_id=ids, due=due, out=out, fee=fee, fee_due=np.maximum(fee - fee_posted, 0))
+    return rec
+
+
+def post_late_fees(data, as_of: dt.date, by: str = "billing", policy: L.Policy | None = None) -> dict:
+    """Post the late fees (违约金) accrued up to ``as_of`` as receivables (kind ``late_fee``, one entry per
+    bill, linked to it, key ``latefee:<bill entry>:<as_of>``): per bill what :func:`_open_as_of` says is
+    accrued and not yet posted — bills still open and bills paid after their due date alike.  Idempotent
+    for a date; a later date posts only the growth.  Returns ``{as_of, posted, amount_fen}``."""
+    policy = policy or L.Policy()
+    if as_of > dt.date.today():
+        raise LedgerError(f"--as-of {as_of}: in the future (late fees are posted for days that have passed)")
+    batch = _batch("latefee")
+    with Writer(data) as w:
+        w.con.execute("BEGIN")
+        try:
+            r = _open_as_of(w, as_of, policy)
+            sel = r["fee_due"] > 0
+            keys = np.array([f"latefee:{int(e)}:{as_of}" for e in r["entry_id"][sel]], dtype=object)
+            new = ~w.taken_keys(keys) if len(keys) else np.zeros(0, bool)
+            cid = r["customer_id"][sel].astype(np.int64)[new]
+            fee = r["fee_due"][sel][new]
+            bills_of = r["entry_id"][sel][new]
+            per = np.asarray(r["period"], object)[sel][new]
+            n = w.append({"customer_id": cid, "kind": "late_fee", "debit_fen": fee, "credit_fen": np.zeros(len(cid), np.int64),
+                          "period": _period_of(as_of), "value_date": as_of, "key": keys[new],
+                          "note": np.array([f"违约金 of the {p} bill to {as_of}" for p in per], dtype=object),
+                          "ref_entry_id": bills_of}, by, batch)
+            w.allocate(cid, batch, policy=policy)
+            w.con.execute("COMMIT")
+        except BaseException:
+            w.con.execute("ROLLBACK")
+            raise
+    return {"as_of": str(as_of), "posted": n, "amount_fen": int(fee.sum())}
+
+
+def arrears(data, as_of: dt.date, policy: L.Policy | None = None, customer: str | None = None) -> pa.Table:
+    """Arrears (欠费) on ``as_of`` with late fees (违约金) and aging, one row per receivable in arrears or
+    with a late fee not yet posted, worst first — the reminder list (催费).  Prepayment customers are in
+    it where they owe (a posted bill not settled); ``customer``: one 户号 only."""
+    policy = policy or L.Policy()
     with Reader(data) as r:
-        if not r.has:
-            return _arrears_table({k: np.zeros(0, np.int64) for k in ("customer_id", "entry_id", "amount", "out",
-                                                                       "due", "period")}, {}, as_of)
-        rec = r.columns(f"""
-            SELECT e.customer_id, e.entry_id, e.debit_fen AS amount, e.value_date AS due, e.period
-            FROM {TABLE} e JOIN customers c USING (customer_id)
-            WHERE NOT c.prepaid AND e.debit_fen > 0 ORDER BY e.customer_id, e.value_date, e.entry_id""")
-        pool = r.columns(f"""SELECT customer_id, sum(credit_fen - least(debit_fen, 0))::BIGINT AS pool
-                             FROM {TABLE} GROUP BY customer_id""")
-        cust = r.columns("SELECT customer_id, customer_no, name, category FROM customers")
-    pool_of = lookup(pool["customer_id"], pool["pool"], rec["customer_id"], 0)
-    rec["out"] = L.outstanding_fifo(rec["customer_id"], rec["amount"], pool_of)
-    rec["due"] = rec["due"].astype("datetime64[D]").astype(np.int64)
+        cust = r.columns("SELECT customer_id, customer_no, name, category, prepaid FROM customers")
+        if not r.has or not r.has_alloc:
+            rec = {k: np.zeros(0, np.int64) for k in ("customer_id", "entry_id", "out", "due", "fee_due")}
+            rec.update(kind=np.zeros(0, object), period=np.zeros(0, object))
+        else:
+            only = None
+            if customer is not None:
+                only = [int(c) for c, no in zip(cust["customer_id"], cust["customer_no"]) if str(no) == customer]
+                if not only:
+                    raise LedgerError(f"--customer {customer!r}: no such 户号 in the archive")
+            rec = _open_as_of(r, as_of, policy, only)
     return _arrears_table(rec, cust, as_of)
 
 
 def _arrears_table(rec: dict, cust: dict, as_of: dt.date) -> pa.Table:
     asof = L.days_of(as_of)
     late_days = asof - rec["due"].astype(np.int64)
-    sel = (rec["out"] > 0) & (late_days > 0)
+    sel = ((rec["out"] > 0) & (late_days > 0)) | (rec["fee_due"] > 0)
     cid = rec["customer_id"][sel].astype(np.int64)
-    cat = lookup(cust.get("customer_id", []), np.arange(len(cust.get("customer_id", []))), cid, -1)
-    category = np.asarray(cust.get("category", []), dtype=object)[cat] if len(cid) else np.zeros(0, object)
-    residential = category == "residential"
+    cat = lookup(cust["customer_id"], np.arange(len(cust["customer_id"])), cid, -1)
+
+    def of(col, typ):
+        return pa.array(np.asarray(cust[col], object)[cat] if len(cid) else [], typ)
+
     out = rec["out"][sel].astype(np.int64)
-    fee = L.late_fee(out, rec["due"][sel], asof, residential)
+    fee = rec["fee_due"][sel].astype(np.int64)
     bucket = L.aging_bucket(late_days[sel])
     tbl = pa.table({
-        "customer_id": pa.array(cid), "customer_no": pa.array(np.asarray(cust.get("customer_no", []), object)[cat]
-                                                               if len(cid) else [], pa.string()),
-        "name": pa.array(np.asarray(cust.get("name", []), object)[cat] if len(cid) else [], pa.string()),
-        "category": pa.array(category, pa.string()),
+        "customer_id": pa.array(cid), "customer_no": of("customer_no", pa.string()), "name": of("name", pa.string()),
+        "category": of("category", pa.string()), "prepaid": of("prepaid", pa.bool_()),
+        "kind": pa.array(np.asarray(rec["kind"], object)[sel], pa.string()),
         "period": pa.array(np.asarray(rec["period"], object)[sel], pa.string()),
         "entry_id": pa.array(rec["entry_id"][sel].astype(np.int64)),
         "due_date": pa.array(rec["due"][sel].astype("datetime64[D]"), pa.date32()),
         "days_late": pa.array(late_days[sel].astype(np.int64)),
-        "aging": pa.array(np.array([a[0] for a in L.AGING], object)[bucket], pa.string()),
+        "aging": pa.array(np.array([a[0] for a in L.AGING] + [""], object)[bucket], pa.string()),
         "arrears_fen": pa.array(out), "late_fee_fen": pa.array(fee), "total_due_fen": pa.array(out + fee),
     })
     order = np.lexsort((tbl.column("entry_id").to_numpy(), -tbl.column("days_late").to_numpy())) if tbl.num_rows else []
     return tbl.take(pa.array(order, pa.int64())) if tbl.num_rows else tbl
+
+
+def summarise_arrears(tbl: pa.Table) -> dict:
+    """The report's first lines: customers and receivables in arrears, amounts, by aging bucket."""
+    a = tbl.column("arrears_fen").to_numpy() if tbl.num_rows else np.zeros(0, np.int64)
+    f = tbl.column("late_fee_fen").to_numpy() if tbl.num_rows else np.zeros(0, np.int64)
+    aging = tbl.column("aging").to_pylist()
+    pre = tbl.column("prepaid").to_pylist()
+    cust = tbl.column("customer_id").to_numpy() if tbl.num_rows else np.zeros(0, np.int64)
+    by = {}
+    for lab, x in zip(aging, a.tolist()):
+        by[lab] = by.get(lab, 0) + x
+    return {"customers": int(len(np.unique(cust))), "receivables": tbl.num_rows, "arrears_fen": int(a.sum()),
+            "late_fee_fen": int(f.sum()), "prepaid_customers": int(len(np.unique(cust[np.array(pre, bool)])))
+            if len(pre) else 0, "by_aging_fen": by}
 
 
 def export(data, period: str, out, fmt: str = "csv") -> pa.Table:

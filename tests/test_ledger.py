@@ -165,27 +165,46 @@ def paid_left(d, ref) -> int:
 
 
 # --- arrears --------------------------------------------------------------------------------------------
-def test_arrears_fifo_late_fees_and_prepaid_left_out(fleet, tmp_path):
+def test_arrears_fifo_late_fees_and_prepaid_where_they_owe(fleet, tmp_path):
     d = _copy(fleet, tmp_path)
     ledger.post_bills(d, "2026-06")
     bal = [x for x in ledger.balances(d).to_pylist() if x["balance_fen"] > 0]
     res = next(x for x in bal if x["category"] == "residential" and not x["prepaid"])
     other = next(x for x in bal if x["category"] != "residential")
-    ledger.add_entry(d, res["customer_no"], "payment", res["balance_fen"] - 1000, "bob")    # 10 yuan left
+    ledger.add_entry(d, res["customer_no"], "payment", res["balance_fen"] - 1000, "bob",    # 10 yuan left
+                     on=dt.date(2026, 7, 10))
     asof = dt.date(2026, 8, 15)                       # due 2026-07-16: 30 days late
     rows = {r["customer_no"]: r for r in ledger.arrears(d, asof).to_pylist()}
     assert rows[res["customer_no"]]["arrears_fen"] == 1000
     assert rows[res["customer_no"]]["days_late"] == 30 and rows[res["customer_no"]]["aging"] == "1-30"
-    assert rows[res["customer_no"]]["late_fee_fen"] == 30          # 1000 × 1‰ × 30
+    # 1000 × 1‰ × 30 = 30 fen, less than the 1 yuan minimum per overdue bill (总额不足1元者按1元收取)
+    assert int(L.late_fee([1000], [L.days_of(dt.date(2026, 7, 16))], L.days_of(asof), [True])[0]) == 30
+    assert rows[res["customer_no"]]["late_fee_fen"] == 100
     o = rows[other["customer_no"]]
-    assert o["late_fee_fen"] == int(L.late_fee([other["balance_fen"]], [L.days_of(dt.date(2026, 7, 16))],
-                                               L.days_of(asof), [False])[0])
+    assert o["late_fee_fen"] == max(100, int(L.late_fee([other["balance_fen"]], [L.days_of(dt.date(2026, 7, 16))],
+                                                        L.days_of(asof), [False])[0]))
     prepaid = {x["customer_no"] for x in bal if x["prepaid"]}
-    assert prepaid and not prepaid & set(rows)
+    assert prepaid and prepaid <= set(rows)           # prepayment customers owe their unpaid bills too
+    assert all(rows[no]["prepaid"] for no in prepaid)
     assert not ledger.arrears(d, dt.date(2026, 7, 16)).num_rows          # nothing is late on the due date
     r = _cli("ledger", "arrears", "--as-of", "2026-08-15", "--csv", "--data", str(d))
     assert r.returncode == 0 and r.stdout.splitlines()[0].startswith('"customer_id"')
     assert len(r.stdout.splitlines()) == len(rows) + 1
+
+
+def test_arrears_as_of_a_past_date_counts_payments_made_by_then(fleet, tmp_path):
+    """Defect 4: a customer who paid on 07-25 is in arrears on 07-20 (and owes the late fee of 07-17..25)."""
+    d = _copy(fleet, tmp_path)
+    ledger.post_bills(d, "2026-06")
+    c = next(x for x in ledger.balances(d).to_pylist() if x["balance_fen"] > 0 and not x["prepaid"])
+    ledger.add_entry(d, c["customer_no"], "payment", c["balance_fen"], "bob", on=dt.date(2026, 7, 25))
+    on20 = {r["customer_no"]: r for r in ledger.arrears(d, dt.date(2026, 7, 20)).to_pylist()}
+    assert on20[c["customer_no"]]["arrears_fen"] == c["balance_fen"] and on20[c["customer_no"]]["days_late"] == 4
+    on30 = {r["customer_no"]: r for r in ledger.arrears(d, dt.date(2026, 7, 30)).to_pylist()}
+    late = on30[c["customer_no"]]                     # paid late: no arrears left, the late fee is still owed
+    exact = L.late_fee([c["balance_fen"]], [L.days_of(dt.date(2026, 7, 16))], L.days_of(dt.date(2026, 7, 25)),
+                       [c["category"] == "residential"])[0]
+    assert late["arrears_fen"] == 0 and late["late_fee_fen"] == max(100, int(exact))
 
 
 # --- bank import ----------------------------------------------------------------------------------------
@@ -271,3 +290,96 @@ def test_finance_export_adds_up(fleet, tmp_path):
     assert sum(t["received_fen"]) == 1234
     assert sum(t["outstanding_fen"]) == sum(b["balance_fen"])
     assert sum(t["customers"]) == 60
+
+
+# --- issue 17 -------------------------------------------------------------------------------------------
+def test_impossible_dates_are_refused_not_rolled_over(fleet, tmp_path):
+    """Defect 1: 2026-06-31 and 2026-02-30 are one line each naming file, row and column; nothing posted."""
+    d = _copy(fleet, tmp_path)
+    nos = _nos(d)
+    f = _bank(tmp_path / "dates.csv", [("D1", nos[0], "10", "2026-06-30"), ("D2", nos[1], "10", "2026-06-31"),
+                                       ("D3", nos[2], "10", "2026-02-30"), ("D4", nos[3], "10", "2024-02-29")])
+    r = _cli("pay", "import", str(f), "--data", str(d))
+    assert r.returncode == 1
+    assert f"{f}:2: paid_on: '2026-06-31' is not a date YYYY-MM-DD" in r.stderr.splitlines()
+    assert f"{f}:3: paid_on: '2026-02-30' is not a date YYYY-MM-DD" in r.stderr.splitlines()
+    assert ":1:" not in r.stderr and ":4:" not in r.stderr           # 06-30 and a leap day are dates
+    with ledger.Reader(d) as rd:
+        assert not rd.has or rd.con.execute("SELECT count(*) FROM ledger_entries").fetchone()[0] == 0
+
+
+def test_negative_adjustment_on_the_command_line(fleet, tmp_path):
+    """Defect 6: `ledger adjust CUST -10.00` is a credit, as --help says."""
+    d = _copy(fleet, tmp_path)
+    no = _nos(d)[0]
+    r = _cli("ledger", "adjust", no, "-10.00", "--by", "carol", "--note", "meter test credit", "--json", "--data", str(d))
+    assert r.returncode == 0, r.stderr
+    assert '"amount_fen": -1000' in r.stdout and '"balance_fen": -1000' in r.stdout
+    bad = _cli("ledger", "adjust", no, "-1.234", "--by", "carol", "--note", "x", "--data", str(d))
+    assert bad.returncode == 2 and "-1.234" in bad.stderr
+
+
+def test_refunds_are_linked_and_never_above_the_credit_in_hand(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    ledger.post_bills(d, "2026-06")
+    c = next(x for x in ledger.balances(d).to_pylist() if x["balance_fen"] > 0 and not x["prepaid"])
+    p = ledger.add_entry(d, c["customer_no"], "payment", c["balance_fen"] + 2_000, "bob", on=dt.date(2026, 7, 1))
+    assert p["receipt_no"] == f"R20260701-{p['entry_id']:08d}"
+    with pytest.raises(ledger.LedgerError, match="credit on hand|left to return"):
+        ledger.add_entry(d, c["customer_no"], "refund", 2_001, "bob", note="overpaid", payment=p["receipt_no"])
+    with pytest.raises(ledger.LedgerError, match="names the payment"):
+        ledger.add_entry(d, c["customer_no"], "refund", 100, "bob", note="overpaid")
+    r = ledger.add_entry(d, c["customer_no"], "refund", 2_000, "bob", note="overpaid", payment=p["receipt_no"])
+    assert r["balance_fen"] == 0
+    with ledger.Reader(d) as rd:
+        assert rd.con.execute("SELECT ref_entry_id, who, note FROM ledger_entries WHERE kind = 'refund'").fetchone() \
+            == (p["entry_id"], "bob", "overpaid")
+    with pytest.raises(ledger.LedgerError, match="credit on hand|left to return"):
+        ledger.add_entry(d, c["customer_no"], "refund", 1, "bob", note="again", payment=p["receipt_no"])
+    # a single payment above the limit is refused, at the counter and in a bank file
+    with pytest.raises(ledger.LedgerError, match="single-payment limit"):
+        ledger.add_entry(d, c["customer_no"], "payment", 99_999_999_999_999, "bob")
+    f = _bank(tmp_path / "big.csv", [("H1", c["customer_no"], "999999999999.99", "2026-07-02")])
+    r = _cli("pay", "import", str(f), "--data", str(d))
+    assert r.returncode == 1 and f"{f}:1: amount_yuan: '999999999999.99' is above the single-payment limit" in r.stderr
+
+
+def test_late_fees_posted_allocated_first_and_waived(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    ledger.post_bills(d, "2026-06")
+    c = next(x for x in ledger.balances(d).to_pylist()
+             if x["balance_fen"] > 10_000 and x["category"] == "residential" and not x["prepaid"])
+    other = next(x for x in ledger.balances(d).to_pylist() if x["balance_fen"] > 0 and not x["prepaid"]
+                 and x["customer_no"] != c["customer_no"])
+    ledger.add_entry(d, other["customer_no"], "payment", other["balance_fen"], "bob", on=dt.date(2026, 7, 26))
+    r = ledger.post_late_fees(d, dt.date(2026, 8, 15), "finance")
+    assert ledger.post_late_fees(d, dt.date(2026, 8, 15), "finance")["posted"] == 0        # idempotent
+    with ledger.Reader(d) as rd:
+        fees = dict(rd.con.execute("SELECT customer_id, debit_fen FROM ledger_entries WHERE kind = 'late_fee'").fetchall())
+    assert len(fees) == r["posted"] and sum(fees.values()) == r["amount_fen"]
+    assert fees[c["customer_id"]] == max(100, int(L.late_fee([c["balance_fen"]], [L.days_of(dt.date(2026, 7, 16))],
+                                                             L.days_of(dt.date(2026, 8, 15)), [True])[0]))
+    # paid late (07-26, ten days): owes the fee of those ten days
+    assert fees[other["customer_id"]] == max(100, int(L.late_fee(
+        [other["balance_fen"]], [L.days_of(dt.date(2026, 7, 16))], L.days_of(dt.date(2026, 7, 26)),
+        [other["category"] == "residential"])[0]))
+    # a payment of just the fee settles the fee first (late fee before its bill), stored as such
+    fee = fees[c["customer_id"]]
+    p = ledger.add_entry(d, c["customer_no"], "payment", fee, "bob", on=dt.date(2026, 8, 16))
+    with ledger.Reader(d) as rd:
+        got = rd.con.execute("SELECT e.kind, a.amount_fen FROM ledger_allocations a JOIN ledger_entries e "
+                             "ON e.entry_id = a.debit_entry_id WHERE a.credit_entry_id = $p", {"p": p["entry_id"]}).fetchall()
+    assert got == [("late_fee", fee)]
+    # a waiver (减免) names who and why, is limited to the fee, and reduces what is owed
+    oe = ledger.arrears(d, dt.date(2026, 8, 16), customer=other["customer_no"]).to_pylist()
+    fee_row = next(x for x in oe if x["kind"] == "late_fee")
+    with pytest.raises(ledger.LedgerError, match="not yet waived"):
+        ledger.add_entry(d, other["customer_no"], "waiver", fee_row["arrears_fen"] + 1, "manager",
+                         note="hardship", fee_entry=fee_row["entry_id"])
+    with pytest.raises(ledger.LedgerError, match="needs its reason"):
+        ledger.add_entry(d, other["customer_no"], "waiver", 50, "manager", fee_entry=fee_row["entry_id"])
+    w = ledger.add_entry(d, other["customer_no"], "waiver", fee_row["arrears_fen"], "manager", note="hardship",
+                         fee_entry=fee_row["entry_id"], on=dt.date(2026, 8, 16))
+    assert w["balance_fen"] == 0
+    assert not ledger.arrears(d, dt.date(2026, 8, 16), customer=other["customer_no"]).num_rows
+    ledger.check(d)
