@@ -34,9 +34,11 @@ the period's deductions (``prepay_charge``) reversed (``prepay_trueup``), so the
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import fcntl
+import io
 import pathlib
 import uuid
 
@@ -471,18 +473,27 @@ def _waivable(w: Writer, cid: int, customer_no: str, fee: int, amount_fen: int) 
     return fee
 
 
-def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None = None) -> dict:
+def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None = None,
+                    return_file=None) -> dict:
     """Post a bank file (CSV with header ``ref,customer_no,amount_yuan,paid_on``) in one transaction.
 
-    Every row is checked first: a bad row — unknown 户号, an amount that is not yuan with ≤ 2 decimals
-    or not positive, a bad date, a reference empty, repeated in the file or already posted — refuses
-    the whole file with one line per bad row (``file:row: column: reason``; rows count from 1 after the
-    header).  A file posted before is thus refused whole, and changes nothing.
+    As banks send them (:func:`_parse_bank`): UTF-8 or GB18030/GBK, optionally a batch header line
+    ``H,<batch no>,<count>,<total yuan>`` before the column header and a trailer ``T,<count>,<total yuan>``
+    as the last line; when present, the count and total must agree with the rows.  A file with no rows is
+    answered "0 payments" and writes nothing.
+
+    Every row is checked first: a bad row — unknown 户号, an amount that is not yuan with ≤ 2 decimals,
+    not positive or above ``policy.max_payment_fen``, a date that is not a calendar date, a reference
+    empty, repeated in the file or already posted — refuses the whole file with one line per bad row
+    (``file:row: column: reason``; rows count from 1 after the header).  A file posted before is thus
+    refused whole, and changes nothing.  ``return_file``: the return file (回盘), written either way —
+    per line ``applied`` (with its receipt number), ``refused`` (with the reason) or ``not applied``
+    (a good line of a refused file), in the bank file's encoding.
     """
     p = pathlib.Path(path)
     if not p.is_file():
         raise LedgerError(f"{p}: no such file")
-    t = _parse_bank(p)
+    t, meta = _parse_bank(p)
     n = t.num_rows
     ref, nos, amt, day = (pc.utf8_trim_whitespace(t.column(c)) for c in BANK_COLUMNS)
     # amounts: yuan with ≤ 2 decimals → fen, as text (never a float): "12" → "1200", "12.3" → "1230"
@@ -497,11 +508,22 @@ def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None
     ts = pc.strptime(pc.if_else(day_ok, day, "1970-01-01"), format="%Y-%m-%d", unit="s")
     ref_ok = pc.greater(pc.utf8_length(ref), 0)
     keys = pc.binary_join_element_wise("bank:", ref, "")
+    total = int(pc.sum(pc.if_else(amt_ok, fen, 0)).as_py() or 0)
+    for what, rec in (("header", meta.get("header")), ("trailer", meta.get("trailer"))):
+        if rec and rec["count"] != n:
+            raise LedgerError(f"{p}:{what}: count {rec['count']}, the file has {n} payment rows; nothing was imported")
+        if rec and rec["total_fen"] != total:
+            raise LedgerError(f"{p}:{what}: total {_yuan(rec['total_fen'])}, the rows add up to {_yuan(total)} yuan; "
+                              "nothing was imported")
+    if n == 0:
+        _return_file(return_file, t, meta, [], None, [])
+        return {"file": str(p), "rows": 0, "amount_fen": 0, "batch": None, "customer_ids": np.zeros(0, np.int64),
+                "bank_batch": (meta.get("header") or {}).get("batch"), "note": "0 payments: the file has no rows"}
     checks = [(amt_ok, "amount_yuan", amt, "{!r} is not a positive amount in yuan with at most 2 decimals"),
               (day_ok, "paid_on", day, "{!r} is not a date YYYY-MM-DD"),
               (ref_ok, "ref", ref, "empty (a bank reference is required)"),
               (limit_ok, "amount_yuan", amt, "{!r} is above the single-payment limit "
-               + f"{policy.max_payment_fen // 100}.{policy.max_payment_fen % 100:02d} yuan")]
+               + f"{_yuan(policy.max_payment_fen)} yuan")]
     batch = _batch("bank")
     with Writer(data) as w:
         w.con.register("_bank", pa.table({"i": pa.array(np.arange(n)), "key": keys, "customer_no": nos}))
@@ -524,6 +546,7 @@ def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None
                 errors.append((i, f"{col}: {why.format(v)}"))
         if errors:
             errors.sort()
+            _return_file(return_file, t, meta, errors, None, [])
             lines = [f"{p}:{i + 1}: {msg}" for i, msg in errors]
             more = f" (and {len(lines) - 1} more bad rows)" if len(lines) > 1 else ""
             raise LedgerError(f"{lines[0]}{more}; nothing was imported", lines)
@@ -531,16 +554,55 @@ def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None
         periods = pc.strftime(ts, format="%Y-%m")
         w.con.execute("BEGIN")
         try:
+            first = w.con.execute(f"SELECT coalesce(max(entry_id), 0) + 1 FROM {TABLE}").fetchone()[0]
             w.append({"customer_id": cid, "kind": "payment", "debit_fen": np.zeros(n, np.int64),
                       "credit_fen": fen.to_numpy(), "period": periods, "value_date": dates.to_numpy(zero_copy_only=False),
                       "key": keys, "note": f"bank file {p.name}"}, by, batch)
             w.allocate(cid, batch, policy=policy)
+            if return_file:
+                receipts = w.query(f"SELECT receipt_no FROM {TABLE} WHERE entry_id >= $f ORDER BY entry_id",
+                                   {"f": first}).column(0)
             w.con.execute("COMMIT")
         except BaseException:
             w.con.execute("ROLLBACK")
             raise
+    if return_file:
+        _return_file(return_file, t, meta, [], receipts, [])
     return {"file": str(p), "rows": n, "amount_fen": int(pc.sum(fen).as_py() or 0), "batch": batch,
-            "customer_ids": np.unique(cid)}
+            "customer_ids": np.unique(cid), "bank_batch": (meta.get("header") or {}).get("batch"),
+            "encoding": meta["encoding"]}
+
+
+def _yuan(fen: int) -> str:
+    return f"{'-' if fen < 0 else ''}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def _return_file(path, t: pa.Table, meta: dict, errors: list, receipts, _unused) -> None:
+    """The return file (回盘) of a bank file: its rows with ``result`` (applied / refused / not applied),
+    the receipt number of each applied payment and the reason of each refused row (all reasons of a
+    row, joined by "; "), written in the bank file's own encoding."""
+    if not path:
+        return
+    n = t.num_rows
+    why: dict = {}
+    for i, msg in errors:
+        why.setdefault(i, []).append(msg)
+    if receipts is not None:
+        result = pa.array(["applied"] * n, pa.string())
+        reason = pa.nulls(n, pa.string())
+    else:
+        result = pa.array(["refused" if i in why else "not applied" for i in range(n)], pa.string())
+        reason = pa.array(["; ".join(why[i]) if i in why else "the file was refused for other rows"
+                           for i in range(n)], pa.string())
+        receipts = pa.nulls(n, pa.string())
+    out = pa.table({**{c: t.column(c) for c in BANK_COLUMNS}, "result": result, "receipt_no": receipts,
+                    "reason": reason})
+    buf = io.BytesIO()
+    pacsv.write_csv(out, buf, pacsv.WriteOptions(quoting_style="needed"))
+    data = buf.getvalue()
+    if meta["encoding"] != "utf-8":
+        data = data.decode("utf-8").encode(meta["encoding"])
+    pathlib.Path(path).write_bytes(data)
 
 
 def _real_dates(day: pa.Array) -> pa.Array:
@@ -558,41 +620,87 @@ def _real_dates(day: pa.Array) -> pa.Array:
     return pc.and_(shape, pc.is_in(day, value_set=pa.array(good, pa.string())))
 
 
-def _parse_bank(p: pathlib.Path) -> pa.Table:
-    """The bank file as string columns (Arrow's CSV reader); a malformed file is re-read by the csv
-    module for the row and reason of the first bad line."""
+def _parse_bank(p: pathlib.Path) -> tuple[pa.Table, dict]:
+    """The bank file as string columns (Arrow's CSV reader) and what surrounds them: ``{encoding,
+    header, trailer}``.  Encoding: UTF-8 (a BOM allowed), else GB18030 — the superset of GBK that
+    Chinese banks write — else the file is refused.  A first line ``H,<batch>,<count>,<total yuan>`` is
+    the batch header, a last line ``T,<count>,<total yuan>`` the trailer (both optional).  A malformed
+    file is re-read by the csv module for the row and reason of the first bad line."""
+    raw = p.read_bytes()
+    enc = "utf-8"
     try:
-        t = pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in BANK_COLUMNS}, strings_can_be_null=False))
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
         try:
-            cols = _read_bank_csv(p)
-        except (UnicodeDecodeError, csv.Error) as exc:
+            raw = raw.decode("gb18030").encode("utf-8")
+            enc = "gb18030"
+        except UnicodeDecodeError as exc:
+            raise LedgerError(f"{p}: neither UTF-8 nor GB18030/GBK text ({exc.reason} at byte {exc.start})") from None
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    meta = {"encoding": enc, "header": None, "trailer": None}
+    if raw[:2] in (b"H,", b"h,"):
+        line, _, raw = raw.partition(b"\n")
+        f = _record(p, "header", line, 4)
+        meta["header"] = {"batch": f[1], "count": _count(p, "header", f[2]), "total_fen": _total(p, "header", f[3])}
+    body = raw.rstrip(b"\r\n")
+    cut = body.rfind(b"\n")
+    if cut >= 0 and body[cut + 1:cut + 3] in (b"T,", b"t,"):
+        f = _record(p, "trailer", body[cut + 1:], 3)
+        meta["trailer"] = {"count": _count(p, "trailer", f[1]), "total_fen": _total(p, "trailer", f[2])}
+        raw = body[:cut + 1]
+    try:
+        t = pacsv.read_csv(io.BytesIO(raw), convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in BANK_COLUMNS}, strings_can_be_null=False))
+    except pa.ArrowInvalid:
+        try:
+            cols = _read_bank_csv(p, raw.decode("utf-8"))
+        except csv.Error as exc:
             raise LedgerError(f"{p}: not a CSV file ({exc})") from None
-        return pa.table({c: pa.array(v, pa.string()) for c, v in zip(BANK_COLUMNS, cols)})
+        return pa.table({c: pa.array(v, pa.string()) for c, v in zip(BANK_COLUMNS, cols)}), meta
     header = [h.strip() for h in t.column_names]
     missing = [c for c in BANK_COLUMNS if c not in header]
     if missing:
         raise LedgerError(f"{p}:0: {missing[0]}: column missing from the header (expected {','.join(BANK_COLUMNS)})")
     t = t.rename_columns(header)
-    return pa.table({c: t.column(c).combine_chunks() if t.num_rows else pa.array([], pa.string()) for c in BANK_COLUMNS})
+    return pa.table({c: t.column(c).combine_chunks() if t.num_rows else pa.array([], pa.string())
+                     for c in BANK_COLUMNS}), meta
 
 
-def _read_bank_csv(p: pathlib.Path):
+def _record(p, what: str, line: bytes, fields: int) -> list[str]:
+    f = next(csv.reader([line.decode("utf-8").strip()]), [])
+    if len(f) != fields:
+        raise LedgerError(f"{p}:{what}: {len(f)} fields, a batch {what} has {fields}; nothing was imported")
+    return [x.strip() for x in f]
+
+
+def _count(p, what: str, text: str) -> int:
+    if not text.isdigit():
+        raise LedgerError(f"{p}:{what}: count {text!r} is not a number; nothing was imported")
+    return int(text)
+
+
+def _total(p, what: str, text: str) -> int:
+    fen = L.yuan_to_fen(text)
+    if fen is None:
+        raise LedgerError(f"{p}:{what}: total {text!r} is not an amount in yuan; nothing was imported")
+    return fen
+
+
+def _read_bank_csv(p: pathlib.Path, text: str):
     """The bank file's columns as lists of str (the header must name BANK_COLUMNS, in any order)."""
-    with open(p, newline="", encoding="utf-8-sig") as fh:
-        rd = csv.reader(fh)
-        header = [h.strip() for h in next(rd, [])]
-        missing = [c for c in BANK_COLUMNS if c not in header]
-        if missing:
-            raise LedgerError(f"{p}:0: {missing[0]}: column missing from the header (expected {','.join(BANK_COLUMNS)})")
-        pos = [header.index(c) for c in BANK_COLUMNS]
-        cols = [[], [], [], []]
-        for k, row in enumerate(rd, 1):
-            if len(row) != len(header):
-                raise LedgerError(f"{p}:{k}: (row): {len(row)} fields, the header has {len(header)}; nothing was imported")
-            for j, c in enumerate(pos):
-                cols[j].append(row[c].strip())
+    rd = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(rd, [])]
+    missing = [c for c in BANK_COLUMNS if c not in header]
+    if missing:
+        raise LedgerError(f"{p}:0: {missing[0]}: column missing from the header (expected {','.join(BANK_COLUMNS)})")
+    pos = [header.index(c) for c in BANK_COLUMNS]
+    cols = [[], [], [], []]
+    for k, row in enumerate(rd, 1):
+        if len(row) != len(header):
+            raise LedgerError(f"{p}:{k}: (row): {len(row)} fields, the header has {len(header)}; nothing was imported")
+        for j, c in enumerate(pos):
+            cols[j].append(row[c].strip())
     return cols
 
 
@@ -903,3 +1011,44 @@ def view_statements(data) -> list[str]:
         "CREATE OR REPLACE VIEW balances AS " + BALANCES_SQL.format(e=f"archive.{TABLE}", c="archive.customers"),
         "CREATE OR REPLACE VIEW arrears AS SELECT * FROM balances WHERE NOT prepaid AND balance_fen > 0",
     ]
+
+
+def receipt(data, customer_no: str, receipt_no: str | None = None) -> dict:
+    """A payment's receipt (收据): the payment (the customer's latest, or ``receipt_no``), who took it, the
+    receivables it settled (from the stored allocations) and the customer's balance after it."""
+    with Reader(data) as r:
+        c = r.columns("SELECT customer_id, customer_no, name FROM customers WHERE customer_no = $n", {"n": customer_no})
+        if not len(c["customer_id"]):
+            raise LedgerError(f"customer {customer_no!r}: no such 户号 in the archive")
+        cid = int(c["customer_id"][0])
+        got = r.query(f"""SELECT entry_id, receipt_no, credit_fen, value_date, who, ts_utc, key, note, balance_after_fen
+                          FROM {TABLE} WHERE customer_id = $c AND kind = 'payment'
+                            AND ($r IS NULL OR receipt_no = $r) ORDER BY entry_id DESC LIMIT 1""",
+                      {"c": cid, "r": receipt_no}).to_pylist() if r.has else []
+        if not got:
+            raise LedgerError(f"customer {customer_no}: no payment" + (f" with receipt {receipt_no}" if receipt_no else ""))
+        pay = got[0]
+        settled = r.query(f"""SELECT e.kind, e.period, e.entry_id, a.amount_fen FROM {ALLOC} a
+                              JOIN {TABLE} e ON e.entry_id = a.debit_entry_id WHERE a.credit_entry_id = $p
+                              ORDER BY a.debit_entry_id""", {"p": pay["entry_id"]}).to_pylist() if r.has_alloc else []
+        refunded = r.con.execute(f"SELECT coalesce(-sum(credit_fen), 0) FROM {TABLE} WHERE kind = 'refund' "
+                                 f"AND ref_entry_id = $p", {"p": pay["entry_id"]}).fetchone()[0]
+    ref = pay["key"].split(":", 1)[1] if pay["key"] else None
+    return {"receipt_no": pay["receipt_no"], "customer_no": customer_no, "name": c["name"][0],
+            "amount_fen": int(pay["credit_fen"]), "paid_on": pay["value_date"], "taken_by": pay["who"],
+            "posted_utc": pay["ts_utc"], "reference": ref, "note": pay["note"], "settled": settled,
+            "refunded_fen": int(refunded), "balance_after_fen": int(pay["balance_after_fen"])}
+
+
+def render_receipt(r: dict) -> str:
+    lines = [f"收据 receipt {r['receipt_no']}",
+             f"  customer   {r['customer_no']}  {r['name']}",
+             f"  amount     {_yuan(r['amount_fen'])} yuan, paid {r['paid_on']}, taken by {r['taken_by']}"
+             + (f", reference {r['reference']}" if r["reference"] else "")]
+    for s in r["settled"]:
+        lines.append(f"  settles    {s['kind']} {s['period']} (entry {s['entry_id']}): {_yuan(s['amount_fen'])} yuan")
+    if r["refunded_fen"]:
+        lines.append(f"  refunded   {_yuan(r['refunded_fen'])} yuan")
+    bal = r["balance_after_fen"]
+    lines.append(f"  balance    {_yuan(abs(bal))} yuan {'owed' if bal > 0 else 'in credit'} after this payment")
+    return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The ledger (电费收缴及账务): posting bills, payments, refunds, adjustments; the balance identity; arrears
 with 第九十八条 late fees; all-or-nothing bank import, also under SIGKILL; the finance export; the CLI."""
 
+import csv
 import datetime as dt
 import pathlib
 import random
@@ -382,4 +383,48 @@ def test_late_fees_posted_allocated_first_and_waived(fleet, tmp_path):
                          fee_entry=fee_row["entry_id"], on=dt.date(2026, 8, 16))
     assert w["balance_fen"] == 0
     assert not ledger.arrears(d, dt.date(2026, 8, 16), customer=other["customer_no"]).num_rows
+    ledger.check(d)
+
+
+def test_bank_files_as_banks_send_them(fleet, tmp_path):
+    """GBK/GB18030 text, a batch header and trailer checked, a header-only file, the return file (回盘)."""
+    d = _copy(fleet, tmp_path)
+    nos = _nos(d)
+    body = "ref,customer_no,amount_yuan,paid_on\n" + "".join(f"G{i},{nos[i]},{i + 1}.50,2026-07-20\n" for i in range(3))
+    bad = tmp_path / "trailer.csv"
+    bad.write_bytes(("H,批次20260720,3,7.50\n" + body + "T,3,9.00\n").encode("gbk"))
+    r = _cli("pay", "import", str(bad), "--data", str(d))
+    assert r.returncode == 1 and f"{bad}:trailer: total 9.00, the rows add up to 7.50 yuan; nothing was imported" \
+        in r.stderr
+    cnt = tmp_path / "count.csv"
+    cnt.write_bytes(("H,批次20260720,4,7.50\n" + body).encode("gbk"))
+    r = _cli("pay", "import", str(cnt), "--data", str(d))
+    assert r.returncode == 1 and f"{cnt}:header: count 4, the file has 3 payment rows" in r.stderr
+    with ledger.Reader(d) as rd:
+        assert not rd.has or rd.con.execute("SELECT count(*) FROM ledger_entries").fetchone()[0] == 0
+    good = tmp_path / "good.csv"
+    good.write_bytes(("H,批次20260720,3,7.50\n" + body.replace("G0,", "G0,") + "T,3,7.50\n").encode("gb18030"))
+    back = tmp_path / "good.ret"
+    r = _cli("pay", "import", str(good), "--return-file", str(back), "--json", "--data", str(d))
+    assert r.returncode == 0, r.stderr
+    assert '"rows": 3' in r.stdout and '"amount_fen": 750' in r.stdout and "批次20260720" in r.stdout
+    ret = list(csv.reader(back.read_bytes().decode("gb18030").splitlines()))
+    assert ret[0] == ["ref", "customer_no", "amount_yuan", "paid_on", "result", "receipt_no", "reason"]
+    assert len(ret) == 4 and all(x[4] == "applied" and x[5].startswith("R20260720-") for x in ret[1:])
+    # a refused file: the return file says per line what was refused and why, the rest not applied
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes(("H,批次20260721,2,10.00\nref,customer_no,amount_yuan,paid_on\nM1,%s,5,2026-07-21\nM2,9999999999,5,2026-07-21\n"
+                       % nos[5]).encode("gbk"))
+    r = _cli("pay", "import", str(mixed), "--return-file", str(tmp_path / "mixed.ret"), "--data", str(d))
+    assert r.returncode == 1
+    ret = list(csv.reader((tmp_path / "mixed.ret").read_bytes().decode("gbk").splitlines()))
+    assert ret[1][4] == "not applied" and ret[2][4] == "refused" and "户号" in ret[2][6]
+    # header only: "0 payments", nothing written
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes("H,批次20260721,0,0\nref,customer_no,amount_yuan,paid_on\nT,0,0.00\n".encode("gbk"))
+    r = _cli("pay", "import", str(empty), "--data", str(d))
+    assert r.returncode == 0 and "0 payments" in r.stdout
+    # the receipt of the last payment
+    r = _cli("pay", "show", nos[2], "--data", str(d))
+    assert r.returncode == 0 and "receipt R20260720-" in r.stdout and "3.50 yuan" in r.stdout
     ledger.check(d)
