@@ -1053,45 +1053,105 @@ def prepay_grp():
 @click.option("--warn-yuan", default="20", show_default=True, help="Reminder below this credit.")
 @click.option("--grace-days", type=click.IntRange(0), default=1, show_default=True,
               help="Days below zero before the trip.")
+@click.option("--confirm-above", type=click.IntRange(0), envvar="GRIDHEAD_PREPAY_CONFIRM_ABOVE", default=100,
+              show_default=True, help="Ask before sending more trip commands than this [env GRIDHEAD_PREPAY_CONFIRM_ABOVE].")
+@click.option("--send-attempts", type=click.IntRange(1), default=5, show_default=True,
+              help="Alarm and give up a command that cannot reach the head-end this many times.")
+@click.option("--yes", is_flag=True, help="Send without asking, however many trips.")
 @click.option("--tariffs", "tariffs_dir", type=click.Path(file_okay=False, exists=True), default=None)
 @click.option("--json", "as_json", is_flag=True)
 @_control_options
 @_data_option
-def prepay_run(day, warn_yuan, grace_days, tariffs_dir, as_json, control_url, token, data):
+def prepay_run(day, warn_yuan, grace_days, confirm_above, send_attempts, yes, tariffs_dir, as_json, control_url,
+               token, data):
     """Deduct the day's estimated charge of every prepayment customer, send reminders, order trips and
-    reconnects (idempotent per date: a re-run only sends what is still pending)."""
+    reconnects (idempotent per date: a re-run only sends what is still pending).
+
+    Commands that could not reach the head-end before are sent again.  Before sending more trips than
+    --confirm-above it prints a summary and asks (--yes: don't ask; declined or no terminal: the
+    commands stay in the outbox, exit 1)."""
     from billing_core.prepay import Thresholds
     from storage import prepay
-    t = Thresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days)
-    r = prepay.run(data, day.date(), t, tariffs_dir, send=_sender(control_url, token))
+    t = Thresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days, send_attempts=send_attempts,
+                   confirm_trips_above=confirm_above)
+    r = prepay.run(data, day.date(), t, tariffs_dir)          # decide first; sending is below
+    if not as_json:
+        click.echo(f"{r['day']}: {r['customers']} prepayment customers, {r['read']} read, "
+                   f"{r['charged_fen'] / 100:.2f} yuan deducted, {r['reminders']} reminders, {r['trips']} trips, "
+                   f"{r['withheld']} withheld (保电), {r['closes']} reconnects" + (" (already run)" if r["repeated"] else ""))
+    r["dispatched"] = _prepay_send(data, t, yes, control_url, token, as_json)
     if as_json:
         click.echo(json.dumps(r, ensure_ascii=False))
-        return
-    click.echo(f"{r['day']}: {r['customers']} prepayment customers, {r['read']} read, "
-               f"{r['charged_fen'] / 100:.2f} yuan deducted, {r['reminders']} reminders, {r['trips']} trips, "
-               f"{r['withheld']} withheld (保电), {r['closes']} reconnects" + (" (already run)" if r["repeated"] else ""))
-    if r["dispatched"]:
+    elif r["dispatched"]:
         click.echo("commands: " + ", ".join(f"{k} {v}" for k, v in sorted(r["dispatched"].items())))
 
 
+def _prepay_send(data, t, yes, control_url, token, quiet) -> dict:
+    """Send the outbox, after asking when it holds more trips than ``t.confirm_trips_above``."""
+    from storage import prepay
+    send = _sender(control_url, token)
+    if send is None:
+        return {}
+    st = prepay.status(data)
+    sm = prepay.summarise(st)
+    if sm["pending_trips"] > t.confirm_trips_above and not yes:
+        click.echo(f"{sm['pending_trips']} trip commands are waiting to be sent ({sm['customers']} prepayment "
+                   f"customers, {sm['below_zero']} below zero owing {sm['owed_fen'] / 100:.2f} yuan). More than "
+                   f"--confirm-above {t.confirm_trips_above}: customers without an opening balance (期初余额) or "
+                   f"a payment would be cut off together.", err=True)
+        if not click.confirm("Send them now?", default=False, err=True):
+            click.echo("not sent: the commands stay in the outbox (`gridhead prepay send --yes` sends them)", err=True)
+            sys.exit(1)
+    return prepay.dispatch(data, send, t)
+
+
+@prepay_grp.command("send")
+@click.option("--confirm-above", type=click.IntRange(0), envvar="GRIDHEAD_PREPAY_CONFIRM_ABOVE", default=100,
+              show_default=True, help="Ask before sending more trip commands than this.")
+@click.option("--send-attempts", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--yes", is_flag=True, help="Send without asking.")
+@click.option("--json", "as_json", is_flag=True)
+@_control_options
+@_data_option
+def prepay_send(confirm_above, send_attempts, yes, as_json, control_url, token, data):
+    """Send the commands waiting in the outbox (those that did not reach the head-end before included)."""
+    from billing_core.prepay import Thresholds
+    if not control_url:
+        raise click.UsageError("--control-url (or GRIDHEAD_CONTROL_URL) is required to send")
+    t = Thresholds(send_attempts=send_attempts, confirm_trips_above=confirm_above)
+    out = _prepay_send(data, t, yes, control_url, token, as_json)
+    click.echo(json.dumps(out) if as_json else
+               "commands: " + (", ".join(f"{k} {v}" for k, v in sorted(out.items())) or "none pending"))
+
+
 @prepay_grp.command("status")
+@click.option("--customer", default=None, help="One customer (户号) only.")
+@click.option("--limit", type=click.IntRange(0), default=50, show_default=True,
+              help="Customers listed after the summary (tripped, then below zero; 0 = all).")
 @click.option("--json", "as_json", is_flag=True)
 @_data_option
-def prepay_status(as_json, data):
-    """Prepayment customers' credit, reminders, trips, and commands still waiting for the head-end."""
+def prepay_status(customer, limit, as_json, data):
+    """Prepayment customers' credit, reminders, trips (confirmed by the head-end, or pending), and
+    commands still waiting for the head-end — the summary first."""
     from storage import prepay
-    s = prepay.status(data)
+    s = prepay.status(data, customer)
+    sm = prepay.summarise(s)
     if as_json:
-        click.echo(json.dumps({"last_run": s["last_run"], "customers": s["customers"].to_pylist(),
+        click.echo(json.dumps({"last_run": s["last_run"], "summary": sm, "customers": s["customers"].to_pylist(),
                                "pending": s["pending"]}, ensure_ascii=False, default=str))
         return
-    rows = s["customers"].to_pylist()
-    click.echo(f"last run {s['last_run']}; {len(rows)} prepayment customers, "
-               f"{sum(r['tripped'] for r in rows)} tripped, {len(s['pending'])} commands pending")
-    for r in rows:
-        if r["tripped"] or r["credit_fen"] < 0:
-            click.echo(f"  {r['customer_no']:<12} credit {r['credit_fen'] / 100:>10.2f}  "
-                       f"{'tripped' if r['tripped'] else ''} below zero since {r['below_zero_since']}")
+    click.echo(f"last run {s['last_run']}; {sm['customers']} prepayment customers, {sm['below_zero']} below zero "
+               f"(owing {sm['owed_fen'] / 100:.2f} yuan), {sm['tripped']} tripped, {sm['trip_pending']} trips not yet "
+               f"confirmed, {sm['pending_commands']} commands pending, {sm['alarms']} alarms")
+    rows = [r for r in s["customers"].to_pylist() if customer or r["tripped"] or r["trip_pending"] or r["credit_fen"] < 0]
+    rows.sort(key=lambda r: (not r["tripped"], not r["trip_pending"], r["credit_fen"]))
+    shown = rows if not limit else rows[:limit]
+    for r in shown:
+        state = "tripped" if r["tripped"] else "trip pending" if r["trip_pending"] else ""
+        click.echo(f"  {r['customer_no']:<12} credit {r['credit_fen'] / 100:>10.2f}  {state:<12} "
+                   f"below zero since {r['below_zero_since']}")
+    if len(shown) < len(rows):
+        click.echo(f"  ... {len(rows) - len(shown)} more (--limit 0 lists all)")
 # === end pay / ledger / prepay =====================================================================
 
 
