@@ -362,7 +362,7 @@ def _waves(todo: list[dict]) -> list[list[dict]]:
     return waves
 
 
-def dispatch(data, send, thresholds: P.Thresholds | None = None, workers: int = 8, chunk: int = 500) -> dict:
+def dispatch(data, send, thresholds: P.Thresholds | None = None, workers: int = 8, chunk: int = 1000) -> dict:
     """Send every pending command: ``send({command_id, action, target, reason, customer_no}) -> {outcome, ...}``
     (outcome ok / refused / failed / expired / queued); each answer is recorded as an event.
 
