@@ -877,13 +877,14 @@ def _open_as_of(x, as_of: dt.date, policy: L.Policy, customers=None) -> dict:
     return rec
 
 
-def post_late_fees(data, as_of: dt.date, by: str = "billing", policy: L.Policy | None = None) -> dict:
+def post_late_fees(data, as_of: dt.date, by: str = "billing", policy: L.Policy | None = None,
+                   today: dt.date | None = None) -> dict:
     """Post the late fees (违约金) accrued up to ``as_of`` as receivables (kind ``late_fee``, one entry per
     bill, linked to it, key ``latefee:<bill entry>:<as_of>``): per bill what :func:`_open_as_of` says is
     accrued and not yet posted — bills still open and bills paid after their due date alike.  Idempotent
     for a date; a later date posts only the growth.  Returns ``{as_of, posted, amount_fen}``."""
     policy = policy or L.Policy()
-    if as_of > dt.date.today():
+    if as_of > (today or dt.date.today()):
         raise LedgerError(f"--as-of {as_of}: in the future (late fees are posted for days that have passed)")
     batch = _batch("latefee")
     with Writer(data) as w:
