@@ -6,7 +6,7 @@ entry (``gridhead ledger adjust``), a returned payment a ``refund``::
 
     entry_id           BIGINT   1, 2, ... in posting order
     customer_id        BIGINT   archive customers.customer_id
-    kind               VARCHAR  bill | payment | refund | adjust | prepay_charge | prepay_trueup
+    kind               VARCHAR  bill | payment | refund | adjust | prepay_charge | prepay_trueup | late_fee | waiver
     debit_fen          BIGINT   receivable (应收): + bill, + prepayment deduction, ± adjustment, − true-up
     credit_fen         BIGINT   received (实收): + payment, − refund
     balance_after_fen  BIGINT   the customer's Σ debit − Σ credit after this entry (> 0: owes)
@@ -16,6 +16,13 @@ entry (``gridhead ledger adjust``), a returned payment a ``refund``::
                                 counter:<ref>, prepay:<customer_id>:<date>, trueup:<bill_id>
     who, ts_utc, note  who posted it, when (UTC), why
     batch              VARCHAR  the posting it belongs to (one import, one bill posting, one prepay day)
+    ref_entry_id       BIGINT   a refund: the payment it returns; a late fee: its bill; a waiver: its fee
+    receipt_no         VARCHAR  a payment's receipt number (收据号), R<value date>-<entry id>
+
+Table ``ledger_allocations`` (核销): which credit settled which receivable and how much, written by the
+posting that made it possible (:meth:`Writer.allocate`: oldest first, a bill's late fee before the bill)
+and never recomputed; dated views (:func:`arrears`) read it by the credits' value dates.  Late fees
+(违约金) are posted by :func:`post_late_fees`; the rules are :class:`billing_core.ledger.Policy`.
 
 **Balance = receivables − payments, always**: ``balance_after_fen`` is computed by
 :func:`billing_core.ledger.running_balance` when the batch is written, and :func:`check` proves, customer
@@ -1010,7 +1017,7 @@ def view_statements(data) -> list[str]:
     return [
         f"CREATE OR REPLACE VIEW ledger AS SELECT * FROM archive.{TABLE}",
         "CREATE OR REPLACE VIEW balances AS " + BALANCES_SQL.format(e=f"archive.{TABLE}", c="archive.customers"),
-        "CREATE OR REPLACE VIEW arrears AS SELECT * FROM balances WHERE NOT prepaid AND balance_fen > 0",
+        "CREATE OR REPLACE VIEW arrears AS SELECT * FROM balances WHERE balance_fen > 0",
     ]
 
 
