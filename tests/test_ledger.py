@@ -428,3 +428,39 @@ def test_bank_files_as_banks_send_them(fleet, tmp_path):
     r = _cli("pay", "show", nos[2], "--data", str(d))
     assert r.returncode == 0 and "receipt R20260720-" in r.stdout and "3.50 yuan" in r.stdout
     ledger.check(d)
+
+
+def test_cli_late_fees_waive_refund_and_arrears_summary(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    ledger.post_bills(d, "2026-06")
+    c = next(x for x in ledger.balances(d).to_pylist() if x["balance_fen"] > 0 and not x["prepaid"])
+    r = _cli("ledger", "late-fees", "--as-of", "2026-08-15", "--late-fee-min-yuan", "2", "--json", "--data", str(d))
+    assert r.returncode == 0, r.stderr
+    with ledger.Reader(d) as rd:
+        fee_id, fee = rd.con.execute("SELECT entry_id, debit_fen FROM ledger_entries WHERE kind = 'late_fee' "
+                                     "AND customer_id = $c", {"c": c["customer_id"]}).fetchone()
+        assert rd.con.execute("SELECT min(debit_fen) FROM ledger_entries WHERE kind = 'late_fee'").fetchone()[0] >= 200
+    r = _cli("ledger", "waive", c["customer_no"], ledger._yuan(fee), "--fee", str(fee_id), "--by", "manager-wang",
+             "--note", "hardship", "--data", str(d))
+    assert r.returncode == 0, r.stderr
+    r = _cli("pay", "add", c["customer_no"], ledger._yuan(c["balance_fen"] + 1_000), "--by", "counter1", "--data", str(d))
+    assert r.returncode == 0 and "receipt R" in r.stdout
+    receipt = r.stdout.split("receipt ")[1].split(",")[0]
+    r = _cli("pay", "refund", c["customer_no"], "10.01", "--payment", receipt, "--by", "counter1", "--note", "x",
+             "--data", str(d))
+    assert r.returncode == 1 and "10.00 yuan left to return" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("pay", "refund", c["customer_no"], "10.00", "--payment", receipt, "--by", "counter1", "--note", "x",
+             "--data", str(d))
+    assert r.returncode == 0 and "balance 0.00" in r.stdout, r.stderr
+    r = _cli("pay", "show", c["customer_no"], "--data", str(d))
+    assert r.returncode == 0 and receipt in r.stdout and "refunded   10.00 yuan" in r.stdout and "settles    bill" in r.stdout
+    r = _cli("ledger", "arrears", "--as-of", "2026-08-20", "--limit", "3", "--data", str(d))
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and lines[0].startswith("2026-08-20: ") and "owe" in lines[0]
+    assert len(lines) == 1 + 1 + 3 + 1 and lines[-1].startswith("... ")
+    assert c["customer_no"] in r.stdout                # on 08-20 it had not paid yet (it paid today)
+    r = _cli("ledger", "arrears", "--customer", c["customer_no"], "--data", str(d))
+    first = r.stdout.splitlines()[0]                  # paid today, late: no arrears, the late fee since 08-15 is owed
+    assert r.returncode == 0 and " owe 0.00 yuan on 1 receivables" in first and "not yet posted 0.00" not in first
+    r = _cli("ledger", "arrears", "--as-of", "2026-08-20", "--customer", "nobody", "--data", str(d))
+    assert r.returncode == 1 and "nobody" in r.stderr
