@@ -14,9 +14,11 @@
    transaction as the deductions, the events and the run's row — all or nothing; then
 4. :func:`dispatch` sends the outbox's pending commands through a ``send`` callable (the control API
    client, ``headend.prepay_control``) with the system as the operator and reason "prepayment balance
-   exhausted", and records each outcome.  A command whose outcome was lost (a crash after sending) is
-   sent again with the same ``client_id``: the control API answers a repeated id with the first outcome
-   and never acts twice.
+   exhausted", and records each outcome (a chunk of outcomes per transaction).  A command whose outcome
+   was lost (a crash after sending) or that did not reach the head-end at all is sent again by the next
+   dispatch with the same ``client_id``: the control API answers a repeated id with the first outcome
+   and never acts twice; after ``Thresholds.send_attempts`` failures to reach it, an alarm.  A customer
+   is tripped (:func:`status`) only once the head-end confirmed the relay open.
 
 A date is run once: re-running it deducts nothing again and decides nothing again (the ``prepay_runs``
 row says it was done) — it only sends what is still pending.  Tables, in ``archive.duckdb`` beside the
