@@ -294,13 +294,25 @@ def test_finance_export_adds_up(fleet, tmp_path):
 
 
 # --- issue 17 -------------------------------------------------------------------------------------------
+def _run(*args):
+    """The CLI in this process (CliRunner): the same commands, exit codes and stderr lines as `_cli`,
+    without an interpreter start per call."""
+    import types
+
+    from click.testing import CliRunner
+
+    from cli import cli
+    r = CliRunner().invoke(cli, list(args))
+    return types.SimpleNamespace(returncode=r.exit_code, stdout=r.stdout, stderr=r.stderr)
+
+
 def test_impossible_dates_are_refused_not_rolled_over(fleet, tmp_path):
     """Defect 1: 2026-06-31 and 2026-02-30 are one line each naming file, row and column; nothing posted."""
     d = _copy(fleet, tmp_path)
     nos = _nos(d)
     f = _bank(tmp_path / "dates.csv", [("D1", nos[0], "10", "2026-06-30"), ("D2", nos[1], "10", "2026-06-31"),
                                        ("D3", nos[2], "10", "2026-02-30"), ("D4", nos[3], "10", "2024-02-29")])
-    r = _cli("pay", "import", str(f), "--data", str(d))
+    r = _run("pay", "import", str(f), "--data", str(d))
     assert r.returncode == 1
     assert f"{f}:2: paid_on: '2026-06-31' is not a date YYYY-MM-DD" in r.stderr.splitlines()
     assert f"{f}:3: paid_on: '2026-02-30' is not a date YYYY-MM-DD" in r.stderr.splitlines()
@@ -313,10 +325,10 @@ def test_negative_adjustment_on_the_command_line(fleet, tmp_path):
     """Defect 6: `ledger adjust CUST -10.00` is a credit, as --help says."""
     d = _copy(fleet, tmp_path)
     no = _nos(d)[0]
-    r = _cli("ledger", "adjust", no, "-10.00", "--by", "carol", "--note", "meter test credit", "--json", "--data", str(d))
+    r = _run("ledger", "adjust", no, "-10.00", "--by", "carol", "--note", "meter test credit", "--json", "--data", str(d))
     assert r.returncode == 0, r.stderr
     assert '"amount_fen": -1000' in r.stdout and '"balance_fen": -1000' in r.stdout
-    bad = _cli("ledger", "adjust", no, "-1.234", "--by", "carol", "--note", "x", "--data", str(d))
+    bad = _run("ledger", "adjust", no, "-1.234", "--by", "carol", "--note", "x", "--data", str(d))
     assert bad.returncode == 2 and "-1.234" in bad.stderr
 
 
@@ -341,7 +353,7 @@ def test_refunds_are_linked_and_never_above_the_credit_in_hand(fleet, tmp_path):
     with pytest.raises(ledger.LedgerError, match="single-payment limit"):
         ledger.add_entry(d, c["customer_no"], "payment", 99_999_999_999_999, "bob")
     f = _bank(tmp_path / "big.csv", [("H1", c["customer_no"], "999999999999.99", "2026-07-02")])
-    r = _cli("pay", "import", str(f), "--data", str(d))
+    r = _run("pay", "import", str(f), "--data", str(d))
     assert r.returncode == 1 and f"{f}:1: amount_yuan: '999999999999.99' is above the single-payment limit" in r.stderr
 
 
@@ -393,19 +405,19 @@ def test_bank_files_as_banks_send_them(fleet, tmp_path):
     body = "ref,customer_no,amount_yuan,paid_on\n" + "".join(f"G{i},{nos[i]},{i + 1}.50,2026-07-20\n" for i in range(3))
     bad = tmp_path / "trailer.csv"
     bad.write_bytes(("H,批次20260720,3,7.50\n" + body + "T,3,9.00\n").encode("gbk"))
-    r = _cli("pay", "import", str(bad), "--data", str(d))
+    r = _run("pay", "import", str(bad), "--data", str(d))
     assert r.returncode == 1 and f"{bad}:trailer: total 9.00, the rows add up to 7.50 yuan; nothing was imported" \
         in r.stderr
     cnt = tmp_path / "count.csv"
     cnt.write_bytes(("H,批次20260720,4,7.50\n" + body).encode("gbk"))
-    r = _cli("pay", "import", str(cnt), "--data", str(d))
+    r = _run("pay", "import", str(cnt), "--data", str(d))
     assert r.returncode == 1 and f"{cnt}:header: count 4, the file has 3 payment rows" in r.stderr
     with ledger.Reader(d) as rd:
         assert not rd.has or rd.con.execute("SELECT count(*) FROM ledger_entries").fetchone()[0] == 0
     good = tmp_path / "good.csv"
     good.write_bytes(("H,批次20260720,3,7.50\n" + body.replace("G0,", "G0,") + "T,3,7.50\n").encode("gb18030"))
     back = tmp_path / "good.ret"
-    r = _cli("pay", "import", str(good), "--return-file", str(back), "--json", "--data", str(d))
+    r = _run("pay", "import", str(good), "--return-file", str(back), "--json", "--data", str(d))
     assert r.returncode == 0, r.stderr
     assert '"rows": 3' in r.stdout and '"amount_fen": 750' in r.stdout and "批次20260720" in r.stdout
     ret = list(csv.reader(back.read_bytes().decode("gb18030").splitlines()))
@@ -415,17 +427,17 @@ def test_bank_files_as_banks_send_them(fleet, tmp_path):
     mixed = tmp_path / "mixed.csv"
     mixed.write_bytes(("H,批次20260721,2,10.00\nref,customer_no,amount_yuan,paid_on\nM1,%s,5,2026-07-21\nM2,9999999999,5,2026-07-21\n"
                        % nos[5]).encode("gbk"))
-    r = _cli("pay", "import", str(mixed), "--return-file", str(tmp_path / "mixed.ret"), "--data", str(d))
+    r = _run("pay", "import", str(mixed), "--return-file", str(tmp_path / "mixed.ret"), "--data", str(d))
     assert r.returncode == 1
     ret = list(csv.reader((tmp_path / "mixed.ret").read_bytes().decode("gbk").splitlines()))
     assert ret[1][4] == "not applied" and ret[2][4] == "refused" and "户号" in ret[2][6]
     # header only: "0 payments", nothing written
     empty = tmp_path / "empty.csv"
     empty.write_bytes("H,批次20260721,0,0\nref,customer_no,amount_yuan,paid_on\nT,0,0.00\n".encode("gbk"))
-    r = _cli("pay", "import", str(empty), "--data", str(d))
+    r = _run("pay", "import", str(empty), "--data", str(d))
     assert r.returncode == 0 and "0 payments" in r.stdout
     # the receipt of the last payment
-    r = _cli("pay", "show", nos[2], "--data", str(d))
+    r = _run("pay", "show", nos[2], "--data", str(d))
     assert r.returncode == 0 and "receipt R20260720-" in r.stdout and "3.50 yuan" in r.stdout
     ledger.check(d)
 
@@ -434,33 +446,33 @@ def test_cli_late_fees_waive_refund_and_arrears_summary(fleet, tmp_path):
     d = _copy(fleet, tmp_path)
     ledger.post_bills(d, "2026-06")
     c = next(x for x in ledger.balances(d).to_pylist() if x["balance_fen"] > 0 and not x["prepaid"])
-    r = _cli("ledger", "late-fees", "--as-of", "2026-08-15", "--late-fee-min-yuan", "2", "--json", "--data", str(d))
+    r = _run("ledger", "late-fees", "--as-of", "2026-08-15", "--late-fee-min-yuan", "2", "--json", "--data", str(d))
     assert r.returncode == 0, r.stderr
     with ledger.Reader(d) as rd:
         fee_id, fee = rd.con.execute("SELECT entry_id, debit_fen FROM ledger_entries WHERE kind = 'late_fee' "
                                      "AND customer_id = $c", {"c": c["customer_id"]}).fetchone()
         assert rd.con.execute("SELECT min(debit_fen) FROM ledger_entries WHERE kind = 'late_fee'").fetchone()[0] >= 200
-    r = _cli("ledger", "waive", c["customer_no"], ledger._yuan(fee), "--fee", str(fee_id), "--by", "manager-wang",
+    r = _run("ledger", "waive", c["customer_no"], ledger._yuan(fee), "--fee", str(fee_id), "--by", "manager-wang",
              "--note", "hardship", "--data", str(d))
     assert r.returncode == 0, r.stderr
-    r = _cli("pay", "add", c["customer_no"], ledger._yuan(c["balance_fen"] + 1_000), "--by", "counter1", "--data", str(d))
+    r = _run("pay", "add", c["customer_no"], ledger._yuan(c["balance_fen"] + 1_000), "--by", "counter1", "--data", str(d))
     assert r.returncode == 0 and "receipt R" in r.stdout
     receipt = r.stdout.split("receipt ")[1].split(",")[0]
-    r = _cli("pay", "refund", c["customer_no"], "10.01", "--payment", receipt, "--by", "counter1", "--note", "x",
+    r = _run("pay", "refund", c["customer_no"], "10.01", "--payment", receipt, "--by", "counter1", "--note", "x",
              "--data", str(d))
     assert r.returncode == 1 and "10.00 yuan left to return" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = _cli("pay", "refund", c["customer_no"], "10.00", "--payment", receipt, "--by", "counter1", "--note", "x",
+    r = _run("pay", "refund", c["customer_no"], "10.00", "--payment", receipt, "--by", "counter1", "--note", "x",
              "--data", str(d))
     assert r.returncode == 0 and "balance 0.00" in r.stdout, r.stderr
-    r = _cli("pay", "show", c["customer_no"], "--data", str(d))
+    r = _run("pay", "show", c["customer_no"], "--data", str(d))
     assert r.returncode == 0 and receipt in r.stdout and "refunded   10.00 yuan" in r.stdout and "settles    bill" in r.stdout
-    r = _cli("ledger", "arrears", "--as-of", "2026-08-20", "--limit", "3", "--data", str(d))
+    r = _run("ledger", "arrears", "--as-of", "2026-08-20", "--limit", "3", "--data", str(d))
     lines = r.stdout.splitlines()
     assert r.returncode == 0 and lines[0].startswith("2026-08-20: ") and "owe" in lines[0]
     assert len(lines) == 1 + 1 + 3 + 1 and lines[-1].startswith("... ")
     assert c["customer_no"] in r.stdout                # on 08-20 it had not paid yet (it paid today)
-    r = _cli("ledger", "arrears", "--customer", c["customer_no"], "--data", str(d))
+    r = _run("ledger", "arrears", "--customer", c["customer_no"], "--data", str(d))
     first = r.stdout.splitlines()[0]                  # paid today, late: no arrears, the late fee since 08-15 is owed
     assert r.returncode == 0 and " owe 0.00 yuan on 1 receivables" in first and "not yet posted 0.00" not in first
-    r = _cli("ledger", "arrears", "--as-of", "2026-08-20", "--customer", "nobody", "--data", str(d))
+    r = _run("ledger", "arrears", "--as-of", "2026-08-20", "--customer", "nobody", "--data", str(d))
     assert r.returncode == 1 and "nobody" in r.stderr

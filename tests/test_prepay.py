@@ -334,16 +334,22 @@ def test_cli_asks_before_sending_many_trips(fleet, tmp_path):
     import json as _json
     d = _copy(fleet, tmp_path)
     url = f"http://127.0.0.1:{_closed_port()}"
-    cli = [sys.executable, "-m", "cli", "prepay", "run", "--grace-days", "0", "--confirm-above", "1",
-           "--control-url", url, "--token", "x", "--data", str(d)]
-    r = subprocess.run(cli + ["--date", "2026-06-01"], cwd=ROOT, capture_output=True, text=True, input="n\n")
+    from click.testing import CliRunner
+
+    from cli import cli as group
+    cli = ["prepay", "run", "--grace-days", "0", "--confirm-above", "1", "--control-url", url, "--token", "x",
+           "--data", str(d)]
+
+    def run(args, **kw):                               # in process: no interpreter start per call
+        x = CliRunner().invoke(group, args, **kw)
+        return subprocess.CompletedProcess(args, x.exit_code, x.stdout, x.stderr)
+    r = run(cli + ["--date", "2026-06-01"], input="n\n")
     assert r.returncode == 1, r.stderr
     assert "trip commands are waiting to be sent" in r.stderr and "stay in the outbox" in r.stderr
     assert prepay.pending(d) and all(x["attempts"] == 0 for x in prepay.pending(d))       # nothing was sent
-    r = subprocess.run(cli + ["--date", "2026-06-02", "--yes", "--json"], cwd=ROOT, capture_output=True, text=True)
+    r = run(cli + ["--date", "2026-06-02", "--yes", "--json"])
     assert r.returncode == 0, r.stderr
     assert _json.loads(r.stdout)["dispatched"]["unreachable"] == len(prepay.pending(d))
-    s = subprocess.run([sys.executable, "-m", "cli", "prepay", "status", "--limit", "2", "--data", str(d)], cwd=ROOT,
-                       capture_output=True, text=True)
+    s = run(["prepay", "status", "--limit", "2", "--data", str(d)])
     assert s.returncode == 0 and s.stdout.startswith("last run 2026-06-02;") and "trips not yet confirmed" in s.stdout
     assert "more (--limit 0 lists all)" in s.stdout
