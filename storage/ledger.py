@@ -523,7 +523,7 @@ def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None
             raise LedgerError(f"{p}:{what}: total {_yuan(rec['total_fen'])}, the rows add up to {_yuan(total)} yuan; "
                               "nothing was imported")
     if n == 0:
-        _return_file(return_file, t, meta, [], None, [])
+        _return_file(return_file, t, meta, [], None)
         return {"file": str(p), "rows": 0, "amount_fen": 0, "batch": None, "customer_ids": np.zeros(0, np.int64),
                 "bank_batch": (meta.get("header") or {}).get("batch"), "note": "0 payments: the file has no rows"}
     checks = [(amt_ok, "amount_yuan", amt, "{!r} is not a positive amount in yuan with at most 2 decimals"),
@@ -553,7 +553,7 @@ def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None
                 errors.append((i, f"{col}: {why.format(v)}"))
         if errors:
             errors.sort()
-            _return_file(return_file, t, meta, errors, None, [])
+            _return_file(return_file, t, meta, errors, None)
             lines = [f"{p}:{i + 1}: {msg}" for i, msg in errors]
             more = f" (and {len(lines) - 1} more bad rows)" if len(lines) > 1 else ""
             raise LedgerError(f"{lines[0]}{more}; nothing was imported", lines)
@@ -574,7 +574,7 @@ def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None
             w.con.execute("ROLLBACK")
             raise
     if return_file:
-        _return_file(return_file, t, meta, [], receipts, [])
+        _return_file(return_file, t, meta, [], receipts)
     return {"file": str(p), "rows": n, "amount_fen": int(pc.sum(fen).as_py() or 0), "batch": batch,
             "customer_ids": np.unique(cid), "bank_batch": (meta.get("header") or {}).get("batch"),
             "encoding": meta["encoding"]}
@@ -584,7 +584,7 @@ def _yuan(fen: int) -> str:
     return f"{'-' if fen < 0 else ''}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
-def _return_file(path, t: pa.Table, meta: dict, errors: list, receipts, _unused) -> None:
+def _return_file(path, t: pa.Table, meta: dict, errors: list, receipts) -> None:
     """The return file (回盘) of a bank file: its rows with ``result`` (applied / refused / not applied),
     the receipt number of each applied payment and the reason of each refused row (all reasons of a
     row, joined by "; "), written in the bank file's own encoding."""
