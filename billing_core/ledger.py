@@ -141,7 +141,8 @@ def fifo_allocate(r_cust, r_amt, c_cust, c_amt) -> tuple[np.ndarray, np.ndarray,
     empty = (np.zeros(0, np.int64),) * 3
     if not len(r_cust) or not len(c_cust):
         return empty
-    custs = np.union1d(r_cust, c_cust)
+    custs = np.sort(np.concatenate([r_cust, c_cust]))       # distinct by a sort (np.union1d hashes: slower)
+    custs = custs[np.concatenate(([True], custs[1:] != custs[:-1]))]
     tot_r = np.bincount(np.searchsorted(custs, r_cust), r_amt, len(custs)).astype(np.int64)
     tot_c = np.bincount(np.searchsorted(custs, c_cust), c_amt, len(custs)).astype(np.int64)
     span = np.maximum(tot_r, tot_c) + 1
