@@ -453,7 +453,9 @@ def _refundable(w: Writer, cid: int, customer_no: str, payment: str, amount_fen:
                coalesce((SELECT -sum(credit_fen) FROM {TABLE} r WHERE r.kind = 'refund' AND r.ref_entry_id = p.entry_id), 0),
                coalesce((SELECT sum(amount_fen) FROM {ALLOC} a WHERE a.credit_entry_id = p.entry_id), 0)
         FROM {TABLE} p WHERE p.customer_id = $c AND p.kind = 'payment'
-          AND (p.receipt_no = $r OR p.key IN ('counter:' || $r, 'bank:' || $r))""", {"c": cid, "r": payment}).fetchone()
+          AND (coalesce(p.receipt_no, {RECEIPT_NO.replace('kind', 'p.kind').replace('value_date', 'p.value_date')
+                                       .replace('entry_id', 'p.entry_id')}) = $r
+               OR p.key IN ('counter:' || $r, 'bank:' || $r))""", {"c": cid, "r": payment}).fetchone()
     if got is None:
         raise LedgerError(f"--payment {payment!r}: no payment of customer {customer_no} with that receipt or reference")
     pid, paid, refunded, settled = map(int, got)
@@ -925,6 +927,10 @@ def arrears(data, as_of: dt.date, policy: L.Policy | None = None, customer: str 
     it where they owe (a posted bill not settled); ``customer``: one 户号 only."""
     policy = policy or L.Policy()
     with Reader(data) as r:
+        old = r.has and not r.has_alloc
+    if old:                       # a ledger from before allocations: settle it once (Writer does), then read
+        Writer(data).close()
+    with Reader(data) as r:
         cust = r.columns("SELECT customer_id, customer_no, name, category, prepaid FROM customers")
         if not r.has or not r.has_alloc:
             rec = {k: np.zeros(0, np.int64) for k in ("customer_id", "entry_id", "out", "due", "fee_due")}
@@ -1031,9 +1037,11 @@ def receipt(data, customer_no: str, receipt_no: str | None = None) -> dict:
         if not len(c["customer_id"]):
             raise LedgerError(f"customer {customer_no!r}: no such 户号 in the archive")
         cid = int(c["customer_id"][0])
-        got = r.query(f"""SELECT entry_id, receipt_no, credit_fen, value_date, who, ts_utc, key, note, balance_after_fen
-                          FROM {TABLE} WHERE customer_id = $c AND kind = 'payment'
-                            AND ($r IS NULL OR receipt_no = $r) ORDER BY entry_id DESC LIMIT 1""",
+        got = r.query(f"""SELECT * FROM (
+                            SELECT entry_id, coalesce(receipt_no, {RECEIPT_NO}) AS receipt_no, credit_fen, value_date,
+                                   who, ts_utc, key, note, balance_after_fen
+                            FROM {TABLE} WHERE customer_id = $c AND kind = 'payment')
+                          WHERE ($r IS NULL OR receipt_no = $r) ORDER BY entry_id DESC LIMIT 1""",
                       {"c": cid, "r": receipt_no}).to_pylist() if r.has else []
         if not got:
             raise LedgerError(f"customer {customer_no}: no payment" + (f" with receipt {receipt_no}" if receipt_no else ""))

@@ -476,3 +476,22 @@ def test_cli_late_fees_waive_refund_and_arrears_summary(fleet, tmp_path):
     assert r.returncode == 0 and " owe 0.00 yuan on 1 receivables" in first and "not yet posted 0.00" not in first
     r = _run("ledger", "arrears", "--as-of", "2026-08-20", "--customer", "nobody", "--data", str(d))
     assert r.returncode == 1 and "nobody" in r.stderr
+
+
+def test_a_ledger_from_before_allocations_is_settled_once_on_first_use(fleet, tmp_path):
+    import duckdb
+    d = _copy(fleet, tmp_path)
+    c = ledger.balances(d).to_pylist()[0]
+    with duckdb.connect(str(d / "archive.duckdb")) as con:      # the table as issue 9 wrote it: 13 columns
+        con.execute("""CREATE TABLE ledger_entries (entry_id BIGINT NOT NULL, customer_id BIGINT NOT NULL,
+            kind VARCHAR NOT NULL, debit_fen BIGINT NOT NULL, credit_fen BIGINT NOT NULL,
+            balance_after_fen BIGINT NOT NULL, period VARCHAR NOT NULL, value_date DATE NOT NULL, key VARCHAR,
+            who VARCHAR NOT NULL, ts_utc TIMESTAMPTZ NOT NULL, note VARCHAR, batch VARCHAR NOT NULL)""")
+        con.execute("INSERT INTO ledger_entries VALUES (1, $c, 'bill', 5000, 0, 5000, '2026-06', DATE '2026-07-16', "
+                    "'bill:x', 'b', now(), NULL, 'b1'), (2, $c, 'payment', 0, 3000, 2000, '2026-07', DATE '2026-07-10', "
+                    "'counter:OLD', 'cashier', now(), NULL, 'p1')", {"c": c["customer_id"]})
+    (d / "ledger.lock").touch()
+    rows = ledger.arrears(d, dt.date(2026, 8, 1), customer=c["customer_no"]).to_pylist()
+    assert [r["arrears_fen"] for r in rows] == [2000]
+    rc = ledger.receipt(d, c["customer_no"])
+    assert rc["receipt_no"] == "R20260710-00000002" and rc["settled"][0]["amount_fen"] == 3000
