@@ -968,6 +968,22 @@ def _fen_arg(text: str, signed: bool = False) -> int:
     return -fen if neg else fen
 
 
+def _policy_options(f):
+    """The accounts' configurable rules (billing_core.ledger.Policy); defaults from there."""
+    from billing_core.ledger import Policy
+    d = Policy()
+    f = click.option("--late-fee-min-yuan", envvar="GRIDHEAD_LATE_FEE_MIN_YUAN", default=f"{d.late_fee_min_fen / 100:.2f}",
+                     show_default=True, help="违约金 minimum per overdue bill [env GRIDHEAD_LATE_FEE_MIN_YUAN].")(f)
+    return click.option("--max-payment-yuan", envvar="GRIDHEAD_MAX_PAYMENT_YUAN",
+                        default=f"{d.max_payment_fen / 100:.2f}", show_default=True,
+                        help="The largest single payment taken [env GRIDHEAD_MAX_PAYMENT_YUAN].")(f)
+
+
+def _policy(late_fee_min_yuan, max_payment_yuan):
+    from billing_core.ledger import Policy
+    return Policy(late_fee_min_fen=_fen_arg(late_fee_min_yuan), max_payment_fen=_fen_arg(max_payment_yuan))
+
+
 def _control_options(f):
     f = click.option("--token", envvar="GRIDHEAD_TOKEN", default=None,
                      help="Control API token (operator) [env GRIDHEAD_TOKEN].")(f)
@@ -1002,17 +1018,31 @@ def pay_grp():
 @click.option("--by", required=True, help="Who takes the payment (cashier).")
 @click.option("--ref", default=None, help="Receipt / transaction reference (refused if posted before).")
 @click.option("--json", "as_json", is_flag=True)
+@_policy_options
 @_control_options
 @_data_option
-def pay_add(customer, amount, by, ref, as_json, control_url, token, data):
+def pay_add(customer, amount, by, ref, as_json, late_fee_min_yuan, max_payment_yuan, control_url, token, data):
     """Post a payment of AMOUNT yuan for CUSTOMER (户号) at the counter; reconnects a tripped prepayment
-    customer whose balance is back."""
+    customer whose balance is back.  Prints the receipt number (`gridhead pay show` reprints it)."""
     from storage import ledger
-    r = ledger.add_entry(data, customer, "payment", _fen_arg(amount), by, ref=ref)
+    r = ledger.add_entry(data, customer, "payment", _fen_arg(amount), by, ref=ref,
+                         policy=_policy(late_fee_min_yuan, max_payment_yuan))
     r["reconnect"] = _reconnect_after(data, [r["customer_id"]], control_url, token)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
-               f"{customer}: paid {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed"
+               f"{customer}: paid {amount} yuan, receipt {r['receipt_no']}, balance {r['balance_fen'] / 100:.2f} yuan owed"
                + ("; reconnect ordered" if r["reconnect"]["closes"] else ""))
+
+
+@pay_grp.command("show")
+@click.argument("customer")
+@click.option("--receipt", default=None, help="Receipt number [default: the customer's latest payment].")
+@click.option("--json", "as_json", is_flag=True)
+@_data_option
+def pay_show(customer, receipt, as_json, data):
+    """Print CUSTOMER's receipt (收据) of a payment: number, amount, cashier, what it settled, balance."""
+    from storage import ledger
+    r = ledger.receipt(data, customer, receipt)
+    click.echo(json.dumps(r, ensure_ascii=False, default=str) if as_json else ledger.render_receipt(r))
 
 
 @pay_grp.command("refund")
@@ -1020,12 +1050,14 @@ def pay_add(customer, amount, by, ref, as_json, control_url, token, data):
 @click.argument("amount")
 @click.option("--by", required=True, help="Who pays the money back.")
 @click.option("--note", required=True, help="Why.")
+@click.option("--payment", required=True, help="The payment returned: its receipt number or reference.")
 @click.option("--json", "as_json", is_flag=True)
 @_data_option
-def pay_refund(customer, amount, by, note, as_json, data):
-    """Refund AMOUNT yuan to CUSTOMER (户号): a new entry, never a change to the payment."""
+def pay_refund(customer, amount, by, note, payment, as_json, data):
+    """Refund AMOUNT yuan of a PAYMENT to CUSTOMER (户号): a new entry linked to the payment, never more
+    than the customer's credit on hand nor what is left of that payment."""
     from storage import ledger
-    r = ledger.add_entry(data, customer, "refund", _fen_arg(amount), by, note=note)
+    r = ledger.add_entry(data, customer, "refund", _fen_arg(amount), by, note=note, payment=payment)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: refunded {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed")
 
@@ -1034,9 +1066,12 @@ def pay_refund(customer, amount, by, note, as_json, data):
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--by", default="bank-import", show_default=True, help="Who imports the file.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--return-file", "return_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the return file (回盘): per line applied or refused, and why.")
+@_policy_options
 @_control_options
 @_data_option
-def pay_import(file, by, as_json, control_url, token, data):
+def pay_import(file, by, as_json, return_file, late_fee_min_yuan, max_payment_yuan, control_url, token, data):
     """Post a bank file (CSV: ref,customer_no,amount_yuan,paid_on) all or nothing.
 
     Any bad row refuses the whole file: every bad row is printed on stderr as FILE:ROW: COLUMN: REASON
@@ -1045,7 +1080,8 @@ def pay_import(file, by, as_json, control_url, token, data):
     """
     from storage import ledger
     try:
-        r = ledger.import_payments(data, file, by)
+        r = ledger.import_payments(data, file, by, policy=_policy(late_fee_min_yuan, max_payment_yuan),
+                                   return_file=return_file)
     except ledger.LedgerError as exc:
         for line in exc.errors[:ledger.MAX_ERRORS_SHOWN]:
             click.echo(line, err=True)
@@ -1057,6 +1093,7 @@ def pay_import(file, by, as_json, control_url, token, data):
     r["reconnect"] = rc
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{file}: {r['rows']} payments, {r['amount_fen'] / 100:.2f} yuan posted (batch {r['batch']})"
+               + (f"; bank batch {r['bank_batch']} count and total agree" if r.get("bank_batch") else "")
                + (f"; {rc['closes']} reconnects ordered" if rc["closes"] else ""))
 
 
@@ -1079,7 +1116,7 @@ def ledger_post(period, by, as_json, data):
                f"already posted, {r['held']} held; prepayment true-up {r['trueup_fen'] / 100:.2f} yuan")
 
 
-@ledger_grp.command("adjust")
+@ledger_grp.command("adjust", context_settings={"ignore_unknown_options": True})   # AMOUNT may be -10.00
 @click.argument("customer")
 @click.argument("amount")
 @click.option("--by", required=True)
@@ -1092,6 +1129,37 @@ def ledger_adjust(customer, amount, by, note, as_json, data):
     r = ledger.add_entry(data, customer, "adjust", _fen_arg(amount, signed=True), by, note=note)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: adjusted {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed")
+
+
+@ledger_grp.command("late-fees")
+@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Accrue to this day.")
+@click.option("--by", default="billing", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_policy_options
+@_data_option
+def ledger_late_fees(as_of, by, as_json, late_fee_min_yuan, max_payment_yuan, data):
+    """Post the late fees (违约金) accrued up to --as-of as receivables, one per overdue bill (bills paid
+    late included; idempotent per date, a later date posts only the growth)."""
+    from storage import ledger
+    r = ledger.post_late_fees(data, as_of.date(), by, _policy(late_fee_min_yuan, max_payment_yuan))
+    click.echo(json.dumps(r) if as_json else
+               f"{r['as_of']}: {r['posted']} late fees posted, {r['amount_fen'] / 100:.2f} yuan")
+
+
+@ledger_grp.command("waive")
+@click.argument("customer")
+@click.argument("amount")
+@click.option("--fee", "fee_entry", type=int, required=True, help="The late fee's entry id (ledger arrears).")
+@click.option("--by", required=True, help="Who grants the waiver (减免).")
+@click.option("--note", required=True, help="Why (required).")
+@click.option("--json", "as_json", is_flag=True)
+@_data_option
+def ledger_waive(customer, amount, fee_entry, by, note, as_json, data):
+    """Waive (减免) AMOUNT yuan of CUSTOMER's late fee --fee: a new entry naming who and why."""
+    from storage import ledger
+    r = ledger.add_entry(data, customer, "waiver", _fen_arg(amount), by, note=note, fee_entry=fee_entry)
+    click.echo(json.dumps(r, ensure_ascii=False) if as_json else
+               f"{customer}: waived {amount} yuan of late fee {fee_entry}, balance {r['balance_fen'] / 100:.2f} yuan owed")
 
 
 @ledger_grp.command("check")
@@ -1111,22 +1179,38 @@ def ledger_check(as_json, data):
 @click.option("--as-of", type=_DAY, default=None, help="Date [default: today].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--csv", "as_csv", is_flag=True)
+@click.option("--customer", default=None, help="One customer (户号) only.")
+@click.option("--limit", type=click.IntRange(0), default=50, show_default=True,
+              help="Rows listed after the summary (worst first; 0 = all); --json/--csv give every row.")
+@_policy_options
 @_data_option
-def ledger_arrears(as_of, as_json, as_csv, data):
-    """Arrears (欠费) with late fees (违约金, 供电营业规则 第九十八条) and aging: the reminder list (催费)."""
+def ledger_arrears(as_of, as_json, as_csv, customer, limit, late_fee_min_yuan, max_payment_yuan, data):
+    """Arrears (欠费) with late fees (违约金, 供电营业规则 第九十八条) and aging: the reminder list (催费).
+
+    As of a date, only entries and payments with value dates on or before it count.  The summary comes
+    first (customers, amounts, by aging); late_fee is what has accrued and is not yet posted
+    (`gridhead ledger late-fees`).  Prepayment customers are listed where they owe."""
     import datetime as _dt
 
     from storage import ledger, sql as _sql
     day = as_of.date() if as_of else _dt.date.today()
-    tbl = ledger.arrears(data, day)
+    tbl = ledger.arrears(data, day, _policy(late_fee_min_yuan, max_payment_yuan), customer)
     if as_json or as_csv:
         _sql.write_result(tbl, "json" if as_json else "csv", None)
         return
-    click.echo(f"{'customer_no':<12} {'period':<8} {'due':<10} {'days':>5} {'aging':<8} {'arrears':>12} {'违约金':>10}")
-    for r in tbl.to_pylist():
-        click.echo(f"{r['customer_no']:<12} {r['period']:<8} {str(r['due_date']):<10} {r['days_late']:>5} "
-                   f"{r['aging']:<8} {r['arrears_fen'] / 100:>12.2f} {r['late_fee_fen'] / 100:>10.2f}")
-    click.echo(f"{tbl.num_rows} receivables in arrears on {day}", err=True)
+    sm = ledger.summarise_arrears(tbl)
+    click.echo(f"{day}: {sm['customers']} customers ({sm['prepaid_customers']} prepayment) owe "
+               f"{sm['arrears_fen'] / 100:.2f} yuan on {sm['receivables']} receivables, late fees not yet posted "
+               f"{sm['late_fee_fen'] / 100:.2f} yuan; by aging: "
+               + (", ".join(f"{k or 'paid late'} {v / 100:.2f}" for k, v in sm["by_aging_fen"].items()) or "none"))
+    rows = tbl.to_pylist() if not limit else tbl.slice(0, limit).to_pylist()
+    click.echo(f"{'customer_no':<12} {'kind':<8} {'entry':>7} {'period':<8} {'due':<10} {'days':>5} {'aging':<8} "
+               f"{'arrears':>12} {'违约金':>10}")
+    for r in rows:
+        click.echo(f"{r['customer_no']:<12} {r['kind']:<8} {r['entry_id']:>7} {r['period']:<8} {str(r['due_date']):<10} "
+                   f"{r['days_late']:>5} {r['aging']:<8} {r['arrears_fen'] / 100:>12.2f} {r['late_fee_fen'] / 100:>10.2f}")
+    if len(rows) < tbl.num_rows:
+        click.echo(f"... {tbl.num_rows - len(rows)} more (--limit 0 lists all)")
 
 
 @ledger_grp.command("export")
@@ -1152,45 +1236,105 @@ def prepay_grp():
 @click.option("--warn-yuan", default="20", show_default=True, help="Reminder below this credit.")
 @click.option("--grace-days", type=click.IntRange(0), default=1, show_default=True,
               help="Days below zero before the trip.")
+@click.option("--confirm-above", type=click.IntRange(0), envvar="GRIDHEAD_PREPAY_CONFIRM_ABOVE", default=100,
+              show_default=True, help="Ask before sending more trip commands than this [env GRIDHEAD_PREPAY_CONFIRM_ABOVE].")
+@click.option("--send-attempts", type=click.IntRange(1), default=5, show_default=True,
+              help="Alarm and give up a command that cannot reach the head-end this many times.")
+@click.option("--yes", is_flag=True, help="Send without asking, however many trips.")
 @click.option("--tariffs", "tariffs_dir", type=click.Path(file_okay=False, exists=True), default=None)
 @click.option("--json", "as_json", is_flag=True)
 @_control_options
 @_data_option
-def prepay_run(day, warn_yuan, grace_days, tariffs_dir, as_json, control_url, token, data):
+def prepay_run(day, warn_yuan, grace_days, confirm_above, send_attempts, yes, tariffs_dir, as_json, control_url,
+               token, data):
     """Deduct the day's estimated charge of every prepayment customer, send reminders, order trips and
-    reconnects (idempotent per date: a re-run only sends what is still pending)."""
+    reconnects (idempotent per date: a re-run only sends what is still pending).
+
+    Commands that could not reach the head-end before are sent again.  Before sending more trips than
+    --confirm-above it prints a summary and asks (--yes: don't ask; declined or no terminal: the
+    commands stay in the outbox, exit 1)."""
     from billing_core.prepay import Thresholds
     from storage import prepay
-    t = Thresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days)
-    r = prepay.run(data, day.date(), t, tariffs_dir, send=_sender(control_url, token))
+    t = Thresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days, send_attempts=send_attempts,
+                   confirm_trips_above=confirm_above)
+    r = prepay.run(data, day.date(), t, tariffs_dir)          # decide first; sending is below
+    if not as_json:
+        click.echo(f"{r['day']}: {r['customers']} prepayment customers, {r['read']} read, "
+                   f"{r['charged_fen'] / 100:.2f} yuan deducted, {r['reminders']} reminders, {r['trips']} trips, "
+                   f"{r['withheld']} withheld (保电), {r['closes']} reconnects" + (" (already run)" if r["repeated"] else ""))
+    r["dispatched"] = _prepay_send(data, t, yes, control_url, token, as_json)
     if as_json:
         click.echo(json.dumps(r, ensure_ascii=False))
-        return
-    click.echo(f"{r['day']}: {r['customers']} prepayment customers, {r['read']} read, "
-               f"{r['charged_fen'] / 100:.2f} yuan deducted, {r['reminders']} reminders, {r['trips']} trips, "
-               f"{r['withheld']} withheld (保电), {r['closes']} reconnects" + (" (already run)" if r["repeated"] else ""))
-    if r["dispatched"]:
+    elif r["dispatched"]:
         click.echo("commands: " + ", ".join(f"{k} {v}" for k, v in sorted(r["dispatched"].items())))
 
 
+def _prepay_send(data, t, yes, control_url, token, quiet) -> dict:
+    """Send the outbox, after asking when it holds more trips than ``t.confirm_trips_above``."""
+    from storage import prepay
+    send = _sender(control_url, token)
+    if send is None:
+        return {}
+    st = prepay.status(data)
+    sm = prepay.summarise(st)
+    if sm["pending_trips"] > t.confirm_trips_above and not yes:
+        click.echo(f"{sm['pending_trips']} trip commands are waiting to be sent ({sm['customers']} prepayment "
+                   f"customers, {sm['below_zero']} below zero owing {sm['owed_fen'] / 100:.2f} yuan). More than "
+                   f"--confirm-above {t.confirm_trips_above}: customers without an opening balance (期初余额) or "
+                   f"a payment would be cut off together.", err=True)
+        if not click.confirm("Send them now?", default=False, err=True):
+            click.echo("not sent: the commands stay in the outbox (`gridhead prepay send --yes` sends them)", err=True)
+            sys.exit(1)
+    return prepay.dispatch(data, send, t)
+
+
+@prepay_grp.command("send")
+@click.option("--confirm-above", type=click.IntRange(0), envvar="GRIDHEAD_PREPAY_CONFIRM_ABOVE", default=100,
+              show_default=True, help="Ask before sending more trip commands than this.")
+@click.option("--send-attempts", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--yes", is_flag=True, help="Send without asking.")
+@click.option("--json", "as_json", is_flag=True)
+@_control_options
+@_data_option
+def prepay_send(confirm_above, send_attempts, yes, as_json, control_url, token, data):
+    """Send the commands waiting in the outbox (those that did not reach the head-end before included)."""
+    from billing_core.prepay import Thresholds
+    if not control_url:
+        raise click.UsageError("--control-url (or GRIDHEAD_CONTROL_URL) is required to send")
+    t = Thresholds(send_attempts=send_attempts, confirm_trips_above=confirm_above)
+    out = _prepay_send(data, t, yes, control_url, token, as_json)
+    click.echo(json.dumps(out) if as_json else
+               "commands: " + (", ".join(f"{k} {v}" for k, v in sorted(out.items())) or "none pending"))
+
+
 @prepay_grp.command("status")
+@click.option("--customer", default=None, help="One customer (户号) only.")
+@click.option("--limit", type=click.IntRange(0), default=50, show_default=True,
+              help="Customers listed after the summary (tripped, then below zero; 0 = all).")
 @click.option("--json", "as_json", is_flag=True)
 @_data_option
-def prepay_status(as_json, data):
-    """Prepayment customers' credit, reminders, trips, and commands still waiting for the head-end."""
+def prepay_status(customer, limit, as_json, data):
+    """Prepayment customers' credit, reminders, trips (confirmed by the head-end, or pending), and
+    commands still waiting for the head-end — the summary first."""
     from storage import prepay
-    s = prepay.status(data)
+    s = prepay.status(data, customer)
+    sm = prepay.summarise(s)
     if as_json:
-        click.echo(json.dumps({"last_run": s["last_run"], "customers": s["customers"].to_pylist(),
+        click.echo(json.dumps({"last_run": s["last_run"], "summary": sm, "customers": s["customers"].to_pylist(),
                                "pending": s["pending"]}, ensure_ascii=False, default=str))
         return
-    rows = s["customers"].to_pylist()
-    click.echo(f"last run {s['last_run']}; {len(rows)} prepayment customers, "
-               f"{sum(r['tripped'] for r in rows)} tripped, {len(s['pending'])} commands pending")
-    for r in rows:
-        if r["tripped"] or r["credit_fen"] < 0:
-            click.echo(f"  {r['customer_no']:<12} credit {r['credit_fen'] / 100:>10.2f}  "
-                       f"{'tripped' if r['tripped'] else ''} below zero since {r['below_zero_since']}")
+    click.echo(f"last run {s['last_run']}; {sm['customers']} prepayment customers, {sm['below_zero']} below zero "
+               f"(owing {sm['owed_fen'] / 100:.2f} yuan), {sm['tripped']} tripped, {sm['trip_pending']} trips not yet "
+               f"confirmed, {sm['pending_commands']} commands pending, {sm['alarms']} alarms")
+    rows = [r for r in s["customers"].to_pylist() if customer or r["tripped"] or r["trip_pending"] or r["credit_fen"] < 0]
+    rows.sort(key=lambda r: (not r["tripped"], not r["trip_pending"], r["credit_fen"]))
+    shown = rows if not limit else rows[:limit]
+    for r in shown:
+        state = "tripped" if r["tripped"] else "trip pending" if r["trip_pending"] else ""
+        click.echo(f"  {r['customer_no']:<12} credit {r['credit_fen'] / 100:>10.2f}  {state:<12} "
+                   f"below zero since {r['below_zero_since']}")
+    if len(shown) < len(rows):
+        click.echo(f"  ... {len(rows) - len(shown)} more (--limit 0 lists all)")
 # === end pay / ledger / prepay =====================================================================
 
 

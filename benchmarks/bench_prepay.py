@@ -10,6 +10,9 @@ generated once into --cache (default /tmp/gridhead-bench-billrun-<N>, the bill-r
 (a) ``gridhead pay import`` of a bank CSV with one payment per customer (parse, validate every row,
     duplicate references, one transaction with running balances) — target < 10 s for 1M rows — against
     the baseline of row-by-row INSERT of a sample (one statement per payment), extrapolated;
+(c) sending 1,000 trip commands from the outbox through the real sender (headend.prepay_control, HTTP
+    on 127.0.0.1 to a stub answering ``ok`` — the head-end's own work is not measured here) — target < 3 s —
+    against the baseline of one transaction per command (how outcomes were recorded before issue 17);
 (b) ``gridhead prepay run`` of one day (lake → daily energy → bill kernel → ledger entries → thresholds
     → events and outbox, one transaction) — target < 10 s for 1M — against the baseline of a
     per-customer loop (price one row, INSERT one entry) over a sample, extrapolated.
@@ -70,7 +73,7 @@ def _baseline_insert(work: pathlib.Path, sample: int, nos) -> float:
         for i in range(sample):
             cid = i + 1
             bal[cid] = bal.get(cid, 0) - 1000
-            con.execute("INSERT INTO t VALUES (?, ?, 'payment', 0, 1000, ?, '2026-06', DATE '2026-06-05', ?, 'b', "
+            con.execute("INSERT INTO t (entry_id, customer_id, kind, debit_fen, credit_fen, balance_after_fen, period, value_date, key, who, ts_utc, note, batch) VALUES (?, ?, 'payment', 0, 1000, ?, '2026-06', DATE '2026-06-05', ?, 'b', "
                         "now(), NULL, 'x')", [i + 1, cid, bal[cid], f"bank:S{i}"])
         return (time.perf_counter() - t0) / sample
 
@@ -108,9 +111,84 @@ def _baseline_prepay(work: pathlib.Path, sample: int) -> tuple[float, dict]:
                                                         days=1, period_days=month_days), tariffs.table()
                                    ).columns["total_fen"][0]) if ok[0] else 0
             out[int(c["customer_id"][i])] = fen
-            con.execute("INSERT INTO p VALUES (?, ?, 'prepay_charge', ?, 0, 0, '2026-06', ?, ?, 'b', now(), NULL, 'x')",
+            con.execute("INSERT INTO p (entry_id, customer_id, kind, debit_fen, credit_fen, balance_after_fen, period, value_date, key, who, ts_utc, note, batch) VALUES (?, ?, 'prepay_charge', ?, 0, 0, '2026-06', ?, ?, 'b', now(), NULL, 'x')",
                         [j + 1, int(c["customer_id"][i]), fen, DAY, f"prepay:{int(c['customer_id'][i])}:{DAY}"])
         return (time.perf_counter() - t0) / sample, out
+
+
+_STUB = """
+import http.server, json, sys
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        out = json.dumps({"outcome": "ok", "client_id": body["client_id"], "readback": {"relay_open": True}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *a):
+        pass
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+
+
+def _stub_api():
+    """A stub of the control API on 127.0.0.1, in its own process as the head-end is, answering every
+    command ``ok``; returns (process, url)."""
+    import subprocess
+    p = subprocess.Popen([sys.executable, "-c", _STUB], stdout=subprocess.PIPE, text=True)
+    return p, f"http://127.0.0.1:{p.stdout.readline().strip()}"
+
+
+def _outbox(work: pathlib.Path, n: int, tag: str) -> None:
+    """``n`` trip commands in the outbox (the first n customers), as a run writes them."""
+    with prepay._open(work) as w:
+        w.con.execute(f"""INSERT INTO prepay_commands SELECT 'bench-{tag}-' || customer_id, customer_id, customer_id,
+                          'disconnect', 'bench', DATE '2026-06-10', now() FROM customers ORDER BY customer_id LIMIT {n}""")
+
+
+def _dispatch(work: pathlib.Path, n: int) -> tuple[float, float, float, float]:
+    """(c): seconds (wall, CPU) to send n commands now, per command one transaction each (the old way,
+    extrapolated from 50), and n commands with the head-end down (all recorded unreachable)."""
+    from headend.prepay_control import sender
+    srv, url = _stub_api()
+    try:
+        send = sender(url, "bench")
+        _outbox(work, n, "new")
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = prepay.dispatch(work, send)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        assert out == {"ok": n}, out
+        _outbox(work, n, "down")                       # the head-end down: connection refused, all stay pending
+        import socket
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+        sock.close()
+        t0 = time.perf_counter()
+        out = prepay.dispatch(work, sender(f"http://127.0.0.1:{closed}", "bench"))
+        down = time.perf_counter() - t0
+        assert out == {"unreachable": n}, out
+        with prepay._open(work) as w:                   # (not left pending for the old-way loop below)
+            w.con.execute("INSERT INTO prepay_events SELECT now(), NULL, customer_id, 'command_abandoned', NULL, 'bench', "
+                          "command_id, NULL FROM prepay_commands WHERE command_id LIKE 'bench-down-%'")
+        _outbox(work, 50, "old")                        # the old loop: send, then open + one transaction each
+        t0 = time.perf_counter()
+        for cmd in prepay.pending(work):
+            send({"command_id": cmd["command_id"], "action": "disconnect", "target": str(cmd["meter_id"]),
+                  "reason": "bench"})
+            prepay._record(work, [cmd], [{"outcome": "ok"}], P.Thresholds(), {})
+        old = (time.perf_counter() - t0) / 50 * n
+        return wall, cpu, old, down
+    finally:
+        srv.terminate()
+        srv.wait()
 
 
 def main() -> int:
@@ -130,33 +208,38 @@ def main() -> int:
             nos = [str(x) for x in w.columns("SELECT customer_no FROM customers ORDER BY customer_id")["customer_no"]]
         bank = _bank_file(work, nos)
         sample = 300 if a.quick else 2_000
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = ledger.import_payments(work, bank, "bench")
-        t_import = time.perf_counter() - t0
+        t_import, cpu_import = time.perf_counter() - t0, time.process_time() - c0
         base_row = _baseline_insert(work, sample, nos)
-        print(f"(a) pay import {r['rows']:,} rows: {t_import:.2f} s ({r['rows'] / t_import:,.0f} rows/s); "
+        print(f"(a) pay import {r['rows']:,} rows: {t_import:.2f} s, {cpu_import:.2f} CPU-s "
+              f"({r['rows'] / t_import:,.0f} rows/s); "
               f"row-by-row INSERT {base_row * 1e6:.0f} µs/row -> {base_row * len(nos):.1f} s extrapolated; "
               f"ratio {base_row * len(nos) / t_import:.1f}x")
         bad = r["rows"] != len(nos)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s = prepay.run(work, DAY)
-        t_run = time.perf_counter() - t0
+        t_run, cpu_run = time.perf_counter() - t0, time.process_time() - c0
         per_row, expect = _baseline_prepay(work, sample)
         print(f"(b) prepay run {s['customers']:,} customers ({s['read']:,} read, {s['charged_fen'] / 100:,.2f} yuan, "
-              f"{s['reminders']:,} reminders, {s['trips']:,} trips): {t_run:.2f} s; per-customer loop "
+              f"{s['reminders']:,} reminders, {s['trips']:,} trips): {t_run:.2f} s, {cpu_run:.2f} CPU-s; per-customer loop "
               f"{per_row * 1e6:.0f} µs/customer -> {per_row * s['customers']:.1f} s extrapolated; "
               f"ratio {per_row * s['customers'] / t_run:.1f}x")
         with ledger.Reader(work) as rd:
             got = dict(rd.con.execute("SELECT customer_id, debit_fen FROM ledger_entries WHERE kind = 'prepay_charge'"
                                       ).fetchall())
         diff = [c for c, fen in expect.items() if got.get(c, 0) != fen]
+        t_send, cpu_send, old_send, t_down = _dispatch(work, 1_000)
+        print(f"(c) 1,000 trip commands sent over HTTP and recorded: {t_send:.2f} s ({cpu_send:.2f} CPU-s in this "
+              f"process); one transaction per command -> {old_send:.1f} s extrapolated; ratio {old_send / t_send:.1f}x; "
+              f"head-end down (connection refused, all kept pending): {t_down:.2f} s")
         if diff:
             print(f"DISAGREE: customer {diff[0]}: run {got.get(diff[0], 0)} fen, per-customer {expect[diff[0]]} fen")
         t0 = time.perf_counter()
         ledger.check(work)
         print(f"ledger check over {len(nos):,} customers: {time.perf_counter() - t0:.2f} s")
-        targets = t_import < 10 and t_run < 10
-        print(f"targets (< 10 s each): {'met' if targets else 'NOT met'}")
+        targets = t_import < 10 and t_run < 10 and t_send < 3
+        print(f"targets (< 10 s import and run, < 3 s for 1,000 commands): {'met' if targets else 'NOT met'}")
         return 1 if (diff or bad) else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ receivable is rounded once, half away from zero to the fen, on the exact product
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -87,6 +88,84 @@ def outstanding_fifo(customer, amount, pool) -> np.ndarray:
     first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
     cum = cs - (cs[first] - amount[first])                   # cumulative within the customer, this one included
     return np.clip(cum - np.asarray(pool, np.int64), 0, amount)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The accounts' configurable rules, in one place (DOMAIN.md "Accounts"); money in fen.
+
+    ``late_fee_min_fen``: 违约金 总额不足1元者按1元收取 — per overdue bill, on its whole accrued fee;
+    ``late_fee_first``: a payment settles a bill's late fee before the bill itself (else the bill first);
+    ``max_payment_fen``: the largest single payment taken (counter or bank line) — anything above is a
+    keying error, refused.
+    """
+
+    late_fee_min_fen: int = 100
+    late_fee_first: bool = True
+    max_payment_fen: int = 1_000_000_000          # 10,000,000.00 yuan
+
+
+def late_fee_exact(arrears_fen, due_days, until_days, residential) -> np.ndarray:
+    """The exact product of :func:`late_fee` before its rounding (fen × ‰): the parts of one bill's fee
+    (paid late in instalments, the rest still open) are added exactly, then rounded once."""
+    arrears = np.asarray(arrears_fen, np.int64)
+    due = np.asarray(due_days, np.int64)
+    late = np.maximum(np.asarray(until_days, np.int64) - due, 0)
+    year_end = _year_end_days(due)
+    in_year = np.minimum(late, np.maximum(year_end - due, 0))
+    later = late - in_year
+    res = np.asarray(residential, bool)
+    r1 = np.where(res, LATE_FEE_RULES["residential"][0], LATE_FEE_RULES["other"][0])
+    r2 = np.where(res, LATE_FEE_RULES["residential"][1], LATE_FEE_RULES["other"][1])
+    return arrears * (r1 * in_year + r2 * later)
+
+
+def late_fee_charged(exact, policy: Policy) -> np.ndarray:
+    """The fee of one bill from the sum of its exact parts: rounded once (half away from zero), and at
+    least ``policy.late_fee_min_fen`` when there is any fee at all (供电营业规则: 不足1元者按1元收取)."""
+    fee = round_div(np.asarray(exact, np.int64), LATE_FEE_DIV)
+    return np.where(np.asarray(exact) > 0, np.maximum(fee, policy.late_fee_min_fen), 0)
+
+
+def fifo_allocate(r_cust, r_amt, c_cust, c_amt) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which credit settles which receivable, oldest first on both sides: ``(r_index, c_index, amount)``.
+
+    ``r_cust``/``r_amt``: open receivables sorted by customer, then in the order they are settled;
+    ``c_cust``/``c_amt``: unallocated credits sorted by customer, then in the order they were received.
+    Each customer's receivables and credits are laid end to end on one line from the customer's own base
+    (bases far enough apart that customers never meet); every stretch between two consecutive ends lies
+    in one receivable and one credit, and is that pair's allocation.  No per-customer loop.
+    """
+    r_cust, c_cust = np.asarray(r_cust, np.int64), np.asarray(c_cust, np.int64)
+    r_amt, c_amt = np.asarray(r_amt, np.int64), np.asarray(c_amt, np.int64)
+    empty = (np.zeros(0, np.int64),) * 3
+    if not len(r_cust) or not len(c_cust):
+        return empty
+    custs = np.sort(np.concatenate([r_cust, c_cust]))       # distinct by a sort (np.union1d hashes: slower)
+    custs = custs[np.concatenate(([True], custs[1:] != custs[:-1]))]
+    tot_r = np.bincount(np.searchsorted(custs, r_cust), r_amt, len(custs)).astype(np.int64)
+    tot_c = np.bincount(np.searchsorted(custs, c_cust), c_amt, len(custs)).astype(np.int64)
+    span = np.maximum(tot_r, tot_c) + 1
+    base = np.cumsum(span) - span
+
+    def ends(cust, amt):
+        cs = np.cumsum(amt)
+        start = np.ones(len(cust), bool)
+        start[1:] = cust[1:] != cust[:-1]
+        first = np.maximum.accumulate(np.where(start, np.arange(len(cust)), 0))
+        end = base[np.searchsorted(custs, cust)] + cs - (cs[first] - amt[first])
+        return end - amt, end
+
+    r_lo, r_hi = ends(r_cust, r_amt)
+    c_lo, c_hi = ends(c_cust, c_amt)
+    pts = np.unique(np.concatenate([r_lo, r_hi, c_lo, c_hi]))
+    lo, hi = pts[:-1], pts[1:]
+    ri = np.searchsorted(r_hi, lo, "right")
+    ci = np.searchsorted(c_hi, lo, "right")
+    ok = (ri < len(r_hi)) & (ci < len(c_hi))
+    ri, ci, lo, hi = ri[ok], ci[ok], lo[ok], hi[ok]
+    ok = (r_lo[ri] <= lo) & (c_lo[ci] <= lo) & (r_cust[ri] == c_cust[ci])
+    return ri[ok], ci[ok], (hi - lo)[ok]
 
 
 def late_fee(arrears_fen, due_days, as_of_days, residential) -> np.ndarray:

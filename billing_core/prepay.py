@@ -38,6 +38,8 @@ class Thresholds:
     warn_fen: int = 2_000             # 报警金额: remind below 20 yuan
     grace_days: int = 1               # days below zero before the trip
     reconnect_fen: int = 0            # 合闸金额: close when the credit is back at or above this
+    send_attempts: int = 5            # a command that cannot reach the head-end this many times: alarm
+    confirm_trips_above: int = 100    # `gridhead prepay run` asks before sending more trips than this
 
 
 def daily_energy(prev: dict, now: dict, ct, pt, digits) -> tuple[dict, np.ndarray]:

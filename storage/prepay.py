@@ -14,9 +14,11 @@
    transaction as the deductions, the events and the run's row — all or nothing; then
 4. :func:`dispatch` sends the outbox's pending commands through a ``send`` callable (the control API
    client, ``headend.prepay_control``) with the system as the operator and reason "prepayment balance
-   exhausted", and records each outcome.  A command whose outcome was lost (a crash after sending) is
-   sent again with the same ``client_id``: the control API answers a repeated id with the first outcome
-   and never acts twice.
+   exhausted", and records each outcome (a chunk of outcomes per transaction).  A command whose outcome
+   was lost (a crash after sending) or that did not reach the head-end at all is sent again by the next
+   dispatch with the same ``client_id``: the control API answers a repeated id with the first outcome
+   and never acts twice; after ``Thresholds.send_attempts`` failures to reach it, an alarm.  A customer
+   is tripped (:func:`status`) only once the head-end confirmed the relay open.
 
 A date is run once: re-running it deducts nothing again and decides nothing again (the ``prepay_runs``
 row says it was done) — it only sends what is still pending.  Tables, in ``archive.duckdb`` beside the
@@ -63,7 +65,7 @@ CREATE TABLE IF NOT EXISTS prepay_commands (command_id VARCHAR NOT NULL, custome
 CREATE TABLE IF NOT EXISTS prepay_events (ts_utc TIMESTAMPTZ NOT NULL, day DATE, customer_id BIGINT NOT NULL,
     event VARCHAR NOT NULL, credit_fen BIGINT, who VARCHAR NOT NULL, command_id VARCHAR, detail VARCHAR);
 """
-FINAL = ("ok", "refused", "failed", "expired")
+FINAL = ("ok", "refused", "failed", "expired", "abandoned")
 
 
 def _open(data) -> _ledger.Writer:
@@ -183,7 +185,7 @@ def run(data, day: dt.date, thresholds: P.Thresholds | None = None, tariffs_dir=
             summary = {"day": str(day), **dict(zip(keys, map(int, done))), "repeated": True}
         else:
             summary = _run_day(w, data, day, t, tariffs, protected, who, kernel)
-    summary["dispatched"] = dispatch(data, send) if send else {}
+    summary["dispatched"] = dispatch(data, send, t) if send else {}
     return summary
 
 
@@ -323,67 +325,164 @@ def after_payment(data, customer_ids, thresholds: P.Thresholds | None = None, se
         except BaseException:
             w.con.execute("ROLLBACK")
             raise
-    return {"closes": n, "dispatched": dispatch(data, send) if send else {}}
+    return {"closes": n, "dispatched": dispatch(data, send, t) if send else {}}
 
 
 def pending(data) -> list[dict]:
-    """Outbox commands without a final outcome, oldest first."""
+    """Outbox commands without a final outcome, oldest first (``attempts``: sends that did not reach
+    the head-end so far)."""
     with _open(data) as w:
         return _pending(w)
 
 
-def _pending(w) -> list[dict]:
+def _pending(w, customers=None) -> list[dict]:
+    only = ""
+    if customers is not None:
+        only = "AND c.customer_id IN (" + (",".join(str(int(x)) for x in customers) or "NULL") + ")"
     return _ledger._arrow(w.con.execute(f"""
-        SELECT c.command_id, c.customer_id, cu.customer_no, c.meter_id, c.action, c.reason, c.day FROM prepay_commands c
-        JOIN customers cu USING (customer_id)
-        WHERE NOT EXISTS (SELECT 1 FROM prepay_events e WHERE e.command_id = c.command_id
-                          AND e.event IN ({', '.join(repr('command_' + f) for f in FINAL)}))
+        WITH ev AS (SELECT command_id, bool_or(event IN ({', '.join(repr('command_' + f) for f in FINAL)})) AS final,
+                           count(*) FILTER (WHERE event = 'command_unreachable') AS attempts
+                    FROM prepay_events WHERE command_id IS NOT NULL GROUP BY 1)
+        SELECT c.command_id, c.customer_id, cu.customer_no, c.meter_id, c.action, c.reason, c.day,
+               coalesce(ev.attempts, 0) AS attempts
+        FROM prepay_commands c JOIN customers cu USING (customer_id) LEFT JOIN ev USING (command_id)
+        WHERE NOT coalesce(ev.final, false) {only}
         ORDER BY c.ts_utc, c.command_id""")).to_pylist()
 
 
-def dispatch(data, send) -> dict:
+def _waves(todo: list[dict]) -> list[list[dict]]:
+    """The outbox in waves holding at most one command per customer, in order: a customer's trip and
+    its later reconnect are never in flight together (they would race at the head-end)."""
+    seen: dict = {}
+    waves: list = []
+    for cmd in todo:
+        k = seen.get(cmd["customer_id"], 0)
+        seen[cmd["customer_id"]] = k + 1
+        if k == len(waves):
+            waves.append([])
+        waves[k].append(cmd)
+    return waves
+
+
+def dispatch(data, send, thresholds: P.Thresholds | None = None, workers: int = 8, chunk: int = 1000) -> dict:
     """Send every pending command: ``send({command_id, action, target, reason, customer_no}) -> {outcome, ...}``
-    (outcome one of ok / refused / failed / expired / queued); each answer is recorded as an event.
-    A refused trip (a protected meter) clears the customer's tripped state.  Returns counts by outcome."""
+    (outcome ok / refused / failed / expired / queued); each answer is recorded as an event.
+
+    A ``send`` that raises did not reach the head-end: ``command_unreachable``, the command stays pending
+    and is sent again (same ``command_id``, so the head-end never acts twice) by the next dispatch —
+    the next run or payment; after ``thresholds.send_attempts`` such failures it is ``command_abandoned``
+    with an ``alarm`` event.  A trip the head-end did not carry out (refused, failed, expired, abandoned)
+    clears the customer's trip order, so the next run orders it again; a reconnect not carried out sets it
+    back, so the next run closes again.  A customer counts as tripped (:func:`status`) only once a trip
+    came back ``ok`` — the head-end read the relay open.
+
+    Commands go out ``workers`` at a time (at most one per customer at once, :func:`_waves`); outcomes
+    are written ``chunk`` commands per transaction.  Returns counts by outcome."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = thresholds or P.Thresholds()
     counts: dict = {}
     with _open(data) as w:
         todo = _pending(w)
-    for cmd in todo:
+    if not todo:
+        return counts
+
+    def one(cmd):
         spec = {"command_id": cmd["command_id"], "action": cmd["action"], "target": str(cmd["meter_id"]),
                 "reason": cmd["reason"], "customer_no": cmd["customer_no"]}
         try:
-            ans = send(spec) or {}
-        except Exception as exc:            # noqa: BLE001 — a transport failure is an outcome, recorded
-            ans = {"outcome": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
-        outcome = str(ans.get("outcome", "failed"))
-        counts[outcome] = counts.get(outcome, 0) + 1
-        with _open(data) as w:
-            w.con.execute("BEGIN")
-            try:
-                w.con.execute("INSERT INTO prepay_events VALUES ($ts, NULL, $c, $e, NULL, $who, $id, $d)",
-                              {"ts": _now(), "c": cmd["customer_id"], "e": f"command_{outcome}", "who": SYSTEM,
-                               "id": cmd["command_id"], "d": json.dumps(ans, ensure_ascii=False, default=str)[:2000]})
-                if outcome == "refused" and cmd["action"] == "disconnect":
-                    w.con.execute("UPDATE prepay_state SET tripped = false WHERE customer_id = $c", {"c": cmd["customer_id"]})
-                w.con.execute("COMMIT")
-            except BaseException:
-                w.con.execute("ROLLBACK")
-                raise
+            return send(spec) or {"outcome": "failed", "error": "empty answer"}
+        except Exception as exc:            # noqa: BLE001 — not reaching the head-end is an outcome, recorded
+            return {"outcome": "unreachable",
+                    "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        for wave in _waves(todo):
+            for i in range(0, len(wave), chunk):
+                part = wave[i:i + chunk]
+                answers = list(ex.map(one, part))
+                _record(data, part, answers, t, counts)
     return counts
 
 
-def status(data) -> dict:
-    """Prepayment customers now: credit, below-zero since, reminded, tripped; pending commands; last run."""
+def _record(data, part: list[dict], answers: list[dict], t: P.Thresholds, counts: dict) -> None:
+    """The outcomes of a chunk of commands, in one transaction (events, and the trip state they imply)."""
+    ts = _now()
+    rows, untrip, retrip = [], [], []
+    for cmd, ans in zip(part, answers):
+        outcome = str(ans.get("outcome", "failed"))
+        if outcome not in FINAL + ("queued", "unreachable"):
+            outcome = "failed"
+        counts[outcome] = counts.get(outcome, 0) + 1
+        rows.append((cmd, f"command_{outcome}", json.dumps(ans, ensure_ascii=False, default=str)[:2000]))
+        final_bad = outcome in ("refused", "failed", "expired")
+        if outcome == "unreachable" and cmd["attempts"] + 1 >= t.send_attempts:
+            final_bad = True
+            counts["abandoned"] = counts.get("abandoned", 0) + 1
+            why = (f"alarm: {cmd['action']} of customer {cmd['customer_no']} (meter {cmd['meter_id']}) did not "
+                   f"reach the head-end in {cmd['attempts'] + 1} attempts; abandoned, the next run decides again")
+            rows.append((cmd, "command_abandoned", why))
+            rows.append((cmd, "alarm", why))
+        if final_bad:
+            (untrip if cmd["action"] == "disconnect" else retrip).append(int(cmd["customer_id"]))
+    n = len(rows)
+    tbl = pa.table({"ts_utc": pa.array([ts] * n, pa.timestamp("us", "UTC")), "day": pa.nulls(n, pa.date32()),
+                    "customer_id": pa.array([int(c["customer_id"]) for c, _, _ in rows], pa.int64()),
+                    "event": pa.array([e for _, e, _ in rows], pa.string()), "credit_fen": pa.nulls(n, pa.int64()),
+                    "who": pa.array([SYSTEM] * n, pa.string()),
+                    "command_id": pa.array([c["command_id"] for c, _, _ in rows], pa.string()),
+                    "detail": pa.array([d for _, _, d in rows], pa.string())})
     with _open(data) as w:
-        cust = w.query("""
-            SELECT c.customer_id, c.customer_no, c.name,
-                   -coalesce(sum(e.debit_fen) - sum(e.credit_fen), 0)::BIGINT AS credit_fen,
-                   CASE WHEN any_value(s.below_since) >= 0 THEN DATE '1970-01-01' + any_value(s.below_since)::INTEGER
-                   END AS below_zero_since,
-                   coalesce(any_value(s.warned), false) AS reminded, coalesce(any_value(s.tripped), false) AS tripped
-            FROM customers c LEFT JOIN ledger_entries e USING (customer_id)
-            LEFT JOIN prepay_state s USING (customer_id)
-            WHERE c.prepaid GROUP BY c.customer_id, c.customer_no, c.name ORDER BY c.customer_id""")
+        w.con.execute("BEGIN")
+        try:
+            w.con.register("_rows", tbl)
+            try:
+                w.con.execute("INSERT INTO prepay_events SELECT * FROM _rows")
+            finally:
+                w.con.unregister("_rows")
+            for ids, val in ((untrip, "false"), (retrip, "true")):
+                if ids:
+                    w.con.execute(f"UPDATE prepay_state SET tripped = {val} WHERE customer_id IN "
+                                  f"({', '.join(map(str, ids))})")
+            w.con.execute("COMMIT")
+        except BaseException:
+            w.con.execute("ROLLBACK")
+            raise
+
+
+def status(data, customer: str | None = None) -> dict:
+    """Prepayment customers now: credit, below-zero since, reminded, ``tripped`` (the head-end confirmed
+    the relay open: the customer's last ``ok`` command was a trip), ``trip_pending`` (a trip ordered and
+    not yet confirmed); the pending commands, alarms and the last run.  ``customer``: one 户号."""
+    with _open(data) as w:
+        only = "AND c.customer_no = $n" if customer is not None else ""
+        cust = w.query(f"""
+            WITH ok AS (SELECT e.customer_id, arg_max(k.action, e.ts_utc) AS last_ok FROM prepay_events e
+                        JOIN prepay_commands k USING (command_id) WHERE e.event = 'command_ok' GROUP BY 1),
+                 bal AS (SELECT customer_id, sum(debit_fen) - sum(credit_fen) AS b FROM ledger_entries GROUP BY 1)
+            SELECT c.customer_id, c.customer_no, c.name, -coalesce(bal.b, 0)::BIGINT AS credit_fen,
+                   CASE WHEN s.below_since >= 0 THEN DATE '1970-01-01' + s.below_since::INTEGER END AS below_zero_since,
+                   coalesce(s.warned, false) AS reminded,
+                   coalesce(ok.last_ok = 'disconnect', false) AS tripped,
+                   coalesce(s.tripped, false) AND NOT coalesce(ok.last_ok = 'disconnect', false) AS trip_pending
+            FROM customers c LEFT JOIN bal USING (customer_id) LEFT JOIN prepay_state s USING (customer_id)
+            LEFT JOIN ok USING (customer_id)
+            WHERE c.prepaid {only} ORDER BY c.customer_id""", {"n": customer} if customer is not None else None)
+        if customer is not None and not cust.num_rows:
+            raise _ledger.LedgerError(f"--customer {customer!r}: not a prepayment customer (户号) in the archive")
         last = w.con.execute("SELECT max(day) FROM prepay_runs").fetchone()[0]
-        pend = _pending(w)
-    return {"last_run": str(last) if last else None, "customers": cust, "pending": pend}
+        pend = _pending(w, cust.column("customer_id").to_pylist() if customer is not None else None)
+        alarms = w.con.execute("SELECT count(*) FROM prepay_events WHERE event = 'alarm'").fetchone()[0]
+    return {"last_run": str(last) if last else None, "customers": cust, "pending": pend, "alarms": int(alarms)}
+
+
+def summarise(st: dict) -> dict:
+    """The first lines of `gridhead prepay status`: counts and sums over the customers."""
+    c = st["customers"]
+    credit = np.asarray(c.column("credit_fen").to_numpy(), np.int64) if c.num_rows else np.zeros(0, np.int64)
+    col = {k: np.asarray(c.column(k).to_pylist(), bool) for k in ("tripped", "trip_pending", "reminded")}
+    return {"customers": c.num_rows, "below_zero": int((credit < 0).sum()), "owed_fen": int(-credit[credit < 0].sum()),
+            "credit_fen": int(credit[credit > 0].sum()), "tripped": int(col["tripped"].sum()),
+            "trip_pending": int(col["trip_pending"].sum()), "reminded": int(col["reminded"].sum()),
+            "pending_commands": len(st["pending"]),
+            "pending_trips": sum(1 for x in st["pending"] if x["action"] == "disconnect"), "alarms": st["alarms"]}

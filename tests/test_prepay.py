@@ -262,3 +262,94 @@ def test_a_broken_earlier_bill_is_one_line_and_nothing_is_deducted(fleet, tmp_pa
     assert r.stderr.startswith("error: prepay 2026-06-10: reading ") and "period=2026-05" in r.stderr
     assert _count(d, "SELECT count(*) FROM ledger_entries WHERE kind = 'prepay_charge'")[0] == 0
     assert _count(d, "SELECT count(*) FROM prepay_runs")[0] == 0
+
+
+# --- issue 17 -------------------------------------------------------------------------------------------
+def _closed_port() -> int:
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                         # nothing listens there: connection refused
+    return port
+
+
+def test_a_trip_that_never_reached_the_head_end_is_retried_then_alarmed(fleet, tmp_path):
+    """Defect 2: with the control API unreachable the trips stay pending (not "tripped"), are sent again
+    by the next run, and after `send_attempts` failures raise an alarm; the next run orders them again.
+    Only a trip the head-end confirmed makes the customer "tripped"."""
+    from headend.prepay_control import sender
+    d = _copy(fleet, tmp_path)
+    t = P.Thresholds(warn_fen=2_000, grace_days=0, send_attempts=3)
+    down = sender(f"http://127.0.0.1:{_closed_port()}", "token", timeout_s=2)
+    r = prepay.run(d, JUNE[0], t, send=down)
+    n = r["trips"]
+    assert n > 0 and r["dispatched"] == {"unreachable": n}
+    st = prepay.status(d)["customers"].to_pylist()
+    assert not any(x["tripped"] for x in st) and sum(x["trip_pending"] for x in st) == n
+    assert len(prepay.pending(d)) == n and {x["attempts"] for x in prepay.pending(d)} == {1}
+    r = prepay.run(d, JUNE[1], t, send=down)            # the next run sends them again (and decides no new trip)
+    assert r["trips"] == 0 and r["dispatched"] == {"unreachable": n}
+    r = prepay.run(d, JUNE[2], t, send=down)            # third failure: abandoned, alarmed
+    assert r["dispatched"] == {"unreachable": n, "abandoned": n}
+    assert prepay.pending(d) == [] and prepay.status(d)["alarms"] == n
+    sent = []
+
+    def up(spec):
+        sent.append(spec)
+        return {"outcome": "ok", "readback": {"relay_open": True}}
+
+    r = prepay.run(d, JUNE[3], t, send=up)              # ordered again, and now confirmed
+    assert r["trips"] == n and r["dispatched"] == {"ok": n}
+    assert all(s["command_id"].startswith(f"prepay-{JUNE[3]}-disconnect-") for s in sent)
+    st = prepay.status(d)["customers"].to_pylist()
+    assert sum(x["tripped"] for x in st) == n and not any(x["trip_pending"] for x in st)
+
+
+def test_a_trip_the_meter_did_not_answer_is_ordered_again(fleet, tmp_path):
+    d = _copy(fleet, tmp_path)
+    t = P.Thresholds(warn_fen=2_000, grace_days=0)
+    r = prepay.run(d, JUNE[0], t, send=lambda spec: {"outcome": "failed", "error": "no answer from the meter"})
+    assert r["trips"] > 0 and r["dispatched"] == {"failed": r["trips"]}
+    assert not any(x["tripped"] or x["trip_pending"] for x in prepay.status(d)["customers"].to_pylist())
+    assert prepay.run(d, JUNE[1], t)["trips"] == r["trips"]          # not forgotten: ordered the next day
+
+
+def test_dispatch_writes_outcomes_per_chunk_not_per_command(fleet, tmp_path, monkeypatch):
+    """Defect 3: one transaction per command made 429 commands take 53 s; outcomes are now written a
+    chunk at a time (the time for 1,000 commands is in benchmarks/bench_prepay.py)."""
+    d = _copy(fleet, tmp_path)
+    t = P.Thresholds(warn_fen=2_000, grace_days=0)
+    n = prepay.run(d, JUNE[0], t)["trips"]
+    assert n > 3
+    opened = []
+    real = prepay._open
+    monkeypatch.setattr(prepay, "_open", lambda data: opened.append(1) or real(data))
+    out = prepay.dispatch(d, lambda spec: {"outcome": "ok"}, t, chunk=max(1, n // 2))
+    assert out == {"ok": n} and len(opened) <= 1 + 3        # the outbox read, then ≤ 3 chunks (not 1 + n)
+
+
+def test_cli_asks_before_sending_many_trips(fleet, tmp_path):
+    """Defect 5: more trips than --confirm-above are summarised and need a yes; declined, nothing is sent."""
+    import json as _json
+    d = _copy(fleet, tmp_path)
+    url = f"http://127.0.0.1:{_closed_port()}"
+    from click.testing import CliRunner
+
+    from cli import cli as group
+    cli = ["prepay", "run", "--grace-days", "0", "--confirm-above", "1", "--control-url", url, "--token", "x",
+           "--data", str(d)]
+
+    def run(args, **kw):                               # in process: no interpreter start per call
+        x = CliRunner().invoke(group, args, **kw)
+        return subprocess.CompletedProcess(args, x.exit_code, x.stdout, x.stderr)
+    r = run(cli + ["--date", "2026-06-01"], input="n\n")
+    assert r.returncode == 1, r.stderr
+    assert "trip commands are waiting to be sent" in r.stderr and "stay in the outbox" in r.stderr
+    assert prepay.pending(d) and all(x["attempts"] == 0 for x in prepay.pending(d))       # nothing was sent
+    r = run(cli + ["--date", "2026-06-02", "--yes", "--json"])
+    assert r.returncode == 0, r.stderr
+    assert _json.loads(r.stdout)["dispatched"]["unreachable"] == len(prepay.pending(d))
+    s = run(["prepay", "status", "--limit", "2", "--data", str(d)])
+    assert s.returncode == 0 and s.stdout.startswith("last run 2026-06-02;") and "trips not yet confirmed" in s.stdout
+    assert "more (--limit 0 lists all)" in s.stdout
