@@ -984,9 +984,29 @@ def _policy(late_fee_min_yuan, max_payment_yuan):
     return Policy(late_fee_min_fen=_fen_arg(late_fee_min_yuan), max_payment_fen=_fen_arg(max_payment_yuan))
 
 
+def _read_token(ctx, _param, value):
+    """The API token: --token-file, else $GRIDHEAD_TOKEN; never argv (it shows in `ps`)."""
+    legacy = ctx.params.pop("token_argv", None)
+    if legacy:
+        raise click.UsageError("--token on the command line shows in `ps`; put the token in GRIDHEAD_TOKEN or "
+                               "a file read with --token-file")
+    if value:
+        try:
+            text = open(value).read().strip()
+        except OSError as exc:
+            raise click.BadParameter(f"{value}: {exc.strerror}", param_hint="--token-file") from None
+        if not text:
+            raise click.BadParameter(f"{value}: empty", param_hint="--token-file")
+        return text.splitlines()[0].strip()
+    import os
+    return os.environ.get("GRIDHEAD_TOKEN") or None
+
+
 def _control_options(f):
-    f = click.option("--token", envvar="GRIDHEAD_TOKEN", default=None,
-                     help="Control API token (operator) [env GRIDHEAD_TOKEN].")(f)
+    f = click.option("--token-file", "token", type=click.Path(dir_okay=False), callback=_read_token,
+                     help="File holding the control API token (operator) [default: env GRIDHEAD_TOKEN].")(f)
+    f = click.option("--token", "token_argv", hidden=True, is_eager=True, expose_value=False,
+                     callback=lambda ctx, p, v: ctx.params.__setitem__("token_argv", v) if v else None)(f)
     # --api / GRIDHEAD_API as for `gridhead status` and the other operate commands (--control-url and
     # GRIDHEAD_CONTROL_URL: the old names, still taken)
     return click.option("--api", "--control-url", "control_url", cls=_Aliased, callback=_check_url,
@@ -1132,7 +1152,7 @@ def ledger_adjust(customer, amount, by, note, as_json, data):
 
 
 @ledger_grp.command("late-fees")
-@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Accrue to this day.")
+@click.option("--as-of", type=_DAY, required=True, help="Accrue to this day.")
 @click.option("--by", default="billing", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_policy_options
@@ -1300,7 +1320,7 @@ def prepay_send(confirm_above, send_attempts, yes, as_json, control_url, token, 
     """Send the commands waiting in the outbox (those that did not reach the head-end before included)."""
     from billing_core.prepay import Thresholds
     if not control_url:
-        raise click.UsageError("--control-url (or GRIDHEAD_CONTROL_URL) is required to send")
+        raise click.UsageError("--api (or GRIDHEAD_API) is required to send")
     t = Thresholds(send_attempts=send_attempts, confirm_trips_above=confirm_above)
     out = _prepay_send(data, t, yes, control_url, token, as_json)
     click.echo(json.dumps(out) if as_json else
@@ -1896,24 +1916,6 @@ def report_bills(month, html_out, data):
 # These talk to a running `gridhead serve` (its control API, headend/control.py) with a token from
 # `gridhead token add`.  Exit codes: 0 every command ok, 1 a command refused/failed/unconfirmed,
 # 2 bad request, 3 missing or insufficient token.
-def _read_token(ctx, _param, value):
-    """The API token: --token-file, else $GRIDHEAD_TOKEN; never argv (it shows in `ps`)."""
-    legacy = ctx.params.pop("token_argv", None)
-    if legacy:
-        raise click.UsageError("--token on the command line shows in `ps`; put the token in GRIDHEAD_TOKEN or "
-                               "a file read with --token-file")
-    if value:
-        try:
-            text = open(value).read().strip()
-        except OSError as exc:
-            raise click.BadParameter(f"{value}: {exc.strerror}", param_hint="--token-file") from None
-        if not text:
-            raise click.BadParameter(f"{value}: empty", param_hint="--token-file")
-        return text.splitlines()[0].strip()
-    import os
-    return os.environ.get("GRIDHEAD_TOKEN") or None
-
-
 def _api_options(f):
     f = click.option("--json", "as_json", is_flag=True, help="One JSON object per command on stdout.")(f)
     f = click.option("--token-file", "token", type=click.Path(dir_okay=False), callback=_read_token,

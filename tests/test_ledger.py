@@ -313,7 +313,7 @@ def test_impossible_dates_are_refused_not_rolled_over(fleet, tmp_path):
     f = _bank(tmp_path / "dates.csv", [("D1", nos[0], "10", "2026-06-30"), ("D2", nos[1], "10", "2026-06-31"),
                                        ("D3", nos[2], "10", "2026-02-30"), ("D4", nos[3], "10", "2024-02-29")])
     r = _run("pay", "import", str(f), "--data", str(d))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert f"{f}:2: paid_on: '2026-06-31' is not a date YYYY-MM-DD" in r.stderr.splitlines()
     assert f"{f}:3: paid_on: '2026-02-30' is not a date YYYY-MM-DD" in r.stderr.splitlines()
     assert ":1:" not in r.stderr and ":4:" not in r.stderr           # 06-30 and a leap day are dates
@@ -354,7 +354,7 @@ def test_refunds_are_linked_and_never_above_the_credit_in_hand(fleet, tmp_path):
         ledger.add_entry(d, c["customer_no"], "payment", 99_999_999_999_999, "bob")
     f = _bank(tmp_path / "big.csv", [("H1", c["customer_no"], "999999999999.99", "2026-07-02")])
     r = _run("pay", "import", str(f), "--data", str(d))
-    assert r.returncode == 1 and f"{f}:1: amount_yuan: '999999999999.99' is above the single-payment limit" in r.stderr
+    assert r.returncode == 2 and f"{f}:1: amount_yuan: '999999999999.99' is above the single-payment limit" in r.stderr
 
 
 def test_late_fees_posted_allocated_first_and_waived(fleet, tmp_path):
@@ -406,12 +406,12 @@ def test_bank_files_as_banks_send_them(fleet, tmp_path):
     bad = tmp_path / "trailer.csv"
     bad.write_bytes(("H,批次20260720,3,7.50\n" + body + "T,3,9.00\n").encode("gbk"))
     r = _run("pay", "import", str(bad), "--data", str(d))
-    assert r.returncode == 1 and f"{bad}:trailer: total 9.00, the rows add up to 7.50 yuan; nothing was imported" \
+    assert r.returncode == 2 and f"{bad}:trailer: total 9.00, the rows add up to 7.50 yuan; nothing was imported" \
         in r.stderr
     cnt = tmp_path / "count.csv"
     cnt.write_bytes(("H,批次20260720,4,7.50\n" + body).encode("gbk"))
     r = _run("pay", "import", str(cnt), "--data", str(d))
-    assert r.returncode == 1 and f"{cnt}:header: count 4, the file has 3 payment rows" in r.stderr
+    assert r.returncode == 2 and f"{cnt}:header: count 4, the file has 3 payment rows" in r.stderr
     with ledger.Reader(d) as rd:
         assert not rd.has or rd.con.execute("SELECT count(*) FROM ledger_entries").fetchone()[0] == 0
     good = tmp_path / "good.csv"
@@ -428,7 +428,7 @@ def test_bank_files_as_banks_send_them(fleet, tmp_path):
     mixed.write_bytes(("H,批次20260721,2,10.00\nref,customer_no,amount_yuan,paid_on\nM1,%s,5,2026-07-21\nM2,9999999999,5,2026-07-21\n"
                        % nos[5]).encode("gbk"))
     r = _run("pay", "import", str(mixed), "--return-file", str(tmp_path / "mixed.ret"), "--data", str(d))
-    assert r.returncode == 1
+    assert r.returncode == 2
     ret = list(csv.reader((tmp_path / "mixed.ret").read_bytes().decode("gbk").splitlines()))
     assert ret[1][4] == "not applied" and ret[2][4] == "refused" and "户号" in ret[2][6]
     # header only: "0 payments", nothing written

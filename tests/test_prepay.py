@@ -337,11 +337,11 @@ def test_cli_asks_before_sending_many_trips(fleet, tmp_path):
     from click.testing import CliRunner
 
     from cli import cli as group
-    cli = ["prepay", "run", "--grace-days", "0", "--confirm-above", "1", "--control-url", url, "--token", "x",
+    cli = ["prepay", "run", "--grace-days", "0", "--confirm-above", "1", "--api", url,
            "--data", str(d)]
 
     def run(args, **kw):                               # in process: no interpreter start per call
-        x = CliRunner().invoke(group, args, **kw)
+        x = CliRunner(env={"GRIDHEAD_TOKEN": "x"}).invoke(group, args, **kw)
         return subprocess.CompletedProcess(args, x.exit_code, x.stdout, x.stderr)
     r = run(cli + ["--date", "2026-06-01"], input="n\n")
     assert r.returncode == 1, r.stderr
