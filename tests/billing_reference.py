@@ -50,8 +50,8 @@ MISSING, ESTIMATED, NEGATIVE, ROLLOVER, TOU_MISMATCH, ZERO = ("missing reading",
                                                              "TOU registers do not add up to the total",
                                                              "zero consumption")
 JUMP, REVERSE, NO_POINT = "consumption jump vs history", "reverse energy registered", "no metering point"
-NO_REACTIVE = "no reactive reading"            # R9 缺无功
-YTD_UNKNOWN = "year-to-date unknown"           # R7
+NO_REACTIVE = "no reactive reading for the power-factor adjustment"          # R9 缺无功
+YTD_UNKNOWN = "year-to-date energy unknown for the annual tiers"             # R7 年累计电量不明
 REASON_ORDER = (MISSING, ESTIMATED, NEGATIVE, ROLLOVER, TOU_MISMATCH, ZERO, JUMP, REVERSE, NO_POINT,
                 NO_REACTIVE, YTD_UNKNOWN)
 
@@ -305,8 +305,9 @@ class Part:
 
 
 def _tariff_for(ts: TariffSet, code: str | None, category: str):
-    f = getattr(ts, "tariff_for", None)
-    return f(code, category) if f is not None else ts.tariff(category)
+    """The tariff file that prices a customer assigned ``code`` (R8): the file whose ``codes`` list it, else
+    the category's default file (the tariff file reader's lookup)."""
+    return ts.tariff(ts.price_from_tariff_assignment(code, category))
 
 
 def _funds_of(ts: TariffSet, version, season, category: str) -> tuple:
@@ -383,7 +384,7 @@ class Reference:
         total = 0
         for s in segs:
             e, reasons = segment_energy(s)
-            if MISSING in reasons:
+            if reasons & {MISSING, NEGATIVE}:           # a missing or backwards reading: not established
                 return None
             total += e["total"]
         return base + total
@@ -417,8 +418,11 @@ class Reference:
             q_fwd += d * mult
             q_reasons |= f & {MISSING, NEGATIVE, ROLLOVER}
             if s.prev["re_rev"] is not None and s.now["re_rev"] is not None:      # exported reactive (R2)
-                d, _ = register_delta(s.prev["re_rev"], s.now["re_rev"], s.modulus)
+                d, f = register_delta(s.prev["re_rev"], s.now["re_rev"], s.modulus)
                 q_rev += d * mult
+                q_reasons |= f & {NEGATIVE, ROLLOVER}
+            elif (s.prev["re_rev"] is None) != (s.now["re_rev"] is None):         # one of its readings missing
+                q_reasons.add(MISSING)
         b.e_metered = e["total"]
         if assessed and has_q:              # a reactive reading missing is a missing reading (run.py)
             b.reasons |= q_reasons
@@ -486,9 +490,10 @@ class Reference:
         cum = ytd
         for pt in parts:
             v = pt.version
-            if v.tiers == "none":
-                continue
             e_part = sum(pt.energy.values())
+            if v.tiers == "none":
+                cum += e_part                   # still energy of the tier year
+                continue
             lim2, lim3 = v.tier_limits_kwh[0] * 100, v.tier_limits_kwh[1] * 100
             if v.tiers == "monthly":             # monthly limits by days of a partial month, from zero
                 lim2 = round_half_away(Fraction(lim2 * pt.days, period_days))
@@ -504,7 +509,7 @@ class Reference:
             t3 += e3
             t2_money += Fraction(e2 * v.tier_increments_uyuan[0]) * fen
             t3_money += Fraction(e3 * v.tier_increments_uyuan[1]) * fen
-            cum = c1
+            cum += e_part
         if t2:
             items.append(("tier2", t2, -1 if mixed else first.version.tier_increments_uyuan[0], round_half_away(t2_money)))
         if t3:

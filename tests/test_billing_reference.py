@@ -17,6 +17,7 @@ demand the bill was priced on — under the compiled kernels and under their pur
 from __future__ import annotations
 
 import collections
+import csv
 import datetime as dt
 import pathlib
 import random
@@ -26,9 +27,9 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from storage import bills
+from storage import archive, bills
 
-from .billing_reference import Reference
+from .billing_reference import Reference, pf_hundredths, pf_rate_bp, round_half_away
 from .conftest import generated
 
 PERIODS = ("2026-06", "2026-07", "2026-08", "2026-10", "2026-11", "2026-12", "2026-09")   # September last
@@ -88,6 +89,23 @@ def compare_run(d: pathlib.Path, periods, tariffs_dir=None, limit: int = 30) -> 
     return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else []), n
 
 
+# --- the reference's own arithmetic, against DOMAIN.md's figures worked by hand --------------------------------
+def test_reference_rounding_and_power_factor_by_hand():
+    from fractions import Fraction
+    assert [round_half_away(Fraction(n, 2)) for n in (5, 3, 1, -1, -5)] == [3, 2, 1, -1, -3]   # 四舍五入
+    assert round_half_away(Fraction(1, 3)) == 0 and round_half_away(Fraction(-2, 3)) == -1
+    assert pf_hundredths(3, 4) == 60 and pf_hundredths(5, 0) == 100 and pf_hundredths(0, 5) == -1
+    # cosφ 0.8955 rounds to 0.90, 0.8949 to 0.89: P = 8955, Q = √(10000² − 8955²) ≈ 4450.6 either side
+    assert pf_hundredths(8955, 4450) == 90 and pf_hundredths(8949, 4463) == 89
+    # (83)水电财字第215号 as DOMAIN.md states it, in basis points
+    assert [pf_rate_bp(90, pf) for pf in (90, 89, 70, 69, 65, 64, 91, 95, 99)] == \
+        [0, 50, 1000, 1100, 1500, 1700, -15, -75, -75]
+    assert [pf_rate_bp(85, pf) for pf in (86, 90, 91, 92, 93, 94, 100, 84, 65, 60, 59)] == \
+        [-10, -50, -65, -80, -95, -110, -110, 50, 1000, 1500, 1700]
+    assert [pf_rate_bp(80, pf) for pf in (85, 90, 91, 92, 99, 60, 55, 54)] == \
+        [-50, -100, -115, -130, -130, 1000, 1500, 1700]
+
+
 # --- (a) the big fleet ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def big_fleet(tmp_path_factory):
@@ -138,8 +156,13 @@ def _price(rng: random.Random, lo: int, hi: int) -> str:
 def write_tariffs(directory: pathlib.Path, rng: random.Random, change: dt.date | None) -> None:
     """Random but valid tariff files for the four categories (and funds), a second version from ``change``."""
     directory.mkdir(parents=True, exist_ok=True)
-    for cat in _CATEGORIES:
-        lines = [f'category = "{cat}"', f'name = "random {cat}"', ""]
+    files = [(cat, cat, None) for cat in _CATEGORIES]
+    for code, cat in (("COM-TOU-2021", "general_commercial"), ("IND-TOU-2PART", "large_industrial"),
+                      ("RES-TIER", "residential")):
+        if rng.random() < 0.5:          # the assignment, not the category, chooses the price (R8)
+            files.append((f"{cat}_{code.lower()}", cat, code))
+    for stem, cat, code in files:
+        lines = [f'category = "{cat}"', f'name = "random {stem}"'] + ([f'codes = ["{code}"]'] if code else []) + [""]
         effective_dates = [dt.date(2026, 1, 1)] + ([change] if change and rng.random() < 0.7 else [])
         for eff in effective_dates:
             basic = rng.choice(("none", "capacity", "contract_demand", "actual_demand")) \
@@ -159,7 +182,7 @@ def write_tariffs(directory: pathlib.Path, rng: random.Random, change: dt.date |
                           f'demand = "{_price(rng, 1_000_000, 60_000_000)}"']
             lines += ["", "[[version.season]]", 'name = "all_year"', f"months = {list(range(1, 13))}",
                       'weekday = "vvvvvvvvfppfffffpppppfff"', ""]
-        (directory / f"{cat}.toml").write_text("\n".join(lines))
+        (directory / f"{stem}.toml").write_text("\n".join(lines))
     funds = ["[[version]]", "effective = 2026-01-01"]
     for k in range(rng.randint(0, 3)):
         exempt = [c for c in _CATEGORIES if rng.random() < 0.3]
@@ -179,13 +202,88 @@ def small_fleets(tmp_path_factory):
     return out
 
 
+def randomise_archive(base: pathlib.Path, d: pathlib.Path, rng: random.Random) -> pathlib.Path:
+    """A data directory ``d`` reading ``base``'s lake with a randomised copy of its archive: each customer
+    point's 高供低计 transformer (nameplate P0/Pk/I0/Uk or agreed rates, line loss), basic-charge method and
+    contract demand (around the 105 % limit), 力调 standard, and opening year-to-date where the archive has it."""
+    d.mkdir(parents=True)
+    (d / "lake").symlink_to(base / "lake")
+    files = d / "archive-files"
+    shutil.copytree(base / "archive-files", files)
+    md = {}                                   # the month's maximum demand of each point, kW (from its meter)
+    for f in (base / "lake" / "readings" / "kind=monthly").glob("date=*/bucket=*/part-*.parquet"):
+        t = pq.ParquetFile(f).read(columns=["meter_id", "register", "value"]).to_pylist()
+        for r in t:
+            if r["register"] == 20:
+                md[r["meter_id"]] = max(md.get(r["meter_id"], 0), r["value"])
+    mult = {}
+    with open(files / "point_multipliers.csv") as fh:
+        for r in csv.DictReader(fh):
+            mult[r["point_id"]] = int(r["ct_ratio"]) * int(r["pt_ratio"])
+
+    def rewrite(name, change):
+        with open(files / f"{name}.csv") as fh:
+            rows = list(csv.DictReader(fh))
+            cols = list(rows[0])
+        for r in rows:
+            change(r, cols)
+        with open(files / f"{name}.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, cols)
+            w.writeheader()
+            w.writerows(rows)
+
+    def point(r, cols):
+        if r["role"] != "customer":
+            return
+        kw = md.get(int(r["point_id"]), 0) * mult.get(r["point_id"], 1) // 10_000
+        r["pf_standard_x100"] = str(rng.choice((0, 80, 85, 90)))
+        hv = rng.random() < 0.5
+        r["hv_metered_lv"] = "true" if hv else "false"
+        r["tx_capacity_kva"] = str(rng.choice((100, 315, 630, 1000, 2000))) if hv or rng.random() < 0.5 else ""
+        for c in ("tx_p0_w", "tx_pk_w", "tx_loss_rate_bp", "line_loss_rate_bp", "tx_i0_x100", "tx_uk_x100",
+                  "tx_q_loss_rate_bp"):
+            if c in r:
+                r[c] = ""
+        if hv:
+            if rng.random() < 0.5:                # nameplate
+                r["tx_p0_w"], r["tx_pk_w"] = str(rng.randint(0, 3000)), str(rng.randint(0, 20000))
+                if "tx_i0_x100" in r:
+                    r["tx_i0_x100"], r["tx_uk_x100"] = str(rng.randint(0, 300)), str(rng.randint(0, 1000))
+            else:                                 # agreed rates
+                r["tx_loss_rate_bp"] = str(rng.randint(0, 2000))
+                if "tx_q_loss_rate_bp" in r and rng.random() < 0.5:
+                    r["tx_q_loss_rate_bp"] = str(rng.randint(0, 2000))
+            if rng.random() < 0.3:
+                r["line_loss_rate_bp"] = str(rng.randint(0, 500))
+        basic = rng.choice(("none", "capacity", "contract_demand", "actual_demand"))
+        if basic == "capacity" and not r["tx_capacity_kva"]:
+            basic = "actual_demand"
+        r["basic_charge"] = basic
+        # a contract demand just below, at or just above the 105 % limit of the metered demand
+        r["contract_demand_kw"] = str(max(1, kw * 100 // rng.choice((100, 104, 105, 106, 120)))) \
+            if basic == "contract_demand" or rng.random() < 0.3 else ""
+
+    def customer(r, cols):
+        if "opening_ytd_date" in r:
+            on = rng.random() < 0.7
+            r["opening_ytd_date"] = rng.choice(("2026-06-01", "2026-06-15", "2026-07-01", "2025-12-01")) if on else ""
+            r["opening_ytd_kwh_x100"] = str(rng.randint(0, 600_000)) if on else ""
+
+    rewrite("points", point)
+    rewrite("customers", customer)
+    with archive.Archive(d / "archive.duckdb") as a:
+        a.import_files(sorted(files.glob("*.csv")))
+    return d
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(which=st.integers(0, 2), seed=st.integers(0, 2 ** 32 - 1),
        change=st.sampled_from([None, dt.date(2026, 6, 11), dt.date(2026, 7, 1), dt.date(2026, 7, 20)]))
-def test_random_tariffs_equal_the_reference(small_fleets, kernels, tmp_path_factory, which, seed, change):
-    d = small_fleets[which]
-    tdir = tmp_path_factory.mktemp("tariffs")
-    write_tariffs(tdir, random.Random(seed), change)
+def test_random_tariffs_and_points_equal_the_reference(small_fleets, kernels, tmp_path_factory, which, seed, change):
+    rng = random.Random(seed)
+    d = randomise_archive(small_fleets[which], tmp_path_factory.mktemp("random") / "data", rng)
+    tdir = d / "tariffs"
+    write_tariffs(tdir, rng, change)
     diffs, n = compare_run(d, ("2026-06", "2026-07"), tdir)
     assert n == 120
     assert diffs == [], "\n".join(diffs)
