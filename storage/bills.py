@@ -912,6 +912,29 @@ def _clean_spills(root: pathlib.Path) -> None:
             pass
 
 
+def readings_seen(inp: R.RunInput) -> np.ndarray:
+    """(customers, segments read at the period start, segments read at its end) of one extract."""
+    seg = inp.seg
+    return np.array([inp.n, int((seg["prev_ae_fwd"] >= 0).sum()), int((seg["now_ae_fwd"] >= 0).sum())], np.int64)
+
+
+def refuse_unread_period(period: str, seen) -> None:
+    """A period without any settlement reading at its start or its end is refused, not billed.
+
+    Billing everyone as held "0 kWh" would publish a period that was simply never read (issue 15, defect 9):
+    one line naming the period and the missing readings, exit status 1 (the operation cannot be done yet —
+    collect or import the readings first); nothing is published.
+    """
+    customers, at_start, at_end = (int(x) for x in seen)
+    if customers == 0 or (at_start and at_end):
+        return
+    start, end = period_bounds(period)
+    missing = [f"{d} 00:00" for d, k in ((start, at_start), (end, at_end)) if k == 0]
+    raise BillingError(f"period {period}: no settlement reading (月冻结 or 日冻结) at {' nor at '.join(missing)} "
+                       f"for any of the {customers:,} customers' meters; collect or import them first — "
+                       f"nothing was published")
+
+
 def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: int = CHUNK) -> dict:
     """Compute and publish every bill of ``period``; the run summary (also written as summary.json).
 
@@ -942,6 +965,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
         chunks = [(set(bs), np.sort(np.concatenate(ids))) for bs, ids in chunks]
         prepared = prepare(data, period, dict(enumerate(chunks)))
     parts = Parts(bills_root(data), spill=len(chunks) > 1)
+    seen = np.zeros(3, np.int64)
     try:
         t_read, t_price = time.perf_counter() - t0, 0.0     # read: with the assignment and prepare of chunks
         t_prepare = t_read
@@ -952,6 +976,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
             if missing:
                 raise BillingError(f"category {missing[0]!r}: no tariff file in "
                                    f"{tariffs_dir or 'billing_core/tariffs'}; nothing was billed")
+            seen += readings_seen(inp)
             t2 = time.perf_counter()
             out, items, table = R.compute(inp, tariffs, kernel)
             R.check_items(out, items)
@@ -962,6 +987,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
             t_price += time.perf_counter() - t2
             if len(chunks) > 1:
                 tick(f"chunk {len(parts.parts)}/{len(chunks)}")
+        refuse_unread_period(period, seen)
         tick("read")
         tick("price")
         s = publish_run(data, period, (start, end), parts, table, t0, t_read, t_price, tick)
