@@ -101,12 +101,13 @@ def segment_energy(prev: Mapping, now: Mapping, ct, pt, digits=DEFAULT_DIGITS,
 
 
 def sum_by_bill(bill_index, n_bills: int, columns: Mapping) -> dict:
-    """Add segment columns into their bills (exactly: integer ``np.add.at``, not a float bincount)."""
+    """Add segment columns into their bills (exactly: integer ``np.add.at``, not a float bincount); unsigned
+    columns are flag sets and are OR-ed (a bill holds for the union of its segments' reasons)."""
     bill_index = np.asarray(bill_index, dtype=np.intp)
     out = {}
     for name, col in columns.items():
         acc = np.zeros(n_bills, dtype=np.asarray(col).dtype)
-        if acc.dtype == np.uint8:
+        if np.issubdtype(acc.dtype, np.unsignedinteger):
             np.bitwise_or.at(acc, bill_index, col)
         else:
             np.add.at(acc, bill_index, col)

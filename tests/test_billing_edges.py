@@ -313,3 +313,12 @@ def test_month_without_readings_is_refused(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and "2026-07" in msg and "2026-08-01" in msg and "nothing was published" in msg
     assert not (d / "bills" / "period=2026-07").exists()
+
+
+def test_flags_of_two_segments_are_united_not_added(kernels):
+    """A meter replacement gives two segments, both missing their end reading (F_MISSING = 1 each): the bill
+    holds for "missing reading" (1 | 1 = 1) — the flags were added (1 + 1 = 2 = "estimated reading").
+    Found by the reference biller (tests/billing_reference.py)."""
+    out, _ = compute({"category": "residential", "voltage_v": 220, "code": "RES-TIER"},
+                     [{"prev": {"ae_fwd": 0}, "now": {}}, {"prev": {"ae_fwd": 0}, "now": {}}])
+    assert out["flags"] & R.F_MISSING and not out["flags"] & R.F_ESTIMATED
