@@ -61,6 +61,7 @@ from protocols.errors import BillingError, GridheadError, StorageError
 
 from . import duck, lake, lakefs
 from . import schema
+from . import archive
 from .archive import _arrow
 from .sql import archive_path, data_dir, lake_root
 
@@ -227,7 +228,15 @@ def _archive_phase(con, period: str, own: bool) -> None:
     """The temp tables ``cust`` (a row per bill: the customer, its tariff assignment and change, its
     first point's transformer and charges) and ``seg`` (its segments: meter history × multiplier history
     of each customer point, clipped to the period) from the attached archive ``a``."""
-    con.execute(_CUST_SQL.replace("@OWN@", "WHERE c.customer_id IN (SELECT customer_id FROM own)" if own else ""))
+    sql = _CUST_SQL.replace("@OWN@", "WHERE c.customer_id IN (SELECT customer_id FROM own)" if own else "")
+    # an archive made before the optional columns (storage.archive.Col.optional) were added, attached read-only:
+    # those columns are NULL throughout
+    have = {(t, c) for t, c in con.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                                           "WHERE database_name = 'a'").fetchall()}
+    for alias, table in (("c", "customers"), ("pt", "points")):
+        for col in (x for x in archive.BY_NAME[table].cols if x.optional and (table, x.name) not in have):
+            sql = sql.replace(f"{alias}.{col.name}", f"CAST(NULL AS {col.type})")
+    con.execute(sql)
     bad = con.execute("SELECT customer_id, customer_no FROM cust WHERE tariff_code IS NULL ORDER BY 1 LIMIT 1"
                       ).fetchone()
     if bad:

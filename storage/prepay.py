@@ -119,7 +119,9 @@ def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple
     start = np.full(len(cid), first, np.int64)
     # no bill yet this year: the opening year-to-date imported at go-live (archive customers.opening_ytd_*)
     # counts from its date, as the bill run's year-to-date does (billing_core.run.year_to_date_from_readings)
-    if len(cid):
+    has_opening = w.con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'customers' "
+                                "AND column_name = 'opening_ytd_date'").fetchone()[0] > 0   # an older archive: none
+    if len(cid) and has_opening:
         op = w.columns("""SELECT customer_id, opening_ytd_kwh_x100 AS cum, opening_ytd_date AS d FROM customers
                           WHERE opening_ytd_date IS NOT NULL AND year(opening_ytd_date) = $y AND opening_ytd_date <= $d""",
                        {"y": day.year, "d": day})

@@ -313,6 +313,15 @@ def test_month_without_readings_is_refused(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and "2026-07" in msg and "2026-08-01" in msg and "nothing was published" in msg
     assert not (d / "bills" / "period=2026-07").exists()
+    # the command: one line on stderr, exit status 1 (the readings are not collected yet: a failed operation)
+    from click.testing import CliRunner
+
+    from cli import cli
+    r = CliRunner().invoke(cli, ["bill", "run", "--period", "2026-07", "--data", str(d)])
+    assert r.exit_code == 1
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and "2026-07" in lines[0] and "2026-08-01" in lines[0]
+    assert not (d / "bills" / "period=2026-07").exists()
 
 
 def test_flags_of_two_segments_are_united_not_added(kernels):
@@ -322,3 +331,21 @@ def test_flags_of_two_segments_are_united_not_added(kernels):
     out, _ = compute({"category": "residential", "voltage_v": 220, "code": "RES-TIER"},
                      [{"prev": {"ae_fwd": 0}, "now": {}}, {"prev": {"ae_fwd": 0}, "now": {}}])
     assert out["flags"] & R.F_MISSING and not out["flags"] & R.F_ESTIMATED
+
+
+def test_an_archive_made_before_the_optional_columns_still_bills(tmp_path, monkeypatch):
+    """An archive file made before I0/Uk, the reactive loss rate and the opening year-to-date existed (the
+    bill run attaches it read-only, so nothing adds them): those columns count as NULL.  June from the
+    January reading: year-to-date 1 000 kWh, 300 kWh in June, all tier 1: 300 × 0.5583 = 167.49, funds
+    300 × 0.009575 = 2.8725 → 2.87, total 170.36."""
+    import dataclasses
+    old = tuple(dataclasses.replace(t, cols=tuple(c for c in t.cols if not c.optional),
+                                    checks=tuple(k for k in t.checks if "opening" not in k[0] and "tx_i0" not in k[0]))
+                for t in archive.TABLES)
+    with monkeypatch.context() as mp:            # the archive as the code before issue 15 made it
+        mp.setattr(archive, "TABLES", old)
+        mp.setattr(archive, "BY_NAME", {t.name: t for t in old})
+        d = _site(tmp_path, {dt.date(2026, 1, 1): 0, dt.date(2026, 6, 1): 100_000, dt.date(2026, 7, 1): 130_000})
+    bills.run(d, "2026-06")
+    b = bills.read_bills(d, "2026-06").to_pylist()[0]
+    assert b["status"] == "issued" and b["total_fen"] == 16_749 + 287
