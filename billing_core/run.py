@@ -276,7 +276,10 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
     for d in np.unique(change_day[change_day > 0]):
         sel = np.flatnonzero(change_day == d)
         new_row[sel] = _rows_on(inp, tariffs, inp.start + dt.timedelta(days=int(d) - 1), sel, new_key, keys) + off[sel]
-    annual = table.params[row0, K.P_TIER_KIND] == K.TIER_ANNUAL
+    # annual tiers on either side of a change need the year-to-date (the second part continues it)
+    splits = (change_day > 1) & (change_day <= period_days)
+    annual = (table.params[row0, K.P_TIER_KIND] == K.TIER_ANNUAL) | (
+        splits & (table.params[new_row, K.P_TIER_KIND] == K.TIER_ANNUAL))
     ytd_known = bill.get("ytd_known", np.ones(N, bool))
     flags |= np.where(annual & ~ytd_known, R_NO_YTD, 0).astype(np.uint16)
     cum_prev = np.where(ytd_known, bill["cum_prev"], 0)

@@ -349,3 +349,24 @@ def test_an_archive_made_before_the_optional_columns_still_bills(tmp_path, monke
     bills.run(d, "2026-06")
     b = bills.read_bills(d, "2026-06").to_pylist()[0]
     assert b["status"] == "issued" and b["total_fen"] == 16_749 + 287
+
+
+def test_year_to_date_needed_by_the_second_part_of_a_split_month(kernels, tmp_path):
+    """A tariff change into annual tiers in mid-June (the new code's file has tiers = "annual"; the old one
+    none) with the year-to-date unknown: the bill is held (年累计电量不明), not priced from 0.  Found by the
+    reference biller."""
+    import shutil
+    d = tmp_path / "tariffs"
+    shutil.copytree(pathlib.Path(R.__file__).with_name("tariffs"), d)
+    f = d / "general_commercial_2021.toml"
+    f.write_text(f.read_text().replace('tiers = "none"',
+                                       'tiers = "annual"\ntier_limits_kwh = [2760, 4800]\ntier_increments = ["0.05", "0.30"]'))
+    global TS
+    saved, TS = TS, TariffSet.load(d)
+    try:
+        out, _ = compute({"category": "general_commercial", "voltage_v": 380, "code": "COM-TOU", "new_code": "COM-TOU-2021",
+                          "change": dt.date(2026, 6, 16), "ytd_known": False, "chg": {"ae_fwd": 50_000}},
+                         [flat(0, 100_000)])
+    finally:
+        TS = saved
+    assert out["parts"] == 2 and out["flags"] & R.R_NO_YTD and out["held"]
