@@ -334,6 +334,10 @@ class Bill:
     pf_bp: int = 0
     days: int = 0
     parts: int = 1
+    segments: int = 0
+    loss_method: str = ""        # nameplate | agreed | "" (what the comparison's fleet is checked to contain)
+    over_105: bool = False       # contract demand: D > 1.05 C
+    ytd: int | None = None       # annual tiers: the year-to-date before the period
 
     @property
     def held(self) -> bool:
@@ -396,7 +400,7 @@ class Reference:
         points = data.points.get(cid, [])
         point = points[0] if points else {}
         segs = segments(data, cid, start, end)
-        b = Bill(cid, set(), [], days=period_days)
+        b = Bill(cid, set(), [], days=period_days, segments=len(segs))
 
         # energy per segment, added per bill (换表, 倍率变更)
         e = {p: 0 for p in ("total", *PERIODS)}
@@ -447,6 +451,9 @@ class Reference:
         a_p = sum(periods.values())
         a_q = abs(q_fwd) + abs(q_rev)                                           # R2
         loss_p, loss_q = self.loss(point, a_p, a_q, period_days)
+        if point.get("hv_metered_lv"):
+            b.loss_method = "nameplate" if point.get("tx_p0_w") is not None and point.get("tx_pk_w") is not None \
+                else "agreed"
         if loss_p and a_p > 0:
             shares = {p: round_half_away(Fraction(loss_p * periods[p], a_p)) for p in ("sharp", "peak", "valley")}
             shares["flat"] = loss_p - sum(shares.values())
@@ -466,7 +473,7 @@ class Reference:
         first = parts[0]
         ytd = 0
         if any(p.version.tiers == "annual" for p in parts):
-            ytd = self.year_to_date(cid, start)
+            ytd = b.ytd = self.year_to_date(cid, start)
             if ytd is None:
                 b.reasons.add(YTD_UNKNOWN)
                 ytd = 0
@@ -526,6 +533,7 @@ class Reference:
                     if pt.basic == "contract_demand":      # 1583号: D ≤ 1.05C → C; else 1.05C + 2(D − 1.05C)
                         ckw = max(point.get("contract_demand_kw") or 0, 0)
                         bd = ckw * 10_000 if demand <= ckw * 10_500 else 2 * demand - ckw * 10_500
+                        b.over_105 = demand > ckw * 10_500
                     else:
                         bd = demand
                     price = pt.prices.get("demand", 0)
@@ -542,7 +550,7 @@ class Reference:
                           for pt in parts)
         items.append(("funds", b.e_total, -1 if mixed else sum(f.price_uyuan for f in first.funds),   # R6
                       round_half_away(funds_money)))
-        items.append(("total", 0, 0, sum(a for _c, _q, _p, a in items)))
+        items.append(("total", 0, -1 if mixed else 0, sum(a for _c, _q, _p, a in items)))
         b.items = items
         return b
 
@@ -590,11 +598,10 @@ class Reference:
             hit = [r for r in rows if r["valid_from"] <= day and (r["valid_to"] is None or r["valid_to"] > day)]
             return hit[-1]["tariff_code"] if hit else (rows[0]["tariff_code"] if rows else None)
 
-        for day in list(cuts) + [start]:
-            t = _tariff_for(ts, code_on(day), c["category"])
-            for v in t.versions:
-                if start < v.effective < end:
-                    cuts.add(v.effective)
+        stretches = sorted(cuts)
+        for frm, to in zip(stretches, stretches[1:] + [end]):    # a version starting inside a stretch
+            t = _tariff_for(ts, code_on(frm), c["category"])
+            cuts |= {v.effective for v in t.versions if frm < v.effective < to}
         cuts = sorted(cuts)
         out = []
         for frm, to in zip(cuts, cuts[1:] + [end]):
