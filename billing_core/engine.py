@@ -34,8 +34,8 @@ accel.bind(globals(), "_kernel", "billing_core._billing")
 
 INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "q", "cum_prev", "demand",
           "capacity_kva", "contract_kw", "days", "period_days", "pf_x100")
-# the kernel's arguments: the month's power factor in place of q (:func:`_month_pf`)
-KERNEL_INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "pf_x100", "cum_prev", "demand",
+# the kernel's arguments (pf_x100: the month's power factor, or PF_FROM_ROW)
+KERNEL_INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "q", "pf_x100", "cum_prev", "demand",
                  "capacity_kva", "contract_kw", "days", "period_days")
 PF_FROM_ROW = -2     # pf_x100 not given: the row is a whole month, its cosφ comes from its own P and Q
 _INT32 = {"tariff_row", "days", "period_days"}
@@ -179,24 +179,22 @@ def _check(rows: ChargeRows, table: TariffTable) -> list:
     return cols
 
 
-def price(rows: ChargeRows, table: TariffTable, kernel=None) -> LineItems:
+def price(rows: ChargeRows, table: TariffTable, kernel=None, exact: bool | None = None) -> LineItems:
     """Every line item of every charge row, by the compiled kernel (or its numpy twin).
 
-    A row without a given ``pf_x100`` is a whole month: its power factor is the month's average from the
-    row's own P and Q (:func:`billing_core.powerfactor.monthly_average_power_factor`)."""
+    A row whose ``pf_x100`` is not given (PF_FROM_ROW) is a whole month: the kernel takes its cosφ from the
+    row's own P and Q — its month's average power factor.  ``exact`` (default: when the rows are parts of
+    split bills, ``rows.bill`` set) also keeps each line's exact amount, so that :meth:`LineItems.by_bill`
+    adds the parts before the one rounding."""
     cols = dict(zip(INPUTS, _check(rows, table)))
-    own = cols["pf_x100"] == PF_FROM_ROW
-    if own.any():
-        pf = cols["pf_x100"].copy()
-        p = cols["e_sharp"] + cols["e_peak"] + cols["e_flat"] + cols["e_valley"]
-        pf[own] = monthly_average_power_factor(p[own], cols["q"][own])
-        cols["pf_x100"] = pf
+    exact = rows.bill is not None if exact is None else exact
     n = len(cols["tariff_row"])
-    out = np.zeros((K.N_OUT, n), dtype=np.int64)
+    out = np.zeros((K.N_OUT if exact else K.N_ROUNDED, n), dtype=np.int64)
     (kernel or _kernel).bill_kernel(*(cols[k] for k in KERNEL_INPUTS), table.params, PF_TABLE, out)
     named = dict(zip(ITEMS, out))
-    named.update(zip(EXACT, out[K.O_N_SHARP:K.O_N_FUNDS + 1]))
-    named["_period_days"] = cols["period_days"]
+    if exact:
+        named.update(zip(EXACT, out[K.O_N_SHARP:K.O_N_FUNDS + 1]))
+        named["_period_days"] = cols["period_days"]
     return LineItems(named, cols["tariff_row"], table)
 
 

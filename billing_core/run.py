@@ -250,7 +250,10 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
         rate_p, zeros, zeros, np.maximum(bill["line_loss_rate_bp"], 0), np.where(q_rate >= 0, q_rate, rate_p))
     periods, demand = energy.split_loss_over_tou(loss_p, periods, demand)
     a_q = a_q + loss_q
-    pf_month = monthly_average_power_factor(a_p + loss_p, a_q)
+    # 力调: the month's one power factor of each assessed metering point (the kernel reads it only there)
+    pf_month = np.full(N, engine.PF_FROM_ROW, np.int64)
+    judge = np.flatnonzero(assessed & has_q)
+    pf_month[judge] = monthly_average_power_factor((a_p + loss_p)[judge], a_q[judge])
 
     # --- tariff rows (the assignment chooses the tariff), the mid-period change, pricing ------------
     base = tariffs.table()
