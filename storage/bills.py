@@ -206,7 +206,8 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
             con.execute("CREATE TEMP TABLE own AS SELECT DISTINCT customer_id FROM own_arrow")
         return _extract(con, data, root, period, start, end, own=customers is not None,
-                        lfs=lakefs.configured(lake_uri), home=prepared and prepared["home"])
+                        lfs=lakefs.configured(lake_uri), home=prepared and prepared["home"],
+                        tariffs=tariffs or TariffSet.load())
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -224,7 +225,7 @@ class _Con:
         return self.con.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
 
 
-def _archive_phase(con, period: str, own: bool) -> None:
+def _archive_phase(con, period: str, own: bool, tariffs: TariffSet | None = None) -> None:
     """The temp tables ``cust`` (a row per bill: the customer, its tariff assignment and change, its
     first point's transformer and charges) and ``seg`` (its segments: meter history × multiplier history
     of each customer point, clipped to the period) from the attached archive ``a``."""
@@ -242,8 +243,34 @@ def _archive_phase(con, period: str, own: bool) -> None:
     if bad:
         raise BillingError(f"customer {bad[1]} (id {bad[0]}): no tariff assignment (customer_tariffs) in "
                            f"{period}; nothing was billed")
+    if tariffs is not None:
+        _version_changes(con, period, tariffs)
     con.execute(_SEG_SQL)
     con.execute(_YSEG_SQL)
+
+
+def _version_changes(con, period: str, tariffs: TariffSet) -> None:
+    """A new version of the customer's tariff inside the period splits the bill like a change of assignment,
+    by that day's frozen reading (DOMAIN.md: mid-period tariff change): ``cust.change_date`` becomes the
+    version's effective day where the assignment does not change (the tariff is the one the assignment
+    chooses, :meth:`~billing_core.tariff.TariffSet.price_from_tariff_assignment`)."""
+    start, end = period_bounds(period)
+    pairs = con.execute("SELECT DISTINCT tariff_code, category FROM cust").fetchall()
+    rows = []
+    for code, cat in pairs:
+        try:
+            key = tariffs.price_from_tariff_assignment(code, cat)
+        except GridheadError:
+            continue                     # no tariff for it: the run refuses it with its own message
+        days = [v.effective for v in tariffs.tariff(key).versions if start < v.effective < end]
+        if days:
+            rows.append((code, cat, days[0]))
+    if rows:
+        con.con.register("_versions", pa.table({"tariff_code": [r[0] for r in rows], "category": [r[1] for r in rows],
+                                                "version_day": pa.array([r[2] for r in rows], pa.date32())}))
+        con.execute("""UPDATE cust SET change_date = v.version_day FROM _versions v
+                       WHERE v.tariff_code = cust.tariff_code AND v.category = cust.category
+                         AND (cust.change_date IS NULL OR cust.change_date <= $s OR cust.change_date >= $e)""")
 
 
 _CUST_SQL = """CREATE TEMP TABLE cust AS
@@ -363,10 +390,10 @@ def _year_to_date(con, raw, lfs, root, start) -> None:
     raw.execute("CREATE TEMP TABLE ytd AS SELECT * FROM _ytd")
 
 
-def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None):
+def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None, tariffs=None):
     raw, con = con, _Con(con, {"s": start, "e": end})
     if home is None:
-        _archive_phase(con, period, own)
+        _archive_phase(con, period, own, tariffs)
     else:                   # prepared by the driver (prepare): its rows as DuckDB tables
         raw.execute("CREATE TEMP TABLE cust AS SELECT * FROM _prepared_cust")
         raw.execute("CREATE TEMP TABLE seg AS SELECT * FROM _prepared_seg")
@@ -501,7 +528,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     return inp, text
 
 
-def prepare(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict:
+def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs: TariffSet | None = None) -> dict:
     """What each task of a split bill run needs besides the lake, made in one pass over the archive for all
     of them (a task that queried the archive itself would scan all of it for its share):
 
@@ -518,7 +545,7 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict
     task = np.concatenate([np.full(len(tasks[k][1]), i, np.int64) for i, k in enumerate(keys)]) if keys else ids
     con = archive_con(data)
     try:
-        _archive_phase(_Con(con, {"s": start, "e": end}), period, own=False)
+        _archive_phase(_Con(con, {"s": start, "e": end}), period, own=False, tariffs=tariffs)
         # sorted by task in DuckDB (parallel), then bills renumbered within each task (still customer order)
         con.register("own", pa.table({"customer_id": ids, "_task": task}))
         cust = _arrow(con.execute("SELECT o._task, c.* FROM cust c JOIN own o USING (customer_id) "
@@ -972,7 +999,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
             chunks[-1][1].append(plan[b])
             n += len(plan[b])
         chunks = [(set(bs), np.sort(np.concatenate(ids))) for bs, ids in chunks]
-        prepared = prepare(data, period, dict(enumerate(chunks)))
+        prepared = prepare(data, period, dict(enumerate(chunks)), tariffs=tariffs)
     parts = Parts(bills_root(data), spill=len(chunks) > 1)
     seen = np.zeros(3, np.int64)
     try:

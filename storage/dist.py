@@ -143,7 +143,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     tariffs = TariffSet.load(tariffs_dir)
     tariffs.table()
     plan = assign(data, period, n_buckets)
-    prepared = bills.prepare(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri()) \
+    prepared = bills.prepare(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri(), tariffs) \
         if ship_rows else {}
     t_prepare = time.perf_counter() - t0
     parts = bills.Parts(bills.bills_root(data), spill=True)

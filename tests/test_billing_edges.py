@@ -220,7 +220,7 @@ def test_funds_quantity_includes_the_loss(kernels):
 
 
 # --- 5 and 9: what the run reads — a hand-made archive and lake ---------------------------------------
-def _site(d: pathlib.Path, readings: dict, opening=None) -> pathlib.Path:
+def _site(d: pathlib.Path, readings: dict, opening=None, daily=None) -> pathlib.Path:
     """One residential customer (id 1, meter 1, CT 1) on annual tiers, with monthly settlement readings
     ``readings`` (date → ae_fwd, 0.01 kWh; 尖峰平谷 all 平), archive imported into ``d``."""
     files = d / "archive-files"
@@ -255,7 +255,8 @@ def _site(d: pathlib.Path, readings: dict, opening=None) -> pathlib.Path:
         pacsv.write_csv(pa.table(cols), files / f"{name}.csv")
     with archive.Archive(d / "archive.duckdb") as a:
         a.import_files(sorted(files.glob("*.csv")))
-    for day, value in readings.items():
+    for kind, day, value in ([(schema.MONTHLY, k, v) for k, v in readings.items()]
+                             + [(schema.DAILY, k, v) for k, v in (daily or {}).items()]):
         ts = (day - dt.date(1970, 1, 1)).days * 86_400 - schema.LOCAL_OFFSET_S
         regs = {"ae_fwd": value, "ae_fwd_t1": 0, "ae_fwd_t2": 0, "ae_fwd_t3": value, "ae_fwd_t4": 0}
         cols = {"meter_id": np.ones(len(regs), np.int64),
@@ -263,7 +264,7 @@ def _site(d: pathlib.Path, readings: dict, opening=None) -> pathlib.Path:
                 "ts_utc": np.full(len(regs), ts, np.int64), "value": np.array(list(regs.values()), np.int64),
                 "quality": np.zeros(len(regs), np.uint8), "source": np.full(len(regs), schema.SRC_IMPORT, np.uint8),
                 "received_utc": np.full(len(regs), ts + 3600, np.int64)}
-        lake.write_readings(d / "lake", cols, schema.MONTHLY)
+        lake.write_readings(d / "lake", cols, kind)
     return d
 
 
@@ -370,3 +371,28 @@ def test_year_to_date_needed_by_the_second_part_of_a_split_month(kernels, tmp_pa
     finally:
         TS = saved
     assert out["parts"] == 2 and out["flags"] & R.R_NO_YTD and out["held"]
+
+
+def test_new_tariff_version_splits_by_that_days_frozen_reading(tmp_path):
+    """The residential tariff gets a new version from 2026-06-11 (all periods 0.6000, 谷 0.4000); the meter read
+    0.00 on 01-01 and 06-01, 50.00 kWh on 06-11 (daily freeze) and 300.00 on 07-01 (all 平).
+
+    Split by the 06-11 reading: 50 × 0.5583 + 250 × 0.6000 = 27.915 + 150.000 = 177.915 → 177.92 (one
+    rounding); funds 300 × 0.009575 = 2.8725 → 2.87; total 180.79.  (By days it was 100 + 200 kWh: 175.83.)
+    Found by the reference biller."""
+    import shutil
+    tdir = tmp_path / "tariffs"
+    shutil.copytree(pathlib.Path(R.__file__).with_name("tariffs"), tdir)
+    f = tdir / "residential.toml"
+    text = f.read_text()
+    new = text[text.index("[[version]]"):].replace("effective = 2026-01-01", "effective = 2026-06-11")
+    new = new.replace('sharp = "0.5583"\npeak = "0.5583"\nflat = "0.5583"\nvalley = "0.3583"',
+                      'sharp = "0.6000"\npeak = "0.6000"\nflat = "0.6000"\nvalley = "0.4000"')
+    assert '"0.6000"' in new
+    f.write_text(text + "\n" + new)
+    d = _site(tmp_path / "site", {dt.date(2026, 1, 1): 0, dt.date(2026, 6, 1): 0, dt.date(2026, 7, 1): 30_000},
+              daily={dt.date(2026, 6, 11): 5_000})
+    bills.run(d, "2026-06", tdir)
+    b = bills.read_bills(d, "2026-06").to_pylist()[0]
+    assert b["parts"] == 2 and b["change_day"] == 11
+    assert b["energy_flat_fen"] == 17_792 and b["funds_fen"] == 287 and b["total_fen"] == 18_079
