@@ -20,10 +20,10 @@ contract_kw        int64    contract demand, kW (basic charge by contract demand
 days, period_days  int32    days of this row / days of the billing period (pro rata; equal if whole)
 =================  =======  ====================================================================
 
-When ``out`` has N_OUT rows (not N_ROUNDED), besides the rounded line items the kernel writes the exact amount of each line before its one rounding
-(``O_N_*``: energy, tiers and funds over 10^6; basic over period_days × 10^4 (capacity) or × 10^8
-(demand)), so that the parts of a split month can be added exactly and rounded once
-(:func:`billing_core.rounding.round_line_item_once`).
+When ``out`` has N_OUT rows (not N_ROUNDED), besides the rounded line items the kernel writes the exact
+amount of each line before its one rounding (``O_N_*``: energy, tiers and funds over 10^6; basic over
+period_days × 10^4 (capacity) or × 10^8 (demand)), so that the parts of a split month can be added exactly
+and rounded once (:func:`billing_core.rounding.round_line_item_once`).
 
 ``params`` is an (R, N_PARAMS) int64 array, columns ``P_*`` below; ``pf_table`` the (3, 101) table of
 :mod:`billing_core.powerfactor`; ``out`` an (N_OUT, N) int64 array the kernel fills, rows ``O_*``.

@@ -12,8 +12,10 @@ up per bill (:func:`billing_core.energy.sum_by_bill`).  Readings are in the regi
 same instant as the total (a removal reading is recorded for the total only: the TOU registers end at
 the last daily freeze and the remainder is billed as 平, 平段取差).
 
-Which tariff prices a bill: the tariff file of the customer's category (``customers.category``) at the
-customer's voltage level, in the version and season in force on the period's first day.  A change of
+Which tariff prices a bill: the tariff file the customer's tariff assignment chooses
+(:meth:`billing_core.tariff.TariffSet.price_from_tariff_assignment`: the file listing its code, else the
+category's default) at the customer's voltage level, in the version and season in force on the period's
+first day.  A change of
 the customer's tariff assignment (``customer_tariffs``) or a new tariff version inside the period
 splits the bill at that day (:func:`billing_core.engine.split_at_change`) by the day's frozen reading,
 else pro rata by days.  The metering point's basic-charge method and 力调 standard (the archive's
@@ -25,7 +27,9 @@ Bill review (核算审核): a bill is *held* (not issued) when any review flag i
 :mod:`billing_core.energy` (missing or estimated reading, negative energy, register rollover, TOU
 mismatch, zero consumption) and ``R_JUMP`` (daily energy over 3× or under ⅓ of the customer's history,
 when the history averages at least 1 kWh a day), ``R_REVERSE`` (reverse active energy registered: a
-reverse-running meter), ``R_NO_POINT`` (a customer without a metering point in the period).  Held bills
+reverse-running meter), ``R_NO_POINT`` (a customer without a metering point in the period),
+``R_NO_REACTIVE`` (力调 without a reactive reading, :func:`hold_without_reactive`) and ``R_NO_YTD`` (annual
+tiers whose year-to-date cannot be established, :func:`year_to_date_from_readings`).  Held bills
 are priced anyway (negative period energies as 0) so that the reviewer sees the amounts.
 """
 
@@ -89,7 +93,8 @@ class RunInput:
     (days since 1970-01-01 of the new assignment, −1 none), ``has_point``, ``hv_lv``, ``tx_capacity_kva``,
     ``tx_p0_w``, ``tx_pk_w``, ``tx_loss_rate_bp``, ``line_loss_rate_bp`` (−1 = none), ``contract_kw``,
     ``basic_idx`` (into ``tariff.BASIC_KINDS`` order), ``pf_std_x100`` (0 none, 80, 85, 90), ``cum_prev``
-    (annual tiers: energy billed earlier this year, 0.01 kWh), ``hist_e`` and ``hist_days`` (earlier
+    (annual tiers: the year-to-date before the period, :func:`year_to_date_from_readings`, with ``ytd_known``),
+    ``tx_i0_x100``/``tx_uk_x100``/``tx_q_loss_rate_bp`` (−1 none), ``hist_e`` and ``hist_days`` (earlier
     bills' energy and days, 0 = no history), ``chg_<reg>`` (the frozen reading on the change day, −1).
 
     Per segment (length S): ``seg_bill``, ``ct``, ``pt``, ``digits`` (integer digits of the register),
