@@ -340,8 +340,8 @@ class _Generator:
     def _billing_edges(self):
         """The billing edges of ``ANOMALY_RATES`` (a stream of their own): meters without reactive registers,
         exported reactive energy, agreed transformer and line losses, demand at 105 % of the contract, and
-        the opening year-to-date of the annual tiers at go-live (``cfg.start``; the tier year is the
-        calendar year, so the value is the energy from January 1 to the day before)."""
+        the opening year-to-date of the annual tiers at go-live (the first 1st on or after ``cfg.start``; the
+        tier year is the calendar year, so the value is the energy from January 1 to the day before)."""
         cfg, r, f = self.cfg, self.cfg.rates, self.fleet
         rng = np.random.default_rng([cfg.seed, 3_000_017])
         n, P = cfg.customers, f.n_points
@@ -375,10 +375,13 @@ class _Generator:
         g = mult // np.gcd(10_500, mult)
         self.contract_kw[self.at_105] = np.maximum(g, np.rint(self.contract_kw[self.at_105] / g).astype(np.int64) * g)
         self.md_105 = 10_500 * self.contract_kw[self.at_105] // mult
-        # opening year-to-date (上线时年累计电量) at go-live, from the customer's median daily energy
+        # opening year-to-date (上线时年累计电量) at go-live — the first settlement day (the 1st) on or after
+        # cfg.start, whose monthly reading starts the year-to-date — from the customer's median daily energy
         res = np.flatnonzero(f.cat == RES)
         self.no_opening = _pick(rng, res, r["no_opening_ytd"])
-        days_before = (cfg.start - _dt.date(cfg.start.year, 1, 1)).days
+        s0 = cfg.start
+        self.go_live = s0 if s0.day == 1 else _dt.date(s0.year + s0.month // 12, s0.month % 12 + 1, 1)
+        days_before = (self.go_live - _dt.date(self.go_live.year, 1, 1)).days
         self.opening_ytd = np.rint(f.base_kwh[:n] * days_before * rng.uniform(0.8, 1.2, n) * 100).astype(np.int64)
 
     def _area_anomalies(self, lv_areas: np.ndarray):
@@ -434,7 +437,7 @@ class _Generator:
         has_opening = np.ones(n, bool)
         has_opening[self.no_opening] = False
         t["customers"]["opening_ytd_kwh_x100"] = pa.array(self.opening_ytd, pa.int64(), mask=~has_opening)
-        t["customers"]["opening_ytd_date"] = pa.array([d0 if h else None for h in has_opening], pa.date32())
+        t["customers"]["opening_ytd_date"] = pa.array([self.go_live if h else None for h in has_opening], pa.date32())
         tariff = np.array(["RES-TIER", "COM-TOU", "IND-TOU-2PART", "AGR"])[f.cat]
         tc = self.tariff_change
         old_from = d0 - _dt.timedelta(days=2000)
