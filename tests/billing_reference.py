@@ -3,12 +3,12 @@
 It recomputes every bill of a period from the archive (``archive.duckdb``) and the readings lake (the raw
 Parquet part files) with queries of its own, and shares no code with ``billing_core`` but the tariff file
 reader (:class:`billing_core.tariff.TariffSet`: the TOML files, their versions, seasons, prices, funds and
-``tariff_for``).  It is the independent side of ``tests/test_billing_reference.py``, which compares it line
+``price_from_tariff_assignment``, the file a tariff code names).  It is the independent side of ``tests/test_billing_reference.py``, which compares it line
 by line with the vectorised bill run (``gridhead bill run``).
 
 What it implements, and where each rule is written:
 
-* ../shared/DOMAIN.md "Billing rules" and its "Rulings" (cited as R1..R10 below, in the list's order:
+* ../shared/DOMAIN.md "Billing rules" and its "Rulings" (cited as R1..R9 below:
   R1 one monthly cosφ, R2 reactive = |import| + |export|, R3 reactive loss, R4 one rounding per printed
   line, R5 loss over TOU periods, R6 the quantity beside a price, R7 annual-tier year-to-date from
   readings, R8 the tariff assignment chooses the price, R9 缺无功 held);
@@ -18,10 +18,13 @@ What it implements, and where each rule is written:
   β = √(A_P² + A_Q²)/(S_N·T)), ``billing_core/run.py`` (review flags and their texts, the point's basic
   method and 力调 standard override the file's, the jump rule), ``storage/bills.py`` (which readings a
   segment starts and ends on, earlier bills for the jump history) and ``storage/archive.py`` (history
-  rows, install / removal readings).
+  rows, install / removal readings).  Where the run's code and those documents disagreed, the difference
+  was written to the billing helper's notes and settled there (issue 15).
 
-Money is exact: every line is a :class:`~fractions.Fraction` of yuan summed over the parts of the month
-and rounded once to the fen (R4).
+Money is exact: every line is a :class:`~fractions.Fraction` of fen summed over the parts of the month and
+rounded once (R4).  A month splits at every day a tariff assignment or a version of the tariff in force
+starts; each part's energy comes from that day's frozen reading where the bill has one segment and no
+loss, else by days.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ PERIODS = ("sharp", "peak", "flat", "valley")
 TOU_REGS = ("ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t3", "ae_fwd_t4")
 JUMP_RATIO, JUMP_MIN_DAILY, REVERSE_MIN = 3, 100, 100      # run.py: 3×, 1 kWh/day, 1 kWh
 
-# review reasons, as the bills table prints them (run.py REASONS; the new ones of issue 15 added when known)
+# review reasons, as the bills table prints them (run.py REASONS)
 MISSING, ESTIMATED, NEGATIVE, ROLLOVER, TOU_MISMATCH, ZERO = ("missing reading", "estimated reading",
                                                              "negative energy", "register rollover",
                                                              "TOU registers do not add up to the total",
@@ -52,8 +55,6 @@ MISSING, ESTIMATED, NEGATIVE, ROLLOVER, TOU_MISMATCH, ZERO = ("missing reading",
 JUMP, REVERSE, NO_POINT = "consumption jump vs history", "reverse energy registered", "no metering point"
 NO_REACTIVE = "no reactive reading for the power-factor adjustment"          # R9 缺无功
 YTD_UNKNOWN = "year-to-date energy unknown for the annual tiers"             # R7 年累计电量不明
-REASON_ORDER = (MISSING, ESTIMATED, NEGATIVE, ROLLOVER, TOU_MISMATCH, ZERO, JUMP, REVERSE, NO_POINT,
-                NO_REACTIVE, YTD_UNKNOWN)
 
 
 def round_half_away(x: Fraction) -> int:
@@ -521,7 +522,7 @@ class Reference:
             items.append(("tier2", t2, -1 if mixed else first.version.tier_increments_uyuan[0], round_half_away(t2_money)))
         if t3:
             items.append(("tier3", t3, -1 if mixed else first.version.tier_increments_uyuan[1], round_half_away(t3_money)))
-        if first.basic != "none":
+        if any(pt.basic != "none" for pt in parts):     # 1583号: by days of the parts under a two-part tariff
             money = Fraction(0)
             qty = price0 = None
             for pt in parts:
@@ -567,9 +568,9 @@ class Reference:
             t = period_days * 24
             beta2 = Fraction(a_p * a_p + a_q * a_q, 10_000) / (se * t) ** 2     # kWh² / (kVA·h)²
             dp = (Fraction(p0, 1000) * t + Fraction(pk, 1000) * beta2 * t) * 100
-            i0 = Fraction(point.get("tx_i0_x100") or 0, 10_000)           # 0.01 % → fraction of 1... in %/100
-            uk = Fraction(point.get("tx_uk_x100") or 0, 10_000)
-            q0, qk = i0 * se, uk * se                                      # kvar: I0%·Se/100
+            i0 = Fraction(point.get("tx_i0_x100") or 0, 100)               # I0 in %, from 0.01 %
+            uk = Fraction(point.get("tx_uk_x100") or 0, 100)
+            q0, qk = i0 * se / 100, uk * se / 100                          # kvar: Q0 = I0%·Se/100, Qk = Uk%·Se/100
             dq = (q0 * t + qk * beta2 * t) * 100
             loss_p, loss_q = round_half_away(dp), round_half_away(dq)
         elif rate is not None:

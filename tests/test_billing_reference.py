@@ -11,7 +11,9 @@ demand the bill was priced on — under the compiled kernels and under their pur
     around 105 %, nameplate and agreed transformer losses, a month billed out of order (a skipped month:
     September is billed last) and go-live in June (opening year-to-date).
 (b) hypothesis: random tariff files (versions in mid-month, tier kinds and limits, basic kinds, prices,
-    funds and exemptions) over small random fleets.
+    funds and exemptions, files chosen by tariff code), random metering points (高供低计 by nameplate or agreed
+    rates, basic methods, contract demand around 105 %, 力调 standards), random opening year-to-date and
+    randomly re-sent readings, over two small generated fleets.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from protocols import accel
-from storage import archive, bills
+from storage import archive, bills, lake
 
 from .billing_reference import Reference, pf_hundredths, pf_rate_bp, round_half_away
 from .conftest import _kernel_params, generated
@@ -275,7 +277,8 @@ def randomise_archive(base, d: pathlib.Path, rng: random.Random) -> pathlib.Path
         contract = None
         if basic == "contract_demand" or rng.random() < 0.3:   # just below, at or above 105 % of the demand
             contract = max(1, md.get(pid, 0) * 100 // rng.choice((100, 104, 105, 106, 120)))
-        points.append((hv, kva, p0, pk, i0, uk, rate, q_rate, line, contract, basic, rng.choice((0, 80, 85, 90)), pid))
+        points.append((hv, kva, p0, pk, i0, uk, rate, q_rate, line, contract, basic, rng.choice((0, 0, 0, 80, 85, 90)),
+                       pid))
     p_cols = ("hv_metered_lv", "tx_capacity_kva", "tx_p0_w", "tx_pk_w", "tx_i0_x100", "tx_uk_x100", "tx_loss_rate_bp",
               "tx_q_loss_rate_bp", "line_loss_rate_bp", "contract_demand_kw", "basic_charge", "pf_standard_x100",
               "point_id")
@@ -303,6 +306,34 @@ def randomise_archive(base, d: pathlib.Path, rng: random.Random) -> pathlib.Path
     return d
 
 
+def perturb_readings(d: pathlib.Path, rng: random.Random, k: int) -> None:
+    """Replace the shared lake of ``d`` by a copy and re-send ``k`` random registers of the settlement and daily
+    freezes at 2026-07-01 and 2026-08-01, received later (the last received wins): moved by up to ±30 kWh
+    (backwards steps, TOU sums that do not add up) and some flagged estimated (估抄)."""
+    lake_dir = d / "lake"
+    src = lake_dir.resolve()
+    lake_dir.unlink()
+    shutil.copytree(src, lake_dir)
+    rows = []
+    for kind in ("monthly", "daily"):
+        for day in ("2026-07-01", "2026-08-01"):
+            for f in sorted((lake_dir / "readings" / f"kind={kind}" / f"date={day}").glob("bucket=*/part-*.parquet")):
+                rows += [(kind, r) for r in pq.ParquetFile(f).read().to_pylist() if r["register"] <= 8]
+    by_kind: dict = {"monthly": [], "daily": []}
+    for kind, r in rng.sample(rows, min(k, len(rows))):
+        r = dict(r)
+        r["value"] = max(0, r["value"] + rng.randint(-3000, 3000))
+        r["quality"] = rng.choice((0, 0, 2))
+        r["received_utc"] += dt.timedelta(hours=1)
+        by_kind[kind].append(r)
+    for kind, rs in by_kind.items():
+        if rs:
+            cols = {c: [r[c] for r in rs] for c in ("meter_id", "register", "value", "quality", "source")}
+            for c in ("ts_utc", "received_utc"):
+                cols[c] = pa.array([r[c] for r in rs], pa.timestamp("ms", tz="UTC"))
+            lake.write_readings(lake_dir, cols, kind)
+
+
 @settings(max_examples=8, deadline=None)
 @given(which=st.integers(0, 1), seed=st.integers(0, 2 ** 32 - 1),
        change=st.sampled_from([None, dt.date(2026, 7, 1), dt.date(2026, 7, 11), dt.date(2026, 7, 20)]))
@@ -311,6 +342,7 @@ def test_random_tariffs_and_points_equal_the_reference(small_fleets, tmp_path_fa
     run under each kernel (as the ``kernels`` fixture switches them)."""
     rng = random.Random(seed)
     d = randomise_archive(small_fleets[which], tmp_path_factory.mktemp("random") / "data", rng)
+    perturb_readings(d, rng, 12)
     tdir = d / "tariffs"
     # every commercial customer of these fleets changes its assignment in July: a version of theirs starting
     # inside July would make a third part, which the run does not do yet (test below)
