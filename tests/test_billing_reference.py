@@ -358,7 +358,7 @@ def test_random_tariffs_and_points_equal_the_reference(small_fleets, tmp_path_fa
         accel.use(_kernel_params()[0] if len(_kernel_params()) == 1 else "auto")
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (i15 notes, DIFFERENCE 4): an assignment change and a new tariff "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known defect (i15 notes, DIFFERENCE 4): an assignment change and a new tariff "
                    "version in the same month need three parts; the run splits a bill in at most two, so the version "
                    "starting after the assignment change is ignored (e.g. customer 15, July 2026: energy_peak 69635 "
                    "fen printed, 48774 by the rules)")
@@ -368,6 +368,7 @@ def test_assignment_change_and_new_version_in_one_month(small_fleets, tmp_path_f
     tdir = d / "tariffs"
     write_tariffs(tdir, rng, dt.date(2026, 7, 11))
     expected = reference_bills(d, ("2026-07",), tdir)
-    assert any(b.parts == 3 for b in expected["2026-07"].values())
+    if not any(b.parts == 3 for b in expected["2026-07"].values()):
+        pytest.fail("the case is gone: no bill of three parts in this fleet")
     diffs, _n = compare_run(d, expected, tdir)
     assert diffs == [], "\n".join(diffs)
