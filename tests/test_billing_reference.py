@@ -5,15 +5,17 @@ the raw lake files, and compared with what ``gridhead bill run`` (``storage.bill
 line item's code, quantity, unit price and amount, the hold reasons, and the loss, reactive energy and
 demand the bill was priced on — under the compiled kernels and under their pure twins (``kernels``).
 
-(a) a 2,000-customer, seven-month fleet with every rule kind and edge boosted: meter replacements (换表),
-    CT changes, rollovers, tariff assignment changes and a tariff version in mid-month (split months with
-    力调), annual tiers crossing their limits and a new tier year, 两部制 by capacity and contract demand
-    around 105 %, nameplate and agreed transformer losses, a month billed out of order (a skipped month:
-    September is billed last) and go-live in June (opening year-to-date).
+(a) a 2,000-customer, seven-month fleet (June to December 2026, the shipped tariffs) with the generator's
+    edges boosted: meter replacements (换表), CT changes, rollovers, tariff assignment changes in mid-month
+    (split months with 力调; the new code priced by its own file), annual tiers crossing their limits, 两部制
+    by capacity and by contract demand within and beyond 105 %, nameplate (I0 %, Uk %) and agreed
+    transformer losses, exported reactive energy, 缺无功, a month billed out of order (September billed last:
+    skipped when October was billed) and go-live in June (opening year-to-date; a few customers without one
+    are held).  ``test_the_big_fleet_has_every_edge`` checks the fleet really contains each of them.
 (b) hypothesis: random tariff files (versions in mid-month, tier kinds and limits, basic kinds, prices,
     funds and exemptions, files chosen by tariff code), random metering points (高供低计 by nameplate or agreed
     rates, basic methods, contract demand around 105 %, 力调 standards), random opening year-to-date and
-    randomly re-sent readings, over two small generated fleets.
+    randomly re-sent readings, over two small generated fleets; and two fixed cases found that way.
 """
 
 from __future__ import annotations
