@@ -134,6 +134,11 @@ def _add_parts(cols: dict, rows: dict, bill: np.ndarray, split: np.ndarray, tari
     for name in ("tier2_kwh_x100", "tier3_kwh_x100"):
         cols[name][split] = total(rows[name])
     par = table.params[np.asarray(tariff_row)[sel]]
+    # the billing demand of the first part that has a basic charge (a version may start two-part mid-month)
+    two_part = par[:, K.P_BASIC_KIND] != K.BASIC_NONE
+    bd = cols["billing_demand"][split].copy()
+    bd[where[two_part][::-1]] = rows["billing_demand"][sel][two_part][::-1]
+    cols["billing_demand"][split] = bd
     days_div = np.asarray(rows["_period_days"])[sel].astype(object)
     lines = np.zeros(k, dtype=object)
     for name, exact in zip([m for m in MONEY if m != "pf_adjust_fen"], EXACT):

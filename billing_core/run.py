@@ -393,7 +393,10 @@ def line_items(b: dict, table: TariffTable) -> dict:
         add(k, (qty != 0) | (amount != 0), qty, par[:, K.P_PRICE_SHARP + k], amount)
     add(4, b["tier2_kwh_x100"] != 0, quantity_beside_price(b, "tier2"), par[:, K.P_INC2], b["tier2_fen"])
     add(5, b["tier3_kwh_x100"] != 0, quantity_beside_price(b, "tier3"), par[:, K.P_INC3], b["tier3_fen"])
+    # the basic line where any part has a basic charge (its kind: the first such part's)
     kind = par[:, K.P_BASIC_KIND]
+    later = table.params[np.maximum(b["new_row"], 0), K.P_BASIC_KIND]
+    kind = np.where((kind == K.BASIC_NONE) & (b["new_row"] >= 0), later, kind)
     add(6, kind != K.BASIC_NONE, np.where(kind == K.BASIC_CAPACITY, b["billing_demand"] * 10_000, b["billing_demand"]),
         np.where(kind == K.BASIC_CAPACITY, par[:, K.P_PRICE_KVA], par[:, K.P_PRICE_KW]), b["basic_fen"])
     add(7, par[:, K.P_PF_STD] >= 0, b["pf_x100"], b["pf_bp"], b["pf_adjust_fen"], b["pf_bp"])

@@ -396,3 +396,31 @@ def test_new_tariff_version_splits_by_that_days_frozen_reading(tmp_path):
     b = bills.read_bills(d, "2026-06").to_pylist()[0]
     assert b["parts"] == 2 and b["change_day"] == 11
     assert b["energy_flat_fen"] == 17_792 and b["funds_fen"] == 287 and b["total_fen"] == 18_079
+
+
+def test_basic_line_when_only_the_second_part_is_two_part(kernels, tmp_path):
+    """The large-industrial tariff is single-rate until its 2026-07-01 version, two-part (contract demand)
+    from then; a period 2026-06-16..07-15 (30 days) splits at day 16.  Contract 500 kW, maximum demand
+    400 kW (≤ 1.05 C): basic 500 kW × 38.4 × 15/30 = 9 600.00 on the second part only — printed as the basic
+    line (500.0000 kW, split price), so the lines add up to the total (the run failed: "line items do not
+    add up").  Found by the reference biller."""
+    import shutil
+    d = tmp_path / "tariffs"
+    shutil.copytree(pathlib.Path(R.__file__).with_name("tariffs"), d)
+    f = d / "large_industrial.toml"
+    text = f.read_text()
+    f.write_text(text.replace('basic = "contract_demand"', 'basic = "none"', 1))
+    global TS
+    saved, TS = TS, TariffSet.load(d)
+    try:
+        tou0 = {"ae_fwd_t1": 0, "ae_fwd_t2": 0, "ae_fwd_t3": 0, "ae_fwd_t4": 0}
+        out, items = compute({"category": "large_industrial", "voltage_v": 10_000, "code": "IND-TOU-2PART",
+                              "basic": "contract_demand", "contract_kw": 500},
+                             [{"prev": {"ae_fwd": 0, **tou0}, "now": {"ae_fwd": 900_000, **tou0, "ae_fwd_t3": 900_000},
+                               "md": 4_000_000}], span=(dt.date(2026, 6, 16), dt.date(2026, 7, 16)))
+    finally:
+        TS = saved
+    assert out["parts"] == 2 and out["basic_fen"] == 960_000 and out["billing_demand"] == 5_000_000
+    basic = [i for i in range(len(items["code"])) if R.ITEM_CODES[items["code"][i]][0] == "basic"]
+    assert len(basic) == 1 and items["amount_fen"][basic[0]] == 960_000
+    assert items["quantity"][basic[0]] == 5_000_000 and items["unit_price"][basic[0]] == -1
