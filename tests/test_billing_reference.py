@@ -5,7 +5,7 @@ the raw lake files, and compared with what ``gridhead bill run`` (``storage.bill
 line item's code, quantity, unit price and amount, the hold reasons, and the loss, reactive energy and
 demand the bill was priced on — under the compiled kernels and under their pure twins (``kernels``).
 
-(a) a 2,000-customer, seven-month fleet (June to December 2026, the shipped tariffs) with the generator's
+(a) a 2,000-customer, eight-month fleet (June 2026 to January 2027: a new tier year; the shipped tariffs) with the generator's
     edges boosted: meter replacements (换表), CT changes, rollovers, tariff assignment changes in mid-month
     (split months with 力调; the new code priced by its own file), annual tiers crossing their limits, 两部制
     by capacity and by contract demand within and beyond 105 %, nameplate (I0 %, Uk %) and agreed
@@ -38,7 +38,7 @@ from storage import archive, bills, lake
 from .billing_reference import Reference, pf_hundredths, pf_rate_bp, round_half_away
 from .conftest import _kernel_params, generated
 
-PERIODS = ("2026-06", "2026-07", "2026-08", "2026-10", "2026-11", "2026-12", "2026-09")   # September last
+PERIODS = ("2026-06", "2026-07", "2026-08", "2026-10", "2026-11", "2026-12", "2027-01", "2026-09")   # September last
 EDGE_RATES = {"replacement": 0.02, "rollover": 0.02, "tariff_change": 0.4, "multiplier_change": 0.3,
               "reverse_running": 0.002, "stopped_meter": 0.002}
 
@@ -129,18 +129,18 @@ def test_reference_rounding_and_power_factor_by_hand():
 # --- (a) the big fleet ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def big_fleet(tmp_path_factory):
-    """2,000 customers, 2026-06-01 .. 2027-01-01 (seven settlement months), edges boosted; the reference's
+    """2,000 customers, 2026-06-01 .. 2027-02-01 (eight settlement months), edges boosted; the reference's
     bills of every month (they do not depend on the kernel: computed once)."""
     d = tmp_path_factory.mktemp("reference-fleet")
-    generated(d, 2000, 214, seed=15, rates=EDGE_RATES)
+    generated(d, 2000, 245, seed=15, rates=EDGE_RATES)
     return d, reference_bills(d, PERIODS)
 
 
 @pytest.mark.slow
-def test_every_bill_of_seven_months_equals_the_reference(big_fleet, kernels):
+def test_every_bill_of_eight_months_equals_the_reference(big_fleet, kernels):
     d, expected = big_fleet
     diffs, n = compare_run(d, expected)
-    assert n == 2000 * 7
+    assert n == 2000 * 8
     assert diffs == [], "\n".join(diffs)
 
 
@@ -166,10 +166,11 @@ def test_the_big_fleet_has_every_edge(big_fleet):
             seen["year-to-date unknown (go-live without an opening)"] += b.ytd is None and "tier2" not in codes \
                 and any("year-to-date" in r for r in b.reasons)
             seen["opening year-to-date at go-live"] += p == "2026-06" and bool(b.ytd)
+            seen["new tier year"] += p == "2027-01" and b.ytd == 0
             seen["缺无功"] += any("reactive" in r for r in b.reasons)
             seen["held"] += b.held
             seen["issued"] += not b.held
-    assert all(seen.values()) and len(seen) == 14, dict(seen)
+    assert all(seen.values()) and len(seen) == 15, dict(seen)
 
 
 # --- (b) random tariffs over small fleets --------------------------------------------------------------------
