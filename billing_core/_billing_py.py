@@ -9,13 +9,21 @@ Inputs, one entry per charge row (all 1-D, C-contiguous):
 =================  =======  ====================================================================
 tariff_row         int32    row of ``params`` (a compiled tariff: category × voltage × version × season)
 e_sharp .. e_valley int64   settlement energy per TOU period (尖/峰/平/谷), 0.01 kWh, losses included
-q                  int64    reactive energy for 力调, 0.01 kvarh
+q                  int64    reactive energy, 0.01 kvarh: cosφ of a row whose ``pf_x100`` is −2 (a whole month)
+pf_x100            int64    the month's power factor for 力调 (0..100, −1 none, −2 from the row's P and Q):
+                            :func:`billing_core.powerfactor.monthly_average_power_factor` — every part of
+                            a split month carries the month's value
 cum_prev           int64    annual tiers: energy billed earlier in the tier year, 0.01 kWh
 demand             int64    maximum demand, 0.0001 kW (losses included for 高供低计)
 capacity_kva       int64    transformer capacity, kVA (basic charge by capacity)
 contract_kw        int64    contract demand, kW (basic charge by contract demand)
 days, period_days  int32    days of this row / days of the billing period (pro rata; equal if whole)
 =================  =======  ====================================================================
+
+When ``out`` has N_OUT rows (not N_ROUNDED), besides the rounded line items the kernel writes the exact
+amount of each line before its one rounding (``O_N_*``: energy, tiers and funds over 10^6; basic over
+period_days × 10^4 (capacity) or × 10^8 (demand)), so that the parts of a split month can be added exactly
+and rounded once (:func:`billing_core.rounding.round_line_item_once`).
 
 ``params`` is an (R, N_PARAMS) int64 array, columns ``P_*`` below; ``pf_table`` the (3, 101) table of
 :mod:`billing_core.powerfactor`; ``out`` an (N_OUT, N) int64 array the kernel fills, rows ``O_*``.
@@ -25,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from billing_core.powerfactor import pf_x100
+from billing_core.powerfactor import pf_x100 as pf_from_energy
 from billing_core.rounding import BP_DIV, CAPACITY_DIV, DEMAND_DIV, ENERGY_DIV, round_div
 
 # params columns
@@ -37,20 +45,26 @@ BASIC_NONE, BASIC_CAPACITY, BASIC_CONTRACT, BASIC_ACTUAL = 0, 1, 2, 3
 
 # out rows
 (O_SHARP, O_PEAK, O_FLAT, O_VALLEY, O_TIER2, O_TIER3, O_BASIC, O_PF, O_FUNDS, O_TOTAL,
- O_PF_X100, O_PF_BP, O_TIER2_E, O_TIER3_E, O_BILLING_DEMAND) = range(15)
-N_OUT = 15
+ O_PF_X100, O_PF_BP, O_TIER2_E, O_TIER3_E, O_BILLING_DEMAND,
+ O_N_SHARP, O_N_PEAK, O_N_FLAT, O_N_VALLEY, O_N_TIER2, O_N_TIER3, O_N_BASIC, O_N_FUNDS) = range(23)
+N_OUT = 23
+N_ROUNDED = O_N_SHARP          # the rows without the exact amounts
 
 
-def bill_kernel(tariff_row, e_sharp, e_peak, e_flat, e_valley, q, cum_prev, demand, capacity_kva,
+def bill_kernel(tariff_row, e_sharp, e_peak, e_flat, e_valley, q, pf_x100, cum_prev, demand, capacity_kva,
                 contract_kw, days, period_days, params, pf_table, out):
     """Fill ``out`` with every line item of every charge row (see the module docstring)."""
     par = [params[:, j][tariff_row] for j in range(N_PARAMS)]       # gather per column, not per row
+    exact = len(out) > O_N_FUNDS
     days = days.astype(np.int64)                                     # int32 × 10^8 would wrap
     period_days = period_days.astype(np.int64)
     e = (e_sharp, e_peak, e_flat, e_valley)
     lines = 0
     for k in range(4):                                               # energy charge per TOU period
-        out[O_SHARP + k] = round_div(e[k] * par[P_PRICE_SHARP + k], ENERGY_DIV)
+        num = e[k] * par[P_PRICE_SHARP + k]
+        if exact:
+            out[O_N_SHARP + k] = num
+        out[O_SHARP + k] = round_div(num, ENERGY_DIV)
         lines = lines + out[O_SHARP + k]
     total_e = e_sharp + e_peak + e_flat + e_valley
 
@@ -69,6 +83,9 @@ def bill_kernel(tariff_row, e_sharp, e_peak, e_flat, e_valley, q, cum_prev, dema
     t3 = np.where(kind == TIER_NONE, 0, t3)
     out[O_TIER2_E] = t2
     out[O_TIER3_E] = t3
+    if exact:
+        out[O_N_TIER2] = t2 * par[P_INC2]
+        out[O_N_TIER3] = t3 * par[P_INC3]
     out[O_TIER2] = round_div(t2 * par[P_INC2], ENERGY_DIV)
     out[O_TIER3] = round_div(t3 * par[P_INC3], ENERGY_DIV)
     lines = lines + out[O_TIER2] + out[O_TIER3]
@@ -78,21 +95,27 @@ def bill_kernel(tariff_row, e_sharp, e_peak, e_flat, e_valley, q, cum_prev, dema
     c105 = contract_kw * 10500                                      # 1.05 C in 0.0001 kW
     by_contract = np.where(demand <= c105, contract_kw * 10000, 2 * demand - c105)
     bd = np.where(bkind == BASIC_CONTRACT, by_contract, np.where(bkind == BASIC_ACTUAL, demand, 0))
-    by_demand = round_div(bd * par[P_PRICE_KW] * days, period_days * DEMAND_DIV)
-    by_capacity = round_div(capacity_kva * par[P_PRICE_KVA] * days, period_days * CAPACITY_DIV)
+    n_demand = bd * par[P_PRICE_KW] * days
+    n_capacity = capacity_kva * par[P_PRICE_KVA] * days
+    if exact:
+        out[O_N_BASIC] = np.where(bkind == BASIC_CAPACITY, n_capacity, np.where(bkind == BASIC_NONE, 0, n_demand))
+    by_demand = round_div(n_demand, period_days * DEMAND_DIV)
+    by_capacity = round_div(n_capacity, period_days * CAPACITY_DIV)
     out[O_BASIC] = np.where(bkind == BASIC_CAPACITY, by_capacity, np.where(bkind == BASIC_NONE, 0, by_demand))
     out[O_BILLING_DEMAND] = np.where(bkind == BASIC_CAPACITY, capacity_kva, bd)
     lines = lines + out[O_BASIC]
 
     # 力调 ((83)水电财字第215号) on basic + energy lines, only where the tariff has a standard
     std = par[P_PF_STD]
-    pf = np.full(len(std), -1, dtype=np.int64)
-    idx = np.flatnonzero(std >= 0)
-    pf[idx] = pf_x100(total_e[idx], q[idx])
+    pf = np.where(std >= 0, pf_x100, -1)
+    own = np.flatnonzero((std >= 0) & (pf_x100 == -2))            # a whole month: cosφ from its P and Q
+    pf[own] = pf_from_energy(total_e[own], q[own])
     bp = np.where(pf >= 0, pf_table.reshape(-1)[np.maximum(std, 0) * 101 + np.maximum(pf, 0)], 0)
     out[O_PF_X100] = pf
     out[O_PF_BP] = bp
     out[O_PF] = round_div(lines * bp, BP_DIV)
 
-    out[O_FUNDS] = round_div(total_e * par[P_FUNDS], ENERGY_DIV)    # 政府性基金及附加, outside 力调
+    if exact:
+        out[O_N_FUNDS] = total_e * par[P_FUNDS]
+    out[O_FUNDS] = round_div(total_e * par[P_FUNDS], ENERGY_DIV)             # 政府性基金及附加, outside 力调
     out[O_TOTAL] = lines + out[O_PF] + out[O_FUNDS]

@@ -101,12 +101,13 @@ def segment_energy(prev: Mapping, now: Mapping, ct, pt, digits=DEFAULT_DIGITS,
 
 
 def sum_by_bill(bill_index, n_bills: int, columns: Mapping) -> dict:
-    """Add segment columns into their bills (exactly: integer ``np.add.at``, not a float bincount)."""
+    """Add segment columns into their bills (exactly: integer ``np.add.at``, not a float bincount); unsigned
+    columns are flag sets and are OR-ed (a bill holds for the union of its segments' reasons)."""
     bill_index = np.asarray(bill_index, dtype=np.intp)
     out = {}
     for name, col in columns.items():
         acc = np.zeros(n_bills, dtype=np.asarray(col).dtype)
-        if acc.dtype == np.uint8:
+        if np.issubdtype(acc.dtype, np.unsignedinteger):
             np.bitwise_or.at(acc, bill_index, col)
         else:
             np.add.at(acc, bill_index, col)
@@ -115,7 +116,7 @@ def sum_by_bill(bill_index, n_bills: int, columns: Mapping) -> dict:
 
 
 def transformer_loss(method, a_p, a_q, hours, capacity_kva, p0_w, pk_w, i0_x100, uk_x100, rate_x1e4,
-                     fixed_p, fixed_q, line_loss_x1e4):
+                     fixed_p, fixed_q, line_loss_x1e4, rate_q_x1e4=None):
     """高供低计 losses added to the metered energy: (active loss, reactive loss), 0.01 kWh / kvarh.
 
     ``method`` per account: 0 none (高供高计), 1 formula, 2 agreed rate, 3 agreed fixed energy (table).
@@ -125,9 +126,9 @@ def transformer_loss(method, a_p, a_q, hours, capacity_kva, p0_w, pk_w, i0_x100,
         ΔA = P0·T + Pk·β²·T,  β = √(A_P² + A_Q²) / (S_N·T)       (average load factor of the period)
         ΔQ = Q0·T + Qk·β²·T,  Q0 = I0%·S_N, Qk = Uk%·S_N
 
-    in 0.01 kWh: ΔA = (P0·T² ·S_N²·10⁴ + Pk·(a_p² + a_q²)) / (10⁵·S_N²·T) and
-    ΔQ = (I0·S_N²·T²·10⁴ + Uk·(a_p² + a_q²)) / (10⁶·S_N·T), each rounded once.  The agreed rate takes
-    ``rate_x1e4`` / 10⁴ of A_P (and of A_Q).  The agreed line loss (线损, ``line_loss_x1e4``) is a share of
+    in 0.01 kWh: ΔA = (P0·T² ·S_N²·10⁴ + Pk·(a_p² + a_q²)) / (10⁵·S_N²·T), rounded once; ΔQ by
+    :func:`reactive_loss`.  The agreed rate takes ``rate_x1e4`` / 10⁴ of A_P (and ``rate_q_x1e4``, default
+    the same rate, of A_Q).  The agreed line loss (线损, ``line_loss_x1e4``) is a share of
     the metered energy plus transformer loss, active only.  The squares overflow 64 bits, so the few
     高供低计 accounts are computed with Python integers on object arrays (vectorised, exact); the
     others get 0 without touching them.
@@ -139,24 +140,42 @@ def transformer_loss(method, a_p, a_q, hours, capacity_kva, p0_w, pk_w, i0_x100,
     idx = np.flatnonzero(method != 0)
     if len(idx) == 0:
         return loss_p, loss_q
+    if rate_q_x1e4 is None:
+        rate_q_x1e4 = rate_x1e4
     o = {k: np.broadcast_to(np.asarray(v), (n,))[idx].astype(object) for k, v in dict(
         m=method, ap=a_p, aq=a_q, t=hours, s=capacity_kva, p0=p0_w, pk=pk_w, i0=i0_x100, uk=uk_x100,
-        rate=rate_x1e4, fp=fixed_p, fq=fixed_q, line=line_loss_x1e4).items()}
+        rate=rate_x1e4, rq=rate_q_x1e4, fp=fixed_p, fq=fixed_q, line=line_loss_x1e4).items()}
     sq = o["ap"] * o["ap"] + o["aq"] * o["aq"]
     formula = o["m"] == 1
     # guard the divisors of the rows that do not use the formula (their result is discarded)
     s = np.where(formula, o["s"], 1).astype(object)
     t = np.where(formula, o["t"], 1).astype(object)
     f_p = _round_obj(o["p0"] * t * t * s * s * 10_000 + o["pk"] * sq, 100_000 * s * s * t)
-    f_q = _round_obj(o["i0"] * s * s * t * t * 10_000 + o["uk"] * sq, 1_000_000 * s * t)
     r_p = _round_obj(o["ap"] * o["rate"], 10_000)
-    r_q = _round_obj(o["aq"] * o["rate"], 10_000)
     dp = np.where(formula, f_p, np.where(o["m"] == 2, r_p, o["fp"]))
-    dq = np.where(formula, f_q, np.where(o["m"] == 2, r_q, o["fq"]))
+    dq = reactive_loss(o["m"], o["ap"], o["aq"], t, s, o["i0"], o["uk"], o["rq"], o["fq"])
     dp = dp + _round_obj((o["ap"] + dp) * o["line"], 10_000)
     loss_p[idx] = dp.astype(np.int64)
     loss_q[idx] = dq.astype(np.int64)
     return loss_p, loss_q
+
+
+def reactive_loss(method, a_p, a_q, hours, capacity_kva, i0_x100, uk_x100, rate_q_x1e4, fixed_q):
+    """Reactive transformer loss ΔQ, 0.01 kvarh (object arrays of Python ints, one entry per account).
+
+    Ruling "Reactive loss counts wherever active loss counts" (DOMAIN.md): with the nameplate method
+    (``method`` 1) ΔQ = Q0·T + Qk·β²·T, Q0 = I0%·S_N/100, Qk = Uk%·S_N/100 (I0, Uk in 0.01 %, kept in the
+    archive) = (I0·S_N²·T²·10⁴ + Uk·(a_p² + a_q²)) / (10⁶·S_N·T); with an agreed rate (2) ΔQ = A_Q × the
+    agreed reactive rate (``rate_q_x1e4``: the archive's reactive rate, else the active one); with an
+    agreed table (3) ``fixed_q``.  Each rounded once, half away from zero.
+    """
+    sq = a_p * a_p + a_q * a_q
+    formula = method == 1
+    s = np.where(formula, capacity_kva, 1).astype(object)
+    t = np.where(formula, hours, 1).astype(object)
+    f_q = _round_obj(i0_x100 * s * s * t * t * 10_000 + uk_x100 * sq, 1_000_000 * s * t)
+    r_q = _round_obj(a_q * rate_q_x1e4, 10_000)
+    return np.where(formula, f_q, np.where(method == 2, r_q, fixed_q))
 
 
 def _round_obj(num, den):
@@ -164,12 +183,14 @@ def _round_obj(num, den):
     return np.frompyfunc(round_div, 2, 1)(num, den)
 
 
-def spread_loss(loss, periods: tuple, demand=None):
-    """Add ``loss`` to the TOU period energies in proportion to them, and scale demand alike.
+def split_loss_over_tou(loss, periods: tuple, demand=None):
+    """Add ``loss`` to the TOU period energies in proportion to their metered energy; scale demand alike.
 
-    Periods 尖, 峰, 谷 get ⌊loss·E_p/E⌋, 平 the remainder, so the loss is added exactly; with no
-    metered energy it all goes to 平.  Demand becomes D·(E + loss)/E rounded (the loss's share of the
-    period's energy applied to its peak; 高供低计 losses count in the demand charge).
+    Ruling "Loss split over TOU periods" (DOMAIN.md): 尖, 峰 and 谷 get loss·E_p/E rounded half away from
+    zero to 0.01 kWh (:func:`billing_core.rounding.round_div`, the project's one rounding rule), 平 takes
+    the remainder, so the shares add up to the loss exactly; with no metered energy it all goes to 平.
+    Demand becomes D·(E + loss)/E rounded (the loss's share of the period's energy applied to its peak;
+    高供低计 losses count in the demand charge).
     """
     sharp, peak, flat, valley = (np.asarray(p, dtype=np.int64) for p in periods)
     loss = np.asarray(loss, dtype=np.int64)
@@ -181,7 +202,7 @@ def spread_loss(loss, periods: tuple, demand=None):
         ls = loss[idx].astype(object)
         added = 0
         for k in (0, 1, 3):
-            share = (ls * out[k][idx].astype(object)) // tot
+            share = _round_obj(ls * out[k][idx].astype(object), tot)
             out[k][idx] += share.astype(np.int64)
             added = added + share
         out[2][idx] += (ls - added).astype(np.int64)

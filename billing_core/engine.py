@@ -23,7 +23,9 @@ import numpy as np
 
 from billing_core import _billing_py as K
 from billing_core.powerfactor import PF_TABLE, STANDARDS
-from billing_core.rounding import round_div
+from billing_core.powerfactor import monthly_average_power_factor
+from billing_core.rounding import (BP_DIV, CAPACITY_DIV, DEMAND_DIV, ENERGY_DIV, round_div,
+                                   round_line_item_once)
 from billing_core.tariff import PERIOD_ZH, PERIODS, TariffTable
 from protocols import accel
 from protocols.errors import BillingError
@@ -31,16 +33,23 @@ from protocols.errors import BillingError
 accel.bind(globals(), "_kernel", "billing_core._billing")
 
 INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "q", "cum_prev", "demand",
-          "capacity_kva", "contract_kw", "days", "period_days")
+          "capacity_kva", "contract_kw", "days", "period_days", "pf_x100")
+# the kernel's arguments (pf_x100: the month's power factor, or PF_FROM_ROW)
+KERNEL_INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "q", "pf_x100", "cum_prev", "demand",
+                 "capacity_kva", "contract_kw", "days", "period_days")
+PF_FROM_ROW = -2     # pf_x100 not given: the row is a whole month, its cosφ comes from its own P and Q
 _INT32 = {"tariff_row", "days", "period_days"}
 # bounds that keep every product of rounding.py inside int64 (checked on the columns, not per row)
 _MAX = {"e_sharp": 10 ** 11, "e_peak": 10 ** 11, "e_flat": 10 ** 11, "e_valley": 10 ** 11, "q": 10 ** 12,
         "cum_prev": 10 ** 12, "demand": 10 ** 9, "capacity_kva": 10 ** 6, "contract_kw": 10 ** 5,
-        "days": 366, "period_days": 366}
+        "days": 366, "period_days": 366, "pf_x100": 100}
 
 ITEMS = ("energy_sharp_fen", "energy_peak_fen", "energy_flat_fen", "energy_valley_fen", "tier2_fen",
          "tier3_fen", "basic_fen", "pf_adjust_fen", "funds_fen", "total_fen", "pf_x100", "pf_bp",
          "tier2_kwh_x100", "tier3_kwh_x100", "billing_demand")
+# the exact amounts before each line's one rounding (kernel rows O_N_*), in the order of MONEY's lines
+# without 力调 (which is computed from the rounded lines)
+EXACT = ("n_sharp", "n_peak", "n_flat", "n_valley", "n_tier2", "n_tier3", "n_basic", "n_funds")
 MONEY = ITEMS[:9]            # the line items; total_fen is their sum
 
 
@@ -60,6 +69,7 @@ class ChargeRows:
     contract_kw: np.ndarray
     days: np.ndarray
     period_days: np.ndarray
+    pf_x100: np.ndarray
     bill: np.ndarray | None = None     # bill number of each row (None: row i is bill i)
 
     @classmethod
@@ -68,6 +78,7 @@ class ChargeRows:
         base = {k: np.zeros(n, dtype=np.int32 if k in _INT32 else np.int64) for k in INPUTS}
         base["days"][:] = 30
         base["period_days"][:] = 30
+        base["pf_x100"][:] = PF_FROM_ROW
         for k, v in cols.items():
             if k == "bill":
                 continue
@@ -81,27 +92,72 @@ class LineItems:
 
     columns: dict
     tariff_row: np.ndarray
+    table: TariffTable | None = None       # the table the rows were priced on (split bills need it)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
-    def by_bill(self, bill: np.ndarray | None, n_bills: int | None = None) -> "LineItems":
-        """Add the parts of split bills (money and energies; pf of the first part is kept)."""
+    def by_bill(self, bill: np.ndarray | None, n_bills: int | None = None, table: TariffTable | None = None
+                ) -> "LineItems":
+        """Bills from their charge rows: a bill of one row is that row; the parts of a split bill are added
+        exactly and each line rounded once (:func:`billing_core.rounding.round_line_item_once`), 力调 at the
+        month's one rate on the sum of the rounded lines it adjusts, the total the sum of the lines.
+        Energies and tier energies add up; power factor, rate and billing demand are the first part's."""
         if bill is None:
             return self
         bill = np.asarray(bill, dtype=np.intp)
         n = int(n_bills if n_bills is not None else bill.max() + 1)
         first = np.full(n, -1, dtype=np.intp)
         first[bill[::-1]] = np.arange(len(bill))[::-1]
-        cols = {}
-        for name, col in self.columns.items():
-            if name in ("pf_x100", "pf_bp", "billing_demand"):
-                cols[name] = col[first]
-            else:
-                acc = np.zeros(n, dtype=np.int64)
-                np.add.at(acc, bill, col)
-                cols[name] = acc
-        return LineItems(cols, self.tariff_row[first])
+        cols = {name: col[first] for name, col in self.columns.items()}
+        rows_of = np.bincount(bill, minlength=n)
+        split = np.flatnonzero(rows_of > 1)
+        table = table if table is not None else self.table
+        if len(split):
+            if table is None:
+                raise BillingError("line items: adding the parts of split bills needs the tariff table")
+            _add_parts(cols, self.columns, bill, split, self.tariff_row, table)
+        return LineItems(cols, self.tariff_row[first], table)
+
+
+def _add_parts(cols: dict, rows: dict, bill: np.ndarray, split: np.ndarray, tariff_row, table: TariffTable):
+    """The lines of the split bills ``split``: exact sums of their rows' amounts, each rounded once."""
+    sel = np.flatnonzero(np.isin(bill, split))
+    where = np.searchsorted(split, bill[sel])
+    k = len(split)
+
+    def total(col, dtype=np.int64):
+        acc = np.zeros(k, dtype=dtype)
+        np.add.at(acc, where, col[sel].astype(dtype))
+        return acc
+
+    for name in ("tier2_kwh_x100", "tier3_kwh_x100"):
+        cols[name][split] = total(rows[name])
+    par = table.params[np.asarray(tariff_row)[sel]]
+    # the billing demand of the first part that has a basic charge (a version may start two-part mid-month)
+    two_part = par[:, K.P_BASIC_KIND] != K.BASIC_NONE
+    bd = cols["billing_demand"][split].copy()
+    bd[where[two_part][::-1]] = rows["billing_demand"][sel][two_part][::-1]
+    cols["billing_demand"][split] = bd
+    days_div = np.asarray(rows["_period_days"])[sel].astype(object)
+    lines = np.zeros(k, dtype=object)
+    for name, exact in zip([m for m in MONEY if m != "pf_adjust_fen"], EXACT):
+        if exact == "n_basic":
+            # capacity amounts are over 10^4·period_days, demand amounts over 10^8·period_days: one denominator
+            scale = np.where(par[:, K.P_BASIC_KIND] == K.BASIC_CAPACITY, DEMAND_DIV // CAPACITY_DIV, 1)
+            num = np.zeros(k, dtype=object)
+            np.add.at(num, where, rows[exact][sel].astype(object) * scale.astype(object))
+            den = np.zeros(k, dtype=object)
+            den[where] = days_div * DEMAND_DIV
+            value = round_line_item_once(num, den)
+        else:
+            value = round_line_item_once(total(rows[exact], object), ENERGY_DIV)
+        cols[name][split] = value.astype(np.int64)
+        if name != "funds_fen":
+            lines = lines + value
+    bp = cols["pf_bp"][split].astype(object)
+    cols["pf_adjust_fen"][split] = round_line_item_once(lines * bp, BP_DIV).astype(np.int64)
+    cols["total_fen"][split] = sum(cols[m][split] for m in MONEY)
 
 
 def _check(rows: ChargeRows, table: TariffTable) -> list:
@@ -121,17 +177,30 @@ def _check(rows: ChargeRows, table: TariffTable) -> list:
                 i = int(np.argmax(np.abs(c[k]) > bound))
                 raise BillingError(f"charge rows: row {i}: {k} = {int(c[k][i])} is beyond {bound} "
                                    f"(the engine's integer range)")
+        if ((c["pf_x100"] < 0) & (c["pf_x100"] != PF_FROM_ROW) & (c["pf_x100"] != -1)).any():
+            raise BillingError("charge rows: pf_x100 must be 0..100, -1 (none) or PF_FROM_ROW")
         if (c["period_days"] <= 0).any() or (c["days"] < 0).any() or (c["days"] > c["period_days"]).any():
             raise BillingError("charge rows: days must be 0..period_days and period_days > 0")
     return cols
 
 
-def price(rows: ChargeRows, table: TariffTable, kernel=None) -> LineItems:
-    """Every line item of every charge row, by the compiled kernel (or its numpy twin)."""
-    cols = _check(rows, table)
-    out = np.zeros((K.N_OUT, len(cols[0])), dtype=np.int64)
-    (kernel or _kernel).bill_kernel(*cols, table.params, PF_TABLE, out)
-    return LineItems(dict(zip(ITEMS, out)), cols[0])
+def price(rows: ChargeRows, table: TariffTable, kernel=None, exact: bool | None = None) -> LineItems:
+    """Every line item of every charge row, by the compiled kernel (or its numpy twin).
+
+    A row whose ``pf_x100`` is not given (PF_FROM_ROW) is a whole month: the kernel takes its cosφ from the
+    row's own P and Q — its month's average power factor.  ``exact`` (default: when the rows are parts of
+    split bills, ``rows.bill`` set) also keeps each line's exact amount, so that :meth:`LineItems.by_bill`
+    adds the parts before the one rounding."""
+    cols = dict(zip(INPUTS, _check(rows, table)))
+    exact = rows.bill is not None if exact is None else exact
+    n = len(cols["tariff_row"])
+    out = np.zeros((K.N_OUT if exact else K.N_ROUNDED, n), dtype=np.int64)
+    (kernel or _kernel).bill_kernel(*(cols[k] for k in KERNEL_INPUTS), table.params, PF_TABLE, out)
+    named = dict(zip(ITEMS, out))
+    if exact:
+        named.update(zip(EXACT, out[K.O_N_SHARP:K.O_N_FUNDS + 1]))
+        named["_period_days"] = cols["period_days"]
+    return LineItems(named, cols["tariff_row"], table)
 
 
 def split_at_change(rows: ChargeRows, change_day, new_row, e_before=None):
@@ -153,6 +222,12 @@ def split_at_change(rows: ChargeRows, change_day, new_row, e_before=None):
     first = {k: np.asarray(getattr(rows, k)).copy() for k in INPUTS}
     second = {k: np.asarray(getattr(rows, k))[split].copy() for k in INPUTS}
     energies = ("e_sharp", "e_peak", "e_flat", "e_valley", "q")
+    # the month's one power factor on every part (ruling: one monthly average power factor)
+    whole_pf = first["pf_x100"][split] == PF_FROM_ROW
+    if whole_pf.any():
+        p = sum(first[k][split] for k in energies[:4])
+        first["pf_x100"][split[whole_pf]] = monthly_average_power_factor(p[whole_pf], first["q"][split][whole_pf])
+        second["pf_x100"] = first["pf_x100"][split].copy()
     for j, k in enumerate(energies):
         whole = first[k][split]
         if e_before is not None and k != "q":

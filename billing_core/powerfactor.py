@@ -86,3 +86,24 @@ def pf_x100(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     for i in ambiguous:                       # rare: ties and near-ties only, not a per-account loop
         out[i] = pf_x100_exact(p[i], q[i])
     return out
+
+
+def reactive_energy_for_power_factor(q_imported, q_exported):
+    """Reactive energy that enters cosφ, 0.01 kvarh: |imported| + |exported|.
+
+    Ruling "Reactive energy for cosφ" (DOMAIN.md, (83)水电财字第215号: 倒送的无功电量与实用的无功电量两者的
+    绝对值之和): where the meter registers exported reactive energy (re_rev), its absolute value adds to
+    the imported (re_fwd); a meter without an export register passes 0.
+    """
+    return np.abs(np.asarray(q_imported, np.int64)) + np.abs(np.asarray(q_exported, np.int64))
+
+
+def monthly_average_power_factor(p_month, q_month) -> np.ndarray:
+    """The metering point's monthly average power factor (月平均功率因数), 0.01, −1 where P ≤ 0.
+
+    Ruling "力调 uses ONE monthly average power factor per metering point" (DOMAIN.md, 215号): from the
+    month's total active energy ``p_month`` and reactive energy ``q_month`` (losses included, exported
+    reactive added by :func:`reactive_energy_for_power_factor`), also when the month is split by a tariff
+    or price change — every part of a split month is adjusted at this one power factor's rate.
+    """
+    return pf_x100(p_month, q_month)

@@ -77,3 +77,16 @@ def round_div(num, den):
     a, den = abs(int(num)), int(den)
     q = a // den + (2 * (a % den) >= den)
     return -q if num < 0 else q
+
+
+def round_line_item_once(numerator, denominator):
+    """A printed line item of a bill: its exact amount ``numerator / denominator`` rounded to the fen once.
+
+    Ruling "One rounding per printed line item" (DOMAIN.md): the parts of a split month (a tariff change
+    or a new price version inside the period) are added exactly — their exact numerators over the common
+    denominator of the table above — and the sum is rounded once, half away from zero.  Works on Python
+    ints and on object arrays of Python ints (sums of two int64 products may pass 2^63).
+    """
+    if isinstance(numerator, np.ndarray) and numerator.dtype == object:
+        return np.frompyfunc(round_div, 2, 1)(numerator, denominator)
+    return round_div(numerator, denominator)

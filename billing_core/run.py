@@ -12,8 +12,10 @@ up per bill (:func:`billing_core.energy.sum_by_bill`).  Readings are in the regi
 same instant as the total (a removal reading is recorded for the total only: the TOU registers end at
 the last daily freeze and the remainder is billed as 平, 平段取差).
 
-Which tariff prices a bill: the tariff file of the customer's category (``customers.category``) at the
-customer's voltage level, in the version and season in force on the period's first day.  A change of
+Which tariff prices a bill: the tariff file the customer's tariff assignment chooses
+(:meth:`billing_core.tariff.TariffSet.price_from_tariff_assignment`: the file listing its code, else the
+category's default) at the customer's voltage level, in the version and season in force on the period's
+first day.  A change of
 the customer's tariff assignment (``customer_tariffs``) or a new tariff version inside the period
 splits the bill at that day (:func:`billing_core.engine.split_at_change`) by the day's frozen reading,
 else pro rata by days.  The metering point's basic-charge method and 力调 standard (the archive's
@@ -25,7 +27,9 @@ Bill review (核算审核): a bill is *held* (not issued) when any review flag i
 :mod:`billing_core.energy` (missing or estimated reading, negative energy, register rollover, TOU
 mismatch, zero consumption) and ``R_JUMP`` (daily energy over 3× or under ⅓ of the customer's history,
 when the history averages at least 1 kWh a day), ``R_REVERSE`` (reverse active energy registered: a
-reverse-running meter), ``R_NO_POINT`` (a customer without a metering point in the period).  Held bills
+reverse-running meter), ``R_NO_POINT`` (a customer without a metering point in the period),
+``R_NO_REACTIVE`` (力调 without a reactive reading, :func:`hold_without_reactive`) and ``R_NO_YTD`` (annual
+tiers whose year-to-date cannot be established, :func:`year_to_date_from_readings`).  Held bills
 are priced anyway (negative period energies as 0) so that the reviewer sees the amounts.
 """
 
@@ -40,7 +44,8 @@ from billing_core import _billing_py as K
 from billing_core import energy, engine
 from billing_core.energy import (F_ESTIMATED, F_MISSING, F_NEGATIVE, F_ROLLOVER, F_TOU_MISMATCH,  # noqa: F401
                                  F_ZERO)
-from billing_core.powerfactor import NO_ADJUSTMENT, STANDARDS
+from billing_core.powerfactor import (NO_ADJUSTMENT, STANDARDS, monthly_average_power_factor,
+                                      reactive_energy_for_power_factor)
 from billing_core.rounding import round_div
 from billing_core.tariff import BASIC_KINDS, TariffSet, TariffTable
 from protocols.errors import BillingError
@@ -48,11 +53,14 @@ from protocols.errors import BillingError
 R_JUMP = 64
 R_REVERSE = 128
 R_NO_POINT = 256
+R_NO_REACTIVE = 512             # 力调 customer without a reactive reading (缺无功)
+R_NO_YTD = 1024                 # annual tiers: the year-to-date cannot be established (年累计电量不明)
 REASONS = {**energy.FLAG_NAMES, R_JUMP: "consumption jump vs history", R_REVERSE: "reverse energy registered",
-           R_NO_POINT: "no metering point"}
+           R_NO_POINT: "no metering point", R_NO_REACTIVE: "no reactive reading for the power-factor adjustment",
+           R_NO_YTD: "year-to-date energy unknown for the annual tiers"}
 REASONS_ZH = {F_MISSING: "缺抄", F_ESTIMATED: "估抄", F_NEGATIVE: "负电量", F_ROLLOVER: "表码翻转",
               F_TOU_MISMATCH: "分时电量不平", F_ZERO: "零电量", R_JUMP: "电量突变", R_REVERSE: "反向电量",
-              R_NO_POINT: "无计量点"}
+              R_NO_POINT: "无计量点", R_NO_REACTIVE: "缺无功", R_NO_YTD: "年累计电量不明"}
 JUMP_RATIO = 3
 JUMP_MIN_DAILY = 100            # 0.01 kWh a day: a history below 1 kWh/day is not judged
 REVERSE_MIN = 100               # 0.01 kWh: a reverse register moving 1 kWh or more
@@ -85,7 +93,8 @@ class RunInput:
     (days since 1970-01-01 of the new assignment, −1 none), ``has_point``, ``hv_lv``, ``tx_capacity_kva``,
     ``tx_p0_w``, ``tx_pk_w``, ``tx_loss_rate_bp``, ``line_loss_rate_bp`` (−1 = none), ``contract_kw``,
     ``basic_idx`` (into ``tariff.BASIC_KINDS`` order), ``pf_std_x100`` (0 none, 80, 85, 90), ``cum_prev``
-    (annual tiers: energy billed earlier this year, 0.01 kWh), ``hist_e`` and ``hist_days`` (earlier
+    (annual tiers: the year-to-date before the period, :func:`year_to_date_from_readings`, with ``ytd_known``),
+    ``tx_i0_x100``/``tx_uk_x100``/``tx_q_loss_rate_bp`` (−1 none), ``hist_e`` and ``hist_days`` (earlier
     bills' energy and days, 0 = no history), ``chg_<reg>`` (the frozen reading on the change day, −1).
 
     Per segment (length S): ``seg_bill``, ``ct``, ``pt``, ``digits`` (integer digits of the register),
@@ -140,15 +149,43 @@ def _variant_offset(inp: RunInput, R: int, assess: np.ndarray) -> np.ndarray:
     return (b * (len(STANDARDS) + 1) + std) * R
 
 
-def _rows_on(inp: RunInput, tariffs: TariffSet, day: dt.date, sel: np.ndarray) -> np.ndarray:
-    """Base tariff row of the bills ``sel`` on ``day``, looked up once per distinct (category, voltage)."""
+def _rows_on(inp: RunInput, tariffs: TariffSet, day: dt.date, sel: np.ndarray, key_idx: np.ndarray,
+             keys: list) -> np.ndarray:
+    """Base tariff row of the bills ``sel`` on ``day``, of their tariffs ``key_idx`` (into ``keys``: keys of
+    ``tariffs.tariffs``), looked up once per distinct (tariff, voltage)."""
     table = tariffs.table()
-    key = inp.bill["category_idx"][sel].astype(np.int64) * 1_000_000 + inp.bill["voltage_v"][sel] // 1000
+    ki = key_idx[sel].astype(np.int64)
     volts = inp.bill["voltage_v"][sel]
+    key = ki * 1_000_000 + volts // 1000
     uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    look = np.array([table.row(inp.categories[int(inp.bill["category_idx"][sel][i])], voltage_level(int(volts[i])),
-                               day, tariffs) for i in first], dtype=np.int64)
+    look = np.array([table.row(keys[int(ki[i])], voltage_level(int(volts[i])), day, tariffs) for i in first],
+                    dtype=np.int64)
     return look[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
+
+
+def _tariff_keys(inp: RunInput, tariffs: TariffSet) -> tuple[list, np.ndarray, np.ndarray]:
+    """(keys, key of the assignment at the period start, key of the new assignment or −1) per bill:
+    :meth:`billing_core.tariff.TariffSet.price_from_tariff_assignment` once per distinct (code, category)."""
+    bill = inp.bill
+    n = inp.n
+    keys, index = [], {}
+    out = []
+    for col in ("tariff_code_idx", "new_tariff_code_idx"):
+        codes = bill.get(col, np.full(n, -1, np.int64)).astype(np.int64)
+        pair = codes * 1_000 + bill["category_idx"].astype(np.int64)
+        uniq, inv = np.unique(pair, return_inverse=True)
+        look = []
+        for u in uniq:
+            c, cat = int(u) // 1_000, int(u) % 1_000
+            if c < 0 and col == "new_tariff_code_idx":
+                look.append(-1)
+                continue
+            k = tariffs.price_from_tariff_assignment(inp.tariff_codes[c] if c >= 0 else None, inp.categories[cat])
+            look.append(index.setdefault(k, len(index)))
+            if len(keys) < len(index):
+                keys.append(k)
+        out.append(np.array(look, np.int64)[inv.reshape(-1)] if n else np.zeros(0, np.int64))
+    return keys, out[0], out[1]
 
 
 def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict, TariffTable]:
@@ -170,9 +207,14 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
     f = np.where(seg["tou_check"], f, f & ~np.uint8(F_TOU_MISMATCH)).astype(np.uint16)
     mult = seg["ct"].astype(np.int64) * seg["pt"].astype(np.int64)
     rev, _ = energy.register_energy(seg["prev_ae_rev"], seg["now_ae_rev"], mult, digits)
-    q, fq = energy.register_energy(seg["prev_re_fwd"], seg["now_re_fwd"], mult, digits)
-    # a meter without reactive registers (neither reading has one) cannot be assessed for 力调: no
-    # adjustment (counted in the summary); one reactive reading missing is a missing reading
+    q_imp, fq = energy.register_energy(seg["prev_re_fwd"], seg["now_re_fwd"], mult, digits)
+    # exported reactive energy where the meter registers it (both readings of re_rev present)
+    q_exp, fqe = energy.register_energy(seg["prev_re_rev"], seg["now_re_rev"], mult, digits)
+    half_exp = (seg["prev_re_rev"] >= 0) != (seg["now_re_rev"] >= 0)
+    fq = fq | np.where(half_exp, F_MISSING, 0).astype(np.uint8) | (fqe & (F_NEGATIVE | F_ROLLOVER))
+    q = reactive_energy_for_power_factor(q_imp, q_exp)
+    # a 力调 customer whose meter has no reactive reading at all is held (缺无功, ruling
+    # hold_without_reactive); one reactive reading missing is a missing reading
     has_q = np.zeros(N, bool)
     has_q[seg["seg_bill"][(seg["prev_re_fwd"] >= 0) | (seg["now_re_fwd"] >= 0)]] = True
     assessed = bill["pf_std_x100"] > 0
@@ -182,6 +224,7 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
         "e_sharp": e["ae_fwd_t1"], "e_peak": e["ae_fwd_t2"], "e_flat": e["flat_billed"], "e_valley": e["ae_fwd_t4"],
         "e_total": e["ae_fwd"], "q": q, "rev": rev, "flags": f, "segments": np.ones(S, np.int64)})
     flags = sums.pop("flags").astype(np.uint16)
+    flags |= hold_without_reactive(assessed, has_q)
     demand = np.zeros(N, np.int64)
     np.maximum.at(demand, seg["seg_bill"], np.where(seg["md"] >= 0, seg["md"] * mult, 0))
     flags |= np.where(sums["rev"] >= REVERSE_MIN, R_REVERSE, 0).astype(np.uint16)
@@ -204,49 +247,63 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
     method = np.where(formula, 1, np.where(hv & (bill["tx_loss_rate_bp"] >= 0), 2, 0))
     method = np.where(hv & (method == 0) & (bill["line_loss_rate_bp"] > 0), 2, method)
     zeros = np.zeros(N, np.int64)
+    rate_p = np.maximum(bill["tx_loss_rate_bp"], 0)
+    q_rate = bill.get("tx_q_loss_rate_bp", np.full(N, -1, np.int64))
     loss_p, loss_q = energy.transformer_loss(
         method, a_p, a_q, period_days * 24, np.maximum(bill["tx_capacity_kva"], 1), bill["tx_p0_w"],
-        bill["tx_pk_w"], zeros, zeros, np.maximum(bill["tx_loss_rate_bp"], 0), zeros, zeros,
-        np.maximum(bill["line_loss_rate_bp"], 0))
-    periods, demand = energy.spread_loss(loss_p, periods, demand)
+        bill["tx_pk_w"], np.maximum(bill.get("tx_i0_x100", zeros), 0), np.maximum(bill.get("tx_uk_x100", zeros), 0),
+        rate_p, zeros, zeros, np.maximum(bill["line_loss_rate_bp"], 0), np.where(q_rate >= 0, q_rate, rate_p))
+    periods, demand = energy.split_loss_over_tou(loss_p, periods, demand)
     a_q = a_q + loss_q
+    # 力调: the month's one power factor of each assessed metering point (the kernel reads it only there)
+    pf_month = np.full(N, engine.PF_FROM_ROW, np.int64)
+    judge = np.flatnonzero(assessed & has_q)
+    pf_month[judge] = monthly_average_power_factor((a_p + loss_p)[judge], a_q[judge])
 
-    # --- tariff rows, the mid-period change, pricing ----------------------------------------------
+    # --- tariff rows (the assignment chooses the tariff), the mid-period change, pricing ------------
     base = tariffs.table()
     table = _variants(base)
     R = len(base.params)
     off = _variant_offset(inp, R, assessed & has_q)
+    keys, key0, key1 = _tariff_keys(inp, tariffs)
     everyone = np.arange(N)
-    row0 = _rows_on(inp, tariffs, inp.start, everyone) + off
+    row0 = _rows_on(inp, tariffs, inp.start, everyone, key0, keys) + off
     change_day = np.zeros(N, np.int64)
     chg = bill["change_date_days"]
     start_days = (inp.start - dt.date(1970, 1, 1)).days
     in_period = (chg > start_days) & (chg < start_days + period_days)
     change_day[in_period] = chg[in_period] - start_days + 1
+    new_key = np.where(in_period & (key1 >= 0), key1, key0)
     # a new tariff version inside the period splits the bills it prices
-    for cat in sorted(set(inp.categories)):
-        if cat not in tariffs.tariffs:
-            continue
-        for v in tariffs.tariff(cat).versions:
+    for ki, k in enumerate(keys):
+        for v in tariffs.tariff(k).versions:
             if inp.start < v.effective < inp.end:
-                ci = inp.categories.index(cat)
-                hit = (bill["category_idx"] == ci) & (change_day == 0)
+                hit = (key0 == ki) & (change_day == 0)
                 change_day[hit] = (v.effective - inp.start).days + 1
     new_row = row0.copy()
     for d in np.unique(change_day[change_day > 0]):
         sel = np.flatnonzero(change_day == d)
-        new_row[sel] = _rows_on(inp, tariffs, inp.start + dt.timedelta(days=int(d) - 1), sel) + off[sel]
+        new_row[sel] = _rows_on(inp, tariffs, inp.start + dt.timedelta(days=int(d) - 1), sel, new_key, keys) + off[sel]
+    # annual tiers on either side of a change need the year-to-date (the second part continues it)
+    splits = (change_day > 1) & (change_day <= period_days)
+    annual = (table.params[row0, K.P_TIER_KIND] == K.TIER_ANNUAL) | (
+        splits & (table.params[new_row, K.P_TIER_KIND] == K.TIER_ANNUAL))
+    ytd_known = bill.get("ytd_known", np.ones(N, bool))
+    flags |= np.where(annual & ~ytd_known, R_NO_YTD, 0).astype(np.uint16)
+    cum_prev = np.where(ytd_known, bill["cum_prev"], 0)
     rows = engine.ChargeRows.of(
         N, tariff_row=row0, e_sharp=periods[0], e_peak=periods[1], e_flat=periods[2], e_valley=periods[3],
-        q=a_q, cum_prev=bill["cum_prev"], demand=demand, capacity_kva=np.maximum(bill["tx_capacity_kva"], 0),
-        contract_kw=np.maximum(bill["contract_kw"], 0), days=period_days, period_days=period_days)
+        q=a_q, cum_prev=cum_prev, demand=demand, capacity_kva=np.maximum(bill["tx_capacity_kva"], 0),
+        contract_kw=np.maximum(bill["contract_kw"], 0), days=period_days, period_days=period_days,
+        pf_x100=pf_month)
     e_before = _energy_before(inp, sums, periods, change_day, loss_p, period_days)
     parts = ((change_day > 1) & (change_day <= period_days)).astype(np.int64) + 1
     if (parts > 1).any():
         rows = engine.split_at_change(rows, change_day, new_row.astype(np.int32), e_before)
-    items = engine.price(rows, table, kernel).by_bill(rows.bill, N)
+    items = engine.price(rows, table, kernel).by_bill(rows.bill, N, table)
 
     out = {"e_total": a_p, "e_metered": sums["e_total"], "q": a_q, "rev": sums["rev"], "loss_p": loss_p,
+           "e_settled": a_p + loss_p,
            "demand": demand, "segments": sums["segments"], "parts": parts, "flags": flags,
            "tariff_row": row0, "pf_not_assessed": assessed & ~has_q, "new_row": np.where(parts > 1, new_row, -1),
            "change_day": np.where(parts > 1, change_day, 0)}
@@ -254,10 +311,38 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
         out[c] = p
     for k in engine.ITEMS:
         out[k] = items[k]
-    annual = table.params[row0, K.P_TIER_KIND] == K.TIER_ANNUAL
-    out["cum_after"] = np.where(annual, bill["cum_prev"] + a_p, 0)
+    out["cum_after"] = np.where(annual, cum_prev + a_p, 0)
     out["held"] = flags != 0
     return out, line_items(out, table), table
+
+
+def year_to_date_from_readings(n: int, opening, seg_bill, prev, now, multiplier, digits
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    """The annual tiers' year-to-date before the period, 0.01 kWh, and whether it is known, per bill.
+
+    Ruling "Annual tiers: the year-to-date is the metered energy since the tier year's start, from
+    readings (or an opening year-to-date imported at go-live), never from a chain of earlier bills; if it
+    cannot be established the bill is held with that reason" (DOMAIN.md, 发改价格〔2011〕2617号).  The tier
+    year is the calendar year.  ``opening``: the imported year-to-date at go-live when the span starts
+    there, else 0; the segments (``seg_bill``, ``prev``/``now`` total-register readings, −1 none, CT × PT
+    ``multiplier``, register ``digits`` incl. decimals) cover the span from the tier year's start (or the
+    go-live) to the period start, by meter (换表) and multiplier (倍率) history, as the month's segments do.
+    A missing or backwards reading leaves the year-to-date unknown (the bill is held, ``R_NO_YTD``).
+    """
+    e, f = energy.register_energy(prev, now, multiplier, digits)
+    bad = (f & (F_MISSING | F_NEGATIVE)) != 0
+    sums = energy.sum_by_bill(np.asarray(seg_bill, np.intp), n, {"e": np.where(bad, 0, e), "bad": bad.astype(np.int64)})
+    known = sums["bad"] == 0
+    return np.where(known, np.asarray(opening, np.int64) + sums["e"], 0), known
+
+
+def hold_without_reactive(assessed: np.ndarray, has_reactive: np.ndarray) -> np.ndarray:
+    """Flag ``R_NO_REACTIVE`` for the bills to hold: under 力调 without any reactive reading.
+
+    Ruling "A customer under 力调 without a reactive reading is held (缺无功), not issued unadjusted"
+    (DOMAIN.md).  The held bill shows no 力调 line (no power factor can be computed) until reviewed.
+    """
+    return np.where(np.asarray(assessed) & ~np.asarray(has_reactive), R_NO_REACTIVE, 0).astype(np.uint16)
 
 
 def _energy_before(inp, sums, periods, change_day, loss_p, period_days):
@@ -304,14 +389,18 @@ def line_items(b: dict, table: TariffTable) -> dict:
 
     for k, p in enumerate(PERIOD_COLS):
         amount = b[f"energy_{p[2:]}_fen"]
-        add(k, (b[p] != 0) | (amount != 0), b[p], par[:, K.P_PRICE_SHARP + k], amount)
-    add(4, b["tier2_kwh_x100"] != 0, b["tier2_kwh_x100"], par[:, K.P_INC2], b["tier2_fen"])
-    add(5, b["tier3_kwh_x100"] != 0, b["tier3_kwh_x100"], par[:, K.P_INC3], b["tier3_fen"])
+        qty = quantity_beside_price(b, p)
+        add(k, (qty != 0) | (amount != 0), qty, par[:, K.P_PRICE_SHARP + k], amount)
+    add(4, b["tier2_kwh_x100"] != 0, quantity_beside_price(b, "tier2"), par[:, K.P_INC2], b["tier2_fen"])
+    add(5, b["tier3_kwh_x100"] != 0, quantity_beside_price(b, "tier3"), par[:, K.P_INC3], b["tier3_fen"])
+    # the basic line where any part has a basic charge (its kind: the first such part's)
     kind = par[:, K.P_BASIC_KIND]
+    later = table.params[np.maximum(b["new_row"], 0), K.P_BASIC_KIND]
+    kind = np.where((kind == K.BASIC_NONE) & (b["new_row"] >= 0), later, kind)
     add(6, kind != K.BASIC_NONE, np.where(kind == K.BASIC_CAPACITY, b["billing_demand"] * 10_000, b["billing_demand"]),
         np.where(kind == K.BASIC_CAPACITY, par[:, K.P_PRICE_KVA], par[:, K.P_PRICE_KW]), b["basic_fen"])
     add(7, par[:, K.P_PF_STD] >= 0, b["pf_x100"], b["pf_bp"], b["pf_adjust_fen"], b["pf_bp"])
-    add(8, np.ones(N, bool), b["e_total"], par[:, K.P_FUNDS], b["funds_fen"])
+    add(8, np.ones(N, bool), quantity_beside_price(b, "funds"), par[:, K.P_FUNDS], b["funds_fen"])
     add(9, np.ones(N, bool), 0, 0, b["total_fen"])
     out = {k: np.concatenate(v) for k, v in cols.items() if v}
     order = np.argsort(out["bill"], kind="stable")
@@ -320,6 +409,22 @@ def line_items(b: dict, table: TariffTable) -> dict:
     starts = np.searchsorted(out["bill"], out["bill"], side="left")
     out["seq"] = (np.arange(len(out["bill"])) - starts).astype(np.int8)
     return out
+
+
+def quantity_beside_price(b: dict, line: str) -> np.ndarray:
+    """The quantity printed beside a per-kWh price: the energy that price multiplies (0.01 kWh).
+
+    Ruling "The quantity printed beside a per-kWh price is the quantity that price multiplies" (DOMAIN.md):
+    the TOU lines their period's settlement energy, the tier lines their tier energy, and the funds line
+    the settlement energy — on 高供低计 bills the metered energy plus the losses, as the funds amount is.
+    """
+    if line in PERIOD_COLS:
+        return b[line]
+    if line in ("tier2", "tier3"):
+        return b[f"{line}_kwh_x100"]
+    if line == "funds":
+        return b["e_settled"]
+    raise BillingError(f"line {line!r} has no per-kWh price")
 
 
 def check_items(bills: dict, items: dict) -> None:

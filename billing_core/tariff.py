@@ -5,6 +5,7 @@ file::
 
     category = "large_industrial"            # the archive's customer category code
     name = "大工业用电"
+    # codes = ["IND-TOU-2PART"]              # optional: the tariff codes (customer_tariffs) this file prices
 
     [[version]]                              # versions, by strictly increasing effective date
     effective = 2026-01-01
@@ -26,6 +27,10 @@ file::
     holiday = "vvvvvvvvffffffffffffffff"
     [version.season.prices."1-10kV"]         # optional seasonal override of some prices
     sharp = "1.2"
+
+Which file prices a customer (:meth:`TariffSet.price_from_tariff_assignment`): the file whose ``codes``
+list the customer's tariff code (``customer_tariffs.tariff_code``, with its history) — else the file of
+the customer's category without ``codes`` (the category's default).
 
 Prices may be TOML strings or numbers; they are read as decimals and stored in µyuan (1e-6 yuan,
 see :mod:`billing_core.rounding`); a price with more than 6 decimals is refused, not rounded.
@@ -97,6 +102,8 @@ class Tariff:
     name: str
     path: str
     versions: tuple[Version, ...]
+    codes: tuple[str, ...] = ()            # tariff codes this file prices; () = its category's default
+    key: str = ""                          # the file's key in TariffSet.tariffs (category, or category/stem)
 
     def version_on(self, day: dt.date) -> Version:
         found = [v for v in self.versions if v.effective <= day]
@@ -190,7 +197,7 @@ def load_tariff(path) -> Tariff:
     """Read and validate one category file; :class:`ConfigError` (file: key: reason) on any mistake."""
     path = pathlib.Path(path)
     f = _File(path)
-    doc = f.table(_read_toml(path), "", {"category", "name", "version"}, {"category", "name", "version"})
+    doc = f.table(_read_toml(path), "", {"category", "name", "version"}, {"category", "name", "version", "codes"})
     if not isinstance(doc["category"], str) or not doc["category"].isidentifier():
         f.fail("category", f"must be an identifier like large_industrial, not {doc['category']!r}")
     if not isinstance(doc["version"], list) or not doc["version"]:
@@ -200,7 +207,12 @@ def load_tariff(path) -> Tariff:
         versions.append(_version(f, raw, f"version[{i}]"))
         if i and versions[-1].effective <= versions[-2].effective:
             f.fail(f"version[{i}].effective", "effective dates must strictly increase from one version to the next")
-    return Tariff(doc["category"], str(doc["name"]), str(path), tuple(versions))
+    codes = doc.get("codes", [])
+    if not isinstance(codes, list) or not codes and "codes" in doc or not all(
+            isinstance(c, str) and c and len(c) <= 32 and all(ch.isalnum() or ch in "_.-" for ch in c) for c in codes):
+        f.fail("codes", "must be a non-empty array of tariff codes (1-32 of A-Z a-z 0-9 _ . -)")
+    key = doc["category"] if not codes else f"{doc['category']}/{path.stem}"
+    return Tariff(doc["category"], str(doc["name"]), str(path), tuple(versions), tuple(codes), key)
 
 
 def _version(f: _File, raw, key: str) -> Version:
@@ -329,27 +341,51 @@ class TariffSet:
         files = sorted(p for p in directory.glob("*.toml") if p.name != FUNDS_FILE)
         if not files:
             raise ConfigError(f"{directory}: (directory): no tariff files *.toml")
-        tariffs = {}
+        tariffs, codes = {}, {}
         for p in files:
             t = load_tariff(p)
-            if t.category in tariffs:
-                raise ConfigError(f"{p}: category: {t.category!r} is already defined in {tariffs[t.category].path}")
-            tariffs[t.category] = t
+            if t.key in tariffs:
+                raise ConfigError(f"{p}: category: {t.category!r} is already defined in {tariffs[t.key].path}"
+                                  if not t.codes else f"{p}: (file): two tariff files named {p.stem!r}")
+            for c in t.codes:
+                if c in codes:
+                    raise ConfigError(f"{p}: codes: {c!r} is already priced by {tariffs[codes[c]].path}")
+                codes[c] = t.key
+            tariffs[t.key] = t
         funds_path = directory / FUNDS_FILE
         funds = load_funds(funds_path) if funds_path.exists() else []
         for eff, fs in funds:
             for fund in fs:
-                unknown = sorted(fund.exempt - set(tariffs))
+                unknown = sorted(fund.exempt - {t.category for t in tariffs.values()})
                 if unknown:
                     raise ConfigError(f"{funds_path}: version {eff}.fund {fund.name}.exempt: "
                                       f"unknown category {unknown[0]!r}")
-        return cls(tariffs, funds)
+        out = cls(tariffs, funds)
+        out.codes = codes
+        return out
+
+    codes: dict = {}                 # tariff code -> key of the file that prices it (files' ``codes``)
 
     def tariff(self, category: str) -> Tariff:
+        """The tariff of a key of :attr:`tariffs`: a category (its default file) or a code file's key."""
         try:
             return self.tariffs[category]
         except KeyError:
             raise ConfigError(f"(tariffs): category: no tariff file for category {category!r}") from None
+
+    def price_from_tariff_assignment(self, tariff_code, category: str) -> str:
+        """The key (of :attr:`tariffs`) of the tariff that prices a customer assigned ``tariff_code``.
+
+        Ruling "A customer's tariff assignment (with its history) chooses the price; the category is a
+        default only" (DOMAIN.md): the file listing the code in its ``codes``, else the default file of
+        the customer's category.  Called once per distinct (code, category) of a run, for each side of a
+        change of assignment.
+        """
+        key = self.codes.get(tariff_code) if tariff_code is not None else None
+        if key is None:
+            self.tariff(category)            # the category's default must exist
+            return category
+        return key
 
     def funds_on(self, day: dt.date, category: str) -> tuple[Fund, ...]:
         found = [fs for eff, fs in self.funds if eff <= day]
@@ -365,7 +401,7 @@ class TariffSet:
                 for s in v.seasons:
                     # funds follow their own versions: those in force on the tariff version's first day of
                     # the season.  A fund change inside a tariff version needs a new tariff version.
-                    fs = self.funds_on(max(v.effective, dt.date(v.effective.year, min(s.months), 1)), cat)
+                    fs = self.funds_on(max(v.effective, dt.date(v.effective.year, min(s.months), 1)), t.category)
                     for volt, p in sorted(s.prices.items()):
                         r = np.zeros(K.N_PARAMS, dtype=np.int64)
                         for k, name in enumerate(PERIODS):

@@ -4,7 +4,8 @@
 Twin of ``billing_core/_billing_py.py`` — same function, same fen, bit for bit.  The column layout,
 the rules and their documents live there and in ``billing_core/rounding.py``; this file only says why
 something is done differently in C: one pass over the rows instead of one numpy pass per step, and
-cosφ settled exactly with 128-bit integers (P² overflows 64 bits for large customers).
+cosφ (where the caller did not give the month's) settled exactly with 128-bit integers (P² overflows 64
+bits for large customers).  The exact amounts (rows O_N_*) are written only when ``out`` has room for them.
 """
 
 from libc.stdint cimport int64_t, int32_t
@@ -42,6 +43,11 @@ DEF O_PF_BP = 11
 DEF O_TIER2_E = 12
 DEF O_TIER3_E = 13
 DEF O_BILLING_DEMAND = 14
+DEF O_N_SHARP = 15
+DEF O_N_TIER2 = 19
+DEF O_N_TIER3 = 20
+DEF O_N_BASIC = 21
+DEF O_N_FUNDS = 22
 
 DEF ENERGY_DIV = 1000000
 DEF DEMAND_DIV = 100000000
@@ -90,6 +96,7 @@ cdef inline int64_t _pf_x100(int64_t p, int64_t q) noexcept nogil:
 
 def bill_kernel(const int32_t[::1] tariff_row, const int64_t[::1] e_sharp, const int64_t[::1] e_peak,
                 const int64_t[::1] e_flat, const int64_t[::1] e_valley, const int64_t[::1] q,
+                const int64_t[::1] pf_x100,
                 const int64_t[::1] cum_prev, const int64_t[::1] demand, const int64_t[::1] capacity_kva,
                 const int64_t[::1] contract_kw, const int32_t[::1] days, const int32_t[::1] period_days,
                 const int64_t[:, ::1] params, const int64_t[:, ::1] pf_table, int64_t[:, ::1] out):
@@ -97,7 +104,8 @@ def bill_kernel(const int32_t[::1] tariff_row, const int64_t[::1] e_sharp, const
     cdef int k
     cdef const int64_t* par
     cdef int64_t e[4]
-    cdef int64_t total_e, lines, line, lim2, lim3, c0, c1, width, t2, t3, c105, bd, basic, pf, bp, std, kind
+    cdef int64_t total_e, lines, line, lim2, lim3, c0, c1, width, t2, t3, c105, bd, basic, pf, bp, std, kind, num
+    cdef bint exact = out.shape[0] > O_N_FUNDS
     with nogil:
         for i in range(n):
             par = &params[tariff_row[i], 0]
@@ -105,7 +113,10 @@ def bill_kernel(const int32_t[::1] tariff_row, const int64_t[::1] e_sharp, const
             lines = 0
             total_e = 0
             for k in range(4):
-                line = _round_div(e[k] * par[P_PRICE_SHARP + k], ENERGY_DIV)
+                num = e[k] * par[P_PRICE_SHARP + k]
+                if exact:
+                    out[O_N_SHARP + k, i] = num
+                line = _round_div(num, ENERGY_DIV)
                 out[O_SHARP + k, i] = line
                 lines += line
                 total_e += e[k]
@@ -129,6 +140,9 @@ def bill_kernel(const int32_t[::1] tariff_row, const int64_t[::1] e_sharp, const
                 t3 = (c1 - lim3 if c1 > lim3 else 0) - (c0 - lim3 if c0 > lim3 else 0)
             out[O_TIER2_E, i] = t2
             out[O_TIER3_E, i] = t3
+            if exact:
+                out[O_N_TIER2, i] = t2 * par[P_INC2]
+                out[O_N_TIER3, i] = t3 * par[P_INC3]
             line = _round_div(t2 * par[P_INC2], ENERGY_DIV)
             out[O_TIER2, i] = line
             lines += line
@@ -139,16 +153,21 @@ def bill_kernel(const int32_t[::1] tariff_row, const int64_t[::1] e_sharp, const
             kind = par[P_BASIC_KIND]
             bd = 0
             basic = 0
+            num = 0
             if kind == 1:
                 bd = capacity_kva[i]
-                basic = _round_div(bd * par[P_PRICE_KVA] * days[i], <int64_t>period_days[i] * CAPACITY_DIV)
+                num = bd * par[P_PRICE_KVA] * days[i]
+                basic = _round_div(num, <int64_t>period_days[i] * CAPACITY_DIV)
             elif kind == 2 or kind == 3:
                 if kind == 3:
                     bd = demand[i]
                 else:
                     c105 = contract_kw[i] * 10500
                     bd = contract_kw[i] * 10000 if demand[i] <= c105 else 2 * demand[i] - c105
-                basic = _round_div(bd * par[P_PRICE_KW] * days[i], <int64_t>period_days[i] * DEMAND_DIV)
+                num = bd * par[P_PRICE_KW] * days[i]
+                basic = _round_div(num, <int64_t>period_days[i] * DEMAND_DIV)
+            if exact:
+                out[O_N_BASIC, i] = num
             out[O_BASIC, i] = basic
             out[O_BILLING_DEMAND, i] = bd
             lines += basic
@@ -157,12 +176,16 @@ def bill_kernel(const int32_t[::1] tariff_row, const int64_t[::1] e_sharp, const
             pf = -1
             bp = 0
             if std >= 0:
-                pf = _pf_x100(total_e, q[i])
+                pf = pf_x100[i]
+                if pf == -2:            # not given: the row is a whole month, cosφ from its own P and Q
+                    pf = _pf_x100(total_e, q[i])
                 if pf >= 0:
                     bp = pf_table[std, pf]
             out[O_PF_X100, i] = pf
             out[O_PF_BP, i] = bp
             line = _round_div(lines * bp, BP_DIV)
             out[O_PF, i] = line
+            if exact:
+                out[O_N_FUNDS, i] = total_e * par[P_FUNDS]
             out[O_FUNDS, i] = _round_div(total_e * par[P_FUNDS], ENERGY_DIV)
             out[O_TOTAL, i] = lines + line + out[O_FUNDS, i]

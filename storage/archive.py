@@ -73,6 +73,7 @@ class Col:
     null: bool = False              # NULL allowed
     check: tuple[str, str] | None = None    # (SQL over {c}, reason when false)
     ref: str | None = None          # "table.column"
+    optional: bool = False          # may be absent from an import file (then NULL); added to older archives
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,14 @@ TABLES: tuple[Table, ...] = (
         Col("category", "VARCHAR", check=_one_of(CATEGORIES)),
         Col("voltage_v", "INTEGER", check=_one_of(VOLTAGES_V)),
         Col("prepaid", "BOOLEAN"),
-    ), key=("customer_id",), unique=(("customer_no",),)),
+        # the annual tiers' year-to-date at go-live (上线时年累计电量): energy of the tier year (calendar
+        # year) before 00:00 of opening_ytd_date, 0.01 kWh; billing adds the readings from that day on
+        Col("opening_ytd_kwh_x100", "BIGINT", null=True, check=_nonneg, optional=True),
+        Col("opening_ytd_date", "DATE", null=True, optional=True),
+    ), key=("customer_id",), unique=(("customer_no",),), checks=(
+        ("(opening_ytd_kwh_x100 IS NULL) = (opening_ytd_date IS NULL)", "opening_ytd_date",
+         "an opening year-to-date needs both its energy and its date"),
+    )),
     Table("customer_tariffs", (
         Col("customer_id", _ID, ref="customers.customer_id"),
         *_HIST,
@@ -157,6 +165,14 @@ TABLES: tuple[Table, ...] = (
         Col("tx_pk_w", "INTEGER", null=True, check=_nonneg),     # short-circuit (load) loss Pk
         Col("tx_loss_rate_bp", "INTEGER", null=True, check=("{c} BETWEEN 0 AND 2000", "not in 0..2000 bp")),
         Col("line_loss_rate_bp", "INTEGER", null=True, check=("{c} BETWEEN 0 AND 2000", "not in 0..2000 bp")),
+        # transformer nameplate, 0.01 %: no-load current I0 and impedance voltage Uk (GB/T 6451, GB 20052),
+        # for the reactive loss ΔQ = Q0·T + Qk·β²·T; an agreed reactive loss rate (default: tx_loss_rate_bp)
+        Col("tx_i0_x100", "INTEGER", null=True, check=("{c} BETWEEN 0 AND 1000", "not in 0..1000 (0..10 %)"),
+            optional=True),
+        Col("tx_uk_x100", "INTEGER", null=True, check=("{c} BETWEEN 0 AND 2500", "not in 0..2500 (0..25 %)"),
+            optional=True),
+        Col("tx_q_loss_rate_bp", "INTEGER", null=True, check=("{c} BETWEEN 0 AND 5000", "not in 0..5000 bp"),
+            optional=True),
         Col("contract_demand_kw", "INTEGER", null=True, check=_pos),
         Col("basic_charge", "VARCHAR", check=_one_of(BASIC_CHARGE)),
         Col("pf_standard_x100", "INTEGER", check=_one_of(PF_STANDARDS)),
@@ -171,6 +187,7 @@ TABLES: tuple[Table, ...] = (
          "高供低计 needs the transformer capacity"),
         ("NOT hv_metered_lv OR (tx_p0_w IS NOT NULL AND tx_pk_w IS NOT NULL) OR tx_loss_rate_bp IS NOT NULL",
          "tx_p0_w", "高供低计 needs P0 and Pk or an agreed loss rate"),
+        ("(tx_i0_x100 IS NULL) = (tx_uk_x100 IS NULL)", "tx_uk_x100", "I0 and Uk go together (the nameplate)"),
         ("basic_charge <> 'contract_demand' OR contract_demand_kw IS NOT NULL", "contract_demand_kw",
          "basic charge by contract demand needs contract_demand_kw"),
         ("basic_charge <> 'capacity' OR tx_capacity_kva IS NOT NULL", "tx_capacity_kva",
@@ -214,6 +231,8 @@ def ddl() -> str:
         parts += [f"UNIQUE ({', '.join(u)})" for u in t.unique]
         parts += [f"CHECK ({expr})" for expr, _col, _why in t.checks]
         out.append(f"CREATE TABLE IF NOT EXISTS {t.name} (\n    " + ",\n    ".join(parts) + "\n);")
+        # an archive made before an optional column existed gets it (NULL throughout)
+        out += [f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS {c.name} {c.type};" for c in t.cols if c.optional]
     return "\n".join(out)
 
 
@@ -522,12 +541,15 @@ class Archive:
                 self._errors.append(f"{p.name}: cannot be read ({str(exc).splitlines()[0]})")
             raise _HeaderBad from None
         have = [r[0] for r in self.db.execute(f"DESCRIBE {st.raw}").fetchall() if r[0] != "_row"]
-        missing = [c for c in t.names if c not in have]
+        missing = [c for c in t.names if c not in have and not next(x for x in t.cols if x.name == c).optional]
         if missing:
             self._header(st, missing[0], "missing (columns: " + ", ".join(t.names) + ")")
         extra = [c for c in have if c not in t.names]
         if extra:
             self._header(st, extra[0], "not a column of " + t.name)
+        for c in t.cols:
+            if c.optional and c.name not in have:      # an older file: the column is NULL throughout
+                self.db.execute(f"ALTER TABLE {st.raw} ADD COLUMN {c.name} VARCHAR")
         st.rows = self.db.execute(f"SELECT count(*) FROM {st.raw}").fetchone()[0]
         bad = False
         for c in t.cols:

@@ -61,6 +61,7 @@ from protocols.errors import BillingError, GridheadError, StorageError
 
 from . import duck, lake, lakefs
 from . import schema
+from . import archive
 from .archive import _arrow
 from .sql import archive_path, data_dir, lake_root
 
@@ -199,13 +200,14 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
             con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
         else:
             customers = prepared["cust"].column("customer_id")
-            for name in ("cust", "seg", "foreign"):
+            for name in ("cust", "seg", "yseg", "foreign"):
                 con.register(f"_prepared_{name}", prepared[name])
         if customers is not None:
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
             con.execute("CREATE TEMP TABLE own AS SELECT DISTINCT customer_id FROM own_arrow")
         return _extract(con, data, root, period, start, end, own=customers is not None,
-                        lfs=lakefs.configured(lake_uri), home=prepared and prepared["home"])
+                        lfs=lakefs.configured(lake_uri), home=prepared and prepared["home"],
+                        tariffs=tariffs or TariffSet.load())
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -223,17 +225,52 @@ class _Con:
         return self.con.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
 
 
-def _archive_phase(con, period: str, own: bool) -> None:
+def _archive_phase(con, period: str, own: bool, tariffs: TariffSet | None = None) -> None:
     """The temp tables ``cust`` (a row per bill: the customer, its tariff assignment and change, its
     first point's transformer and charges) and ``seg`` (its segments: meter history × multiplier history
     of each customer point, clipped to the period) from the attached archive ``a``."""
-    con.execute(_CUST_SQL.replace("@OWN@", "WHERE c.customer_id IN (SELECT customer_id FROM own)" if own else ""))
+    sql = _CUST_SQL.replace("@OWN@", "WHERE c.customer_id IN (SELECT customer_id FROM own)" if own else "")
+    # an archive made before the optional columns (storage.archive.Col.optional) were added, attached read-only:
+    # those columns are NULL throughout
+    have = {(t, c) for t, c in con.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                                           "WHERE database_name = 'a'").fetchall()}
+    for alias, table in (("c", "customers"), ("pt", "points")):
+        for col in (x for x in archive.BY_NAME[table].cols if x.optional and (table, x.name) not in have):
+            sql = sql.replace(f"{alias}.{col.name}", f"CAST(NULL AS {col.type})")
+    con.execute(sql)
     bad = con.execute("SELECT customer_id, customer_no FROM cust WHERE tariff_code IS NULL ORDER BY 1 LIMIT 1"
                       ).fetchone()
     if bad:
         raise BillingError(f"customer {bad[1]} (id {bad[0]}): no tariff assignment (customer_tariffs) in "
                            f"{period}; nothing was billed")
+    if tariffs is not None:
+        _version_changes(con, period, tariffs)
     con.execute(_SEG_SQL)
+    con.execute(_YSEG_SQL)
+
+
+def _version_changes(con, period: str, tariffs: TariffSet) -> None:
+    """A new version of the customer's tariff inside the period splits the bill like a change of assignment,
+    by that day's frozen reading (DOMAIN.md: mid-period tariff change): ``cust.change_date`` becomes the
+    version's effective day where the assignment does not change (the tariff is the one the assignment
+    chooses, :meth:`~billing_core.tariff.TariffSet.price_from_tariff_assignment`)."""
+    start, end = period_bounds(period)
+    pairs = con.execute("SELECT DISTINCT tariff_code, category FROM cust").fetchall()
+    rows = []
+    for code, cat in pairs:
+        try:
+            key = tariffs.price_from_tariff_assignment(code, cat)
+        except GridheadError:
+            continue                     # no tariff for it: the run refuses it with its own message
+        days = [v.effective for v in tariffs.tariff(key).versions if start < v.effective < end]
+        if days:
+            rows.append((code, cat, days[0]))
+    if rows:
+        con.con.register("_versions", pa.table({"tariff_code": [r[0] for r in rows], "category": [r[1] for r in rows],
+                                                "version_day": pa.array([r[2] for r in rows], pa.date32())}))
+        con.execute("""UPDATE cust SET change_date = v.version_day FROM _versions v
+                       WHERE v.tariff_code = cust.tariff_code AND v.category = cust.category
+                         AND (cust.change_date IS NULL OR cust.change_date <= $s OR cust.change_date >= $e)""")
 
 
 _CUST_SQL = """CREATE TEMP TABLE cust AS
@@ -249,6 +286,15 @@ _CUST_SQL = """CREATE TEMP TABLE cust AS
                coalesce(pt.tx_capacity_kva, -1) AS tx_capacity_kva, coalesce(pt.tx_p0_w, -1) AS tx_p0_w,
                coalesce(pt.tx_pk_w, -1) AS tx_pk_w, coalesce(pt.tx_loss_rate_bp, -1) AS tx_loss_rate_bp,
                coalesce(pt.line_loss_rate_bp, -1) AS line_loss_rate_bp,
+               coalesce(pt.tx_i0_x100, -1) AS tx_i0_x100, coalesce(pt.tx_uk_x100, -1) AS tx_uk_x100,
+               coalesce(pt.tx_q_loss_rate_bp, -1) AS tx_q_loss_rate_bp,
+               -- the annual tiers' year-to-date starts at the go-live's opening value in its year, else at
+               -- the tier year's first day with nothing (ruling: year_to_date_from_readings)
+               CASE WHEN c.opening_ytd_date IS NOT NULL AND year(c.opening_ytd_date) = year($s)
+                         AND c.opening_ytd_date <= $s THEN c.opening_ytd_date
+                    ELSE make_date(year($s), 1, 1) END AS ytd_from,
+               CASE WHEN c.opening_ytd_date IS NOT NULL AND year(c.opening_ytd_date) = year($s)
+                         AND c.opening_ytd_date <= $s THEN c.opening_ytd_kwh_x100 ELSE 0 END AS ytd_opening,
                coalesce(pt.contract_demand_kw, -1) AS contract_kw, coalesce(pt.basic_charge, 'none') AS basic,
                coalesce(pt.pf_standard_x100, 0) AS pf_std_x100
         FROM a.customers c
@@ -276,13 +322,82 @@ _SEG_SQL = """CREATE TEMP TABLE seg AS
         """
 
 
-def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None):
+# the segments of the year-to-date before the period: [ytd_from, $s) of each bill (meter x multiplier)
+_YSEG_SQL = """CREATE TEMP TABLE yseg AS
+        SELECT c.bill, pm.meter_id, m.register_digits AS digits, mu.ct_ratio AS ct, mu.pt_ratio AS pt,
+               greatest(pm.valid_from, mu.valid_from, c.ytd_from) AS seg_from,
+               least(coalesce(pm.valid_to, $s), coalesce(mu.valid_to, $s), $s) AS seg_to,
+               pm.valid_from AS meter_from, pm.valid_to AS meter_to, c.ytd_from,
+               pm.install_reading_x100 AS install, pm.removal_reading_x100 AS removal
+        FROM cust c
+        JOIN a.points po ON po.customer_id = c.customer_id AND po.role = 'customer'
+        JOIN a.point_meters pm ON pm.point_id = po.point_id AND pm.valid_from < $s
+             AND (pm.valid_to IS NULL OR pm.valid_to > c.ytd_from)
+        JOIN a.point_multipliers mu ON mu.point_id = po.point_id AND mu.valid_from < least(coalesce(pm.valid_to, $s), $s)
+             AND (mu.valid_to IS NULL OR mu.valid_to > greatest(pm.valid_from, c.ytd_from))
+        JOIN a.meters m ON m.meter_id = pm.meter_id
+        WHERE c.ytd_from < $s
+          AND greatest(pm.valid_from, mu.valid_from, c.ytd_from) < least(coalesce(pm.valid_to, $s), coalesce(mu.valid_to, $s), $s)
+        """
+
+
+def _year_to_date(con, raw, lfs, root, start) -> None:
+    """The temp table ``ytd`` (bill, ytd, ytd_known): the year-to-date metered energy before the period,
+    from the readings of ``yseg`` (see :func:`billing_core.run.year_to_date_from_readings`)."""
+    # the readings at each segment's ends: the install / removal reading of a meter changed in the span,
+    # else the 00:00 frozen reading of that day (monthly settlement on the 1st, else the daily freeze)
+    con.execute("""CREATE TEMP TABLE yneed AS
+        SELECT DISTINCT meter_id, date FROM (
+            SELECT meter_id, seg_from AS date FROM yseg WHERE NOT (seg_from = meter_from AND seg_from > ytd_from)
+            UNION ALL SELECT meter_id, seg_to FROM yseg WHERE NOT (seg_to = meter_to AND seg_to < $s
+                                                                  AND removal IS NOT NULL)) x""")
+    need = _read(con, "SELECT DISTINCT date, meter_id FROM yneed ORDER BY ALL")
+    if len(need["meter_id"]):
+        days = np.asarray(need["date"], "datetime64[D]")
+        b = lake.buckets_of(np.asarray(need["meter_id"], np.int64)).astype(np.int64)
+        buckets: dict = {}
+        for d, k in np.unique(np.stack([days.astype(np.int64), b]), axis=1).T:
+            buckets.setdefault(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)), set()).add(int(k))
+        firsts = [d for d in buckets if d.day == 1]
+        mon = _readings(raw, lfs, root, schema.MONTHLY, firsts, {d: buckets[d] for d in firsts}, "_lake_ymon")
+        day = _readings(raw, lfs, root, schema.DAILY, list(buckets), buckets, "_lake_yday")
+        flt = "r SEMI JOIN yneed n ON r.meter_id = n.meter_id AND r.date = n.date"
+        con.execute(f"CREATE TEMP TABLE ymon AS {mon.replace('@FILTER@', flt)}")
+        con.execute(f"CREATE TEMP TABLE yday AS {day.replace('@FILTER@', flt)}")
+    else:
+        empty = _pivot_files([])
+        con.execute(f"CREATE TEMP TABLE ymon AS {empty}")
+        con.execute(f"CREATE TEMP TABLE yday AS {empty}")
+    ys = _read(con, """
+        SELECT s.bill, s.digits, s.ct, s.pt,
+               coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > s.ytd_from THEN s.install
+                             WHEN pm.ae_fwd IS NOT NULL THEN pm.ae_fwd ELSE pd.ae_fwd END, -1) AS prev,
+               coalesce(CASE WHEN s.seg_to = s.meter_to AND s.seg_to < $s AND s.removal IS NOT NULL THEN s.removal
+                             WHEN nm.ae_fwd IS NOT NULL THEN nm.ae_fwd ELSE nd.ae_fwd END, -1) AS now
+        FROM yseg s
+        LEFT JOIN ymon pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
+        LEFT JOIN yday pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
+        LEFT JOIN ymon nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
+        LEFT JOIN yday nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
+        ORDER BY s.bill, s.seg_from""")
+    n = con.execute("SELECT count(*) FROM cust").fetchone()[0]
+    bill = con.execute("SELECT bill, ytd_opening FROM cust ORDER BY bill").fetchnumpy()
+    ytd, known = R.year_to_date_from_readings(
+        n, np.asarray(bill["ytd_opening"], np.int64), np.asarray(ys["bill"], np.int64),
+        np.asarray(ys["prev"], np.int64), np.asarray(ys["now"], np.int64),
+        np.asarray(ys["ct"], np.int64) * np.asarray(ys["pt"], np.int64), np.asarray(ys["digits"], np.int64) + 2)
+    raw.register("_ytd", pa.table({"bill": np.arange(n, dtype=np.int64), "ytd": ytd, "ytd_known": known}))
+    raw.execute("CREATE TEMP TABLE ytd AS SELECT * FROM _ytd")
+
+
+def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None, tariffs=None):
     raw, con = con, _Con(con, {"s": start, "e": end})
     if home is None:
-        _archive_phase(con, period, own)
+        _archive_phase(con, period, own, tariffs)
     else:                   # prepared by the driver (prepare): its rows as DuckDB tables
         raw.execute("CREATE TEMP TABLE cust AS SELECT * FROM _prepared_cust")
         raw.execute("CREATE TEMP TABLE seg AS SELECT * FROM _prepared_seg")
+        raw.execute("CREATE TEMP TABLE yseg AS SELECT * FROM _prepared_yseg")
     buckets, mine = None, ""
     if own:     # one task of storage.dist: the buckets of its meters, the rows of its meters
         metered = np.asarray(_read(con, "SELECT DISTINCT meter_id FROM seg")["meter_id"], np.int64)
@@ -341,31 +456,32 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         LEFT JOIN mon nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
         LEFT JOIN day nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
         ORDER BY s.bill, s.seg_from""")
-    # earlier bills: annual-tier cumulative (previous period of the same year) and history for the jump check
+    # the annual tiers' year-to-date, from readings (never from a chain of earlier bills)
+    _year_to_date(con, raw, lfs, root, start)
+    # earlier bills: the history for the jump check
     prev_files = _earlier_bills(data, period)
     if prev_files:
         lst = ", ".join(f"'{_q(f)}'" for f in prev_files)
-        prev_period = f"{start.year}-{start.month - 1:02d}" if start.month > 1 else None
         con.execute(f"""CREATE TEMP TABLE hist AS
             SELECT customer_id,
-                   max(CASE WHEN period = $pp THEN cum_after_kwh_x100 END) AS cum_prev,
                    sum(CASE WHEN status <> 'held' AND rk <= 3 THEN e_metered_kwh_x100 END) AS hist_e,
                    sum(CASE WHEN status <> 'held' AND rk <= 3 THEN days END) AS hist_days
             FROM (SELECT *, dense_rank() OVER (ORDER BY period DESC) AS rk FROM read_parquet([{lst}]))
             {"WHERE customer_id IN (SELECT customer_id FROM own)" if own else ""}
-            GROUP BY customer_id""", {"pp": prev_period})
+            GROUP BY customer_id""")
     else:
-        con.execute("CREATE TEMP TABLE hist (customer_id BIGINT, cum_prev BIGINT, hist_e BIGINT, hist_days BIGINT)")
+        con.execute("CREATE TEMP TABLE hist (customer_id BIGINT, hist_e BIGINT, hist_days BIGINT)")
     chg = ",\n".join(f"coalesce(CASE WHEN dm.ae_fwd IS NOT NULL THEN dm.{r} ELSE dd.{r} END, -1) AS chg_{r}"
                      for r in _REGS)
     t = _arrow(con.execute(f"""
         SELECT c.*, EXISTS (SELECT 1 FROM seg s WHERE s.bill = c.bill) AS has_point,
-               coalesce(h.cum_prev, 0) AS cum_prev, coalesce(h.hist_e, 0) AS hist_e,
+               y.ytd AS cum_prev, y.ytd_known, coalesce(h.hist_e, 0) AS hist_e,
                coalesce(h.hist_days, 0) AS hist_days,
                coalesce(datediff('day', DATE '1970-01-01', c.change_date), -1) AS change_date_days,
                {chg}
         FROM cust c
         LEFT JOIN hist h ON h.customer_id = c.customer_id
+        JOIN ytd y ON y.bill = c.bill
         LEFT JOIN (SELECT DISTINCT ON (bill) bill, meter_id, seg_from, seg_to FROM seg s2
                    JOIN cust c2 USING (bill) WHERE c2.change_date >= s2.seg_from AND c2.change_date < s2.seg_to) cs
              ON cs.bill = c.bill
@@ -375,6 +491,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     cat = t.column("category").combine_chunks().dictionary_encode()
     codes = pa.chunked_array([t.column("tariff_code"), t.column("new_tariff_code")]).combine_chunks().dictionary_encode()
     n = t.num_rows
+    code_idx = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     num = lambda name: t.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
     bill = {
         "category_idx": cat.indices.to_numpy(zero_copy_only=False).astype(np.int64),
@@ -383,12 +500,16 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         "has_point": num("has_point").astype(bool), "hv_lv": num("hv_lv").astype(bool),
         "cum_prev": num("cum_prev").astype(np.int64), "hist_e": num("hist_e").astype(np.int64),
         "hist_days": num("hist_days").astype(np.int64), "pf_std_x100": num("pf_std_x100").astype(np.int64),
+        "ytd_known": num("ytd_known").astype(bool),
+        # the tariff assignment at the period start and its change (into inp.tariff_codes; −1 none)
+        "tariff_code_idx": code_idx[:n], "new_tariff_code_idx": code_idx[n:],
     }
     # the kernel's code of each basic-charge method (BASIC_KINDS), mapped once per distinct name
     basic = t.column("basic").combine_chunks().dictionary_encode()
     codes_of = np.array([BASIC_KINDS.get(v, 0) for v in basic.dictionary.to_pylist()] or [0], np.int64)
     bill["basic_idx"] = codes_of[basic.indices.to_numpy(zero_copy_only=False)] if n else np.zeros(0, np.int64)
-    for k in ("tx_capacity_kva", "tx_p0_w", "tx_pk_w", "tx_loss_rate_bp", "line_loss_rate_bp", "contract_kw"):
+    for k in ("tx_capacity_kva", "tx_p0_w", "tx_pk_w", "tx_loss_rate_bp", "line_loss_rate_bp", "contract_kw",
+              "tx_i0_x100", "tx_uk_x100", "tx_q_loss_rate_bp"):
         bill[k] = num(k).astype(np.int64)
     for r in _REGS:
         bill[f"chg_{r}"] = num(f"chg_{r}").astype(np.int64)
@@ -407,7 +528,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     return inp, text
 
 
-def prepare(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict:
+def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs: TariffSet | None = None) -> dict:
     """What each task of a split bill run needs besides the lake, made in one pass over the archive for all
     of them (a task that queried the archive itself would scan all of it for its share):
 
@@ -424,13 +545,15 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict
     task = np.concatenate([np.full(len(tasks[k][1]), i, np.int64) for i, k in enumerate(keys)]) if keys else ids
     con = archive_con(data)
     try:
-        _archive_phase(_Con(con, {"s": start, "e": end}), period, own=False)
+        _archive_phase(_Con(con, {"s": start, "e": end}), period, own=False, tariffs=tariffs)
         # sorted by task in DuckDB (parallel), then bills renumbered within each task (still customer order)
         con.register("own", pa.table({"customer_id": ids, "_task": task}))
         cust = _arrow(con.execute("SELECT o._task, c.* FROM cust c JOIN own o USING (customer_id) "
                                   "ORDER BY o._task, c.bill"))
         seg = _arrow(con.execute("SELECT o._task, s.* FROM seg s JOIN cust c USING (bill) "
                                  "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
+        yseg = _arrow(con.execute("SELECT o._task, s.* FROM yseg s JOIN cust c USING (bill) "
+                                  "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
         n_cust = con.execute("SELECT count(*) FROM cust").fetchone()[0]
         if cust.num_rows != n_cust:
             raise StorageError(f"bill run {period}: {n_cust - cust.num_rows} customer(s) in no task; nothing was billed")
@@ -443,6 +566,9 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict
         s_lo = np.searchsorted(m_task, np.arange(len(keys) + 1))
         cust = _with_bill(cust.drop_columns(["_task"]), new_bill)
         seg = _with_bill(seg.drop_columns(["_task"]), new_of_old[seg.column("bill").to_numpy()])
+        y_task = yseg.column("_task").to_numpy()
+        y_lo = np.searchsorted(y_task, np.arange(len(keys) + 1))
+        yseg = _with_bill(yseg.drop_columns(["_task"]), new_of_old[yseg.column("bill").to_numpy()])
         # meters outside the task's home buckets, and their monthly readings in one pass
         meter = seg.column("meter_id").to_numpy()
         home = np.zeros((len(keys), schema.N_BUCKETS), bool)
@@ -464,6 +590,7 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None) -> dict
         mine = meter[s_lo[i]:s_lo[i + 1]][away[s_lo[i]:s_lo[i + 1]]]
         out[k] = {"cust": cust.slice(c_lo[i], c_lo[i + 1] - c_lo[i]).combine_chunks(),
                   "seg": seg.slice(s_lo[i], s_lo[i + 1] - s_lo[i]).combine_chunks(),
+                  "yseg": yseg.slice(y_lo[i], y_lo[i + 1] - y_lo[i]).combine_chunks(),
                   "home": set(tasks[k][0]), "foreign": rows.filter(pa.array(np.isin(rm, mine)))}
     return out
 
@@ -821,6 +948,29 @@ def _clean_spills(root: pathlib.Path) -> None:
             pass
 
 
+def readings_seen(inp: R.RunInput) -> np.ndarray:
+    """(customers, segments read at the period start, segments read at its end) of one extract."""
+    seg = inp.seg
+    return np.array([inp.n, int((seg["prev_ae_fwd"] >= 0).sum()), int((seg["now_ae_fwd"] >= 0).sum())], np.int64)
+
+
+def refuse_unread_period(period: str, seen) -> None:
+    """A period without any settlement reading at its start or its end is refused, not billed.
+
+    Billing everyone as held "0 kWh" would publish a period that was simply never read (issue 15, defect 9):
+    one line naming the period and the missing readings, exit status 1 (the operation cannot be done yet —
+    collect or import the readings first); nothing is published.
+    """
+    customers, at_start, at_end = (int(x) for x in seen)
+    if customers == 0 or (at_start and at_end):
+        return
+    start, end = period_bounds(period)
+    missing = [f"{d} 00:00" for d, k in ((start, at_start), (end, at_end)) if k == 0]
+    raise BillingError(f"period {period}: no settlement reading (月冻结 or 日冻结) at {' nor at '.join(missing)} "
+                       f"for any of the {customers:,} customers' meters; collect or import them first — "
+                       f"nothing was published")
+
+
 def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: int = CHUNK) -> dict:
     """Compute and publish every bill of ``period``; the run summary (also written as summary.json).
 
@@ -849,8 +999,9 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
             chunks[-1][1].append(plan[b])
             n += len(plan[b])
         chunks = [(set(bs), np.sort(np.concatenate(ids))) for bs, ids in chunks]
-        prepared = prepare(data, period, dict(enumerate(chunks)))
+        prepared = prepare(data, period, dict(enumerate(chunks)), tariffs=tariffs)
     parts = Parts(bills_root(data), spill=len(chunks) > 1)
+    seen = np.zeros(3, np.int64)
     try:
         t_read, t_price = time.perf_counter() - t0, 0.0     # read: with the assignment and prepare of chunks
         t_prepare = t_read
@@ -861,6 +1012,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
             if missing:
                 raise BillingError(f"category {missing[0]!r}: no tariff file in "
                                    f"{tariffs_dir or 'billing_core/tariffs'}; nothing was billed")
+            seen += readings_seen(inp)
             t2 = time.perf_counter()
             out, items, table = R.compute(inp, tariffs, kernel)
             R.check_items(out, items)
@@ -871,6 +1023,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
             t_price += time.perf_counter() - t2
             if len(chunks) > 1:
                 tick(f"chunk {len(parts.parts)}/{len(chunks)}")
+        refuse_unread_period(period, seen)
         tick("read")
         tick("price")
         s = publish_run(data, period, (start, end), parts, table, t0, t_read, t_price, tick)

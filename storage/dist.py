@@ -94,7 +94,7 @@ def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: Ta
     out, items, table = R.compute(inp, tariffs, kernel)
     R.check_items(out, items)
     res = {"bucket": bucket, "keys": table.keys, "table": table, "read_s": t_read,
-           "price_s": time.perf_counter() - t0 - t_read}
+           "price_s": time.perf_counter() - t0 - t_read, "seen": bills.readings_seen(inp)}
     if spill and os.path.isdir(spill) and os.access(spill, os.W_OK):
         res["files"] = tuple(bills.write_ipc(spill, t) for t in bills.part_tables(text, out, items))
     else:
@@ -144,7 +144,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     tariffs = TariffSet.load(tariffs_dir)
     tariffs.table()
     plan = assign(data, period, n_buckets)
-    prepared = bills.prepare(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri()) \
+    prepared = bills.prepare(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri(), tariffs) \
         if ship_rows else {}
     t_prepare = time.perf_counter() - t0
     parts = bills.Parts(bills.bills_root(data), spill=True)
@@ -158,7 +158,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
             parts.adopt(*part["files"])
         else:
             parts.add(part["text"], part["out"], part["items"])
-        got.append({k: part[k] for k in ("bucket", "keys", "table", "read_s", "price_s")})
+        got.append({k: part[k] for k in ("bucket", "keys", "table", "read_s", "price_s", "seen")})
         tick(f"task {part['bucket']:02d}")
 
     try:
@@ -168,6 +168,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
                               lakefs.uri(), spill, key=f"bill-{period}-{b:02d}", retries=TASK_RETRIES, pure=False)
                 for b, ids in sorted(plan.items())]
         gather(futs, f"bill run {period}", "nothing was published", done, keep=False)
+        bills.refuse_unread_period(period, sum((p["seen"] for p in got), np.zeros(3, np.int64)))
         t_read = time.perf_counter() - t0
         tick("read")
         tick("price")

@@ -70,6 +70,14 @@ ANOMALY_RATES = {
     "multiplier_change": 0.10,  # of large industrial points
     "check_meter_fault": 0.02,  # of areas (at least one in a fleet of >= 4 areas): 考核表 under-registers
     "area_outage": 0.01,        # of areas (at least one in a fleet of >= 4 areas): no energy for 3-4 days
+    # billing edges (their own random stream: the draws above stay the same for a seed)
+    "no_reactive": 0.02,        # of general commercial points (力调 0.85): a meter without reactive registers
+    "exported_reactive": 0.2,   # of points with reactive registers: 10-40 % of the import exported (倒送无功)
+    "agreed_loss": 0.3,         # of 高供低计 points: an agreed loss rate instead of the nameplate (P0, Pk, I0, Uk)
+    "agreed_reactive_loss": 0.5,  # of those: an agreed reactive loss rate of its own
+    "agreed_line_loss": 0.2,    # of 高供低计 points: an agreed line loss rate (线损)
+    "demand_at_105": 0.3,       # of contract-demand points: monthly maximum demand at exactly 1.05 C (or 1 above)
+    "no_opening_ytd": 0.01,     # of residential customers: no opening year-to-date at go-live (held bills)
 }
 AREA_MIN_FLEET = 4              # an area anomaly with a rate > 0 hits at least one area from this many areas
 CATEGORY_SHARE = {"residential": 0.86, "general_commercial": 0.09, "large_industrial": 0.02, "agricultural": 0.03}
@@ -90,8 +98,11 @@ HOURLY_SHAPES = _SHAPES            # public: (category, hour) share of a day's e
 _TOU_HOURS = np.array([4] * 8 + [2] * 3 + [3] * 6 + [2, 2, 1, 1] + [3] * 3)
 SHARP_MONTHS = (1, 7, 8, 12)
 _BASE_KWH = {RES: (7.0, 0.55), COM: (60.0, 0.9), IND: (6000.0, 0.8), AGR: (25.0, 0.7)}   # median, sigma
-_S11 = np.array([[315, 480, 3650], [500, 680, 5150], [800, 980, 7500], [1000, 1150, 10300],
-                 [1250, 1360, 12000], [1600, 1640, 14500], [2000, 1940, 18300]])  # kVA, P0 W, Pk W (S11)
+# S11 10 kV oil-immersed transformers (GB/T 6451-2015 table 1; the S11 level of GB 20052): kVA, no-load loss
+# P0 W, load loss Pk W, no-load current I0 and impedance voltage Uk in 0.01 %
+_S11 = np.array([[315, 480, 3650, 90, 400], [500, 680, 5150, 80, 400], [800, 980, 7500, 60, 450],
+                 [1000, 1150, 10300, 60, 450], [1250, 1360, 12000, 50, 450], [1600, 1640, 14500, 50, 450],
+                 [2000, 1940, 18300, 40, 500]])
 _REG = schema.REGISTER_CODES
 ENERGY_REGS = ("ae_fwd", "ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t3", "ae_fwd_t4", "ae_rev", "re_fwd", "re_rev")
 _DAY_S = 86400
@@ -189,6 +200,9 @@ class _Fleet:
         self.tx_p0 = np.zeros(P, np.int64)
         self.tx_pk = np.zeros(P, np.int64)
         self.tx_kva[ind], self.tx_p0[ind], self.tx_pk[ind] = tx[:, 0], tx[:, 1], tx[:, 2]
+        self.tx_i0 = np.zeros(P, np.int64)
+        self.tx_uk = np.zeros(P, np.int64)
+        self.tx_i0[ind], self.tx_uk[ind] = tx[:, 3], tx[:, 4]
         self.ct[ind] = np.where(self.hv_lv[ind], tx[:, 0] // 5, rng.choice([10, 20, 30, 40], len(ind)))
         self.pt[ind] = np.where(self.hv_lv[ind], 1, 100)
         self.ct[n:n + na] = rng.choice([40, 60, 80, 100], na)
@@ -322,6 +336,54 @@ class _Generator:
         self.missing: list = []
         self.received_slot = np.random.default_rng(self.ss.spawn(3)[2]).integers(600, 600 + 5 * 3600, f.n_areas + 1)
         self._area_anomalies(lv_areas)
+        self._billing_edges()
+
+    def _billing_edges(self):
+        """The billing edges of ``ANOMALY_RATES`` (a stream of their own): meters without reactive registers,
+        exported reactive energy, agreed transformer and line losses, demand at 105 % of the contract, and
+        the opening year-to-date of the annual tiers at go-live (the first 1st on or after ``cfg.start``; the
+        tier year is the calendar year, so the value is the energy from January 1 to the day before)."""
+        cfg, r, f = self.cfg, self.cfg.rates, self.fleet
+        rng = np.random.default_rng([cfg.seed, 3_000_017])
+        n, P = cfg.customers, f.n_points
+        com_pts = np.flatnonzero(f.p_cat == COM)
+        self.no_reactive = _pick(rng, com_pts, r["no_reactive"])
+        f.reactive[self.no_reactive] = False
+        react_pts = np.flatnonzero(f.reactive[:n])
+        self.exporting = _pick(rng, react_pts, r["exported_reactive"])
+        share = np.full(P, 0.01)
+        share[self.exporting] = rng.uniform(0.10, 0.40, len(self.exporting))
+        self.q_export_share = np.concatenate([share, share[self.replaced]])
+        hv = np.flatnonzero(f.hv_lv)
+        self.agreed_loss = _pick(rng, hv, r["agreed_loss"])
+        self.loss_rate_bp = np.full(P, -1, np.int64)
+        self.loss_rate_bp[self.agreed_loss] = rng.integers(100, 400, len(self.agreed_loss))
+        self.q_loss_rate_bp = np.full(P, -1, np.int64)
+        own_q = _pick(rng, self.agreed_loss, r["agreed_reactive_loss"])
+        self.q_loss_rate_bp[own_q] = rng.integers(300, 1200, len(own_q))
+        self.line_loss = _pick(rng, hv, r["agreed_line_loss"])
+        self.line_loss_bp = np.full(P, -1, np.int64)
+        self.line_loss_bp[self.line_loss] = rng.integers(50, 300, len(self.line_loss))
+        # contract demand C (kW): 70 % of the transformer; for the 105 % points a C for which 1.05 C is a
+        # whole number of the meter's 0.0001 kW (10 500·C divisible by CT × PT), so the register can show it
+        ind = f.ind
+        self.contract_kw = np.zeros(P, np.int64)
+        self.contract_kw[ind] = (f.tx_kva[ind] * 7) // 10
+        contract = ind[(ind % 2) == 1]                  # basic charge by contract demand: see write_archive
+        steady = contract[~np.isin(contract, np.concatenate([self.mult_change, self.replaced]))]
+        self.at_105 = _pick(rng, steady, r["demand_at_105"])
+        mult = f.ct[self.at_105] * f.pt[self.at_105]
+        g = mult // np.gcd(10_500, mult)
+        self.contract_kw[self.at_105] = np.maximum(g, np.rint(self.contract_kw[self.at_105] / g).astype(np.int64) * g)
+        self.md_105 = 10_500 * self.contract_kw[self.at_105] // mult
+        # opening year-to-date (上线时年累计电量) at go-live — the first settlement day (the 1st) on or after
+        # cfg.start, whose monthly reading starts the year-to-date — from the customer's median daily energy
+        res = np.flatnonzero(f.cat == RES)
+        self.no_opening = _pick(rng, res, r["no_opening_ytd"])
+        s0 = cfg.start
+        self.go_live = s0 if s0.day == 1 else _dt.date(s0.year + s0.month // 12, s0.month % 12 + 1, 1)
+        days_before = (self.go_live - _dt.date(self.go_live.year, 1, 1)).days
+        self.opening_ytd = np.rint(f.base_kwh[:n] * days_before * rng.uniform(0.8, 1.2, n) * 100).astype(np.int64)
 
     def _area_anomalies(self, lv_areas: np.ndarray):
         """Check-meter faults and outages: areas without theft, each at most one; (area, day) masks."""
@@ -373,6 +435,10 @@ class _Generator:
         t["customers"] = {"customer_id": cid, "customer_no": [f"{3100000000 + i}" for i in cid],
                           "name": [f"用户{i:07d}" for i in cid], "category": cat_names[f.cat],
                           "voltage_v": volt, "prepaid": (f.cat == RES) & (cid % 2 == 0)}
+        has_opening = np.ones(n, bool)
+        has_opening[self.no_opening] = False
+        t["customers"]["opening_ytd_kwh_x100"] = pa.array(self.opening_ytd, pa.int64(), mask=~has_opening)
+        t["customers"]["opening_ytd_date"] = pa.array([self.go_live if h else None for h in has_opening], pa.date32())
         tariff = np.array(["RES-TIER", "COM-TOU", "IND-TOU-2PART", "AGR"])[f.cat]
         tc = self.tariff_change
         old_from = d0 - _dt.timedelta(days=2000)
@@ -388,18 +454,22 @@ class _Generator:
         ind_mask = np.zeros(P, bool)
         ind_mask[f.ind] = True
         basic = np.where(ind_mask, np.where(np.arange(P) % 2 == 0, "capacity", "contract_demand"), "none")
-        pfs = np.where(ind_mask, 90, np.where(f.p_cat == COM, 85, np.where(f.p_cat == AGR, 80, 0)))
+        # 力调: industrial 0.90, commercial 0.85; the small agricultural pumps (no reactive registers) none
+        pfs = np.where(ind_mask, 90, np.where(f.p_cat == COM, 85, 0))
         nul = lambda a, m: pa.array(a, pa.int64(), mask=~m)  # noqa: E731
+        nameplate = f.hv_lv & (self.loss_rate_bp < 0)
         pid = np.arange(1, P + 1)
         t["points"] = {
             "point_id": pid, "role": f.role,
             "customer_id": nul(np.where(pid <= n, pid, 0), pid <= n),
             "area_id": nul(f.p_area, f.p_area > 0), "feeder_id": nul(f.p_feeder, f.p_feeder > 0),
             "hv_metered_lv": f.hv_lv, "tx_capacity_kva": nul(f.tx_kva, ind_mask),
-            "tx_p0_w": nul(f.tx_p0, f.hv_lv), "tx_pk_w": nul(f.tx_pk, f.hv_lv),
-            "tx_loss_rate_bp": nul(np.zeros(P, np.int64), np.zeros(P, bool)),
-            "line_loss_rate_bp": nul(np.zeros(P, np.int64), np.zeros(P, bool)),
-            "contract_demand_kw": nul((f.tx_kva * 7) // 10, basic == "contract_demand"),
+            "tx_p0_w": nul(f.tx_p0, nameplate), "tx_pk_w": nul(f.tx_pk, nameplate),
+            "tx_loss_rate_bp": nul(self.loss_rate_bp, self.loss_rate_bp >= 0),
+            "line_loss_rate_bp": nul(self.line_loss_bp, self.line_loss_bp >= 0),
+            "tx_i0_x100": nul(f.tx_i0, nameplate), "tx_uk_x100": nul(f.tx_uk, nameplate),
+            "tx_q_loss_rate_bp": nul(self.q_loss_rate_bp, self.q_loss_rate_bp >= 0),
+            "contract_demand_kw": nul(self.contract_kw, basic == "contract_demand"),
             "basic_charge": basic, "pf_standard_x100": pfs}
         mc = self.mult_change
         mto = np.full(P, -1, np.int64)
@@ -592,7 +662,7 @@ class _Generator:
         r[:, 1:5] += tou
         r[:, 5] += rev
         r[:, 6] += q
-        r[:, 7] += np.where(react, np.rint((inc + rev) * 0.01), 0).astype(np.int64)
+        r[:, 7] += np.where(react, np.rint((inc + rev) * self.q_export_share), 0).astype(np.int64)
         r %= self.modulus[:, None]
         sw_day = rng.uniform(0.9, 1.1, self.M)
         self.md_month = np.maximum(self.md_month, (inc / 100 / 24) * 1.8 * sw_day)
@@ -626,7 +696,14 @@ class _Generator:
             sel = idx[react]
             cols_m.append(sel + 1)
             cols_r.append(np.full(len(sel), _REG["md_fwd"], np.int16))
-            cols_v.append(np.minimum(np.rint(self.md_month[sel] * 10_000), schema.REGISTERS[20].max_value).astype(np.int64))
+            md = np.minimum(np.rint(self.md_month[sel] * 10_000), schema.REGISTERS[20].max_value).astype(np.int64)
+            # 两部制 at the edge: the month's maximum demand at exactly 1.05 C (even months) or 0.0001 kW above
+            month = (_dt.datetime.fromtimestamp(ts + schema.LOCAL_OFFSET_S, _dt.timezone.utc).date()
+                     - _dt.timedelta(days=1)).month
+            pos = np.searchsorted(sel, self.at_105)
+            ok = (pos < len(sel)) & (sel[np.minimum(pos, len(sel) - 1)] == self.at_105) if len(sel) else pos < 0
+            md[pos[ok]] = self.md_105[ok] + (month % 2)
+            cols_v.append(md)
         m = np.concatenate(cols_m).astype(np.int64)
         area = np.concatenate([self.fleet.p_area, self.fleet.p_area[self.replaced]])
         recv = ts + self.received_slot[area[m - 1]] + (m % 200) // 4
@@ -691,7 +768,11 @@ class _Generator:
                 "reverse_running": len(self.reverse), "stopped_meter": len(self.stopped),
                 "theft_area": len(self.theft_areas), "theft_customer": len(self.theft),
                 "tariff_change": len(self.tariff_change), "multiplier_change": len(self.mult_change),
-                "check_meter_fault": len(self.fault_areas), "area_outage": len(self.outage_areas)}
+                "check_meter_fault": len(self.fault_areas), "area_outage": len(self.outage_areas),
+                "no_reactive": len(self.no_reactive), "exported_reactive": len(self.exporting),
+                "agreed_loss": len(self.agreed_loss), "agreed_reactive_loss": int((self.q_loss_rate_bp >= 0).sum()),
+                "agreed_line_loss": len(self.line_loss), "demand_at_105": len(self.at_105),
+                "no_opening_ytd": len(self.no_opening)}
         return {"customers": cfg.customers, "days": cfg.days, "seed": cfg.seed, "start": str(d0),
                 "areas": na, "feeders": f.n_feeders, "points": P, "meters": self.M,
                 "curve_meters": len(self.curve_meters), "rates": cfg.rates, "injected": pops}

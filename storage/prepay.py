@@ -119,6 +119,17 @@ def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple
     first = np.datetime64(day.replace(day=1), "D").astype(np.int64)
     cum = np.zeros(len(cid), np.int64)
     start = np.full(len(cid), first, np.int64)
+    # no bill yet this year: the opening year-to-date imported at go-live (archive customers.opening_ytd_*)
+    # counts from its date, as the bill run's year-to-date does (billing_core.run.year_to_date_from_readings)
+    has_opening = w.con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'customers' "
+                                "AND column_name = 'opening_ytd_date'").fetchone()[0] > 0   # an older archive: none
+    if len(cid) and has_opening:
+        op = w.columns("""SELECT customer_id, opening_ytd_kwh_x100 AS cum, opening_ytd_date AS d FROM customers
+                          WHERE opening_ytd_date IS NOT NULL AND year(opening_ytd_date) = $y AND opening_ytd_date <= $d""",
+                       {"y": day.year, "d": day})
+        ids = op["customer_id"].astype(np.int64)
+        cum = _ledger.lookup(ids, op["cum"].astype(np.int64), cid, 0)
+        start = _ledger.lookup(ids, np.asarray(op["d"], "datetime64[D]").astype(np.int64), cid, first)
     files = [f for f in _bills._earlier_bills(data, f"{day:%Y-%m}") if f"period={day.year:04d}-" in f]
     if files and len(cid):
         lst = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
@@ -126,8 +137,9 @@ def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple
                             FROM read_parquet([{lst}]) GROUP BY customer_id""")
         ids = got["customer_id"].astype(np.int64)
         ends = (np.array([f"{p}-01" for p in got["period"]], "datetime64[M]") + 1).astype("datetime64[D]")
-        cum = _ledger.lookup(ids, got["cum"].astype(np.int64), cid, 0)
-        start = _ledger.lookup(ids, ends.astype(np.int64), cid, first)
+        has = np.isin(cid, ids)
+        cum = np.where(has, _ledger.lookup(ids, got["cum"].astype(np.int64), cid, 0), cum)
+        start = np.where(has, _ledger.lookup(ids, ends.astype(np.int64), cid, first), start)
     return cum, start.astype("datetime64[D]")
 
 

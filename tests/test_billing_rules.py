@@ -221,10 +221,12 @@ def test_high_supply_low_metering_losses(kernels):
     assert list(lp) == [203_369, 0] and list(lq) == [447_414, 0]
     ap = Fraction(100_000); beta2 = Fraction(125_000, 400 * 720) ** 2
     assert round(100 * (Fraction(570, 1000) * 720 + Fraction(4520, 1000) * beta2 * 720)) == 102_346
-    # the loss is spread over the periods by their share and counts in demand: 峰 40 000, 平 60 000 kWh
-    # → 峰 gets ⌊203 369 × 0.4⌋ = 81 347, 平 the rest; demand 300 kW × 102 033.69 / 100 000
-    (s, p, f, v), d = energy.spread_loss(lp, ([0, 0], [4_000_000, 2], [6_000_000, 3], [0, 0]), [3_000_000, 7])
-    assert p[0] == 4_000_000 + 81_347 and f[0] == 6_000_000 + 203_369 - 81_347 and s[0] == v[0] == 0
+    # the loss is split over the periods by their share and counts in demand: 峰 40 000, 平 60 000 kWh
+    # → 峰 gets 203 369 × 0.4 = 81 347.6 → 81 348 (half away from zero), 平 the rest; demand 300 kW ×
+    # 102 033.69 / 100 000
+    (s, p, f, v), d = energy.split_loss_over_tou(lp, ([0, 0], [4_000_000, 2], [6_000_000, 3], [0, 0]),
+                                                 [3_000_000, 7])
+    assert p[0] == 4_000_000 + 81_348 and f[0] == 6_000_000 + 203_369 - 81_348 and s[0] == v[0] == 0
     assert d[0] == round_div(3_000_000 * (10_000_000 + 203_369), 10_000_000) == 3_061_011
     # agreed rate (2 %) and agreed fixed energy (table) methods
     lp2, lq2 = energy.transformer_loss([2, 3], [1_000_000, 1_000_000], [500_000, 500_000], 720, 400, 0, 0, 0, 0,
@@ -233,7 +235,7 @@ def test_high_supply_low_metering_losses(kernels):
     # the losses count in energy charge and power factor: price the augmented energy
     tr = row("large_industrial", "1-10kV", dt.date(2026, 10, 1))
     out = price1(tr, e_peak=p[0], e_flat=f[0], q=7_500_000 + lq[0], demand=d[0], contract_kw=250)
-    assert out["energy_peak_fen"] == 3_609_543            # 40 813.47 kWh × 0.8844 = 36 095.43287
+    assert out["energy_peak_fen"] == 3_609_544            # 40 813.48 kWh × 0.8844 = 36 095.44
     assert out["pf_x100"] == pf_x100_exact(10_000_000 + 203_369, 7_500_000 + 447_414) == 79
 
 
@@ -259,9 +261,13 @@ def test_mid_period_tariff_change_pro_rata(kernels):
     assert list(parts["basic_fen"]) == [960_000, 960_000]
     assert list(parts["pf_adjust_fen"]) == [-26_927, -27_099]
     assert list(parts["funds_fen"]) == [124_088, 124_088]
+    # the bill: the parts added exactly, each line rounded once (ruling: one rounding per printed line) —
+    # funds 90 000 kWh × 0.027575 = 2 481.75 (not 1 240.88 × 2 = 2 481.76); 力调 at the month's one rate
+    # −0.75 % of (35 902.50 + 36 132.00) = −540.25875 → −540.26
     bill = parts.by_bill(split.bill, 1)
-    assert int(bill["total_fen"][0]) == (1_315_050 + 876_750 + 438_450 + 960_000 - 26_927 + 124_088
-                                         + 1_326_600 + 884_400 + 442_200 + 960_000 - 27_099 + 124_088)
+    assert int(bill["funds_fen"][0]) == 248_175 and int(bill["pf_adjust_fen"][0]) == -54_026
+    assert int(bill["total_fen"][0]) == (1_315_050 + 876_750 + 438_450 + 960_000
+                                         + 1_326_600 + 884_400 + 442_200 + 960_000 - 54_026 + 248_175)
     lines = engine.bill_lines(bill, 0, TABLE)
     assert sum(a for c, _, a in lines if c != "total") == int(bill["total_fen"][0])
 
