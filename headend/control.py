@@ -99,7 +99,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from protocols.errors import ConfigError, GridheadError, TransportError
 from storage import control_log as CL
@@ -387,22 +387,44 @@ class _Conn(RequestHandler):
         self.force_close()
 
     def data_received(self, data: bytes) -> None:
+        """Feed aiohttp's parser, but never more than the head budget allows, and nothing after a request
+        it could not parse: the bytes of a flood are dropped as they come, never queued or kept."""
         if self.gh_cut:
             return
         if self.gh_busy:
-            return super().data_received(data)
+            return self._gh_feed(data)
         self._gh_arm()
-        self.gh_head += len(data)
+        room = self.gh.cfg.max_head_bytes - self.gh_head
         before = len(self._messages)
-        super().data_received(data)
+        self.gh_head += len(data)
+        if room > 0:
+            self._gh_feed(data[:room] if len(data) > room else data)   # only what fits in the budget first
         if len(self._messages) > before:                 # a whole head parsed: its deadline is met
             self.gh_head = 0
             self.gh_busy = True                          # until its answer: the body has its own deadline
             if self.gh_timer is not None:
                 self.gh_timer.cancel()
                 self.gh_timer = None
+            if len(data) > room:                         # what follows the head (body, next request)
+                self._gh_feed(data[room:])
         elif self.gh_head > self.gh.cfg.max_head_bytes:
             self._gh_cut(431, f"request head over {self.gh.cfg.max_head_bytes} bytes")
+
+    def _gh_feed(self, data) -> None:
+        """aiohttp's data_received; after a parse error (queued for :meth:`handle_error` to answer, then
+        close) the connection reads nothing more.  Without this, every later chunk of a flood became one
+        more queued error whose traceback kept that chunk (and this handler) alive until the cyclic GC."""
+        if self.gh_cut:
+            return
+        before = len(self._messages)
+        super().data_received(data)
+        for msg, _ in list(self._messages)[before:]:
+            if isinstance(msg, _ErrInfo):
+                self.gh_cut = True                       # handle_error answers it; later bytes are dropped
+                exc = msg.exc
+                if exc is not None:                      # its frames hold the chunk and this handler
+                    exc.__traceback__ = None
+                    exc.__context__ = exc.__cause__ = None
 
     def handle_error(self, request, status: int = 500, exc=None, message=None):
         """A request aiohttp could not parse: a JSON 4xx and one log line (never a traceback)."""
