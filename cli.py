@@ -1368,7 +1368,7 @@ def prepay_status(customer, limit, as_json, data):
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Prometheus /metrics port on 127.0.0.1.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="JSON-lines logs on stderr at this level.")
-@click.option("--api-port", type=click.IntRange(0, 65535), help="Operators' control API on 127.0.0.1 (issue 8) "
+@click.option("--api-port", type=click.IntRange(0, 65535), help="Operators' control API on 127.0.0.1 "
               "[default: the config's [control] port, else 7699; 0 = any free port].")
 @click.option("--no-api", is_flag=True, help="Run without the control API.")
 @click.option("--insecure", is_flag=True, help="Let the control API listen on a non-loopback address without TLS "
@@ -1399,7 +1399,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
     from headend.config import Config
     from headend.server import raise_open_files, serve as _serve, use_uvloop
 
-    from headend import control as _control          # issue 8: the [control] table is the control API's
+    from headend import control as _control          # the [control] table is the control API's
     from headend.collect import Schedule
     cfg, ctl_cfg, ctl_explicit, schedule = _control.load_config(config_file) if config_file else (
         Config(), _control.ControlConfig(), False, None)
@@ -1426,7 +1426,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
     if insecure or accept_audit_break:
         ctl_cfg = ctl_cfg.replace(insecure=insecure or ctl_cfg.insecure,
                                   accept_audit_break=accept_audit_break or ctl_cfg.accept_audit_break)
-    if not no_api:                     # issue 16: refused before anything starts, one line
+    if not no_api:                     # refused before anything starts, one line
         ctl_cfg.check_listen()
         ctl_cfg.ssl_context()
         report = _control.check_audit_chain(ctl_cfg.data_dir or cfg.data_dir, ctl_cfg.audit_key_file)
@@ -1709,7 +1709,7 @@ def demo_cmd(data, terminals, meters_per_terminal, days, seed, no_faults, as_jso
 # === end collect / demo ============================================================================
 
 
-# === lineloss / audit / report (issue 7: line loss 线损, the audit list 稽查, HTML reports) ============
+# === lineloss / audit / report (line loss 线损, the audit list 稽查, HTML reports) ============
 def _out_format(as_json, as_csv):
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
@@ -1912,7 +1912,7 @@ def report_bills(month, html_out, data):
 
 
 
-# === operate (issue 8: operators' remote control 召测 / 拉闸 / 合闸 / 保电 / 对时 through the control API) ===
+# === operate (operators' remote control 召测 / 拉闸 / 合闸 / 保电 / 对时 through the control API) ===
 # These talk to a running `gridhead serve` (its control API, headend/control.py) with a token from
 # `gridhead token add`.  Exit codes: 0 every command ok, 1 a command refused/failed/unconfirmed,
 # 2 bad request, 3 missing or insufficient token.

@@ -79,7 +79,7 @@ def authorize(p: Principal, command: str) -> None:
 
 
 class LoginThrottle:
-    """Failed logins per client address and per token id (issue 16): ``free`` failures, then each next
+    """Failed logins per client address and per token id: ``free`` failures, then each next
     attempt waits ``base_s`` × 2^(failures − free), at most ``max_s``; a key's failures are forgotten
     ``forget_s`` after its last one.  Bounded: the oldest keys go first past ``max_keys``."""
 

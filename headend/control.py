@@ -1,5 +1,5 @@
 """The operators' control API of a running head-end (遥控, 召测, 保电, 对时): HTTP + JSON, on 127.0.0.1
-by default, served by aiohttp's web server on the head-end's own event loop (issue 16).
+by default, served by aiohttp's web server on the head-end's own event loop.
 
 Mounted beside the head-end by ``gridhead serve`` (:func:`mount`), or started by a program::
 
@@ -176,7 +176,7 @@ class ControlConfig:
     reads_per_s: float = 200.0
     reads_burst: float = 400.0
     direct_645: tuple = ()
-    # HTTP limits (issue 16)
+    # HTTP limits
     max_line_bytes: int = 8192
     max_field_bytes: int = 8192
     max_head_bytes: int = 65536
@@ -190,12 +190,12 @@ class ControlConfig:
     max_connections_per_client: int = 32
     max_registers: int = 32
     max_bulk_targets: int = 10000
-    # failed logins (issue 16)
+    # failed logins
     auth_free_failures: int = 5
     auth_delay_s: float = 1.0
     auth_max_delay_s: float = 300.0
     auth_forget_s: float = 900.0
-    # two-person rule (issue 16)
+    # two-person rule
     bulk_approval: int = 100
     approval_expiry_s: float = 86400.0
 
@@ -332,7 +332,7 @@ class _Server(web.Server):
 
 
 class _Conn(RequestHandler):
-    """aiohttp's connection handler plus what it lacks (issue 16): a deadline for the request head, a cap
+    """aiohttp's connection handler plus what it lacks: a deadline for the request head, a cap
     on the head's total size, connection caps in all and per client address, JSON errors without a
     traceback.  ``self._messages`` (aiohttp's queue of parsed heads) tells when a head is complete."""
 
@@ -793,7 +793,7 @@ class ControlServer:
             return status, {"error": str(exc), **extra}, hdrs
 
     async def _reject(self, name, path, args, p, status, error, peer, cert, log_as=None) -> None:
-        """Every refused request naming a command, on disk before the answer (issue 16)."""
+        """Every refused request naming a command, on disk before the answer."""
         target = args.get("target") if isinstance(args, dict) else None
         if name == "tokens" and path.count("/") == 3:
             target = f"token:{path.rsplit('/', 1)[1][:64]}"
@@ -849,7 +849,7 @@ class ControlServer:
             want = args["target"]
             recs = [r for r in recs if (r.get("target") or "") in (want, f"meter:{want}", f"terminal:{want}")]
         recs = recs[-limit:]
-        if p.role != "admin":                       # token ids: admins only (issue 16)
+        if p.role != "admin":                       # token ids: admins only
             recs = [{k: v for k, v in r.items() if k != "token_id"} for r in recs]
         return 200, {"records": recs}
 

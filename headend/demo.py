@@ -175,7 +175,7 @@ def step_report(ctx) -> dict:
 
 
 def step_bill(ctx) -> dict:
-    """Bill the last complete month (issue 6): ``storage.bills.run`` then its summary, money in fen."""
+    """Bill the last complete month: ``storage.bills.run`` then its summary, money in fen."""
     from storage import bills
     bills.run(ctx["data"], ctx["period"])
     return bills.summary(ctx["data"], ctx["period"])
@@ -280,7 +280,7 @@ class LiveHeadEnd:
 
 
 def step_prepay(ctx) -> dict:
-    """The prepayment loop (预付费, issue 9) end to end on the demo fleet, through the head-end's control
+    """The prepayment loop (预付费) end to end on the demo fleet, through the head-end's control
     path: the month's bills are posted to the ledger; every prepayment customer but one pays ahead; the
     daily runs (``storage.prepay.run``) over the collected days take that one below zero past the grace
     period, and its trip goes to the running head-end's control API (``headend.prepay_control``) with the

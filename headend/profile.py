@@ -63,7 +63,7 @@ OAD_ACTIVE_POWER = 0x20040200
 OAD_POWER_FACTOR = 0x200A0200
 OAD_FREQUENCY = 0x200F0200
 OAD_DATETIME = 0x40000200         # 日期时间 (对时 reads and sets this)
-OMD_REMOTE_CONTROL = 0x80000000   # 遥控 object 8000; methods 127 trip / 129 close... (issue 8)
+OMD_REMOTE_CONTROL = 0x80000000   # 遥控 object 8000; methods 127 trip / 129 close...
 PORT_RS485_1 = 0xF2010201         # RS-485 port 1 of the concentrator (transparent 645 forwarding)
 PORT_CARRIER = 0xF2090201         # 载波/微功率无线 port: where the archive puts most customers' meters
 

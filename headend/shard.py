@@ -1,4 +1,4 @@
-"""Head-end scale-out (issue 10): several ``gridhead serve`` processes, each owning a shard of the terminals.
+"""Head-end scale-out: several ``gridhead serve`` processes, each owning a shard of the terminals.
 
 A terminal belongs to shard ``shard_of(address, count)``: the splitmix64 hash of its address (the 698.45
 server address SA, hex digits as the archive's ``terminal_address``) mod ``count`` — the same mixing as the

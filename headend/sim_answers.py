@@ -94,7 +94,7 @@ class Answerer:
         self.sim = sim
         self.fleet = sim.fleet
         self.model = sim.fleet.model
-        self.control = ControlState(len(self.model))      # issue 8: relays, 保电, meter clocks
+        self.control = ControlState(len(self.model))      # relays, 保电, meter clocks
         self._tsa_cells: dict[int, bytes] = {}             # meter -> its encoded TSA cell
         self._frozen_days: dict[int, np.ndarray] = {}      # day -> (M, 8) frozen registers (frozen())
 
@@ -454,7 +454,7 @@ class Answerer:
         return Err645(req.address, 0x11, ERR645_NO_DATA).to_bytes()
 
 
-# --- issue 8: remote control (遥控 8000, 保电 8001, 对时 of meters; DL/T 645 1CH / 14H / 08H) -------------
+# --- remote control (遥控 8000, 保电 8001, 对时 of meters; DL/T 645 1CH / 14H / 08H) -------------
 OAD_RELAY_STATE, OAD_COMMAND_STATE, OAD_PROTECT_STATE = 0x80000300, 0x80000500, 0x80010200
 OMD_TRIP, OMD_CLOSE, OMD_PROTECT_ON, OMD_PROTECT_OFF = 0x80008100, 0x80008200, 0x80017F00, 0x80018000
 _CONTROL_OADS = (OAD_RELAY_STATE, OAD_COMMAND_STATE, OAD_PROTECT_STATE, P.OAD_DATETIME)

@@ -430,7 +430,7 @@ def write_standalone_archive(out_dir, terminals: int, meters_per_terminal: int, 
 
 
 class ControlState:
-    """Remote-control state of the simulated meters (issue 8), indexed like the model: relay open
+    """Remote-control state of the simulated meters, indexed like the model: relay open
     (跳闸), trip command latched, protection (保电), the meter clock's offset from its concentrator's
     (seconds; 对时 sets it), and the DL/T 645 level-02 password a 1CH / 14H request must carry.
 

@@ -446,7 +446,7 @@ class Simulator:
         now = self.now()
         ans = self.answers
         piid = getattr(req, "piid", 0)
-        ctl = control_answer(self, t, req, now)      # issue 8: relays, 保电, meter clocks (sim_answers)
+        ctl = control_answer(self, t, req, now)      # relays, 保电, meter clocks (sim_answers)
         if ctl is not None:
             return ctl
         first = int(t.meters[0]) if len(t.meters) else None

@@ -1,7 +1,7 @@
 """The archive (档案): who is metered where, by which meter, behind which concentrator — in DuckDB.
 
-One DuckDB database file holds the master data that billing (issue 6), line loss (issue 7) and the
-head-end (issue 5) read.  Tables, in reference order (each refers only to tables above it)::
+One DuckDB database file holds the master data that billing, line loss and the
+head-end read.  Tables, in reference order (each refers only to tables above it)::
 
     feeders             10 kV feeders (10kV线路)
     areas               transformer areas (台区): feeder, urban/rural (loss thresholds), PV capacity
@@ -392,7 +392,7 @@ class Archive:
         return self.columns("SELECT meter_id FROM meters ORDER BY meter_id")["meter_id"].astype(np.int64)
 
     def meter_routes(self) -> pa.Table:
-        """How to reach each meter (issue 5): its address and protocol, its concentrator and port."""
+        """How to reach each meter: its address and protocol, its concentrator and port."""
         return self.query("""
             SELECT m.meter_id, m.comm_address, m.protocol AS meter_protocol, m.concentrator_id,
                    c.terminal_address, c.protocol AS terminal_protocol, c.comm_mode, m.port_oad
@@ -402,8 +402,8 @@ class Archive:
     def points_on(self, day) -> pa.Table:
         """Every metering point as it stood on ``day`` (a date): meter, multiplier, tariff, parameters.
 
-        One row per point that has a meter installed that day; what billing (issue 6) and line loss
-        (issue 7) join readings with.  ``multiplier = ct_ratio * pt_ratio``.
+        One row per point that has a meter installed that day; what billing and line loss
+        join readings with.  ``multiplier = ct_ratio * pt_ratio``.
         """
         return self.query("""
             SELECT p.*, cu.category, cu.voltage_v, cu.prepaid, pm.meter_id, m.register_digits,

@@ -957,7 +957,7 @@ def readings_seen(inp: R.RunInput) -> np.ndarray:
 def refuse_unread_period(period: str, seen) -> None:
     """A period without any settlement reading at its start or its end is refused, not billed.
 
-    Billing everyone as held "0 kWh" would publish a period that was simply never read (issue 15, defect 9):
+    Billing everyone as held "0 kWh" would publish a period that was simply never read:
     one line naming the period and the missing readings, exit status 1 (the operation cannot be done yet —
     collect or import the readings first); nothing is published.
     """

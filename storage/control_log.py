@@ -1,4 +1,4 @@
-"""Operators' remote control on disk (issue 8): the append-only audit log (操作日志) and the API tokens.
+"""Operators' remote control on disk: the append-only audit log (操作日志) and the API tokens.
 
 Both live under ``<data_dir>/control/``::
 
@@ -15,9 +15,9 @@ outcome, detail...; :data:`COLUMNS`).  A command has one record per state it rea
 (``pending`` before the meter is asked, then ``ok`` / ``refused`` / ``failed`` / ``queued`` /
 ``expired``), so an answer cut off by a crash still leaves the intent in the log.  A request the API
 turns down before it acts (401, 403, 404, 400, 409, 429...) is recorded ``rejected`` with its
-``http_status`` (issue 16); jobs waiting for a second admin are ``pending_approval``.
+``http_status``; jobs waiting for a second admin are ``pending_approval``.
 
-**Tamper evidence (issue 16).**  Every record carries ``prev`` — the SHA-256 of the line before it (of
+**Tamper evidence.**  Every record carries ``prev`` — the SHA-256 of the line before it (of
 the bytes already in the file for the first record of a chain) — and ``mac``: HMAC-SHA256 over the
 record's canonical JSON (sorted keys, without ``mac``) under a key kept outside the audit file
 (:func:`audit_key`: the file named by ``GRIDHEAD_AUDIT_KEY_FILE`` / ``[control] audit_key_file``, else in
@@ -404,7 +404,7 @@ class AuditLog:
 
 def view_statements(data_dir) -> list[str]:
     """``audit_log``: the audit file as a table, one row per line (typed and empty while there is no
-    file).  A line that is not a JSON record is shown, not skipped (issue 16): ``broken`` says why and
+    file).  A line that is not a JSON record is shown, not skipped: ``broken`` says why and
     ``raw`` holds its text; ``line_no`` is the line in the file (``gridhead control-log verify`` checks
     the chain and names the first edited, removed or reordered record)."""
     p = audit_path(data_dir).resolve()

@@ -1,4 +1,4 @@
-"""The bill run on Dask distributed (issue 10): one task per lake bucket, published like the single-node run.
+"""The bill run on Dask distributed: one task per lake bucket, published like the single-node run.
 
 Partitioning — which task bills a customer
     A customer's *home meter* is the first meter of its metering point (计量点) in the period (the

@@ -17,7 +17,7 @@ Layout (Hive partitioning, one directory level per key)::
   of the reading's timestamp ``ts_utc``.  A daily frozen reading taken at 00:00 local on 1 November is
   ``date=2026-11-01``.
 * ``bucket``: :func:`bucket_of` ``(meter_id)``: a stable hash of the meter mod :data:`N_BUCKETS`, so one
-  billing task owns one bucket (issue 10's scale-out runs a task per bucket).
+  billing task owns one bucket (the scale-out runs a task per bucket).
 
 Every reading row (see ``storage.lake`` for the Arrow schema) has:
 

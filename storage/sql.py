@@ -155,7 +155,7 @@ def view_statements(data: str | os.PathLike | None = None, *, snapshot: bool = T
     if arch.exists():
         out.append(f"ATTACH IF NOT EXISTS '{_q(arch)}' AS archive (READ_ONLY)")
         out += [f"CREATE OR REPLACE VIEW {t.name} AS SELECT * FROM archive.{t.name}" for t in _archive.TABLES]
-        from . import collection          # issue 5: success rate (采集成功率) per day and terminal
+        from . import collection          # success rate (采集成功率) per day and terminal
         out += collection.view_statements(data)
 
     listings: dict[str, list[str]] = {}      # one listing per table for all its views
@@ -184,11 +184,11 @@ def view_statements(data: str | os.PathLike | None = None, *, snapshot: bool = T
     if (data_dir(data) / "bills").is_dir():   # like the archive views: once a bill run has made bills/
         from . import bills as _bills          # bills and bill_items (storage.bills); here: bills imports sql
         out += _bills.view_statements(data)
-    from . import audit as _audit                 # line_loss and audit (issue 7), once written
+    from . import audit as _audit                 # line_loss and audit, once written
     out += _audit.view_statements(root)
-    from . import control_log as _control         # issue 8: operators' commands (遥控), append-only
+    from . import control_log as _control         # operators' commands (遥控), append-only
     out += _control.view_statements(data_dir(data))
-    if archive_path(data).exists():               # issue 9: the ledger in the archive, once written to
+    if archive_path(data).exists():               # the ledger in the archive, once written to
         from . import ledger as _ledger
         out += _ledger.view_statements(data)
     return out

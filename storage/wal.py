@@ -555,7 +555,7 @@ def _quarantine_rows(tbl: pa.Table, bad: np.ndarray, reasons: list[str], idx: np
 
 # --- asyncio --------------------------------------------------------------------------------------------
 class AsyncIngest:
-    """The head-end's (issue 5) view of an :class:`IngestWriter`: ``await append(batch, kind)``.
+    """The head-end's view of an :class:`IngestWriter`: ``await append(batch, kind)``.
 
     Validation and encoding run in the caller's event loop (columnar, so cheap); the coroutine then awaits
     the group fsync without holding a thread: the committer thread resolves its future through
