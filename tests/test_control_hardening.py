@@ -608,7 +608,8 @@ def test_tls_required_off_loopback_and_mutual_tls(tmp_path):
         env = dict(os.environ, GRIDHEAD_API=ready["api"], GRIDHEAD_TOKEN=tok)
         r = cli("status", "--json", "--cafile", str(d / "ca.pem"), "--client-cert", str(d / "client.pem"),
                 "--client-key", str(d / "client.key"), env=env)
-        assert r.returncode == 0 and json.loads(r.stdout)["known"] == 1, r.stderr
+        # known: the fleet's terminal and the dlt698 peer terminal make_fleet adds to the archive
+        assert r.returncode == 0 and json.loads(r.stdout)["known"] == 2, r.stderr
         req = urllib.request.Request(ready["api"] + "/v1/tokens", headers={"Authorization": f"Bearer {tok}"})
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(req, context=ctx, timeout=10)

@@ -67,6 +67,9 @@ def test_missing_meters_table_view_and_reread_file(tmp_path):
 
 def test_bad_meters_file_is_one_line(tmp_path):
     from cli import cli
+    from storage.archive import Archive
+    with Archive(tmp_path / "archive.duckdb"):          # an (empty) archive: the data directory is valid
+        pass
     bad = tmp_path / "m.csv"
     for text, words in (("meter\n1\n", "meter_id"), ("meter_id,date\n1,June\n", "not a CSV"),
                         ("meter_id\n5\n", "no date column")):
