@@ -93,7 +93,9 @@ def reactive_energy_for_power_factor(q_imported, q_exported):
 
     Ruling "Reactive energy for cosφ" (DOMAIN.md, (83)水电财字第215号: 倒送的无功电量与实用的无功电量两者的
     绝对值之和): where the meter registers exported reactive energy (re_rev), its absolute value adds to
-    the imported (re_fwd); a meter without an export register passes 0.
+    the imported (re_fwd); a meter without an export register passes 0.  Pass the month's quantities (each
+    register's energy added over the month's segments, signed), not one segment's: the absolute values are
+    taken of the month's two energies, so a CT change or meter replacement does not change the result.
     """
     return np.abs(np.asarray(q_imported, np.int64)) + np.abs(np.asarray(q_exported, np.int64))
 

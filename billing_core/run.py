@@ -212,7 +212,6 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
     q_exp, fqe = energy.register_energy(seg["prev_re_rev"], seg["now_re_rev"], mult, digits)
     half_exp = (seg["prev_re_rev"] >= 0) != (seg["now_re_rev"] >= 0)
     fq = fq | np.where(half_exp, F_MISSING, 0).astype(np.uint8) | (fqe & (F_NEGATIVE | F_ROLLOVER))
-    q = reactive_energy_for_power_factor(q_imp, q_exp)
     # a 力调 customer whose meter has no reactive reading at all is held (缺无功, ruling
     # hold_without_reactive); one reactive reading missing is a missing reading
     has_q = np.zeros(N, bool)
@@ -222,7 +221,8 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
                   ).astype(np.uint16)
     sums = energy.sum_by_bill(seg["seg_bill"], N, {
         "e_sharp": e["ae_fwd_t1"], "e_peak": e["ae_fwd_t2"], "e_flat": e["flat_billed"], "e_valley": e["ae_fwd_t4"],
-        "e_total": e["ae_fwd"], "q": q, "rev": rev, "flags": f, "segments": np.ones(S, np.int64)})
+        "e_total": e["ae_fwd"], "q_imp": q_imp, "q_exp": q_exp, "rev": rev, "flags": f,
+        "segments": np.ones(S, np.int64)})
     flags = sums.pop("flags").astype(np.uint16)
     flags |= hold_without_reactive(assessed, has_q)
     demand = np.zeros(N, np.int64)
@@ -241,7 +241,9 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
     # --- 高供低计 losses ----------------------------------------------------------------------------
     periods = tuple(np.maximum(sums[c], 0) for c in PERIOD_COLS)
     a_p = sum(periods)
-    a_q = np.maximum(sums["q"], 0)
+    # the month's imported and exported reactive energy, each added over the segments (signed), then
+    # |imported| + |exported| (not per segment: a backward step of one segment is not energy of the month)
+    a_q = reactive_energy_for_power_factor(sums["q_imp"], sums["q_exp"])
     hv = bill["hv_lv"]
     formula = hv & (bill["tx_p0_w"] >= 0) & (bill["tx_pk_w"] >= 0)
     method = np.where(formula, 1, np.where(hv & (bill["tx_loss_rate_bp"] >= 0), 2, 0))

@@ -334,6 +334,31 @@ def test_flags_of_two_segments_are_united_not_added(kernels):
     assert out["flags"] & R.F_MISSING and not out["flags"] & R.F_ESTIMATED
 
 
+
+def test_reactive_energy_of_two_segments_is_the_months_not_each_segments(kernels):
+    """高供低计 large industrial, agreed loss rate 3 % (reactive rate: the same), 力调 0.90; June 2026 has two
+    segments (CT change 1 → 2 on the same meter).  Segment 1 (CT 1): active 0 → 10 000.00 kWh, imported
+    reactive 0 → 3 000.00 kvarh, exported reactive 2 000.00 → 1 000.00 kvarh (a re-sent reading: a backward
+    step of −1 000 kvarh); segment 2 (CT 2): active +5 000 × 2 = 10 000 kWh, imported +1 000 × 2 = 2 000 kvarh,
+    exported +500 × 2 = +1 000 kvarh.
+
+    215号 (ruling "Reactive energy for cosφ"): the month's |imported| + |exported| = |3 000 + 2 000| +
+    |−1 000 + 1 000| = 5 000 kvarh; ΔQ = 3 % × 5 000 = 150 → Q = 5 150.00 kvarh.  A_P = 20 000 + ΔA 600 =
+    20 600 kWh; cosφ = 20 600 / √(20 600² + 5 150²) = 0.9701 → 0.97 (−0.75 %).  The run took the absolute
+    values per segment: 3 000 + |−1 000| + 2 000 + 1 000 = 7 000 kvarh, ΔQ 210, Q 7 210.00 kvarh, cosφ
+    0.9439 → 0.94 (−0.60 %).  The bill is held for the negative step (F_NEGATIVE) either way.
+    Found by the reference biller (property test: which=1, seed=94883, July 2026 customer 38, q_kvarh_x100
+    5 504 409 expected, 5 527 952 printed).
+    """
+    seg1 = flat(0, 1_000_000, re_fwd=(0, 300_000), re_rev=(200_000, 100_000))
+    seg2 = {**flat(1_000_000, 1_500_000, re_fwd=(300_000, 400_000), re_rev=(100_000, 150_000)), "ct": 2}
+    out, _ = compute({"category": "large_industrial", "voltage_v": 10_000, "code": "IND-TOU-2PART", "hv_lv": True,
+                      "tx_capacity_kva": 400, "tx_loss_rate_bp": 300, "pf_std": 90}, [seg1, seg2])
+    assert out["segments"] == 2 and out["e_metered"] == 2_000_000 and out["loss_p"] == 60_000
+    assert out["q"] == 500_000 + 15_000
+    assert out["pf_x100"] == 97 and out["pf_bp"] == -75
+    assert out["flags"] & R.F_NEGATIVE
+
 def test_an_archive_made_before_the_optional_columns_still_bills(tmp_path, monkeypatch):
     """An archive file made before I0/Uk, the reactive loss rate and the opening year-to-date existed (the
     bill run attaches it read-only, so nothing adds them): those columns count as NULL.  June from the

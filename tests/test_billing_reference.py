@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from protocols import accel
 from storage import archive, bills, lake
@@ -340,6 +340,9 @@ def perturb_readings(d: pathlib.Path, rng: random.Random, k: int) -> None:
 @settings(max_examples=8, deadline=None)
 @given(which=st.integers(0, 1), seed=st.integers(0, 2 ** 32 - 1),
        change=st.sampled_from([None, dt.date(2026, 7, 1), dt.date(2026, 7, 11), dt.date(2026, 7, 20)]))
+# found: a CT change in July and a backward step of the exported reactive register in the first segment (customer
+# 38): the run took |exported| per segment, not of the month (test_billing_edges has the case worked by hand)
+@example(which=1, seed=94883, change=None)
 def test_random_tariffs_and_points_equal_the_reference(small_fleets, tmp_path_factory, which, seed, change):
     """Each example: a randomised archive and tariff directory; July billed by the reference once and by the
     run under each kernel (as the ``kernels`` fixture switches them)."""
