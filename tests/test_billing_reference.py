@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import os
 import pathlib
 import random
 import shutil
@@ -337,7 +338,9 @@ def perturb_readings(d: pathlib.Path, rng: random.Random, k: int) -> None:
             lake.write_readings(lake_dir, cols, kind)
 
 
-@settings(max_examples=8, deadline=None)
+# In CI (CI=true) the examples are drawn from a fixed seed: the gate is the same run every time.  Developers'
+# runs draw new examples each time and add what they find as an @example below with its fix.
+@settings(max_examples=8, deadline=None, derandomize=bool(os.environ.get("CI")))
 @given(which=st.integers(0, 1), seed=st.integers(0, 2 ** 32 - 1),
        change=st.sampled_from([None, dt.date(2026, 7, 1), dt.date(2026, 7, 11), dt.date(2026, 7, 20)]))
 # found: a CT change in July and a backward step of the exported reactive register in the first segment (customer
