@@ -485,3 +485,13 @@ def test_basic_charge_of_a_two_part_version_starting_in_the_month(small_fleets, 
         finally:
             accel.use(_kernel_params()[0] if len(_kernel_params()) == 1 else "auto")
         assert diffs == [], f"kernels {mode}:\n" + "\n".join(diffs)
+
+
+@pytest.mark.xfail(strict=True, reason="open: July customer 38 (IND-TOU-2PART, a CT change, 2 segments) — the "
+                   "reference holds it for 'TOU registers do not add up to the total' as well, the run does not; "
+                   "which side reads the TOU-sum rule right over two segments is not settled yet")
+def test_tou_sum_hold_over_two_segments(small_fleets, tmp_path_factory):
+    """Found by the property test (which=1, seed=25022711) after this round's merge; kept as a strict xfail
+    so that the fix (in the run or in the reference) turns it into a failure that removes this mark."""
+    test_random_tariffs_and_points_equal_the_reference.hypothesis.inner_test(
+        small_fleets, tmp_path_factory, which=1, seed=25022711, change=None)
