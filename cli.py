@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from protocols.errors import GridheadError, LocalProtocolError
+from gridhead.protocols.errors import GridheadError, LocalProtocolError
 
 EXIT_BAD_INPUT = 2
 
@@ -176,7 +176,7 @@ def _sniff(data: bytes) -> str:
 
 
 def _decode645(data: bytes) -> list[dict]:
-    from protocols import dlt645
+    from gridhead.protocols import dlt645
 
     def render(f):
         msg = dlt645.decode_message(f)
@@ -203,8 +203,8 @@ def _each_frame(framer, data: bytes, render) -> list[dict]:
 
 def _decode698(data: bytes) -> list[dict]:
     """DL/T 698.45 frames (link layer: protocols.dlt698.frame) and their APDUs (protocols.dlt698.apdu)."""
-    from protocols.dlt698 import apdu as A
-    from protocols.dlt698 import frame as F
+    from gridhead.protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698 import frame as F
 
     def render(f):
         out = {"protocol": "DL/T 698.45", "server": {"address": f.server.address, "type": f.server.type.name.lower(),
@@ -235,7 +235,7 @@ class _Incomplete(GridheadError):
 @click.pass_context
 def frame_encode(ctx, meter_tz):
     """Build a frame from intent and print it as hex."""
-    from headend.terminal import meter_tz as _tz
+    from gridhead.headend.terminal import meter_tz as _tz
     try:
         ctx.meta["meter_tz"] = _tz(meter_tz)
     except ValueError as exc:
@@ -253,13 +253,13 @@ def encode698(ctx, address, client, piid):
 
 
 def _emit698(ctx, apdu, control: int = 0x43):
-    from protocols.dlt698 import frame as F
+    from gridhead.protocols.dlt698 import frame as F
     o = ctx.obj
     click.echo(F.Frame(F.ServerAddress(o["address"]), o["client"], control, apdu.to_bytes()).to_bytes().hex(" ").upper())
 
 
 def _oads698(values) -> list[int]:
-    from protocols.dlt698.apdu import parse_oad
+    from gridhead.protocols.dlt698.apdu import parse_oad
     return [parse_oad(v) for vs in values for v in vs.split(",") if v]
 
 
@@ -268,7 +268,7 @@ def _oads698(values) -> list[int]:
 @click.pass_context
 def enc698_get(ctx, oads):
     """GET-Request-Normal (one OAD) or -NormalList (several)."""
-    from protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698 import apdu as A
     o = _oads698(oads)
     _emit698(ctx, A.get(o[0], ctx.obj["piid"]) if len(o) == 1 else A.get_list(o, ctx.obj["piid"]))
 
@@ -281,7 +281,7 @@ def enc698_get(ctx, oads):
 @click.pass_context
 def enc698_get_record(ctx, oad, last, columns):
     """GET-Request-Record with selector 9 (上第n次记录)."""
-    from protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698 import apdu as A
     _emit698(ctx, A.get_record(oad, (9, last), tuple(_oads698([columns])), ctx.obj["piid"]))
 
 
@@ -295,8 +295,8 @@ def enc698_get_record(ctx, oad, last, columns):
 @click.pass_context
 def enc698_action(ctx, command, relay, alarm_delay, duration):
     """ACTION-Request on 8000 remote control (129 trip, 130 close) or 8001 protection (127 on, 128 off)."""
-    from protocols.dlt698 import apdu as A
-    from protocols.dlt698.axdr import Data
+    from gridhead.protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698.axdr import Data
     r = Data(81, A.parse_oad(relay))
     if command == "trip":
         # 8000 method 129: array of structure {relay OAD, alarm delay, power-cut time, auto close}
@@ -317,8 +317,8 @@ def enc698_action(ctx, command, relay, alarm_delay, duration):
 @click.pass_context
 def enc698_link_response(ctx, request_time, receive_time, untrusted_clock):
     """LINK-Response (C=01H) to a terminal's login or heartbeat."""
-    from protocols.dlt698 import apdu as A
-    from protocols.dlt698.axdr import DateTime
+    from gridhead.protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698.axdr import DateTime
 
     def dt(v):
         t = _when(v)
@@ -345,7 +345,7 @@ def _emit(ctx, msg):
 def _di(value: str) -> int:
     s = value.replace(" ", "")
     if len(s) != 8 or not re.fullmatch(r"[0-9A-Fa-f]{8}", s):
-        from protocols.dlt645 import registry
+        from gridhead.protocols.dlt645 import registry
         try:
             return registry.by_name(value).di
         except KeyError:
@@ -356,7 +356,7 @@ def _di(value: str) -> int:
 def _when(value: str | None, default_now: bool = True) -> _dt.datetime:
     """A time for a meter, on the meters' clock (``--meter-tz``): now by default, an ISO 8601 time with an
     offset converted, one without taken as meter time (headend.terminal's clock, as the head-end's)."""
-    from headend.terminal import local_now, meter_time
+    from gridhead.headend.terminal import local_now, meter_time
     ctx = click.get_current_context(silent=True)
     tz = ctx.meta.get("meter_tz") if ctx is not None else None
     if value is None:
@@ -381,12 +381,12 @@ _operator = click.option("--operator", default="00000000", show_default=True, he
 @click.pass_context
 def enc_read(ctx, address, di, count, start):
     """Read data (11H)."""
-    from protocols.dlt645 import ReadRequest
+    from gridhead.protocols.dlt645 import ReadRequest
     _emit(ctx, ReadRequest(address, _di(di), count, None if start is None else _digits(start, "YYMMDDhhmm")))
 
 
 def _digits(value: str, fmt: str) -> str:
-    from protocols.dlt645.formats import datetime_to_digits
+    from gridhead.protocols.dlt645.formats import datetime_to_digits
     return datetime_to_digits(_when(value), fmt)
 
 
@@ -397,7 +397,7 @@ def _digits(value: str, fmt: str) -> str:
 @click.pass_context
 def enc_read_follow(ctx, address, di, seq):
     """Read follow-up data (12H)."""
-    from protocols.dlt645 import ReadFollowUpRequest
+    from gridhead.protocols.dlt645 import ReadFollowUpRequest
     _emit(ctx, ReadFollowUpRequest(address, _di(di), seq))
 
 
@@ -405,7 +405,7 @@ def enc_read_follow(ctx, address, di, seq):
 @click.pass_context
 def enc_read_address(ctx):
     """Read communication address (13H) with the AA wildcard."""
-    from protocols.dlt645 import ReadAddressRequest
+    from gridhead.protocols.dlt645 import ReadAddressRequest
     _emit(ctx, ReadAddressRequest())
 
 
@@ -419,8 +419,8 @@ def enc_read_address(ctx):
 @click.pass_context
 def enc_write(ctx, address, di, values, password, operator):
     """Write data (14H), the value encoded by the data item's format."""
-    from protocols.dlt645 import WriteRequest, registry
-    from protocols.dlt645.formats import DATETIME
+    from gridhead.protocols.dlt645 import WriteRequest, registry
+    from gridhead.protocols.dlt645.formats import DATETIME
     code = _di(di)
     item = registry.lookup(code)
     if item is None:
@@ -434,7 +434,7 @@ def enc_write(ctx, address, di, values, password, operator):
 @click.pass_context
 def enc_write_address(ctx, new_address):
     """Write communication address (15H), sent to the AA wildcard."""
-    from protocols.dlt645 import WriteAddressRequest
+    from gridhead.protocols.dlt645 import WriteAddressRequest
     _emit(ctx, WriteAddressRequest(new_address))
 
 
@@ -444,7 +444,7 @@ def enc_write_address(ctx, new_address):
 @click.pass_context
 def enc_freeze(ctx, address, when):
     """Freeze command (16H)."""
-    from protocols.dlt645 import FreezeRequest
+    from gridhead.protocols.dlt645 import FreezeRequest
     _emit(ctx, FreezeRequest(address, when))
 
 
@@ -454,7 +454,7 @@ def enc_freeze(ctx, address, when):
 @click.pass_context
 def enc_baud(ctx, address, baud):
     """Change baud rate (17H)."""
-    from protocols.dlt645 import ChangeBaudRequest
+    from gridhead.protocols.dlt645 import ChangeBaudRequest
     _emit(ctx, ChangeBaudRequest(address, baud))
 
 
@@ -465,7 +465,7 @@ def enc_baud(ctx, address, baud):
 @click.pass_context
 def enc_password(ctx, address, old, new):
     """Change password (18H)."""
-    from protocols.dlt645 import ChangePasswordRequest
+    from gridhead.protocols.dlt645 import ChangePasswordRequest
     _emit(ctx, ChangePasswordRequest(address, old, new))
 
 
@@ -476,7 +476,7 @@ def _reset_cmd(name, cls_name, doc):
     @_operator
     @click.pass_context
     def _cmd(ctx, address, password, operator):
-        from protocols import dlt645
+        from gridhead.protocols import dlt645
         _emit(ctx, getattr(dlt645, cls_name)(address, password=password, operator=operator))
     return _cmd
 
@@ -493,7 +493,7 @@ _reset_cmd("meter-reset", "MeterResetRequest", "Meter reset (1AH).")
 @click.pass_context
 def enc_event_reset(ctx, address, event_di, password, operator):
     """Event reset (1BH)."""
-    from protocols.dlt645 import EventResetRequest
+    from gridhead.protocols.dlt645 import EventResetRequest
     _emit(ctx, EventResetRequest(address, _di(event_di), password, operator))
 
 
@@ -503,7 +503,7 @@ def enc_event_reset(ctx, address, event_di, password, operator):
 @click.pass_context
 def enc_time_sync(ctx, address, when):
     """Broadcast time sync (08H)."""
-    from protocols.dlt645 import BroadcastTimeSync
+    from gridhead.protocols.dlt645 import BroadcastTimeSync
     _emit(ctx, BroadcastTimeSync.at(_when(when), address))
 
 
@@ -521,7 +521,7 @@ _COMMANDS = {"trip": 0x1A, "close-allowed": 0x1B, "close-direct": 0x1C, "alarm":
 @click.pass_context
 def enc_remote(ctx, address, command, valid_until, valid_minutes, password, operator):
     """Remote control (1CH): trip 拉闸, close 合闸, alarm, protect 保电."""
-    from protocols.dlt645 import RemoteControlRequest
+    from gridhead.protocols.dlt645 import RemoteControlRequest
     until = _when(valid_until) if valid_until else _when(None) + _dt.timedelta(minutes=valid_minutes)
     _emit(ctx, RemoteControlRequest.build(address, _COMMANDS[command], until, password, operator))
 
@@ -533,7 +533,7 @@ def enc_remote(ctx, address, command, valid_until, valid_minutes, password, oper
 @click.pass_context
 def enc_terminal_output(ctx, address, output):
     """Multi-function terminal output control (1DH)."""
-    from protocols.dlt645 import TerminalOutputRequest
+    from gridhead.protocols.dlt645 import TerminalOutputRequest
     _emit(ctx, TerminalOutputRequest(address, output))
 
 
@@ -549,7 +549,7 @@ class _NoData(GridheadError):
 def _check_data(value, need="archive"):
     if need is None:
         return value
-    from storage import sql as _sql
+    from gridhead.storage import sql as _sql
     d = _sql.data_dir(value)
     if not d.is_dir():
         raise _NoData(f"no data directory at {d} (give --data DIR or set GRIDHEAD_DATA)")
@@ -592,7 +592,7 @@ def gen_cmd(customers, days, seed, start, curve_fraction, out, import_archive, d
     """
     import time as _time
 
-    from storage import generator, sql as _sql
+    from gridhead.storage import generator, sql as _sql
     out = out or str(_sql.data_dir(data))
     bar = _progress(days + 1, "days")
     t0 = _time.perf_counter()
@@ -618,7 +618,7 @@ def archive_grp():
 
 
 def _archive_import(data, files):
-    from storage import archive, sql as _sql
+    from gridhead.storage import archive, sql as _sql
     path = _sql.archive_path(data)
     fresh = not path.exists()
     missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
@@ -666,7 +666,7 @@ def archive_import(files, data):
 @_data_option
 def archive_export(out, fmt, data):
     """Write every archive table to OUT (files that `archive import` accepts)."""
-    from storage import archive, sql as _sql
+    from gridhead.storage import archive, sql as _sql
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
         paths = a.export(out, fmt)
     click.echo(f"exported {len(paths)} tables to {out}")
@@ -676,7 +676,7 @@ def archive_export(out, fmt, data):
 @_data_option
 def archive_info(data):
     """Rows per archive table."""
-    from storage import archive, sql as _sql
+    from gridhead.storage import archive, sql as _sql
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
         for t, n in a.counts().items():
             click.echo(f"{t:<20}{n:>12}")
@@ -700,7 +700,7 @@ def sql_cmd(query, fmt, as_json, as_csv, out, shell, print_views, data):
     tables.  `gridhead sql --print-views > views.sql` writes them for a duckdb CLI (`duckdb -init
     views.sql`; the CLI is a separate download from duckdb.org — the duckdb Python package has none).
     """
-    from storage import sql as _sql
+    from gridhead.storage import sql as _sql
     if as_json or as_csv:
         if fmt != "table" or (as_json and as_csv):
             raise click.UsageError("--json, --csv and --format: choose one")
@@ -732,7 +732,7 @@ _SHELL_HELP = """statements end with ';' and may span lines.  Dot commands:
 
 def _sql_shell(session, fmt):
     """Read statements ending in ';' from stdin, with the dot commands of _SHELL_HELP; EOF ends."""
-    from storage import sql as _sql
+    from gridhead.storage import sql as _sql
     tty = sys.stdin.isatty()
     click.echo(f"gridhead sql on {session.data} — statements end with ';', .help for the dot commands, .quit",
                err=True)
@@ -812,7 +812,7 @@ def lake_compact(tables, min_files, data):
     """
     import time as _time
 
-    from storage import sql as _sql, wal
+    from gridhead.storage import sql as _sql, wal
     root = _sql.lake_root(data)
     if not root.is_dir():
         raise _NoData(f"lake compact: no lake at {root}")
@@ -830,7 +830,7 @@ def lake_info(as_json, data):
     """Partitions, files, rows and bytes per table and reading kind (rows from the Parquet footers)."""
     import json as _json
 
-    from storage import lake, sql as _sql
+    from gridhead.storage import lake, sql as _sql
     rows = lake.info(_sql.lake_root(data))
     if as_json:
         for r in rows:
@@ -873,7 +873,7 @@ def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
     """
     from tqdm import tqdm
 
-    from storage import bills
+    from gridhead.storage import bills
     bar = tqdm(total=4, desc=f"bill run {period}", unit="step", disable=None, leave=False, file=sys.stderr)
 
     def tick(step: str) -> None:       # read, price, write, publish; "chunk k/n" (large runs), "task NN" (Dask)
@@ -886,7 +886,7 @@ def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
 
     try:
         if scheduler or workers:
-            from storage import dist
+            from gridhead.storage import dist
             with dist.client(scheduler, workers) as client:
                 s = dist.run(data, period, client, tariffs_dir, progress=tick)
         else:
@@ -915,7 +915,7 @@ def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
 @_data_option
 def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
     """List held bills with their reasons, or release them: --release BILL_ID... --by NAME --note TEXT."""
-    from storage import bills, sql as _sql
+    from gridhead.storage import bills, sql as _sql
     ids = list(release_ids) + list(bill_ids)
     if bill_ids and not release_ids:
         raise click.UsageError("bill ids given without --release")
@@ -946,7 +946,7 @@ def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
 @_data_option
 def bill_show(customer, period, as_json, data):
     """Print the bill of CUSTOMER (户号 or customer id) for PERIOD with its line items."""
-    from storage import bills
+    from gridhead.storage import bills
     b = bills.show(data, customer, period)
     if as_json:
         click.echo(json.dumps(b, ensure_ascii=False, default=str))
@@ -960,7 +960,7 @@ def bill_show(customer, period, as_json, data):
 # Commands to meters go through the running head-end's control API: --api / GRIDHEAD_API and
 # --token / GRIDHEAD_TOKEN (an operator token); without them they wait in the outbox (`gridhead prepay status`).
 def _fen_arg(text: str, signed: bool = False) -> int:
-    from billing_core.ledger import yuan_to_fen
+    from gridhead.billing_core.ledger import yuan_to_fen
     neg = signed and text.startswith("-")
     fen = yuan_to_fen(text[1:] if neg else text)
     if fen is None:
@@ -970,7 +970,7 @@ def _fen_arg(text: str, signed: bool = False) -> int:
 
 def _policy_options(f):
     """The accounts' configurable rules (billing_core.ledger.Policy); defaults from there."""
-    from billing_core.ledger import Policy
+    from gridhead.billing_core.ledger import Policy
     d = Policy()
     f = click.option("--late-fee-min-yuan", envvar="GRIDHEAD_LATE_FEE_MIN_YUAN", default=f"{d.late_fee_min_fen / 100:.2f}",
                      show_default=True, help="违约金 minimum per overdue bill [env GRIDHEAD_LATE_FEE_MIN_YUAN].")(f)
@@ -980,7 +980,7 @@ def _policy_options(f):
 
 
 def _policy(late_fee_min_yuan, max_payment_yuan):
-    from billing_core.ledger import Policy
+    from gridhead.billing_core.ledger import Policy
     return Policy(late_fee_min_fen=_fen_arg(late_fee_min_yuan), max_payment_fen=_fen_arg(max_payment_yuan))
 
 
@@ -1018,12 +1018,12 @@ def _control_options(f):
 def _sender(control_url, token):
     if not control_url:
         return None
-    from headend.prepay_control import sender
+    from gridhead.headend.prepay_control import sender
     return sender(control_url, token)
 
 
 def _reconnect_after(data, customer_ids, control_url, token):
-    from storage import prepay
+    from gridhead.storage import prepay
     return prepay.after_payment(data, customer_ids, send=_sender(control_url, token))
 
 
@@ -1044,7 +1044,7 @@ def pay_grp():
 def pay_add(customer, amount, by, ref, as_json, late_fee_min_yuan, max_payment_yuan, control_url, token, data):
     """Post a payment of AMOUNT yuan for CUSTOMER (户号) at the counter; reconnects a tripped prepayment
     customer whose balance is back.  Prints the receipt number (`gridhead pay show` reprints it)."""
-    from storage import ledger
+    from gridhead.storage import ledger
     r = ledger.add_entry(data, customer, "payment", _fen_arg(amount), by, ref=ref,
                          policy=_policy(late_fee_min_yuan, max_payment_yuan))
     r["reconnect"] = _reconnect_after(data, [r["customer_id"]], control_url, token)
@@ -1060,7 +1060,7 @@ def pay_add(customer, amount, by, ref, as_json, late_fee_min_yuan, max_payment_y
 @_data_option
 def pay_show(customer, receipt, as_json, data):
     """Print CUSTOMER's receipt (收据) of a payment: number, amount, cashier, what it settled, balance."""
-    from storage import ledger
+    from gridhead.storage import ledger
     r = ledger.receipt(data, customer, receipt)
     click.echo(json.dumps(r, ensure_ascii=False, default=str) if as_json else ledger.render_receipt(r))
 
@@ -1076,7 +1076,7 @@ def pay_show(customer, receipt, as_json, data):
 def pay_refund(customer, amount, by, note, payment, as_json, data):
     """Refund AMOUNT yuan of a PAYMENT to CUSTOMER (户号): a new entry linked to the payment, never more
     than the customer's credit on hand nor what is left of that payment."""
-    from storage import ledger
+    from gridhead.storage import ledger
     r = ledger.add_entry(data, customer, "refund", _fen_arg(amount), by, note=note, payment=payment)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: refunded {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed")
@@ -1098,7 +1098,7 @@ def pay_import(file, by, as_json, return_file, late_fee_min_yuan, max_payment_yu
     and nothing is posted (exit 2).  A reference posted before is a bad row, so a file imported twice
     changes nothing.
     """
-    from storage import ledger
+    from gridhead.storage import ledger
     try:
         r = ledger.import_payments(data, file, by, policy=_policy(late_fee_min_yuan, max_payment_yuan),
                                    return_file=return_file)
@@ -1129,7 +1129,7 @@ def ledger_grp():
 @_data_option
 def ledger_post(period, by, as_json, data):
     """Post the period's issued and released bills as receivables (idempotent; held bills wait)."""
-    from storage import ledger
+    from gridhead.storage import ledger
     r = ledger.post_bills(data, period, by)
     click.echo(json.dumps(r) if as_json else
                f"{period}: {r['posted']} bills posted ({r['receivable_fen'] / 100:.2f} yuan), {r['skipped']} "
@@ -1145,7 +1145,7 @@ def ledger_post(period, by, as_json, data):
 @_data_option
 def ledger_adjust(customer, amount, by, note, as_json, data):
     """Adjust CUSTOMER's receivable by AMOUNT yuan (negative: a credit), as a new entry."""
-    from storage import ledger
+    from gridhead.storage import ledger
     r = ledger.add_entry(data, customer, "adjust", _fen_arg(amount, signed=True), by, note=note)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: adjusted {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed")
@@ -1160,7 +1160,7 @@ def ledger_adjust(customer, amount, by, note, as_json, data):
 def ledger_late_fees(as_of, by, as_json, late_fee_min_yuan, max_payment_yuan, data):
     """Post the late fees (违约金) accrued up to --as-of as receivables, one per overdue bill (bills paid
     late included; idempotent per date, a later date posts only the growth)."""
-    from storage import ledger
+    from gridhead.storage import ledger
     r = ledger.post_late_fees(data, as_of.date(), by, _policy(late_fee_min_yuan, max_payment_yuan))
     click.echo(json.dumps(r) if as_json else
                f"{r['as_of']}: {r['posted']} late fees posted, {r['amount_fen'] / 100:.2f} yuan")
@@ -1176,7 +1176,7 @@ def ledger_late_fees(as_of, by, as_json, late_fee_min_yuan, max_payment_yuan, da
 @_data_option
 def ledger_waive(customer, amount, fee_entry, by, note, as_json, data):
     """Waive (减免) AMOUNT yuan of CUSTOMER's late fee --fee: a new entry naming who and why."""
-    from storage import ledger
+    from gridhead.storage import ledger
     r = ledger.add_entry(data, customer, "waiver", _fen_arg(amount), by, note=note, fee_entry=fee_entry)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: waived {amount} yuan of late fee {fee_entry}, balance {r['balance_fen'] / 100:.2f} yuan owed")
@@ -1189,7 +1189,7 @@ def ledger_check(as_json, data):
     """Prove balance = receivables − payments for every customer, and every issued bill posted once.
 
     Exits 1 naming the first customer whose balance does not follow from its entries."""
-    from storage import ledger
+    from gridhead.storage import ledger
     r = ledger.check(data)
     click.echo(json.dumps(r) if as_json else
                f"ok: {r['customers']} customers, {r['entries']} entries, {r['bills_checked']} bills posted as issued")
@@ -1212,7 +1212,7 @@ def ledger_arrears(as_of, as_json, as_csv, customer, limit, late_fee_min_yuan, m
     (`gridhead ledger late-fees`).  Prepayment customers are listed where they owe."""
     import datetime as _dt
 
-    from storage import ledger, sql as _sql
+    from gridhead.storage import ledger, sql as _sql
     day = as_of.date() if as_of else _dt.date.today()
     tbl = ledger.arrears(data, day, _policy(late_fee_min_yuan, max_payment_yuan), customer)
     if as_json or as_csv:
@@ -1240,7 +1240,7 @@ def ledger_arrears(as_of, as_json, as_csv, customer, limit, late_fee_min_yuan, m
 @_data_option
 def ledger_export(period, out, fmt, data):
     """Finance export: receivable, received and outstanding of PERIOD by category and area."""
-    from storage import ledger
+    from gridhead.storage import ledger
     tbl = ledger.export(data, period, out, fmt)
     click.echo(f"{out}: {tbl.num_rows} rows", err=True)
 
@@ -1273,8 +1273,8 @@ def prepay_run(day, warn_yuan, grace_days, confirm_above, send_attempts, yes, ta
     Commands that could not reach the head-end before are sent again.  Before sending more trips than
     --confirm-above it prints a summary and asks (--yes: don't ask; declined or no terminal: the
     commands stay in the outbox, exit 1)."""
-    from billing_core.prepay import Thresholds
-    from storage import prepay
+    from gridhead.billing_core.prepay import Thresholds
+    from gridhead.storage import prepay
     t = Thresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days, send_attempts=send_attempts,
                    confirm_trips_above=confirm_above)
     r = prepay.run(data, day.date(), t, tariffs_dir)          # decide first; sending is below
@@ -1291,7 +1291,7 @@ def prepay_run(day, warn_yuan, grace_days, confirm_above, send_attempts, yes, ta
 
 def _prepay_send(data, t, yes, control_url, token, quiet) -> dict:
     """Send the outbox, after asking when it holds more trips than ``t.confirm_trips_above``."""
-    from storage import prepay
+    from gridhead.storage import prepay
     send = _sender(control_url, token)
     if send is None:
         return {}
@@ -1318,7 +1318,7 @@ def _prepay_send(data, t, yes, control_url, token, quiet) -> dict:
 @_data_option
 def prepay_send(confirm_above, send_attempts, yes, as_json, control_url, token, data):
     """Send the commands waiting in the outbox (those that did not reach the head-end before included)."""
-    from billing_core.prepay import Thresholds
+    from gridhead.billing_core.prepay import Thresholds
     if not control_url:
         raise click.UsageError("--api (or GRIDHEAD_API) is required to send")
     t = Thresholds(send_attempts=send_attempts, confirm_trips_above=confirm_above)
@@ -1336,7 +1336,7 @@ def prepay_send(confirm_above, send_attempts, yes, as_json, control_url, token, 
 def prepay_status(customer, limit, as_json, data):
     """Prepayment customers' credit, reminders, trips (confirmed by the head-end, or pending), and
     commands still waiting for the head-end — the summary first."""
-    from storage import prepay
+    from gridhead.storage import prepay
     s = prepay.status(data, customer)
     sm = prepay.summarise(s)
     if as_json:
@@ -1395,12 +1395,12 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
     import logging
     import os
 
-    from headend import log as _log
-    from headend.config import Config
-    from headend.server import raise_open_files, serve as _serve, use_uvloop
+    from gridhead.headend import log as _log
+    from gridhead.headend.config import Config
+    from gridhead.headend.server import raise_open_files, serve as _serve, use_uvloop
 
-    from headend import control as _control          # the [control] table is the control API's
-    from headend.collect import Schedule
+    from gridhead.headend import control as _control          # the [control] table is the control API's
+    from gridhead.headend.collect import Schedule
     cfg, ctl_cfg, ctl_explicit, schedule = _control.load_config(config_file) if config_file else (
         Config(), _control.ControlConfig(), False, None)
     if collect is not None:
@@ -1410,8 +1410,8 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
     over = {k: v for k, v in (("data_dir", data), ("listen_host", host), ("listen_port", port),
                               ("metrics_port", metrics_port)) if v is not None}
     if mqtt or mqtt_prefix:
-        from headend.config import MqttBroker
-        from headend.simulator import parse_hostport
+        from gridhead.headend.config import MqttBroker
+        from gridhead.headend.simulator import parse_hostport
         if not mqtt and cfg.mqtt is None:
             raise click.UsageError("--mqtt-prefix needs --mqtt HOST:PORT (or an [mqtt] table in --config)")
         broker = cfg.mqtt or MqttBroker()
@@ -1450,7 +1450,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
 # === sim (headend: the fleet simulator) ===========================================================
 def _faults(values):
     """--fault-rate checked while the options are read: a bad one is bad input (exit 2)."""
-    from headend import simulator
+    from gridhead.headend import simulator
     try:
         simulator.Faults.parse(values)
     except GridheadError as exc:
@@ -1503,7 +1503,7 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
     to the head-end, log in, heartbeat, answer collection requests and push daily REPORTs, with faults
     at the given rates.  Stops on SIGINT/SIGTERM or after --duration; exit 0.
     """
-    from headend import sim_model, simulator
+    from gridhead.headend import sim_model, simulator
     start_date = (start or simulator.Simulator.default_start()).date()
     if write_archive:
         out = sim_model.write_standalone_archive(write_archive, terminals, meters_per_terminal, seed, start_date)
@@ -1592,8 +1592,8 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
     import asyncio
     import dataclasses
 
-    from headend import collect as _c
-    from storage import sql as _sql
+    from gridhead.headend import collect as _c
+    from gridhead.storage import sql as _sql
     wanted = None
     if meters_file:
         wanted = _reread_file(meters_file, _dates(first, last, single) if single or first else None)
@@ -1644,9 +1644,9 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
 def _reread_file(path, days) -> dict:
     """{date: [meter_id]} of a re-read file (storage.lineloss.read_reread); ``days`` (a list, or None)
     gives the days of a file without dates and limits those of one with dates.  Bad input: one line, exit 2."""
-    from headend.collect import TaskError
-    from protocols.errors import StorageError
-    from storage import lineloss as _ll
+    from gridhead.headend.collect import TaskError
+    from gridhead.protocols.errors import StorageError
+    from gridhead.storage import lineloss as _ll
     try:
         ids, dates = _ll.read_reread(path)
     except StorageError as exc:
@@ -1671,7 +1671,7 @@ def _reread_file(path, days) -> dict:
 @_data_option
 def collect_status(single, first, last, by, as_json, data):
     """Success rate (采集成功率) of the days: expected meter-days, first pass, back-filled, missing."""
-    from storage import archive, collection, sql as _sql
+    from gridhead.storage import archive, collection, sql as _sql
     days = _dates(first, last, single)
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
         exp = collection.expected_meters(a)
@@ -1701,7 +1701,7 @@ def demo_cmd(data, terminals, meters_per_terminal, days, seed, no_faults, as_jso
     (and last month's first and last freezes) with faults and back-fill; bill last month, its line loss and
     audit list; a prepayment customer runs out, is tripped through the control API, pays and is
     reconnected (relay read back each time).  Leaves the lake for `gridhead sql --data DIR`."""
-    from headend import demo
+    from gridhead.headend import demo
     echo = (lambda line: click.echo(line, err=True))
     summary = demo.run(data, terminals=terminals, meters_per_terminal=meters_per_terminal, days=days, seed=seed,
                        faults={} if no_faults else None, echo=echo)
@@ -1718,7 +1718,7 @@ def _out_format(as_json, as_csv):
 
 def _emit_table(tbl, fmt, columns):
     """Print an Arrow table as aligned text (``columns``: name -> (header, formatter)), CSV or JSON lines."""
-    from storage import sql as _sql
+    from gridhead.storage import sql as _sql
     if fmt != "table":
         _sql.write_result(tbl, fmt, None)
         return
@@ -1734,7 +1734,7 @@ def _kwh(v):
 
 
 def _date_or_month(date, month):
-    from storage import lineloss as _ll
+    from gridhead.storage import lineloss as _ll
     if bool(date) == bool(month):
         raise click.UsageError("give exactly one of --date YYYY-MM-DD or --period YYYY-MM")
     if date:
@@ -1772,15 +1772,15 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
     --missing prints them, --reread-out FILE writes them for `gridhead collect run --meters FILE`).  A
     month's energies come from the 月冻结 readings where the lake has them (column basis).
     """
-    from storage import archive, lineloss as _ll, sql as _sql
+    from gridhead.storage import archive, lineloss as _ll, sql as _sql
     fmt = _out_format(as_json, as_csv)
     first, last = _date_or_month(date, month)
     th = _ll.load_thresholds(thresholds)
     if not no_save:
-        from storage import lakefs
+        from gridhead.storage import lakefs
         lakefs.check_local_write(_sql.lake_root(data))
     if scheduler or workers:
-        from storage import dist
+        from gridhead.storage import dist
         with dist.client(scheduler, workers) as client:
             res, _tasks = dist.lineloss_run(data, first, last, client, thresholds=th, max_gap=max_gap,
                                             save=not no_save)
@@ -1837,9 +1837,9 @@ def audit_grp(ctx, month, top, as_json, as_csv, thresholds, technical, data):
     _check_data(data)
     if not month:
         raise click.UsageError("--period YYYY-MM is required (or a subcommand: mark)")
-    from storage import archive, audit as _au, sql as _sql
+    from gridhead.storage import archive, audit as _au, sql as _sql
     fmt = _out_format(as_json, as_csv)
-    from storage import lineloss as _ll
+    from gridhead.storage import lineloss as _ll
     th = _ll.load_thresholds(thresholds)
     tech = _au.load_technical(technical) if technical else None
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
@@ -1861,7 +1861,7 @@ def audit_grp(ctx, month, top, as_json, as_csv, thresholds, technical, data):
 @_data_option
 def audit_mark(item, result, by, note, data):
     """Record the result of checking ITEM (e.g. 202606-C1254); the latest mark of an item wins."""
-    from storage import audit as _au, sql as _sql
+    from gridhead.storage import audit as _au, sql as _sql
     _au.mark(_sql.lake_root(data), item, result, by, note)
     click.echo(f"{item}: {result} (by {by})")
 
@@ -1871,7 +1871,7 @@ def report_grp():
 
 
 def _report_out(html_out, text):
-    from storage import reports
+    from gridhead.storage import reports
     reports.write(html_out, text)
     click.echo(f"wrote {html_out}")
 
@@ -1883,7 +1883,7 @@ def _report_out(html_out, text):
 @_data_option
 def report_lineloss(month, html_out, thresholds, data):
     """Line loss of a month: category counts, the rates' distribution, worst areas with daily trends, feeders."""
-    from storage import archive, lineloss as _ll, reports, sql as _sql
+    from gridhead.storage import archive, lineloss as _ll, reports, sql as _sql
     first, last = _ll.month_range(month)
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
         res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=_ll.load_thresholds(thresholds))
@@ -1896,7 +1896,7 @@ def report_lineloss(month, html_out, thresholds, data):
 @_data_option
 def report_collection(month, html_out, data):
     """Collection success rate (采集成功率) by day and area (from the collection table, if there is one)."""
-    from storage import reports
+    from gridhead.storage import reports
     _report_out(html_out, reports.collection_html(data, month))
 
 
@@ -1906,7 +1906,7 @@ def report_collection(month, html_out, data):
 @_data_option
 def report_bills(month, html_out, data):
     """Bill run totals by category and tariff, and the held bills (from bills/, if there is a run)."""
-    from storage import reports
+    from gridhead.storage import reports
     _report_out(html_out, reports.bills_html(data, month))
 # === end lineloss / audit / report =================================================================
 
@@ -1941,7 +1941,7 @@ def _meta(ctx, param, value):
 
 
 def _client(api_url, token, cafile):
-    from headend.control import Client
+    from gridhead.headend.control import Client
     meta = click.get_current_context().meta
     return Client(api_url, token, cafile=cafile, cert=meta.get("gridhead.client_cert"),
                   key=meta.get("gridhead.client_key"))
@@ -2174,7 +2174,7 @@ def _token_audit(data, command, target, params=None):
     """``gridhead token add/revoke/rotate`` are recorded in the control audit log like the API's."""
     import getpass
 
-    from storage import control_log as CL
+    from gridhead.storage import control_log as CL
     log = CL.AuditLog(CL.audit_path(data), CL.audit_key(data))
     try:
         log.append_sync({"who": f"local:{getpass.getuser()}", "role": "local", "command": command, "target": target,
@@ -2194,8 +2194,8 @@ def _token_audit(data, command, target, params=None):
 def token_add(name, role, expires_days, data, as_json):
     """Make a token for NAME; it is printed once and cannot be shown again.  Give it to the operator's
     client through GRIDHEAD_TOKEN or a 0600 file (--token-file), never on a command line."""
-    from storage import control_log as CL
-    from storage.sql import data_dir
+    from gridhead.storage import control_log as CL
+    from gridhead.storage.sql import data_dir
     d = data_dir(data)
     store = CL.TokenStore(CL.tokens_path(d))
     tid, token = store.add(name, role, expires_days)
@@ -2214,8 +2214,8 @@ def token_add(name, role, expires_days, data, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def token_rotate(token_id, overlap_days, expires_days, data, as_json):
     """A new token with the name and role of TOKEN_ID (id or name); the old one ends after --overlap."""
-    from storage import control_log as CL
-    from storage.sql import data_dir
+    from gridhead.storage import control_log as CL
+    from gridhead.storage.sql import data_dir
     d = data_dir(data)
     old, tid, token = CL.TokenStore(CL.tokens_path(d)).rotate(token_id, overlap_days, expires_days)
     _token_audit(d, "token-rotate", f"token:{tid}", {"old": old["id"], "name": old["name"], "overlap_days": overlap_days})
@@ -2228,8 +2228,8 @@ def token_rotate(token_id, overlap_days, expires_days, data, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def token_list(data, as_json):
     """The tokens (never their secrets)."""
-    from storage import control_log as CL
-    from storage.sql import data_dir
+    from gridhead.storage import control_log as CL
+    from gridhead.storage.sql import data_dir
     for e in CL.TokenStore(CL.tokens_path(data_dir(data))).list():
         click.echo(json.dumps(e) if as_json else
                    f"{e['id']}  {e['name']:<16} {e['role']:<8} created {e['created_utc']}"
@@ -2242,8 +2242,8 @@ def token_list(data, as_json):
 @_data_option(need="dir")
 def token_revoke(token_id, data):
     """Revoke a token by id or name (a running head-end notices at once)."""
-    from storage import control_log as CL
-    from storage.sql import data_dir
+    from gridhead.storage import control_log as CL
+    from gridhead.storage.sql import data_dir
     d = data_dir(data)
     e = CL.TokenStore(CL.tokens_path(d)).revoke(token_id)
     _token_audit(d, "token-revoke", f"token:{e['id']}")
@@ -2265,9 +2265,9 @@ def control_log_grp():
 def control_log_verify(data, key_file, as_json):
     """Check the hash chain: exit 0 when intact, else 1 and the first edited, removed or reordered
     record (line and seq)."""
-    from headend.control import check_audit_chain
-    from storage import control_log as CL
-    from storage.sql import data_dir
+    from gridhead.headend.control import check_audit_chain
+    from gridhead.storage import control_log as CL
+    from gridhead.storage.sql import data_dir
     d = data_dir(data)
     if not CL.audit_path(d).exists():
         raise GridheadError(f"{CL.audit_path(d)}: no audit log")

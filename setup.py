@@ -1,6 +1,9 @@
 """Build gridhead: pure-Python packages plus Cython kernels from ext/.
 
-Each ``ext/_X.pyx`` becomes the module ``<package>._X`` inside the package that uses it.  When Cython
+Everything installs under the one import name ``gridhead``: the repository root is the package
+``gridhead`` (its ``__init__.py`` and ``cli.py``), and the folders ``headend/ protocols/ billing_core/
+storage/`` at the root are its subpackages, mapped by ``package_dir``.  Each ``ext/_X.pyx`` becomes the
+module ``gridhead.<package>._X`` inside the package that uses it.  When Cython
 or a C compiler is missing the build still succeeds and the pure-Python twins are used.
 """
 
@@ -8,15 +11,16 @@ import os
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 # ext/ source -> module inside the package that uses it
 KERNELS = {
-    "protocols._framing": "ext/_framing.pyx",
-    "protocols._framing698": "ext/_framing698.pyx",
-    "protocols._axdr": "ext/_axdr.pyx",
-    "protocols._apdu698": "ext/_apdu698.pyx",
-    "billing_core._billing": "ext/_billing.pyx",
-    "headend._records698": "ext/_records698.pyx",
+    "gridhead.protocols._framing": "ext/_framing.pyx",
+    "gridhead.protocols._framing698": "ext/_framing698.pyx",
+    "gridhead.protocols._axdr": "ext/_axdr.pyx",
+    "gridhead.protocols._apdu698": "ext/_apdu698.pyx",
+    "gridhead.billing_core._billing": "ext/_billing.pyx",
+    "gridhead.headend._records698": "ext/_records698.pyx",
 }
 
 
@@ -49,16 +53,27 @@ class OptionalBuildExt(build_ext):
             print(f"warning: {ext.name} not built ({exc}); using its pure-Python twin")
 
 
+class BuildPy(build_py):
+    """The root folder is the package ``gridhead``: ship its ``__init__.py`` and ``cli.py``, not setup.py."""
+
+    def find_package_modules(self, package, package_dir):
+        modules = super().find_package_modules(package, package_dir)
+        return [m for m in modules if not (package == "gridhead" and m[1] == "setup")]
+
+
+PACKAGES = ["headend", "protocols", "protocols.dlt645", "protocols.dlt698", "billing_core", "storage"]
+
 setup(
     name="gridhead",
     version="0.1.0",
     description="Meter data acquisition head-end (DL/T 645-2007, DL/T 698.45) and billing engine",
     python_requires=">=3.10",
-    packages=["headend", "protocols", "protocols.dlt645", "protocols.dlt698", "billing_core", "storage"],
-    py_modules=["cli"],
-    package_data={"protocols": ["*.pyi"], "billing_core": ["*.pyi", "tariffs/*.toml", "lineloss.toml"]},
+    packages=["gridhead"] + [f"gridhead.{p}" for p in PACKAGES],
+    package_dir={"gridhead": "."},
+    package_data={"gridhead": ["py.typed"], "gridhead.protocols": ["*.pyi"], "gridhead.headend": ["*.pyi"],
+                  "gridhead.billing_core": ["*.pyi", "tariffs/*.toml", "lineloss.toml"]},
     ext_modules=extensions(),
-    cmdclass={"build_ext": OptionalBuildExt},
+    cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPy},
     install_requires=[
         "click>=8.1,<9",
         "numpy>=1.26,<3",
@@ -80,9 +95,9 @@ setup(
             "dlt645>=3.2,<4",  # independent DL/T 645 implementation, interop peer only
             "dlt698>=1.0,<2",  # independent DL/T 698.45 implementation (C++), interop peer only
             "nrel-pysam>=5,<8",  # NREL PySAM Utilityrate5: independent tariff oracle for the billing tests
-            "moto[server]>=5.0,<6",
-            "cryptography>=41,<50",  # certificates made in the control API's TLS tests  # a real S3-compatible server process on 127.0.0.1 for the lake-URI tests
+            "moto[server]>=5.0,<6",  # a real S3-compatible server process on 127.0.0.1 for the lake-URI tests
+            "cryptography>=41,<50",  # certificates made in the control API's TLS tests
         ],
     },
-    entry_points={"console_scripts": ["gridhead=cli:main"]},
+    entry_points={"console_scripts": ["gridhead=gridhead.cli:main"]},
 )

@@ -31,9 +31,9 @@ import time
 
 import numpy as np
 
-from billing_core import audit as au
-from storage import archive, generator
-from storage import audit as sa
+from gridhead.billing_core import audit as au
+from gridhead.storage import archive, generator
+from gridhead.storage import audit as sa
 
 START = dt.date(2026, 5, 17)            # two weeks of May: the "before" of a theft from the 1st
 DAYS = 47

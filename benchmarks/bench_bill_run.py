@@ -26,10 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from billing_core import _billing_py, run as R  # noqa: E402
-from billing_core.tariff import TariffSet  # noqa: E402
-from protocols import accel  # noqa: E402
-from storage import archive, bills, generator  # noqa: E402
+from gridhead.billing_core import _billing_py, run as R  # noqa: E402
+from gridhead.billing_core.tariff import TariffSet  # noqa: E402
+from gridhead.protocols import accel  # noqa: E402
+from gridhead.storage import archive, bills, generator  # noqa: E402
 
 PERIOD = "2026-06"
 
@@ -96,7 +96,7 @@ def main() -> int:
         ts = TariffSet.load()
         inp, _text = bills.extract(d, PERIOD)
         ok = True
-        kern = accel.load("billing_core._billing", "compiled") if accel.is_compiled("billing_core._billing") else None
+        kern = accel.load("gridhead.billing_core._billing", "compiled") if accel.is_compiled("gridhead.billing_core._billing") else None
         R.compute(inp, ts, kern)            # warm-up: the first call pays the page faults of its allocations
 
         def timed(k):

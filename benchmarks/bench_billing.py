@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from billing_core import _billing_py, engine  # noqa: E402
-from billing_core.tariff import TariffSet  # noqa: E402
-from protocols import accel  # noqa: E402
+from gridhead.billing_core import _billing_py, engine  # noqa: E402
+from gridhead.billing_core.tariff import TariffSet  # noqa: E402
+from gridhead.protocols import accel  # noqa: E402
 
 
 def columns(n: int, seed: int = 6):
@@ -59,7 +59,7 @@ def main() -> int:
     table, rows = columns(n)
     cols = engine._check(rows, table)
     nbytes = sum(c.nbytes for c in cols)
-    compiled = accel.load("billing_core._billing", "compiled") if accel.is_compiled("billing_core._billing") else None
+    compiled = accel.load("gridhead.billing_core._billing", "compiled") if accel.is_compiled("gridhead.billing_core._billing") else None
     ok = True
     print(f"{n:,} accounts, {nbytes / 1e6:.0f} MB of input columns")
     t_copy = best(lambda: [c.copy() for c in cols], reps)

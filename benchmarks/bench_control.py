@@ -93,7 +93,7 @@ class Checker:
     moments the request left and the answer came back (simulated time = China Standard Time)."""
 
     def __init__(self, data: pathlib.Path) -> None:
-        from headend import sim_model
+        from gridhead.headend import sim_model
         self.fleet = sim_model.load_gen_dir(data)
         self.index = {a: i for i, a in enumerate(self.fleet.address)}
         self.bad: list[str] = []
@@ -238,10 +238,10 @@ class Load:
 
 # --- the I/O floor: the same read as a bare frame over a raw socket -------------------------------------------
 def floor(port: int, terminal: str, meter: str, seconds: float) -> dict:
-    from headend import profile as P
-    from protocols.dlt698 import apdu as A
-    from protocols.dlt698.frame import Frame, Framer, ServerAddress
-    from protocols.dlt698.session import C_REQUEST
+    from gridhead.headend import profile as P
+    from gridhead.protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress
+    from gridhead.protocols.dlt698.session import C_REQUEST
     apdu = A.ProxyGetRequestList(1, 11, (A.ProxyTarget(A.tsa(meter), 10, (P.OAD_FWD_ACTIVE,)),))
     raw = Frame(ServerAddress(terminal), 0x10, C_REQUEST, apdu.to_bytes()).to_bytes()
     s = socket.create_connection(("127.0.0.1", port))
@@ -289,8 +289,8 @@ def fsync_floor(directory: pathlib.Path, n: int = 300) -> list[float]:
 
 # --- orchestration -------------------------------------------------------------------------------------------
 def make_fleet(data: pathlib.Path, n: int, meters: int) -> list[dict]:
-    from headend import demo, sim_model
-    from storage import archive, sql
+    from gridhead.headend import demo, sim_model
+    from gridhead.storage import archive, sql
     sim_model.write_standalone_archive(data, n, meters, 1, demo.today_local() - dt.timedelta(days=2))
     with archive.Archive(sql.archive_path(data)) as arc:
         arc.import_files(sorted((data / "archive-files").glob("*.csv")))
@@ -298,11 +298,11 @@ def make_fleet(data: pathlib.Path, n: int, meters: int) -> list[dict]:
 
 
 def cli_proc(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, **kw)
+    return subprocess.Popen([sys.executable, "-m", "gridhead.cli", *args], cwd=ROOT, **kw)
 
 
 def wait_online(api: str, token: str, n: int, timeout_s: float) -> float:
-    from headend.control import Client
+    from gridhead.headend.control import Client
     c = Client(api, token, timeout_s=30)
     t0 = time.perf_counter()
     online = 0
@@ -369,7 +369,7 @@ def main() -> int:
     a.seconds = a.seconds or (3.0 if a.quick else 20.0)
     a.read_rate = a.read_rate or (50.0 if a.quick else 100.0)
     a.trip_rate = a.trip_rate or (20.0 if a.quick else 50.0)
-    from storage import control_log as CL
+    from gridhead.storage import control_log as CL
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = pathlib.Path(tmp) / "fleet"
@@ -400,8 +400,8 @@ def main() -> int:
             results = asyncio.run(run_load(a, host, int(port), token, routes, checker,
                                          {"head-end": he.pid, "fleet": sim.pid}))
             # the I/O floor: one terminal of 32 meters in listen mode, a raw socket, the same read
-            from headend import sim_model
-            from headend.simulator import Simulator
+            from gridhead.headend import sim_model
+            from gridhead.headend.simulator import Simulator
             fport = free_port()
             one = sim_model.standalone(1, a.meters, 1, Simulator.default_start().date())
             m698 = next(one.address[i] for i in one.meters_of[0] if not one.is645[i])
@@ -431,7 +431,7 @@ def main() -> int:
                 checker.bad.append(f"floor: {fl['bad']} reads answered with a DAR")
         finally:
             for p in reversed(procs):
-                from headend.demo import stop_process
+                from gridhead.headend.demo import stop_process
                 stop_process(p, 20)
     if checker.bad:
         print(f"FAIL: {len(checker.bad)} wrong or missing answers, e.g.:", *checker.bad[:5], sep="\n  ", file=sys.stderr)

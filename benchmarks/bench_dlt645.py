@@ -36,8 +36,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from protocols import _framing_py, accel  # noqa: E402
-from protocols.dlt645 import (ErrorResponse, Framer, ReadRequest, ReadResponse,  # noqa: E402
+from gridhead.protocols import _framing_py, accel  # noqa: E402
+from gridhead.protocols.dlt645 import (ErrorResponse, Framer, ReadRequest, ReadResponse,  # noqa: E402
                               RemoteCommand, RemoteControlRequest, WriteRequest, decode_message)
 
 SEED = 645_2007
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
 
     n = 20_000 if args.quick else 200_000
     reps, peer_reps = (3, 2) if args.quick else (7, 5)
-    compiled = accel.is_compiled("protocols._framing") and os.environ.get("GRIDHEAD_PUREPYTHON", "") in ("", "0")
+    compiled = accel.is_compiled("gridhead.protocols._framing") and os.environ.get("GRIDHEAD_PUREPYTHON", "") in ("", "0")
 
     t = time.perf_counter()
     buf, msgs = build_traffic(n)
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     # machine a burst of load then hits all of them instead of whichever ran at that moment
     jobs = []   # (key, reps, kernel mode or None, function, args, garbage collector on)
     if compiled:
-        from protocols import _framing
+        from gridhead.protocols import _framing
         jobs.append(("a_framing_compiled", reps, None, framing_count, (_framing, buf), False))
     jobs.append(("a_framing_pure", max(1, reps // 2), None, framing_count, (_framing_py, buf), False))
     if compiled:
@@ -423,8 +423,8 @@ def _profile(buf: bytes) -> None:
     import pstats
     from collections import defaultdict
 
-    from protocols import _framing
-    from protocols.dlt645 import frame as frame_mod
+    from gridhead.protocols import _framing
+    from gridhead.protocols.dlt645 import frame as frame_mod
 
     accel.use("compiled")
     try:

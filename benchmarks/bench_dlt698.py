@@ -45,10 +45,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import dlt698._native as peer  # noqa: E402
 
-from protocols import accel  # noqa: E402
-from protocols.dlt698 import apdu as A  # noqa: E402
-from protocols.dlt698 import frame as F  # noqa: E402
-from protocols.dlt698.axdr import Data, DateTimeS, Road  # noqa: E402
+from gridhead.protocols import accel  # noqa: E402
+from gridhead.protocols.dlt698 import apdu as A  # noqa: E402
+from gridhead.protocols.dlt698 import frame as F  # noqa: E402
+from gridhead.protocols.dlt698.axdr import Data, DateTimeS, Road  # noqa: E402
 
 TARGET = 1.5
 DAY = DateTimeS(2026, 11, 22, 0, 0, 0)
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few seconds: check it runs and agrees")
     args = ap.parse_args(argv)
     seconds, repeat = (0.05, 2) if args.quick else (0.4, 7)
-    kernels = ("protocols._axdr", "protocols._framing698", "protocols._apdu698")
+    kernels = ("gridhead.protocols._axdr", "gridhead.protocols._framing698", "gridhead.protocols._apdu698")
     compiled = all(accel.is_compiled(m) for m in kernels)
     print(f"DL/T 698.45 decode to Python values, frames/s (best of {repeat}); compiled kernels: {compiled}")
     print(f"{'frame':42} {'bytes':>5} {'ours':>8} {'walk':>8} {'pure':>8} {'peer':>8} {'peer+':>8} "

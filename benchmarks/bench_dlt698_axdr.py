@@ -27,8 +27,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from protocols import _axdr_py, accel  # noqa: E402
-from protocols.dlt698.axdr import Data, DateTimeS, Tag, encode_data, encode_length  # noqa: E402
+from gridhead.protocols import _axdr_py, accel  # noqa: E402
+from gridhead.protocols.dlt698.axdr import Data, DateTimeS, Tag, encode_data, encode_length  # noqa: E402
 
 SEED = 698_45
 METERS = 32
@@ -77,11 +77,11 @@ def main(argv=None) -> int:
     reps, inner = (5, 100) if args.quick else (40, 200)
 
     rows_blob, array_blob, rows = payload(random.Random(SEED))
-    compiled = accel.is_compiled("protocols._axdr")
+    compiled = accel.is_compiled("gridhead.protocols._axdr")
     failures = []
     kernels = {"pure": _axdr_py}
     if compiled:
-        from protocols import _axdr
+        from gridhead.protocols import _axdr
         kernels = {"compiled": _axdr, "pure": _axdr_py}
     print(f"payload: {METERS} rows, {len(rows_blob)} bytes as record rows, {len(array_blob)} as one array Data; "
           f"{'compiled kernel built' if compiled else 'compiled kernel NOT built: pure twin only'}")

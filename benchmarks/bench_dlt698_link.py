@@ -33,8 +33,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_dlt645 import best_of  # noqa: E402  best wall time of N, gc off
-from protocols import _framing698_py, accel  # noqa: E402
-from protocols.dlt698.frame import Frame, Framer, ServerAddress, decode_frame  # noqa: E402
+from gridhead.protocols import _framing698_py, accel  # noqa: E402
+from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress, decode_frame  # noqa: E402
 
 SEED = 698_45
 SEGMENT = 1400
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
 
     n = 10_000 if args.quick else 100_000
     reps = 3 if args.quick else 7
-    compiled = accel.is_compiled("protocols._framing698") and os.environ.get("GRIDHEAD_PUREPYTHON", "") in ("", "0")
+    compiled = accel.is_compiled("gridhead.protocols._framing698") and os.environ.get("GRIDHEAD_PUREPYTHON", "") in ("", "0")
     try:
         import dlt698._native as peer
     except ImportError:
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     big = rng.randbytes(1 << (22 if args.quick else 26))
     small = big[:1 << (16 if args.quick else 18)]
     if compiled:
-        from protocols import _framing698
+        from gridhead.protocols import _framing698
         crc["compiled"] = len(big) / best_of(reps, _framing698.crc16, big)[0] / 1e9
     crc["pure"] = len(small) / best_of(max(1, reps // 3), _framing698_py.crc16, small)[0] / 1e9
     if peer is not None:
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
 
     # (2) framing
     if compiled:
-        from protocols import _framing698
+        from gridhead.protocols import _framing698
         rows["a_scan_compiled"] = best_of(reps, scan_count, _framing698, buf)
     rows["a_scan_pure"] = best_of(max(1, reps // 3), scan_count, _framing698_py, buf)
     got: dict[str, list] = {}

@@ -77,10 +77,10 @@ def free_port() -> int:
 
 # --- the head-end process ------------------------------------------------------------------------------------
 async def headend_role(data: pathlib.Path, port: int, n_terminals: int, idle_s: float, floor_port: int) -> dict:
-    from headend import collect as C
-    from headend.config import Config
-    from headend.server import HeadEnd
-    from storage import schema
+    from gridhead.headend import collect as C
+    from gridhead.headend.config import Config
+    from gridhead.headend.server import HeadEnd
+    from gridhead.storage import schema
 
     he = HeadEnd(Config(data_dir=str(data), listen_port=port, global_in_flight=4000, requests_per_s=0,
                         request_timeout_s=60, login_timeout_s=120, ingest_queue_bound=4096))
@@ -129,8 +129,8 @@ async def headend_role(data: pathlib.Path, port: int, n_terminals: int, idle_s: 
 
 def _report_frames(data: pathlib.Path, n_meters: int, count: int) -> tuple[list[bytes], int]:
     """``count`` REPORT-Notification-RecordList frames of ``n_meters`` meters each, from the fleet's model."""
-    from headend import sim_model, simulator
-    from protocols.dlt698.frame import Frame, ServerAddress
+    from gridhead.headend import sim_model, simulator
+    from gridhead.protocols.dlt698.frame import Frame, ServerAddress
     fleet = sim_model.load_gen_dir(data)
     sim = simulator.Simulator(fleet, connect=("127.0.0.1", 1))
     day = fleet.model.day_of(dt.date.today()) - 1
@@ -146,10 +146,10 @@ def report_ingest(data: pathlib.Path, n_terminals: int, path: str = "columnar") 
     """Framer → APDU → records → durable ingest for pushed reports, one thread of work + the WAL's.
     ``path``: "columnar" — what the server does (records.decode_record_answer, the compiled columnar
     decoder, general path only when it declines); "general" — decode_apdu + result_to_batch (before)."""
-    from headend import records
-    from protocols.dlt698 import apdu as A
-    from protocols.dlt698.frame import Framer
-    from storage import archive, schema, sql, wal
+    from gridhead.headend import records
+    from gridhead.protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698.frame import Framer
+    from gridhead.storage import archive, schema, sql, wal
     with archive.Archive(sql.archive_path(data), read_only=True) as a:
         routes = a.meter_routes()
         known = a.known_meter_ids()
@@ -192,10 +192,10 @@ def report_decode(data: pathlib.Path, n_terminals: int, rounds: int = 7) -> dict
     """The columnar decoder alone (REPORT APDU → lake columns + missing rows) against the peer's bare
     decode (``dlt698._native.decode_apdu``, its C++ objects) and ours to Python values (decode_apdu),
     on the same REPORT APDUs; CPU seconds per report, best of ``rounds`` in which they take turns."""
-    from headend import records
-    from protocols.dlt698 import apdu as A
-    from protocols.dlt698.frame import Framer
-    from storage import archive, schema, sql
+    from gridhead.headend import records
+    from gridhead.protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698.frame import Framer
+    from gridhead.storage import archive, schema, sql
     with archive.Archive(sql.archive_path(data), read_only=True) as a:
         idx = records.tsa_index(a.meter_routes())
     fr = Framer()
@@ -228,7 +228,7 @@ def report_decode(data: pathlib.Path, n_terminals: int, rounds: int = 7) -> dict
 
 async def floor(port: int, data: pathlib.Path) -> dict:
     """A bare uvloop server that only frames bytes, fed by a blaster process with response frames."""
-    from protocols.dlt698.frame import Framer
+    from gridhead.protocols.dlt698.frame import Framer
     done = asyncio.get_running_loop().create_future()
     stats = {"frames": 0, "bytes": 0}
 
@@ -290,7 +290,7 @@ def main() -> int:
     if a.reports_only:
         return reports_only(min(n, 400), a.meters)
     if a.role == "headend":
-        from headend.simulator import new_loop
+        from gridhead.headend.simulator import new_loop
         with asyncio.Runner(loop_factory=new_loop) as r:
             out = r.run(headend_role(pathlib.Path(a.data), a.port, n, idle, a.floor_port))
         print(json.dumps({"result": out}), flush=True)
@@ -299,8 +299,8 @@ def main() -> int:
         blaster_role(pathlib.Path(a.data), a.port, a.mb)
         return 0
 
-    from headend import demo, sim_model
-    from storage import archive, sql
+    from gridhead.headend import demo, sim_model
+    from gridhead.storage import archive, sql
     with tempfile.TemporaryDirectory() as tmp:
         data = pathlib.Path(tmp)
         t0 = time.perf_counter()
@@ -374,8 +374,8 @@ def print_reports(r: dict) -> None:
 
 def reports_only(n: int, meters: int) -> int:
     """--reports-only: the report parts alone, on a generated archive (no fleet, no sockets)."""
-    from headend import demo, sim_model
-    from storage import archive, sql
+    from gridhead.headend import demo, sim_model
+    from gridhead.storage import archive, sql
     with tempfile.TemporaryDirectory() as tmp:
         data = pathlib.Path(tmp)
         sim_model.write_standalone_archive(data, n, meters, 1, demo.today_local() - dt.timedelta(days=2))

@@ -53,7 +53,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from storage import lake, samples, schema, wal  # noqa: E402
+from gridhead.storage import lake, samples, schema, wal  # noqa: E402
 
 SEED = 2026
 DAY = 20758                          # 2026-11-01

@@ -24,10 +24,10 @@ import time
 import duckdb
 import numpy as np
 
-from billing_core import audit as au
-from billing_core import lineloss as ll
-from storage import lake, schema
-from storage import lineloss as sl
+from gridhead.billing_core import audit as au
+from gridhead.billing_core import lineloss as ll
+from gridhead.storage import lake, schema
+from gridhead.storage import lineloss as sl
 
 
 def _cpu() -> float:

@@ -39,10 +39,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import duckdb  # noqa: E402
 
 from benchmarks.bench_bill_run import _fleet  # noqa: E402  (one cached generated fleet for the billing benchmarks)
-from billing_core import engine, prepay as P  # noqa: E402
-from billing_core.run import voltage_level  # noqa: E402
-from billing_core.tariff import TariffSet  # noqa: E402
-from storage import ledger, prepay  # noqa: E402
+from gridhead.billing_core import engine, prepay as P  # noqa: E402
+from gridhead.billing_core.run import voltage_level  # noqa: E402
+from gridhead.billing_core.tariff import TariffSet  # noqa: E402
+from gridhead.storage import ledger, prepay  # noqa: E402
 
 DAY = dt.date(2026, 6, 10)
 
@@ -156,7 +156,7 @@ def _outbox(work: pathlib.Path, n: int, tag: str) -> None:
 def _dispatch(work: pathlib.Path, n: int) -> tuple[float, float, float, float]:
     """(c): seconds (wall, CPU) to send n commands now, per command one transaction each (the old way,
     extrapolated from 50), and n commands with the head-end down (all recorded unreachable)."""
-    from headend.prepay_control import sender
+    from gridhead.headend.prepay_control import sender
     srv, url = _stub_api()
     try:
         send = sender(url, "bench")

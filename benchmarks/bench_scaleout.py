@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_bill_run import PERIOD, fleet_dir  # noqa: E402
-from storage import archive, bills, dist, lineloss  # noqa: E402
+from gridhead.storage import archive, bills, dist, lineloss  # noqa: E402
 
 FILES = ("bills.parquet", "bill_items.parquet")
 

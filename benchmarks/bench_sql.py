@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from storage import generator, lake, samples, schema  # noqa: E402
-from storage.sql import PIVOT_REGISTERS, Session, lake_root, pivot_view  # noqa: E402
+from gridhead.storage import generator, lake, samples, schema  # noqa: E402
+from gridhead.storage.sql import PIVOT_REGISTERS, Session, lake_root, pivot_view  # noqa: E402
 
 TARGET_PIVOT_S = 1.0      # the issue: the daily_frozen pivot over 10M readings in at most 1 s
 

@@ -20,17 +20,17 @@ import sys
 import tempfile
 import time
 
-from headend import demo, sim_model
-from headend import profile as P
-from headend.collect import Collector
-from headend.config import Config, MqttBroker, SerialMeter, SerialPort
-from headend.server import HeadEnd
-from headend.sim_serial import SerialMeters
-from headend.simulator import Simulator
-from headend.transport_serial import bus_time_s
-from protocols.dlt645 import ReadRequest
-from protocols.dlt698 import apdu as A
-from storage import archive, sql
+from gridhead.headend import demo, sim_model
+from gridhead.headend import profile as P
+from gridhead.headend.collect import Collector
+from gridhead.headend.config import Config, MqttBroker, SerialMeter, SerialPort
+from gridhead.headend.server import HeadEnd
+from gridhead.headend.sim_serial import SerialMeters
+from gridhead.headend.simulator import Simulator
+from gridhead.headend.transport_serial import bus_time_s
+from gridhead.protocols.dlt645 import ReadRequest
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.storage import archive, sql
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if pathlib.Path("/usr/sbin/mosquitto").exists() else None)
 
@@ -107,7 +107,7 @@ def socat_pair():
 
 
 async def serial_run(data: pathlib.Path, ptys, n_requests: int, baud: int = 9600) -> dict:
-    from headend.transport_serial import SerialBus
+    from gridhead.headend.transport_serial import SerialBus
     fleet = sim_model.load_gen_dir(data)
     i645 = [i for i in range(fleet.n_meters) if fleet.is645[i]][:2]
     i698 = [i for i in range(fleet.n_meters) if not fleet.is645[i]][:2]

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from billing_core.powerfactor import pf_x100 as pf_from_energy
-from billing_core.rounding import BP_DIV, CAPACITY_DIV, DEMAND_DIV, ENERGY_DIV, round_div
+from gridhead.billing_core.powerfactor import pf_x100 as pf_from_energy
+from gridhead.billing_core.rounding import BP_DIV, CAPACITY_DIV, DEMAND_DIV, ENERGY_DIV, round_div
 
 # params columns
 (P_PRICE_SHARP, P_PRICE_PEAK, P_PRICE_FLAT, P_PRICE_VALLEY, P_TIER_KIND, P_LIM2, P_LIM3, P_INC2, P_INC3,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from storage.schema import EVENT_CODES
+from gridhead.storage.schema import EVENT_CODES
 
 MIN_DROP = 0.2            # the theft signal needs the share to fall by at least 20 %
 THEFT_T = 5.0             # ... with a t statistic of at least 5 (max over ~30 splits of noise is ~3-4)

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from billing_core.rounding import round_div
-from protocols.errors import BillingError
-from storage.schema import ENERGY_REGISTERS, Q_ESTIMATED, REGISTER_CODES, REGISTERS
+from gridhead.billing_core.rounding import round_div
+from gridhead.protocols.errors import BillingError
+from gridhead.storage.schema import ENERGY_REGISTERS, Q_ESTIMATED, REGISTER_CODES, REGISTERS
 
 F_MISSING = 1
 F_ESTIMATED = 2

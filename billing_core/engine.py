@@ -21,16 +21,16 @@ import dataclasses
 
 import numpy as np
 
-from billing_core import _billing_py as K
-from billing_core.powerfactor import PF_TABLE, STANDARDS
-from billing_core.powerfactor import monthly_average_power_factor
-from billing_core.rounding import (BP_DIV, CAPACITY_DIV, DEMAND_DIV, ENERGY_DIV, round_div,
+from gridhead.billing_core import _billing_py as K
+from gridhead.billing_core.powerfactor import PF_TABLE, STANDARDS
+from gridhead.billing_core.powerfactor import monthly_average_power_factor
+from gridhead.billing_core.rounding import (BP_DIV, CAPACITY_DIV, DEMAND_DIV, ENERGY_DIV, round_div,
                                    round_line_item_once)
-from billing_core.tariff import PERIOD_ZH, PERIODS, TariffTable
-from protocols import accel
-from protocols.errors import BillingError
+from gridhead.billing_core.tariff import PERIOD_ZH, PERIODS, TariffTable
+from gridhead.protocols import accel
+from gridhead.protocols.errors import BillingError
 
-accel.bind(globals(), "_kernel", "billing_core._billing")
+accel.bind(globals(), "_kernel", "gridhead.billing_core._billing")
 
 INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "q", "cum_prev", "demand",
           "capacity_kva", "contract_kw", "days", "period_days", "pf_x100")

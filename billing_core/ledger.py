@@ -25,7 +25,7 @@ import datetime as dt
 
 import numpy as np
 
-from billing_core.rounding import LATE_FEE_DIV, round_div
+from gridhead.billing_core.rounding import LATE_FEE_DIV, round_div
 
 EPOCH = dt.date(1970, 1, 1)
 # 交费期限: a bill of period P is due DUE_DAYS after the period's end (the settlement day); a prepayment

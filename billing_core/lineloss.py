@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from billing_core.rounding import round_div
-from protocols.errors import ConfigError
+from gridhead.billing_core.rounding import round_div
+from gridhead.protocols.errors import ConfigError
 
 RATE_SCALE = 10_000                       # rate_bp: basis points
 

@@ -24,8 +24,8 @@ import dataclasses
 
 import numpy as np
 
-from billing_core import energy, engine
-from billing_core.tariff import TariffSet
+from gridhead.billing_core import energy, engine
+from gridhead.billing_core.tariff import TariffSet
 
 REGISTERS = ("ae_fwd", "ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t3", "ae_fwd_t4")
 NO_DAY = -1                  # below_since: not below zero

@@ -40,15 +40,15 @@ import datetime as dt
 
 import numpy as np
 
-from billing_core import _billing_py as K
-from billing_core import energy, engine
-from billing_core.energy import (F_ESTIMATED, F_MISSING, F_NEGATIVE, F_ROLLOVER, F_TOU_MISMATCH,  # noqa: F401
+from gridhead.billing_core import _billing_py as K
+from gridhead.billing_core import energy, engine
+from gridhead.billing_core.energy import (F_ESTIMATED, F_MISSING, F_NEGATIVE, F_ROLLOVER, F_TOU_MISMATCH,  # noqa: F401
                                  F_ZERO)
-from billing_core.powerfactor import (NO_ADJUSTMENT, STANDARDS, monthly_average_power_factor,
+from gridhead.billing_core.powerfactor import (NO_ADJUSTMENT, STANDARDS, monthly_average_power_factor,
                                       reactive_energy_for_power_factor)
-from billing_core.rounding import round_div
-from billing_core.tariff import BASIC_KINDS, TariffSet, TariffTable
-from protocols.errors import BillingError
+from gridhead.billing_core.rounding import round_div
+from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet, TariffTable
+from gridhead.protocols.errors import BillingError
 
 R_JUMP = 64
 R_REVERSE = 128

@@ -50,9 +50,9 @@ import tomllib
 
 import numpy as np
 
-from billing_core import _billing_py as K
-from billing_core.powerfactor import NO_ADJUSTMENT, STANDARDS
-from protocols.errors import ConfigError
+from gridhead.billing_core import _billing_py as K
+from gridhead.billing_core.powerfactor import NO_ADJUSTMENT, STANDARDS
+from gridhead.protocols.errors import ConfigError
 
 PERIODS = ("sharp", "peak", "flat", "valley")          # 尖 峰 平 谷 — kernel order
 PERIOD_ZH = {"sharp": "尖", "peak": "峰", "flat": "平", "valley": "谷"}

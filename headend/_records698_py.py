@@ -16,12 +16,12 @@ checked against exactly what the head-end would otherwise store.
 
 from __future__ import annotations
 
-from protocols.errors import GridheadError
+from gridhead.protocols.errors import GridheadError
 
 
 def decode(buf, plans: dict, meter_of, ctx: tuple):
-    from protocols.dlt698 import apdu as A
-    from protocols.dlt698.axdr import encode_typed
+    from gridhead.protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698.axdr import encode_typed
 
     from . import records
     _u, _t, _n, _off, default_ts, source, quality, received_utc = ctx

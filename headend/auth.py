@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from protocols.errors import GridheadError
-from storage.control_log import ROLES
+from gridhead.protocols.errors import GridheadError
+from gridhead.storage.control_log import ROLES
 
 RANK = {r: i for i, r in enumerate(ROLES)}
 # command -> lowest role allowed

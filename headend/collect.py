@@ -73,12 +73,12 @@ import tomllib
 
 import numpy as np
 
-from protocols.dlt645 import ReadRequest, decode_frames
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.axdr import (COMDCB, MS, RSD, TI, Data, DateTimeS, Selector1, Selector2, SelectorRange)
-from protocols.errors import GridheadError, ProtocolError, TransportError
-from storage import collection as C
-from storage import lake, schema
+from gridhead.protocols.dlt645 import ReadRequest, decode_frames
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.axdr import (COMDCB, MS, RSD, TI, Data, DateTimeS, Selector1, Selector2, SelectorRange)
+from gridhead.protocols.errors import GridheadError, ProtocolError, TransportError
+from gridhead.storage import collection as C
+from gridhead.storage import lake, schema
 
 from . import profile as P
 from . import records
@@ -506,9 +506,9 @@ class Collector:
         self.tasks = list(tasks if tasks is not None else [t for t in DEFAULT_TASKS if t.enabled])
         self.seed = seed
         self.clock = clock
-        from storage import sql as _sql
+        from gridhead.storage import sql as _sql
         if expected is None:
-            from storage import archive as _archive
+            from gridhead.storage import archive as _archive
             with _archive.Archive(_sql.archive_path(he.config.data_dir), read_only=True) as a:
                 expected = C.expected_meters(a)
         # a head-end shard (headend.shard) collects its own terminals and records its runs under its name:

@@ -44,13 +44,13 @@ import asyncio
 import dataclasses
 import datetime as _dt
 
-from protocols.dlt645 import (BroadcastTimeSync, ErrorResponse, Framer, ReadRequest, ReadResponse,
+from gridhead.protocols.dlt645 import (BroadcastTimeSync, ErrorResponse, Framer, ReadRequest, ReadResponse,
                               RemoteCommand, RemoteControlRequest, WriteRequest, decode_message)
-from protocols.dlt698 import apdu as A
-from protocols.dlt698 import dar as _dar
-from protocols.dlt698 import render
-from protocols.dlt698.axdr import COMDCB, BitString, Data, DateTimeS
-from protocols.errors import GridheadError, TransportError
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698 import dar as _dar
+from gridhead.protocols.dlt698 import render
+from gridhead.protocols.dlt698.axdr import COMDCB, BitString, Data, DateTimeS
+from gridhead.protocols.errors import GridheadError, TransportError
 
 from . import profile as P
 from .collect import port_of

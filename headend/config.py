@@ -68,7 +68,7 @@ import pathlib
 import tomllib
 from dataclasses import dataclass, field
 
-from protocols.errors import ConfigError
+from gridhead.protocols.errors import ConfigError
 
 
 def read_toml(path) -> tuple[dict, str]:

@@ -101,8 +101,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
-from protocols.errors import ConfigError, GridheadError, TransportError
-from storage import control_log as CL
+from gridhead.protocols.errors import ConfigError, GridheadError, TransportError
+from gridhead.storage import control_log as CL
 
 from . import auth, commands as K
 from .config import Config, check_keys, read_toml
@@ -488,8 +488,8 @@ class ControlServer:
     def _load_routes(self) -> K.Routes:
         direct = {a: (h, p) for a, h, p in self.cfg.direct_645}
         try:
-            from storage.archive import Archive
-            from storage.sql import archive_path
+            from gridhead.storage.archive import Archive
+            from gridhead.storage.sql import archive_path
             path = archive_path(self.data_dir)
             with Archive(path, read_only=True) as arc:
                 terms = arc.columns("SELECT terminal_address FROM concentrators")["terminal_address"].tolist()

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 
-from protocols.errors import GridheadError
+from gridhead.protocols.errors import GridheadError
 
 from . import collect as C
 
@@ -65,7 +65,7 @@ def _free_port(host: str = "127.0.0.1") -> int:
 
 
 def today_local() -> _dt.date:
-    from storage import schema
+    from gridhead.storage import schema
     return _dt.datetime.now(schema.LOCAL_TZ).date()
 
 
@@ -83,7 +83,7 @@ def fleet_command(data, port: int, *, seed: int = 1, faults: dict | None = None,
     """The command line of a simulated fleet for the fleet of ``data`` (its archive-files and ground
     truth), dialling ``host:port``; used by the demo, the fleet tests and the benchmark."""
     f = ",".join(f"{k}={v}" for k, v in (faults or {}).items())
-    return [sys.executable, "-m", "headend.demo", "fleet", str(data), host, str(port), str(seed), str(heartbeat_s), f]
+    return [sys.executable, "-m", "gridhead.headend.demo", "fleet", str(data), host, str(port), str(seed), str(heartbeat_s), f]
 
 
 def start_fleet(data, port: int, **kw) -> subprocess.Popen:
@@ -114,7 +114,7 @@ def _fleet_main(argv) -> None:
 
 # --- steps --------------------------------------------------------------------------------------------------
 def step_archive(ctx) -> dict:
-    from storage import archive, sql
+    from gridhead.storage import archive, sql
     from . import sim_model
     data = ctx["data"]
     # the archive starts the day before the first collected day; the last collected day is today: its
@@ -161,7 +161,7 @@ def step_collect(ctx) -> dict:
 
 
 def step_report(ctx) -> dict:
-    from storage import sql
+    from gridhead.storage import sql
     data = ctx["data"]
     c = ctx["summary"]["collect"]
     with sql.Session(data) as s:
@@ -176,7 +176,7 @@ def step_report(ctx) -> dict:
 
 def step_bill(ctx) -> dict:
     """Bill the last complete month: ``storage.bills.run`` then its summary, money in fen."""
-    from storage import bills
+    from gridhead.storage import bills
     bills.run(ctx["data"], ctx["period"])
     return bills.summary(ctx["data"], ctx["period"])
 
@@ -189,7 +189,7 @@ def step_lineloss(ctx, worst: int = 3, top: int = 3) -> dict:
     difference: it is spread over the month's days (flag ``spread``, billing_core.lineloss) rather than
     leaving every day 不可算 — the stored days add up to the month, which is what the summary prints and
     what :func:`lineloss_query` (the query the demo suggests) sums back."""
-    from storage import archive, audit, lineloss, sql
+    from gridhead.storage import archive, audit, lineloss, sql
     data, month = ctx["data"], ctx["period"]
     first, last = lineloss.month_range(month)
     root = sql.lake_root(data)
@@ -287,8 +287,8 @@ def step_prepay(ctx) -> dict:
     system as the audited operator — the simulated meter's relay opens, read back; the customer pays
     (``storage.ledger.add_entry``) and ``storage.prepay.after_payment`` reconnects it — relay closed, read
     back.  Every command is in the audit log (``audit_log``) and every step in ``prepay_events``."""
-    from storage import bills, ledger, prepay, sql
-    from storage import control_log as CL
+    from gridhead.storage import bills, ledger, prepay, sql
+    from gridhead.storage import control_log as CL
     from .prepay_control import sender
     data = ctx["data"]
     posted = ledger.post_bills(data, ctx["period"], who="demo")
@@ -346,7 +346,7 @@ def step_prepay(ctx) -> dict:
 
 
 def _state(data, customer_id) -> dict:
-    from storage import prepay
+    from gridhead.storage import prepay
     rows = [r for r in prepay.status(data)["customers"].to_pylist() if r["customer_id"] == customer_id]
     return rows[0] if rows else {"tripped": False, "credit_fen": 0}
 
@@ -354,7 +354,7 @@ def _state(data, customer_id) -> dict:
 def _answer(data, customer_id, action) -> dict | None:
     """The control API's answer to the customer's last ``action`` command (recorded by the prepayment
     loop): outcome, the meter, and the relay state read back from the meter after the command."""
-    from storage import ledger
+    from gridhead.storage import ledger
     with ledger.Reader(data) as r:
         rows = r.columns("SELECT e.detail, c.meter_id FROM prepay_events e JOIN prepay_commands c USING (command_id) "
                          "WHERE e.customer_id = $c AND c.action = $a AND e.event LIKE 'command_%' ORDER BY e.ts_utc",
@@ -431,7 +431,7 @@ def run(data=DEFAULT_DATA, *, terminals: int = 10, meters_per_terminal: int = 32
 
 def render(summary: dict) -> str:
     """The human summary of a demo run: a line or two per step, then the commands to run next."""
-    from storage.bills import yuan
+    from gridhead.storage.bills import yuan
     a, c, r = summary["archive"], summary["collect"], summary["report"]
     b, af = c["before"], c.get("after", c["before"])
     lines = [

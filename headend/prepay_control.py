@@ -11,7 +11,7 @@ answer too (409 refused by 保电, 504 no answer); a failure to reach the head-e
 
 from __future__ import annotations
 
-from protocols.errors import TransportError
+from gridhead.protocols.errors import TransportError
 
 from .control import Client, ClientError
 

@@ -39,8 +39,8 @@ Maximum demand is double-long-unsigned, scaler −4 kW, the lake's 0.0001 kW.
 
 from __future__ import annotations
 
-from protocols.dlt698.axdr import Road
-from storage import schema
+from gridhead.protocols.dlt698.axdr import Road
+from gridhead.storage import schema
 
 # --- object attribute descriptors (OAD = OI << 16 | attribute << 8 | index) -------------------------
 OAD_TASK_RECORDS = 0x60120300     # 任务配置单元 记录表: the concentrator's collected records

@@ -31,13 +31,13 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
-from protocols import accel
-from protocols.dlt698.axdr import Road
-from storage import schema
+from gridhead.protocols import accel
+from gridhead.protocols.dlt698.axdr import Road
+from gridhead.storage import schema
 
 from . import profile as P
 
-accel.bind(globals(), "_fast", "headend._records698")
+accel.bind(globals(), "_fast", "gridhead.headend._records698")
 
 # reading kind of a record, by the freeze object it comes from
 KIND_OF_FREEZE = {P.OAD_DAY_FREEZE: schema.DAILY, P.OAD_MONTH_FREEZE: schema.MONTHLY,
@@ -94,7 +94,7 @@ def epoch_of(t) -> int | None:
 def tsa_index(routes) -> dict[bytes, int]:
     """TSA bytes (as a record row carries them: flag byte + address, reversed) → meter id, from
     ``Archive.meter_routes()`` (an Arrow table or a mapping of columns) or (meter_id, comm_address) pairs."""
-    from protocols.dlt698.apdu import tsa as _tsa
+    from gridhead.protocols.dlt698.apdu import tsa as _tsa
     if hasattr(routes, "column"):
         pairs = zip(routes.column("meter_id").to_pylist(), routes.column("comm_address").to_pylist())
     elif isinstance(routes, Mapping):
@@ -298,7 +298,7 @@ class RecordAnswer(NamedTuple):
 
     def notification(self):
         """The REPORT-Notification-RecordList it acknowledges as, rows left out (they are the batches)."""
-        from protocols.dlt698 import apdu as A
+        from gridhead.protocols.dlt698 import apdu as A
         return A.ReportNotificationRecordList(self.piid_acd, tuple(A.ResultRecord(o, r, None, d)
                                                                    for o, r, d, _b in self.results))
 
@@ -315,7 +315,7 @@ def _fast_spec(rcsd: tuple) -> tuple:
 
 
 def _fast_plans() -> tuple[dict, dict]:
-    from protocols.dlt698.axdr import encode_typed
+    from gridhead.protocols.dlt698.axdr import encode_typed
     keys = {encode_typed(96, r): r for r in FAST_RCSDS}     # 96: RCSD
     return {k: _fast_spec(r) for k, r in keys.items()}, keys
 
@@ -345,7 +345,7 @@ def decode_record_answer(apdu, meter_of_tsa, *, source: int = schema.SRC_TASK, q
         if dar is None:
             b = Batch(cols, missing, meters)
         else:
-            from protocols.dlt698.apdu import ResultRecord
+            from gridhead.protocols.dlt698.apdu import ResultRecord
             b = result_to_batch(ResultRecord(oad, rcsd, None, dar), lookup, tsa=tsa, source=source, quality=quality,
                                 received_utc=received_utc)
         results.append((oad, rcsd, dar, b))

@@ -2,8 +2,8 @@
 
 Public API (the collection tasks, the demo and the tests build on this; everything else is internal)::
 
-    from headend.config import Config, DialOut
-    from headend.server import HeadEnd, TerminalOffline, RequestTimeout
+    from gridhead.headend.config import Config, DialOut
+    from gridhead.headend.server import HeadEnd, TerminalOffline, RequestTimeout
 
     cfg = Config(data_dir="data", listen_port=0, metrics_port=None)     # or Config.load("gridhead.toml")
     he = HeadEnd(cfg)                      # archive: <data_dir>/archive.duckdb (terminal addresses, meters)
@@ -59,10 +59,10 @@ import time
 
 import numpy as np
 
-from protocols.dlt698 import apdu as A
-from protocols.errors import StorageError, TransportError
-from storage import schema
-from storage.wal import AsyncIngest
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.errors import StorageError, TransportError
+from gridhead.storage import schema
+from gridhead.storage.wal import AsyncIngest
 
 from . import records
 from .config import Config, DialOut
@@ -246,8 +246,8 @@ class HeadEnd:
     def _load_archive(self) -> None:
         if self._terminals is not None and self.meter_of_tsa is not None and self._writer is not None:
             return
-        from storage.archive import Archive
-        from storage.sql import archive_path, lake_root
+        from gridhead.storage.archive import Archive
+        from gridhead.storage.sql import archive_path, lake_root
         path = archive_path(self.config.data_dir)
         if not pathlib.Path(path).exists():
             raise TransportError(f"head-end: no archive at {path} (run `gridhead archive import` first)")
@@ -260,8 +260,8 @@ class HeadEnd:
                 self.meter_of_tsa = records.tsa_index(routes)
             known = arc.known_meter_ids()
         if self._writer is None:
-            from storage.wal import IngestWriter
-            from headend.shard import wal_name
+            from gridhead.storage.wal import IngestWriter
+            from gridhead.headend.shard import wal_name
             self._writer = IngestWriter(lake_root(self.config.data_dir), known,
                                         wal_name=wal_name(self.config.shard_index, self.config.shard_count))
 
@@ -280,7 +280,7 @@ class HeadEnd:
         self._terminals = self._terminals if callable(self._terminals) else frozenset(
             a.upper() for a in self._terminals)
         if self.config.shard_count > 1:          # scale-out: only this shard's terminals may log in here
-            from headend.shard import owned
+            from gridhead.headend.shard import owned
             self._terminals = owned(self._terminals, self.config.shard_index, self.config.shard_count)
         self.ingest = Ingest(self._writer, self.metrics, self.config.ingest_queue_bound, self._pressure)
         self.wheel = TimerWheel(self.loop)

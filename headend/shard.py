@@ -18,7 +18,7 @@ log left by a process that is gone.
 
 from __future__ import annotations
 
-from storage.schema import bucket_of
+from gridhead.storage.schema import bucket_of
 
 from .simulator import Simulator
 

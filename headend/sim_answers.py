@@ -18,13 +18,13 @@ import struct
 
 import numpy as np
 
-from protocols.dlt645 import ErrorResponse as Err645
-from protocols.dlt645 import Framer as Framer645
-from protocols.dlt645 import ReadRequest, ReadResponse, decode_message
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.axdr import Data, DateTimeS, Road, encode_data, encode_length
-from protocols.errors import ProtocolError
-from storage import schema
+from gridhead.protocols.dlt645 import ErrorResponse as Err645
+from gridhead.protocols.dlt645 import Framer as Framer645
+from gridhead.protocols.dlt645 import ReadRequest, ReadResponse, decode_message
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.axdr import Data, DateTimeS, Road, encode_data, encode_length
+from gridhead.protocols.errors import ProtocolError
+from gridhead.storage import schema
 
 from . import profile as P
 from .sim_model import ControlState, unit_hash
@@ -464,7 +464,7 @@ ERR645_OTHER, ERR645_UNAUTHORIZED = 0x01, 0x04
 
 
 def _bits(flag) -> Data:
-    from protocols.dlt698.axdr import BitString
+    from gridhead.protocols.dlt698.axdr import BitString
     return Data(4, BitString(8, bytes((0x80 if flag else 0,))))
 
 
@@ -553,7 +553,7 @@ class _ControlAnswers:
     def trans_645(self, req, now):
         """A 645 control / clock frame forwarded to a 645 meter: its answer (bytes), b"" for none
         (a broadcast time sync is not answered), None when the frame is not one of these."""
-        from protocols.dlt645 import (BroadcastTimeSync, RemoteCommand, RemoteControlRequest,
+        from gridhead.protocols.dlt645 import (BroadcastTimeSync, RemoteCommand, RemoteControlRequest,
                                       RemoteControlResponse, WriteRequest, WriteResponse)
         fr = Framer645()
         fr.feed(req.command)

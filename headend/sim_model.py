@@ -44,8 +44,8 @@ import tempfile
 
 import numpy as np
 
-from protocols.errors import GridheadError
-from storage import generator as gen
+from gridhead.protocols.errors import GridheadError
+from gridhead.storage import generator as gen
 
 P_RS485_1 = 0xF2010201            # profile.PORT_RS485_1: the port of a meter the archive gives none
 ENERGY_REGS = gen.ENERGY_REGS      # register columns: ae_fwd, t1..t4, ae_rev, re_fwd, re_rev
@@ -348,7 +348,7 @@ def load_gen_dir(data_dir, archive_db=None) -> Fleet:
     """The fleet of a ``gridhead gen`` directory.  The routes come from ``archive_db`` (an archive
     DuckDB file) if given, else ``DATA/archive.duckdb`` if present, else from importing
     ``DATA/archive-files`` into a temporary archive."""
-    from storage.archive import Archive
+    from gridhead.storage.archive import Archive
     root = pathlib.Path(data_dir)
     summary_path = root / "ground_truth" / "summary.json"
     if not summary_path.exists():
@@ -412,7 +412,7 @@ def write_standalone_archive(out_dir, terminals: int, meters_per_terminal: int, 
     archive of N × M customers with its concentrators and meters re-dealt to the N terminals), and
     the generator's ground truth, so ``load_gen_dir(OUT)`` gives the same fleet.  Returns OUT."""
     import csv
-    from storage.archive import BY_NAME
+    from gridhead.storage.archive import BY_NAME
     out = pathlib.Path(out_dir)
     gen.generate(out, customers=terminals * meters_per_terminal, days=1, seed=seed, start=start, write_lake=False)
     _g, cols, term_of = _standalone_parts(terminals, meters_per_terminal, seed, start)

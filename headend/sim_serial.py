@@ -26,13 +26,13 @@ import time
 
 import numpy as np
 
-from protocols.dlt645 import BroadcastTimeSync, ErrorResponse, RemoteCommand, RemoteControlRequest, RemoteControlResponse
-from protocols.dlt645 import Framer as Framer645
-from protocols.dlt645 import ReadRequest, ReadResponse, decode_message
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.frame import Frame as Frame698
-from protocols.dlt698.frame import Framer as Framer698
-from protocols.errors import ProtocolError
+from gridhead.protocols.dlt645 import BroadcastTimeSync, ErrorResponse, RemoteCommand, RemoteControlRequest, RemoteControlResponse
+from gridhead.protocols.dlt645 import Framer as Framer645
+from gridhead.protocols.dlt645 import ReadRequest, ReadResponse, decode_message
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.frame import Frame as Frame698
+from gridhead.protocols.dlt698.frame import Framer as Framer698
+from gridhead.protocols.errors import ProtocolError
 
 from .sim_model import Fleet
 from .simulator import C_RESPONSE, Simulator, Terminal

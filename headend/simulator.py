@@ -36,10 +36,10 @@ import time
 
 import numpy as np
 
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.frame import Frame, Framer, ServerAddress
-from protocols.dlt698.session import date_time
-from protocols.errors import ProtocolError
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress
+from gridhead.protocols.dlt698.session import date_time
+from gridhead.protocols.errors import ProtocolError
 
 from . import profile as P
 from .sim_answers import DAR_UNAVAILABLE, DAR_TIMEOUT, Answerer, control_answer, dts_to_datetime
@@ -658,7 +658,7 @@ class Simulator:
 
 
 def _dts_data(t: _dt.datetime):
-    from protocols.dlt698.axdr import Data
+    from gridhead.protocols.dlt698.axdr import Data
     return Data(25, date_time(t))
 
 

@@ -30,10 +30,10 @@ from collections import deque
 import math
 import time
 
-from protocols.dlt698 import apdu as A
-from protocols.dlt698 import session as S
-from protocols.dlt698.frame import ServerAddress
-from protocols.errors import FrameError, ProtocolError, TransportError
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698 import session as S
+from gridhead.protocols.dlt698.frame import ServerAddress
+from gridhead.protocols.errors import FrameError, ProtocolError, TransportError
 
 from .log import event, get_logger
 

@@ -42,7 +42,7 @@ import random
 
 import aiomqtt
 
-from protocols.dlt698 import session as S
+from gridhead.protocols.dlt698 import session as S
 
 from .config import MqttBroker
 from .log import event, get_logger

@@ -43,15 +43,15 @@ import os
 import termios
 import time
 
-from protocols.dlt645 import Framer as Framer645
-from protocols.dlt645 import ReadRequest, ReadResponse, decode_message
-from protocols.dlt645.frame import PREAMBLE
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.frame import Frame as Frame698
-from protocols.dlt698.frame import Framer as Framer698
-from protocols.dlt698.frame import ServerAddress
-from protocols.errors import ProtocolError, TransportError
-from storage import schema
+from gridhead.protocols.dlt645 import Framer as Framer645
+from gridhead.protocols.dlt645 import ReadRequest, ReadResponse, decode_message
+from gridhead.protocols.dlt645.frame import PREAMBLE
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.frame import Frame as Frame698
+from gridhead.protocols.dlt698.frame import Framer as Framer698
+from gridhead.protocols.dlt698.frame import ServerAddress
+from gridhead.protocols.errors import ProtocolError, TransportError
+from gridhead.storage import schema
 
 from . import collect as C
 from . import profile as P

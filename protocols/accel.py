@@ -18,7 +18,7 @@ _mode = "pure" if _forced_pure else "auto"
 
 
 def load(name: str, mode: str | None = None) -> ModuleType:
-    """Return kernel module ``name`` (e.g. ``"protocols._framing"``), compiled unless pure is asked for."""
+    """Return kernel module ``name`` (e.g. ``"gridhead.protocols._framing"``), compiled unless pure is asked for."""
     mode = mode or _mode
     if mode != "pure":
         try:

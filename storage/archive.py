@@ -46,7 +46,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from protocols.errors import ArchiveError, StorageError
+from gridhead.protocols.errors import ArchiveError, StorageError
 
 from . import duck
 

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from billing_core import audit as au
-from billing_core import lineloss as ll
-from protocols.errors import StorageError
+from gridhead.billing_core import audit as au
+from gridhead.billing_core import lineloss as ll
+from gridhead.protocols.errors import StorageError
 
 from . import lake, schema
 from . import lineloss as sl

@@ -55,9 +55,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from billing_core import run as R
-from billing_core.tariff import BASIC_KINDS, TariffSet
-from protocols.errors import BillingError, GridheadError, StorageError
+from gridhead.billing_core import run as R
+from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet
+from gridhead.protocols.errors import BillingError, GridheadError, StorageError
 
 from . import duck, lake, lakefs
 from . import schema

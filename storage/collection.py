@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from protocols.errors import StorageError
+from gridhead.protocols.errors import StorageError
 
 from . import duck, lake, schema
 from .archive import _arrow

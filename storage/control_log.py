@@ -52,7 +52,7 @@ import pathlib
 import secrets
 import threading
 
-from protocols.errors import GridheadError, StorageError
+from gridhead.protocols.errors import GridheadError, StorageError
 
 ROLES = ("viewer", "operator", "admin")
 # audit_log columns: name -> DuckDB type (the view's schema; extra keys of a record are not shown)

@@ -35,9 +35,9 @@ import time
 import duckdb
 import numpy as np
 
-from billing_core import run as R
-from billing_core.tariff import TariffSet
-from protocols.errors import BillingError, GridheadError, StorageError
+from gridhead.billing_core import run as R
+from gridhead.billing_core.tariff import TariffSet
+from gridhead.protocols.errors import BillingError, GridheadError, StorageError
 
 from . import bills, lake, lakefs, schema
 from .sql import archive_path, data_dir, lake_root

@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from protocols.errors import StorageError
+from gridhead.protocols.errors import StorageError
 
 from . import archive as _archive
 from . import lake, schema

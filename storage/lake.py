@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from protocols.errors import StorageError
+from gridhead.protocols.errors import StorageError
 
 from . import schema
 

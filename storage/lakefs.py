@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from protocols.errors import StorageError
+from gridhead.protocols.errors import StorageError
 
 ENV = "GRIDHEAD_LAKE"
 

@@ -55,8 +55,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from billing_core import ledger as L
-from protocols.errors import GridheadError, StorageError
+from gridhead.billing_core import ledger as L
+from gridhead.protocols.errors import GridheadError, StorageError
 
 from . import bills as _bills
 from . import duck

@@ -34,10 +34,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import billing_core
-from billing_core import lineloss as ll
-from billing_core.energy import transformer_loss
-from protocols.errors import ConfigError, StorageError
+from gridhead import billing_core
+from gridhead.billing_core import lineloss as ll
+from gridhead.billing_core.energy import transformer_loss
+from gridhead.protocols.errors import ConfigError, StorageError
 
 from . import lake, lakefs, schema
 from .archive import Archive

@@ -41,11 +41,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_core import ledger as L
-from billing_core import prepay as P
-from billing_core.run import voltage_level
-from billing_core.tariff import TariffSet
-from protocols.errors import StorageError
+from gridhead.billing_core import ledger as L
+from gridhead.billing_core import prepay as P
+from gridhead.billing_core.run import voltage_level
+from gridhead.billing_core.tariff import TariffSet
+from gridhead.protocols.errors import StorageError
 
 from . import bills as _bills
 from . import ledger as _ledger

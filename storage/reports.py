@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from billing_core import lineloss as ll
+from gridhead.billing_core import lineloss as ll
 
 from . import lineloss as sl
 

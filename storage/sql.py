@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from protocols.errors import GridheadError, StorageError
+from gridhead.protocols.errors import GridheadError, StorageError
 
 from . import archive as _archive
 from . import duck

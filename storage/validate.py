@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from protocols.errors import StorageError
+from gridhead.protocols.errors import StorageError
 
 from . import schema
 

@@ -50,7 +50,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from protocols.errors import StorageError
+from gridhead.protocols.errors import StorageError
 
 from . import lake, schema, validate
 

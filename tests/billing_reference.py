@@ -36,7 +36,7 @@ from fractions import Fraction
 
 import duckdb
 
-from billing_core.tariff import TariffSet          # the tariff file reader: the one shared piece
+from gridhead.billing_core.tariff import TariffSet          # the tariff file reader: the one shared piece
 
 REGS = ("ae_fwd", "ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t3", "ae_fwd_t4", "ae_rev", "re_fwd", "re_rev")
 REG_CODE = {"ae_fwd": 1, "ae_fwd_t1": 2, "ae_fwd_t2": 3, "ae_fwd_t3": 4, "ae_fwd_t4": 5, "ae_rev": 6,

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from protocols import accel
+from gridhead.protocols import accel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -22,7 +22,7 @@ if not VECTORS_FILE.exists():
 def generated(d: pathlib.Path, customers: int, days: int, **kw) -> pathlib.Path:
     """A fleet generated into ``d`` (storage.generator; ``kw`` as it takes them) with its archive imported.
     Test data: the generator's fsyncs are skipped, its durability is not under test."""
-    from storage import archive, generator
+    from gridhead.storage import archive, generator
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "fsync", lambda fd: None)
         generator.generate(d, customers, days, **kw)

@@ -20,7 +20,7 @@ import functools
 
 from hypothesis import strategies as st
 
-from protocols.dlt698.axdr import (COMDCB, MS, RSD, SID, SIDMAC, TI, BitString, Data, Date, DateTime,
+from gridhead.protocols.dlt698.axdr import (COMDCB, MS, RSD, SID, SIDMAC, TI, BitString, Data, Date, DateTime,
                                    DateTimeS, Region, Road, ScalerUnit, Selector1, Selector2, SelectorLast,
                                    SelectorRange, SelectorTime, Tag, Time)
 

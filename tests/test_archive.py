@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from protocols.errors import ArchiveError
-from storage import generator
-from storage.archive import TABLES, Archive
+from gridhead.protocols.errors import ArchiveError
+from gridhead.storage import generator
+from gridhead.storage.archive import TABLES, Archive
 
 # a small archive written by hand: one feeder, one area with its check meter, two customers, one
 # of whom had her meter replaced on 2026-06-10 and her tariff changed on 2026-07-01
@@ -166,7 +166,7 @@ def test_generated_archive_round_trip(tmp_path, fmt):
 
 def test_every_bad_row_is_listed_with_file_row_and_column(db, tmp_path):
     """Issue 19: not only the first bad row — every one (up to MAX_ERRORS), across columns, checks and files."""
-    from storage.archive import MAX_ERRORS, ImportRefused
+    from gridhead.storage.archive import MAX_ERRORS, ImportRefused
     bad = {"customers__csv": FILES["customers.csv"].replace("residential", "resident", 1).replace(",380,", ",381,"),
            "meters__csv": FILES["meters.csv"].replace("000000000002,645", "000000000002,646")
                                              .replace("A4,000000000004,698", "A4,000000000004,699")}
@@ -200,7 +200,7 @@ def test_every_bad_row_is_listed_with_file_row_and_column(db, tmp_path):
      "feeders.csv, row 1, column voltage_kv: 4 fields, the header has 3 (line 2)"),
 ])
 def test_a_csv_the_reader_cannot_parse_names_file_row_and_column(db, tmp_path, text, message):
-    from storage.archive import ImportRefused
+    from gridhead.storage.archive import ImportRefused
     with pytest.raises(ImportRefused) as e:
         db.import_files(write_files(tmp_path / "in", {"feeders.csv": text}))
     assert e.value.errors[0].startswith(message), e.value.errors

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from billing_core import audit as au
+from gridhead.billing_core import audit as au
 from tests.test_lineloss import MONTH, fleet
 
 MIN_PRECISION_AT_K = 0.8
@@ -30,7 +30,7 @@ def truth_points(d) -> dict:
 
 @pytest.fixture(scope="module")
 def ranked():
-    from storage import archive, audit as sa
+    from gridhead.storage import archive, audit as sa
     d = fleet()
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
         return d, sa.rank_month(a, d / "lake", MONTH)
@@ -87,7 +87,7 @@ def test_signals_by_hand():
 
 
 def test_mark_loop_closes_in_sql(tmp_path, ranked):
-    from cli import cli
+    from gridhead.cli import cli
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     run = CliRunner()
@@ -119,7 +119,7 @@ def test_mark_loop_closes_in_sql(tmp_path, ranked):
 def test_thief_from_the_first_of_the_month_ranks_near_the_top(ranked):
     """A customer stealing from 06-01 has no "before" in June: the audit compares with the previous
     month's last days in the lake (the generated fleet starts 05-28).  Without them it is not theft."""
-    from storage import archive, audit as sa
+    from gridhead.storage import archive, audit as sa
     d, items = ranked
     day1 = [p for p, what in truth_points(d).items() if what == "theft" and _start(d, p) == "2026-06-01"]
     assert day1, "the fleet (seed 7) has a thief from 06-01"
@@ -142,8 +142,8 @@ def _start(d, point_id) -> str:
 def test_a_month_without_a_persistently_high_area_still_ranks_customers():
     """Regression: with no area 高损 often enough to be listed, the customer items alone make the list
     (an empty area part used to break the concatenation with an Arrow schema error)."""
-    from billing_core import lineloss as ll
-    from storage import archive, audit as sa
+    from gridhead.billing_core import lineloss as ll
+    from gridhead.storage import archive, audit as sa
     d = fleet()
     lenient = ll.parse_thresholds({"band": {t: {"high_bp": 10000, "negative_bp": -10000}
                                             for t in ("urban", "rural", "feeder")},
@@ -162,7 +162,7 @@ def _truth_areas(d, column) -> set:
 
 
 def test_area_rules_by_hand():
-    from billing_core import lineloss as ll
+    from gridhead.billing_core import lineloss as ll
     rules = dict(ll.RULES)
     z = np.zeros(5, np.int64)
     rate = np.array([530, 690, 400, 300, -830])
@@ -184,8 +184,8 @@ def test_area_rules_by_hand():
 
 
 def test_rules_come_from_the_thresholds_file(tmp_path):
-    from storage import lineloss as sl
-    from protocols.errors import ConfigError
+    from gridhead.storage import lineloss as sl
+    from gridhead.protocols.errors import ConfigError
     assert sl.load_thresholds().rules["over_technical_bp"] == 150
     p = tmp_path / "t.toml"
     p.write_text("[band.urban]\nhigh_bp = 600\n[band.rural]\nhigh_bp = 900\n[band.feeder]\nhigh_bp = 800\n"
@@ -201,8 +201,8 @@ def test_theft_area_within_its_band_is_listed_against_its_technical_loss():
     """Item 3: with bands too wide to call any area 高损, the theft area is listed only because its month is
     above its technical loss (ground_truth/areas.csv, the --technical file), and the item names the rule;
     no area without lost sales is listed by it.  Without the technical loss it is not listed at all."""
-    from billing_core import lineloss as ll
-    from storage import archive, audit as sa
+    from gridhead.billing_core import lineloss as ll
+    from gridhead.storage import archive, audit as sa
     from tests.test_lineloss import truth_areas
     d = fleet()
     wide = ll.parse_thresholds({"band": {t: {"high_bp": 2000, "negative_bp": -2000} for t in ("urban", "rural", "feeder")}})
@@ -234,7 +234,7 @@ def test_negative_loss_area_is_listed(ranked):
 
 
 def test_cli_audit_takes_the_technical_file(tmp_path):
-    from cli import cli
+    from gridhead.cli import cli
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     r = CliRunner().invoke(cli, ["audit", "--month", MONTH, "--json", "--top", "500", "--technical",
@@ -275,7 +275,7 @@ def test_ranking_beats_the_consumption_drop_baseline_on_the_fleet():
     """Item 6 on the generated fleet: the audit's customer ranking finds more of the injected cases in its
     top k than the plain consumption-drop ranking (billing_core.audit.drop_baseline) of the same inputs,
     and every theft from the 21st on is in the top k.  benchmarks/bench_audit.py does this over seeds."""
-    from storage import archive, audit as sa
+    from gridhead.storage import archive, audit as sa
     d = fleet()
     inp: dict = {}
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
@@ -298,8 +298,8 @@ def test_history_rules_name_the_month_they_compare_with():
     one 2 points above June last year (同比) by the other, with both rates in the evidence; months the
     lake cannot compute (no history) fire nothing."""
     import dataclasses
-    from billing_core import lineloss as ll
-    from storage import archive, audit as sa, lineloss as sl
+    from gridhead.billing_core import lineloss as ll
+    from gridhead.storage import archive, audit as sa, lineloss as sl
     d = fleet()
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
         june = sl.compute(a, d / "lake", *sl.month_range(MONTH))

@@ -20,11 +20,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from billing_core import engine, run as R
-from billing_core import _billing_py as K
-from billing_core.tariff import TariffSet, TariffTable
-from protocols.errors import BillingError, ConfigError
-from storage import bills, lake, schema
+from gridhead.billing_core import engine, run as R
+from gridhead.billing_core import _billing_py as K
+from gridhead.billing_core.tariff import TariffSet, TariffTable
+from gridhead.protocols.errors import BillingError, ConfigError
+from gridhead.storage import bills, lake, schema
 
 from .conftest import generated
 
@@ -339,7 +339,7 @@ def test_broken_tariff_file_publishes_nothing(fleet, tmp_path):
 _CRASH = """
 import os, sys
 sys.path.insert(0, {root!r})
-from storage import bills
+from gridhead.storage import bills
 bills.run({data!r}, "2026-07")
 """
 

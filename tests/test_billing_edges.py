@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from billing_core import run as R
-from billing_core.tariff import BASIC_KINDS, TariffSet
-from protocols.errors import BillingError
-from storage import archive, bills, lake, schema
+from gridhead.billing_core import run as R
+from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet
+from gridhead.protocols.errors import BillingError
+from gridhead.storage import archive, bills, lake, schema
 
 TS = TariffSet.load()
 JUNE = (dt.date(2026, 6, 1), dt.date(2026, 7, 1))
@@ -317,7 +317,7 @@ def test_month_without_readings_is_refused(tmp_path):
     # the command: one line on stderr, exit status 1 (the readings are not collected yet: a failed operation)
     from click.testing import CliRunner
 
-    from cli import cli
+    from gridhead.cli import cli
     r = CliRunner().invoke(cli, ["bill", "run", "--period", "2026-07", "--data", str(d)])
     assert r.exit_code == 1
     lines = [x for x in r.output.splitlines() if x.strip()]

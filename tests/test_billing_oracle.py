@@ -22,9 +22,9 @@ import decimal
 import numpy as np
 import pytest
 
-from billing_core import engine
-from billing_core.rounding import round_div
-from billing_core.tariff import TariffSet, hour_periods
+from gridhead.billing_core import engine
+from gridhead.billing_core.rounding import round_div
+from gridhead.billing_core.tariff import TariffSet, hour_periods
 
 ur = pytest.importorskip("PySAM.Utilityrate5")
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from billing_core import _billing_py, energy, engine
-from billing_core.tariff import TariffSet
-from protocols import accel
-from protocols.errors import ConfigError
+from gridhead.billing_core import _billing_py, energy, engine
+from gridhead.billing_core.tariff import TariffSet
+from gridhead.protocols import accel
+from gridhead.protocols.errors import ConfigError
 
 TARIFFS = TariffSet.load()
 TABLE = TARIFFS.table()
@@ -32,10 +32,10 @@ def _rows(seed, n):
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), n=N)
 def test_compiled_equals_twin(seed, n):
-    if not accel.is_compiled("billing_core._billing"):
+    if not accel.is_compiled("gridhead.billing_core._billing"):
         pytest.skip("compiled kernel not built")
     rows = _rows(seed, n)
-    a = engine.price(rows, TABLE, accel.load("billing_core._billing", "compiled"))
+    a = engine.price(rows, TABLE, accel.load("gridhead.billing_core._billing", "compiled"))
     b = engine.price(rows, TABLE, _billing_py)
     for k in engine.ITEMS:
         assert np.array_equal(a[k], b[k]), k

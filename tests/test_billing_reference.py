@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from protocols import accel
-from storage import archive, bills, lake
+from gridhead.protocols import accel
+from gridhead.storage import archive, bills, lake
 
 from .billing_reference import Reference, pf_hundredths, pf_rate_bp, round_half_away
 from .conftest import _kernel_params, generated
@@ -105,7 +105,7 @@ def kernel_modes() -> list[str]:
     """The kernels the suite runs under (conftest's ``kernels`` fixture): compiled and pure twins, or the
     twins only under GRIDHEAD_PUREPYTHON=1."""
     modes = _kernel_params()
-    if "compiled" in modes and not accel.is_compiled("billing_core._billing"):
+    if "compiled" in modes and not accel.is_compiled("gridhead.billing_core._billing"):
         pytest.fail("compiled kernels are not built: run `pip install -e .` (or set GRIDHEAD_PUREPYTHON=1)")
     return modes
 

@@ -11,10 +11,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from billing_core import energy, engine
-from billing_core.powerfactor import PF_TABLE, STANDARDS, pf_x100, pf_x100_exact
-from billing_core.rounding import round_div
-from billing_core.tariff import TariffSet
+from gridhead.billing_core import energy, engine
+from gridhead.billing_core.powerfactor import PF_TABLE, STANDARDS, pf_x100, pf_x100_exact
+from gridhead.billing_core.rounding import round_div
+from gridhead.billing_core.tariff import TariffSet
 
 TARIFFS = TariffSet.load()
 TABLE = TARIFFS.table()

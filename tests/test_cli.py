@@ -16,7 +16,7 @@ VECTORS = load_vectors("DL/T 645")
 
 def gridhead(*args, input=None, env=None):
     exe = shutil.which("gridhead")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "cli", *args]
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "gridhead.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, input=input, env=env, timeout=60)
 
 
@@ -148,7 +148,7 @@ def test_encode_bad_input(args, message):
 
 
 def test_status_word_bits_are_named():
-    from protocols.dlt645 import ReadResponse
+    from gridhead.protocols.dlt645 import ReadResponse
     raw = ReadResponse.of("000012345678", 0x04000503, [1 << 4 | 1 << 12]).to_bytes().hex()
     (obj,) = _objects(gridhead("frame", "decode", raw).stdout)
     assert obj["di_name"] == "status_word_3"

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli import cli
+from gridhead.cli import cli
 from tests.conftest import load_vectors
 
 FRAMED = [v for v in load_vectors("DL/T 698.45") if v["protocol"] == "DL/T 698.45"]

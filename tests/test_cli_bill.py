@@ -9,7 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli import cli
+from gridhead.cli import cli
 
 from .conftest import generated
 

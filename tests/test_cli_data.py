@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cli import cli
+from gridhead.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_lake_info_and_compact(data, tmp_path):
 
     import numpy as np
 
-    from storage import lake
+    from gridhead.storage import lake
     d = tmp_path / "copy"
     shutil.copytree(data / "lake", d / "lake")
     info = lambda: {(r["table"], r["kind"]): r for r in map(json.loads, run(d, "lake", "info", "--json").output.splitlines())}  # noqa: E731

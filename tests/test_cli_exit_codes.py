@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cli import cli
+from gridhead.cli import cli
 
 from .conftest import generated
 

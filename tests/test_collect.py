@@ -9,12 +9,12 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from headend import collect as c
-from headend import profile as P
-from protocols.dlt645 import ReadResponse, decode_frames
-from protocols.dlt698 import apdu as A
-from storage import archive, collection, lake, schema
-from storage.sql import Session
+from gridhead.headend import collect as c
+from gridhead.headend import profile as P
+from gridhead.protocols.dlt645 import ReadResponse, decode_frames
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.storage import archive, collection, lake, schema
+from gridhead.storage.sql import Session
 
 D = dt.date(2026, 6, 2)
 
@@ -114,7 +114,7 @@ def _midnight(d):
 
 @pytest.fixture
 def data(tmp_path):
-    from headend import sim_model
+    from gridhead.headend import sim_model
     sim_model.write_standalone_archive(tmp_path, 3, 4, 5, dt.date(2026, 6, 1))
     with archive.Archive(tmp_path / "archive.duckdb") as a:
         a.import_files(sorted((tmp_path / "archive-files").glob("*.csv")))
@@ -181,9 +181,9 @@ def test_columnar_request_gets_lake_columns_equal_to_the_general_path():
     """A request sent ``columnar`` has its record answer decoded straight into columns (the session's
     response_decoder, as HeadEnd.decode_response does it); the same answer to an ordinary request is the
     APDU, and both give the same lake columns."""
-    from headend import records, sim_model, simulator
-    from protocols.dlt698 import session as S
-    from protocols.dlt698.frame import ServerAddress
+    from gridhead.headend import records, sim_model, simulator
+    from gridhead.protocols.dlt698 import session as S
+    from gridhead.protocols.dlt698.frame import ServerAddress
 
     fleet = sim_model.standalone(2, 12, 3, dt.date(2026, 6, 1))
     sim = simulator.Simulator(fleet, seed=3, connect=("127.0.0.1", 1), start=dt.datetime(2026, 6, 5, 10, 0))

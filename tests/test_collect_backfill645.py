@@ -15,9 +15,9 @@ import datetime as dt
 
 import pytest
 
-from headend import collect as C
-from headend import demo, sim_model
-from storage import archive, collection, schema, sql
+from gridhead.headend import collect as C
+from gridhead.headend import demo, sim_model
+from gridhead.storage import archive, collection, schema, sql
 
 N_TERMINALS, N_METERS, SEED, DAYS = 4, 10, 11, 2
 REGS = ("ae_fwd", "ae_rev", "re_fwd", "re_rev")

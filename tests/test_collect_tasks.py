@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from headend import collect as c
-from headend import demo, sim_model
-from headend import simulator as S
-from storage import archive, schema, sql
+from gridhead.headend import collect as c
+from gridhead.headend import demo, sim_model
+from gridhead.headend import simulator as S
+from gridhead.storage import archive, schema, sql
 
 N_TERMINALS, N_METERS, SEED = 6, 6, 11
 R = schema.REGISTER_CODES
@@ -54,8 +54,8 @@ def collected(tmp_path_factory):
     fleet_p = demo.start_fleet(data, port, seed=SEED, faults=faults, heartbeat_s=30)
 
     async def run():
-        from headend.config import Config
-        from headend.server import HeadEnd
+        from gridhead.headend.config import Config
+        from gridhead.headend.server import HeadEnd
         he = HeadEnd(Config(data_dir=str(data), listen_host="127.0.0.1", listen_port=port))
         await he.start()
         col = c.Collector(he, tasks, seed=1)
@@ -224,8 +224,8 @@ def test_monthly_and_curve_gaps_are_backfilled(tmp_path, kind):
     fleet_p = demo.start_fleet(data, port, seed=SEED, faults={}, heartbeat_s=30)
 
     async def run():
-        from headend.config import Config
-        from headend.server import HeadEnd
+        from gridhead.headend.config import Config
+        from gridhead.headend.server import HeadEnd
         he = HeadEnd(Config(data_dir=str(data), listen_host="127.0.0.1", listen_port=port))
         await he.start()
         col = c.Collector(he, [task], seed=1)
@@ -285,7 +285,7 @@ def test_event_backfill_reads_the_days_a_terminal_was_offline(tmp_path):
     """The event read of yesterday runs while the fleet is not yet online: every 698 meter-day is recorded
     as missed (terminal offline); once the terminals log in, ``backfill_events`` reads them again, the
     events equal the simulated power failures, and a further round has nothing to do."""
-    from storage import collection as C
+    from gridhead.storage import collection as C
     today = demo.today_local()
     yesterday = today - dt.timedelta(days=1)
     sim_model.write_standalone_archive(tmp_path, 3, 4, SEED, yesterday - dt.timedelta(days=2))
@@ -299,8 +299,8 @@ def test_event_backfill_reads_the_days_a_terminal_was_offline(tmp_path):
 
     async def run():
         nonlocal fleet_p
-        from headend.config import Config
-        from headend.server import HeadEnd
+        from gridhead.headend.config import Config
+        from gridhead.headend.server import HeadEnd
         he = HeadEnd(Config(data_dir=str(tmp_path), listen_host="127.0.0.1", listen_port=port))
         await he.start()
         col = c.Collector(he, [task], seed=1)

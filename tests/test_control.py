@@ -20,9 +20,9 @@ import urllib.request
 
 import pytest
 
-from headend import sim_model
-from storage import control_log as CL
-from storage.archive import Archive
+from gridhead.headend import sim_model
+from gridhead.storage import control_log as CL
+from gridhead.storage.archive import Archive
 
 from .conftest import ROOT
 
@@ -42,7 +42,7 @@ def make_fleet(d, terminals=3, meters=4):
 
 
 def start(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "gridhead.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -108,8 +108,8 @@ class Peers:
             pass
         try:
             from dlt698 import _native as n, app
-            from headend import profile as P
-            from protocols.dlt698.axdr import Data, DateTimeS
+            from gridhead.headend import profile as P
+            from gridhead.protocols.dlt698.axdr import Data, DateTimeS
             from .strategies698 import _p_oad, to_peer
             sa = n.ServerAddress()
             sa.bytes = bytes.fromhex(PEER698)[::-1]
@@ -274,7 +274,7 @@ def test_bulk_rate_limited_with_progress(live, tmp_path):
     f.write_text("\n".join(ids[:3]) + "\n# comment\n")
     env = dict(os.environ, GRIDHEAD_API=api, GRIDHEAD_TOKEN=tok)
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "cli", "timesync", "--file", str(f), "--min-skew", "3600", "--json"],
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "timesync", "--file", str(f), "--min-skew", "3600", "--json"],
                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     out = [json.loads(x) for x in r.stdout.splitlines()]
@@ -287,22 +287,22 @@ def test_cli_disconnect_confirms_and_one_line_errors(live):
     api = live["api"]
     m = str(meter(live, "645", 3)["meter_id"])
     env = dict(os.environ, GRIDHEAD_API=api, GRIDHEAD_TOKEN=live["tokens"]["operator"])
-    r = subprocess.run([sys.executable, "-m", "cli", "disconnect", m, "--reason", "test"], cwd=ROOT, input="n\n",
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "disconnect", m, "--reason", "test"], cwd=ROOT, input="n\n",
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode != 0 and "Cut the power of 1 meter" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "cli", "protect", m, "on"], cwd=ROOT, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "protect", m, "on"], cwd=ROOT, capture_output=True, text=True,
                        env=env, timeout=60)
     assert r.returncode == 3 and r.stderr.count("\n") == 1 and "403" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "cli", "status", "--json"], cwd=ROOT, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "status", "--json"], cwd=ROOT, capture_output=True, text=True,
                        env=dict(env, GRIDHEAD_TOKEN="gh_bad_token"), timeout=60)
     assert r.returncode == 3 and "401" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "cli", "status"], cwd=ROOT, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "status"], cwd=ROOT, capture_output=True, text=True,
                        env=env, timeout=60)
     assert r.returncode == 0 and "terminals" in r.stdout and "quality" in r.stdout
 
 
 def test_audit_log_sql_view(live):
-    r = subprocess.run([sys.executable, "-m", "cli", "sql", "--data", str(live["dir"]), "--format", "json",
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "sql", "--data", str(live["dir"]), "--format", "json",
                         "SELECT command, outcome, who FROM audit_log WHERE outcome = 'refused'"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -332,7 +332,7 @@ def test_dlt645_peer_refusing_block_reads(live):
     assert r["values"][0]["values"][0]["value"] == "2718.28"
     s, r = call(api, "POST", "/v1/read", {"target": PEER645, "registers": ["05060101"]}, op)
     assert s == 409 and r["outcome"] == "refused" and "05060101" in r["error"], r
-    p = subprocess.run([sys.executable, "-m", "cli", "read", PEER645, "05060101"], cwd=ROOT, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "gridhead.cli", "read", PEER645, "05060101"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60, env=dict(os.environ, GRIDHEAD_API=api, GRIDHEAD_TOKEN=op))
     assert p.returncode == 1 and "refused" in p.stdout, (p.stdout, p.stderr)
 

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from storage import control_log as CL
+from gridhead.storage import control_log as CL
 
 from .test_control import call, make_fleet, start, stop, wait_online
 

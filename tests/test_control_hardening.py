@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from storage import control_log as CL
+from gridhead.storage import control_log as CL
 
 from .conftest import ROOT
 from .test_control import call, make_fleet, stop, wait_online
@@ -36,7 +36,7 @@ def serve(d, extra_toml="", *args, log_name="serve.log"):
     cfg.write_text(f'listen_port = 0\ndata_dir = "{d}"\nrequest_timeout_s = 5\n[control]\nport = 0\n'
                    f'control_per_s = 50\ncontrol_burst = 50\ncommand_timeout_s = 5\n{limits}{extra_toml}')
     err = d / log_name
-    p = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--config", str(cfg), *args], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "gridhead.cli", "serve", "--config", str(cfg), *args], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=open(err, "w"), text=True)
     line = p.stdout.readline()
     if not line:
@@ -46,7 +46,7 @@ def serve(d, extra_toml="", *args, log_name="serve.log"):
 
 
 def cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gridhead.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env=env, **kw)
 
 
@@ -61,7 +61,7 @@ def site(tmp_path_factory):
     sim = None
     try:
         host, port = ready["api"].split("//", 1)[1].rsplit(":", 1)
-        sim = subprocess.Popen([sys.executable, "-m", "cli", "sim", "--data", str(d), "--connect",
+        sim = subprocess.Popen([sys.executable, "-m", "gridhead.cli", "sim", "--data", str(d), "--connect",
                                 f"127.0.0.1:{ready['port']}", "--no-report", "--stats-every", "0", "--heartbeat", "5"],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_online(ready["api"], tokens["viewer"], 2)
@@ -638,7 +638,7 @@ def test_total_connection_cap(site):
 
 
 def test_insecure_flag_allows_a_proxy_setup():
-    from headend.control import ConfigError, ControlConfig
+    from gridhead.headend.control import ConfigError, ControlConfig
     ControlConfig(host="127.0.0.1").check_listen()
     ControlConfig(host="::1").check_listen()
     ControlConfig(host="0.0.0.0", insecure=True).check_listen()
@@ -671,7 +671,7 @@ def test_pending_job_survives_a_restart(tmp_path):
 
 
 def test_limits_are_config_keys_with_safe_defaults():
-    from headend.control import ConfigError, ControlConfig
+    from gridhead.headend.control import ConfigError, ControlConfig
     c = ControlConfig()
     assert (c.max_line_bytes, c.max_field_bytes, c.max_head_bytes, c.max_body_bytes) == (8192, 8192, 65536, 1 << 20)
     assert (c.head_timeout_s, c.body_timeout_s, c.bulk_approval) == (10.0, 30.0, 100)

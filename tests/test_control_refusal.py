@@ -17,8 +17,8 @@ import threading
 
 import pytest
 
-from headend import sim_model, simulator
-from storage import control_log as CL
+from gridhead.headend import sim_model, simulator
+from gridhead.storage import control_log as CL
 
 from .conftest import ROOT
 from .test_control import call, make_fleet, start, stop, wait_online
@@ -104,6 +104,6 @@ def test_config_errors_are_one_line(tmp_path, table, words):
     (a [collect] tasks file that cannot be read fails before the head-end listens)."""
     cfg = tmp_path / "he.toml"
     cfg.write_text(table)
-    r = subprocess.run([sys.executable, "-m", "cli", "serve", "--config", str(cfg)], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "serve", "--config", str(cfg)], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and words in r.stderr and str(cfg) in r.stderr, r.stderr

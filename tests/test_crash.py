@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from storage import lake, schema, validate, wal
+from gridhead.storage import lake, schema, validate, wal
 
 from .conftest import ROOT
 
@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(f"""
     import asyncio, sys
     import numpy as np
     sys.path.insert(0, {str(ROOT)!r})
-    from storage import wal
+    from gridhead.storage import wal
     from tests.test_crash import batch, KNOWN
 
     root, first, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

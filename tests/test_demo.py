@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "gridhead.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_demo_runs_end_to_end_and_leaves_the_lake(demo_run, tmp_path):
     assert [tuple(json.loads(x).values()) for x in q.stdout.splitlines()] == \
         [(a["command"], a["outcome"], a["who"]) for a in p["audit"]]
     # the human summary shows the new parts and ends with the commands to run next
-    from headend import demo
+    from gridhead.headend import demo
     text = demo.render(s)
     assert "bills      " + period in text and "line loss  " + period in text and "relay read back open" in text
     assert "relay read back closed" in text
@@ -120,7 +120,7 @@ def _suggested(text: str, needle: str) -> list[str]:
 
 
 def _run(args: list[str], *more: str):
-    from cli import cli
+    from gridhead.cli import cli
     r = CliRunner().invoke(cli, [*args, *more])
     assert r.exit_code == 0, r.output
     return r
@@ -130,7 +130,7 @@ def test_the_printed_summary_agrees_with_the_commands_it_suggests(demo_run):
     """Issue 19: every figure of the human summary is what the command it suggests shows — collection,
     bills, line loss (no 不可算 day with supply 0 beside a rate: the month's days are spread), the audit
     list and the prepayment commands in the audit log."""
-    from headend import demo
+    from gridhead.headend import demo
     data, s = demo_run
     text = demo.render(s)
     # success after back-fill: collected/expected meter-days, from the collection table by date

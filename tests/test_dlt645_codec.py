@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols import dlt645
-from protocols.dlt645 import (BroadcastTimeSync, ChangeBaudRequest, ChangeBaudResponse,
+from gridhead.protocols import dlt645
+from gridhead.protocols.dlt645 import (BroadcastTimeSync, ChangeBaudRequest, ChangeBaudResponse,
                               ChangePasswordRequest, ChangePasswordResponse, DemandResetRequest,
                               DemandResetResponse, ErrorResponse, EventResetRequest,
                               EventResetResponse, FreezeRequest, FreezeResponse, Framer,
@@ -23,8 +23,8 @@ from protocols.dlt645 import (BroadcastTimeSync, ChangeBaudRequest, ChangeBaudRe
                               RemoteControlResponse, TerminalOutputRequest, TerminalOutputResponse,
                               WriteAddressRequest, WriteAddressResponse, WriteRequest, WriteResponse,
                               decode_message)
-from protocols.dlt645.device_errors import NoRequestedData, Unauthorized
-from protocols.errors import (ChecksumError, FrameError, LocalProtocolError, ProtocolError,
+from gridhead.protocols.dlt645.device_errors import NoRequestedData, Unauthorized
+from gridhead.protocols.errors import (ChecksumError, FrameError, LocalProtocolError, ProtocolError,
                               RemoteProtocolError)
 
 from .conftest import load_vectors

@@ -41,8 +41,8 @@ from dlt645 import DLT645Protocol, MeterClientService, MeterServerService  # noq
 from dlt645.model.data.define import DIMap  # noqa: E402
 from dlt645.model.types.dlt645_type import Demand, PasswordManager  # noqa: E402
 
-from protocols import accel  # noqa: E402
-from protocols.dlt645 import (BroadcastTimeSync, ChangeBaudRequest, ChangeBaudResponse,  # noqa: E402
+from gridhead.protocols import accel  # noqa: E402
+from gridhead.protocols.dlt645 import (BroadcastTimeSync, ChangeBaudRequest, ChangeBaudResponse,  # noqa: E402
                               ChangePasswordRequest, ChangePasswordResponse, DemandResetRequest,
                               DemandResetResponse, ErrorResponse, EventResetRequest,
                               EventResetResponse, FreezeRequest, FreezeResponse, Frame, Framer,
@@ -52,10 +52,10 @@ from protocols.dlt645 import (BroadcastTimeSync, ChangeBaudRequest, ChangeBaudRe
                               RemoteControlResponse, TerminalOutputRequest, WriteAddressRequest,
                               WriteAddressResponse, WriteRequest, WriteResponse, decode,
                               decode_message, registry)
-from protocols.dlt645.device_errors import (BaudRateNotChangeable, NoRequestedData,  # noqa: E402
+from gridhead.protocols.dlt645.device_errors import (BaudRateNotChangeable, NoRequestedData,  # noqa: E402
                                             OtherError, Unauthorized)
-from protocols.dlt645.formats import SIGNED  # noqa: E402
-from protocols.errors import ChecksumError, FrameError, RemoteProtocolError  # noqa: E402
+from gridhead.protocols.dlt645.formats import SIGNED  # noqa: E402
+from gridhead.protocols.errors import ChecksumError, FrameError, RemoteProtocolError  # noqa: E402
 
 dlt645_peer.disable_logging()   # the peer logs through loguru; it is off by default, keep it off
 
@@ -69,7 +69,7 @@ def kernels(request):
     if request.param == "compiled":
         if _FORCED_PURE:
             pytest.skip("GRIDHEAD_PUREPYTHON=1 forces the pure twins")
-        if not accel.is_compiled("protocols._framing"):
+        if not accel.is_compiled("gridhead.protocols._framing"):
             pytest.skip("protocols._framing is not built (run `pip install -e .`): compiled kernels untested")
     accel.use(request.param)
     yield request.param

@@ -13,9 +13,9 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from protocols.dlt645 import registry
-from protocols.dlt645.formats import ASCII, BINARY, DATETIME, DIGITS, SIGNED, UNSIGNED, F
-from protocols.errors import LocalProtocolError, RemoteProtocolError
+from gridhead.protocols.dlt645 import registry
+from gridhead.protocols.dlt645.formats import ASCII, BINARY, DATETIME, DIGITS, SIGNED, UNSIGNED, F
+from gridhead.protocols.errors import LocalProtocolError, RemoteProtocolError
 
 
 @pytest.fixture(autouse=True)

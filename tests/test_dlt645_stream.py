@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.bench_dlt645 import build_traffic
-from protocols import accel
-from protocols.dlt645 import (ChangePasswordRequest, ErrorResponse, Frame, Framer, ReadRequest,
+from gridhead.protocols import accel
+from gridhead.protocols.dlt645 import (ChangePasswordRequest, ErrorResponse, Frame, Framer, ReadRequest,
                               ReadResponse, RemoteCommand, RemoteControlRequest, WriteRequest,
                               decode_frames, decode_message, messages, registry)
-from protocols.errors import ChecksumError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from gridhead.protocols.errors import ChecksumError, LocalProtocolError, ProtocolError, RemoteProtocolError
 
 from .conftest import load_vectors
 from .test_dlt645_codec import ALL_MESSAGES, EXPECTED, FEEDS
@@ -125,7 +125,7 @@ def test_traffic_mix_equals_frame_at_a_time(kernels):
 
 
 def test_compiled_and_pure_build_identical_messages():
-    if not accel.is_compiled("protocols._framing"):
+    if not accel.is_compiled("gridhead.protocols._framing"):
         pytest.skip("compiled kernels not built")
     buf, _msgs = build_traffic(2000, seed=11)
     got = {}
@@ -280,7 +280,7 @@ def test_kernel_built_records_equal_python_built(kernels):
 def test_the_mix_takes_the_fast_path(kernels, monkeypatch):
     """Only the first answer of a data item goes through the Python decoder (which learns it);
     a regression here costs the benchmark its speed without failing any equality."""
-    from protocols.dlt645 import frame as frame_mod
+    from gridhead.protocols.dlt645 import frame as frame_mod
     calls = []
     ctx = list(frame_mod.STREAM_CONTEXT)
     slow = ctx[-1]
@@ -298,7 +298,7 @@ def test_compiled_messages_of_atoms_are_not_tracked_by_the_garbage_collector():
     every collection (5 µs per frame measured before, benchmarks/README.md).  Records that hold a
     tracked object (an enum member) stay tracked; deleting and collecting must be safe either way."""
     import gc
-    if not accel.is_compiled("protocols._framing"):
+    if not accel.is_compiled("gridhead.protocols._framing"):
         pytest.skip("compiled kernels not built")
     accel.use("compiled")
     try:

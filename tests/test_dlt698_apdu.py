@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols import _framing698_py as F
-from protocols.dlt698 import apdu as A
-from protocols.dlt698 import dar
-from protocols.errors import DeviceError, ProtocolError, RemoteProtocolError
+from gridhead.protocols import _framing698_py as F
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698 import dar
+from gridhead.protocols.errors import DeviceError, ProtocolError, RemoteProtocolError
 from tests.conftest import load_vectors
 
 NEGATIVE = "NEGATIVE CASE"

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols import _axdr_py, accel
-from protocols.dlt698 import axdr
-from protocols.dlt698.axdr import (COMDCB, MS, RSD, SID, SIDMAC, TI, BitString, Data, Date, DateTime,
+from gridhead.protocols import _axdr_py, accel
+from gridhead.protocols.dlt698 import axdr
+from gridhead.protocols.dlt698.axdr import (COMDCB, MS, RSD, SID, SIDMAC, TI, BitString, Data, Date, DateTime,
                                    DateTimeS, Region, Road, ScalerUnit, Selector1, Selector2, SelectorLast,
                                    SelectorRange, SelectorTime, Tag, Time)
-from protocols.errors import LocalProtocolError, RemoteProtocolError
+from gridhead.protocols.errors import LocalProtocolError, RemoteProtocolError
 from tests.strategies698 import bare, data, from_peer, to_peer
 
 # function-scoped ``kernels`` only switches the kernel module: safe to share across examples
@@ -268,13 +268,13 @@ def _outcome(fn, *args):
         return "error", str(exc)
 
 
-@pytest.mark.skipif(not accel.is_compiled("protocols._axdr"), reason="compiled kernel not built")
+@pytest.mark.skipif(not accel.is_compiled("gridhead.protocols._axdr"), reason="compiled kernel not built")
 @settings(max_examples=300, deadline=None)
 @given(d=data(), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=4),
        cut=st.integers(0, 10_000))
 def test_compiled_equals_pure(d, flips, cut):
     """Same values and the same error messages, on valid, mutated and truncated encodings."""
-    from protocols import _axdr
+    from gridhead.protocols import _axdr
     b = bytearray(_axdr_py.encode_data(d))
     for i, x in flips:
         b[i % len(b)] ^= x

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.bench_dlt698 import frames as bench_frames
-from protocols import accel
-from protocols.dlt698 import apdu as A
-from protocols.dlt698 import frame as F
-from protocols.dlt698.axdr import Tag
-from protocols.errors import GridheadError, ProtocolError
+from gridhead.protocols import accel
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698 import frame as F
+from gridhead.protocols.dlt698.axdr import Tag
+from gridhead.protocols.errors import GridheadError, ProtocolError
 from tests import strategies698 as S
 from tests.conftest import load_vectors
 from tests.test_dlt698_apdu import SAMPLES, vector_apdus
@@ -67,9 +67,9 @@ def check(buf: bytes, *, hot_expected: bool = False):
 
 
 def test_the_fast_path_follows_the_kernel_mode(kernels):
-    assert A._fast.__name__ == ("protocols._apdu698" if kernels == "compiled" else "protocols._apdu698_py")
+    assert A._fast.__name__ == ("gridhead.protocols._apdu698" if kernels == "compiled" else "gridhead.protocols._apdu698_py")
     if kernels == "compiled":
-        assert accel.is_compiled("protocols._apdu698")
+        assert accel.is_compiled("gridhead.protocols._apdu698")
 
 
 @pytest.mark.parametrize("raw", vector_apdus())

@@ -10,17 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols import _framing698_py as pure
-from protocols import accel
-from protocols.dlt698 import frame as F
-from protocols.dlt698.frame import (AddressType, Fragment, Fragmenter, FragmentType, Frame, Framer,
+from gridhead.protocols import _framing698_py as pure
+from gridhead.protocols import accel
+from gridhead.protocols.dlt698 import frame as F
+from gridhead.protocols.dlt698.frame import (AddressType, Fragment, Fragmenter, FragmentType, Frame, Framer,
                                     Reassembler, ServerAddress, decode, decode_frame, fragment)
-from protocols.errors import ChecksumError, FrameError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from gridhead.protocols.errors import ChecksumError, FrameError, LocalProtocolError, ProtocolError, RemoteProtocolError
 
 from .conftest import load_vectors
 
 try:
-    from protocols import _framing698 as comp
+    from gridhead.protocols import _framing698 as comp
 except ImportError:                      # twin-only environment (no compiler): the twin is tested alone
     comp = None
 needs_compiled = pytest.mark.skipif(comp is None, reason="compiled kernel not built")
@@ -387,7 +387,7 @@ def test_compiled_equals_pure_on_frames(f):
 @pytest.mark.skipif(accel.mode() == "pure", reason="GRIDHEAD_PUREPYTHON forces the twin")
 def test_kernel_is_compiled():
     # the compiled run of the suite must not silently fall back to the twin
-    assert accel.is_compiled("protocols._framing698"), "build with `python setup.py build_ext --inplace`"
+    assert accel.is_compiled("gridhead.protocols._framing698"), "build with `python setup.py build_ext --inplace`"
 
 
 # --- fragmentation --------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 peer = pytest.importorskip("dlt698._native")
 
-from protocols.dlt698 import apdu as A  # noqa: E402
-from protocols.dlt698.axdr import Data  # noqa: E402
+from gridhead.protocols.dlt698 import apdu as A  # noqa: E402
+from gridhead.protocols.dlt698.axdr import Data  # noqa: E402
 from tests.strategies698 import data, from_peer, oads, to_peer  # noqa: E402
 from tests.test_dlt698_apdu import SAMPLES  # noqa: E402
 

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from benchmarks.bench_dlt698 import frames as bench_frames
-from protocols._axdr_py import MAX_DEPTH
-from protocols.dlt698 import apdu as A
-from protocols.dlt698 import frame as F
-from protocols.errors import GridheadError
+from gridhead.protocols._axdr_py import MAX_DEPTH
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698 import frame as F
+from gridhead.protocols.errors import GridheadError
 from tests.conftest import load_vectors
 from tests.test_dlt698_apdu import SAMPLES
 from tests.test_dlt698_fastpath import FUZZ, HOT, _key, hot_apdus, same, u8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.dlt698 import objects
+from gridhead.protocols.dlt698 import objects
 
 native = pytest.importorskip("dlt698._native")
 

@@ -10,12 +10,12 @@ import datetime as dt
 
 import pytest
 
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.frame import Frame, ServerAddress, decode_frame, fragment
-from protocols.dlt698.session import (CLOSED, IDLE, NEED_DATA, ONLINE, TRANSITIONS, AcceptLink,
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.frame import Frame, ServerAddress, decode_frame, fragment
+from gridhead.protocols.dlt698.session import (CLOSED, IDLE, NEED_DATA, ONLINE, TRANSITIONS, AcceptLink,
                                       AcknowledgeReport, ClientSession, LinkLost, LinkRequested, Report,
                                       Response, Timeout, Unmatched, date_time)
-from protocols.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from gridhead.protocols.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 # captured (wenyl/DLT698-API, 4G carbon meter; see the vector file): login, the master's answer, a report
 LOGIN = bytes.fromhex("68 1E 00 81 05 11 11 11 11 11 11 00 9E 76 01 00 00 00 B4 07 E9 04 0B 05 09 0C 28 00 00 8A 8B 16")

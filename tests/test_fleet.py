@@ -21,8 +21,8 @@ import time
 import numpy as np
 import pytest
 
-from headend import demo, sim_model
-from storage import archive, collection, schema, sql, wal
+from gridhead.headend import demo, sim_model
+from gridhead.storage import archive, collection, schema, sql, wal
 
 N_TERMINALS, N_METERS, SEED, DAYS = 50, 8, 3, 2
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +50,7 @@ def _fresh(src, dst):
 
 
 def _collect(data, port, days, *extra, ack_log=None, wait=True):
-    cmd = [sys.executable, "-m", "cli", "collect", "run", "--data", str(data), "--port", str(port), "--json",
+    cmd = [sys.executable, "-m", "gridhead.cli", "collect", "run", "--data", str(data), "--port", str(port), "--json",
            "--wait", "20", "--seed", "7", "--timeout", "1", *extra]
     for d in days:
         cmd += ["--date", d.isoformat()]

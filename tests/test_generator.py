@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pytest
 
-from storage import generator
-from storage.archive import Archive
-from storage.sql import Session
+from gridhead.storage import generator
+from gridhead.storage.archive import Archive
+from gridhead.storage.sql import Session
 
 N, DAYS, SEED = 3000, 6, 11
 # rates raised so that a 3000-customer fleet carries several of each
@@ -171,7 +171,7 @@ def test_deterministic_by_seed(tmp_path):
 
 
 def test_bad_configuration_is_one_line(tmp_path):
-    from protocols.errors import StorageError
+    from gridhead.protocols.errors import StorageError
     with pytest.raises(StorageError, match="unknown anomaly 'gremlins'"):
         generator.generate(tmp_path, 10, 1, 1, rates={"gremlins": 0.1})
     with pytest.raises(StorageError, match="rate missing_read=2 is not in 0..1"):

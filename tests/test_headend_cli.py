@@ -13,12 +13,12 @@ import urllib.request
 
 import pytest
 
-from headend import profile as P
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.axdr import Data, DateTimeS
-from protocols.dlt698.frame import Frame, Framer, ServerAddress
-from storage import generator
-from storage.archive import Archive
+from gridhead.headend import profile as P
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.axdr import Data, DateTimeS
+from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress
+from gridhead.storage import generator
+from gridhead.storage.archive import Archive
 
 from .conftest import ROOT
 
@@ -50,7 +50,7 @@ def test_serve_process_login_report_metrics_and_graceful_stop(data_dir, tmp_path
     meter = term["comm_address"]
     cfg = tmp_path / "headend.toml"
     cfg.write_text(f'listen_port = 0\nmetrics_port = 0\ndata_dir = "{d}"\nheartbeat_multiple = 2\n')
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--config", str(cfg)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "gridhead.cli", "serve", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = json.loads(proc.stdout.readline())
@@ -85,10 +85,10 @@ def test_serve_process_login_report_metrics_and_graceful_stop(data_dir, tmp_path
 def test_serve_bad_config_is_one_line(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("listen_port = 'x'\nwhatever = 1\n")
-    r = subprocess.run([sys.executable, "-m", "cli", "serve", "--config", str(cfg)], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "serve", "--config", str(cfg)], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "unknown key(s) whatever" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "cli", "serve", "--data", str(tmp_path / "none"), "--port", "0"],
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "serve", "--data", str(tmp_path / "none"), "--port", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "no archive" in r.stderr and "Traceback" not in r.stderr
 
@@ -108,7 +108,7 @@ def test_a_second_sigterm_during_the_stop_does_not_skip_the_flush(data_dir, tmp_
     first = (dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date() - dt.timedelta(days=1)).isoformat()
     cfg.write_text(f'listen_port = 0\ndata_dir = "{data}"\nrequest_timeout_s = 60\nrequest_retries = 0\n'
                    f'[collect]\nfirst_day = {first}\nwait_online = "1s"\ncompact = false\n')
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--config", str(cfg), "--no-api"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "gridhead.cli", "serve", "--config", str(cfg), "--no-api"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = json.loads(proc.stdout.readline())

@@ -8,13 +8,13 @@ import asyncio
 
 import pytest
 
-from headend import profile as P
-from headend.config import Config, DialOut
-from headend.server import HeadEnd
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.axdr import Data, DateTimeS
-from protocols.errors import TransportError
-from storage import wal
+from gridhead.headend import profile as P
+from gridhead.headend.config import Config, DialOut
+from gridhead.headend.server import HeadEnd
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.axdr import Data, DateTimeS
+from gridhead.protocols.errors import TransportError
+from gridhead.storage import wal
 
 n = pytest.importorskip("dlt698._native")
 app = pytest.importorskip("dlt698.app")

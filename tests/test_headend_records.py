@@ -7,11 +7,11 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from headend import profile as P
-from headend import records as rec
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.axdr import Data, DateTimeS, Road
-from storage import schema
+from gridhead.headend import profile as P
+from gridhead.headend import records as rec
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.axdr import Data, DateTimeS, Road
+from gridhead.storage import schema
 
 R = schema.REGISTER_CODES
 T = A.tsa
@@ -128,7 +128,7 @@ def test_event_rows():
 
 
 def test_batch_goes_into_the_lake(tmp_path):
-    from storage import wal
+    from gridhead.storage import wal
     rows = [daily_row("000000000001", (1000, 100, 200, 300, 400))]
     b = rec.rows_to_batch(P.DAILY_RCSD, rows, METERS, source=schema.SRC_REPORT)
     with wal.IngestWriter(tmp_path, [11, 12]) as w:

@@ -15,14 +15,14 @@ import urllib.request
 
 import pytest
 
-from headend import profile as P
-from headend import records as rec
-from headend.config import Config
-from headend.server import HeadEnd, RequestTimeout, TerminalOffline
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.axdr import Data, DateTimeS
-from protocols.dlt698.frame import Frame, Framer, ServerAddress
-from storage import schema, wal
+from gridhead.headend import profile as P
+from gridhead.headend import records as rec
+from gridhead.headend.config import Config
+from gridhead.headend.server import HeadEnd, RequestTimeout, TerminalOffline
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.axdr import Data, DateTimeS
+from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress
+from gridhead.storage import schema, wal
 
 GOOD, OTHER, UNKNOWN = "201605190907", "201605190908", "999999999999"
 METERS = {A.tsa("000000000001"): 11, A.tsa("000000000002"): 12}

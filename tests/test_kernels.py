@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import _framing_py as pure
-from protocols import accel
+from gridhead.protocols import _framing_py as pure
+from gridhead.protocols import accel
 
-if not accel.is_compiled("protocols._framing"):
+if not accel.is_compiled("gridhead.protocols._framing"):
     pytest.skip("compiled kernels not built", allow_module_level=True)
-from protocols import _framing as comp  # noqa: E402
+from gridhead.protocols import _framing as comp  # noqa: E402
 
 framey = st.one_of(
     st.binary(max_size=300),
@@ -82,7 +82,7 @@ def frame_streams(draw):
 @settings(max_examples=400, deadline=None)
 @given(frame_streams(), st.integers(0, 8), st.booleans())
 def test_messages645_agree(buf, pos, as_bytearray):
-    from protocols.dlt645 import frame, messages
+    from gridhead.protocols.dlt645 import frame, messages
     for di in (0x00010000, 0x0001FF00, 0x02010100, 0x0201FF00, 0x01010000, 0x04000503):
         messages._learn(di)
     data = bytearray(buf) if as_bytearray else buf

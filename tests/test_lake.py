@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.errors import StorageError
-from storage import lake, samples, schema
+from gridhead.protocols.errors import StorageError
+from gridhead.storage import lake, samples, schema
 
 DAY = 20758                                  # 2026-11-01 local
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from billing_core import ledger as L
-from storage import bills, ledger
+from gridhead.billing_core import ledger as L
+from gridhead.storage import bills, ledger
 
 from .conftest import generated
 
@@ -43,7 +43,7 @@ def _nos(d) -> list[str]:
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "gridhead.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 # --- array rules by hand -------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_bank_import_all_or_nothing_with_per_row_errors(fleet, tmp_path):
 
 _IMPORT = """
 import sys
-from storage import ledger
+from gridhead.storage import ledger
 print("go", flush=True)
 ledger.import_payments(sys.argv[1], sys.argv[2], "crash-test")
 print("done", flush=True)
@@ -301,7 +301,7 @@ def _run(*args):
 
     from click.testing import CliRunner
 
-    from cli import cli
+    from gridhead.cli import cli
     r = CliRunner().invoke(cli, list(args))
     return types.SimpleNamespace(returncode=r.exit_code, stdout=r.stdout, stderr=r.stderr)
 

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from billing_core import lineloss as ll
-from protocols.errors import ConfigError
+from gridhead.billing_core import lineloss as ll
+from gridhead.protocols.errors import ConfigError
 
 START = dt.date(2026, 5, 28)          # margins either side of June for spreading gaps
 MONTH = "2026-06"
@@ -29,7 +29,7 @@ MONTH = "2026-06"
 @functools.lru_cache(maxsize=1)
 def fleet() -> pathlib.Path:
     """A generated fleet with its archive imported (shared by the line loss, audit and report tests)."""
-    from storage import archive, generator
+    from gridhead.storage import archive, generator
     d = pathlib.Path(tempfile.mkdtemp(prefix="gridhead-ll-"))
     generator.generate(d, 3000, 36, seed=7, start=START, curve_fraction=0)
     with archive.Archive(d / "archive.duckdb") as a:
@@ -82,7 +82,7 @@ def test_spread_sums_exactly():
 def test_direct_path_equals_the_gap_path():
     """Rows without a missing reading take a short path; it must give the general path's numbers,
     rollovers and backward steps included, with a scalar or a per-row modulus."""
-    from billing_core.lineloss import _direct_energy, _gap_energy
+    from gridhead.billing_core.lineloss import _direct_energy, _gap_energy
     rng = np.random.default_rng(3)
     for T in (2, 3, 9):
         mod = 10 ** rng.integers(5, 9, 400)
@@ -126,7 +126,7 @@ def test_area_balance_by_hand():
 
 
 def test_thresholds_file_errors(tmp_path):
-    from storage import lineloss as sl
+    from gridhead.storage import lineloss as sl
     th = sl.load_thresholds()
     assert th.band("urban").high_bp > 0 and th.band("feeder").high_bp > 0
     bad = tmp_path / "t.toml"
@@ -144,7 +144,7 @@ def test_thresholds_file_errors(tmp_path):
 # --- on a generated fleet -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def june():
-    from storage import archive, lineloss as sl
+    from gridhead.storage import archive, lineloss as sl
     d = fleet()
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
         res = sl.compute(a, d / "lake", *sl.month_range(MONTH))
@@ -181,7 +181,7 @@ def test_monthly_rates_match_the_true_technical_loss(june):
 
 def test_days_against_duckdb(june):
     """Area-days without gaps or swaps: supply and sales equal a plain SQL join of the archive."""
-    from storage import sql as _sql
+    from gridhead.storage import sql as _sql
     d, res = june
     with _sql.Session(d) as s:
         t = s.query("""
@@ -224,7 +224,7 @@ def test_replacement_and_gaps_do_not_bias_the_rate(june):
 def test_pivots_and_raw_files_read_the_same(june):
     """read_frozen from the materialised pivots equals the raw part files (last received wins), for
     unsorted, repeated and unknown meter ids (dense lookup and binary search)."""
-    from storage import lake, lineloss as sl, schema
+    from gridhead.storage import lake, lineloss as sl, schema
     d, res = june
     pivots, _ = lake.pivot_snapshot(d / "lake", schema.DAILY)
     assert len(pivots) > 100                                      # the generator's lake has them
@@ -244,7 +244,7 @@ def test_pivots_and_raw_files_read_the_same(june):
 def test_compute_from_pivots_equals_raw_on_a_partly_pivoted_lake(tmp_path):
     """A lake where re-deliveries gave some partitions a second part file (so no pivot is used there):
     every area and feeder balance from pivots + raw equals the all-raw computation."""
-    from storage import archive, lake, lineloss as sl, schema
+    from gridhead.storage import archive, lake, lineloss as sl, schema
     d = _tampered(tmp_path)
     pivots, parts = lake.pivot_snapshot(d / "lake", schema.DAILY)
     assert pivots and parts                                   # both kinds of partition are present
@@ -259,7 +259,7 @@ def test_compute_from_pivots_equals_raw_on_a_partly_pivoted_lake(tmp_path):
 
 def _tampered(tmp_path) -> pathlib.Path:
     """A copy of the fleet where area 1's check meter stops (负损) and area 2 has no power on 06-12 (停运)."""
-    from storage import archive, lake, schema
+    from gridhead.storage import archive, lake, schema
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
@@ -301,7 +301,7 @@ def test_every_category_appears():
     check-meter fault is 负损 where it is computable and the check meter's own energy was not spread over
     a gap; each outage day is 停运 (supply and sales both 0) even where some meter missed a reading either
     side of it (seed 7: two such days were 负损 while gaps were spread into outages)."""
-    from storage import archive, lineloss as sl
+    from gridhead.storage import archive, lineloss as sl
     d = fleet()
     faults, outages = truth_area_days(d, "check_meter_fault"), truth_area_days(d, "area_outage")
     assert faults and outages
@@ -341,7 +341,7 @@ def test_every_category_appears():
 
 
 def test_cli_stores_the_days_and_the_sql_view_shows_them(tmp_path):
-    from cli import cli
+    from gridhead.cli import cli
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     r = CliRunner().invoke(cli, ["lineloss", "--date", "2026-06-10", "--json", "--data", str(d)])
@@ -393,7 +393,7 @@ def test_outage_days_by_hand():
 def _from_june(tmp_path) -> pathlib.Path:
     """A copy of the fleet whose daily readings start on 06-01 (no margin before the month), and whose
     07-01 daily readings of area 3 are missing: the daily month is not computable there."""
-    from storage import archive
+    from gridhead.storage import archive
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     daily = d / "lake" / "readings" / "kind=daily"
@@ -439,8 +439,8 @@ def test_month_uses_the_monthly_settlement_readings_and_agrees_with_sql(tmp_path
     """Issue 18, item 1: with daily data from 06-01 only (and area 3's 07-01 daily readings lost), every
     area's June is computable from the 月冻结 readings, says so (basis monthly), and equals a plain SQL
     recomputation from the monthly_settlement view to the 0.01 kWh; the CLI prints the basis column."""
-    from cli import cli
-    from storage import archive, lineloss as sl, sql as _sql
+    from gridhead.cli import cli
+    from gridhead.storage import archive, lineloss as sl, sql as _sql
     d = _from_june(tmp_path)
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
         res = sl.compute(a, d / "lake", *sl.month_range(MONTH))
@@ -464,7 +464,7 @@ def test_month_uses_the_monthly_settlement_readings_and_agrees_with_sql(tmp_path
 
 def test_month_without_monthly_readings_says_daily(tmp_path):
     """Without 月冻结 readings in the lake the month is built from the daily ones and says so."""
-    from storage import archive, lineloss as sl
+    from gridhead.storage import archive, lineloss as sl
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     shutil.rmtree(d / "lake" / "readings" / "kind=monthly")

@@ -15,14 +15,14 @@ import sys
 
 import pytest
 
-from headend import commands as K
-from headend.config import Config
-from headend.control import ControlConfig
-from headend.server import HeadEnd
-from headend.terminal import CST, local_now, meter_time, meter_tz
-from protocols.dlt645 import (BroadcastTimeSync, Framer, RemoteCommand, RemoteControlRequest,
+from gridhead.headend import commands as K
+from gridhead.headend.config import Config
+from gridhead.headend.control import ControlConfig
+from gridhead.headend.server import HeadEnd
+from gridhead.headend.terminal import CST, local_now, meter_time, meter_tz
+from gridhead.protocols.dlt645 import (BroadcastTimeSync, Framer, RemoteCommand, RemoteControlRequest,
                               RemoteControlResponse, decode_message)
-from protocols.errors import ConfigError
+from gridhead.protocols.errors import ConfigError
 
 from .conftest import ROOT
 
@@ -32,7 +32,7 @@ SLACK = dt.timedelta(minutes=2)          # a slow machine between the clock read
 def _encode(*args, tz_env="UTC"):
     env = dict(os.environ, TZ=tz_env, PYTHONPATH=ROOT)
     env.pop("GRIDHEAD_METER_TZ", None)
-    r = subprocess.run([sys.executable, "-m", "cli", "frame", "encode", *args], cwd=ROOT, env=env,
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "frame", "encode", *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     fr = Framer()

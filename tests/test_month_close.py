@@ -14,11 +14,11 @@ import socket
 
 import pytest
 
-from billing_core import ledger as L
-from billing_core import prepay as P
-from headend import demo
-from headend.prepay_control import sender
-from storage import bills, control_log as CL, ledger, prepay
+from gridhead.billing_core import ledger as L
+from gridhead.billing_core import prepay as P
+from gridhead.headend import demo
+from gridhead.headend.prepay_control import sender
+from gridhead.storage import bills, control_log as CL, ledger, prepay
 
 from .test_control import call, start, stop, wait_online
 from .test_prepay_e2e import _meter_of, relay_open

@@ -18,12 +18,12 @@ import time
 
 import pytest
 
-from headend import demo, sim_model
-from headend.collect import Collector
-from headend.config import Config, MqttBroker
-from headend.server import HeadEnd
-from headend.simulator import Simulator
-from storage import archive, sql
+from gridhead.headend import demo, sim_model
+from gridhead.headend.collect import Collector
+from gridhead.headend.config import Config, MqttBroker
+from gridhead.headend.server import HeadEnd
+from gridhead.headend.simulator import Simulator
+from gridhead.storage import archive, sql
 from tests.test_fleet import _fresh
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if shutil.os.path.exists("/usr/sbin/mosquitto") else None)
@@ -192,7 +192,7 @@ def test_redelivered_report_is_deduplicated_by_the_lake(fleet_dir, tmp_path, bro
     """QoS 1 is at-least-once: the same REPORT frame published twice is acknowledged twice and stored once."""
     import aiomqtt
 
-    from headend.transport_mqtt import topic
+    from gridhead.headend.transport_mqtt import topic
     src, days = fleet_dir
     data = _fresh(src, tmp_path / "d")
     fleet = sim_model.load_gen_dir(data)
@@ -222,7 +222,7 @@ def test_redelivered_report_is_deduplicated_by_the_lake(fleet_dir, tmp_path, bro
 def test_last_will_takes_a_vanished_terminal_offline_and_foreign_topics_are_refused(fleet_dir, tmp_path, broker):
     import aiomqtt
 
-    from headend.transport_mqtt import topic
+    from gridhead.headend.transport_mqtt import topic
     src, _days = fleet_dir
     data = _fresh(src, tmp_path / "d")
 
@@ -239,8 +239,8 @@ def test_last_will_takes_a_vanished_terminal_offline_and_foreign_topics_are_refu
             # a login of terminal 1's address published on terminal 0's uplink topic
             sim = r.sim
             t1 = sim.by_address[a1]
-            from protocols.dlt698 import apdu as A
-            from protocols.dlt698.session import date_time
+            from gridhead.protocols.dlt698 import apdu as A
+            from gridhead.protocols.dlt698.session import date_time
             login = sim._frame(t1, 0x81, A.LinkRequest(1, A.LINK_LOGIN, 30, date_time(sim.now())), 0)
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="spoof") as c:
                 await c.publish(topic("gridhead", a0, "up"), login, qos=1)
@@ -265,13 +265,13 @@ def test_serve_mqtt_flag_takes_the_fleet_through_the_broker(fleet_dir, tmp_path,
     from .conftest import ROOT
     d = _fresh(fleet_dir[0], tmp_path / "d")
     where = f"127.0.0.1:{broker.port}"
-    he = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--data", str(d), "--port", "0", "--metrics-port",
+    he = subprocess.Popen([sys.executable, "-m", "gridhead.cli", "serve", "--data", str(d), "--port", "0", "--metrics-port",
                            "0", "--no-api", "--mqtt", where, "--mqtt-prefix", "gridhead"], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sim = None
     try:
         ready = json.loads(he.stdout.readline())
-        sim = subprocess.Popen([sys.executable, "-m", "cli", "sim", "--data", str(d), "--mqtt", where, "--seed",
+        sim = subprocess.Popen([sys.executable, "-m", "gridhead.cli", "sim", "--data", str(d), "--mqtt", where, "--seed",
                                 str(SEED), "--no-report", "--stats-every", "0"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline, online = time.monotonic() + 30, None
@@ -291,9 +291,9 @@ def test_serve_mqtt_flag_takes_the_fleet_through_the_broker(fleet_dir, tmp_path,
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-    bad = subprocess.run([sys.executable, "-m", "cli", "serve", "--data", str(d), "--port", "0", "--mqtt", "nohost"],
+    bad = subprocess.run([sys.executable, "-m", "gridhead.cli", "serve", "--data", str(d), "--port", "0", "--mqtt", "nohost"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--mqtt" in bad.stderr and "Traceback" not in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "cli", "serve", "--data", str(d), "--port", "0", "--mqtt-prefix", "x"],
+    bad = subprocess.run([sys.executable, "-m", "gridhead.cli", "serve", "--data", str(d), "--port", "0", "--mqtt-prefix", "x"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--mqtt-prefix needs --mqtt" in bad.stderr and "Traceback" not in bad.stderr

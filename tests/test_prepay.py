@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from billing_core import prepay as P
-from storage import bills, ledger, prepay
+from gridhead.billing_core import prepay as P
+from gridhead.storage import bills, ledger, prepay
 
 from .conftest import generated
 
@@ -151,7 +151,7 @@ def test_protected_trip_refused_and_commands_wait_without_a_head_end(fleet, tmp_
 
 _RUN = """
 import sys, datetime as dt
-from storage import prepay
+from gridhead.storage import prepay
 print("go", flush=True)
 for day in range(1, 31):
     prepay.run(sys.argv[1], dt.date(2026, 6, day))
@@ -189,7 +189,7 @@ def test_sigkill_during_prepay_runs_leaves_whole_days(fleet, tmp_path):
 
 def test_cli_prepay_run_and_status(fleet, tmp_path):
     d = _copy(fleet, tmp_path)
-    cli = [sys.executable, "-m", "cli"]
+    cli = [sys.executable, "-m", "gridhead.cli"]
     r = subprocess.run(cli + ["prepay", "run", "--date", "2026-06-01", "--json", "--data", str(d)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -256,7 +256,7 @@ def test_a_broken_earlier_bill_is_one_line_and_nothing_is_deducted(fleet, tmp_pa
     bad = d / "bills" / "period=2026-05" / "bills.parquet"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not parquet")
-    r = subprocess.run([sys.executable, "-m", "cli", "prepay", "run", "--date", "2026-06-10", "--data", str(d)],
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "prepay", "run", "--date", "2026-06-10", "--data", str(d)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.count("\n") <= 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: prepay 2026-06-10: reading ") and "period=2026-05" in r.stderr
@@ -278,7 +278,7 @@ def test_a_trip_that_never_reached_the_head_end_is_retried_then_alarmed(fleet, t
     """Defect 2: with the control API unreachable the trips stay pending (not "tripped"), are sent again
     by the next run, and after `send_attempts` failures raise an alarm; the next run orders them again.
     Only a trip the head-end confirmed makes the customer "tripped"."""
-    from headend.prepay_control import sender
+    from gridhead.headend.prepay_control import sender
     d = _copy(fleet, tmp_path)
     t = P.Thresholds(warn_fen=2_000, grace_days=0, send_attempts=3)
     down = sender(f"http://127.0.0.1:{_closed_port()}", "token", timeout_s=2)
@@ -336,7 +336,7 @@ def test_cli_asks_before_sending_many_trips(fleet, tmp_path):
     url = f"http://127.0.0.1:{_closed_port()}"
     from click.testing import CliRunner
 
-    from cli import cli as group
+    from gridhead.cli import cli as group
     cli = ["prepay", "run", "--grace-days", "0", "--confirm-above", "1", "--api", url,
            "--data", str(d)]
 

@@ -15,10 +15,10 @@ import json
 
 import pytest
 
-from headend import demo
-from headend.prepay_control import sender
-from storage import control_log as CL
-from storage import ledger, prepay, sql
+from gridhead.headend import demo
+from gridhead.headend.prepay_control import sender
+from gridhead.storage import control_log as CL
+from gridhead.storage import ledger, prepay, sql
 
 from .test_control import call, start, stop, wait_online
 

@@ -9,10 +9,10 @@ import asyncio
 
 import pytest
 
-from headend import commands as K
-from headend.config import Config
-from headend.control import ControlConfig
-from headend.server import HeadEnd
+from gridhead.headend import commands as K
+from gridhead.headend.config import Config
+from gridhead.headend.control import ControlConfig
+from gridhead.headend.server import HeadEnd
 
 dlt645 = pytest.importorskip("dlt645", reason="the interop peer is a test-only dependency: pip install dlt645")
 

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headend import profile as P
-from headend import records as rec
-from headend import sim_model as sm
-from headend import simulator as S
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.axdr import Data, DateTime, DateTimeS
-from protocols.errors import GridheadError
-from storage import schema
+from gridhead.headend import profile as P
+from gridhead.headend import records as rec
+from gridhead.headend import sim_model as sm
+from gridhead.headend import simulator as S
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.axdr import Data, DateTime, DateTimeS
+from gridhead.protocols.errors import GridheadError
+from gridhead.storage import schema
 
 T = A.tsa
 METERS = {T("000000000001"): 11, T("000000000002"): 12, T("123456789012"): 0}
@@ -242,8 +242,8 @@ def test_mutated_and_truncated_bytes_error_or_equal(kernels, apdu, cut, flips):
 
 
 def test_session_report_decoder_hands_columns_and_acknowledges_alike(kernels):
-    from protocols.dlt698 import session as CS
-    from protocols.dlt698.frame import Frame, ServerAddress
+    from gridhead.protocols.dlt698 import session as CS
+    from gridhead.protocols.dlt698.frame import Frame, ServerAddress
     now = dt.datetime(2024, 6, 1, 0, 5)
     frame = Frame(ServerAddress("000000000042"), 0x10, 0x83, report([daily_row("000000000001")], piid=0x47)).to_bytes()
 

@@ -11,8 +11,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from headend import demo
-from storage import archive, collection, sql
+from gridhead.headend import demo
+from gridhead.storage import archive, collection, sql
 from tests.test_fleet import _collect, _fresh, fleet_dir  # noqa: F401  (fleet_dir: a fixture)
 from tests.test_lineloss import fleet
 
@@ -29,9 +29,9 @@ def test_missing_meters_table_view_and_reread_file(tmp_path):
     """Every 不可算 area-day of the month is explained by meters without the day's readings; the SQL view
     holds the same rows; the re-read file lists each missing reading once."""
     import datetime as dt
-    from billing_core import lineloss as ll
-    from cli import _reread_file, cli
-    from storage import lineloss as sl
+    from gridhead.billing_core import lineloss as ll
+    from gridhead.cli import _reread_file, cli
+    from gridhead.storage import lineloss as sl
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
@@ -66,8 +66,8 @@ def test_missing_meters_table_view_and_reread_file(tmp_path):
 
 
 def test_bad_meters_file_is_one_line(tmp_path):
-    from cli import cli
-    from storage.archive import Archive
+    from gridhead.cli import cli
+    from gridhead.storage.archive import Archive
     with Archive(tmp_path / "archive.duckdb"):          # an (empty) archive: the data directory is valid
         pass
     bad = tmp_path / "m.csv"

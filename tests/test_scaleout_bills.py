@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from protocols.errors import StorageError
-from storage import bills, dist, lake
+from gridhead.protocols.errors import StorageError
+from gridhead.storage import bills, dist, lake
 
 from .conftest import generated
 
@@ -225,7 +225,7 @@ def test_release_rewrites_a_multi_group_file_group_by_group(fleet, tmp_path, mon
 def test_task_columns_travel_as_files_or_as_values_alike(fleet, tmp_path):
     """A worker that sees the driver's spill directory writes its columns there and returns file names; one
     that does not returns the columns — the driver's merged groups are the same either way."""
-    from billing_core.tariff import TariffSet
+    from gridhead.billing_core.tariff import TariffSet
     _single, fresh = fleet
     plan = dist.assign(fresh, PERIODS[0])
     prep = bills.prepare(fresh, PERIODS[0], {k: ({k}, v) for k, v in plan.items()})

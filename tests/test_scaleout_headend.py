@@ -15,11 +15,11 @@ import sys
 import duckdb
 import pytest
 
-from headend import demo, sim_model
-from headend.shard import shard_of
-from protocols.dlt698 import apdu as A
-from protocols.dlt698.frame import Frame, Framer, ServerAddress
-from storage import archive, sql
+from gridhead.headend import demo, sim_model
+from gridhead.headend.shard import shard_of
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress
+from gridhead.storage import archive, sql
 
 from .conftest import ROOT
 
@@ -27,7 +27,7 @@ N_TERMINALS, N_METERS, SEED = 24, 4, 5
 
 SIM = """
 import datetime as dt, json, sys
-from headend import sim_model, simulator, shard
+from gridhead.headend import sim_model, simulator, shard
 data, p0, p1, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 fleet = sim_model.load_gen_dir(data, None)
 sim = shard.ShardedSimulator(fleet, shards=[("127.0.0.1", p0), ("127.0.0.1", p1)], seed=5, heartbeat_s=60,
@@ -52,7 +52,7 @@ def data(tmp_path_factory):
 def _serve(d, tmp_path, index):
     cfg = tmp_path / f"shard{index}.toml"
     cfg.write_text(f'listen_port = 0\ndata_dir = "{d}"\nshard_index = {index}\nshard_count = 2\n')
-    p = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--config", str(cfg), "--no-api"], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "gridhead.cli", "serve", "--config", str(cfg), "--no-api"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return p, json.loads(p.stdout.readline())["port"]
 

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from protocols.errors import StorageError
-from storage import archive, bills, dist, lakefs, lineloss
+from gridhead.protocols.errors import StorageError
+from gridhead.storage import archive, bills, dist, lakefs, lineloss
 
 from .conftest import generated
 

@@ -17,8 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from protocols.errors import StorageError
-from storage import archive, dist, lineloss
+from gridhead.protocols.errors import StorageError
+from gridhead.storage import archive, dist, lineloss
 
 from .conftest import generated
 

@@ -18,17 +18,17 @@ import time
 
 import pytest
 
-from headend import demo, sim_model
-from headend import profile as P
-from headend.config import Config, SerialMeter, SerialPort
-from headend.server import HeadEnd
-from headend.sim_serial import SerialMeters
-from headend.terminal import RequestTimeout
-from headend.transport_serial import SerialBus, bus_time_s, gap_s
-from protocols.dlt645 import (BroadcastTimeSync, ErrorResponse, ReadRequest, ReadResponse, RemoteCommand,
+from gridhead.headend import demo, sim_model
+from gridhead.headend import profile as P
+from gridhead.headend.config import Config, SerialMeter, SerialPort
+from gridhead.headend.server import HeadEnd
+from gridhead.headend.sim_serial import SerialMeters
+from gridhead.headend.terminal import RequestTimeout
+from gridhead.headend.transport_serial import SerialBus, bus_time_s, gap_s
+from gridhead.protocols.dlt645 import (BroadcastTimeSync, ErrorResponse, ReadRequest, ReadResponse, RemoteCommand,
                               RemoteControlRequest, RemoteControlResponse)
-from protocols.dlt698 import apdu as A
-from storage import archive, sql
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.storage import archive, sql
 from tests.test_fleet import _fresh
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed (.ci/run installs it)")
@@ -147,8 +147,8 @@ def test_reads_remote_control_and_time_sync(fleet_dir, tmp_path, pty_pair):
             assert isinstance(g, A.GetResponseNormal) and g.result.data.value[0].value // 100 == \
                 data.value[0].value // 100
             target = now + dt.timedelta(seconds=-300)
-            from protocols.dlt698.axdr import Data
-            from protocols.dlt698.session import date_time
+            from gridhead.protocols.dlt698.axdr import Data
+            from gridhead.protocols.dlt698.session import date_time
             s = await bus.request698(a698, A.SetRequestNormal(1, 0x40000200, Data(25, date_time(target))))
             assert isinstance(s, A.SetResponseNormal) and s.dar == 0
             assert abs(sim.meters[a698].drift_s + 300) < 5
@@ -255,7 +255,7 @@ class _NoWriter:
 def test_scheduler_collects_serial_meters_daily(fleet_dir, tmp_path, pty_pair):
     """``Collector.run`` reads the serial meters' daily freeze on the daily task's schedule (nobody calls
     ``collect_day``), records the run per port, and a second pass over the same days reads nothing again."""
-    from headend import collect as c
+    from gridhead.headend import collect as c
 
     src, days = fleet_dir
     data = _fresh(src, tmp_path / "d")
@@ -304,8 +304,8 @@ def test_serial_backfill_rereads_a_missed_meter_day_within_its_retries(fleet_dir
     """A meter that did not answer on the collection day is read again by ``backfill_serial`` once its
     back-off has elapsed: the reading lands with Q_BACKFILLED, the attempt is recorded under the port's
     run name; a meter still silent is tried at most ``backfill_retries`` times; a stored day is not read."""
-    from headend import collect as c
-    from storage import schema
+    from gridhead.headend import collect as c
+    from gridhead.storage import schema
 
     src, days = fleet_dir
     data = _fresh(src, tmp_path / "d")
@@ -355,9 +355,9 @@ def test_read_and_remote_control_route_to_a_serial_meter_dlt645_peer(tmp_path, p
     block reads; its refusal of a remote control (it does not implement 1CH) is the command's failure."""
     peer = pytest.importorskip("dlt645", reason="the interop peer is a test-only dependency: pip install dlt645")
     from dlt645 import MeterServerService
-    from headend import commands as K
-    from headend.config import SerialMeter as SM
-    from headend.control import ControlConfig
+    from gridhead.headend import commands as K
+    from gridhead.headend.config import SerialMeter as SM
+    from gridhead.headend.control import ControlConfig
     peer.disable_logging()
     addr = "000012345678"
     meter = MeterServerService.new_rtu_server(pty_pair[1], 8, 1, 9600, "N", 0.05)
@@ -401,8 +401,8 @@ def test_control_api_reads_and_trips_a_serial_meter(fleet_dir, tmp_path, pty_pai
     import json
     import urllib.request
 
-    from headend import control
-    from storage import control_log as CL
+    from gridhead.headend import control
+    from gridhead.storage import control_log as CL
 
     src, _days = fleet_dir
     data = _fresh(src, tmp_path / "d")

@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from headend import collect as c
-from headend import demo, sim_model
-from headend.config import Config
-from headend.shard import shard_of
-from storage import archive, collection, lake, schema, sql
+from gridhead.headend import collect as c
+from gridhead.headend import demo, sim_model
+from gridhead.headend.config import Config
+from gridhead.headend.shard import shard_of
+from gridhead.storage import archive, collection, lake, schema, sql
 
 from .conftest import ROOT
 
@@ -37,7 +37,7 @@ def _midnight_utc_s(d: dt.date) -> int:
 
 
 def _serve(cfg):
-    p = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--config", str(cfg), "--no-api"], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "gridhead.cli", "serve", "--config", str(cfg), "--no-api"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line:

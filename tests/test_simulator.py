@@ -16,16 +16,16 @@ import time
 import numpy as np
 import pytest
 
-from headend import profile as P
-from headend import sim_model as sm
-from headend import simulator as S
-from headend.sim_answers import PreEncoded
-from protocols.dlt645 import Framer as Framer645
-from protocols.dlt645 import ReadRequest, decode_message
-from protocols.dlt698 import apdu as A
-from protocols.dlt698 import session as CS
-from protocols.dlt698.axdr import MS, RSD, TI, Data, DateTime, DateTimeS, Selector1, SelectorRange
-from storage import generator as gen
+from gridhead.headend import profile as P
+from gridhead.headend import sim_model as sm
+from gridhead.headend import simulator as S
+from gridhead.headend.sim_answers import PreEncoded
+from gridhead.protocols.dlt645 import Framer as Framer645
+from gridhead.protocols.dlt645 import ReadRequest, decode_message
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698 import session as CS
+from gridhead.protocols.dlt698.axdr import MS, RSD, TI, Data, DateTime, DateTimeS, Selector1, SelectorRange
+from gridhead.storage import generator as gen
 
 START = dt.date(2026, 6, 1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -418,7 +418,7 @@ def test_500_terminals_in_a_subprocess_log_in():
     async def main():
         port = await master.start()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli", "sim", "--terminals", "500", "--meters-per-terminal", "2", "--seed", "4",
+            sys.executable, "-m", "gridhead.cli", "sim", "--terminals", "500", "--meters-per-terminal", "2", "--seed", "4",
             "--connect", f"127.0.0.1:{port}", "--heartbeat", "2", "--duration", "6", "--stats-every", "0",
             "--json", cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -434,7 +434,7 @@ def test_500_terminals_in_a_subprocess_log_in():
 
 
 def test_cli_errors_are_one_line():
-    r = subprocess.run([sys.executable, "-m", "cli", "sim", "--terminals", "1", "--connect", "127.0.0.1:x"],
+    r = subprocess.run([sys.executable, "-m", "gridhead.cli", "sim", "--terminals", "1", "--connect", "127.0.0.1:x"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr and "HOST:PORT" in r.stderr
     with pytest.raises(sm.SimulatorError):
@@ -444,7 +444,7 @@ def test_cli_errors_are_one_line():
 def test_replaced_meters_answer_the_days_the_archive_expects(tmp_path):
     """换表: the simulator has a freeze of a meter exactly on the days storage.collection expects it — the
     old meter up to its removal day's 00:00, the new one from the day after its install day."""
-    from storage import archive, collection
+    from gridhead.storage import archive, collection
     gen.generate(tmp_path, customers=300, days=6, seed=4, start=START, write_lake=False,
                  rates={"replacement": 0.2})
     with archive.Archive(tmp_path / "archive.duckdb") as a:

@@ -8,8 +8,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from storage import lake, schema
-from storage.sql import PIVOT_REGISTERS, Session, SqlError, view_statements, views_script
+from gridhead.storage import lake, schema
+from gridhead.storage.sql import PIVOT_REGISTERS, Session, SqlError, view_statements, views_script
 
 CST = schema.LOCAL_TZ
 R = schema.REGISTER_CODES
@@ -188,7 +188,7 @@ def test_date_filter_prunes_partitions(data):
 def test_no_duckdb_progress_bar_on_stdout(tmp_path):
     """DuckDB draws its progress bar on stdout (into `gridhead sql --csv > file`): every connection gridhead
     opens has it off."""
-    from storage import archive, duck
+    from gridhead.storage import archive, duck
     assert duck.connect().execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
     s = Session(tmp_path)
     assert s.db.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from protocols.errors import StorageError
-from storage import lake, samples, schema, validate, wal
+from gridhead.protocols.errors import StorageError
+from gridhead.storage import lake, samples, schema, validate, wal
 
 DAY = 20758
 METERS = np.arange(1, 1001)

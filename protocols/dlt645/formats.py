@@ -27,7 +27,7 @@ from typing import NamedTuple
 from .. import accel
 from ..errors import LocalProtocolError, RemoteProtocolError
 
-accel.bind(globals(), "_k", "protocols._framing")
+accel.bind(globals(), "_k", "gridhead.protocols._framing")
 
 # field kinds; 0-2 are the kernel's own codes (see _framing_py.bcd_fields)
 UNSIGNED, SIGNED, BINARY, ASCII, DATETIME, DIGITS = 0, 1, 2, 3, 4, 5

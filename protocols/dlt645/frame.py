@@ -27,7 +27,7 @@ from .. import accel
 from ..errors import ChecksumError, FrameError, LocalProtocolError
 from ._record import record
 
-accel.bind(globals(), "_k", "protocols._framing")
+accel.bind(globals(), "_k", "gridhead.protocols._framing")
 
 FOUND, NEED_MORE, BAD_CHECKSUM, BAD_END, BAD_ADDRESS, BAD_MESSAGE = 0, 1, 2, 3, 4, 5  # kernel statuses
 MAX_FRAME = 12 + 255

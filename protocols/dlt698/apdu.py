@@ -1209,7 +1209,7 @@ class SecurityResponse(_Secured, Apdu):
 _CHOICE_TAGS = frozenset(t for (t, c) in REGISTRY if c is not None)
 
 
-accel.bind(globals(), "_fast", "protocols._apdu698")
+accel.bind(globals(), "_fast", "gridhead.protocols._apdu698")
 
 
 def decode_apdu(raw, lazy: bool = False) -> Apdu:

@@ -71,7 +71,7 @@ __all__ = [
     "decode_length", "encode_length", "to_json", "scaled", "make_oad", "split_oad",
 ]
 
-accel.bind(globals(), "_k", "protocols._axdr")
+accel.bind(globals(), "_k", "gridhead.protocols._axdr")
 
 
 class Tag(enum.IntEnum):

@@ -42,7 +42,7 @@ from .. import accel
 from ..dlt645.frame import Framer as _StreamFramer
 from ..errors import ChecksumError, FrameError, LocalProtocolError, RemoteProtocolError
 
-accel.bind(globals(), "_k", "protocols._framing698")
+accel.bind(globals(), "_k", "gridhead.protocols._framing698")
 
 FOUND, NEED_MORE, BAD_HCS, BAD_FCS, BAD_END, BAD_LENGTH = 0, 1, 2, 3, 4, 5
 MAX_FRAME = 0x3FFF + 2      # largest frame with a byte-unit length field (the peer's default too)
