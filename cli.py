@@ -2195,7 +2195,7 @@ def token_add(name, role, expires_days, data, as_json):
     """Make a token for NAME; it is printed once and cannot be shown again.  Give it to the operator's
     client through GRIDHEAD_TOKEN or a 0600 file (--token-file), never on a command line."""
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     d = data_dir(data)
     store = CL.TokenStore(CL.tokens_path(d))
     tid, token = store.add(name, role, expires_days)
@@ -2215,7 +2215,7 @@ def token_add(name, role, expires_days, data, as_json):
 def token_rotate(token_id, overlap_days, expires_days, data, as_json):
     """A new token with the name and role of TOKEN_ID (id or name); the old one ends after --overlap."""
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     d = data_dir(data)
     old, tid, token = CL.TokenStore(CL.tokens_path(d)).rotate(token_id, overlap_days, expires_days)
     _token_audit(d, "token-rotate", f"token:{tid}", {"old": old["id"], "name": old["name"], "overlap_days": overlap_days})
@@ -2229,7 +2229,7 @@ def token_rotate(token_id, overlap_days, expires_days, data, as_json):
 def token_list(data, as_json):
     """The tokens (never their secrets)."""
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     for e in CL.TokenStore(CL.tokens_path(data_dir(data))).list():
         click.echo(json.dumps(e) if as_json else
                    f"{e['id']}  {e['name']:<16} {e['role']:<8} created {e['created_utc']}"
@@ -2243,7 +2243,7 @@ def token_list(data, as_json):
 def token_revoke(token_id, data):
     """Revoke a token by id or name (a running head-end notices at once)."""
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     d = data_dir(data)
     e = CL.TokenStore(CL.tokens_path(d)).revoke(token_id)
     _token_audit(d, "token-revoke", f"token:{e['id']}")
@@ -2267,7 +2267,7 @@ def control_log_verify(data, key_file, as_json):
     record (line and seq)."""
     from gridhead.headend.control import check_audit_chain
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     d = data_dir(data)
     if not CL.audit_path(d).exists():
         raise GridheadError(f"{CL.audit_path(d)}: no audit log")

@@ -25,20 +25,13 @@ from gridhead.billing_core import lineloss as ll
 from gridhead.protocols.errors import StorageError
 
 from . import lake, schema
+from .results import AUDIT_ITEMS_SCHEMA as ITEMS_SCHEMA
+from .results import AUDIT_MARKS_SCHEMA as MARKS_SCHEMA
 from . import lineloss as sl
 from .archive import Archive
 
 RESULTS = ("theft", "fault", "normal")
 PREVIOUS_DAYS = 14          # the previous month's last days the theft signal compares with (when in the lake)
-ITEMS_SCHEMA = pa.schema([
-    ("item_id", pa.string()), ("rank", pa.int32()), ("level", pa.string()), ("customer_id", pa.int64()),
-    ("point_id", pa.int64()), ("meter_id", pa.int64()), ("area_id", pa.int64()), ("score", pa.float64()),
-    ("kinds", pa.string()), ("evidence", pa.string()),
-])
-MARKS_SCHEMA = pa.schema([("item_id", pa.string()), ("result", pa.string()), ("checked_by", pa.string()),
-                          ("note", pa.string()), ("checked_utc", pa.timestamp("us", tz="UTC"))])
-
-
 class UnknownItem(StorageError):
     """An item id that no stored audit list has: bad input (exit 2)."""
 
@@ -268,52 +261,3 @@ def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt
     os.rename(tmp, d / name)
     lake.fsync_dir(d)
     return d / name
-
-
-def view_statements(lake_root) -> list[str]:
-    """``line_loss``, ``line_loss_missing`` and ``audit`` views (for storage.sql), once the lake has a
-    line loss or an audit directory."""
-    root = pathlib.Path(lake_root).resolve()
-    out = []
-    if not (root / sl.TABLE).is_dir() and not (root / "audit").is_dir():
-        return out
-    ll_has = any(root.glob(f"{sl.TABLE}/date=*/part-*.parquet"))
-    if ll_has:
-        src = f"SELECT * FROM read_parquet('{_q(sl.glob(root))}', hive_partitioning = true, hive_types = {{'date': DATE}})"
-    else:
-        src = _empty(sl.LINE_LOSS_SCHEMA, "CAST(NULL AS DATE) AS date")
-    out.append(f"CREATE OR REPLACE VIEW line_loss AS {src}")
-    # per 不可算 area-day, the meters whose readings are missing (storage.lineloss.missing_table)
-    if any(root.glob(f"{sl.MISSING_TABLE}/date=*/part-*.parquet")):
-        miss = (f"SELECT * FROM read_parquet('{_q(root / sl.MISSING_TABLE / 'date=*' / 'part-*.parquet')}', "
-                f"hive_partitioning = true, hive_types = {{'date': DATE}})")
-    else:
-        miss = _empty(sl.MISSING_SCHEMA, "CAST(NULL AS DATE) AS date")
-    out.append(f"CREATE OR REPLACE VIEW {sl.MISSING_TABLE} AS SELECT date, area_id, meter_id, point_id, role, "
-               f"reading_date FROM ({miss})")
-    if any(root.glob("audit/month=*/part-*.parquet")):
-        items = (f"SELECT * FROM read_parquet('{_q(root / 'audit' / 'month=*' / 'part-*.parquet')}', "
-                 f"hive_partitioning = true, hive_types = {{'month': VARCHAR}})")
-    else:
-        items = _empty(ITEMS_SCHEMA, "CAST(NULL AS VARCHAR) AS month")
-    if any(root.glob("audit_marks/part-*.parquet")):
-        marks = f"SELECT * FROM read_parquet('{_q(root / 'audit_marks' / 'part-*.parquet')}')"
-    else:
-        marks = _empty(MARKS_SCHEMA)
-    out.append(f"CREATE OR REPLACE VIEW audit AS SELECT i.*, m.result, m.checked_by, m.note, m.checked_utc "
-               f"FROM ({items}) i LEFT JOIN (SELECT * FROM ({marks}) QUALIFY row_number() OVER "
-               f"(PARTITION BY item_id ORDER BY checked_utc DESC) = 1) m USING (item_id)")
-    return out
-
-
-_DUCK = {pa.date32(): "DATE", pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
-         pa.float64(): "DOUBLE", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}
-
-
-def _empty(sch: pa.Schema, *extra: str) -> str:
-    cols = [f"CAST(NULL AS {_DUCK[f.type]}) AS {f.name}" for f in sch] + list(extra)
-    return "SELECT " + ", ".join(cols) + " WHERE false"
-
-
-def _q(p) -> str:
-    return str(p).replace("'", "''")

@@ -59,14 +59,12 @@ from gridhead.billing_core import run as R
 from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet
 from gridhead.protocols.errors import BillingError, GridheadError, StorageError
 
-from . import duck, lake, lakefs
-from . import schema
-from . import archive
-from .archive import _arrow
-from .sql import archive_path, data_dir, lake_root
+from . import archive, duck, lake, lakefs, schema
+from .duck import arrow_table
+from .paths import archive_path, data_dir, lake_root
+from .paths import sql_path as _q
+from .results import BILLS, ITEMS, bills_root
 
-BILLS = "bills"
-ITEMS = "bill_items"
 STATUS = ("issued", "held", "released")
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _REGS = R.REGS
@@ -81,10 +79,6 @@ def period_bounds(period: str) -> tuple[dt.date, dt.date]:
     return dt.date(y, mo, 1), dt.date(y + mo // 12, mo % 12 + 1, 1)
 
 
-def bills_root(data=None) -> pathlib.Path:
-    return data_dir(data) / BILLS
-
-
 def partition(data, period: str) -> pathlib.Path:
     period_bounds(period)
     return bills_root(data) / f"period={period}"
@@ -97,13 +91,10 @@ def bill_id(period: str, customer_id) -> np.ndarray:
 
 
 # --- reading the lake and the archive -------------------------------------------------------------------
-def _q(p) -> str:
-    return str(p).replace("'", "''")
-
 
 def _read(con, sql: str, params=None) -> dict:
     cur = con.execute(sql, params or [])
-    t = _arrow(cur)
+    t = arrow_table(cur)
     return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
 
 
@@ -473,7 +464,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         con.execute("CREATE TEMP TABLE hist (customer_id BIGINT, hist_e BIGINT, hist_days BIGINT)")
     chg = ",\n".join(f"coalesce(CASE WHEN dm.ae_fwd IS NOT NULL THEN dm.{r} ELSE dd.{r} END, -1) AS chg_{r}"
                      for r in _REGS)
-    t = _arrow(con.execute(f"""
+    t = arrow_table(con.execute(f"""
         SELECT c.*, EXISTS (SELECT 1 FROM seg s WHERE s.bill = c.bill) AS has_point,
                y.ytd AS cum_prev, y.ytd_known, coalesce(h.hist_e, 0) AS hist_e,
                coalesce(h.hist_days, 0) AS hist_days,
@@ -548,11 +539,11 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
         _archive_phase(_Con(con, {"s": start, "e": end}), period, own=False, tariffs=tariffs)
         # sorted by task in DuckDB (parallel), then bills renumbered within each task (still customer order)
         con.register("own", pa.table({"customer_id": ids, "_task": task}))
-        cust = _arrow(con.execute("SELECT o._task, c.* FROM cust c JOIN own o USING (customer_id) "
+        cust = arrow_table(con.execute("SELECT o._task, c.* FROM cust c JOIN own o USING (customer_id) "
                                   "ORDER BY o._task, c.bill"))
-        seg = _arrow(con.execute("SELECT o._task, s.* FROM seg s JOIN cust c USING (bill) "
+        seg = arrow_table(con.execute("SELECT o._task, s.* FROM seg s JOIN cust c USING (bill) "
                                  "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
-        yseg = _arrow(con.execute("SELECT o._task, s.* FROM yseg s JOIN cust c USING (bill) "
+        yseg = arrow_table(con.execute("SELECT o._task, s.* FROM yseg s JOIN cust c USING (bill) "
                                   "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
         n_cust = con.execute("SELECT count(*) FROM cust").fetchone()[0]
         if cust.num_rows != n_cust:
@@ -579,7 +570,7 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
         con.register("fm", pa.table({"meter_id": np.unique(meter[away])}))
         sel = _readings(con, lakefs.configured(lake_uri), lake_root(data), schema.MONTHLY, (start, end),
                         {int(x) for x in b[away]}, "_lake_fm")
-        rows = _arrow(con.execute(sel.replace("@FILTER@", "r SEMI JOIN fm ON r.meter_id = fm.meter_id")))
+        rows = arrow_table(con.execute(sel.replace("@FILTER@", "r SEMI JOIN fm ON r.meter_id = fm.meter_id")))
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -1146,7 +1137,7 @@ def read_bills(data, period: str | None = None, filter_sql: str = "") -> pa.Tabl
     con = duck.connect()
     try:
         lst = ", ".join(f"'{_q(f)}'" for f in files)
-        return _arrow(con.execute(f"SELECT * FROM read_parquet([{lst}]) {filter_sql} ORDER BY bill_id"))
+        return arrow_table(con.execute(f"SELECT * FROM read_parquet([{lst}]) {filter_sql} ORDER BY bill_id"))
     finally:
         con.close()
 
@@ -1235,12 +1226,12 @@ def show(data, customer: str, period: str) -> dict:
         raise BillingError(f"period {period}: no bills (run `gridhead bill run --period {period}` first)")
     con = duck.connect()
     try:
-        b = _arrow(con.execute(f"SELECT * FROM read_parquet('{_q(live / 'bills.parquet')}') "
+        b = arrow_table(con.execute(f"SELECT * FROM read_parquet('{_q(live / 'bills.parquet')}') "
                                f"WHERE customer_no = $c OR CAST(customer_id AS VARCHAR) = $c", {"c": str(customer)}))
         if b.num_rows == 0:
             raise BillingError(f"customer {customer}: no bill in period {period}")
         bill = b.to_pylist()[0]
-        it = _arrow(con.execute(f"SELECT * FROM read_parquet('{_q(live / 'bill_items.parquet')}') WHERE bill_id = $b "
+        it = arrow_table(con.execute(f"SELECT * FROM read_parquet('{_q(live / 'bill_items.parquet')}') WHERE bill_id = $b "
                                 f"ORDER BY seq", {"b": bill["bill_id"]}))
     finally:
         con.close()
@@ -1251,30 +1242,13 @@ def show(data, customer: str, period: str) -> dict:
 _VIEW_TYPES = None
 
 
-def view_statements(data) -> list[str]:
-    """``bills`` and ``bill_items`` views over every published period (typed empty views before a run)."""
-    root = bills_root(data).resolve()
-    out = []
-    for view, name in (("bills", "bills.parquet"), ("bill_items", "bill_items.parquet")):
-        if any(root.glob(f"period=*/{name}")):
-            out.append(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{_q(root)}/period=*/{name}', "
-                       f"hive_partitioning = false, union_by_name = true)")
-        else:
-            cols = ("bill_id BIGINT, period VARCHAR, customer_no VARCHAR, total_fen BIGINT, status VARCHAR"
-                    if view == "bills" else
-                    "bill_id BIGINT, period VARCHAR, customer_no VARCHAR, seq TINYINT, code VARCHAR, amount_fen BIGINT")
-            sel = ", ".join(f"CAST(NULL AS {c.split()[1]}) AS {c.split()[0]}" for c in cols.split(", "))
-            out.append(f"CREATE OR REPLACE VIEW {view} AS SELECT {sel} WHERE false")
-    return out
-
-
 def yuan(fen: int) -> str:
     """Integer fen as yuan with 2 decimals, exactly (no float)."""
     sign = "-" if fen < 0 else ""
     return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
-__all__ = ["run", "summary", "held", "release", "show", "extract", "period_bounds", "view_statements", "yuan",
+__all__ = ["run", "summary", "held", "release", "show", "extract", "period_bounds", "yuan",
            "GridheadError"]
 
 

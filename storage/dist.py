@@ -40,7 +40,7 @@ from gridhead.billing_core.tariff import TariffSet
 from gridhead.protocols.errors import BillingError, GridheadError, StorageError
 
 from . import bills, lake, lakefs, schema
-from .sql import archive_path, data_dir, lake_root
+from .paths import archive_path, data_dir, lake_root
 
 TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-running is harmless)
 # a task's archive rows arrive unpickled, their buffers not 64-byte aligned; DuckDB's Arrow scan (Acero) then

@@ -60,16 +60,18 @@ from gridhead.protocols.errors import GridheadError, StorageError
 
 from . import bills as _bills
 from . import duck
-from .archive import _arrow
-from .sql import archive_path, data_dir
+from .duck import arrow_table
+from .paths import archive_path, data_dir
+from .results import BALANCES_SQL
+from .results import LEDGER_ALLOC as ALLOC
+from .results import LEDGER_TABLE as TABLE
+from .results import ledger_lock_path as lock_path
 
 KINDS = ("bill", "payment", "refund", "adjust", "prepay_charge", "prepay_trueup", "late_fee", "waiver")
 # what allocations (核销) settle: receivables and the credits that pay them.  Prepayment deductions and
 # their true-up are left out: they are estimates the bill replaces (the true-up nets them to zero).
 RECEIVABLE = "(kind IN ('bill', 'late_fee') OR (kind = 'adjust' AND debit_fen > 0))"
 CREDIT = "((kind = 'payment' AND credit_fen > 0) OR (kind IN ('adjust', 'waiver') AND debit_fen < 0))"
-TABLE = "ledger_entries"
-ALLOC = "ledger_allocations"
 # a payment's receipt number (收据号): R<value date YYYYMMDD>-<entry id>, unique as the entry id is; stored
 # with the entry (computed by DuckDB as the entry is inserted), so a reprint shows the number first printed
 # (the date by arithmetic: DuckDB's strftime cost 1.3 s per million payments here, this 0.05 s)
@@ -98,10 +100,6 @@ class LedgerError(GridheadError):
     def __init__(self, message: str, errors: list[str] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or [message]
-
-
-def lock_path(data) -> pathlib.Path:
-    return data_dir(data) / "ledger.lock"
 
 
 class Writer:
@@ -139,11 +137,11 @@ class Writer:
 
     # --- helpers used inside a transaction ---------------------------------------------------------
     def columns(self, sql: str, params=None) -> dict:
-        t = _arrow(self.con.execute(sql, params or []))
+        t = arrow_table(self.con.execute(sql, params or []))
         return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
 
     def query(self, sql: str, params=None) -> pa.Table:
-        return _arrow(self.con.execute(sql, params or []))
+        return arrow_table(self.con.execute(sql, params or []))
 
     def balances_of(self, customer_ids: np.ndarray) -> np.ndarray:
         """Current balance of each given customer (0 for one without entries), by the stored running balance."""
@@ -742,7 +740,7 @@ class Reader:
         self.close()
 
     def query(self, sql: str, params=None) -> pa.Table:
-        return _arrow(self.con.execute(sql, params or {}))
+        return arrow_table(self.con.execute(sql, params or {}))
 
     def columns(self, sql: str, params=None) -> dict:
         t = self.query(sql, params)
@@ -758,14 +756,6 @@ def balances(data) -> pa.Table:
 
 _EMPTY = ("(SELECT NULL::BIGINT AS customer_id, NULL::BIGINT AS debit_fen, NULL::BIGINT AS credit_fen, "
           "NULL::BIGINT AS entry_id, NULL::BIGINT AS balance_after_fen WHERE false)")
-BALANCES_SQL = """
-SELECT c.customer_id, c.customer_no, c.name, c.category, c.prepaid,
-       coalesce(sum(e.debit_fen), 0)::BIGINT AS receivable_fen, coalesce(sum(e.credit_fen), 0)::BIGINT AS received_fen,
-       coalesce(sum(e.debit_fen) - sum(e.credit_fen), 0)::BIGINT AS balance_fen
-FROM {c} c LEFT JOIN {e} e USING (customer_id)
-GROUP BY ALL ORDER BY c.customer_id"""
-
-
 def check(data) -> dict:
     """Prove the balance identity for every customer; raise :class:`LedgerError` naming the first that fails.
 
@@ -1014,19 +1004,6 @@ def export(data, period: str, out, fmt: str = "csv") -> pa.Table:
     from .sql import write_result
     write_result(tbl, fmt, out)
     return tbl
-
-
-def view_statements(data) -> list[str]:
-    """``ledger``, ``balances`` and ``arrears`` views for ``gridhead sql`` (once the ledger was written to;
-    the archive is attached as ``archive``).  ``arrears`` there is Σ outstanding per customer (no FIFO
-    detail, no late fee: ``gridhead ledger arrears`` gives those)."""
-    if not lock_path(data).exists():
-        return []
-    return [
-        f"CREATE OR REPLACE VIEW ledger AS SELECT * FROM archive.{TABLE}",
-        "CREATE OR REPLACE VIEW balances AS " + BALANCES_SQL.format(e=f"archive.{TABLE}", c="archive.customers"),
-        "CREATE OR REPLACE VIEW arrears AS SELECT * FROM balances WHERE balance_fen > 0",
-    ]
 
 
 def receipt(data, customer_no: str, receipt_no: str | None = None) -> dict:

@@ -41,20 +41,15 @@ from gridhead.protocols.errors import ConfigError, StorageError
 
 from . import lake, lakefs, schema
 from .archive import Archive
+from .results import LINE_LOSS_SCHEMA, MISSING_SCHEMA, MISSING_TABLE
+from .results import LINE_LOSS_TABLE as TABLE
+from .results import line_loss_glob as glob
 
 DEFAULT_THRESHOLDS = pathlib.Path(billing_core.__file__).with_name("lineloss.toml")
-TABLE = "line_loss"
 REGS = {"ae_fwd": schema.REGISTER_CODES["ae_fwd"], "ae_rev": schema.REGISTER_CODES["ae_rev"],
         "re_fwd": schema.REGISTER_CODES["re_fwd"]}
 _OPEN = np.iinfo(np.int64).max                  # an open valid_to
 _KIND = {"customer": ll.K_CUSTOMER, "area_check": ll.K_CHECK, "pv": ll.K_PV, "feeder_out": ll.K_FEEDER_OUT}
-LINE_LOSS_SCHEMA = pa.schema([
-    ("level", pa.string()), ("unit_id", pa.int64()), ("unit_type", pa.string()),
-    ("supply_kwh_x100", pa.int64()), ("sales_kwh_x100", pa.int64()), ("loss_kwh_x100", pa.int64()),
-    ("rate_bp", pa.int64()), ("category", pa.string()), ("category_zh", pa.string()), ("flags", pa.int16()),
-])
-
-
 def load_thresholds(path: str | os.PathLike | None = None) -> ll.Thresholds:
     p = pathlib.Path(path) if path else DEFAULT_THRESHOLDS
     try:
@@ -500,11 +495,6 @@ def month_table(res: Result) -> pa.Table:
             .append_column("basis", pa.array(basis, pa.string()))
 
 
-MISSING_TABLE = "line_loss_missing"
-MISSING_SCHEMA = pa.schema([("area_id", pa.int64()), ("meter_id", pa.int64()), ("point_id", pa.int64()),
-                            ("role", pa.string()), ("reading_date", pa.date32())])
-
-
 def missing_table(res: Result, day: _dt.date | None = None) -> pa.Table:
     """The meters whose missing readings made an area-day 不可算 (not computable), one row per (day, area,
     meter, missing freeze ``reading_date``), of ``day`` or of every day of ``res``: what a targeted re-read
@@ -600,10 +590,6 @@ def replace_partition(root: pathlib.Path, rel: pathlib.Path, tbl: pa.Table) -> p
     except OSError as exc:
         raise StorageError(f"lake: cannot write {live}: {exc.strerror or exc}") from None
     return live / name
-
-
-def glob(lake_root) -> str:
-    return str(pathlib.Path(lake_root).resolve() / TABLE / "date=*" / "part-*.parquet")
 
 
 def month_range(month: str) -> tuple[_dt.date, _dt.date]:

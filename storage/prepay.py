@@ -50,7 +50,8 @@ from gridhead.protocols.errors import StorageError
 from . import bills as _bills
 from . import ledger as _ledger
 from . import schema
-from .sql import data_dir, lake_root
+from .duck import arrow_table
+from .paths import data_dir, lake_root
 
 SYSTEM = "system:prepay"
 REASON = "prepayment balance exhausted"
@@ -351,7 +352,7 @@ def _pending(w, customers=None) -> list[dict]:
     only = ""
     if customers is not None:
         only = "AND c.customer_id IN (" + (",".join(str(int(x)) for x in customers) or "NULL") + ")"
-    return _ledger._arrow(w.con.execute(f"""
+    return arrow_table(w.con.execute(f"""
         WITH ev AS (SELECT command_id, bool_or(event IN ({', '.join(repr('command_' + f) for f in FINAL)})) AS final,
                            count(*) FILTER (WHERE event = 'command_unreachable') AS attempts
                     FROM prepay_events WHERE command_id IS NOT NULL GROUP BY 1)
