@@ -85,7 +85,7 @@ setup(
         "aiohttp>=3.9,<4",  # the control API's HTTP server (headend.control), on the head-end's loop
         "pyserial-asyncio>=0.6,<1",  # RS-485 meters wired to the head-end host (headend.transport_serial)
         "aiomqtt>=2.0,<3",  # concentrators publishing through an MQTT broker (headend.transport_mqtt)
-        "dask[distributed]>=2024.1,<2027",  # the bill run on a Dask cluster, one task per lake bucket (storage.dist)
+        "dask[distributed]>=2024.1,<2027",  # the bill run on a Dask cluster, one task per lake bucket (billing_core.jobs.dist)
     ],
     extras_require={
         "test": [

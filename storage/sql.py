@@ -14,14 +14,14 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
     load_curve          interval readings (负荷曲线) with the register's name
     events              device events with their names (event_name, event_name_zh)
     quarantine          rejected rows with their reason
-    line_loss           daily line loss (线损) per area and feeder (storage.lineloss)
-    audit               the audit list (稽查), each item with its latest check result (storage.audit)
-    bills, bill_items   the published bill runs (storage.bills): one row per bill / per line item
+    line_loss           daily line loss (线损) per area and feeder (billing_core.jobs.lineloss)
+    audit               the audit list (稽查), each item with its latest check result (billing_core.jobs.audit)
+    bills, bill_items   the published bill runs (billing_core.jobs.bills): one row per bill / per line item
     collection          collection success rate (采集成功率) per day and terminal (storage.collection)
     audit_log           operators' commands (遥控/召测/保电/对时): who, what, target, outcome, read-back,
                         refusals (rejected); a line that is not a record shows as broken (storage.control_log)
     ledger, balances    the ledger's entries (电费收缴: receivables, payments, refunds, adjustments,
-    arrears             prepayment deductions) and per-customer balances / those in arrears (storage.ledger)
+    arrears             prepayment deductions) and per-customer balances / those in arrears (billing_core.jobs.ledger)
     <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only
 
 ``gridhead sql --print-views`` prints the statements; ``duckdb -init views.sql`` (or pasting them into

@@ -30,7 +30,8 @@ def truth_points(d) -> dict:
 
 @pytest.fixture(scope="module")
 def ranked():
-    from gridhead.storage import archive, audit as sa
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import audit as sa
     d = fleet()
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
         return d, sa.rank_month(a, d / "lake", MONTH)
@@ -119,7 +120,8 @@ def test_mark_loop_closes_in_sql(tmp_path, ranked):
 def test_thief_from_the_first_of_the_month_ranks_near_the_top(ranked):
     """A customer stealing from 06-01 has no "before" in June: the audit compares with the previous
     month's last days in the lake (the generated fleet starts 05-28).  Without them it is not theft."""
-    from gridhead.storage import archive, audit as sa
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import audit as sa
     d, items = ranked
     day1 = [p for p, what in truth_points(d).items() if what == "theft" and _start(d, p) == "2026-06-01"]
     assert day1, "the fleet (seed 7) has a thief from 06-01"
@@ -143,7 +145,8 @@ def test_a_month_without_a_persistently_high_area_still_ranks_customers():
     """Regression: with no area 高损 often enough to be listed, the customer items alone make the list
     (an empty area part used to break the concatenation with an Arrow schema error)."""
     from gridhead.billing_core import lineloss as ll
-    from gridhead.storage import archive, audit as sa
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import audit as sa
     d = fleet()
     lenient = ll.parse_thresholds({"band": {t: {"high_bp": 10000, "negative_bp": -10000}
                                             for t in ("urban", "rural", "feeder")},
@@ -184,7 +187,7 @@ def test_area_rules_by_hand():
 
 
 def test_rules_come_from_the_thresholds_file(tmp_path):
-    from gridhead.storage import lineloss as sl
+    from gridhead.billing_core.jobs import lineloss as sl
     from gridhead.protocols.errors import ConfigError
     assert sl.load_thresholds().rules["over_technical_bp"] == 150
     p = tmp_path / "t.toml"
@@ -202,7 +205,8 @@ def test_theft_area_within_its_band_is_listed_against_its_technical_loss():
     above its technical loss (ground_truth/areas.csv, the --technical file), and the item names the rule;
     no area without lost sales is listed by it.  Without the technical loss it is not listed at all."""
     from gridhead.billing_core import lineloss as ll
-    from gridhead.storage import archive, audit as sa
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import audit as sa
     from tests.test_lineloss import truth_areas
     d = fleet()
     wide = ll.parse_thresholds({"band": {t: {"high_bp": 2000, "negative_bp": -2000} for t in ("urban", "rural", "feeder")}})
@@ -275,7 +279,8 @@ def test_ranking_beats_the_consumption_drop_baseline_on_the_fleet():
     """Item 6 on the generated fleet: the audit's customer ranking finds more of the injected cases in its
     top k than the plain consumption-drop ranking (billing_core.audit.drop_baseline) of the same inputs,
     and every theft from the 21st on is in the top k.  benchmarks/bench_audit.py does this over seeds."""
-    from gridhead.storage import archive, audit as sa
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import audit as sa
     d = fleet()
     inp: dict = {}
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
@@ -299,7 +304,8 @@ def test_history_rules_name_the_month_they_compare_with():
     lake cannot compute (no history) fire nothing."""
     import dataclasses
     from gridhead.billing_core import lineloss as ll
-    from gridhead.storage import archive, audit as sa, lineloss as sl
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import audit as sa, lineloss as sl
     d = fleet()
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
         june = sl.compute(a, d / "lake", *sl.month_range(MONTH))

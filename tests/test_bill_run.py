@@ -24,7 +24,8 @@ from gridhead.billing_core import engine, run as R
 from gridhead.billing_core import _billing_py as K
 from gridhead.billing_core.tariff import TariffSet, TariffTable
 from gridhead.protocols.errors import BillingError, ConfigError
-from gridhead.storage import bills, lake, schema
+from gridhead.storage import lake, schema
+from gridhead.billing_core.jobs import bills
 
 from .conftest import generated
 
@@ -339,7 +340,7 @@ def test_broken_tariff_file_publishes_nothing(fleet, tmp_path):
 _CRASH = """
 import os, sys
 sys.path.insert(0, {root!r})
-from gridhead.storage import bills
+from gridhead.billing_core.jobs import bills
 bills.run({data!r}, "2026-07")
 """
 

@@ -2,7 +2,7 @@
 
 Bills are computed by :func:`billing_core.run.compute` from hand-made columns (one customer at a time, the
 readings written out), or — where the defect lives in what the run reads (year-to-date, a month without
-readings) — by ``storage.bills.run`` over a hand-made archive and lake.  Prices are those of
+readings) — by ``billing_core.jobs.bills.run`` over a hand-made archive and lake.  Prices are those of
 ``billing_core/tariffs`` (June 2026: general_commercial under 1 kV flat 0.6518, peak 1.0430; large_industrial
 1-10 kV flat 0.5845, peak 0.8767, demand 38.4 yuan/kW·month; residential under 1 kV flat 0.5583 with annual
 tiers 2760 / 4800 kWh at +0.05 / +0.30; funds 0.027575 yuan/kWh, residential 0.009575).
@@ -21,7 +21,8 @@ import pytest
 from gridhead.billing_core import run as R
 from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet
 from gridhead.protocols.errors import BillingError
-from gridhead.storage import archive, bills, lake, schema
+from gridhead.storage import archive, lake, schema
+from gridhead.billing_core.jobs import bills
 
 TS = TariffSet.load()
 JUNE = (dt.date(2026, 6, 1), dt.date(2026, 7, 1))

@@ -1,7 +1,7 @@
 """The bill run against an independent reference (tests/billing_reference.py), line by line, to the fen.
 
 Every bill of generated fleets is recomputed one customer at a time in exact fractions from the archive and
-the raw lake files, and compared with what ``gridhead bill run`` (``storage.bills.run``) published: every
+the raw lake files, and compared with what ``gridhead bill run`` (``billing_core.jobs.bills.run``) published: every
 line item's code, quantity, unit price and amount, the hold reasons, and the loss, reactive energy and
 demand the bill was priced on — under the compiled kernels and under their pure twins (``kernels``).
 
@@ -34,7 +34,8 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from gridhead.protocols import accel
-from gridhead.storage import archive, bills, lake
+from gridhead.storage import archive, lake
+from gridhead.billing_core.jobs import bills
 
 from .billing_reference import Reference, pf_hundredths, pf_rate_bp, round_half_away
 from .conftest import _kernel_params, generated

@@ -114,7 +114,7 @@ def _midnight(d):
 
 @pytest.fixture
 def data(tmp_path):
-    from gridhead.headend import sim_model
+    from gridhead.headend.sim import model as sim_model
     sim_model.write_standalone_archive(tmp_path, 3, 4, 5, dt.date(2026, 6, 1))
     with archive.Archive(tmp_path / "archive.duckdb") as a:
         a.import_files(sorted((tmp_path / "archive-files").glob("*.csv")))
@@ -181,7 +181,8 @@ def test_columnar_request_gets_lake_columns_equal_to_the_general_path():
     """A request sent ``columnar`` has its record answer decoded straight into columns (the session's
     response_decoder, as HeadEnd.decode_response does it); the same answer to an ordinary request is the
     APDU, and both give the same lake columns."""
-    from gridhead.headend import records, sim_model, simulator
+    from gridhead.headend import records
+    from gridhead.headend.sim import model as sim_model, simulator
     from gridhead.protocols.dlt698 import session as S
     from gridhead.protocols.dlt698.frame import ServerAddress
 

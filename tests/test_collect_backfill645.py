@@ -16,7 +16,7 @@ import datetime as dt
 import pytest
 
 from gridhead.headend import collect as C
-from gridhead.headend import demo, sim_model
+from gridhead.headend.sim import demo, model as sim_model
 from gridhead.storage import archive, collection, schema, sql
 
 N_TERMINALS, N_METERS, SEED, DAYS = 4, 10, 11, 2

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from gridhead.headend import collect as c
-from gridhead.headend import demo, sim_model
-from gridhead.headend import simulator as S
+from gridhead.headend.sim import demo, model as sim_model
+from gridhead.headend.sim import simulator as S
 from gridhead.storage import archive, schema, sql
 
 N_TERMINALS, N_METERS, SEED = 6, 6, 11

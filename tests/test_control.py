@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from gridhead.headend import sim_model
+from gridhead.headend.sim import model as sim_model
 from gridhead.storage import control_log as CL
 from gridhead.storage.archive import Archive
 

@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from gridhead.headend import sim_model, simulator
+from gridhead.headend.sim import model as sim_model, simulator
 from gridhead.storage import control_log as CL
 
 from .conftest import ROOT

@@ -94,7 +94,7 @@ def test_demo_runs_end_to_end_and_leaves_the_lake(demo_run, tmp_path):
     assert [tuple(json.loads(x).values()) for x in q.stdout.splitlines()] == \
         [(a["command"], a["outcome"], a["who"]) for a in p["audit"]]
     # the human summary shows the new parts and ends with the commands to run next
-    from gridhead.headend import demo
+    from gridhead.headend.sim import demo
     text = demo.render(s)
     assert "bills      " + period in text and "line loss  " + period in text and "relay read back open" in text
     assert "relay read back closed" in text
@@ -130,7 +130,7 @@ def test_the_printed_summary_agrees_with_the_commands_it_suggests(demo_run):
     """Issue 19: every figure of the human summary is what the command it suggests shows — collection,
     bills, line loss (no 不可算 day with supply 0 beside a rate: the month's days are spread), the audit
     list and the prepayment commands in the audit log."""
-    from gridhead.headend import demo
+    from gridhead.headend.sim import demo
     data, s = demo_run
     text = demo.render(s)
     # success after back-fill: collected/expected meter-days, from the collection table by date

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from gridhead.headend import demo, sim_model
+from gridhead.headend.sim import demo, model as sim_model
 from gridhead.storage import archive, collection, schema, sql, wal
 
 N_TERMINALS, N_METERS, SEED, DAYS = 50, 8, 3, 2

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gridhead.billing_core import ledger as L
-from gridhead.storage import bills, ledger
+from gridhead.billing_core.jobs import bills, ledger
 
 from .conftest import generated
 
@@ -241,7 +241,7 @@ def test_bank_import_all_or_nothing_with_per_row_errors(fleet, tmp_path):
 
 _IMPORT = """
 import sys
-from gridhead.storage import ledger
+from gridhead.billing_core.jobs import ledger
 print("go", flush=True)
 ledger.import_payments(sys.argv[1], sys.argv[2], "crash-test")
 print("done", flush=True)

@@ -126,7 +126,7 @@ def test_area_balance_by_hand():
 
 
 def test_thresholds_file_errors(tmp_path):
-    from gridhead.storage import lineloss as sl
+    from gridhead.billing_core.jobs import lineloss as sl
     th = sl.load_thresholds()
     assert th.band("urban").high_bp > 0 and th.band("feeder").high_bp > 0
     bad = tmp_path / "t.toml"
@@ -144,7 +144,8 @@ def test_thresholds_file_errors(tmp_path):
 # --- on a generated fleet -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def june():
-    from gridhead.storage import archive, lineloss as sl
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import lineloss as sl
     d = fleet()
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
         res = sl.compute(a, d / "lake", *sl.month_range(MONTH))
@@ -224,7 +225,8 @@ def test_replacement_and_gaps_do_not_bias_the_rate(june):
 def test_pivots_and_raw_files_read_the_same(june):
     """read_frozen from the materialised pivots equals the raw part files (last received wins), for
     unsorted, repeated and unknown meter ids (dense lookup and binary search)."""
-    from gridhead.storage import lake, lineloss as sl, schema
+    from gridhead.storage import lake, schema
+    from gridhead.billing_core.jobs import lineloss as sl
     d, res = june
     pivots, _ = lake.pivot_snapshot(d / "lake", schema.DAILY)
     assert len(pivots) > 100                                      # the generator's lake has them
@@ -244,7 +246,8 @@ def test_pivots_and_raw_files_read_the_same(june):
 def test_compute_from_pivots_equals_raw_on_a_partly_pivoted_lake(tmp_path):
     """A lake where re-deliveries gave some partitions a second part file (so no pivot is used there):
     every area and feeder balance from pivots + raw equals the all-raw computation."""
-    from gridhead.storage import archive, lake, lineloss as sl, schema
+    from gridhead.storage import archive, lake, schema
+    from gridhead.billing_core.jobs import lineloss as sl
     d = _tampered(tmp_path)
     pivots, parts = lake.pivot_snapshot(d / "lake", schema.DAILY)
     assert pivots and parts                                   # both kinds of partition are present
@@ -301,7 +304,8 @@ def test_every_category_appears():
     check-meter fault is 负损 where it is computable and the check meter's own energy was not spread over
     a gap; each outage day is 停运 (supply and sales both 0) even where some meter missed a reading either
     side of it (seed 7: two such days were 负损 while gaps were spread into outages)."""
-    from gridhead.storage import archive, lineloss as sl
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import lineloss as sl
     d = fleet()
     faults, outages = truth_area_days(d, "check_meter_fault"), truth_area_days(d, "area_outage")
     assert faults and outages
@@ -440,7 +444,8 @@ def test_month_uses_the_monthly_settlement_readings_and_agrees_with_sql(tmp_path
     area's June is computable from the 月冻结 readings, says so (basis monthly), and equals a plain SQL
     recomputation from the monthly_settlement view to the 0.01 kWh; the CLI prints the basis column."""
     from gridhead.cli import cli
-    from gridhead.storage import archive, lineloss as sl, sql as _sql
+    from gridhead.storage import archive, sql as _sql
+    from gridhead.billing_core.jobs import lineloss as sl
     d = _from_june(tmp_path)
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:
         res = sl.compute(a, d / "lake", *sl.month_range(MONTH))
@@ -464,7 +469,8 @@ def test_month_uses_the_monthly_settlement_readings_and_agrees_with_sql(tmp_path
 
 def test_month_without_monthly_readings_says_daily(tmp_path):
     """Without 月冻结 readings in the lake the month is built from the daily ones and says so."""
-    from gridhead.storage import archive, lineloss as sl
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import lineloss as sl
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     shutil.rmtree(d / "lake" / "readings" / "kind=monthly")

@@ -1,5 +1,5 @@
 """Issue 17's done-criterion: a month's close as a finance department runs it, end to end, with every
-balance checked against sums over the raw ledger rows (SQL here, independent of storage.ledger's arrays).
+balance checked against sums over the raw ledger rows (SQL here, independent of billing_core.jobs.ledger's arrays).
 
 bill (the demo fleet's last month) → post → a bank file (GBK, batch header and trailer) → late fees →
 a refund → arrears as of three dates → prepayment with the head-end down, then a real `gridhead serve`
@@ -16,9 +16,10 @@ import pytest
 
 from gridhead.billing_core import ledger as L
 from gridhead.billing_core import prepay as P
-from gridhead.headend import demo
+from gridhead.headend.sim import demo
 from gridhead.headend.prepay_control import sender
-from gridhead.storage import bills, control_log as CL, ledger, prepay
+from gridhead.storage import control_log as CL
+from gridhead.billing_core.jobs import bills, ledger, prepay
 
 from .test_control import call, start, stop, wait_online
 from .test_prepay_e2e import _meter_of, relay_open

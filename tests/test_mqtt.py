@@ -18,11 +18,11 @@ import time
 
 import pytest
 
-from gridhead.headend import demo, sim_model
+from gridhead.headend.sim import demo, model as sim_model
 from gridhead.headend.collect import Collector
 from gridhead.headend.config import Config, MqttBroker
 from gridhead.headend.server import HeadEnd
-from gridhead.headend.simulator import Simulator
+from gridhead.headend.sim.simulator import Simulator
 from gridhead.storage import archive, sql
 from tests.test_fleet import _fresh
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from gridhead.billing_core import prepay as P
-from gridhead.storage import bills, ledger, prepay
+from gridhead.billing_core.jobs import bills, ledger, prepay
 
 from .conftest import generated
 
@@ -151,7 +151,7 @@ def test_protected_trip_refused_and_commands_wait_without_a_head_end(fleet, tmp_
 
 _RUN = """
 import sys, datetime as dt
-from gridhead.storage import prepay
+from gridhead.billing_core.jobs import prepay
 print("go", flush=True)
 for day in range(1, 31):
     prepay.run(sys.argv[1], dt.date(2026, 6, day))
@@ -205,7 +205,7 @@ def test_cli_prepay_run_and_status(fleet, tmp_path):
 
 def test_annual_tiers_count_the_year_before_the_day(fleet, tmp_path):
     """With annual tiers (年阶梯) small enough to be crossed in June, each day is priced on the energy of
-    the year before it (storage.prepay._year_to_date: the previous bill's cum_after — none here — plus
+    the year before it (billing_core.jobs.prepay._year_to_date: the previous bill's cum_after — none here — plus
     June 1 to the day), so the month's daily estimates add up to the June bill within a fen or two per
     day; priced from zero every day, they would miss the tier increments by yuan."""
     d = _copy(fleet, tmp_path)

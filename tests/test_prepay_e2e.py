@@ -5,7 +5,7 @@ from the simulated meter over the control API, and by the audit log.
 Processes on 127.0.0.1: `gridhead serve` (head-end with its control API) and the simulated fleet
 (``python -m headend.demo fleet``); the lake holds readings the head-end collected from that fleet
 (the demo's archive and collect steps, small sizes, no faults).  The loop itself is driven here through
-the library: storage.prepay.run / storage.ledger.add_entry / storage.prepay.after_payment with
+the library: billing_core.jobs.prepay.run / billing_core.jobs.ledger.add_entry / billing_core.jobs.prepay.after_payment with
 headend.prepay_control.sender as the control path."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import json
 
 import pytest
 
-from gridhead.headend import demo
+from gridhead.headend.sim import demo
 from gridhead.headend.prepay_control import sender
 from gridhead.storage import control_log as CL
-from gridhead.storage import ledger, prepay, sql
+from gridhead.storage import sql
+from gridhead.billing_core.jobs import ledger, prepay
 
 from .test_control import call, start, stop, wait_online
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from gridhead.headend import profile as P
 from gridhead.headend import records as rec
-from gridhead.headend import sim_model as sm
-from gridhead.headend import simulator as S
+from gridhead.headend.sim import model as sm
+from gridhead.headend.sim import simulator as S
 from gridhead.protocols.dlt698 import apdu as A
 from gridhead.protocols.dlt698.axdr import Data, DateTime, DateTimeS
 from gridhead.protocols.errors import GridheadError

@@ -83,7 +83,8 @@ def test_high_and_negative_loss_areas_are_apart(reports):
     """Issue 18, item 7: a 负损 area (the fleet's check-meter fault, month −11 %) is listed under the
     negative-loss areas, not as the last of the worst high-loss ones."""
     import csv
-    from gridhead.storage import archive, lineloss as sl
+    from gridhead.storage import archive
+    from gridhead.billing_core.jobs import lineloss as sl
     d = fleet()
     with open(d / "ground_truth" / "areas.csv") as f:
         faults = [int(r["area_id"]) for r in csv.DictReader(f) if r["check_meter_fault"] == "true"]

@@ -11,7 +11,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from gridhead.headend import demo
+from gridhead.headend.sim import demo
 from gridhead.storage import archive, collection, sql
 from tests.test_fleet import _collect, _fresh, fleet_dir  # noqa: F401  (fleet_dir: a fixture)
 from tests.test_lineloss import fleet
@@ -31,7 +31,7 @@ def test_missing_meters_table_view_and_reread_file(tmp_path):
     import datetime as dt
     from gridhead.billing_core import lineloss as ll
     from gridhead.cli import _reread_file, cli
-    from gridhead.storage import lineloss as sl
+    from gridhead.billing_core.jobs import lineloss as sl
     d = tmp_path / "fleet"
     shutil.copytree(fleet(), d)
     with archive.Archive(d / "archive.duckdb", read_only=True) as a:

@@ -1,4 +1,4 @@
-"""The bill run on Dask distributed (storage.dist) against the single-node run: a LocalCluster of two worker
+"""The bill run on Dask distributed (billing_core.jobs.dist) against the single-node run: a LocalCluster of two worker
 processes on 127.0.0.1 publishes the same files byte for byte (two periods, so the annual-tier cumulative
 and the jump history cross periods), with customers whose replaced meters sit in another bucket; a worker
 killed mid-run still gives the identical result (or a clean failure with nothing published); the CLI."""
@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from gridhead.protocols.errors import StorageError
-from gridhead.storage import bills, dist, lake
+from gridhead.storage import lake
+from gridhead.billing_core.jobs import bills, dist
 
 from .conftest import generated
 

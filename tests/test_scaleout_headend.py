@@ -15,7 +15,7 @@ import sys
 import duckdb
 import pytest
 
-from gridhead.headend import demo, sim_model
+from gridhead.headend.sim import demo, model as sim_model
 from gridhead.headend.shard import shard_of
 from gridhead.protocols.dlt698 import apdu as A
 from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress
@@ -27,10 +27,11 @@ N_TERMINALS, N_METERS, SEED = 24, 4, 5
 
 SIM = """
 import datetime as dt, json, sys
-from gridhead.headend import sim_model, simulator, shard
+from gridhead.headend import shard
+from gridhead.headend.sim import model as sim_model, simulator
 data, p0, p1, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 fleet = sim_model.load_gen_dir(data, None)
-sim = shard.ShardedSimulator(fleet, shards=[("127.0.0.1", p0), ("127.0.0.1", p1)], seed=5, heartbeat_s=60,
+sim = simulator.ShardedSimulator(fleet, shards=[("127.0.0.1", p0), ("127.0.0.1", p1)], seed=5, heartbeat_s=60,
                              start=dt.datetime.fromisoformat(start), speed=1.0, report_window_s=1.0,
                              report_retry_s=2.0)
 simulator.run(sim, duration_s=float(sys.argv[5]), stats_every_s=0)

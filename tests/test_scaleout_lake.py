@@ -18,7 +18,8 @@ import time
 import pytest
 
 from gridhead.protocols.errors import StorageError
-from gridhead.storage import archive, bills, dist, lakefs, lineloss
+from gridhead.storage import archive, lakefs
+from gridhead.billing_core.jobs import bills, dist, lineloss
 
 from .conftest import generated
 

@@ -1,4 +1,4 @@
-"""Line loss on Dask distributed (storage.dist.lineloss_run) against the single-node run: a LocalCluster of two
+"""Line loss on Dask distributed (billing_core.jobs.dist.lineloss_run) against the single-node run: a LocalCluster of two
 worker processes on 127.0.0.1, one task per feeder set (a feeder with its areas), writes line_loss partitions
 byte-identical to the single-node run's (the merged table has the same rows, types and order, and the same
 Parquet writer call makes the same bytes; only the file's uuid name differs); a worker killed mid-run gives
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from gridhead.protocols.errors import StorageError
-from gridhead.storage import archive, dist, lineloss
+from gridhead.storage import archive
+from gridhead.billing_core.jobs import dist, lineloss
 
 from .conftest import generated
 

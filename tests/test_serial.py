@@ -18,11 +18,11 @@ import time
 
 import pytest
 
-from gridhead.headend import demo, sim_model
+from gridhead.headend.sim import demo, model as sim_model
 from gridhead.headend import profile as P
 from gridhead.headend.config import Config, SerialMeter, SerialPort
 from gridhead.headend.server import HeadEnd
-from gridhead.headend.sim_serial import SerialMeters
+from gridhead.headend.sim.rs485 import SerialMeters
 from gridhead.headend.terminal import RequestTimeout
 from gridhead.headend.transport_serial import SerialBus, bus_time_s, gap_s
 from gridhead.protocols.dlt645 import (BroadcastTimeSync, ErrorResponse, ReadRequest, ReadResponse, RemoteCommand,

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gridhead.headend import collect as c
-from gridhead.headend import demo, sim_model
+from gridhead.headend.sim import demo, model as sim_model
 from gridhead.headend.config import Config
 from gridhead.headend.shard import shard_of
 from gridhead.storage import archive, collection, lake, schema, sql

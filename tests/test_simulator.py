@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from gridhead.headend import profile as P
-from gridhead.headend import sim_model as sm
-from gridhead.headend import simulator as S
-from gridhead.headend.sim_answers import PreEncoded
+from gridhead.headend.sim import model as sm
+from gridhead.headend.sim import simulator as S
+from gridhead.headend.sim.answers import PreEncoded
 from gridhead.protocols.dlt645 import Framer as Framer645
 from gridhead.protocols.dlt645 import ReadRequest, decode_message
 from gridhead.protocols.dlt698 import apdu as A

@@ -10,16 +10,16 @@ Partitioning — which task bills a customer
 
     A meter replacement (换表) may put the new meter in another bucket: the driver reads, in one pass for
     all tasks, the monthly readings of every task's meters outside its bucket and ships them with the
-    task's archive rows (storage.bills.prepare); the task reads its own bucket's monthly partitions and,
+    task's archive rows (billing_core.jobs.bills.prepare); the task reads its own bucket's monthly partitions and,
     per day, the daily partitions holding a reading it needs — so a bill never loses a segment and no task
     scans every bucket.  Annual-tier cumulative (阶梯年累计) and the jump
     history come from the earlier bills by customer id, not from the lake, so a customer whose home bucket
     changes between periods (its meter was replaced) still gets its own history.
 
-Each task runs :func:`storage.bills.extract` restricted to its customers and
+Each task runs :func:`billing_core.jobs.bills.extract` restricted to its customers and
 :func:`billing_core.run.compute` — the same DuckDB / numpy / Cython code as the single-node run — and
-returns columns.  The driver spills each task's columns to disk as they arrive (storage.bills.Parts) and
-publishes through :func:`storage.bills.publish_run`, which merges them in customer order a row group at a
+returns columns.  The driver spills each task's columns to disk as they arrive (billing_core.jobs.bills.Parts) and
+publishes through :func:`billing_core.jobs.bills.publish_run`, which merges them in customer order a row group at a
 time: the same files, the same bytes, the same atomic swap and lock as the single-node run, with the
 driver's memory bounded by one task's columns and one row group, not by the number of customers.  Nothing is
 published unless every task succeeded; tasks only read, so Dask may re-run one whose worker died.
@@ -38,9 +38,11 @@ import numpy as np
 from gridhead.billing_core import run as R
 from gridhead.billing_core.tariff import TariffSet
 from gridhead.protocols.errors import BillingError, GridheadError, StorageError
+from gridhead.storage import lake, lakefs, schema
+from gridhead.storage.paths import archive_path, data_dir, lake_root
 
-from . import bills, lake, lakefs, schema
-from .paths import archive_path, data_dir, lake_root
+from . import bills
+from .bills import assign
 
 TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-running is harmless)
 # a task's archive rows arrive unpickled, their buffers not 64-byte aligned; DuckDB's Arrow scan (Acero) then
@@ -49,40 +51,13 @@ TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-run
 os.environ.setdefault("ACERO_ALIGNMENT_HANDLING", "reallocate")
 
 
-def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np.ndarray]:
-    """bucket → the sorted customer ids its task bills (see the module docstring for the rule)."""
-    start, end = bills.period_bounds(period)
-    arch = archive_path(data)
-    con = bills.archive_con(data)
-    try:
-        t = con.execute("""
-            WITH pt AS (SELECT customer_id, point_id, row_number() OVER (PARTITION BY customer_id ORDER BY point_id) AS k
-                        FROM a.points WHERE role = 'customer'),
-                 hm AS (SELECT pt.customer_id, pm.meter_id, row_number() OVER (
-                               PARTITION BY pt.customer_id ORDER BY pm.valid_from, pm.meter_id) AS j
-                        FROM pt JOIN a.point_meters pm ON pm.point_id = pt.point_id AND pt.k = 1
-                        WHERE pm.valid_from < $e AND (pm.valid_to IS NULL OR pm.valid_to > $s))
-            SELECT c.customer_id, coalesce(hm.meter_id, -1) AS meter_id
-            FROM a.customers c LEFT JOIN hm ON hm.customer_id = c.customer_id AND hm.j = 1
-            ORDER BY c.customer_id""", {"s": start, "e": end}).fetchnumpy()
-    except duckdb.Error as exc:
-        raise StorageError(f"bill run {period}: reading {arch}: {str(exc).splitlines()[0]}") from None
-    finally:
-        con.close()
-    cid = np.asarray(t["customer_id"], np.int64)
-    meter = np.asarray(t["meter_id"], np.int64)
-    home = np.where(meter >= 0, meter, cid)
-    b = lake.buckets_of(home, n_buckets)
-    return {int(k): cid[b == k] for k in np.unique(b)}
-
-
 def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet, kernel=None,
               prepared: dict | None = None, lake_uri: str | None = None, spill: str | None = None) -> dict:
     """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker.  ``prepared``:
-    its share of :func:`storage.bills.prepare` (its archive rows joined, the monthly readings of its meters
+    its share of :func:`billing_core.jobs.bills.prepare` (its archive rows joined, the monthly readings of its meters
     outside its bucket); without it the task queries the archive file itself and reads every bucket its
     meters are in.  ``lake_uri``: the driver's lake URI (storage.lakefs), so a worker need not have it in
-    its environment.  ``spill``: the driver's spill directory (storage.bills.Parts); where this worker sees
+    its environment.  ``spill``: the driver's spill directory (billing_core.jobs.bills.Parts); where this worker sees
     it (a shared data directory, as for the earlier bills) the columns are written there and only the file
     names travel back, else they are returned."""
     t0 = time.perf_counter()
@@ -131,10 +106,10 @@ def gather(futs: list, what: str, nothing: str, done=None, keep: bool = True) ->
 def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
         n_buckets: int = schema.N_BUCKETS, ship_rows: bool = True) -> dict:
     """The bill run of ``period`` on the Dask ``client``: one task per bucket; same result as
-    :func:`storage.bills.run` (same files, byte for byte).  ``progress(step)`` gets "read" (per task
+    :func:`billing_core.jobs.bills.run` (same files, byte for byte).  ``progress(step)`` gets "read" (per task
     done, as ``"task NN"``), "price", "write", "publish".  A failed task (bad input, or a worker lost more
     often than Dask allows) raises a one-line GridheadError and publishes nothing.  ``ship_rows``: the
-    driver reads the archive once and sends each task its share (:func:`storage.bills.prepare`); else
+    driver reads the archive once and sends each task its share (:func:`billing_core.jobs.bills.prepare`); else
     every task queries the whole archive file and reads every bucket of its meters (the design before,
     kept to measure what shipping saves)."""
     tick = progress or (lambda _s: None)
@@ -188,7 +163,7 @@ def feeder_sets(data, n_sets: int) -> list[np.ndarray]:
 
     A feeder's balance sums its areas' check meters and its dedicated-transformer customers, and an area's
     its own points: a task that owns whole feeders with their areas needs no second stage."""
-    from .archive import Archive
+    from gridhead.storage.archive import Archive
     with Archive(archive_path(data), read_only=True) as a:
         ids = a.columns("SELECT feeder_id FROM feeders ORDER BY feeder_id")["feeder_id"].astype(np.int64)
     sets = [k for k in np.array_split(ids, max(1, min(n_sets, len(ids)))) if len(k)] or [ids]
@@ -215,7 +190,7 @@ def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int,
     ``share``: its archive inputs and frozen readings, made by the driver (:func:`_lineloss_shares`); else
     the task queries the archive and reads the lake itself."""
     from . import lineloss
-    from .archive import Archive
+    from gridhead.storage.archive import Archive
     t0 = time.process_time()
     if share is not None:
         r = lineloss.compute(None, lake_uri or lake_root(data), first, last, thresholds=thresholds,
@@ -259,7 +234,7 @@ def _lineloss_shares(data, first, last, max_gap: int, sets: list) -> list[dict]:
     feeders, multiplier rows) and the frozen readings of its segments — the archive queried and the lake
     read once for all sets, instead of once per task (a feeder's meters are spread over every bucket)."""
     from . import lineloss
-    from .archive import Archive
+    from gridhead.storage.archive import Archive
     with Archive(archive_path(data), read_only=True) as a:
         inp = lineloss.archive_inputs(a, first, last)
     seg = inp["seg"]

@@ -15,7 +15,7 @@ release rewrites the partition the same way.  Writers of one data directory seri
 ``bills/.lock``.
 
 Memory: computed bills are held as *parts* (:class:`Parts`: the whole run, the chunks of a run over more
-than :data:`CHUNK` customers, or the tasks of ``storage.dist``), spilled as Arrow IPC files under
+than :data:`CHUNK` customers, or the tasks of ``billing_core.jobs.dist``), spilled as Arrow IPC files under
 ``bills/.spill-<uuid>/`` when there are several, and merged in customer order :data:`ROW_GROUP` bills at a
 time into the two Parquet files — so 10M bills are written in ~6 GB, and the files do not depend on how the
 bills were split (byte for byte: tested).  The chunks and the tasks get their archive rows from one pass
@@ -58,12 +58,11 @@ import pyarrow.parquet as pq
 from gridhead.billing_core import run as R
 from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet
 from gridhead.protocols.errors import BillingError, GridheadError, StorageError
-
-from . import archive, duck, lake, lakefs, schema
-from .duck import arrow_table
-from .paths import archive_path, data_dir, lake_root
-from .paths import sql_path as _q
-from .results import BILLS, ITEMS, bills_root
+from gridhead.storage import archive, duck, lake, lakefs, schema
+from gridhead.storage.duck import arrow_table
+from gridhead.storage.paths import archive_path, data_dir, lake_root
+from gridhead.storage.paths import sql_path as _q
+from gridhead.storage.results import BILLS, ITEMS, bills_root
 
 STATUS = ("issued", "held", "released")
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -172,7 +171,7 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
     """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns.
 
     ``customers`` (customer ids) restricts the run to those customers — one task of the distributed run
-    (``storage.dist``): then only the lake buckets of their meters are read, and of those only the rows of
+    (``billing_core.jobs.dist``): then only the lake buckets of their meters are read, and of those only the rows of
     their meters, so the columns are exactly the single-node run's rows of those customers.
     ``prepared`` (one task's entry of :func:`prepare`: its customers' archive rows already joined, its home
     buckets and its meters' monthly readings outside them) stands in for the archive file, which is then
@@ -390,7 +389,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         raw.execute("CREATE TEMP TABLE seg AS SELECT * FROM _prepared_seg")
         raw.execute("CREATE TEMP TABLE yseg AS SELECT * FROM _prepared_yseg")
     buckets, mine = None, ""
-    if own:     # one task of storage.dist: the buckets of its meters, the rows of its meters
+    if own:     # one task of billing_core.jobs.dist: the buckets of its meters, the rows of its meters
         metered = np.asarray(_read(con, "SELECT DISTINCT meter_id FROM seg")["meter_id"], np.int64)
         buckets = {int(b) for b in lake.buckets_of(metered)}
         mine = "r SEMI JOIN (SELECT DISTINCT meter_id FROM seg) sm ON r.meter_id = sm.meter_id"
@@ -789,7 +788,7 @@ _OUT = "o:"                 # prefix of the computed columns beside the text col
 
 class Parts:
     """The computed bills of one period as parts — each part's bills in customer order, the parts disjoint
-    (one part: the whole run; several: the chunks of a large single-node run, or the tasks of storage.dist)
+    (one part: the whole run; several: the chunks of a large single-node run, or the tasks of billing_core.jobs.dist)
     — held in memory or spilled to Arrow IPC files under ``bills/.spill-<uuid>/``, then merged in customer
     order :data:`ROW_GROUP` bills at a time (:meth:`groups`), so writing 10M bills never holds them all.
 
@@ -962,11 +961,38 @@ def refuse_unread_period(period: str, seen) -> None:
                        f"nothing was published")
 
 
+def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np.ndarray]:
+    """bucket → the sorted customer ids its task bills (the rule is in the docstring of ``jobs.dist``)."""
+    start, end = period_bounds(period)
+    arch = archive_path(data)
+    con = archive_con(data)
+    try:
+        t = con.execute("""
+            WITH pt AS (SELECT customer_id, point_id, row_number() OVER (PARTITION BY customer_id ORDER BY point_id) AS k
+                        FROM a.points WHERE role = 'customer'),
+                 hm AS (SELECT pt.customer_id, pm.meter_id, row_number() OVER (
+                               PARTITION BY pt.customer_id ORDER BY pm.valid_from, pm.meter_id) AS j
+                        FROM pt JOIN a.point_meters pm ON pm.point_id = pt.point_id AND pt.k = 1
+                        WHERE pm.valid_from < $e AND (pm.valid_to IS NULL OR pm.valid_to > $s))
+            SELECT c.customer_id, coalesce(hm.meter_id, -1) AS meter_id
+            FROM a.customers c LEFT JOIN hm ON hm.customer_id = c.customer_id AND hm.j = 1
+            ORDER BY c.customer_id""", {"s": start, "e": end}).fetchnumpy()
+    except duckdb.Error as exc:
+        raise StorageError(f"bill run {period}: reading {arch}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    cid = np.asarray(t["customer_id"], np.int64)
+    meter = np.asarray(t["meter_id"], np.int64)
+    home = np.where(meter >= 0, meter, cid)
+    b = lake.buckets_of(home, n_buckets)
+    return {int(k): cid[b == k] for k in np.unique(b)}
+
+
 def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: int = CHUNK) -> dict:
     """Compute and publish every bill of ``period``; the run summary (also written as summary.json).
 
     Up to ``chunk`` customers are computed at once; a larger archive is billed in chunks of whole lake
-    buckets (the tasks of storage.dist, run one after another here) spilled to disk, so memory stays
+    buckets (the tasks of billing_core.jobs.dist, run one after another here) spilled to disk, so memory stays
     bounded — the bills are the same either way, and so are the files.  ``progress(step)`` is called
     after each of the steps (read, price, write, publish).  Raises a :class:`~protocols.errors.GridheadError`
     (one line) on bad input; then nothing is published.
@@ -979,8 +1005,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
     chunks = [(None, None)]              # (home buckets, customer ids); None: every customer at once
     prepared = {}
     if chunk and _count_customers(data) > chunk:
-        from . import dist
-        plan = dist.assign(data, period)
+        plan = assign(data, period)
         chunks, n = [], chunk
         for b in sorted(plan):
             if n + len(plan[b]) > chunk:
@@ -1051,7 +1076,7 @@ def _count_customers(data) -> int:
 def publish_run(data, period: str, span: tuple, parts: Parts, table, t0: float, t_read: float,
                 t_price: float, tick) -> dict:
     """Write the computed ``parts`` as the period's partition and publish it (the last steps of :func:`run`,
-    shared with the distributed run of ``storage.dist``, so both write the same files the same way): the
+    shared with the distributed run of ``billing_core.jobs.dist``, so both write the same files the same way): the
     bills merged in customer order a row group at a time, each group's tables built
     (:func:`build_tables`), releases kept, and both files written as they come (staging, then swap)."""
     inp = types.SimpleNamespace(start=span[0], end=span[1])

@@ -6,7 +6,7 @@
 * :func:`collection_html` — collection success rate (采集成功率) by day and by area, from the
   ``collection`` view of storage.collection; says so when there is none.
 * :func:`bills_html` — a bill run's totals by category and tariff and its held bills, from the
-  ``bills`` view of storage.bills; says so when there is none.
+  ``bills`` view of billing_core.jobs.bills; says so when there is none.
 
 Charts are SVG written here (bars, a histogram, sparklines): a browser draws them from the file alone.
 """
@@ -85,7 +85,7 @@ def _table(headers, rows, left=1) -> str:
 
 
 def lineloss_html(res: sl.Result, month: str, worst: int = 30) -> str:
-    """The month's line loss report (res: :func:`storage.lineloss.compute` over the month)."""
+    """The month's line loss report (res: :func:`billing_core.jobs.lineloss.compute` over the month)."""
     area_m, feeder_m = res.month()
     cat_m = area_m.category[:, 0]
     counts = np.bincount(cat_m, minlength=len(ll.CATEGORY_NAMES))
@@ -150,7 +150,7 @@ def _missing(title: str, what: str) -> str:
 
 def collection_html(data, month: str | None = None) -> str:
     """Success rate by day and by area from the ``collection`` view (storage.collection)."""
-    from . import sql as _sql
+    from gridhead.storage import sql as _sql
     title = "采集成功率 collection success rate" + (f" — {month}" if month else "")
     with _sql.Session(data) as s:
         if "collection" not in _views(s):
@@ -174,12 +174,12 @@ def collection_html(data, month: str | None = None) -> str:
 
 
 def bills_html(data, month: str | None = None) -> str:
-    """Totals by category and tariff, and the held bills, from the ``bills`` view (storage.bills)."""
-    from . import sql as _sql
+    """Totals by category and tariff, and the held bills, from the ``bills`` view (billing_core.jobs.bills)."""
+    from gridhead.storage import sql as _sql
     title = "电费 bill run" + (f" — {month}" if month else "")
     with _sql.Session(data) as s:
         if "bills" not in _views(s):
-            return _missing(title, "bill run (storage.bills)")
+            return _missing(title, "bill run (billing_core.jobs.bills)")
         where = f"WHERE period = '{month}'" if month else ""
         by = s.query(f"SELECT category, tariff_code, count(*) AS n, sum(e_total_kwh_x100) AS e, sum(total_fen) AS t, "
                      f"count(*) FILTER (WHERE status = 'held') AS held FROM bills {where} "

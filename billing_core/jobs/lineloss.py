@@ -34,18 +34,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gridhead import billing_core
 from gridhead.billing_core import lineloss as ll
 from gridhead.billing_core.energy import transformer_loss
 from gridhead.protocols.errors import ConfigError, StorageError
+from gridhead.storage import lake, lakefs, schema
+from gridhead.storage.archive import Archive
+from gridhead.storage.results import LINE_LOSS_SCHEMA, MISSING_SCHEMA, MISSING_TABLE
+from gridhead.storage.results import LINE_LOSS_TABLE as TABLE
+from gridhead.storage.results import line_loss_glob as glob
 
-from . import lake, lakefs, schema
-from .archive import Archive
-from .results import LINE_LOSS_SCHEMA, MISSING_SCHEMA, MISSING_TABLE
-from .results import LINE_LOSS_TABLE as TABLE
-from .results import line_loss_glob as glob
-
-DEFAULT_THRESHOLDS = pathlib.Path(billing_core.__file__).with_name("lineloss.toml")
+DEFAULT_THRESHOLDS = pathlib.Path(__file__).resolve().parent.parent / "lineloss.toml"
 REGS = {"ae_fwd": schema.REGISTER_CODES["ae_fwd"], "ae_rev": schema.REGISTER_CODES["ae_rev"],
         "re_fwd": schema.REGISTER_CODES["re_fwd"]}
 _OPEN = np.iinfo(np.int64).max                  # an open valid_to
@@ -253,7 +251,7 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     """Line loss of every area and feeder for each consumption day ``first`` .. ``last`` (inclusive).
 
     Day D is the energy between the freezes of D and D+1 at 00:00.  ``select(seg, areas, feeders)`` (one
-    task of the distributed run, storage.dist) returns the subset of those archive columns to compute.
+    task of the distributed run, billing_core.jobs.dist) returns the subset of those archive columns to compute.
     ``frozen``: the frozen readings of the selected segments over :func:`window` (register → (segments,
     freezes), as :func:`read_frozen` gives; read once for every task by the driver), else read here.
     ``inputs``: :func:`archive_inputs` (a task's share, made by the driver; then ``archive`` is not used).

@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 from gridhead.billing_core import audit as au
 from gridhead.billing_core import lineloss as ll
 from gridhead.protocols.errors import StorageError
+from gridhead.storage import lake, schema
+from gridhead.storage.archive import Archive
+from gridhead.storage.results import AUDIT_ITEMS_SCHEMA as ITEMS_SCHEMA
+from gridhead.storage.results import AUDIT_MARKS_SCHEMA as MARKS_SCHEMA
 
-from . import lake, schema
-from .results import AUDIT_ITEMS_SCHEMA as ITEMS_SCHEMA
-from .results import AUDIT_MARKS_SCHEMA as MARKS_SCHEMA
 from . import lineloss as sl
-from .archive import Archive
 
 RESULTS = ("theft", "fault", "normal")
 PREVIOUS_DAYS = 14          # the previous month's last days the theft signal compares with (when in the lake)

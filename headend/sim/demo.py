@@ -10,7 +10,7 @@
    (补采) re-reads the gaps per meter;
 3. ``report``   — what happened: terminals online, readings stored, success rate (采集成功率) before
    and after back-fill, where the lake is;
-4. ``bill``     — last month's bills (电费核算, storage.bills): issued, held with reasons, totals;
+4. ``bill``     — last month's bills (电费核算, billing_core.jobs.bills): issued, held with reasons, totals;
 5. ``lineloss`` — that month's line loss (线损) per area and feeder, stored in the lake, and the audit
    list (稽查) ranked from it;
 6. ``prepay``   — the prepayment loop (预付费) through a head-end running its control API: a customer
@@ -40,8 +40,7 @@ import time
 
 from gridhead.protocols.errors import GridheadError
 
-from . import collect as C
-
+from gridhead.headend import collect as C
 MARKER = ".gridhead-demo"
 DEFAULT_DATA = "gridhead-demo"
 DEFAULT_FAULTS = {"drop": 0.02, "missing": 0.05, "missing_late": 0.0, "offline": 0.03, "offline_s": 3.0}
@@ -83,7 +82,7 @@ def fleet_command(data, port: int, *, seed: int = 1, faults: dict | None = None,
     """The command line of a simulated fleet for the fleet of ``data`` (its archive-files and ground
     truth), dialling ``host:port``; used by the demo, the fleet tests and the benchmark."""
     f = ",".join(f"{k}={v}" for k, v in (faults or {}).items())
-    return [sys.executable, "-m", "gridhead.headend.demo", "fleet", str(data), host, str(port), str(seed), str(heartbeat_s), f]
+    return [sys.executable, "-m", "gridhead.headend.sim.demo", "fleet", str(data), host, str(port), str(seed), str(heartbeat_s), f]
 
 
 def start_fleet(data, port: int, **kw) -> subprocess.Popen:
@@ -103,7 +102,7 @@ def stop_process(p: subprocess.Popen, timeout_s: float = 5.0) -> None:
 
 def _fleet_main(argv) -> None:
     """``python -m headend.demo fleet DATA HOST PORT SEED HEARTBEAT_S FAULTS``: run until SIGTERM."""
-    from . import sim_model, simulator
+    from . import model as sim_model, simulator
     data, host, port, seed, hb, faults = argv
     fleet = sim_model.load_gen_dir(data)
     sim = simulator.Simulator(fleet, seed=int(seed), connect=(host, int(port)), heartbeat_s=int(hb),
@@ -115,7 +114,7 @@ def _fleet_main(argv) -> None:
 # --- steps --------------------------------------------------------------------------------------------------
 def step_archive(ctx) -> dict:
     from gridhead.storage import archive, sql
-    from . import sim_model
+    from . import model as sim_model
     data = ctx["data"]
     # the archive starts the day before the first collected day; the last collected day is today: its
     # 00:00 freeze is in the concentrators' records and is a DL/T 645 meter's 上1次日冻结.  The first
@@ -175,8 +174,8 @@ def step_report(ctx) -> dict:
 
 
 def step_bill(ctx) -> dict:
-    """Bill the last complete month: ``storage.bills.run`` then its summary, money in fen."""
-    from gridhead.storage import bills
+    """Bill the last complete month: ``billing_core.jobs.bills.run`` then its summary, money in fen."""
+    from gridhead.billing_core.jobs import bills
     bills.run(ctx["data"], ctx["period"])
     return bills.summary(ctx["data"], ctx["period"])
 
@@ -189,7 +188,8 @@ def step_lineloss(ctx, worst: int = 3, top: int = 3) -> dict:
     difference: it is spread over the month's days (flag ``spread``, billing_core.lineloss) rather than
     leaving every day 不可算 — the stored days add up to the month, which is what the summary prints and
     what :func:`lineloss_query` (the query the demo suggests) sums back."""
-    from gridhead.storage import archive, audit, lineloss, sql
+    from gridhead.storage import archive, sql
+    from gridhead.billing_core.jobs import audit, lineloss
     data, month = ctx["data"], ctx["period"]
     first, last = lineloss.month_range(month)
     root = sql.lake_root(data)
@@ -237,9 +237,9 @@ class LiveHeadEnd:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="demo-headend", daemon=True)
 
     async def _serve(self) -> None:
-        from . import control
-        from .config import Config
-        from .server import HeadEnd
+        from gridhead.headend import control
+        from gridhead.headend.config import Config
+        from gridhead.headend.server import HeadEnd
         try:
             he = HeadEnd(Config(data_dir=str(self.data), listen_host="127.0.0.1", listen_port=0))
             await he.start()
@@ -282,14 +282,15 @@ class LiveHeadEnd:
 def step_prepay(ctx) -> dict:
     """The prepayment loop (预付费) end to end on the demo fleet, through the head-end's control
     path: the month's bills are posted to the ledger; every prepayment customer but one pays ahead; the
-    daily runs (``storage.prepay.run``) over the collected days take that one below zero past the grace
+    daily runs (``billing_core.jobs.prepay.run``) over the collected days take that one below zero past the grace
     period, and its trip goes to the running head-end's control API (``headend.prepay_control``) with the
     system as the audited operator — the simulated meter's relay opens, read back; the customer pays
-    (``storage.ledger.add_entry``) and ``storage.prepay.after_payment`` reconnects it — relay closed, read
+    (``billing_core.jobs.ledger.add_entry``) and ``billing_core.jobs.prepay.after_payment`` reconnects it — relay closed, read
     back.  Every command is in the audit log (``audit_log``) and every step in ``prepay_events``."""
-    from gridhead.storage import bills, ledger, prepay, sql
+    from gridhead.storage import sql
+    from gridhead.billing_core.jobs import bills, ledger, prepay
     from gridhead.storage import control_log as CL
-    from .prepay_control import sender
+    from gridhead.headend.prepay_control import sender
     data = ctx["data"]
     posted = ledger.post_bills(data, ctx["period"], who="demo")
     pre = [r for r in ledger.balances(data).to_pylist() if r["prepaid"]]
@@ -346,7 +347,7 @@ def step_prepay(ctx) -> dict:
 
 
 def _state(data, customer_id) -> dict:
-    from gridhead.storage import prepay
+    from gridhead.billing_core.jobs import prepay
     rows = [r for r in prepay.status(data)["customers"].to_pylist() if r["customer_id"] == customer_id]
     return rows[0] if rows else {"tripped": False, "credit_fen": 0}
 
@@ -354,7 +355,7 @@ def _state(data, customer_id) -> dict:
 def _answer(data, customer_id, action) -> dict | None:
     """The control API's answer to the customer's last ``action`` command (recorded by the prepayment
     loop): outcome, the meter, and the relay state read back from the meter after the command."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     with ledger.Reader(data) as r:
         rows = r.columns("SELECT e.detail, c.meter_id FROM prepay_events e JOIN prepay_commands c USING (command_id) "
                          "WHERE e.customer_id = $c AND c.action = $a AND e.event LIKE 'command_%' ORDER BY e.ts_utc",
@@ -431,7 +432,7 @@ def run(data=DEFAULT_DATA, *, terminals: int = 10, meters_per_terminal: int = 32
 
 def render(summary: dict) -> str:
     """The human summary of a demo run: a line or two per step, then the commands to run next."""
-    from gridhead.storage.bills import yuan
+    from gridhead.billing_core.jobs.bills import yuan
     a, c, r = summary["archive"], summary["collect"], summary["report"]
     b, af = c["before"], c.get("after", c["before"])
     lines = [

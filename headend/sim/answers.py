@@ -26,8 +26,8 @@ from gridhead.protocols.dlt698.axdr import Data, DateTimeS, Road, encode_data, e
 from gridhead.protocols.errors import ProtocolError
 from gridhead.storage import schema
 
-from . import profile as P
-from .sim_model import ControlState, unit_hash
+from gridhead.headend import profile as P
+from .model import ControlState, unit_hash
 
 T_NULL, T_ARRAY, T_STRUCT, T_DLONG, T_DLU, T_LONG, T_LU, T_DTS, T_TSA = 0, 1, 2, 5, 6, 16, 18, 28, 85
 DAR_UNAVAILABLE, DAR_UNDEFINED, DAR_TIMEOUT = 6, 4, 33

@@ -34,7 +34,7 @@ transaction; a crash (even SIGKILL) before COMMIT leaves no entry of it — Duck
 committed transactions.  Writers serialise on ``<data>/ledger.lock`` (fcntl), so the keys checked before a
 write are still free when it commits.
 
-Posting bills: the issued and released bills of a period (``storage.bills``); held bills wait for their
+Posting bills: the issued and released bills of a period (``billing_core.jobs.bills``); held bills wait for their
 release and are posted by the next posting.  A prepayment customer's bill is posted with its true-up:
 the period's deductions (``prepay_charge``) reversed (``prepay_trueup``), so the month costs the bill.
 """
@@ -57,15 +57,15 @@ import pyarrow.csv as pacsv
 
 from gridhead.billing_core import ledger as L
 from gridhead.protocols.errors import GridheadError, StorageError
+from gridhead.storage import duck
+from gridhead.storage.duck import arrow_table
+from gridhead.storage.paths import archive_path, data_dir
+from gridhead.storage.results import BALANCES_SQL
+from gridhead.storage.results import LEDGER_ALLOC as ALLOC
+from gridhead.storage.results import LEDGER_TABLE as TABLE
+from gridhead.storage.results import ledger_lock_path as lock_path
 
 from . import bills as _bills
-from . import duck
-from .duck import arrow_table
-from .paths import archive_path, data_dir
-from .results import BALANCES_SQL
-from .results import LEDGER_ALLOC as ALLOC
-from .results import LEDGER_TABLE as TABLE
-from .results import ledger_lock_path as lock_path
 
 KINDS = ("bill", "payment", "refund", "adjust", "prepay_charge", "prepay_trueup", "late_fee", "waiver")
 # what allocations (核销) settle: receivables and the credits that pay them.  Prepayment deductions and
@@ -1001,7 +1001,7 @@ def export(data, period: str, out, fmt: str = "csv") -> pa.Table:
                    coalesce(sum(e.debit_fen - e.credit_fen) FILTER (WHERE e.period <= $p), 0)::BIGINT AS outstanding_fen
             FROM customers c LEFT JOIN area a USING (customer_id) LEFT JOIN {e} e USING (customer_id)
             GROUP BY ALL ORDER BY c.category, a.area_id NULLS LAST""", {"p": period})
-    from .sql import write_result
+    from gridhead.storage.sql import write_result
     write_result(tbl, fmt, out)
     return tbl
 

@@ -6,7 +6,7 @@
    customer's metering point on D, times its multiplier; priced by the bill kernel
    (:func:`billing_core.prepay.daily_charge`; annual tiers on the year's energy before D, the rule of
    :func:`_year_to_date`) and deducted as a ledger entry ``prepay_charge`` (key
-   ``prepay:<customer_id>:<D>``; the monthly bill trues the month's deductions up, ``storage.ledger``);
+   ``prepay:<customer_id>:<D>``; the monthly bill trues the month's deductions up, ``billing_core.jobs.ledger``);
 2. the thresholds (:class:`billing_core.prepay.Thresholds`): a reminder (催费) below the warning level,
    a trip (跳闸) when the credit has stayed below zero for the grace period, never for a protected
    (保电) meter; a reconnect (合闸) of a tripped customer whose credit is back at the threshold;
@@ -46,12 +46,12 @@ from gridhead.billing_core import prepay as P
 from gridhead.billing_core.run import voltage_level
 from gridhead.billing_core.tariff import TariffSet
 from gridhead.protocols.errors import StorageError
+from gridhead.storage import schema
+from gridhead.storage.duck import arrow_table
+from gridhead.storage.paths import data_dir, lake_root
 
 from . import bills as _bills
 from . import ledger as _ledger
-from . import schema
-from .duck import arrow_table
-from .paths import data_dir, lake_root
 
 SYSTEM = "system:prepay"
 REASON = "prepayment balance exhausted"
@@ -147,7 +147,7 @@ def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple
 def _year_to_date(c: dict, cum: np.ndarray, start: np.ndarray, at: dict, now_reading: dict) -> np.ndarray:
     """Energy of the year before the day, per customer (0.01 kWh): what annual tiers count.
 
-    The rule the monthly bill follows (storage.bills: ``cum_prev`` is the previous bill's ``cum_after``):
+    The rule the monthly bill follows (billing_core.jobs.bills: ``cum_prev`` is the previous bill's ``cum_after``):
     :func:`_year_start`'s ``cum`` plus the metered energy from 00:00 of ``start`` to 00:00 of the day —
     the difference of the two daily frozen readings (``at[start date]`` and ``now_reading``) times the
     multiplier.  A reading missing at either end counts that part as 0 (the month's bill trues it up)."""
@@ -164,7 +164,7 @@ def _year_to_date(c: dict, cum: np.ndarray, start: np.ndarray, at: dict, now_rea
 def _protected(data) -> set:
     """Meters under protection (保电) by the head-end's audit log: the last ok protect command of each."""
     try:
-        from . import control_log as CL
+        from gridhead.storage import control_log as CL
     except ImportError:                       # no control log in this build
         return set()
     state = {}

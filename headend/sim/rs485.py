@@ -34,9 +34,9 @@ from gridhead.protocols.dlt698.frame import Frame as Frame698
 from gridhead.protocols.dlt698.frame import Framer as Framer698
 from gridhead.protocols.errors import ProtocolError
 
-from .sim_model import Fleet
-from .simulator import C_RESPONSE, Simulator, Terminal
-from .transport_serial import frames
+from .model import Fleet
+from .simulator import C_RESPONSE, Simulator, SimTerminal
+from gridhead.headend.transport_serial import frames
 
 DI_STATUS3 = 0x04000503
 
@@ -49,7 +49,7 @@ class SerialMeters(asyncio.Protocol):
         self.fleet = fleet
         self.device, self.baud, self.quiet_s = device, baud, quiet_s
         self.model_host = Simulator(fleet, seed=seed, connect=("127.0.0.1", 1))   # never run: clock + model
-        self.meters = {fleet.address[m]: Terminal(int(m), fleet.address[m], np.array([m]), fleet, seed)
+        self.meters = {fleet.address[m]: SimTerminal(int(m), fleet.address[m], np.array([m]), fleet, seed)
                        for m in meters}
         self.relay = {a: "closed" for a in self.meters}
         self.protected: set = set()

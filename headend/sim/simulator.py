@@ -41,10 +41,11 @@ from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress
 from gridhead.protocols.dlt698.session import date_time
 from gridhead.protocols.errors import ProtocolError
 
-from . import profile as P
-from .sim_answers import DAR_UNAVAILABLE, DAR_TIMEOUT, Answerer, control_answer, dts_to_datetime
-from .sim_model import Fleet, SimulatorError, unit_hash
-from .terminal import local_now           # the meters' clock (China Standard Time), as the head-end's
+from gridhead.headend import profile as P
+from .answers import DAR_UNAVAILABLE, DAR_TIMEOUT, Answerer, control_answer, dts_to_datetime
+from .model import Fleet, SimulatorError, unit_hash
+from gridhead.headend.shard import shard_of
+from gridhead.headend.terminal import local_now           # the meters' clock (China Standard Time), as the head-end's
 
 C_LINK, C_RESPONSE, C_REPORT = 0x81, 0xC3, 0x83
 
@@ -111,7 +112,7 @@ class Stats:
     clock_sets: int = 0
 
 
-class Terminal:
+class SimTerminal:
     """One simulated concentrator."""
 
     __slots__ = ("i", "address", "sa", "meters", "by_address", "rng", "drift_s", "conn", "logged_in",
@@ -144,12 +145,12 @@ class Terminal:
         return self.piid
 
 
-class _Conn(asyncio.Protocol):
+class Link(asyncio.Protocol):
     """A TCP link: a terminal's own (dial-in) or one the head-end opened (listen mode, any terminal)."""
 
     __slots__ = ("sim", "term", "transport", "framer")
 
-    def __init__(self, sim: "Simulator", term: Terminal | None):
+    def __init__(self, sim: "Simulator", term: SimTerminal | None):
         self.sim, self.term, self.transport, self.framer = sim, term, None, Framer()
 
     def connection_made(self, transport):
@@ -206,7 +207,7 @@ class Simulator:
         self.client = client
         self.stats = Stats()
         self.answers = Answerer(self)
-        self.terminals = [Terminal(i, a, fleet.meters_of[i], fleet, self.seed) for i, a in enumerate(fleet.terminals)]
+        self.terminals = [SimTerminal(i, a, fleet.meters_of[i], fleet, self.seed) for i, a in enumerate(fleet.terminals)]
         self.by_address = {t.address: t for t in self.terminals}
         self.events: list[dict] = []            # the traffic faults injected, in order
         self.loop = None
@@ -235,7 +236,7 @@ class Simulator:
         """loop.time() at which the simulated clock reads ``sim_t``."""
         return self.loop.time() + (sim_t - self.now()).total_seconds() / self.speed
 
-    def terminal_now(self, t: Terminal) -> _dt.datetime:
+    def terminal_now(self, t: SimTerminal) -> _dt.datetime:
         return self.now() + _dt.timedelta(seconds=t.drift_s)
 
     def today(self) -> int:
@@ -292,46 +293,46 @@ class Simulator:
                 out += [{"meter_id": int(self.fleet.meter_id[i]), "date": date, "kind": kind} for i in np.flatnonzero(sel)]
         return out
 
-    def _event(self, t: Terminal, kind: str, **kw):
+    def note_event(self, t: SimTerminal, kind: str, **kw):
         self.events.append({"t": self.now().isoformat(timespec="milliseconds"), "terminal": t.address, "kind": kind, **kw})
 
     # --- frames out ---------------------------------------------------------------------------------
-    def _frame(self, t: Terminal, control: int, apdu: A.Apdu, client: int | None = None) -> bytes:
+    def _frame(self, t: SimTerminal, control: int, apdu: A.Apdu, client: int | None = None) -> bytes:
         return Frame(t.sa, self.client if client is None else client, control, apdu.to_bytes()).to_bytes()
 
-    def _send(self, t: Terminal, conn: _Conn, data: bytes, what: str):
+    def _send(self, t: SimTerminal, conn: Link, data: bytes, what: str):
         f = self.faults
         if f.garbage and t.rng.random() < f.garbage:
             junk = bytes(b if b != 0x68 else 0x69 for b in t.rng.randbytes(t.rng.randint(1, 32)))
             data = junk + data
             self.stats.garbage += 1
-            self._event(t, "garbage", bytes=len(junk), before=what)
+            self.note_event(t, "garbage", bytes=len(junk), before=what)
         conn.send(data)
 
-    def _answer(self, t: Terminal, conn: _Conn, apdu: A.Apdu, client: int):
+    def _answer(self, t: SimTerminal, conn: Link, apdu: A.Apdu, client: int):
         f = self.faults
         name = apdu.NAME
         if f.drop and t.rng.random() < f.drop:
             self.stats.dropped += 1
-            self._event(t, "dropped", apdu=name, piid=apdu.service_number)
+            self.note_event(t, "dropped", apdu=name, piid=apdu.service_number)
             return
         data = self._frame(t, C_RESPONSE, apdu, client)
         self.stats.answers += 1
         if f.slow and t.rng.random() < f.slow:
             self.stats.slowed += 1
-            self._event(t, "slow", apdu=name, piid=apdu.service_number, delay_s=f.slow_s)
+            self.note_event(t, "slow", apdu=name, piid=apdu.service_number, delay_s=f.slow_s)
             self.loop.call_later(f.slow_s, self._send, t, conn, data, name)
         else:
             self._send(t, conn, data, name)
 
     # --- link: login, heartbeat, logout ----------------------------------------------------------------
-    def _link(self, t: Terminal, kind: int):
+    def _link(self, t: SimTerminal, kind: int):
         if t.conn is None:
             return
         req = A.LinkRequest(t.next_piid(), kind, self.heartbeat_s, date_time(self.terminal_now(t)))
         self._send(t, t.conn, self._frame(t, C_LINK, req, 0), "LINK-Request")
 
-    def _login(self, t: Terminal):
+    def login(self, t: SimTerminal):
         t.timer = None
         if t.conn is None or t.logged_in:
             return
@@ -340,9 +341,9 @@ class Simulator:
             return
         t.login_tries += 1
         self._link(t, A.LINK_LOGIN)
-        t.timer = self.loop.call_later(self.login_timeout_s, self._login, t)
+        t.timer = self.loop.call_later(self.login_timeout_s, self.login, t)
 
-    def _heartbeat(self, t: Terminal):
+    def _heartbeat(self, t: SimTerminal):
         t.timer = None
         if t.conn is None or self._stopping.is_set():
             return
@@ -350,20 +351,20 @@ class Simulator:
         if f.offline and t.rng.random() < f.offline:
             away = f.offline_s * t.rng.uniform(0.5, 1.5)
             self.stats.offline_spells += 1
-            self._event(t, "offline", duration_s=round(away, 3))
+            self.note_event(t, "offline", duration_s=round(away, 3))
             t.away_until = self.loop.time() + away
             t.conn.transport.abort()
             return
         if f.reconnect and t.rng.random() < f.reconnect:
             self.stats.reconnects += 1
-            self._event(t, "reconnect")
+            self.note_event(t, "reconnect")
             t.conn.transport.abort()
             return
         self._link(t, A.LINK_HEARTBEAT)
         self.stats.heartbeats += 1
         t.timer = self.loop.call_later(self.heartbeat_s, self._heartbeat, t)
 
-    def _on_link_response(self, t: Terminal, resp: A.LinkResponse):
+    def _on_link_response(self, t: SimTerminal, resp: A.LinkResponse):
         if t.logged_in:
             return                                # a heartbeat's answer
         if t.timer is not None:
@@ -371,7 +372,7 @@ class Simulator:
             t.timer = None
         if resp.outcome != 0:
             self.stats.refused += 1
-            self._event(t, "refused", outcome=resp.outcome)
+            self.note_event(t, "refused", outcome=resp.outcome)
             t.away_until = self.loop.time() + 60.0
             t.conn.transport.close()
             return
@@ -382,32 +383,32 @@ class Simulator:
         self._maybe_report(t)
 
     # --- connections ---------------------------------------------------------------------------------
-    async def _dial(self, t: Terminal):
+    async def _dial(self, t: SimTerminal):
         if self._stopping.is_set() or t.stopped:
             return
         if self.mqtt is not None:
-            from .transport_mqtt import sim_dial
-            await sim_dial(self, t)
+            from .mqtt import sim_dial
+            await sim_dial(self, t, Link(self, t))
             return
         host, port = self.connect_to
         try:
-            _tr, conn = await self.loop.create_connection(lambda: _Conn(self, t), host, port)
+            _tr, conn = await self.loop.create_connection(lambda: Link(self, t), host, port)
         except OSError as exc:
             self.stats.connect_errors += 1
-            self._event(t, "connect_error", error=str(exc)[:80])
-            self._redial(t, 1.0 + t.rng.random() * 4)
+            self.note_event(t, "connect_error", error=str(exc)[:80])
+            self.redial(t, 1.0 + t.rng.random() * 4)
             return
         self.stats.connects += 1
         t.conn = conn
         t.logged_in = False
         t.login_tries = 0
-        self._login(t)
+        self.login(t)
 
-    def _redial(self, t: Terminal, delay: float):
+    def redial(self, t: SimTerminal, delay: float):
         if not self._stopping.is_set():
             self.loop.call_later(delay, lambda: self.loop.create_task(self._dial(t)))
 
-    def on_lost(self, t: Terminal, conn: _Conn):
+    def on_lost(self, t: SimTerminal, conn: Link):
         if t.conn is not conn:
             return
         if t.logged_in:
@@ -418,10 +419,10 @@ class Simulator:
                 h.cancel()
         t.timer = t.report_timer = None
         if self.connect_to is not None or self.mqtt is not None:
-            self._redial(t, max(t.away_until - self.loop.time(), 0.5 + t.rng.random()))
+            self.redial(t, max(t.away_until - self.loop.time(), 0.5 + t.rng.random()))
 
     # --- requests ------------------------------------------------------------------------------------
-    def on_frame(self, conn: _Conn, frame):
+    def on_frame(self, conn: Link, frame):
         t = conn.term if conn.term is not None else self.by_address.get(frame.server.address)
         if t is None or frame.from_server:
             self.stats.decode_errors += 1
@@ -442,7 +443,7 @@ class Simulator:
         if resp is not None:
             self._answer(t, conn, resp, frame.client)
 
-    def _respond(self, t: Terminal, req: A.Apdu):
+    def _respond(self, t: SimTerminal, req: A.Apdu):
         now = self.now()
         ans = self.answers
         piid = getattr(req, "piid", 0)
@@ -481,13 +482,13 @@ class Simulator:
             return A.ProxyTransCommandResponse(piid, req.port, answer)
         return A.ErrorResponse(piid, 2)           # service not supported
 
-    def _meter(self, t: Terminal, tsa: bytes):
+    def _meter(self, t: SimTerminal, tsa: bytes):
         if not tsa or len(tsa) < 2:
             return None
         addr = bytes(tsa[1:])[::-1].hex().upper()
         return t.by_address.get(addr)
 
-    def _get(self, t: Terminal, oad: int, now, meter) -> A.ResultNormal:
+    def _get(self, t: SimTerminal, oad: int, now, meter) -> A.ResultNormal:
         if oad == P.OAD_DATETIME:
             return A.ResultNormal(oad, _dts_data(self.terminal_now(t)))
         if meter is None:
@@ -495,7 +496,7 @@ class Simulator:
         data, dar = self.answers.instant(oad, meter, now)
         return A.ResultNormal(oad, data, dar)
 
-    def _set(self, t: Terminal, oad: int, data, now) -> int:
+    def _set(self, t: SimTerminal, oad: int, data, now) -> int:
         if oad != P.OAD_DATETIME:
             return DAR_UNAVAILABLE if oad >> 16 not in (0x4000,) else 3
         try:
@@ -506,11 +507,11 @@ class Simulator:
         before = t.drift_s
         t.drift_s = (when - now).total_seconds()
         self.stats.clock_sets += 1
-        self._event(t, "clock_set", drift_before_s=round(before, 3), drift_after_s=round(t.drift_s, 3))
+        self.note_event(t, "clock_set", drift_before_s=round(before, 3), drift_after_s=round(t.drift_s, 3))
         return 0
 
     # --- daily REPORT -----------------------------------------------------------------------------------
-    def _maybe_report(self, t: Terminal):
+    def _maybe_report(self, t: SimTerminal):
         if not self.report_enabled or t.report is not None or not t.logged_in or not len(t.meters):
             return
         today = self.today()
@@ -523,7 +524,7 @@ class Simulator:
         t.report = (day, None, None)
         t.report_timer = self.loop.call_later(delay, self._push_report, t)
 
-    def _push_report(self, t: Terminal):
+    def _push_report(self, t: SimTerminal):
         t.report_timer = None
         if t.conn is None or not t.logged_in or t.report is None:
             return
@@ -534,7 +535,7 @@ class Simulator:
             t.report = (day, piid, data)
             t.report_tries = 0
         if t.report_tries >= self.report_tries:
-            self._event(t, "report_abandoned", date=str(self.fleet.model.date(day)))
+            self.note_event(t, "report_abandoned", date=str(self.fleet.model.date(day)))
             t.report, t.last_reported = None, day
             self._maybe_report(t)
             return
@@ -543,7 +544,7 @@ class Simulator:
         self._send(t, t.conn, data, "REPORT")
         t.report_timer = self.loop.call_later(self.report_retry_s, self._push_report, t)
 
-    def _on_report_ack(self, t: Terminal, ack):
+    def _on_report_ack(self, t: SimTerminal, ack):
         if t.report is None or t.report[1] is None or ack.piid & 0x3F != t.report[1]:
             return
         if t.report_timer is not None:
@@ -606,13 +607,13 @@ class Simulator:
     async def _listen(self):
         host, port, last = self.listen_on
         if last is None or last == port:
-            srv = await self.loop.create_server(lambda: _Conn(self, None), host, port)
+            srv = await self.loop.create_server(lambda: Link(self, None), host, port)
             self._servers.append(srv)
             return
         if last - port + 1 < len(self.terminals):
             raise SimulatorError(f"port range {port}-{last} has fewer ports than {len(self.terminals)} terminals")
         for k, t in enumerate(self.terminals):
-            self._servers.append(await self.loop.create_server(lambda t=t: _Conn(self, t), host, port + k))
+            self._servers.append(await self.loop.create_server(lambda t=t: Link(self, t), host, port + k))
 
     async def _ticker(self, every: float, out):
         while True:
@@ -702,5 +703,19 @@ def parse_hostport(text: str, what: str):
     return host, a, b
 
 
-__all__ = ["Simulator", "Faults", "Stats", "Terminal", "run", "new_loop", "raise_nofile", "parse_hostport",
+__all__ = ["Simulator", "Faults", "Stats", "SimTerminal", "run", "new_loop", "raise_nofile", "parse_hostport",
            "SimulatorError"]
+
+
+class ShardedSimulator(Simulator):
+    """The simulator's fleet dialling ``shards[shard_of(address)]`` (host, port) — as terminals configured
+    with their shard's master-station address do."""
+
+    def __init__(self, fleet, *, shards, **kw) -> None:
+        super().__init__(fleet, connect=tuple(shards[0]), **kw)
+        self.shards = [tuple(s) for s in shards]
+
+    async def _dial(self, t):
+        # Simulator._dial reads connect_to before its first await: set per terminal, no interleaving
+        self.connect_to = self.shards[shard_of(t.address, len(self.shards))]
+        await super()._dial(t)
