@@ -24,8 +24,8 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 
 import dataclasses
 
-from protocols import _axdr
-from protocols.errors import GridheadError
+from gridhead.protocols import _axdr
+from gridhead.protocols.errors import GridheadError
 
 cdef extern from *:
     """
@@ -63,7 +63,7 @@ ctypedef object (*row_f)(R*, Py_ssize_t)
 
 _API = _axdr._c_api()
 if _API["sizeof_R"] != sizeof(R):          # an A-XDR kernel built from another R: use the twin
-    raise ImportError(f"protocols._axdr reader is {_API['sizeof_R']} bytes, {sizeof(R)} expected")
+    raise ImportError(f"gridhead.protocols._axdr reader is {_API['sizeof_R']} bytes, {sizeof(R)} expected")
 cdef data_f ax_data = <data_f> PyCapsule_GetPointer(_API["_data"], "gridhead._axdr._data")
 cdef typed_f ax_typed = <typed_f> PyCapsule_GetPointer(_API["_typed"], "gridhead._axdr._typed")
 cdef length_f ax_length = <length_f> PyCapsule_GetPointer(_API["_length"], "gridhead._axdr._length")
@@ -113,7 +113,7 @@ cdef int _cls(Cls* c, object cls) except -1:
 
 cdef int _init() except -1:
     global _ready
-    from protocols.dlt698 import apdu as A
+    from gridhead.protocols.dlt698 import apdu as A
     _cls(&C_RN, A.ResultNormal)
     _cls(&C_RR, A.ResultRecord)
     _cls(&C_PR, A.ProxyResult)
@@ -317,7 +317,7 @@ cdef object _proxy_results(R* r):
 # tag to that _typed (building and dropping its value).  When it refuses, decode_lazy returns None and
 # apdu.decode_apdu takes the eager path, which raises the eager error with its message.
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from protocols._axdr_py import MAX_DEPTH, TYPE_NAMES
+from gridhead.protocols._axdr_py import MAX_DEPTH, TYPE_NAMES
 
 cdef int V_MAX_DEPTH = MAX_DEPTH
 cdef bint _v_known[256]

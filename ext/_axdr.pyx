@@ -18,11 +18,11 @@ from cpython.ref cimport Py_INCREF
 from cpython.long cimport PyLong_FromLong, PyLong_FromUnsignedLong, PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.float cimport PyFloat_FromDouble
 
-from protocols._axdr_py import (COMDCB, MAX_DEPTH, MAX_ELEMENTS, MS, RSD, SID, SIDMAC, TI, TYPE_NAMES,
+from gridhead.protocols._axdr_py import (COMDCB, MAX_DEPTH, MAX_ELEMENTS, MS, RSD, SID, SIDMAC, TI, TYPE_NAMES,
                                 BitString, Data, Date, DateTime, DateTimeS, Region, Road, ScalerUnit,
                                 Selector1, Selector2, SelectorLast, SelectorRange, SelectorTime, Time,
                                 encode_data, encode_length, encode_typed)
-from protocols.errors import LocalProtocolError, RemoteProtocolError
+from gridhead.protocols.errors import LocalProtocolError, RemoteProtocolError
 
 cdef extern from *:
     """

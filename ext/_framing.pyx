@@ -333,7 +333,7 @@ def bcd_values(data, Py_ssize_t off, spec, tuple templates, type cls):
 
 def bcd_encode(object value, int nbytes, int kind):
     # Encoding is off the hot path (requests are built once per command): share the twin's code.
-    from protocols._framing_py import bcd_encode as _enc
+    from gridhead.protocols._framing_py import bcd_encode as _enc
     return _enc(value, nbytes, kind)
 
 

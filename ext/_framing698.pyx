@@ -215,7 +215,7 @@ cdef str _address(const uint8_t* b, Py_ssize_t start, Py_ssize_t stop):
 
 def address_text(object buf, Py_ssize_t start, Py_ssize_t stop):
     # off the hot path (decode698 calls _address directly): share the twin's code
-    from protocols._framing698_py import address_text as _py
+    from gridhead.protocols._framing698_py import address_text as _py
     return _py(buf, start, stop)
 
 

@@ -22,7 +22,7 @@ from cpython.object cimport PyObject
 
 import numpy as np
 
-from protocols._axdr_py import MAX_DEPTH, MAX_ELEMENTS
+from gridhead.protocols._axdr_py import MAX_DEPTH, MAX_ELEMENTS
 
 cdef int C_MAX_DEPTH = MAX_DEPTH
 cdef Py_ssize_t C_MAX_ELEMENTS = MAX_ELEMENTS
