@@ -1534,7 +1534,7 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
         click.echo(sim.stats_line(), err=True)
 # === end sim =======================================================================================
 
-# === collect / demo (headend.collect: tasks 数据采集管理, back-fill 补采, success rate; headend.demo) ======
+# === collect / demo (headend.collect: tasks 数据采集管理, back-fill 补采, success rate; headend.sim.demo) ======
 def _dates(first, last, single):
     import datetime as _d
     if single:

@@ -5,7 +5,7 @@
     python benchmarks/bench_headend.py --reports-only   # steps 3 and 5 alone, in process
 
 Processes (each raises RLIMIT_NOFILE to the hard limit): this orchestrator; the head-end (``--role
-headend``: HeadEnd + Collector, uvloop); the fleet (``python -m headend.demo fleet``); a blaster for the
+headend``: HeadEnd + Collector, uvloop); the fleet (``python -m gridhead.headend.sim.demo fleet``); a blaster for the
 I/O floor.  What is measured, all in the head-end process:
 
 1. **sessions**: every terminal logged in and heartbeating; RSS delta / sessions (memory per session,

@@ -2,7 +2,7 @@
 127.0.0.1, the API over real HTTP, the audit log on disk, and the interop peers (PyPI ``dlt645`` meter
 server reached directly over TCP, PyPI ``dlt698`` terminal dialled out) answering reads and time syncs.
 
-Fleet: 3 concentrators × 4 meters (698 and 645 meters behind them, headend.sim_model.standalone)."""
+Fleet: 3 concentrators × 4 meters (698 and 645 meters behind them, headend.sim.model.standalone)."""
 
 from __future__ import annotations
 

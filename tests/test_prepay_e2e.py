@@ -3,7 +3,7 @@ head-end's control path, pays, and is reconnected — confirmed each time by the
 from the simulated meter over the control API, and by the audit log.
 
 Processes on 127.0.0.1: `gridhead serve` (head-end with its control API) and the simulated fleet
-(``python -m headend.demo fleet``); the lake holds readings the head-end collected from that fleet
+(``python -m gridhead.headend.sim.demo fleet``); the lake holds readings the head-end collected from that fleet
 (the demo's archive and collect steps, small sizes, no faults).  The loop itself is driven here through
 the library: billing_core.jobs.prepay.run / billing_core.jobs.ledger.add_entry / billing_core.jobs.prepay.after_payment with
 headend.prepay_control.sender as the control path."""

@@ -1,5 +1,5 @@
 """RS-485 transport on a real pty pair (socat): the head-end's bus master on one end, simulated meters
-(headend.sim_serial, the fleet's register model) or the PyPI ``dlt645`` package's RTU meter server on the other.
+(headend.sim.rs485, the fleet's register model) or the PyPI ``dlt645`` package's RTU meter server on the other.
 
 Checked: daily frozen readings of 645 and 698 meters collected into the lake equal to the model; reads,
 remote control (trip refused while 保电), broadcast and 698 time sync; one request at a time with the

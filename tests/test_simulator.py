@@ -1,4 +1,4 @@
-"""The fleet simulator (headend/simulator.py) against a small master built on ClientSession, over real
+"""The fleet simulator (headend/sim/simulator.py) against a small master built on ClientSession, over real
 sockets on 127.0.0.1: logins and heartbeats, the collection profile's answers equal to the register
 model (and the model consistent with storage.generator), REPORTs re-sent until acknowledged, faults at
 their rates, determinism, listen mode, and 500 terminals in a subprocess."""

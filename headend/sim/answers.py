@@ -1,5 +1,5 @@
 """What a simulated concentrator answers: the requests of the collection profile (headend/profile.py),
-computed from the register model (headend/sim_model.py).  No I/O: request APDU in, response APDU out.
+computed from the register model (headend/sim/model.py).  No I/O: request APDU in, response APDU out.
 
 Record columns follow the request's RCSD, whatever its order: ``202A0200`` the meter's TSA,
 ``6040/6041/6042 0200`` the collection start / success / store times (date_time_s), a ROAD

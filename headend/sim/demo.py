@@ -1,10 +1,10 @@
 """`gridhead demo`: the whole chain on one machine in about a minute, as steps.
 
-1. ``archive``  — a small synthetic fleet (storage.generator via headend.sim_model: N concentrators ×
+1. ``archive``  — a small synthetic fleet (storage.generator via headend.sim.model: N concentrators ×
    M meters, 698 and 645 meters, archive start the day before the first collected day) imported into
    ``DATA/archive.duckdb``;
 2. ``collect``  — the head-end (this process) listening on 127.0.0.1 and the simulated fleet (a
-   subprocess, ``python -m headend.demo fleet``) dialling in with faults (dropped answers, offline
+   subprocess, ``python -m gridhead.headend.sim.demo fleet``) dialling in with faults (dropped answers, offline
    spells, frozen data the concentrators lack); the daily frozen task collects the last ``days`` days
    and the freezes at both ends of last month (its 1st and this month's 1st, 00:00), then back-fill
    (补采) re-reads the gaps per meter;
@@ -101,7 +101,7 @@ def stop_process(p: subprocess.Popen, timeout_s: float = 5.0) -> None:
 
 
 def _fleet_main(argv) -> None:
-    """``python -m headend.demo fleet DATA HOST PORT SEED HEARTBEAT_S FAULTS``: run until SIGTERM."""
+    """``python -m gridhead.headend.sim.demo fleet DATA HOST PORT SEED HEARTBEAT_S FAULTS``: run until SIGTERM."""
     from . import model as sim_model, simulator
     data, host, port, seed, hb, faults = argv
     fleet = sim_model.load_gen_dir(data)
@@ -488,4 +488,4 @@ if __name__ == "__main__":
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         _fleet_main(sys.argv[2:])
     else:
-        sys.exit("usage: python -m headend.demo fleet DATA HOST PORT SEED HEARTBEAT_S FAULTS")
+        sys.exit("usage: python -m gridhead.headend.sim.demo fleet DATA HOST PORT SEED HEARTBEAT_S FAULTS")

@@ -1,7 +1,7 @@
 """A simulated RS-485 bus of meters (DL/T 645-2007 and 698.45) on a serial device — the far end of a pty pair.
 
-The meters answer from the fleet's register model (headend.sim_model) through the same
-:class:`headend.sim_answers.Answerer` and :class:`headend.simulator.Simulator` answers as the TCP fleet:
+The meters answer from the fleet's register model (headend.sim.model) through the same
+:class:`headend.sim.answers.Answerer` and :class:`headend.sim.simulator.Simulator` answers as the TCP fleet:
 645 reads (current energy, 上 n 次日冻结 time and energy, month freezes), 645 remote control (1CH:
 trip / close / 保电, acknowledged, relay state kept in :attr:`SerialMeters.relay`) and broadcast time
 sync (08H, no answer), 698 GET / GET-List / SET 40000200 (对时) and GET-Record of a meter freeze.

@@ -7,7 +7,7 @@ profile (headend/profile.py: GET-Record 60120300, PROXY GetRequestRecord / GetRe
 TransCommandRequest with DL/T 645 reads, GET and SET 40000200) for its meters, and after each
 midnight pushes a REPORT-Notification-RecordList of the day's frozen registers, re-sent every
 ``report_retry_s`` until the head-end acknowledges it.  The answers come from
-:mod:`headend.sim_answers`; the fleet and the registers from :mod:`headend.sim_model`.
+:mod:`headend.sim.answers`; the fleet and the registers from :mod:`headend.sim.model`.
 
 Scale: one asyncio loop (uvloop when available); a terminal is a slotted object; an idle terminal
 owns one ``loop.call_at`` timer (its next heartbeat) and no task.  The process raises its open-file
