@@ -3,7 +3,7 @@
 It recomputes every bill of a period from the archive (``archive.duckdb``) and the readings lake (the raw
 Parquet part files) with queries of its own, and shares no code with ``billing_core`` but the tariff file
 reader (:class:`billing_core.tariff.TariffSet`: the TOML files, their versions, seasons, prices, funds and
-``price_from_tariff_assignment``, the file a tariff code names).  It is the independent side of ``tests/test_billing_reference.py``, which compares it line
+``price_from_tariff_assignment``, the file a tariff code names).  It is the independent side of ``tests/billing_core/test_billing_reference.py``, which compares it line
 by line with the vectorised bill run (``gridhead bill run``).
 
 What it implements, and where each rule is written:

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 IO_MODULES = {"asyncio", "socket", "serial", "serial_asyncio", "aiomqtt", "duckdb", "pyarrow", "time",
               "selectors", "ssl", "uvloop"}

@@ -184,7 +184,7 @@ class Answerer:
     # A daily collection asks every concentrator for its 60120300 rows at once; building ~20 Data objects
     # per row and encoding them is what bounded the fleet (10,000 terminals × 32 meters: ~35 CPU s).  The
     # rows of DAILY_RCSD are therefore written straight to A-XDR bytes (bit-identical to the Data path,
-    # tests/test_simulator.py), and the response APDU is spliced around them.
+    # tests/headend/test_simulator.py), and the response APDU is spliced around them.
     def _row_encoder(self, rcsd):
         """fn(i, regs, start) -> the bytes of one task row of ``rcsd``, or None (use the Data path).
 
