@@ -847,8 +847,8 @@ def lake_info(as_json, data):
 # === end lake ======================================================================================
 
 
-# === bill (the bill run 电费核算, review 核算审核, show; storage.bills + billing_core.run) ============
-# --data DIR as in the storage commands (_data_option): bills live in DIR/bills/ (storage.bills)
+# === bill (the bill run 电费核算, review 核算审核, show; billing_core.jobs.bills + billing_core.run) ============
+# --data DIR as in the storage commands (_data_option): bills live in DIR/bills/ (billing_core.jobs.bills)
 @cli.group("bill")
 def bill_grp():
     """Bills: the monthly run, review of held bills, one bill as the customer reads it."""
@@ -861,9 +861,9 @@ def bill_grp():
               help="Directory of tariff TOML files [default: billing_core/tariffs].")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
-              help="Run on this Dask scheduler, one task per lake bucket (storage.dist); same bills.")
+              help="Run on this Dask scheduler, one task per lake bucket (billing_core.jobs.dist); same bills.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="Run on a local Dask cluster of N worker processes on 127.0.0.1 (storage.dist).")
+              help="Run on a local Dask cluster of N worker processes on 127.0.0.1 (billing_core.jobs.dist).")
 @_data_option
 def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
     """Compute every bill of PERIOD and publish bills/period=PERIOD/ atomically (re-runs give the same bills).
@@ -873,7 +873,7 @@ def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
     """
     from tqdm import tqdm
 
-    from gridhead.storage import bills
+    from gridhead.billing_core.jobs import bills
     bar = tqdm(total=4, desc=f"bill run {period}", unit="step", disable=None, leave=False, file=sys.stderr)
 
     def tick(step: str) -> None:       # read, price, write, publish; "chunk k/n" (large runs), "task NN" (Dask)
@@ -886,7 +886,7 @@ def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
 
     try:
         if scheduler or workers:
-            from gridhead.storage import dist
+            from gridhead.billing_core.jobs import dist
             with dist.client(scheduler, workers) as client:
                 s = dist.run(data, period, client, tariffs_dir, progress=tick)
         else:
@@ -915,7 +915,8 @@ def bill_run(period, tariffs_dir, as_json, data, scheduler=None, workers=None):
 @_data_option
 def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
     """List held bills with their reasons, or release them: --release BILL_ID... --by NAME --note TEXT."""
-    from gridhead.storage import bills, sql as _sql
+    from gridhead.storage import sql as _sql
+    from gridhead.billing_core.jobs import bills
     ids = list(release_ids) + list(bill_ids)
     if bill_ids and not release_ids:
         raise click.UsageError("bill ids given without --release")
@@ -946,7 +947,7 @@ def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
 @_data_option
 def bill_show(customer, period, as_json, data):
     """Print the bill of CUSTOMER (户号 or customer id) for PERIOD with its line items."""
-    from gridhead.storage import bills
+    from gridhead.billing_core.jobs import bills
     b = bills.show(data, customer, period)
     if as_json:
         click.echo(json.dumps(b, ensure_ascii=False, default=str))
@@ -955,7 +956,7 @@ def bill_show(customer, period, as_json, data):
 # === end bill ======================================================================================
 
 
-# === pay / ledger / prepay (accounts 电费收缴及账务 and prepayment 预付费; storage.ledger, storage.prepay) ====
+# === pay / ledger / prepay (accounts 电费收缴及账务 and prepayment 预付费; billing_core.jobs.ledger, billing_core.jobs.prepay) ====
 # --data DIR as in the storage commands.  Amounts on the command line are yuan with at most 2 decimals.
 # Commands to meters go through the running head-end's control API: --api / GRIDHEAD_API and
 # --token / GRIDHEAD_TOKEN (an operator token); without them they wait in the outbox (`gridhead prepay status`).
@@ -1023,7 +1024,7 @@ def _sender(control_url, token):
 
 
 def _reconnect_after(data, customer_ids, control_url, token):
-    from gridhead.storage import prepay
+    from gridhead.billing_core.jobs import prepay
     return prepay.after_payment(data, customer_ids, send=_sender(control_url, token))
 
 
@@ -1044,7 +1045,7 @@ def pay_grp():
 def pay_add(customer, amount, by, ref, as_json, late_fee_min_yuan, max_payment_yuan, control_url, token, data):
     """Post a payment of AMOUNT yuan for CUSTOMER (户号) at the counter; reconnects a tripped prepayment
     customer whose balance is back.  Prints the receipt number (`gridhead pay show` reprints it)."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     r = ledger.add_entry(data, customer, "payment", _fen_arg(amount), by, ref=ref,
                          policy=_policy(late_fee_min_yuan, max_payment_yuan))
     r["reconnect"] = _reconnect_after(data, [r["customer_id"]], control_url, token)
@@ -1060,7 +1061,7 @@ def pay_add(customer, amount, by, ref, as_json, late_fee_min_yuan, max_payment_y
 @_data_option
 def pay_show(customer, receipt, as_json, data):
     """Print CUSTOMER's receipt (收据) of a payment: number, amount, cashier, what it settled, balance."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     r = ledger.receipt(data, customer, receipt)
     click.echo(json.dumps(r, ensure_ascii=False, default=str) if as_json else ledger.render_receipt(r))
 
@@ -1076,7 +1077,7 @@ def pay_show(customer, receipt, as_json, data):
 def pay_refund(customer, amount, by, note, payment, as_json, data):
     """Refund AMOUNT yuan of a PAYMENT to CUSTOMER (户号): a new entry linked to the payment, never more
     than the customer's credit on hand nor what is left of that payment."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     r = ledger.add_entry(data, customer, "refund", _fen_arg(amount), by, note=note, payment=payment)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: refunded {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed")
@@ -1098,7 +1099,7 @@ def pay_import(file, by, as_json, return_file, late_fee_min_yuan, max_payment_yu
     and nothing is posted (exit 2).  A reference posted before is a bad row, so a file imported twice
     changes nothing.
     """
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     try:
         r = ledger.import_payments(data, file, by, policy=_policy(late_fee_min_yuan, max_payment_yuan),
                                    return_file=return_file)
@@ -1129,7 +1130,7 @@ def ledger_grp():
 @_data_option
 def ledger_post(period, by, as_json, data):
     """Post the period's issued and released bills as receivables (idempotent; held bills wait)."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     r = ledger.post_bills(data, period, by)
     click.echo(json.dumps(r) if as_json else
                f"{period}: {r['posted']} bills posted ({r['receivable_fen'] / 100:.2f} yuan), {r['skipped']} "
@@ -1145,7 +1146,7 @@ def ledger_post(period, by, as_json, data):
 @_data_option
 def ledger_adjust(customer, amount, by, note, as_json, data):
     """Adjust CUSTOMER's receivable by AMOUNT yuan (negative: a credit), as a new entry."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     r = ledger.add_entry(data, customer, "adjust", _fen_arg(amount, signed=True), by, note=note)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: adjusted {amount} yuan, balance {r['balance_fen'] / 100:.2f} yuan owed")
@@ -1160,7 +1161,7 @@ def ledger_adjust(customer, amount, by, note, as_json, data):
 def ledger_late_fees(as_of, by, as_json, late_fee_min_yuan, max_payment_yuan, data):
     """Post the late fees (违约金) accrued up to --as-of as receivables, one per overdue bill (bills paid
     late included; idempotent per date, a later date posts only the growth)."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     r = ledger.post_late_fees(data, as_of.date(), by, _policy(late_fee_min_yuan, max_payment_yuan))
     click.echo(json.dumps(r) if as_json else
                f"{r['as_of']}: {r['posted']} late fees posted, {r['amount_fen'] / 100:.2f} yuan")
@@ -1176,7 +1177,7 @@ def ledger_late_fees(as_of, by, as_json, late_fee_min_yuan, max_payment_yuan, da
 @_data_option
 def ledger_waive(customer, amount, fee_entry, by, note, as_json, data):
     """Waive (减免) AMOUNT yuan of CUSTOMER's late fee --fee: a new entry naming who and why."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     r = ledger.add_entry(data, customer, "waiver", _fen_arg(amount), by, note=note, fee_entry=fee_entry)
     click.echo(json.dumps(r, ensure_ascii=False) if as_json else
                f"{customer}: waived {amount} yuan of late fee {fee_entry}, balance {r['balance_fen'] / 100:.2f} yuan owed")
@@ -1189,7 +1190,7 @@ def ledger_check(as_json, data):
     """Prove balance = receivables − payments for every customer, and every issued bill posted once.
 
     Exits 1 naming the first customer whose balance does not follow from its entries."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     r = ledger.check(data)
     click.echo(json.dumps(r) if as_json else
                f"ok: {r['customers']} customers, {r['entries']} entries, {r['bills_checked']} bills posted as issued")
@@ -1212,7 +1213,8 @@ def ledger_arrears(as_of, as_json, as_csv, customer, limit, late_fee_min_yuan, m
     (`gridhead ledger late-fees`).  Prepayment customers are listed where they owe."""
     import datetime as _dt
 
-    from gridhead.storage import ledger, sql as _sql
+    from gridhead.storage import sql as _sql
+    from gridhead.billing_core.jobs import ledger
     day = as_of.date() if as_of else _dt.date.today()
     tbl = ledger.arrears(data, day, _policy(late_fee_min_yuan, max_payment_yuan), customer)
     if as_json or as_csv:
@@ -1240,7 +1242,7 @@ def ledger_arrears(as_of, as_json, as_csv, customer, limit, late_fee_min_yuan, m
 @_data_option
 def ledger_export(period, out, fmt, data):
     """Finance export: receivable, received and outstanding of PERIOD by category and area."""
-    from gridhead.storage import ledger
+    from gridhead.billing_core.jobs import ledger
     tbl = ledger.export(data, period, out, fmt)
     click.echo(f"{out}: {tbl.num_rows} rows", err=True)
 
@@ -1274,7 +1276,7 @@ def prepay_run(day, warn_yuan, grace_days, confirm_above, send_attempts, yes, ta
     --confirm-above it prints a summary and asks (--yes: don't ask; declined or no terminal: the
     commands stay in the outbox, exit 1)."""
     from gridhead.billing_core.prepay import Thresholds
-    from gridhead.storage import prepay
+    from gridhead.billing_core.jobs import prepay
     t = Thresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days, send_attempts=send_attempts,
                    confirm_trips_above=confirm_above)
     r = prepay.run(data, day.date(), t, tariffs_dir)          # decide first; sending is below
@@ -1291,7 +1293,7 @@ def prepay_run(day, warn_yuan, grace_days, confirm_above, send_attempts, yes, ta
 
 def _prepay_send(data, t, yes, control_url, token, quiet) -> dict:
     """Send the outbox, after asking when it holds more trips than ``t.confirm_trips_above``."""
-    from gridhead.storage import prepay
+    from gridhead.billing_core.jobs import prepay
     send = _sender(control_url, token)
     if send is None:
         return {}
@@ -1336,7 +1338,7 @@ def prepay_send(confirm_above, send_attempts, yes, as_json, control_url, token, 
 def prepay_status(customer, limit, as_json, data):
     """Prepayment customers' credit, reminders, trips (confirmed by the head-end, or pending), and
     commands still waiting for the head-end — the summary first."""
-    from gridhead.storage import prepay
+    from gridhead.billing_core.jobs import prepay
     s = prepay.status(data, customer)
     sm = prepay.summarise(s)
     if as_json:
@@ -1411,7 +1413,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
                               ("metrics_port", metrics_port)) if v is not None}
     if mqtt or mqtt_prefix:
         from gridhead.headend.config import MqttBroker
-        from gridhead.headend.simulator import parse_hostport
+        from gridhead.headend.sim.simulator import parse_hostport
         if not mqtt and cfg.mqtt is None:
             raise click.UsageError("--mqtt-prefix needs --mqtt HOST:PORT (or an [mqtt] table in --config)")
         broker = cfg.mqtt or MqttBroker()
@@ -1450,7 +1452,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
 # === sim (headend: the fleet simulator) ===========================================================
 def _faults(values):
     """--fault-rate checked while the options are read: a bad one is bad input (exit 2)."""
-    from gridhead.headend import simulator
+    from gridhead.headend.sim import simulator
     try:
         simulator.Faults.parse(values)
     except GridheadError as exc:
@@ -1503,7 +1505,7 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
     to the head-end, log in, heartbeat, answer collection requests and push daily REPORTs, with faults
     at the given rates.  Stops on SIGINT/SIGTERM or after --duration; exit 0.
     """
-    from gridhead.headend import sim_model, simulator
+    from gridhead.headend.sim import model as sim_model, simulator
     start_date = (start or simulator.Simulator.default_start()).date()
     if write_archive:
         out = sim_model.write_standalone_archive(write_archive, terminals, meters_per_terminal, seed, start_date)
@@ -1532,7 +1534,7 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
         click.echo(sim.stats_line(), err=True)
 # === end sim =======================================================================================
 
-# === collect / demo (headend.collect: tasks 数据采集管理, back-fill 补采, success rate; headend.demo) ======
+# === collect / demo (headend.collect: tasks 数据采集管理, back-fill 补采, success rate; headend.sim.demo) ======
 def _dates(first, last, single):
     import datetime as _d
     if single:
@@ -1642,11 +1644,11 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
 
 
 def _reread_file(path, days) -> dict:
-    """{date: [meter_id]} of a re-read file (storage.lineloss.read_reread); ``days`` (a list, or None)
+    """{date: [meter_id]} of a re-read file (billing_core.jobs.lineloss.read_reread); ``days`` (a list, or None)
     gives the days of a file without dates and limits those of one with dates.  Bad input: one line, exit 2."""
     from gridhead.headend.collect import TaskError
     from gridhead.protocols.errors import StorageError
-    from gridhead.storage import lineloss as _ll
+    from gridhead.billing_core.jobs import lineloss as _ll
     try:
         ids, dates = _ll.read_reread(path)
     except StorageError as exc:
@@ -1701,7 +1703,7 @@ def demo_cmd(data, terminals, meters_per_terminal, days, seed, no_faults, as_jso
     (and last month's first and last freezes) with faults and back-fill; bill last month, its line loss and
     audit list; a prepayment customer runs out, is tripped through the control API, pays and is
     reconnected (relay read back each time).  Leaves the lake for `gridhead sql --data DIR`."""
-    from gridhead.headend import demo
+    from gridhead.headend.sim import demo
     echo = (lambda line: click.echo(line, err=True))
     summary = demo.run(data, terminals=terminals, meters_per_terminal=meters_per_terminal, days=days, seed=seed,
                        faults={} if no_faults else None, echo=echo)
@@ -1734,7 +1736,7 @@ def _kwh(v):
 
 
 def _date_or_month(date, month):
-    from gridhead.storage import lineloss as _ll
+    from gridhead.billing_core.jobs import lineloss as _ll
     if bool(date) == bool(month):
         raise click.UsageError("give exactly one of --date YYYY-MM-DD or --period YYYY-MM")
     if date:
@@ -1757,9 +1759,9 @@ def _date_or_month(date, month):
 @click.option("--reread-out", type=click.Path(dir_okay=False), default=None,
               help="Write those meters' missing readings as a CSV (meter_id,date) for `gridhead collect run --meters FILE`.")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
-              help="Run on this Dask scheduler, one task per feeder set with its areas (storage.dist).")
+              help="Run on this Dask scheduler, one task per feeder set with its areas (billing_core.jobs.dist).")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="Run on a local Dask cluster of N worker processes on 127.0.0.1 (storage.dist).")
+              help="Run on a local Dask cluster of N worker processes on 127.0.0.1 (billing_core.jobs.dist).")
 @_data_option
 def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_save, data, scheduler=None,
                  workers=None, missing=False, reread_out=None):
@@ -1772,7 +1774,8 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
     --missing prints them, --reread-out FILE writes them for `gridhead collect run --meters FILE`).  A
     month's energies come from the 月冻结 readings where the lake has them (column basis).
     """
-    from gridhead.storage import archive, lineloss as _ll, sql as _sql
+    from gridhead.storage import archive, sql as _sql
+    from gridhead.billing_core.jobs import lineloss as _ll
     fmt = _out_format(as_json, as_csv)
     first, last = _date_or_month(date, month)
     th = _ll.load_thresholds(thresholds)
@@ -1780,7 +1783,7 @@ def lineloss_cmd(date, month, level, as_json, as_csv, thresholds, max_gap, no_sa
         from gridhead.storage import lakefs
         lakefs.check_local_write(_sql.lake_root(data))
     if scheduler or workers:
-        from gridhead.storage import dist
+        from gridhead.billing_core.jobs import dist
         with dist.client(scheduler, workers) as client:
             res, _tasks = dist.lineloss_run(data, first, last, client, thresholds=th, max_gap=max_gap,
                                             save=not no_save)
@@ -1837,9 +1840,10 @@ def audit_grp(ctx, month, top, as_json, as_csv, thresholds, technical, data):
     _check_data(data)
     if not month:
         raise click.UsageError("--period YYYY-MM is required (or a subcommand: mark)")
-    from gridhead.storage import archive, audit as _au, sql as _sql
+    from gridhead.storage import archive, sql as _sql
+    from gridhead.billing_core.jobs import audit as _au
     fmt = _out_format(as_json, as_csv)
-    from gridhead.storage import lineloss as _ll
+    from gridhead.billing_core.jobs import lineloss as _ll
     th = _ll.load_thresholds(thresholds)
     tech = _au.load_technical(technical) if technical else None
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
@@ -1861,7 +1865,8 @@ def audit_grp(ctx, month, top, as_json, as_csv, thresholds, technical, data):
 @_data_option
 def audit_mark(item, result, by, note, data):
     """Record the result of checking ITEM (e.g. 202606-C1254); the latest mark of an item wins."""
-    from gridhead.storage import audit as _au, sql as _sql
+    from gridhead.storage import sql as _sql
+    from gridhead.billing_core.jobs import audit as _au
     _au.mark(_sql.lake_root(data), item, result, by, note)
     click.echo(f"{item}: {result} (by {by})")
 
@@ -1871,7 +1876,7 @@ def report_grp():
 
 
 def _report_out(html_out, text):
-    from gridhead.storage import reports
+    from gridhead.billing_core.jobs import reports
     reports.write(html_out, text)
     click.echo(f"wrote {html_out}")
 
@@ -1883,7 +1888,8 @@ def _report_out(html_out, text):
 @_data_option
 def report_lineloss(month, html_out, thresholds, data):
     """Line loss of a month: category counts, the rates' distribution, worst areas with daily trends, feeders."""
-    from gridhead.storage import archive, lineloss as _ll, reports, sql as _sql
+    from gridhead.storage import archive, sql as _sql
+    from gridhead.billing_core.jobs import lineloss as _ll, reports
     first, last = _ll.month_range(month)
     with archive.Archive(_sql.archive_path(data), read_only=True) as a:
         res = _ll.compute(a, _sql.lake_root(data), first, last, thresholds=_ll.load_thresholds(thresholds))
@@ -1896,7 +1902,7 @@ def report_lineloss(month, html_out, thresholds, data):
 @_data_option
 def report_collection(month, html_out, data):
     """Collection success rate (采集成功率) by day and area (from the collection table, if there is one)."""
-    from gridhead.storage import reports
+    from gridhead.billing_core.jobs import reports
     _report_out(html_out, reports.collection_html(data, month))
 
 
@@ -1906,7 +1912,7 @@ def report_collection(month, html_out, data):
 @_data_option
 def report_bills(month, html_out, data):
     """Bill run totals by category and tariff, and the held bills (from bills/, if there is a run)."""
-    from gridhead.storage import reports
+    from gridhead.billing_core.jobs import reports
     _report_out(html_out, reports.bills_html(data, month))
 # === end lineloss / audit / report =================================================================
 
@@ -2195,7 +2201,7 @@ def token_add(name, role, expires_days, data, as_json):
     """Make a token for NAME; it is printed once and cannot be shown again.  Give it to the operator's
     client through GRIDHEAD_TOKEN or a 0600 file (--token-file), never on a command line."""
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     d = data_dir(data)
     store = CL.TokenStore(CL.tokens_path(d))
     tid, token = store.add(name, role, expires_days)
@@ -2215,7 +2221,7 @@ def token_add(name, role, expires_days, data, as_json):
 def token_rotate(token_id, overlap_days, expires_days, data, as_json):
     """A new token with the name and role of TOKEN_ID (id or name); the old one ends after --overlap."""
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     d = data_dir(data)
     old, tid, token = CL.TokenStore(CL.tokens_path(d)).rotate(token_id, overlap_days, expires_days)
     _token_audit(d, "token-rotate", f"token:{tid}", {"old": old["id"], "name": old["name"], "overlap_days": overlap_days})
@@ -2229,7 +2235,7 @@ def token_rotate(token_id, overlap_days, expires_days, data, as_json):
 def token_list(data, as_json):
     """The tokens (never their secrets)."""
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     for e in CL.TokenStore(CL.tokens_path(data_dir(data))).list():
         click.echo(json.dumps(e) if as_json else
                    f"{e['id']}  {e['name']:<16} {e['role']:<8} created {e['created_utc']}"
@@ -2243,7 +2249,7 @@ def token_list(data, as_json):
 def token_revoke(token_id, data):
     """Revoke a token by id or name (a running head-end notices at once)."""
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     d = data_dir(data)
     e = CL.TokenStore(CL.tokens_path(d)).revoke(token_id)
     _token_audit(d, "token-revoke", f"token:{e['id']}")
@@ -2267,7 +2273,7 @@ def control_log_verify(data, key_file, as_json):
     record (line and seq)."""
     from gridhead.headend.control import check_audit_chain
     from gridhead.storage import control_log as CL
-    from gridhead.storage.sql import data_dir
+    from gridhead.storage.paths import data_dir
     d = data_dir(data)
     if not CL.audit_path(d).exists():
         raise GridheadError(f"{CL.audit_path(d)}: no audit log")

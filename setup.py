@@ -9,7 +9,7 @@ or a C compiler is missing the build still succeeds and the pure-Python twins ar
 
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
@@ -61,7 +61,9 @@ class BuildPy(build_py):
         return [m for m in modules if not (package == "gridhead" and m[1] == "setup")]
 
 
-PACKAGES = ["headend", "protocols", "protocols.dlt645", "protocols.dlt698", "billing_core", "storage"]
+# every package under the four folders (headend.sim, billing_core.jobs, ...), found, not listed by hand
+PACKAGES = find_packages(include=["headend", "headend.*", "protocols", "protocols.*", "billing_core",
+                                  "billing_core.*", "storage", "storage.*"])
 
 setup(
     name="gridhead",
@@ -85,7 +87,7 @@ setup(
         "aiohttp>=3.9,<4",  # the control API's HTTP server (headend.control), on the head-end's loop
         "pyserial-asyncio>=0.6,<1",  # RS-485 meters wired to the head-end host (headend.transport_serial)
         "aiomqtt>=2.0,<3",  # concentrators publishing through an MQTT broker (headend.transport_mqtt)
-        "dask[distributed]>=2024.1,<2027",  # the bill run on a Dask cluster, one task per lake bucket (storage.dist)
+        "dask[distributed]>=2024.1,<2027",  # the bill run on a Dask cluster, one task per lake bucket (billing_core.jobs.dist)
     ],
     extras_require={
         "test": [

@@ -2,7 +2,7 @@
 
 For each seed a fleet is generated (storage.generator: 3,000 customers, 05-17 .. 07-03, its injected
 thefts, stopped and reverse-running meters recorded in ground_truth/anomalies.csv), its archive imported,
-and June ranked twice from the same inputs (storage.audit.rank_month):
+and June ranked twice from the same inputs (billing_core.jobs.audit.rank_month):
 
 * ours — the audit's customer items in rank order (theft / stopped / reverse / events / multiplier signals);
 * baseline — every customer by :func:`billing_core.audit.drop_baseline`: the largest relative fall of its
@@ -33,7 +33,7 @@ import numpy as np
 
 from gridhead.billing_core import audit as au
 from gridhead.storage import archive, generator
-from gridhead.storage import audit as sa
+from gridhead.billing_core.jobs import audit as sa
 
 START = dt.date(2026, 5, 17)            # two weeks of May: the "before" of a theft from the 1st
 DAYS = 47

@@ -29,7 +29,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from gridhead.billing_core import _billing_py, run as R  # noqa: E402
 from gridhead.billing_core.tariff import TariffSet  # noqa: E402
 from gridhead.protocols import accel  # noqa: E402
-from gridhead.storage import archive, bills, generator  # noqa: E402
+from gridhead.storage import archive, generator  # noqa: E402
+from gridhead.billing_core.jobs import bills  # noqa: E402
 
 PERIOD = "2026-06"
 

@@ -79,8 +79,7 @@ def main() -> int:
         else:
             print("compiled == twin on every line of every bill")
     try:
-        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-        import test_billing_oracle as O  # the oracle set-up of the tests
+        from tests.billing_core import test_billing_oracle as O  # the oracle set-up of the tests
         import tempfile
         d = pathlib.Path(tempfile.mkdtemp())
         (d / "o.toml").write_text(O.TOML)

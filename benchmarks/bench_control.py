@@ -93,7 +93,7 @@ class Checker:
     moments the request left and the answer came back (simulated time = China Standard Time)."""
 
     def __init__(self, data: pathlib.Path) -> None:
-        from gridhead.headend import sim_model
+        from gridhead.headend.sim import model as sim_model
         self.fleet = sim_model.load_gen_dir(data)
         self.index = {a: i for i, a in enumerate(self.fleet.address)}
         self.bad: list[str] = []
@@ -289,7 +289,7 @@ def fsync_floor(directory: pathlib.Path, n: int = 300) -> list[float]:
 
 # --- orchestration -------------------------------------------------------------------------------------------
 def make_fleet(data: pathlib.Path, n: int, meters: int) -> list[dict]:
-    from gridhead.headend import demo, sim_model
+    from gridhead.headend.sim import demo, model as sim_model
     from gridhead.storage import archive, sql
     sim_model.write_standalone_archive(data, n, meters, 1, demo.today_local() - dt.timedelta(days=2))
     with archive.Archive(sql.archive_path(data)) as arc:
@@ -400,8 +400,8 @@ def main() -> int:
             results = asyncio.run(run_load(a, host, int(port), token, routes, checker,
                                          {"head-end": he.pid, "fleet": sim.pid}))
             # the I/O floor: one terminal of 32 meters in listen mode, a raw socket, the same read
-            from gridhead.headend import sim_model
-            from gridhead.headend.simulator import Simulator
+            from gridhead.headend.sim import model as sim_model
+            from gridhead.headend.sim.simulator import Simulator
             fport = free_port()
             one = sim_model.standalone(1, a.meters, 1, Simulator.default_start().date())
             m698 = next(one.address[i] for i in one.meters_of[0] if not one.is645[i])
@@ -431,7 +431,7 @@ def main() -> int:
                 checker.bad.append(f"floor: {fl['bad']} reads answered with a DAR")
         finally:
             for p in reversed(procs):
-                from gridhead.headend.demo import stop_process
+                from gridhead.headend.sim.demo import stop_process
                 stop_process(p, 20)
     if checker.bad:
         print(f"FAIL: {len(checker.bad)} wrong or missing answers, e.g.:", *checker.bad[:5], sep="\n  ", file=sys.stderr)

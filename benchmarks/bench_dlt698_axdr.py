@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         peer = None
         print("dlt698 not installed: (c) skipped")
     if peer is not None:
-        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
         from tests.strategies698 import from_peer
         if from_peer(peer.decode_data(array_blob)) != Data(Tag.ARRAY, tuple(Data(Tag.STRUCTURE, r) for r in rows)):
             failures.append("dlt698 decodes the array to other values than ours")

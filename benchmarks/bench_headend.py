@@ -5,7 +5,7 @@
     python benchmarks/bench_headend.py --reports-only   # steps 3 and 5 alone, in process
 
 Processes (each raises RLIMIT_NOFILE to the hard limit): this orchestrator; the head-end (``--role
-headend``: HeadEnd + Collector, uvloop); the fleet (``python -m headend.demo fleet``); a blaster for the
+headend``: HeadEnd + Collector, uvloop); the fleet (``python -m gridhead.headend.sim.demo fleet``); a blaster for the
 I/O floor.  What is measured, all in the head-end process:
 
 1. **sessions**: every terminal logged in and heartbeating; RSS delta / sessions (memory per session,
@@ -129,7 +129,7 @@ async def headend_role(data: pathlib.Path, port: int, n_terminals: int, idle_s: 
 
 def _report_frames(data: pathlib.Path, n_meters: int, count: int) -> tuple[list[bytes], int]:
     """``count`` REPORT-Notification-RecordList frames of ``n_meters`` meters each, from the fleet's model."""
-    from gridhead.headend import sim_model, simulator
+    from gridhead.headend.sim import model as sim_model, simulator
     from gridhead.protocols.dlt698.frame import Frame, ServerAddress
     fleet = sim_model.load_gen_dir(data)
     sim = simulator.Simulator(fleet, connect=("127.0.0.1", 1))
@@ -290,7 +290,7 @@ def main() -> int:
     if a.reports_only:
         return reports_only(min(n, 400), a.meters)
     if a.role == "headend":
-        from gridhead.headend.simulator import new_loop
+        from gridhead.headend.sim.simulator import new_loop
         with asyncio.Runner(loop_factory=new_loop) as r:
             out = r.run(headend_role(pathlib.Path(a.data), a.port, n, idle, a.floor_port))
         print(json.dumps({"result": out}), flush=True)
@@ -299,7 +299,7 @@ def main() -> int:
         blaster_role(pathlib.Path(a.data), a.port, a.mb)
         return 0
 
-    from gridhead.headend import demo, sim_model
+    from gridhead.headend.sim import demo, model as sim_model
     from gridhead.storage import archive, sql
     with tempfile.TemporaryDirectory() as tmp:
         data = pathlib.Path(tmp)
@@ -374,7 +374,7 @@ def print_reports(r: dict) -> None:
 
 def reports_only(n: int, meters: int) -> int:
     """--reports-only: the report parts alone, on a generated archive (no fleet, no sockets)."""
-    from gridhead.headend import demo, sim_model
+    from gridhead.headend.sim import demo, model as sim_model
     from gridhead.storage import archive, sql
     with tempfile.TemporaryDirectory() as tmp:
         data = pathlib.Path(tmp)

@@ -2,7 +2,7 @@
 
 1. Daily line loss of N meters in A areas: two daily freezes (ae_fwd, ae_rev) written to a real lake
    with storage.lake (the bulk writer puts each partition's materialised pivot beside its part file),
-   then ours (storage.lineloss.read_frozen + billing_core.lineloss.interval_energy + area_balance) from
+   then ours (billing_core.jobs.lineloss.read_frozen + billing_core.lineloss.interval_energy + area_balance) from
    the pivots and from the raw part files, vs one DuckDB SQL (join of the two freezes, join to the point
    table, GROUP BY area) over the raw files and over the pivots, in the same process.  Supply and sales
    must agree to the 0.01 kWh for every area, all four ways (exit 1 if not).
@@ -27,7 +27,7 @@ import numpy as np
 from gridhead.billing_core import audit as au
 from gridhead.billing_core import lineloss as ll
 from gridhead.storage import lake, schema
-from gridhead.storage import lineloss as sl
+from gridhead.billing_core.jobs import lineloss as sl
 
 
 def _cpu() -> float:

@@ -42,7 +42,7 @@ from benchmarks.bench_bill_run import _fleet  # noqa: E402  (one cached generate
 from gridhead.billing_core import engine, prepay as P  # noqa: E402
 from gridhead.billing_core.run import voltage_level  # noqa: E402
 from gridhead.billing_core.tariff import TariffSet  # noqa: E402
-from gridhead.storage import ledger, prepay  # noqa: E402
+from gridhead.billing_core.jobs import ledger, prepay  # noqa: E402
 
 DAY = dt.date(2026, 6, 10)
 

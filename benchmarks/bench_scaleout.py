@@ -1,11 +1,11 @@
-"""The bill run on a Dask LocalCluster (storage.dist, one task per lake bucket) vs the single-node run.
+"""The bill run on a Dask LocalCluster (billing_core.jobs.dist, one task per lake bucket) vs the single-node run.
 
     python benchmarks/bench_scaleout.py [--quick] [--customers N] [--workers W] [--cache DIR]
                                         [--archive-modes] [--no-lineloss]
 
 Full mode bills N customers (default 1M; the issue's figure is --customers 10000000) for 2026-06 from the
 same generated fleet as bench_bill_run.py (cached in /tmp/gridhead-bench-billrun-<N>).  In one process it
-times the single-node run (the baseline; above storage.bills.CHUNK customers it bills chunks of whole
+times the single-node run (the baseline; above billing_core.jobs.bills.CHUNK customers it bills chunks of whole
 buckets one after another, spilled to disk), the cluster's start, 16 no-op tasks (the scheduler's own
 per-task cost), and the distributed run on W worker processes (threads_per_worker=1) on 127.0.0.1 with the
 driver shipping each task its archive rows (--archive-modes: also with tasks querying the archive file
@@ -30,7 +30,8 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_bill_run import PERIOD, fleet_dir  # noqa: E402
-from gridhead.storage import archive, bills, dist, lineloss  # noqa: E402
+from gridhead.storage import archive  # noqa: E402
+from gridhead.billing_core.jobs import bills, dist, lineloss  # noqa: E402
 
 FILES = ("bills.parquet", "bill_items.parquet")
 

@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from gridhead.storage import generator, lake, samples, schema  # noqa: E402
-from gridhead.storage.sql import PIVOT_REGISTERS, Session, lake_root, pivot_view  # noqa: E402
+from gridhead.storage.sql import PIVOT_REGISTERS, Session, pivot_view  # noqa: E402
+from gridhead.storage.paths import lake_root
 
 TARGET_PIVOT_S = 1.0      # the issue: the daily_frozen pivot over 10M readings in at most 1 s
 

@@ -20,13 +20,13 @@ import sys
 import tempfile
 import time
 
-from gridhead.headend import demo, sim_model
+from gridhead.headend.sim import demo, model as sim_model
 from gridhead.headend import profile as P
 from gridhead.headend.collect import Collector
 from gridhead.headend.config import Config, MqttBroker, SerialMeter, SerialPort
 from gridhead.headend.server import HeadEnd
-from gridhead.headend.sim_serial import SerialMeters
-from gridhead.headend.simulator import Simulator
+from gridhead.headend.sim.rs485 import SerialMeters
+from gridhead.headend.sim.simulator import Simulator
 from gridhead.headend.transport_serial import bus_time_s
 from gridhead.protocols.dlt645 import ReadRequest
 from gridhead.protocols.dlt698 import apdu as A

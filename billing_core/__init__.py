@@ -1,1 +1,4 @@
-"""Array code over columns: energy, tariffs, bills, line loss (线损). No I/O of its own."""
+"""Array code over columns: energy, tariffs, bills, line loss (线损), audit signals, ledger rules — no I/O
+of its own; the batch jobs that read and write a data directory through ``gridhead.storage`` are in
+``billing_core.jobs``.
+"""

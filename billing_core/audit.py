@@ -1,6 +1,6 @@
 """The audit list (稽查): rank customers whose meters point at theft or faults, with the evidence.
 
-Array code over one period's customer × day energies (from storage.lineloss) — no Python loop over
+Array code over one period's customer × day energies (from billing_core.jobs.lineloss) — no Python loop over
 customers.  Signals, each a score and the numbers a checker reads (:func:`signals`):
 
 * ``theft`` — consumption fell while the area's loss rose.  The customer's share of its area's sales,
@@ -22,7 +22,7 @@ customers.  Signals, each a score and the numbers a checker reads (:func:`signal
 
 An item's score is the sum; the list is sorted by it.  :func:`precision_recall` measures a ranking
 against a ground truth (the generator's); :func:`drop_baseline` is the plain consumption-drop ranking it
-is compared with (benchmarks/bench_audit.py).  :func:`area_rules` judges areas (storage.audit).
+is compared with (benchmarks/bench_audit.py).  :func:`area_rules` judges areas (billing_core.jobs.audit).
 """
 
 from __future__ import annotations

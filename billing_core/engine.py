@@ -30,7 +30,14 @@ from gridhead.billing_core.tariff import PERIOD_ZH, PERIODS, TariffTable
 from gridhead.protocols import accel
 from gridhead.protocols.errors import BillingError
 
-accel.bind(globals(), "_kernel", "gridhead.billing_core._billing")
+# the kernel, chosen once at import: the compiled _billing unless GRIDHEAD_PUREPYTHON=1 or not built
+if accel.PURE:
+    from . import _billing_py as _kernel
+else:
+    try:
+        from . import _billing as _kernel
+    except ImportError:
+        from . import _billing_py as _kernel  # type: ignore[no-redef]
 
 INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "q", "cum_prev", "demand",
           "capacity_kva", "contract_kw", "days", "period_days", "pf_x100")

@@ -1,6 +1,6 @@
 """Accounts over columns (电费收缴及账务): running balances, arrears by FIFO, late fees, aging buckets.
 
-No I/O: :mod:`storage.ledger` reads the ledger into 1-D columns and writes what these return.
+No I/O: :mod:`billing_core.jobs.ledger` reads the ledger into 1-D columns and writes what these return.
 
 **The ledger's arithmetic.**  Every entry has a ``debit_fen`` (a receivable: a bill, a prepayment
 deduction, an adjustment; negative for a true-up or a credit adjustment) and a ``credit_fen`` (received:

@@ -72,7 +72,7 @@ class Band:
     negative_bp: int = 0
 
 
-# The audit's rules for an area's month (稽查, storage.audit): each one that fires lists the area and is
+# The audit's rules for an area's month (稽查, billing_core.jobs.audit): each one that fires lists the area and is
 # named in the item.  Keys of the ``[rules]`` table of the thresholds file; a key set to -1 turns it off.
 RULES = {
     "high_days": 5,               # 高损 on at least this many days of the month

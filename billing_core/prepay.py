@@ -1,6 +1,6 @@
 """Prepayment (预付费) over columns: the daily estimated charge and the balance thresholds.
 
-No I/O: :mod:`storage.prepay` reads a day's frozen readings, balances and states into columns.
+No I/O: :mod:`billing_core.jobs.prepay` reads a day's frozen readings, balances and states into columns.
 
 **Daily charge (日结).**  A prepayment customer's day D costs what the bill engine
 (:func:`billing_core.engine.price`, the kernel of the monthly bill) says for the day's energy: the

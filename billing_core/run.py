@@ -1,7 +1,7 @@
 """The bill run over columns (电费核算): segments of readings in, bills and line items out.
 
 Pure orchestration of :mod:`billing_core.energy` and :mod:`billing_core.engine` over 1-D numpy columns;
-``storage.bills`` reads the lake and the archive into a :class:`RunInput` and writes what
+``billing_core.jobs.bills`` reads the lake and the archive into a :class:`RunInput` and writes what
 :func:`compute` returns.  No I/O, no per-account Python loop: every step is a numpy expression over all
 bills (or all segments) at once; Python loops run over registers, line-item codes and distinct tariffs.
 

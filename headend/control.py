@@ -489,7 +489,7 @@ class ControlServer:
         direct = {a: (h, p) for a, h, p in self.cfg.direct_645}
         try:
             from gridhead.storage.archive import Archive
-            from gridhead.storage.sql import archive_path
+            from gridhead.storage.paths import archive_path
             path = archive_path(self.data_dir)
             with Archive(path, read_only=True) as arc:
                 terms = arc.columns("SELECT terminal_address FROM concentrators")["terminal_address"].tolist()

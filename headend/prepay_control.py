@@ -1,6 +1,6 @@
 """The prepayment loop's client of the head-end's control API (headend.control): trip and reconnect.
 
-``sender(url, token)`` returns the ``send(spec) -> answer`` callable :func:`storage.prepay.dispatch`
+``sender(url, token)`` returns the ``send(spec) -> answer`` callable :func:`billing_core.jobs.prepay.dispatch`
 takes.  ``spec``: ``{command_id, action ("disconnect" | "reconnect"), target (meter id), reason}``; the
 command id is passed as the API's ``client_id``, so a command re-sent after a crash is answered with its
 first outcome and never acts twice.  A meter offline is queued by the head-end (``offline: "queue"``,
@@ -18,7 +18,7 @@ from .control import Client, ClientError
 QUEUE_S = 24 * 3600
 # answers that mean the command did not get to a meter and may get there later: the head-end is down
 # (status 0), the token is not (yet) accepted, the rate limit outlasted the client's patience, or the
-# API itself failed.  They raise, so storage.prepay.dispatch keeps the command pending and retries it.
+# API itself failed.  They raise, so billing_core.jobs.prepay.dispatch keeps the command pending and retries it.
 NOT_THERE = {0, 401, 403, 429, 500, 502, 503}
 
 

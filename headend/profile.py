@@ -2,7 +2,7 @@
 they map onto the lake's registers (storage/schema.py).
 
 This is the contract between the head-end's collection tasks (headend/collect.py), the pushed-report
-handler (headend/server.py) and the fleet simulator (headend/simulator.py): the simulator answers exactly
+handler (headend/server.py) and the fleet simulator (headend/sim/simulator.py): the simulator answers exactly
 these requests, the head-end sends exactly these.  Pure data, no I/O.
 
 Daily frozen registers of day D (日冻结, freeze time D 00:00 China Standard Time) are obtained four ways:

@@ -37,7 +37,14 @@ from gridhead.storage import schema
 
 from . import profile as P
 
-accel.bind(globals(), "_fast", "gridhead.headend._records698")
+# the kernel, chosen once at import: the compiled _records698 unless GRIDHEAD_PUREPYTHON=1 or not built
+if accel.PURE:
+    from . import _records698_py as _fast
+else:
+    try:
+        from . import _records698 as _fast
+    except ImportError:
+        from . import _records698_py as _fast  # type: ignore[no-redef]
 
 # reading kind of a record, by the freeze object it comes from
 KIND_OF_FREEZE = {P.OAD_DAY_FREEZE: schema.DAILY, P.OAD_MONTH_FREEZE: schema.MONTHLY,
@@ -331,7 +338,7 @@ def decode_record_answer(apdu, meter_of_tsa, *, source: int = schema.SRC_TASK, q
     another service or RCSD, an event record, a TimeTag or FollowReport, bytes that do not decode —
     and the caller takes the general path (``decode_apdu`` + :func:`result_to_batch`)."""
     lookup = meter_of_tsa if type(meter_of_tsa) is dict else _lookup(meter_of_tsa)
-    out = _fast.decode(bytes(apdu), _FAST_PLANS, lookup,  # noqa: F821 - bound by accel.bind
+    out = _fast.decode(bytes(apdu), _FAST_PLANS, lookup,
                        (R_UNKNOWN_TSA, R_NO_TIME, R_NO_DATA, schema.LOCAL_OFFSET_S, epoch_of(ts_utc),
                         source, quality, received_utc))
     if out is None:

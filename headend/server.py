@@ -247,7 +247,7 @@ class HeadEnd:
         if self._terminals is not None and self.meter_of_tsa is not None and self._writer is not None:
             return
         from gridhead.storage.archive import Archive
-        from gridhead.storage.sql import archive_path, lake_root
+        from gridhead.storage.paths import archive_path, lake_root
         path = archive_path(self.config.data_dir)
         if not pathlib.Path(path).exists():
             raise TransportError(f"head-end: no archive at {path} (run `gridhead archive import` first)")

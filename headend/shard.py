@@ -8,7 +8,7 @@ the archive is refused like an unknown one, LINK-Response result 2 (非法设备
 closed — it is not routed, so a terminal never has a session on two shards and each reading is written by
 exactly one process.  How a terminal finds its shard: its master-station parameters (主站通信参数, OI
 4500/4510: IP and port) name its shard's address, or a broker's topics do (MQTT: the shard subscribes to
-its own terminals' topics).  :class:`ShardedSimulator` dials that way for tests and benchmarks.
+its own terminals' topics).  :class:`headend.sim.simulator.ShardedSimulator` dials that way for tests and benchmarks.
 
 Each shard writes through its own write-ahead log ``<lake>/_wal-shard-NN`` (``storage.wal.IngestWriter``:
 the log is one-writer) and publishes into the shared lake under the lake's lock (``storage.lake.LakeLock``),
@@ -19,8 +19,6 @@ log left by a process that is gone.
 from __future__ import annotations
 
 from gridhead.storage.schema import bucket_of
-
-from .simulator import Simulator
 
 
 def shard_of(address: str, count: int) -> int:
@@ -38,17 +36,3 @@ def owned(terminals, index: int, count: int):
 def wal_name(index: int, count: int) -> str:
     """The shard's write-ahead log directory under the lake (``_wal`` when not sharded)."""
     return "_wal" if count <= 1 else f"_wal-shard-{index:02d}"
-
-
-class ShardedSimulator(Simulator):
-    """The simulator's fleet dialling ``shards[shard_of(address)]`` (host, port) — as terminals configured
-    with their shard's master-station address do."""
-
-    def __init__(self, fleet, *, shards, **kw) -> None:
-        super().__init__(fleet, connect=tuple(shards[0]), **kw)
-        self.shards = [tuple(s) for s in shards]
-
-    async def _dial(self, t):
-        # Simulator._dial reads connect_to before its first await: set per terminal, no interleaving
-        self.connect_to = self.shards[shard_of(t.address, len(self.shards))]
-        await super()._dial(t)

@@ -49,6 +49,7 @@ import pyarrow as pa
 from gridhead.protocols.errors import ArchiveError, StorageError
 
 from . import duck
+from .paths import sql_path as _q
 
 CATEGORIES = ("residential", "general_commercial", "large_industrial", "agricultural")
 VOLTAGES_V = (220, 380, 10_000, 20_000, 35_000, 110_000)
@@ -370,7 +371,7 @@ class Archive:
     def query(self, sql: str, params=None) -> pa.Table:
         """Run SQL against the archive; an Arrow table."""
         try:
-            return _arrow(self.db.execute(sql, params or []))
+            return duck.arrow_table(self.db.execute(sql, params or []))
         except duckdb.Error as exc:
             raise StorageError(f"archive query: {str(exc).splitlines()[0]}") from None
 
@@ -650,14 +651,6 @@ class Archive:
                                f"{str(exc).splitlines()[0]}") from None
         return done
 
-
-def _arrow(cur) -> pa.Table:
-    """A result as an Arrow table (``to_arrow_table`` from DuckDB 1.4 on; ``fetch_arrow_table`` before)."""
-    return cur.to_arrow_table() if hasattr(cur, "to_arrow_table") else cur.fetch_arrow_table()
-
-
-def _q(p: pathlib.Path) -> str:
-    return str(p).replace("'", "''")
 
 
 def _csv_columns(p: pathlib.Path) -> str:

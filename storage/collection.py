@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 from gridhead.protocols.errors import StorageError
 
 from . import duck, lake, schema
-from .archive import _arrow
+from .duck import arrow_table
+from . import paths
 
 STATE_DIR = "collection"
 PHASES = ("collect", "backfill", "compact")   # compact: the head-end's nightly lake compaction
@@ -313,7 +314,7 @@ class CollectionState:
     # --- queries -------------------------------------------------------------------------------------
     def _q(self, sql: str) -> pa.Table:
         try:
-            return _arrow(self.db.execute(sql))
+            return arrow_table(self.db.execute(sql))
         except duckdb.Error as exc:
             raise StorageError(f"collection query: {_first_line(exc)}") from None
 
@@ -397,15 +398,14 @@ def view_statements(data) -> list[str]:
 
     Needs the archive attached as ``archive`` (storage.sql does that); days are those of the runs table.
     """
-    from . import sql as _sql
-    root = _sql.lake_root(data).resolve()
+    root = paths.lake_root(data).resolve()
     runs = state_root(root) / "runs"
     has_runs = any(runs.glob("part-*.parquet"))
-    days = (f"SELECT DISTINCT date FROM read_parquet('{_sql._q(runs / 'part-*.parquet')}')" if has_runs
+    days = (f"SELECT DISTINCT date FROM read_parquet('{paths.sql_path(runs / 'part-*.parquet')}')" if has_runs
             else _days_sql(()))
     g = root / "readings" / f"kind={schema.DAILY}" / "date=*" / "bucket=*" / "part-*.parquet"
     has = any((root / "readings" / f"kind={schema.DAILY}").glob("date=*/bucket=*/part-*.parquet"))
-    daily = _daily_scan(f"'{_sql._q(g)}'") if has else _scan_files([])
+    daily = _daily_scan(f"'{paths.sql_path(g)}'") if has else _scan_files([])
     e = _DAY_JOIN.format(days=days, expected=_EXPECTED.format(p="archive."))
     s = _STORED.format(daily=daily, days=days, reg=schema.REGISTER_CODES["ae_fwd"],
                        regs=_regs_sql(None, schema.DAILY))

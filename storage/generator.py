@@ -504,7 +504,7 @@ class _Generator:
 
     def meter_columns(self) -> dict:
         """The archive's ``meters`` table as columns (meter_id = index + 1); also what the fleet
-        simulator (headend/sim_model.py) routes by."""
+        simulator (headend/sim/model.py) routes by."""
         f, n = self.fleet, self.cfg.customers
         P, na, nf, nind = f.n_points, f.n_areas, f.n_feeders, len(f.ind)
         conc = np.zeros(P, np.int64)
@@ -523,7 +523,7 @@ class _Generator:
 
     def meter_model(self) -> dict:
         """Per-meter columns of the register model before day 0's consumption, for the fleet simulator
-        (headend/sim_model.py), which advances them with this module's shapes: ``category`` (RES..AGR,
+        (headend/sim/model.py), which advances them with this module's shapes: ``category`` (RES..AGR,
         -1 for area / feeder / PV meters), ``base_kwh`` (median daily energy; area and feeder meters get
         the sum of what they supply), ``multiplier`` (CT × PT), ``registers`` (M, 8) in
         :data:`ENERGY_REGS` order, ``modulus``, ``reactive``, ``tan_phi``, ``replaced_day`` (the

@@ -8,8 +8,8 @@
 An S3 URI takes pyarrow's S3 options in its query (``endpoint_override``, ``scheme``, ``region``, …); the
 credentials come from the usual AWS chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``), never from
 the URI.  Unset, the lake is ``<data>/lake`` on the local disk and DuckDB reads its files directly, as
-before.  Set, the read paths of the bill run (:mod:`storage.bills`, :mod:`storage.dist`) and of line loss
-(:func:`storage.lineloss.read_frozen`) list and read the Parquet files through ``pyarrow.fs`` and hand
+before.  Set, the read paths of the bill run (:mod:`billing_core.jobs.bills`, :mod:`billing_core.jobs.dist`) and of line loss
+(:func:`billing_core.jobs.lineloss.read_frozen`) list and read the Parquet files through ``pyarrow.fs`` and hand
 Arrow tables to DuckDB where SQL is needed (DuckDB's httpfs extension is not needed, and cannot be
 installed offline).  The layout under the URI is the local lake's (``readings/kind=K/date=D/bucket=B/
 part-*.parquet``).  Writers — the head-end's ingest, compaction, the ``line_loss`` results — still write a

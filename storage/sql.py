@@ -14,14 +14,14 @@ Views (all plain SQL over plain files, so nothing locks the data in)::
     load_curve          interval readings (负荷曲线) with the register's name
     events              device events with their names (event_name, event_name_zh)
     quarantine          rejected rows with their reason
-    line_loss           daily line loss (线损) per area and feeder (storage.lineloss)
-    audit               the audit list (稽查), each item with its latest check result (storage.audit)
-    bills, bill_items   the published bill runs (storage.bills): one row per bill / per line item
+    line_loss           daily line loss (线损) per area and feeder (billing_core.jobs.lineloss)
+    audit               the audit list (稽查), each item with its latest check result (billing_core.jobs.audit)
+    bills, bill_items   the published bill runs (billing_core.jobs.bills): one row per bill / per line item
     collection          collection success rate (采集成功率) per day and terminal (storage.collection)
     audit_log           operators' commands (遥控/召测/保电/对时): who, what, target, outcome, read-back,
                         refusals (rejected); a line that is not a record shows as broken (storage.control_log)
     ledger, balances    the ledger's entries (电费收缴: receivables, payments, refunds, adjustments,
-    arrears             prepayment deductions) and per-customer balances / those in arrears (storage.ledger)
+    arrears             prepayment deductions) and per-customer balances / those in arrears (billing_core.jobs.ledger)
     <archive tables>    customers, meters, points, ... (storage.archive.TABLES), read-only
 
 ``gridhead sql --print-views`` prints the statements; ``duckdb -init views.sql`` (or pasting them into
@@ -58,10 +58,10 @@ from gridhead.protocols.errors import GridheadError, StorageError
 
 from . import archive as _archive
 from . import duck
-from .archive import _arrow
-from . import lake, schema
+from . import collection, control_log, lake, results, schema
+from .duck import arrow_table
+from .paths import DEFAULT_DATA_DIR, archive_path, data_dir, lake_root, sql_path as _q
 
-DEFAULT_DATA_DIR = "gridhead-data"
 FORMATS = ("table", "csv", "json", "parquet")
 PIVOT_REGISTERS = lake.PIVOT_REGISTERS
 
@@ -70,19 +70,6 @@ class SqlError(StorageError):
     """A query DuckDB refused (syntax, unknown column...): one line, exit code 2 (bad input)."""
 
     exit_code = 2
-
-
-def data_dir(path: str | os.PathLike | None = None) -> pathlib.Path:
-    """The data directory: ``path``, else ``$GRIDHEAD_DATA``, else ``./gridhead-data``."""
-    return pathlib.Path(path or os.environ.get("GRIDHEAD_DATA") or DEFAULT_DATA_DIR)
-
-
-def archive_path(data: str | os.PathLike | None = None) -> pathlib.Path:
-    return data_dir(data) / "archive.duckdb"
-
-
-def lake_root(data: str | os.PathLike | None = None) -> pathlib.Path:
-    return data_dir(data) / "lake"
 
 
 _DUCK_TYPES = {pa.int64(): "BIGINT", pa.int16(): "SMALLINT", pa.uint8(): "UTINYINT", pa.string(): "VARCHAR",
@@ -155,8 +142,7 @@ def view_statements(data: str | os.PathLike | None = None, *, snapshot: bool = T
     if arch.exists():
         out.append(f"ATTACH IF NOT EXISTS '{_q(arch)}' AS archive (READ_ONLY)")
         out += [f"CREATE OR REPLACE VIEW {t.name} AS SELECT * FROM archive.{t.name}" for t in _archive.TABLES]
-        from . import collection          # success rate (采集成功率) per day and terminal
-        out += collection.view_statements(data)
+        out += collection.view_statements(data)   # success rate (采集成功率) per day and terminal
 
     listings: dict[str, list[str]] = {}      # one listing per table for all its views
 
@@ -182,15 +168,11 @@ def view_statements(data: str | os.PathLike | None = None, *, snapshot: bool = T
                f"CASE event {ev_zh} END AS event_name_zh FROM ({_scan(files('events'), 'events')})")
     out.append(f"CREATE OR REPLACE VIEW quarantine AS {_scan(files('quarantine'), 'quarantine')}")
     if (data_dir(data) / "bills").is_dir():   # like the archive views: once a bill run has made bills/
-        from . import bills as _bills          # bills and bill_items (storage.bills); here: bills imports sql
-        out += _bills.view_statements(data)
-    from . import audit as _audit                 # line_loss and audit, once written
-    out += _audit.view_statements(root)
-    from . import control_log as _control         # operators' commands (遥控), append-only
-    out += _control.view_statements(data_dir(data))
+        out += results.bill_views(data)          # bills and bill_items (the bill run's output)
+    out += results.analysis_views(root)          # line_loss and audit, once written
+    out += control_log.view_statements(data_dir(data))   # operators' commands (遥控), append-only
     if archive_path(data).exists():               # the ledger in the archive, once written to
-        from . import ledger as _ledger
-        out += _ledger.view_statements(data)
+        out += results.ledger_views(data)
     return out
 
 
@@ -246,7 +228,7 @@ class Session:
             cur = self.db.execute(sql, params or [])
             if cur.description is None:
                 return None
-            return _arrow(cur)
+            return arrow_table(cur)
         except duckdb.Error as exc:
             raise self._error(exc) from None
 
@@ -285,5 +267,3 @@ def _first_line(exc: Exception) -> str:
     return " ".join(str(exc).split("\n")[:1]).strip()
 
 
-def _q(p) -> str:
-    return str(p).replace("'", "''")

@@ -3,7 +3,7 @@
 It recomputes every bill of a period from the archive (``archive.duckdb``) and the readings lake (the raw
 Parquet part files) with queries of its own, and shares no code with ``billing_core`` but the tariff file
 reader (:class:`billing_core.tariff.TariffSet`: the TOML files, their versions, seasons, prices, funds and
-``price_from_tariff_assignment``, the file a tariff code names).  It is the independent side of ``tests/test_billing_reference.py``, which compares it line
+``price_from_tariff_assignment``, the file a tariff code names).  It is the independent side of ``tests/billing_core/test_billing_reference.py``, which compares it line
 by line with the vectorised bill run (``gridhead bill run``).
 
 What it implements, and where each rule is written:
@@ -16,7 +16,7 @@ What it implements, and where each rule is written:
   ``billing_core/rounding.py`` (half away from zero, once per line, the scales), ``billing_core/energy.py``
   (rollover beyond half the range, 平段取差, TOU tolerance 4, the loss formula with T = days × 24 h and
   β = √(A_P² + A_Q²)/(S_N·T)), ``billing_core/run.py`` (review flags and their texts, the point's basic
-  method and 力调 standard override the file's, the jump rule), ``storage/bills.py`` (which readings a
+  method and 力调 standard override the file's, the jump rule), ``billing_core/jobs/bills.py`` (which readings a
   segment starts and ends on, earlier bills for the jump history) and ``storage/archive.py`` (history
   rows, install / removal readings).  Where the run's code and those documents disagreed, the difference
   was written to the billing helper's notes and settled there (issue 15).
@@ -184,7 +184,7 @@ class Data:
 
     def reading(self, meter: int, date: dt.date) -> Reading | None:
         """The 00:00 reading of ``date``: the monthly settlement one where it has the total, else the
-        daily frozen one (storage/bills.py)."""
+        daily frozen one (billing_core/jobs/bills.py)."""
         m = self.readings["monthly"].get((meter, date))
         if m is not None and "ae_fwd" in m.regs:
             return m

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import importlib
 import os
 import pathlib
 import re
@@ -51,6 +52,8 @@ def kernels(request):
         if missing:
             pytest.fail(f"compiled kernels {missing} are not built: run `pip install -e .` "
                         "(or set GRIDHEAD_PUREPYTHON=1)")
+    for module, _attr, _name in accel.USERS:       # every user imported, so that use() reaches it
+        importlib.import_module(module)
     accel.use(request.param)
     yield request.param
     accel.use("pure" if os.environ.get("GRIDHEAD_PUREPYTHON", "") not in ("", "0") else "auto")

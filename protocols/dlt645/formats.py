@@ -27,7 +27,14 @@ from typing import NamedTuple
 from .. import accel
 from ..errors import LocalProtocolError, RemoteProtocolError
 
-accel.bind(globals(), "_k", "gridhead.protocols._framing")
+# the kernel, chosen once at import: the compiled _framing unless GRIDHEAD_PUREPYTHON=1 or not built
+if accel.PURE:
+    from .. import _framing_py as _k
+else:
+    try:
+        from .. import _framing as _k
+    except ImportError:
+        from .. import _framing_py as _k  # type: ignore[no-redef]
 
 # field kinds; 0-2 are the kernel's own codes (see _framing_py.bcd_fields)
 UNSIGNED, SIGNED, BINARY, ASCII, DATETIME, DIGITS = 0, 1, 2, 3, 4, 5

@@ -27,7 +27,14 @@ from .. import accel
 from ..errors import ChecksumError, FrameError, LocalProtocolError
 from ._record import record
 
-accel.bind(globals(), "_k", "gridhead.protocols._framing")
+# the kernel, chosen once at import: the compiled _framing unless GRIDHEAD_PUREPYTHON=1 or not built
+if accel.PURE:
+    from .. import _framing_py as _k
+else:
+    try:
+        from .. import _framing as _k
+    except ImportError:
+        from .. import _framing_py as _k  # type: ignore[no-redef]
 
 FOUND, NEED_MORE, BAD_CHECKSUM, BAD_END, BAD_ADDRESS, BAD_MESSAGE = 0, 1, 2, 3, 4, 5  # kernel statuses
 MAX_FRAME = 12 + 255

@@ -1209,7 +1209,14 @@ class SecurityResponse(_Secured, Apdu):
 _CHOICE_TAGS = frozenset(t for (t, c) in REGISTRY if c is not None)
 
 
-accel.bind(globals(), "_fast", "gridhead.protocols._apdu698")
+# the kernel, chosen once at import: the compiled _apdu698 unless GRIDHEAD_PUREPYTHON=1 or not built
+if accel.PURE:
+    from .. import _apdu698_py as _fast
+else:
+    try:
+        from .. import _apdu698 as _fast
+    except ImportError:
+        from .. import _apdu698_py as _fast  # type: ignore[no-redef]
 
 
 def decode_apdu(raw, lazy: bool = False) -> Apdu:
@@ -1224,7 +1231,7 @@ def decode_apdu(raw, lazy: bool = False) -> Apdu:
     buf = raw if type(raw) is bytes else bytes(raw)
     # the services a head-end receives most (GET/REPORT/PROXY responses, LINK) in one compiled pass;
     # None for the others and for anything that does not decode whole: the walk below words the error
-    apdu = (_fast.decode_lazy if lazy else _fast.decode)(buf)  # noqa: F821 - bound by accel.bind
+    apdu = (_fast.decode_lazy if lazy else _fast.decode)(buf)
     if apdu is None and lazy:
         apdu = _fast.decode(buf)  # noqa: F821
     return apdu if apdu is not None else _decode_general(buf)

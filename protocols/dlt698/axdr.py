@@ -71,7 +71,14 @@ __all__ = [
     "decode_length", "encode_length", "to_json", "scaled", "make_oad", "split_oad",
 ]
 
-accel.bind(globals(), "_k", "gridhead.protocols._axdr")
+# the kernel, chosen once at import: the compiled _axdr unless GRIDHEAD_PUREPYTHON=1 or not built
+if accel.PURE:
+    from .. import _axdr_py as _k
+else:
+    try:
+        from .. import _axdr as _k
+    except ImportError:
+        from .. import _axdr_py as _k  # type: ignore[no-redef]
 
 
 class Tag(enum.IntEnum):
@@ -122,7 +129,7 @@ class Tag(enum.IntEnum):
 # --- the two levels --------------------------------------------------------------------------------
 def decode_data(buf, pos: int = 0):
     """One tagged Data at ``buf[pos]``: ``(Data, end)``."""
-    return _k.decode_data(buf, pos)  # noqa: F821 - bound by accel.bind
+    return _k.decode_data(buf, pos)
 
 
 def encode_data(data: Data) -> bytes:

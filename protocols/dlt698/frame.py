@@ -42,7 +42,14 @@ from .. import accel
 from ..dlt645.frame import Framer as _StreamFramer
 from ..errors import ChecksumError, FrameError, LocalProtocolError, RemoteProtocolError
 
-accel.bind(globals(), "_k", "gridhead.protocols._framing698")
+# the kernel, chosen once at import: the compiled _framing698 unless GRIDHEAD_PUREPYTHON=1 or not built
+if accel.PURE:
+    from .. import _framing698_py as _k
+else:
+    try:
+        from .. import _framing698 as _k
+    except ImportError:
+        from .. import _framing698_py as _k  # type: ignore[no-redef]
 
 FOUND, NEED_MORE, BAD_HCS, BAD_FCS, BAD_END, BAD_LENGTH = 0, 1, 2, 3, 4, 5
 MAX_FRAME = 0x3FFF + 2      # largest frame with a byte-unit length field (the peer's default too)
