@@ -932,7 +932,7 @@ class Collector:
             name = _serial_run(task, bus)
             finished = self.state.finished(name, "collect")
             wanted = [d for d in _collection_days(task, days) if d in finished]
-            ids = {m.address: bus._meter_id(m.address) for m in bus.port.meters}
+            ids = {m.address: bus.meter_id(m.address) for m in bus.port.meters}
             ids = {a: i for a, i in ids.items() if i is not None}
             if not wanted or not ids:
                 continue

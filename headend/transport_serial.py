@@ -251,7 +251,7 @@ class SerialBus:
         return await self._exchange(data, match, **kw)
 
     # --- collection -------------------------------------------------------------------------------------------
-    def _meter_id(self, address: str) -> int | None:
+    def meter_id(self, address: str) -> int | None:
         m = self.he.meter_of_tsa
         return m.get(A.tsa(address)) if m is not None else None
 
@@ -262,7 +262,7 @@ class SerialBus:
         one read per item (headend.collect.items_645: forward, reverse, combined reactive 1 / 2; an item
         the meter refuses, e.g. reactive of a household meter, is left out).  ``quality`` marks the rows
         (``schema.Q_BACKFILLED`` when back-filled)."""
-        mid = self._meter_id(meter.address)
+        mid = self.meter_id(meter.address)
         if mid is None:
             return "unknown meter", None
         task = task or C.DEFAULT_TASKS[0]

@@ -21,7 +21,7 @@ with ``base``, ``r0``, the multiplier and the category from :meth:`storage.gener
 and the shapes ``season_weekday`` / ``tou_shares`` / ``HOURLY_SHAPES`` of :mod:`storage.generator`.  The
 noise is a counter-based hash of (seed, meter, day) — lognormal σ 0.15 like the generator's — so any
 meter's register on any day costs O(days) and any order of requests gives the same answer.  Each day's
-increment is split over 尖/峰/平/谷 by ``generator._split`` (floor three, the fourth takes the rest), so
+increment is split over 尖/峰/平/谷 by ``generator.split_tou`` (floor three, the fourth takes the rest), so
 the four TOU registers sum to the total exactly.  Reactive registers follow tanφ like the generator's;
 the reverse register stays at its initial value.  Energy flows as in the generator (:class:`Flows`): an
 area's check meter (考核表) registers what its customers' meters register that day / (1 − the area's loss
@@ -173,7 +173,7 @@ class RegisterModel:
         out = np.zeros((len(idx), 4), np.int64)
         cat = np.maximum(self.cat[idx], 0)
         for k, j in enumerate(days.tolist()):
-            out += gen._split(inc[:, k], gen.tou_shares(self.date(j).month)[cat])
+            out += gen.split_tou(inc[:, k], gen.tou_shares(self.date(j).month)[cat])
         return out
 
     def frozen(self, idx, d: int) -> np.ndarray:
@@ -190,7 +190,7 @@ class RegisterModel:
         days = np.arange(0, max(int(d), 0), dtype=np.int64)
         inc = self.increments(idx, days)
         part = self._partial(idx, d, seconds)
-        tou = self._tou(inc, idx, days) + gen._split(part, gen.tou_shares(self.date(d).month)[np.maximum(self.cat[idx], 0)])
+        tou = self._tou(inc, idx, days) + gen.split_tou(part, gen.tou_shares(self.date(d).month)[np.maximum(self.cat[idx], 0)])
         return self._assemble(idx, inc.sum(axis=1) + part, tou)
 
     def _partial(self, idx, d: int, seconds: float) -> np.ndarray:
