@@ -275,7 +275,7 @@ class SerialBus:
                 t = await self.request645(ReadRequest(meter.address, (P.DI645_DAILY_TIME & ~0xFF) | n))
                 if not isinstance(t, ReadResponse):
                     return "no data", None
-                ts = C._epoch_645(records.raw_values_645(t.values)[0] if t.values else None)
+                ts = C.epoch_645(records.raw_values_645(t.values)[0] if t.values else None)
                 if ts != records.local_to_epoch(day.year, day.month, day.day):
                     return "no data", None
                 got = []
@@ -292,7 +292,7 @@ class SerialBus:
                 if not isinstance(rsp, A.GetResponseRecord):
                     return "no data", None
                 batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=A.tsa(meter.address), **kw)
-                batch = C._only_day(batch, day)
+                batch = C.only_day(batch, day)
         except TransportError:
             return "no answer", None
         return ("ok" if len(batch) else "no data"), batch

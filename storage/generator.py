@@ -235,7 +235,7 @@ def generate(out_dir, customers: int, days: int, seed: int = 1, *, start: _dt.da
     cfg = GenConfig(customers, days, seed, start or GenConfig.start, curve_fraction, dict(rates or {}))
     t0 = time.perf_counter()
     out = pathlib.Path(out_dir)
-    gen = _Generator(cfg)
+    gen = FleetGenerator(cfg)
     gen.write_archive(out / "archive-files")
     t_archive = time.perf_counter() - t0
     lake_root = out / "lake"
@@ -260,7 +260,7 @@ def generate(out_dir, customers: int, days: int, seed: int = 1, *, start: _dt.da
     return summary
 
 
-class _Generator:
+class FleetGenerator:
     def __init__(self, cfg: GenConfig):
         self.cfg = cfg
         self.ss = np.random.SeedSequence(cfg.seed)

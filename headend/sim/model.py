@@ -17,7 +17,7 @@ computed on demand, vectorised over the meters asked for:
     inc(m, j)  = rint(base(m) × season_weekday(day j)[category] × noise(m, j) × 100 / (CT × PT))
     total(m, d) = (r0(m) + Σ_{j<d} inc(m, j)) mod 10^(digits+2)       (0.01 kWh, frozen at d 00:00)
 
-with ``base``, ``r0``, the multiplier and the category from :meth:`storage.generator._Generator.meter_model`
+with ``base``, ``r0``, the multiplier and the category from :meth:`storage.generator.FleetGenerator.meter_model`
 and the shapes ``season_weekday`` / ``tou_shares`` / ``HOURLY_SHAPES`` of :mod:`storage.generator`.  The
 noise is a counter-based hash of (seed, meter, day) — lognormal σ 0.15 like the generator's — so any
 meter's register on any day costs O(days) and any order of requests gives the same answer.  Each day's
@@ -365,7 +365,7 @@ def load_gen_dir(data_dir, archive_db=None) -> Fleet:
         with tempfile.TemporaryDirectory() as tmp, Archive(pathlib.Path(tmp) / "a.duckdb") as a:
             a.import_files(files)
             routes = a.meter_routes().to_pydict()
-    g = gen._Generator(cfg)
+    g = gen.FleetGenerator(cfg)
     cols = _model_columns(g)
     meter_id = np.asarray(routes["meter_id"], np.int64)
     if len(meter_id) != g.M or not np.array_equal(meter_id, cols["meter_id"]):
@@ -388,7 +388,7 @@ def _standalone_parts(terminals: int, meters_per_terminal: int, seed: int, start
         raise SimulatorError(f"need at least 1 terminal and 1 meter per terminal, got {terminals}, {meters_per_terminal}")
     if terminals > 99_999_999:
         raise SimulatorError(f"{terminals} terminals: at most 99,999,999 addresses")
-    g = gen._Generator(gen.GenConfig(terminals * meters_per_terminal, 1, seed, start))
+    g = gen.FleetGenerator(gen.GenConfig(terminals * meters_per_terminal, 1, seed, start))
     cols = g.meter_columns()
     M = len(cols["meter_id"])
     # meters dealt in meter-id order, the generator's extra meters (area check, feeder, PV, replacements)
