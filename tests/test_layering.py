@@ -280,3 +280,15 @@ def test_no_private_name_of_another_module():
                     and node.attr.startswith("_") and not node.attr.startswith("__")):
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
     assert not bad, "private names used from outside their module:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", ["gridhead", "gridhead.headend", "gridhead.headend.sim", "gridhead.storage",
+                                     "gridhead.billing_core", "gridhead.billing_core.jobs"])
+def test_each_package_states_its_public_api(package):
+    """Each package's __init__ has an __all__, and every name in it is importable from the package."""
+    import importlib
+
+    pkg = importlib.import_module(package)
+    assert isinstance(getattr(pkg, "__all__", None), list) and pkg.__all__, f"{package} has no __all__"
+    for name in pkg.__all__:
+        assert hasattr(pkg, name) or importlib.util.find_spec(f"{package}.{name}") is not None, (package, name)
