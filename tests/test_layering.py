@@ -287,6 +287,7 @@ def test_no_private_name_of_another_module():
 def test_each_package_states_its_public_api(package):
     """Each package's __init__ has an __all__, and every name in it is importable from the package."""
     import importlib
+    import importlib.util
 
     pkg = importlib.import_module(package)
     assert isinstance(getattr(pkg, "__all__", None), list) and pkg.__all__, f"{package} has no __all__"
