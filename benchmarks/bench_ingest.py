@@ -144,7 +144,7 @@ def baseline_table(batches) -> pa.Table:
     tables = []
     for kind, cols in batches:
         t = lake.to_table(cols)
-        days = lake.local_days(lake._seconds(t.column("ts_utc")))
+        days = lake.local_days(lake.seconds(t.column("ts_utc")))
         t = t.append_column("kind", pa.array([kind] * t.num_rows))
         t = t.append_column("date", pa.array([lake.day_str(d) for d in np.unique(days)])
                             .take(pa.array(np.searchsorted(np.unique(days), days))))

@@ -2,3 +2,9 @@
 of its own; the batch jobs that read and write a data directory through ``gridhead.storage`` are in
 ``billing_core.jobs``.
 """
+
+# the public API: these modules; the compiled kernels (_X) and their twins (_X_py) are private
+__all__ = [
+    "audit", "energy", "engine", "jobs", "ledger", "lineloss", "powerfactor", "prepay", "rounding",
+    "run", "tariff",
+]

@@ -409,7 +409,7 @@ def proxy_645_requests(comm_address: str, day: _dt.date, today: _dt.date, port: 
 
 
 # --- answers -> lake batches -------------------------------------------------------------------------------
-def _epoch_645(raw: int | None) -> int | None:
+def epoch_645(raw: int | None) -> int | None:
     """A 645 YYMMDDhhmm freeze time (raw BCD digits as an int) → epoch seconds; None if not a time."""
     if raw is None:
         return None
@@ -440,14 +440,14 @@ def batch_645(meter_id: int, day: _dt.date, time_rsp, *value_rsps, **kw) -> reco
     meter that has no freeze of that day answers another one; or if it answered none of the items)."""
     t = _answer_645(time_rsp)
     got = [a for a in map(_answer_645, value_rsps) if a is not None]
-    ts = _epoch_645(t[1][0]) if t and t[1] else None
+    ts = epoch_645(t[1][0]) if t and t[1] else None
     want = records.local_to_epoch(day.year, day.month, day.day)
     if not got or ts != want:
         return records.Batch(records.answers645_to_batch((), **kw).columns, ((meter_id, records.R_NO_DATA),), ())
     return records.answers645_to_batch([(meter_id, di, raws, ts) for di, raws in got], **kw)
 
 
-def _only_day(batch: records.Batch, day: _dt.date) -> records.Batch:
+def only_day(batch: records.Batch, day: _dt.date) -> records.Batch:
     """Keep the rows frozen at ``day`` 00:00 (a terminal may answer more than was asked)."""
     want = records.local_to_epoch(day.year, day.month, day.day)
     keep = batch.columns["ts_utc"] == want
@@ -618,7 +618,7 @@ class Collector:
                                             received_utc=int(self.clock()))
         else:
             return 0
-        return await self._store(_only_day(batch, day), schema.DAILY)
+        return await self._store(only_day(batch, day), schema.DAILY)
 
     async def _collect_proxy(self, address: str, task: Task, day: _dt.date, meters, *, backfill: bool,
                              outcomes: dict | None = None) -> int:
@@ -676,7 +676,7 @@ class Collector:
             if isinstance(rsp, A.ProxyGetResponseRecord):
                 batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=rsp.tsa, **kw)
                 if task.type in ("daily", "monthly"):
-                    batch = _only_day(batch, day)
+                    batch = only_day(batch, day)
         return m, (C.OK if batch is not None and len(batch) else C.NO_DATA), batch
 
     def _event_meters(self, address: str, day: _dt.date, meters=None) -> list[int]:
@@ -932,7 +932,7 @@ class Collector:
             name = _serial_run(task, bus)
             finished = self.state.finished(name, "collect")
             wanted = [d for d in _collection_days(task, days) if d in finished]
-            ids = {m.address: bus._meter_id(m.address) for m in bus.port.meters}
+            ids = {m.address: bus.meter_id(m.address) for m in bus.port.meters}
             ids = {a: i for a, i in ids.items() if i is not None}
             if not wanted or not ids:
                 continue

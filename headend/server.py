@@ -235,7 +235,7 @@ class HeadEnd:
         self.hurry = asyncio.Event()      # set by a second stop signal: stop() shortens its waits
         from .terminal import meter_tz
         self.meter_tz = meter_tz(config.meter_tz)
-        self._conns: set = set()
+        self.links: set = set()
         self._tasks: set = set()
         self._online_waiters: dict = {}
         self._sem: asyncio.Semaphore | None = None
@@ -323,7 +323,7 @@ class HeadEnd:
 
     def _accept(self) -> Terminal:
         t = Terminal(self)
-        self._conns.add(t)
+        self.links.add(t)
         return t
 
     async def stop(self) -> None:
@@ -343,9 +343,9 @@ class HeadEnd:
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        for t in list(self._conns):
+        for t in list(self.links):
             t.close("shutdown")
-        self._conns.clear()
+        self.links.clear()
         if self.server is not None:
             await self.server.wait_closed()
         if self.wheel is not None:
@@ -385,20 +385,20 @@ class HeadEnd:
         while not self.stopping:
             try:
                 _, t = await self.loop.create_connection(lambda: Terminal(self, dial=d), d.host, d.port)
-                self._conns.add(t)
+                self.links.add(t)
                 return
             except OSError as exc:
                 event(log, "dial-out failed", address=d.address, host=d.host, port=d.port, error=str(exc))
                 await asyncio.sleep(d.reconnect_s)
 
-    def _redial(self, d: DialOut) -> None:
+    def schedule_redial(self, d: DialOut) -> None:
         async def later():
             await asyncio.sleep(d.reconnect_s)
             await self._dial(d)
         self._spawn(later())
 
     # --- sessions -------------------------------------------------------------------------------------------
-    def _ready(self, t: Terminal) -> None:
+    def session_ready(self, t: Terminal) -> None:
         """A terminal logged in: online at once, or after its application association (dial-out)."""
         if t.dial is not None and t.dial.associate:
             self._spawn(self._associate(t))
@@ -433,8 +433,8 @@ class HeadEnd:
         for fn in self.on_login:
             fn(t)
 
-    def _offline(self, t: Terminal) -> None:
-        self._conns.discard(t)
+    def session_offline(self, t: Terminal) -> None:
+        self.links.discard(t)
         if t.address is not None and self.sessions.get(t.address) is t:
             self.sessions.logout(t)
             for fn in self.on_logout:
@@ -456,7 +456,7 @@ class HeadEnd:
         """Back-pressure from the ingest: stop (or resume) reading from every socket."""
         self.paused = high
         event(log, "reading paused" if high else "reading resumed", pending=self.ingest.pending)
-        for t in list(self._conns):
+        for t in list(self.links):
             t.pause() if high else t.resume()
 
     # --- requests --------------------------------------------------------------------------------------------
@@ -519,7 +519,7 @@ class HeadEnd:
             return A.GetResponseRecord(fast.piid_acd, res), fast
         return A.ProxyGetResponseRecord(fast.piid_acd, fast.tsa, res), fast
 
-    def _report(self, t: Terminal, report) -> None:
+    def report_received(self, t: Terminal, report) -> None:
         self.ingest.enter()            # counted at once: the frames after it wait if the ingest is behind
         self._spawn(self._store_report(t, report), f"report {t.address}")
 

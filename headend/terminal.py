@@ -203,7 +203,7 @@ class Terminal(asyncio.Protocol):
         he.sessions.connections += 1
         if self.dial is not None and not self.dial.login:    # preset association: no LINK will come
             self.login_utc = time.time()
-            he._ready(self)
+            he.session_ready(self)
         self._reschedule()
         if he.paused:
             self.pause()
@@ -275,7 +275,7 @@ class Terminal(asyncio.Protocol):
         he = self.he
         he.sessions.connections -= 1
         if self.dial is not None and not he.stopping:
-            he._redial(self.dial)
+            he.schedule_redial(self.dial)
 
     # --- events -----------------------------------------------------------------------------------------
     def _event(self, ev, now) -> None:
@@ -298,7 +298,7 @@ class Terminal(asyncio.Protocol):
         elif isinstance(ev, S.Report):
             m.frames_in[ev.notification.NAME] += 1
             self.reports_in += 1
-            he._report(self, ev)
+            he.report_received(self, ev)
         elif isinstance(ev, S.Unmatched):
             m.frames_in[ev.response.SERVICE] += 1
             m.unmatched += 1
@@ -331,7 +331,7 @@ class Terminal(asyncio.Protocol):
             self.address = address
             self.login_utc = time.time()
             self.send_link(S.AcceptLink(ev, 0))
-            he._ready(self)
+            he.session_ready(self)
         else:
             self.send_link(S.AcceptLink(ev, 0))
         self.heartbeat_s = ev.request.heartbeat_s
@@ -473,7 +473,7 @@ class Terminal(asyncio.Protocol):
         self.reason = reason
         he = self.he
         he.metrics.closed[reason] += 1
-        he._offline(self)
+        he.session_offline(self)
         if self.waiters:
             for w in self.waiters.values():
                 w.handle.cancel()

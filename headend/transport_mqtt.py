@@ -236,7 +236,7 @@ class MqttBridge:
             t.topic_address = address
             link = MqttLink(self, address, t)
             self.links[address] = link
-            he._conns.add(t)                       # back-pressure and shutdown reach it as any link
+            he.links.add(t)                       # back-pressure and shutdown reach it as any link
             t.connection_made(link)
         link.feed(payload)
 

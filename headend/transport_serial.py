@@ -251,7 +251,7 @@ class SerialBus:
         return await self._exchange(data, match, **kw)
 
     # --- collection -------------------------------------------------------------------------------------------
-    def _meter_id(self, address: str) -> int | None:
+    def meter_id(self, address: str) -> int | None:
         m = self.he.meter_of_tsa
         return m.get(A.tsa(address)) if m is not None else None
 
@@ -262,7 +262,7 @@ class SerialBus:
         one read per item (headend.collect.items_645: forward, reverse, combined reactive 1 / 2; an item
         the meter refuses, e.g. reactive of a household meter, is left out).  ``quality`` marks the rows
         (``schema.Q_BACKFILLED`` when back-filled)."""
-        mid = self._meter_id(meter.address)
+        mid = self.meter_id(meter.address)
         if mid is None:
             return "unknown meter", None
         task = task or C.DEFAULT_TASKS[0]
@@ -275,7 +275,7 @@ class SerialBus:
                 t = await self.request645(ReadRequest(meter.address, (P.DI645_DAILY_TIME & ~0xFF) | n))
                 if not isinstance(t, ReadResponse):
                     return "no data", None
-                ts = C._epoch_645(records.raw_values_645(t.values)[0] if t.values else None)
+                ts = C.epoch_645(records.raw_values_645(t.values)[0] if t.values else None)
                 if ts != records.local_to_epoch(day.year, day.month, day.day):
                     return "no data", None
                 got = []
@@ -292,7 +292,7 @@ class SerialBus:
                 if not isinstance(rsp, A.GetResponseRecord):
                     return "no data", None
                 batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=A.tsa(meter.address), **kw)
-                batch = C._only_day(batch, day)
+                batch = C.only_day(batch, day)
         except TransportError:
             return "no answer", None
         return ("ok" if len(batch) else "no data"), batch

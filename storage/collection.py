@@ -133,9 +133,9 @@ def _daily_files(lake_root, dates, kind: str = schema.DAILY) -> list[str]:
     out = []
     for d in sorted(set(dates)):
         day_dir = root / "readings" / f"kind={kind}" / f"date={d.isoformat()}"
-        for b in lake._scan(str(day_dir)):
+        for b in lake.scan_dir(str(day_dir)):
             if b.is_dir() and b.name.startswith("bucket="):
-                out += [os.path.join(b.path, n) for n in lake._names(b.path)
+                out += [os.path.join(b.path, n) for n in lake.file_names(b.path)
                         if n.startswith("part-") and n.endswith(".parquet")]
     return sorted(out)
 
@@ -228,7 +228,7 @@ class CollectionState:
         if not tbl.num_rows:
             return
         d = self.root / sub
-        lake._mkdirs(d)
+        lake.mkdirs(d)
         path = d / lake.new_file_name()
         tmp = path.with_name("." + path.name + ".tmp")
         try:
@@ -264,7 +264,7 @@ class CollectionState:
 
     def _read(self, sub: str, sch: pa.Schema) -> pa.Table:
         d = self.root / sub
-        files = sorted(n for n in lake._names(str(d)) if n.startswith("part-") and n.endswith(".parquet"))
+        files = sorted(n for n in lake.file_names(str(d)) if n.startswith("part-") and n.endswith(".parquet"))
         if not files:
             return sch.empty_table()
         try:

@@ -235,7 +235,7 @@ def generate(out_dir, customers: int, days: int, seed: int = 1, *, start: _dt.da
     cfg = GenConfig(customers, days, seed, start or GenConfig.start, curve_fraction, dict(rates or {}))
     t0 = time.perf_counter()
     out = pathlib.Path(out_dir)
-    gen = _Generator(cfg)
+    gen = FleetGenerator(cfg)
     gen.write_archive(out / "archive-files")
     t_archive = time.perf_counter() - t0
     lake_root = out / "lake"
@@ -260,7 +260,7 @@ def generate(out_dir, customers: int, days: int, seed: int = 1, *, start: _dt.da
     return summary
 
 
-class _Generator:
+class FleetGenerator:
     def __init__(self, cfg: GenConfig):
         self.cfg = cfg
         self.ss = np.random.SeedSequence(cfg.seed)
@@ -322,7 +322,7 @@ class _Generator:
         total0[n:] = (daily_reg[n:] * age_days[n:] * 0.2).astype(np.int64) % (modulus[n:] // 2)
         self.reg = np.zeros((self.M, 8), np.int64)
         self.reg[:P, 0] = total0
-        self.reg[:P, 1:5] = _split(total0, tou_shares(cfg.start.month)[np.maximum(f.p_cat, 0)])
+        self.reg[:P, 1:5] = split_tou(total0, tou_shares(cfg.start.month)[np.maximum(f.p_cat, 0)])
         tan = np.tan(np.arccos(f.pf))
         self.reg[:P, 6] = np.where(f.reactive, (total0 * tan), 0).astype(np.int64) % modulus
         self.reg[:P, 7] = np.where(f.reactive, total0 * 0.01, 0).astype(np.int64)
@@ -654,7 +654,7 @@ class _Generator:
         pcat = np.concatenate([f.p_cat, f.p_cat[self.replaced]])
         shares = month_shares[np.maximum(pcat, 0)] * rng.uniform(0.9, 1.1, (self.M, 4))
         shares /= shares.sum(axis=1, keepdims=True)
-        tou = _split(inc, shares)
+        tou = split_tou(inc, shares)
         react = np.concatenate([f.reactive, f.reactive[self.replaced]])
         q = np.where(react, np.rint((inc + rev) * self.tan), 0).astype(np.int64)
         r = self.reg
@@ -778,7 +778,7 @@ class _Generator:
                 "curve_meters": len(self.curve_meters), "rates": cfg.rates, "injected": pops}
 
 
-def _split(total: np.ndarray, shares: np.ndarray) -> np.ndarray:
+def split_tou(total: np.ndarray, shares: np.ndarray) -> np.ndarray:
     """Split integer ``total`` (n,) by ``shares`` (n, 4): floor the first three, the last takes the rest."""
     out = np.empty((len(total), 4), np.int64)
     out[:, :3] = np.floor(total[:, None] * shares[:, :3]).astype(np.int64)

@@ -139,7 +139,7 @@ def day_str(day: int) -> str:
 
 
 # --- columns in, columns out ------------------------------------------------------------------------------
-def _seconds(col) -> np.ndarray:
+def seconds(col) -> np.ndarray:
     """Epoch seconds (int64) of a timestamp column given as Arrow, numpy datetime64 or integers."""
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
         if pa.types.is_timestamp(col.type):
@@ -183,7 +183,7 @@ def to_table(data, table: str = "readings") -> pa.Table:
             if isinstance(col, (pa.Array, pa.ChunkedArray)) and col.null_count:
                 arr = col.cast(f.type, safe=False)
             else:
-                arr = pa.array(_seconds(col), pa.int64()).view(f.type)     # same layout: no copy, no cast
+                arr = pa.array(seconds(col), pa.int64()).view(f.type)     # same layout: no copy, no cast
         else:
             try:
                 if isinstance(col, (pa.Array, pa.ChunkedArray)):
@@ -303,15 +303,15 @@ def partition_listing(root, table: str = "readings", under: str = "") -> list[tu
     level = [str(pathlib.Path(root).resolve() / table / under) if under else
              str(pathlib.Path(root).resolve() / table)]
     for _ in range(_DEPTH[table] - (1 if under else 0)):
-        level = [os.path.join(d, e.name) for d in level for e in _scan(d) if e.is_dir() and "=" in e.name]
-    return [(d, _names(d)) for d in level]
+        level = [os.path.join(d, e.name) for d in level for e in scan_dir(d) if e.is_dir() and "=" in e.name]
+    return [(d, file_names(d)) for d in level]
 
 
 def _is_part(name: str) -> bool:
     return name.startswith("part-") and name.endswith(".parquet")
 
 
-def _scan(d: str) -> list:
+def scan_dir(d: str) -> list:
     try:
         with os.scandir(d) as it:
             return list(it)
@@ -319,7 +319,7 @@ def _scan(d: str) -> list:
         return []
 
 
-def _names(d: str) -> list[str]:
+def file_names(d: str) -> list[str]:
     try:
         return os.listdir(d)
     except FileNotFoundError:
@@ -335,7 +335,7 @@ def fsync_dir(path) -> None:
         os.close(fd)
 
 
-def _mkdirs(path: pathlib.Path) -> None:
+def mkdirs(path: pathlib.Path) -> None:
     """Create ``path`` and fsync each new directory's parent, so the new entries survive a crash."""
     missing = []
     p = path
@@ -352,7 +352,7 @@ def _mkdirs(path: pathlib.Path) -> None:
 
 def write_parquet(table: pa.Table, path: pathlib.Path, name: str, *, sync_dir: bool = True) -> pathlib.Path:
     """Write ``table`` (of schema ``SCHEMAS[name]``) to ``path`` atomically: aside, fsync, rename, fsync dir."""
-    _mkdirs(path.parent)
+    mkdirs(path.parent)
     tmp = path.with_name("." + path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -400,7 +400,7 @@ class LakeLock:
 
     def __enter__(self) -> "LakeLock":
         if self._depth == 0:
-            _mkdirs(self.root)
+            mkdirs(self.root)
             fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._fd = fd
@@ -428,13 +428,13 @@ def split_partitions(tbl: pa.Table, table: str):
     the fields).  Quarantine rows partition by their receive day, in arrival order, with no key.
     """
     if table == "quarantine":
-        days = local_days(_seconds(tbl.column("received_utc")))
+        days = local_days(seconds(tbl.column("received_utc")))
         order = np.argsort(days, kind="stable")
         for lo, hi in _runs(days[order]):
             yield (int(days[order[lo]]), None), order[lo:hi], None
         return
     meter = tbl.column("meter_id").to_numpy()
-    ts = _seconds(tbl.column(_TIME_COL[table]))
+    ts = seconds(tbl.column(_TIME_COL[table]))
     code = tbl.column(_CODE_COL[table]).to_numpy().astype(np.int64)
     days = local_days(ts)
     sec = ts + schema.LOCAL_OFFSET_S - days * _S_PER_DAY
@@ -450,7 +450,7 @@ def split_partitions(tbl: pa.Table, table: str):
 def _keys_of(tbl: pa.Table, table: str) -> np.ndarray:
     """Dedup keys of rows all in one partition (see :func:`split_partitions`)."""
     meter = tbl.column("meter_id").to_numpy()
-    ts = _seconds(tbl.column(_TIME_COL[table]))
+    ts = seconds(tbl.column(_TIME_COL[table]))
     code = tbl.column(_CODE_COL[table]).to_numpy().astype(np.int64)
     sec = (ts + schema.LOCAL_OFFSET_S) % _S_PER_DAY
     return (meter << 27) | (code << 17) | sec
@@ -474,17 +474,17 @@ def _rank_columns(tbl: pa.Table, table: str, last_received: bool = False) -> lis
     """
     if table == "readings" and last_received:
         q = tbl.column("quality").to_numpy()
-        return [-_seconds(tbl.column("received_utc")), tbl.column("value").to_numpy(), q,
+        return [-seconds(tbl.column("received_utc")), tbl.column("value").to_numpy(), q,
                 tbl.column("source").to_numpy()]
     if table == "readings":
         q = tbl.column("quality").to_numpy()
         return [(q & schema.Q_ESTIMATED) != 0, (q & schema.Q_SUSPECT) != 0,
-                _seconds(tbl.column("received_utc")), tbl.column("value").to_numpy(), q,
+                seconds(tbl.column("received_utc")), tbl.column("value").to_numpy(), q,
                 tbl.column("source").to_numpy()]
     end = tbl.column("end_utc")
     detail = tbl.column("detail").fill_null("").to_numpy(zero_copy_only=False).astype(str)
-    return [end.is_null().to_numpy(zero_copy_only=False), _seconds(tbl.column("received_utc")),
-            _seconds(end.fill_null(0)), tbl.column("source").to_numpy(), detail]
+    return [end.is_null().to_numpy(zero_copy_only=False), seconds(tbl.column("received_utc")),
+            seconds(end.fill_null(0)), tbl.column("source").to_numpy(), detail]
 
 
 def dedup(tbl: pa.Table, table: str, keys: np.ndarray | None = None, *, last_received: bool = False) -> pa.Table:
@@ -562,11 +562,11 @@ def replace_partition(root, live: pathlib.Path, tbl: pa.Table, table: str) -> pa
         # swap is still listing it, and must see all of it (measured: an immediate rmtree made a
         # concurrent DuckDB glob miss a whole partition).  Swept after TRASH_GRACE_S.
         trash = root / "_trash"
-        _mkdirs(trash)
+        mkdirs(trash)
         os.rename(staging, trash / f"{time.time_ns()}-{staging.name}")
         sweep_trash(root)
     else:
-        _mkdirs(live.parent)
+        mkdirs(live.parent)
         os.rename(staging, live)
         fsync_dir(live.parent)
     fsync_dir(staging.parent)
@@ -735,7 +735,7 @@ def pivot_of(tbl: pa.Table) -> pa.Table:
     ``quality`` OR-ed and ``received_utc`` the latest over all the meter's rows — storage.sql's rule."""
     meter = tbl.column("meter_id").to_numpy()
     reg = tbl.column("register").to_numpy().astype(np.int64)
-    recv = _seconds(tbl.column("received_utc"))
+    recv = seconds(tbl.column("received_utc"))
     order = sort_order(meter, reg, recv)
     m, r = meter[order], reg[order]
     n = len(m)
@@ -749,7 +749,7 @@ def pivot_of(tbl: pa.Table) -> pa.Table:
     last[:-1] = new_meter[1:] | (r[1:] != r[:-1])
     value = tbl.column("value").to_numpy()[order]
     cols = {"meter_id": m[starts],
-            "ts_utc": np.minimum.reduceat(_seconds(tbl.column("ts_utc"))[order], starts),
+            "ts_utc": np.minimum.reduceat(seconds(tbl.column("ts_utc"))[order], starts),
             "quality": np.bitwise_or.reduceat(tbl.column("quality").to_numpy()[order], starts),
             "received_utc": np.maximum.reduceat(recv[order], starts)}
     for name in PIVOT_REGISTERS:
@@ -819,7 +819,7 @@ def compact(root, table: str = "readings", *, min_files: int = 2, dates=None) ->
         if want is not None and not want.intersection(d.parts):
             continue
         with lock:
-            names = _names(str(d))
+            names = file_names(str(d))
             files = sorted(n for n in names if _is_part(n))
             if len(files) == 1 and table == "readings" and _pivots(d) and pivot_name(files[0]) not in names:
                 write_pivot(read_file(d / files[0], table), d / files[0])
@@ -850,7 +850,7 @@ def write_table(root, data, table: str = "readings", kind: str | None = None) ->
     with LakeLock(root):
         for (day, bucket), idx, _keys in split_partitions(tbl, table):
             d = partition_dir(root, table, day, bucket, kind)
-            first = table == "readings" and _pivots(d) and not any(_is_part(n) for n in _names(str(d)))
+            first = table == "readings" and _pivots(d) and not any(_is_part(n) for n in file_names(str(d)))
             sub = tbl.take(pa.array(idx))
             out.append(write_parquet(sub, d / new_file_name(), table))
             if first:       # the partition's only file: its pivot beside it (see PIVOT_KINDS)

@@ -161,7 +161,7 @@ def publish_segment(publisher: lake.Publisher, name: str, records) -> int:
 
 def _wal_lock(wal_dir: pathlib.Path, *, wait: bool) -> int | None:
     """The WAL's owner lock: one live writer per lake.  None if ``wait`` is False and it is held."""
-    lake._mkdirs(wal_dir)
+    lake.mkdirs(wal_dir)
     fd = os.open(wal_dir / ".owner", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -293,7 +293,7 @@ class IngestWriter:
         tbl = self._stamp(batch, "readings", now)
         meter = tbl.column("meter_id").to_numpy()
         ok, reasons, idx = validate.check_readings(
-            meter, tbl.column("register").to_numpy(), lake._seconds(tbl.column("ts_utc")),
+            meter, tbl.column("register").to_numpy(), lake.seconds(tbl.column("ts_utc")),
             tbl.column("value").to_numpy(), tbl.column("quality").to_numpy(), tbl.column("source").to_numpy(),
             known=self.known, now_s=now, tolerance_s=self.tolerance_s)
         return self._queue(T_READINGS, schema.KINDS.index(kind), tbl, ok, reasons, idx, kind)
@@ -307,10 +307,10 @@ class IngestWriter:
             n = tbl.num_rows
             return self._queue(T_EVENTS, _NO_KIND, tbl, np.zeros(n, bool), [reason], np.zeros(n, np.int64), None)
         end = tbl.column("end_utc")
-        end_s = lake._seconds(end.fill_null(0))
+        end_s = lake.seconds(end.fill_null(0))
         end_s[end.is_null().to_numpy(zero_copy_only=False)] = validate.OPEN_END
         ok, reasons, idx = validate.check_events(
-            tbl.column("meter_id").to_numpy(), tbl.column("event").to_numpy(), lake._seconds(tbl.column("start_utc")),
+            tbl.column("meter_id").to_numpy(), tbl.column("event").to_numpy(), lake.seconds(tbl.column("start_utc")),
             end_s, tbl.column("source").to_numpy(), known=self.known, now_s=now, tolerance_s=self.tolerance_s)
         return self._queue(T_EVENTS, _NO_KIND, tbl, ok, reasons, idx, None)
 

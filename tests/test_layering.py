@@ -257,3 +257,39 @@ def test_every_kernel_is_chosen_at_import_and_listed():
     injected = [str(p.relative_to(ROOT)) for p in _python_files("protocols", "headend", "billing_core", "storage")
                 if re.search(r"accel\.bind\(|globals\(\)\s*,", p.read_text())]
     assert not injected, injected
+
+
+def test_no_private_name_of_another_module():
+    """Nothing outside a module uses its _private names: ``mod._name`` where ``mod`` is one of our
+    modules imported by name (kernel modules ``_X`` themselves are modules, not private names)."""
+    mods = _first_party()
+    bad = []
+    for m, path in mods.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        ours = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("gridhead")):
+                for a in node.names:
+                    ours.add(a.asname or a.name)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("gridhead.") and a.asname:
+                        ours.add(a.asname)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ours
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
+    assert not bad, "private names used from outside their module:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", ["gridhead", "gridhead.headend", "gridhead.headend.sim", "gridhead.storage",
+                                     "gridhead.billing_core", "gridhead.billing_core.jobs"])
+def test_each_package_states_its_public_api(package):
+    """Each package's __init__ has an __all__, and every name in it is importable from the package."""
+    import importlib
+    import importlib.util
+
+    pkg = importlib.import_module(package)
+    assert isinstance(getattr(pkg, "__all__", None), list) and pkg.__all__, f"{package} has no __all__"
+    for name in pkg.__all__:
+        assert hasattr(pkg, name) or importlib.util.find_spec(f"{package}.{name}") is not None, (package, name)

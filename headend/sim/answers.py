@@ -487,7 +487,7 @@ class _ControlAnswers:
             return A.ResultNormal(oad, Data(22, int(bool(st.protected[m]))))
         if oad == P.OAD_DATETIME:
             return A.ResultNormal(oad, dts(self.meter_clock(m)))
-        return self.sim._get(self.t, oad, now, m)
+        return self.sim.get_value(self.t, oad, now, m)
 
     def action(self, omd: int, m: int) -> int:
         st = self.st
@@ -516,14 +516,14 @@ class _ControlAnswers:
                 return None
             out = []
             for tg in req.targets:
-                m = self.sim._meter(self.t, tg.tsa)
+                m = self.sim.meter_at(self.t, tg.tsa)
                 out.append(A.ProxyResult(tg.tsa, tuple(A.ResultNormal(o, None, DAR_TIMEOUT) if m is None
                                                        else self.get(o, m, now) for o in tg.items)))
             return A.ProxyGetResponseList(req.piid, tuple(out))
         if isinstance(req, A.ProxyActionRequestList):
             out = []
             for tg in req.targets:
-                m = self.sim._meter(self.t, tg.tsa)
+                m = self.sim.meter_at(self.t, tg.tsa)
                 res = []
                 for it in tg.items:
                     if m is None:
@@ -542,7 +542,7 @@ class _ControlAnswers:
         if isinstance(req, A.ProxySetRequestList):
             out = []
             for tg in req.targets:
-                m = self.sim._meter(self.t, tg.tsa)
+                m = self.sim.meter_at(self.t, tg.tsa)
                 res = tuple(A.SetResult(it.oad, DAR_TIMEOUT if m is None else
                                         self.set_clock(m, it.data) if it.oad == P.OAD_DATETIME else DAR_DENIED)
                             for it in tg.items)

@@ -17,11 +17,11 @@ computed on demand, vectorised over the meters asked for:
     inc(m, j)  = rint(base(m) × season_weekday(day j)[category] × noise(m, j) × 100 / (CT × PT))
     total(m, d) = (r0(m) + Σ_{j<d} inc(m, j)) mod 10^(digits+2)       (0.01 kWh, frozen at d 00:00)
 
-with ``base``, ``r0``, the multiplier and the category from :meth:`storage.generator._Generator.meter_model`
+with ``base``, ``r0``, the multiplier and the category from :meth:`storage.generator.FleetGenerator.meter_model`
 and the shapes ``season_weekday`` / ``tou_shares`` / ``HOURLY_SHAPES`` of :mod:`storage.generator`.  The
 noise is a counter-based hash of (seed, meter, day) — lognormal σ 0.15 like the generator's — so any
 meter's register on any day costs O(days) and any order of requests gives the same answer.  Each day's
-increment is split over 尖/峰/平/谷 by ``generator._split`` (floor three, the fourth takes the rest), so
+increment is split over 尖/峰/平/谷 by ``generator.split_tou`` (floor three, the fourth takes the rest), so
 the four TOU registers sum to the total exactly.  Reactive registers follow tanφ like the generator's;
 the reverse register stays at its initial value.  Energy flows as in the generator (:class:`Flows`): an
 area's check meter (考核表) registers what its customers' meters register that day / (1 − the area's loss
@@ -173,7 +173,7 @@ class RegisterModel:
         out = np.zeros((len(idx), 4), np.int64)
         cat = np.maximum(self.cat[idx], 0)
         for k, j in enumerate(days.tolist()):
-            out += gen._split(inc[:, k], gen.tou_shares(self.date(j).month)[cat])
+            out += gen.split_tou(inc[:, k], gen.tou_shares(self.date(j).month)[cat])
         return out
 
     def frozen(self, idx, d: int) -> np.ndarray:
@@ -190,7 +190,7 @@ class RegisterModel:
         days = np.arange(0, max(int(d), 0), dtype=np.int64)
         inc = self.increments(idx, days)
         part = self._partial(idx, d, seconds)
-        tou = self._tou(inc, idx, days) + gen._split(part, gen.tou_shares(self.date(d).month)[np.maximum(self.cat[idx], 0)])
+        tou = self._tou(inc, idx, days) + gen.split_tou(part, gen.tou_shares(self.date(d).month)[np.maximum(self.cat[idx], 0)])
         return self._assemble(idx, inc.sum(axis=1) + part, tou)
 
     def _partial(self, idx, d: int, seconds: float) -> np.ndarray:
@@ -365,7 +365,7 @@ def load_gen_dir(data_dir, archive_db=None) -> Fleet:
         with tempfile.TemporaryDirectory() as tmp, Archive(pathlib.Path(tmp) / "a.duckdb") as a:
             a.import_files(files)
             routes = a.meter_routes().to_pydict()
-    g = gen._Generator(cfg)
+    g = gen.FleetGenerator(cfg)
     cols = _model_columns(g)
     meter_id = np.asarray(routes["meter_id"], np.int64)
     if len(meter_id) != g.M or not np.array_equal(meter_id, cols["meter_id"]):
@@ -388,7 +388,7 @@ def _standalone_parts(terminals: int, meters_per_terminal: int, seed: int, start
         raise SimulatorError(f"need at least 1 terminal and 1 meter per terminal, got {terminals}, {meters_per_terminal}")
     if terminals > 99_999_999:
         raise SimulatorError(f"{terminals} terminals: at most 99,999,999 addresses")
-    g = gen._Generator(gen.GenConfig(terminals * meters_per_terminal, 1, seed, start))
+    g = gen.FleetGenerator(gen.GenConfig(terminals * meters_per_terminal, 1, seed, start))
     cols = g.meter_columns()
     M = len(cols["meter_id"])
     # meters dealt in meter-id order, the generator's extra meters (area check, feeder, PV, replacements)

@@ -157,7 +157,7 @@ class SerialMeters(asyncio.Protocol):
         if isinstance(req, A.GetRequestRecord):
             rsp = A.GetResponseRecord(req.piid, sim.answers.meter_record(int(t.meters[0]), req.record, sim.now()))
         else:
-            rsp = sim._respond(t, req)
+            rsp = sim.respond(t, req)
         self._send(address, Frame698(t.sa, frame.client, C_RESPONSE, rsp.to_bytes()).to_bytes())
 
 

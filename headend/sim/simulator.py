@@ -439,11 +439,11 @@ class Simulator:
         if isinstance(apdu, A.ReportResponseRecordList):
             self._on_report_ack(t, apdu)
             return
-        resp = self._respond(t, apdu)
+        resp = self.respond(t, apdu)
         if resp is not None:
             self._answer(t, conn, resp, frame.client)
 
-    def _respond(self, t: SimTerminal, req: A.Apdu):
+    def respond(self, t: SimTerminal, req: A.Apdu):
         now = self.now()
         ans = self.answers
         piid = getattr(req, "piid", 0)
@@ -452,9 +452,9 @@ class Simulator:
             return ctl
         first = int(t.meters[0]) if len(t.meters) else None
         if isinstance(req, A.GetRequestNormal):
-            return A.GetResponseNormal(piid, self._get(t, req.oad, now, first))
+            return A.GetResponseNormal(piid, self.get_value(t, req.oad, now, first))
         if isinstance(req, A.GetRequestNormalList):
-            return A.GetResponseNormalList(piid, tuple(self._get(t, o, now, first) for o in req.oads))
+            return A.GetResponseNormalList(piid, tuple(self.get_value(t, o, now, first) for o in req.oads))
         if isinstance(req, A.GetRequestRecord):
             return ans.get_record_response(t, piid, req.record, now)      # pre-encoded for 60120300
         if isinstance(req, A.GetRequestRecordList):
@@ -464,12 +464,12 @@ class Simulator:
         if isinstance(req, A.ProxyGetRequestList):
             out = []
             for target in req.targets:
-                m = self._meter(t, target.tsa)
+                m = self.meter_at(t, target.tsa)
                 out.append(A.ProxyResult(target.tsa, tuple(
-                    A.ResultNormal(o, None, DAR_TIMEOUT) if m is None else self._get(t, o, now, m) for o in target.items)))
+                    A.ResultNormal(o, None, DAR_TIMEOUT) if m is None else self.get_value(t, o, now, m) for o in target.items)))
             return A.ProxyGetResponseList(piid, tuple(out))
         if isinstance(req, A.ProxyGetRequestRecord):
-            m = self._meter(t, req.tsa)
+            m = self.meter_at(t, req.tsa)
             if m is None:
                 return A.ProxyGetResponseRecord(piid, req.tsa, A.ResultRecord(req.record.oad, req.record.rcsd, None, DAR_TIMEOUT))
             return A.ProxyGetResponseRecord(piid, req.tsa, ans.meter_record(m, req.record, now))
@@ -482,13 +482,13 @@ class Simulator:
             return A.ProxyTransCommandResponse(piid, req.port, answer)
         return A.ErrorResponse(piid, 2)           # service not supported
 
-    def _meter(self, t: SimTerminal, tsa: bytes):
+    def meter_at(self, t: SimTerminal, tsa: bytes):
         if not tsa or len(tsa) < 2:
             return None
         addr = bytes(tsa[1:])[::-1].hex().upper()
         return t.by_address.get(addr)
 
-    def _get(self, t: SimTerminal, oad: int, now, meter) -> A.ResultNormal:
+    def get_value(self, t: SimTerminal, oad: int, now, meter) -> A.ResultNormal:
         if oad == P.OAD_DATETIME:
             return A.ResultNormal(oad, _dts_data(self.terminal_now(t)))
         if meter is None:

@@ -203,7 +203,7 @@ def test_columnar_request_gets_lake_columns_equal_to_the_general_path():
         sess = S.ClientSession(ServerAddress(term.address), response_decoder=decoder)
         sess.send(c.records_request(D), dt.datetime(2026, 6, 5, 10, 0), columnar=columnar)
         req = sess.last_request
-        rsp = sim._respond(term, req)
+        rsp = sim.respond(term, req)
         sess.receive_data(sim._frame(term, 0xC3, rsp, 0x10), dt.datetime(2026, 6, 5, 10, 0, 1))
         ev = sess.next_event()
         assert isinstance(ev, S.Response) and ev.request is req

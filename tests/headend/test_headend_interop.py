@@ -102,7 +102,7 @@ def test_dial_out_to_a_terminal_not_in_the_archive_is_refused(tmp_path, peer_ter
             try:
                 with pytest.raises(TransportError):
                     await he.wait_online(ADDRESS, timeout_s=1.5)
-                assert he.sessions.get(ADDRESS) is None and not he._conns
+                assert he.sessions.get(ADDRESS) is None and not he.links
             finally:
                 await he.stop()
         assert he.metrics.refused["illegal device"] == 1

@@ -143,7 +143,7 @@ def test_model_tou_sums_and_generator_day0():
         # the day's partial increment lies between the two freezes (modulo the register's rollover)
         mod, nxt = m.modulus, m.frozen(idx, d + 1)[:, 0]
         np.testing.assert_array_equal((a[:, 0] - r[:, 0]) % mod + (nxt - a[:, 0]) % mod, (nxt - r[:, 0]) % mod)
-    g = gen._Generator(gen.GenConfig(400, 1, 9, START))
+    g = gen.FleetGenerator(gen.GenConfig(400, 1, 9, START))
     daily = g.day(0)["daily"]
     r0 = m.frozen(idx, 0)
     for k, name in enumerate(gen.ENERGY_REGS):

@@ -52,7 +52,7 @@ def test_bulk_write_partitions_sorts_and_reads_back_in_duckdb(tmp_path):
         t = lake.read_file(f, "readings")
         bucket = int(f.parent.name.split("=")[1])
         assert set(lake.buckets_of(t.column("meter_id").to_numpy()).tolist()) == {bucket}
-        key = np.lexsort((lake._seconds(t.column("ts_utc")), t.column("register").to_numpy(),
+        key = np.lexsort((lake.seconds(t.column("ts_utc")), t.column("register").to_numpy(),
                           t.column("meter_id").to_numpy()))
         assert (key == np.arange(len(key))).all(), "rows sorted by (meter, register, ts)"
         assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
