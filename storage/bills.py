@@ -200,7 +200,7 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
             con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
         else:
             customers = prepared["cust"].column("customer_id")
-            for name in ("cust", "seg", "yseg", "foreign"):
+            for name in ("cust", "seg", "yseg", "cchg", "cday", "foreign"):
                 con.register(f"_prepared_{name}", prepared[name])
         if customers is not None:
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
@@ -243,34 +243,47 @@ def _archive_phase(con, period: str, own: bool, tariffs: TariffSet | None = None
     if bad:
         raise BillingError(f"customer {bad[1]} (id {bad[0]}): no tariff assignment (customer_tariffs) in "
                            f"{period}; nothing was billed")
-    if tariffs is not None:
-        _version_changes(con, period, tariffs)
+    # the assignment changes inside the period (any number), and the days the month may be split on
+    con.execute("""CREATE TEMP TABLE cchg AS
+        SELECT c.bill, t.valid_from AS change_date, t.tariff_code
+        FROM cust c JOIN a.customer_tariffs t ON t.customer_id = c.customer_id
+        WHERE t.valid_from > $s AND t.valid_from < $e ORDER BY c.bill, t.valid_from""")
+    _split_days(con, period, tariffs)
     con.execute(_SEG_SQL)
     con.execute(_YSEG_SQL)
 
 
-def _version_changes(con, period: str, tariffs: TariffSet) -> None:
-    """A new version of the customer's tariff inside the period splits the bill like a change of assignment,
-    by that day's frozen reading (DOMAIN.md: mid-period tariff change): ``cust.change_date`` becomes the
-    version's effective day where the assignment does not change (the tariff is the one the assignment
-    chooses, :meth:`~billing_core.tariff.TariffSet.price_from_tariff_assignment`)."""
+def _split_days(con, period: str, tariffs: TariffSet | None) -> None:
+    """The temp table ``cday`` (bill, date): the days inside the period on which a bill may be split, whose
+    frozen readings the run needs (DOMAIN.md: a mid-period tariff change is split at the effective date by
+    that day's frozen reading) — each assignment change, and each day a version of a tariff the customer is
+    assigned in the period starts (the tariff the assignment chooses,
+    :meth:`~billing_core.tariff.TariffSet.price_from_tariff_assignment`).  Which of them split the bill is
+    the run's decision (:func:`billing_core.run.mid_period_tariff_changes`)."""
     start, end = period_bounds(period)
-    pairs = con.execute("SELECT DISTINCT tariff_code, category FROM cust").fetchall()
     rows = []
-    for code, cat in pairs:
-        try:
-            key = tariffs.price_from_tariff_assignment(code, cat)
-        except GridheadError:
-            continue                     # no tariff for it: the run refuses it with its own message
-        days = [v.effective for v in tariffs.tariff(key).versions if start < v.effective < end]
-        if days:
-            rows.append((code, cat, days[0]))
-    if rows:
-        con.con.register("_versions", pa.table({"tariff_code": [r[0] for r in rows], "category": [r[1] for r in rows],
-                                                "version_day": pa.array([r[2] for r in rows], pa.date32())}))
-        con.execute("""UPDATE cust SET change_date = v.version_day FROM _versions v
-                       WHERE v.tariff_code = cust.tariff_code AND v.category = cust.category
-                         AND (cust.change_date IS NULL OR cust.change_date <= $s OR cust.change_date >= $e)""")
+    if tariffs is not None:
+        pairs = con.execute("""SELECT DISTINCT tariff_code, category FROM (
+                                   SELECT tariff_code, category FROM cust
+                                   UNION ALL SELECT h.tariff_code, c.category FROM cchg h JOIN cust c USING (bill))
+                               WHERE tariff_code IS NOT NULL""").fetchall()
+        for code, cat in pairs:
+            try:
+                key = tariffs.price_from_tariff_assignment(code, cat)
+            except GridheadError:
+                continue                     # no tariff for it: the run refuses it with its own message
+            rows += [(code, cat, v.effective) for v in tariffs.tariff(key).versions if start < v.effective < end]
+    con.con.register("_versions", pa.table({"tariff_code": pa.array([r[0] for r in rows], pa.string()),
+                                            "category": pa.array([r[1] for r in rows], pa.string()),
+                                            "version_day": pa.array([r[2] for r in rows], pa.date32())}))
+    con.execute("""CREATE TEMP TABLE cday AS
+        SELECT DISTINCT bill, date FROM (
+            SELECT bill, change_date AS date FROM cchg
+            UNION ALL SELECT c.bill, v.version_day FROM cust c JOIN _versions v
+                      ON v.tariff_code = c.tariff_code AND v.category = c.category
+            UNION ALL SELECT h.bill, v.version_day FROM cchg h JOIN cust c USING (bill) JOIN _versions v
+                      ON v.tariff_code = h.tariff_code AND v.category = c.category) x
+        ORDER BY bill, date""")
 
 
 _CUST_SQL = """CREATE TEMP TABLE cust AS
@@ -398,6 +411,8 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         raw.execute("CREATE TEMP TABLE cust AS SELECT * FROM _prepared_cust")
         raw.execute("CREATE TEMP TABLE seg AS SELECT * FROM _prepared_seg")
         raw.execute("CREATE TEMP TABLE yseg AS SELECT * FROM _prepared_yseg")
+        raw.execute("CREATE TEMP TABLE cchg AS SELECT * FROM _prepared_cchg")
+        raw.execute("CREATE TEMP TABLE cday AS SELECT * FROM _prepared_cday")
     buckets, mine = None, ""
     if own:     # one task of storage.dist: the buckets of its meters, the rows of its meters
         metered = np.asarray(_read(con, "SELECT DISTINCT meter_id FROM seg")["meter_id"], np.int64)
@@ -414,8 +429,8 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         SELECT DISTINCT meter_id, date FROM (
             SELECT meter_id, seg_from AS date FROM seg WHERE NOT (seg_from = meter_from AND seg_from > $s)
             UNION ALL SELECT meter_id, seg_to FROM seg
-            UNION ALL SELECT s.meter_id, c.change_date FROM cust c JOIN seg s ON s.bill = c.bill
-                      AND c.change_date >= s.seg_from AND c.change_date < s.seg_to WHERE c.change_date > $s
+            UNION ALL SELECT s.meter_id, c.date FROM cday c JOIN seg s ON s.bill = c.bill
+                      AND c.date >= s.seg_from AND c.date < s.seg_to
         ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
                                                   AND mon.ae_fwd IS NOT NULL)""")
     dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
@@ -471,25 +486,23 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
             GROUP BY customer_id""")
     else:
         con.execute("CREATE TEMP TABLE hist (customer_id BIGINT, hist_e BIGINT, hist_days BIGINT)")
-    chg = ",\n".join(f"coalesce(CASE WHEN dm.ae_fwd IS NOT NULL THEN dm.{r} ELSE dd.{r} END, -1) AS chg_{r}"
-                     for r in _REGS)
-    t = _arrow(con.execute(f"""
+    t = _arrow(con.execute("""
         SELECT c.*, EXISTS (SELECT 1 FROM seg s WHERE s.bill = c.bill) AS has_point,
                y.ytd AS cum_prev, y.ytd_known, coalesce(h.hist_e, 0) AS hist_e,
                coalesce(h.hist_days, 0) AS hist_days,
-               coalesce(datediff('day', DATE '1970-01-01', c.change_date), -1) AS change_date_days,
-               {chg}
+               coalesce(datediff('day', DATE '1970-01-01', c.change_date), -1) AS change_date_days
         FROM cust c
         LEFT JOIN hist h ON h.customer_id = c.customer_id
         JOIN ytd y ON y.bill = c.bill
-        LEFT JOIN (SELECT DISTINCT ON (bill) bill, meter_id, seg_from, seg_to FROM seg s2
-                   JOIN cust c2 USING (bill) WHERE c2.change_date >= s2.seg_from AND c2.change_date < s2.seg_to) cs
-             ON cs.bill = c.bill
-        LEFT JOIN mon dm ON dm.meter_id = cs.meter_id AND dm.date = c.change_date
-        LEFT JOIN day dd ON dd.meter_id = cs.meter_id AND dd.date = c.change_date
         ORDER BY c.bill"""))
+    # the assignment changes, and the frozen reading on each day the month may be split on (of the segment
+    # holding that day)
+    changes = _arrow(con.execute("""SELECT bill, datediff('day', DATE '1970-01-01', change_date) AS days,
+                                           tariff_code FROM cchg ORDER BY bill, change_date"""))
+    frozen = _read(con, _frozen_sql())
     cat = t.column("category").combine_chunks().dictionary_encode()
-    codes = pa.chunked_array([t.column("tariff_code"), t.column("new_tariff_code")]).combine_chunks().dictionary_encode()
+    codes = pa.chunked_array([t.column("tariff_code"), t.column("new_tariff_code"),
+                              changes.column("tariff_code")]).combine_chunks().dictionary_encode()
     n = t.num_rows
     code_idx = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     num = lambda name: t.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
@@ -502,8 +515,11 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         "hist_days": num("hist_days").astype(np.int64), "pf_std_x100": num("pf_std_x100").astype(np.int64),
         "ytd_known": num("ytd_known").astype(bool),
         # the tariff assignment at the period start and its change (into inp.tariff_codes; −1 none)
-        "tariff_code_idx": code_idx[:n], "new_tariff_code_idx": code_idx[n:],
+        "tariff_code_idx": code_idx[:n], "new_tariff_code_idx": code_idx[n:2 * n],
     }
+    chg = {"bill": changes.column("bill").to_numpy(zero_copy_only=False).astype(np.int64),
+           "days": changes.column("days").to_numpy(zero_copy_only=False).astype(np.int64), "code_idx": code_idx[2 * n:]}
+    frz = {k: np.asarray(v).astype(np.int64) for k, v in frozen.items()}
     # the kernel's code of each basic-charge method (BASIC_KINDS), mapped once per distinct name
     basic = t.column("basic").combine_chunks().dictionary_encode()
     codes_of = np.array([BASIC_KINDS.get(v, 0) for v in basic.dictionary.to_pylist()] or [0], np.int64)
@@ -511,8 +527,6 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     for k in ("tx_capacity_kva", "tx_p0_w", "tx_pk_w", "tx_loss_rate_bp", "line_loss_rate_bp", "contract_kw",
               "tx_i0_x100", "tx_uk_x100", "tx_q_loss_rate_bp"):
         bill[k] = num(k).astype(np.int64)
-    for r in _REGS:
-        bill[f"chg_{r}"] = num(f"chg_{r}").astype(np.int64)
     segcols = {k: np.asarray(v) for k, v in seg.items()}
     for k in segcols:
         if k == "tou_check":
@@ -522,10 +536,26 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         else:
             segcols[k] = segcols[k].astype(np.int64)
     inp = R.RunInput(start, end, [str(x) for x in cat.dictionary.to_pylist()], [str(x) for x in codes.dictionary.to_pylist()],
-                     bill, segcols)
+                     bill, segcols, chg, frz)
     text = t.select(["customer_id", "customer_no", "name", "category", "voltage_v", "tariff_code", "new_tariff_code",
                      "point_id"])
     return inp, text
+
+
+def _frozen_sql() -> str:
+    """The frozen reading (monthly settlement where it has the total, else the daily freeze) of each ``cday``
+    row, of the segment holding that day: ``bill``, ``days`` (since 1970-01-01), a column per register."""
+    regs = ",\n".join(f"coalesce(CASE WHEN dm.ae_fwd IS NOT NULL THEN dm.{r} ELSE dd.{r} END, -1) AS {r}"
+                      for r in _REGS)
+    return f"""
+        SELECT c.bill, datediff('day', DATE '1970-01-01', c.date) AS days, {regs}
+        FROM cday c
+        LEFT JOIN (SELECT DISTINCT ON (c2.bill, c2.date) c2.bill, c2.date, s2.meter_id FROM cday c2
+                   JOIN seg s2 ON s2.bill = c2.bill AND c2.date >= s2.seg_from AND c2.date < s2.seg_to
+                   ORDER BY c2.bill, c2.date, s2.seg_from) cs ON cs.bill = c.bill AND cs.date = c.date
+        LEFT JOIN mon dm ON dm.meter_id = cs.meter_id AND dm.date = c.date
+        LEFT JOIN day dd ON dd.meter_id = cs.meter_id AND dd.date = c.date
+        ORDER BY c.bill, c.date"""
 
 
 def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs: TariffSet | None = None) -> dict:
@@ -554,6 +584,9 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
                                  "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
         yseg = _arrow(con.execute("SELECT o._task, s.* FROM yseg s JOIN cust c USING (bill) "
                                   "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
+        by_bill = {name: _arrow(con.execute(f"SELECT o._task, x.* FROM {name} x JOIN cust c USING (bill) "
+                                            f"JOIN own o USING (customer_id) ORDER BY o._task, x.bill, x.{col}"))
+                   for name, col in (("cchg", "change_date"), ("cday", "date"))}
         n_cust = con.execute("SELECT count(*) FROM cust").fetchone()[0]
         if cust.num_rows != n_cust:
             raise StorageError(f"bill run {period}: {n_cust - cust.num_rows} customer(s) in no task; nothing was billed")
@@ -569,6 +602,10 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
         y_task = yseg.column("_task").to_numpy()
         y_lo = np.searchsorted(y_task, np.arange(len(keys) + 1))
         yseg = _with_bill(yseg.drop_columns(["_task"]), new_of_old[yseg.column("bill").to_numpy()])
+        lo_of = {}
+        for name, tb in by_bill.items():
+            lo_of[name] = np.searchsorted(tb.column("_task").to_numpy(), np.arange(len(keys) + 1))
+            by_bill[name] = _with_bill(tb.drop_columns(["_task"]), new_of_old[tb.column("bill").to_numpy()])
         # meters outside the task's home buckets, and their monthly readings in one pass
         meter = seg.column("meter_id").to_numpy()
         home = np.zeros((len(keys), schema.N_BUCKETS), bool)
@@ -591,6 +628,8 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
         out[k] = {"cust": cust.slice(c_lo[i], c_lo[i + 1] - c_lo[i]).combine_chunks(),
                   "seg": seg.slice(s_lo[i], s_lo[i + 1] - s_lo[i]).combine_chunks(),
                   "yseg": yseg.slice(y_lo[i], y_lo[i + 1] - y_lo[i]).combine_chunks(),
+                  **{name: tb.slice(lo_of[name][i], lo_of[name][i + 1] - lo_of[name][i]).combine_chunks()
+                     for name, tb in by_bill.items()},
                   "home": set(tasks[k][0]), "foreign": rows.filter(pa.array(np.isin(rm, mine)))}
     return out
 
