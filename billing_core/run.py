@@ -15,17 +15,18 @@ the last daily freeze and the remainder is billed as 平, 平段取差).
 Which tariff prices a bill: the tariff file the customer's tariff assignment chooses
 (:meth:`billing_core.tariff.TariffSet.price_from_tariff_assignment`: the file listing its code, else the
 category's default) at the customer's voltage level, in the version and season in force on the period's
-first day.  A change of
-the customer's tariff assignment (``customer_tariffs``) or a new tariff version inside the period
-splits the bill at that day (:func:`billing_core.engine.split_at_change`) by the day's frozen reading,
-else pro rata by days.  The metering point's basic-charge method and 力调 standard (the archive's
-``points.basic_charge`` / ``pf_standard_x100``) override the tariff file's — the customer chose them
-(1583号 lets a two-part customer choose capacity or demand); a single-rate tariff never gets a basic
-charge.
+first day.  Every change of the customer's tariff assignment (``customer_tariffs``) and every new
+version of the tariff in force inside the period splits the bill at that day
+(:func:`mid_period_tariff_changes`: as many parts as changes, :func:`billing_core.engine.split_at_changes`)
+by the day's frozen reading, else pro rata by days.  The metering point's basic-charge method and 力调
+standard (the archive's ``points.basic_charge`` / ``pf_standard_x100``) override the tariff file's — the
+customer chose them (1583号 lets a two-part customer choose capacity or demand); a single-rate tariff
+never gets a basic charge.
 
 Bill review (核算审核): a bill is *held* (not issued) when any review flag is set — the energy flags of
 :mod:`billing_core.energy` (missing or estimated reading, negative energy, register rollover, TOU
-mismatch, zero consumption) and ``R_JUMP`` (daily energy over 3× or under ⅓ of the customer's history,
+mismatch — per segment, :func:`billing_core.energy.tou_registers_do_not_add_up` —, zero consumption) and
+``R_JUMP`` (daily energy over 3× or under ⅓ of the customer's history,
 when the history averages at least 1 kWh a day), ``R_REVERSE`` (reverse active energy registered: a
 reverse-running meter), ``R_NO_POINT`` (a customer without a metering point in the period),
 ``R_NO_REACTIVE`` (力调 without a reactive reading, :func:`hold_without_reactive`) and ``R_NO_YTD`` (annual

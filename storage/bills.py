@@ -464,7 +464,10 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
                     ELSE coalesce({pick('p', 'quality')}, 0) END AS prev_quality,
                coalesce({pick('n', 'quality')}, 0) AS now_quality,
                coalesce(nm.md_fwd, -1) AS md,
-               NOT (s.seg_to = s.meter_to AND s.seg_to < $e) AS tou_check
+               -- the TOU check (billing_core.energy.tou_registers_do_not_add_up) is skipped only where the
+               -- segment ends on a meter's removal; a CT/PT change of a meter still in place (meter_to NULL)
+               -- ends on the freeze of every register and is checked (NOT (NULL = ...) was NULL: unchecked)
+               NOT coalesce(s.seg_to = s.meter_to AND s.seg_to < $e, false) AS tou_check
         FROM seg s
         LEFT JOIN mon pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
         LEFT JOIN day pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from

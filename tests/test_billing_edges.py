@@ -220,9 +220,10 @@ def test_funds_quantity_includes_the_loss(kernels):
 
 
 # --- 5 and 9: what the run reads — a hand-made archive and lake ---------------------------------------
-def _site(d: pathlib.Path, readings: dict, opening=None, daily=None) -> pathlib.Path:
+def _site(d: pathlib.Path, readings: dict, opening=None, daily=None, cts=None) -> pathlib.Path:
     """One residential customer (id 1, meter 1, CT 1) on annual tiers, with monthly settlement readings
-    ``readings`` (date → ae_fwd, 0.01 kWh; 尖峰平谷 all 平), archive imported into ``d``."""
+    ``readings`` (date → ae_fwd, 0.01 kWh; 尖峰平谷 all 平 — or date → {register: value}, TOU registers not
+    given 0), archive imported into ``d``.  ``cts``: the multiplier history [(valid_from, CT), ...]."""
     files = d / "archive-files"
     files.mkdir(parents=True)
     tables = {
@@ -244,6 +245,9 @@ def _site(d: pathlib.Path, readings: dict, opening=None, daily=None) -> pathlib.
                    "basic_charge": ["none"], "pf_standard_x100": [0]},
         "point_multipliers": {"point_id": [1], "valid_from": [dt.date(2020, 1, 1)], "valid_to": pa.nulls(1, pa.date32()),
                               "ct_ratio": [1], "pt_ratio": [1]},
+        **({"point_multipliers": {"point_id": [1] * len(cts), "valid_from": [f for f, _ in cts],
+                                  "valid_to": pa.array([f for f, _ in cts[1:]] + [None], pa.date32()),
+                                  "ct_ratio": [c for _, c in cts], "pt_ratio": [1] * len(cts)}} if cts else {}),
         "point_meters": {"point_id": [1], "meter_id": [1], "valid_from": [dt.date(2020, 1, 1)],
                          "valid_to": pa.nulls(1, pa.date32()), "install_reading_x100": [0],
                          "removal_reading_x100": pa.nulls(1, pa.int64())},
@@ -258,7 +262,8 @@ def _site(d: pathlib.Path, readings: dict, opening=None, daily=None) -> pathlib.
     for kind, day, value in ([(schema.MONTHLY, k, v) for k, v in readings.items()]
                              + [(schema.DAILY, k, v) for k, v in (daily or {}).items()]):
         ts = (day - dt.date(1970, 1, 1)).days * 86_400 - schema.LOCAL_OFFSET_S
-        regs = {"ae_fwd": value, "ae_fwd_t1": 0, "ae_fwd_t2": 0, "ae_fwd_t3": value, "ae_fwd_t4": 0}
+        regs = ({"ae_fwd_t1": 0, "ae_fwd_t2": 0, "ae_fwd_t4": 0, **value} if isinstance(value, dict) else
+                {"ae_fwd": value, "ae_fwd_t1": 0, "ae_fwd_t2": 0, "ae_fwd_t3": value, "ae_fwd_t4": 0})
         cols = {"meter_id": np.ones(len(regs), np.int64),
                 "register": np.array([schema.REGISTER_CODES[r] for r in regs], np.int16),
                 "ts_utc": np.full(len(regs), ts, np.int64), "value": np.array(list(regs.values()), np.int64),
@@ -449,3 +454,33 @@ def test_basic_line_when_only_the_second_part_is_two_part(kernels, tmp_path):
     basic = [i for i in range(len(items["code"])) if R.ITEM_CODES[items["code"][i]][0] == "basic"]
     assert len(basic) == 1 and items["amount_fen"][basic[0]] == 960_000
     assert items["quantity"][basic[0]] == 5_000_000 and items["unit_price"][basic[0]] == -1
+
+
+def test_tou_sum_is_checked_per_segment_before_the_multiplier_at_a_ct_change(tmp_path):
+    """A CT change 1 → 2 on 2026-06-16 (the meter stays): June has two segments, read at 06-01 and 07-01
+    (monthly) and at the 06-16 00:00 daily freeze (every register).
+
+    (a) 06-01 total 1 000.00 kWh, 平 1 000.00; 06-16 total 1 100.00, 平 1 090.00; 07-01 total 1 200.00,
+        平 1 190.03.  Segment 1 (CT 1): total 100.00 kWh, TOU 90.00 — 10.00 kWh apart, beyond the 0.04 kWh
+        tolerance: held, "TOU registers do not add up to the total" (分时电量不平).  The run skipped the check
+        on a segment ending at a CT change of a meter still in place (its ``tou_check`` came out NULL → False)
+        and issued the bill.  Found by the property test (which=1, seed=25022711: July customer 38).
+    (b) the same with 06-16 平 1 100.00 and 07-01 平 1 200.03: segment 1 adds up; segment 2 (CT 2) total
+        100.00, TOU 100.03 kWh at the meter — 0.03 kWh apart, within the tolerance (0.06 kWh after CT × 2,
+        which is not what is checked): issued; energy 100 + 2 × 100 = 300.00 kWh.
+    """
+    cts = [(dt.date(2020, 1, 1), 1), (dt.date(2026, 6, 16), 2)]
+
+    def june(d, t3_mid, t3_end):
+        _site(d, {dt.date(2026, 1, 1): 0, dt.date(2026, 6, 1): 100_000,
+                  dt.date(2026, 7, 1): {"ae_fwd": 120_000, "ae_fwd_t3": t3_end}},
+              cts=cts, daily={dt.date(2026, 6, 16): {"ae_fwd": 110_000, "ae_fwd_t3": t3_mid}})
+        bills.run(d, "2026-06")
+        return bills.read_bills(d, "2026-06").to_pylist()[0]
+
+    b = june(tmp_path / "a", 109_000, 119_003)
+    assert b["segments"] == 2 and b["status"] == "held"
+    assert b["flags"] == R.F_TOU_MISMATCH and b["reasons_zh"] == "分时电量不平"
+    b = june(tmp_path / "b", 110_000, 120_003)
+    assert b["segments"] == 2 and b["status"] == "issued" and b["flags"] == 0
+    assert b["e_total_kwh_x100"] == 30_000 and b["e_flat_kwh_x100"] == 30_000

@@ -494,11 +494,13 @@ def test_basic_charge_of_a_two_part_version_starting_in_the_month(small_fleets, 
         assert diffs == [], f"kernels {mode}:\n" + "\n".join(diffs)
 
 
-@pytest.mark.xfail(strict=True, reason="open: July customer 38 (IND-TOU-2PART, a CT change, 2 segments) — the "
-                   "reference holds it for 'TOU registers do not add up to the total' as well, the run does not; "
-                   "which side reads the TOU-sum rule right over two segments is not settled yet")
 def test_tou_sum_hold_over_two_segments(small_fleets, tmp_path_factory):
-    """Found by the property test (which=1, seed=25022711) after this round's merge; kept as a strict xfail
-    so that the fix (in the run or in the reference) turns it into a failure that removes this mark."""
+    """Found by the property test (which=1, seed=25022711): July customer 38 (IND-TOU-2PART, CT 250 → 500 on
+    07-28, the meter stays).  Its first segment's TOU registers add up to 290.71 of the total's 302.39 (0.01
+    kWh at the meter): the reference holds the bill ("TOU registers do not add up to the total"), the run did
+    not — its segment table marked a segment ending at a CT change of a meter still in place as not to be
+    checked (``NOT (seg_to = meter_to AND ...)`` is NULL when meter_to is NULL).  The reference was right;
+    the run is fixed (storage.bills, billing_core.energy.tou_registers_do_not_add_up; worked by hand in
+    test_billing_edges::test_tou_sum_is_checked_per_segment_before_the_multiplier_at_a_ct_change)."""
     test_random_tariffs_and_points_equal_the_reference.hypothesis.inner_test(
         small_fleets, tmp_path_factory, which=1, seed=25022711, change=None)
