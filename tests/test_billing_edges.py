@@ -65,7 +65,12 @@ def compute(bill: dict, segs: list[dict], span=JUNE, codes=("RES-TIER", "COM-TOU
     for k, v in list(b.items()) + list(s.items()):
         if v.dtype != bool and k not in ("prev_quality", "now_quality"):
             (b if k in b else s)[k] = v.astype(np.int64)
-    out, items, table = R.compute(R.RunInput(span[0], span[1], CATS, list(codes), b, s), TS)
+    frozen = None
+    if "frozen" in bill:             # the frozen readings of several days (long format), not just ``chg``
+        days = sorted(bill["frozen"])
+        frozen = {"bill": np.zeros(len(days), np.int64), "days": np.array([_days(x) for x in days], np.int64),
+                  **{r: np.array([bill["frozen"][x].get(r, -1) for x in days], np.int64) for r in R.REGS}}
+    out, items, table = R.compute(R.RunInput(span[0], span[1], CATS, list(codes), b, s, frozen=frozen), TS)
     R.check_items(out, items)
     return {k: (int(v[0]) if np.ndim(v) else v) for k, v in out.items()}, items
 
@@ -484,3 +489,45 @@ def test_tou_sum_is_checked_per_segment_before_the_multiplier_at_a_ct_change(tmp
     b = june(tmp_path / "b", 110_000, 120_003)
     assert b["segments"] == 2 and b["status"] == "issued" and b["flags"] == 0
     assert b["e_total_kwh_x100"] == 30_000 and b["e_flat_kwh_x100"] == 30_000
+
+
+def test_assignment_change_and_new_version_split_the_month_in_three(kernels, tmp_path):
+    """General commercial (peak register only), June 2026: the default file gets a version from 06-11 with peak
+    1.2000 (under 1 kV; 1.0430 before), and the customer moves COM-TOU → COM-TOU-2021 (peak 1.0937) on
+    06-21.  The meter reads 峰 0 on 06-01, 50.00 kWh on 06-11 and 200.00 on 06-21 (daily freezes), 300.00 on
+    07-01.
+
+    Three parts: 50 × 1.0430 + 150 × 1.2000 + 100 × 1.0937 = 52.15 + 180.00 + 109.37 = 341.52 (one rounding);
+    funds 300 × 0.027575 = 8.2725 → 8.27; total 349.79.  The run split in two at 06-21 and priced 06-01..20
+    at the old version: 200 × 1.0430 + 109.37 = 317.97.  Without the 06-11 reading that cut goes by days
+    (300 × 10/30 = 100 kWh) while the 06-21 one still follows its reading: 104.30 + 120.00 + 109.37 = 333.67.
+    """
+    import shutil
+    d = tmp_path / "tariffs"
+    shutil.copytree(pathlib.Path(R.__file__).with_name("tariffs"), d)
+    f = d / "general_commercial.toml"
+    text = f.read_text()
+    new = text[text.index("[[version]]"):].replace("effective = 2026-01-01", "effective = 2026-06-11")
+    new = new.replace('peak = "1.0430"', 'peak = "1.2000"', 1)
+    assert '"1.2000"' in new
+    f.write_text(text + "\n" + new)
+    tou = {"ae_fwd_t1": 0, "ae_fwd_t3": 0, "ae_fwd_t4": 0}
+
+    def peak(kwh_x100):
+        return {"ae_fwd": kwh_x100, "ae_fwd_t2": kwh_x100, **tou}
+
+    global TS
+    saved, TS = TS, TariffSet.load(d)
+    try:
+        bill = {"category": "general_commercial", "voltage_v": 380, "code": "COM-TOU", "new_code": "COM-TOU-2021",
+                "change": dt.date(2026, 6, 21)}
+        out, _ = compute({**bill, "frozen": {dt.date(2026, 6, 11): peak(5_000), dt.date(2026, 6, 21): peak(20_000)}},
+                         [{"prev": peak(0), "now": peak(30_000)}])
+        by_days, _ = compute({**bill, "frozen": {dt.date(2026, 6, 21): peak(20_000)}},
+                             [{"prev": peak(0), "now": peak(30_000)}])
+    finally:
+        TS = saved
+    assert out["parts"] == 3 and out["change_day"] == 11
+    assert out["energy_peak_fen"] == 5_215 + 18_000 + 10_937 == 34_152
+    assert out["funds_fen"] == 827 and out["total_fen"] == 34_979
+    assert by_days["parts"] == 3 and by_days["energy_peak_fen"] == 10_430 + 12_000 + 10_937
