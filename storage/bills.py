@@ -354,6 +354,45 @@ _YSEG_SQL = """CREATE TEMP TABLE yseg AS
         """
 
 
+def _segment_readings(segs: str, mon: str, day: str, span_from: str, span_to: str, regs) -> str:
+    """The SELECT of each segment of the table ``segs`` with its readings, in (bill, start) order: ``seg_bill``,
+    ``meter_id``, ``digits``, ``ct``, ``pt``, ``days``, ``prev_<r>`` / ``now_<r>`` of the registers ``regs``
+    (−1 none), ``prev_quality``, ``now_quality``, ``md`` (maximum demand at the end, −1 none), ``tou_check``.
+
+    A segment of the span [``span_from``, ``span_to``) (SQL expressions: the period's, or the year-to-date's)
+    starts on the install reading where its meter was installed inside the span (a meter installed at 0 has
+    every register at 0), else on the 00:00 reading of its first day; it ends on the removal reading where its
+    meter was removed inside the span (the total register only), else on the 00:00 reading of its end day.
+    A 00:00 reading is the monthly settlement one (``mon``) where it has the total, else the daily freeze
+    (``day``).  Serves the month's segments and the year-to-date's (:func:`_year_to_date`)."""
+    def pick(alias, reg):
+        return f"CASE WHEN {alias}m.ae_fwd IS NOT NULL THEN {alias}m.{reg} ELSE {alias}d.{reg} END"
+
+    installed = f"s.seg_from = s.meter_from AND s.seg_from > {span_from}"
+    # NULL where the meter is still in place (meter_to NULL): not removed
+    removed = f"coalesce(s.seg_to = s.meter_to AND s.seg_to < {span_to}, false)"
+    prev = [f"coalesce(CASE WHEN {installed} THEN s.install ELSE {pick('p', r)} END, -1) AS prev_{r}" if r == "ae_fwd"
+            else f"coalesce(CASE WHEN {installed} THEN (CASE WHEN s.install = 0 THEN 0 END) "
+                 f"ELSE {pick('p', r)} END, -1) AS prev_{r}" for r in regs]
+    now = [f"coalesce(CASE WHEN {removed} THEN coalesce(s.removal, {pick('n', r)}) ELSE {pick('n', r)} END, -1) "
+           f"AS now_{r}" if r == "ae_fwd" else f"coalesce({pick('n', r)}, -1) AS now_{r}" for r in regs]
+    return f"""
+        SELECT s.bill AS seg_bill, s.meter_id, s.digits, s.ct, s.pt, (s.seg_to - s.seg_from) AS days,
+               {", ".join(prev + now)},
+               CASE WHEN {installed} THEN 0 ELSE coalesce({pick('p', 'quality')}, 0) END AS prev_quality,
+               coalesce({pick('n', 'quality')}, 0) AS now_quality,
+               coalesce(nm.md_fwd, -1) AS md,
+               -- the TOU check (billing_core.energy.tou_registers_do_not_add_up) is skipped only where the
+               -- segment ends on a meter's removal reading (a CT/PT change of a meter in place is checked)
+               NOT {removed} AS tou_check
+        FROM {segs} s
+        LEFT JOIN {mon} pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
+        LEFT JOIN {day} pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
+        LEFT JOIN {mon} nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
+        LEFT JOIN {day} nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
+        ORDER BY s.bill, s.seg_from"""
+
+
 def _year_to_date(con, raw, lfs, root, start) -> None:
     """The temp table ``ytd`` (bill, ytd, ytd_known): the year-to-date metered energy before the period,
     from the readings of ``yseg`` (see :func:`billing_core.run.year_to_date_from_readings`)."""
@@ -381,23 +420,12 @@ def _year_to_date(con, raw, lfs, root, start) -> None:
         empty = _pivot_files([])
         con.execute(f"CREATE TEMP TABLE ymon AS {empty}")
         con.execute(f"CREATE TEMP TABLE yday AS {empty}")
-    ys = _read(con, """
-        SELECT s.bill, s.digits, s.ct, s.pt,
-               coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > s.ytd_from THEN s.install
-                             WHEN pm.ae_fwd IS NOT NULL THEN pm.ae_fwd ELSE pd.ae_fwd END, -1) AS prev,
-               coalesce(CASE WHEN s.seg_to = s.meter_to AND s.seg_to < $s AND s.removal IS NOT NULL THEN s.removal
-                             WHEN nm.ae_fwd IS NOT NULL THEN nm.ae_fwd ELSE nd.ae_fwd END, -1) AS now
-        FROM yseg s
-        LEFT JOIN ymon pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
-        LEFT JOIN yday pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
-        LEFT JOIN ymon nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
-        LEFT JOIN yday nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
-        ORDER BY s.bill, s.seg_from""")
+    ys = _read(con, _segment_readings("yseg", "ymon", "yday", "s.ytd_from", "$s", ("ae_fwd",)))
     n = con.execute("SELECT count(*) FROM cust").fetchone()[0]
     bill = con.execute("SELECT bill, ytd_opening FROM cust ORDER BY bill").fetchnumpy()
     ytd, known = R.year_to_date_from_readings(
-        n, np.asarray(bill["ytd_opening"], np.int64), np.asarray(ys["bill"], np.int64),
-        np.asarray(ys["prev"], np.int64), np.asarray(ys["now"], np.int64),
+        n, np.asarray(bill["ytd_opening"], np.int64), np.asarray(ys["seg_bill"], np.int64),
+        np.asarray(ys["prev_ae_fwd"], np.int64), np.asarray(ys["now_ae_fwd"], np.int64),
         np.asarray(ys["ct"], np.int64) * np.asarray(ys["pt"], np.int64), np.asarray(ys["digits"], np.int64) + 2)
     raw.register("_ytd", pa.table({"bill": np.arange(n, dtype=np.int64), "ytd": ytd, "ytd_known": known}))
     raw.execute("CREATE TEMP TABLE ytd AS SELECT * FROM _ytd")
@@ -444,36 +472,7 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     daily = _readings(raw, lfs, root, schema.DAILY, dates, buckets, "_lake_day")
     con.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
 
-    def pick(alias, reg):
-        return (f"CASE WHEN {alias}m.ae_fwd IS NOT NULL THEN {alias}m.{reg} ELSE {alias}d.{reg} END")
-
-    tou_regs = [r for r in _REGS if r != "ae_fwd"]
-    prev_cols = ",\n".join(
-        [f"coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN s.install ELSE {pick('p', 'ae_fwd')} END, -1) AS prev_ae_fwd"]
-        + [f"coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN "
-           f"(CASE WHEN s.install = 0 THEN 0 END) ELSE {pick('p', r)} END, -1) AS prev_{r}" for r in tou_regs])
-    now_cols = ",\n".join(
-        [f"coalesce(CASE WHEN s.seg_to = s.meter_to AND s.seg_to < $e THEN coalesce(s.removal, {pick('n', 'ae_fwd')}) "
-         f"ELSE {pick('n', 'ae_fwd')} END, -1) AS now_ae_fwd"]
-        + [f"coalesce({pick('n', r)}, -1) AS now_{r}" for r in tou_regs])
-    seg = _read(con, f"""
-        SELECT s.bill AS seg_bill, s.meter_id, s.digits, s.ct, s.pt, (s.seg_to - s.seg_from) AS days,
-               {prev_cols},
-               {now_cols},
-               CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN 0
-                    ELSE coalesce({pick('p', 'quality')}, 0) END AS prev_quality,
-               coalesce({pick('n', 'quality')}, 0) AS now_quality,
-               coalesce(nm.md_fwd, -1) AS md,
-               -- the TOU check (billing_core.energy.tou_registers_do_not_add_up) is skipped only where the
-               -- segment ends on a meter's removal; a CT/PT change of a meter still in place (meter_to NULL)
-               -- ends on the freeze of every register and is checked (NOT (NULL = ...) was NULL: unchecked)
-               NOT coalesce(s.seg_to = s.meter_to AND s.seg_to < $e, false) AS tou_check
-        FROM seg s
-        LEFT JOIN mon pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
-        LEFT JOIN day pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
-        LEFT JOIN mon nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
-        LEFT JOIN day nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
-        ORDER BY s.bill, s.seg_from""")
+    seg = _read(con, _segment_readings("seg", "mon", "day", "$s", "$e", _REGS))
     # the annual tiers' year-to-date, from readings (never from a chain of earlier bills)
     _year_to_date(con, raw, lfs, root, start)
     # earlier bills: the history for the jump check
