@@ -28,7 +28,9 @@ What the run reads (see :class:`billing_core.run.RunInput` for the columns):
 * segments of each customer point: the meter history (``point_meters``: 换表 with install and removal
   readings) intersected with the multiplier history (``point_multipliers``), each segment read from
   its start to its end by the daily frozen reading of the day a change takes effect;
-* the customer's tariff assignment and its change (``customer_tariffs``) with that day's frozen reading;
+* the customer's tariff assignment and its changes in the period (``customer_tariffs``), and the frozen
+  reading of every day the month may be split on (those changes and new versions of the customer's
+  tariffs, :func:`_split_days`);
 * earlier bills (this directory): the annual-tier cumulative of the previous period of the same year,
   and the last three periods' issued energy for the jump check.
 
