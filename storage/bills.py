@@ -1329,14 +1329,24 @@ def _dec(value: int, places: int) -> str:
     return f"{sign}{s[:-places]}.{s[-places:]}"
 
 
+def _tariff_changes(b: dict) -> str:
+    """The tariff line's tail for a split month: two parts — the one change; more — the first change, the new
+    assignment (whichever day it starts) and the number of parts (each priced by its own tariff row)."""
+    if b["parts"] <= 1:
+        return ""
+    if b["parts"] == 2:
+        return f" → {b['new_tariff_code'] or b['tariff_code']} ({b['new_tariff']}) from day {b['change_day']}"
+    moved = f"; assignment → {b['new_tariff_code']}" if b["new_tariff_code"] else ""
+    return f" → ({b['new_tariff']}) from day {b['change_day']}{moved}; {b['parts']} parts (分段计费)"
+
+
 def render(shown: dict) -> str:
     """A bill as the customer reads it (电费通知单): Chinese beside English, yuan from integer fen."""
     b, items = shown["bill"], shown["items"]
     status = {"issued": "已发行 issued", "held": "暂挂 held", "released": "审核放行 released"}[b["status"]]
     lines = [f"电费账单 Electricity bill  {b['period']}   账单号 bill {b['bill_id']}",
              f"户号 customer {b['customer_no']}  户名 name {b['name']}  类别 {b['category']}  {b['voltage_v']} V",
-             f"电价 tariff {b['tariff_code']} ({b['tariff']})" + (
-                 f" → {b['new_tariff_code']} ({b['new_tariff']}) from day {b['change_day']}" if b["parts"] > 1 else ""),
+             f"电价 tariff {b['tariff_code']} ({b['tariff']})" + _tariff_changes(b),
              f"电量 energy {_dec(b['e_total_kwh_x100'], 2)} kWh: 尖 sharp {_dec(b['e_sharp_kwh_x100'], 2)}, "
              f"峰 peak {_dec(b['e_peak_kwh_x100'], 2)}, 平 flat {_dec(b['e_flat_kwh_x100'], 2)}, "
              f"谷 valley {_dec(b['e_valley_kwh_x100'], 2)}"

@@ -452,6 +452,9 @@ def test_assignment_change_and_new_version_in_one_month(small_fleets, tmp_path_f
         assert diffs == [], f"kernels {mode}:\n" + "\n".join(diffs)
         got = published(d, "2026-07")
         assert sorted(cid for cid, (row, _items) in got.items() if row["parts"] == 3) == three
+    # the printed bill names the first change, the new assignment and the number of parts
+    shown = bills.render(bills.show(d, got[three[0]][0]["customer_no"], "2026-07"))
+    assert "2026-07-11" in shown and "; assignment → COM-TOU-2021; 3 parts" in shown
 
 
 _TWO_PART_FROM_JULY_11 = """category = "large_industrial"
