@@ -13,9 +13,10 @@ Per register and segment: E = (now − prev [+ 10^digits on rollover]) × CT × 
   backwards step is a real negative energy (``F_NEGATIVE``) and is kept negative for review.
 * A missing reading gives 0 and ``F_MISSING``; an estimated one (quality ``Q_ESTIMATED``) ``F_ESTIMATED``.
 * TOU (尖/峰/平/谷) registers that do not add up to the total register within ``TOU_TOLERANCE`` give
-  ``F_TOU_MISMATCH``.  The billed 平 energy is the total minus 尖, 峰 and 谷 (平段取差), so that the
-  period energies always add up to the total register; a single-rate meter (no TOU reading at all)
-  bills everything as 平 and is not flagged.
+  ``F_TOU_MISMATCH`` (:func:`tou_registers_do_not_add_up`: per segment, in the meter's own 0.01 kWh before
+  CT × PT; a bill is held if any of its segments mismatches).  The billed 平 energy is the total minus
+  尖, 峰 and 谷 (平段取差), so that the period energies always add up to the total register; a single-rate
+  meter (no TOU reading at all) bills everything as 平 and is not flagged.
 
 Bill review (核算审核) holds a bill on any of these flags.
 """
@@ -88,8 +89,7 @@ def segment_energy(prev: Mapping, now: Mapping, ct, pt, digits=DEFAULT_DIGITS,
     tou_present = np.zeros(len(total), dtype=bool)
     if all(n in prev for n in TOU_NAMES):
         tou_present = np.any([np.asarray(prev[n]) >= 0 for n in TOU_NAMES], axis=0)
-        tou_sum = sum(raw[n] for n in TOU_NAMES)
-        mismatch = tou_present & (np.abs(tou_sum - total) > TOU_TOLERANCE)
+        mismatch = tou_registers_do_not_add_up([raw[n] for n in TOU_NAMES], total, tou_present)
         flags |= np.where(mismatch, F_TOU_MISMATCH, 0).astype(np.uint8)
         others = sum(out[n] for n in ("ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t4"))
         out["flat_billed"] = np.where(tou_present, out["ae_fwd"] - others, out["ae_fwd"])
@@ -98,6 +98,23 @@ def segment_energy(prev: Mapping, now: Mapping, ct, pt, digits=DEFAULT_DIGITS,
     else:
         out["flat_billed"] = out["ae_fwd"].copy()
     return out, flags
+
+
+def tou_registers_do_not_add_up(tou_energy, total_energy, tou_present):
+    """The segments whose TOU registers (尖/峰/平/谷) do not add up to the total register: an anomaly the
+    bill is held for (DOMAIN.md: "TOU registers should sum to the total register; a mismatch is an anomaly").
+
+    The rule as read here: the check is per register-reading pair of one segment (one meter under one
+    multiplier, from its start reading to its end reading), on the energies in the meter's own units
+    (0.01 kWh, *before* CT × PT — the tolerance is the meter's resolution: four registers each truncated to
+    0.01 kWh miss the total by less than ``TOU_TOLERANCE``, whatever the multiplier), and a bill is held if
+    any of its segments mismatches (the flags of the segments are united, :func:`sum_by_bill`).  A segment
+    ending on a CT/PT change is checked like any other (both ends are 00:00 freezes of every register); one
+    ending on a meter's removal reading (the total only) is not — its caller masks it (``tou_check``).
+    ``tou_energy``: the four TOU registers' energies, ``tou_present``: where the meter has TOU registers.
+    """
+    tou_sum = sum(np.asarray(e, dtype=np.int64) for e in tou_energy)
+    return np.asarray(tou_present, bool) & (np.abs(tou_sum - np.asarray(total_energy, np.int64)) > TOU_TOLERANCE)
 
 
 def sum_by_bill(bill_index, n_bills: int, columns: Mapping) -> dict:

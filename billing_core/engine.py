@@ -211,46 +211,79 @@ def price(rows: ChargeRows, table: TariffTable, kernel=None, exact: bool | None 
 
 
 def split_at_change(rows: ChargeRows, change_day, new_row, e_before=None):
-    """Split the rows whose tariff changes on day ``change_day`` (1-based day of the period, 0 = none).
+    """Split the rows whose tariff changes on day ``change_day`` (1-based day of the period, 0 = none) in two:
+    :func:`split_at_changes` with at most one change per row.
 
-    ``new_row`` is the tariff row from that day on.  With ``e_before`` (a tuple of the four period
-    energies up to the change, from that day's frozen reading) the energy is split there; else pro rata
-    by days (round half away from zero on the first part, the rest to the second, so nothing is lost).
-    Basic charge and monthly tier limits follow the days (1583号: basic charge by days of use);
-    the second part of an annual-tier row continues the year-to-date cumulative of the first.
-    Returns new :class:`ChargeRows` with ``bill`` set to the original row numbers.
+    ``new_row`` is the tariff row from that day on; ``e_before`` (optional) a tuple of the four period
+    energies of each row up to the change, from that day's frozen reading.
     """
     n = len(rows.tariff_row)
     change_day = np.broadcast_to(np.asarray(change_day, dtype=np.int64), (n,))
     new_row = np.broadcast_to(np.asarray(new_row, dtype=np.int32), (n,))
     split = np.flatnonzero((change_day > 1) & (change_day <= rows.period_days))
-    keep = np.arange(n)
-    days1 = (change_day[split] - 1).astype(np.int32)
-    first = {k: np.asarray(getattr(rows, k)).copy() for k in INPUTS}
-    second = {k: np.asarray(getattr(rows, k))[split].copy() for k in INPUTS}
+    before = None if e_before is None else tuple(np.asarray(e, dtype=np.int64)[split] for e in e_before)
+    return split_at_changes(rows, split, change_day[split], new_row[split], before)
+
+
+def split_at_changes(rows: ChargeRows, cut_row, cut_day, cut_tariff_row, e_before=None):
+    """Split rows at every day their tariff changes: one charge part per stretch between changes.
+
+    A change ``j`` (long format, any number per row) splits row ``cut_row[j]`` on day ``cut_day[j]``
+    (1-based day of the period; a day outside 2..period_days is ignored) into the tariff row
+    ``cut_tariff_row[j]`` from that day on.  ``e_before`` (a tuple of the four period energies of each
+    change, 0.01 kWh) is the energy of the row *from the period start up to* that change — from that day's
+    frozen reading; without it the cumulative energy to the change is pro rata by days, rounded half away
+    from zero (so every part but the last is rounded on its cumulative days and the last takes the rest:
+    nothing is lost).  The reactive energy is always split by days.  Basic charge and monthly tier limits
+    follow each part's days (1583号: basic charge by days of use); an annual-tier part continues the
+    year-to-date cumulative of the parts before it; every part carries the month's one power factor
+    (ruling: one monthly average power factor).  Returns new :class:`ChargeRows` with ``bill`` set to the
+    original row numbers, the parts of a row in day order.
+    """
+    n = len(rows.tariff_row)
+    cut_row = np.asarray(cut_row, dtype=np.intp)
+    cut_day = np.asarray(cut_day, dtype=np.int64)
+    cut_tariff_row = np.asarray(cut_tariff_row, dtype=np.int32)
+    period_days = np.asarray(rows.period_days, dtype=np.int64)
+    ok = (cut_day > 1) & (cut_day <= period_days[cut_row])
     energies = ("e_sharp", "e_peak", "e_flat", "e_valley", "q")
-    # the month's one power factor on every part (ruling: one monthly average power factor)
-    whole_pf = first["pf_x100"][split] == PF_FROM_ROW
-    if whole_pf.any():
-        p = sum(first[k][split] for k in energies[:4])
-        first["pf_x100"][split[whole_pf]] = monthly_average_power_factor(p[whole_pf], first["q"][split][whole_pf])
-        second["pf_x100"] = first["pf_x100"][split].copy()
+    whole = {k: np.asarray(getattr(rows, k), dtype=np.int64) for k in energies}
+    # the energy of each row from the period start up to each change (cumulative): the frozen reading's,
+    # else by days
+    cum = {}
     for j, k in enumerate(energies):
-        whole = first[k][split]
         if e_before is not None and k != "q":
-            part = np.asarray(e_before[j], dtype=np.int64)[split]
+            cum[k] = np.asarray(e_before[j], dtype=np.int64)[ok]
         else:
-            part = round_div(whole * days1, rows.period_days[split].astype(np.int64))
-        first[k][split] = part
-        second[k] = whole - part
-    second["days"] = rows.days[split] - days1
-    first["days"][split] = days1
-    second["tariff_row"] = new_row[split]
-    second["cum_prev"] = first["cum_prev"][split] + sum(first[k][split] for k in energies[:4])
-    cols = {k: np.concatenate([first[k], second[k]]) for k in INPUTS}
-    bill = np.concatenate([keep, split])
-    order = np.argsort(bill, kind="stable")
-    return ChargeRows(**{k: v[order] for k, v in cols.items()}, bill=bill[order])
+            cum[k] = round_div(whole[k][cut_row[ok]] * (cut_day[ok] - 1), period_days[cut_row[ok]])
+    # the parts: each row's first stretch from day 1, then one per change, in (row, day) order
+    bill = np.concatenate([np.arange(n, dtype=np.intp), cut_row[ok]])
+    day = np.concatenate([np.ones(n, np.int64), cut_day[ok]])
+    tariff_row = np.concatenate([np.asarray(rows.tariff_row, dtype=np.int32), cut_tariff_row[ok]])
+    start_cum = {k: np.concatenate([np.zeros(n, np.int64), cum[k]]) for k in energies}
+    order = np.lexsort((day, bill))
+    bill, day, tariff_row = bill[order], day[order], tariff_row[order]
+    start_cum = {k: v[order] for k, v in start_cum.items()}
+    last = np.ones(len(bill), bool)
+    last[:-1] = bill[1:] != bill[:-1]
+    nxt = np.minimum(np.arange(len(bill)) + 1, max(len(bill) - 1, 0))
+    cols = {k: np.asarray(getattr(rows, k))[bill].copy() for k in INPUTS}
+    for k in energies:
+        end_cum = np.where(last, whole[k][bill], start_cum[k][nxt])
+        cols[k] = end_cum - start_cum[k]
+    days = np.asarray(rows.days, dtype=np.int64)[bill]
+    cols["days"] = np.where(last, days - (day - 1), day[nxt] - day).astype(np.int32)
+    cols["tariff_row"] = tariff_row
+    cols["cum_prev"] = cols["cum_prev"] + sum(start_cum[k] for k in energies[:4])
+    # the month's one power factor on every part of a split row (ruling: one monthly average power factor)
+    parts_of = np.bincount(bill, minlength=n)
+    whole_pf = (np.asarray(rows.pf_x100) == PF_FROM_ROW) & (parts_of > 1)
+    if whole_pf.any():
+        idx = np.flatnonzero(whole_pf)
+        pf = np.asarray(rows.pf_x100, dtype=np.int64).copy()
+        pf[idx] = monthly_average_power_factor(sum(whole[k][idx] for k in energies[:4]), whole["q"][idx])
+        cols["pf_x100"] = pf[bill]
+    return ChargeRows(**cols, bill=bill)
 
 
 def bill_lines(items: LineItems, i: int, table: TariffTable, energies=None) -> list[tuple]:

@@ -15,17 +15,18 @@ the last daily freeze and the remainder is billed as 平, 平段取差).
 Which tariff prices a bill: the tariff file the customer's tariff assignment chooses
 (:meth:`billing_core.tariff.TariffSet.price_from_tariff_assignment`: the file listing its code, else the
 category's default) at the customer's voltage level, in the version and season in force on the period's
-first day.  A change of
-the customer's tariff assignment (``customer_tariffs``) or a new tariff version inside the period
-splits the bill at that day (:func:`billing_core.engine.split_at_change`) by the day's frozen reading,
-else pro rata by days.  The metering point's basic-charge method and 力调 standard (the archive's
-``points.basic_charge`` / ``pf_standard_x100``) override the tariff file's — the customer chose them
-(1583号 lets a two-part customer choose capacity or demand); a single-rate tariff never gets a basic
-charge.
+first day.  Every change of the customer's tariff assignment (``customer_tariffs``) and every new
+version of the tariff in force inside the period splits the bill at that day
+(:func:`mid_period_tariff_changes`: as many parts as changes, :func:`billing_core.engine.split_at_changes`)
+by the day's frozen reading, else pro rata by days.  The metering point's basic-charge method and 力调
+standard (the archive's ``points.basic_charge`` / ``pf_standard_x100``) override the tariff file's — the
+customer chose them (1583号 lets a two-part customer choose capacity or demand); a single-rate tariff
+never gets a basic charge.
 
 Bill review (核算审核): a bill is *held* (not issued) when any review flag is set — the energy flags of
 :mod:`billing_core.energy` (missing or estimated reading, negative energy, register rollover, TOU
-mismatch, zero consumption) and ``R_JUMP`` (daily energy over 3× or under ⅓ of the customer's history,
+mismatch — per segment, :func:`billing_core.energy.tou_registers_do_not_add_up` —, zero consumption) and
+``R_JUMP`` (daily energy over 3× or under ⅓ of the customer's history,
 when the history averages at least 1 kWh a day), ``R_REVERSE`` (reverse active energy registered: a
 reverse-running meter), ``R_NO_POINT`` (a customer without a metering point in the period),
 ``R_NO_REACTIVE`` (力调 without a reactive reading, :func:`hold_without_reactive`) and ``R_NO_YTD`` (annual
@@ -100,6 +101,13 @@ class RunInput:
     Per segment (length S): ``seg_bill``, ``ct``, ``pt``, ``digits`` (integer digits of the register),
     ``days``, ``prev_<reg>`` / ``now_<reg>`` for every register of ``REGS``, ``prev_quality``,
     ``now_quality``, ``md`` (maximum demand at the meter, 0.0001 kW, −1 none), ``tou_check``.
+
+    Long format (any number per bill, in bill order; ``None``: from the bill columns above, at most one
+    change each): ``changes`` — the tariff assignment changes inside the period: ``bill``, ``days`` (days
+    since 1970-01-01 the new assignment starts), ``code_idx`` (its tariff code, into ``tariff_codes``);
+    ``frozen`` — the daily frozen reading (日冻结, 00:00) of the bill's meter on each day the month may be
+    split (assignment changes and tariff versions starting in the period): ``bill``, ``days``, and a column
+    per register of ``REGS`` (−1 none).
     """
 
     start: dt.date
@@ -108,6 +116,8 @@ class RunInput:
     tariff_codes: list
     bill: dict
     seg: dict
+    changes: dict | None = None
+    frozen: dict | None = None
 
     @property
     def n(self) -> int:
@@ -150,11 +160,11 @@ def _variant_offset(inp: RunInput, R: int, assess: np.ndarray) -> np.ndarray:
 
 
 def _rows_on(inp: RunInput, tariffs: TariffSet, day: dt.date, sel: np.ndarray, key_idx: np.ndarray,
-             keys: list) -> np.ndarray:
-    """Base tariff row of the bills ``sel`` on ``day``, of their tariffs ``key_idx`` (into ``keys``: keys of
-    ``tariffs.tariffs``), looked up once per distinct (tariff, voltage)."""
+             keys: list, where: np.ndarray | None = None) -> np.ndarray:
+    """Base tariff row of the bills ``sel`` on ``day``, of their tariffs ``key_idx[where]`` (default
+    ``key_idx[sel]``; into ``keys``: keys of ``tariffs.tariffs``), looked up once per distinct (tariff, voltage)."""
     table = tariffs.table()
-    ki = key_idx[sel].astype(np.int64)
+    ki = key_idx[sel if where is None else where].astype(np.int64)
     volts = inp.bill["voltage_v"][sel]
     key = ki * 1_000_000 + volts // 1000
     uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
@@ -163,29 +173,103 @@ def _rows_on(inp: RunInput, tariffs: TariffSet, day: dt.date, sel: np.ndarray, k
     return look[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
 
 
-def _tariff_keys(inp: RunInput, tariffs: TariffSet) -> tuple[list, np.ndarray, np.ndarray]:
-    """(keys, key of the assignment at the period start, key of the new assignment or −1) per bill:
-    :meth:`billing_core.tariff.TariffSet.price_from_tariff_assignment` once per distinct (code, category)."""
+def _tariff_keys(inp: RunInput, tariffs: TariffSet) -> tuple[list, np.ndarray, tuple]:
+    """(keys, key of the assignment at the period start per bill, the assignment changes inside the period
+    as (bill, days since 1970-01-01, key)): :meth:`billing_core.tariff.TariffSet.price_from_tariff_assignment`
+    once per distinct (code, category).  Keys index ``keys`` (keys of ``tariffs.tariffs``)."""
     bill = inp.bill
     n = inp.n
+    ch = changes_of(inp)
     keys, index = [], {}
-    out = []
-    for col in ("tariff_code_idx", "new_tariff_code_idx"):
-        codes = bill.get(col, np.full(n, -1, np.int64)).astype(np.int64)
-        pair = codes * 1_000 + bill["category_idx"].astype(np.int64)
+
+    def key_of(codes, cats):
+        pair = np.asarray(codes, np.int64) * 1_000 + np.asarray(cats, np.int64)
         uniq, inv = np.unique(pair, return_inverse=True)
         look = []
         for u in uniq:
             c, cat = int(u) // 1_000, int(u) % 1_000
-            if c < 0 and col == "new_tariff_code_idx":
-                look.append(-1)
-                continue
             k = tariffs.price_from_tariff_assignment(inp.tariff_codes[c] if c >= 0 else None, inp.categories[cat])
             look.append(index.setdefault(k, len(index)))
             if len(keys) < len(index):
                 keys.append(k)
-        out.append(np.array(look, np.int64)[inv.reshape(-1)] if n else np.zeros(0, np.int64))
-    return keys, out[0], out[1]
+        return np.array(look, np.int64)[inv.reshape(-1)] if len(pair) else np.zeros(0, np.int64)
+
+    cats = bill["category_idx"].astype(np.int64)
+    key0 = key_of(bill.get("tariff_code_idx", np.full(n, -1, np.int64)), cats)
+    key_chg = key_of(ch["code_idx"], cats[ch["bill"]])
+    return keys, key0, (ch["bill"], ch["days"], key_chg)
+
+
+def changes_of(inp: RunInput) -> dict:
+    """The tariff assignment changes of :attr:`RunInput.changes`, or from the one-change bill columns
+    (``change_date_days``, ``new_tariff_code_idx``; a change to no new code keeps the code)."""
+    if inp.changes is not None:
+        return {k: np.asarray(inp.changes[k], np.int64) for k in ("bill", "days", "code_idx")}
+    bill = inp.bill
+    n = inp.n
+    days = np.asarray(bill.get("change_date_days", np.full(n, -1)), np.int64)
+    new = np.asarray(bill.get("new_tariff_code_idx", np.full(n, -1)), np.int64)
+    idx = np.flatnonzero(days >= 0)
+    old = np.asarray(bill.get("tariff_code_idx", np.full(n, -1)), np.int64)
+    return {"bill": idx, "days": days[idx], "code_idx": np.where(new[idx] >= 0, new[idx], old[idx])}
+
+
+def frozen_of(inp: RunInput) -> dict:
+    """The frozen readings of :attr:`RunInput.frozen`, or from the one-change bill columns (``chg_<reg>`` on
+    ``change_date_days``)."""
+    if inp.frozen is not None:
+        return {k: np.asarray(v, np.int64) for k, v in inp.frozen.items()}
+    days = np.asarray(inp.bill.get("change_date_days", np.full(inp.n, -1)), np.int64)
+    idx = np.flatnonzero(days >= 0)
+    out = {"bill": idx, "days": days[idx]}
+    for r in REGS:
+        out[r] = np.asarray(inp.bill.get(f"chg_{r}", np.full(inp.n, -1)), np.int64)[idx]
+    return out
+
+
+def mid_period_tariff_changes(inp: RunInput, tariffs: TariffSet, keys: list, key0: np.ndarray, chg_bill,
+                              chg_days, chg_key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each bill's month is split: ``(bill, day, key)`` of every change, in (bill, day) order — ``day``
+    the 1-based day of the period from which the tariff ``key`` (into ``keys``) prices the bill.
+
+    DOMAIN.md "Mid-period tariff change: split at the effective date" and the ruling "A customer's tariff
+    assignment (with its history) chooses the price": the month is split on every day a tariff assignment
+    (``customer_tariffs``) starts inside it, and on every day a new version of the tariff in force on that
+    stretch starts — as many parts as there are such days (an assignment change and a new price version in
+    one month: three parts).  Each part is priced by its own tariff row; the energy is split by those days'
+    frozen readings else by days (:func:`_energy_before`), and the lines are added exactly and rounded once
+    (:func:`billing_core.engine.split_at_changes`, :meth:`billing_core.engine.LineItems.by_bill`).
+    """
+    N = inp.n
+    period_days = (inp.end - inp.start).days
+    start_days = (inp.start - dt.date(1970, 1, 1)).days
+    chg_bill, chg_days, chg_key = (np.asarray(x, np.int64) for x in (chg_bill, chg_days, chg_key))
+    inside = (chg_days > start_days) & (chg_days < start_days + period_days)
+    # the assignment stretches: from day 1 with the period's first assignment, then one per change
+    s_bill = np.concatenate([np.arange(N, dtype=np.int64), chg_bill[inside]])
+    s_day = np.concatenate([np.ones(N, np.int64), chg_days[inside] - start_days + 1])
+    s_key = np.concatenate([np.asarray(key0, np.int64), chg_key[inside]])
+    order = np.lexsort((np.arange(len(s_bill)), s_day, s_bill))
+    s_bill, s_day, s_key = s_bill[order], s_day[order], s_key[order]
+    keep = np.ones(len(s_bill), bool)        # two assignments from the same day: the later one holds
+    keep[:-1] = (s_bill[1:] != s_bill[:-1]) | (s_day[1:] != s_day[:-1])
+    s_bill, s_day, s_key = s_bill[keep], s_day[keep], s_key[keep]
+    s_to = np.full(len(s_bill), period_days + 1, np.int64)
+    same = s_bill[1:] == s_bill[:-1]
+    s_to[:-1] = np.where(same, s_day[1:], period_days + 1)
+    # a new version of the stretch's tariff starting inside the stretch
+    c_bill, c_day, c_key = [s_bill[s_day > 1]], [s_day[s_day > 1]], [s_key[s_day > 1]]
+    for ki, k in enumerate(keys):
+        for v in tariffs.tariff(k).versions:
+            if inp.start < v.effective < inp.end:
+                d = (v.effective - inp.start).days + 1
+                hit = (s_key == ki) & (s_day < d) & (d < s_to)
+                c_bill.append(s_bill[hit])
+                c_day.append(np.full(int(hit.sum()), d, np.int64))
+                c_key.append(s_key[hit])
+    c_bill, c_day, c_key = (np.concatenate(x) for x in (c_bill, c_day, c_key))
+    order = np.lexsort((c_day, c_bill))
+    return c_bill[order], c_day[order], c_key[order]
 
 
 def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict, TariffTable]:
@@ -267,29 +351,24 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
     table = _variants(base)
     R = len(base.params)
     off = _variant_offset(inp, R, assessed & has_q)
-    keys, key0, key1 = _tariff_keys(inp, tariffs)
+    keys, key0, change = _tariff_keys(inp, tariffs)
     everyone = np.arange(N)
     row0 = _rows_on(inp, tariffs, inp.start, everyone, key0, keys) + off
-    change_day = np.zeros(N, np.int64)
-    chg = bill["change_date_days"]
-    start_days = (inp.start - dt.date(1970, 1, 1)).days
-    in_period = (chg > start_days) & (chg < start_days + period_days)
-    change_day[in_period] = chg[in_period] - start_days + 1
-    new_key = np.where(in_period & (key1 >= 0), key1, key0)
-    # a new tariff version inside the period splits the bills it prices
-    for ki, k in enumerate(keys):
-        for v in tariffs.tariff(k).versions:
-            if inp.start < v.effective < inp.end:
-                hit = (key0 == ki) & (change_day == 0)
-                change_day[hit] = (v.effective - inp.start).days + 1
-    new_row = row0.copy()
-    for d in np.unique(change_day[change_day > 0]):
-        sel = np.flatnonzero(change_day == d)
-        new_row[sel] = _rows_on(inp, tariffs, inp.start + dt.timedelta(days=int(d) - 1), sel, new_key, keys) + off[sel]
-    # annual tiers on either side of a change need the year-to-date (the second part continues it)
-    splits = (change_day > 1) & (change_day <= period_days)
-    annual = (table.params[row0, K.P_TIER_KIND] == K.TIER_ANNUAL) | (
-        splits & (table.params[new_row, K.P_TIER_KIND] == K.TIER_ANNUAL))
+    # the parts of the month: every assignment change and every new version of the tariff in force
+    cut_bill, cut_day, cut_key = mid_period_tariff_changes(inp, tariffs, keys, key0, *change)
+    cut_row = np.zeros(len(cut_bill), np.int64)
+    for d in np.unique(cut_day):
+        sel = np.flatnonzero(cut_day == d)
+        cut_row[sel] = _rows_on(inp, tariffs, inp.start + dt.timedelta(days=int(d) - 1), cut_bill[sel], cut_key,
+                                keys, where=sel) + off[cut_bill[sel]]
+    parts = np.bincount(cut_bill, minlength=N).astype(np.int64) + 1
+    first_cut = np.full(N, -1, np.int64)
+    first_cut[cut_bill[::-1]] = np.arange(len(cut_bill))[::-1]
+    new_row = np.where(first_cut >= 0, cut_row[np.maximum(first_cut, 0)] if len(cut_row) else -1, -1)
+    change_day = np.where(first_cut >= 0, cut_day[np.maximum(first_cut, 0)] if len(cut_day) else 0, 0)
+    # annual tiers in any part need the year-to-date (a later part continues it)
+    annual = table.params[row0, K.P_TIER_KIND] == K.TIER_ANNUAL
+    np.logical_or.at(annual, cut_bill, table.params[cut_row, K.P_TIER_KIND] == K.TIER_ANNUAL)
     ytd_known = bill.get("ytd_known", np.ones(N, bool))
     flags |= np.where(annual & ~ytd_known, R_NO_YTD, 0).astype(np.uint16)
     cum_prev = np.where(ytd_known, bill["cum_prev"], 0)
@@ -298,17 +377,25 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
         q=a_q, cum_prev=cum_prev, demand=demand, capacity_kva=np.maximum(bill["tx_capacity_kva"], 0),
         contract_kw=np.maximum(bill["contract_kw"], 0), days=period_days, period_days=period_days,
         pf_x100=pf_month)
-    e_before = _energy_before(inp, sums, periods, change_day, loss_p, period_days)
-    parts = ((change_day > 1) & (change_day <= period_days)).astype(np.int64) + 1
-    if (parts > 1).any():
-        rows = engine.split_at_change(rows, change_day, new_row.astype(np.int32), e_before)
-    items = engine.price(rows, table, kernel).by_bill(rows.bill, N, table)
+    if len(cut_bill):
+        e_before = _energy_before(inp, sums, periods, cut_bill, cut_day, loss_p, period_days)
+        rows = engine.split_at_changes(rows, cut_bill, cut_day, cut_row.astype(np.int32), e_before)
+    priced = engine.price(rows, table, kernel)
+    items = priced.by_bill(rows.bill, N, table)
+    # the basic charge's kind on the bill: the first part's that has one (a version may start two-part)
+    basic_kind = table.params[row0, K.P_BASIC_KIND].copy()
+    if rows.bill is not None:
+        kinds = table.params[rows.tariff_row, K.P_BASIC_KIND]
+        has = np.flatnonzero(kinds != K.BASIC_NONE)
+        firsts = np.full(N, K.BASIC_NONE, np.int64)
+        firsts[rows.bill[has][::-1]] = kinds[has][::-1]
+        basic_kind = firsts
 
     out = {"e_total": a_p, "e_metered": sums["e_total"], "q": a_q, "rev": sums["rev"], "loss_p": loss_p,
            "e_settled": a_p + loss_p,
            "demand": demand, "segments": sums["segments"], "parts": parts, "flags": flags,
-           "tariff_row": row0, "pf_not_assessed": assessed & ~has_q, "new_row": np.where(parts > 1, new_row, -1),
-           "change_day": np.where(parts > 1, change_day, 0)}
+           "tariff_row": row0, "pf_not_assessed": assessed & ~has_q, "new_row": new_row,
+           "change_day": change_day, "basic_kind": basic_kind}
     for c, p in zip(PERIOD_COLS, periods):
         out[c] = p
     for k in engine.ITEMS:
@@ -347,26 +434,39 @@ def hold_without_reactive(assessed: np.ndarray, has_reactive: np.ndarray) -> np.
     return np.where(np.asarray(assessed) & ~np.asarray(has_reactive), R_NO_REACTIVE, 0).astype(np.uint16)
 
 
-def _energy_before(inp, sums, periods, change_day, loss_p, period_days):
-    """Period energies up to the change day: the day's frozen reading where it is usable, else pro rata."""
-    N = inp.n
-    days1 = np.maximum(change_day - 1, 0)
-    pro = [round_div(p * days1, period_days) for p in periods]
+def _energy_before(inp, sums, periods, cut_bill, cut_day, loss_p, period_days):
+    """The four period energies of each bill from the period start up to each of its changes (``cut_bill``,
+    ``cut_day``: 1-based day): by that day's frozen reading (:attr:`RunInput.frozen`) where the bill has one
+    segment, no loss, and the reading is clean (no missing, backwards, rolled-over or TOU-mismatched
+    register) and within the month's energies; else pro rata by days, rounded half away from zero."""
+    cut_bill = np.asarray(cut_bill, np.int64)
+    days1 = np.asarray(cut_day, np.int64) - 1
+    pro = [round_div(p[cut_bill] * days1, period_days) for p in periods]
     seg, bill = inp.seg, inp.bill
-    one = sums["segments"] == 1
-    if not (one & (change_day > 1)).any():
+    one = (sums["segments"] == 1) & (loss_p == 0)
+    use = np.flatnonzero(one[cut_bill])
+    if not len(use):
         return tuple(pro)
+    # the frozen reading of each change day, looked up by (bill, day)
+    frz = frozen_of(inp)
+    start_days = (inp.start - dt.date(1970, 1, 1)).days
+    fkey = frz["bill"] * 1_000_000 + (frz["days"] - start_days + 1)
+    order = np.argsort(fkey, kind="stable")
+    fkey = fkey[order]
+    want = cut_bill[use] * 1_000_000 + days1[use] + 1
+    pos = np.minimum(np.searchsorted(fkey, want), max(len(fkey) - 1, 0))
+    found = (fkey[pos] == want) if len(fkey) else np.zeros(len(use), bool)
+    use, at = use[found], order[pos[found]]
     # the one segment of each single-segment bill, from its prev reading to the change day's freeze
-    s_idx = np.full(N, -1, np.int64)
+    s_idx = np.full(inp.n, -1, np.int64)
     s_idx[seg["seg_bill"]] = np.arange(len(seg["seg_bill"]))
-    use = np.flatnonzero(one & (change_day > 1) & (loss_p == 0))
-    s = s_idx[use]
-    e, f = energy.segment_energy({r: seg[f"prev_{r}"][s] for r in ACTIVE}, {r: bill[f"chg_{r}"][use] for r in ACTIVE},
+    s = s_idx[cut_bill[use]]
+    e, f = energy.segment_energy({r: seg[f"prev_{r}"][s] for r in ACTIVE}, {r: frz[r][at] for r in ACTIVE},
                                  seg["ct"][s], seg["pt"][s], seg["digits"][s].astype(np.int64) + 2)
     before = [e["ae_fwd_t1"], e["ae_fwd_t2"], e["flat_billed"], e["ae_fwd_t4"]]
     ok = (f & (F_MISSING | F_NEGATIVE | F_ROLLOVER | F_TOU_MISMATCH)) == 0
     for k in range(4):
-        ok &= (before[k] >= 0) & (before[k] <= periods[k][use])
+        ok &= (before[k] >= 0) & (before[k] <= periods[k][cut_bill[use]])
     out = [p.copy() for p in pro]
     for k in range(4):
         out[k][use[ok]] = before[k][ok]
@@ -396,9 +496,7 @@ def line_items(b: dict, table: TariffTable) -> dict:
     add(4, b["tier2_kwh_x100"] != 0, quantity_beside_price(b, "tier2"), par[:, K.P_INC2], b["tier2_fen"])
     add(5, b["tier3_kwh_x100"] != 0, quantity_beside_price(b, "tier3"), par[:, K.P_INC3], b["tier3_fen"])
     # the basic line where any part has a basic charge (its kind: the first such part's)
-    kind = par[:, K.P_BASIC_KIND]
-    later = table.params[np.maximum(b["new_row"], 0), K.P_BASIC_KIND]
-    kind = np.where((kind == K.BASIC_NONE) & (b["new_row"] >= 0), later, kind)
+    kind = b["basic_kind"] if "basic_kind" in b else par[:, K.P_BASIC_KIND]
     add(6, kind != K.BASIC_NONE, np.where(kind == K.BASIC_CAPACITY, b["billing_demand"] * 10_000, b["billing_demand"]),
         np.where(kind == K.BASIC_CAPACITY, par[:, K.P_PRICE_KVA], par[:, K.P_PRICE_KW]), b["basic_fen"])
     add(7, par[:, K.P_PF_STD] >= 0, b["pf_x100"], b["pf_bp"], b["pf_adjust_fen"], b["pf_bp"])

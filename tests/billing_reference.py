@@ -35,6 +35,7 @@ import pathlib
 from fractions import Fraction
 
 import duckdb
+import pyarrow as pa
 
 from gridhead.billing_core.tariff import TariffSet          # the tariff file reader: the one shared piece
 
@@ -146,13 +147,26 @@ class Data:
             self.point_meters.setdefault(r["point_id"], []).append(r)
         self.digits = {r["meter_id"]: r["register_digits"] for r in _rows(con, "SELECT * FROM a.meters")}
         self.readings = {"monthly": {}, "daily": {}}
-        # the days a bill can read: settlement days, history changes, go-live dates, tariff versions
-        days = set(extra_days)
-        for rows in (*self.assignments.values(), *self.multipliers.values(), *self.point_meters.values()):
-            for r in rows:
-                days |= {r["valid_from"], r["valid_to"]}
+        # the daily freezes a bill can read: of every meter on the 1st (where the settlement reading is missing),
+        # tariff version days and go-live dates; of a customer's meters on the days its point's meter or
+        # multiplier history or its tariff assignment changes
+        every = set(extra_days)
         if self.has_opening:
-            days |= {c["opening_ytd_date"] for c in self.customers.values()}
+            every |= {c["opening_ytd_date"] for c in self.customers.values()}
+        every.discard(None)
+        pairs = set()
+        for cid, points in self.points.items():
+            for point in points:
+                pid = point["point_id"]
+                meters = {r["meter_id"] for r in self.point_meters.get(pid, [])}
+                days = {r[k] for rows in (self.assignments.get(cid, []), self.multipliers.get(pid, []),
+                                          self.point_meters.get(pid, [])) for r in rows
+                        for k in ("valid_from", "valid_to")} - {None}
+                pairs |= {(m, day) for m in meters for day in days}
+        con.register("_every", pa.table({"date": pa.array(sorted(every), pa.date32())}))
+        con.register("_pairs", pa.table({"meter_id": pa.array([m for m, _ in pairs], pa.int64()),
+                                         "date": pa.array([day for _, day in pairs], pa.date32())}))
+        days = every | {day for _, day in pairs}
         lake = d / "lake" / "readings"
         codes = {c: n for n, c in REG_CODE.items()}
         for kind in ("monthly", "daily"):
@@ -165,6 +179,9 @@ class Data:
                 continue
             src = (f"read_parquet({files!r}, hive_partitioning = true, "
                    f"hive_types = {{'date': DATE, 'bucket': INTEGER}})")
+            if kind == "daily":
+                src = f"""(SELECT * FROM {src} x WHERE day(x.date) = 1 OR x.date IN (SELECT date FROM _every)
+                           OR EXISTS (SELECT 1 FROM _pairs p WHERE p.meter_id = x.meter_id AND p.date = x.date))"""
             # the last received value of a register wins; the quality of a meter-day is all its rows' OR-ed
             q = f"""WITH r AS (SELECT meter_id, date, register, value, quality, received_utc FROM {src})
                     SELECT r1.meter_id, r1.date, r1.register, r1.v, qd.q FROM

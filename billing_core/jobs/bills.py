@@ -28,7 +28,9 @@ What the run reads (see :class:`billing_core.run.RunInput` for the columns):
 * segments of each customer point: the meter history (``point_meters``: 换表 with install and removal
   readings) intersected with the multiplier history (``point_multipliers``), each segment read from
   its start to its end by the daily frozen reading of the day a change takes effect;
-* the customer's tariff assignment and its change (``customer_tariffs``) with that day's frozen reading;
+* the customer's tariff assignment and its changes in the period (``customer_tariffs``), and the frozen
+  reading of every day the month may be split on (those changes and new versions of the customer's
+  tariffs, :func:`_split_days`);
 * earlier bills (this directory): the annual-tier cumulative of the previous period of the same year,
   and the last three periods' issued energy for the jump check.
 
@@ -97,7 +99,7 @@ def _read(con, sql: str, params=None) -> dict:
     return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
 
 
-def _pivot_files(pivots: list[str], files: list[str] = ()) -> str:
+def pivot_files(pivots: list[str], files: list[str] = ()) -> str:
     """Per (meter, date) one row, registers as columns (the rule of storage.sql: the last received wins).
     ``pivots``: materialised per-partition pivots (storage.lake.pivot_of, the same rule), read as they are;
     ``files``: part files of partitions without one, grouped here."""
@@ -130,7 +132,7 @@ def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str
     a partition's materialised pivot where it has one; a lake behind a URI (storage.lakefs) through
     pyarrow.fs, its rows handed to DuckDB as the Arrow table ``name`` and grouped."""
     if lfs is None:
-        return _pivot_files(*_files(root, kind, dates, buckets))
+        return pivot_files(*settlement_files(root, kind, dates, buckets))
     tables = []
     for d in sorted(set(dates)):
         files = lfs.files(f"readings/kind={kind}/date={d}")
@@ -141,12 +143,12 @@ def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str
             t = lfs.read(files, ["meter_id", "register", "value", "received_utc", "quality"])
             tables.append(t.append_column("date", pa.array(np.full(t.num_rows, d, "datetime64[D]"), pa.date32())))
     if not tables:
-        return _pivot_files([])
+        return pivot_files([])
     con.register(name, pa.concat_tables(tables))
     return _pivot_source(name)
 
 
-def _files(root: pathlib.Path, kind: str, dates, buckets=None) -> tuple[list[str], list[str]]:
+def settlement_files(root: pathlib.Path, kind: str, dates, buckets=None) -> tuple[list[str], list[str]]:
     """(pivots, part files) of ``kind`` on ``dates`` (of the ``buckets`` only, when given: a set, or per
     date a set): a partition with one part file and its pivot gives the pivot (storage.lake.pivot_snapshot's
     rule, :func:`storage.lake.partition_pivot`), any other its part files."""
@@ -190,7 +192,7 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
             con.execute(f"ATTACH '{_q(arch.resolve())}' AS a (READ_ONLY)")
         else:
             customers = prepared["cust"].column("customer_id")
-            for name in ("cust", "seg", "yseg", "foreign"):
+            for name in ("cust", "seg", "yseg", "cchg", "cday", "foreign"):
                 con.register(f"_prepared_{name}", prepared[name])
         if customers is not None:
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
@@ -233,34 +235,47 @@ def _archive_phase(con, period: str, own: bool, tariffs: TariffSet | None = None
     if bad:
         raise BillingError(f"customer {bad[1]} (id {bad[0]}): no tariff assignment (customer_tariffs) in "
                            f"{period}; nothing was billed")
-    if tariffs is not None:
-        _version_changes(con, period, tariffs)
+    # the assignment changes inside the period (any number), and the days the month may be split on
+    con.execute("""CREATE TEMP TABLE cchg AS
+        SELECT c.bill, t.valid_from AS change_date, t.tariff_code
+        FROM cust c JOIN a.customer_tariffs t ON t.customer_id = c.customer_id
+        WHERE t.valid_from > $s AND t.valid_from < $e ORDER BY c.bill, t.valid_from""")
+    _split_days(con, period, tariffs)
     con.execute(_SEG_SQL)
     con.execute(_YSEG_SQL)
 
 
-def _version_changes(con, period: str, tariffs: TariffSet) -> None:
-    """A new version of the customer's tariff inside the period splits the bill like a change of assignment,
-    by that day's frozen reading (DOMAIN.md: mid-period tariff change): ``cust.change_date`` becomes the
-    version's effective day where the assignment does not change (the tariff is the one the assignment
-    chooses, :meth:`~billing_core.tariff.TariffSet.price_from_tariff_assignment`)."""
+def _split_days(con, period: str, tariffs: TariffSet | None) -> None:
+    """The temp table ``cday`` (bill, date): the days inside the period on which a bill may be split, whose
+    frozen readings the run needs (DOMAIN.md: a mid-period tariff change is split at the effective date by
+    that day's frozen reading) — each assignment change, and each day a version of a tariff the customer is
+    assigned in the period starts (the tariff the assignment chooses,
+    :meth:`~billing_core.tariff.TariffSet.price_from_tariff_assignment`).  Which of them split the bill is
+    the run's decision (:func:`billing_core.run.mid_period_tariff_changes`)."""
     start, end = period_bounds(period)
-    pairs = con.execute("SELECT DISTINCT tariff_code, category FROM cust").fetchall()
     rows = []
-    for code, cat in pairs:
-        try:
-            key = tariffs.price_from_tariff_assignment(code, cat)
-        except GridheadError:
-            continue                     # no tariff for it: the run refuses it with its own message
-        days = [v.effective for v in tariffs.tariff(key).versions if start < v.effective < end]
-        if days:
-            rows.append((code, cat, days[0]))
-    if rows:
-        con.con.register("_versions", pa.table({"tariff_code": [r[0] for r in rows], "category": [r[1] for r in rows],
-                                                "version_day": pa.array([r[2] for r in rows], pa.date32())}))
-        con.execute("""UPDATE cust SET change_date = v.version_day FROM _versions v
-                       WHERE v.tariff_code = cust.tariff_code AND v.category = cust.category
-                         AND (cust.change_date IS NULL OR cust.change_date <= $s OR cust.change_date >= $e)""")
+    if tariffs is not None:
+        pairs = con.execute("""SELECT DISTINCT tariff_code, category FROM (
+                                   SELECT tariff_code, category FROM cust
+                                   UNION ALL SELECT h.tariff_code, c.category FROM cchg h JOIN cust c USING (bill))
+                               WHERE tariff_code IS NOT NULL""").fetchall()
+        for code, cat in pairs:
+            try:
+                key = tariffs.price_from_tariff_assignment(code, cat)
+            except GridheadError:
+                continue                     # no tariff for it: the run refuses it with its own message
+            rows += [(code, cat, v.effective) for v in tariffs.tariff(key).versions if start < v.effective < end]
+    con.con.register("_versions", pa.table({"tariff_code": pa.array([r[0] for r in rows], pa.string()),
+                                            "category": pa.array([r[1] for r in rows], pa.string()),
+                                            "version_day": pa.array([r[2] for r in rows], pa.date32())}))
+    con.execute("""CREATE TEMP TABLE cday AS
+        SELECT DISTINCT bill, date FROM (
+            SELECT bill, change_date AS date FROM cchg
+            UNION ALL SELECT c.bill, v.version_day FROM cust c JOIN _versions v
+                      ON v.tariff_code = c.tariff_code AND v.category = c.category
+            UNION ALL SELECT h.bill, v.version_day FROM cchg h JOIN cust c USING (bill) JOIN _versions v
+                      ON v.tariff_code = h.tariff_code AND v.category = c.category) x
+        ORDER BY bill, date""")
 
 
 _CUST_SQL = """CREATE TEMP TABLE cust AS
@@ -331,6 +346,45 @@ _YSEG_SQL = """CREATE TEMP TABLE yseg AS
         """
 
 
+def _segment_readings(segs: str, mon: str, day: str, span_from: str, span_to: str, regs) -> str:
+    """The SELECT of each segment of the table ``segs`` with its readings, in (bill, start) order: ``seg_bill``,
+    ``meter_id``, ``digits``, ``ct``, ``pt``, ``days``, ``prev_<r>`` / ``now_<r>`` of the registers ``regs``
+    (−1 none), ``prev_quality``, ``now_quality``, ``md`` (maximum demand at the end, −1 none), ``tou_check``.
+
+    A segment of the span [``span_from``, ``span_to``) (SQL expressions: the period's, or the year-to-date's)
+    starts on the install reading where its meter was installed inside the span (a meter installed at 0 has
+    every register at 0), else on the 00:00 reading of its first day; it ends on the removal reading where its
+    meter was removed inside the span (the total register only), else on the 00:00 reading of its end day.
+    A 00:00 reading is the monthly settlement one (``mon``) where it has the total, else the daily freeze
+    (``day``).  Serves the month's segments and the year-to-date's (:func:`_year_to_date`)."""
+    def pick(alias, reg):
+        return f"CASE WHEN {alias}m.ae_fwd IS NOT NULL THEN {alias}m.{reg} ELSE {alias}d.{reg} END"
+
+    installed = f"s.seg_from = s.meter_from AND s.seg_from > {span_from}"
+    # NULL where the meter is still in place (meter_to NULL): not removed
+    removed = f"coalesce(s.seg_to = s.meter_to AND s.seg_to < {span_to}, false)"
+    prev = [f"coalesce(CASE WHEN {installed} THEN s.install ELSE {pick('p', r)} END, -1) AS prev_{r}" if r == "ae_fwd"
+            else f"coalesce(CASE WHEN {installed} THEN (CASE WHEN s.install = 0 THEN 0 END) "
+                 f"ELSE {pick('p', r)} END, -1) AS prev_{r}" for r in regs]
+    now = [f"coalesce(CASE WHEN {removed} THEN coalesce(s.removal, {pick('n', r)}) ELSE {pick('n', r)} END, -1) "
+           f"AS now_{r}" if r == "ae_fwd" else f"coalesce({pick('n', r)}, -1) AS now_{r}" for r in regs]
+    return f"""
+        SELECT s.bill AS seg_bill, s.meter_id, s.digits, s.ct, s.pt, (s.seg_to - s.seg_from) AS days,
+               {", ".join(prev + now)},
+               CASE WHEN {installed} THEN 0 ELSE coalesce({pick('p', 'quality')}, 0) END AS prev_quality,
+               coalesce({pick('n', 'quality')}, 0) AS now_quality,
+               coalesce(nm.md_fwd, -1) AS md,
+               -- the TOU check (billing_core.energy.tou_registers_do_not_add_up) is skipped only where the
+               -- segment ends on a meter's removal reading (a CT/PT change of a meter in place is checked)
+               NOT {removed} AS tou_check
+        FROM {segs} s
+        LEFT JOIN {mon} pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
+        LEFT JOIN {day} pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
+        LEFT JOIN {mon} nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
+        LEFT JOIN {day} nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
+        ORDER BY s.bill, s.seg_from"""
+
+
 def _year_to_date(con, raw, lfs, root, start) -> None:
     """The temp table ``ytd`` (bill, ytd, ytd_known): the year-to-date metered energy before the period,
     from the readings of ``yseg`` (see :func:`billing_core.run.year_to_date_from_readings`)."""
@@ -355,26 +409,15 @@ def _year_to_date(con, raw, lfs, root, start) -> None:
         con.execute(f"CREATE TEMP TABLE ymon AS {mon.replace('@FILTER@', flt)}")
         con.execute(f"CREATE TEMP TABLE yday AS {day.replace('@FILTER@', flt)}")
     else:
-        empty = _pivot_files([])
+        empty = pivot_files([])
         con.execute(f"CREATE TEMP TABLE ymon AS {empty}")
         con.execute(f"CREATE TEMP TABLE yday AS {empty}")
-    ys = _read(con, """
-        SELECT s.bill, s.digits, s.ct, s.pt,
-               coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > s.ytd_from THEN s.install
-                             WHEN pm.ae_fwd IS NOT NULL THEN pm.ae_fwd ELSE pd.ae_fwd END, -1) AS prev,
-               coalesce(CASE WHEN s.seg_to = s.meter_to AND s.seg_to < $s AND s.removal IS NOT NULL THEN s.removal
-                             WHEN nm.ae_fwd IS NOT NULL THEN nm.ae_fwd ELSE nd.ae_fwd END, -1) AS now
-        FROM yseg s
-        LEFT JOIN ymon pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
-        LEFT JOIN yday pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
-        LEFT JOIN ymon nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
-        LEFT JOIN yday nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
-        ORDER BY s.bill, s.seg_from""")
+    ys = _read(con, _segment_readings("yseg", "ymon", "yday", "s.ytd_from", "$s", ("ae_fwd",)))
     n = con.execute("SELECT count(*) FROM cust").fetchone()[0]
     bill = con.execute("SELECT bill, ytd_opening FROM cust ORDER BY bill").fetchnumpy()
     ytd, known = R.year_to_date_from_readings(
-        n, np.asarray(bill["ytd_opening"], np.int64), np.asarray(ys["bill"], np.int64),
-        np.asarray(ys["prev"], np.int64), np.asarray(ys["now"], np.int64),
+        n, np.asarray(bill["ytd_opening"], np.int64), np.asarray(ys["seg_bill"], np.int64),
+        np.asarray(ys["prev_ae_fwd"], np.int64), np.asarray(ys["now_ae_fwd"], np.int64),
         np.asarray(ys["ct"], np.int64) * np.asarray(ys["pt"], np.int64), np.asarray(ys["digits"], np.int64) + 2)
     raw.register("_ytd", pa.table({"bill": np.arange(n, dtype=np.int64), "ytd": ytd, "ytd_known": known}))
     raw.execute("CREATE TEMP TABLE ytd AS SELECT * FROM _ytd")
@@ -388,6 +431,8 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         raw.execute("CREATE TEMP TABLE cust AS SELECT * FROM _prepared_cust")
         raw.execute("CREATE TEMP TABLE seg AS SELECT * FROM _prepared_seg")
         raw.execute("CREATE TEMP TABLE yseg AS SELECT * FROM _prepared_yseg")
+        raw.execute("CREATE TEMP TABLE cchg AS SELECT * FROM _prepared_cchg")
+        raw.execute("CREATE TEMP TABLE cday AS SELECT * FROM _prepared_cday")
     buckets, mine = None, ""
     if own:     # one task of billing_core.jobs.dist: the buckets of its meters, the rows of its meters
         metered = np.asarray(_read(con, "SELECT DISTINCT meter_id FROM seg")["meter_id"], np.int64)
@@ -404,8 +449,8 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         SELECT DISTINCT meter_id, date FROM (
             SELECT meter_id, seg_from AS date FROM seg WHERE NOT (seg_from = meter_from AND seg_from > $s)
             UNION ALL SELECT meter_id, seg_to FROM seg
-            UNION ALL SELECT s.meter_id, c.change_date FROM cust c JOIN seg s ON s.bill = c.bill
-                      AND c.change_date >= s.seg_from AND c.change_date < s.seg_to WHERE c.change_date > $s
+            UNION ALL SELECT s.meter_id, c.date FROM cday c JOIN seg s ON s.bill = c.bill
+                      AND c.date >= s.seg_from AND c.date < s.seg_to
         ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
                                                   AND mon.ae_fwd IS NOT NULL)""")
     dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
@@ -419,37 +464,11 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     daily = _readings(raw, lfs, root, schema.DAILY, dates, buckets, "_lake_day")
     con.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
 
-    def pick(alias, reg):
-        return (f"CASE WHEN {alias}m.ae_fwd IS NOT NULL THEN {alias}m.{reg} ELSE {alias}d.{reg} END")
-
-    tou_regs = [r for r in _REGS if r != "ae_fwd"]
-    prev_cols = ",\n".join(
-        [f"coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN s.install ELSE {pick('p', 'ae_fwd')} END, -1) AS prev_ae_fwd"]
-        + [f"coalesce(CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN "
-           f"(CASE WHEN s.install = 0 THEN 0 END) ELSE {pick('p', r)} END, -1) AS prev_{r}" for r in tou_regs])
-    now_cols = ",\n".join(
-        [f"coalesce(CASE WHEN s.seg_to = s.meter_to AND s.seg_to < $e THEN coalesce(s.removal, {pick('n', 'ae_fwd')}) "
-         f"ELSE {pick('n', 'ae_fwd')} END, -1) AS now_ae_fwd"]
-        + [f"coalesce({pick('n', r)}, -1) AS now_{r}" for r in tou_regs])
-    seg = _read(con, f"""
-        SELECT s.bill AS seg_bill, s.meter_id, s.digits, s.ct, s.pt, (s.seg_to - s.seg_from) AS days,
-               {prev_cols},
-               {now_cols},
-               CASE WHEN s.seg_from = s.meter_from AND s.seg_from > $s THEN 0
-                    ELSE coalesce({pick('p', 'quality')}, 0) END AS prev_quality,
-               coalesce({pick('n', 'quality')}, 0) AS now_quality,
-               coalesce(nm.md_fwd, -1) AS md,
-               NOT (s.seg_to = s.meter_to AND s.seg_to < $e) AS tou_check
-        FROM seg s
-        LEFT JOIN mon pm ON pm.meter_id = s.meter_id AND pm.date = s.seg_from
-        LEFT JOIN day pd ON pd.meter_id = s.meter_id AND pd.date = s.seg_from
-        LEFT JOIN mon nm ON nm.meter_id = s.meter_id AND nm.date = s.seg_to
-        LEFT JOIN day nd ON nd.meter_id = s.meter_id AND nd.date = s.seg_to
-        ORDER BY s.bill, s.seg_from""")
+    seg = _read(con, _segment_readings("seg", "mon", "day", "$s", "$e", _REGS))
     # the annual tiers' year-to-date, from readings (never from a chain of earlier bills)
     _year_to_date(con, raw, lfs, root, start)
     # earlier bills: the history for the jump check
-    prev_files = _earlier_bills(data, period)
+    prev_files = earlier_bills(data, period)
     if prev_files:
         lst = ", ".join(f"'{_q(f)}'" for f in prev_files)
         con.execute(f"""CREATE TEMP TABLE hist AS
@@ -461,25 +480,23 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
             GROUP BY customer_id""")
     else:
         con.execute("CREATE TEMP TABLE hist (customer_id BIGINT, hist_e BIGINT, hist_days BIGINT)")
-    chg = ",\n".join(f"coalesce(CASE WHEN dm.ae_fwd IS NOT NULL THEN dm.{r} ELSE dd.{r} END, -1) AS chg_{r}"
-                     for r in _REGS)
-    t = arrow_table(con.execute(f"""
+    t = arrow_table(con.execute("""
         SELECT c.*, EXISTS (SELECT 1 FROM seg s WHERE s.bill = c.bill) AS has_point,
                y.ytd AS cum_prev, y.ytd_known, coalesce(h.hist_e, 0) AS hist_e,
                coalesce(h.hist_days, 0) AS hist_days,
-               coalesce(datediff('day', DATE '1970-01-01', c.change_date), -1) AS change_date_days,
-               {chg}
+               coalesce(datediff('day', DATE '1970-01-01', c.change_date), -1) AS change_date_days
         FROM cust c
         LEFT JOIN hist h ON h.customer_id = c.customer_id
         JOIN ytd y ON y.bill = c.bill
-        LEFT JOIN (SELECT DISTINCT ON (bill) bill, meter_id, seg_from, seg_to FROM seg s2
-                   JOIN cust c2 USING (bill) WHERE c2.change_date >= s2.seg_from AND c2.change_date < s2.seg_to) cs
-             ON cs.bill = c.bill
-        LEFT JOIN mon dm ON dm.meter_id = cs.meter_id AND dm.date = c.change_date
-        LEFT JOIN day dd ON dd.meter_id = cs.meter_id AND dd.date = c.change_date
         ORDER BY c.bill"""))
+    # the assignment changes, and the frozen reading on each day the month may be split on (of the segment
+    # holding that day)
+    changes = arrow_table(con.execute("""SELECT bill, datediff('day', DATE '1970-01-01', change_date) AS days,
+                                           tariff_code FROM cchg ORDER BY bill, change_date"""))
+    frozen = _read(con, _frozen_sql())
     cat = t.column("category").combine_chunks().dictionary_encode()
-    codes = pa.chunked_array([t.column("tariff_code"), t.column("new_tariff_code")]).combine_chunks().dictionary_encode()
+    codes = pa.chunked_array([t.column("tariff_code"), t.column("new_tariff_code"),
+                              changes.column("tariff_code")]).combine_chunks().dictionary_encode()
     n = t.num_rows
     code_idx = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     num = lambda name: t.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
@@ -492,8 +509,11 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         "hist_days": num("hist_days").astype(np.int64), "pf_std_x100": num("pf_std_x100").astype(np.int64),
         "ytd_known": num("ytd_known").astype(bool),
         # the tariff assignment at the period start and its change (into inp.tariff_codes; −1 none)
-        "tariff_code_idx": code_idx[:n], "new_tariff_code_idx": code_idx[n:],
+        "tariff_code_idx": code_idx[:n], "new_tariff_code_idx": code_idx[n:2 * n],
     }
+    chg = {"bill": changes.column("bill").to_numpy(zero_copy_only=False).astype(np.int64),
+           "days": changes.column("days").to_numpy(zero_copy_only=False).astype(np.int64), "code_idx": code_idx[2 * n:]}
+    frz = {k: np.asarray(v).astype(np.int64) for k, v in frozen.items()}
     # the kernel's code of each basic-charge method (BASIC_KINDS), mapped once per distinct name
     basic = t.column("basic").combine_chunks().dictionary_encode()
     codes_of = np.array([BASIC_KINDS.get(v, 0) for v in basic.dictionary.to_pylist()] or [0], np.int64)
@@ -501,8 +521,6 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     for k in ("tx_capacity_kva", "tx_p0_w", "tx_pk_w", "tx_loss_rate_bp", "line_loss_rate_bp", "contract_kw",
               "tx_i0_x100", "tx_uk_x100", "tx_q_loss_rate_bp"):
         bill[k] = num(k).astype(np.int64)
-    for r in _REGS:
-        bill[f"chg_{r}"] = num(f"chg_{r}").astype(np.int64)
     segcols = {k: np.asarray(v) for k, v in seg.items()}
     for k in segcols:
         if k == "tou_check":
@@ -512,10 +530,26 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         else:
             segcols[k] = segcols[k].astype(np.int64)
     inp = R.RunInput(start, end, [str(x) for x in cat.dictionary.to_pylist()], [str(x) for x in codes.dictionary.to_pylist()],
-                     bill, segcols)
+                     bill, segcols, chg, frz)
     text = t.select(["customer_id", "customer_no", "name", "category", "voltage_v", "tariff_code", "new_tariff_code",
                      "point_id"])
     return inp, text
+
+
+def _frozen_sql() -> str:
+    """The frozen reading (monthly settlement where it has the total, else the daily freeze) of each ``cday``
+    row, of the segment holding that day: ``bill``, ``days`` (since 1970-01-01), a column per register."""
+    regs = ",\n".join(f"coalesce(CASE WHEN dm.ae_fwd IS NOT NULL THEN dm.{r} ELSE dd.{r} END, -1) AS {r}"
+                      for r in _REGS)
+    return f"""
+        SELECT c.bill, datediff('day', DATE '1970-01-01', c.date) AS days, {regs}
+        FROM cday c
+        LEFT JOIN (SELECT DISTINCT ON (c2.bill, c2.date) c2.bill, c2.date, s2.meter_id FROM cday c2
+                   JOIN seg s2 ON s2.bill = c2.bill AND c2.date >= s2.seg_from AND c2.date < s2.seg_to
+                   ORDER BY c2.bill, c2.date, s2.seg_from) cs ON cs.bill = c.bill AND cs.date = c.date
+        LEFT JOIN mon dm ON dm.meter_id = cs.meter_id AND dm.date = c.date
+        LEFT JOIN day dd ON dd.meter_id = cs.meter_id AND dd.date = c.date
+        ORDER BY c.bill, c.date"""
 
 
 def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs: TariffSet | None = None) -> dict:
@@ -544,6 +578,9 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
                                  "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
         yseg = arrow_table(con.execute("SELECT o._task, s.* FROM yseg s JOIN cust c USING (bill) "
                                   "JOIN own o USING (customer_id) ORDER BY o._task, s.bill, s.seg_from"))
+        by_bill = {name: arrow_table(con.execute(f"SELECT o._task, x.* FROM {name} x JOIN cust c USING (bill) "
+                                            f"JOIN own o USING (customer_id) ORDER BY o._task, x.bill, x.{col}"))
+                   for name, col in (("cchg", "change_date"), ("cday", "date"))}
         n_cust = con.execute("SELECT count(*) FROM cust").fetchone()[0]
         if cust.num_rows != n_cust:
             raise StorageError(f"bill run {period}: {n_cust - cust.num_rows} customer(s) in no task; nothing was billed")
@@ -559,6 +596,10 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
         y_task = yseg.column("_task").to_numpy()
         y_lo = np.searchsorted(y_task, np.arange(len(keys) + 1))
         yseg = _with_bill(yseg.drop_columns(["_task"]), new_of_old[yseg.column("bill").to_numpy()])
+        lo_of = {}
+        for name, tb in by_bill.items():
+            lo_of[name] = np.searchsorted(tb.column("_task").to_numpy(), np.arange(len(keys) + 1))
+            by_bill[name] = _with_bill(tb.drop_columns(["_task"]), new_of_old[tb.column("bill").to_numpy()])
         # meters outside the task's home buckets, and their monthly readings in one pass
         meter = seg.column("meter_id").to_numpy()
         home = np.zeros((len(keys), schema.N_BUCKETS), bool)
@@ -581,6 +622,8 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
         out[k] = {"cust": cust.slice(c_lo[i], c_lo[i + 1] - c_lo[i]).combine_chunks(),
                   "seg": seg.slice(s_lo[i], s_lo[i + 1] - s_lo[i]).combine_chunks(),
                   "yseg": yseg.slice(y_lo[i], y_lo[i + 1] - y_lo[i]).combine_chunks(),
+                  **{name: tb.slice(lo_of[name][i], lo_of[name][i + 1] - lo_of[name][i]).combine_chunks()
+                     for name, tb in by_bill.items()},
                   "home": set(tasks[k][0]), "foreign": rows.filter(pa.array(np.isin(rm, mine)))}
     return out
 
@@ -589,7 +632,7 @@ def _with_bill(t: pa.Table, bill: np.ndarray) -> pa.Table:
     return t.set_column(t.schema.get_field_index("bill"), "bill", pa.array(bill, t.schema.field("bill").type))
 
 
-def _earlier_bills(data, period: str) -> list[str]:
+def earlier_bills(data, period: str) -> list[str]:
     root = bills_root(data)
     out = []
     for d in sorted(root.glob("period=*")):
@@ -1285,14 +1328,24 @@ def _dec(value: int, places: int) -> str:
     return f"{sign}{s[:-places]}.{s[-places:]}"
 
 
+def _tariff_changes(b: dict) -> str:
+    """The tariff line's tail for a split month: two parts — the one change; more — the first change, the new
+    assignment (whichever day it starts) and the number of parts (each priced by its own tariff row)."""
+    if b["parts"] <= 1:
+        return ""
+    if b["parts"] == 2:
+        return f" → {b['new_tariff_code'] or b['tariff_code']} ({b['new_tariff']}) from day {b['change_day']}"
+    moved = f"; assignment → {b['new_tariff_code']}" if b["new_tariff_code"] else ""
+    return f" → ({b['new_tariff']}) from day {b['change_day']}{moved}; {b['parts']} parts (分段计费)"
+
+
 def render(shown: dict) -> str:
     """A bill as the customer reads it (电费通知单): Chinese beside English, yuan from integer fen."""
     b, items = shown["bill"], shown["items"]
     status = {"issued": "已发行 issued", "held": "暂挂 held", "released": "审核放行 released"}[b["status"]]
     lines = [f"电费账单 Electricity bill  {b['period']}   账单号 bill {b['bill_id']}",
              f"户号 customer {b['customer_no']}  户名 name {b['name']}  类别 {b['category']}  {b['voltage_v']} V",
-             f"电价 tariff {b['tariff_code']} ({b['tariff']})" + (
-                 f" → {b['new_tariff_code']} ({b['new_tariff']}) from day {b['change_day']}" if b["parts"] > 1 else ""),
+             f"电价 tariff {b['tariff_code']} ({b['tariff']})" + _tariff_changes(b),
              f"电量 energy {_dec(b['e_total_kwh_x100'], 2)} kWh: 尖 sharp {_dec(b['e_sharp_kwh_x100'], 2)}, "
              f"峰 peak {_dec(b['e_peak_kwh_x100'], 2)}, 平 flat {_dec(b['e_flat_kwh_x100'], 2)}, "
              f"谷 valley {_dec(b['e_valley_kwh_x100'], 2)}"

@@ -120,7 +120,7 @@ class Writer:
             if fresh:               # a ledger from before allocations: settle what it holds, once
                 old = self.columns(f"SELECT DISTINCT customer_id FROM {TABLE}")["customer_id"]
                 if len(old):
-                    self.allocate(old, _batch("alloc"))
+                    self.allocate(old, batch_id("alloc"))
         except duckdb.Error as exc:
             self._lock.close()
             raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
@@ -310,7 +310,7 @@ def _period_of(d: dt.date) -> str:
     return f"{d.year:04d}-{d.month:02d}"
 
 
-def _batch(kind: str) -> str:
+def batch_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
@@ -336,7 +336,7 @@ def post_bills(data, period: str, who: str = "billing") -> dict:
     cust = tbl.column("customer_id").to_numpy()[ok].astype(np.int64)
     total = tbl.column("total_fen").to_numpy()[ok].astype(np.int64)
     due = end + dt.timedelta(days=L.DUE_DAYS)
-    batch = _batch("bills")
+    batch = batch_id("bills")
     with Writer(data) as w:
         w.con.execute("BEGIN")
         try:
@@ -408,7 +408,7 @@ def add_entry(data, customer_no: str, kind: str, amount_fen: int, by: str, ref: 
         raise LedgerError("--fee: a waiver names the late fee entry it waives")
     on = on or dt.date.today()
     key = f"counter:{ref}" if ref else None
-    batch = _batch(kind)
+    batch = batch_id(kind)
     with Writer(data) as w:
         cid = _one_customer(w, customer_no)
         w.con.execute("BEGIN")
@@ -533,7 +533,7 @@ def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None
               (ref_ok, "ref", ref, "empty (a bank reference is required)"),
               (limit_ok, "amount_yuan", amt, "{!r} is above the single-payment limit "
                + f"{_yuan(policy.max_payment_fen)} yuan")]
-    batch = _batch("bank")
+    batch = batch_id("bank")
     with Writer(data) as w:
         w.con.register("_bank", pa.table({"i": pa.array(np.arange(n)), "key": keys, "customer_no": nos}))
         try:
@@ -887,7 +887,7 @@ def post_late_fees(data, as_of: dt.date, by: str = "billing", policy: L.Policy |
     policy = policy or L.Policy()
     if as_of > (today or dt.date.today()):
         raise LedgerError(f"--as-of {as_of}: in the future (late fees are posted for days that have passed)")
-    batch = _batch("latefee")
+    batch = batch_id("latefee")
     with Writer(data) as w:
         w.con.execute("BEGIN")
         try:

@@ -100,9 +100,9 @@ def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date, also=()
     """Daily frozen readings of ``meters`` (−1 = none) at 00:00 of ``day``, of the next day and of each
     of ``also`` (one scan of the lake), one dict of registers per date in that order."""
     days = [day, day + dt.timedelta(days=1), *also]
-    files = _bills._files(lake_root(data), schema.DAILY, sorted(set(days)))
+    files = _bills.settlement_files(lake_root(data), schema.DAILY, sorted(set(days)))
     regs = ", ".join(f"coalesce({r}, -1)::BIGINT AS {r}" for r in P.REGISTERS)
-    got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills._pivot_files(*files).replace('@FILTER@', '')}) "
+    got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills.pivot_files(*files).replace('@FILTER@', '')}) "
                     f"WHERE date IN (SELECT unnest($d::DATE[]))", {"d": sorted(set(days))})
     dates = got["date"].astype("datetime64[D]")
     out = []
@@ -131,7 +131,7 @@ def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple
         ids = op["customer_id"].astype(np.int64)
         cum = _ledger.lookup(ids, op["cum"].astype(np.int64), cid, 0)
         start = _ledger.lookup(ids, np.asarray(op["d"], "datetime64[D]").astype(np.int64), cid, first)
-    files = [f for f in _bills._earlier_bills(data, f"{day:%Y-%m}") if f"period={day.year:04d}-" in f]
+    files = [f for f in _bills.earlier_bills(data, f"{day:%Y-%m}") if f"period={day.year:04d}-" in f]
     if files and len(cid):
         lst = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         got = w.columns(f"""SELECT customer_id, arg_max(cum_after_kwh_x100, period) AS cum, max(period) AS period
@@ -228,7 +228,7 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
     billed = w.columns(f"SELECT DISTINCT customer_id FROM {_ledger.TABLE} WHERE kind = 'bill' AND period = $p",
                        {"p": f"{day:%Y-%m}"})["customer_id"]
     charge = np.where(np.isin(cid, billed.astype(np.int64)), 0, charge)
-    batch = _ledger._batch("prepay")
+    batch = _ledger.batch_id("prepay")
     ts = _now()
     w.con.execute("BEGIN")
     try:

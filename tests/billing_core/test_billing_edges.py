@@ -66,7 +66,12 @@ def compute(bill: dict, segs: list[dict], span=JUNE, codes=("RES-TIER", "COM-TOU
     for k, v in list(b.items()) + list(s.items()):
         if v.dtype != bool and k not in ("prev_quality", "now_quality"):
             (b if k in b else s)[k] = v.astype(np.int64)
-    out, items, table = R.compute(R.RunInput(span[0], span[1], CATS, list(codes), b, s), TS)
+    frozen = None
+    if "frozen" in bill:             # the frozen readings of several days (long format), not just ``chg``
+        days = sorted(bill["frozen"])
+        frozen = {"bill": np.zeros(len(days), np.int64), "days": np.array([_days(x) for x in days], np.int64),
+                  **{r: np.array([bill["frozen"][x].get(r, -1) for x in days], np.int64) for r in R.REGS}}
+    out, items, table = R.compute(R.RunInput(span[0], span[1], CATS, list(codes), b, s, frozen=frozen), TS)
     R.check_items(out, items)
     return {k: (int(v[0]) if np.ndim(v) else v) for k, v in out.items()}, items
 
@@ -221,9 +226,10 @@ def test_funds_quantity_includes_the_loss(kernels):
 
 
 # --- 5 and 9: what the run reads — a hand-made archive and lake ---------------------------------------
-def _site(d: pathlib.Path, readings: dict, opening=None, daily=None) -> pathlib.Path:
+def _site(d: pathlib.Path, readings: dict, opening=None, daily=None, cts=None) -> pathlib.Path:
     """One residential customer (id 1, meter 1, CT 1) on annual tiers, with monthly settlement readings
-    ``readings`` (date → ae_fwd, 0.01 kWh; 尖峰平谷 all 平), archive imported into ``d``."""
+    ``readings`` (date → ae_fwd, 0.01 kWh; 尖峰平谷 all 平 — or date → {register: value}, TOU registers not
+    given 0), archive imported into ``d``.  ``cts``: the multiplier history [(valid_from, CT), ...]."""
     files = d / "archive-files"
     files.mkdir(parents=True)
     tables = {
@@ -245,6 +251,9 @@ def _site(d: pathlib.Path, readings: dict, opening=None, daily=None) -> pathlib.
                    "basic_charge": ["none"], "pf_standard_x100": [0]},
         "point_multipliers": {"point_id": [1], "valid_from": [dt.date(2020, 1, 1)], "valid_to": pa.nulls(1, pa.date32()),
                               "ct_ratio": [1], "pt_ratio": [1]},
+        **({"point_multipliers": {"point_id": [1] * len(cts), "valid_from": [f for f, _ in cts],
+                                  "valid_to": pa.array([f for f, _ in cts[1:]] + [None], pa.date32()),
+                                  "ct_ratio": [c for _, c in cts], "pt_ratio": [1] * len(cts)}} if cts else {}),
         "point_meters": {"point_id": [1], "meter_id": [1], "valid_from": [dt.date(2020, 1, 1)],
                          "valid_to": pa.nulls(1, pa.date32()), "install_reading_x100": [0],
                          "removal_reading_x100": pa.nulls(1, pa.int64())},
@@ -259,7 +268,8 @@ def _site(d: pathlib.Path, readings: dict, opening=None, daily=None) -> pathlib.
     for kind, day, value in ([(schema.MONTHLY, k, v) for k, v in readings.items()]
                              + [(schema.DAILY, k, v) for k, v in (daily or {}).items()]):
         ts = (day - dt.date(1970, 1, 1)).days * 86_400 - schema.LOCAL_OFFSET_S
-        regs = {"ae_fwd": value, "ae_fwd_t1": 0, "ae_fwd_t2": 0, "ae_fwd_t3": value, "ae_fwd_t4": 0}
+        regs = ({"ae_fwd_t1": 0, "ae_fwd_t2": 0, "ae_fwd_t4": 0, **value} if isinstance(value, dict) else
+                {"ae_fwd": value, "ae_fwd_t1": 0, "ae_fwd_t2": 0, "ae_fwd_t3": value, "ae_fwd_t4": 0})
         cols = {"meter_id": np.ones(len(regs), np.int64),
                 "register": np.array([schema.REGISTER_CODES[r] for r in regs], np.int16),
                 "ts_utc": np.full(len(regs), ts, np.int64), "value": np.array(list(regs.values()), np.int64),
@@ -450,3 +460,75 @@ def test_basic_line_when_only_the_second_part_is_two_part(kernels, tmp_path):
     basic = [i for i in range(len(items["code"])) if R.ITEM_CODES[items["code"][i]][0] == "basic"]
     assert len(basic) == 1 and items["amount_fen"][basic[0]] == 960_000
     assert items["quantity"][basic[0]] == 5_000_000 and items["unit_price"][basic[0]] == -1
+
+
+def test_tou_sum_is_checked_per_segment_before_the_multiplier_at_a_ct_change(tmp_path):
+    """A CT change 1 → 2 on 2026-06-16 (the meter stays): June has two segments, read at 06-01 and 07-01
+    (monthly) and at the 06-16 00:00 daily freeze (every register).
+
+    (a) 06-01 total 1 000.00 kWh, 平 1 000.00; 06-16 total 1 100.00, 平 1 090.00; 07-01 total 1 200.00,
+        平 1 190.03.  Segment 1 (CT 1): total 100.00 kWh, TOU 90.00 — 10.00 kWh apart, beyond the 0.04 kWh
+        tolerance: held, "TOU registers do not add up to the total" (分时电量不平).  The run skipped the check
+        on a segment ending at a CT change of a meter still in place (its ``tou_check`` came out NULL → False)
+        and issued the bill.  Found by the property test (which=1, seed=25022711: July customer 38).
+    (b) the same with 06-16 平 1 100.00 and 07-01 平 1 200.03: segment 1 adds up; segment 2 (CT 2) total
+        100.00, TOU 100.03 kWh at the meter — 0.03 kWh apart, within the tolerance (0.06 kWh after CT × 2,
+        which is not what is checked): issued; energy 100 + 2 × 100 = 300.00 kWh.
+    """
+    cts = [(dt.date(2020, 1, 1), 1), (dt.date(2026, 6, 16), 2)]
+
+    def june(d, t3_mid, t3_end):
+        _site(d, {dt.date(2026, 1, 1): 0, dt.date(2026, 6, 1): 100_000,
+                  dt.date(2026, 7, 1): {"ae_fwd": 120_000, "ae_fwd_t3": t3_end}},
+              cts=cts, daily={dt.date(2026, 6, 16): {"ae_fwd": 110_000, "ae_fwd_t3": t3_mid}})
+        bills.run(d, "2026-06")
+        return bills.read_bills(d, "2026-06").to_pylist()[0]
+
+    b = june(tmp_path / "a", 109_000, 119_003)
+    assert b["segments"] == 2 and b["status"] == "held"
+    assert b["flags"] == R.F_TOU_MISMATCH and b["reasons_zh"] == "分时电量不平"
+    b = june(tmp_path / "b", 110_000, 120_003)
+    assert b["segments"] == 2 and b["status"] == "issued" and b["flags"] == 0
+    assert b["e_total_kwh_x100"] == 30_000 and b["e_flat_kwh_x100"] == 30_000
+
+
+def test_assignment_change_and_new_version_split_the_month_in_three(kernels, tmp_path):
+    """General commercial (peak register only), June 2026: the default file gets a version from 06-11 with peak
+    1.2000 (under 1 kV; 1.0430 before), and the customer moves COM-TOU → COM-TOU-2021 (peak 1.0937) on
+    06-21.  The meter reads 峰 0 on 06-01, 50.00 kWh on 06-11 and 200.00 on 06-21 (daily freezes), 300.00 on
+    07-01.
+
+    Three parts: 50 × 1.0430 + 150 × 1.2000 + 100 × 1.0937 = 52.15 + 180.00 + 109.37 = 341.52 (one rounding);
+    funds 300 × 0.027575 = 8.2725 → 8.27; total 349.79.  The run split in two at 06-21 and priced 06-01..20
+    at the old version: 200 × 1.0430 + 109.37 = 317.97.  Without the 06-11 reading that cut goes by days
+    (300 × 10/30 = 100 kWh) while the 06-21 one still follows its reading: 104.30 + 120.00 + 109.37 = 333.67.
+    """
+    import shutil
+    d = tmp_path / "tariffs"
+    shutil.copytree(pathlib.Path(R.__file__).with_name("tariffs"), d)
+    f = d / "general_commercial.toml"
+    text = f.read_text()
+    new = text[text.index("[[version]]"):].replace("effective = 2026-01-01", "effective = 2026-06-11")
+    new = new.replace('peak = "1.0430"', 'peak = "1.2000"', 1)
+    assert '"1.2000"' in new
+    f.write_text(text + "\n" + new)
+    tou = {"ae_fwd_t1": 0, "ae_fwd_t3": 0, "ae_fwd_t4": 0}
+
+    def peak(kwh_x100):
+        return {"ae_fwd": kwh_x100, "ae_fwd_t2": kwh_x100, **tou}
+
+    global TS
+    saved, TS = TS, TariffSet.load(d)
+    try:
+        bill = {"category": "general_commercial", "voltage_v": 380, "code": "COM-TOU", "new_code": "COM-TOU-2021",
+                "change": dt.date(2026, 6, 21)}
+        out, _ = compute({**bill, "frozen": {dt.date(2026, 6, 11): peak(5_000), dt.date(2026, 6, 21): peak(20_000)}},
+                         [{"prev": peak(0), "now": peak(30_000)}])
+        by_days, _ = compute({**bill, "frozen": {dt.date(2026, 6, 21): peak(20_000)}},
+                             [{"prev": peak(0), "now": peak(30_000)}])
+    finally:
+        TS = saved
+    assert out["parts"] == 3 and out["change_day"] == 11
+    assert out["energy_peak_fen"] == 5_215 + 18_000 + 10_937 == 34_152
+    assert out["funds_fen"] == 827 and out["total_fen"] == 34_979
+    assert by_days["parts"] == 3 and by_days["energy_peak_fen"] == 10_430 + 12_000 + 10_937
