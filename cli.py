@@ -1393,41 +1393,16 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
 
     Prints one JSON line on stdout once listening: {"host", "port", "metrics_port", "pid", "api"}."""
     import asyncio
-    import dataclasses
     import logging
     import os
 
     from gridhead.headend import log as _log
-    from gridhead.headend.config import Config
     from gridhead.headend.server import raise_open_files, serve as _serve, use_uvloop
 
     from gridhead.headend import control as _control          # the [control] table is the control API's
-    from gridhead.headend.collect import Schedule
-    cfg, ctl_cfg, ctl_explicit, schedule = _control.load_config(config_file) if config_file else (
-        Config(), _control.ControlConfig(), False, None)
-    if collect is not None:
-        schedule = dataclasses.replace(schedule or Schedule(), enabled=collect)
-    if api_port is not None:
-        ctl_cfg, ctl_explicit = ctl_cfg.replace(port=api_port), True
-    over = {k: v for k, v in (("data_dir", data), ("listen_host", host), ("listen_port", port),
-                              ("metrics_port", metrics_port)) if v is not None}
-    if mqtt or mqtt_prefix:
-        from gridhead.headend.config import MqttBroker
-        from gridhead.headend.sim.simulator import parse_hostport
-        if not mqtt and cfg.mqtt is None:
-            raise click.UsageError("--mqtt-prefix needs --mqtt HOST:PORT (or an [mqtt] table in --config)")
-        broker = cfg.mqtt or MqttBroker()
-        if mqtt:
-            try:
-                mhost, mport, _ = parse_hostport(mqtt, "--mqtt")
-            except GridheadError as exc:
-                raise click.BadParameter(str(exc), param_hint="--mqtt") from None
-            broker = dataclasses.replace(broker, host=mhost, port=mport)
-        over["mqtt"] = dataclasses.replace(broker, prefix=mqtt_prefix) if mqtt_prefix else broker
-    cfg = cfg.replace(**over)
-    if insecure or accept_audit_break:
-        ctl_cfg = ctl_cfg.replace(insecure=insecure or ctl_cfg.insecure,
-                                  accept_audit_break=accept_audit_break or ctl_cfg.accept_audit_break)
+    cfg, ctl_cfg, ctl_explicit, schedule = _control.serve_settings(
+        config_file, data=data, host=host, port=port, metrics_port=metrics_port, api_port=api_port, mqtt=mqtt,
+        mqtt_prefix=mqtt_prefix, collect=collect, insecure=insecure, accept_audit_break=accept_audit_break)
     if not no_api:                     # refused before anything starts, one line
         ctl_cfg.check_listen()
         ctl_cfg.ssl_context()
@@ -1505,6 +1480,7 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
     to the head-end, log in, heartbeat, answer collection requests and push daily REPORTs, with faults
     at the given rates.  Stops on SIGINT/SIGTERM or after --duration; exit 0.
     """
+    from gridhead.headend.config import parse_hostport
     from gridhead.headend.sim import model as sim_model, simulator
     start_date = (start or simulator.Simulator.default_start()).date()
     if write_archive:
@@ -1519,9 +1495,9 @@ def sim_cmd(terminals, meters_per_terminal, seed, data_dir, archive_db, connect,
         fleet, seed=seed, heartbeat_s=heartbeat_s, faults=simulator.Faults.parse(faults), start=start,
         speed=speed, report=not no_report, report_window_s=report_window_s, report_retry_s=report_retry_s,
         ramp_per_s=ramp_per_s,
-        connect=simulator.parse_hostport(connect, "--connect")[:2] if connect else None,
-        listen=simulator.parse_hostport(listen, "--listen") if listen else None,
-        mqtt=simulator.parse_hostport(mqtt, "--mqtt")[:2] if mqtt else None)
+        connect=parse_hostport(connect, "--connect")[:2] if connect else None,
+        listen=parse_hostport(listen, "--listen") if listen else None,
+        mqtt=parse_hostport(mqtt, "--mqtt")[:2] if mqtt else None)
     click.echo(f"simulating {len(fleet.terminals)} terminals, {fleet.n_meters} meters ({fleet.source})", err=True)
     simulator.run(sim, duration_s=duration, stats_every_s=stats_every)
     if truth_path:

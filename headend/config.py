@@ -222,3 +222,16 @@ class Config:
 
     def replace(self, **kw) -> "Config":
         return dataclasses.replace(self, **kw)
+
+
+def parse_hostport(text: str, what: str):
+    """``HOST:PORT`` or ``HOST:PORT-PORT`` (listen range) → (host, port, last or None)."""
+    host, _, ports = text.rpartition(":")
+    first, _, last = ports.partition("-")
+    try:
+        a, b = int(first), int(last) if last else None
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: HOST:PORT expected") from None
+    if not host or not 0 < a < 65536 or (b is not None and not a <= b < 65536):
+        raise ConfigError(f"{what} {text!r}: HOST:PORT expected (port 1-65535)")
+    return host, a, b

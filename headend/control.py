@@ -1315,6 +1315,39 @@ def load_config(path):
             control is not None, schedule)
 
 
+def serve_settings(config_file=None, *, data=None, host=None, port=None, metrics_port=None, api_port=None,
+                   mqtt: str | None = None, mqtt_prefix: str | None = None, collect: bool | None = None,
+                   insecure: bool = False, accept_audit_break: bool = False):
+    """The settings of ``gridhead serve``: the TOML file (:func:`load_config`) with the command line's
+    options over it → (headend.config.Config, ControlConfig, whether the API's port was asked for,
+    headend.collect.Schedule or None).  A bad option is a one-line ConfigError (exit code 2)."""
+    import dataclasses
+
+    from .collect import Schedule
+    from .config import MqttBroker, parse_hostport
+    cfg, ctl_cfg, ctl_explicit, schedule = load_config(config_file) if config_file else (
+        Config(), ControlConfig(), False, None)
+    if collect is not None:
+        schedule = dataclasses.replace(schedule or Schedule(), enabled=collect)
+    if api_port is not None:
+        ctl_cfg, ctl_explicit = ctl_cfg.replace(port=api_port), True
+    over = {k: v for k, v in (("data_dir", data), ("listen_host", host), ("listen_port", port),
+                              ("metrics_port", metrics_port)) if v is not None}
+    if mqtt or mqtt_prefix:
+        if not mqtt and cfg.mqtt is None:
+            raise ConfigError("--mqtt-prefix needs --mqtt HOST:PORT (or an [mqtt] table in --config)")
+        broker = cfg.mqtt or MqttBroker()
+        if mqtt:
+            mhost, mport, _ = parse_hostport(mqtt, "--mqtt")
+            broker = dataclasses.replace(broker, host=mhost, port=mport)
+        over["mqtt"] = dataclasses.replace(broker, prefix=mqtt_prefix) if mqtt_prefix else broker
+    cfg = cfg.replace(**over)
+    if insecure or accept_audit_break:
+        ctl_cfg = ctl_cfg.replace(insecure=insecure or ctl_cfg.insecure,
+                                  accept_audit_break=accept_audit_break or ctl_cfg.accept_audit_break)
+    return cfg, ctl_cfg, ctl_explicit, schedule
+
+
 def mount_default(he, cfg: ControlConfig, *, explicit: bool) -> ControlServer | None:
     """:func:`mount` for ``gridhead serve``: a port taken by someone else is an error when the operator
     asked for it, a logged warning (no API) when it is only the default."""
