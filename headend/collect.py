@@ -77,7 +77,7 @@ from gridhead.protocols.dlt645 import ReadRequest, decode_frames
 from gridhead.protocols.dlt698 import apdu as A
 from gridhead.protocols.dlt698.axdr import (COMDCB, MS, RSD, TI, Data, DateTimeS, Selector1, Selector2, SelectorRange)
 from gridhead.protocols.errors import GridheadError, ProtocolError, TransportError
-from gridhead.storage import collection as C
+from gridhead.storage import collection
 from gridhead.storage import lake, schema
 
 from . import profile as P
@@ -510,16 +510,16 @@ class Collector:
         if expected is None:
             from gridhead.storage import archive as _archive
             with _archive.Archive(_sql.archive_path(he.config.data_dir), read_only=True) as a:
-                expected = C.expected_meters(a)
+                expected = collection.expected_meters(a)
         # a head-end shard (headend.shard) collects its own terminals and records its runs under its name:
         # the lake and its state table are shared, the other shards' meters are not this one's gaps
         index, count = getattr(he.config, "shard_index", 0), getattr(he.config, "shard_count", 1)
         self.run_suffix = ""
         if count > 1:
             from .shard import shard_of
-            expected = C.of_terminals(expected, lambda a: shard_of(a, count) == index)
+            expected = collection.of_terminals(expected, lambda a: shard_of(a, count) == index)
             self.run_suffix = f"@shard-{index:02d}-of-{count:02d}"
-        self.state = C.CollectionState(_sql.lake_root(he.config.data_dir), expected)
+        self.state = collection.CollectionState(_sql.lake_root(he.config.data_dir), expected)
         cols = expected.to_pydict()
         self.meters_of: dict[str, list[int]] = {}
         self.route: dict[int, tuple] = {}
@@ -602,7 +602,7 @@ class Collector:
             # (the first attempt of the event back-fill, backfill_events); an offline terminal's too
             for a in terminals:
                 if a not in online:
-                    missed.update((m, C.OFFLINE) for m in self._event_meters(a, day))
+                    missed.update((m, collection.OFFLINE) for m in self._event_meters(a, day))
             self._record_outcomes(task, day, missed)
         self.state.record_run(task.name + self.run_suffix, day, "collect", t0, self.clock(), requested, stored)
         return {"task": task.name, "date": day.isoformat(), "terminals": len(terminals), "online": len(online),
@@ -637,7 +637,7 @@ class Collector:
         _addr, comm, proto, port = self.route[m]
         kw = dict(kw, received_utc=int(self.clock()))
         if not self._online(address):
-            return m, C.OFFLINE, None
+            return m, collection.OFFLINE, None
         batch = None
         timeout = max(1, int(task.timeout_s))
         if proto == "645":
@@ -650,14 +650,14 @@ class Collector:
             elif task.type == "monthly":
                 reqs = proxy_645_month_request(comm, day, today, port, timeout, items_645(task))
             else:
-                return m, C.NO_DATA, None     # a 645 load curve (06xxxxxx) is not in the profile
+                return m, collection.NO_DATA, None     # a 645 load curve (06xxxxxx) is not in the profile
             if reqs is None:
-                return m, C.NO_DATA, None
+                return m, collection.NO_DATA, None
             rsps = []
             for req in reqs:
                 rsp = await self._request(address, req, task.timeout_s)
                 if rsp is None and not rsps:
-                    return m, C.NO_ANSWER, None
+                    return m, collection.NO_ANSWER, None
                 rsps.append(rsp)
             if task.type == "daily":
                 batch = batch_645(m, day, *rsps, **kw)
@@ -666,18 +666,18 @@ class Collector:
                 ts = records.local_to_epoch(day.year, day.month, day.day)
                 batch = records.answers645_to_batch([(m, di, raws, ts) for di, raws in got], **kw) if got else None
             if None in rsps:
-                return m, C.NO_ANSWER, batch
+                return m, collection.NO_ANSWER, batch
         else:
             req = (proxy_curve_request(A.tsa(comm), task, day) if task.type == "curve"
                    else proxy_record_request(A.tsa(comm), task, day))
             rsp = await self._request(address, req, task.timeout_s)
             if rsp is None:
-                return m, C.NO_ANSWER, None
+                return m, collection.NO_ANSWER, None
             if isinstance(rsp, A.ProxyGetResponseRecord):
                 batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=rsp.tsa, **kw)
                 if task.type in ("daily", "monthly"):
                     batch = only_day(batch, day)
-        return m, (C.OK if batch is not None and len(batch) else C.NO_DATA), batch
+        return m, (collection.OK if batch is not None and len(batch) else collection.NO_DATA), batch
 
     def _event_meters(self, address: str, day: _dt.date, meters=None) -> list[int]:
         """The meters of ``address`` whose events are read for ``day``: 698 meters installed at its start."""
@@ -717,13 +717,13 @@ class Collector:
 
         if not self._online(address):
             if missed is not None:
-                missed.update((m, C.OFFLINE) for m in meters)
+                missed.update((m, collection.OFFLINE) for m in meters)
             return 0
         got = await asyncio.gather(*(one(m, oad) for m in meters for oad in task.items))
         if missed is not None:
-            missed.update((m, C.NO_ANSWER) for m in failed)
+            missed.update((m, collection.NO_ANSWER) for m in failed)
             if every_outcome:
-                missed.update((m, C.OK) for m in meters if m not in failed)
+                missed.update((m, collection.OK) for m in meters if m not in failed)
         groups: dict[tuple, list] = {}
         for cols in (c for lst in got for c in lst):
             groups.setdefault(tuple(sorted(cols)), []).append(cols)
@@ -801,7 +801,7 @@ class Collector:
         due: dict[tuple, list] = {}
         for (d, m), h in self._event_history(task, want).items():
             retries = len(h) - 1                     # the first record is the first pass's miss
-            if C.OK not in (o for _at, o in h) and retries < task.backfill_retries and \
+            if collection.OK not in (o for _at, o in h) and retries < task.backfill_retries and \
                     now >= h[-1][0] + backoff_s(task, retries, m, d, self.seed):
                 due.setdefault((self.route[m][0], d), []).append(m)
         stored = 0
@@ -809,7 +809,7 @@ class Collector:
             outcomes: dict[int, int] = {}
             stored += await self._collect_events(address, task, d, ms, outcomes, every_outcome=True)
             self._record_outcomes(task, d, outcomes)
-        left = sum(C.OK not in (o for _at, o in h) for h in self._event_history(task, want).values())
+        left = sum(collection.OK not in (o for _at, o in h) for h in self._event_history(task, want).values())
         return {"task": task.name, "requested": sum(len(v) for v in due.values()), "stored": stored,
                 "open_gaps": left}
 
@@ -959,9 +959,9 @@ class Collector:
                 b = records.concat(got)
                 await self.he.ingest.readings(b.columns, schema.DAILY)       # durable before it is counted
                 self.counts["backfilled"] += len(b)
-            code = {txt: k for k, txt in C.OUTCOMES.items()}            # read_day says the names
+            code = {txt: k for k, txt in collection.OUTCOMES.items()}            # read_day says the names
             for d in sorted({x[0] for x in done}):
-                ms = [(mid, code.get(o, C.NO_DATA)) for dd, mid, o in done if dd == d]
+                ms = [(mid, code.get(o, collection.NO_DATA)) for dd, mid, o in done if dd == d]
                 self.state.record_attempts(name, d, [m for m, _ in ms], [o for _, o in ms], self.clock())
             if done:
                 event(log, "serial back-fill", device=bus.port.device, meter_days=len(done),

@@ -53,7 +53,7 @@ from gridhead.protocols.dlt698.frame import ServerAddress
 from gridhead.protocols.errors import ProtocolError, TransportError
 from gridhead.storage import schema
 
-from . import collect as C
+from . import collect
 from . import profile as P
 from . import records
 from .config import SerialPort
@@ -265,21 +265,21 @@ class SerialBus:
         mid = self.meter_id(meter.address)
         if mid is None:
             return "unknown meter", None
-        task = task or C.DEFAULT_TASKS[0]
+        task = task or collect.DEFAULT_TASKS[0]
         kw = dict(source=schema.SRC_TASK, quality=quality, received_utc=received_utc or int(time.time()))
         try:
             if meter.protocol == "645":
-                n = C.days_back_645(day, today)
+                n = collect.days_back_645(day, today)
                 if not 1 <= n <= P.MAX_DAYS_BACK_645:
                     return "no data", None
                 t = await self.request645(ReadRequest(meter.address, (P.DI645_DAILY_TIME & ~0xFF) | n))
                 if not isinstance(t, ReadResponse):
                     return "no data", None
-                ts = C.epoch_645(records.raw_values_645(t.values)[0] if t.values else None)
+                ts = collect.epoch_645(records.raw_values_645(t.values)[0] if t.values else None)
                 if ts != records.local_to_epoch(day.year, day.month, day.day):
                     return "no data", None
                 got = []
-                for di in C.items_645(task):
+                for di in collect.items_645(task):
                     f = await self.request645(ReadRequest(meter.address, (di & ~0xFF) | n))
                     if isinstance(f, ReadResponse):
                         got.append((mid, f.di, records.raw_values_645(f.values), ts))
@@ -287,12 +287,12 @@ class SerialBus:
                     return "no data", None
                 batch = records.answers645_to_batch(got, **kw)
             else:
-                rec = C.proxy_record_request(A.tsa(meter.address), task, day).record
+                rec = collect.proxy_record_request(A.tsa(meter.address), task, day).record
                 rsp = await self.request698(meter.address, A.GetRequestRecord(0, rec))
                 if not isinstance(rsp, A.GetResponseRecord):
                     return "no data", None
                 batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=A.tsa(meter.address), **kw)
-                batch = C.only_day(batch, day)
+                batch = collect.only_day(batch, day)
         except TransportError:
             return "no answer", None
         return ("ok" if len(batch) else "no data"), batch

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gridhead.billing_core import ledger as L
-from gridhead.billing_core import prepay as P
+from gridhead.billing_core import prepay as prepay_rules
 from gridhead.billing_core.run import voltage_level
 from gridhead.billing_core.tariff import TariffSet
 from gridhead.protocols.errors import StorageError
@@ -101,7 +101,7 @@ def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date, also=()
     of ``also`` (one scan of the lake), one dict of registers per date in that order."""
     days = [day, day + dt.timedelta(days=1), *also]
     files = _bills.settlement_files(lake_root(data), schema.DAILY, sorted(set(days)))
-    regs = ", ".join(f"coalesce({r}, -1)::BIGINT AS {r}" for r in P.REGISTERS)
+    regs = ", ".join(f"coalesce({r}, -1)::BIGINT AS {r}" for r in prepay_rules.REGISTERS)
     got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills.pivot_files(*files).replace('@FILTER@', '')}) "
                     f"WHERE date IN (SELECT unnest($d::DATE[]))", {"d": sorted(set(days))})
     dates = got["date"].astype("datetime64[D]")
@@ -109,7 +109,7 @@ def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date, also=()
     for d in days:
         sel = dates == np.datetime64(d)
         out.append({r: _ledger.lookup(got["meter_id"][sel].astype(np.int64), got[r][sel].astype(np.int64), meters, -1)
-                    for r in P.REGISTERS})
+                    for r in prepay_rules.REGISTERS})
     return out
 
 
@@ -155,7 +155,7 @@ def _year_to_date(c: dict, cum: np.ndarray, start: np.ndarray, at: dict, now_rea
     since = np.zeros(len(meters), np.int64)
     for d, first in at.items():
         sel = start == np.datetime64(d)
-        e, ok = P.daily_energy({r: v[sel] for r, v in first.items()}, {r: v[sel] for r, v in now_reading.items()},
+        e, ok = prepay_rules.daily_energy({r: v[sel] for r, v in first.items()}, {r: v[sel] for r, v in now_reading.items()},
                                c["ct"][sel], c["pt"][sel], c["digits"][sel])
         since[sel] = np.where(ok & (meters[sel] >= 0), e["e_total"], 0)
     return cum + since
@@ -180,14 +180,14 @@ def _protected(data) -> set:
     return {t for t, on in state.items() if on}
 
 
-def run(data, day: dt.date, thresholds: P.Thresholds | None = None, tariffs_dir=None, send=None,
+def run(data, day: dt.date, thresholds: prepay_rules.Thresholds | None = None, tariffs_dir=None, send=None,
         who: str = SYSTEM, kernel=None) -> dict:
     """Deduct, remind and decide for ``day``; then dispatch pending commands with ``send`` (if given).
 
     Returns the day's summary (customers, read, charged_fen, reminders, trips, withheld, closes,
     repeated: True when the day had been run before) and ``dispatched`` (outcome counts).
     """
-    t = thresholds or P.Thresholds()
+    t = thresholds or prepay_rules.Thresholds()
     tariffs = TariffSet.load(tariffs_dir)
     protected = _protected(data)
     with _open(data) as w:
@@ -213,7 +213,7 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
         prev, now, *firsts = _readings(w, data, meters, day, starts)
     except duckdb.Error as exc:
         raise StorageError(f"prepay {day}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
-    e, ok = P.daily_energy(prev, now, c["ct"], c["pt"], c["digits"])
+    e, ok = prepay_rules.daily_energy(prev, now, c["ct"], c["pt"], c["digits"])
     ok &= meters >= 0
     # tariff rows looked up once per distinct (category, voltage), not per customer
     pairs = w.columns("SELECT DISTINCT category, voltage_v FROM customers WHERE prepaid ORDER BY 1, 2")
@@ -221,7 +221,7 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
                      for cat, v in zip(pairs["category"], pairs["voltage_v"])], np.int32)
     rows = look[c["pair"].astype(np.int64)] if n else np.zeros(0, np.int32)     # pair: the same order, in SQL
     ytd = _year_to_date(c, cum, start, dict(zip(starts, firsts)), prev)
-    charge = P.daily_charge(tariffs, rows, e, calendar.monthrange(day.year, day.month)[1], cum_prev=ytd,
+    charge = prepay_rules.daily_charge(tariffs, rows, e, calendar.monthrange(day.year, day.month)[1], cum_prev=ytd,
                             kernel=kernel)
     charge = np.where(ok, charge, 0)
     # a day of a period whose bill is already posted is billed: no estimate on top of it
@@ -241,7 +241,7 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
         credit = -w.balances_of(cid)
         st = _state(w, cid)
         prot = np.array([str(x) in protected for x in meters], bool) if protected else np.zeros(n, bool)
-        dec = P.decide(credit, st["below_since"], st["warned"], st["tripped"], prot, L.days_of(day), t)
+        dec = prepay_rules.decide(credit, st["below_since"], st["warned"], st["tripped"], prot, L.days_of(day), t)
         tripped = (st["tripped"] | dec["trip"]) & ~dec["close"]
         _write_state(w, cid, dec["below_since"], dec["warned"], tripped)
         ev = _events(w, day, ts, who, cid, meters, credit, dec, t)
@@ -258,7 +258,7 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
 
 def _state(w, cid) -> dict:
     s = w.columns("SELECT customer_id, below_since, warned, tripped FROM prepay_state")
-    return {"below_since": _ledger.lookup(s["customer_id"], s["below_since"].astype(np.int64), cid, P.NO_DAY),
+    return {"below_since": _ledger.lookup(s["customer_id"], s["below_since"].astype(np.int64), cid, prepay_rules.NO_DAY),
             "warned": _ledger.lookup(s["customer_id"], s["warned"].astype(np.int64), cid, 0).astype(bool),
             "tripped": _ledger.lookup(s["customer_id"], s["tripped"].astype(np.int64), cid, 0).astype(bool)}
 
@@ -274,7 +274,7 @@ def _write_state(w, cid, below_since, warned, tripped) -> None:
         w.con.unregister("_st")
 
 
-def _events(w, day, ts, who, cid, meters, credit, dec, t: P.Thresholds) -> dict:
+def _events(w, day, ts, who, cid, meters, credit, dec, t: prepay_rules.Thresholds) -> dict:
     """Events and outbox commands of the decisions (the caller holds the transaction)."""
     ev, cmd = [], []
     for name, mask, action in (("reminder", dec["remind"], None), ("trip", dec["trip"], "disconnect"),
@@ -310,10 +310,10 @@ def _events(w, day, ts, who, cid, meters, credit, dec, t: P.Thresholds) -> dict:
             "withheld": int(dec["trip_protected"].sum()), "closes": int(dec["close"].sum())}
 
 
-def after_payment(data, customer_ids, thresholds: P.Thresholds | None = None, send=None, who: str = SYSTEM) -> dict:
+def after_payment(data, customer_ids, thresholds: prepay_rules.Thresholds | None = None, send=None, who: str = SYSTEM) -> dict:
     """Reconnect at once the tripped customers among ``customer_ids`` whose credit is back (a payment's
     follow-up); returns ``{closes, dispatched}``."""
-    t = thresholds or P.Thresholds()
+    t = thresholds or prepay_rules.Thresholds()
     cid = np.unique(np.asarray(customer_ids, np.int64))
     with _open(data) as w:
         w.con.execute("BEGIN")
@@ -377,7 +377,7 @@ def _waves(todo: list[dict]) -> list[list[dict]]:
     return waves
 
 
-def dispatch(data, send, thresholds: P.Thresholds | None = None, workers: int = 8, chunk: int = 1000) -> dict:
+def dispatch(data, send, thresholds: prepay_rules.Thresholds | None = None, workers: int = 8, chunk: int = 1000) -> dict:
     """Send every pending command: ``send({command_id, action, target, reason, customer_no}) -> {outcome, ...}``
     (outcome ok / refused / failed / expired / queued); each answer is recorded as an event.
 
@@ -393,7 +393,7 @@ def dispatch(data, send, thresholds: P.Thresholds | None = None, workers: int = 
     are written ``chunk`` commands per transaction.  Returns counts by outcome."""
     from concurrent.futures import ThreadPoolExecutor
 
-    t = thresholds or P.Thresholds()
+    t = thresholds or prepay_rules.Thresholds()
     counts: dict = {}
     with _open(data) as w:
         todo = _pending(w)
@@ -418,7 +418,7 @@ def dispatch(data, send, thresholds: P.Thresholds | None = None, workers: int = 
     return counts
 
 
-def _record(data, part: list[dict], answers: list[dict], t: P.Thresholds, counts: dict) -> None:
+def _record(data, part: list[dict], answers: list[dict], t: prepay_rules.Thresholds, counts: dict) -> None:
     """The outcomes of a chunk of commands, in one transaction (events, and the trip state they imply)."""
     ts = _now()
     rows, untrip, retrip = [], [], []
