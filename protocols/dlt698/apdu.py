@@ -1214,9 +1214,11 @@ if accel.PURE:
     from .. import _apdu698_py as _fast
 else:
     try:
-        from .. import _apdu698 as _fast
+        # the stub _apdu698.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from .. import _apdu698 as _fast  # type: ignore[no-redef]
     except ImportError:
-        from .. import _apdu698_py as _fast  # type: ignore[no-redef]
+        from .. import _apdu698_py as _fast
 
 
 def decode_apdu(raw, lazy: bool = False) -> Apdu:

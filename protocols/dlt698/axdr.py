@@ -76,9 +76,11 @@ if accel.PURE:
     from .. import _axdr_py as _k
 else:
     try:
-        from .. import _axdr as _k
+        # the stub _axdr.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from .. import _axdr as _k  # type: ignore[no-redef]
     except ImportError:
-        from .. import _axdr_py as _k  # type: ignore[no-redef]
+        from .. import _axdr_py as _k
 
 
 class Tag(enum.IntEnum):

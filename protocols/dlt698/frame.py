@@ -47,9 +47,11 @@ if accel.PURE:
     from .. import _framing698_py as _k
 else:
     try:
-        from .. import _framing698 as _k
+        # the stub _framing698.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from .. import _framing698 as _k  # type: ignore[no-redef]
     except ImportError:
-        from .. import _framing698_py as _k  # type: ignore[no-redef]
+        from .. import _framing698_py as _k
 
 FOUND, NEED_MORE, BAD_HCS, BAD_FCS, BAD_END, BAD_LENGTH = 0, 1, 2, 3, 4, 5
 MAX_FRAME = 0x3FFF + 2      # largest frame with a byte-unit length field (the peer's default too)

@@ -28,7 +28,13 @@ CLEAN = [
     "gridhead.protocols._framing698_py",
     "gridhead.protocols._framing",
     "gridhead.protocols._framing698",
+    "gridhead.protocols.dlt645",
+    "gridhead.protocols.dlt645._record",
     "gridhead.protocols.dlt645.device_errors",
+    "gridhead.protocols.dlt645.formats",
+    "gridhead.protocols.dlt645.frame",
+    "gridhead.protocols.dlt645.messages",
+    "gridhead.protocols.dlt645.registry",
     "gridhead.protocols.dlt698.dar",
 ]
 
