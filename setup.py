@@ -99,6 +99,7 @@ setup(
             "nrel-pysam>=5,<8",  # NREL PySAM Utilityrate5: independent tariff oracle for the billing tests
             "moto[server]>=5.0,<6",  # a real S3-compatible server process on 127.0.0.1 for the lake-URI tests
             "cryptography>=41,<50",  # certificates made in the control API's TLS tests
+            "mypy>=1.20,<2",  # tests/protocols/test_typing.py: gridhead.protocols checks clean under --strict
         ],
     },
     entry_points={"console_scripts": ["gridhead=gridhead.cli:main"]},

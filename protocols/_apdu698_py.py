@@ -25,6 +25,9 @@ Data, RCSD, TSA, date_time(_s) and TI are read by the A-XDR layer, so values are
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from .dlt698 import axdr
 from .dlt698._codec import Codec, DecodeError, seq
 from .errors import GridheadError
@@ -34,28 +37,39 @@ class _Miss(Exception):
     """Not decodable here: the caller takes the general walk, which also words the error."""
 
 
-_A = None          # protocols.dlt698.apdu, on first use
+if TYPE_CHECKING:
+    from .dlt698 import apdu as _A
+    from .dlt698.apdu import Apdu
+else:
+    _A = None          # protocols.dlt698.apdu, on first use (it imports this module)
+
+# a walk: the value at buf[pos] and the position after it; _Miss when it is not one the walk knows
+_Walk = Callable[[bytes, int], tuple[Any, int]]
 
 
-def _u8(buf, pos):
+def _u8(buf: bytes, pos: int) -> tuple[int, int]:
     if pos >= len(buf):
         raise _Miss
     return buf[pos], pos + 1
 
 
-def _u32(buf, pos):
+def _u32(buf: bytes, pos: int) -> tuple[int, int]:
     end = pos + 4
     if end > len(buf):
         raise _Miss
     return int.from_bytes(buf[pos:end], "big"), end
 
 
-def _seq(item):
+def _decode_only(v: object, out: bytearray) -> None:
+    raise NotImplementedError("the fast walk only decodes")
+
+
+def _seq(item: _Walk) -> _Walk:
     # SEQUENCE OF item, as the general walk reads it
-    return seq(Codec(item, None)).dec
+    return seq(Codec(item, _decode_only)).dec
 
 
-def _result_normal(buf, pos):
+def _result_normal(buf: bytes, pos: int) -> tuple[_A.ResultNormal, int]:
     oad, pos = _u32(buf, pos)
     c, pos = _u8(buf, pos)
     if c == 1:
@@ -67,7 +81,7 @@ def _result_normal(buf, pos):
     raise _Miss
 
 
-def _result_record(buf, pos):
+def _result_record(buf: bytes, pos: int) -> tuple[_A.ResultRecord, int]:
     oad, pos = _u32(buf, pos)
     rcsd, pos = axdr.decode_typed(axdr.Tag.RCSD, buf, pos)
     c, pos = _u8(buf, pos)
@@ -84,7 +98,7 @@ _results = _seq(_result_normal)
 _records = _seq(_result_record)
 
 
-def _proxy_result(buf, pos):
+def _proxy_result(buf: bytes, pos: int) -> tuple[_A.ProxyResult, int]:
     tsa, pos = axdr.decode_typed(axdr.Tag.TSA, buf, pos)
     res, pos = _results(buf, pos)
     return _A.ProxyResult(tsa, res), pos
@@ -93,14 +107,14 @@ def _proxy_result(buf, pos):
 _proxy_results = _seq(_proxy_result)
 
 
-def _flag(buf, pos):
+def _flag(buf: bytes, pos: int) -> tuple[int, int]:
     f, pos = _u8(buf, pos)
     if f > 1:
         raise _Miss
     return f, pos
 
 
-def _follow(buf, pos):
+def _follow(buf: bytes, pos: int) -> tuple[_A.FollowReport | None, int]:
     present, pos = _flag(buf, pos)
     if not present:
         return None, pos
@@ -114,7 +128,7 @@ def _follow(buf, pos):
     return _A.FollowReport(kind, res), pos
 
 
-def _time_tag(buf, pos):
+def _time_tag(buf: bytes, pos: int) -> tuple[_A.TimeTag | None, int]:
     present, pos = _flag(buf, pos)
     if not present:
         return None, pos
@@ -123,8 +137,8 @@ def _time_tag(buf, pos):
     return _A.TimeTag(t, ti[0], ti[1]), pos
 
 
-def _server(cls, body):
-    def dec(buf, pos):
+def _server(cls: Callable[..., Apdu], body: _Walk) -> _Walk:
+    def dec(buf: bytes, pos: int) -> tuple[Apdu, int]:
         piid, pos = _u8(buf, pos)
         b, pos = body(buf, pos)
         fr, pos = _follow(buf, pos)
@@ -133,7 +147,7 @@ def _server(cls, body):
     return dec
 
 
-def _proxy_record(buf, pos):
+def _proxy_record(buf: bytes, pos: int) -> tuple[_A.ProxyGetResponseRecord, int]:
     piid, pos = _u8(buf, pos)
     tsa, pos = axdr.decode_typed(axdr.Tag.TSA, buf, pos)
     rec, pos = _result_record(buf, pos)
@@ -142,7 +156,7 @@ def _proxy_record(buf, pos):
     return _A.ProxyGetResponseRecord(piid, tsa, rec, fr, tt), pos
 
 
-def _link_request(buf, pos):
+def _link_request(buf: bytes, pos: int) -> tuple[_A.LinkRequest, int]:
     piid, pos = _u8(buf, pos)
     kind, pos = _u8(buf, pos)
     if pos + 2 > len(buf):
@@ -152,10 +166,10 @@ def _link_request(buf, pos):
     return _A.LinkRequest(piid, kind, hb, at), pos
 
 
-_WALKS: dict = {}  # (tag, choice or None) -> dec(buf, pos)
+_WALKS: dict[tuple[int, int | None], _Walk] = {}  # (tag, choice or None) -> dec(buf, pos)
 
 
-def _init():
+def _init() -> None:
     global _A
     from .dlt698 import apdu as A
     _WALKS.update({
@@ -172,7 +186,7 @@ def _init():
     _A = A
 
 
-def decode(buf: bytes):
+def decode(buf: bytes) -> Apdu | None:
     """The APDU ``buf`` holds if it is one of the hot services and decodes whole, else None."""
     if _A is None:
         _init()

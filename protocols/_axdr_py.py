@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
@@ -52,6 +53,15 @@ TYPE_NAMES = {
 # against the bytes left: nothing allocates more than a few words per input byte.
 MAX_DEPTH = 32            # nesting of Data in Data (array, structure, Region, RSD): the peer's limit too
 MAX_ELEMENTS = 65536      # elements of one SEQUENCE OF / array / structure
+
+# A decoder reads the bare value of one type at ``buf[pos]`` (``depth``: Data nesting so far) and
+# returns it with the position after it; an encoder checks a value handed in by a caller (anything: it
+# is checked at run time, hence Any) and appends its bytes to ``out``.
+class Decoder(Protocol):
+    def __call__(self, buf: bytes, pos: int, depth: int = 0, /) -> tuple[Any, int]: ...
+
+
+Encoder = Callable[[Any, list[bytes], int], None]
 
 
 # --- value classes ---------------------------------------------------------------------------------
@@ -117,7 +127,7 @@ class Road(NamedTuple):
     """ROAD: an OAD (int) and the associated OADs (tuple of int)."""
 
     oad: int
-    oads: tuple
+    oads: tuple[int, ...]
 
 
 class TI(NamedTuple):
@@ -225,25 +235,25 @@ class COMDCB(NamedTuple):
 
 
 # --- errors ----------------------------------------------------------------------------------------
-def _name(tag):
+def _name(tag: int) -> str:
     return TYPE_NAMES.get(tag, f"tag {tag}")
 
 
-def _short(what, pos, need, buf):
+def _short(what: str, pos: int, need: int, buf: bytes) -> RemoteProtocolError:
     return RemoteProtocolError(f"A-XDR {what}: truncated at byte {pos} (needs {need} bytes, "
                                f"{max(len(buf) - pos, 0)} left)")
 
 
-def _bad(what, pos, why):
+def _bad(what: str, pos: int, why: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"A-XDR {what}: {why} at byte {pos}")
 
 
-def _local(what, why):
+def _local(what: str, why: str) -> LocalProtocolError:
     return LocalProtocolError(f"A-XDR {what}: cannot encode {why}")
 
 
 # --- decoding --------------------------------------------------------------------------------------
-def decode_length(buf, pos=0, what="length"):
+def decode_length(buf: bytes, pos: int = 0, what: str = "length") -> tuple[int, int]:
     """A-XDR length at ``buf[pos]``: one byte < 80H, or 8nH + n (1..4) bytes big-endian, minimal."""
     if pos < 0:
         raise LocalProtocolError(f"A-XDR: negative position {pos}")
@@ -263,7 +273,7 @@ def decode_length(buf, pos=0, what="length"):
     return n, pos + 1 + k
 
 
-def _count(buf, pos, what, size):
+def _count(buf: bytes, pos: int, what: str, size: int) -> tuple[int, int]:
     """A SEQUENCE OF count whose elements take at least ``size`` bytes each."""
     n, p = decode_length(buf, pos, what)
     if n > MAX_ELEMENTS:
@@ -273,55 +283,55 @@ def _count(buf, pos, what, size):
     return n, p
 
 
-def _octets(buf, pos, what):
+def _octets(buf: bytes, pos: int, what: str) -> tuple[bytes, int]:
     n, p = decode_length(buf, pos, what)
     if p + n > len(buf):
         raise _short(what, p, n, buf)
     return buf[p:p + n], p + n
 
 
-def _fixed(fmt, tag):
+def _fixed(fmt: str, tag: int) -> Decoder:
     st = struct.Struct(fmt)
     unpack, size, what = st.unpack_from, st.size, _name(tag)
 
-    def dec(buf, pos, depth=0):
+    def dec(buf: bytes, pos: int, depth: int = 0) -> tuple[Any, int]:
         if pos + size > len(buf):
             raise _short(what, pos, size, buf)
         return unpack(buf, pos)[0], pos + size
     return dec
 
 
-def _record(cls, fmt, tag):
+def _record(cls: Any, fmt: str, tag: int) -> Decoder:
     st = struct.Struct(fmt)
     unpack, size, what = st.unpack_from, st.size, _name(tag)
 
-    def dec(buf, pos, depth=0):
+    def dec(buf: bytes, pos: int, depth: int = 0) -> tuple[Any, int]:
         if pos + size > len(buf):
             raise _short(what, pos, size, buf)
         return cls._make(unpack(buf, pos)), pos + size
     return dec
 
 
-def _dec_null(buf, pos, depth=0):
+def _dec_null(buf: bytes, pos: int, depth: int = 0) -> tuple[None, int]:
     return None, pos
 
 
-def _dec_seq(buf, pos, depth=0, tag=ARRAY):
+def _dec_seq(buf: bytes, pos: int, depth: int = 0, tag: int = ARRAY) -> tuple[tuple[Data, ...], int]:
     if depth >= MAX_DEPTH:
         raise _bad(_name(tag), pos, f"nesting deeper than {MAX_DEPTH}")
     n, p = _count(buf, pos, _name(tag), 1)
-    out = []
+    out: list[Data] = []
     for _ in range(n):
         v, p = decode_data(buf, p, depth + 1)
         out.append(v)
     return tuple(out), p
 
 
-def _dec_structure(buf, pos, depth=0):
+def _dec_structure(buf: bytes, pos: int, depth: int = 0) -> tuple[tuple[Data, ...], int]:
     return _dec_seq(buf, pos, depth, STRUCTURE)
 
 
-def _dec_bool(buf, pos, depth=0):
+def _dec_bool(buf: bytes, pos: int, depth: int = 0) -> tuple[bool, int]:
     if pos >= len(buf):
         raise _short("bool", pos, 1, buf)
     b = buf[pos]
@@ -331,7 +341,7 @@ def _dec_bool(buf, pos, depth=0):
     return b == 1, pos + 1
 
 
-def _dec_bit_string(buf, pos, depth=0):
+def _dec_bit_string(buf: bytes, pos: int, depth: int = 0) -> tuple[BitString, int]:
     bits, p = decode_length(buf, pos, "bit-string")
     nb = (bits + 7) >> 3
     if p + nb > len(buf):
@@ -339,18 +349,18 @@ def _dec_bit_string(buf, pos, depth=0):
     return BitString(bits, buf[p:p + nb]), p + nb
 
 
-def _dec_octet_string(buf, pos, depth=0):
+def _dec_octet_string(buf: bytes, pos: int, depth: int = 0) -> tuple[bytes, int]:
     return _octets(buf, pos, "octet-string")
 
 
-def _dec_visible_string(buf, pos, depth=0):
+def _dec_visible_string(buf: bytes, pos: int, depth: int = 0) -> tuple[str, int]:
     # Latin-1 maps every byte to one character and back: devices pad with 00H or put GBK text in
     # visible-strings, and a decoded value must re-encode to the same bytes.
     raw, p = _octets(buf, pos, "visible-string")
     return raw.decode("latin-1"), p
 
 
-def _dec_utf8_string(buf, pos, depth=0):
+def _dec_utf8_string(buf: bytes, pos: int, depth: int = 0) -> tuple[str, int]:
     raw, p = _octets(buf, pos, "UTF8-string")
     try:
         return raw.decode("utf-8"), p
@@ -364,7 +374,7 @@ _F64 = struct.Struct(">d")
 _U64 = struct.Struct(">Q")
 
 
-def _dec_float32(buf, pos, depth=0):
+def _dec_float32(buf: bytes, pos: int, depth: int = 0) -> tuple[float, int]:
     if pos + 4 > len(buf):
         raise _short("float32", pos, 4, buf)
     bits = _U32.unpack_from(buf, pos)[0]
@@ -376,7 +386,7 @@ def _dec_float32(buf, pos, depth=0):
     return _F32.unpack_from(buf, pos)[0], pos + 4
 
 
-def _dec_road(buf, pos, depth=0):
+def _dec_road(buf: bytes, pos: int, depth: int = 0) -> tuple[Road, int]:
     if pos + 4 > len(buf):
         raise _short("ROAD", pos, 4, buf)
     oad = _U32.unpack_from(buf, pos)[0]
@@ -384,7 +394,7 @@ def _dec_road(buf, pos, depth=0):
     return Road(oad, struct.unpack_from(f">{n}I", buf, p)), p + 4 * n
 
 
-def _dec_ti(buf, pos, depth=0):
+def _dec_ti(buf: bytes, pos: int, depth: int = 0) -> tuple[TI, int]:
     if pos + 3 > len(buf):
         raise _short("TI", pos, 3, buf)
     unit = buf[pos]
@@ -393,7 +403,7 @@ def _dec_ti(buf, pos, depth=0):
     return TI(unit, (buf[pos + 1] << 8) | buf[pos + 2]), pos + 3
 
 
-def _dec_tsa(buf, pos, depth=0):
+def _dec_tsa(buf: bytes, pos: int, depth: int = 0) -> tuple[bytes, int]:
     raw, p = _octets(buf, pos, "TSA")
     # TSA ::= octet-string(SIZE(2..17)): flag byte (bits 0-3 = address length - 1) + address
     if len(raw) < 2 or len(raw) != (raw[0] & 0x0F) + 2:
@@ -402,15 +412,15 @@ def _dec_tsa(buf, pos, depth=0):
     return raw, p
 
 
-def _dec_mac(buf, pos, depth=0):
+def _dec_mac(buf: bytes, pos: int, depth: int = 0) -> tuple[bytes, int]:
     return _octets(buf, pos, "MAC")
 
 
-def _dec_rn(buf, pos, depth=0):
+def _dec_rn(buf: bytes, pos: int, depth: int = 0) -> tuple[bytes, int]:
     return _octets(buf, pos, "RN")
 
 
-def _dec_region(buf, pos, depth=0):
+def _dec_region(buf: bytes, pos: int, depth: int = 0) -> tuple[Region, int]:
     if pos >= len(buf):
         raise _short("Region", pos, 1, buf)
     unit = buf[pos]
@@ -423,7 +433,7 @@ def _dec_region(buf, pos, depth=0):
     return Region(unit, start, end), p
 
 
-def _dec_scaler_unit(buf, pos, depth=0):
+def _dec_scaler_unit(buf: bytes, pos: int, depth: int = 0) -> tuple[ScalerUnit, int]:
     if pos + 2 > len(buf):
         raise _short("Scaler_Unit", pos, 2, buf)
     s = buf[pos]
@@ -435,7 +445,7 @@ def _dec_scaler_unit(buf, pos, depth=0):
 _MS_REGION = {5: UNSIGNED, 6: TSA, 7: LONG_UNSIGNED}
 
 
-def _dec_ms(buf, pos, depth=0):
+def _dec_ms(buf: bytes, pos: int, depth: int = 0) -> tuple[MS, int]:
     if pos >= len(buf):
         raise _short("MS", pos, 1, buf)
     c = buf[pos]
@@ -457,7 +467,7 @@ def _dec_ms(buf, pos, depth=0):
         return MS(4, struct.unpack_from(f">{n}H", buf, p)), p + 2 * n
     if c <= 7:
         n, p = _count(buf, p, "MS", 3)
-        out = []
+        regions: list[Region] = []
         want = _MS_REGION[c]
         for _ in range(n):
             q = p
@@ -465,15 +475,15 @@ def _dec_ms(buf, pos, depth=0):
             if r.start.tag != want or r.end.tag != want:
                 raise _bad("MS", q, f"region of {_name(r.start.tag)}..{_name(r.end.tag)} in choice {c} "
                                     f"({_name(want)} bounds)")
-            out.append(r)
-        return MS(c, tuple(out)), p
+            regions.append(r)
+        return MS(c, tuple(regions)), p
     raise _bad("MS", pos, f"choice {c} (0-7)")
 
 
 _dts = _record(DateTimeS, ">HBBBBB", DATE_TIME_S)
 
 
-def _dec_selector2(buf, pos, depth):
+def _dec_selector2(buf: bytes, pos: int, depth: int) -> tuple[Selector2, int]:
     if pos + 4 > len(buf):
         raise _short("RSD", pos, 4, buf)
     oad = _U32.unpack_from(buf, pos)[0]
@@ -483,7 +493,7 @@ def _dec_selector2(buf, pos, depth):
     return Selector2(oad, a, b, c), p
 
 
-def _dec_rsd(buf, pos, depth=0):
+def _dec_rsd(buf: bytes, pos: int, depth: int = 0) -> tuple[RSD, int]:
     if pos >= len(buf):
         raise _short("RSD", pos, 1, buf)
     s = buf[pos]
@@ -498,14 +508,14 @@ def _dec_rsd(buf, pos, depth=0):
         v, e = decode_data(buf, p + 4, depth + 1)
         return RSD(1, Selector1(_U32.unpack_from(buf, p)[0], v)), e
     if s == 2:
-        v, p = _dec_selector2(buf, p, depth)
-        return RSD(2, v), p
+        sel, p = _dec_selector2(buf, p, depth)
+        return RSD(2, sel), p
     if s == 3:
         n, p = _count(buf, p, "RSD", 7)
         out = []
         for _ in range(n):
-            v, p = _dec_selector2(buf, p, depth)
-            out.append(v)
+            sel, p = _dec_selector2(buf, p, depth)
+            out.append(sel)
         return RSD(3, tuple(out)), p
     if s <= 5:
         t, p = _dts(buf, p)
@@ -529,7 +539,7 @@ def _dec_rsd(buf, pos, depth=0):
     raise _bad("RSD", pos, f"selector {s} (0-10)")
 
 
-def _dec_csd(buf, pos, depth=0):
+def _dec_csd(buf: bytes, pos: int, depth: int = 0) -> tuple[int | Road, int]:
     if pos >= len(buf):
         raise _short("CSD", pos, 1, buf)
     c = buf[pos]
@@ -542,14 +552,14 @@ def _dec_csd(buf, pos, depth=0):
     raise _bad("CSD", pos, f"choice {c} (0 OAD, 1 ROAD)")
 
 
-def _dec_sid(buf, pos, depth=0):
+def _dec_sid(buf: bytes, pos: int, depth: int = 0) -> tuple[SID, int]:
     if pos + 4 > len(buf):
         raise _short("SID", pos, 4, buf)
     extra, p = _octets(buf, pos + 4, "SID")
     return SID(_U32.unpack_from(buf, pos)[0], extra), p
 
 
-def _dec_sid_mac(buf, pos, depth=0):
+def _dec_sid_mac(buf: bytes, pos: int, depth: int = 0) -> tuple[SIDMAC, int]:
     sid, p = _dec_sid(buf, pos)
     mac, p = _octets(buf, p, "SID_MAC")
     return SIDMAC(sid, mac), p
@@ -560,7 +570,7 @@ _COMDCB_OK = (frozenset([*range(11), 255]), frozenset(range(3)), frozenset(range
               frozenset((1, 2)), frozenset(range(3)))
 
 
-def _dec_comdcb(buf, pos, depth=0):
+def _dec_comdcb(buf: bytes, pos: int, depth: int = 0) -> tuple[COMDCB, int]:
     if pos + 5 > len(buf):
         raise _short("COMDCB", pos, 5, buf)
     v = COMDCB._make(buf[pos:pos + 5])
@@ -570,7 +580,7 @@ def _dec_comdcb(buf, pos, depth=0):
     return v, pos + 5
 
 
-def _dec_rcsd(buf, pos, depth=0):
+def _dec_rcsd(buf: bytes, pos: int, depth: int = 0) -> tuple[tuple[int | Road, ...], int]:
     n, p = _count(buf, pos, "RCSD", 5)
     out = []
     for _ in range(n):
@@ -579,7 +589,7 @@ def _dec_rcsd(buf, pos, depth=0):
     return tuple(out), p
 
 
-_DEC = {
+_DEC: dict[int, Decoder] = {
     NULL: _dec_null, ARRAY: _dec_seq, STRUCTURE: _dec_structure, BOOL: _dec_bool,
     BIT_STRING: _dec_bit_string, DOUBLE_LONG: _fixed(">i", DOUBLE_LONG),
     DOUBLE_LONG_UNSIGNED: _fixed(">I", DOUBLE_LONG_UNSIGNED), OCTET_STRING: _dec_octet_string,
@@ -596,13 +606,13 @@ _DEC = {
 }
 
 
-def _as_bytes(buf, pos):
+def _as_bytes(buf: bytes, pos: int) -> bytes:
     if pos < 0:
         raise LocalProtocolError(f"A-XDR: negative position {pos}")
     return buf if type(buf) is bytes else bytes(buf)
 
 
-def decode_data(buf, pos=0, depth=0):
+def decode_data(buf: bytes, pos: int = 0, depth: int = 0) -> tuple[Data, int]:
     """One tagged Data at ``buf[pos]``: ``(Data, end)``."""
     if depth == 0:
         buf = _as_bytes(buf, pos)
@@ -616,7 +626,7 @@ def decode_data(buf, pos=0, depth=0):
     return Data(tag, v), p
 
 
-def decode_typed(tag, buf, pos=0):
+def decode_typed(tag: int, buf: bytes, pos: int = 0) -> tuple[Any, int]:
     """The bare (untagged) value of type ``tag`` at ``buf[pos]``: ``(value, end)``."""
     dec = _DEC.get(tag) if type(tag) is not bool and isinstance(tag, int) else None
     if dec is None:
@@ -624,7 +634,7 @@ def decode_typed(tag, buf, pos=0):
     return dec(_as_bytes(buf, pos), pos, 0)
 
 
-def decode_row(buf, pos, n):
+def decode_row(buf: bytes, pos: int, n: int) -> tuple[tuple[Data, ...], int]:
     """``n`` Data one after the other, without a count (A-RecordRow): ``(tuple, end)``."""
     buf = _as_bytes(buf, pos)
     if n < 0:
@@ -638,7 +648,7 @@ def decode_row(buf, pos, n):
     return tuple(out), pos
 
 
-def decode_rows(buf, pos, n):
+def decode_rows(buf: bytes, pos: int, n: int) -> tuple[tuple[tuple[Data, ...], ...], int]:
     """SEQUENCE OF A-RecordRow of ``n`` columns each: ``(tuple of rows, end)``."""
     buf = _as_bytes(buf, pos)
     m, p = _count(buf, pos, "record rows", max(n, 1))
@@ -650,7 +660,7 @@ def decode_rows(buf, pos, n):
 
 
 # --- encoding --------------------------------------------------------------------------------------
-def encode_length(n):
+def encode_length(n: int) -> bytes:
     """The A-XDR length of ``n``: minimal, one byte below 80H."""
     if not isinstance(n, int) or n < 0 or n > 0xFFFFFFFF:
         raise _local("length", f"{n!r} (0..4294967295)")
@@ -660,7 +670,7 @@ def encode_length(n):
     return bytes((0x80 | k,)) + n.to_bytes(k, "big")
 
 
-def _int(v, lo, hi, what):
+def _int(v: object, lo: int, hi: int, what: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise _local(what, f"{type(v).__name__} {v!r} (an int is needed)")
     if not lo <= v <= hi:
@@ -668,38 +678,38 @@ def _int(v, lo, hi, what):
     return v
 
 
-def _bytes(v, what):
+def _bytes(v: object, what: str) -> bytes:
     if not isinstance(v, (bytes, bytearray, memoryview)):
         raise _local(what, f"{type(v).__name__} (bytes needed)")
     return bytes(v)
 
 
-def _int_encoder(fmt, tag):
+def _int_encoder(fmt: str, tag: int) -> Encoder:
     st = struct.Struct(fmt)
     pack, what = st.pack, _name(tag)
     size = st.size
     signed = fmt[-1].islower() and fmt[-1] != "d"
     lo, hi = (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed else (0, (1 << (8 * size)) - 1)
 
-    def enc(v, out, depth):
+    def enc(v: Any, out: list[bytes], depth: int) -> None:
         out.append(pack(_int(v, lo, hi, what)))
     return enc
 
 
-def _tuple_encoder(cls, fmt, tag):
+def _tuple_encoder(cls: Any, fmt: str, tag: int) -> Encoder:
     st = struct.Struct(fmt)
     pack, what = st.pack, _name(tag)
     codes = fmt[1:]
     ranges = [(0, 0xFFFF) if c == "H" else (0, 0xFF) for c in codes]
 
-    def enc(v, out, depth):
+    def enc(v: Any, out: list[bytes], depth: int) -> None:
         if not isinstance(v, tuple) or len(v) != len(codes):
             raise _local(what, f"{v!r} (a {cls.__name__} of {len(codes)} fields is needed)")
         out.append(pack(*(_int(x, lo, hi, f"{what} {f}") for x, (lo, hi), f in zip(v, ranges, cls._fields))))
     return enc
 
 
-def _seq(v, what):
+def _seq(v: object, what: str) -> tuple[Any, ...] | list[Any]:
     if not isinstance(v, (tuple, list)):
         raise _local(what, f"{type(v).__name__} (a tuple or list is needed)")
     if len(v) > MAX_ELEMENTS:
@@ -707,13 +717,13 @@ def _seq(v, what):
     return v
 
 
-def _enc_null(v, out, depth):
+def _enc_null(v: Any, out: list[bytes], depth: int) -> None:
     if v is not None:
         raise _local("null", f"{v!r} (None is needed)")
 
 
-def _enc_seq_of(what):
-    def enc(v, out, depth):
+def _enc_seq_of(what: str) -> Encoder:
+    def enc(v: Any, out: list[bytes], depth: int) -> None:
         if depth >= MAX_DEPTH:
             raise _local(what, f"nesting deeper than {MAX_DEPTH}")
         v = _seq(v, what)
@@ -723,13 +733,13 @@ def _enc_seq_of(what):
     return enc
 
 
-def _enc_bool(v, out, depth):
+def _enc_bool(v: Any, out: list[bytes], depth: int) -> None:
     if v is not True and v is not False and v not in (0, 1):
         raise _local("bool", f"{v!r} (True or False)")
     out.append(b"\x01" if v else b"\x00")
 
 
-def _enc_bit_string(v, out, depth):
+def _enc_bit_string(v: Any, out: list[bytes], depth: int) -> None:
     if not isinstance(v, tuple) or len(v) != 2:
         raise _local("bit-string", f"{v!r} (a BitString is needed)")
     bits, data = v
@@ -740,8 +750,8 @@ def _enc_bit_string(v, out, depth):
     out.append(data)
 
 
-def _octets_encoder(what, lo=0, hi=0xFFFFFFFF):
-    def enc(v, out, depth):
+def _octets_encoder(what: str, lo: int = 0, hi: int = 0xFFFFFFFF) -> Encoder:
+    def enc(v: Any, out: list[bytes], depth: int) -> None:
         b = _bytes(v, what)
         if not lo <= len(b) <= hi:
             raise _local(what, f"{len(b)} bytes ({lo}..{hi})")
@@ -750,8 +760,8 @@ def _octets_encoder(what, lo=0, hi=0xFFFFFFFF):
     return enc
 
 
-def _string_encoder(what, codec):
-    def enc(v, out, depth):
+def _string_encoder(what: str, codec: str) -> Encoder:
+    def enc(v: Any, out: list[bytes], depth: int) -> None:
         if not isinstance(v, str):
             raise _local(what, f"{type(v).__name__} (str needed)")
         try:
@@ -763,7 +773,7 @@ def _string_encoder(what, codec):
     return enc
 
 
-def _enc_float32(v, out, depth):
+def _enc_float32(v: Any, out: list[bytes], depth: int) -> None:
     if not isinstance(v, (float, int)) or isinstance(v, bool):
         raise _local("float32", f"{type(v).__name__} (float needed)")
     v = float(v)
@@ -780,13 +790,13 @@ def _enc_float32(v, out, depth):
         raise _local("float32", f"{v!r} (beyond float32)") from None
 
 
-def _enc_float64(v, out, depth):
+def _enc_float64(v: Any, out: list[bytes], depth: int) -> None:
     if not isinstance(v, (float, int)) or isinstance(v, bool):
         raise _local("float64", f"{type(v).__name__} (float needed)")
     out.append(_F64.pack(float(v)))
 
 
-def _enc_road(v, out, depth):
+def _enc_road(v: Any, out: list[bytes], depth: int) -> None:
     if not isinstance(v, tuple) or len(v) != 2:
         raise _local("ROAD", f"{v!r} (a Road is needed)")
     oad, oads = v
@@ -797,18 +807,18 @@ def _enc_road(v, out, depth):
         out.append(_U32.pack(_int(x, 0, 0xFFFFFFFF, "ROAD OAD")))
 
 
-def _fields(v, cls, what):
+def _fields(v: object, cls: Any, what: str) -> tuple[Any, ...]:
     if not isinstance(v, tuple) or len(v) != len(cls._fields):
         raise _local(what, f"{v!r} (a {cls.__name__} is needed)")
     return v
 
 
-def _enc_ti(v, out, depth):
+def _enc_ti(v: Any, out: list[bytes], depth: int) -> None:
     unit, interval = _fields(v, TI, "TI")
     out.append(bytes((_int(unit, 0, 5, "TI unit"),)) + _int(interval, 0, 0xFFFF, "TI interval").to_bytes(2, "big"))
 
 
-def _enc_tsa(v, out, depth):
+def _enc_tsa(v: Any, out: list[bytes], depth: int) -> None:
     b = _bytes(v, "TSA")
     if len(b) < 2 or len(b) != (b[0] & 0x0F) + 2:
         raise _local("TSA", f"{b.hex()} (flag byte + (flag & 0FH) + 1 address bytes)")
@@ -816,7 +826,7 @@ def _enc_tsa(v, out, depth):
     out.append(b)
 
 
-def _enc_region(v, out, depth):
+def _enc_region(v: Any, out: list[bytes], depth: int) -> None:
     unit, start, end = _fields(v, Region, "Region")
     if depth >= MAX_DEPTH:
         raise _local("Region", f"nesting deeper than {MAX_DEPTH}")
@@ -825,12 +835,12 @@ def _enc_region(v, out, depth):
     _enc_data(end, out, depth + 1)
 
 
-def _enc_scaler_unit(v, out, depth):
+def _enc_scaler_unit(v: Any, out: list[bytes], depth: int) -> None:
     s, u = _fields(v, ScalerUnit, "Scaler_Unit")
     out.append(bytes((_int(s, -128, 127, "Scaler_Unit scaler") & 0xFF, _int(u, 0, 255, "Scaler_Unit unit"))))
 
 
-def _enc_ms(v, out, depth):
+def _enc_ms(v: Any, out: list[bytes], depth: int) -> None:
     c, val = _fields(v, MS, "MS")
     _int(c, 0, 7, "MS choice")
     out.append(bytes((c,)))
@@ -856,14 +866,14 @@ def _enc_ms(v, out, depth):
 _enc_dts = _tuple_encoder(DateTimeS, ">HBBBBB", DATE_TIME_S)
 
 
-def _enc_selector2(v, out, depth):
+def _enc_selector2(v: Any, out: list[bytes], depth: int) -> None:
     oad, a, b, c = _fields(v, Selector2, "RSD selector 2")
     out.append(_U32.pack(_int(oad, 0, 0xFFFFFFFF, "RSD OAD")))
     for x in (a, b, c):
         _enc_data(x, out, depth + 1)
 
 
-def _enc_rsd(v, out, depth):
+def _enc_rsd(v: Any, out: list[bytes], depth: int) -> None:
     s, val = _fields(v, RSD, "RSD")
     _int(s, 0, 10, "RSD selector")
     if depth >= MAX_DEPTH:
@@ -901,7 +911,7 @@ def _enc_rsd(v, out, depth):
         _enc_ms(ms, out, depth)
 
 
-def _enc_csd(v, out, depth):
+def _enc_csd(v: Any, out: list[bytes], depth: int) -> None:
     if isinstance(v, int) and not isinstance(v, bool):
         out.append(b"\x00" + _U32.pack(_int(v, 0, 0xFFFFFFFF, "CSD OAD")))
     else:
@@ -909,19 +919,19 @@ def _enc_csd(v, out, depth):
         _enc_road(v, out, depth)
 
 
-def _enc_sid(v, out, depth):
+def _enc_sid(v: Any, out: list[bytes], depth: int) -> None:
     ident, extra = _fields(v, SID, "SID")
     out.append(_U32.pack(_int(ident, 0, 0xFFFFFFFF, "SID identifier")))
     _ENC[OCTET_STRING](extra, out, depth)
 
 
-def _enc_sid_mac(v, out, depth):
+def _enc_sid_mac(v: Any, out: list[bytes], depth: int) -> None:
     sid, mac = _fields(v, SIDMAC, "SID_MAC")
     _enc_sid(sid, out, depth)
     _ENC[OCTET_STRING](mac, out, depth)
 
 
-def _enc_comdcb(v, out, depth):
+def _enc_comdcb(v: Any, out: list[bytes], depth: int) -> None:
     v = _fields(v, COMDCB, "COMDCB")
     for x, ok, f in zip(v, _COMDCB_OK, COMDCB._fields):
         if not isinstance(x, int) or x not in ok:
@@ -929,14 +939,14 @@ def _enc_comdcb(v, out, depth):
     out.append(bytes(v))
 
 
-def _enc_rcsd(v, out, depth):
+def _enc_rcsd(v: Any, out: list[bytes], depth: int) -> None:
     v = _seq(v, "RCSD")
     out.append(encode_length(len(v)))
     for x in v:
         _enc_csd(x, out, depth)
 
 
-_ENC = {
+_ENC: dict[int, Encoder] = {
     NULL: _enc_null, ARRAY: _enc_seq_of("array"), STRUCTURE: _enc_seq_of("structure"), BOOL: _enc_bool,
     BIT_STRING: _enc_bit_string, DOUBLE_LONG: _int_encoder(">i", DOUBLE_LONG),
     DOUBLE_LONG_UNSIGNED: _int_encoder(">I", DOUBLE_LONG_UNSIGNED),
@@ -955,7 +965,7 @@ _ENC = {
 }
 
 
-def _enc_data(d, out, depth):
+def _enc_data(d: object, out: list[bytes], depth: int) -> None:
     if not isinstance(d, tuple) or len(d) != 2:
         raise _local("Data", f"{d!r} (a Data(tag, value) is needed)")
     tag, v = d
@@ -966,18 +976,18 @@ def _enc_data(d, out, depth):
     enc(v, out, depth)
 
 
-def encode_data(d):
+def encode_data(d: Data) -> bytes:
     """The bytes of one tagged Data (tag + bare encoding)."""
-    out = []
+    out: list[bytes] = []
     _enc_data(d, out, 0)
     return b"".join(out)
 
 
-def encode_typed(tag, value):
+def encode_typed(tag: int, value: object) -> bytes:
     """The bare (untagged) encoding of ``value`` as type ``tag``."""
     enc = _ENC.get(tag)
     if enc is None:
         raise LocalProtocolError(f"A-XDR: no type with tag {tag!r}")
-    out = []
+    out: list[bytes] = []
     enc(value, out, 0)
     return b"".join(out)

@@ -16,6 +16,13 @@ DL/T 698.45 link frame (DL/T 698.45-2017 clause 5.3 "帧结构"; byte diagram in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from ._framing_py import Buffer
+
+_FrameT = TypeVar("_FrameT")
+
 FOUND = 0        # frame at [start, stop)
 NEED_MORE = 1    # no whole frame yet; bytes before ``start`` are garbage that may be dropped
 BAD_HCS = 2      # candidate at [start, stop) ends in 16H but its HCS != computed (extra)
@@ -29,7 +36,7 @@ EXT_LOGICAL = 0x20  # AF bit 5: the first SA byte is an extended logical address
 
 def _table() -> list[int]:
     """CRC-16/X.25 table: polynomial 1021H reflected (8408H), one entry per byte value."""
-    out = []
+    out: list[int] = []
     for i in range(256):
         c = i
         for _ in range(8):
@@ -41,7 +48,7 @@ def _table() -> list[int]:
 _T = _table()
 
 
-def crc16(buf, start: int = 0, stop: int = -1) -> int:
+def crc16(buf: Buffer, start: int = 0, stop: int = -1) -> int:
     """CRC-16/X.25 of ``buf[start:stop]`` (``stop=-1``: to the end): init FFFFH, reflected, xorout FFFFH."""
     n = len(buf)
     stop = n if stop < 0 else min(stop, n)
@@ -58,7 +65,7 @@ def header_length(af: int) -> int:
     return 8 + (af & 0x0F) + 1
 
 
-def scan698(buf, pos: int, end: int, max_frame: int):
+def scan698(buf: Buffer, pos: int, end: int, max_frame: int) -> tuple[int, int, int, int]:
     """Find the next DL/T 698.45 frame in ``buf[pos:end]``.
 
     Returns ``(status, start, stop, extra)``; see the module docstring for the statuses.  ``max_frame``
@@ -84,7 +91,7 @@ def scan698(buf, pos: int, end: int, max_frame: int):
         return status, i, stop, extra
 
 
-def _find68(buf, i: int, end: int) -> int:
+def _find68(buf: Buffer, i: int, end: int) -> int:
     if isinstance(buf, (bytes, bytearray)):
         return buf.find(b"\x68", i, end)
     while i < end:
@@ -94,7 +101,7 @@ def _find68(buf, i: int, end: int) -> int:
     return -1
 
 
-def _hcs_ok(buf, i: int, end: int) -> int:
+def _hcs_ok(buf: Buffer, i: int, end: int) -> int:
     """1 if a header with a right HCS starts at ``i``, 0 if not, -1 if its bytes are not all here."""
     if i + 5 > end:
         return -1
@@ -104,14 +111,14 @@ def _hcs_ok(buf, i: int, end: int) -> int:
     return 1 if crc16(buf, i + 1, i + h - 2) == buf[i + h - 2] | buf[i + h - 1] << 8 else 0
 
 
-def _length(buf, i: int) -> int:
+def _length(buf: Buffer, i: int) -> int:
     """Total frame size from the length field at ``i + 1`` (bit 14: unit is 1024 bytes)."""
     lf = buf[i + 1] | buf[i + 2] << 8
     n = lf & 0x3FFF
     return (n << 10 if lf & 0x4000 else n) + 2
 
 
-def _candidate(buf, i: int, end: int, max_frame: int):
+def _candidate(buf: Buffer, i: int, end: int, max_frame: int) -> tuple[int, int, int]:
     """``(status, stop, extra)`` for the 68H at ``i``; status -1 = noise, skip it."""
     ok = _hcs_ok(buf, i, end)
     if ok < 0:
@@ -161,12 +168,12 @@ def _candidate(buf, i: int, end: int, max_frame: int):
     return BAD_HCS, stop, crc16(buf, i + 1, i + h - 2)
 
 
-def address_text(buf, start: int, stop: int) -> str:
+def address_text(buf: Buffer, start: int, stop: int) -> str:
     """SA bytes ``buf[start:stop]`` (lowest first on the wire) as hex digits in human order, upper case."""
     return bytes(buf[start:stop])[::-1].hex().upper()
 
 
-def user_data(buf, start: int, stop: int, scrambled: bool) -> bytes:
+def user_data(buf: Buffer, start: int, stop: int, scrambled: bool) -> bytes:
     """The link user data ``buf[start:stop]``, with the +33H removed when ``scrambled``."""
     stop = min(stop, len(buf))
     start = max(0, min(start, stop))
@@ -175,12 +182,13 @@ def user_data(buf, start: int, stop: int, scrambled: bool) -> bytes:
     return bytes(buf[start:stop])
 
 
-def scramble(data) -> bytes:
+def scramble(data: Buffer) -> bytes:
     """Add 33H to each byte (user data on the wire when the control word's SC bit is set)."""
     return bytes((b + 0x33) & 0xFF for b in data)
 
 
-def decode698(buf, pos: int, end: int, max_frame: int):
+def decode698(buf: Buffer, pos: int, end: int, max_frame: int) -> tuple[
+        int, int, int, int, int | None, int | None, str | None, int | None, bytes | None]:
     """Scan and, when found, split the frame in one go.
 
     Returns ``(status, start, stop, extra, control, af, address, ca, data)``; the last five are ``None``
@@ -208,6 +216,7 @@ def encode698(length_field: int, control: int, sa: bytes, ca: int, data: bytes) 
     return body + bytes((fcs & 0xFF, fcs >> 8, 0x16))
 
 
-def new_frame(cls, server, client, control, apdu):
+def new_frame(cls: Callable[..., _FrameT], server: object, client: int, control: int,
+              apdu: bytes) -> _FrameT:
     """``cls(server, client, control, apdu)`` — a Frame without fragment, byte-unit length."""
     return cls(server, client, control, apdu)

@@ -14,6 +14,12 @@ DL/T 645-2007 frame (clause 4.1 of the standard)::
 
 from __future__ import annotations
 
+from typing import Any
+
+# what the kernels read: bytes, or a bytearray / memoryview of bytes (the compiled twin takes any
+# C-contiguous buffer of unsigned bytes)
+Buffer = bytes | bytearray | memoryview
+
 FOUND = 0        # frame at [start, stop)
 NEED_MORE = 1    # no whole frame yet; bytes before ``start`` are garbage that may be dropped
 BAD_CHECKSUM = 2  # candidate at [start, stop) has the right shape but CS != computed (extra)
@@ -24,12 +30,12 @@ BAD_MESSAGE = 5  # messages645 only: whole frame at [start, stop) that the decod
 MAX_DATA_645 = 255
 
 
-def checksum645(buf, start: int, stop: int) -> int:
+def checksum645(buf: Buffer, start: int, stop: int) -> int:
     """Sum of ``buf[start:stop]`` modulo 256 (DL/T 645 CS)."""
     return sum(buf[start:stop]) & 0xFF
 
 
-def scan645(buf, pos: int, end: int):
+def scan645(buf: Buffer, pos: int, end: int) -> tuple[int, int, int, int]:
     """Find the next DL/T 645 frame in ``buf[pos:end]``.
 
     Returns ``(status, start, stop, extra)``; see the module docstring for the statuses.  A candidate
@@ -62,7 +68,7 @@ def scan645(buf, pos: int, end: int):
         return FOUND, i, stop, 0
 
 
-def _find68(buf, i: int, end: int) -> int:
+def _find68(buf: Buffer, i: int, end: int) -> int:
     while i < end:
         if buf[i] == 0x68:
             return i
@@ -70,7 +76,7 @@ def _find68(buf, i: int, end: int) -> int:
     return -1
 
 
-def address645(buf, start: int):
+def address645(buf: Buffer, start: int) -> str | None:
     """Six address bytes at ``buf[start:start+6]`` (lowest first) as 12 characters, highest digit first.
 
     Each byte must be two BCD digits or the wildcard AAH; otherwise ``None``.
@@ -87,18 +93,19 @@ def address645(buf, start: int):
 _ADDRESS_BYTES = bytes(b for b in range(256) if b == 0xAA or ((b >> 4) <= 9 and (b & 0x0F) <= 9))
 
 
-def unscramble(buf, start: int, stop: int) -> bytes:
+def unscramble(buf: Buffer, start: int, stop: int) -> bytes:
     """Subtract 33H from each byte of ``buf[start:stop]`` (the wire form of DL/T 645 DATA)."""
     start = max(start, 0)
     return bytes((b - 0x33) & 0xFF for b in buf[start:stop])
 
 
-def scramble(data) -> bytes:
+def scramble(data: Buffer) -> bytes:
     """Add 33H to each byte (DL/T 645 DATA on the wire)."""
     return bytes((b + 0x33) & 0xFF for b in data)
 
 
-def decode645(buf, pos: int, end: int):
+def decode645(buf: Buffer, pos: int, end: int) -> tuple[int, int, int, int, str | None, int | None,
+                                                        bytes | None]:
     """Scan for a frame and, when found, split it in one go.
 
     Returns ``(status, start, stop, extra, address, control, data)``; the last three are ``None``
@@ -112,7 +119,7 @@ def decode645(buf, pos: int, end: int):
             unscramble(buf, start + 10, stop - 2))
 
 
-def bcd_fields(data, off: int, spec: bytes):
+def bcd_fields(data: Buffer, off: int, spec: bytes) -> list[int | None]:
     """Decode consecutive little-endian fields of ``data`` starting at ``off``.
 
     ``spec`` holds pairs ``(nbytes, kind)``: kind 0 = unsigned BCD, 1 = BCD whose highest bit is the
@@ -123,7 +130,7 @@ def bcd_fields(data, off: int, spec: bytes):
     total = sum(spec[0:len(spec) - 1:2])
     if off < 0 or off + total > len(data):
         raise IndexError(f"fields of {total} bytes from offset {off} overrun {len(data)} bytes of data")
-    out = []
+    out: list[int | None] = []
     p = off
     for j in range(0, len(spec), 2):
         n = spec[j]
@@ -153,7 +160,8 @@ def bcd_fields(data, off: int, spec: bytes):
     return out
 
 
-def bcd_values(data, off: int, spec: bytes, templates: tuple, cls: type) -> tuple:
+def bcd_values(data: Buffer, off: int, spec: bytes, templates: tuple[tuple[Any, ...], ...],
+               cls: type[tuple[Any, ...]]) -> tuple[Any, ...]:
     """``bcd_fields`` and build one ``cls`` tuple per field: ``(name, raw, *template[1:])``.
 
     ``templates[i]`` is ``(name, decimals, unit, kind, fmt)``; ``cls`` is a tuple subclass (Value).
@@ -165,7 +173,7 @@ def bcd_values(data, off: int, spec: bytes, templates: tuple, cls: type) -> tupl
     return tuple(new(cls, (t[0], r, t[1], t[2], t[3], t[4])) for t, r in zip(templates, raws))
 
 
-def bcd_encode(value: int, nbytes: int, kind: int) -> bytes:
+def bcd_encode(value: int, nbytes: int, kind: int) -> bytes | None:
     """Inverse of one ``bcd_fields`` field; ``None`` if ``value`` does not fit."""
     if kind == 2:
         if value < 0 or value >= 1 << (8 * nbytes):
@@ -189,25 +197,31 @@ def bcd_encode(value: int, nbytes: int, kind: int) -> bytes:
     return bytes(out)
 
 
-def _di(buf, i: int) -> int:
+def _di(buf: Buffer, i: int) -> int:
     # DI0 first on the wire, each byte +33H
     return ((buf[i] - 0x33) & 0xFF | ((buf[i + 1] - 0x33) & 0xFF) << 8
             | ((buf[i + 2] - 0x33) & 0xFF) << 16 | ((buf[i + 3] - 0x33) & 0xFF) << 24)
 
 
-def _hex_rev(buf, i: int, n: int, digits: bool):
+def _hex(buf: Buffer, i: int, n: int) -> str:
+    # n scrambled bytes, sent lowest first -> 2n hex digits, highest first
+    return bytes((b - 0x33) & 0xFF for b in buf[i:i + n])[::-1].hex().upper()
+
+
+def _hex_rev(buf: Buffer, i: int, n: int, digits: bool) -> str | None:
     # n scrambled bytes, sent lowest first -> 2n hex digits, highest first; None if ``digits`` and a
     # nibble is not a decimal digit
-    h = bytes((b - 0x33) & 0xFF for b in buf[i:i + n])[::-1].hex().upper()
+    h = _hex(buf, i, n)
     return None if digits and not h.isdigit() else h
 
 
-def _password(buf, i: int) -> str:
+def _password(buf: Buffer, i: int) -> str:
     # PA first, then P0 P1 P2: "PAP2P1P0"
-    return f"{(buf[i] - 0x33) & 0xFF:02X}" + _hex_rev(buf, i + 1, 3, False)
+    return f"{(buf[i] - 0x33) & 0xFF:02X}" + _hex(buf, i + 1, 3)
 
 
-def messages645(buf, pos: int, end: int, ctx: tuple, out: list):
+def messages645(buf: Buffer, pos: int, end: int, ctx: tuple[Any, ...],
+                out: list[Any]) -> tuple[int, int, int, int, BaseException | None]:
     """Decode every whole frame of ``buf[pos:end]`` into its message, appended to ``out``.
 
     ``ctx`` is ``(Frame, ReadRequest, ReadResponse, ErrorResponse, WriteRequest, RemoteControlRequest,

@@ -49,6 +49,8 @@ class RemoteProtocolError(ProtocolError):
 class FrameError(RemoteProtocolError):
     """Link-layer framing is wrong: length, delimiters, address, control word."""
 
+    used: int  # set by the framers' decode(): bytes of the buffer to drop to resynchronise
+
 
 class ChecksumError(FrameError):
     """The frame's checksum does not match the bytes it covers."""

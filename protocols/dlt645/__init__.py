@@ -30,7 +30,7 @@ from .messages import (MESSAGES, BroadcastTimeSync, ChangeBaudRequest, ChangeBau
                        WriteRequest, WriteResponse, decode_message)
 
 
-def decode_frames(data: bytes):
+def decode_frames(data: bytes) -> list[Message]:
     """Every message in ``data`` (a whole capture), in order; a damaged frame raises its FrameError."""
     fr = Framer()
     fr.feed(data)

@@ -15,42 +15,59 @@ also a tuple (indexing, ``len``); code should not rely on that.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Callable
 from operator import itemgetter
+from typing import Any, TypeVar, cast, dataclass_transform
 
-try:  # the C descriptor namedtuple uses for its fields: ~2x faster than property(itemgetter)
-    from collections import _tuplegetter
-except ImportError:  # pragma: no cover - other interpreters
-    def _tuplegetter(i, doc):
-        return property(itemgetter(i), doc=doc)
-
-_MISSING = object()
+_T = TypeVar("_T")
 
 
-class field:  # noqa: N801 - named like dataclasses.field, which it stands in for
-    """A field's default and whether it takes part in ``==`` / ``hash``."""
+def _property_getter(i: int, doc: str) -> property:
+    return property(itemgetter(i), doc=doc)
+
+
+# the C descriptor namedtuple uses for its fields: ~2x faster than property(itemgetter); private, so
+# looked up (not in typeshed), with the property for other interpreters
+_tuplegetter: Callable[[int, str], object] = getattr(collections, "_tuplegetter", _property_getter)
+
+_MISSING: Any = object()
+
+
+class _Field:
+    """A field's default and whether it takes part in ``==`` / ``hash`` (made by :func:`field`)."""
 
     __slots__ = ("default", "compare")
 
-    def __init__(self, *, default=_MISSING, compare: bool = True):
+    def __init__(self, *, default: object = _MISSING, compare: bool = True) -> None:
         self.default = default
         self.compare = compare
 
 
-def record(cls):
+def field(*, default: _T, compare: bool = True) -> _T:
+    """Like ``dataclasses.field``, which it stands in for: a marker that :func:`record` reads, typed as
+    its default (so ``values: tuple[Value, ...] = field(default=())`` checks as the default would)."""
+    return cast(_T, _Field(default=default, compare=compare))
+
+
+# type checkers read a record like a frozen dataclass (PEP 681): its constructor from the fields
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def record(cls: type[_T]) -> type[_T]:
     """Class decorator: make ``cls`` (a subclass of a ``tuple`` base with ``__slots__ = ()``) a record.
 
     Fields are the class's annotations that are not ``ClassVar``, after those of a record base.  A class
     that defines its own ``__new__`` keeps it (e.g. to derive a default from other fields).
     """
     fields: list[tuple[str, object, bool]] = list(getattr(cls, "__record_fields__", ()))
-    own = cls.__dict__.get("__annotations__", {})
+    own: dict[str, object] = cls.__dict__.get("__annotations__", {})
     for name, ann in own.items():
         if "ClassVar" in str(ann):
             continue
         default = cls.__dict__.get(name, _MISSING)
         compare = True
-        if isinstance(default, field):
-            default, compare = default.default, default.compare
+        if isinstance(default, _Field):
+            compare = default.compare
+            default = default.default
         fields = [f for f in fields if f[0] != name] + [(name, default, compare)]
     names = tuple(f[0] for f in fields)
     seen_default = False
@@ -68,11 +85,12 @@ def record(cls):
         ns[name] = _tuplegetter(i, f"field {name}")
     if "__new__" not in cls.__dict__:
         ns["__new__"] = _make_new(cls.__name__, fields)
-    compare = tuple(i for i, f in enumerate(fields) if f[2])
-    if len(compare) == len(fields):
+    compared = tuple(i for i, f in enumerate(fields) if f[2])
+    key: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    if len(compared) == len(fields):
         key = tuple                     # every field compares: the plain tuple is the key
     else:
-        key = lambda t, _c=compare: tuple([t[i] for i in _c])  # noqa: E731
+        key = lambda t: tuple([t[i] for i in compared])  # noqa: E731
     ns["__eq__"] = _make_eq(key, True)
     ns["__ne__"] = _make_eq(key, False)
     ns["__hash__"] = lambda self, _key=key: hash(_key(self))
@@ -82,13 +100,15 @@ def record(cls):
     ns["__getnewargs__"] = lambda self: tuple(self)
     ns["__copy__"] = lambda self: self
     ns["__deepcopy__"] = lambda self, memo: self
-    new = type(cls)(cls.__name__, cls.__bases__, ns)
+    meta: Callable[[str, tuple[type, ...], dict[str, Any]], type[_T]] = type(cls)  # the metaclass
+    new = meta(cls.__name__, cls.__bases__, ns)
     new.__qualname__ = cls.__qualname__
     return new
 
 
-def _make_new(clsname: str, fields):
-    params, defaults = [], {}
+def _make_new(clsname: str, fields: list[tuple[str, object, bool]]) -> Callable[..., object]:
+    params: list[str] = []
+    defaults: dict[str, object] = {}
     for name, default, _c in fields:
         if default is _MISSING:
             params.append(name)
@@ -98,15 +118,16 @@ def _make_new(clsname: str, fields):
     names = ", ".join(f[0] for f in fields)
     src = (f"def __new__(cls, {', '.join(params)}):\n"
            f"    return _tuple_new(cls, ({names}{',' if len(fields) == 1 else ''}))\n")
-    env = {"_tuple_new": tuple.__new__, **defaults}
+    env: dict[str, Any] = {"_tuple_new": tuple.__new__, **defaults}
     exec(src, env)  # noqa: S102 - generated from field names, as dataclasses does
-    fn = env["__new__"]
+    fn: Callable[..., object] = env["__new__"]
     fn.__qualname__ = f"{clsname}.__new__"
     return fn
 
 
-def _make_eq(key, equal: bool):
-    def eq(self, other):
+def _make_eq(key: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+             equal: bool) -> Callable[[tuple[Any, ...], object], bool | Any]:
+    def eq(self: tuple[Any, ...], other: object) -> bool | Any:
         if other.__class__ is not self.__class__:
             # a plain tuple must not compare equal, and NotImplemented would let tuple.__eq__ decide
             return (not equal) if isinstance(other, tuple) else NotImplemented
@@ -115,6 +136,6 @@ def _make_eq(key, equal: bool):
     return eq
 
 
-def _repr(self) -> str:
+def _repr(self: Any) -> str:
     inner = ", ".join(f"{f[0]}={v!r}" for f, v in zip(self.__record_fields__, self))
     return f"{self.__class__.__qualname__}({inner})"

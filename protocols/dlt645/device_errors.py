@@ -1,7 +1,7 @@
 """The meter's own error word (错误信息字 ERR) of a DL/T 645-2007 abnormal response.
 
 DL/T 645-2007 clause 4.2 / table "错误信息字 ERR": one bit per error.  Each bit is a
-:class:`~protocols.errors.DeviceError` subclass, generated from the table below, so a caller can
+:class:`~protocols.errors.DeviceError` subclass, written out from the table below, so a caller can
 ``except Unauthorized:``.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..errors import DeviceError
 
 # (bit, class name, English, 中文)
-_TABLE = [
+_TABLE: list[tuple[int, str, str, str]] = [
     (0, "OtherError", "other error", "其他错误"),
     (1, "NoRequestedData", "no requested data", "无请求数据"),
     (2, "Unauthorized", "password wrong or not authorized", "密码错/未授权"),
@@ -28,14 +28,75 @@ class Dlt645DeviceError(DeviceError):
     name_zh: str = ""
 
 
-ERROR_BITS: dict[int, type[Dlt645DeviceError]] = {}
-for _bit, _cls, _en, _zh in _TABLE:
-    ERROR_BITS[_bit] = type(_cls, (Dlt645DeviceError,), {
-        "bit": _bit, "code": 1 << _bit, "name": _en, "name_zh": _zh,
-        "__doc__": f"ERR bit {_bit}: {_en} ({_zh}).", "__module__": __name__,
-    })
-    globals()[_cls] = ERROR_BITS[_bit]
-del _bit, _cls, _en, _zh
+# One class per row of _TABLE, written out so that readers and type checkers see every name
+# (tests/protocols/test_typing.py checks each class against its row).
+class OtherError(Dlt645DeviceError):
+    """ERR bit 0: other error (其他错误)."""
+
+    bit = 0
+    code = 0x01
+    name = "other error"
+    name_zh = "其他错误"
+
+
+class NoRequestedData(Dlt645DeviceError):
+    """ERR bit 1: no requested data (无请求数据)."""
+
+    bit = 1
+    code = 0x02
+    name = "no requested data"
+    name_zh = "无请求数据"
+
+
+class Unauthorized(Dlt645DeviceError):
+    """ERR bit 2: password wrong or not authorized (密码错/未授权)."""
+
+    bit = 2
+    code = 0x04
+    name = "password wrong or not authorized"
+    name_zh = "密码错/未授权"
+
+
+class BaudRateNotChangeable(Dlt645DeviceError):
+    """ERR bit 3: baud rate cannot be changed (通信速率不能更改)."""
+
+    bit = 3
+    code = 0x08
+    name = "baud rate cannot be changed"
+    name_zh = "通信速率不能更改"
+
+
+class TooManyYearZones(Dlt645DeviceError):
+    """ERR bit 4: annual time zone count exceeded (年时区数超)."""
+
+    bit = 4
+    code = 0x10
+    name = "annual time zone count exceeded"
+    name_zh = "年时区数超"
+
+
+class TooManyDayPeriods(Dlt645DeviceError):
+    """ERR bit 5: daily time period count exceeded (日时段数超)."""
+
+    bit = 5
+    code = 0x20
+    name = "daily time period count exceeded"
+    name_zh = "日时段数超"
+
+
+class TooManyTariffs(Dlt645DeviceError):
+    """ERR bit 6: tariff count exceeded (费率数超)."""
+
+    bit = 6
+    code = 0x40
+    name = "tariff count exceeded"
+    name_zh = "费率数超"
+
+
+ERROR_BITS: dict[int, type[Dlt645DeviceError]] = {cls.bit: cls for cls in (
+    OtherError, NoRequestedData, Unauthorized, BaudRateNotChangeable, TooManyYearZones,
+    TooManyDayPeriods, TooManyTariffs,
+)}
 
 
 class ReservedBit(Dlt645DeviceError):

@@ -32,9 +32,11 @@ if accel.PURE:
     from .. import _framing_py as _k
 else:
     try:
-        from .. import _framing as _k
+        # the stub _framing.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from .. import _framing as _k  # type: ignore[no-redef]
     except ImportError:
-        from .. import _framing_py as _k  # type: ignore[no-redef]
+        from .. import _framing_py as _k
 
 # field kinds; 0-2 are the kernel's own codes (see _framing_py.bcd_fields)
 UNSIGNED, SIGNED, BINARY, ASCII, DATETIME, DIGITS = 0, 1, 2, 3, 4, 5
@@ -57,7 +59,7 @@ class Value(NamedTuple):
     fmt: str
 
     @property
-    def value(self):
+    def value(self) -> Decimal | _dt.datetime | _dt.date | _dt.time | str | int | None:
         """Decimal for numbers, datetime/date/time for dates, str for text, int for bit fields."""
         if self.raw is None:
             return None
@@ -85,16 +87,18 @@ class Value(NamedTuple):
         if self.raw is None:
             return None
         if self.kind == DATETIME:
-            v = self.value
-            return v.isoformat() if v is not None else None
-        if self.kind in (ASCII, DIGITS):
-            return self.value
+            v = digits_to_datetime(self.digits, self.fmt)
+            return v if v is None or isinstance(v, str) else v.isoformat()
+        if self.kind == ASCII:
+            return ascii_from_int(self.raw, len(self.fmt) and int(self.fmt[1:]))
+        if self.kind == DIGITS:
+            return self.digits
         if self.kind == BINARY:
             return f"0x{self.raw:0{2 * (len(self.fmt) // 2)}X}"
         return format_scaled(self.raw, self.decimals)
 
-    def to_json(self) -> dict:
-        out = {"name": self.name, "value": self.text}
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"name": self.name, "value": self.text}
         if self.unit:
             out["unit"] = self.unit
         if self.kind in (UNSIGNED, SIGNED):
@@ -124,9 +128,9 @@ def ascii_from_int(raw: int, n: int) -> str:
     return raw.to_bytes(n, "little")[::-1].decode("ascii", "replace").strip("\x00 ")
 
 
-def digits_to_datetime(digits: str, fmt: str):
+def digits_to_datetime(digits: str, fmt: str) -> _dt.datetime | _dt.date | _dt.time | str | None:
     """Interpret BCD digits by pattern; ``None`` if the calendar says no (e.g. month 34)."""
-    parts = {}
+    parts: dict[str, int] = {}
     for i in range(0, len(fmt), 2):
         parts[fmt[i:i + 2]] = int(digits[i:i + 2])
     try:
@@ -148,9 +152,9 @@ def digits_to_datetime(digits: str, fmt: str):
         return None
 
 
-def datetime_to_digits(value, fmt: str) -> str:
+def datetime_to_digits(value: object, fmt: str) -> str:
     """The inverse of :func:`digits_to_datetime` for a datetime/date/time."""
-    vals = {}
+    vals: dict[str, int] = {}
     if isinstance(value, (_dt.date, _dt.datetime)):
         vals.update(YY=value.year % 100, MM=value.month, DD=value.day, WW=(value.isoweekday() % 7))
     if isinstance(value, (_dt.datetime, _dt.time)):
@@ -172,7 +176,7 @@ class Field:
     nbytes: int = _dc_field(init=False)
     decimals: int = _dc_field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         fmt = self.fmt
         m = _NUM_RE.match(fmt)
         if m:
@@ -198,7 +202,7 @@ class Field:
     def kernel_kind(self) -> int:
         return {UNSIGNED: 0, SIGNED: 1, DATETIME: 0, BINARY: 2, ASCII: 2, DIGITS: 0}[self.kind]
 
-    def encode(self, value) -> bytes:
+    def encode(self, value: object) -> bytes:
         """Wire bytes (before +33H) of ``value``: int (register integer), Decimal/str, or date-time."""
         if self.kind == DATETIME:
             if isinstance(value, str):
@@ -252,11 +256,12 @@ class DataItem:
     request_extra: str = ""   # what a read request appends after the DI (e.g. "N" or "N+YYMMDDhhmm")
     _spec: bytes = _dc_field(init=False, repr=False, compare=False)
     _fast: bool = _dc_field(init=False, repr=False, compare=False)
-    _templates: tuple = _dc_field(init=False, repr=False, compare=False)
-    _prefixes: dict = _dc_field(init=False, repr=False, compare=False)
+    _templates: tuple[tuple[str, int, str, int, str], ...] = _dc_field(init=False, repr=False, compare=False)
+    _prefixes: dict[int, tuple[bytes, tuple[tuple[str, int, str, int, str], ...]]] = _dc_field(
+        init=False, repr=False, compare=False)
     size: int = _dc_field(init=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         spec = bytes(b for f in self.fields for b in (f.nbytes, f.kernel_kind))
         object.__setattr__(self, "_spec", spec)
         object.__setattr__(self, "_fast", all(f.nbytes <= 8 and f.kind != ASCII for f in self.fields))
@@ -264,9 +269,11 @@ class DataItem:
         object.__setattr__(self, "_templates",
                            tuple((f.name, f.decimals, f.unit, f.kind, f.fmt) for f in self.fields))
         # a block of plain members decodes in one kernel call: data length -> the members it holds
-        prefixes = {}
+        prefixes: dict[int, tuple[bytes, tuple[tuple[str, int, str, int, str], ...]]] = {}
         if self.members and all(m._fast and not m.members for m in self.members):
-            size, spec, templates = 0, b"", ()
+            size = 0
+            templates: tuple[tuple[str, int, str, int, str], ...] = ()
+            spec = b""
             for m in self.members:
                 size, spec, templates = size + m.size, spec + m._spec, templates + m._templates
                 prefixes[size] = (spec, templates)
@@ -301,7 +308,7 @@ class DataItem:
                 f"DI {self.di:08X} ({self.name}): data is {end - off} bytes, the format needs {self.size}")
         if self._fast:
             return _k.bcd_values(data, off, self._spec, self._templates, Value)
-        raws = []
+        raws: list[int | None] = []
         p = off
         for f in self.fields:
             if f.kind == ASCII or f.nbytes > 8:
@@ -311,12 +318,13 @@ class DataItem:
             p += f.nbytes
         return tuple(Value(f.name, r, f.decimals, f.unit, f.kind, f.fmt) for f, r in zip(self.fields, raws))
 
-    def encode(self, values) -> bytes:
+    def encode(self, values: object) -> bytes:
         """Wire bytes (before +33H) for a write: one value per field, in order (or a mapping by name)."""
         if self.members:
             # a block answer: the first k members, their fields' values in order (a meter simulator's view)
             values = list(values) if isinstance(values, (list, tuple)) else [values]
-            out, i = [], 0
+            out: list[bytes] = []
+            i = 0
             for m in self.members:
                 if i >= len(values):
                     break

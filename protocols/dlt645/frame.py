@@ -23,18 +23,26 @@ human order, e.g. ``"000012345678"``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 from .. import accel
 from ..errors import ChecksumError, FrameError, LocalProtocolError
 from ._record import record
+
+if TYPE_CHECKING:
+    from .._framing_py import Buffer
 
 # the kernel, chosen once at import: the compiled _framing unless GRIDHEAD_PUREPYTHON=1 or not built
 if accel.PURE:
     from .. import _framing_py as _k
 else:
     try:
-        from .. import _framing as _k
+        # the stub _framing.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from .. import _framing as _k  # type: ignore[no-redef]
     except ImportError:
-        from .. import _framing_py as _k  # type: ignore[no-redef]
+        from .. import _framing_py as _k
 
 FOUND, NEED_MORE, BAD_CHECKSUM, BAD_END, BAD_ADDRESS, BAD_MESSAGE = 0, 1, 2, 3, 4, 5  # kernel statuses
 MAX_FRAME = 12 + 255
@@ -80,7 +88,7 @@ def address_to_wire(address: str) -> bytes:
 
 
 @record
-class Frame(tuple):
+class Frame(tuple[Any, ...]):
     """One whole DL/T 645 frame; ``data`` is already unscrambled (the +33H removed)."""
 
     address: str
@@ -118,7 +126,8 @@ class Frame(tuple):
         return preamble + body + bytes((sum(body) & 0xFF, 0x16))
 
 
-def _frame_error(status: int, buf, start: int, stop: int, extra: int, base: int = 0, stream: str = ""):
+def _frame_error(status: int, buf: Buffer, start: int, stop: int, extra: int, base: int = 0,
+                 stream: str = "") -> FrameError:
     where = f"at {stream}byte {base + start}"
     if status == BAD_CHECKSUM:
         return ChecksumError(
@@ -129,7 +138,7 @@ def _frame_error(status: int, buf, start: int, stop: int, extra: int, base: int 
     return FrameError(f"frame {where} ends with {extra:02X}, not 16")
 
 
-def decode(buffer, pos: int = 0):
+def decode(buffer: Buffer, pos: int = 0) -> tuple[int, Frame | None]:
     """Framer in the h11 style: ``(used, frame | None)``.
 
     ``used`` bytes of ``buffer[pos:]`` may be dropped (garbage, wake-up bytes, the frame).  With
@@ -140,6 +149,7 @@ def decode(buffer, pos: int = 0):
     end = len(buffer)
     status, start, stop, extra, address, control, data = _k.decode645(buffer, pos, end)
     if status == FOUND and address is not None:
+        assert control is not None and data is not None  # FOUND: the kernel split the frame
         return stop - pos, Frame(address, control, data)
     if status == NEED_MORE:
         return start - pos, None
@@ -150,7 +160,7 @@ def decode(buffer, pos: int = 0):
 
 # set by .messages when it is imported: what the kernel's messages645 needs to build messages
 # (Frame, ReadRequest, ReadResponse, ErrorResponse, Value, fast table, fallback decoder)
-STREAM_CONTEXT: tuple | None = None
+STREAM_CONTEXT: tuple[Any, ...] | None = None
 
 
 _tuple_new = tuple.__new__
@@ -172,7 +182,7 @@ class Framer:
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0
-        self._pending = None  # (iterator over messages not yet yielded, error to raise after, bytes fed)
+        self._pending: tuple[Iterator[Any], BaseException | None, int] | None = None  # (iterator over messages not yet yielded, error to raise after, bytes fed)
         self.consumed = 0  # bytes dropped so far (for error offsets in the stream)
         self.frames = 0
         self.errors = 0
@@ -197,7 +207,8 @@ class Framer:
         if status == FOUND and address is not None:
             self._pos = stop
             self.frames += 1
-            return _tuple_new(Frame, (address, control, data))   # the record's fields, in order
+            frame: Frame = _tuple_new(Frame, (address, control, data))   # the record's fields, in order
+            return frame
         if status == NEED_MORE:
             self._pos = start
             return None
@@ -206,7 +217,7 @@ class Framer:
         raise _frame_error(BAD_ADDRESS if status == FOUND else status, buf, start, stop, extra,
                            self.consumed, "stream ")
 
-    def messages(self):
+    def messages(self) -> Iterator[Any]:
         """Yield the message of every whole frame held, decoded (``messages.decode_message``'s result).
 
         A damaged frame raises its FrameError, a frame the standard does not define (or whose data
@@ -216,7 +227,7 @@ class Framer:
         """
         while True:
             if self._pending is None:
-                out: list = []
+                out: list[Any] = []
                 self._pending = (iter(out), self._decode_into(out), self.consumed + len(self._buf))
             it, err, fed = self._pending
             yield from it
@@ -226,12 +237,13 @@ class Framer:
             if fed == self.consumed + len(self._buf):   # nothing fed since the kernel ran: all done
                 return
 
-    def _decode_into(self, out: list):
+    def _decode_into(self, out: list[Any]) -> BaseException | None:
         """Run the kernel over the buffer; the error that stopped it, or None when it needs more bytes."""
         ctx = STREAM_CONTEXT
         if ctx is None:  # pragma: no cover - the package __init__ imports .messages first
             from . import messages  # noqa: F401  (sets STREAM_CONTEXT)
             ctx = STREAM_CONTEXT
+            assert ctx is not None
         buf = self._buf
         status, start, stop, extra, exc = _k.messages645(buf, self._pos, len(buf), ctx, out)
         self.frames += len(out)
@@ -246,7 +258,7 @@ class Framer:
         self._pos = start + 1
         return _frame_error(status, buf, start, stop, extra, self.consumed, "stream ")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Frame]:
         while True:
             f = self.next_frame()
             if f is None:

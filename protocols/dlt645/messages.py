@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 from ..errors import GridheadError, LocalProtocolError, RemoteProtocolError
 from . import frame as _frame_mod
 from . import registry
 from ._record import field, record
-from .device_errors import errors_of
+from .device_errors import Dlt645DeviceError, errors_of
 from .formats import Field, Value
 from .frame import (ABNORMAL_BIT, BROADCAST, DIR_BIT, FOLLOW_BIT, PREAMBLE, WILDCARD, Frame,
                     check_address)
@@ -59,7 +59,7 @@ def _di_wire(di: int) -> bytes:
     return di.to_bytes(4, "little")
 
 
-def _time_digits(t, fmt_field: Field) -> str:
+def _time_digits(t: object, fmt_field: Field) -> str:
     if isinstance(t, str):
         if len(t) != 2 * fmt_field.nbytes or not t.isdigit():
             raise LocalProtocolError(f"time {t!r} is not {fmt_field.fmt}")
@@ -86,13 +86,13 @@ def _bcd_time(digits_wire: bytes, frame: Frame, what: str) -> str:
     return d
 
 
-def time_of(digits: str, fmt: str = "YYMMDDhhmmss"):
+def time_of(digits: str, fmt: str = "YYMMDDhhmmss") -> _dt.datetime | _dt.date | _dt.time | str | None:
     """A datetime from BCD digits, or ``None`` if the calendar says no."""
     from .formats import digits_to_datetime
     return digits_to_datetime(digits, fmt)
 
 
-class Message(tuple):
+class Message(tuple[Any, ...]):
     """Base of all DL/T 645 messages: immutable records (see :mod:`._record`), built by hand from intent
     or by the framing kernel straight from the wire."""
 
@@ -100,6 +100,7 @@ class Message(tuple):
     function: ClassVar[int]
     response: ClassVar[bool] = False
     name: ClassVar[str]
+    address: str  # every message's first field (a field of each record subclass, not of this base)
 
     @property
     def control(self) -> int:
@@ -118,16 +119,16 @@ class Message(tuple):
         return self.to_frame().to_bytes(preamble)
 
     @classmethod
-    def from_frame(cls, frame: Frame) -> "Message":
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 0, cls.name)
         return cls(frame.address)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"function": self.name, "direction": "response" if self.response else "request",
                 "address": self.address}
 
 
-def _reg(*classes):
+def _reg(*classes: type[Message]) -> type[Message]:
     for c in classes:
         MESSAGES[c.function | (DIR_BIT if c.response else 0)] = c
     return classes[-1]
@@ -148,17 +149,17 @@ class BroadcastTimeSync(Message):
     def at(cls, when: _dt.datetime, address: str = BROADCAST) -> "BroadcastTimeSync":
         return cls(_time_digits(when, _TIME6), address)
 
-    def data(self):
+    def data(self) -> bytes:
         return _TIME6.encode(_time_digits(self.time, _TIME6))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 6, "ssmmhhDDMMYY")
         return cls(_bcd_time(frame.data, frame, "time"), frame.address)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         t = time_of(self.time)
-        return {**Message.to_json(self), "time_digits": self.time, "time": t.isoformat() if t else None}
+        return {**Message.to_json(self), "time_digits": self.time, "time": t.isoformat() if isinstance(t, (_dt.date, _dt.time)) else None}
 
 
 # --- 11H read data (clause 7.2) ---------------------------------------------------------------------
@@ -166,12 +167,13 @@ class BroadcastTimeSync(Message):
 class ReadRequest(Message):
     address: str
     di: int
-    count: int | None = None         # N: load-record blocks (负荷记录块数), for DI3 = 06
+    # the field shadows tuple.count (a record is a tuple underneath), which mypy reports as an override
+    count: int | None = None  # type: ignore[assignment]  # N: load-record blocks (负荷记录块数), DI3 = 06
     start: str | None = None         # YYMMDDhhmm of the first load record
     function: ClassVar[int] = 0x11
     name: ClassVar[str] = "read"
 
-    def data(self):
+    def data(self) -> bytes:
         out = _di_wire(self.di)
         if self.count is not None:
             if not 0 <= self.count <= 99:
@@ -184,7 +186,7 @@ class ReadRequest(Message):
         return out
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         d = frame.data
         if len(d) not in (4, 5, 10):
             raise RemoteProtocolError(
@@ -201,7 +203,7 @@ class ReadRequest(Message):
             start = _bcd_time(d[5:10], frame, "load-record time")
         return cls(frame.address, di, count, start)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         item = registry.lookup(self.di)
         out = {**Message.to_json(self), "di": f"{self.di:08X}", "di_name": item.name if item else None}
         if self.count is not None:
@@ -211,7 +213,8 @@ class ReadRequest(Message):
         return out
 
 
-def _decode_payload(di: int, payload: bytes, frame: Frame):
+def _decode_payload(di: int, payload: bytes,
+                    frame: Frame) -> tuple[tuple[Value, ...], dict[str, Any] | None, bool]:
     """Values (and the load record, for DI3 = 06) of a read response; raises RemoteProtocolError."""
     item = registry.lookup(di)
     if item is None:
@@ -231,14 +234,14 @@ class ReadResponse(Message):
     payload: bytes                   # the data after the DI, unscrambled
     follow_up: bool = False          # B1H: more data follows, ask with ReadFollowUpRequest
     values: tuple[Value, ...] = field(default=(), compare=False)
-    record: dict | None = field(default=None, compare=False)
+    record: dict[str, Any] | None = field(default=None, compare=False)
     known: bool = field(default=True, compare=False)
     function: ClassVar[int] = 0x11
     response: ClassVar[bool] = True
     name: ClassVar[str] = "read"
 
     @classmethod
-    def of(cls, address: str, di: int, values, follow_up: bool = False) -> "ReadResponse":
+    def of(cls, address: str, di: int, values: object, follow_up: bool = False) -> "ReadResponse":
         """Build a meter's answer from register values (one per field, in order)."""
         item = registry.lookup(di)
         if item is None:
@@ -246,11 +249,11 @@ class ReadResponse(Message):
         payload = item.encode(values)
         return cls(address, di, payload, follow_up, item.decode(payload))
 
-    def data(self):
+    def data(self) -> bytes:
         return _di_wire(self.di) + self.payload
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 4, "DI", exact=False)
         d = frame.data
         di = int.from_bytes(d[:4], "little")
@@ -258,17 +261,18 @@ class ReadResponse(Message):
         values, record, known = _decode_payload(di, payload, frame)
         return cls(frame.address, di, payload, frame.follow_up, values, record, known)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return _response_json(self)
 
 
-def _response_json(m) -> dict:
+def _response_json(m: ReadResponse | ReadFollowUpResponse) -> dict[str, Any]:
     item = registry.lookup(m.di)
-    out = {**Message.to_json(m), "di": f"{m.di:08X}", "di_name": item.name if item else None}
+    out: dict[str, Any] = {**Message.to_json(m), "di": f"{m.di:08X}", "di_name": item.name if item else None}
     if item is not None and item.name_zh:
         out["di_name_zh"] = item.name_zh
-    if getattr(m, "seq", None) is not None:
-        out["seq"] = m.seq
+    seq = getattr(m, "seq", None)
+    if seq is not None:
+        out["seq"] = seq
     if m.follow_up:
         out["follow_up"] = True
     out["values"] = [v.to_json() for v in m.values]
@@ -291,17 +295,17 @@ class ReadFollowUpRequest(Message):
     function: ClassVar[int] = 0x12
     name: ClassVar[str] = "read_follow_up"
 
-    def data(self):
+    def data(self) -> bytes:
         if not 0 <= self.seq <= 255:
             raise LocalProtocolError(f"sequence number {self.seq} is not one byte")
         return _di_wire(self.di) + bytes((self.seq,))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 5, "DI + SEQ")
         return cls(frame.address, int.from_bytes(frame.data[:4], "little"), frame.data[4])
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "di": f"{self.di:08X}", "seq": self.seq}
 
 
@@ -313,17 +317,17 @@ class ReadFollowUpResponse(Message):
     seq: int
     follow_up: bool = False
     values: tuple[Value, ...] = field(default=(), compare=False)
-    record: dict | None = field(default=None, compare=False)
+    record: dict[str, Any] | None = field(default=None, compare=False)
     known: bool = field(default=True, compare=False)
     function: ClassVar[int] = 0x12
     response: ClassVar[bool] = True
     name: ClassVar[str] = "read_follow_up"
 
-    def data(self):
+    def data(self) -> bytes:
         return _di_wire(self.di) + self.payload + bytes((self.seq,))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 5, "DI + SEQ", exact=False)
         d = frame.data
         di = int.from_bytes(d[:4], "little")
@@ -335,7 +339,7 @@ class ReadFollowUpResponse(Message):
             values, record, known = (), None, False
         return cls(frame.address, di, payload, d[-1], frame.follow_up, values, record, known)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return _response_json(self)
 
 
@@ -354,11 +358,11 @@ class ReadAddressResponse(Message):
     response: ClassVar[bool] = True
     name: ClassVar[str] = "read_address"
 
-    def data(self):
+    def data(self) -> bytes:
         return bytes.fromhex(check_address(self.address))[::-1]
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 6, "address")
         a = _hex_digits(frame.data)
         if not a.isdigit():
@@ -378,7 +382,8 @@ class WriteRequest(Message):
     name: ClassVar[str] = "write"
 
     @classmethod
-    def of(cls, address, di, value, password="02000000", operator="00000000") -> "WriteRequest":
+    def of(cls, address: str, di: int, value: object, password: str = "02000000",
+           operator: str = "00000000") -> "WriteRequest":
         """Write ``value`` (one per field, or a mapping) to data item ``di``, encoded by the registry."""
         item = registry.lookup(di)
         if item is None:
@@ -387,18 +392,18 @@ class WriteRequest(Message):
             raise LocalProtocolError(f"data item {di:08X} ({item.name}) is not writable")
         return cls(address, di, item.encode(value), _hex8(password, "password"), _hex8(operator, "operator code"))
 
-    def data(self):
+    def data(self) -> bytes:
         return (_di_wire(self.di) + _password_wire(_hex8(self.password, "password"))
                 + _wire8(_hex8(self.operator, "operator code")) + self.payload)
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 12, "DI + password + operator", exact=False)
         d = frame.data
         return cls(frame.address, int.from_bytes(d[:4], "little"), d[12:], _password_human(d[4:8]),
                    _hex_digits(d[8:12]))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         item = registry.lookup(self.di)
         out = {**Message.to_json(self), "di": f"{self.di:08X}", "di_name": item.name if item else None,
                "password": self.password, "operator": self.operator, "payload_hex": self.payload.hex().upper()}
@@ -418,18 +423,18 @@ class WriteAddressRequest(Message):
     function: ClassVar[int] = 0x15
     name: ClassVar[str] = "write_address"
 
-    def data(self):
+    def data(self) -> bytes:
         return bytes.fromhex(check_address(self.new_address))[::-1]
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 6, "new address")
         a = _hex_digits(frame.data)
         if not a.isdigit():
             raise RemoteProtocolError(f"write-address request carries {a}, not a BCD address")
         return cls(a, frame.address)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "new_address": self.new_address}
 
 
@@ -441,18 +446,18 @@ class FreezeRequest(Message):
     function: ClassVar[int] = 0x16
     name: ClassVar[str] = "freeze"
 
-    def data(self):
+    def data(self) -> bytes:
         w = str(self.when)
         if len(w) != 8 or not w.isdigit():
             raise LocalProtocolError(f"freeze time {self.when!r} must be 8 digits MMDDhhmm (99 = any)")
         return bytes.fromhex(w)[::-1]
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 4, "freeze time")
         return cls(frame.address, _bcd_time(frame.data, frame, "freeze time"))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "when": self.when}
 
 
@@ -474,20 +479,20 @@ class ChangeBaudRequest(Message):
     function: ClassVar[int] = 0x17
     name: ClassVar[str] = "change_baud_rate"
 
-    def data(self):
+    def data(self) -> bytes:
         if self.baud not in BAUD_BITS:
             raise LocalProtocolError(f"baud rate {self.baud} is not one of {sorted(BAUD_BITS)}")
         return bytes((1 << BAUD_BITS[self.baud],))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 1, "baud feature word")
         baud = _baud_of(frame.data[0])
         if baud is None:
             raise RemoteProtocolError(f"baud feature word {frame.data[0]:02X} names no single rate")
         return cls(frame.address, baud)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "baud": self.baud}
 
 
@@ -506,23 +511,24 @@ class ChangePasswordRequest(Message):
     function: ClassVar[int] = 0x18
     name: ClassVar[str] = "change_password"
 
-    def __new__(cls, address, old, new, di=None):
+    def __new__(cls, address: str, old: str, new: str, di: int | None = None) -> Self:
         if di is None:  # 04000C01..0A hold the passwords of levels 0..9
             di = 0x04000C00 + int(_hex8(new, "new password")[:2], 16) + 1
         return tuple.__new__(cls, (address, old, new, di))
 
-    def data(self):
+    def data(self) -> bytes:
+        assert self.di is not None  # __new__ derives it
         return (_di_wire(self.di) + _password_wire(_hex8(self.old, "old password"))
                 + _password_wire(_hex8(self.new, "new password")))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 12, "DI + old + new password")
         d = frame.data
         return cls(frame.address, _password_human(d[4:8]), _password_human(d[8:12]),
                    int.from_bytes(d[:4], "little"))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "old": self.old, "new": self.new, "di": f"{self.di:08X}"}
 
 
@@ -534,15 +540,15 @@ class ChangePasswordResponse(Message):
     response: ClassVar[bool] = True
     name: ClassVar[str] = "change_password"
 
-    def data(self):
+    def data(self) -> bytes:
         return _password_wire(_hex8(self.password, "password"))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 4, "new password")
         return cls(frame.address, _password_human(frame.data))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "password": self.password}
 
 
@@ -555,15 +561,15 @@ class DemandResetRequest(Message):
     function: ClassVar[int] = 0x19
     name: ClassVar[str] = "demand_reset"
 
-    def data(self):
+    def data(self) -> bytes:
         return _password_wire(_hex8(self.password, "password")) + _wire8(_hex8(self.operator, "operator code"))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 8, "password + operator")
         return cls(frame.address, _password_human(frame.data[:4]), _hex_digits(frame.data[4:8]))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "password": self.password, "operator": self.operator}
 
 
@@ -582,17 +588,17 @@ class EventResetRequest(Message):
     function: ClassVar[int] = 0x1B
     name: ClassVar[str] = "event_reset"
 
-    def data(self):
+    def data(self) -> bytes:
         return (_password_wire(_hex8(self.password, "password")) + _wire8(_hex8(self.operator, "operator code"))
                 + _di_wire(self.event_di))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 12, "password + operator + DI")
         d = frame.data
         return cls(frame.address, int.from_bytes(d[8:12], "little"), _password_human(d[:4]), _hex_digits(d[4:8]))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "event_di": f"{self.event_di:08X}", "password": self.password,
                 "operator": self.operator}
 
@@ -622,7 +628,8 @@ class RemoteControlRequest(Message):
     name: ClassVar[str] = "remote_control"
 
     @classmethod
-    def build(cls, address, command, valid_until, password="02000000", operator="00000000"):
+    def build(cls, address: str, command: int, valid_until: object, password: str = "02000000",
+              operator: str = "00000000") -> Self:
         """Intent: ``build("000012345678", RemoteCommand.TRIP, datetime(...), "02123456", "00000001")``."""
         try:
             command = RemoteCommand(command)
@@ -632,12 +639,12 @@ class RemoteControlRequest(Message):
         return cls(address, command, _time_digits(valid_until, _TIME6), _hex8(password, "password"),
                    _hex8(operator, "operator code"))
 
-    def data(self):
+    def data(self) -> bytes:
         return (_password_wire(_hex8(self.password, "password")) + _wire8(_hex8(self.operator, "operator code"))
                 + bytes((int(self.command), self.n2)) + _TIME6.encode(_time_digits(self.valid_until, _TIME6)))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 16, "password + operator + N1 + N2 + valid-until")
         d = frame.data
         try:
@@ -648,10 +655,10 @@ class RemoteControlRequest(Message):
         return cls(frame.address, cmd, _bcd_time(d[10:16], frame, "valid-until time"),
                    _password_human(d[:4]), _hex_digits(d[4:8]), d[9])
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         t = time_of(self.valid_until)
         return {**Message.to_json(self), "command": self.command.name.lower(), "command_code": f"{self.command:02X}",
-                "valid_until_digits": self.valid_until, "valid_until": t.isoformat() if t else None,
+                "valid_until_digits": self.valid_until, "valid_until": t.isoformat() if isinstance(t, (_dt.date, _dt.time)) else None,
                 "password": self.password, "operator": self.operator}
 
 
@@ -666,17 +673,17 @@ class TerminalOutputRequest(Message):
     function: ClassVar[int] = 0x1D
     name: ClassVar[str] = "terminal_output"
 
-    def data(self):
+    def data(self) -> bytes:
         if self.output not in TERMINAL_OUTPUTS:
             raise LocalProtocolError(f"terminal output {self.output} is not one of {sorted(TERMINAL_OUTPUTS)}")
         return bytes((self.output,))
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         _need(frame, 1, "output selector")
         return cls(frame.address, frame.data[0])
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**Message.to_json(self), "output": TERMINAL_OUTPUTS.get(self.output, self.output)}
 
 
@@ -686,28 +693,82 @@ class TerminalOutputResponse(TerminalOutputRequest):
 
 
 # --- acknowledgements with an empty data field ------------------------------------------------------
-def _ack(fn: int, cname: str, mname: str):
-    cls = record(type(cname, (Message,), {
-        "__annotations__": {"address": str}, "__module__": __name__,
-        "__doc__": f"Meter's normal answer to {mname} ({fn:02X}H), empty data field.",
-        "function": fn, "response": True, "name": mname}))
-    return cls
+@record
+class WriteResponse(Message):
+    """Meter's normal answer to write (14H), empty data field."""
+
+    address: str
+    function: ClassVar[int] = 0x14
+    response: ClassVar[bool] = True
+    name: ClassVar[str] = "write"
 
 
-WriteResponse = _ack(0x14, "WriteResponse", "write")
-WriteAddressResponse = _ack(0x15, "WriteAddressResponse", "write_address")
-FreezeResponse = _ack(0x16, "FreezeResponse", "freeze")
-DemandResetResponse = _ack(0x19, "DemandResetResponse", "demand_reset")
-MeterResetResponse = _ack(0x1A, "MeterResetResponse", "meter_reset")
-EventResetResponse = _ack(0x1B, "EventResetResponse", "event_reset")
-RemoteControlResponse = _ack(0x1C, "RemoteControlResponse", "remote_control")
+@record
+class WriteAddressResponse(Message):
+    """Meter's normal answer to write_address (15H), empty data field."""
+
+    address: str
+    function: ClassVar[int] = 0x15
+    response: ClassVar[bool] = True
+    name: ClassVar[str] = "write_address"
+
+
+@record
+class FreezeResponse(Message):
+    """Meter's normal answer to freeze (16H), empty data field."""
+
+    address: str
+    function: ClassVar[int] = 0x16
+    response: ClassVar[bool] = True
+    name: ClassVar[str] = "freeze"
+
+
+@record
+class DemandResetResponse(Message):
+    """Meter's normal answer to demand_reset (19H), empty data field."""
+
+    address: str
+    function: ClassVar[int] = 0x19
+    response: ClassVar[bool] = True
+    name: ClassVar[str] = "demand_reset"
+
+
+@record
+class MeterResetResponse(Message):
+    """Meter's normal answer to meter_reset (1AH), empty data field."""
+
+    address: str
+    function: ClassVar[int] = 0x1A
+    response: ClassVar[bool] = True
+    name: ClassVar[str] = "meter_reset"
+
+
+@record
+class EventResetResponse(Message):
+    """Meter's normal answer to event_reset (1BH), empty data field."""
+
+    address: str
+    function: ClassVar[int] = 0x1B
+    response: ClassVar[bool] = True
+    name: ClassVar[str] = "event_reset"
+
+
+@record
+class RemoteControlResponse(Message):
+    """Meter's normal answer to remote_control (1CH), empty data field."""
+
+    address: str
+    function: ClassVar[int] = 0x1C
+    response: ClassVar[bool] = True
+    name: ClassVar[str] = "remote_control"
 
 
 # --- abnormal responses (C = D1H...DDH): the error word ---------------------------------------------
 @record
 class ErrorResponse(Message):
     address: str
-    function: int
+    # an instance field here, the class constant of every other message
+    function: int  # type: ignore[misc]  # the function code the abnormal answer names
     error: int                        # ERR; for a 2-byte error word, the whole word
     size: int = 1
     response: ClassVar[bool] = True
@@ -718,28 +779,28 @@ class ErrorResponse(Message):
         return self.function | DIR_BIT | ABNORMAL_BIT
 
     @property
-    def errors(self):
+    def errors(self) -> list[type[Dlt645DeviceError]]:
         """The :class:`~protocols.errors.DeviceError` classes named by the error word."""
         return errors_of(self.error, 8 * self.size)
 
-    def exception(self):
+    def exception(self) -> Dlt645DeviceError:
         """One DeviceError for the lowest set bit (the message lists them all)."""
         errs = self.errors
         text = ", ".join(f"{e.name} ({e.name_zh})" for e in errs) or "no error bit set"
         cls = errs[0] if errs else errors_of(1)[0]
         return cls(f"meter {self.address} refused {self.function:02X}H: {text}", code=self.error)
 
-    def data(self):
+    def data(self) -> bytes:
         return self.error.to_bytes(self.size, "little")
 
     @classmethod
-    def from_frame(cls, frame):
+    def from_frame(cls, frame: Frame) -> Self:
         if len(frame.data) not in (1, 2):
             raise RemoteProtocolError(f"abnormal response from {frame.address}: error word is "
                                       f"{len(frame.data)} bytes, expected 1 or 2")
         return cls(frame.address, frame.function, int.from_bytes(frame.data, "little"), len(frame.data))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         from .frame import FUNCTIONS
         return {"function": FUNCTIONS.get(self.function, f"{self.function:02X}"), "direction": "response",
                 "address": self.address, "abnormal": True, "error_word": f"{self.error:0{2 * self.size}X}",
@@ -774,7 +835,7 @@ def decode_message(frame: Frame) -> Message:
 # DI -> how its read answer decodes in the kernel, learnt from the first answer the Python decoder
 # took: (size, spec, templates) for a plain item, {size: (spec, templates)} for a block.  Items the
 # kernel cannot do alone (ASCII, fields over 8 bytes, load records, unknown DIs) never enter.
-FAST_ANSWERS: dict = {}
+FAST_ANSWERS: dict[int, Any] = {}
 
 
 def _learn(di: int) -> None:
@@ -788,7 +849,7 @@ def _learn(di: int) -> None:
         FAST_ANSWERS[di] = (item.size, item._spec, item._templates)
 
 
-def decode_or_error(frame: Frame):
+def decode_or_error(frame: Frame) -> Message | GridheadError:
     """:func:`decode_message`, returning the project error that refuses the frame instead of raising."""
     try:
         m = decode_message(frame)

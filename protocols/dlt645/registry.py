@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import threading
 from functools import partial
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from ..errors import RemoteProtocolError
-from .formats import DataItem, F, Value
+from .formats import DataItem, F, Field, Value
 
 __all__ = [
     "lookup", "items", "by_name", "decode_load_record", "status_flags",
@@ -71,16 +72,17 @@ def _add(item: DataItem) -> DataItem:
     return item
 
 
-def _one(di, name, zh, fmt, unit="", access="r", request_extra=""):
+def _one(di: int, name: str, zh: str, fmt: str, unit: str = "", access: str = "r",
+         request_extra: str = "") -> DataItem:
     """An item with one field named like the item (so block members stay distinguishable)."""
     return _add(DataItem(di, name, zh, (F(name, fmt, unit),), access=access, request_extra=request_extra))
 
 
-def _rec(di, name, zh, fields, access="r"):
+def _rec(di: int, name: str, zh: str, fields: Iterable[Field], access: str = "r") -> DataItem:
     return _add(DataItem(di, name, zh, tuple(fields), access=access))
 
 
-def _block(di, name, zh, members):
+def _block(di: int, name: str, zh: str, members: Iterable[DataItem]) -> DataItem:
     return _add(DataItem(di, name, zh, members=tuple(members)))
 
 
@@ -123,15 +125,16 @@ _SETTLEMENTS = range(13)     # DI0 00 now, 01..0C last 1..12 settlement days
 _TARIFFS = range(64)         # DI1 00 total, 01..3F tariff 1..63
 
 
-def _energy_fmt(signed):
+def _energy_fmt(signed: bool) -> str:
     return "±XXXXXX.XX" if signed else "XXXXXX.XX"
 
 
-def _demand_fields(name, signed, unit):
+def _demand_fields(name: str, signed: bool, unit: str | None) -> tuple[Field, Field]:
+    assert unit is not None  # every kind with a demand has its unit (_KINDS)
     return (F(name, "±XX.XXXX" if signed else "XX.XXXX", unit), F(name + "_time", "YYMMDDhhmm"))
 
 
-def _tariff(di1):
+def _tariff(di1: int) -> tuple[str, str]:
     return ("total", "总") if di1 == 0 else (f"tariff_{di1}", f"费率{di1}")
 
 
@@ -147,13 +150,13 @@ def _kind_item(di: int) -> DataItem | None:
     if di1 == 0xFF and di0 in _SETTLEMENTS:
         s, sz = _settle(di0)
         return DataItem(di, f"{key}_{what}_block{s}", f"{sz}{zh}{whatz}数据块",
-                        members=tuple(_get(di & ~0xFF00 | t << 8) for t in _TARIFFS))
+                        members=tuple(_member(di & ~0xFF00 | t << 8) for t in _TARIFFS))
     if di1 not in _TARIFFS:
         return None
     t, tz = _tariff(di1)
     if di0 == 0xFF:
         return DataItem(di, f"{key}_{what}_{t}_settle_block", f"{zh}{tz}{whatz}数据块(当前及上1~12结算日)",
-                        members=tuple(_get(di & ~0xFF | s) for s in _SETTLEMENTS))
+                        members=tuple(_member(di & ~0xFF | s) for s in _SETTLEMENTS))
     if di0 not in _SETTLEMENTS:
         return None
     s, sz = _settle(di0)
@@ -161,6 +164,14 @@ def _kind_item(di: int) -> DataItem | None:
     if di3 == 0:
         return DataItem(di, name, f"{sz}{zh}{tz}电能", (F(name, _energy_fmt(signed), eu),))
     return DataItem(di, name, f"{sz}{zh}{tz}最大需量及发生时间", _demand_fields(name, signed, du))
+
+
+def _member(di: int) -> DataItem:
+    """:func:`_get` for a block's member, which this file defines."""
+    item = _get(di)
+    if item is None:
+        raise AssertionError(f"registry: block member {di:08X} is not defined")   # a bug in this file
+    return item
 
 
 def _get(di: int) -> DataItem | None:
@@ -206,9 +217,9 @@ for _ph, _p, _pz in _PHASES:
             _s, _sz = _settle(_di0)
             _one(0x00000000 | _d2 << 16 | _di0, f"phase_{_p}_{_key}_energy{_s}", f"{_sz}{_pz}相{_zh}电能",
                  _energy_fmt(_sg), _eu)
-            _n = f"phase_{_p}_{_key}_max_demand{_s}"
-            _rec(0x01000000 | _d2 << 16 | _di0, _n, f"{_sz}{_pz}相{_zh}最大需量及发生时间",
-                 _demand_fields(_n, _sg, _du))
+            _name = f"phase_{_p}_{_key}_max_demand{_s}"
+            _rec(0x01000000 | _d2 << 16 | _di0, _name, f"{_sz}{_pz}相{_zh}最大需量及发生时间",
+                 _demand_fields(_name, _sg, _du))
 
 for _di2, _key, _zh in _EXTRA_ENERGY:
     for _di0 in _SETTLEMENTS:
@@ -269,7 +280,7 @@ _ENERGY6 = (                                 # the six totals most records snaps
 )
 
 
-def _energy24(prefix):
+def _energy24(prefix: str) -> list[Field]:
     """Totals, then phase A, B, C: forward/reverse active and quadrant I..IV reactive (24 values)."""
     out = [F(f"{prefix}{n}", "XXXXXX.XX", u) for n, u in _ENERGY6]
     for _ph, p, _pz in _PHASES:
@@ -279,19 +290,20 @@ def _energy24(prefix):
     return out
 
 
-def _demand24(prefix):
+def _demand24(prefix: str) -> list[Field]:
     """Same order as :func:`_energy24`, each a demand and its time (24 x 8 bytes)."""
     names = [(n.replace("_energy", "_max_demand"), "kW" if u == "kWh" else "kvar") for n, u in _ENERGY6]
     for _ph, p, _pz in _PHASES:
         names += [(f"phase_{p}_forward_active_max_demand", "kW"), (f"phase_{p}_reverse_active_max_demand", "kW")]
         names += [(f"phase_{p}_quadrant_{q}_reactive_max_demand", "kvar") for q in (1, 2, 3, 4)]
-    out = []
+    out: list[Field] = []
     for n, u in names:
         out += [F(prefix + n, "XX.XXXX", u), F(prefix + n + "_time", "YYMMDDhhmm")]
     return out
 
 
-def _counted(di_count, key, zh, record_fields=None, records=10, count_fmt="XXXXXX"):
+def _counted(di_count: int, key: str, zh: str, record_fields: list[Field] | None = None, records: int = 10,
+             count_fmt: str = "XXXXXX") -> None:
     """A count item (DI0 00) and records 01..records (上n次), as most 0330xx / 0311xx events."""
     _one(di_count, f"{key}_count", f"{zh}总次数", count_fmt, "")
     if record_fields is not None:
@@ -299,7 +311,7 @@ def _counted(di_count, key, zh, record_fields=None, records=10, count_fmt="XXXXX
             _rec(di_count + n, f"{key}_record_{n}", f"(上{n}次){zh}记录", record_fields)
 
 
-def _count_time(prefix_name, zh):
+def _count_time(prefix_name: str, zh: str) -> list[Field]:
     return [F(f"{prefix_name}count", "XXXXXX"), F(f"{prefix_name}cumulative_time", "XXXXXX", "min")]
 
 
@@ -582,11 +594,11 @@ def _build_freeze(di2: int, key: str, zh: str, count: int) -> None:
         for d2 in range(1, 9):
             k = _KIND[d2]
             _add(DataItem(base | d2 << 8, f"{key}_{k[1]}_energy_{n}", f"(上{n}次){zh}{k[2]}电能数据",
-                          members=tuple(_get(d2 << 16 | t << 8) for t in _TARIFFS)))
+                          members=tuple(_member(d2 << 16 | t << 8) for t in _TARIFFS)))
         for d1, d2 in ((0x09, 0x01), (0x0A, 0x02)):
             k = _KIND[d2]
             _add(DataItem(base | d1 << 8, f"{key}_{k[1]}_max_demand_{n}", f"(上{n}次){zh}{k[2]}最大需量及发生时间数据",
-                          members=tuple(_get(0x01000000 | d2 << 16 | t << 8) for t in _TARIFFS)))
+                          members=tuple(_member(0x01000000 | d2 << 16 | t << 8) for t in _TARIFFS)))
         _rec(base | 0x1000, f"{key}_variables_{n}", f"(上{n}次){zh}变量数据", _FROZEN_VARIABLES)
 
 
@@ -600,8 +612,8 @@ def _build_hourly_freeze() -> None:
              "XXXXXX.XX", "kWh")
 
 
-for _f in _FREEZES:
-    _LAZY[0x0500 | _f[0]] = partial(_build_freeze, *_f)
+for _freeze in _FREEZES:
+    _LAZY[0x0500 | _freeze[0]] = partial(_build_freeze, *_freeze)
 _LAZY[0x0504] = _build_hourly_freeze
 
 
@@ -677,7 +689,7 @@ _RECORD_TIME = F("time", "YYMMDDhhmm")
 _RECORD_MIN = 2 + 1 + 5 + 6 + 1 + 2       # header, length, time, six empty sections, CS, end
 
 
-def decode_load_record(data: bytes) -> dict:
+def decode_load_record(data: bytes) -> dict[str, Any]:
     """Parse the answer to 06000000/01/02: one or more load records (负荷记录块), back to back.
 
     Layout of one record (every section optional: a class the meter does not record is just its
@@ -706,7 +718,7 @@ def decode_load_record(data: bytes) -> dict:
     return {"records": records}
 
 
-def _load_record_at(data: bytes, start: int):
+def _load_record_at(data: bytes, start: int) -> tuple[dict[str, Any], int]:
     n = len(data)
     where = f"load record at byte {start}"
     if n - start < _RECORD_MIN:

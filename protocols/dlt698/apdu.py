@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar, dataclass_transform
 
 from .. import accel
 from ..errors import LocalProtocolError, RemoteProtocolError
@@ -41,6 +42,9 @@ from . import axdr
 from ._codec import ABSENT  # noqa: F401 - re-exported: an OPTIONAL Data that is not there
 from ._codec import (BOOL, COMDCB, DATA, DATE_TIME, DATE_TIME_S, DAR, OAD, OCTETS, OMD, OPT_DATA, RCSD, RSD,
                      TI, TSA, U8, U16, U32, VISIBLE, fixed, opt, seq)
+
+if TYPE_CHECKING:
+    from .._framing_py import Buffer
 
 __all__ = [
     "Apdu", "REGISTRY", "decode_apdu", "encode_apdu", "TimeTag", "FollowReport", "ResultNormal",
@@ -53,11 +57,11 @@ __all__ = [
 class TimeTag:
     """时间标签域 (7.2): when the request was sent and how long it may travel (TI) before being refused."""
 
-    sent_at: tuple          # date_time_s: (year, month, day, hour, minute, second)
+    sent_at: tuple[Any, ...]  # date_time_s: (year, month, day, hour, minute, second)
     delay_unit: int         # TI unit: 0 s, 1 min, 2 h, 3 d, 4 month, 5 year
     delay: int
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {"sent_at": C.date_time_s_text(self.sent_at), "delay_unit": self.delay_unit, "delay": self.delay}
 
 
@@ -69,7 +73,7 @@ class ResultNormal:
     data: Any = None
     dar: int | None = None
 
-    def value(self):
+    def value(self) -> Any:
         """The data, or raise the DAR's named error."""
         if self.dar is not None:
             raise _dar.error_for(self.dar, f"OAD {self.oad:08X}")
@@ -81,8 +85,8 @@ class ResultRecord:
     """A-ResultRecord: record OAD, the columns (RCSD) and either rows (each a tuple of Data) or a DAR."""
 
     oad: int
-    rcsd: tuple
-    rows: tuple | None = None
+    rcsd: tuple[Any, ...]
+    rows: tuple[Any, ...] | None = None
     dar: int | None = None
 
 
@@ -91,7 +95,7 @@ class FollowReport:
     """跟随上报信息域: ``kind`` 1 = results are ResultNormal, 2 = ResultRecord."""
 
     kind: int
-    results: tuple
+    results: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +104,11 @@ class GetRecord:
 
     oad: int
     rsd: Any
-    rcsd: tuple
+    rcsd: tuple[Any, ...]
 
 
 # Get-Result ::= CHOICE {0 DAR, 1 Data} — decoded to (data, dar), one of them None
-def _dec_get_result(buf, pos):
+def _dec_get_result(buf: bytes, pos: int) -> tuple[tuple[axdr.Data | None, int | None], int]:
     if pos >= len(buf):
         raise C.short(pos)
     c = buf[pos]
@@ -118,7 +122,7 @@ def _dec_get_result(buf, pos):
     raise C.bad(pos, f"Get-Result choice {c} (0 DAR or 1 Data)")
 
 
-def _enc_get_result(v, out):
+def _enc_get_result(v: Any, out: bytearray) -> None:
     data, dar = v
     if dar is not None:
         out.append(0)
@@ -131,13 +135,13 @@ def _enc_get_result(v, out):
 GET_RESULT = C.Codec(_dec_get_result, _enc_get_result, group=2)
 
 
-def _dec_result_normal(buf, pos):
+def _dec_result_normal(buf: bytes, pos: int) -> tuple[ResultNormal, int]:
     oad, pos = OAD.dec(buf, pos)
     (d, r), pos = _dec_get_result(buf, pos)
     return ResultNormal(oad, d, r), pos
 
 
-def _enc_result_normal(v, out):
+def _enc_result_normal(v: ResultNormal, out: bytearray) -> None:
     OAD.enc(v.oad, out)
     _enc_get_result((v.data, v.dar), out)
 
@@ -145,7 +149,7 @@ def _enc_result_normal(v, out):
 RESULT_NORMAL = C.Codec(_dec_result_normal, _enc_result_normal)
 
 
-def _dec_result_record(buf, pos):
+def _dec_result_record(buf: bytes, pos: int) -> tuple[ResultRecord, int]:
     oad, pos = OAD.dec(buf, pos)
     rcsd, pos = RCSD.dec(buf, pos)
     if pos >= len(buf):
@@ -163,7 +167,7 @@ def _dec_result_record(buf, pos):
     return ResultRecord(oad, rcsd, rows, None), pos
 
 
-def _enc_result_record(v, out):
+def _enc_result_record(v: Any, out: bytearray) -> None:
     OAD.enc(v.oad, out)
     RCSD.enc(v.rcsd, out)
     if v.dar is not None:
@@ -183,7 +187,7 @@ def _enc_result_record(v, out):
 RESULT_RECORD = C.Codec(_dec_result_record, _enc_result_record)
 
 
-def _dec_follow(buf, pos):
+def _dec_follow(buf: bytes, pos: int) -> tuple[FollowReport, int]:
     if pos >= len(buf):
         raise C.short(pos)
     c = buf[pos]
@@ -196,7 +200,7 @@ def _dec_follow(buf, pos):
     return FollowReport(c, res), pos
 
 
-def _enc_follow(v, out):
+def _enc_follow(v: FollowReport, out: bytearray) -> None:
     out.append(v.kind)
     (seq(RESULT_NORMAL) if v.kind == 1 else seq(RESULT_RECORD)).enc(v.results, out)
 
@@ -204,13 +208,13 @@ def _enc_follow(v, out):
 FOLLOW_REPORT = C.Codec(_dec_follow, _enc_follow)
 
 
-def _dec_time_tag(buf, pos):
+def _dec_time_tag(buf: bytes, pos: int) -> tuple[TimeTag, int]:
     t, pos = DATE_TIME_S.dec(buf, pos)
     (u, n), pos = TI.dec(buf, pos)
     return TimeTag(t, u, n), pos
 
 
-def _enc_time_tag(v, out):
+def _enc_time_tag(v: TimeTag, out: bytearray) -> None:
     DATE_TIME_S.enc(v.sent_at, out)
     TI.enc(axdr.TI(v.delay_unit, v.delay), out)
 
@@ -220,12 +224,12 @@ OPT_FOLLOW = opt(FOLLOW_REPORT)
 OPT_TIME_TAG = opt(TIME_TAG)
 
 
-def _struct(cls, spec):
+def _struct(cls: Any, spec: Iterable[C.Codec]) -> C.Codec:
     """A codec for the frozen dataclass ``cls`` whose fields are coded in order by ``spec``."""
     codecs = tuple(spec)
 
-    def dec(buf, pos):
-        vals = []
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        vals: list[Any] = []
         for c in codecs:
             v, pos = c.dec(buf, pos)
             if c.group:
@@ -236,7 +240,7 @@ def _struct(cls, spec):
 
     names = [f.name for f in dataclasses.fields(cls)]
 
-    def enc(v, out):
+    def enc(v: Any, out: bytearray) -> None:
         i = 0
         for c in codecs:
             if c.group:
@@ -265,6 +269,8 @@ class Apdu:
     NAME: ClassVar[str]           # e.g. "GET-Response-Normal"
     SERVICE: ClassVar[str]        # e.g. "GET-Response"
     _BODY: ClassVar[C.Codec]
+    _SPEC: ClassVar[tuple[C.Codec, ...]]  # the codecs of the fields, in order (trailer added by _apdu)
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # every subclass is a dataclass
     _TRAILER: ClassVar[str]       # "client", "server" or "" (LINK, SECURITY)
 
     @property
@@ -272,7 +278,7 @@ class Apdu:
         return self.NAME
 
     @classmethod
-    def from_bytes(cls, raw) -> "Apdu":
+    def from_bytes(cls, raw: Buffer) -> Self:
         """Decode ``raw`` (exactly one APDU of this class)."""
         apdu = decode_apdu(raw)
         if not isinstance(apdu, cls):
@@ -286,7 +292,7 @@ class Apdu:
         self._BODY.enc(self, out)
         return bytes(out)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict: the APDU name, then each field (OADs named and values scaled)."""
         from .render import apdu_json
         return apdu_json(_eager(self))
@@ -301,10 +307,15 @@ class Apdu:
         return None if p is None else p & 0x3F
 
 
-def _apdu(tag: int, choice: int | None, name: str, trailer: str):
+_ApduT = TypeVar("_ApduT", bound="Apdu")
+
+
+# type checkers read each APDU class like a frozen dataclass (PEP 681): its constructor from the fields
+@dataclass_transform(frozen_default=True)
+def _apdu(tag: int, choice: int | None, name: str, trailer: str) -> Callable[[type[_ApduT]], type[_ApduT]]:
     """Class decorator: make ``cls`` a frozen slotted dataclass, derive its codec, register it."""
 
-    def wrap(cls):
+    def wrap(cls: type[_ApduT]) -> type[_ApduT]:
         cls = dataclass(frozen=True, slots=True)(cls)
         names = [f.name for f in dataclasses.fields(cls)]
         spec = list(cls._SPEC)
@@ -337,7 +348,7 @@ class LinkRequest(Apdu):
     piid_acd: int
     type: int
     heartbeat_s: int
-    requested_at: tuple      # date_time (year, month, day, weekday, hour, minute, second, ms)
+    requested_at: tuple[Any, ...]  # date_time (year, month, day, weekday, hour, minute, second, ms)
     _SPEC = (U8, U8, U16, DATE_TIME)
 
 
@@ -349,9 +360,9 @@ class LinkResponse(Apdu):
 
     piid: int
     result: int
-    requested_at: tuple
-    received_at: tuple
-    responded_at: tuple
+    requested_at: tuple[Any, ...]
+    received_at: tuple[Any, ...]
+    responded_at: tuple[Any, ...]
     _SPEC = (U8, U8, DATE_TIME, DATE_TIME, DATE_TIME)
 
     @property
@@ -379,7 +390,7 @@ class FactoryVersion:
 FACTORY_VERSION = _struct(FactoryVersion, [fixed(4), fixed(4), fixed(6), fixed(4), fixed(6), fixed(8)])
 
 
-def _dec_mechanism(buf, pos):
+def _dec_mechanism(buf: bytes, pos: int) -> tuple[Any, int]:
     # ConnectMechanismInfo: 0 public (nothing), 1 password visible-string, 2 symmetric (octet-string ×2),
     # 3 signature (octet-string ×2)
     if pos >= len(buf):
@@ -398,7 +409,7 @@ def _dec_mechanism(buf, pos):
     raise C.bad(pos - 1, f"ConnectMechanismInfo choice {c} (0-3)")
 
 
-def _enc_mechanism(v, out):
+def _enc_mechanism(v: Any, out: bytearray) -> None:
     c, parts = v
     out.append(c)
     if c == 1:
@@ -429,19 +440,19 @@ class ConnectRequest(Apdu):
     apdu_max: int = 1024
     timeout_s: int = 100
     mechanism: int = 0
-    mechanism_data: tuple = ()
+    mechanism_data: tuple[Any, ...] = ()
     time_tag: TimeTag | None = None
     _SPEC = (U8,) + _CONNECT_LIMITS + (MECHANISM,)
 
 
-def _dec_connect_result(buf, pos):
+def _dec_connect_result(buf: bytes, pos: int) -> tuple[Any, int]:
     # ConnectResponseInfo: result enum + SecurityData OPTIONAL {RN server random, octet-string signature}
     r, pos = U8.dec(buf, pos)
     sd, pos = opt(C.pair(OCTETS, OCTETS)).dec(buf, pos)
     return (r, sd), pos
 
 
-def _enc_connect_result(v, out):
+def _enc_connect_result(v: Any, out: bytearray) -> None:
     U8.enc(v[0], out)
     opt(C.pair(OCTETS, OCTETS)).enc(v[1], out)
 
@@ -462,7 +473,7 @@ class ConnectResponse(Apdu):
     apdu_max: int
     timeout_s: int
     result: int
-    security_data: tuple | None = None
+    security_data: tuple[Any, ...] | None = None
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, FACTORY_VERSION) + _CONNECT_LIMITS + (C.Codec(_dec_connect_result, _enc_connect_result, group=2),)
@@ -490,8 +501,8 @@ class ReleaseNotification(Apdu):
     """The server ends the association itself: when it was established and the server's clock now."""
 
     piid_acd: int
-    connected_at: tuple
-    server_time: tuple
+    connected_at: tuple[Any, ...]
+    server_time: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, DATE_TIME_S, DATE_TIME_S)
@@ -509,7 +520,7 @@ class GetRequestNormal(Apdu):
 @_apdu(0x05, 2, "GET-Request-NormalList", "client")
 class GetRequestNormalList(Apdu):
     piid: int
-    oads: tuple
+    oads: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(OAD))
 
@@ -525,7 +536,7 @@ class GetRequestRecord(Apdu):
 @_apdu(0x05, 4, "GET-Request-RecordList", "client")
 class GetRequestRecordList(Apdu):
     piid: int
-    records: tuple
+    records: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(GET_RECORD))
 
@@ -560,7 +571,7 @@ class GetResponseNormal(Apdu):
 @_apdu(0x85, 2, "GET-Response-NormalList", "server")
 class GetResponseNormalList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(RESULT_NORMAL))
@@ -578,13 +589,13 @@ class GetResponseRecord(Apdu):
 @_apdu(0x85, 4, "GET-Response-RecordList", "server")
 class GetResponseRecordList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(RESULT_RECORD))
 
 
-def _dec_next_block(buf, pos):
+def _dec_next_block(buf: bytes, pos: int) -> tuple[Any, int]:
     # 分帧响应 CHOICE {0 DAR, 1 SEQUENCE OF A-ResultNormal, 2 SEQUENCE OF A-ResultRecord}
     if pos >= len(buf):
         raise C.short(pos)
@@ -601,7 +612,7 @@ def _dec_next_block(buf, pos):
     raise C.bad(pos, f"GET-Response-Next block choice {c} (0-2)")
 
 
-def _enc_next_block(v, out):
+def _enc_next_block(v: Any, out: bytearray) -> None:
     c, body = v
     out.append(c)
     if c == 0:
@@ -625,7 +636,7 @@ class GetResponseNext(Apdu):
     _SPEC = (U8, BOOL, U16, C.Codec(_dec_next_block, _enc_next_block, group=2))
 
 
-def _dec_md5(buf, pos):
+def _dec_md5(buf: bytes, pos: int) -> tuple[Any, int]:
     if pos >= len(buf):
         raise C.short(pos)
     c = buf[pos]
@@ -638,7 +649,7 @@ def _dec_md5(buf, pos):
     raise C.bad(pos, f"MD5 result choice {c} (0 DAR or 1 octet-string)")
 
 
-def _enc_md5(v, out):
+def _enc_md5(v: Any, out: bytearray) -> None:
     m, d = v
     if d is not None:
         out.append(0)
@@ -746,7 +757,7 @@ class SetRequestNormal(Apdu):
 @_apdu(0x06, 2, "SET-Request-NormalList", "client")
 class SetRequestNormalList(Apdu):
     piid: int
-    items: tuple
+    items: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(SET_ITEM))
 
@@ -754,7 +765,7 @@ class SetRequestNormalList(Apdu):
 @_apdu(0x06, 3, "SET-Request-ThenGetNormalList", "client")
 class SetThenGetRequestNormalList(Apdu):
     piid: int
-    items: tuple
+    items: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(SET_THEN_GET_ITEM))
 
@@ -772,7 +783,7 @@ class SetResponseNormal(Apdu):
 @_apdu(0x86, 2, "SET-Response-NormalList", "server")
 class SetResponseNormalList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(SET_RESULT))
@@ -781,7 +792,7 @@ class SetResponseNormalList(Apdu):
 @_apdu(0x86, 3, "SET-Response-ThenGetNormalList", "server")
 class SetThenGetResponseNormalList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(SET_THEN_GET_RESULT))
@@ -799,7 +810,7 @@ class ActionRequestNormal(Apdu):
 @_apdu(0x07, 2, "ACTION-Request-NormalList", "client")
 class ActionRequestNormalList(Apdu):
     piid: int
-    items: tuple
+    items: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(ACTION_ITEM))
 
@@ -807,7 +818,7 @@ class ActionRequestNormalList(Apdu):
 @_apdu(0x07, 3, "ACTION-Request-ThenGetNormalList", "client")
 class ActionThenGetRequestNormalList(Apdu):
     piid: int
-    items: tuple
+    items: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(ACTION_THEN_GET_ITEM))
 
@@ -826,7 +837,7 @@ class ActionResponseNormal(Apdu):
 @_apdu(0x87, 2, "ACTION-Response-NormalList", "server")
 class ActionResponseNormalList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(ACTION_RESULT))
@@ -835,7 +846,7 @@ class ActionResponseNormalList(Apdu):
 @_apdu(0x87, 3, "ACTION-Response-ThenGetNormalList", "server")
 class ActionThenGetResponseNormalList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(ACTION_THEN_GET_RESULT))
@@ -845,7 +856,7 @@ class ActionThenGetResponseNormalList(Apdu):
 @_apdu(0x88, 1, "REPORT-Notification-List", "server")
 class ReportNotificationList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(RESULT_NORMAL))
@@ -854,7 +865,7 @@ class ReportNotificationList(Apdu):
 @_apdu(0x88, 2, "REPORT-Notification-RecordList", "server")
 class ReportNotificationRecordList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(RESULT_RECORD))
@@ -866,7 +877,7 @@ class ReportNotificationTransData(Apdu):
 
     piid_acd: int
     port: int
-    frames: tuple
+    frames: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, OAD, seq(OCTETS))
@@ -875,7 +886,7 @@ class ReportNotificationTransData(Apdu):
 @_apdu(0x08, 1, "REPORT-Response-List", "client")
 class ReportResponseList(Apdu):
     piid: int
-    oads: tuple
+    oads: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(OAD))
 
@@ -883,7 +894,7 @@ class ReportResponseList(Apdu):
 @_apdu(0x08, 2, "REPORT-Response-RecordList", "client")
 class ReportResponseRecordList(Apdu):
     piid: int
-    oads: tuple
+    oads: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(OAD))
 
@@ -905,7 +916,7 @@ class ProxyTarget:
 
     tsa: bytes
     timeout_s: int
-    items: tuple
+    items: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -913,14 +924,14 @@ class ProxyResult:
     """One meter's answers: ResultNormal, SetResult, SetThenGetResult, ActionResult or ActionThenGetResult."""
 
     tsa: bytes
-    results: tuple
+    results: tuple[Any, ...]
 
 
-def _target(item):
+def _target(item: C.Codec) -> C.Codec:
     return _struct(ProxyTarget, [TSA, U16, seq(item)])
 
 
-def _result(item):
+def _result(item: C.Codec) -> C.Codec:
     return _struct(ProxyResult, [TSA, seq(item)])
 
 
@@ -928,7 +939,7 @@ def _result(item):
 class ProxyGetRequestList(Apdu):
     piid: int
     timeout_s: int
-    targets: tuple
+    targets: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, U16, seq(_target(OAD)))
 
@@ -947,7 +958,7 @@ class ProxyGetRequestRecord(Apdu):
 class ProxySetRequestList(Apdu):
     piid: int
     timeout_s: int
-    targets: tuple
+    targets: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, U16, seq(_target(SET_ITEM)))
 
@@ -956,7 +967,7 @@ class ProxySetRequestList(Apdu):
 class ProxySetThenGetRequestList(Apdu):
     piid: int
     timeout_s: int
-    targets: tuple
+    targets: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, U16, seq(_target(SET_THEN_GET_ITEM)))
 
@@ -965,7 +976,7 @@ class ProxySetThenGetRequestList(Apdu):
 class ProxyActionRequestList(Apdu):
     piid: int
     timeout_s: int
-    targets: tuple
+    targets: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, U16, seq(_target(ACTION_ITEM)))
 
@@ -974,7 +985,7 @@ class ProxyActionRequestList(Apdu):
 class ProxyActionThenGetRequestList(Apdu):
     piid: int
     timeout_s: int
-    targets: tuple
+    targets: tuple[Any, ...]
     time_tag: TimeTag | None = None
     _SPEC = (U8, U16, seq(_target(ACTION_THEN_GET_ITEM)))
 
@@ -987,7 +998,7 @@ class ProxyTransCommandRequest(Apdu):
 
     piid: int
     port: int
-    comdcb: tuple
+    comdcb: tuple[Any, ...]
     response_timeout_s: int
     byte_timeout_ms: int
     command: bytes
@@ -998,7 +1009,7 @@ class ProxyTransCommandRequest(Apdu):
 @_apdu(0x89, 1, "PROXY-Response-GetList", "server")
 class ProxyGetResponseList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(_result(RESULT_NORMAL)))
@@ -1017,7 +1028,7 @@ class ProxyGetResponseRecord(Apdu):
 @_apdu(0x89, 3, "PROXY-Response-SetList", "server")
 class ProxySetResponseList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(_result(SET_RESULT)))
@@ -1026,7 +1037,7 @@ class ProxySetResponseList(Apdu):
 @_apdu(0x89, 4, "PROXY-Response-SetThenGetList", "server")
 class ProxySetThenGetResponseList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(_result(SET_THEN_GET_RESULT)))
@@ -1035,7 +1046,7 @@ class ProxySetThenGetResponseList(Apdu):
 @_apdu(0x89, 5, "PROXY-Response-ActionList", "server")
 class ProxyActionResponseList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(_result(ACTION_RESULT)))
@@ -1044,7 +1055,7 @@ class ProxyActionResponseList(Apdu):
 @_apdu(0x89, 6, "PROXY-Response-ActionThenGetList", "server")
 class ProxyActionThenGetResponseList(Apdu):
     piid_acd: int
-    results: tuple
+    results: tuple[Any, ...]
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     _SPEC = (U8, seq(_result(ACTION_THEN_GET_RESULT)))
@@ -1088,12 +1099,12 @@ class SecurityBackend(Protocol):
     gridhead has no built-in ESAM; a head-end plugs one in.  ``verification`` is the request's or
     response's 数据验证信息 as decoded here (kind, parts)."""
 
-    def decrypt(self, ciphertext: bytes, verification: tuple) -> bytes: ...
+    def decrypt(self, ciphertext: bytes, verification: tuple[Any, ...]) -> bytes: ...
 
-    def encrypt(self, plaintext: bytes) -> tuple[bytes, tuple]: ...
+    def encrypt(self, plaintext: bytes) -> tuple[bytes, tuple[Any, ...]]: ...
 
 
-def _dec_verify_req(buf, pos):
+def _dec_verify_req(buf: bytes, pos: int) -> tuple[Any, int]:
     # 数据验证信息 CHOICE {0 SID_MAC, 1 RN, 2 RN_MAC, 3 SID}; SID = 标识 double-long-unsigned + 附加数据
     if pos >= len(buf):
         raise C.short(pos)
@@ -1116,7 +1127,7 @@ def _dec_verify_req(buf, pos):
     raise C.bad(pos - 1, f"SECURITY-Request verification choice {c} (0-3)")
 
 
-def _enc_verify_req(v, out):
+def _enc_verify_req(v: Any, out: bytearray) -> None:
     c, parts = v
     out.append(c)
     if c == 0:
@@ -1133,7 +1144,7 @@ def _enc_verify_req(v, out):
         raise LocalProtocolError(f"SECURITY-Request verification choice {c} (0-3)")
 
 
-def _dec_sec_payload(buf, pos, allow_dar):
+def _dec_sec_payload(buf: bytes, pos: int, allow_dar: bool) -> tuple[tuple[int, Any], int]:
     if pos >= len(buf):
         raise C.short(pos)
     c = buf[pos]
@@ -1146,25 +1157,40 @@ def _dec_sec_payload(buf, pos, allow_dar):
     raise C.bad(pos, f"security payload choice {c}")
 
 
-def _enc_sec_payload(v, out):
+def _enc_sec_payload(v: Any, out: bytearray) -> None:
     c, d = v
     out.append(c)
     (DAR if c == 2 else OCTETS).enc(d, out)
+
+
+class _SecuredFields(Protocol):
+    """What :class:`_Secured` reads from the SECURITY APDU it is mixed into."""
+
+    NAME: ClassVar[str]
+
+    @property
+    def payload_kind(self) -> int: ...
+
+    @property
+    def payload(self) -> Any: ...
+
+    @property
+    def verification(self) -> tuple[Any, ...]: ...
 
 
 class _Secured:
     __slots__ = ()
 
     @property
-    def plaintext(self) -> bytes | None:
+    def plaintext(self: _SecuredFields) -> bytes | None:
         """The wrapped APDU's bytes when sent in clear (明文), else None."""
         return self.payload if self.payload_kind == 0 else None
 
     @property
-    def ciphertext(self) -> bytes | None:
+    def ciphertext(self: _SecuredFields) -> bytes | None:
         return self.payload if self.payload_kind == 1 else None
 
-    def inner(self, backend: SecurityBackend | None = None) -> "Apdu":
+    def inner(self: _SecuredFields, backend: SecurityBackend | None = None) -> "Apdu":
         """The wrapped APDU; ciphertext needs a :class:`SecurityBackend`."""
         if self.payload_kind == 0:
             return decode_apdu(self.payload)
@@ -1182,12 +1208,12 @@ class SecurityRequest(_Secured, Apdu):
     payload_kind: int
     payload: bytes
     verification_kind: int
-    verification_parts: tuple
+    verification_parts: tuple[Any, ...]
     _SPEC = (C.Codec(lambda b, p: _dec_sec_payload(b, p, False), _enc_sec_payload, group=2),
              C.Codec(_dec_verify_req, _enc_verify_req, group=2))
 
     @property
-    def verification(self) -> tuple:
+    def verification(self) -> tuple[Any, ...]:
         return (self.verification_kind, self.verification_parts)
 
 
@@ -1201,7 +1227,7 @@ class SecurityResponse(_Secured, Apdu):
     _SPEC = (C.Codec(lambda b, p: _dec_sec_payload(b, p, True), _enc_sec_payload, group=2), C.OPT_MAC_CHOICE)
 
     @property
-    def verification(self) -> tuple:
+    def verification(self) -> tuple[Any, ...]:
         return (0, (self.mac,)) if self.mac is not None else (None, ())
 
 
@@ -1214,12 +1240,14 @@ if accel.PURE:
     from .. import _apdu698_py as _fast
 else:
     try:
-        from .. import _apdu698 as _fast
+        # the stub _apdu698.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from .. import _apdu698 as _fast  # type: ignore[no-redef]
     except ImportError:
-        from .. import _apdu698_py as _fast  # type: ignore[no-redef]
+        from .. import _apdu698_py as _fast
 
 
-def decode_apdu(raw, lazy: bool = False) -> Apdu:
+def decode_apdu(raw: Buffer, lazy: bool = False) -> Apdu:
     """Decode one whole APDU; a :class:`RemoteProtocolError` naming the byte offset if it is not one.
 
     ``lazy=True`` (opt-in) validates the whole APDU now, with every check and the same error as the
@@ -1268,6 +1296,7 @@ def _decode_general(buf: bytes) -> Apdu:
         if cls is None:
             raise RemoteProtocolError(f"APDU: unknown service tag {tag:#04x}")
         pos = 1
+    apdu: Apdu
     try:
         apdu, pos = cls._BODY.dec(buf, pos)
     except (C.DecodeError, RemoteProtocolError) as exc:    # both name the byte offset
@@ -1322,11 +1351,11 @@ def get(oad_: int | str, piid: int = 1, *, time_tag: TimeTag | None = None) -> G
     return GetRequestNormal(piid, parse_oad(oad_) if isinstance(oad_, str) else oad_, time_tag)
 
 
-def get_list(oads, piid: int = 1) -> GetRequestNormalList:
+def get_list(oads: Iterable[int | str], piid: int = 1) -> GetRequestNormalList:
     return GetRequestNormalList(piid, tuple(parse_oad(o) if isinstance(o, str) else o for o in oads))
 
 
-def get_record(oad_: int | str, rsd=(0,), rcsd=(), piid: int = 1, *,
+def get_record(oad_: int | str, rsd: Iterable[Any] = (0,), rcsd: Iterable[Any] = (), piid: int = 1, *,
                time_tag: TimeTag | None = None) -> GetRequestRecord:
     """GET-Request-Record: ``rsd`` an :class:`axdr.RSD`, e.g. ``(9, 1)`` = the last record (选择方法9,
     上第1次), ``(1, (0x20210200, Data(28, (2024, 6, 1, 0, 0, 0))))`` = the record frozen at that time;
@@ -1335,16 +1364,18 @@ def get_record(oad_: int | str, rsd=(0,), rcsd=(), piid: int = 1, *,
     return GetRequestRecord(piid, GetRecord(o, tuple(rsd), tuple(rcsd)), time_tag)
 
 
-def set_(oad_: int | str, data, piid: int = 1) -> SetRequestNormal:
+def set_(oad_: int | str, data: axdr.Data, piid: int = 1) -> SetRequestNormal:
     return SetRequestNormal(piid, parse_oad(oad_) if isinstance(oad_, str) else oad_, data)
 
 
-def action(omd_: int | str, data=(0, None), piid: int = 1, *, time_tag: TimeTag | None = None) -> ActionRequestNormal:
+def action(omd_: int | str, data: axdr.Data | tuple[int, object] = (0, None), piid: int = 1, *,
+           time_tag: TimeTag | None = None) -> ActionRequestNormal:
     """ACTION-Request-Normal, e.g. ``action(omd(0x8000, 129), trip_parameters)`` for a remote trip."""
     return ActionRequestNormal(piid, parse_oad(omd_) if isinstance(omd_, str) else omd_, data, time_tag)
 
 
-def proxy_get_list(targets, timeout_s: int = 60, piid: int = 1, per_meter_timeout_s: int = 30) -> ProxyGetRequestList:
+def proxy_get_list(targets: Mapping[bytes, Iterable[int | str]] | Iterable[tuple[bytes, Iterable[int | str]]],
+                   timeout_s: int = 60, piid: int = 1, per_meter_timeout_s: int = 30) -> ProxyGetRequestList:
     """PROXY-Request-GetList: ``targets`` maps each meter's TSA (bytes, see :func:`tsa`) to its OADs."""
     items = targets.items() if hasattr(targets, "items") else targets
     return ProxyGetRequestList(piid, timeout_s, tuple(
@@ -1354,17 +1385,18 @@ def proxy_get_list(targets, timeout_s: int = 60, piid: int = 1, per_meter_timeou
 
 def report_response(notification: Apdu) -> Apdu:
     """The REPORT-Response acknowledging a REPORT-Notification (same PIID, the OADs reported, 7.4.7)."""
+    if not isinstance(notification, (ReportNotificationList, ReportNotificationRecordList,
+                                     ReportNotificationTransData)):
+        raise LocalProtocolError(f"{notification.NAME} is not a REPORT-Notification")
     p = notification.piid_acd & 0xBF           # a response carries PIID: drop the ACD bit
     if isinstance(notification, ReportNotificationList):
         return ReportResponseList(p, tuple(r.oad for r in notification.results))
     if isinstance(notification, ReportNotificationRecordList):
         return ReportResponseRecordList(p, tuple(r.oad for r in notification.results))
-    if isinstance(notification, ReportNotificationTransData):
-        return ReportResponseTransData(p)
-    raise LocalProtocolError(f"{notification.NAME} is not a REPORT-Notification")
+    return ReportResponseTransData(p)
 
 
-def link_response(request: LinkRequest, received_at: tuple, responded_at: tuple, *,
+def link_response(request: LinkRequest, received_at: tuple[int, ...], responded_at: tuple[int, ...], *,
                   clock_trusted: bool = True, outcome: int = 0) -> LinkResponse:
     """The master's LINK-Response to ``request``: result bit 7 = clock trusted, low bits the outcome."""
     return LinkResponse(request.piid_acd & 0xBF, (0x80 if clock_trusted else 0) | outcome,

@@ -55,6 +55,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .. import accel
 from .._axdr_py import (COMDCB, MAX_DEPTH, MAX_ELEMENTS, MS, RSD, SID, SIDMAC, TI, TYPE_NAMES, BitString,
@@ -76,9 +78,11 @@ if accel.PURE:
     from .. import _axdr_py as _k
 else:
     try:
-        from .. import _axdr as _k
+        # the stub _axdr.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from .. import _axdr as _k  # type: ignore[no-redef]
     except ImportError:
-        from .. import _axdr_py as _k  # type: ignore[no-redef]
+        from .. import _axdr_py as _k
 
 
 class Tag(enum.IntEnum):
@@ -127,7 +131,7 @@ class Tag(enum.IntEnum):
 
 
 # --- the two levels --------------------------------------------------------------------------------
-def decode_data(buf, pos: int = 0):
+def decode_data(buf: bytes, pos: int = 0) -> tuple[Data, int]:
     """One tagged Data at ``buf[pos]``: ``(Data, end)``."""
     return _k.decode_data(buf, pos)
 
@@ -137,27 +141,27 @@ def encode_data(data: Data) -> bytes:
     return _k.encode_data(data)  # noqa: F821
 
 
-def decode_row(buf, pos: int, n: int):
+def decode_row(buf: bytes, pos: int, n: int) -> tuple[tuple[Data, ...], int]:
     """``n`` Data in a row with no count before them (A-RecordRow of an RCSD with ``n`` columns)."""
     return _k.decode_row(buf, pos, n)  # noqa: F821
 
 
-def decode_rows(buf, pos: int, n: int):
+def decode_rows(buf: bytes, pos: int, n: int) -> tuple[tuple[tuple[Data, ...], ...], int]:
     """SEQUENCE OF A-RecordRow: a count, then that many rows of ``n`` Data each."""
     return _k.decode_rows(buf, pos, n)  # noqa: F821
 
 
-def decode_typed(tag: int, buf, pos: int = 0):
+def decode_typed(tag: int, buf: bytes, pos: int = 0) -> tuple[Any, int]:
     """The bare value of type ``tag`` (no tag byte in ``buf``): ``(value, end)``."""
     return _k.decode_typed(tag, buf, pos)  # noqa: F821
 
 
-def encode_typed(tag: int, value) -> bytes:
+def encode_typed(tag: int, value: object) -> bytes:
     """The bare encoding (no tag byte) of ``value`` as type ``tag``."""
     return _k.encode_typed(tag, value)  # noqa: F821
 
 
-def decode_length(buf, pos: int = 0):
+def decode_length(buf: bytes, pos: int = 0) -> tuple[int, int]:
     """An A-XDR length (element, byte or bit count): ``(n, end)``."""
     return _k.decode_length(buf, pos)  # noqa: F821
 
@@ -167,11 +171,17 @@ def encode_length(n: int) -> bytes:
     return _k.encode_length(n)  # noqa: F821
 
 
-def _bare(tag: int):
-    def dec(buf, pos: int = 0):
+class BareDecoder(Protocol):
+    """``decode_<type>(buf, pos=0) -> (value, end)``."""
+
+    def __call__(self, buf: bytes, pos: int = 0, /) -> tuple[Any, int]: ...
+
+
+def _bare(tag: int) -> tuple[BareDecoder, Callable[[object], bytes]]:
+    def dec(buf: bytes, pos: int = 0) -> tuple[Any, int]:
         return _k.decode_typed(tag, buf, pos)  # noqa: F821
 
-    def enc(value) -> bytes:
+    def enc(value: object) -> bytes:
         return _k.encode_typed(tag, value)  # noqa: F821
 
     name = TYPE_NAMES[tag]
@@ -266,15 +276,15 @@ def _f(x: int, width: int) -> str:
     return "F" * width if x == (1 << (4 * width)) - 1 else f"{x:0{width}d}"
 
 
-def _float(x: float):
+def _float(x: float) -> float | str:
     return x if math.isfinite(x) else repr(x)
 
 
-def _road(r: Road) -> dict:
+def _road(r: Road) -> dict[str, Any]:
     return {"oad": f"{r.oad:08X}", "oads": [f"{o:08X}" for o in r.oads]}
 
 
-def _csd(c) -> object:
+def _csd(c: int | Road) -> object:
     return f"{c:08X}" if isinstance(c, int) else _road(c)
 
 
@@ -282,24 +292,26 @@ def _dts(t: DateTimeS) -> str:
     return f"{_f(t.year, 4)}-{_f(t.month, 2)}-{_f(t.day, 2)} {_f(t.hour, 2)}:{_f(t.minute, 2)}:{_f(t.second, 2)}"
 
 
-def _ms(m: MS) -> dict:
-    out: dict = {"choice": m.choice}
+def _ms(m: MS) -> dict[str, Any]:
+    out: dict[str, Any] = {"choice": m.choice}
+    value: Any = m.value  # its type depends on the choice (clause 7.3, MS)
     if m.choice in (3,):
-        out["value"] = [_hex(t) for t in m.value]
+        out["value"] = [_hex(t) for t in value]
     elif m.choice >= 5:
-        out["value"] = [_region(r) for r in m.value]
-    elif m.value is not None:
-        out["value"] = list(m.value)
+        out["value"] = [_region(r) for r in value]
+    elif value is not None:
+        out["value"] = list(value)
     return out
 
 
-def _region(r: Region) -> dict:
+def _region(r: Region) -> dict[str, Any]:
     return {"unit": r.unit, "interval": _REGION_UNITS[r.unit], "start": to_json(r.start), "end": to_json(r.end)}
 
 
-def _rsd(r: RSD) -> dict:
+def _rsd(r: RSD) -> dict[str, Any]:
+    v: Any  # its type depends on the selector (clause 7.3, RSD)
     s, v = r
-    out: dict = {"selector": s}
+    out: dict[str, Any] = {"selector": s}
     if s == 1:
         out.update(oad=f"{v.oad:08X}", value=to_json(v.value))
     elif s == 2:
@@ -317,16 +329,16 @@ def _rsd(r: RSD) -> dict:
     return out
 
 
-def _sel2(v: Selector2) -> dict:
+def _sel2(v: Selector2) -> dict[str, Any]:
     return {"oad": f"{v.oad:08X}", "start": to_json(v.start), "end": to_json(v.end),
             "interval": to_json(v.interval)}
 
 
-def _ti(t: TI) -> dict:
+def _ti(t: TI) -> dict[str, Any]:
     return {"unit": _TI_UNITS[t.unit], "interval": t.interval}
 
 
-def _json_value(tag: int, v):
+def _json_value(tag: int, v: Any) -> object:  # v: the value of a Data of type tag
     if tag in (Tag.ARRAY, Tag.STRUCTURE):
         return [to_json(x) for x in v]
     if tag in (Tag.OCTET_STRING, Tag.MAC, Tag.RN, Tag.TSA):
@@ -374,14 +386,15 @@ def _json_value(tag: int, v):
     return v   # None, bool, int, str
 
 
-def to_json(data: Data) -> dict:
+def to_json(data: Data) -> dict[str, Any]:
     """A decoded Data as JSON-able Python: ``{"type": "double-long-unsigned", "value": 123456}``.
 
     Integers stay integers (scale them with :func:`scaled`), byte strings are upper-case hex, dates
     are ``YYYY-MM-DD hh:mm:ss`` with ``FF`` for unspecified fields, OADs are 8 hex digits.
     """
+    v: Any  # its type depends on the tag
     tag, v = data
-    out = {"type": TYPE_NAMES.get(tag, str(tag)), "value": _json_value(tag, v)}
+    out: dict[str, Any] = {"type": TYPE_NAMES.get(tag, str(tag)), "value": _json_value(tag, v)}
     if tag == Tag.DATE_TIME or tag == Tag.DATE:
         out["weekday"] = v.weekday
     return out

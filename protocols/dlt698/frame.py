@@ -36,20 +36,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import accel
 from ..dlt645.frame import Framer as _StreamFramer
 from ..errors import ChecksumError, FrameError, LocalProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from .._framing_py import Buffer
 
 # the kernel, chosen once at import: the compiled _framing698 unless GRIDHEAD_PUREPYTHON=1 or not built
 if accel.PURE:
     from .. import _framing698_py as _k
 else:
     try:
-        from .. import _framing698 as _k
+        # the stub _framing698.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from .. import _framing698 as _k  # type: ignore[no-redef]
     except ImportError:
-        from .. import _framing698_py as _k  # type: ignore[no-redef]
+        from .. import _framing698_py as _k
 
 FOUND, NEED_MORE, BAD_HCS, BAD_FCS, BAD_END, BAD_LENGTH = 0, 1, 2, 3, 4, 5
 MAX_FRAME = 0x3FFF + 2      # largest frame with a byte-unit length field (the peer's default too)
@@ -82,7 +87,8 @@ class FragmentType(IntEnum):
 class Fragment(NamedTuple):
     """A fragment header: ``index`` 0-4095 and its ``type``."""
 
-    index: int
+    # the field shadows tuple.index (a NamedTuple is a tuple), which mypy reports as an override
+    index: int  # type: ignore[assignment]
     type: FragmentType
 
     def to_bytes(self) -> bytes:
@@ -207,7 +213,8 @@ def _server(af: int, address: str, ext: int) -> ServerAddress:
     return ServerAddress(address, AddressType(af >> 6), logical)
 
 
-def _check(buf, start: int, stop: int, control: int, af: int, data: bytes, where: str):
+def _check(buf: Buffer, start: int, stop: int, control: int, af: int, data: bytes,
+           where: str) -> tuple[Fragment | None, bytes, int]:
     """The header and fragment rules the checksums cannot see; returns ``(fragment, apdu, ext)``."""
     if control & RESERVED_BIT or control & FUNC_MASK not in (LINK_MANAGEMENT, USER_DATA):
         raise FrameError(f"control word {control:02X} has a reserved bit or function (at {where})")
@@ -230,7 +237,7 @@ def _check(buf, start: int, stop: int, control: int, af: int, data: bytes, where
     return frag, data[2:], ext
 
 
-def _frame_error(status: int, buf, start: int, stop: int, extra: int, where: str):
+def _frame_error(status: int, buf: Buffer, start: int, stop: int, extra: int, where: str) -> FrameError:
     if status == BAD_HCS:
         h = _k.header_length(buf[start + 4])
         got = buf[start + h - 2] | buf[start + h - 1] << 8
@@ -249,10 +256,11 @@ def _frame_error(status: int, buf, start: int, stop: int, extra: int, where: str
 
 # control bytes whose frame takes the fast path: no reserved bit, no fragment header, function 1 or 3
 _PLAIN = tuple(not c & (RESERVED_BIT | FRAG_BIT) and c & FUNC_MASK in (LINK_MANAGEMENT, USER_DATA) for c in range(256))
-_SERVERS: dict = {}        # (af, address) -> ServerAddress for decode(); a link talks to few servers
+_SERVERS: dict[tuple[int, str], ServerAddress] = {}        # (af, address) -> ServerAddress for decode(); a link talks to few servers
 
 
-def _make(buf, start, stop, control, af, address, ca, data, servers: dict, base: int, what: str) -> Frame:
+def _make(buf: Buffer, start: int, stop: int, control: int, af: int, address: str, ca: int, data: bytes,
+          servers: dict[tuple[int, str], ServerAddress], base: int, what: str) -> Frame:
     """The Frame of a FOUND candidate, or FrameError (at ``what`` ``base + start``) for what the
     checksums cannot see."""
     if _PLAIN[control] and not af & EXT_LOGICAL_BIT and not buf[start + 2] & 0x40:
@@ -266,7 +274,7 @@ def _make(buf, start, stop, control, af, address, ca, data, servers: dict, base:
     return Frame(_server(af, address, ext), ca, control, apdu, frag, bool(buf[start + 2] & 0x40))
 
 
-def decode(buffer, pos: int = 0, max_frame: int = MAX_FRAME):
+def decode(buffer: Buffer, pos: int = 0, max_frame: int = MAX_FRAME) -> tuple[int, Frame | None]:
     """Framer in the h11 style: ``(used, frame | None)``.
 
     ``used`` bytes of ``buffer[pos:]`` may be dropped (garbage, FEH preambles, the frame).  With
@@ -279,6 +287,9 @@ def decode(buffer, pos: int = 0, max_frame: int = MAX_FRAME):
     try:
         if status != FOUND:
             raise _frame_error(status, buffer, start, stop, extra, f"byte {start}")
+        # FOUND: the kernel split the frame
+        assert control is not None and af is not None and address is not None and ca is not None \
+            and data is not None
         return stop - pos, _make(buffer, start, stop, control, af, address, ca, data, _SERVERS, 0, "byte")
     except FrameError as err:
         err.used = start + 1 - pos
@@ -310,9 +321,10 @@ class Framer(_StreamFramer):
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         super().__init__()
         self._max = max_frame
-        self._servers: dict = {}  # (af, address) -> ServerAddress: a link talks to few servers
+        self._servers: dict[tuple[int, str], ServerAddress] = {}  # (af, address) -> ServerAddress: a link talks to few servers
 
-    def next_frame(self) -> Frame | None:
+    # the 645 Framer is reused for its buffer handling, not as a supertype: its frames are 645 frames
+    def next_frame(self) -> Frame | None:  # type: ignore[override]
         buf = self._buf
         status, start, stop, extra, control, af, address, ca, data = _k.decode698(buf, self._pos, len(buf), self._max)
         if status == NEED_MORE:
@@ -321,6 +333,9 @@ class Framer(_StreamFramer):
         try:
             if status != FOUND:
                 raise _frame_error(status, buf, start, stop, extra, f"stream byte {self.consumed + start}")
+            # FOUND: the kernel split the frame
+            assert control is not None and af is not None and address is not None and ca is not None \
+                and data is not None
             frame = _make(buf, start, stop, control, af, address, ca, data, self._servers, self.consumed,
                           "stream byte")
         except FrameError:
@@ -333,10 +348,10 @@ class Framer(_StreamFramer):
 
 
 # --- link-layer fragmentation (分帧, clause 5.3.8 and figures 16/17) ------------------------------------
-def _confirm_for(frame: Frame) -> Frame:
+def _confirm_for(frame: Frame, frag: Fragment) -> Frame:
     """The confirm frame answering ``frame``: same addresses, direction reversed, no data."""
     return Frame(frame.server, frame.client, (frame.control ^ DIR_BIT) & ~SC_BIT, b"",
-                 Fragment(frame.fragment.index, FragmentType.CONFIRM))
+                 Fragment(frag.index, FragmentType.CONFIRM))
 
 
 class Reassembler:
@@ -376,19 +391,19 @@ class Reassembler:
             return True
         return False
 
-    def accept(self, frame: Frame, now: float):
+    def accept(self, frame: Frame, now: float) -> tuple[bytes | None, Frame | None]:
         frag = frame.fragment
         if frag is None or frag.type == FragmentType.CONFIRM:
             raise LocalProtocolError("Reassembler.accept takes first, middle and last fragments only")
         self.expire(now)
         if frag.type == FragmentType.FIRST:
             if self._last == frag:                      # repeated: our confirm was lost
-                return None, _confirm_for(frame)
+                return None, _confirm_for(frame, frag)
             self.reset()
         elif self._last is None:
             raise RemoteProtocolError(f"{frag.type.name.lower()} fragment {frag.index} without a first one")
         elif self._last == frag:                        # repeated middle fragment
-            return None, _confirm_for(frame)
+            return None, _confirm_for(frame, frag)
         elif frag.index != (self._last.index + 1) & 0x0FFF:
             expected = (self._last.index + 1) & 0x0FFF
             self.reset()
@@ -404,7 +419,7 @@ class Reassembler:
             return apdu, None
         self._last = frag
         self.deadline = now + self.timeout_s
-        return None, _confirm_for(frame)
+        return None, _confirm_for(frame, frag)
 
 
 class Fragmenter:

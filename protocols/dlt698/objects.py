@@ -15,6 +15,7 @@ Layouts of array attributes (what element i means):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 # unit enumeration (DL/T 698.45 appendix: 单位 enum), the codes a Scaler_Unit carries
 UNITS: dict[int, str] = {
@@ -58,8 +59,8 @@ class ObjectDef:
     name: str
     name_zh: str
     class_id: int
-    attributes: dict = field(default_factory=dict)   # number -> Attribute
-    methods: dict = field(default_factory=dict)      # number -> name
+    attributes: dict[int, Attribute] = field(default_factory=dict)   # number -> Attribute
+    methods: dict[int, str] = field(default_factory=dict)            # number -> name
 
     def attribute(self, number: int) -> Attribute | None:
         return self.attributes.get(number)
@@ -70,7 +71,8 @@ _LOGICAL_NAME = Attribute(1, "logical_name", "逻辑名", type="octet-string")
 _SCALER_UNIT = Attribute(3, "scaler_unit", "换算及单位", type="Scaler_Unit")
 
 
-def _add(oi, name, name_zh, class_id, *attrs, methods=None):
+def _add(oi: int, name: str, name_zh: str, class_id: int, *attrs: Attribute,
+         methods: dict[int, str] | None = None) -> None:
     a = {1: _LOGICAL_NAME}
     for x in attrs:
         a[x.number] = x
@@ -314,7 +316,7 @@ def lookup(oi: int) -> ObjectDef | None:
     return _OBJECTS.get(oi)
 
 
-def objects():
+def objects() -> list[ObjectDef]:
     """Every object the registry knows, by OI."""
     return [_OBJECTS[k] for k in sorted(_OBJECTS)]
 
@@ -325,10 +327,10 @@ def attribute(oi: int, number: int) -> Attribute | None:
     return None if o is None else o.attributes.get(number & 0x1F)
 
 
-def describe(oi: int, attr: int, index: int = 0) -> dict:
+def describe(oi: int, attr: int, index: int = 0) -> dict[str, Any]:
     """Names, scaler and unit of an OAD, for JSON output; unknown parts are left out, never invented."""
     o = _OBJECTS.get(oi)
-    out: dict = {"oad": f"{oi:04X}{attr:02X}{index:02X}"}
+    out: dict[str, Any] = {"oad": f"{oi:04X}{attr:02X}{index:02X}"}
     if o is None:
         return out
     out["object"] = o.name

@@ -8,10 +8,17 @@ integer shifted by the scaler, never a float), the raw integer and its scaler ar
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from . import dar as _dar
 from . import objects
 from ._codec import ABSENT, date_time_s_text, date_time_text
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from .apdu import Apdu, ResultNormal, ResultRecord
+    from .axdr import Road
 
 _INT_TAGS = frozenset((5, 6, 15, 16, 17, 18, 20, 21))
 TYPE_NAMES = {
@@ -36,7 +43,7 @@ def oad_text(oad: int) -> str:
     return f"{oad:08X}"
 
 
-def describe_oad(oad: int) -> dict:
+def describe_oad(oad: int) -> dict[str, Any]:
     return objects.describe(oad >> 16, (oad >> 8) & 0xFF, oad & 0xFF)
 
 
@@ -46,13 +53,14 @@ def tsa_text(tsa: bytes) -> str:
     return tsa[1:][::-1].hex().upper() if tsa else ""
 
 
-def data_json(d, scaler: int | None = None, unit: str = ""):
+def data_json(d: tuple[int, Any], scaler: int | None = None, unit: str = "") -> object:
     """Data ``(tag, content)`` as JSON; integers under a scaler become exact decimals with their unit."""
+    v: Any  # its type depends on the tag
     t, v = d
     if t in _INT_TAGS:
         if scaler is None:
             return v
-        out = {"value": scaled_text(v, scaler), "raw": v, "scaler": scaler}
+        out: dict[str, Any] = {"value": scaled_text(v, scaler), "raw": v, "scaler": scaler}
         if unit:
             out["unit"] = unit
         return out
@@ -75,7 +83,7 @@ def data_json(d, scaler: int | None = None, unit: str = ""):
     return {"type": TYPE_NAMES.get(t, str(t)), "value": _plain(v)}
 
 
-def _plain(v):
+def _plain(v: object) -> object:
     if isinstance(v, bytes):
         return v.hex().upper()
     if isinstance(v, tuple):
@@ -83,11 +91,11 @@ def _plain(v):
     return v
 
 
-def _attr_of(oad: int):
+def _attr_of(oad: int) -> objects.Attribute | None:
     return objects.attribute(oad >> 16, (oad >> 8) & 0xFF)
 
 
-def _named_value(oad: int, d) -> dict:
+def _named_value(oad: int, d: tuple[int, Any]) -> dict[str, Any]:
     """An OAD and its value, named and scaled from the registry; array elements named by layout."""
     out = describe_oad(oad)
     a = _attr_of(oad)
@@ -101,7 +109,7 @@ def _named_value(oad: int, d) -> dict:
     return out
 
 
-def result_normal_json(r) -> dict:
+def result_normal_json(r: ResultNormal) -> dict[str, Any]:
     if r.dar is not None:
         out = describe_oad(r.oad)
         out["dar"] = r.dar
@@ -110,13 +118,13 @@ def result_normal_json(r) -> dict:
     return _named_value(r.oad, r.data)
 
 
-def _csd_json(c):
+def _csd_json(c: int | Road) -> dict[str, Any]:
     if isinstance(c, int):
         return describe_oad(c)
     return {**describe_oad(c[0]), "columns": [describe_oad(s) for s in c[1]]}
 
 
-def _cell_json(col, cell):
+def _cell_json(col: int | Road, cell: tuple[int, Any]) -> dict[str, Any]:
     if isinstance(col, int):
         return _named_value(col, cell)
     oad, subs = col
@@ -128,18 +136,20 @@ def _cell_json(col, cell):
     return out
 
 
-def result_record_json(r) -> dict:
+def result_record_json(r: ResultRecord) -> dict[str, Any]:
     out = describe_oad(r.oad)
     out["columns"] = [_csd_json(c) for c in r.rcsd]
     if r.dar is not None:
         out["dar"] = r.dar
         out["error"] = _dar.name_of(r.dar)
     else:
-        out["rows"] = [[_cell_json(c, x) for c, x in zip(r.rcsd, row)] for row in r.rows]
+        rows = r.rows
+        assert rows is not None  # no DAR: the rows are there
+        out["rows"] = [[_cell_json(c, x) for c, x in zip(r.rcsd, row)] for row in rows]
     return out
 
 
-def _value_json(name, v):
+def _value_json(name: str, v: Any) -> object:  # v: a field of an APDU, its type by name
     from . import apdu as A
 
     if v is None:
@@ -181,9 +191,9 @@ def _value_json(name, v):
     return v
 
 
-def _omd_json(omd: int) -> dict:
+def _omd_json(omd: int) -> dict[str, Any]:
     oi, method, mode = omd >> 16, (omd >> 8) & 0xFF, omd & 0xFF
-    out = {"omd": f"{omd:08X}"}
+    out: dict[str, Any] = {"omd": f"{omd:08X}"}
     o = objects.lookup(oi)
     if o is not None:
         out["object"] = o.name
@@ -193,13 +203,13 @@ def _omd_json(omd: int) -> dict:
     return out
 
 
-def _fields_json(obj) -> dict:
-    out = {}
+def _fields_json(obj: DataclassInstance | type[DataclassInstance]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     items = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
     # a data item paired with an OAD is shown named and scaled
     names = dict(items)
     for name, v in items:
-        if name in ("data", "get_data") and isinstance(v, tuple) and v is not ABSENT:
+        if name in ("data", "get_data") and isinstance(v, tuple):   # (ABSENT is not a tuple)
             key = "oad" if name == "data" else "get_oad"
             if key in names and isinstance(names[key], int):
                 out[name] = _named_value(names[key], v)
@@ -208,8 +218,10 @@ def _fields_json(obj) -> dict:
     return out
 
 
-def apdu_json(apdu) -> dict:
-    out = {"apdu": apdu.NAME, "service": apdu.SERVICE}
+def apdu_json(apdu: Apdu) -> dict[str, Any]:
+    from .apdu import LinkResponse
+
+    out: dict[str, Any] = {"apdu": apdu.NAME, "service": apdu.SERVICE}
     body = _fields_json(apdu)
     for k in ("piid", "piid_acd"):
         if k in body:
@@ -218,7 +230,7 @@ def apdu_json(apdu) -> dict:
             out["priority_high"] = bool(p & 0x80)
             if k == "piid_acd":
                 out["acd"] = bool(p & 0x40)
-    if apdu.NAME == "LINK-Response":
+    if isinstance(apdu, LinkResponse):
         out["clock_trusted"] = apdu.clock_trusted
     out.update(body)
     return out

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import LocalProtocolError, RemoteProtocolError
@@ -127,7 +128,7 @@ class Unmatched:
 class LinkLost:
     """The terminal missed its heartbeats: it is no longer considered online."""
 
-    last_seen: _dt.datetime
+    last_seen: _dt.datetime | None   # the last LINK-Request accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,12 @@ class _Pending:
     columnar: bool = False          # its answer goes through the session's response_decoder
 
 
+# what next_event() gives
+Event = LinkRequested | Response | Report | Timeout | Unmatched | LinkLost
+# report_decoder / response_decoder: APDU bytes -> (the APDU, what the decoder made of it), or None
+FastDecoder = Callable[[bytes], "tuple[A.Apdu, object] | None"]
+
+
 class ClientSession:
     """One link to one terminal or meter, seen from the master.
 
@@ -171,7 +178,7 @@ class ClientSession:
 
     def __init__(self, server: ServerAddress | None = None, client: int = 0x10, *, timeout_s: float = 30.0,
                  max_frame: int = MAX_FRAME, max_apdu: int = 1 << 20, missed_heartbeats: int = 3,
-                 report_decoder=None, response_decoder=None) -> None:
+                 report_decoder: FastDecoder | None = None, response_decoder: FastDecoder | None = None) -> None:
         self.report_decoder = report_decoder
         self.response_decoder = response_decoder
         self.server = server
@@ -181,7 +188,7 @@ class ClientSession:
         self.state = IDLE
         self._framer = Framer(max_frame)
         self._reassembler = Reassembler(max_apdu, timeout_s)
-        self._events: list = []
+        self._events: list[Event] = []
         self._out = bytearray()
         self._pending: dict[int, _Pending] = {}       # service number -> request (SECURITY: keys 64+)
         self._next_sn = 0
@@ -207,7 +214,7 @@ class ClientSession:
         self._rx_at = now
         self._framer.feed(data)
 
-    def next_event(self):
+    def next_event(self) -> Event | _NeedData:
         """The next event, or :data:`NEED_DATA`.  A damaged frame raises its FrameError once (the
         framer has already stepped past it: call again to go on)."""
         while not self._events:
@@ -220,22 +227,26 @@ class ClientSession:
     def _frame(self, frame: Frame) -> None:
         if not frame.from_server:
             raise RemoteProtocolError(f"frame with DIR=0 (client to server) from the server side, C={frame.control:02X}")
+        rx_at = self._rx_at
+        assert rx_at is not None  # frames come from receive_data(), which sets it
         if frame.fragment is not None:
             # the reassembler counts seconds; any fixed epoch will do
-            apdu_bytes, confirm = self._reassembler.accept(frame, (self._rx_at - _EPOCH).total_seconds())
+            apdu_bytes, confirm = self._reassembler.accept(frame, (rx_at - _EPOCH).total_seconds())
             if confirm is not None:
                 self._out += confirm.to_bytes()
             if apdu_bytes is None:
                 return
         else:
             apdu_bytes = frame.apdu
-        fast = None
+        fast: tuple[A.Apdu, object] | None = None
         if self.report_decoder is not None and apdu_bytes[:1] == b"\x88":
             fast = self.report_decoder(apdu_bytes)
         elif self.response_decoder is not None and apdu_bytes[:1] in (b"\x85", b"\x89") and len(apdu_bytes) > 2:
             p = self._pending.get(apdu_bytes[2] & 0x3F)        # PIID-ACD: the service number's request
             if p is not None and p.columnar:
                 fast = self.response_decoder(apdu_bytes)
+        apdu: A.Apdu
+        decoded: object
         if fast is not None:
             apdu, decoded = fast
         else:
@@ -245,21 +256,21 @@ class ClientSession:
             self._move(RECV_LINK, True)
             if self.server is None or self.server.type != AddressType.SINGLE:
                 self.server = server                    # requests now go to the terminal that logged in
-            ev = LinkRequested(apdu, server, date_time(self._rx_at))
+            ev = LinkRequested(apdu, server, date_time(rx_at))
             self._owed_links.append(ev)
             self._events.append(ev)
         elif apdu.TAG == 0x88:
             self._move(RECV_REPORT, True)
-            ev = Report(apdu, server, decoded)
-            self._owed_reports.append(ev)
-            self._events.append(ev)
+            report = Report(apdu, server, decoded)
+            self._owed_reports.append(report)
+            self._events.append(report)
         elif apdu.TAG & 0x80:
             self._move(RECV_RESPONSE, True)
             self._events.append(self._match(apdu, server, decoded))
         else:
             raise RemoteProtocolError(f"{apdu.NAME} is a client APDU, not one a server sends")
 
-    def _match(self, response: A.Apdu, server: ServerAddress, decoded=None):
+    def _match(self, response: A.Apdu, server: ServerAddress, decoded: object = None) -> Response | Unmatched:
         sn = response.service_number
         if sn is None:                                  # SECURITY-Response: oldest SECURITY-Request
             keys = sorted(k for k in self._pending if k >= 64)
@@ -275,7 +286,7 @@ class ClientSession:
         return Unmatched(response, server)
 
     # --- what the master says ---------------------------------------------------------------------------
-    def send(self, event, now: _dt.datetime, *, priority: bool = False, columnar: bool = False) -> bytes:
+    def send(self, event: A.Apdu | AcceptLink | AcknowledgeReport, now: _dt.datetime, *, priority: bool = False, columnar: bool = False) -> bytes:
         """Bytes for a request APDU (its PIID is assigned here), an :class:`AcceptLink` or an
         :class:`AcknowledgeReport`.  ``now`` stamps the LINK-Response and starts a request's timeout.  ``columnar``: the request's
         answer is tried with the ``response_decoder`` first (its Response then carries ``decoded``)."""

@@ -654,3 +654,15 @@ def test_address_keeps_its_leading_zeros():
 def test_bad_values_to_encode_are_local_protocol_errors(di, value):
     with pytest.raises(LocalProtocolError):
         registry.lookup(di).encode([value])
+
+
+@pytest.mark.parametrize("fmt, digits, text", [("MMDDhhmm", "11051230", "11-05T12:30"), ("MMDD", "1105", "11-05"),
+                                               ("DDhh", "0512", "05T12")])
+def test_text_of_a_date_without_year(fmt, digits, text):
+    # a date-time format without a year decodes to text (the year is not known): .text and .to_json give
+    # that text (they raised AttributeError calling .isoformat() on it)
+    from gridhead.protocols.dlt645.formats import Value
+    v = Value("t", int(digits), 0, "", DATETIME, fmt)
+    assert v.value == text
+    assert v.text == text
+    assert v.to_json()["value"] == text

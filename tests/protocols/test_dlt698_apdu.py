@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gridhead.protocols import _framing698_py as F
 from gridhead.protocols.dlt698 import apdu as A
 from gridhead.protocols.dlt698 import dar
-from gridhead.protocols.errors import DeviceError, ProtocolError, RemoteProtocolError
+from gridhead.protocols.errors import DeviceError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from tests.conftest import load_vectors
 
 NEGATIVE = "NEGATIVE CASE"
@@ -179,6 +179,14 @@ def test_link_response_fields():
     req = A.LinkRequest(0x40, A.LINK_LOGIN, 180, DT)
     resp = A.link_response(req, DT, DT, clock_trusted=False, outcome=1)
     assert resp.piid == 0 and resp.result == 1 and not resp.clock_trusted
+
+
+@pytest.mark.parametrize("apdu", [A.get("00100200"), A.link_response(
+    A.LinkRequest(1, 0, 300, (2024, 6, 1, 6, 0, 0, 0, 0)), (2024, 6, 1, 6, 0, 0, 0, 0), (2024, 6, 1, 6, 0, 0, 0, 0))])
+def test_report_response_refuses_what_is_not_a_report(apdu):
+    # a GET-Request has no PIID-ACD: this raised AttributeError before naming the APDU
+    with pytest.raises(LocalProtocolError, match="is not a REPORT-Notification"):
+        A.report_response(apdu)
 
 
 def test_constructors():
