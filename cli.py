@@ -1571,6 +1571,7 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
     import dataclasses
 
     from gridhead.headend import collect as _c
+    from gridhead.headend.server import serve_and_collect
     from gridhead.storage import sql as _sql
     wanted = None
     if meters_file:
@@ -1593,7 +1594,7 @@ def collect_run(single, first, last, port, tasks_file, task, retries, backfill_d
         click.echo(f"head-end listening on 127.0.0.1:{p}", err=True)
 
     try:
-        out = asyncio.run(_c.serve_and_collect(_sql.data_dir(data), days, port=port, tasks=tasks, task=task,
+        out = asyncio.run(serve_and_collect(_sql.data_dir(data), days, port=port, tasks=tasks, task=task,
                                                seed=seed, wait_online=wait_online, wait_s=wait_s, on_port=on_port,
                                                on_stored=stored, forever=forever, meters=wanted,
                                                config={} if requests_per_s is None else

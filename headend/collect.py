@@ -83,6 +83,7 @@ from gridhead.storage import lake, schema
 from . import profile as P
 from . import records
 from .log import event
+from .transport import MeterBus
 
 log = logging.getLogger("gridhead.collect")
 
@@ -477,7 +478,7 @@ def due_at(task: Task, day: _dt.date) -> float:
 
 def _serial_run(task: Task, bus) -> str:
     """The collection state's name for ``task``'s runs and attempts on one serial port."""
-    return f"{task.name}@{bus.port.device}"
+    return f"{task.name}@{bus.name}"
 
 
 def due_at_compaction(day: _dt.date, offset_s: int) -> float:
@@ -888,18 +889,20 @@ class Collector:
                 "missing": exp - col, "success_first_pct": round(100 * first / exp, 2) if exp else None,
                 "success_pct": round(100 * col / exp, 2) if exp else None}
 
+    def meter_buses(self) -> list[MeterBus]:
+        """The head-end's transports whose meters are read through the transport itself (RS-485 buses:
+        headend.transport.MeterBus) — every other transport brings terminal sessions."""
+        return [t for t in self.he.transports if isinstance(t, MeterBus)]
+
     async def collect_serial(self, task: Task | str, days) -> list[dict]:
         """The daily frozen readings of ``days`` of the meters wired to the head-end host: one
         ``SerialBus.collect_day`` per ``[[serial]]`` port (headend.transport_serial; the bus reads its
         meters one at a time) and day that has no recorded run of ``<task>@<device>``, so a restart
         resumes.  The buses' results."""
-        from .transport_serial import SerialBus          # it imports this module
         task = self.task(task) if isinstance(task, str) else task
         today = _today_local(self.clock())
         out = []
-        for bus in self.he.transports:
-            if not isinstance(bus, SerialBus):
-                continue
+        for bus in self.meter_buses():
             name = _serial_run(task, bus)
             done = set(self.state.days(name, "collect"))
             for d in _collection_days(task, days):
@@ -919,9 +922,8 @@ class Collector:
         collect run's end), at most ``task.backfill_retries`` times; the attempts are recorded under the
         port's run name, so the bound holds across a restart, and the readings carry ``Q_BACKFILLED``.
         The scheduler calls it at every wake-up.  Per port: the meter-days re-read and their outcomes."""
-        from .transport_serial import SerialBus          # it imports this module
         task = self.task(task) if isinstance(task, str) else task
-        buses = [b for b in self.he.transports if isinstance(b, SerialBus)]
+        buses = self.meter_buses()
         if not buses or not task.backfill_retries:
             return []
         await self.publish()
@@ -932,7 +934,7 @@ class Collector:
             name = _serial_run(task, bus)
             finished = self.state.finished(name, "collect")
             wanted = [d for d in _collection_days(task, days) if d in finished]
-            ids = {m.address: bus.meter_id(m.address) for m in bus.port.meters}
+            ids = {m.address: bus.meter_id(m.address) for m in bus.meters}
             ids = {a: i for a, i in ids.items() if i is not None}
             if not wanted or not ids:
                 continue
@@ -940,7 +942,7 @@ class Collector:
             tried = self.state.history(name, wanted)
             count = {k: len(h) for k, h in tried.items()}
             last = {k: h[-1][0] for k, h in tried.items()}
-            meters = {m.address: m for m in bus.port.meters}
+            meters = {m.address: m for m in bus.meters}
             got, done = [], []
             for d in wanted:
                 for address, mid in ids.items():
@@ -964,9 +966,9 @@ class Collector:
                 ms = [(mid, code.get(o, collection.NO_DATA)) for dd, mid, o in done if dd == d]
                 self.state.record_attempts(name, d, [m for m, _ in ms], [o for _, o in ms], self.clock())
             if done:
-                event(log, "serial back-fill", device=bus.port.device, meter_days=len(done),
+                event(log, "serial back-fill", device=bus.name, meter_days=len(done),
                       ok=sum(o == "ok" for *_x, o in done))
-            out.append({"device": bus.port.device, "requested": len(done),
+            out.append({"device": bus.name, "requested": len(done),
                         "outcomes": {f"{d.isoformat()}/{mid}": o for d, mid, o in done}})
         return out
 
@@ -1061,44 +1063,3 @@ class Collector:
 
     def close(self) -> None:
         self.state.close()
-
-
-# --- a head-end that collects (``gridhead collect run``, the demo, the fleet tests) -------------------------
-async def serve_and_collect(data_dir, days, *, port: int = 0, host: str = "127.0.0.1", tasks=None,
-                            task: str = "daily-frozen", seed: int = 0, wait_online: int | None = None,
-                            wait_s: float = 30.0, on_port=None, on_stored=None, forever: bool = False,
-                            config: dict | None = None, meters: dict | None = None) -> dict:
-    """Start a head-end on ``data_dir``, wait for the fleet (``wait_online`` terminals, default all of
-    the archive's, at most ``wait_s``), collect ``days`` with ``task`` and back-fill, stop; the summary.
-
-    ``on_port(port)`` is called once listening; ``forever`` keeps the scheduler running afterwards.
-    ``meters`` ({date: [meter_id]}): re-read only those meter-days (:meth:`Collector.reread`) instead.
-    """
-    from .config import Config
-    from .server import HeadEnd
-    he = HeadEnd(Config(data_dir=str(data_dir), listen_host=host, listen_port=port, **(config or {})))
-    await he.start()
-    col = None
-    try:
-        if on_port is not None:
-            on_port(he.port)
-        col = Collector(he, tasks, seed=seed)
-        col.on_stored = on_stored
-        want = len(col.meters_of) if wait_online is None else wait_online
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while len(he.sessions) < want and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        online = len(he.sessions)
-        t0 = time.perf_counter()
-        out = await (col.reread(task, meters) if meters is not None else col.run_days(task, days))
-        out.update(terminals=len(col.meters_of), online_at_start=online, seconds=round(time.perf_counter() - t0, 3),
-                   requests=col.counts["requests"], failed_requests=col.counts["failed"],
-                   readings_stored=col.counts["stored"], readings_backfilled=col.counts["backfilled"])
-        if forever:
-            await col.run(first_day=min(days) if days else None)
-        return out
-    finally:
-        if col is not None:
-            col.close()
-        await he.stop()

@@ -70,8 +70,12 @@ from .log import event, get_logger
 from .metrics import Metrics
 from .registry import Registry
 from .terminal import RequestTimeout, Terminal, TerminalOffline, TimerWheel
+from .transport import Connector, TcpListener, Transport
+from .transport_mqtt import MqttBridge
+from .transport_serial import SerialBus
 
-__all__ = ["HeadEnd", "Ingest", "TokenBucket", "TerminalOffline", "RequestTimeout", "Config", "DialOut", "use_uvloop"]
+__all__ = ["HeadEnd", "Ingest", "TokenBucket", "TerminalOffline", "RequestTimeout", "Config", "DialOut", "use_uvloop",
+           "serve", "serve_and_collect", "transports_for"]
 
 log = get_logger("headend")
 
@@ -227,7 +231,6 @@ class HeadEnd:
         self.ingest: Ingest | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.wheel: TimerWheel | None = None
-        self.server: asyncio.AbstractServer | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.paused = False
@@ -240,7 +243,7 @@ class HeadEnd:
         self._online_waiters: dict = {}
         self._sem: asyncio.Semaphore | None = None
         self._bucket: TokenBucket | None = None
-        self.transports: list = []        # Config.mqtt / Config.serial: headend.transport_mqtt / transport_serial
+        self.transports: list[Transport] = []   # headend.transport: TCP, dial-out, MQTT, serial (transports_for)
 
     # --- life cycle ---------------------------------------------------------------------------------------
     def _load_archive(self) -> None:
@@ -291,37 +294,20 @@ class HeadEnd:
         m.connections = lambda: self.sessions.connections
         m.ingest_pending = lambda: self.ingest.pending
         m.paused = lambda: self.paused
-        self.server = await self.loop.create_server(self._accept, self.config.listen_host, self.config.listen_port,
-                                                    backlog=4096, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
         if self.config.metrics_port is not None:
             self.metrics_port = m.start(self.config.metrics_port, "127.0.0.1")
-        for d in self.config.dial_out:
-            if self.known_terminal(d.address.upper()):
-                self._spawn(self._dial(d))
-            else:
-                # the archive says which terminals are ours, whoever dials whom: a dial-out address it
-                # lacks is refused as its dial-in login would be (never dialled, never online)
-                self.metrics.refused["illegal device"] += 1
-                event(log, "dial-out refused", address=d.address, host=d.host, port=d.port,
-                      reason="not in the archive")
-        await self._start_transports()
-        event(log, "started", host=self.config.listen_host, port=self.port, metrics_port=self.metrics_port,
-              terminals=len(self._terminals) if not callable(self._terminals) else None,
-              dial_out=len(self.config.dial_out))
-
-    async def _start_transports(self) -> None:
-        """The byte pipes besides TCP: an MQTT broker's terminals, RS-485 buses of directly wired meters."""
-        if self.config.mqtt is not None:
-            from .transport_mqtt import MqttBridge
-            self.transports.append(MqttBridge(self, self.config.mqtt))
-        if self.config.serial:
-            from .transport_serial import SerialBus
-            self.transports += [SerialBus(self, p) for p in self.config.serial]
+        # every way in — the TCP listener, the dial-out connectors, an MQTT broker, RS-485 buses — is a
+        # headend.transport.Transport, started in the order the configuration gives them
+        self.transports = transports_for(self, self.config)
         for tr in self.transports:
             await tr.start()
+        self.port = self.transports[0].port if isinstance(self.transports[0], TcpListener) else None
+        event(log, "started", host=self.config.listen_host, port=self.port, metrics_port=self.metrics_port,
+              terminals=len(self._terminals) if not callable(self._terminals) else None,
+              dial_out=len(self.config.dial_out), transports=[tr.name for tr in self.transports])
 
-    def _accept(self) -> Terminal:
+    def accept(self) -> Terminal:
+        """A new terminal link (the TCP listener's protocol factory)."""
         t = Terminal(self)
         self.links.add(t)
         return t
@@ -329,10 +315,8 @@ class HeadEnd:
     async def stop(self) -> None:
         """Stop listening, close every link, publish everything ingested into the lake."""
         self.stopping = True
-        for tr in self.transports:
+        for tr in self.transports:               # no new links or bytes
             await tr.stop()
-        if self.server is not None:
-            self.server.close()
         # reports already received: let their fsync and acknowledgement finish (milliseconds), then
         # cancel what is left (dial-outs, associations; a report cut short is simply not acknowledged)
         reports = [t for t in self._tasks if not t.done() and t.get_name().startswith("report")]
@@ -346,8 +330,8 @@ class HeadEnd:
         for t in list(self.links):
             t.close("shutdown")
         self.links.clear()
-        if self.server is not None:
-            await self.server.wait_closed()
+        for tr in self.transports:
+            await tr.closed()
         if self.wheel is not None:
             self.wheel.close()
         self.metrics.stop()
@@ -374,34 +358,18 @@ class HeadEnd:
         finally:
             h.cancel()
 
-    def _spawn(self, coro, name: str | None = None) -> asyncio.Task:
+    def spawn(self, coro, name: str | None = None) -> asyncio.Task:
+        """Run ``coro`` as one of the head-end's tasks (cancelled when it stops)."""
         task = self.loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # --- dial-out (terminals in server mode) ------------------------------------------------------------------
-    async def _dial(self, d: DialOut) -> None:
-        while not self.stopping:
-            try:
-                _, t = await self.loop.create_connection(lambda: Terminal(self, dial=d), d.host, d.port)
-                self.links.add(t)
-                return
-            except OSError as exc:
-                event(log, "dial-out failed", address=d.address, host=d.host, port=d.port, error=str(exc))
-                await asyncio.sleep(d.reconnect_s)
-
-    def schedule_redial(self, d: DialOut) -> None:
-        async def later():
-            await asyncio.sleep(d.reconnect_s)
-            await self._dial(d)
-        self._spawn(later())
-
     # --- sessions -------------------------------------------------------------------------------------------
     def session_ready(self, t: Terminal) -> None:
         """A terminal logged in: online at once, or after its application association (dial-out)."""
         if t.dial is not None and t.dial.associate:
-            self._spawn(self._associate(t))
+            self.spawn(self._associate(t))
         else:
             self._online(t)
 
@@ -521,7 +489,7 @@ class HeadEnd:
 
     def report_received(self, t: Terminal, report) -> None:
         self.ingest.enter()            # counted at once: the frames after it wait if the ingest is behind
-        self._spawn(self._store_report(t, report), f"report {t.address}")
+        self.spawn(self._store_report(t, report), f"report {t.address}")
 
     async def _store_report(self, t: Terminal, report) -> None:
         try:
@@ -584,6 +552,26 @@ class HeadEnd:
         t.acknowledge(report)
         for fn in self.on_report:
             fn(t, n, batches)
+
+
+def transports_for(he: HeadEnd, config: Config) -> list[Transport]:
+    """The transports of ``config``, in the order they start: the TCP listener, the dial-out connectors
+    (a ``[[dial_out]]`` address the archive lacks is refused, as its dial-in login would be), the MQTT
+    bridge, the serial buses."""
+    out: list[Transport] = [TcpListener(he, config.listen_host, config.listen_port)]
+    for d in config.dial_out:
+        if he.known_terminal(d.address.upper()):
+            out.append(Connector(he, d))
+        else:
+            # the archive says which terminals are ours, whoever dials whom: a dial-out address it lacks
+            # is refused as its dial-in login would be (never dialled, never online)
+            he.metrics.refused["illegal device"] += 1
+            event(log, "dial-out refused", address=d.address, host=d.host, port=d.port, reason="not in the archive")
+    if config.mqtt is not None:
+        out.append(MqttBridge(he, config.mqtt))
+    if config.serial:
+        out += [SerialBus(he, p) for p in config.serial]
+    return out
 
 
 def raise_open_files() -> int:
@@ -667,3 +655,43 @@ async def serve(config: Config, *, on_ready=None, schedule=None) -> HeadEnd:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     return he
+
+
+# --- a head-end that collects (``gridhead collect run``, the demo, the fleet tests) -------------------------
+async def serve_and_collect(data_dir, days, *, port: int = 0, host: str = "127.0.0.1", tasks=None,
+                            task: str = "daily-frozen", seed: int = 0, wait_online: int | None = None,
+                            wait_s: float = 30.0, on_port=None, on_stored=None, forever: bool = False,
+                            config: dict | None = None, meters: dict | None = None) -> dict:
+    """Start a head-end on ``data_dir``, wait for the fleet (``wait_online`` terminals, default all of
+    the archive's, at most ``wait_s``), collect ``days`` with ``task`` and back-fill, stop; the summary.
+
+    ``on_port(port)`` is called once listening; ``forever`` keeps the scheduler running afterwards.
+    ``meters`` ({date: [meter_id]}): re-read only those meter-days (:meth:`Collector.reread`) instead.
+    """
+    from .collect import Collector
+    he = HeadEnd(Config(data_dir=str(data_dir), listen_host=host, listen_port=port, **(config or {})))
+    await he.start()
+    col = None
+    try:
+        if on_port is not None:
+            on_port(he.port)
+        col = Collector(he, tasks, seed=seed)
+        col.on_stored = on_stored
+        want = len(col.meters_of) if wait_online is None else wait_online
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while len(he.sessions) < want and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        online = len(he.sessions)
+        t0 = time.perf_counter()
+        out = await (col.reread(task, meters) if meters is not None else col.run_days(task, days))
+        out.update(terminals=len(col.meters_of), online_at_start=online, seconds=round(time.perf_counter() - t0, 3),
+                   requests=col.counts["requests"], failed_requests=col.counts["failed"],
+                   readings_stored=col.counts["stored"], readings_backfilled=col.counts["backfilled"])
+        if forever:
+            await col.run(first_day=min(days) if days else None)
+        return out
+    finally:
+        if col is not None:
+            col.close()
+        await he.stop()

@@ -157,12 +157,12 @@ class Terminal(asyncio.Protocol):
     """A terminal's link.  ``address`` is None until it logs in (dial-in) or the configured one (dial-out)."""
 
     __slots__ = ("he", "session", "transport", "peer", "address", "login_utc", "last_frame_mono", "last_frame_utc",
-                 "connected_mono", "deadline", "slot", "heartbeat_s", "link_mono", "closed", "reason", "dial",
+                 "connected_mono", "deadline", "slot", "heartbeat_s", "link_mono", "closed", "reason", "dial", "connector",
                  "waiters", "in_flight", "slot_waiters", "paused", "frames_in", "frames_out", "bytes_in", "bytes_out",
                  "errors", "unframed", "window", "window_frames", "reports_in", "links_in", "responses_in", "unmatched_in",
                  "requests_out")
 
-    def __init__(self, he, *, dial=None) -> None:
+    def __init__(self, he, *, dial=None, connector=None) -> None:
         cfg = he.config
         self.he = he
         self.session = S.ClientSession(ServerAddress(dial.address) if dial else None, cfg.client_address,
@@ -173,6 +173,7 @@ class Terminal(asyncio.Protocol):
         self.transport = None
         self.peer = None
         self.dial = dial
+        self.connector = connector            # headend.transport.Connector of a dial-out link
         self.address = dial.address if dial else None
         self.login_utc = None
         self.last_frame_utc = None
@@ -274,8 +275,8 @@ class Terminal(asyncio.Protocol):
             self._closed("reset" if exc else "eof")
         he = self.he
         he.sessions.connections -= 1
-        if self.dial is not None and not he.stopping:
-            he.schedule_redial(self.dial)
+        if self.connector is not None:
+            self.connector.link_lost()
 
     # --- events -----------------------------------------------------------------------------------------
     def _event(self, ev, now) -> None:

@@ -47,6 +47,7 @@ from gridhead.protocols.dlt698 import session as S
 from .config import MqttBroker
 from .log import event, get_logger
 from .terminal import Terminal
+from .transport import Transport
 
 log = get_logger("mqtt")
 
@@ -134,8 +135,9 @@ class MqttLink:
             self.protocol.connection_lost(ConnectionResetError("MQTT broker connection lost"))
 
 
-class MqttBridge:
-    """The head-end's one MQTT client: every terminal under ``broker.prefix`` becomes a Terminal.
+class MqttBridge(Transport):
+    """The head-end's one MQTT client (a headend.transport.Transport): every terminal under
+    ``broker.prefix`` becomes a Terminal.
 
     ``await start()`` returns once the first connection attempt ended (connected or not: the bridge
     keeps trying in the background); ``await wait_connected(timeout_s)``; ``await stop()``.
@@ -146,6 +148,7 @@ class MqttBridge:
     def __init__(self, he, broker: MqttBroker, *, seed: int | None = None) -> None:
         self.he = he
         self.broker = broker
+        self.name = f"mqtt {broker.host}:{broker.port} {broker.prefix}/"
         self.links: dict[str, MqttLink] = {}
         self.client: aiomqtt.Client | None = None
         self.connects = 0

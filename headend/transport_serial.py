@@ -59,6 +59,7 @@ from . import records
 from .config import SerialPort
 from .log import event, get_logger
 from .terminal import RequestTimeout
+from .transport import MeterBus
 
 log = get_logger("serial")
 
@@ -118,12 +119,15 @@ class _Line(asyncio.Protocol):
         self.arrived.set()
 
 
-class SerialBus:
-    """The bus master of one RS-485 port; see the module docstring."""
+class SerialBus(MeterBus):
+    """The bus master of one RS-485 port; see the module docstring.  A headend.transport.MeterBus: the
+    collector reads its meters through it (``meters``, ``read_day``, ``collect_day``)."""
 
     def __init__(self, he, port: SerialPort, *, gap: float | None = None) -> None:
         self.he = he
         self.port = port
+        self.name = port.device
+        self.meters = list(port.meters)
         self.gap_s = gap_s(port.baud) if gap is None else gap
         self.lock = asyncio.Lock()
         self.line: _Line | None = None

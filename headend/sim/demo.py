@@ -41,6 +41,7 @@ import time
 from gridhead.protocols.errors import GridheadError
 
 from gridhead.headend import collect
+from gridhead.headend.server import serve_and_collect
 MARKER = ".gridhead-demo"
 DEFAULT_DATA = "gridhead-demo"
 DEFAULT_FAULTS = {"drop": 0.02, "missing": 0.05, "missing_late": 0.0, "offline": 0.03, "offline_s": 3.0}
@@ -144,7 +145,7 @@ def step_collect(ctx) -> dict:
     tasks = [dataclasses.replace(t, backfill_retries=ctx["retries"], backfill_delay_s=ctx["backfill_delay_s"],
                                  timeout_s=ctx["timeout_s"]) for t in collect.DEFAULT_TASKS if t.name == "daily-frozen"]
     try:
-        out = asyncio.run(collect.serve_and_collect(
+        out = asyncio.run(serve_and_collect(
             data, days, port=port, tasks=tasks, seed=ctx["seed"], wait_s=ctx["wait_s"],
             config={"request_retries": 0}))
     finally:

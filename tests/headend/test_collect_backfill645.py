@@ -16,6 +16,7 @@ import datetime as dt
 import pytest
 
 from gridhead.headend import collect as C
+from gridhead.headend.server import serve_and_collect
 from gridhead.headend.sim import demo, model as sim_model
 from gridhead.storage import archive, collection, schema, sql
 
@@ -35,7 +36,7 @@ def collected(tmp_path_factory):
     fleet = demo.start_fleet(data, port, seed=SEED, faults={"missing": 0.3, "missing_late": 0.0}, heartbeat_s=30)
     tasks = [dataclasses.replace(C.DEFAULT_TASKS[0], backfill_retries=3, backfill_delay_s=0.05, timeout_s=5)]
     try:
-        out = asyncio.run(C.serve_and_collect(data, days, port=port, tasks=tasks, seed=1, wait_s=30,
+        out = asyncio.run(serve_and_collect(data, days, port=port, tasks=tasks, seed=1, wait_s=30,
                                               config={"request_retries": 0}))
     finally:
         demo.stop_process(fleet)

@@ -22,6 +22,7 @@ from gridhead.headend.sim import demo, model as sim_model
 from gridhead.headend.collect import Collector
 from gridhead.headend.config import Config, MqttBroker
 from gridhead.headend.server import HeadEnd
+from gridhead.headend.transport_mqtt import MqttBridge
 from gridhead.headend.sim.simulator import Simulator
 from gridhead.storage import archive, sql
 from tests.headend.test_fleet import _fresh
@@ -141,7 +142,7 @@ def test_collection_over_mqtt_equals_tcp_and_the_model(fleet_dir, tmp_path, brok
             t = r.he.sessions.get(sim_model.terminal_address(0))
             assert t is not None and t.peer.startswith("mqtt:gridhead/")      # logged in over the topics
             out_mqtt = await _collect(r, days)
-            bridge = r.he.transports[0]
+            bridge = next(t for t in r.he.transports if isinstance(t, MqttBridge))
             assert bridge.connects == 1 and len(bridge.links) == N_TERMINALS
         return out_tcp, out_mqtt
 
@@ -168,7 +169,7 @@ def test_broker_restart_reconnects_and_collection_resumes(fleet_dir, tmp_path, b
     async def go():
         async with Rig(data, broker.port) as r:
             first = await _collect(r, days[:1])
-            bridge = r.he.transports[0]
+            bridge = next(t for t in r.he.transports if isinstance(t, MqttBridge))
             broker.stop()                                       # every link drops with the broker
             deadline = time.monotonic() + 5
             while len(r.he.sessions) and time.monotonic() < deadline:

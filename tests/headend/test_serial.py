@@ -84,7 +84,7 @@ class Rig:
     async def __aenter__(self) -> "Rig":
         await self.meters.start()
         await self.he.start()
-        self.bus: SerialBus = self.he.transports[0]
+        self.bus: SerialBus = next(t for t in self.he.transports if isinstance(t, SerialBus))
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -380,7 +380,7 @@ def test_read_and_remote_control_route_to_a_serial_meter_dlt645_peer(tmp_path, p
             got = await cmds.read(target, ["energy", "reverse"])
             with pytest.raises(K.Refused, match="remote control trip"):
                 await cmds.disconnect(target)
-            return got, dict(he.transports[0].counters)
+            return got, dict(next(t for t in he.transports if isinstance(t, SerialBus)).counters)
         finally:
             await he.stop()
 
