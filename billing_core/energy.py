@@ -24,7 +24,7 @@ Bill review (核算审核) holds a bill on any of these flags.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -217,6 +217,14 @@ def _round_obj(num: npt.NDArray[Any], den: npt.NDArray[Any] | int) -> npt.NDArra
     """:func:`billing_core.rounding.round_div` for object arrays of Python ints (no 64-bit limit)."""
     rounded: npt.NDArray[np.object_] = np.frompyfunc(round_div, 2, 1)(num, den)
     return rounded
+
+
+@overload
+def split_loss_over_tou(loss: npt.ArrayLike, periods: Sequence[npt.ArrayLike], demand: None = None,
+                        ) -> tuple[tuple[npt.NDArray[np.int64], ...], None]: ...
+@overload
+def split_loss_over_tou(loss: npt.ArrayLike, periods: Sequence[npt.ArrayLike], demand: npt.ArrayLike,
+                        ) -> tuple[tuple[npt.NDArray[np.int64], ...], npt.NDArray[np.int64]]: ...
 
 
 def split_loss_over_tou(loss: npt.ArrayLike, periods: Sequence[npt.ArrayLike],
