@@ -960,7 +960,7 @@ def part_tables(text: pa.Table, out: Mapping[str, npt.ArrayLike], items: Mapping
     return pa.table(cols), pa.table({k: pa.array(np.asarray(v)) for k, v in items.items()})
 
 
-def write_ipc(directory: pathlib.Path, t: pa.Table) -> str:
+def write_ipc(directory: lake.StrPath, t: pa.Table) -> str:
     """``t`` as a new Arrow IPC file in ``directory`` (written aside, then renamed: a reader never sees a
     part of one; a task re-run after its worker died writes a new file)."""
     path = pathlib.Path(directory) / f"{uuid.uuid4().hex}.arrow"
@@ -1179,7 +1179,7 @@ def _count_customers(data: Data) -> int:
         con.close()
 
 
-def publish_run(data: Data, period: str, span: tuple[dt.date, dt.date], parts: Parts, table: TariffTable,
+def publish_run(data: Data, period: str, span: tuple[dt.date, dt.date], parts: Parts, table: TariffTable | None,
                 t0: float, t_read: float, t_price: float, tick: Tick) -> dict[str, Any]:
     """Write the computed ``parts`` as the period's partition and publish it (the last steps of :func:`run`,
     shared with the distributed run of ``billing_core.jobs.dist``, so both write the same files the same way): the
@@ -1199,6 +1199,7 @@ def publish_run(data: Data, period: str, span: tuple[dt.date, dt.date], parts: P
                 concurrent.futures.ThreadPoolExecutor(1) as pool:
             try:
                 for text, out, items in parts.groups():
+                    assert table is not None             # given whenever there are bills
                     bills, it = build_tables(period, inp, text, out, items, table)
                     bills = _keep_releases(bills, rel)
                     if wb is None:
@@ -1213,6 +1214,7 @@ def publish_run(data: Data, period: str, span: tuple[dt.date, dt.date], parts: P
                     del bills, it
                 if wb is None:          # no customers: the empty tables' schema
                     text, out, items = _empty_group(parts)
+                    assert table is not None             # given whenever there are bills
                     bills, it = build_tables(period, inp, text, out, items, table)
                     pq.write_table(bills, fb, compression="zstd")
                     pq.write_table(it, fi, compression="zstd")

@@ -23,7 +23,8 @@ CLEAN = (
     "gridhead.billing_core.energy", "gridhead.billing_core.engine", "gridhead.billing_core.ledger",
     "gridhead.billing_core.lineloss", "gridhead.billing_core.powerfactor", "gridhead.billing_core.prepay",
     "gridhead.billing_core.rounding", "gridhead.billing_core.run", "gridhead.billing_core.tariff",
-    "gridhead.billing_core.jobs.audit", "gridhead.billing_core.jobs.bills", "gridhead.billing_core.jobs.lineloss",
+    "gridhead.billing_core.jobs.audit", "gridhead.billing_core.jobs.bills", "gridhead.billing_core.jobs.dist",
+    "gridhead.billing_core.jobs.lineloss",
 )
 
 
