@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import Union
 
-__all__ = ["DEFAULT_DATA_DIR", "data_dir", "archive_path", "lake_root", "sql_path"]
+__all__ = ["DEFAULT_DATA_DIR", "Data", "data_dir", "archive_path", "lake_root", "sql_path"]
 
 DEFAULT_DATA_DIR = "gridhead-data"
+# a data directory as the commands take it (None: $GRIDHEAD_DATA, else ./gridhead-data)
+Data = Union[str, "os.PathLike[str]", None]
 
 
 def data_dir(path: str | os.PathLike[str] | None = None) -> pathlib.Path:

@@ -24,7 +24,7 @@ CLEAN = (
     "gridhead.billing_core.lineloss", "gridhead.billing_core.powerfactor", "gridhead.billing_core.prepay",
     "gridhead.billing_core.rounding", "gridhead.billing_core.run", "gridhead.billing_core.tariff",
     "gridhead.billing_core.jobs.audit", "gridhead.billing_core.jobs.bills", "gridhead.billing_core.jobs.dist",
-    "gridhead.billing_core.jobs.lineloss",
+    "gridhead.billing_core.jobs.ledger", "gridhead.billing_core.jobs.lineloss", "gridhead.billing_core.jobs.reports",
 )
 
 
