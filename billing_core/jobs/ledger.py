@@ -305,7 +305,8 @@ def _distinct(a: np.ndarray) -> np.ndarray:
     return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
 
 
-def lookup(keys: npt.ArrayLike, values: np.ndarray, want: npt.ArrayLike, default: int) -> np.ndarray:
+def lookup(keys: npt.ArrayLike, values: np.ndarray, want: npt.ArrayLike, default: int | np.integer[Any]
+           ) -> np.ndarray:
     """values[keys == want[i]] for each i (default where absent), by a sort and a binary search."""
     keys = np.asarray(keys, np.int64)
     want = np.asarray(want, np.int64)
