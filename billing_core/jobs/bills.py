@@ -66,15 +66,13 @@ from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet, TariffTable
 from gridhead.protocols.errors import BillingError, GridheadError, StorageError
 from gridhead.storage import archive, duck, lake, lakefs, schema
 from gridhead.storage.duck import arrow_table
-from gridhead.storage.paths import archive_path, data_dir, lake_root
+from gridhead.storage.paths import Data, archive_path, data_dir, lake_root
 from gridhead.storage.paths import sql_path as _q
 from gridhead.storage.results import BILLS, ITEMS, bills_root
 
 STATUS = ("issued", "held", "released")
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _REGS = R.REGS
-# a data directory as the commands take it (None: $GRIDHEAD_DATA or ./gridhead-data)
-Data = Union[str, "os.PathLike[str]", None]
 Tick = Callable[[str], object]          # progress(step)
 
 

@@ -44,11 +44,11 @@ from gridhead.billing_core import lineloss as ll
 from gridhead.billing_core.tariff import TariffSet
 from gridhead.protocols.errors import BillingError, GridheadError, StorageError
 from gridhead.storage import lake, lakefs, schema
-from gridhead.storage.paths import archive_path, data_dir, lake_root
+from gridhead.storage.paths import Data, archive_path, data_dir, lake_root
 from gridhead.storage.results import bills_root
 
 from . import bills
-from .bills import Data, Tick, assign
+from .bills import Tick, assign
 
 if TYPE_CHECKING:
     from distributed import Client, Future
