@@ -51,8 +51,10 @@ N_OUT = 23
 N_ROUNDED = O_N_SHARP          # the rows without the exact amounts
 
 
-def bill_kernel(tariff_row, e_sharp, e_peak, e_flat, e_valley, q, pf_x100, cum_prev, demand, capacity_kva,
-                contract_kw, days, period_days, params, pf_table, out):
+def bill_kernel(tariff_row: np.ndarray, e_sharp: np.ndarray, e_peak: np.ndarray, e_flat: np.ndarray,
+                e_valley: np.ndarray, q: np.ndarray, pf_x100: np.ndarray, cum_prev: np.ndarray, demand: np.ndarray,
+                capacity_kva: np.ndarray, contract_kw: np.ndarray, days: np.ndarray, period_days: np.ndarray,
+                params: np.ndarray, pf_table: np.ndarray, out: np.ndarray) -> None:
     """Fill ``out`` with every line item of every charge row (see the module docstring)."""
     par = [params[:, j][tariff_row] for j in range(N_PARAMS)]       # gather per column, not per row
     exact = len(out) > O_N_FUNDS

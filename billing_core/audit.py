@@ -27,7 +27,10 @@ is compared with (benchmarks/bench_audit.py).  :func:`area_rules` judges areas (
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping
+
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.storage.schema import EVENT_CODES
 
@@ -46,7 +49,8 @@ EVENT_WEIGHTS = {EVENT_CODES["cover_open"]: 30, EVENT_CODES["terminal_cover_open
 KINDS = ("theft", "stopped", "reverse", "events", "multiplier")
 
 
-def best_drop(x: np.ndarray, valid: np.ndarray, min_side: int = MIN_SIDE):
+def best_drop(x: np.ndarray, valid: np.ndarray, min_side: int = MIN_SIDE
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Best split of each row: (t statistic, split index s (first day after), mean before, mean after).
 
     ``x`` (n, D) float, ``valid`` (n, D) bool.  Day d is before the split when d < s.
@@ -72,7 +76,10 @@ def best_drop(x: np.ndarray, valid: np.ndarray, min_side: int = MIN_SIDE):
     return t[r, s], s + 1, np.nan_to_num(mb[r, s]), np.nan_to_num(ma[r, s])
 
 
-def signals(energy, rev, missing, area, area_sales, area_loss, area_ok, area_high, event_counts, ct, pt):
+def signals(energy: npt.ArrayLike, rev: npt.ArrayLike, missing: np.ndarray, area: npt.ArrayLike,
+            area_sales: np.ndarray, area_loss: npt.ArrayLike, area_ok: npt.ArrayLike, area_high: npt.ArrayLike,
+            event_counts: Mapping[int, npt.ArrayLike], ct: npt.ArrayLike, pt: npt.ArrayLike
+            ) -> dict[str, np.ndarray]:
     """Scores and evidence per customer (see the module docstring).
 
     energy, rev (n, D) int64 primary 0.01 kWh; missing (n, D) bool; area (n,) area row or -1;
@@ -146,7 +153,8 @@ def signals(energy, rev, missing, area, area_sales, area_loss, area_ok, area_hig
     return out
 
 
-def precision_recall(ranked_keys, truth_keys, k: int | None = None) -> dict:
+def precision_recall(ranked_keys: Iterable[Hashable], truth_keys: Iterable[Hashable], k: int | None = None
+                     ) -> dict[str, float]:
     """precision@k (k = len(truth) by default), recall@k and recall of the whole list."""
     ranked = list(ranked_keys)
     truth = set(truth_keys)
@@ -162,8 +170,11 @@ AREA_KINDS = ("area_high_loss", "area_negative_loss", "area_month_over_month", "
               "area_over_technical")
 
 
-def area_rules(rules: dict, rate_bp, has_rate, high_days, negative_days, month_negative,
-               prev_bp, prev_has, last_year_bp, last_year_has, technical_bp, technical_has) -> dict:
+def area_rules(rules: Mapping[str, int], rate_bp: npt.ArrayLike, has_rate: npt.ArrayLike,
+               high_days: npt.ArrayLike, negative_days: npt.ArrayLike, month_negative: npt.ArrayLike,
+               prev_bp: npt.ArrayLike, prev_has: npt.ArrayLike, last_year_bp: npt.ArrayLike,
+               last_year_has: npt.ArrayLike, technical_bp: npt.ArrayLike, technical_has: npt.ArrayLike,
+               ) -> dict[str, np.ndarray]:
     """Which of the area rules (billing_core.lineloss.RULES) fire for each area's month: {kind: (A,) bool}
     plus ``score`` (A,).  A rule needs its numbers: no history or technical loss, no firing.
 
@@ -172,7 +183,10 @@ def area_rules(rules: dict, rate_bp, has_rate, high_days, negative_days, month_n
     ``last_year_*`` the same month last year, ``technical_*`` the technical loss (理论线损)."""
     rate = np.asarray(rate_bp, np.int64)
     has = np.asarray(has_rate, bool)
-    on = lambda k: rules.get(k, -1) >= 0  # noqa: E731
+
+    def on(k: str) -> bool:
+        return rules.get(k, -1) >= 0
+
     out = {
         "area_high_loss": (np.asarray(high_days) >= rules["high_days"]) if on("high_days") else np.zeros(len(rate), bool),
         "area_negative_loss": ((np.asarray(negative_days) >= rules["negative_days"]) | np.asarray(month_negative, bool))
@@ -184,7 +198,11 @@ def area_rules(rules: dict, rate_bp, has_rate, high_days, negative_days, month_n
         ok = has & np.asarray(ref_has, bool)
         out[kind] = ok & (rate - np.asarray(ref, np.int64) >= rules[key]) if on(key) else np.zeros(len(rate), bool)
     # a high-loss rule: 50 + the excess in tenths of a point (at most +50); days rules: 50 + 2 per day
-    excess = lambda ref: np.clip((rate - np.asarray(ref, np.int64)) / 10, 0, 50)  # noqa: E731
+
+    def excess(ref: npt.ArrayLike) -> np.ndarray:
+        clipped: np.ndarray = np.clip((rate - np.asarray(ref, np.int64)) / 10, 0, 50)
+        return clipped
+
     parts = [np.where(out["area_high_loss"], 50 + 2 * np.asarray(high_days), 0),
              np.where(out["area_negative_loss"], 50 + 2 * np.asarray(negative_days), 0),
              np.where(out["area_month_over_month"], 50 + excess(prev_bp), 0),
@@ -195,7 +213,7 @@ def area_rules(rules: dict, rate_bp, has_rate, high_days, negative_days, month_n
     return out
 
 
-def drop_baseline(energy, missing, min_side: int = MIN_SIDE) -> np.ndarray:
+def drop_baseline(energy: npt.ArrayLike, missing: npt.ArrayLike, min_side: int = MIN_SIDE) -> np.ndarray:
     """The plain consumption-drop ranking the audit is measured against (benchmarks/bench_audit.py): per
     customer the largest relative fall of its mean daily energy across any split day (at least
     ``min_side`` read days each side), 1 − mean after / mean before; no area, no statistics, no events."""

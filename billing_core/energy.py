@@ -23,9 +23,11 @@ Bill review (核算审核) holds a bill on any of these flags.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.billing_core.rounding import round_div
 from gridhead.protocols.errors import BillingError
@@ -47,7 +49,10 @@ DEFAULT_DIGITS = len(str(REGISTERS[REGISTER_CODES["ae_fwd"]].max_value))   # dig
 TOU_TOLERANCE = 4        # 0.01 kWh: four TOU registers each truncated to 0.01 kWh may miss the total by < 4
 
 
-def register_energy(prev, now, multiplier, digits=DEFAULT_DIGITS, prev_quality=None, now_quality=None):
+def register_energy(prev: npt.ArrayLike, now: npt.ArrayLike, multiplier: npt.ArrayLike,
+                    digits: npt.ArrayLike = DEFAULT_DIGITS, prev_quality: npt.ArrayLike | None = None,
+                    now_quality: npt.ArrayLike | None = None
+                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
     """Energy (register scale × multiplier) and flags of one register over many segments."""
     prev = np.asarray(prev, dtype=np.int64)
     now = np.asarray(now, dtype=np.int64)
@@ -65,8 +70,10 @@ def register_energy(prev, now, multiplier, digits=DEFAULT_DIGITS, prev_quality=N
     return delta * np.asarray(multiplier, dtype=np.int64), flags
 
 
-def segment_energy(prev: Mapping, now: Mapping, ct, pt, digits=DEFAULT_DIGITS,
-                   prev_quality=None, now_quality=None) -> tuple[dict, np.ndarray]:
+def segment_energy(prev: Mapping[str, npt.ArrayLike], now: Mapping[str, npt.ArrayLike], ct: npt.ArrayLike,
+                   pt: npt.ArrayLike, digits: npt.ArrayLike = DEFAULT_DIGITS,
+                   prev_quality: npt.ArrayLike | None = None, now_quality: npt.ArrayLike | None = None,
+                   ) -> tuple[dict[str, npt.NDArray[np.int64]], npt.NDArray[np.uint8]]:
     """Energies of every register present in ``prev``/``now`` (keys: register names) and OR-ed flags.
 
     Returns ``({register name: int64 energy in 0.01 kWh}, flags)`` with the TOU check applied; the
@@ -76,8 +83,9 @@ def segment_energy(prev: Mapping, now: Mapping, ct, pt, digits=DEFAULT_DIGITS,
     unknown = sorted(set(prev) - set(ENERGY_NAMES))
     if unknown:
         raise BillingError(f"readings: {unknown[0]!r} is not an energy register of storage.schema")
-    out, flags = {}, None
-    raw = {}
+    out: dict[str, npt.NDArray[np.int64]] = {}
+    flags: npt.NDArray[np.uint8] | None = None
+    raw: dict[str, npt.NDArray[np.int64]] = {}
     for name in prev:
         e, f = register_energy(prev[name], now[name], 1, digits, prev_quality, now_quality)
         if name in TOU_NAMES:           # a single-rate meter has no TOU reading: not "missing"
@@ -86,6 +94,7 @@ def segment_energy(prev: Mapping, now: Mapping, ct, pt, digits=DEFAULT_DIGITS,
         out[name] = e * mult
         flags = f if flags is None else flags | f
     total = raw["ae_fwd"]
+    assert flags is not None                 # set by the loop: "ae_fwd" is among prev's registers
     tou_present = np.zeros(len(total), dtype=bool)
     if all(n in prev for n in TOU_NAMES):
         tou_present = np.any([np.asarray(prev[n]) >= 0 for n in TOU_NAMES], axis=0)
@@ -100,7 +109,8 @@ def segment_energy(prev: Mapping, now: Mapping, ct, pt, digits=DEFAULT_DIGITS,
     return out, flags
 
 
-def tou_registers_do_not_add_up(tou_energy, total_energy, tou_present):
+def tou_registers_do_not_add_up(tou_energy: Sequence[npt.ArrayLike], total_energy: npt.ArrayLike,
+                                tou_present: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """The segments whose TOU registers (尖/峰/平/谷) do not add up to the total register: an anomaly the
     bill is held for (DOMAIN.md: "TOU registers should sum to the total register; a mismatch is an anomaly").
 
@@ -117,7 +127,8 @@ def tou_registers_do_not_add_up(tou_energy, total_energy, tou_present):
     return np.asarray(tou_present, bool) & (np.abs(tou_sum - np.asarray(total_energy, np.int64)) > TOU_TOLERANCE)
 
 
-def sum_by_bill(bill_index, n_bills: int, columns: Mapping) -> dict:
+def sum_by_bill(bill_index: npt.ArrayLike, n_bills: int,
+                columns: Mapping[str, npt.ArrayLike]) -> dict[str, np.ndarray]:
     """Add segment columns into their bills (exactly: integer ``np.add.at``, not a float bincount); unsigned
     columns are flag sets and are OR-ed (a bill holds for the union of its segments' reasons)."""
     bill_index = np.asarray(bill_index, dtype=np.intp)
@@ -132,8 +143,12 @@ def sum_by_bill(bill_index, n_bills: int, columns: Mapping) -> dict:
     return out
 
 
-def transformer_loss(method, a_p, a_q, hours, capacity_kva, p0_w, pk_w, i0_x100, uk_x100, rate_x1e4,
-                     fixed_p, fixed_q, line_loss_x1e4, rate_q_x1e4=None):
+def transformer_loss(method: npt.ArrayLike, a_p: npt.ArrayLike, a_q: npt.ArrayLike, hours: npt.ArrayLike,
+                     capacity_kva: npt.ArrayLike, p0_w: npt.ArrayLike, pk_w: npt.ArrayLike,
+                     i0_x100: npt.ArrayLike, uk_x100: npt.ArrayLike, rate_x1e4: npt.ArrayLike,
+                     fixed_p: npt.ArrayLike, fixed_q: npt.ArrayLike, line_loss_x1e4: npt.ArrayLike,
+                     rate_q_x1e4: npt.ArrayLike | None = None,
+                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """高供低计 losses added to the metered energy: (active loss, reactive loss), 0.01 kWh / kvarh.
 
     ``method`` per account: 0 none (高供高计), 1 formula, 2 agreed rate, 3 agreed fixed energy (table).
@@ -177,7 +192,10 @@ def transformer_loss(method, a_p, a_q, hours, capacity_kva, p0_w, pk_w, i0_x100,
     return loss_p, loss_q
 
 
-def reactive_loss(method, a_p, a_q, hours, capacity_kva, i0_x100, uk_x100, rate_q_x1e4, fixed_q):
+def reactive_loss(method: npt.NDArray[Any], a_p: npt.NDArray[np.object_], a_q: npt.NDArray[np.object_],
+                  hours: npt.NDArray[Any], capacity_kva: npt.NDArray[Any], i0_x100: npt.NDArray[np.object_],
+                  uk_x100: npt.NDArray[np.object_], rate_q_x1e4: npt.NDArray[np.object_],
+                  fixed_q: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
     """Reactive transformer loss ΔQ, 0.01 kvarh (object arrays of Python ints, one entry per account).
 
     Ruling "Reactive loss counts wherever active loss counts" (DOMAIN.md): with the nameplate method
@@ -195,12 +213,23 @@ def reactive_loss(method, a_p, a_q, hours, capacity_kva, i0_x100, uk_x100, rate_
     return np.where(formula, f_q, np.where(method == 2, r_q, fixed_q))
 
 
-def _round_obj(num, den):
+def _round_obj(num: npt.NDArray[Any], den: npt.NDArray[Any] | int) -> npt.NDArray[np.object_]:
     """:func:`billing_core.rounding.round_div` for object arrays of Python ints (no 64-bit limit)."""
-    return np.frompyfunc(round_div, 2, 1)(num, den)
+    rounded: npt.NDArray[np.object_] = np.frompyfunc(round_div, 2, 1)(num, den)
+    return rounded
 
 
-def split_loss_over_tou(loss, periods: tuple, demand=None):
+@overload
+def split_loss_over_tou(loss: npt.ArrayLike, periods: Sequence[npt.ArrayLike], demand: None = None,
+                        ) -> tuple[tuple[npt.NDArray[np.int64], ...], None]: ...
+@overload
+def split_loss_over_tou(loss: npt.ArrayLike, periods: Sequence[npt.ArrayLike], demand: npt.ArrayLike,
+                        ) -> tuple[tuple[npt.NDArray[np.int64], ...], npt.NDArray[np.int64]]: ...
+
+
+def split_loss_over_tou(loss: npt.ArrayLike, periods: Sequence[npt.ArrayLike],
+                        demand: npt.ArrayLike | None = None,
+                        ) -> tuple[tuple[npt.NDArray[np.int64], ...], npt.NDArray[np.int64] | None]:
     """Add ``loss`` to the TOU period energies in proportion to their metered energy; scale demand alike.
 
     Ruling "Loss split over TOU periods" (DOMAIN.md): 尖, 峰 and 谷 get loss·E_p/E rounded half away from

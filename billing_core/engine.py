@@ -18,8 +18,11 @@ list of line items a customer reads, which add up to its total.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
+from types import ModuleType
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.billing_core import _billing_py as K
 from gridhead.billing_core.powerfactor import PF_TABLE, STANDARDS
@@ -35,9 +38,11 @@ if accel.PURE:
     from . import _billing_py as _kernel
 else:
     try:
-        from . import _billing as _kernel
+        # the stub _billing.pyi has the twin's signatures, but mypy cannot bind one name to either of
+        # two modules: the name keeps the twin's type
+        from . import _billing as _kernel  # type: ignore[no-redef]
     except ImportError:
-        from . import _billing_py as _kernel  # type: ignore[no-redef]
+        from . import _billing_py as _kernel
 
 INPUTS = ("tariff_row", "e_sharp", "e_peak", "e_flat", "e_valley", "q", "cum_prev", "demand",
           "capacity_kva", "contract_kw", "days", "period_days", "pf_x100")
@@ -80,24 +85,22 @@ class ChargeRows:
     bill: np.ndarray | None = None     # bill number of each row (None: row i is bill i)
 
     @classmethod
-    def of(cls, n: int, **cols) -> "ChargeRows":
+    def of(cls, n: int, bill: np.ndarray | None = None, **cols: npt.ArrayLike) -> "ChargeRows":
         """Rows with defaults for what a tariff does not use (0, and whole 30-day periods)."""
         base = {k: np.zeros(n, dtype=np.int32 if k in _INT32 else np.int64) for k in INPUTS}
         base["days"][:] = 30
         base["period_days"][:] = 30
         base["pf_x100"][:] = PF_FROM_ROW
         for k, v in cols.items():
-            if k == "bill":
-                continue
             base[k] = np.ascontiguousarray(np.broadcast_to(v, (n,)), dtype=base[k].dtype)
-        return cls(**base, bill=cols.get("bill"))
+        return cls(**base, bill=bill)
 
 
 @dataclasses.dataclass
 class LineItems:
     """Columns of line items, ``columns[name][i]`` for charge row (or bill) ``i``; names in ITEMS."""
 
-    columns: dict
+    columns: dict[str, np.ndarray]
     tariff_row: np.ndarray
     table: TariffTable | None = None       # the table the rows were priced on (split bills need it)
 
@@ -127,13 +130,14 @@ class LineItems:
         return LineItems(cols, self.tariff_row[first], table)
 
 
-def _add_parts(cols: dict, rows: dict, bill: np.ndarray, split: np.ndarray, tariff_row, table: TariffTable):
+def _add_parts(cols: dict[str, np.ndarray], rows: dict[str, np.ndarray], bill: np.ndarray, split: np.ndarray,
+               tariff_row: np.ndarray, table: TariffTable) -> None:
     """The lines of the split bills ``split``: exact sums of their rows' amounts, each rounded once."""
     sel = np.flatnonzero(np.isin(bill, split))
     where = np.searchsorted(split, bill[sel])
     k = len(split)
 
-    def total(col, dtype=np.int64):
+    def total(col: np.ndarray, dtype: npt.DTypeLike = np.int64) -> np.ndarray:
         acc = np.zeros(k, dtype=dtype)
         np.add.at(acc, where, col[sel].astype(dtype))
         return acc
@@ -167,11 +171,11 @@ def _add_parts(cols: dict, rows: dict, bill: np.ndarray, split: np.ndarray, tari
     cols["total_fen"][split] = sum(cols[m][split] for m in MONEY)
 
 
-def _check(rows: ChargeRows, table: TariffTable) -> list:
-    cols = []
+def _check(rows: ChargeRows, table: TariffTable) -> list[np.ndarray]:
+    cols: list[np.ndarray] = []
     n = len(rows.tariff_row)
     for k in INPUTS:
-        a = np.ascontiguousarray(getattr(rows, k), dtype=np.int32 if k in _INT32 else np.int64)
+        a: np.ndarray = np.ascontiguousarray(getattr(rows, k), dtype=np.int32 if k in _INT32 else np.int64)
         if a.ndim != 1 or len(a) != n:
             raise BillingError(f"charge rows: column {k!r} has shape {a.shape}, expected ({n},)")
         cols.append(a)
@@ -191,7 +195,8 @@ def _check(rows: ChargeRows, table: TariffTable) -> list:
     return cols
 
 
-def price(rows: ChargeRows, table: TariffTable, kernel=None, exact: bool | None = None) -> LineItems:
+def price(rows: ChargeRows, table: TariffTable, kernel: ModuleType | None = None,
+          exact: bool | None = None) -> LineItems:
     """Every line item of every charge row, by the compiled kernel (or its numpy twin).
 
     A row whose ``pf_x100`` is not given (PF_FROM_ROW) is a whole month: the kernel takes its cosφ from the
@@ -210,7 +215,8 @@ def price(rows: ChargeRows, table: TariffTable, kernel=None, exact: bool | None 
     return LineItems(named, cols["tariff_row"], table)
 
 
-def split_at_change(rows: ChargeRows, change_day, new_row, e_before=None):
+def split_at_change(rows: ChargeRows, change_day: npt.ArrayLike, new_row: npt.ArrayLike,
+                    e_before: Sequence[npt.ArrayLike] | None = None) -> ChargeRows:
     """Split the rows whose tariff changes on day ``change_day`` (1-based day of the period, 0 = none) in two:
     :func:`split_at_changes` with at most one change per row.
 
@@ -225,7 +231,9 @@ def split_at_change(rows: ChargeRows, change_day, new_row, e_before=None):
     return split_at_changes(rows, split, change_day[split], new_row[split], before)
 
 
-def split_at_changes(rows: ChargeRows, cut_row, cut_day, cut_tariff_row, e_before=None):
+def split_at_changes(rows: ChargeRows, cut_row: npt.ArrayLike, cut_day: npt.ArrayLike,
+                     cut_tariff_row: npt.ArrayLike, e_before: Sequence[npt.ArrayLike] | None = None
+                     ) -> ChargeRows:
     """Split rows at every day their tariff changes: one charge part per stretch between changes.
 
     A change ``j`` (long format, any number per row) splits row ``cut_row[j]`` on day ``cut_day[j]``
@@ -250,7 +258,7 @@ def split_at_changes(rows: ChargeRows, cut_row, cut_day, cut_tariff_row, e_befor
     whole = {k: np.asarray(getattr(rows, k), dtype=np.int64) for k in energies}
     # the energy of each row from the period start up to each change (cumulative): the frozen reading's,
     # else by days
-    cum = {}
+    cum: dict[str, np.ndarray] = {}
     for j, k in enumerate(energies):
         if e_before is not None and k != "q":
             cum[k] = np.asarray(e_before[j], dtype=np.int64)[ok]
@@ -286,7 +294,8 @@ def split_at_changes(rows: ChargeRows, cut_row, cut_day, cut_tariff_row, e_befor
     return ChargeRows(**cols, bill=bill)
 
 
-def bill_lines(items: LineItems, i: int, table: TariffTable, energies=None) -> list[tuple]:
+def bill_lines(items: LineItems, i: int, table: TariffTable, energies: Mapping[str, np.ndarray] | None = None
+               ) -> list[tuple[str, str, int]]:
     """One bill as the customer reads it: ``[(code, label, amount_fen), ...]`` ending with the total.
 
     Every line is one of the rounded columns, so the lines add up to ``total_fen`` exactly.
@@ -296,7 +305,7 @@ def bill_lines(items: LineItems, i: int, table: TariffTable, energies=None) -> l
     par = table.params[row]
     cat, volt, eff, season = table.keys[row]
     c = {k: int(v[i]) for k, v in items.columns.items()}
-    lines = []
+    lines: list[tuple[str, str, int]] = []
     for k, p in enumerate(PERIODS):
         label = f"电度电费 {PERIOD_ZH[p]} ({p})"
         if energies is not None:

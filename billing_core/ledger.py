@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.billing_core.rounding import LATE_FEE_DIV, round_div
 
@@ -42,12 +43,12 @@ LATE_FEE_RULES = {
 AGING = (("1-30", 1, 30), ("31-90", 31, 90), ("91-180", 91, 180), ("181-365", 181, 365), (">365", 366, None))
 
 
-def days_of(d) -> int:
+def days_of(d: dt.date) -> int:
     """Days since 1970-01-01 of a date (the integer day columns use)."""
     return (d - EPOCH).days
 
 
-def running_balance(customer, delta, prev) -> np.ndarray:
+def running_balance(customer: npt.ArrayLike, delta: npt.ArrayLike, prev: npt.ArrayLike) -> np.ndarray:
     """Balance after each entry of a batch: ``prev[i] + Σ delta`` of the customer's entries up to ``i``.
 
     ``customer`` and ``delta`` are in entry order; ``prev[i]`` is entry ``i``'s customer's balance before
@@ -70,7 +71,7 @@ def running_balance(customer, delta, prev) -> np.ndarray:
     return out + np.asarray(prev, np.int64)
 
 
-def outstanding_fifo(customer, amount, pool) -> np.ndarray:
+def outstanding_fifo(customer: npt.ArrayLike, amount: npt.ArrayLike, pool: npt.ArrayLike) -> np.ndarray:
     """The unpaid part of each receivable when each customer's ``pool`` pays them in the given order.
 
     ``customer``/``amount``: receivables (amount > 0) sorted by customer, then by the order they are
@@ -87,7 +88,8 @@ def outstanding_fifo(customer, amount, pool) -> np.ndarray:
     start[1:] = customer[1:] != customer[:-1]
     first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
     cum = cs - (cs[first] - amount[first])                   # cumulative within the customer, this one included
-    return np.clip(cum - np.asarray(pool, np.int64), 0, amount)
+    unpaid: npt.NDArray[np.int64] = np.clip(cum - np.asarray(pool, np.int64), 0, amount)
+    return unpaid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,29 +107,32 @@ class Policy:
     max_payment_fen: int = 1_000_000_000          # 10,000,000.00 yuan
 
 
-def late_fee_exact(arrears_fen, due_days, until_days, residential) -> np.ndarray:
+def late_fee_exact(arrears_fen: npt.ArrayLike, due_days: npt.ArrayLike, until_days: npt.ArrayLike,
+                   residential: npt.ArrayLike) -> np.ndarray:
     """The exact product of :func:`late_fee` before its rounding (fen × ‰): the parts of one bill's fee
     (paid late in instalments, the rest still open) are added exactly, then rounded once."""
     arrears = np.asarray(arrears_fen, np.int64)
     due = np.asarray(due_days, np.int64)
-    late = np.maximum(np.asarray(until_days, np.int64) - due, 0)
+    late: npt.NDArray[np.int64] = np.maximum(np.asarray(until_days, np.int64) - due, 0)
     year_end = _year_end_days(due)
-    in_year = np.minimum(late, np.maximum(year_end - due, 0))
+    in_year: npt.NDArray[np.int64] = np.minimum(late, np.maximum(year_end - due, 0))
     later = late - in_year
     res = np.asarray(residential, bool)
-    r1 = np.where(res, LATE_FEE_RULES["residential"][0], LATE_FEE_RULES["other"][0])
-    r2 = np.where(res, LATE_FEE_RULES["residential"][1], LATE_FEE_RULES["other"][1])
+    r1: npt.NDArray[np.int64] = np.where(res, LATE_FEE_RULES["residential"][0], LATE_FEE_RULES["other"][0])
+    r2: npt.NDArray[np.int64] = np.where(res, LATE_FEE_RULES["residential"][1], LATE_FEE_RULES["other"][1])
     return arrears * (r1 * in_year + r2 * later)
 
 
-def late_fee_charged(exact, policy: Policy) -> np.ndarray:
+def late_fee_charged(exact: npt.ArrayLike, policy: Policy) -> np.ndarray:
     """The fee of one bill from the sum of its exact parts: rounded once (half away from zero), and at
     least ``policy.late_fee_min_fen`` when there is any fee at all (供电营业规则: 不足1元者按1元收取)."""
     fee = round_div(np.asarray(exact, np.int64), LATE_FEE_DIV)
-    return np.where(np.asarray(exact) > 0, np.maximum(fee, policy.late_fee_min_fen), 0)
+    charged: npt.NDArray[np.int64] = np.where(np.asarray(exact) > 0, np.maximum(fee, policy.late_fee_min_fen), 0)
+    return charged
 
 
-def fifo_allocate(r_cust, r_amt, c_cust, c_amt) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fifo_allocate(r_cust: npt.ArrayLike, r_amt: npt.ArrayLike, c_cust: npt.ArrayLike, c_amt: npt.ArrayLike,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which credit settles which receivable, oldest first on both sides: ``(r_index, c_index, amount)``.
 
     ``r_cust``/``r_amt``: open receivables sorted by customer, then in the order they are settled;
@@ -148,7 +153,7 @@ def fifo_allocate(r_cust, r_amt, c_cust, c_amt) -> tuple[np.ndarray, np.ndarray,
     span = np.maximum(tot_r, tot_c) + 1
     base = np.cumsum(span) - span
 
-    def ends(cust, amt):
+    def ends(cust: np.ndarray, amt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cs = np.cumsum(amt)
         start = np.ones(len(cust), bool)
         start[1:] = cust[1:] != cust[:-1]
@@ -168,7 +173,8 @@ def fifo_allocate(r_cust, r_amt, c_cust, c_amt) -> tuple[np.ndarray, np.ndarray,
     return ri[ok], ci[ok], (hi - lo)[ok]
 
 
-def late_fee(arrears_fen, due_days, as_of_days, residential) -> np.ndarray:
+def late_fee(arrears_fen: npt.ArrayLike, due_days: npt.ArrayLike, as_of_days: npt.ArrayLike,
+             residential: npt.ArrayLike) -> np.ndarray:
     """违约金 of each receivable in arrears on ``as_of`` (第九十八条; see the module docstring).
 
     Days count from the day after the due date to ``as_of`` inclusive (arrears due on the 15th are one
@@ -177,13 +183,13 @@ def late_fee(arrears_fen, due_days, as_of_days, residential) -> np.ndarray:
     """
     arrears = np.asarray(arrears_fen, np.int64)
     due = np.asarray(due_days, np.int64)
-    late = np.maximum(np.asarray(as_of_days, np.int64) - due, 0)
+    late: npt.NDArray[np.int64] = np.maximum(np.asarray(as_of_days, np.int64) - due, 0)
     year_end = _year_end_days(due)                           # days number of 31 Dec of the due year
-    in_year = np.minimum(late, np.maximum(year_end - due, 0))
+    in_year: npt.NDArray[np.int64] = np.minimum(late, np.maximum(year_end - due, 0))
     later = late - in_year
     res = np.asarray(residential, bool)
-    r1 = np.where(res, LATE_FEE_RULES["residential"][0], LATE_FEE_RULES["other"][0])
-    r2 = np.where(res, LATE_FEE_RULES["residential"][1], LATE_FEE_RULES["other"][1])
+    r1: npt.NDArray[np.int64] = np.where(res, LATE_FEE_RULES["residential"][0], LATE_FEE_RULES["other"][0])
+    r2: npt.NDArray[np.int64] = np.where(res, LATE_FEE_RULES["residential"][1], LATE_FEE_RULES["other"][1])
     return round_div(arrears * (r1 * in_year + r2 * later), LATE_FEE_DIV)
 
 
@@ -192,7 +198,7 @@ def _year_end_days(days: np.ndarray) -> np.ndarray:
     return (years + 1 - 1970).astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64) - 1
 
 
-def aging_bucket(days_late) -> np.ndarray:
+def aging_bucket(days_late: npt.ArrayLike) -> np.ndarray:
     """Index into :data:`AGING` of each arrears' days past due (−1: not yet due)."""
     d = np.asarray(days_late, np.int64)
     out = np.full(len(d), -1, np.int64)

@@ -33,9 +33,11 @@ partial sum is an integer below 2**53 (checked), so the sums are exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.billing_core.rounding import round_div
 from gridhead.protocols.errors import ConfigError
@@ -85,11 +87,11 @@ RULES = {
 
 @dataclass(frozen=True)
 class Thresholds:
-    bands: dict
-    rules: dict = None
+    bands: dict[str, Band]
+    rules: dict[str, int] = field(default_factory=lambda: dict(RULES))
 
-    def __post_init__(self):
-        if self.rules is None:
+    def __post_init__(self) -> None:
+        if self.rules is None:                  # given as None: the defaults
             object.__setattr__(self, "rules", dict(RULES))
 
     def band(self, unit_type: str) -> Band:
@@ -99,7 +101,7 @@ class Thresholds:
             raise ConfigError(f"line loss thresholds: no band for unit type {unit_type!r} "
                               f"(have: {', '.join(self.bands)})") from None
 
-    def arrays(self, unit_types) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(self, unit_types: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """(high_bp, negative_bp) per unit, from an array of type names."""
         unit_types = np.asarray(unit_types)
         high = np.zeros(len(unit_types), np.int64)
@@ -110,13 +112,13 @@ class Thresholds:
         return high, neg
 
 
-def parse_thresholds(doc: dict, source: str = "thresholds") -> Thresholds:
+def parse_thresholds(doc: dict[str, Any], source: str = "thresholds") -> Thresholds:
     """``{"band": {"urban": {"high_bp": 700, "negative_bp": 0}, ...}, "rules": {...}}`` (a parsed TOML
     document; ``rules`` (:data:`RULES`) optional, each key defaulting)."""
     bands = doc.get("band")
     if not isinstance(bands, dict) or not bands:
         raise ConfigError(f"{source}: needs [band.<type>] tables (e.g. [band.urban] high_bp = 700)")
-    out = {}
+    out: dict[str, Band] = {}
     for name, b in bands.items():
         if not isinstance(b, dict) or set(b) - {"high_bp", "negative_bp"} or "high_bp" not in b:
             raise ConfigError(f"{source}, band.{name}: keys are high_bp (required) and negative_bp")
@@ -136,7 +138,7 @@ def parse_thresholds(doc: dict, source: str = "thresholds") -> Thresholds:
     return Thresholds(out, {**RULES, **rules})
 
 
-def interval_energy(readings: np.ndarray, modulus, max_gap: int = 3,
+def interval_energy(readings: np.ndarray, modulus: npt.ArrayLike, max_gap: int = 3,
                     blocked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Energy of each meter over each interval between consecutive freezes, gaps spread.
 
@@ -169,7 +171,8 @@ def interval_energy(readings: np.ndarray, modulus, max_gap: int = 3,
     return _gap_energy(r, mod, max_gap, blocked)
 
 
-def _gap_energy(r: np.ndarray, modulus, max_gap: int, blocked=None) -> tuple[np.ndarray, np.ndarray]:
+def _gap_energy(r: np.ndarray, modulus: np.ndarray, max_gap: int, blocked: npt.ArrayLike | None = None,
+                ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`interval_energy` of any rows: per interval the nearest readings either side, gaps spread."""
     n, T = r.shape
     present = r >= 0
@@ -224,7 +227,7 @@ def _direct_energy(r: np.ndarray, mod: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return delta, flags
 
 
-def group_sum(index: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+def group_sum(index: npt.ArrayLike, n_groups: int, values: npt.ArrayLike) -> np.ndarray:
     """Σ ``values`` (m, D) into (n_groups, D) by row ``index`` (m,), exactly, with one bincount."""
     values = np.asarray(values)
     m, D = values.shape
@@ -239,7 +242,7 @@ def group_sum(index: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarra
     return np.rint(np.bincount(flat, weights=w, minlength=n_groups * D)).astype(np.int64).reshape(n_groups, D)
 
 
-def group_or(index: np.ndarray, n_groups: int, flags: np.ndarray) -> np.ndarray:
+def group_or(index: npt.ArrayLike, n_groups: int, flags: npt.ArrayLike) -> np.ndarray:
     """Bitwise OR of ``flags`` (m, D) uint8 into (n_groups, D), one bincount per bit over the flagged
     cells only (flags are rare); rows with a negative ``index`` are left out."""
     flags = np.asarray(flags, np.uint8)
@@ -266,18 +269,22 @@ class Balance:
     rate_bp: np.ndarray          # int64; meaningful where has_rate
     has_rate: np.ndarray
     category: np.ndarray         # int8 codes of CATEGORY_NAMES
-    basis: np.ndarray = None     # int8 codes of BASIS_NAMES (B_DAILY unless a period says otherwise)
+    # int8 codes of BASIS_NAMES (B_DAILY unless a period says otherwise); the default, None, is replaced
+    # by __post_init__ with an array of the category's shape (a default computed from another field)
+    basis: np.ndarray = None  # type: ignore[assignment]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.basis is None:
             self.basis = np.zeros(self.category.shape, np.int8)
 
     @property
     def loss(self) -> np.ndarray:
-        return self.supply - self.sales
+        loss: np.ndarray = self.supply - self.sales
+        return loss
 
 
-def outage_days(unit_idx, n_units: int, energy, flags, active) -> np.ndarray:
+def outage_days(unit_idx: npt.ArrayLike, n_units: int, energy: npt.ArrayLike, flags: npt.ArrayLike,
+                active: npt.ArrayLike) -> np.ndarray:
     """(n_units, D) bool: the unit-days of an outage (停运) as its meters show it — every meter read on
     both sides of the day (no gap) registered exactly nothing, and they are at least half of the unit's
     meters in service that day.  A stopped check meter is not an outage (the customers still register),
@@ -290,10 +297,12 @@ def outage_days(unit_idx, n_units: int, energy, flags, active) -> np.ndarray:
     n_direct = group_sum(ui, n_units, direct.astype(np.int64))
     n_active = group_sum(ui, n_units, act.astype(np.int64))
     moving = group_sum(ui, n_units, (direct & (e != 0)).astype(np.int64))
-    return (n_direct >= 1) & (2 * n_direct >= n_active) & (moving == 0)
+    outage: np.ndarray = (n_direct >= 1) & (2 * n_direct >= n_active) & (moving == 0)
+    return outage
 
 
-def classify(supply, sales, flags, high_bp, negative_bp) -> Balance:
+def classify(supply: npt.ArrayLike, sales: npt.ArrayLike, flags: npt.ArrayLike, high_bp: npt.ArrayLike,
+             negative_bp: npt.ArrayLike) -> Balance:
     """Rate and category of (unit, period) arrays; ``high_bp``/``negative_bp`` per unit (rows)."""
     supply = np.asarray(supply, np.int64)
     sales = np.asarray(sales, np.int64)
@@ -312,7 +321,8 @@ def classify(supply, sales, flags, high_bp, negative_bp) -> Balance:
     return Balance(supply, sales, flags, rate.astype(np.int64), has_rate, cat)
 
 
-def area_balance(kind, area_idx, n_areas, fwd, rev, flags, high_bp, negative_bp) -> Balance:
+def area_balance(kind: npt.ArrayLike, area_idx: npt.ArrayLike, n_areas: int, fwd: npt.ArrayLike, rev: np.ndarray,
+                 flags: npt.ArrayLike, high_bp: npt.ArrayLike, negative_bp: npt.ArrayLike) -> Balance:
     """Line loss of every area over every period column, vectorised over points.
 
     ``kind`` (P,) K_* codes, ``area_idx`` (P,) row of the point's area (ignored for points of no area:
@@ -343,7 +353,9 @@ def area_balance(kind, area_idx, n_areas, fwd, rev, flags, high_bp, negative_bp)
     return classify(supply, sales, fl, high_bp, negative_bp)
 
 
-def feeder_balance(kind, feeder_idx, n_feeders, fwd, rev, flags, tx_loss, high_bp, negative_bp) -> Balance:
+def feeder_balance(kind: npt.ArrayLike, feeder_idx: npt.ArrayLike, n_feeders: int, fwd: np.ndarray, rev: np.ndarray,
+                   flags: np.ndarray, tx_loss: np.ndarray, high_bp: npt.ArrayLike, negative_bp: npt.ArrayLike,
+                   ) -> Balance:
     """Line loss of every 10 kV feeder: outgoing meter vs check meters (net) + dedicated customers + 变损.
 
     ``feeder_idx`` (P,) row of the point's feeder (-1: none); for a check meter, its area's feeder.

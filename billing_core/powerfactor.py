@@ -23,6 +23,7 @@ The rate applies to basic charge + energy charge, never to government funds (see
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 STANDARDS = (90, 85, 80)        # pf_x100 of the three standards; their index is the kernel's pf_std code
 NO_ADJUSTMENT = -1              # pf_std code of a tariff without 力调
@@ -67,7 +68,7 @@ def pf_x100_exact(p: int, q: int) -> int:
     return k
 
 
-def pf_x100(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+def pf_x100(p: npt.ArrayLike, q: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Vectorised :func:`pf_x100_exact`: a float estimate, re-checked exactly where it is ambiguous.
 
     The float quotient is within ~1e-13 of the true 100·P/S, so it decides every value whose fractional
@@ -88,7 +89,8 @@ def pf_x100(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def reactive_energy_for_power_factor(q_imported, q_exported):
+def reactive_energy_for_power_factor(q_imported: npt.ArrayLike,
+                                     q_exported: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Reactive energy that enters cosφ, 0.01 kvarh: |imported| + |exported|.
 
     Ruling "Reactive energy for cosφ" (DOMAIN.md, (83)水电财字第215号: 倒送的无功电量与实用的无功电量两者的
@@ -100,7 +102,7 @@ def reactive_energy_for_power_factor(q_imported, q_exported):
     return np.abs(np.asarray(q_imported, np.int64)) + np.abs(np.asarray(q_exported, np.int64))
 
 
-def monthly_average_power_factor(p_month, q_month) -> np.ndarray:
+def monthly_average_power_factor(p_month: npt.ArrayLike, q_month: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """The metering point's monthly average power factor (月平均功率因数), 0.01, −1 where P ≤ 0.
 
     Ruling "力调 uses ONE monthly average power factor per metering point" (DOMAIN.md, 215号): from the

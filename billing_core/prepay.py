@@ -21,8 +21,12 @@ monthly bill: the month's deductions are reversed against the issued bill's rece
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+
+from types import ModuleType
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.billing_core import energy, engine
 from gridhead.billing_core.tariff import TariffSet
@@ -42,7 +46,8 @@ class Thresholds:
     confirm_trips_above: int = 100    # `gridhead prepay run` asks before sending more trips than this
 
 
-def daily_energy(prev: dict, now: dict, ct, pt, digits) -> tuple[dict, np.ndarray]:
+def daily_energy(prev: Mapping[str, npt.ArrayLike], now: Mapping[str, npt.ArrayLike], ct: npt.ArrayLike,
+                 pt: npt.ArrayLike, digits: npt.ArrayLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One day's TOU energies from two daily frozen readings (0.01 kWh, −1 = no reading).
 
     Returns ``({e_sharp, e_peak, e_flat, e_valley, e_total}, ok)``; ``ok`` is False where a reading is
@@ -56,7 +61,8 @@ def daily_energy(prev: dict, now: dict, ct, pt, digits) -> tuple[dict, np.ndarra
     return {k: np.where(ok, np.maximum(v, 0), 0) for k, v in out.items()}, ok
 
 
-def daily_charge(tariffs: TariffSet, tariff_row, e: dict, month_days: int, cum_prev=0, kernel=None) -> np.ndarray:
+def daily_charge(tariffs: TariffSet, tariff_row: np.ndarray, e: Mapping[str, npt.ArrayLike], month_days: int,
+                 cum_prev: npt.ArrayLike = 0, kernel: ModuleType | None = None) -> np.ndarray:
     """The day's charge in fen per customer, by the bill kernel (one-day rows of a ``month_days`` period)."""
     n = len(tariff_row)
     if n == 0:
@@ -67,7 +73,8 @@ def daily_charge(tariffs: TariffSet, tariff_row, e: dict, month_days: int, cum_p
     return engine.price(rows, tariffs.table(), kernel).columns["total_fen"]
 
 
-def decide(credit, below_since, warned, tripped, protected, day: int, t: Thresholds) -> dict:
+def decide(credit: npt.ArrayLike, below_since: npt.ArrayLike, warned: npt.ArrayLike, tripped: npt.ArrayLike,
+           protected: npt.ArrayLike, day: int, t: Thresholds) -> dict[str, np.ndarray]:
     """The day's control decisions per customer (all arrays of one length; ``day`` in days since 1970).
 
     ``below_since``: the first day of the current stretch below zero (NO_DAY = not below);

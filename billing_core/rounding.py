@@ -48,7 +48,10 @@ Derived quantities that are not money use the same rule: cosφ to 0.01, transfor
 
 from __future__ import annotations
 
+from typing import Any, overload
+
 import numpy as np
+import numpy.typing as npt
 
 FEN_PER_YUAN = 100
 ENERGY_SCALE = 100            # 0.01 kWh
@@ -63,7 +66,15 @@ BP_DIV = 10_000                                                  # basis points
 LATE_FEE_DIV = 1_000                                             # ‰ per day (违约金)
 
 
-def round_div(num, den):
+@overload
+def round_div(num: int, den: int) -> int: ...
+@overload
+def round_div(num: npt.NDArray[Any], den: npt.NDArray[Any] | int) -> npt.NDArray[np.int64]: ...
+@overload
+def round_div(num: npt.NDArray[Any] | int, den: npt.NDArray[Any]) -> npt.NDArray[np.int64]: ...
+
+
+def round_div(num: npt.NDArray[Any] | int, den: npt.NDArray[Any] | int) -> npt.NDArray[np.int64] | int:
     """``num / den`` rounded half away from zero, exactly, for ints or int64 arrays (``den > 0``).
 
     This is the one rounding rule of the billing engine; the kernels inline the same expression.
@@ -73,13 +84,22 @@ def round_div(num, den):
         den = np.asarray(den, dtype=np.int64)
         q = a // den
         q += (2 * (a - q * den) >= den)          # remainder < den, so 2·remainder cannot overflow
-        return np.where(np.asarray(num) < 0, -q, q)
-    a, den = abs(int(num)), int(den)
-    q = a // den + (2 * (a % den) >= den)
-    return -q if num < 0 else q
+        signed_q: npt.NDArray[np.int64] = np.where(np.asarray(num) < 0, -q, q)
+        return signed_q
+    signed = int(num)
+    n, d = abs(signed), int(den)
+    r = n // d + (2 * (n % d) >= d)
+    return -r if signed < 0 else r
 
 
-def round_line_item_once(numerator, denominator):
+@overload
+def round_line_item_once(numerator: int, denominator: int) -> int: ...
+@overload
+def round_line_item_once(numerator: npt.NDArray[Any], denominator: npt.NDArray[Any] | int) -> npt.NDArray[Any]: ...
+
+
+def round_line_item_once(numerator: npt.NDArray[Any] | int,
+                         denominator: npt.NDArray[Any] | int) -> npt.NDArray[Any] | int:
     """A printed line item of a bill: its exact amount ``numerator / denominator`` rounded to the fen once.
 
     Ruling "One rounding per printed line item" (DOMAIN.md): the parts of a split month (a tariff change
@@ -88,5 +108,6 @@ def round_line_item_once(numerator, denominator):
     ints and on object arrays of Python ints (sums of two int64 products may pass 2^63).
     """
     if isinstance(numerator, np.ndarray) and numerator.dtype == object:
-        return np.frompyfunc(round_div, 2, 1)(numerator, denominator)
+        rounded: npt.NDArray[Any] = np.frompyfunc(round_div, 2, 1)(numerator, denominator)  # object ints
+        return rounded
     return round_div(numerator, denominator)

@@ -38,8 +38,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.billing_core import _billing_py as K
 from gridhead.billing_core import energy, engine
@@ -48,7 +51,7 @@ from gridhead.billing_core.energy import (F_ESTIMATED, F_MISSING, F_NEGATIVE, F_
 from gridhead.billing_core.powerfactor import (NO_ADJUSTMENT, STANDARDS, monthly_average_power_factor,
                                       reactive_energy_for_power_factor)
 from gridhead.billing_core.rounding import round_div
-from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet, TariffTable
+from gridhead.billing_core.tariff import BASIC_KINDS, Fund, TableKey, TariffSet, TariffTable
 from gridhead.protocols.errors import BillingError
 
 R_JUMP = 64
@@ -112,12 +115,12 @@ class RunInput:
 
     start: dt.date
     end: dt.date
-    categories: list
-    tariff_codes: list
-    bill: dict
-    seg: dict
-    changes: dict | None = None
-    frozen: dict | None = None
+    categories: list[str]
+    tariff_codes: list[str]
+    bill: dict[str, np.ndarray]
+    seg: dict[str, np.ndarray]
+    changes: dict[str, np.ndarray] | None = None
+    frozen: dict[str, np.ndarray] | None = None
 
     @property
     def n(self) -> int:
@@ -136,7 +139,9 @@ def voltage_level(voltage_v: int) -> str:
 def _variants(table: TariffTable) -> TariffTable:
     """The table repeated for each (basic kind, 力调 standard) a metering point may override."""
     R = len(table.params)
-    blocks, keys, funds = [], [], {}
+    blocks: list[np.ndarray] = []
+    keys: list[TableKey] = []
+    funds: dict[int, tuple[Fund, ...]] = {}
     for b in range(len(BASIC_KINDS)):
         for p in range(len(STANDARDS) + 1):
             blk = table.params.copy()
@@ -160,7 +165,7 @@ def _variant_offset(inp: RunInput, R: int, assess: np.ndarray) -> np.ndarray:
 
 
 def _rows_on(inp: RunInput, tariffs: TariffSet, day: dt.date, sel: np.ndarray, key_idx: np.ndarray,
-             keys: list, where: np.ndarray | None = None) -> np.ndarray:
+             keys: list[str], where: np.ndarray | None = None) -> np.ndarray:
     """Base tariff row of the bills ``sel`` on ``day``, of their tariffs ``key_idx[where]`` (default
     ``key_idx[sel]``; into ``keys``: keys of ``tariffs.tariffs``), looked up once per distinct (tariff, voltage)."""
     table = tariffs.table()
@@ -173,19 +178,21 @@ def _rows_on(inp: RunInput, tariffs: TariffSet, day: dt.date, sel: np.ndarray, k
     return look[inv.reshape(-1)] if len(uniq) else np.zeros(0, np.int64)
 
 
-def _tariff_keys(inp: RunInput, tariffs: TariffSet) -> tuple[list, np.ndarray, tuple]:
+def _tariff_keys(inp: RunInput, tariffs: TariffSet
+                 ) -> tuple[list[str], np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(keys, key of the assignment at the period start per bill, the assignment changes inside the period
     as (bill, days since 1970-01-01, key)): :meth:`billing_core.tariff.TariffSet.price_from_tariff_assignment`
     once per distinct (code, category).  Keys index ``keys`` (keys of ``tariffs.tariffs``)."""
     bill = inp.bill
     n = inp.n
     ch = changes_of(inp)
-    keys, index = [], {}
+    keys: list[str] = []
+    index: dict[str, int] = {}
 
-    def key_of(codes, cats):
+    def key_of(codes: npt.ArrayLike, cats: npt.ArrayLike) -> np.ndarray:
         pair = np.asarray(codes, np.int64) * 1_000 + np.asarray(cats, np.int64)
         uniq, inv = np.unique(pair, return_inverse=True)
-        look = []
+        look: list[int] = []
         for u in uniq:
             c, cat = int(u) // 1_000, int(u) % 1_000
             k = tariffs.price_from_tariff_assignment(inp.tariff_codes[c] if c >= 0 else None, inp.categories[cat])
@@ -200,7 +207,7 @@ def _tariff_keys(inp: RunInput, tariffs: TariffSet) -> tuple[list, np.ndarray, t
     return keys, key0, (ch["bill"], ch["days"], key_chg)
 
 
-def changes_of(inp: RunInput) -> dict:
+def changes_of(inp: RunInput) -> dict[str, np.ndarray]:
     """The tariff assignment changes of :attr:`RunInput.changes`, or from the one-change bill columns
     (``change_date_days``, ``new_tariff_code_idx``; a change to no new code keeps the code)."""
     if inp.changes is not None:
@@ -214,7 +221,7 @@ def changes_of(inp: RunInput) -> dict:
     return {"bill": idx, "days": days[idx], "code_idx": np.where(new[idx] >= 0, new[idx], old[idx])}
 
 
-def frozen_of(inp: RunInput) -> dict:
+def frozen_of(inp: RunInput) -> dict[str, np.ndarray]:
     """The frozen readings of :attr:`RunInput.frozen`, or from the one-change bill columns (``chg_<reg>`` on
     ``change_date_days``)."""
     if inp.frozen is not None:
@@ -227,8 +234,9 @@ def frozen_of(inp: RunInput) -> dict:
     return out
 
 
-def mid_period_tariff_changes(inp: RunInput, tariffs: TariffSet, keys: list, key0: np.ndarray, chg_bill,
-                              chg_days, chg_key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mid_period_tariff_changes(inp: RunInput, tariffs: TariffSet, keys: list[str], key0: np.ndarray,
+                              chg_bill: npt.ArrayLike, chg_days: npt.ArrayLike, chg_key: npt.ArrayLike,
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where each bill's month is split: ``(bill, day, key)`` of every change, in (bill, day) order — ``day``
     the 1-based day of the period from which the tariff ``key`` (into ``keys``) prices the bill.
 
@@ -258,21 +266,22 @@ def mid_period_tariff_changes(inp: RunInput, tariffs: TariffSet, keys: list, key
     same = s_bill[1:] == s_bill[:-1]
     s_to[:-1] = np.where(same, s_day[1:], period_days + 1)
     # a new version of the stretch's tariff starting inside the stretch
-    c_bill, c_day, c_key = [s_bill[s_day > 1]], [s_day[s_day > 1]], [s_key[s_day > 1]]
+    c_bills, c_days, c_keys = [s_bill[s_day > 1]], [s_day[s_day > 1]], [s_key[s_day > 1]]
     for ki, k in enumerate(keys):
         for v in tariffs.tariff(k).versions:
             if inp.start < v.effective < inp.end:
                 d = (v.effective - inp.start).days + 1
                 hit = (s_key == ki) & (s_day < d) & (d < s_to)
-                c_bill.append(s_bill[hit])
-                c_day.append(np.full(int(hit.sum()), d, np.int64))
-                c_key.append(s_key[hit])
-    c_bill, c_day, c_key = (np.concatenate(x) for x in (c_bill, c_day, c_key))
+                c_bills.append(s_bill[hit])
+                c_days.append(np.full(int(hit.sum()), d, np.int64))
+                c_keys.append(s_key[hit])
+    c_bill, c_day, c_key = (np.concatenate(x) for x in (c_bills, c_days, c_keys))
     order = np.lexsort((c_day, c_bill))
     return c_bill[order], c_day[order], c_key[order]
 
 
-def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict, TariffTable]:
+def compute(inp: RunInput, tariffs: TariffSet, kernel: ModuleType | None = None,
+            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], TariffTable]:
     """Every bill of the period: ``(bills, items, table)`` as dicts of numpy columns.
 
     ``bills`` has one entry per customer (energies, demand, money of ``engine.ITEMS``, ``flags``,
@@ -286,16 +295,16 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
     period_days = (inp.end - inp.start).days
     # --- energy per segment, then per bill --------------------------------------------------------
     digits = seg["digits"].astype(np.int64) + 2
-    e, f = energy.segment_energy({r: seg[f"prev_{r}"] for r in ACTIVE}, {r: seg[f"now_{r}"] for r in ACTIVE},
-                                 seg["ct"], seg["pt"], digits, seg["prev_quality"], seg["now_quality"])
-    f = np.where(seg["tou_check"], f, f & ~np.uint8(F_TOU_MISMATCH)).astype(np.uint16)
+    e, f8 = energy.segment_energy({r: seg[f"prev_{r}"] for r in ACTIVE}, {r: seg[f"now_{r}"] for r in ACTIVE},
+                                  seg["ct"], seg["pt"], digits, seg["prev_quality"], seg["now_quality"])
+    f = np.where(seg["tou_check"], f8, f8 & ~np.uint8(F_TOU_MISMATCH)).astype(np.uint16)
     mult = seg["ct"].astype(np.int64) * seg["pt"].astype(np.int64)
     rev, _ = energy.register_energy(seg["prev_ae_rev"], seg["now_ae_rev"], mult, digits)
     q_imp, fq = energy.register_energy(seg["prev_re_fwd"], seg["now_re_fwd"], mult, digits)
     # exported reactive energy where the meter registers it (both readings of re_rev present)
     q_exp, fqe = energy.register_energy(seg["prev_re_rev"], seg["now_re_rev"], mult, digits)
     half_exp = (seg["prev_re_rev"] >= 0) != (seg["now_re_rev"] >= 0)
-    fq = fq | np.where(half_exp, F_MISSING, 0).astype(np.uint8) | (fqe & (F_NEGATIVE | F_ROLLOVER))
+    fq = fq | np.where(half_exp, F_MISSING, 0).astype(np.uint8) | (fqe & np.uint8(F_NEGATIVE | F_ROLLOVER))
     # a 力调 customer whose meter has no reactive reading at all is held (缺无功, ruling
     # hold_without_reactive); one reactive reading missing is a missing reading
     has_q = np.zeros(N, bool)
@@ -405,8 +414,9 @@ def compute(inp: RunInput, tariffs: TariffSet, kernel=None) -> tuple[dict, dict,
     return out, line_items(out, table), table
 
 
-def year_to_date_from_readings(n: int, opening, seg_bill, prev, now, multiplier, digits
-                                ) -> tuple[np.ndarray, np.ndarray]:
+def year_to_date_from_readings(n: int, opening: npt.ArrayLike, seg_bill: npt.ArrayLike, prev: npt.ArrayLike,
+                               now: npt.ArrayLike, multiplier: npt.ArrayLike, digits: npt.ArrayLike,
+                               ) -> tuple[np.ndarray, np.ndarray]:
     """The annual tiers' year-to-date before the period, 0.01 kWh, and whether it is known, per bill.
 
     Ruling "Annual tiers: the year-to-date is the metered energy since the tier year's start, from
@@ -434,7 +444,9 @@ def hold_without_reactive(assessed: np.ndarray, has_reactive: np.ndarray) -> np.
     return np.where(np.asarray(assessed) & ~np.asarray(has_reactive), R_NO_REACTIVE, 0).astype(np.uint16)
 
 
-def _energy_before(inp, sums, periods, cut_bill, cut_day, loss_p, period_days):
+def _energy_before(inp: RunInput, sums: dict[str, np.ndarray], periods: Sequence[np.ndarray],
+                   cut_bill: npt.ArrayLike, cut_day: npt.ArrayLike, loss_p: np.ndarray, period_days: int,
+                   ) -> tuple[np.ndarray, ...]:
     """The four period energies of each bill from the period start up to each of its changes (``cut_bill``,
     ``cut_day``: 1-based day): by that day's frozen reading (:attr:`RunInput.frozen`) where the bill has one
     segment, no loss, and the reading is clean (no missing, backwards, rolled-over or TOU-mismatched
@@ -473,14 +485,16 @@ def _energy_before(inp, sums, periods, cut_bill, cut_day, loss_p, period_days):
     return tuple(out)
 
 
-def line_items(b: dict, table: TariffTable) -> dict:
+def line_items(b: dict[str, np.ndarray], table: TariffTable) -> dict[str, np.ndarray]:
     """The line items of every bill, long format, bill after bill (codes of ITEM_CODES in order)."""
     N = len(b["total_fen"])
     par = table.params[b["tariff_row"]]
     mixed = b["parts"] > 1
-    cols = {"bill": [], "seq": [], "code": [], "quantity": [], "unit_price": [], "amount_fen": []}
+    cols: dict[str, list[np.ndarray]] = {
+        "bill": [], "seq": [], "code": [], "quantity": [], "unit_price": [], "amount_fen": []}
 
-    def add(k, mask, qty, price, amount, split_price=-1):
+    def add(k: int, mask: npt.ArrayLike, qty: npt.ArrayLike, price: npt.ArrayLike, amount: npt.ArrayLike,
+            split_price: npt.ArrayLike = -1) -> None:
         idx = np.flatnonzero(mask)
         cols["bill"].append(idx)
         cols["code"].append(np.full(len(idx), k, np.int8))
@@ -511,7 +525,7 @@ def line_items(b: dict, table: TariffTable) -> dict:
     return out
 
 
-def quantity_beside_price(b: dict, line: str) -> np.ndarray:
+def quantity_beside_price(b: dict[str, np.ndarray], line: str) -> np.ndarray:
     """The quantity printed beside a per-kWh price: the energy that price multiplies (0.01 kWh).
 
     Ruling "The quantity printed beside a per-kWh price is the quantity that price multiplies" (DOMAIN.md):
@@ -527,7 +541,7 @@ def quantity_beside_price(b: dict, line: str) -> np.ndarray:
     raise BillingError(f"line {line!r} has no per-kWh price")
 
 
-def check_items(bills: dict, items: dict) -> None:
+def check_items(bills: dict[str, np.ndarray], items: dict[str, np.ndarray]) -> None:
     """Guard: every bill's line items (all but the total) add up to its total."""
     n = len(bills["total_fen"])
     acc = np.zeros(n, np.int64)

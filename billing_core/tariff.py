@@ -45,10 +45,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
+import os
 import pathlib
 import tomllib
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.billing_core import _billing_py as K
 from gridhead.billing_core.powerfactor import NO_ADJUSTMENT, STANDARDS
@@ -77,7 +81,7 @@ class Season:
     months: tuple[int, ...]
     weekday: tuple[int, ...]          # 24 period codes
     holiday: tuple[int, ...]
-    prices: dict                      # voltage -> {key: µyuan}, merged with the version's
+    prices: dict[str, dict[str, int]]  # voltage -> {key: µyuan}, merged with the version's
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,7 +93,7 @@ class Version:
     tier_limits_kwh: tuple[int, int]
     tier_increments_uyuan: tuple[int, int]
     weekends_are_holidays: bool
-    holidays: frozenset
+    holidays: frozenset[dt.date]
     seasons: tuple[Season, ...]
 
     def season_of(self, month: int) -> Season:
@@ -117,18 +121,18 @@ class Fund:
     name: str
     zh: str
     price_uyuan: int
-    exempt: frozenset
+    exempt: frozenset[str]
 
 
 # --- parsing helpers: each raises ConfigError(file: key: reason) --------------------------------------
 class _File:
-    def __init__(self, path: pathlib.Path):
+    def __init__(self, path: pathlib.Path) -> None:
         self.path = str(path)
 
-    def fail(self, key: str, reason: str):
+    def fail(self, key: str, reason: str) -> NoReturn:
         raise ConfigError(f"{self.path}: {key}: {reason}")
 
-    def table(self, obj, key: str, required: set, allowed: set) -> dict:
+    def table(self, obj: object, key: str, required: set[str], allowed: set[str]) -> dict[str, Any]:
         if not isinstance(obj, dict):
             self.fail(key, "must be a table")
         unknown = sorted(set(obj) - allowed)
@@ -139,7 +143,7 @@ class _File:
             self.fail(f"{key}.{missing[0]}" if key else missing[0], "required key is missing")
         return obj
 
-    def uyuan(self, value, key: str, limit: int) -> int:
+    def uyuan(self, value: object, key: str, limit: int) -> int:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             self.fail(key, f"a price must be a number or a decimal string, not {value!r}")
         try:
@@ -155,24 +159,26 @@ class _File:
             self.fail(key, f"{value!r} yuan is beyond the {limit / 1e6:g} yuan this engine accepts")
         return int(scaled)
 
-    def choice(self, value, key: str, options) -> str:
-        if value not in options:
+    def choice(self, value: object, key: str, options: Mapping[str, int]) -> str:
+        # not a string: refused like any other value not among the options (an array or a table, which
+        # cannot be looked up, raised TypeError)
+        if not isinstance(value, str) or value not in options:
             self.fail(key, f"{value!r} is not one of {', '.join(options)}")
         return value
 
-    def hours(self, value, key: str) -> tuple[int, ...]:
+    def hours(self, value: object, key: str) -> tuple[int, ...]:
         if not isinstance(value, str) or len(value) != 24 or set(value) - set(PERIOD_LETTERS):
             self.fail(key, "must be 24 letters, one per hour 00..23, each s (尖) p (峰) f (平) or v (谷)")
         return tuple(PERIOD_LETTERS[c] for c in value)
 
-    def date(self, value, key: str) -> dt.date:
+    def date(self, value: object, key: str) -> dt.date:
         if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
             self.fail(key, f"must be a TOML date like 2026-01-01, not {value!r}")
         return value
 
-    def prices(self, obj, key: str, partial: bool) -> dict:
+    def prices(self, obj: Any, key: str, partial: bool) -> dict[str, dict[str, int]]:
         self.table(obj, key, set(), set(obj))
-        out = {}
+        out: dict[str, dict[str, int]] = {}
         for volt, p in obj.items():
             k = f"{key}.{volt}"
             self.table(p, k, set() if partial else set(PERIODS), _PRICE_KEYS)
@@ -183,7 +189,7 @@ class _File:
         return out
 
 
-def _read_toml(path: pathlib.Path) -> dict:
+def _read_toml(path: pathlib.Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -193,7 +199,7 @@ def _read_toml(path: pathlib.Path) -> dict:
         raise ConfigError(f"{path}: (file): {exc.strerror}") from None
 
 
-def load_tariff(path) -> Tariff:
+def load_tariff(path: str | os.PathLike[str]) -> Tariff:
     """Read and validate one category file; :class:`ConfigError` (file: key: reason) on any mistake."""
     path = pathlib.Path(path)
     f = _File(path)
@@ -202,7 +208,7 @@ def load_tariff(path) -> Tariff:
         f.fail("category", f"must be an identifier like large_industrial, not {doc['category']!r}")
     if not isinstance(doc["version"], list) or not doc["version"]:
         f.fail("version", "must be an array of tables [[version]] with at least one version")
-    versions = []
+    versions: list[Version] = []
     for i, raw in enumerate(doc["version"]):
         versions.append(_version(f, raw, f"version[{i}]"))
         if i and versions[-1].effective <= versions[-2].effective:
@@ -215,13 +221,14 @@ def load_tariff(path) -> Tariff:
     return Tariff(doc["category"], str(doc["name"]), str(path), tuple(versions), tuple(codes), key)
 
 
-def _version(f: _File, raw, key: str) -> Version:
+def _version(f: _File, raw: object, key: str) -> Version:
     v = f.table(raw, key, {"effective", "basic", "pf_standard", "tiers", "prices", "season"}, _VERSION_KEYS)
     effective = f.date(v["effective"], f"{key}.effective")
     basic = f.choice(v["basic"], f"{key}.basic", BASIC_KINDS)
     pf = f.choice(v["pf_standard"], f"{key}.pf_standard", PF_STANDARDS)
     tiers = f.choice(v["tiers"], f"{key}.tiers", TIER_KINDS)
-    limits, incs = (0, 0), (0, 0)
+    limits: tuple[int, int] = (0, 0)
+    incs: tuple[int, int] = (0, 0)
     if tiers != "none":
         lim = v.get("tier_limits_kwh")
         if (not isinstance(lim, list) or len(lim) != 2 or not all(type(x) is int for x in lim)
@@ -230,8 +237,8 @@ def _version(f: _File, raw, key: str) -> Version:
         inc = v.get("tier_increments")
         if not isinstance(inc, list) or len(inc) != 2:
             f.fail(f"{key}.tier_increments", "must be two prices (yuan/kWh) added in tiers 2 and 3")
-        incs = tuple(f.uyuan(x, f"{key}.tier_increments[{j}]", MAX_ENERGY_PRICE_UYUAN) for j, x in enumerate(inc))
-        limits = tuple(lim)
+        inc2, inc3 = (f.uyuan(x, f"{key}.tier_increments[{j}]", MAX_ENERGY_PRICE_UYUAN) for j, x in enumerate(inc))
+        incs, limits = (inc2, inc3), (lim[0], lim[1])
     elif "tier_limits_kwh" in v or "tier_increments" in v:
         f.fail(f"{key}.tiers", 'is "none" but tier limits or increments are given')
     holidays = v.get("holidays", [])
@@ -247,7 +254,8 @@ def _version(f: _File, raw, key: str) -> Version:
     need = {"capacity": "capacity", "contract_demand": "demand", "actual_demand": "demand"}.get(basic)
     if not isinstance(v["season"], list) or not v["season"]:
         f.fail(f"{key}.season", "must be an array of tables [[version.season]]")
-    seasons, seen = [], {}
+    seasons: list[Season] = []
+    seen: dict[int, Any] = {}           # month -> its season's name
     for j, raw_s in enumerate(v["season"]):
         sk = f"{key}.season[{j}]"
         s = f.table(raw_s, sk, {"name", "months", "weekday"}, _SEASON_KEYS)
@@ -261,7 +269,7 @@ def _version(f: _File, raw, key: str) -> Version:
         weekday = f.hours(s["weekday"], f"{sk}.weekday")
         holiday = f.hours(s.get("holiday", s["weekday"]), f"{sk}.holiday")
         override = f.prices(s.get("prices", {}), f"{sk}.prices", partial=True)
-        merged = {}
+        merged: dict[str, dict[str, int]] = {}
         for volt, base in prices.items():
             merged[volt] = {**base, **override.get(volt, {})}
         for volt in override:
@@ -282,21 +290,21 @@ def _version(f: _File, raw, key: str) -> Version:
     return Version(effective, basic, pf, tiers, limits, incs, weekends, holidays, tuple(seasons))
 
 
-def load_funds(path) -> list[tuple[dt.date, tuple[Fund, ...]]]:
+def load_funds(path: str | os.PathLike[str]) -> list[tuple[dt.date, tuple[Fund, ...]]]:
     """``funds.toml``: versions of the per-kWh government funds and surcharges with their exemptions."""
     path = pathlib.Path(path)
     f = _File(path)
     doc = f.table(_read_toml(path), "", {"version"}, {"version"})
     if not isinstance(doc["version"], list) or not doc["version"]:
         f.fail("version", "must be an array of tables [[version]]")
-    out = []
+    out: list[tuple[dt.date, tuple[Fund, ...]]] = []
     for i, raw in enumerate(doc["version"]):
         key = f"version[{i}]"
         v = f.table(raw, key, {"effective", "fund"}, {"effective", "fund"})
         eff = f.date(v["effective"], f"{key}.effective")
         if out and eff <= out[-1][0]:
             f.fail(f"{key}.effective", "effective dates must strictly increase from one version to the next")
-        funds = []
+        funds: list[Fund] = []
         for j, rf in enumerate(v["fund"] if isinstance(v["fund"], list) else f.fail(f"{key}.fund", "must be [[fund]]")):
             fk = f"{key}.fund[{j}]"
             r = f.table(rf, fk, {"name", "zh", "price"}, {"name", "zh", "price", "exempt"})
@@ -309,14 +317,17 @@ def load_funds(path) -> list[tuple[dt.date, tuple[Fund, ...]]]:
     return out
 
 
+TableKey = tuple[str, str, dt.date, str]     # (category, voltage, effective, season name) of a row
+
+
 @dataclasses.dataclass(frozen=True)
 class TariffTable:
     """Every (category, voltage, version, season) compiled to one row of kernel parameters."""
 
     params: np.ndarray                       # (R, N_PARAMS) int64, columns billing_core._billing_py.P_*
-    keys: tuple                              # row -> (category, voltage, effective, season name)
-    index: dict                              # (category, voltage, effective, season name) -> row
-    funds: dict                              # row -> tuple of (Fund) charged on that row
+    keys: tuple[TableKey, ...]               # row -> (category, voltage, effective, season name)
+    index: dict[TableKey, int]               # (category, voltage, effective, season name) -> row
+    funds: dict[int, tuple[Fund, ...]]       # row -> tuple of (Fund) charged on that row
 
     def row(self, category: str, voltage: str, day: dt.date, tariffs: "TariffSet") -> int:
         t = tariffs.tariff(category)
@@ -330,18 +341,19 @@ class TariffTable:
 class TariffSet:
     """All tariff files of a directory, validated; :meth:`table` compiles them for the kernel."""
 
-    def __init__(self, tariffs: dict, funds: list):
+    def __init__(self, tariffs: dict[str, Tariff], funds: list[tuple[dt.date, tuple[Fund, ...]]]) -> None:
         self.tariffs = tariffs
         self.funds = funds
-        self._table = None
+        self._table: TariffTable | None = None
 
     @classmethod
-    def load(cls, directory=None) -> "TariffSet":
+    def load(cls, directory: str | os.PathLike[str] | None = None) -> "TariffSet":
         directory = pathlib.Path(directory or pathlib.Path(__file__).with_name("tariffs"))
         files = sorted(p for p in directory.glob("*.toml") if p.name != FUNDS_FILE)
         if not files:
             raise ConfigError(f"{directory}: (directory): no tariff files *.toml")
-        tariffs, codes = {}, {}
+        tariffs: dict[str, Tariff] = {}
+        codes: dict[str, str] = {}
         for p in files:
             t = load_tariff(p)
             if t.key in tariffs:
@@ -364,7 +376,7 @@ class TariffSet:
         out.codes = codes
         return out
 
-    codes: dict = {}                 # tariff code -> key of the file that prices it (files' ``codes``)
+    codes: dict[str, str] = {}       # tariff code -> key of the file that prices it (files' ``codes``)
 
     def tariff(self, category: str) -> Tariff:
         """The tariff of a key of :attr:`tariffs`: a category (its default file) or a code file's key."""
@@ -373,7 +385,7 @@ class TariffSet:
         except KeyError:
             raise ConfigError(f"(tariffs): category: no tariff file for category {category!r}") from None
 
-    def price_from_tariff_assignment(self, tariff_code, category: str) -> str:
+    def price_from_tariff_assignment(self, tariff_code: str | None, category: str) -> str:
         """The key (of :attr:`tariffs`) of the tariff that prices a customer assigned ``tariff_code``.
 
         Ruling "A customer's tariff assignment (with its history) chooses the price; the category is a
@@ -395,7 +407,9 @@ class TariffSet:
         """Compile every row once; the kernel then reads parameters by row number."""
         if self._table is not None:
             return self._table
-        rows, keys, funds = [], [], {}
+        rows: list[npt.NDArray[np.int64]] = []
+        keys: list[TableKey] = []
+        funds: dict[int, tuple[Fund, ...]] = {}
         for cat, t in sorted(self.tariffs.items()):
             for v in t.versions:
                 for s in v.seasons:
@@ -421,7 +435,7 @@ class TariffSet:
         self._table = TariffTable(params, tuple(keys), {k: i for i, k in enumerate(keys)}, funds)
         return self._table
 
-    def rows(self, categories, voltages, day: dt.date) -> np.ndarray:
+    def rows(self, categories: npt.ArrayLike, voltages: npt.ArrayLike, day: dt.date) -> npt.NDArray[np.int32]:
         """Kernel row of each account (category and voltage columns, any hashable codes) on ``day``."""
         categories, voltages = np.asarray(categories), np.asarray(voltages)
         pairs, inverse = np.unique(np.stack([categories.astype(str), voltages.astype(str)]), axis=1,
@@ -431,7 +445,7 @@ class TariffSet:
         return lookup[inverse.reshape(-1)]
 
 
-def hour_periods(version: Version, year: int) -> np.ndarray:
+def hour_periods(version: Version, year: int) -> npt.NDArray[np.int8]:
     """TOU period code (0 尖 1 峰 2 平 3 谷) of every hour of ``year`` (8760 or 8784), local time."""
     start = dt.date(year, 1, 1)
     ndays = (dt.date(year + 1, 1, 1) - start).days

@@ -38,9 +38,13 @@ wrong number of fields) names its file, row and column the same way.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import os
 import pathlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NoReturn, Union
 
 import duckdb
 import numpy as np
@@ -50,6 +54,9 @@ from gridhead.protocols.errors import ArchiveError, StorageError
 
 from . import duck
 from .paths import sql_path as _q
+
+# a query's parameters: positional ($1, ?) or named ($name)
+Params = Union[Sequence[object], Mapping[str, object], None]
 
 CATEGORIES = ("residential", "general_commercial", "large_industrial", "agricultural")
 VOLTAGES_V = (220, 380, 10_000, 20_000, 35_000, 110_000)
@@ -62,7 +69,7 @@ PF_STANDARDS = (0, 80, 85, 90)                  # (83)水电财字第215号; 0 =
 AREA_TYPES = ("urban", "rural")
 
 
-def _one_of(values) -> tuple[str, str]:
+def _one_of(values: Iterable[object]) -> tuple[str, str]:
     lits = ", ".join(f"'{v}'" if isinstance(v, str) else str(v) for v in values)
     return f"{{c}} IN ({lits})", "not one of " + ", ".join(map(str, values))
 
@@ -244,7 +251,7 @@ class _Staged:
     rows: int = 0
     raw: str = ""       # temp table of VARCHAR columns + _row
     typed: str = ""     # temp table of typed columns + _row
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 MAX_ERRORS = 50                # bad rows listed per import (each check stops at this many)
@@ -269,7 +276,7 @@ class _HeaderBad(Exception):
     """A file whose header (or whose CSV syntax) is wrong: its rows cannot be checked."""
 
 
-def _where(st: _Staged, row, col: str, why: str) -> str:
+def _where(st: _Staged, row: object, col: str, why: str) -> str:
     where = f"row {row}" if row is not None else "header"
     return f"{st.path.name}, {where}, column {col}: {why}"
 
@@ -284,7 +291,8 @@ def _csv_problems(p: pathlib.Path, limit: int) -> list[tuple[int, str, str]]:
         return []
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header = next(reader, None) or []
-    out, row, start = [], 0, reader.line_num + 1
+    out: list[tuple[int, str, str]] = []
+    row, start = 0, reader.line_num + 1
     while len(out) < limit:
         try:
             rec = next(reader)
@@ -336,7 +344,7 @@ def _bad_field(text: str) -> tuple[int | None, str | None]:
     return (field_no, "unterminated quote: the value runs to the end of the file") if in_q else (None, None)
 
 
-def _lit(v) -> str:
+def _lit(v: object) -> str:
     return "NULL" if v is None else repr(str(v))[:60]
 
 
@@ -347,7 +355,7 @@ class Archive:
     needs duckdb.  Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | pathlib.Path, *, read_only: bool = False):
+    def __init__(self, path: str | pathlib.Path, *, read_only: bool = False) -> None:
         self.path = pathlib.Path(path)
         try:
             if not read_only:
@@ -358,24 +366,24 @@ class Archive:
         except duckdb.Error as exc:
             raise StorageError(f"archive {self.path}: {str(exc).splitlines()[0]}") from None
 
-    def close(self):
+    def close(self) -> None:
         self.db.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Archive:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- reading -------------------------------------------------------------------------------------
-    def query(self, sql: str, params=None) -> pa.Table:
+    def query(self, sql: str, params: Params = None) -> pa.Table:
         """Run SQL against the archive; an Arrow table."""
         try:
             return duck.arrow_table(self.db.execute(sql, params or []))
         except duckdb.Error as exc:
             raise StorageError(f"archive query: {str(exc).splitlines()[0]}") from None
 
-    def columns(self, sql: str, params=None) -> dict[str, np.ndarray]:
+    def columns(self, sql: str, params: Params = None) -> dict[str, np.ndarray]:
         """Run SQL; each column as a numpy array (integers stay integers; NULLs need a COALESCE)."""
         t = self.query(sql, params)
         return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
@@ -386,7 +394,12 @@ class Archive:
         return self.query(f"SELECT * FROM {name} ORDER BY {', '.join(BY_NAME[name].key)}")
 
     def counts(self) -> dict[str, int]:
-        return {t.name: self.db.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0] for t in TABLES}
+        return {t.name: self._count(t.name) for t in TABLES}
+
+    def _count(self, table: str) -> int:
+        row = self.db.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert row is not None                   # count(*) gives one row
+        return int(row[0])
 
     def known_meter_ids(self) -> np.ndarray:
         """Every meter id in the archive, sorted (int64): the lake's "unknown meter" test."""
@@ -400,7 +413,7 @@ class Archive:
             FROM meters m LEFT JOIN concentrators c USING (concentrator_id)
             ORDER BY m.meter_id""")
 
-    def points_on(self, day) -> pa.Table:
+    def points_on(self, day: dt.date) -> pa.Table:
         """Every metering point as it stood on ``day`` (a date): meter, multiplier, tariff, parameters.
 
         One row per point that has a meter installed that day; what billing and line loss
@@ -420,7 +433,7 @@ class Archive:
                  AND (ct.valid_to IS NULL OR ct.valid_to > $d)
             ORDER BY p.point_id""", {"d": day})
 
-    def history(self, table: str, start, end) -> pa.Table:
+    def history(self, table: str, start: dt.date, end: dt.date) -> pa.Table:
         """Rows of a history table whose period overlaps [start, end): changes within a billing period."""
         if table not in BY_NAME or not BY_NAME[table].history:
             raise ArchiveError(f"{table!r} is not a history table")
@@ -443,7 +456,8 @@ class Archive:
         return paths
 
     # --- import --------------------------------------------------------------------------------------
-    def import_files(self, paths, progress=None) -> dict[str, int]:
+    def import_files(self, paths: Iterable[str | os.PathLike[str]],
+                     progress: Callable[[str], object] | None = None) -> dict[str, int]:
         """Validate every row of every file, then insert all of them in one transaction.
 
         ``paths``: files named after their table (``customers.csv``, ``meters.parquet``).  Raises
@@ -489,16 +503,18 @@ class Archive:
                     if tmp:
                         self.db.execute(f"DROP TABLE IF EXISTS {tmp}")
 
-    def _first(self, sql: str):
+    def _first(self, sql: str) -> tuple[Any, ...] | None:
         try:
             return self.db.execute(sql).fetchone()
         except duckdb.Error as exc:
             raise StorageError(f"archive import: {str(exc).splitlines()[0]}") from None
 
-    def _bad(self, st: _Staged, sql: str, col, why) -> bool:
+    def _bad(self, st: _Staged, sql: str, col: str | Callable[[tuple[Any, ...]], str],
+             why: str | Callable[[tuple[Any, ...]], str]) -> bool:
         """Record every row ``sql`` finds (``_row`` first, ``LIMIT 1`` widened to the error budget) as a bad
         row of ``st`` at ``col`` (a name, or a function of the row) for ``why`` (text or a function of the
-        row); True if there was one."""
+        row); True if there was one.  The functions are called here, before this returns (a lambda of the
+        caller's loop variables sees this iteration's values)."""
         room = MAX_ERRORS - len(self._errors)
         if room <= 0:
             self._more = True
@@ -514,15 +530,15 @@ class Archive:
             self._errors.append(_where(st, r[0], col(r) if callable(col) else col, why(r) if callable(why) else why))
         return bool(rows)
 
-    def _header(self, st: _Staged, col: str, why: str):
+    def _header(self, st: _Staged, col: str, why: str) -> NoReturn:
         self._errors.append(_where(st, None, col, why))
         raise _HeaderBad
 
-    def _refuse(self):
+    def _refuse(self) -> None:
         if self._errors:
             raise ImportRefused(self._errors, self._more)
 
-    def _stage(self, st: _Staged):
+    def _stage(self, st: _Staged) -> None:
         t, p = st.table, st.path
         st.raw, st.typed = f"_raw_{t.name}", f"_in_{t.name}"
         try:
@@ -551,7 +567,7 @@ class Archive:
         for c in t.cols:
             if c.optional and c.name not in have:      # an older file: the column is NULL throughout
                 self.db.execute(f"ALTER TABLE {st.raw} ADD COLUMN {c.name} VARCHAR")
-        st.rows = self.db.execute(f"SELECT count(*) FROM {st.raw}").fetchone()[0]
+        st.rows = self._count(st.raw)
         bad = False
         for c in t.cols:
             v = f"CAST({c.name} AS VARCHAR)"
@@ -560,18 +576,18 @@ class Archive:
                                  c.name, "missing value")
             bad |= self._bad(st, f"SELECT _row, {v} FROM {st.raw} WHERE {c.name} IS NOT NULL AND "
                                  f"TRY_CAST({v} AS {c.type}) IS NULL ORDER BY _row LIMIT 1",
-                             c.name, lambda r, c=c: f"{_lit(r[1])} is not {c.type.lower()}")
+                             c.name, lambda r: f"{_lit(r[1])} is not {c.type.lower()}")
         cast = "TRY_CAST" if bad else "CAST"       # the value checks below still run on the other values
         sel = ", ".join(f"{cast}(CAST({c.name} AS VARCHAR) AS {c.type}) AS {c.name}" for c in t.cols)
         self.db.execute(f"CREATE OR REPLACE TEMP TABLE {st.typed} AS SELECT {sel}, _row FROM {st.raw}")
         for c in t.cols:
             if c.check:
-                cond = c.check[0].format(c=c.name)
+                cond, reason = c.check[0].format(c=c.name), c.check[1]
                 self._bad(st, f"SELECT _row, {c.name} FROM {st.typed} WHERE {c.name} IS NOT NULL "
                               f"AND NOT ({cond}) ORDER BY _row LIMIT 1",
-                          c.name, lambda r, c=c: f"{_lit(r[1])} {c.check[1]}")
+                          c.name, lambda r: f"{_lit(r[1])} {reason}")
 
-    def _check_relations(self, st: _Staged, staged: dict[str, _Staged]):
+    def _check_relations(self, st: _Staged, staged: dict[str, _Staged]) -> None:
         t, tmp = st.table, st.typed
         for expr, col, why in t.checks:
             self._bad(st, f"SELECT _row FROM {tmp} WHERE NOT ({expr}) ORDER BY _row LIMIT 1", col, why)
@@ -593,11 +609,11 @@ class Archive:
                 pool += f" UNION ALL SELECT {rc} FROM {staged[rt].typed}"
             self._bad(st, f"SELECT _row, {c.name} FROM {tmp} WHERE {c.name} IS NOT NULL AND {c.name} NOT IN "
                           f"({pool}) ORDER BY _row LIMIT 1",
-                      c.name, lambda r, rt=rt, rc=rc: f"{r[1]} is not in {rt}.{rc} (neither in the files nor the archive)")
+                      c.name, lambda r: f"{r[1]} is not in {rt}.{rc} (neither in the files nor the archive)")
         for hk in t.history:
             self._check_overlap(st, hk)
 
-    def _check_overlap(self, st: _Staged, hk: str):
+    def _check_overlap(self, st: _Staged, hk: str) -> None:
         t = st.table
         self._bad(st, f"""
             WITH u AS (SELECT {hk}, valid_from, valid_to, _row FROM {st.typed}
@@ -612,7 +628,7 @@ class Archive:
                   lambda r: f"{hk} {r[1]}: period from {r[3]} overlaps "
                             f"{'a period in the archive' if r[4] else 'another row of the file'} (from {r[2]})")
 
-    def _check_cross_table(self, staged: dict[str, _Staged]):
+    def _check_cross_table(self, staged: dict[str, _Staged]) -> None:
         if "points" in staged:
             st = staged["points"]
             for role, col in (("area_check", "area_id"), ("feeder_out", "feeder_id")):
@@ -621,7 +637,7 @@ class Archive:
                                UNION ALL SELECT {col}, NULL FROM points WHERE role = '{role}')
                     SELECT _row, {col} FROM u QUALIFY count(*) OVER (PARTITION BY {col}) > 1
                            AND _row IS NOT NULL ORDER BY _row DESC LIMIT 1""",
-                          col, lambda r, col=col, role=role: f"{col} {r[1]} has a second {role} point")
+                          col, lambda r: f"{col} {r[1]} has a second {role} point")
         if "point_meters" in staged:
             st = staged["point_meters"]
             meters = "SELECT meter_id, register_digits FROM meters"

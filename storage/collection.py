@@ -28,9 +28,12 @@ import datetime as _dt
 import os
 import pathlib
 import time
+from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -40,6 +43,12 @@ from gridhead.protocols.errors import StorageError
 from . import duck, lake, schema
 from .duck import arrow_table
 from . import paths
+
+if TYPE_CHECKING:
+    from .archive import Archive
+
+# the days of a query (a list, a set, or a tuple of datetime.date)
+Dates = Collection[_dt.date]
 
 STATE_DIR = "collection"
 PHASES = ("collect", "backfill", "compact")   # compact: the head-end's nightly lake compaction
@@ -122,11 +131,11 @@ FROM {e} e LEFT JOIN {s} s ON s.meter_id = e.meter_id AND s.date = e.date
 GROUP BY {keys} ORDER BY {keys}"""
 
 
-def state_root(lake_root) -> pathlib.Path:
+def state_root(lake_root: lake.StrPath) -> pathlib.Path:
     return pathlib.Path(lake_root) / STATE_DIR
 
 
-def _daily_files(lake_root, dates, kind: str = schema.DAILY) -> list[str]:
+def _daily_files(lake_root: lake.StrPath, dates: Dates, kind: str = schema.DAILY) -> list[str]:
     """The published files of ``kind`` (daily frozen by default) of ``dates`` (one consistent listing
     per partition)."""
     root = pathlib.Path(lake_root).resolve()
@@ -165,7 +174,7 @@ def _daily_scan(files_sql: str) -> str:
             f"FROM read_parquet({files_sql}, hive_partitioning = true)")
 
 
-def _regs_sql(registers, kind: str) -> str:
+def _regs_sql(registers: Iterable[int] | None, kind: str) -> str:
     regs = sorted({int(r) for r in (registers or REQUIRED.get(kind, REQUIRED[schema.DAILY]))}
                   | {schema.REGISTER_CODES["ae_fwd"]})
     if not (0 <= regs[0] and regs[-1] < 63):
@@ -173,13 +182,13 @@ def _regs_sql(registers, kind: str) -> str:
     return ", ".join(map(str, regs))
 
 
-def _days_sql(dates) -> str:
+def _days_sql(dates: Dates) -> str:
     if not dates:
         return "SELECT CAST(NULL AS DATE) AS date WHERE false"
     return " UNION ALL ".join(f"SELECT DATE '{d.isoformat()}' AS date" for d in sorted(set(dates)))
 
 
-def expected_meters(archive) -> pa.Table:
+def expected_meters(archive: Archive) -> pa.Table:
     """Every meter a collection can reach, with its route and installation period (an Arrow table).
 
     ``archive``: a ``storage.archive.Archive``.  Columns: meter_id, comm_address, meter_protocol,
@@ -188,14 +197,14 @@ def expected_meters(archive) -> pa.Table:
     return archive.query(_EXPECTED.format(p="") + " ORDER BY m.meter_id")
 
 
-def of_terminals(expected: pa.Table, keep) -> pa.Table:
+def of_terminals(expected: pa.Table, keep: Callable[[str], object]) -> pa.Table:
     """The rows of an :func:`expected_meters` table whose terminal address satisfies ``keep(address)``
     (a head-end shard's own terminals)."""
     mask = [bool(keep(a)) for a in expected.column("terminal_address").to_pylist()]
     return expected.filter(pa.array(mask, pa.bool_()))
 
 
-def _first_line(exc) -> str:
+def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
@@ -206,7 +215,7 @@ class CollectionState:
     never holds the archive database open).
     """
 
-    def __init__(self, lake_root, expected: pa.Table) -> None:
+    def __init__(self, lake_root: lake.StrPath, expected: pa.Table) -> None:
         self.lake_root = pathlib.Path(lake_root)
         self.root = state_root(lake_root)
         self.expected = expected
@@ -217,10 +226,10 @@ class CollectionState:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self):
+    def __enter__(self) -> CollectionState:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- the state table ---------------------------------------------------------------------------
@@ -252,7 +261,7 @@ class CollectionState:
             "finished_utc": pa.array([int(finished_utc)], pa.int64()).cast(lake.TS),
             "requested": [int(requested)], "stored": [int(stored)]}, schema=RUNS_SCHEMA))
 
-    def record_attempts(self, task: str, date: _dt.date, meter_ids, outcomes, at_utc: float | None = None) -> None:
+    def record_attempts(self, task: str, date: _dt.date, meter_ids: npt.ArrayLike, outcomes: npt.ArrayLike, at_utc: float | None = None) -> None:
         """One row per meter re-requested: ``outcomes`` one of :data:`OUTCOMES` per meter (or one for all)."""
         m = np.asarray(meter_ids, np.int64)
         o = np.broadcast_to(np.asarray(outcomes, np.uint8), m.shape)
@@ -287,13 +296,13 @@ class CollectionState:
             out[d] = max(out.get(d, 0.0), f.timestamp())
         return out
 
-    def history(self, task: str, dates=None) -> dict[tuple[_dt.date, int], list[tuple[float, int]]]:
+    def history(self, task: str, dates: Dates | None = None) -> dict[tuple[_dt.date, int], list[tuple[float, int]]]:
         """(date, meter) -> the recorded attempts of ``task`` [(epoch seconds, outcome)], by time (records
         of one second in no particular order), of ``dates`` only if given."""
         t = self.attempts()
         t = t.filter(pc.equal(t["task"], task)).to_pydict()
         want = None if dates is None else set(dates)
-        out: dict[tuple, list] = {}
+        out: dict[tuple[_dt.date, int], list[tuple[float, int]]] = {}
         for d, m, at, o in zip(t["date"], t["meter_id"], t["at_utc"], t["outcome"]):
             if want is None or d in want:
                 out.setdefault((d, m), []).append((at.timestamp(), o))
@@ -318,8 +327,8 @@ class CollectionState:
         except duckdb.Error as exc:
             raise StorageError(f"collection query: {_first_line(exc)}") from None
 
-    def _sources(self, dates, kind: str = schema.DAILY, step_s: int | None = None,
-                 registers=None) -> tuple[str, str]:
+    def _sources(self, dates: Dates, kind: str = schema.DAILY, step_s: int | None = None,
+                 registers: Iterable[int] | None = None) -> tuple[str, str]:
         days = _days_sql(dates)
         e = _DAY_JOIN.format(days=days, expected="SELECT * FROM expected")
         if kind == schema.INTERVAL:
@@ -335,8 +344,8 @@ class CollectionState:
                            reg=schema.REGISTER_CODES["ae_fwd"], regs=_regs_sql(registers, kind))
         return e, s
 
-    def gaps(self, dates, task: str, kind: str = schema.DAILY, step_s: int | None = None,
-             registers=None) -> pa.Table:
+    def gaps(self, dates: Dates, task: str, kind: str = schema.DAILY, step_s: int | None = None,
+             registers: Iterable[int] | None = None) -> pa.Table:
         """Expected meter-days of ``dates`` with no stored reading of ``kind``, with their back-fill attempts.
 
         ``kind``: ``schema.DAILY`` (日冻结, a reading per meter-day) or ``schema.MONTHLY`` (月冻结: the
@@ -364,8 +373,8 @@ class CollectionState:
         finally:
             self.db.unregister("attempts_now")
 
-    def success(self, dates, by: str = "day", kind: str = schema.DAILY, step_s: int | None = None,
-                registers=None) -> pa.Table:
+    def success(self, dates: Dates, by: str = "day", kind: str = schema.DAILY, step_s: int | None = None,
+                registers: Iterable[int] | None = None) -> pa.Table:
         """Success rate (采集成功率) of ``dates`` per day, or per day and terminal / area.
 
         Columns: the keys, expected, first_pass, backfilled, collected, missing, success_first_pct
@@ -376,7 +385,8 @@ class CollectionState:
         e, s = self._sources(dates, kind, step_s, registers)
         return self._q(_rate_sql(by, e, s))
 
-    def stored(self, dates, meter_ids, kind: str = schema.DAILY, registers=None) -> set[tuple[_dt.date, int]]:
+    def stored(self, dates: Dates, meter_ids: Iterable[int], kind: str = schema.DAILY,
+               registers: Iterable[int] | None = None) -> set[tuple[_dt.date, int]]:
         """(date, meter) of ``meter_ids`` whose reading of ``kind`` on ``dates`` is stored whole (every one
         of ``registers`` the meter keeps, as :meth:`gaps` counts) — for meters outside the expected table
         (the head-end host's serial meters)."""
@@ -388,12 +398,12 @@ class CollectionState:
         t = self._q(f"SELECT date, meter_id FROM {s} s WHERE meter_id IN ({', '.join(map(str, ids))})").to_pydict()
         return set(zip(t["date"], t["meter_id"]))
 
-    def expected_count(self, dates) -> int:
+    def expected_count(self, dates: Dates) -> int:
         e, _ = self._sources(dates)
         return int(self._q(f"SELECT count(*) AS n FROM {e} e").column("n")[0].as_py())
 
 
-def view_statements(data) -> list[str]:
+def view_statements(data: paths.Data) -> list[str]:
     """The ``collection`` view of ``gridhead sql``: success per day and terminal over every collected day.
 
     Needs the archive attached as ``archive`` (storage.sql does that); days are those of the runs table.

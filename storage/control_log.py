@@ -51,6 +51,8 @@ import os
 import pathlib
 import secrets
 import threading
+from collections.abc import Callable
+from typing import IO, Any
 
 from gridhead.protocols.errors import GridheadError, StorageError
 
@@ -63,6 +65,10 @@ COLUMNS = {"seq": "BIGINT", "ts_utc": "TIMESTAMPTZ", "who": "VARCHAR", "role": "
            "client_addr": "VARCHAR", "http_status": "BIGINT", "job": "VARCHAR", "approved_by": "VARCHAR"}
 FINAL = ("ok", "refused", "failed", "expired")
 KEY_ENV = "GRIDHEAD_AUDIT_KEY_FILE"
+# a record of the audit file or an entry of the token store: JSON objects
+Record = dict[str, Any]
+# a path as callers give it
+StrPath = str | os.PathLike[str]
 TOKEN_DAYS = 90
 
 
@@ -72,15 +78,15 @@ class TokenError(GridheadError):
     exit_code = 2
 
 
-def control_dir(data_dir) -> pathlib.Path:
+def control_dir(data_dir: StrPath) -> pathlib.Path:
     return pathlib.Path(data_dir) / "control"
 
 
-def audit_path(data_dir) -> pathlib.Path:
+def audit_path(data_dir: StrPath) -> pathlib.Path:
     return control_dir(data_dir) / "audit.jsonl"
 
 
-def tokens_path(data_dir) -> pathlib.Path:
+def tokens_path(data_dir: StrPath) -> pathlib.Path:
     return control_dir(data_dir) / "tokens.json"
 
 
@@ -92,12 +98,12 @@ def _fsync_dir(path: pathlib.Path) -> None:
         os.close(fd)
 
 
-def read_records(path) -> list[dict]:
+def read_records(path: StrPath) -> list[Record]:
     """Every whole record of an audit file, in order (a torn last line is skipped)."""
     p = pathlib.Path(path)
     if not p.exists():
         return []
-    out = []
+    out: list[Record] = []
     with open(p, "rb") as fh:
         for line in fh:
             if not line.endswith(b"\n"):
@@ -110,12 +116,12 @@ def read_records(path) -> list[dict]:
 
 
 # --- the chain ---------------------------------------------------------------------------------------------
-def _canon(rec: dict) -> bytes:
+def _canon(rec: Record) -> bytes:
     return json.dumps({k: v for k, v in rec.items() if k != "mac"}, sort_keys=True, ensure_ascii=False,
                       separators=(",", ":"), default=str).encode()
 
 
-def _mac(key: bytes, rec: dict) -> str:
+def _mac(key: bytes, rec: Record) -> str:
     return hmac.new(key, _canon(rec), hashlib.sha256).hexdigest()
 
 
@@ -123,7 +129,7 @@ def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
-def audit_key(data_dir, key_file=None) -> bytes:
+def audit_key(data_dir: StrPath, key_file: StrPath | None = None) -> bytes:
     """The HMAC key of the audit chain: ``key_file`` (or ``$GRIDHEAD_AUDIT_KEY_FILE``), made 0600 with a
     random key when missing; else kept in the token store (``tokens.json``, 0600)."""
     key_file = key_file or os.environ.get(KEY_ENV) or None
@@ -143,7 +149,7 @@ def audit_key(data_dir, key_file=None) -> bytes:
     return TokenStore(tokens_path(data_dir)).audit_key()
 
 
-def _lines(path) -> list[bytes]:
+def _lines(path: StrPath) -> list[bytes]:
     """The file's whole lines (without their newline); a torn last line is left out."""
     p = pathlib.Path(path)
     if not p.exists():
@@ -153,21 +159,23 @@ def _lines(path) -> list[bytes]:
     return out[:-1]                      # the part after the last newline: empty, or torn by a crash
 
 
-def verify(path, key: bytes) -> dict:
+def verify(path: StrPath, key: bytes) -> dict[str, Any]:
     """Check the chain of an audit file: ``{"ok", "records", "breaks": [{line, seq, problem, sha256}],
     "accepted": [...], "head": {seq, sha256}}``.  ``breaks`` lists every break in file order (the first
     is the first edited, removed or reordered record); ``accepted`` those a later ``accept-audit-break``
     record names (line and SHA-256).  Lines before the first chained record (a log from before issue
     16) are sealed by that record's ``prev`` and counted as ``legacy``."""
     lines = _lines(path)
-    breaks, accepts = [], set()
-    prev_hash = None
+    breaks: list[Record] = []
+    accepts: set[tuple[object, object]] = set()
+    prev_hash: str | None = None
     prev_seq = None
     started = False
     legacy = 0
     offset_hash = hashlib.sha256()
     for i, line in enumerate(lines, 1):
-        problem, seq = None, None
+        problem: str | None = None
+        seq = None
         try:
             rec = json.loads(line)
             if not isinstance(rec, dict):
@@ -183,6 +191,7 @@ def verify(path, key: bytes) -> dict:
                 legacy += 1
         else:
             seq = rec.get("seq")
+            want_prev: str | None
             if not started:
                 started = True
                 want_prev = offset_hash.hexdigest()
@@ -215,7 +224,7 @@ def verify(path, key: bytes) -> dict:
             "head": {"seq": prev_seq, "sha256": prev_hash}}
 
 
-def _tail_line(fh) -> bytes | None:
+def _tail_line(fh: IO[bytes]) -> bytes | None:
     """The last whole line of an open binary file (None when empty); reads backwards."""
     end = fh.seek(0, os.SEEK_END)
     if end == 0:
@@ -232,11 +241,27 @@ def _tail_line(fh) -> bytes | None:
     return buf.rstrip(b"\n")
 
 
+Done = Callable[[StorageError | None], None]     # a queued record's callback: None, or the write's error
+
+
+class _FileLock:
+    """``flock`` of an open file for a ``with`` block (the audit file between processes)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+
+
 class AuditLog:
     """Append-only, fsynced, chained JSON lines (see the module docstring).  ``append`` from the event
     loop; ``append_sync`` from a thread.  ``key``: the chain's HMAC key (:func:`audit_key`)."""
 
-    def __init__(self, path, key: bytes | None = None) -> None:
+    def __init__(self, path: StrPath, key: bytes | None = None) -> None:
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.key = key if key is not None else audit_key(self.path.parent.parent)
@@ -258,42 +283,36 @@ class AuditLog:
                     os.fsync(self._fh.fileno())
         existing = read_records(self.path)
         self.seq = max((r.get("seq", 0) for r in existing if isinstance(r.get("seq"), int)), default=0)
-        self.by_client: dict[str, dict] = {}     # client_id -> its latest record (idempotency)
+        self.by_client: dict[str, Record] = {}     # client_id -> its latest record (idempotency)
         for r in existing:
             if r.get("client_id") and r.get("outcome") != "rejected":
                 self.by_client[r["client_id"]] = r
         self.existing = existing                 # for the caller's recovery (queued commands), then dropped
         self._chained = False
-        self._end, self._last = -1, None           # file size after our last write, and its last line
+        self._end = -1                             # file size after our last write
+        self._last: bytes | None = None            # and its last line
         if new:
             _fsync_dir(self.path.parent)
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
-        self._queue: list = []                  # (line, done callback)
+        self._queue: list[tuple[Record, Done]] = []   # (record, done callback)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="audit-fsync", daemon=True)
         self._thread.start()
 
-    def _flock(self):
-        log = self
-
-        class _Lock:
-            def __enter__(self):
-                fcntl.flock(log._fh.fileno(), fcntl.LOCK_EX)
-
-            def __exit__(self, *exc):
-                fcntl.flock(log._fh.fileno(), fcntl.LOCK_UN)
-        return _Lock()
+    def _flock(self) -> _FileLock:
+        return _FileLock(self._fh)
 
     def _has_chain(self) -> bool:
         if not self._chained:
             self._chained = any(b'"mac":' in ln for ln in _lines(self.path))
         return self._chained
 
-    def _chain_batch(self, batch) -> bytes:
+    def _chain_batch(self, batch: list[tuple[Record, Done]]) -> bytes:
         """Under the file lock: stamp seq, ts_utc, prev and mac onto each record, chained onto the file's
         real last line (another process may have appended since)."""
         end = os.fstat(self._fh.fileno()).st_size
+        last: bytes | None
         if end == self._end and self._last is not None:
             last = self._last                       # nobody appended since our last write: no read-back
         else:
@@ -316,7 +335,7 @@ class AuditLog:
                 for chunk in iter(lambda: self._fh.read(1 << 20), b""):
                     h.update(chunk)
                 prev = h.hexdigest()
-        out = []
+        out: list[bytes] = []
         for rec, _done in batch:
             seq += 1
             stamped = {"seq": seq, "ts_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
@@ -357,7 +376,7 @@ class AuditLog:
             for _, done in batch:
                 done(err)
 
-    def _submit(self, record: dict, done) -> dict:
+    def _submit(self, record: Record, done: Done) -> Record:
         """Queue a record; the writer thread stamps it (seq follows the file order, across processes)."""
         rec = dict(record)
         with self._cv:
@@ -367,31 +386,39 @@ class AuditLog:
             self._cv.notify()
         return rec
 
-    async def append(self, record: dict) -> dict:
+    async def append(self, record: Record) -> Record:
         """Stamp, write and fsync one record; returns it (with seq and ts_utc) once durable."""
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut: asyncio.Future[None] = loop.create_future()
 
-        def done(err):
-            loop.call_soon_threadsafe(lambda: fut.done() or (fut.set_exception(err) if err else fut.set_result(None)))
+        def settle(err: StorageError | None) -> None:     # on the loop: the future may be cancelled by then
+            if not fut.done():
+                if err:
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(None)
+
+        def done(err: StorageError | None) -> None:
+            loop.call_soon_threadsafe(settle, err)
         rec = self._submit(record, done)
         await fut
         return rec
 
-    def append_sync(self, record: dict) -> dict:
+    def append_sync(self, record: Record) -> Record:
         ev = threading.Event()
-        box = []
+        box: list[StorageError | None] = []
 
-        def done(err):
+        def done(err: StorageError | None) -> None:
             box.append(err)
             ev.set()
         rec = self._submit(record, done)
         ev.wait()
-        if box[0] is not None:
-            raise box[0]
+        err = box[0]
+        if err is not None:
+            raise err
         return rec
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[Record]:
         return read_records(self.path)
 
     def close(self) -> None:
@@ -402,7 +429,7 @@ class AuditLog:
         self._fh.close()
 
 
-def view_statements(data_dir) -> list[str]:
+def view_statements(data_dir: StrPath) -> list[str]:
     """``audit_log``: the audit file as a table, one row per line (typed and empty while there is no
     file).  A line that is not a JSON record is shown, not skipped: ``broken`` says why and
     ``raw`` holds its text; ``line_no`` is the line in the file (``gridhead control-log verify`` checks
@@ -414,7 +441,7 @@ def view_statements(data_dir) -> list[str]:
         return [f"CREATE OR REPLACE VIEW audit_log AS SELECT {cols} WHERE false"]
     path = str(p).replace("'", "''")
 
-    def col(c, t):
+    def col(c: str, t: str) -> str:
         if t == "VARCHAR":
             return f"CASE WHEN json_type(j, '$.{c}') IN ('OBJECT', 'ARRAY') " \
                    f"THEN json_extract(j, '$.{c}')::VARCHAR ELSE j ->> '$.{c}' END AS {c}"
@@ -440,11 +467,11 @@ def _hash(secret: str, salt: bytes) -> str:
 class TokenStore:
     """API tokens, hashed (see the module docstring)."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path: StrPath) -> None:
         self.path = pathlib.Path(path)
-        self._mtime = None
-        self._entries: list[dict] = []
-        self._other: dict = {}                 # other keys of the file (the audit chain's key)
+        self._mtime: tuple[int, int] | None = None
+        self._entries: list[Record] = []
+        self._other: Record = {}                 # other keys of the file (the audit chain's key)
         self._verified: dict[str, str] = {}    # sha256(token) -> id: skips scrypt for a token seen before
         self._lock = threading.Lock()
         self._reload()
@@ -506,7 +533,7 @@ class TokenStore:
             self._save()
         return tid, token
 
-    def _new(self, name, role, expires_days) -> tuple[str, str]:
+    def _new(self, name: str, role: str, expires_days: float | None) -> tuple[str, str]:
         tid = secrets.token_hex(4)
         secret = secrets.token_urlsafe(24)
         salt = secrets.token_bytes(16)
@@ -517,7 +544,7 @@ class TokenStore:
         return tid, f"gh_{tid}_{secret}"
 
     def rotate(self, key: str, overlap_days: float = 1.0,
-               expires_days: float | None = TOKEN_DAYS) -> tuple[dict, str, str]:
+               expires_days: float | None = TOKEN_DAYS) -> tuple[Record, str, str]:
         """A new token with the name and role of the active token ``key`` (id or name); the old one
         expires after ``overlap_days`` (0: at once).  -> (old entry, new id, new token)."""
         with self._lock:
@@ -534,7 +561,7 @@ class TokenStore:
             self._verified.clear()
             return _public(old), tid, token
 
-    def revoke(self, key: str) -> dict:
+    def revoke(self, key: str) -> Record:
         with self._lock:
             self._reload()
             for e in self._entries:
@@ -545,18 +572,18 @@ class TokenStore:
                     return _public(e)
         raise TokenError(f"no active token {key!r}")
 
-    def list(self) -> list[dict]:
+    def list(self) -> list[Record]:
         with self._lock:
             self._reload()
             return [_public(e) for e in self._entries]
 
-    def verify(self, token: str | None) -> dict | None:
+    def verify(self, token: str | None) -> Record | None:
         """The token's entry (id, name, role, expires_utc) if it is valid, not revoked and not expired,
         else None.  Runs scrypt for a token not seen before (tens of ms): call it off the event loop."""
         e = self.check(token)
         return e if e is not None and not e.get("expired") else None
 
-    def cached(self, token: str | None) -> dict | None | bool:
+    def cached(self, token: str | None) -> Record | None | bool:
         """Without scrypt: the entry of a token verified before (as :meth:`check`), None for a malformed
         or unknown-id token, False when scrypt is needed."""
         if not token or not token.startswith("gh_") or token.count("_") < 2:
@@ -568,7 +595,7 @@ class TokenStore:
                 return False if any(e["id"] == token[3:].split("_", 1)[0] for e in self._entries) else None
             return self._state(tid)
 
-    def _state(self, tid) -> dict | None:
+    def _state(self, tid: str) -> Record | None:
         e = next((e for e in self._entries if e["id"] == tid), None)
         if e is None or e.get("revoked_utc"):
             return None
@@ -576,7 +603,7 @@ class TokenStore:
         out["expired"] = bool(e.get("expires_utc")) and e["expires_utc"] <= _now()
         return out
 
-    def check(self, token: str | None) -> dict | None:
+    def check(self, token: str | None) -> Record | None:
         """The token's entry with ``expired`` (bool) if the secret matches an unrevoked token, else None."""
         if not token or not token.startswith("gh_") or token.count("_") < 2:
             return None
@@ -600,11 +627,11 @@ class TokenStore:
             return self._state(tid)
 
 
-def _public(e: dict) -> dict:
+def _public(e: Record) -> Record:
     return {k: e.get(k) for k in ("id", "name", "role", "created_utc", "revoked_utc", "expires_utc", "rotated_to")}
 
 
-def _alive(e: dict) -> bool:
+def _alive(e: Record) -> bool:
     return not e.get("revoked_utc") and not (e.get("expires_utc") and e["expires_utc"] <= _now())
 
 

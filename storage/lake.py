@@ -43,6 +43,7 @@ Sort order and encodings (why a reading costs a few bytes at rest)
 from __future__ import annotations
 
 import ctypes
+import datetime as dt
 import errno
 import fcntl
 import os
@@ -50,9 +51,11 @@ import pathlib
 import shutil
 import time
 import uuid
-from typing import Iterable, Mapping
+from collections.abc import Callable, Iterator
+from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
@@ -60,6 +63,11 @@ import pyarrow.parquet as pq
 from gridhead.protocols.errors import StorageError
 
 from . import schema
+
+# a directory or file given as a path (a lake's root, a partition, a file)
+StrPath = Union[str, "os.PathLike[str]"]
+# rows handed to the writers: an Arrow Table or RecordBatch, or a mapping of column name -> array
+Rows = Union["pa.Table", "pa.RecordBatch", Mapping[str, Any]]
 
 # --- Arrow schemas ------------------------------------------------------------------------------------
 # Partition keys (kind, date, bucket) live in the path, not in the file; DuckDB / pyarrow give them back
@@ -120,7 +128,7 @@ _EPOCH_DAY = np.datetime64("1970-01-01", "D")
 
 
 # --- bucket hash, vectorised ----------------------------------------------------------------------------
-def buckets_of(meter_ids, n_buckets: int = schema.N_BUCKETS) -> np.ndarray:
+def buckets_of(meter_ids: npt.ArrayLike, n_buckets: int = schema.N_BUCKETS) -> np.ndarray:
     """:func:`storage.schema.bucket_of` of a whole column (same numbers; uint64 arithmetic wraps mod 2**64)."""
     z = np.asarray(meter_ids).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -139,12 +147,13 @@ def day_str(day: int) -> str:
 
 
 # --- columns in, columns out ------------------------------------------------------------------------------
-def seconds(col) -> np.ndarray:
+def seconds(col: Any) -> np.ndarray:
     """Epoch seconds (int64) of a timestamp column given as Arrow, numpy datetime64 or integers."""
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
         if pa.types.is_timestamp(col.type):
             col = col.cast(pa.timestamp("s", tz=col.type.tz), safe=False)
-            return col.to_numpy(zero_copy_only=False).astype("datetime64[s]").astype(np.int64)
+            secs: np.ndarray = col.to_numpy(zero_copy_only=False).astype("datetime64[s]").astype(np.int64)
+            return secs
         col = col.to_numpy(zero_copy_only=False)
     a = np.asarray(col)
     if a.dtype.kind == "M":
@@ -154,7 +163,7 @@ def seconds(col) -> np.ndarray:
     raise StorageError(f"lake: a timestamp column must be datetime64 or epoch seconds, not {a.dtype}")
 
 
-def to_table(data, table: str = "readings") -> pa.Table:
+def to_table(data: Rows, table: str = "readings") -> pa.Table:
     """An Arrow table of ``table``'s schema from a Table, RecordBatch or mapping of column -> array.
 
     Timestamp columns may be datetime64, Arrow timestamps of any unit, or int epoch seconds; integer
@@ -172,8 +181,8 @@ def to_table(data, table: str = "readings") -> pa.Table:
     missing = [f.name for f in sch if not f.nullable and f.name not in data]
     if missing:
         raise StorageError(f"lake: {table} rows lack column(s) {', '.join(missing)}")
-    n = None
-    arrays = []
+    n: int | None = None
+    arrays: list[Any] = []
     for f in sch:
         col = data.get(f.name)
         if col is None:
@@ -203,11 +212,11 @@ def to_table(data, table: str = "readings") -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=sch)
 
 
-_NP_INT = {pa.int8(): np.dtype(np.int8), pa.int16(): np.dtype(np.int16), pa.int32(): np.dtype(np.int32),
+_NP_INT: dict[Any, np.dtype[Any]] = {pa.int8(): np.dtype(np.int8), pa.int16(): np.dtype(np.int16), pa.int32(): np.dtype(np.int32),
            pa.int64(): np.dtype(np.int64), pa.uint8(): np.dtype(np.uint8), pa.uint16(): np.dtype(np.uint16)}
 
 
-def _from_numpy(col, typ: pa.DataType) -> pa.Array:
+def _from_numpy(col: npt.ArrayLike, typ: pa.DataType) -> pa.Array:
     """An Arrow array of ``typ`` from array-like ``col``; a value that does not fit raises (no wrap-around)."""
     a = np.asarray(col)
     want = _NP_INT.get(typ)
@@ -255,7 +264,7 @@ def _runs(sorted_part: np.ndarray) -> list[tuple[int, int]]:
 
 
 # --- paths ------------------------------------------------------------------------------------------------
-def partition_dir(root, table: str, day: int, bucket: int | None = None, kind: str | None = None) -> pathlib.Path:
+def partition_dir(root: StrPath, table: str, day: int, bucket: int | None = None, kind: str | None = None) -> pathlib.Path:
     """The Hive directory of one partition (storage.schema's layout)."""
     p = pathlib.Path(root) / table
     if table == "readings":
@@ -269,7 +278,7 @@ def partition_dir(root, table: str, day: int, bucket: int | None = None, kind: s
 _DEPTH = {"readings": 3, "events": 2, "quarantine": 1}      # partition directory levels under a table
 
 
-def published_glob(root, table: str = "readings") -> str:
+def published_glob(root: StrPath, table: str = "readings") -> str:
     """A glob of the published Parquet files of ``table`` (never a ``.tmp``, staging or trash file).
 
     Good for plain ``duckdb`` (``read_parquet('<glob>', hive_partitioning = true)``) and for any reader
@@ -283,7 +292,7 @@ def published_glob(root, table: str = "readings") -> str:
     return str(pathlib.Path(root).resolve() / table / depth[table] / "part-*.parquet")
 
 
-def published_files(root, table: str = "readings") -> list[str]:
+def published_files(root: StrPath, table: str = "readings") -> list[str]:
     """A consistent snapshot of the published files of ``table``, sorted.
 
     Each partition directory is listed once, through one open directory handle, so a partition's files
@@ -295,7 +304,7 @@ def published_files(root, table: str = "readings") -> list[str]:
                   for n in names if _is_part(n))
 
 
-def partition_listing(root, table: str = "readings", under: str = "") -> list[tuple[str, list[str]]]:
+def partition_listing(root: StrPath, table: str = "readings", under: str = "") -> list[tuple[str, list[str]]]:
     """(partition directory, its entry names) of ``table`` (below ``under``, e.g. ``kind=daily``), each
     directory listed once: the snapshot :func:`published_files` and :func:`pivot_snapshot` are made of."""
     if table not in _DEPTH:
@@ -311,7 +320,7 @@ def _is_part(name: str) -> bool:
     return name.startswith("part-") and name.endswith(".parquet")
 
 
-def scan_dir(d: str) -> list:
+def scan_dir(d: str) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(d) as it:
             return list(it)
@@ -327,7 +336,7 @@ def file_names(d: str) -> list[str]:
 
 
 # --- atomic files -----------------------------------------------------------------------------------------
-def fsync_dir(path) -> None:
+def fsync_dir(path: StrPath) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -376,7 +385,7 @@ def new_file_name() -> str:
     return f"part-{uuid.uuid4().hex}.parquet"
 
 
-def read_file(path, table: str, columns: Iterable[str] | None = None) -> pa.Table:
+def read_file(path: StrPath, table: str, columns: Iterable[str] | None = None) -> pa.Table:
     """Read one published file of ``table`` in its schema; a corrupt file is a StorageError naming it."""
     try:
         tbl = pq.ParquetFile(path).read(columns=list(columns) if columns is not None else None)
@@ -393,7 +402,7 @@ class LakeLock:
     Re-entrant within one object (a writer holding it may call helpers that take it again).
     """
 
-    def __init__(self, root) -> None:
+    def __init__(self, root: StrPath) -> None:
         self.root = pathlib.Path(root)
         self._fd: int | None = None
         self._depth = 0
@@ -407,7 +416,7 @@ class LakeLock:
         self._depth += 1
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0 and self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -420,7 +429,8 @@ _CODE_COL = {"readings": "register", "events": "event"}
 _TIME_COL = {"readings": "ts_utc", "events": "start_utc"}
 
 
-def split_partitions(tbl: pa.Table, table: str):
+def split_partitions(tbl: pa.Table, table: str
+                     ) -> Iterator[tuple[tuple[int, int | None], np.ndarray, np.ndarray | None]]:
     """Yield ((day, bucket), row indices, keys) per partition of ``tbl``, rows sorted within it.
 
     Readings and events sort by (meter, code, time) and carry their dedup key: one int64
@@ -453,7 +463,8 @@ def _keys_of(tbl: pa.Table, table: str) -> np.ndarray:
     ts = seconds(tbl.column(_TIME_COL[table]))
     code = tbl.column(_CODE_COL[table]).to_numpy().astype(np.int64)
     sec = (ts + schema.LOCAL_OFFSET_S) % _S_PER_DAY
-    return (meter << 27) | (code << 17) | sec
+    keys: np.ndarray = (meter << 27) | (code << 17) | sec
+    return keys
 
 
 # --- which copy wins -------------------------------------------------------------------------------------
@@ -524,6 +535,7 @@ def _sorted(tbl: pa.Table, table: str) -> pa.Table:
 
 # --- replacing a partition atomically ---------------------------------------------------------------------
 _RENAME_EXCHANGE = 2
+_renameat2: Callable[..., int] | None
 try:
     _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
 except (AttributeError, OSError):      # not Linux / old glibc: fall back to two renames
@@ -548,7 +560,7 @@ def exchange_dirs(a: pathlib.Path, b: pathlib.Path) -> None:
     os.rename(aside, a)
 
 
-def replace_partition(root, live: pathlib.Path, tbl: pa.Table, table: str) -> pathlib.Path:
+def replace_partition(root: StrPath, live: pathlib.Path, tbl: pa.Table, table: str) -> pathlib.Path:
     """Make ``tbl`` the whole content of partition directory ``live``, atomically for readers."""
     root = pathlib.Path(root)
     staging = root / "_staging" / uuid.uuid4().hex
@@ -576,7 +588,7 @@ def replace_partition(root, live: pathlib.Path, tbl: pa.Table, table: str) -> pa
 TRASH_GRACE_S = 60.0
 
 
-def sweep_trash(root, grace_s: float = TRASH_GRACE_S) -> None:
+def sweep_trash(root: StrPath, grace_s: float = TRASH_GRACE_S) -> None:
     """Delete replaced partition directories parked in ``_trash`` more than ``grace_s`` ago."""
     trash = pathlib.Path(root) / "_trash"
     if not trash.exists():
@@ -587,7 +599,7 @@ def sweep_trash(root, grace_s: float = TRASH_GRACE_S) -> None:
             shutil.rmtree(trash / d, ignore_errors=True)
 
 
-def clean(root) -> None:
+def clean(root: StrPath) -> None:
     """Remove what a crashed writer left: staging directories and ``.tmp`` files (never published)."""
     import glob
     root = pathlib.Path(root)
@@ -608,18 +620,18 @@ class Publisher:
     Call under a :class:`LakeLock` (the ingest writer's roller does).
     """
 
-    def __init__(self, root, max_cached_keys: int = 16 << 20) -> None:
+    def __init__(self, root: StrPath, max_cached_keys: int = 16 << 20) -> None:
         self.root = pathlib.Path(root)
         self.max_cached_keys = max_cached_keys
-        self._cache: dict[pathlib.Path, tuple[frozenset, np.ndarray]] = {}
+        self._cache: dict[pathlib.Path, tuple[frozenset[str], np.ndarray]] = {}
 
-    def _files(self, d: pathlib.Path) -> frozenset:
+    def _files(self, d: pathlib.Path) -> frozenset[str]:
         try:
             return frozenset(n for n in os.listdir(d) if n.startswith("part-") and n.endswith(".parquet"))
         except FileNotFoundError:
             return frozenset()
 
-    def _existing_keys(self, d: pathlib.Path, table: str) -> tuple[frozenset, np.ndarray]:
+    def _existing_keys(self, d: pathlib.Path, table: str) -> tuple[frozenset[str], np.ndarray]:
         files = self._files(d)
         hit = self._cache.pop(d, None)
         if hit is not None and hit[0] == files:
@@ -630,7 +642,8 @@ class Publisher:
         keys = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         return self._remember(d, files, keys)
 
-    def _remember(self, d, files, keys):
+    def _remember(self, d: pathlib.Path, files: frozenset[str], keys: np.ndarray
+                  ) -> tuple[frozenset[str], np.ndarray]:
         self._cache[d] = (files, keys)
         total = sum(len(v[1]) for v in self._cache.values())
         while total > self.max_cached_keys and len(self._cache) > 1:
@@ -638,7 +651,7 @@ class Publisher:
             total -= len(self._cache.pop(old)[1])
         return files, keys
 
-    def publish(self, data, table: str = "readings", kind: str | None = None, *,
+    def publish(self, data: Rows, table: str = "readings", kind: str | None = None, *,
                 name: str | None = None) -> int:
         """Publish rows; returns how many rows became visible (new keys or better copies).
 
@@ -656,6 +669,7 @@ class Publisher:
                 write_parquet(sub, d / (name or new_file_name()), table)
                 added += sub.num_rows
                 continue
+            assert keys is not None              # split_partitions keys every table but quarantine
             added += self._publish_partition(d, sub, keys, table)
         return added
 
@@ -776,7 +790,7 @@ def write_pivot(tbl: pa.Table, part: pathlib.Path) -> pathlib.Path:
     return write_parquet(pivot_of(tbl), part.with_name(pivot_name(part.name)), "pivot")
 
 
-def partition_pivot(d: str, names) -> tuple[list[str], list[str]]:
+def partition_pivot(d: str, names: Iterable[str]) -> tuple[list[str], list[str]]:
     """What to read of one partition directory ``d`` listing ``names``: ([its pivot], []) when it holds one
     part file and that file's pivot, else ([], its part files).  See the comment above :data:`PIVOT_KINDS`."""
     mine = sorted(n for n in names if _is_part(n))
@@ -785,7 +799,7 @@ def partition_pivot(d: str, names) -> tuple[list[str], list[str]]:
     return [], [os.path.join(d, n) for n in mine]
 
 
-def pivot_snapshot(root, kind: str) -> tuple[list[str], list[str]]:
+def pivot_snapshot(root: StrPath, kind: str) -> tuple[list[str], list[str]]:
     """One listing of ``kind``'s partitions: (pivot files of the partitions that have one, the part files
     of the partitions that do not), both sorted (:func:`partition_pivot`)."""
     pivots, parts = [], []
@@ -797,12 +811,13 @@ def pivot_snapshot(root, kind: str) -> tuple[list[str], list[str]]:
 
 
 # --- compaction --------------------------------------------------------------------------------------------
-def partition_dirs(root, table: str = "readings") -> list[pathlib.Path]:
+def partition_dirs(root: StrPath, table: str = "readings") -> list[pathlib.Path]:
     """Every partition directory of ``table`` holding at least one published file."""
     return sorted({pathlib.Path(f).parent for f in published_files(root, table)})
 
 
-def compact(root, table: str = "readings", *, min_files: int = 2, dates=None) -> tuple[int, int]:
+def compact(root: StrPath, table: str = "readings", *, min_files: int = 2,
+            dates: Iterable[dt.date] | None = None) -> tuple[int, int]:
     """Merge each partition holding ``min_files`` or more files into one file, deduplicated and sorted
     (and give a single-file partition of a pivot kind its missing pivot).
 
@@ -836,7 +851,7 @@ def compact(root, table: str = "readings", *, min_files: int = 2, dates=None) ->
 
 
 # --- bulk writer -------------------------------------------------------------------------------------------
-def write_table(root, data, table: str = "readings", kind: str | None = None) -> list[pathlib.Path]:
+def write_table(root: StrPath, data: Rows, table: str = "readings", kind: str | None = None) -> list[pathlib.Path]:
     """Bulk-write trusted rows of ``table`` into the lake: one new file per partition touched.
 
     Rows are split by (date, bucket), sorted by (meter, register/event, time) and each partition's rows
@@ -858,28 +873,28 @@ def write_table(root, data, table: str = "readings", kind: str | None = None) ->
     return out
 
 
-def write_readings(root, table_or_columns, kind: str) -> list[pathlib.Path]:
+def write_readings(root: StrPath, table_or_columns: Rows, kind: str) -> list[pathlib.Path]:
     """Bulk-write trusted readings of one ``kind`` (see :func:`write_table`)."""
     return write_table(root, table_or_columns, "readings", kind)
 
 
-def write_events(root, table_or_columns) -> list[pathlib.Path]:
+def write_events(root: StrPath, table_or_columns: Rows) -> list[pathlib.Path]:
     """Bulk-write trusted events (see :func:`write_table`)."""
     return write_table(root, table_or_columns, "events")
 
 
 # --- what is where ---------------------------------------------------------------------------------------
-def info(root) -> list[dict]:
+def info(root: StrPath) -> list[dict[str, Any]]:
     """Per table (and reading kind): partitions, published files, rows, bytes, and the pivots beside them
     (rows from each file's Parquet footer; one snapshot listing per table)."""
     out = []
     for table in TABLES:
-        groups: dict[str, list[tuple[str, list[str]]]] = {}
+        groups: dict[str | None, list[tuple[str, list[str]]]] = {}
         for d, names in partition_listing(root, table):
             kind = pathlib.Path(d).parent.parent.name.split("=", 1)[1] if table == "readings" else None
             groups.setdefault(kind, []).append((d, names))
         for kind, dirs in sorted(groups.items(), key=lambda kv: kv[0] or ""):
-            row = dict(table=table, kind=kind, partitions=0, files=0, rows=0, bytes=0, pivots=0, pivot_bytes=0)
+            row: dict[str, Any] = dict(table=table, kind=kind, partitions=0, files=0, rows=0, bytes=0, pivots=0, pivot_bytes=0)
             for d, names in dirs:
                 parts = [n for n in names if _is_part(n)]
                 row["partitions"] += bool(parts)

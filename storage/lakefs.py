@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from gridhead.protocols.errors import StorageError
+
+if TYPE_CHECKING:
+    import pyarrow.compute as pc
 
 ENV = "GRIDHEAD_LAKE"
 
@@ -48,7 +52,7 @@ class Lake:
         return sorted(i.path for i in infos if i.type == pafs.FileType.File
                       and i.base_name.startswith("part-") and i.base_name.endswith(".parquet"))
 
-    def read(self, files: list[str], columns: list[str], filter=None) -> pa.Table:
+    def read(self, files: list[str], columns: list[str], filter: pc.Expression | None = None) -> pa.Table:
         """``columns`` of ``files`` (no partition columns are inferred from the paths)."""
         try:
             return ds.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns, filter=filter)
@@ -65,7 +69,7 @@ def open_lake(uri: str) -> Lake:
     return Lake(uri, fs, base.rstrip("/"))
 
 
-def configured(lake_root=None) -> Lake | None:
+def configured(lake_root: str | os.PathLike[str] | None = None) -> Lake | None:
     """The lake to read through pyarrow.fs: ``lake_root`` if it is a URI, else ``$GRIDHEAD_LAKE``; None
     (read the local directory directly) when neither is set."""
     if isinstance(lake_root, str) and "://" in lake_root:
@@ -79,7 +83,7 @@ def uri() -> str | None:
     return os.environ.get(ENV) or None
 
 
-def check_local_write(local_root) -> None:
+def check_local_write(local_root: str | os.PathLike[str]) -> None:
     """Refuse (one line) to write results into the local lake ``local_root`` while the readers use another
     lake behind ``$GRIDHEAD_LAKE``: the results would land where the readers do not look."""
     lk = configured()

@@ -26,12 +26,12 @@ BILLS = "bills"
 ITEMS = "bill_items"
 
 
-def bills_root(data: str | os.PathLike | None = None) -> pathlib.Path:
+def bills_root(data: str | os.PathLike[str] | None = None) -> pathlib.Path:
     """The published bills of a data directory, one ``period=YYYY-MM`` folder per period."""
     return data_dir(data) / BILLS
 
 
-def bill_views(data: str | os.PathLike | None) -> list[str]:
+def bill_views(data: str | os.PathLike[str] | None) -> list[str]:
     """``bills`` and ``bill_items`` views over every published period (typed empty views before a run)."""
     root = bills_root(data).resolve()
     out = []
@@ -67,12 +67,12 @@ AUDIT_MARKS_SCHEMA = pa.schema([("item_id", pa.string()), ("result", pa.string()
                                 ("note", pa.string()), ("checked_utc", pa.timestamp("us", tz="UTC"))])
 
 
-def line_loss_glob(lake_root: str | os.PathLike) -> str:
+def line_loss_glob(lake_root: str | os.PathLike[str]) -> str:
     """Every daily (and monthly) line-loss file of a lake."""
     return str(pathlib.Path(lake_root).resolve() / LINE_LOSS_TABLE / "date=*" / "part-*.parquet")
 
 
-def analysis_views(lake_root: str | os.PathLike) -> list[str]:
+def analysis_views(lake_root: str | os.PathLike[str]) -> list[str]:
     """``line_loss``, ``line_loss_missing`` and ``audit`` views (for storage.sql), once the lake has a
     line loss or an audit directory."""
     root = pathlib.Path(lake_root).resolve()
@@ -128,12 +128,12 @@ FROM {c} c LEFT JOIN {e} e USING (customer_id)
 GROUP BY ALL ORDER BY c.customer_id"""
 
 
-def ledger_lock_path(data: str | os.PathLike | None) -> pathlib.Path:
+def ledger_lock_path(data: str | os.PathLike[str] | None) -> pathlib.Path:
     """The ledger's writer lock; its existence also says the ledger was written to."""
     return data_dir(data) / "ledger.lock"
 
 
-def ledger_views(data: str | os.PathLike | None) -> list[str]:
+def ledger_views(data: str | os.PathLike[str] | None) -> list[str]:
     """``ledger``, ``balances`` and ``arrears`` views for ``gridhead sql`` (once the ledger was written to;
     the archive is attached as ``archive``).  ``arrears`` there is Σ outstanding per customer (no FIFO
     detail, no late fee: ``gridhead ledger arrears`` gives those)."""

@@ -48,6 +48,7 @@ import json
 import os
 import pathlib
 import sys
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -100,7 +101,7 @@ def _scan(files: str | list[str], table: str) -> str:
             f"hive_types = {_HIVE[table != 'quarantine']})")
 
 
-def _pivot(src: str, registers=PIVOT_REGISTERS) -> str:
+def _pivot(src: str, registers: Sequence[str] = PIVOT_REGISTERS) -> str:
     cols = ",\n       ".join(
         f"arg_max(value, received_utc) FILTER (WHERE register = {schema.REGISTER_CODES[n]}) AS {n}" for n in registers)
     return (f"SELECT meter_id, date, min(ts_utc) AS ts_utc,\n       {cols},\n"
@@ -126,7 +127,7 @@ def pivot_view(root: pathlib.Path, kind: str, snapshot: bool = True) -> str:
     return "\nUNION ALL\n".join(out)
 
 
-def view_statements(data: str | os.PathLike | None = None, *, snapshot: bool = True) -> list[str]:
+def view_statements(data: str | os.PathLike[str] | None = None, *, snapshot: bool = True) -> list[str]:
     """The CREATE VIEW (and ATTACH) statements that open the data directory in any DuckDB.
 
     ``snapshot`` (a Session's views): the lake's views read the files listed now
@@ -176,7 +177,7 @@ def view_statements(data: str | os.PathLike | None = None, *, snapshot: bool = T
     return out
 
 
-def views_script(data: str | os.PathLike | None = None) -> str:
+def views_script(data: str | os.PathLike[str] | None = None) -> str:
     """The statements as one script for plain ``duckdb`` (``duckdb -init FILE``)."""
     head = ("-- gridhead views: open the lake and the archive in plain DuckDB, e.g.\n"
             "--   gridhead sql --print-views > views.sql && duckdb -init views.sql\n"
@@ -189,7 +190,7 @@ def views_script(data: str | os.PathLike | None = None) -> str:
 class Session:
     """An in-memory DuckDB with the views of a data directory."""
 
-    def __init__(self, data: str | os.PathLike | None = None, *, threads: int | None = None):
+    def __init__(self, data: str | os.PathLike[str] | None = None, *, threads: int | None = None) -> None:
         self.data = data_dir(data)
         self.db = duck.connect()
         if threads:
@@ -213,16 +214,16 @@ class Session:
                             f"({_first_line(exc)})")
         return SqlError(f"sql: {_first_line(exc)}")
 
-    def close(self):
+    def close(self) -> None:
         self.db.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def query(self, sql: str, params=None) -> pa.Table | None:
+    def query(self, sql: str, params: Sequence[object] | Mapping[str, object] | None = None) -> pa.Table | None:
         """Run one statement; its result as an Arrow table (None for a statement without rows)."""
         try:
             cur = self.db.execute(sql, params or [])
@@ -231,6 +232,13 @@ class Session:
             return arrow_table(cur)
         except duckdb.Error as exc:
             raise self._error(exc) from None
+
+    def select(self, sql: str, params: Sequence[object] | Mapping[str, object] | None = None) -> pa.Table:
+        """:meth:`query` of a statement that returns rows (a SELECT): its Arrow table, never None."""
+        tbl = self.query(sql, params)
+        if tbl is None:
+            raise SqlError(f"sql: {sql.split(None, 1)[0] if sql.strip() else 'the statement'} returns no rows")
+        return tbl
 
     def render_table(self, sql: str) -> str:
         """DuckDB's own box rendering of a query (what the shell and ``--format table`` print)."""
@@ -241,7 +249,7 @@ class Session:
             raise self._error(exc) from None
 
 
-def write_result(tbl: pa.Table, fmt: str, out: str | os.PathLike | None) -> None:
+def write_result(tbl: pa.Table, fmt: str, out: str | os.PathLike[str] | None) -> None:
     """Write a result as csv / json (one object per line) / parquet to ``out`` (or stdout)."""
     if fmt == "parquet":
         if out is None:

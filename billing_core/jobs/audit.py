@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import pathlib
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,15 +39,16 @@ class UnknownItem(StorageError):
     exit_code = 2
 
 
-def read_event_counts(lake_root, first: _dt.date, last: _dt.date, meter_ids: np.ndarray) -> dict:
+def read_event_counts(lake_root: lake.StrPath, first: _dt.date, last: _dt.date,
+                      meter_ids: np.ndarray) -> dict[int, np.ndarray]:
     """{event code: (len(meter_ids),) count of events starting in [first, last]} from the lake."""
     root = pathlib.Path(lake_root) / "events"
-    files = []
+    files: list[str] = []
     d = first
     while d <= last:
         files += sorted(str(p) for p in (root / f"date={d.isoformat()}").glob("bucket=*/part-*.parquet"))
         d += _dt.timedelta(days=1)
-    out = {}
+    out: dict[int, np.ndarray] = {}
     if not files:
         return out
     try:
@@ -65,7 +67,7 @@ def read_event_counts(lake_root, first: _dt.date, last: _dt.date, meter_ids: np.
     return out
 
 
-def load_technical(path) -> dict:
+def load_technical(path: str | os.PathLike[str]) -> dict[int, int]:
     """{area_id: technical loss (理论线损) in basis points} from a CSV with columns ``area_id`` and
     ``technical_loss_bp`` (other columns ignored; e.g. the generator's ground_truth/areas.csv)."""
     import pyarrow.csv as pacsv
@@ -89,8 +91,9 @@ def _shift_months(first: _dt.date, months: int) -> str:
     return f"{k // 12:04d}-{k % 12 + 1:02d}"
 
 
-def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res: sl.Result | None = None,
-               previous_days: int = PREVIOUS_DAYS, technical: dict | None = None, inputs_out: dict | None = None):
+def rank_month(archive: Archive, lake_root: lake.StrPath, month: str, *, thresholds: ll.Thresholds | None = None,
+               res: sl.Result | None = None, previous_days: int = PREVIOUS_DAYS,
+               technical: dict[int, int] | None = None, inputs_out: dict[str, Any] | None = None) -> pa.Table:
     """The ranked audit list of ``month`` (YYYY-MM) as an Arrow table (ITEMS_SCHEMA), best first.
 
     The theft, stopped and multiplier signals also see the last ``previous_days`` days of the previous
@@ -104,6 +107,10 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
     """
     first, last = sl.month_range(month)
     res = res or sl.compute(archive, lake_root, first, last, thresholds=thresholds)
+    # the points of a single-node compute (a distributed run's merged result has none)
+    assert (res.kind is not None and res.customer_id is not None and res.flags is not None and res.fwd is not None
+            and res.rev is not None and res.point_id is not None and res.meter_id is not None
+            and res.point_area is not None and res.ct is not None and res.pt is not None)
     cust = np.flatnonzero(((res.kind == ll.K_CUSTOMER) | (res.kind == ll.K_DEDICATED)) & (res.customer_id >= 0))
     missing = (res.flags[cust] & ll.LF_MISSING) != 0
     ok = res.area.category != ll.NOT_COMPUTABLE
@@ -113,11 +120,15 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
     prev = sl.compute(archive, lake_root, *sl.month_range(_shift_months(first, -1)), thresholds=res.thresholds)
     last_year = sl.compute(archive, lake_root, *sl.month_range(_shift_months(first, -12)), thresholds=res.thresholds)
     if previous_days > 0:
+        assert prev.point_id is not None and prev.flags is not None and prev.fwd is not None and prev.rev is not None
         k = min(previous_days, len(prev.days))
         pc = _rows_of(prev.point_id, res.point_id[cust])          # the month's customers in the earlier window
         pa_ = _rows_of(prev.area_id, res.area_id)
         has, hasa = pc >= 0, pa_ >= 0
-        take = lambda a, rows, there, fill: np.where(there[:, None], a[np.maximum(rows, 0), -k:], fill)  # noqa: E731
+        def take(a: np.ndarray, rows: np.ndarray, there: np.ndarray, fill: bool | int) -> np.ndarray:
+            taken: np.ndarray = np.where(there[:, None], a[np.maximum(rows, 0), -k:], fill)
+            return taken
+
         pmiss = take((prev.flags & ll.LF_MISSING) != 0, pc, has, True)
         pok = take(prev.area.category != ll.NOT_COMPUTABLE, pa_, hasa, False)
         phigh = take(prev.area.category == ll.HIGH, pa_, hasa, False)
@@ -137,7 +148,9 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
     pick = np.flatnonzero(sig["score"] > 0)
     pick = pick[np.lexsort((res.customer_id[cust][pick], -sig["score"][pick]))]
     tag = month.replace("-", "")
-    ids, ev_text, kinds = [], [], []
+    ids: list[str] = []
+    ev_text: list[str] = []
+    kinds: list[str] = []
     for j in pick:                  # the listed items only (tens to thousands), for their text
         ks = [k for k in au.KINDS if sig[f"score_{k}"][j] > 0]
         kinds.append(",".join(ks))
@@ -160,7 +173,8 @@ def rank_month(archive: Archive, lake_root, month: str, *, thresholds=None, res:
     return t.set_column(1, "rank", pa.array(np.arange(1, len(t) + 1), pa.int32()))
 
 
-def _area_items(res: sl.Result, prev: sl.Result, last_year: sl.Result, technical: dict, tag: str) -> dict:
+def _area_items(res: sl.Result, prev: sl.Result, last_year: sl.Result, technical: dict[int, int], tag: str
+                ) -> dict[str, Any]:
     """The area items of the month: the areas where a rule of ``res.thresholds.rules`` fired."""
     A = len(res.area_id)
     m, _ = res.month()
@@ -169,7 +183,7 @@ def _area_items(res: sl.Result, prev: sl.Result, last_year: sl.Result, technical
     hd = (cat == ll.HIGH).sum(axis=1)
     nd = (cat == ll.NEGATIVE).sum(axis=1)
 
-    def history(r: sl.Result):
+    def history(r: sl.Result) -> tuple[np.ndarray, np.ndarray]:
         rows = _rows_of(r.area_id, res.area_id)
         pm, _ = r.month()
         there = rows >= 0
@@ -182,7 +196,10 @@ def _area_items(res: sl.Result, prev: sl.Result, last_year: sl.Result, technical
     rules = res.thresholds.rules
     fired = au.area_rules(rules, rate, has, hd, nd, m.category[:, 0] == ll.NEGATIVE, p_bp, p_has, y_bp, y_has, t_bp, t_has)
     ar = np.flatnonzero(np.any([fired[k] for k in au.AREA_KINDS], axis=0)) if A else np.zeros(0, np.int64)
-    pct = lambda bp: f"{bp / 100:.2f} %"  # noqa: E731
+
+    def pct(bp: float) -> str:
+        return f"{bp / 100:.2f} %"
+
     ev = []
     for i in ar:
         month_rate = pct(rate[i]) if has[i] else "no rate"
@@ -210,8 +227,9 @@ def _rows_of(ids: np.ndarray, want: np.ndarray) -> np.ndarray:
     return np.where((k < len(ids)) & (ids[kk] == want) if len(ids) else np.zeros(len(want), bool), kk, -1)
 
 
-def _evidence(sig, j, ks, ev, days) -> str:
-    parts = []
+def _evidence(sig: dict[str, np.ndarray], j: int | np.integer[Any], ks: list[str], ev: dict[int, np.ndarray],
+              days: list[_dt.date]) -> str:
+    parts: list[str] = []
     if "theft" in ks or "multiplier" in ks:
         d = days[min(int(sig["split_day"][j]), len(days) - 1)]
         parts.append(f"share of area sales −{sig['drop'][j] * 100:.0f} % from {d} (t={sig['t_stat'][j]:.1f}), "
@@ -229,12 +247,13 @@ def _evidence(sig, j, ks, ev, days) -> str:
     return "; ".join(parts)
 
 
-def save(lake_root, month: str, items: pa.Table) -> pathlib.Path:
+def save(lake_root: lake.StrPath, month: str, items: pa.Table) -> pathlib.Path:
     sl.month_range(month)
     return sl.replace_partition(pathlib.Path(lake_root), pathlib.Path("audit") / f"month={month}", items)
 
 
-def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt.datetime | None = None):
+def mark(lake_root: lake.StrPath, item_id: str, result: str, by: str, note: str = "",
+         now: _dt.datetime | None = None) -> pathlib.Path:
     """Record the result of checking ``item_id`` (one append-only file; the latest mark wins)."""
     if result not in RESULTS:
         raise StorageError(f"audit mark: result {result!r} is not one of {', '.join(RESULTS)}")
@@ -242,9 +261,9 @@ def mark(lake_root, item_id: str, result: str, by: str, note: str = "", now: _dt
         raise StorageError("audit mark: --by needs the checker's name")
     root = pathlib.Path(lake_root)
     files = sorted(str(p) for p in (root / "audit").glob("month=*/part-*.parquet"))
-    known = set()
-    for f in files:
-        known.update(pq.read_table(f, columns=["item_id"]).column("item_id").to_pylist())
+    known: set[str] = set()
+    for fn in files:
+        known.update(pq.read_table(fn, columns=["item_id"]).column("item_id").to_pylist())
     if item_id not in known:
         raise UnknownItem(f"audit mark: no audit item {item_id!r} (run `gridhead audit --period M` first)")
     now = now or _dt.datetime.now(_dt.timezone.utc)

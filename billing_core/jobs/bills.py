@@ -41,6 +41,7 @@ in a bill; the run's time is in ``summary.json``).  A re-run keeps a release who
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -49,26 +50,55 @@ import pathlib
 import re
 import shutil
 import time
-import types
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import ModuleType
+from typing import IO, Any, Protocol, Union
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gridhead.billing_core import run as R
-from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet
+from gridhead.billing_core.tariff import BASIC_KINDS, TariffSet, TariffTable
 from gridhead.protocols.errors import BillingError, GridheadError, StorageError
 from gridhead.storage import archive, duck, lake, lakefs, schema
 from gridhead.storage.duck import arrow_table
-from gridhead.storage.paths import archive_path, data_dir, lake_root
+from gridhead.storage.paths import Data, archive_path, data_dir, lake_root
 from gridhead.storage.paths import sql_path as _q
 from gridhead.storage.results import BILLS, ITEMS, bills_root
 
 STATUS = ("issued", "held", "released")
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _REGS = R.REGS
+Tick = Callable[[str], object]          # progress(step)
+
+
+class _Executes(Protocol):
+    """A DuckDB connection, or a :class:`_Con` over one."""
+
+    def execute(self, sql: str, params: Any = None, /) -> duckdb.DuckDBPyConnection: ...
+
+
+# days of a lake partition set: date -> the buckets read that day
+Buckets = Union[dict[dt.date, set[int]], set[int]]      # a set: the same buckets every date
+
+
+@dataclasses.dataclass(frozen=True)
+class _Period:
+    start: dt.date
+    end: dt.date
+
+
+class _Span(Protocol):
+    """The period of a run: [start, end)."""
+
+    @property
+    def start(self) -> dt.date: ...
+    @property
+    def end(self) -> dt.date: ...
 
 
 def period_bounds(period: str) -> tuple[dt.date, dt.date]:
@@ -80,12 +110,12 @@ def period_bounds(period: str) -> tuple[dt.date, dt.date]:
     return dt.date(y, mo, 1), dt.date(y + mo // 12, mo % 12 + 1, 1)
 
 
-def partition(data, period: str) -> pathlib.Path:
+def partition(data: Data, period: str) -> pathlib.Path:
     period_bounds(period)
     return bills_root(data) / f"period={period}"
 
 
-def bill_id(period: str, customer_id) -> np.ndarray:
+def bill_id(period: str, customer_id: npt.ArrayLike) -> np.ndarray:
     """Bill number: YYYYMM × 10^11 + customer id (customer ids stay below 10^11)."""
     y, m = period.split("-")
     return np.int64(int(y) * 100 + int(m)) * np.int64(10 ** 11) + np.asarray(customer_id, np.int64)
@@ -93,18 +123,18 @@ def bill_id(period: str, customer_id) -> np.ndarray:
 
 # --- reading the lake and the archive -------------------------------------------------------------------
 
-def _read(con, sql: str, params=None) -> dict:
+def _read(con: _Executes, sql: str, params: Mapping[str, object] | None = None) -> dict[str, np.ndarray]:
     cur = con.execute(sql, params or [])
     t = arrow_table(cur)
     return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
 
 
-def pivot_files(pivots: list[str], files: list[str] = ()) -> str:
+def pivot_files(pivots: Sequence[str], files: Sequence[str] = ()) -> str:
     """Per (meter, date) one row, registers as columns (the rule of storage.sql: the last received wins).
     ``pivots``: materialised per-partition pivots (storage.lake.pivot_of, the same rule), read as they are;
     ``files``: part files of partitions without one, grouped here."""
     regs = (*_REGS, "md_fwd")
-    out = []
+    out: list[str] = []
     if pivots:
         lst = ", ".join(f"'{_q(f)}'" for f in pivots)
         out.append(f"SELECT meter_id, date, {', '.join(regs)}, quality FROM read_parquet([{lst}], "
@@ -126,7 +156,8 @@ def _pivot_source(source: str) -> str:
     return f"SELECT meter_id, date, {cols}, bit_or(quality) AS quality FROM {source} @FILTER@ GROUP BY meter_id, date"
 
 
-def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str) -> str:
+def _readings(con: duckdb.DuckDBPyConnection, lfs: lakefs.Lake | None, root: pathlib.Path, kind: str,
+              dates: Iterable[dt.date], buckets: Buckets | None, name: str) -> str:
     """The pivot SELECT of ``kind``'s readings on ``dates`` (of ``buckets``, when given), with ``@FILTER@``
     where a ``r SEMI JOIN ...`` restricting the rows goes.  A local lake's files are read by DuckDB itself,
     a partition's materialised pivot where it has one; a lake behind a URI (storage.lakefs) through
@@ -148,19 +179,21 @@ def _readings(con, lfs, root: pathlib.Path, kind: str, dates, buckets, name: str
     return _pivot_source(name)
 
 
-def settlement_files(root: pathlib.Path, kind: str, dates, buckets=None) -> tuple[list[str], list[str]]:
+def settlement_files(root: pathlib.Path, kind: str, dates: Iterable[dt.date], buckets: Buckets | None = None
+                     ) -> tuple[list[str], list[str]]:
     """(pivots, part files) of ``kind`` on ``dates`` (of the ``buckets`` only, when given: a set, or per
     date a set): a partition with one part file and its pivot gives the pivot (storage.lake.pivot_snapshot's
     rule, :func:`storage.lake.partition_pivot`), any other its part files."""
-    dirs = []
+    dirs: list[pathlib.Path] = []
     for d in sorted(set(dates)):
         day = root / "readings" / f"kind={kind}" / f"date={d}"
         bs = buckets.get(d, set()) if isinstance(buckets, dict) else buckets
         dirs += sorted(day.glob("bucket=*")) if bs is None else [day / f"bucket={b:02d}" for b in sorted(bs)]
-    pivots, parts = [], []
-    for d in dirs:
+    pivots: list[str] = []
+    parts: list[str] = []
+    for part_dir in dirs:
         try:
-            p, f = lake.partition_pivot(str(d), os.listdir(d))
+            p, f = lake.partition_pivot(str(part_dir), os.listdir(part_dir))
         except FileNotFoundError:
             continue
         pivots += p
@@ -168,8 +201,8 @@ def settlement_files(root: pathlib.Path, kind: str, dates, buckets=None) -> tupl
     return pivots, parts
 
 
-def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
-            prepared: dict | None = None, lake_uri: str | None = None) -> tuple[R.RunInput, pa.Table]:
+def extract(data: Data, period: str, tariffs: TariffSet | None = None, customers: npt.ArrayLike | None = None,
+            prepared: dict[str, Any] | None = None, lake_uri: str | None = None) -> tuple[R.RunInput, pa.Table]:
     """The period's columns (:class:`billing_core.run.RunInput`) and the customers' text columns.
 
     ``customers`` (customer ids) restricts the run to those customers — one task of the distributed run
@@ -198,7 +231,7 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
             con.register("own_arrow", pa.table({"customer_id": pa.array(np.asarray(customers, np.int64))}))
             con.execute("CREATE TEMP TABLE own AS SELECT DISTINCT customer_id FROM own_arrow")
         return _extract(con, data, root, period, start, end, own=customers is not None,
-                        lfs=lakefs.configured(lake_uri), home=prepared and prepared["home"],
+                        lfs=lakefs.configured(lake_uri), home=None if prepared is None else prepared["home"],
                         tariffs=tariffs or TariffSet.load())
     except duckdb.Error as exc:
         raise StorageError(f"bill run {period}: reading {data_dir(data)}: {str(exc).splitlines()[0]}") from None
@@ -209,15 +242,15 @@ def extract(data, period: str, tariffs: TariffSet | None = None, customers=None,
 class _Con:
     """A DuckDB connection that passes only the named parameters a statement uses (DuckDB refuses extras)."""
 
-    def __init__(self, con, params: dict):
+    def __init__(self, con: duckdb.DuckDBPyConnection, params: dict[str, object]) -> None:
         self.con, self.params = con, params
 
-    def execute(self, sql: str, params=None):
+    def execute(self, sql: str, params: Mapping[str, object] | None = None, /) -> duckdb.DuckDBPyConnection:
         given = {**self.params, **(params or {})}
         return self.con.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
 
 
-def _archive_phase(con, period: str, own: bool, tariffs: TariffSet | None = None) -> None:
+def _archive_phase(con: _Con, period: str, own: bool, tariffs: TariffSet | None = None) -> None:
     """The temp tables ``cust`` (a row per bill: the customer, its tariff assignment and change, its
     first point's transformer and charges) and ``seg`` (its segments: meter history × multiplier history
     of each customer point, clipped to the period) from the attached archive ``a``."""
@@ -245,7 +278,7 @@ def _archive_phase(con, period: str, own: bool, tariffs: TariffSet | None = None
     con.execute(_YSEG_SQL)
 
 
-def _split_days(con, period: str, tariffs: TariffSet | None) -> None:
+def _split_days(con: _Con, period: str, tariffs: TariffSet | None) -> None:
     """The temp table ``cday`` (bill, date): the days inside the period on which a bill may be split, whose
     frozen readings the run needs (DOMAIN.md: a mid-period tariff change is split at the effective date by
     that day's frozen reading) — each assignment change, and each day a version of a tariff the customer is
@@ -346,7 +379,7 @@ _YSEG_SQL = """CREATE TEMP TABLE yseg AS
         """
 
 
-def _segment_readings(segs: str, mon: str, day: str, span_from: str, span_to: str, regs) -> str:
+def _segment_readings(segs: str, mon: str, day: str, span_from: str, span_to: str, regs: Sequence[str]) -> str:
     """The SELECT of each segment of the table ``segs`` with its readings, in (bill, start) order: ``seg_bill``,
     ``meter_id``, ``digits``, ``ct``, ``pt``, ``days``, ``prev_<r>`` / ``now_<r>`` of the registers ``regs``
     (−1 none), ``prev_quality``, ``now_quality``, ``md`` (maximum demand at the end, −1 none), ``tou_check``.
@@ -357,7 +390,7 @@ def _segment_readings(segs: str, mon: str, day: str, span_from: str, span_to: st
     meter was removed inside the span (the total register only), else on the 00:00 reading of its end day.
     A 00:00 reading is the monthly settlement one (``mon``) where it has the total, else the daily freeze
     (``day``).  Serves the month's segments and the year-to-date's (:func:`_year_to_date`)."""
-    def pick(alias, reg):
+    def pick(alias: str, reg: str) -> str:
         return f"CASE WHEN {alias}m.ae_fwd IS NOT NULL THEN {alias}m.{reg} ELSE {alias}d.{reg} END"
 
     installed = f"s.seg_from = s.meter_from AND s.seg_from > {span_from}"
@@ -385,7 +418,8 @@ def _segment_readings(segs: str, mon: str, day: str, span_from: str, span_to: st
         ORDER BY s.bill, s.seg_from"""
 
 
-def _year_to_date(con, raw, lfs, root, start) -> None:
+def _year_to_date(con: _Executes, raw: duckdb.DuckDBPyConnection, lfs: lakefs.Lake | None, root: pathlib.Path,
+                  start: dt.date) -> None:
     """The temp table ``ytd`` (bill, ytd, ytd_known): the year-to-date metered energy before the period,
     from the readings of ``yseg`` (see :func:`billing_core.run.year_to_date_from_readings`)."""
     # the readings at each segment's ends: the install / removal reading of a meter changed in the span,
@@ -399,7 +433,7 @@ def _year_to_date(con, raw, lfs, root, start) -> None:
     if len(need["meter_id"]):
         days = np.asarray(need["date"], "datetime64[D]")
         b = lake.buckets_of(np.asarray(need["meter_id"], np.int64)).astype(np.int64)
-        buckets: dict = {}
+        buckets: dict[dt.date, set[int]] = {}
         for d, k in np.unique(np.stack([days.astype(np.int64), b]), axis=1).T:
             buckets.setdefault(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)), set()).add(int(k))
         firsts = [d for d in buckets if d.day == 1]
@@ -413,7 +447,7 @@ def _year_to_date(con, raw, lfs, root, start) -> None:
         con.execute(f"CREATE TEMP TABLE ymon AS {empty}")
         con.execute(f"CREATE TEMP TABLE yday AS {empty}")
     ys = _read(con, _segment_readings("yseg", "ymon", "yday", "s.ytd_from", "$s", ("ae_fwd",)))
-    n = con.execute("SELECT count(*) FROM cust").fetchone()[0]
+    n = _count(raw, "cust")
     bill = con.execute("SELECT bill, ytd_opening FROM cust ORDER BY bill").fetchnumpy()
     ytd, known = R.year_to_date_from_readings(
         n, np.asarray(bill["ytd_opening"], np.int64), np.asarray(ys["seg_bill"], np.int64),
@@ -423,19 +457,22 @@ def _year_to_date(con, raw, lfs, root, start) -> None:
     raw.execute("CREATE TEMP TABLE ytd AS SELECT * FROM _ytd")
 
 
-def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None, tariffs=None):
-    raw, con = con, _Con(con, {"s": start, "e": end})
+def _extract(con: duckdb.DuckDBPyConnection, data: Data, root: pathlib.Path, period: str, start: dt.date,
+             end: dt.date, own: bool = False, lfs: lakefs.Lake | None = None, home: set[int] | None = None,
+             tariffs: TariffSet | None = None) -> tuple[R.RunInput, pa.Table]:
+    raw, dcon = con, _Con(con, {"s": start, "e": end})
     if home is None:
-        _archive_phase(con, period, own, tariffs)
+        _archive_phase(dcon, period, own, tariffs)
     else:                   # prepared by the driver (prepare): its rows as DuckDB tables
         raw.execute("CREATE TEMP TABLE cust AS SELECT * FROM _prepared_cust")
         raw.execute("CREATE TEMP TABLE seg AS SELECT * FROM _prepared_seg")
         raw.execute("CREATE TEMP TABLE yseg AS SELECT * FROM _prepared_yseg")
         raw.execute("CREATE TEMP TABLE cchg AS SELECT * FROM _prepared_cchg")
         raw.execute("CREATE TEMP TABLE cday AS SELECT * FROM _prepared_cday")
-    buckets, mine = None, ""
+    buckets: set[int] | None = None
+    mine = ""
     if own:     # one task of billing_core.jobs.dist: the buckets of its meters, the rows of its meters
-        metered = np.asarray(_read(con, "SELECT DISTINCT meter_id FROM seg")["meter_id"], np.int64)
+        metered = np.asarray(_read(dcon, "SELECT DISTINCT meter_id FROM seg")["meter_id"], np.int64)
         buckets = {int(b) for b in lake.buckets_of(metered)}
         mine = "r SEMI JOIN (SELECT DISTINCT meter_id FROM seg) sm ON r.meter_id = sm.meter_id"
         if home is not None:        # the other buckets' rows came from the driver (_prepared_foreign)
@@ -443,9 +480,9 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
     mon = _readings(raw, lfs, root, schema.MONTHLY, (start, end), buckets, "_lake_mon").replace("@FILTER@", mine)
     if home is not None:
         mon = f"{mon}\nUNION ALL\nSELECT * FROM _prepared_foreign {mine}"
-    con.execute(f"CREATE TEMP TABLE mon AS {mon}")
+    dcon.execute(f"CREATE TEMP TABLE mon AS {mon}")
     # the daily frozen readings needed: change days, removals, and where the monthly one is missing
-    con.execute("""CREATE TEMP TABLE need AS
+    dcon.execute("""CREATE TEMP TABLE need AS
         SELECT DISTINCT meter_id, date FROM (
             SELECT meter_id, seg_from AS date FROM seg WHERE NOT (seg_from = meter_from AND seg_from > $s)
             UNION ALL SELECT meter_id, seg_to FROM seg
@@ -453,25 +490,25 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
                       AND c.date >= s.seg_from AND c.date < s.seg_to
         ) x WHERE NOT EXISTS (SELECT 1 FROM mon WHERE mon.meter_id = x.meter_id AND mon.date = x.date
                                                   AND mon.ae_fwd IS NOT NULL)""")
-    dates = [r[0] for r in con.execute("SELECT DISTINCT date FROM need").fetchall()]
+    dates = [r[0] for r in dcon.execute("SELECT DISTINCT date FROM need").fetchall()]
     # of a day, only the buckets holding a needed reading (a replaced meter's swap day is in one or two)
-    need = _read(con, "SELECT DISTINCT date, meter_id FROM need ORDER BY ALL")
+    need = _read(dcon, "SELECT DISTINCT date, meter_id FROM need ORDER BY ALL")
     pairs = np.unique(np.stack([np.asarray(need["date"], "datetime64[D]").astype(np.int64),
                                 lake.buckets_of(np.asarray(need["meter_id"], np.int64)).astype(np.int64)]), axis=1)
-    buckets = {}
+    day_buckets: dict[dt.date, set[int]] = {}
     for d, b in pairs.T:
-        buckets.setdefault(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)), set()).add(int(b))
-    daily = _readings(raw, lfs, root, schema.DAILY, dates, buckets, "_lake_day")
-    con.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
+        day_buckets.setdefault(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)), set()).add(int(b))
+    daily = _readings(raw, lfs, root, schema.DAILY, dates, day_buckets, "_lake_day")
+    dcon.execute(f"CREATE TEMP TABLE day AS {daily.replace('@FILTER@', 'r SEMI JOIN need n ON r.meter_id = n.meter_id AND r.date = n.date')}")
 
-    seg = _read(con, _segment_readings("seg", "mon", "day", "$s", "$e", _REGS))
+    seg = _read(dcon, _segment_readings("seg", "mon", "day", "$s", "$e", _REGS))
     # the annual tiers' year-to-date, from readings (never from a chain of earlier bills)
-    _year_to_date(con, raw, lfs, root, start)
+    _year_to_date(dcon, raw, lfs, root, start)
     # earlier bills: the history for the jump check
     prev_files = earlier_bills(data, period)
     if prev_files:
         lst = ", ".join(f"'{_q(f)}'" for f in prev_files)
-        con.execute(f"""CREATE TEMP TABLE hist AS
+        dcon.execute(f"""CREATE TEMP TABLE hist AS
             SELECT customer_id,
                    sum(CASE WHEN status <> 'held' AND rk <= 3 THEN e_metered_kwh_x100 END) AS hist_e,
                    sum(CASE WHEN status <> 'held' AND rk <= 3 THEN days END) AS hist_days
@@ -479,8 +516,8 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
             {"WHERE customer_id IN (SELECT customer_id FROM own)" if own else ""}
             GROUP BY customer_id""")
     else:
-        con.execute("CREATE TEMP TABLE hist (customer_id BIGINT, hist_e BIGINT, hist_days BIGINT)")
-    t = arrow_table(con.execute("""
+        dcon.execute("CREATE TEMP TABLE hist (customer_id BIGINT, hist_e BIGINT, hist_days BIGINT)")
+    t = arrow_table(dcon.execute("""
         SELECT c.*, EXISTS (SELECT 1 FROM seg s WHERE s.bill = c.bill) AS has_point,
                y.ytd AS cum_prev, y.ytd_known, coalesce(h.hist_e, 0) AS hist_e,
                coalesce(h.hist_days, 0) AS hist_days,
@@ -491,15 +528,19 @@ def _extract(con, data, root, period, start, end, own=False, lfs=None, home=None
         ORDER BY c.bill"""))
     # the assignment changes, and the frozen reading on each day the month may be split on (of the segment
     # holding that day)
-    changes = arrow_table(con.execute("""SELECT bill, datediff('day', DATE '1970-01-01', change_date) AS days,
+    changes = arrow_table(dcon.execute("""SELECT bill, datediff('day', DATE '1970-01-01', change_date) AS days,
                                            tariff_code FROM cchg ORDER BY bill, change_date"""))
-    frozen = _read(con, _frozen_sql())
+    frozen = _read(dcon, _frozen_sql())
     cat = t.column("category").combine_chunks().dictionary_encode()
     codes = pa.chunked_array([t.column("tariff_code"), t.column("new_tariff_code"),
                               changes.column("tariff_code")]).combine_chunks().dictionary_encode()
     n = t.num_rows
     code_idx = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    num = lambda name: t.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
+
+    def num(name: str) -> np.ndarray:
+        col: np.ndarray = t.column(name).to_numpy(zero_copy_only=False)
+        return col
+
     bill = {
         "category_idx": cat.indices.to_numpy(zero_copy_only=False).astype(np.int64),
         "voltage_v": num("voltage_v").astype(np.int64),
@@ -552,7 +593,8 @@ def _frozen_sql() -> str:
         ORDER BY c.bill, c.date"""
 
 
-def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs: TariffSet | None = None) -> dict:
+def prepare(data: Data, period: str, tasks: Mapping[int, tuple[Iterable[int], np.ndarray]],
+            lake_uri: str | None = None, tariffs: TariffSet | None = None) -> dict[int, dict[str, Any]]:
     """What each task of a split bill run needs besides the lake, made in one pass over the archive for all
     of them (a task that queried the archive itself would scan all of it for its share):
 
@@ -581,7 +623,7 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
         by_bill = {name: arrow_table(con.execute(f"SELECT o._task, x.* FROM {name} x JOIN cust c USING (bill) "
                                             f"JOIN own o USING (customer_id) ORDER BY o._task, x.bill, x.{col}"))
                    for name, col in (("cchg", "change_date"), ("cday", "date"))}
-        n_cust = con.execute("SELECT count(*) FROM cust").fetchone()[0]
+        n_cust = _count(con, "cust")
         if cust.num_rows != n_cust:
             raise StorageError(f"bill run {period}: {n_cust - cust.num_rows} customer(s) in no task; nothing was billed")
         t_of = cust.column("_task").to_numpy()
@@ -596,7 +638,7 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
         y_task = yseg.column("_task").to_numpy()
         y_lo = np.searchsorted(y_task, np.arange(len(keys) + 1))
         yseg = _with_bill(yseg.drop_columns(["_task"]), new_of_old[yseg.column("bill").to_numpy()])
-        lo_of = {}
+        lo_of: dict[str, np.ndarray] = {}
         for name, tb in by_bill.items():
             lo_of[name] = np.searchsorted(tb.column("_task").to_numpy(), np.arange(len(keys) + 1))
             by_bill[name] = _with_bill(tb.drop_columns(["_task"]), new_of_old[tb.column("bill").to_numpy()])
@@ -616,7 +658,7 @@ def prepare(data, period: str, tasks: dict, lake_uri: str | None = None, tariffs
     finally:
         con.close()
     rm = rows.column("meter_id").to_numpy()
-    out = {}
+    out: dict[int, dict[str, Any]] = {}
     for i, k in enumerate(keys):
         mine = meter[s_lo[i]:s_lo[i + 1]][away[s_lo[i]:s_lo[i + 1]]]
         out[k] = {"cust": cust.slice(c_lo[i], c_lo[i + 1] - c_lo[i]).combine_chunks(),
@@ -632,9 +674,9 @@ def _with_bill(t: pa.Table, bill: np.ndarray) -> pa.Table:
     return t.set_column(t.schema.get_field_index("bill"), "bill", pa.array(bill, t.schema.field("bill").type))
 
 
-def earlier_bills(data, period: str) -> list[str]:
+def earlier_bills(data: Data, period: str) -> list[str]:
     root = bills_root(data)
-    out = []
+    out: list[str] = []
     for d in sorted(root.glob("period=*")):
         p = d.name.split("=", 1)[1]
         if p < period and (d / "bills.parquet").exists():
@@ -644,15 +686,15 @@ def earlier_bills(data, period: str) -> list[str]:
 
 # --- the run ----------------------------------------------------------------------------------------------
 class _Lock:
-    def __init__(self, root: pathlib.Path):
+    def __init__(self, root: pathlib.Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.f = open(root / ".lock", "a+")
 
-    def __enter__(self):
+    def __enter__(self) -> _Lock:
         fcntl.flock(self.f, fcntl.LOCK_EX)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.f, fcntl.LOCK_UN)
         self.f.close()
 
@@ -669,14 +711,15 @@ def _dict_col(indices: np.ndarray, values: list[str]) -> pa.DictionaryArray:
     # a dictionary with repeated values (the tariff keys of the basic/力调 variants, the units of the line
     # items) is made unique first: pyarrow's Parquet writer sizes the dictionary page by the values but
     # writes each distinct one once, leaving stray bytes — the same bills would not give the same file
-    first: dict = {}
+    first: dict[str, int] = {}
     remap = np.array([first.setdefault(v, len(first)) for v in values], np.int32)
     if len(first) < len(values):
         indices, values = remap[np.asarray(indices, np.int64)], list(first)
     return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(values, pa.string()))
 
 
-def build_tables(period: str, inp: R.RunInput, text: pa.Table, out: dict, items: dict, table) -> tuple[pa.Table, pa.Table]:
+def build_tables(period: str, inp: _Span, text: pa.Table, out: dict[str, np.ndarray], items: dict[str, np.ndarray],
+                 table: TariffTable) -> tuple[pa.Table, pa.Table]:
     """The bills and bill_items Arrow tables of a computed period (deterministic: no clock)."""
     ids = bill_id(period, text.column("customer_id").to_numpy())
     n = len(ids)
@@ -739,12 +782,12 @@ def build_tables(period: str, inp: R.RunInput, text: pa.Table, out: dict, items:
     return bills, it
 
 
-def _read_pq(path, columns=None) -> pa.Table:
+def _read_pq(path: lake.StrPath, columns: list[str] | None = None) -> pa.Table:
     """One file as written (no Hive inference from the ``period=`` directory name)."""
     return pq.ParquetFile(path).read(columns=columns)
 
 
-def _publish(root: pathlib.Path, period: str, files: dict, staging: pathlib.Path) -> pathlib.Path:
+def _publish(root: pathlib.Path, period: str, files: Mapping[str, bytes | str], staging: pathlib.Path) -> pathlib.Path:
     """Add ``files`` (name → bytes or str) to ``staging`` (:func:`_new_staging`, already holding the Parquet
     files), fsync, and swap it in as the whole partition, atomically."""
     for name, content in files.items():
@@ -840,10 +883,13 @@ class Parts:
     ``lock`` file this process holds (flock) while it runs; :func:`_clean` removes only directories whose
     lock it can take — those of a run that died."""
 
-    def __init__(self, root: pathlib.Path, spill: bool):
-        self.root, self.spill, self.parts, self.dir, self._lock = root, spill, [], None, None
+    def __init__(self, root: pathlib.Path, spill: bool) -> None:
+        self.root, self.spill = root, spill
+        self.parts: list[tuple[pa.Table, pa.Table]] = []
+        self.dir: pathlib.Path | None = None
+        self._lock: IO[str] | None = None
 
-    def add(self, text: pa.Table, out: dict, items: dict) -> None:
+    def add(self, text: pa.Table, out: dict[str, np.ndarray], items: dict[str, np.ndarray]) -> None:
         b, it = part_tables(text, out, items)
         if self.spill:
             b, it = (_read_ipc(write_ipc(self.spill_dir(), t)) for t in (b, it))
@@ -872,7 +918,7 @@ class Parts:
     def __len__(self) -> int:
         return sum(b.num_rows for b, _ in self.parts)
 
-    def groups(self):
+    def groups(self) -> Iterator[tuple[pa.Table, dict[str, np.ndarray], dict[str, np.ndarray]]]:
         """(text, out, items) of :data:`ROW_GROUP` bills at a time in customer order (items' ``bill``: the
         position in the group), every bill once."""
         ids = [b.column("customer_id").to_numpy() for b, _ in self.parts]
@@ -882,7 +928,9 @@ class Parts:
             raise StorageError(f"customer {int(every[1:][every[1:] == every[:-1]][0])}: billed by two parts")
         for g0 in range(0, len(every), ROW_GROUP):
             first, last = every[g0], every[min(g0 + ROW_GROUP, len(every)) - 1]
-            bs, its, base = [], [], 0
+            bs: list[pa.Table] = []
+            its: list[tuple[pa.Table, int]] = []
+            base = 0
             for (b, it), pid, ib in zip(self.parts, ids, bills_of):
                 lo, hi = np.searchsorted(pid, first), np.searchsorted(pid, last, side="right")
                 if hi == lo:
@@ -897,18 +945,20 @@ class Parts:
         self.parts = []
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
-            self._lock.close()
+            if self._lock is not None:           # set with the directory (spill_dir)
+                self._lock.close()
             self.dir = None
 
 
-def part_tables(text: pa.Table, out: dict, items: dict) -> tuple[pa.Table, pa.Table]:
+def part_tables(text: pa.Table, out: Mapping[str, npt.ArrayLike], items: Mapping[str, npt.ArrayLike]
+                ) -> tuple[pa.Table, pa.Table]:
     """A computed part as its two tables (see :class:`Parts`)."""
     cols = {**{n: text.column(n) for n in text.column_names},
             **{_OUT + k: pa.array(np.asarray(v)) for k, v in out.items()}}
     return pa.table(cols), pa.table({k: pa.array(np.asarray(v)) for k, v in items.items()})
 
 
-def write_ipc(directory: pathlib.Path, t: pa.Table) -> str:
+def write_ipc(directory: lake.StrPath, t: pa.Table) -> str:
     """``t`` as a new Arrow IPC file in ``directory`` (written aside, then renamed: a reader never sees a
     part of one; a task re-run after its worker died writes a new file)."""
     path = pathlib.Path(directory) / f"{uuid.uuid4().hex}.arrow"
@@ -919,12 +969,12 @@ def write_ipc(directory: pathlib.Path, t: pa.Table) -> str:
     return str(path)
 
 
-def _read_ipc(path) -> pa.Table:
+def _read_ipc(path: lake.StrPath) -> pa.Table:
     """An IPC file memory-mapped (its pages are the page cache's, not this process's heap)."""
     return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
-def _empty_group(parts: Parts) -> tuple[pa.Table, dict, dict]:
+def _empty_group(parts: Parts) -> tuple[pa.Table, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The (text, out, items) of no bills, typed like the parts' (a run over an archive without customers)."""
     if not parts.parts:
         raise BillingError("no customers to bill; nothing was published")
@@ -932,7 +982,8 @@ def _empty_group(parts: Parts) -> tuple[pa.Table, dict, dict]:
     return _merge_group([b.slice(0, 0)], [(it.slice(0, 0), 0)])
 
 
-def _merge_group(bs: list, its: list) -> tuple[pa.Table, dict, dict]:
+def _merge_group(bs: list[pa.Table], its: list[tuple[pa.Table, int]]
+                 ) -> tuple[pa.Table, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Slices of parts (bills, and items with the shift of their bill index) → one group in customer order,
     in one chunk per column (the Parquet writer's pages must not depend on how the parts were cut)."""
     b = pa.concat_tables(bs).combine_chunks()
@@ -987,7 +1038,7 @@ def readings_seen(inp: R.RunInput) -> np.ndarray:
     return np.array([inp.n, int((seg["prev_ae_fwd"] >= 0).sum()), int((seg["now_ae_fwd"] >= 0).sum())], np.int64)
 
 
-def refuse_unread_period(period: str, seen) -> None:
+def refuse_unread_period(period: str, seen: Iterable[int]) -> None:
     """A period without any settlement reading at its start or its end is refused, not billed.
 
     Billing everyone as held "0 kWh" would publish a period that was simply never read:
@@ -1004,7 +1055,7 @@ def refuse_unread_period(period: str, seen) -> None:
                        f"nothing was published")
 
 
-def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np.ndarray]:
+def assign(data: Data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np.ndarray]:
     """bucket → the sorted customer ids its task bills (the rule is in the docstring of ``jobs.dist``)."""
     start, end = period_bounds(period)
     arch = archive_path(data)
@@ -1031,7 +1082,8 @@ def assign(data, period: str, n_buckets: int = schema.N_BUCKETS) -> dict[int, np
     return {int(k): cid[b == k] for k in np.unique(b)}
 
 
-def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: int = CHUNK) -> dict:
+def run(data: Data, period: str, tariffs_dir: str | os.PathLike[str] | None = None, progress: Tick | None = None,
+        kernel: ModuleType | None = None, chunk: int = CHUNK) -> dict[str, Any]:
     """Compute and publish every bill of ``period``; the run summary (also written as summary.json).
 
     Up to ``chunk`` customers are computed at once; a larger archive is billed in chunks of whole lake
@@ -1045,20 +1097,23 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
     tariffs = TariffSet.load(tariffs_dir)
     tariffs.table()
     start, end = period_bounds(period)
-    chunks = [(None, None)]              # (home buckets, customer ids); None: every customer at once
-    prepared = {}
+    # (home buckets, customer ids); None: every customer at once
+    chunks: Sequence[tuple[set[int] | None, np.ndarray | None]] = [(None, None)]
+    prepared: dict[int, dict[str, Any]] = {}
     if chunk and _count_customers(data) > chunk:
         plan = assign(data, period)
-        chunks, n = [], chunk
+        planned: list[tuple[list[int], list[np.ndarray]]] = []
+        n = chunk
         for b in sorted(plan):
             if n + len(plan[b]) > chunk:
-                chunks.append(([], []))
+                planned.append(([], []))
                 n = 0
-            chunks[-1][0].append(b)
-            chunks[-1][1].append(plan[b])
+            planned[-1][0].append(b)
+            planned[-1][1].append(plan[b])
             n += len(plan[b])
-        chunks = [(set(bs), np.sort(np.concatenate(ids))) for bs, ids in chunks]
-        prepared = prepare(data, period, dict(enumerate(chunks)), tariffs=tariffs)
+        chunked = [(set(bs), np.sort(np.concatenate(ids))) for bs, ids in planned]
+        chunks = chunked
+        prepared = prepare(data, period, dict(enumerate(chunked)), tariffs=tariffs)
     parts = Parts(bills_root(data), spill=len(chunks) > 1)
     seen = np.zeros(3, np.int64)
     try:
@@ -1092,7 +1147,7 @@ def run(data, period: str, tariffs_dir=None, progress=None, kernel=None, chunk: 
         parts.close()
 
 
-def archive_con(data) -> duckdb.DuckDBPyConnection:
+def archive_con(data: Data) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the data directory's archive attached read-only as ``a``."""
     arch = archive_path(data)
     if not arch.exists():
@@ -1106,23 +1161,29 @@ def archive_con(data) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _count_customers(data) -> int:
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None                       # count(*) gives one row
+    return int(row[0])
+
+
+def _count_customers(data: Data) -> int:
     con = archive_con(data)
     try:
-        return int(con.execute("SELECT count(*) FROM a.customers").fetchone()[0])
+        return _count(con, "a.customers")
     except duckdb.Error as exc:
         raise StorageError(f"{archive_path(data)}: {str(exc).splitlines()[0]}") from None
     finally:
         con.close()
 
 
-def publish_run(data, period: str, span: tuple, parts: Parts, table, t0: float, t_read: float,
-                t_price: float, tick) -> dict:
+def publish_run(data: Data, period: str, span: tuple[dt.date, dt.date], parts: Parts, table: TariffTable | None,
+                t0: float, t_read: float, t_price: float, tick: Tick) -> dict[str, Any]:
     """Write the computed ``parts`` as the period's partition and publish it (the last steps of :func:`run`,
     shared with the distributed run of ``billing_core.jobs.dist``, so both write the same files the same way): the
     bills merged in customer order a row group at a time, each group's tables built
     (:func:`build_tables`), releases kept, and both files written as they come (staging, then swap)."""
-    inp = types.SimpleNamespace(start=span[0], end=span[1])
+    inp = _Period(span[0], span[1])
     root = bills_root(data)
     with _Lock(root):
         _clean(root)
@@ -1130,17 +1191,20 @@ def publish_run(data, period: str, span: tuple, parts: Parts, table, t0: float, 
         staging = _new_staging(root)
         tick("write")
         totals = []
-        wb = wi = None
+        wb: pq.ParquetWriter | None = None
+        wi: pq.ParquetWriter | None = None
         with open(staging / "bills.parquet", "wb") as fb, open(staging / "bill_items.parquet", "wb") as fi, \
                 concurrent.futures.ThreadPoolExecutor(1) as pool:
             try:
                 for text, out, items in parts.groups():
+                    assert table is not None             # given whenever there are bills
                     bills, it = build_tables(period, inp, text, out, items, table)
                     bills = _keep_releases(bills, rel)
                     if wb is None:
                         wb = pq.ParquetWriter(fb, bills.schema, compression="zstd")
                         wi = pq.ParquetWriter(fi, it.schema, compression="zstd")
                     # the two files encode and compress side by side (Arrow releases the GIL while writing)
+                    assert wi is not None                # made with wb
                     done = pool.submit(wi.write_table, it, row_group_size=ROW_GROUP)
                     wb.write_table(bills, row_group_size=ROW_GROUP)
                     done.result()
@@ -1148,6 +1212,7 @@ def publish_run(data, period: str, span: tuple, parts: Parts, table, t0: float, 
                     del bills, it
                 if wb is None:          # no customers: the empty tables' schema
                     text, out, items = _empty_group(parts)
+                    assert table is not None             # given whenever there are bills
                     bills, it = build_tables(period, inp, text, out, items, table)
                     pq.write_table(bills, fb, compression="zstd")
                     pq.write_table(it, fi, compression="zstd")
@@ -1162,7 +1227,7 @@ def publish_run(data, period: str, span: tuple, parts: Parts, table, t0: float, 
         summary = _summary(period, pa.concat_tables([t.select(["status", "total_fen", "flags", "e_total_kwh_x100"])
                                                      for t in totals]))
         summary["seconds"] = {"read": round(t_read, 3), "price": round(t_price, 3)}
-        files = {"reviews.jsonl": reviews} if reviews else {}
+        files: dict[str, bytes | str] = {"reviews.jsonl": reviews} if reviews else {}
         files["summary.json"] = json.dumps(summary, ensure_ascii=False, indent=1)
         _publish(root, period, files, staging)
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
@@ -1170,7 +1235,7 @@ def publish_run(data, period: str, span: tuple, parts: Parts, table, t0: float, 
     return summary
 
 
-def _summary(period: str, bills: pa.Table) -> dict:
+def _summary(period: str, bills: pa.Table) -> dict[str, Any]:
     status = bills.column("status").to_numpy(zero_copy_only=False).astype(str) if bills.num_rows else np.zeros(0, str)
     total = bills.column("total_fen").to_numpy()
     flags = bills.column("flags").to_numpy()
@@ -1183,7 +1248,7 @@ def _summary(period: str, bills: pa.Table) -> dict:
             "held_by_reason": by_reason}
 
 
-def summary(data, period: str) -> dict:
+def summary(data: Data, period: str) -> dict[str, Any]:
     """The billing summary of a published period (for ``gridhead demo``): counts, money, holds by reason.
 
     Keys: period, bills, issued, held, released, total_fen, issued_fen, energy_kwh_x100,
@@ -1196,7 +1261,7 @@ def summary(data, period: str) -> dict:
 
 
 # --- review and show -----------------------------------------------------------------------------------
-def read_bills(data, period: str | None = None, filter_sql: str = "") -> pa.Table:
+def read_bills(data: Data, period: str | None = None, filter_sql: str = "") -> pa.Table:
     root = bills_root(data)
     parts = [partition(data, period)] if period else sorted(root.glob("period=*"))
     files = [str(d / "bills.parquet") for d in parts if (d / "bills.parquet").exists()]
@@ -1210,14 +1275,14 @@ def read_bills(data, period: str | None = None, filter_sql: str = "") -> pa.Tabl
         con.close()
 
 
-def held(data, period: str | None = None) -> pa.Table:
+def held(data: Data, period: str | None = None) -> pa.Table:
     """Held bills (status 'held'), with their reasons."""
     return read_bills(data, period, "WHERE status = 'held'").select(
         ["bill_id", "period", "customer_no", "name", "category", "e_total_kwh_x100", "total_fen", "reasons",
          "reasons_zh"])
 
 
-def release(data, bill_ids, by: str, note: str = "") -> dict:
+def release(data: Data, bill_ids: Iterable[int], by: str, note: str = "") -> dict[str, Any]:
     """Release held bills (核算审核 passed): status 'released', who, when and note recorded.
 
     Idempotent: a bill already released keeps its first release.  Unknown ids raise (nothing changes).
@@ -1287,7 +1352,7 @@ def release(data, bill_ids, by: str, note: str = "") -> dict:
     return {"released": done, "already": already}
 
 
-def show(data, customer: str, period: str) -> dict:
+def show(data: Data, customer: str, period: str) -> dict[str, Any]:
     """One bill with its line items, by customer number (户号) or customer id."""
     live = partition(data, period)
     if not (live / "bills.parquet").exists():
@@ -1328,7 +1393,7 @@ def _dec(value: int, places: int) -> str:
     return f"{sign}{s[:-places]}.{s[-places:]}"
 
 
-def _tariff_changes(b: dict) -> str:
+def _tariff_changes(b: dict[str, Any]) -> str:
     """The tariff line's tail for a split month: two parts — the one change; more — the first change, the new
     assignment (whichever day it starts) and the number of parts (each priced by its own tariff row)."""
     if b["parts"] <= 1:
@@ -1339,7 +1404,7 @@ def _tariff_changes(b: dict) -> str:
     return f" → ({b['new_tariff']}) from day {b['change_day']}{moved}; {b['parts']} parts (分段计费)"
 
 
-def render(shown: dict) -> str:
+def render(shown: dict[str, Any]) -> str:
     """A bill as the customer reads it (电费通知单): Chinese beside English, yuan from integer fen."""
     b, items = shown["bill"], shown["items"]
     status = {"issued": "已发行 issued", "held": "暂挂 held", "released": "审核放行 released"}[b["status"]]

@@ -29,20 +29,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 
 from gridhead.billing_core import run as R
+from gridhead.billing_core import lineloss as ll
 from gridhead.billing_core.tariff import TariffSet
 from gridhead.protocols.errors import BillingError, GridheadError, StorageError
 from gridhead.storage import lake, lakefs, schema
-from gridhead.storage.paths import archive_path, data_dir, lake_root
+from gridhead.storage.paths import Data, archive_path, data_dir, lake_root
+from gridhead.storage.results import bills_root
 
 from . import bills
-from .bills import assign
+from .bills import Tick, assign
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from .lineloss import Result, Select
 
 TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-running is harmless)
 # a task's archive rows arrive unpickled, their buffers not 64-byte aligned; DuckDB's Arrow scan (Acero) then
@@ -51,8 +62,9 @@ TASK_RETRIES = 2        # a task whose worker died is re-run (reads only: re-run
 os.environ.setdefault("ACERO_ALIGNMENT_HANDLING", "reallocate")
 
 
-def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet, kernel=None,
-              prepared: dict | None = None, lake_uri: str | None = None, spill: str | None = None) -> dict:
+def bill_task(data: Data, period: str, bucket: int, customers: np.ndarray, tariffs: TariffSet,
+              kernel: ModuleType | None = None, prepared: dict[str, Any] | None = None, lake_uri: str | None = None,
+              spill: str | None = None) -> dict[str, Any]:
     """One task: the bills of ``customers`` (one bucket's) as columns — run on a Dask worker.  ``prepared``:
     its share of :func:`billing_core.jobs.bills.prepare` (its archive rows joined, the monthly readings of its meters
     outside its bucket); without it the task queries the archive file itself and reads every bucket its
@@ -68,7 +80,7 @@ def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: Ta
     t_read = time.perf_counter() - t0
     out, items, table = R.compute(inp, tariffs, kernel)
     R.check_items(out, items)
-    res = {"bucket": bucket, "keys": table.keys, "table": table, "read_s": t_read,
+    res: dict[str, Any] = {"bucket": bucket, "keys": table.keys, "table": table, "read_s": t_read,
            "price_s": time.perf_counter() - t0 - t_read, "seen": bills.readings_seen(inp)}
     if spill and os.path.isdir(spill) and os.access(spill, os.W_OK):
         res["files"] = tuple(bills.write_ipc(spill, t) for t in bills.part_tables(text, out, items))
@@ -77,11 +89,12 @@ def bill_task(data, period: str, bucket: int, customers: np.ndarray, tariffs: Ta
     return res
 
 
-def gather(futs: list, what: str, nothing: str, done=None, keep: bool = True) -> list:
+def gather(futs: list[Future[Any]], what: str, nothing: str, done: Callable[[Any], object] | None = None,
+           keep: bool = True) -> list[Any]:
     """The results of ``futs`` in completion order (``done(result)`` after each; ``keep=False``: not kept,
     so ``done`` must take what it needs); each is released on its worker as soon as it is here.  A failed
     task — bad input, or a worker lost more often than Dask allows — raises one line ending in ``nothing``."""
-    parts = []
+    parts: list[Any] = []
     try:
         from distributed import as_completed     # imported here: the single-node path needs no Dask
         for fut in as_completed(futs):
@@ -103,8 +116,9 @@ def gather(futs: list, what: str, nothing: str, done=None, keep: bool = True) ->
     return parts
 
 
-def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
-        n_buckets: int = schema.N_BUCKETS, ship_rows: bool = True) -> dict:
+def run(data: Data, period: str, client: Client, tariffs_dir: str | os.PathLike[str] | None = None,
+        progress: Tick | None = None, kernel: ModuleType | None = None,
+        n_buckets: int = schema.N_BUCKETS, ship_rows: bool = True) -> dict[str, Any]:
     """The bill run of ``period`` on the Dask ``client``: one task per bucket; same result as
     :func:`billing_core.jobs.bills.run` (same files, byte for byte).  ``progress(step)`` gets "read" (per task
     done, as ``"task NN"``), "price", "write", "publish".  A failed task (bad input, or a worker lost more
@@ -122,10 +136,10 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
     prepared = bills.prepare(data, period, {b: ({b}, ids) for b, ids in plan.items()}, lakefs.uri(), tariffs) \
         if ship_rows else {}
     t_prepare = time.perf_counter() - t0
-    parts = bills.Parts(bills.bills_root(data), spill=True)
-    got: list[dict] = []
+    parts = bills.Parts(bills_root(data), spill=True)
+    got: list[dict[str, Any]] = []
 
-    def done(part):       # written by the task into the spill directory, or spilled as it arrives here
+    def done(part: dict[str, Any]) -> None:       # written by the task into the spill directory, or spilled as it arrives here
         if got and part["keys"] != got[0]["keys"]:
             raise StorageError(f"bill run {period}: tasks priced with different tariff tables; "
                                f"nothing was published")
@@ -158,7 +172,7 @@ def run(data, period: str, client, tariffs_dir=None, progress=None, kernel=None,
 
 
 # --- line loss: one task per feeder set (a feeder with its areas) ---------------------------------------
-def feeder_sets(data, n_sets: int) -> list[np.ndarray]:
+def feeder_sets(data: Data, n_sets: int) -> list[np.ndarray]:
     """The archive's feeder ids in ``n_sets`` contiguous sets (areas without a feeder, key -1, in the first).
 
     A feeder's balance sums its areas' check meters and its dedicated-transformer customers, and an area's
@@ -171,10 +185,11 @@ def feeder_sets(data, n_sets: int) -> list[np.ndarray]:
     return sets
 
 
-def _own_feeders(keys: np.ndarray):
+def _own_feeders(keys: np.ndarray) -> Select:
     """lineloss.compute's ``select``: the feeders in ``keys``, their areas, the points of those (an area's
     points by its area, a point outside areas by its feeder)."""
-    def select(seg, areas, feeders):
+    def select(seg: dict[str, np.ndarray], areas: dict[str, np.ndarray], feeders: np.ndarray
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
         a_keep = np.isin(areas["feeder_id"].astype(np.int64), keys)
         s_area = seg["area_id"].astype(np.int64)
         keep = np.where(s_area >= 0, np.isin(s_area, areas["area_id"][a_keep].astype(np.int64)),
@@ -184,8 +199,9 @@ def _own_feeders(keys: np.ndarray):
     return select
 
 
-def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int, lake_uri=None,
-                  share: dict | None = None) -> tuple:
+def lineloss_task(data: Data, first: dt.date, last: dt.date, keys: np.ndarray, thresholds: ll.Thresholds,
+                  max_gap: int, lake_uri: str | None = None, share: dict[str, Any] | None = None,
+                  ) -> tuple[np.ndarray, Result, float]:
     """One task: (keys, the areas' and feeders' part of lineloss.Result, CPU seconds) of one feeder set.
     ``share``: its archive inputs and frozen readings, made by the driver (:func:`_lineloss_shares`); else
     the task queries the archive and reads the lake itself."""
@@ -204,32 +220,37 @@ def lineloss_task(data, first, last, keys: np.ndarray, thresholds, max_gap: int,
     return keys, units, time.process_time() - t0
 
 
-def _cat_balance(parts, order):
+def _cat_balance(parts: Sequence[ll.Balance], order: np.ndarray) -> ll.Balance:
     return type(parts[0])(**{f.name: np.concatenate([getattr(b, f.name) for b in parts])[order]
                              for f in dataclasses.fields(parts[0])})
 
 
-def merge_lineloss(parts: list):
+def merge_lineloss(parts: list[Result]) -> Result:
     """Tasks' units → the single-node Result's area and feeder rows (areas by id, feeders by id)."""
     from . import lineloss
-    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
     ao = np.argsort(cat("area_id"), kind="stable")
     fo = np.argsort(cat("feeder_id"), kind="stable")
     p0 = parts[0]
     # the 不可算 meters of every task, in the single node's order (day, area, meter, missing freeze)
     miss = None
-    if all(p.missing is not None for p in parts):
-        miss = {k: np.concatenate([p.missing[k] for p in parts]) for k in p0.missing}
+    missing = [p.missing for p in parts if p.missing is not None]
+    if len(missing) == len(parts):
+        miss = {k: np.concatenate([m[k] for m in missing]) for k in missing[0]}
         o = np.lexsort((miss["reading_date"], miss["meter_id"], miss["area_id"], miss["date"]))
         miss = {k: v[o] for k, v in miss.items()}
     return lineloss.Result(
         p0.days, cat("area_id")[ao], cat("area_type")[ao], cat("area_feeder")[ao],
         _cat_balance([p.area for p in parts], ao), cat("feeder_id")[fo], _cat_balance([p.feeder for p in parts], fo),
-        p0.thresholds, period=(_cat_balance([p.period[0] for p in parts], ao),
-                               _cat_balance([p.period[1] for p in parts], fo)), missing=miss)
+        p0.thresholds, period=(_cat_balance([p.month()[0] for p in parts], ao),
+                               _cat_balance([p.month()[1] for p in parts], fo)), missing=miss)
 
 
-def _lineloss_shares(data, first, last, max_gap: int, sets: list) -> list[dict]:
+def _lineloss_shares(data: Data, first: dt.date, last: dt.date, max_gap: int, sets: list[np.ndarray]
+                     ) -> list[dict[str, Any]]:
     """Per feeder set, what its task computes from: its rows of the archive inputs (segments, areas,
     feeders, multiplier rows) and the frozen readings of its segments — the archive queried and the lake
     read once for all sets, instead of once per task (a feeder's meters are spread over every bucket)."""
@@ -253,8 +274,10 @@ def _lineloss_shares(data, first, last, max_gap: int, sets: list) -> list[dict]:
     return out
 
 
-def lineloss_run(data, first, last, client, *, thresholds=None, max_gap: int = 3, n_sets: int | None = None,
-                 save: bool = True, progress=None, ship_inputs: bool = True):
+def lineloss_run(data: Data, first: dt.date, last: dt.date, client: Client, *,
+                 thresholds: ll.Thresholds | None = None, max_gap: int = 3, n_sets: int | None = None,
+                 save: bool = True, progress: Tick | None = None, ship_inputs: bool = True,
+                 ) -> tuple[Result, dict[str, float]]:
     """Line loss of ``first`` .. ``last`` on the Dask ``client``, one task per feeder set; the merged
     Result has the single-node run's area and feeder rows (not its per-point audit columns), and with
     ``save`` the same ``line_loss`` partitions are written — only after every task succeeded.
@@ -282,7 +305,7 @@ def lineloss_run(data, first, last, client, *, thresholds=None, max_gap: int = 3
 
 
 @contextlib.contextmanager
-def client(scheduler: str | None = None, workers: int | None = None, threads: int = 1):
+def client(scheduler: str | None = None, workers: int | None = None, threads: int = 1) -> Iterator[Client]:
     """A Dask client: to ``scheduler`` (``tcp://HOST:PORT``), else a LocalCluster of ``workers`` worker
     processes on 127.0.0.1 (closed on exit)."""
     try:

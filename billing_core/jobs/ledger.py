@@ -46,11 +46,15 @@ import csv
 import datetime as dt
 import fcntl
 import io
+import os
 import pathlib
 import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -59,10 +63,11 @@ from gridhead.billing_core import ledger as L
 from gridhead.protocols.errors import GridheadError, StorageError
 from gridhead.storage import duck
 from gridhead.storage.duck import arrow_table
-from gridhead.storage.paths import archive_path, data_dir
+from gridhead.storage.paths import Data, archive_path, data_dir
 from gridhead.storage.results import BALANCES_SQL
 from gridhead.storage.results import LEDGER_ALLOC as ALLOC
 from gridhead.storage.results import LEDGER_TABLE as TABLE
+from gridhead.storage.results import bills_root
 from gridhead.storage.results import ledger_lock_path as lock_path
 
 from . import bills as _bills
@@ -102,10 +107,31 @@ class LedgerError(GridheadError):
         self.errors = errors or [message]
 
 
+# a query's parameters: positional ($1, ?) or named ($name)
+Params = Union[Sequence[object], Mapping[str, object], None]
+
+
+def _count_rows(con: duckdb.DuckDBPyConnection, sql: str, params: Params = None) -> int:
+    """The one number of a ``SELECT count(*)`` / ``max`` statement."""
+    return int(_one(con.execute(sql, params or [])))
+
+
+def _row(cur: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """The row of a statement that gives one (an aggregate, or the row just written)."""
+    row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def _one(cur: duckdb.DuckDBPyConnection) -> Any:
+    """The value of a statement that gives one row of one column."""
+    return _row(cur)[0]
+
+
 class Writer:
     """The ledger opened for writing: the writers' lock, a connection, the table ensured."""
 
-    def __init__(self, data):
+    def __init__(self, data: Data) -> None:
         self.data = data_dir(data)
         arch = archive_path(self.data)
         if not arch.exists():
@@ -114,8 +140,8 @@ class Writer:
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
             self.con = duck.connect(str(arch))
-            fresh = not self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
-                                         {"t": ALLOC}).fetchone()[0]
+            fresh = not _count_rows(self.con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                    {"t": ALLOC})
             self.con.execute(DDL)
             if fresh:               # a ledger from before allocations: settle what it holds, once
                 old = self.columns(f"SELECT DISTINCT customer_id FROM {TABLE}")["customer_id"]
@@ -125,22 +151,22 @@ class Writer:
             self._lock.close()
             raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
 
-    def close(self):
+    def close(self) -> None:
         self.con.close()
         self._lock.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Writer:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- helpers used inside a transaction ---------------------------------------------------------
-    def columns(self, sql: str, params=None) -> dict:
+    def columns(self, sql: str, params: Params = None) -> dict[str, np.ndarray]:
         t = arrow_table(self.con.execute(sql, params or []))
         return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
 
-    def query(self, sql: str, params=None) -> pa.Table:
+    def query(self, sql: str, params: Params = None) -> pa.Table:
         return arrow_table(self.con.execute(sql, params or []))
 
     def balances_of(self, customer_ids: np.ndarray) -> np.ndarray:
@@ -149,7 +175,7 @@ class Writer:
                            f"GROUP BY customer_id")
         return lookup(cur["customer_id"], cur["b"], customer_ids, 0)
 
-    def append(self, cols: dict, who: str, batch: str, ts=None) -> int:
+    def append(self, cols: Mapping[str, Any], who: str, batch: str, ts: dt.datetime | None = None) -> int:
         """Append entries (columns customer_id, kind, debit_fen, credit_fen, period, value_date, key, note)
         with their running balances; the caller holds the transaction.  Returns the number written."""
         n = len(cols["customer_id"])
@@ -158,7 +184,7 @@ class Writer:
         cust = np.asarray(cols["customer_id"], np.int64)
         delta = np.asarray(cols["debit_fen"], np.int64) - np.asarray(cols["credit_fen"], np.int64)
         after = L.running_balance(cust, delta, self.balances_of(cust))
-        first = self.con.execute(f"SELECT coalesce(max(entry_id), 0) + 1 FROM {TABLE}").fetchone()[0]
+        first = _count_rows(self.con, f"SELECT coalesce(max(entry_id), 0) + 1 FROM {TABLE}")
         ts = ts or dt.datetime.now(dt.timezone.utc)
         ids = pa.array(np.arange(first, first + n, dtype=np.int64))
         kind = _text(cols["kind"], n)
@@ -183,7 +209,7 @@ class Writer:
             self.con.unregister("_new_entries")
         return n
 
-    def allocate(self, customer_ids, batch: str, ts=None, policy: L.Policy | None = None) -> int:
+    def allocate(self, customer_ids: npt.ArrayLike, batch: str, ts: dt.datetime | None = None, policy: L.Policy | None = None) -> int:
         """Settle these customers' open receivables with their unallocated credits, oldest first, and
         store each settlement (核销) in ``ledger_allocations`` (the caller holds the transaction).
 
@@ -234,8 +260,9 @@ class Writer:
         ri, ci, amt = L.fifo_allocate(rec["customer_id"], rec["open"], cred["customer_id"], cred["avail"])
         return self.write_allocations(cred["entry_id"][ci], rec["entry_id"][ri], rec["customer_id"][ri], amt, batch, ts)
 
-    def write_allocations(self, credit_ids, debit_ids, customer_ids, amount, batch, ts=None) -> int:
-        n = len(amount)
+    def write_allocations(self, credit_ids: npt.ArrayLike, debit_ids: npt.ArrayLike, customer_ids: npt.ArrayLike,
+                          amount: npt.ArrayLike, batch: str, ts: dt.datetime | None = None) -> int:
+        n = len(np.asarray(amount))
         if n:
             ts = ts or dt.datetime.now(dt.timezone.utc)
             self.con.register("_alloc", pa.table({
@@ -250,7 +277,7 @@ class Writer:
                 self.con.unregister("_alloc")
         return n
 
-    def taken_keys(self, keys) -> np.ndarray:
+    def taken_keys(self, keys: Sequence[str | None] | np.ndarray) -> np.ndarray:
         """Which of ``keys`` (strings) are already in the ledger (bool per key)."""
         keys = pa.array(np.asarray(keys, dtype=object), pa.string())
         if len(keys) == 0:
@@ -264,7 +291,7 @@ class Writer:
         out[hit.astype(np.int64)] = True
         return out
 
-    def customer_ids(self, customer_nos) -> np.ndarray:
+    def customer_ids(self, customer_nos: Sequence[str]) -> np.ndarray:
         """archive customer ids of 户号 strings (−1 unknown)."""
         c = self.columns("SELECT customer_id, customer_no FROM customers")
         idx = {no: i for no, i in zip(c["customer_no"], c["customer_id"])}
@@ -278,7 +305,8 @@ def _distinct(a: np.ndarray) -> np.ndarray:
     return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
 
 
-def lookup(keys, values, want, default) -> np.ndarray:
+def lookup(keys: npt.ArrayLike, values: np.ndarray, want: npt.ArrayLike, default: int | np.integer[Any]
+           ) -> np.ndarray:
     """values[keys == want[i]] for each i (default where absent), by a sort and a binary search."""
     keys = np.asarray(keys, np.int64)
     want = np.asarray(want, np.int64)
@@ -287,10 +315,11 @@ def lookup(keys, values, want, default) -> np.ndarray:
     order = np.argsort(keys, kind="stable")
     k, v = keys[order], np.asarray(values)[order]
     pos = np.clip(np.searchsorted(k, want), 0, len(k) - 1)
-    return np.where(k[pos] == want, v[pos], default)
+    found: np.ndarray = np.where(k[pos] == want, v[pos], default)
+    return found
 
 
-def _text(v, n) -> pa.Array:
+def _text(v: object, n: int) -> pa.Array:
     if v is None:
         return pa.nulls(n, pa.string())
     if isinstance(v, str):
@@ -300,7 +329,7 @@ def _text(v, n) -> pa.Array:
     return pa.array(np.asarray(v, dtype=object), pa.string())
 
 
-def _dates(v, n) -> pa.Array:
+def _dates(v: object, n: int) -> pa.Array:
     if isinstance(v, dt.date):
         return pa.array(np.full(n, np.datetime64(v, "D")), pa.date32())
     return pa.array(np.asarray(v).astype("datetime64[D]"), pa.date32())
@@ -322,7 +351,7 @@ def _one_customer(w: Writer, customer_no: str) -> int:
 
 
 # --- posting -----------------------------------------------------------------------------------------
-def post_bills(data, period: str, who: str = "billing") -> dict:
+def post_bills(data: Data, period: str, who: str = "billing") -> dict[str, Any]:
     """Post the period's issued and released bills as receivables (idempotent: posted bills are skipped).
 
     A prepayment customer's bill comes with its true-up: the period's deductions not yet trued up,
@@ -355,7 +384,7 @@ def post_bills(data, period: str, who: str = "billing") -> dict:
             "receivable_fen": int(total[new].sum()), "trueup_fen": trued}
 
 
-def _trueup(w: Writer, period: str, bill_ids, cust, who, batch) -> int:
+def _trueup(w: Writer, period: str, bill_ids: np.ndarray, cust: np.ndarray, who: str, batch: str) -> int:
     """Reverse the period's prepayment deductions of the customers whose bill is posted now."""
     if len(cust) == 0:
         return 0
@@ -377,9 +406,9 @@ def _trueup(w: Writer, period: str, bill_ids, cust, who, batch) -> int:
     return int(-d["charged"].sum())
 
 
-def add_entry(data, customer_no: str, kind: str, amount_fen: int, by: str, ref: str | None = None,
+def add_entry(data: Data, customer_no: str, kind: str, amount_fen: int, by: str, ref: str | None = None,
               note: str | None = None, on: dt.date | None = None, payment: str | None = None,
-              fee_entry: int | None = None, policy: L.Policy | None = None) -> dict:
+              fee_entry: int | None = None, policy: L.Policy | None = None) -> dict[str, Any]:
     """One entry at the counter (``by`` and, but for a payment, ``note`` — who and why — are required):
 
     ``payment`` (0 < amount ≤ ``policy.max_payment_fen``; gets a receipt number); ``refund`` of the
@@ -417,8 +446,10 @@ def add_entry(data, customer_no: str, kind: str, amount_fen: int, by: str, ref: 
                 raise LedgerError(f"reference {ref!r}: already posted (a payment is taken once)")
             link = None
             if kind == "refund":
+                assert payment                    # checked above: a refund names its payment
                 link = _refundable(w, cid, customer_no, payment, amount_fen)
             elif kind == "waiver":
+                assert fee_entry is not None      # checked above: a waiver names its late fee
                 link = _waivable(w, cid, customer_no, int(fee_entry), amount_fen)
             debit = amount_fen if kind == "adjust" else -amount_fen if kind == "waiver" else 0
             credit = amount_fen if kind == "payment" else (-amount_fen if kind == "refund" else 0)
@@ -426,14 +457,15 @@ def add_entry(data, customer_no: str, kind: str, amount_fen: int, by: str, ref: 
                       "credit_fen": np.array([credit]), "period": _period_of(on), "value_date": on,
                       "key": np.array([key], dtype=object), "note": note,
                       "ref_entry_id": None if link is None else np.array([link])}, by, batch)
-            entry = w.con.execute(f"SELECT max(entry_id) FROM {TABLE}").fetchone()[0]
+            entry = _one(w.con.execute(f"SELECT max(entry_id) FROM {TABLE}"))
             if kind == "waiver":                   # a waiver settles its own fee first
-                open_ = w.con.execute(f"SELECT f.debit_fen - coalesce(sum(a.amount_fen), 0) FROM {TABLE} f "
-                                      f"LEFT JOIN {ALLOC} a ON a.debit_entry_id = f.entry_id WHERE f.entry_id = $f "
-                                      f"GROUP BY f.debit_fen", {"f": link}).fetchone()[0]
+                assert link is not None            # the fee it waives, found above
+                open_ = _one(w.con.execute(f"SELECT f.debit_fen - coalesce(sum(a.amount_fen), 0) FROM {TABLE} f "
+                                           f"LEFT JOIN {ALLOC} a ON a.debit_entry_id = f.entry_id WHERE f.entry_id = $f "
+                                           f"GROUP BY f.debit_fen", {"f": link}))
                 w.write_allocations([entry], [link], [cid], [min(int(open_), amount_fen)], batch)
             w.allocate([cid], batch, policy=policy)
-            receipt = w.con.execute(f"SELECT receipt_no FROM {TABLE} WHERE entry_id = $e", {"e": entry}).fetchone()[0]
+            receipt = _one(w.con.execute(f"SELECT receipt_no FROM {TABLE} WHERE entry_id = $e", {"e": entry}))
             w.con.execute("COMMIT")
         except BaseException:
             w.con.execute("ROLLBACK")
@@ -482,8 +514,8 @@ def _waivable(w: Writer, cid: int, customer_no: str, fee: int, amount_fen: int) 
     return fee
 
 
-def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None = None,
-                    return_file=None) -> dict:
+def import_payments(data: Data, path: str | os.PathLike[str], by: str = "bank-import", policy: L.Policy | None = None,
+                    return_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Post a bank file (CSV with header ``ref,customer_no,amount_yuan,paid_on``) in one transaction.
 
     As banks send them (:func:`_parse_bank`): UTF-8 or GB18030/GBK, optionally a batch header line
@@ -563,7 +595,7 @@ def import_payments(data, path, by: str = "bank-import", policy: L.Policy | None
         periods = pc.strftime(ts, format="%Y-%m")
         w.con.execute("BEGIN")
         try:
-            first = w.con.execute(f"SELECT coalesce(max(entry_id), 0) + 1 FROM {TABLE}").fetchone()[0]
+            first = _one(w.con.execute(f"SELECT coalesce(max(entry_id), 0) + 1 FROM {TABLE}"))
             w.append({"customer_id": cid, "kind": "payment", "debit_fen": np.zeros(n, np.int64),
                       "credit_fen": fen.to_numpy(), "period": periods, "value_date": dates.to_numpy(zero_copy_only=False),
                       "key": keys, "note": f"bank file {p.name}"}, by, batch)
@@ -586,14 +618,15 @@ def _yuan(fen: int) -> str:
     return f"{'-' if fen < 0 else ''}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
-def _return_file(path, t: pa.Table, meta: dict, errors: list, receipts) -> None:
+def _return_file(path: str | os.PathLike[str] | None, t: pa.Table, meta: dict[str, Any],
+                 errors: list[tuple[int, str]], receipts: Sequence[str | None] | None) -> None:
     """The return file (回盘) of a bank file: its rows with ``result`` (applied / refused / not applied),
     the receipt number of each applied payment and the reason of each refused row (all reasons of a
     row, joined by "; "), written in the bank file's own encoding."""
     if not path:
         return
     n = t.num_rows
-    why: dict = {}
+    why: dict[int, list[str]] = {}
     for i, msg in errors:
         why.setdefault(i, []).append(msg)
     if receipts is not None:
@@ -629,7 +662,7 @@ def _real_dates(day: pa.Array) -> pa.Array:
     return pc.and_(shape, pc.is_in(day, value_set=pa.array(good, pa.string())))
 
 
-def _parse_bank(p: pathlib.Path) -> tuple[pa.Table, dict]:
+def _parse_bank(p: pathlib.Path) -> tuple[pa.Table, dict[str, Any]]:
     """The bank file as string columns (Arrow's CSV reader) and what surrounds them: ``{encoding,
     header, trailer}``.  Encoding: UTF-8 (a BOM allowed), else GB18030 — the superset of GBK that
     Chinese banks write — else the file is refused.  A first line ``H,<batch>,<count>,<total yuan>`` is
@@ -647,7 +680,7 @@ def _parse_bank(p: pathlib.Path) -> tuple[pa.Table, dict]:
             raise LedgerError(f"{p}: neither UTF-8 nor GB18030/GBK text ({exc.reason} at byte {exc.start})") from None
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8):]
-    meta = {"encoding": enc, "header": None, "trailer": None}
+    meta: dict[str, Any] = {"encoding": enc, "header": None, "trailer": None}
     if raw[:2] in (b"H,", b"h,"):
         line, _, raw = raw.partition(b"\n")
         f = _record(p, "header", line, 4)
@@ -676,27 +709,27 @@ def _parse_bank(p: pathlib.Path) -> tuple[pa.Table, dict]:
                      for c in BANK_COLUMNS}), meta
 
 
-def _record(p, what: str, line: bytes, fields: int) -> list[str]:
+def _record(p: pathlib.Path, what: str, line: bytes, fields: int) -> list[str]:
     f = next(csv.reader([line.decode("utf-8").strip()]), [])
     if len(f) != fields:
         raise LedgerError(f"{p}:{what}: {len(f)} fields, a batch {what} has {fields}; nothing was imported")
     return [x.strip() for x in f]
 
 
-def _count(p, what: str, text: str) -> int:
+def _count(p: pathlib.Path, what: str, text: str) -> int:
     if not text.isdigit():
         raise LedgerError(f"{p}:{what}: count {text!r} is not a number; nothing was imported")
     return int(text)
 
 
-def _total(p, what: str, text: str) -> int:
+def _total(p: pathlib.Path, what: str, text: str) -> int:
     fen = L.yuan_to_fen(text)
     if fen is None:
         raise LedgerError(f"{p}:{what}: total {text!r} is not an amount in yuan; nothing was imported")
     return fen
 
 
-def _read_bank_csv(p: pathlib.Path, text: str):
+def _read_bank_csv(p: pathlib.Path, text: str) -> list[list[str]]:
     """The bank file's columns as lists of str (the header must name BANK_COLUMNS, in any order)."""
     rd = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(rd, [])]
@@ -704,7 +737,7 @@ def _read_bank_csv(p: pathlib.Path, text: str):
     if missing:
         raise LedgerError(f"{p}:0: {missing[0]}: column missing from the header (expected {','.join(BANK_COLUMNS)})")
     pos = [header.index(c) for c in BANK_COLUMNS]
-    cols = [[], [], [], []]
+    cols: list[list[str]] = [[], [], [], []]
     for k, row in enumerate(rd, 1):
         if len(row) != len(header):
             raise LedgerError(f"{p}:{k}: (row): {len(row)} fields, the header has {len(header)}; nothing was imported")
@@ -717,7 +750,7 @@ def _read_bank_csv(p: pathlib.Path, text: str):
 class Reader:
     """The ledger opened read-only (no lock: readers see the last committed state)."""
 
-    def __init__(self, data):
+    def __init__(self, data: Data) -> None:
         arch = archive_path(data)
         if not arch.exists():
             raise StorageError(f"{arch}: no archive (run `gridhead archive import` or `gridhead gen` first)")
@@ -725,29 +758,29 @@ class Reader:
             self.con = duck.connect(str(arch), read_only=True)
         except duckdb.Error as exc:
             raise StorageError(f"{arch}: {str(exc).splitlines()[0]}") from None
-        self.has = bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
-                                         {"t": TABLE}).fetchone()[0])
-        self.has_alloc = bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
-                                               {"t": ALLOC}).fetchone()[0])
+        self.has = bool(_count_rows(self.con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                    {"t": TABLE}))
+        self.has_alloc = bool(_count_rows(self.con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                          {"t": ALLOC}))
 
-    def close(self):
+    def close(self) -> None:
         self.con.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Reader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def query(self, sql: str, params=None) -> pa.Table:
+    def query(self, sql: str, params: Params = None) -> pa.Table:
         return arrow_table(self.con.execute(sql, params or {}))
 
-    def columns(self, sql: str, params=None) -> dict:
+    def columns(self, sql: str, params: Params = None) -> dict[str, np.ndarray]:
         t = self.query(sql, params)
         return {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
 
 
-def balances(data) -> pa.Table:
+def balances(data: Data) -> pa.Table:
     """Every customer's balance: ``customer_id, customer_no, name, category, prepaid, receivable_fen,
     received_fen, balance_fen`` (balance = receivable − received; customers without entries have 0)."""
     with Reader(data) as r:
@@ -756,7 +789,7 @@ def balances(data) -> pa.Table:
 
 _EMPTY = ("(SELECT NULL::BIGINT AS customer_id, NULL::BIGINT AS debit_fen, NULL::BIGINT AS credit_fen, "
           "NULL::BIGINT AS entry_id, NULL::BIGINT AS balance_after_fen WHERE false)")
-def check(data) -> dict:
+def check(data: Data) -> dict[str, Any]:
     """Prove the balance identity for every customer; raise :class:`LedgerError` naming the first that fails.
 
     Per customer: the stored running balance of each entry equals Σ debit − Σ credit of its entries up
@@ -777,8 +810,8 @@ def check(data) -> dict:
             b = bad[0]
             raise LedgerError(f"customer {b['customer_no']} (id {b['customer_id']}): entry {b['entry_id']} records "
                               f"balance {b['balance_after_fen']} fen, its entries add up to {b['run']} fen")
-        n, lo, hi, distinct = r.con.execute(
-            f"SELECT count(*), min(entry_id), max(entry_id), count(DISTINCT entry_id) FROM {TABLE}").fetchone()
+        n, lo, hi, distinct = _row(r.con.execute(
+            f"SELECT count(*), min(entry_id), max(entry_id), count(DISTINCT entry_id) FROM {TABLE}"))
         if n and (lo != 1 or hi != n or distinct != n):
             raise LedgerError(f"ledger: entry ids are not 1..{n} without gaps or repeats (min {lo}, max {hi}, "
                               f"{distinct} distinct): entries were removed or rewritten")
@@ -803,14 +836,14 @@ def check(data) -> dict:
                 LIMIT 1""").fetchone()
             if over:
                 raise LedgerError(f"ledger: {over[0]} entry {over[1]} is allocated beyond its amount")
-        customers = r.con.execute(f"SELECT count(DISTINCT customer_id) FROM {TABLE}").fetchone()[0]
+        customers = _one(r.con.execute(f"SELECT count(DISTINCT customer_id) FROM {TABLE}"))
         posted = r.columns(f"SELECT key, customer_id, debit_fen FROM {TABLE} WHERE kind = 'bill'")
     checked = _check_bills(data, posted)
     return {"customers": int(customers), "entries": int(n), "bills_checked": checked, "ok": True}
 
 
-def _check_bills(data, posted: dict) -> int:
-    root = _bills.bills_root(data)
+def _check_bills(data: Data, posted: dict[str, np.ndarray]) -> int:
+    root = bills_root(data)
     periods = sorted(d.name.split("=", 1)[1] for d in root.glob("period=*") if (d / "bills.parquet").exists())
     got = {k: (int(c), int(a)) for k, c, a in zip(posted["key"], posted["customer_id"], posted["debit_fen"])}
     checked = 0
@@ -829,7 +862,8 @@ def _check_bills(data, posted: dict) -> int:
     return checked
 
 
-def _open_as_of(x, as_of: dt.date, policy: L.Policy, customers=None) -> dict:
+def _open_as_of(x: Reader | Writer, as_of: dt.date, policy: L.Policy, customers: Sequence[int] | None = None
+                ) -> dict[str, np.ndarray]:
     """Every receivable (bill, late fee, debit adjustment) with value date on or before ``as_of``, as the
     ledger stood on that day (DOMAIN.md: a dated view counts only what was posted and paid — value date —
     on or before it): ``out`` = amount − the stored allocations from credits dated on or before ``as_of``.
@@ -878,8 +912,8 @@ def _open_as_of(x, as_of: dt.date, policy: L.Policy, customers=None) -> dict:
     return rec
 
 
-def post_late_fees(data, as_of: dt.date, by: str = "billing", policy: L.Policy | None = None,
-                   today: dt.date | None = None) -> dict:
+def post_late_fees(data: Data, as_of: dt.date, by: str = "billing", policy: L.Policy | None = None,
+                   today: dt.date | None = None) -> dict[str, Any]:
     """Post the late fees (违约金) accrued up to ``as_of`` as receivables (kind ``late_fee``, one entry per
     bill, linked to it, key ``latefee:<bill entry>:<as_of>``): per bill what :func:`_open_as_of` says is
     accrued and not yet posted — bills still open and bills paid after their due date alike.  Idempotent
@@ -911,7 +945,7 @@ def post_late_fees(data, as_of: dt.date, by: str = "billing", policy: L.Policy |
     return {"as_of": str(as_of), "posted": n, "amount_fen": int(fee.sum())}
 
 
-def arrears(data, as_of: dt.date, policy: L.Policy | None = None, customer: str | None = None) -> pa.Table:
+def arrears(data: Data, as_of: dt.date, policy: L.Policy | None = None, customer: str | None = None) -> pa.Table:
     """Arrears (欠费) on ``as_of`` with late fees (违约金) and aging, one row per receivable in arrears or
     with a late fee not yet posted, worst first — the reminder list (催费).  Prepayment customers are in
     it where they owe (a posted bill not settled); ``customer``: one 户号 only."""
@@ -935,14 +969,14 @@ def arrears(data, as_of: dt.date, policy: L.Policy | None = None, customer: str 
     return _arrears_table(rec, cust, as_of)
 
 
-def _arrears_table(rec: dict, cust: dict, as_of: dt.date) -> pa.Table:
+def _arrears_table(rec: dict[str, np.ndarray], cust: dict[str, np.ndarray], as_of: dt.date) -> pa.Table:
     asof = L.days_of(as_of)
     late_days = asof - rec["due"].astype(np.int64)
     sel = ((rec["out"] > 0) & (late_days > 0)) | (rec["fee_due"] > 0)
     cid = rec["customer_id"][sel].astype(np.int64)
     cat = lookup(cust["customer_id"], np.arange(len(cust["customer_id"])), cid, -1)
 
-    def of(col, typ):
+    def of(col: str, typ: pa.DataType) -> pa.Array:
         return pa.array(np.asarray(cust[col], object)[cat] if len(cid) else [], typ)
 
     out = rec["out"][sel].astype(np.int64)
@@ -959,18 +993,19 @@ def _arrears_table(rec: dict, cust: dict, as_of: dt.date) -> pa.Table:
         "aging": pa.array(np.array([a[0] for a in L.AGING] + [""], object)[bucket], pa.string()),
         "arrears_fen": pa.array(out), "late_fee_fen": pa.array(fee), "total_due_fen": pa.array(out + fee),
     })
-    order = np.lexsort((tbl.column("entry_id").to_numpy(), -tbl.column("days_late").to_numpy())) if tbl.num_rows else []
+    order: np.ndarray | list[int] = (np.lexsort((tbl.column("entry_id").to_numpy(), -tbl.column("days_late").to_numpy()))
+                                     if tbl.num_rows else [])
     return tbl.take(pa.array(order, pa.int64())) if tbl.num_rows else tbl
 
 
-def summarise_arrears(tbl: pa.Table) -> dict:
+def summarise_arrears(tbl: pa.Table) -> dict[str, Any]:
     """The report's first lines: customers and receivables in arrears, amounts, by aging bucket."""
     a = tbl.column("arrears_fen").to_numpy() if tbl.num_rows else np.zeros(0, np.int64)
     f = tbl.column("late_fee_fen").to_numpy() if tbl.num_rows else np.zeros(0, np.int64)
     aging = tbl.column("aging").to_pylist()
     pre = tbl.column("prepaid").to_pylist()
     cust = tbl.column("customer_id").to_numpy() if tbl.num_rows else np.zeros(0, np.int64)
-    by = {}
+    by: dict[str, int] = {}
     for lab, x in zip(aging, a.tolist()):
         by[lab] = by.get(lab, 0) + x
     return {"customers": int(len(_distinct(cust))), "receivables": tbl.num_rows, "arrears_fen": int(a.sum()),
@@ -978,7 +1013,7 @@ def summarise_arrears(tbl: pa.Table) -> dict:
             if len(pre) else 0, "by_aging_fen": by}
 
 
-def export(data, period: str, out, fmt: str = "csv") -> pa.Table:
+def export(data: Data, period: str, out: str | os.PathLike[str] | None, fmt: str = "csv") -> pa.Table:
     """Finance export (财务接口): receivable, received and outstanding of ``period`` by category and area.
 
     ``receivable_fen``/``received_fen``: Σ debit / Σ credit of the entries counting in the period;
@@ -1006,7 +1041,7 @@ def export(data, period: str, out, fmt: str = "csv") -> pa.Table:
     return tbl
 
 
-def receipt(data, customer_no: str, receipt_no: str | None = None) -> dict:
+def receipt(data: Data, customer_no: str, receipt_no: str | None = None) -> dict[str, Any]:
     """A payment's receipt (收据): the payment (the customer's latest, or ``receipt_no``), who took it, the
     receivables it settled (from the stored allocations) and the customer's balance after it."""
     with Reader(data) as r:
@@ -1026,8 +1061,8 @@ def receipt(data, customer_no: str, receipt_no: str | None = None) -> dict:
         settled = r.query(f"""SELECT e.kind, e.period, e.entry_id, a.amount_fen FROM {ALLOC} a
                               JOIN {TABLE} e ON e.entry_id = a.debit_entry_id WHERE a.credit_entry_id = $p
                               ORDER BY a.debit_entry_id""", {"p": pay["entry_id"]}).to_pylist() if r.has_alloc else []
-        refunded = r.con.execute(f"SELECT coalesce(-sum(credit_fen), 0) FROM {TABLE} WHERE kind = 'refund' "
-                                 f"AND ref_entry_id = $p", {"p": pay["entry_id"]}).fetchone()[0]
+        refunded = _one(r.con.execute(f"SELECT coalesce(-sum(credit_fen), 0) FROM {TABLE} WHERE kind = 'refund' "
+                                      f"AND ref_entry_id = $p", {"p": pay["entry_id"]}))
     ref = pay["key"].split(":", 1)[1] if pay["key"] else None
     return {"receipt_no": pay["receipt_no"], "customer_no": customer_no, "name": c["name"][0],
             "amount_fen": int(pay["credit_fen"]), "paid_on": pay["value_date"], "taken_by": pay["who"],
@@ -1035,7 +1070,7 @@ def receipt(data, customer_no: str, receipt_no: str | None = None) -> dict:
             "refunded_fen": int(refunded), "balance_after_fen": int(pay["balance_after_fen"])}
 
 
-def render_receipt(r: dict) -> str:
+def render_receipt(r: dict[str, Any]) -> str:
     lines = [f"收据 receipt {r['receipt_no']}",
              f"  customer   {r['customer_no']}  {r['name']}",
              f"  amount     {_yuan(r['amount_fen'])} yuan, paid {r['paid_on']}, taken by {r['taken_by']}"

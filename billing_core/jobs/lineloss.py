@@ -28,9 +28,12 @@ import os
 import pathlib
 import tomllib
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -48,7 +51,7 @@ REGS = {"ae_fwd": schema.REGISTER_CODES["ae_fwd"], "ae_rev": schema.REGISTER_COD
         "re_fwd": schema.REGISTER_CODES["re_fwd"]}
 _OPEN = np.iinfo(np.int64).max                  # an open valid_to
 _KIND = {"customer": ll.K_CUSTOMER, "area_check": ll.K_CHECK, "pv": ll.K_PV, "feeder_out": ll.K_FEEDER_OUT}
-def load_thresholds(path: str | os.PathLike | None = None) -> ll.Thresholds:
+def load_thresholds(path: str | os.PathLike[str] | None = None) -> ll.Thresholds:
     p = pathlib.Path(path) if path else DEFAULT_THRESHOLDS
     try:
         with open(p, "rb") as f:
@@ -61,8 +64,9 @@ def load_thresholds(path: str | os.PathLike | None = None) -> ll.Thresholds:
 
 
 # --- reading the lake ---------------------------------------------------------------------------------
-def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "ae_rev"), *,
-                pivots: bool = True, kind: str = schema.DAILY) -> dict:
+def read_frozen(lake_root: lake.StrPath, dates: Sequence[_dt.date], meter_ids: npt.ArrayLike,
+                registers: Sequence[str] = ("ae_fwd", "ae_rev"), *,
+                pivots: bool = True, kind: str = schema.DAILY) -> dict[str, np.ndarray]:
     """Daily frozen values as {register: (len(meter_ids), len(dates)) int64, -1 where missing}.
 
     ``meter_ids`` need not be sorted or unique.  Of duplicate deliveries the last received wins (the
@@ -80,12 +84,12 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
     rows_of = _meter_index(uniq)
     # (day, meter) while filling: each day's scatter writes one contiguous row; handed back transposed
     out = {r: np.full((len(dates), len(uniq)), -1, np.int64) for r in registers}
-    prev: list = []                 # the day before's (meter ids, rows) per batch: a bucket's meters rarely change
+    prev: list[tuple[np.ndarray, np.ndarray]] = []   # the day before's (meter ids, rows) per batch: a bucket's meters rarely change
     lfs = lakefs.configured(lake_root)       # a lake behind a URI (storage.lakefs): its part files via pyarrow.fs
     days = _day_files(lake_root, dates, pivots, kind) if lfs is None else \
         [([], lfs.files(f"readings/kind={kind}/date={d.isoformat()}")) for d in dates]
     for j, (pivot_files, part_files) in enumerate(days):
-        seen = []
+        seen: list[tuple[np.ndarray, np.ndarray]] = []
         # batch by batch (a file's row group), straight from Arrow's buffers: no concatenated copy
         for k, b in enumerate(_read(pivot_files, ["meter_id", *registers]).to_batches() if pivot_files else ()):
             m = b.column(0).to_numpy()
@@ -108,29 +112,32 @@ def read_frozen(lake_root, dates, meter_ids: np.ndarray, registers=("ae_fwd", "a
     return {k: v.T if pos is None else v.T[pos] for k, v in out.items()}
 
 
-def _meter_index(uniq: np.ndarray):
+def _meter_index(uniq: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """A function: meter ids -> their rows in sorted unique ``uniq``, -1 for meters not in it.  A dense
     lookup table when the ids are compact (one gather), else a binary search."""
     if len(uniq) and 0 < uniq[0] and uniq[-1] <= 8 * len(uniq) + 1_000_000:
         lut = np.full(int(uniq[-1]) + 2, -1, np.int64)     # slot 0 and the last: ids outside (clipped there)
         lut[uniq] = np.arange(len(uniq))
-        return lambda m: np.take(lut, m, mode="clip")
 
-    def search(m):
+        def look_up(m: np.ndarray) -> np.ndarray:
+            return np.take(lut, m, mode="clip")
+        return look_up
+
+    def search(m: np.ndarray) -> np.ndarray:
         row = np.searchsorted(uniq, m)
         row[(row >= len(uniq)) | (uniq[np.minimum(row, max(len(uniq) - 1, 0))] != m)] = -1
         return row
     return search
 
 
-def _day_files(lake_root, dates, pivots: bool, kind: str = schema.DAILY) -> list[tuple[list[str], list[str]]]:
+def _day_files(lake_root: lake.StrPath, dates: Sequence[_dt.date], pivots: bool, kind: str = schema.DAILY) -> list[tuple[list[str], list[str]]]:
     """Per date: (pivot files, part files of the partitions read raw), from one listing of the lake."""
     if pivots:
         piv, parts = lake.pivot_snapshot(lake_root, kind)
     else:
         piv, parts = [], [os.path.join(d, n) for d, names in lake.partition_listing(lake_root, "readings", f"kind={kind}")
                           for n in names if n.startswith("part-") and n.endswith(".parquet")]
-    by_day: dict[str, tuple[list, list]] = {}
+    by_day: dict[str, tuple[list[str], list[str]]] = {}
     for i, files in enumerate((piv, parts)):
         for f in files:
             day = pathlib.PurePath(f).parent.parent.name          # date=YYYY-MM-DD
@@ -138,14 +145,16 @@ def _day_files(lake_root, dates, pivots: bool, kind: str = schema.DAILY) -> list
     return [by_day.get(f"date={d.isoformat()}", ([], [])) for d in dates]
 
 
-def _read(files: list[str], columns: list[str], filters=None, lfs=None) -> pa.Table:
+def _read(files: list[str], columns: list[str], filters: list[tuple[str, str, list[int]]] | None = None,
+          lfs: lakefs.Lake | None = None) -> pa.Table:
     try:
         return pq.read_table(files, columns=columns, filters=filters, filesystem=lfs.fs if lfs else None)
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"lake: cannot read {os.path.dirname(os.path.dirname(files[0]))}: {exc}") from None
 
 
-def _scatter_raw(t: pa.Table, rows_of, n: int, out: dict, j: int) -> None:
+def _scatter_raw(t: pa.Table, rows_of: Callable[[np.ndarray], np.ndarray], n: int, out: dict[str, np.ndarray],
+                 j: int) -> None:
     """Raw readings of one day into column ``j`` of ``out``: per (meter, register) the last received."""
     row = rows_of(t.column("meter_id").to_numpy())
     reg = t.column("register").to_numpy()
@@ -162,12 +171,17 @@ def _scatter_raw(t: pa.Table, rows_of, n: int, out: dict, j: int) -> None:
         out[name][j][r_] = v_
 
 
+# select(seg, areas, feeders) -> the subset of those archive columns a task computes (jobs.dist)
+Select = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray],
+                  tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]]
+
+
 # --- the computation ----------------------------------------------------------------------------------
 @dataclass
 class Result:
     """A window of days: per area, feeder and point, (unit, day) arrays."""
 
-    days: list
+    days: list[_dt.date]
     area_id: np.ndarray
     area_type: np.ndarray
     area_feeder: np.ndarray
@@ -176,43 +190,46 @@ class Result:
     feeder: ll.Balance
     thresholds: ll.Thresholds
     # points (rows) for the audit: primary energies (P, D), flags, who they are
-    point_id: np.ndarray = field(repr=False, default=None)
-    kind: np.ndarray = field(repr=False, default=None)
-    customer_id: np.ndarray = field(repr=False, default=None)
-    point_area: np.ndarray = field(repr=False, default=None)     # area row, -1 none
-    meter_id: np.ndarray = field(repr=False, default=None)       # the meter at the end of the window
-    multiplier: np.ndarray = field(repr=False, default=None)     # (P, D)
-    ct: np.ndarray = field(repr=False, default=None)
-    pt: np.ndarray = field(repr=False, default=None)
-    fwd: np.ndarray = field(repr=False, default=None)
-    rev: np.ndarray = field(repr=False, default=None)
-    flags: np.ndarray = field(repr=False, default=None)
-    period: tuple = None    # (area Balance, feeder Balance) of the window as one period (one column)
+    # (None in the units of a distributed run's task: billing_core.jobs.dist)
+    point_id: np.ndarray | None = field(repr=False, default=None)
+    kind: np.ndarray | None = field(repr=False, default=None)
+    customer_id: np.ndarray | None = field(repr=False, default=None)
+    point_area: np.ndarray | None = field(repr=False, default=None)     # area row, -1 none
+    meter_id: np.ndarray | None = field(repr=False, default=None)       # the meter at the end of the window
+    multiplier: np.ndarray | None = field(repr=False, default=None)     # (P, D)
+    ct: np.ndarray | None = field(repr=False, default=None)
+    pt: np.ndarray | None = field(repr=False, default=None)
+    fwd: np.ndarray | None = field(repr=False, default=None)
+    rev: np.ndarray | None = field(repr=False, default=None)
+    flags: np.ndarray | None = field(repr=False, default=None)
+    # (area Balance, feeder Balance) of the window as one period (one column)
+    period: tuple[ll.Balance, ll.Balance] | None = None
     # the meters whose missing readings made an area-day 不可算 (:func:`missing_table`): columns
-    missing: dict = field(repr=False, default=None)
+    missing: dict[str, np.ndarray] | None = field(repr=False, default=None)
 
-    def month(self):
+    def month(self) -> tuple[ll.Balance, ll.Balance]:
         """(area Balance, feeder Balance) of the whole window as one period: a gap inside the window
         does not make it 不可算 (the days telescope), only a missing reading at its ends."""
+        assert self.period is not None          # compute() and the distributed merge both set it
         return self.period
 
 
-def _days(first: _dt.date, last: _dt.date) -> list:
+def _days(first: _dt.date, last: _dt.date) -> list[_dt.date]:
     return [first + _dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def window(first: _dt.date, last: _dt.date, max_gap: int = 3) -> list:
+def window(first: _dt.date, last: _dt.date, max_gap: int = 3) -> list[_dt.date]:
     """The freezes :func:`compute` reads for days ``first`` .. ``last``: the gap window on both sides."""
     g = max(1, int(max_gap))
     return _days(first - _dt.timedelta(days=g - 1), last + _dt.timedelta(days=g))
 
 
-def registers_for(seg: dict) -> tuple:
+def registers_for(seg: dict[str, np.ndarray]) -> tuple[str, ...]:
     """The registers :func:`compute` reads for segments ``seg`` (reactive only with 高供低计 points)."""
     return ("ae_fwd", "ae_rev", "re_fwd") if seg["hv_metered_lv"].astype(bool).any() else ("ae_fwd", "ae_rev")
 
 
-def archive_inputs(archive: Archive, first: _dt.date, last: _dt.date) -> dict:
+def archive_inputs(archive: Archive, first: _dt.date, last: _dt.date) -> dict[str, Any]:
     """Everything :func:`compute` reads from the archive for days ``first`` .. ``last``: ``seg`` (segments
     of every point's meters), ``areas``, ``feeders`` (ids), ``mu`` (multiplier history rows of the days) and
     ``mrows`` (the multipliers in force on the last day)."""
@@ -226,7 +243,8 @@ def archive_inputs(archive: Archive, first: _dt.date, last: _dt.date) -> dict:
     return {"seg": seg, "areas": areas, "feeders": feeders, "mu": mu, "mrows": mrows}
 
 
-def segments(archive: Archive, first: _dt.date, last: _dt.date) -> tuple[dict, dict, np.ndarray]:
+def segments(archive: Archive, first: _dt.date, last: _dt.date
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
     """The archive columns :func:`compute` starts from: (segments of every point's meters in the days,
     areas, feeder ids)."""
     seg = archive.columns("""
@@ -245,9 +263,10 @@ def segments(archive: Archive, first: _dt.date, last: _dt.date) -> tuple[dict, d
     return seg, areas, feeders
 
 
-def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
-            thresholds: ll.Thresholds | None = None, max_gap: int = 3, select=None,
-            pivots: bool = True, frozen: dict | None = None, inputs: dict | None = None) -> Result:
+def compute(archive: Archive | None, lake_root: lake.StrPath, first: _dt.date, last: _dt.date, *,
+            thresholds: ll.Thresholds | None = None, max_gap: int = 3, select: Select | None = None,
+            pivots: bool = True, frozen: dict[str, np.ndarray] | None = None,
+            inputs: dict[str, Any] | None = None) -> Result:
     """Line loss of every area and feeder for each consumption day ``first`` .. ``last`` (inclusive).
 
     Day D is the energy between the freezes of D and D+1 at 00:00.  ``select(seg, areas, feeders)`` (one
@@ -264,7 +283,9 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
     D, g = len(days), max(1, int(max_gap))
     freezes = window(first, last, max_gap)
     off = g - 1                                     # interval index of day ``first`` in the window
-    inputs = inputs or archive_inputs(archive, first, last)
+    if not inputs:
+        assert archive is not None              # the archive is read unless its inputs are given
+        inputs = archive_inputs(archive, first, last)
     seg, areas, feeders = inputs["seg"], inputs["areas"], inputs["feeders"]
     if select is not None:
         seg, areas, feeders = select(seg, areas, feeders)
@@ -369,7 +390,10 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
         lr = last_row[hv_pt]
         rate = seg["tx_rate"][lr]
         method = np.where(rate >= 0, 2, 1)
-        rep = lambda a: np.repeat(np.asarray(a), D)  # noqa: E731
+
+        def rep(a: npt.ArrayLike) -> np.ndarray:
+            return np.repeat(np.asarray(a), D)
+
         lp, _ = transformer_loss(rep(method), fwd[hv_pt].ravel(), pe.get("re_fwd", fwd * 0)[hv_pt].ravel(), 24,
                                  rep(seg["kva"][lr]), rep(seg["p0"][lr]), rep(seg["pk"][lr]), 0, 0,
                                  rep(np.maximum(rate, 0)), 0, 0, 0)
@@ -411,7 +435,9 @@ def compute(archive: Archive, lake_root, first: _dt.date, last: _dt.date, *,
                   period, missing)
 
 
-def _missing_meters(seg, seg_flags, seg_area, area_ids, category, r_fwd, freezes, off, days) -> dict:
+def _missing_meters(seg: dict[str, np.ndarray], seg_flags: np.ndarray, seg_area: np.ndarray, area_ids: np.ndarray,
+                    category: np.ndarray, r_fwd: np.ndarray, freezes: list[_dt.date], off: int,
+                    days: list[_dt.date]) -> dict[str, np.ndarray]:
     """Per 不可算 area-day, the meters (segments) without a reading at the day's freezes (D and D+1 at
     00:00) and no span to spread over: one row per (day, area, meter, missing freeze)."""
     s_row, col = np.nonzero((seg_flags & ll.LF_MISSING) != 0)
@@ -420,7 +446,7 @@ def _missing_meters(seg, seg_flags, seg_area, area_ids, category, r_fwd, freezes
     s_row, col, a = s_row[keep], col[keep], a[keep]
     keep = category[a, col] == ll.NOT_COMPUTABLE
     s_row, col, a = s_row[keep], col[keep], a[keep]
-    rows = {"date": [], "area_id": [], "meter_id": [], "point_id": [], "role": [], "reading_date": []}
+    rows: dict[str, list[np.ndarray]] = {"date": [], "area_id": [], "meter_id": [], "point_id": [], "role": [], "reading_date": []}
     for side in (0, 1):                                # the freeze opening the day, then the one closing it
         gone = r_fwd[s_row, off + col + side] < 0
         for k, v in (("date", np.array(days, "datetime64[D]")[col[gone]]), ("area_id", area_ids[a[gone]]),
@@ -441,7 +467,7 @@ def _day_numbers(col: np.ndarray) -> np.ndarray:
     return np.where(np.isnat(d), _OPEN, d.astype(np.int64))
 
 
-def _multipliers(mu: dict, point_id: np.ndarray, days: list) -> np.ndarray:
+def _multipliers(mu: dict[str, np.ndarray], point_id: np.ndarray, days: list[_dt.date]) -> np.ndarray:
     """CT × PT per (point, consumption day) from the multiplier rows ``mu`` (:func:`archive_inputs`); 0 where
     the archive has none (then the energy is 0)."""
     P, D = len(point_id), len(days)
@@ -459,7 +485,7 @@ def _multipliers(mu: dict, point_id: np.ndarray, days: list) -> np.ndarray:
 
 
 # --- tables -------------------------------------------------------------------------------------------
-def _rows(level, ids, types, bal: ll.Balance, col: int) -> dict:
+def _rows(level: str, ids: np.ndarray, types: np.ndarray, bal: ll.Balance, col: int) -> dict[str, Any]:
     cat = bal.category[:, col]
     return {"level": [level] * len(ids), "unit_id": ids, "unit_type": types,
             "supply_kwh_x100": bal.supply[:, col], "sales_kwh_x100": bal.sales[:, col],
@@ -513,7 +539,7 @@ def reread_table(missing: pa.Table) -> pa.Table:
     return t.sort_by([("date", "ascending"), ("meter_id", "ascending")])
 
 
-def write_reread(path, missing: pa.Table) -> int:
+def write_reread(path: str | os.PathLike[str], missing: pa.Table) -> int:
     """Write :func:`reread_table` of ``missing`` as CSV (meter_id,date) to ``path``; its row count."""
     import pyarrow.csv as pacsv
     t = reread_table(missing)
@@ -521,10 +547,11 @@ def write_reread(path, missing: pa.Table) -> int:
         pacsv.write_csv(t, path)
     except OSError as exc:
         raise StorageError(f"{path}: cannot be written ({exc.strerror or exc})") from None
-    return t.num_rows
+    rows: int = t.num_rows
+    return rows
 
 
-def read_reread(path) -> tuple[list, list | None]:
+def read_reread(path: str | os.PathLike[str]) -> tuple[list[int], list[_dt.date] | None]:
     """(meter ids, their dates or None) of a re-read file: CSV with a ``meter_id`` column and optionally
     ``date`` (YYYY-MM-DD), as :func:`write_reread` writes it."""
     import pyarrow.csv as pacsv
@@ -550,9 +577,9 @@ def only_level(tbl: pa.Table, level: str) -> pa.Table:
     return tbl.filter(pc.equal(tbl.column("level"), level))
 
 
-def write_days(lake_root, res: Result) -> list[pathlib.Path]:
+def write_days(lake_root: lake.StrPath, res: Result) -> list[pathlib.Path]:
     """Store every day of ``res`` in the lake's ``line_loss`` table, one partition per day, replaced whole."""
-    out = []
+    out: list[pathlib.Path] = []
     for d in res.days:
         out.append(replace_partition(pathlib.Path(lake_root), pathlib.Path(TABLE) / f"date={d.isoformat()}",
                                      day_table(res, d)))
@@ -601,7 +628,7 @@ def month_range(month: str) -> tuple[_dt.date, _dt.date]:
     return first, nxt - _dt.timedelta(days=1)
 
 
-def flag_text(flags) -> str:
+def flag_text(flags: int | None) -> str:
     """LF_* bits as words: 'spread,replaced'."""
     f = int(flags or 0)
     return ",".join(name for bit, name in ll.FLAG_NAMES.items() if f & bit)

@@ -35,6 +35,10 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -48,7 +52,8 @@ from gridhead.billing_core.tariff import TariffSet
 from gridhead.protocols.errors import StorageError
 from gridhead.storage import schema
 from gridhead.storage.duck import arrow_table
-from gridhead.storage.paths import data_dir, lake_root
+from gridhead.storage.paths import Data, data_dir, lake_root
+from gridhead.storage.results import LEDGER_TABLE
 
 from . import bills as _bills
 from . import ledger as _ledger
@@ -67,19 +72,30 @@ CREATE TABLE IF NOT EXISTS prepay_events (ts_utc TIMESTAMPTZ NOT NULL, day DATE,
     event VARCHAR NOT NULL, credit_fen BIGINT, who VARCHAR NOT NULL, command_id VARCHAR, detail VARCHAR);
 """
 FINAL = ("ok", "refused", "failed", "expired", "abandoned")
+Command = dict[str, Any]            # an outbox command as the head-end's send() gets it, or a pending row
+# send(command) -> the head-end's answer ({"outcome": ..., ...}; None or {} counts as failed)
+Send = Callable[[Command], Mapping[str, Any] | None]
+Columns = dict[str, np.ndarray]
 
 
-def _open(data) -> _ledger.Writer:
+def _value(w: _ledger.Writer, sql: str) -> Any:
+    """The value of a statement that gives one row of one column (an aggregate)."""
+    row = w.con.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _open(data: Data) -> _ledger.Writer:
     w = _ledger.Writer(data)
     w.con.execute(DDL)
     return w
 
 
-def _now():
+def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _customers(w: _ledger.Writer, day: dt.date) -> dict:
+def _customers(w: _ledger.Writer, day: dt.date) -> Columns:
     """Prepayment customers with the meter at their point on ``day`` (meter_id −1: none)."""
     return w.columns("""
         SELECT c.customer_id, c.category, c.voltage_v, coalesce(pm.meter_id, -1) AS meter_id,
@@ -96,7 +112,8 @@ def _customers(w: _ledger.Writer, day: dt.date) -> dict:
         WHERE c.prepaid ORDER BY c.customer_id""", {"d": day})
 
 
-def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date, also=()) -> list[dict]:
+def _readings(w: _ledger.Writer, data: Data, meters: np.ndarray, day: dt.date, also: Iterable[dt.date] = ()
+              ) -> list[Columns]:
     """Daily frozen readings of ``meters`` (−1 = none) at 00:00 of ``day``, of the next day and of each
     of ``also`` (one scan of the lake), one dict of registers per date in that order."""
     days = [day, day + dt.timedelta(days=1), *also]
@@ -105,7 +122,7 @@ def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date, also=()
     got = w.columns(f"SELECT meter_id, date, {regs} FROM ({_bills.pivot_files(*files).replace('@FILTER@', '')}) "
                     f"WHERE date IN (SELECT unnest($d::DATE[]))", {"d": sorted(set(days))})
     dates = got["date"].astype("datetime64[D]")
-    out = []
+    out: list[Columns] = []
     for d in days:
         sel = dates == np.datetime64(d)
         out.append({r: _ledger.lookup(got["meter_id"][sel].astype(np.int64), got[r][sel].astype(np.int64), meters, -1)
@@ -113,7 +130,7 @@ def _readings(w: _ledger.Writer, data, meters: np.ndarray, day: dt.date, also=()
     return out
 
 
-def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
+def _year_start(w: _ledger.Writer, data: Data, cid: np.ndarray, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
     """Where each customer's year before ``day`` stands by the bills, for annual tiers (年阶梯): the
     ``cum_after_kwh_x100`` of its latest bill of the year before this month (0 if none) and the day that
     bill's period ends (else the 1st of this month), from which the readings count (:func:`_year_to_date`)."""
@@ -122,8 +139,8 @@ def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple
     start = np.full(len(cid), first, np.int64)
     # no bill yet this year: the opening year-to-date imported at go-live (archive customers.opening_ytd_*)
     # counts from its date, as the bill run's year-to-date does (billing_core.run.year_to_date_from_readings)
-    has_opening = w.con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'customers' "
-                                "AND column_name = 'opening_ytd_date'").fetchone()[0] > 0   # an older archive: none
+    has_opening = _value(w, "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'customers' "
+                            "AND column_name = 'opening_ytd_date'") > 0   # an older archive: none
     if len(cid) and has_opening:
         op = w.columns("""SELECT customer_id, opening_ytd_kwh_x100 AS cum, opening_ytd_date AS d FROM customers
                           WHERE opening_ytd_date IS NOT NULL AND year(opening_ytd_date) = $y AND opening_ytd_date <= $d""",
@@ -144,7 +161,8 @@ def _year_start(w: _ledger.Writer, data, cid: np.ndarray, day: dt.date) -> tuple
     return cum, start.astype("datetime64[D]")
 
 
-def _year_to_date(c: dict, cum: np.ndarray, start: np.ndarray, at: dict, now_reading: dict) -> np.ndarray:
+def _year_to_date(c: Columns, cum: np.ndarray, start: np.ndarray, at: Mapping[dt.date, Columns],
+                  now_reading: Columns) -> np.ndarray:
     """Energy of the year before the day, per customer (0.01 kWh): what annual tiers count.
 
     The rule the monthly bill follows (billing_core.jobs.bills: ``cum_prev`` is the previous bill's ``cum_after``):
@@ -161,13 +179,13 @@ def _year_to_date(c: dict, cum: np.ndarray, start: np.ndarray, at: dict, now_rea
     return cum + since
 
 
-def _protected(data) -> set:
+def _protected(data: Data) -> set[str]:
     """Meters under protection (保电) by the head-end's audit log: the last ok protect command of each."""
     try:
         from gridhead.storage import control_log as CL
     except ImportError:                       # no control log in this build
         return set()
-    state = {}
+    state: dict[str, bool] = {}
     for rec in CL.read_records(CL.audit_path(data_dir(data))):
         if rec.get("command") == "protect" and rec.get("outcome") == "ok":
             params = rec.get("params")
@@ -180,8 +198,9 @@ def _protected(data) -> set:
     return {t for t, on in state.items() if on}
 
 
-def run(data, day: dt.date, thresholds: prepay_rules.Thresholds | None = None, tariffs_dir=None, send=None,
-        who: str = SYSTEM, kernel=None) -> dict:
+def run(data: Data, day: dt.date, thresholds: prepay_rules.Thresholds | None = None,
+        tariffs_dir: str | os.PathLike[str] | None = None, send: Send | None = None,
+        who: str = SYSTEM, kernel: ModuleType | None = None) -> dict[str, Any]:
     """Deduct, remind and decide for ``day``; then dispatch pending commands with ``send`` (if given).
 
     Returns the day's summary (customers, read, charged_fen, reminders, trips, withheld, closes,
@@ -202,7 +221,8 @@ def run(data, day: dt.date, thresholds: prepay_rules.Thresholds | None = None, t
     return summary
 
 
-def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
+def _run_day(w: _ledger.Writer, data: Data, day: dt.date, t: prepay_rules.Thresholds, tariffs: TariffSet,
+             protected: set[str], who: str, kernel: ModuleType | None) -> dict[str, Any]:
     c = _customers(w, day)
     n = len(c["customer_id"])
     cid = c["customer_id"].astype(np.int64)
@@ -225,7 +245,7 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
                             kernel=kernel)
     charge = np.where(ok, charge, 0)
     # a day of a period whose bill is already posted is billed: no estimate on top of it
-    billed = w.columns(f"SELECT DISTINCT customer_id FROM {_ledger.TABLE} WHERE kind = 'bill' AND period = $p",
+    billed = w.columns(f"SELECT DISTINCT customer_id FROM {LEDGER_TABLE} WHERE kind = 'bill' AND period = $p",
                        {"p": f"{day:%Y-%m}"})["customer_id"]
     charge = np.where(np.isin(cid, billed.astype(np.int64)), 0, charge)
     batch = _ledger.batch_id("prepay")
@@ -256,14 +276,15 @@ def _run_day(w, data, day, t, tariffs, protected, who, kernel) -> dict:
             "repeated": False}
 
 
-def _state(w, cid) -> dict:
+def _state(w: _ledger.Writer, cid: np.ndarray) -> Columns:
     s = w.columns("SELECT customer_id, below_since, warned, tripped FROM prepay_state")
     return {"below_since": _ledger.lookup(s["customer_id"], s["below_since"].astype(np.int64), cid, prepay_rules.NO_DAY),
             "warned": _ledger.lookup(s["customer_id"], s["warned"].astype(np.int64), cid, 0).astype(bool),
             "tripped": _ledger.lookup(s["customer_id"], s["tripped"].astype(np.int64), cid, 0).astype(bool)}
 
 
-def _write_state(w, cid, below_since, warned, tripped) -> None:
+def _write_state(w: _ledger.Writer, cid: np.ndarray, below_since: np.ndarray, warned: np.ndarray,
+                 tripped: np.ndarray) -> None:
     """Replace the state rows of these customers (inside the caller's transaction)."""
     w.con.register("_st", pa.table({"customer_id": pa.array(cid), "below_since": pa.array(below_since.astype(np.int32)),
                                     "warned": pa.array(warned), "tripped": pa.array(tripped)}))
@@ -274,9 +295,11 @@ def _write_state(w, cid, below_since, warned, tripped) -> None:
         w.con.unregister("_st")
 
 
-def _events(w, day, ts, who, cid, meters, credit, dec, t: prepay_rules.Thresholds) -> dict:
+def _events(w: _ledger.Writer, day: dt.date, ts: dt.datetime, who: str, cid: np.ndarray, meters: np.ndarray,
+            credit: np.ndarray, dec: Mapping[str, np.ndarray], t: prepay_rules.Thresholds) -> dict[str, int]:
     """Events and outbox commands of the decisions (the caller holds the transaction)."""
-    ev, cmd = [], []
+    ev: list[pa.Table] = []
+    cmd: list[pa.Table] = []
     for name, mask, action in (("reminder", dec["remind"], None), ("trip", dec["trip"], "disconnect"),
                                ("trip_withheld_protected", dec["trip_protected"], None),
                                ("reconnect", dec["close"], "reconnect")):
@@ -310,7 +333,8 @@ def _events(w, day, ts, who, cid, meters, credit, dec, t: prepay_rules.Threshold
             "withheld": int(dec["trip_protected"].sum()), "closes": int(dec["close"].sum())}
 
 
-def after_payment(data, customer_ids, thresholds: prepay_rules.Thresholds | None = None, send=None, who: str = SYSTEM) -> dict:
+def after_payment(data: Data, customer_ids: Iterable[int], thresholds: prepay_rules.Thresholds | None = None,
+                  send: Send | None = None, who: str = SYSTEM) -> dict[str, Any]:
     """Reconnect at once the tripped customers among ``customer_ids`` whose credit is back (a payment's
     follow-up); returns ``{closes, dispatched}``."""
     t = thresholds or prepay_rules.Thresholds()
@@ -341,18 +365,18 @@ def after_payment(data, customer_ids, thresholds: prepay_rules.Thresholds | None
     return {"closes": n, "dispatched": dispatch(data, send, t) if send else {}}
 
 
-def pending(data) -> list[dict]:
+def pending(data: Data) -> list[Command]:
     """Outbox commands without a final outcome, oldest first (``attempts``: sends that did not reach
     the head-end so far)."""
     with _open(data) as w:
         return _pending(w)
 
 
-def _pending(w, customers=None) -> list[dict]:
+def _pending(w: _ledger.Writer, customers: Iterable[int] | None = None) -> list[Command]:
     only = ""
     if customers is not None:
         only = "AND c.customer_id IN (" + (",".join(str(int(x)) for x in customers) or "NULL") + ")"
-    return arrow_table(w.con.execute(f"""
+    rows: list[Command] = arrow_table(w.con.execute(f"""
         WITH ev AS (SELECT command_id, bool_or(event IN ({', '.join(repr('command_' + f) for f in FINAL)})) AS final,
                            count(*) FILTER (WHERE event = 'command_unreachable') AS attempts
                     FROM prepay_events WHERE command_id IS NOT NULL GROUP BY 1)
@@ -361,13 +385,14 @@ def _pending(w, customers=None) -> list[dict]:
         FROM prepay_commands c JOIN customers cu USING (customer_id) LEFT JOIN ev USING (command_id)
         WHERE NOT coalesce(ev.final, false) {only}
         ORDER BY c.ts_utc, c.command_id""")).to_pylist()
+    return rows
 
 
-def _waves(todo: list[dict]) -> list[list[dict]]:
+def _waves(todo: list[Command]) -> list[list[Command]]:
     """The outbox in waves holding at most one command per customer, in order: a customer's trip and
     its later reconnect are never in flight together (they would race at the head-end)."""
-    seen: dict = {}
-    waves: list = []
+    seen: dict[int, int] = {}
+    waves: list[list[Command]] = []
     for cmd in todo:
         k = seen.get(cmd["customer_id"], 0)
         seen[cmd["customer_id"]] = k + 1
@@ -377,7 +402,8 @@ def _waves(todo: list[dict]) -> list[list[dict]]:
     return waves
 
 
-def dispatch(data, send, thresholds: prepay_rules.Thresholds | None = None, workers: int = 8, chunk: int = 1000) -> dict:
+def dispatch(data: Data, send: Send, thresholds: prepay_rules.Thresholds | None = None, workers: int = 8,
+             chunk: int = 1000) -> dict[str, int]:
     """Send every pending command: ``send({command_id, action, target, reason, customer_no}) -> {outcome, ...}``
     (outcome ok / refused / failed / expired / queued); each answer is recorded as an event.
 
@@ -394,13 +420,13 @@ def dispatch(data, send, thresholds: prepay_rules.Thresholds | None = None, work
     from concurrent.futures import ThreadPoolExecutor
 
     t = thresholds or prepay_rules.Thresholds()
-    counts: dict = {}
+    counts: dict[str, int] = {}
     with _open(data) as w:
         todo = _pending(w)
     if not todo:
         return counts
 
-    def one(cmd):
+    def one(cmd: Command) -> Mapping[str, Any]:
         spec = {"command_id": cmd["command_id"], "action": cmd["action"], "target": str(cmd["meter_id"]),
                 "reason": cmd["reason"], "customer_no": cmd["customer_no"]}
         try:
@@ -418,10 +444,13 @@ def dispatch(data, send, thresholds: prepay_rules.Thresholds | None = None, work
     return counts
 
 
-def _record(data, part: list[dict], answers: list[dict], t: prepay_rules.Thresholds, counts: dict) -> None:
+def _record(data: Data, part: list[Command], answers: list[Mapping[str, Any]], t: prepay_rules.Thresholds,
+            counts: dict[str, int]) -> None:
     """The outcomes of a chunk of commands, in one transaction (events, and the trip state they imply)."""
     ts = _now()
-    rows, untrip, retrip = [], [], []
+    rows: list[tuple[Command, str, str]] = []
+    untrip: list[int] = []
+    retrip: list[int] = []
     for cmd, ans in zip(part, answers):
         outcome = str(ans.get("outcome", "failed"))
         if outcome not in FINAL + ("queued", "unreachable"):
@@ -463,7 +492,7 @@ def _record(data, part: list[dict], answers: list[dict], t: prepay_rules.Thresho
             raise
 
 
-def status(data, customer: str | None = None) -> dict:
+def status(data: Data, customer: str | None = None) -> dict[str, Any]:
     """Prepayment customers now: credit, below-zero since, reminded, ``tripped`` (the head-end confirmed
     the relay open: the customer's last ``ok`` command was a trip), ``trip_pending`` (a trip ordered and
     not yet confirmed); the pending commands, alarms and the last run.  ``customer``: one 户号."""
@@ -483,13 +512,13 @@ def status(data, customer: str | None = None) -> dict:
             WHERE c.prepaid {only} ORDER BY c.customer_id""", {"n": customer} if customer is not None else None)
         if customer is not None and not cust.num_rows:
             raise _ledger.LedgerError(f"--customer {customer!r}: not a prepayment customer (户号) in the archive")
-        last = w.con.execute("SELECT max(day) FROM prepay_runs").fetchone()[0]
+        last = _value(w, "SELECT max(day) FROM prepay_runs")
         pend = _pending(w, cust.column("customer_id").to_pylist() if customer is not None else None)
-        alarms = w.con.execute("SELECT count(*) FROM prepay_events WHERE event = 'alarm'").fetchone()[0]
+        alarms = _value(w, "SELECT count(*) FROM prepay_events WHERE event = 'alarm'")
     return {"last_run": str(last) if last else None, "customers": cust, "pending": pend, "alarms": int(alarms)}
 
 
-def summarise(st: dict) -> dict:
+def summarise(st: dict[str, Any]) -> dict[str, Any]:
     """The first lines of `gridhead prepay status`: counts and sums over the customers."""
     c = st["customers"]
     credit = np.asarray(c.column("credit_fen").to_numpy(), np.int64) if c.num_rows else np.zeros(0, np.int64)

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.billing_core import lineloss as ll
 
 from . import lineloss as sl
+
+if TYPE_CHECKING:
+    from gridhead.storage.sql import Session
 
 _CSS = """body{font-family:sans-serif;margin:24px;color:#222}h1{font-size:22px}h2{font-size:17px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -28,7 +34,7 @@ th{background:#eef}td.l,th.l{text-align:left}.note{color:#555;font-size:13px}.wa
 _CAT_COLOURS = ("#4a9d5b", "#d9534f", "#5b7fd9", "#999999", "#333333")
 
 
-def _e(v) -> str:
+def _e(v: object) -> str:
     return html.escape(str(v))
 
 
@@ -37,7 +43,8 @@ def page(title: str, body: list[str]) -> str:
             f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def svg_bars(labels, values, *, width=560, height=220, colours=None, unit="") -> str:
+def svg_bars(labels: Sequence[object], values: Sequence[float], *, width: int = 560, height: int = 220,
+             colours: Sequence[str] | None = None, unit: str = "") -> str:
     """Vertical bars with their values written above them."""
     n = max(len(values), 1)
     top = max([float(v) for v in values] + [1e-9])
@@ -59,7 +66,8 @@ def svg_bars(labels, values, *, width=560, height=220, colours=None, unit="") ->
     return "".join(parts)
 
 
-def svg_spark(values, ok, *, width=240, height=36, band=None) -> str:
+def svg_spark(values: npt.ArrayLike, ok: npt.ArrayLike, *, width: int = 240, height: int = 36,
+              band: float | None = None) -> str:
     """A daily trend: a polyline over the days with a value; ``band`` draws the 高损 threshold."""
     v = np.asarray(values, np.float64)
     ok = np.asarray(ok, bool)
@@ -77,7 +85,7 @@ def svg_spark(values, ok, *, width=240, height=36, band=None) -> str:
     return "".join(out)
 
 
-def _table(headers, rows, left=1) -> str:
+def _table(headers: Sequence[object], rows: Iterable[Sequence[object]], left: int = 1) -> str:
     h = "".join(f'<th class="l">{_e(x)}</th>' if i < left else f"<th>{_e(x)}</th>" for i, x in enumerate(headers))
     body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
@@ -128,7 +136,7 @@ def lineloss_html(res: sl.Result, month: str, worst: int = 30) -> str:
     return page(f"线损 line loss — {month}", body)
 
 
-def _area_row(res: sl.Result, area_m: ll.Balance, i: int, band_bp: int) -> list:
+def _area_row(res: sl.Result, area_m: ll.Balance, i: int, band_bp: int) -> list[object]:
     has = area_m.has_rate[i, 0]
     rate = f"{area_m.rate_bp[i, 0] / 100:.2f}" if has else "—"
     daily = np.where(res.area.has_rate[i], res.area.rate_bp[i] / 100, 0)
@@ -139,8 +147,8 @@ def _area_row(res: sl.Result, area_m: ll.Balance, i: int, band_bp: int) -> list:
             svg_spark(daily, res.area.has_rate[i], band=band_bp / 100)]
 
 
-def _views(session) -> set:
-    t = session.query("SELECT table_name FROM information_schema.tables")
+def _views(session: Session) -> set[str]:
+    t = session.select("SELECT table_name FROM information_schema.tables")
     return set(t.column(0).to_pylist())
 
 
@@ -148,7 +156,7 @@ def _missing(title: str, what: str) -> str:
     return page(title, [f'<p class="warn">No {_e(what)} in this data directory yet: nothing to report.</p>'])
 
 
-def collection_html(data, month: str | None = None) -> str:
+def collection_html(data: str | os.PathLike[str] | None, month: str | None = None) -> str:
     """Success rate by day and by area from the ``collection`` view (storage.collection)."""
     from gridhead.storage import sql as _sql
     title = "采集成功率 collection success rate" + (f" — {month}" if month else "")
@@ -156,13 +164,16 @@ def collection_html(data, month: str | None = None) -> str:
         if "collection" not in _views(s):
             return _missing(title, "collection table (storage.collection)")
         where = f"WHERE strftime(date, '%Y-%m') = '{month}'" if month else ""
-        by_day = s.query(f"SELECT date, sum(expected) AS e, sum(collected) AS c, sum(first_pass) AS f "
+        by_day = s.select(f"SELECT date, sum(expected) AS e, sum(collected) AS c, sum(first_pass) AS f "
                          f"FROM collection {where} GROUP BY date ORDER BY date").to_pylist()
-        by_area = s.query(f"SELECT area_id, sum(expected) AS e, sum(collected) AS c, sum(first_pass) AS f "
+        by_area = s.select(f"SELECT area_id, sum(expected) AS e, sum(collected) AS c, sum(first_pass) AS f "
                           f"FROM collection {where} GROUP BY area_id ORDER BY c / e, area_id LIMIT 50").to_pylist()
     if not by_day:
         return _missing(title, "collected day" + (f" in {month}" if month else ""))
-    pct = lambda r, k: round(100 * r[k] / r["e"], 2) if r["e"] else 0  # noqa: E731
+
+    def pct(r: dict[str, Any], k: str) -> float:
+        return round(100 * r[k] / r["e"], 2) if r["e"] else 0
+
     body = ["<h2>Success rate by day (%, after back-fill)</h2>",
             svg_bars([str(r["date"]) for r in by_day], [pct(r, "c") for r in by_day]),
             _table(["day", "expected", "first pass %", "after back-fill %"],
@@ -173,7 +184,7 @@ def collection_html(data, month: str | None = None) -> str:
     return page(title, body)
 
 
-def bills_html(data, month: str | None = None) -> str:
+def bills_html(data: str | os.PathLike[str] | None, month: str | None = None) -> str:
     """Totals by category and tariff, and the held bills, from the ``bills`` view (billing_core.jobs.bills)."""
     from gridhead.storage import sql as _sql
     title = "电费 bill run" + (f" — {month}" if month else "")
@@ -181,10 +192,10 @@ def bills_html(data, month: str | None = None) -> str:
         if "bills" not in _views(s):
             return _missing(title, "bill run (billing_core.jobs.bills)")
         where = f"WHERE period = '{month}'" if month else ""
-        by = s.query(f"SELECT category, tariff_code, count(*) AS n, sum(e_total_kwh_x100) AS e, sum(total_fen) AS t, "
+        by = s.select(f"SELECT category, tariff_code, count(*) AS n, sum(e_total_kwh_x100) AS e, sum(total_fen) AS t, "
                      f"count(*) FILTER (WHERE status = 'held') AS held FROM bills {where} "
                      f"GROUP BY ALL ORDER BY category, tariff_code").to_pylist()
-        held = s.query(f"SELECT bill_id, customer_no, category, total_fen, reasons FROM bills {where} "
+        held = s.select(f"SELECT bill_id, customer_no, category, total_fen, reasons FROM bills {where} "
                        f"{'AND' if where else 'WHERE'} status = 'held' ORDER BY bill_id LIMIT 200").to_pylist()
     if not by:
         return _missing(title, "bill" + (f" for {month}" if month else ""))
@@ -200,7 +211,7 @@ def bills_html(data, month: str | None = None) -> str:
     return page(title, body)
 
 
-def write(path, text: str) -> None:
+def write(path: str | os.PathLike[str], text: str) -> None:
     """Write the HTML file whole (aside, then rename)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -68,6 +68,9 @@ BROKEN = [
     ("unknown key", GOOD.replace("pf_standard =", "pf_standrad =", 1), "version[0].pf_standrad: unknown key"),
     ("missing key", GOOD.replace('tiers = "none"\n', "", 1), "version[0].tiers: required key is missing"),
     ("bad choice", GOOD.replace('pf_standard = "0.90"', 'pf_standard = "0.95"', 1), "version[0].pf_standard"),
+    # an array where a name is expected: refused like any other value (it raised TypeError: unhashable)
+    ("choice not a string", GOOD.replace('pf_standard = "0.90"', 'pf_standard = ["0.90"]', 1),
+     "version[0].pf_standard: ['0.90'] is not one of"),
     ("7 decimals", GOOD.replace('peak = "0.8767"', 'peak = "0.8767001"', 1), "prices.1-10kV.peak: '0.8767001' has more than 6"),
     ("negative", GOOD.replace('flat = "0.5845"', 'flat = "-0.5845"', 1), "prices.1-10kV.flat"),
     ("not a number", GOOD.replace('valley = "0.2923"', 'valley = "cheap"', 1), "prices.1-10kV.valley: not a decimal"),

@@ -1,0 +1,71 @@
+"""billing_core/ type-checks clean under ``mypy --strict``, and the compiled bill kernel's stub agrees with
+its twin."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from gridhead.protocols import accel
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent  # the repository root: the package gridhead
+
+
+def test_mypy_strict_billing_core(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("mypy")
+    # mypy names modules after folders: the clone may not be called "gridhead" (a CI checkout), so check
+    # it through a link of that name, from a directory holding nothing else
+    (tmp_path / "gridhead").symlink_to(ROOT, target_is_directory=True)
+    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+           "--cache-dir", str(tmp_path / ".mypy_cache"), "--strict", "-p", "gridhead.billing_core"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "PYTHONPATH")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd[2:])} failed:\n{proc.stdout}{proc.stderr}"
+
+
+def test_billing_core_is_strict_in_pyproject() -> None:
+    """A plain `mypy` run with the project's config checks billing_core as strictly as the test does."""
+    import tomllib
+    overrides = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["overrides"]
+    strict = {m for o in overrides if o.get("strict") for m in o["module"]}
+    assert {"gridhead.billing_core", "gridhead.billing_core.*"} <= strict
+
+
+def _defs(path: pathlib.Path) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+
+
+def _params(f: ast.FunctionDef) -> list[tuple[str, str, str]]:
+    a = f.args
+    defaults = [None] * (len(a.args) - len(a.defaults)) + list(a.defaults)
+    return [(p.arg, ast.unparse(p.annotation) if p.annotation else "", ast.unparse(d) if d else "")
+            for p, d in zip(a.args, defaults)]
+
+
+def test_billing_stub_agrees_with_twin_and_compiled() -> None:
+    """Every public function of the bill kernel is in _billing.pyi with the twin's annotations and
+    return type; the compiled module's parameters are the stub's."""
+    here = ROOT / "billing_core"
+    stub, twin = _defs(here / "_billing.pyi"), _defs(here / "_billing_py.py")
+    name = "gridhead.billing_core._billing"
+    compiled = importlib.import_module(name) if accel.is_compiled(name) else None
+    public = {n for n in twin if not n.startswith("_")}
+    if compiled is not None:
+        public |= {n for n, v in vars(compiled).items() if inspect.isbuiltin(v) or inspect.isfunction(v)
+                   if not n.startswith("_") and getattr(v, "__module__", None) == compiled.__name__}
+    assert public and public <= set(stub), f"_billing.pyi lacks {sorted(public - set(stub))}"
+    for fname, f in stub.items():
+        assert fname in twin, fname
+        assert _params(twin[fname]) == _params(f), fname
+        assert ast.unparse(twin[fname].returns or ast.Constant(None)) == ast.unparse(
+            f.returns or ast.Constant(None)), fname
+        if compiled is not None:
+            sig = inspect.signature(getattr(compiled, fname))
+            assert [p.name for p in sig.parameters.values()] == [p for p, _, _ in _params(f)], fname
