@@ -34,12 +34,18 @@ def _slice(cols, lo, hi):
 
 
 class CountingSync:
-    def __init__(self, writer):
+    """Counts the writer's fsyncs; with ``gate``, the first one waits until the gate is set (so what is
+    submitted meanwhile must share the next fsync, whatever the host's load)."""
+
+    def __init__(self, writer, gate: threading.Event | None = None):
         self.n = 0
         self._inner = writer._sync
+        self._gate = gate
         writer._sync = self
 
     def __call__(self, fd):
+        if self._gate is not None and self.n == 0:
+            self._gate.wait(30)
         self.n += 1
         self._inner(fd)
 
@@ -79,13 +85,17 @@ def test_asyncio_wrapper_awaits_the_group_fsync(tmp_path):
     cols = samples.daily_frozen(METERS, DAY)
     n = len(cols["meter_id"])
     w = _writer(tmp_path)
-    syncs = CountingSync(w)
+    gate = threading.Event()
+    syncs = CountingSync(w, gate)
     ingest = wal.AsyncIngest(w)
 
     async def main():
         step = n // 50
-        return await asyncio.gather(*(ingest.append(_slice(cols, lo, lo + step), schema.DAILY)
-                                      for lo in range(0, n, step)))
+        tasks = [asyncio.ensure_future(ingest.append(_slice(cols, lo, lo + step), schema.DAILY))
+                 for lo in range(0, n, step)]
+        await asyncio.sleep(0)       # every task ran to its await: every batch is submitted, none durable
+        gate.set()                   # the first fsync (held until now) lets the committer group the rest
+        return await asyncio.gather(*tasks)
 
     tickets = asyncio.run(main())
     assert sum(t.accepted for t in tickets) == n
