@@ -7,6 +7,8 @@ import importlib
 import os
 import pathlib
 import re
+import sys
+import subprocess
 
 import pytest
 
@@ -63,3 +65,14 @@ def load_vectors(prefix: str):
     """The public frame vectors of ../shared/vectors/frames.json whose protocol starts with ``prefix``."""
     rows = json.loads(VECTORS_FILE.read_text())
     return [r for r in rows if r["protocol"].startswith(prefix)]
+
+
+def mypy_strict(package: str, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
+    """``mypy --strict -p <package>`` with the project's config.  mypy names modules after folders and the
+    clone may not be called "gridhead" (a CI checkout), so it checks the package through a link of that
+    name, from a directory holding nothing else."""
+    (tmp_path / "gridhead").symlink_to(ROOT, target_is_directory=True)
+    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+           "--cache-dir", str(tmp_path / ".mypy_cache"), "--strict", "-p", package]
+    env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "PYTHONPATH")}
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

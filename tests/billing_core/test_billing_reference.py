@@ -21,6 +21,7 @@ demand the bill was priced on — under the compiled kernels and under their pur
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import os
 import pathlib
@@ -110,6 +111,15 @@ def kernel_modes() -> list[str]:
     if "compiled" in modes and not accel.is_compiled("gridhead.billing_core._billing"):
         pytest.fail("compiled kernels are not built: run `pip install -e .` (or set GRIDHEAD_PUREPYTHON=1)")
     return modes
+
+
+@contextlib.contextmanager
+def kernels_restored():
+    """The kernel mode the session runs under, back in force when the block ends (a failed assert too)."""
+    try:
+        yield
+    finally:
+        accel.use(_kernel_params()[0] if len(_kernel_params()) == 1 else "auto")
 
 
 # --- the reference's own arithmetic, against DOMAIN.md's figures worked by hand --------------------------------
@@ -389,14 +399,12 @@ def test_random_tariffs_and_points_equal_the_reference(small_fleets, tmp_path_fa
     # inside July makes a third part (test_assignment_change_and_new_version_in_one_month)
     write_tariffs(tdir, rng, change)
     expected = reference_bills(d, ("2026-07",), tdir)
-    try:
+    with kernels_restored():
         for mode in kernel_modes():
             accel.use(mode)
             diffs, n = compare_run(d, expected, tdir)
             assert n == 60
             assert diffs == [], f"kernels {mode}:\n" + "\n".join(diffs)
-    finally:
-        accel.use(_kernel_params()[0] if len(_kernel_params()) == 1 else "auto")
 
 
 def _single_rate_file(category: str, versions: list, basic: str = "none") -> str:
@@ -444,15 +452,13 @@ def test_assignment_change_and_new_version_in_one_month(small_fleets, tmp_path_f
     three = sorted(cid for cid, b in expected["2026-07"].items() if b.parts == 3)
     if not three:
         pytest.fail("the case is gone: no bill of three parts in this fleet")
-    for mode in kernel_modes():
-        accel.use(mode)
-        try:
+    with kernels_restored():
+        for mode in kernel_modes():
+            accel.use(mode)
             diffs, _n = compare_run(d, expected, tdir)
-        finally:
-            accel.use(_kernel_params()[0] if len(_kernel_params()) == 1 else "auto")
-        assert diffs == [], f"kernels {mode}:\n" + "\n".join(diffs)
-        got = published(d, "2026-07")
-        assert sorted(cid for cid, (row, _items) in got.items() if row["parts"] == 3) == three
+            assert diffs == [], f"kernels {mode}:\n" + "\n".join(diffs)
+            got = published(d, "2026-07")
+            assert sorted(cid for cid, (row, _items) in got.items() if row["parts"] == 3) == three
     # the printed bill names the first change, the new assignment and the number of parts
     shown = bills.render(bills.show(d, got[three[0]][0]["customer_no"], "2026-07"))
     assert "2026-07-11" in shown and "; assignment → COM-TOU-2021; 3 parts" in shown
@@ -519,13 +525,11 @@ def test_basic_charge_of_a_two_part_version_starting_in_the_month(small_fleets, 
     two_part = [b for b in expected["2026-07"].values() if b.parts == 2 and any(c == "basic" for c, *_ in b.items)]
     if not two_part:
         pytest.fail("the case is gone: no large-industrial bill in this fleet")
-    for mode in kernel_modes():
-        accel.use(mode)
-        try:
+    with kernels_restored():
+        for mode in kernel_modes():
+            accel.use(mode)
             diffs, _n = compare_run(d, expected, tdir)
-        finally:
-            accel.use(_kernel_params()[0] if len(_kernel_params()) == 1 else "auto")
-        assert diffs == [], f"kernels {mode}:\n" + "\n".join(diffs)
+            assert diffs == [], f"kernels {mode}:\n" + "\n".join(diffs)
 
 
 def test_tou_sum_hold_over_two_segments(small_fleets, tmp_path_factory):

@@ -6,10 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -17,19 +14,15 @@ from gridhead.protocols import accel
 from gridhead.protocols.dlt645 import device_errors
 from gridhead.protocols.dlt698 import dar
 
+from tests.conftest import mypy_strict
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent  # the repository root: the package gridhead
 
 
 def test_mypy_strict_protocols(tmp_path: pathlib.Path) -> None:
     pytest.importorskip("mypy")
-    # mypy names modules after folders: the clone may not be called "gridhead" (a CI checkout), so check
-    # it through a link of that name, from a directory holding nothing else
-    (tmp_path / "gridhead").symlink_to(ROOT, target_is_directory=True)
-    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-           "--cache-dir", str(tmp_path / ".mypy_cache"), "--strict", "-p", "gridhead.protocols"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "PYTHONPATH")}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(cmd[2:])} failed:\n{proc.stdout}{proc.stderr}"
+    proc = mypy_strict("gridhead.protocols", tmp_path)
+    assert proc.returncode == 0, f"mypy --strict -p gridhead.protocols failed:\n{proc.stdout}{proc.stderr}"
 
 
 @pytest.mark.parametrize("row", [r for r in dar.TABLE if r[0]], ids=lambda r: r[1])
