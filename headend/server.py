@@ -71,8 +71,6 @@ from .metrics import Metrics
 from .registry import Registry
 from .terminal import RequestTimeout, Terminal, TerminalOffline, TimerWheel
 from .transport import Connector, TcpListener, Transport
-from .transport_mqtt import MqttBridge
-from .transport_serial import SerialBus
 
 __all__ = ["HeadEnd", "Ingest", "TokenBucket", "TerminalOffline", "RequestTimeout", "Config", "DialOut", "use_uvloop",
            "serve", "serve_and_collect", "transports_for"]
@@ -568,8 +566,10 @@ def transports_for(he: HeadEnd, config: Config) -> list[Transport]:
             he.metrics.refused["illegal device"] += 1
             event(log, "dial-out refused", address=d.address, host=d.host, port=d.port, reason="not in the archive")
     if config.mqtt is not None:
+        from .transport_mqtt import MqttBridge      # aiomqtt only for a head-end that uses a broker
         out.append(MqttBridge(he, config.mqtt))
     if config.serial:
+        from .transport_serial import SerialBus
         out += [SerialBus(he, p) for p in config.serial]
     return out
 
