@@ -123,24 +123,6 @@ def frame():
     """Decode and encode protocol frames."""
 
 
-_HEX_SEP = re.compile(r"[\s:,\-]+")
-
-
-def parse_hex_args(args) -> bytes:
-    """Join HEX arguments (spaces, colons, commas allowed) into bytes; one-line error on bad hex."""
-    out = bytearray()
-    for n, arg in enumerate(args, 1):
-        s = _HEX_SEP.sub("", arg)
-        if s.lower().startswith("0x"):
-            s = s[2:]
-        if len(s) % 2 or not re.fullmatch(r"[0-9A-Fa-f]*", s):
-            bad = next((c for c in s if c not in "0123456789abcdefABCDEF"), None)
-            why = f"{bad!r} is not a hex digit" if bad else "odd number of hex digits"
-            raise LocalProtocolError(f"argument {n} ({arg[:40]!r}): {why}")
-        out += bytes.fromhex(s)
-    return bytes(out)
-
-
 @frame.command("decode")
 @click.option("--protocol", type=click.Choice(["auto", "645", "698"]), default="auto", show_default=True,
               help="Which protocol to look for (auto: DL/T 645 frames if there are any, else DL/T 698.45).")
@@ -155,75 +137,9 @@ def frame_decode(protocol, pretty, hex_args):
     raw integer and scaler).  Noise between frames and frames split across arguments are fine.  A
     damaged frame exits 2 with one line saying what is wrong.
     """
-    if not hex_args:
-        hex_args = [line for line in sys.stdin.read().split()]
-    data = parse_hex_args(hex_args)
-    indent = 2 if pretty else None
-    if protocol == "auto":
-        protocol = _sniff(data)
-    outs = _decode645(data) if protocol == "645" else _decode698(data)
-    for out in outs:
-        click.echo(json.dumps(out, ensure_ascii=False, indent=indent))
-
-
-def _sniff(data: bytes) -> str:
-    """645 if the first 68H has the second 68H of a DL/T 645 header seven bytes on (68 A0..A5 68),
-    else 698 (68 L L C AF SA...: DL/T 698.45 clause 5.3)."""
-    i = data.find(b"\x68")
-    if i < 0 or (i + 7 < len(data) and data[i + 7] == 0x68) or len(data) - i < 8:
-        return "645"
-    return "698"
-
-
-def _decode645(data: bytes) -> list[dict]:
-    from gridhead.protocols import dlt645
-
-    def render(f):
-        msg = dlt645.decode_message(f)
-        return {"protocol": "DL/T 645-2007", "control": f"{f.control:02X}", **msg.to_json(),
-                "raw": f.to_bytes(b"").hex(" ").upper()}
-
-    return _each_frame(dlt645.Framer(), data, render)
-
-
-def _each_frame(framer, data: bytes, render) -> list[dict]:
-    """``render`` of every frame ``framer`` finds in ``data``; a damaged frame raises (one line, exit 2)."""
-    framer.feed(data)
-    outs = []
-    while (f := framer.next_frame()) is not None:
-        outs.append(render(f))
-    if outs:
-        return outs
-    left = framer.pending
-    if left:
-        raise _Incomplete(f"no complete frame: {left} byte(s) from offset {len(data) - left} start a frame "
-                          f"that is cut short")
-    raise _Incomplete(f"no frame found in {len(data)} byte(s)")
-
-
-def _decode698(data: bytes) -> list[dict]:
-    """DL/T 698.45 frames (link layer: protocols.dlt698.frame) and their APDUs (protocols.dlt698.apdu)."""
-    from gridhead.protocols.dlt698 import apdu as A
-    from gridhead.protocols.dlt698 import frame as F
-
-    def render(f):
-        out = {"protocol": "DL/T 698.45", "server": {"address": f.server.address, "type": f.server.type.name.lower(),
-                                                     "logical": f.server.logical},
-               "client": f.client, "control": f"{f.control:02X}",
-               "direction": "server→client" if f.from_server else "client→server"}
-        if f.fragment is not None:
-            out["fragment"] = {"index": f.fragment[0], "type": F.FragmentType(f.fragment[1]).name.lower()}
-            out["apdu_fragment"] = f.apdu.hex(" ").upper()
-        else:
-            out.update(A.decode_apdu(f.apdu).to_json())
-        out["raw"] = f.to_bytes().hex(" ").upper()
-        return out
-
-    return _each_frame(F.Framer(), data, render)
-
-
-class _Incomplete(GridheadError):
-    exit_code = EXIT_BAD_INPUT
+    from gridhead.protocols.describe import decode_frames, parse_hex
+    for out in decode_frames(parse_hex(hex_args or sys.stdin.read().split()), protocol):
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2 if pretty else None))
 
 
 # --- frame encode 645 ... -----------------------------------------------------------------------
@@ -296,17 +212,10 @@ def enc698_get_record(ctx, oad, last, columns):
 def enc698_action(ctx, command, relay, alarm_delay, duration):
     """ACTION-Request on 8000 remote control (129 trip, 130 close) or 8001 protection (127 on, 128 off)."""
     from gridhead.protocols.dlt698 import apdu as A
-    from gridhead.protocols.dlt698.axdr import Data
-    r = Data(81, A.parse_oad(relay))
-    if command == "trip":
-        # 8000 method 129: array of structure {relay OAD, alarm delay, power-cut time, auto close}
-        p = Data(1, (Data(2, (r, Data(17, alarm_delay), Data(18, duration), Data(3, False))),))
-        omd = A.omd(0x8000, 129)
-    elif command == "close":
-        # 8000 method 130: array of structure {relay OAD, command enum 0 close allowed}
-        p, omd = Data(1, (Data(2, (r, Data(22, 0))),)), A.omd(0x8000, 130)
-    else:
-        p, omd = Data(0, None), A.omd(0x8001, 127 if command == "protect-on" else 128)
+    from gridhead.protocols.dlt698 import control as control698
+    r = A.parse_oad(relay)
+    omd, p = (control698.trip(r, alarm_delay, duration) if command == "trip" else control698.close(r)
+              if command == "close" else control698.protect(command == "protect-on"))
     _emit698(ctx, A.action(omd, p, ctx.obj["piid"]))
 
 
@@ -712,7 +621,12 @@ def sql_cmd(query, fmt, as_json, as_csv, out, shell, print_views, data):
         return
     with _sql.Session(data) as s:
         if query is None:
-            _sql_shell(s, fmt)
+            from gridhead.storage import shell
+            if fmt not in shell.MODES:
+                raise click.UsageError(f"the shell prints {', '.join(shell.MODES)}; --format {fmt} needs QUERY "
+                                       f"and --out FILE")
+            shell.run(shell.Shell(s, fmt, out=click.echo,
+                                  err=lambda text: click.echo(text, err=True)))
             return
         if fmt == "table" and out is None:
             click.echo(s.render_table(query))
@@ -722,72 +636,6 @@ def sql_cmd(query, fmt, as_json, as_csv, out, shell, print_views, data):
             _sql.write_result(tbl, "csv" if fmt == "table" else fmt, out)
 
 
-_SHELL_HELP = """statements end with ';' and may span lines.  Dot commands:
-  .tables            the views and tables (.views: the same)
-  .schema [NAME]     the columns of NAME (every view without NAME)
-  .mode [table|csv|json]   how results are printed (now: {mode})
-  .help              this text
-  .quit / .exit      leave (or end of input, Ctrl-D)"""
-
-
-def _sql_shell(session, fmt):
-    """Read statements ending in ';' from stdin, with the dot commands of _SHELL_HELP; EOF ends."""
-    from gridhead.storage import sql as _sql
-    tty = sys.stdin.isatty()
-    click.echo(f"gridhead sql on {session.data} — statements end with ';', .help for the dot commands, .quit",
-               err=True)
-    buf = []
-    while True:
-        try:
-            line = input("gridhead> " if not buf else "     ...> ") if tty else sys.stdin.readline()
-        except EOFError:
-            break
-        if not tty and line == "":
-            break
-        line = line.rstrip("\n")
-        if not buf and line.strip().startswith("."):
-            word, _, arg = line.strip().rstrip(";").partition(" ")
-            arg = arg.strip()
-            if word in (".quit", ".exit", ".q"):
-                break
-            if word == ".help":
-                click.echo(_SHELL_HELP.format(mode=fmt), err=True)
-                continue
-            if word == ".mode":
-                if arg in ("table", "csv", "json"):
-                    fmt = arg
-                elif arg:
-                    click.echo(f"error: .mode {arg}: table, csv or json", err=True)
-                click.echo(f"mode {fmt}", err=True)
-                continue
-            if word in (".tables", ".views"):
-                import textwrap
-                names = session.query("SELECT DISTINCT table_name AS name FROM information_schema.tables "
-                                      "ORDER BY 1").column("name").to_pylist()
-                click.echo(textwrap.fill("  ".join(names), width=100, break_on_hyphens=False))
-                continue
-            if word == ".schema":
-                line = ("SELECT name, column_name, data_type FROM (SELECT DISTINCT table_name AS name, column_name, "
-                        "data_type, ordinal_position FROM information_schema.columns"
-                        + (f" WHERE table_name = '{arg.replace(chr(39), chr(39) * 2)}'" if arg else "")
-                        + ") ORDER BY name, ordinal_position;")
-            else:
-                click.echo(f"error: unknown command {word}: .help lists the dot commands; SQL ends with ';'",
-                           err=True)
-                continue
-        buf.append(line)
-        if not line.rstrip().endswith(";"):
-            continue
-        stmt, buf = "\n".join(buf), []
-        try:
-            if fmt == "table":
-                click.echo(session.render_table(stmt))
-            else:
-                tbl = session.query(stmt)
-                if tbl is not None:
-                    _sql.write_result(tbl, fmt, None)
-        except GridheadError as exc:          # a bad statement does not end the shell
-            click.echo(f"error: {exc}", err=True)
 # === end gen / archive / sql =====================================================================
 
 

@@ -47,6 +47,7 @@ import datetime as _dt
 from gridhead.protocols.dlt645 import (BroadcastTimeSync, ErrorResponse, Framer, ReadRequest, ReadResponse,
                               RemoteCommand, RemoteControlRequest, WriteRequest, decode_message)
 from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698 import control as control698
 from gridhead.protocols.dlt698 import dar as _dar
 from gridhead.protocols.dlt698 import render
 from gridhead.protocols.dlt698.axdr import COMDCB, BitString, Data, DateTimeS
@@ -58,9 +59,6 @@ from .terminal import local_now as _meter_now
 OAD_RELAY_STATE = 0x80000300     # 继电器输出状态
 OAD_COMMAND_STATE = 0x80000500   # 命令状态
 OAD_PROTECT_STATE = 0x80010200   # 保电状态
-OAD_RELAY_1 = 0xF2050201         # 继电器输出 1
-OMD_TRIP, OMD_CLOSE = A.omd(0x8000, 129), A.omd(0x8000, 130)
-OMD_PROTECT_ON, OMD_PROTECT_OFF = A.omd(0x8001, 127), A.omd(0x8001, 128)
 DI_DATE, DI_TIME, DI_STATUS3 = 0x04000101, 0x04000102, 0x04000503
 STATUS3_RELAY_OPEN, STATUS3_TRIP_COMMAND = 1 << 4, 1 << 6
 COMDCB_645 = COMDCB(3, 2, 8, 1, 0)              # 2400 bit/s, even, 8, 1, none (as headend.collect)
@@ -479,8 +477,7 @@ class Commands:
             if target.protocol == "645":
                 await self._act645(target, RemoteCommand.TRIP)
             else:
-                p = Data(1, (Data(2, (Data(81, OAD_RELAY_1), Data(17, 0), Data(18, 0), Data(3, False))),))
-                await self._act698(target, OMD_TRIP, p, "trip")
+                await self._act698(target, *control698.trip(), "trip")
         except Refused as exc:
             # the meter said no (保电 set on the meter itself, ...): its state goes into the audit record
             try:
@@ -495,8 +492,7 @@ class Commands:
         if target.protocol == "645":
             await self._act645(target, RemoteCommand.CLOSE_DIRECT if direct else RemoteCommand.CLOSE_ALLOWED)
         else:
-            p = Data(1, (Data(2, (Data(81, OAD_RELAY_1), Data(22, 1 if direct else 0))),))
-            await self._act698(target, OMD_CLOSE, p, "close")
+            await self._act698(target, *control698.close(direct=direct), "close")
         back = await self.relay_state(target)
         ok = back.get("relay_open") is False if direct else back.get("trip_command") is False
         return {"readback": back, "confirmed": ok}
@@ -507,8 +503,7 @@ class Commands:
             back = await self.relay_state(target)
             # status word 3 carries no protection bit: the meter's acknowledgement is the confirmation
             return {"readback": back, "confirmed": True}
-        await self._act698(target, OMD_PROTECT_ON if on else OMD_PROTECT_OFF, Data(0, None),
-                           "protect " + ("on" if on else "off"))
+        await self._act698(target, *control698.protect(on), "protect " + ("on" if on else "off"))
         back = await self.relay_state(target)
         return {"readback": back, "confirmed": back.get("protected") is on}
 

@@ -5,5 +5,5 @@ where the batch jobs' results live.  Imports neither ``billing_core`` nor ``head
 # the public API: these modules; the compiled kernels (_X) and their twins (_X_py) are private
 __all__ = [
     "archive", "collection", "control_log", "duck", "generator", "lake", "lakefs", "paths",
-    "results", "samples", "schema", "sql", "validate", "wal",
+    "results", "samples", "schema", "shell", "sql", "validate", "wal",
 ]

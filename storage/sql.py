@@ -240,10 +240,10 @@ class Session:
             raise SqlError(f"sql: {sql.split(None, 1)[0] if sql.strip() else 'the statement'} returns no rows")
         return tbl
 
-    def render_table(self, sql: str) -> str:
+    def render_table(self, sql: str, params: Sequence[object] | None = None) -> str:
         """DuckDB's own box rendering of a query (what the shell and ``--format table`` print)."""
         try:
-            rel = self.db.sql(sql)
+            rel = self.db.sql(sql, params=params)
             return "ok" if rel is None else str(rel)
         except duckdb.Error as exc:
             raise self._error(exc) from None

@@ -22,6 +22,7 @@ from gridhead.protocols.dlt645 import ErrorResponse as Err645
 from gridhead.protocols.dlt645 import Framer as Framer645
 from gridhead.protocols.dlt645 import ReadRequest, ReadResponse, decode_message
 from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.control import OMD_CLOSE, OMD_PROTECT_OFF, OMD_PROTECT_ON, OMD_TRIP
 from gridhead.protocols.dlt698.axdr import Data, DateTimeS, Road, encode_data, encode_length
 from gridhead.protocols.errors import ProtocolError
 from gridhead.storage import schema
@@ -456,7 +457,6 @@ class Answerer:
 
 # --- remote control (遥控 8000, 保电 8001, 对时 of meters; DL/T 645 1CH / 14H / 08H) -------------
 OAD_RELAY_STATE, OAD_COMMAND_STATE, OAD_PROTECT_STATE = 0x80000300, 0x80000500, 0x80010200
-OMD_TRIP, OMD_CLOSE, OMD_PROTECT_ON, OMD_PROTECT_OFF = 0x80008100, 0x80008200, 0x80017F00, 0x80018000
 _CONTROL_OADS = (OAD_RELAY_STATE, OAD_COMMAND_STATE, OAD_PROTECT_STATE, P.OAD_DATETIME)
 DAR_OK, DAR_DENIED, DAR_TYPE = 0, 3, 7
 DI645_DATE, DI645_TIME, DI645_STATUS3 = 0x04000101, 0x04000102, 0x04000503
