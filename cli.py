@@ -477,6 +477,21 @@ def _data_option(f=None, *, need="archive"):
     return deco if f is None else deco(f)
 
 
+def _echo_aligned(rows: list[list[str]], align: str = "") -> None:
+    """Print ``rows`` (the header first) as columns two spaces apart, however wide a value gets; ``align``
+    per column: "l" left (text), "r" right (figures, and every column past the string's end)."""
+    import unicodedata
+
+    def width(v: str) -> int:          # on a terminal a CJK character (类别, 违约金) takes two columns
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in v)
+
+    widths = [max(width(r[k]) for r in rows) for k in range(len(rows[0]))]
+    for r in rows:
+        pads = [" " * (w - width(v)) for v, w in zip(r, widths)]
+        click.echo("  ".join(v + pad if align[k:k + 1] == "l" else pad + v
+                             for k, (v, pad) in enumerate(zip(r, pads))).rstrip())
+
+
 def _progress(total, desc):
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="step", disable=None, leave=False, file=sys.stderr)
@@ -529,31 +544,18 @@ def archive_grp():
 def _archive_import(data, files):
     from gridhead.storage import archive, sql as _sql
     path = _sql.archive_path(data)
-    fresh = not path.exists()
-    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     bar = _progress(2 * len(files), "import")
     try:
-        with archive.Archive(path) as a:
-            done = a.import_files(files, progress=lambda _step: bar.update(1))
-    except BaseException as exc:
-        # a refused import leaves nothing behind: no empty archive.duckdb a later command would take
-        # for a fleet of 0 customers, no directory it made
-        if fresh:
-            import shutil
-            for p in (path, path.with_name(path.name + ".wal")):
-                p.unlink(missing_ok=True)
-            if missing:
-                shutil.rmtree(missing[-1], ignore_errors=True)
-        if isinstance(exc, archive.ImportRefused):
-            bar.close()
-            for line in exc.errors:
-                click.echo(line, err=True)
-            click.echo(f"error: {exc.summary}; nothing was imported", err=True)
-            sys.exit(exc.exit_code)
-        raise
+        done = archive.import_into(path, files, progress=lambda _step: bar.update(1))
+    except archive.ImportRefused as exc:
+        bar.close()
+        for line in exc.errors:
+            click.echo(line, err=True)
+        click.echo(f"error: {exc.summary}; nothing was imported", err=True)
+        sys.exit(exc.exit_code)
     finally:
         bar.close()
-    click.echo("imported " + ", ".join(f"{t} {n}" for t, n in done.items()) + f" into {_sql.archive_path(data)}")
+    click.echo("imported " + ", ".join(f"{t} {n}" for t, n in done.items()) + f" into {path}")
 
 
 @archive_grp.command("import")
@@ -689,9 +691,7 @@ def lake_info(as_json, data):
         per = lambda b: f"{b / r['rows']:.2f}" if r["rows"] else "-"  # noqa: E731
         cells.append([r["table"], r["kind"] or "", str(r["partitions"]), str(r["files"]), f"{r['rows']:,}",
                       f"{r['bytes']:,}", per(r["bytes"]), str(r["pivots"]), per(r["pivot_bytes"])])
-    widths = [max(len(c[k]) for c in cells) for k in range(len(cells[0]))]
-    for c in cells:       # columns two spaces apart, however wide a figure gets; text left, numbers right
-        click.echo("  ".join(v.ljust(w) if k < 2 else v.rjust(w) for k, (v, w) in enumerate(zip(c, widths))).rstrip())
+    _echo_aligned(cells, "ll")
 # === end lake ======================================================================================
 
 
@@ -781,10 +781,9 @@ def bill_review(period, release_ids, bill_ids, by, note, as_json, as_csv, data):
     if as_json or as_csv:
         _sql.write_result(tbl, "json" if as_json else "csv", None)
         return
-    click.echo(f"{'bill_id':<18} {'customer_no':<12} {'kWh':>12} {'yuan':>12}  reasons")
-    for row in tbl.to_pylist():
-        click.echo(f"{row['bill_id']:<18} {row['customer_no']:<12} {row['e_total_kwh_x100'] / 100:>12.2f} "
-                   f"{bills.yuan(row['total_fen']):>12}  {row['reasons_zh']} ({row['reasons']})")
+    _echo_aligned([["bill_id", "customer_no", "kWh", "yuan", "reasons"]] + [
+        [str(r["bill_id"]), r["customer_no"], f"{r['e_total_kwh_x100'] / 100:.2f}", bills.yuan(r["total_fen"]),
+         f"{r['reasons_zh']} ({r['reasons']})"] for r in tbl.to_pylist()], "llrrl")
     click.echo(f"{tbl.num_rows} held", err=True)
 
 
@@ -1074,11 +1073,9 @@ def ledger_arrears(as_of, as_json, as_csv, customer, limit, late_fee_min_yuan, m
                f"{sm['late_fee_fen'] / 100:.2f} yuan; by aging: "
                + (", ".join(f"{k or 'paid late'} {v / 100:.2f}" for k, v in sm["by_aging_fen"].items()) or "none"))
     rows = tbl.to_pylist() if not limit else tbl.slice(0, limit).to_pylist()
-    click.echo(f"{'customer_no':<12} {'kind':<8} {'entry':>7} {'period':<8} {'due':<10} {'days':>5} {'aging':<8} "
-               f"{'arrears':>12} {'违约金':>10}")
-    for r in rows:
-        click.echo(f"{r['customer_no']:<12} {r['kind']:<8} {r['entry_id']:>7} {r['period']:<8} {str(r['due_date']):<10} "
-                   f"{r['days_late']:>5} {r['aging']:<8} {r['arrears_fen'] / 100:>12.2f} {r['late_fee_fen'] / 100:>10.2f}")
+    _echo_aligned([["customer_no", "kind", "entry", "period", "due", "days", "aging", "arrears", "违约金"]] + [
+        [r["customer_no"], r["kind"], str(r["entry_id"]), r["period"], str(r["due_date"]), str(r["days_late"]),
+         r["aging"], f"{r['arrears_fen'] / 100:.2f}", f"{r['late_fee_fen'] / 100:.2f}"] for r in rows], "llrllrl")
     if len(rows) < tbl.num_rows:
         click.echo(f"... {tbl.num_rows - len(rows)} more (--limit 0 lists all)")
 
@@ -1252,11 +1249,7 @@ def serve(config_file, data, host, port, metrics_port, log_level, api_port, no_a
         config_file, data=data, host=host, port=port, metrics_port=metrics_port, api_port=api_port, mqtt=mqtt,
         mqtt_prefix=mqtt_prefix, collect=collect, insecure=insecure, accept_audit_break=accept_audit_break)
     if not no_api:                     # refused before anything starts, one line
-        ctl_cfg.check_listen()
-        ctl_cfg.ssl_context()
-        report = _control.check_audit_chain(ctl_cfg.data_dir or cfg.data_dir, ctl_cfg.audit_key_file)
-        if report["unaccepted"] and not ctl_cfg.accept_audit_break:
-            raise _control.AuditBroken(report)
+        _control.preflight(ctl_cfg, cfg.data_dir)
     _log.setup(sys.stderr, getattr(logging, log_level.upper()))
     raise_open_files()
     use_uvloop()
@@ -1508,10 +1501,7 @@ def collect_status(single, first, last, by, as_json, data):
         for row in tbl.to_pylist():
             click.echo(json.dumps(row, default=str))
         return
-    rows = [tbl.column_names] + [["" if v is None else str(v) for v in r.values()] for r in tbl.to_pylist()]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    _echo_aligned([tbl.column_names] + [["" if v is None else str(v) for v in r.values()] for r in tbl.to_pylist()])
 
 
 @cli.command("demo")
@@ -1550,10 +1540,8 @@ def _emit_table(tbl, fmt, columns):
         _sql.write_result(tbl, fmt, None)
         return
     rows = tbl.to_pylist()
-    cells = [[h for h, _f in columns.values()]] + [[f(r[c]) for c, (_h, f) in columns.items()] for r in rows]
-    widths = [max(len(str(row[i])) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        click.echo("  ".join(str(v).rjust(w) if k else str(v).ljust(w) for k, (v, w) in enumerate(zip(row, widths))))
+    _echo_aligned([[h for h, _f in columns.values()]] + [[str(f(r[c])) for c, (_h, f) in columns.items()] for r in rows],
+                  "l")
 
 
 def _kwh(v):
@@ -2001,20 +1989,6 @@ def token_grp():
     """API tokens of the control API (stored hashed in DATA/control/tokens.json)."""
 
 
-def _token_audit(data, command, target, params=None):
-    """``gridhead token add/revoke/rotate`` are recorded in the control audit log like the API's."""
-    import getpass
-
-    from gridhead.storage import control_log as CL
-    log = CL.AuditLog(CL.audit_path(data), CL.audit_key(data))
-    try:
-        log.append_sync({"who": f"local:{getpass.getuser()}", "role": "local", "command": command, "target": target,
-                         "outcome": "ok", "client_addr": "local",
-                         "params": None if params is None else json.dumps(params, ensure_ascii=False)})
-    finally:
-        log.close()
-
-
 @token_grp.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
@@ -2030,7 +2004,7 @@ def token_add(name, role, expires_days, data, as_json):
     d = data_dir(data)
     store = CL.TokenStore(CL.tokens_path(d))
     tid, token = store.add(name, role, expires_days)
-    _token_audit(d, "token-add", f"token:{tid}", {"name": name, "role": role, "expires_days": expires_days})
+    CL.record_local(d, "token-add", f"token:{tid}", {"name": name, "role": role, "expires_days": expires_days})
     click.echo(json.dumps({"id": tid, "name": name, "role": role, "token": token,
                            "expires_utc": store.list()[-1]["expires_utc"]}) if as_json else token)
 
@@ -2049,7 +2023,7 @@ def token_rotate(token_id, overlap_days, expires_days, data, as_json):
     from gridhead.storage.paths import data_dir
     d = data_dir(data)
     old, tid, token = CL.TokenStore(CL.tokens_path(d)).rotate(token_id, overlap_days, expires_days)
-    _token_audit(d, "token-rotate", f"token:{tid}", {"old": old["id"], "name": old["name"], "overlap_days": overlap_days})
+    CL.record_local(d, "token-rotate", f"token:{tid}", {"old": old["id"], "name": old["name"], "overlap_days": overlap_days})
     click.echo(json.dumps({"id": tid, "name": old["name"], "role": old["role"], "token": token, "old": old["id"],
                            "old_expires_utc": old["expires_utc"]}) if as_json else token)
 
@@ -2077,7 +2051,7 @@ def token_revoke(token_id, data):
     from gridhead.storage.paths import data_dir
     d = data_dir(data)
     e = CL.TokenStore(CL.tokens_path(d)).revoke(token_id)
-    _token_audit(d, "token-revoke", f"token:{e['id']}")
+    CL.record_local(d, "token-revoke", f"token:{e['id']}")
     click.echo(f"revoked {e['id']} ({e['name']})")
 
 

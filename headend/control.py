@@ -1348,6 +1348,16 @@ def serve_settings(config_file=None, *, data=None, host=None, port=None, metrics
     return cfg, ctl_cfg, ctl_explicit, schedule
 
 
+def preflight(cfg: ControlConfig, data_dir) -> None:
+    """What ``gridhead serve`` refuses before anything starts, one line each: a listen address that needs
+    TLS (or ``insecure``), a TLS file that does not load, an audit chain broken and not accepted."""
+    cfg.check_listen()
+    cfg.ssl_context()
+    report = check_audit_chain(cfg.data_dir or data_dir, cfg.audit_key_file)
+    if report["unaccepted"] and not cfg.accept_audit_break:
+        raise AuditBroken(report)
+
+
 def mount_default(he, cfg: ControlConfig, *, explicit: bool) -> ControlServer | None:
     """:func:`mount` for ``gridhead serve``: a port taken by someone else is an error when the operator
     asked for it, a logged warning (no API) when it is only the default."""

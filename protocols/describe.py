@@ -17,7 +17,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import dlt645
+from .dlt645.frame import Framer as Framer645
+from .dlt645.messages import decode_message as decode645
 from .dlt698 import apdu as A
 from .dlt698 import frame as F
 from .errors import LocalProtocolError
@@ -78,11 +79,11 @@ def _each_frame(framer: Any, data: bytes, render: Callable[[Any], dict[str, Any]
 
 def _each_frame645(data: bytes) -> list[dict[str, Any]]:
     def render(f: Any) -> dict[str, Any]:
-        msg = dlt645.decode_message(f)
+        msg = decode645(f)
         return {"protocol": "DL/T 645-2007", "control": f"{f.control:02X}", **msg.to_json(),
                 "raw": f.to_bytes(b"").hex(" ").upper()}
 
-    return _each_frame(dlt645.Framer(), data, render)
+    return _each_frame(Framer645(), data, render)
 
 
 def _each_frame698(data: bytes) -> list[dict[str, Any]]:

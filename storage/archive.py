@@ -668,6 +668,28 @@ class Archive:
         return done
 
 
+def import_into(path: str | os.PathLike[str], files: Iterable[str | os.PathLike[str]],
+                progress: Callable[[str], object] | None = None) -> dict[str, int]:
+    """:meth:`Archive.import_files` into the archive at ``path``, made if it is not there; rows per table.
+
+    A refused import leaves nothing behind: an archive this call created is removed with its WAL and
+    the directories it made, so no later command takes an empty ``archive.duckdb`` for a fleet of 0
+    customers; an existing archive is unchanged (one transaction)."""
+    path = pathlib.Path(path)
+    fresh = not path.exists()
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    try:
+        with Archive(path) as a:
+            return a.import_files(files, progress=progress)
+    except BaseException:
+        if fresh:
+            import shutil
+            for p in (path, path.with_name(path.name + ".wal")):
+                p.unlink(missing_ok=True)
+            if made:
+                shutil.rmtree(made[-1], ignore_errors=True)
+        raise
+
 
 def _csv_columns(p: pathlib.Path) -> str:
     """A DuckDB struct literal naming the CSV header's columns as VARCHAR (keeps them in file order)."""

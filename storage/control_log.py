@@ -429,6 +429,19 @@ class AuditLog:
         self._fh.close()
 
 
+def record_local(data_dir: StrPath, command: str, target: str, params: Record | None = None) -> None:
+    """Record a command run on the head-end's host (``gridhead token add/rotate/revoke``) in the audit log,
+    as the API records its own: who is the local user, role ``local``."""
+    import getpass
+    log = AuditLog(audit_path(data_dir), audit_key(data_dir))
+    try:
+        log.append_sync({"who": f"local:{getpass.getuser()}", "role": "local", "command": command, "target": target,
+                         "outcome": "ok", "client_addr": "local",
+                         "params": None if params is None else json.dumps(params, ensure_ascii=False)})
+    finally:
+        log.close()
+
+
 def view_statements(data_dir: StrPath) -> list[str]:
     """``audit_log``: the audit file as a table, one row per line (typed and empty while there is no
     file).  A line that is not a JSON record is shown, not skipped: ``broken`` says why and

@@ -165,3 +165,11 @@ def test_usage_errors_are_one_line_and_exit_2(args, message):
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "--help" in lines[0], r.stderr
+
+
+def test_tables_align_cjk_by_display_width(capsys):
+    """A CJK character takes two terminal columns: the figures after a 类别 column still line up."""
+    from gridhead.cli import _echo_aligned
+    _echo_aligned([["类别", "n"], ["合格", "1"], ["ok", "22"]], "l")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["类别   n", "合格   1", "ok    22"]
