@@ -93,7 +93,7 @@ cdef struct Cls:
 cdef Cls C_RN, C_RR, C_PR, C_FR, C_TT
 cdef Cls C_GN, C_GNL, C_GR, C_GRL, C_RNL, C_RRL, C_PGL, C_PGR, C_LINK
 cdef list _held = []              # keeps the classes alive for the borrowed pointers above
-cdef bint _ready = False
+cdef object _bound = None         # the module whose classes the slots above hold (protocols.dlt698.apdu)
 
 
 cdef int _cls(Cls* c, object cls) except -1:
@@ -111,9 +111,9 @@ cdef int _cls(Cls* c, object cls) except -1:
     return 0
 
 
-cdef int _init() except -1:
-    global _ready
-    from gridhead.protocols.dlt698 import apdu as A
+cdef int _init(object A) except -1:
+    # the APDU classes come from the caller (protocols.dlt698.apdu passes itself): no import of it here
+    global _bound
     _cls(&C_RN, A.ResultNormal)
     _cls(&C_RR, A.ResultRecord)
     _cls(&C_PR, A.ProxyResult)
@@ -128,7 +128,7 @@ cdef int _init() except -1:
     _cls(&C_PGL, A.ProxyGetResponseList)
     _cls(&C_PGR, A.ProxyGetResponseRecord)
     _cls(&C_LINK, A.LinkRequest)
-    _ready = True
+    _bound = A
     return 0
 
 
@@ -592,11 +592,11 @@ cdef object _walk(R* r, bint lazy):
     return None
 
 
-cdef object _decode(bytes buf, bint lazy):
+cdef object _decode(bytes buf, bint lazy, object classes):
     global _cur
     cdef R r
-    if not _ready:
-        _init()
+    if classes is not _bound:
+        _init(classes)
     r.p = <const uint8_t*> PyBytes_AS_STRING(buf)
     r.end = PyBytes_GET_SIZE(buf)
     if r.end < 2:
@@ -613,12 +613,13 @@ cdef object _decode(bytes buf, bint lazy):
     return apdu
 
 
-def decode(bytes buf):
-    """The APDU ``buf`` holds if it is one of the hot services and decodes whole, else None."""
-    return _decode(buf, False)
+def decode(bytes buf, object classes):
+    """The APDU ``buf`` holds if it is one of the hot services and decodes whole, else None; built from
+    the classes of ``classes`` (the module ``protocols.dlt698.apdu``)."""
+    return _decode(buf, False, classes)
 
 
-def decode_lazy(bytes buf):
+def decode_lazy(bytes buf, object classes):
     """As :func:`decode`, with the lists and record rows of the hot services as validated
     :class:`LazySeq`; None when ``buf`` is not a hot service or does not decode whole."""
-    return _decode(buf, True)
+    return _decode(buf, True, classes)

@@ -11,19 +11,31 @@ that do not decode.  ``meter_of``: a dict TSA bytes → meter id, or a callable 
 source, quality, received_utc or None).
 
 The twin is the general path itself (``decode_apdu`` then ``rows_to_batch``), so the compiled kernel is
-checked against exactly what the head-end would otherwise store.
+checked against exactly what the head-end would otherwise store.  ``headend.records`` hands it its
+``rows_to_batch`` (:func:`bind`) as it is imported, so this module imports no records module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from gridhead.protocols.dlt698 import apdu as A
+from gridhead.protocols.dlt698.axdr import encode_typed
 from gridhead.protocols.errors import GridheadError
+
+_rows_to_batch: Callable[..., Any] | None = None
+
+
+def bind(rows_to_batch: Callable[..., Any]) -> None:
+    """Take the general path's rows → columns (``headend.records.rows_to_batch``)."""
+    global _rows_to_batch
+    _rows_to_batch = rows_to_batch
 
 
 def decode(buf, plans: dict, meter_of, ctx: tuple):
-    from gridhead.protocols.dlt698 import apdu as A
-    from gridhead.protocols.dlt698.axdr import encode_typed
-
-    from . import records
+    rows_to_batch = _rows_to_batch
+    assert rows_to_batch is not None, "headend.records binds the twin as it is imported"
     _u, _t, _n, _off, default_ts, source, quality, received_utc = ctx
     try:
         apdu = A.decode_apdu(bytes(buf))
@@ -50,8 +62,8 @@ def decode(buf, plans: dict, meter_of, ctx: tuple):
             out.append((res.oad, key, res.dar, None, (), ()))
             continue
         try:
-            b = records.rows_to_batch(res.rcsd, res.rows, lookup, source=source, quality=quality,
-                                      received_utc=received_utc, tsa=tsa, ts_utc=default_ts)
+            b = rows_to_batch(res.rcsd, res.rows, lookup, source=source, quality=quality,
+                              received_utc=received_utc, tsa=tsa, ts_utc=default_ts)
         except (ValueError, OverflowError, TypeError):
             return None
         out.append((res.oad, key, None, b.columns, b.missing, b.meters))

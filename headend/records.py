@@ -38,13 +38,16 @@ from gridhead.storage import schema
 from . import profile as P
 
 # the kernel, chosen once at import: the compiled _records698 unless GRIDHEAD_PUREPYTHON=1 or not built
+# (its twin is bound to rows_to_batch below, whichever is chosen: the tests switch kernels at run time)
+from . import _records698_py
+
 if accel.PURE:
-    from . import _records698_py as _fast
+    _fast = _records698_py
 else:
     try:
         from . import _records698 as _fast
     except ImportError:
-        from . import _records698_py as _fast  # type: ignore[no-redef]
+        _fast = _records698_py  # type: ignore[misc]
 
 # reading kind of a record, by the freeze object it comes from
 KIND_OF_FREEZE = {P.OAD_DAY_FREEZE: schema.DAILY, P.OAD_MONTH_FREEZE: schema.MONTHLY,
@@ -288,6 +291,9 @@ def concat(batches: Iterable[Batch]) -> Batch:
     keys = [k for k in COLUMNS if all(k in b.columns for b in batches)]
     cols = {k: np.concatenate([b.columns[k] for b in batches]) for k in keys}
     return Batch(cols, tuple(m for b in batches for m in b.missing), tuple(m for b in batches for m in b.meters))
+
+
+_records698_py.bind(rows_to_batch)
 
 
 # --- the columnar fast path: record answers straight into lake columns (headend._records698) -----------

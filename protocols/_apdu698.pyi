@@ -4,12 +4,13 @@
 # with tp_alloc and their object slots (Py_ssize_t offsets of the member descriptors) filled in place.
 # The signatures are the twin's, word for word (tests/protocols/test_typing.py checks it).
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any, overload
 
 from .dlt698.apdu import Apdu
 
-def decode(buf: bytes) -> Apdu | None: ...  # bytes only; None: not a hot service or not whole
-def decode_lazy(buf: bytes) -> Apdu | None: ...  # as decode; lists and record rows as LazySeq
+def decode(buf: bytes, classes: ModuleType) -> Apdu | None: ...  # bytes only; None: not a hot service or not whole
+def decode_lazy(buf: bytes, classes: ModuleType) -> Apdu | None: ...  # as decode; lists and record rows as LazySeq
 
 class LazySeq:  # a validated SEQUENCE OF: bytes held, Py_ssize_t* item offsets; items decoded when read
     def to_tuple(self) -> tuple[Any, ...]: ...

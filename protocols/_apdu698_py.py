@@ -20,12 +20,14 @@ thousand: readings, reports and proxy answers from meters and concentrators (cla
     trailer         FollowReport OPTIONAL, TimeTag OPTIONAL
 
 Data, RCSD, TSA, date_time(_s) and TI are read by the A-XDR layer, so values are the ones
-``axdr.decode_data`` gives.  The APDU classes are looked up on first use (they import this module).
+``axdr.decode_data`` gives.  The APDU classes are the caller's: ``protocols.dlt698.apdu`` passes itself
+with every call, so this module imports no APDU module (nor the compiled walk).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .dlt698 import axdr
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from .dlt698 import apdu as _A
     from .dlt698.apdu import Apdu
 else:
-    _A = None          # protocols.dlt698.apdu, on first use (it imports this module)
+    _A = None          # protocols.dlt698.apdu: the classes of the last call's ``classes``
 
 # a walk: the value at buf[pos] and the position after it; _Miss when it is not one the walk knows
 _Walk = Callable[[bytes, int], tuple[Any, int]]
@@ -169,9 +171,8 @@ def _link_request(buf: bytes, pos: int) -> tuple[_A.LinkRequest, int]:
 _WALKS: dict[tuple[int, int | None], _Walk] = {}  # (tag, choice or None) -> dec(buf, pos)
 
 
-def _init() -> None:
+def _init(A: ModuleType) -> None:
     global _A
-    from .dlt698 import apdu as A
     _WALKS.update({
         (0x01, None): _link_request,
         (0x85, 1): _server(A.GetResponseNormal, _result_normal),
@@ -186,10 +187,11 @@ def _init() -> None:
     _A = A
 
 
-def decode(buf: bytes) -> Apdu | None:
-    """The APDU ``buf`` holds if it is one of the hot services and decodes whole, else None."""
-    if _A is None:
-        _init()
+def decode(buf: bytes, classes: ModuleType) -> Apdu | None:
+    """The APDU ``buf`` holds if it is one of the hot services and decodes whole, else None; built from
+    the classes of ``classes`` (the module ``protocols.dlt698.apdu``)."""
+    if classes is not _A:
+        _init(classes)
     if len(buf) < 2:
         return None
     tag = buf[0]

@@ -106,10 +106,24 @@ def _first_party():
     return {_module_of(p): p for p in files}
 
 
-def _targets(mod: str, path, known: set):
-    """(imported first-party module, line) for every import of ``path``, at any depth (functions too)."""
+def _type_only(tree) -> set:
+    """The nodes inside ``if TYPE_CHECKING:`` blocks: imports for the type checker, never run."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
+def _targets(mod: str, path, known: set, runtime: bool = False):
+    """(imported first-party module, line) for every import of ``path``, at any depth (functions too);
+    ``runtime``: only the imports that run (not those under ``if TYPE_CHECKING:``)."""
     pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skip = _type_only(tree) if runtime else set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = pkg.split(".") if pkg else []
@@ -136,10 +150,10 @@ def _under(mod: str, prefix: str) -> bool:
     return prefix == "" or mod == prefix or mod.startswith(prefix + ".")
 
 
-def _graph():
+def _graph(runtime: bool = False):
     mods = _first_party()
     known = set(mods)
-    return mods, {m: list(_targets(m, p, known)) for m, p in mods.items()}
+    return mods, {m: list(_targets(m, p, known, runtime)) for m, p in mods.items()}
 
 
 def test_every_import_follows_the_layer_table():
@@ -153,15 +167,6 @@ def test_every_import_follows_the_layer_table():
             if not allowed or forbidden:
                 bad.append(f"{mods[m].relative_to(ROOT)}:{line} ({layer or 'gridhead'}) imports gridhead.{t}")
     assert not bad, "imports against the layer table:\n" + "\n".join(bad)
-
-
-# cycles left to break (each a lazy import inside a function); the list may only shrink
-KNOWN_CYCLES = [
-    {"protocols.dlt645.frame", "protocols.dlt645.messages"},
-    # a pure twin that reuses its user's general path (the twin is equal to it by construction)
-    {"protocols._apdu698_py", "protocols.dlt698.apdu", "protocols.dlt698.render"},
-    {"headend._records698_py", "headend.records"},
-]
 
 
 def _cycles(graph) -> list[set]:
@@ -195,13 +200,23 @@ def _cycles(graph) -> list[set]:
     return out
 
 
-def test_no_new_import_cycle():
-    _mods, graph = _graph()
-    found = _cycles(graph)
-    new = [sorted(c) for c in found if c not in KNOWN_CYCLES]
-    assert not new, f"import cycles: {new}"
-    gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
-    assert not gone, f"cycles broken, remove them from KNOWN_CYCLES: {gone}"
+def test_no_import_cycle():
+    """No module imports, at any depth, one that imports it back — inside functions too; an import under
+    ``if TYPE_CHECKING:`` only names a type for the checker and is never run."""
+    _mods, graph = _graph(runtime=True)
+    assert not [sorted(c) for c in _cycles(graph)], f"import cycles: {[sorted(c) for c in _cycles(graph)]}"
+
+
+def test_the_cycle_check_finds_a_lazy_import_back():
+    """The checker itself: an import inside a function that closes a loop is a cycle; one under
+    TYPE_CHECKING is not."""
+    graph = {"a": [("b", 1)], "b": [("a", 5)], "c": []}
+    assert _cycles(graph) == [{"a", "b"}]
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n"
+                     "def f():\n    from . import b\n")
+    skipped = _type_only(tree)
+    kept = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and id(n) not in skipped]
+    assert [a.name for n in kept for a in n.names] == ["TYPE_CHECKING", "b"]
 
 
 def test_the_layer_table_catches_a_storage_import_of_billing_core(tmp_path):

@@ -240,10 +240,9 @@ class Framer:
     def _decode_into(self, out: list[Any]) -> BaseException | None:
         """Run the kernel over the buffer; the error that stopped it, or None when it needs more bytes."""
         ctx = STREAM_CONTEXT
-        if ctx is None:  # pragma: no cover - the package __init__ imports .messages first
-            from . import messages  # noqa: F401  (sets STREAM_CONTEXT)
-            ctx = STREAM_CONTEXT
-            assert ctx is not None
+        # set once the package is imported: protocols.dlt645's __init__ imports .messages, which sets it,
+        # before any module of the package can be used
+        assert ctx is not None, "protocols.dlt645.messages sets STREAM_CONTEXT on import"
         buf = self._buf
         status, start, stop, extra, exc = _k.messages645(buf, self._pos, len(buf), ctx, out)
         self.frames += len(out)

@@ -30,6 +30,7 @@ Every class is a frozen, slotted dataclass found through :data:`REGISTRY` keyed 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar, dataclass_transform
@@ -39,6 +40,7 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from . import dar as _dar
 from . import _codec as C
 from . import axdr
+from . import render
 from ._codec import ABSENT  # noqa: F401 - re-exported: an OPTIONAL Data that is not there
 from ._codec import (BOOL, COMDCB, DATA, DATE_TIME, DATE_TIME_S, DAR, OAD, OCTETS, OMD, OPT_DATA, RCSD, RSD,
                      TI, TSA, U8, U16, U32, VISIBLE, fixed, opt, seq)
@@ -294,8 +296,7 @@ class Apdu:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict: the APDU name, then each field (OADs named and values scaled)."""
-        from .render import apdu_json
-        return apdu_json(_eager(self))
+        return render.apdu_json(_eager(self))
 
     @property
     def service_number(self) -> int | None:
@@ -1247,6 +1248,11 @@ else:
         from .. import _apdu698_py as _fast
 
 
+_THIS = sys.modules[__name__]      # the walk builds this module's classes: it is given them with each call
+render.PART_JSON.update({ResultNormal: render.result_normal_json, ResultRecord: render.result_record_json,
+                         TimeTag: TimeTag.to_json, FollowReport: render.follow_report_json})
+
+
 def decode_apdu(raw: Buffer, lazy: bool = False) -> Apdu:
     """Decode one whole APDU; a :class:`RemoteProtocolError` naming the byte offset if it is not one.
 
@@ -1259,9 +1265,9 @@ def decode_apdu(raw: Buffer, lazy: bool = False) -> Apdu:
     buf = raw if type(raw) is bytes else bytes(raw)
     # the services a head-end receives most (GET/REPORT/PROXY responses, LINK) in one compiled pass;
     # None for the others and for anything that does not decode whole: the walk below words the error
-    apdu = (_fast.decode_lazy if lazy else _fast.decode)(buf)
+    apdu = (_fast.decode_lazy if lazy else _fast.decode)(buf, _THIS)
     if apdu is None and lazy:
-        apdu = _fast.decode(buf)  # noqa: F821
+        apdu = _fast.decode(buf, _THIS)  # noqa: F821
     return apdu if apdu is not None else _decode_general(buf)
 
 

@@ -8,6 +8,7 @@ integer shifted by the scaler, never a float), the raw integer and its scaler ar
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import dar as _dar
@@ -149,21 +150,25 @@ def result_record_json(r: ResultRecord) -> dict[str, Any]:
     return out
 
 
-def _value_json(name: str, v: Any) -> object:  # v: a field of an APDU, its type by name
-    from . import apdu as A
+# the parts of an APDU with a JSON of their own (A-ResultNormal, A-ResultRecord, TimeTag, FollowReport):
+# class -> its renderer, filled in by protocols.dlt698.apdu as it is imported (so this module imports no
+# APDU module)
+PART_JSON: dict[type, Callable[[Any], object]] = {}
 
+
+def follow_report_json(v: Any) -> list[object]:
+    """A FollowReport (跟随上报信息域): its results."""
+    return [_value_json("", x) for x in v.results]
+
+
+def _value_json(name: str, v: Any) -> object:  # v: a field of an APDU, its type by name
     if v is None:
         return None
     if v is ABSENT:
         return "absent"
-    if isinstance(v, A.ResultNormal):
-        return result_normal_json(v)
-    if isinstance(v, A.ResultRecord):
-        return result_record_json(v)
-    if isinstance(v, A.TimeTag):
-        return v.to_json()
-    if isinstance(v, A.FollowReport):
-        return [_value_json("", x) for x in v.results]
+    part = PART_JSON.get(type(v))
+    if part is not None:
+        return part(v)
     if name in ("oad", "get_oad", "port") and isinstance(v, int):
         return describe_oad(v)
     if name in ("omd",) and isinstance(v, int):
@@ -219,8 +224,6 @@ def _fields_json(obj: DataclassInstance | type[DataclassInstance]) -> dict[str, 
 
 
 def apdu_json(apdu: Apdu) -> dict[str, Any]:
-    from .apdu import LinkResponse
-
     out: dict[str, Any] = {"apdu": apdu.NAME, "service": apdu.SERVICE}
     body = _fields_json(apdu)
     for k in ("piid", "piid_acd"):
@@ -230,7 +233,8 @@ def apdu_json(apdu: Apdu) -> dict[str, Any]:
             out["priority_high"] = bool(p & 0x80)
             if k == "piid_acd":
                 out["acd"] = bool(p & 0x40)
-    if isinstance(apdu, LinkResponse):
-        out["clock_trusted"] = apdu.clock_trusted
+    trusted = getattr(apdu, "clock_trusted", None)      # a LINK-Response's result bit 7
+    if trusted is not None:
+        out["clock_trusted"] = trusted
     out.update(body)
     return out

@@ -47,7 +47,7 @@ def same(a, b) -> bool:
 def check(buf: bytes, *, hot_expected: bool = False):
     """The fast path gives the general walk's object, or None exactly when it is not a hot APDU that
     decodes; decode_apdu gives the same object or the same error as the general walk."""
-    fast = A._fast.decode(buf)
+    fast = A._fast.decode(buf, A)
     ref, err = general(buf)
     if hot_expected:
         assert _key(buf) in HOT and ref is not None, err

@@ -68,10 +68,10 @@ def check(buf: bytes):
     if err is not None:
         assert lerr is not None, f"lazy accepted what eager refuses: {err}"
         assert type(lerr) is type(err) and str(lerr) == str(err)
-        assert A._fast.decode_lazy(buf) is None
+        assert A._fast.decode_lazy(buf, A) is None
         return None
     assert lerr is None, f"lazy refused what eager accepts: {lerr}"
-    direct = A._fast.decode_lazy(buf)
+    direct = A._fast.decode_lazy(buf, A)
     if _key(buf) in HOT:
         assert direct is not None, "a hot APDU left to the eager path"
     _read_items(got, ref)
