@@ -1120,9 +1120,9 @@ def prepay_run(day, warn_yuan, grace_days, confirm_above, send_attempts, yes, ta
     Commands that could not reach the head-end before are sent again.  Before sending more trips than
     --confirm-above it prints a summary and asks (--yes: don't ask; declined or no terminal: the
     commands stay in the outbox, exit 1)."""
-    from gridhead.billing_core.prepay import Thresholds
+    from gridhead.billing_core.prepay import PrepayThresholds
     from gridhead.billing_core.jobs import prepay
-    t = Thresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days, send_attempts=send_attempts,
+    t = PrepayThresholds(warn_fen=_fen_arg(warn_yuan), grace_days=grace_days, send_attempts=send_attempts,
                    confirm_trips_above=confirm_above)
     r = prepay.run(data, day.date(), t, tariffs_dir)          # decide first; sending is below
     if not as_json:
@@ -1165,10 +1165,10 @@ def _prepay_send(data, t, yes, control_url, token, quiet) -> dict:
 @_data_option
 def prepay_send(confirm_above, send_attempts, yes, as_json, control_url, token, data):
     """Send the commands waiting in the outbox (those that did not reach the head-end before included)."""
-    from gridhead.billing_core.prepay import Thresholds
+    from gridhead.billing_core.prepay import PrepayThresholds
     if not control_url:
         raise click.UsageError("--api (or GRIDHEAD_API) is required to send")
-    t = Thresholds(send_attempts=send_attempts, confirm_trips_above=confirm_above)
+    t = PrepayThresholds(send_attempts=send_attempts, confirm_trips_above=confirm_above)
     out = _prepay_send(data, t, yes, control_url, token, as_json)
     click.echo(json.dumps(out) if as_json else
                "commands: " + (", ".join(f"{k} {v}" for k, v in sorted(out.items())) or "none pending"))

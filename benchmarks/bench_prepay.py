@@ -183,7 +183,7 @@ def _dispatch(work: pathlib.Path, n: int) -> tuple[float, float, float, float]:
         for cmd in prepay.pending(work):
             send({"command_id": cmd["command_id"], "action": "disconnect", "target": str(cmd["meter_id"]),
                   "reason": "bench"})
-            prepay._record(work, [cmd], [{"outcome": "ok"}], P.Thresholds(), {})
+            prepay._record(work, [cmd], [{"outcome": "ok"}], P.PrepayThresholds(), {})
         old = (time.perf_counter() - t0) / 50 * n
         return wall, cpu, old, down
     finally:

@@ -86,7 +86,7 @@ RULES = {
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class LossThresholds:
     bands: dict[str, Band]
     rules: dict[str, int] = field(default_factory=lambda: dict(RULES))
 
@@ -112,7 +112,7 @@ class Thresholds:
         return high, neg
 
 
-def parse_thresholds(doc: dict[str, Any], source: str = "thresholds") -> Thresholds:
+def parse_thresholds(doc: dict[str, Any], source: str = "thresholds") -> LossThresholds:
     """``{"band": {"urban": {"high_bp": 700, "negative_bp": 0}, ...}, "rules": {...}}`` (a parsed TOML
     document; ``rules`` (:data:`RULES`) optional, each key defaulting)."""
     bands = doc.get("band")
@@ -135,7 +135,7 @@ def parse_thresholds(doc: dict[str, Any], source: str = "thresholds") -> Thresho
     for k, v in rules.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < -1:
             raise ConfigError(f"{source}, rules.{k}: an integer >= 0 (or -1: off), got {v!r}")
-    return Thresholds(out, {**RULES, **rules})
+    return LossThresholds(out, {**RULES, **rules})
 
 
 def interval_energy(readings: np.ndarray, modulus: npt.ArrayLike, max_gap: int = 3,

@@ -10,7 +10,7 @@ charge pro-rated by days, as the kernel does for a partial period).  Annual tier
 cumulative before the day (``cum_prev``) when the caller knows it.  The estimate is trued up by the
 monthly bill: the month's deductions are reversed against the issued bill's receivable.
 
-**Thresholds (control parameters, :class:`Thresholds`).**  With ``credit`` the customer's money in hand
+**Thresholds (control parameters, :class:`PrepayThresholds`).**  With ``credit`` the customer's money in hand
 (−balance of :mod:`billing_core.ledger`):
 
 * ``credit < warn_fen``: a low-balance reminder (催费), once until the credit is back at or above it;
@@ -36,7 +36,7 @@ NO_DAY = -1                  # below_since: not below zero
 
 
 @dataclasses.dataclass(frozen=True)
-class Thresholds:
+class PrepayThresholds:
     """Control parameters of prepayment (预付费控制参数), money in fen, the grace period in days."""
 
     warn_fen: int = 2_000             # 报警金额: remind below 20 yuan
@@ -74,7 +74,7 @@ def daily_charge(tariffs: TariffSet, tariff_row: np.ndarray, e: Mapping[str, npt
 
 
 def decide(credit: npt.ArrayLike, below_since: npt.ArrayLike, warned: npt.ArrayLike, tripped: npt.ArrayLike,
-           protected: npt.ArrayLike, day: int, t: Thresholds) -> dict[str, np.ndarray]:
+           protected: npt.ArrayLike, day: int, t: PrepayThresholds) -> dict[str, np.ndarray]:
     """The day's control decisions per customer (all arrays of one length; ``day`` in days since 1970).
 
     ``below_since``: the first day of the current stretch below zero (NO_DAY = not below);

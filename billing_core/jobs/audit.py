@@ -91,7 +91,7 @@ def _shift_months(first: _dt.date, months: int) -> str:
     return f"{k // 12:04d}-{k % 12 + 1:02d}"
 
 
-def rank_month(archive: Archive, lake_root: lake.StrPath, month: str, *, thresholds: ll.Thresholds | None = None,
+def rank_month(archive: Archive, lake_root: lake.StrPath, month: str, *, thresholds: ll.LossThresholds | None = None,
                res: sl.Result | None = None, previous_days: int = PREVIOUS_DAYS,
                technical: dict[int, int] | None = None, inputs_out: dict[str, Any] | None = None) -> pa.Table:
     """The ranked audit list of ``month`` (YYYY-MM) as an Arrow table (ITEMS_SCHEMA), best first.

@@ -199,7 +199,7 @@ def _own_feeders(keys: np.ndarray) -> Select:
     return select
 
 
-def lineloss_task(data: Data, first: dt.date, last: dt.date, keys: np.ndarray, thresholds: ll.Thresholds,
+def lineloss_task(data: Data, first: dt.date, last: dt.date, keys: np.ndarray, thresholds: ll.LossThresholds,
                   max_gap: int, lake_uri: str | None = None, share: dict[str, Any] | None = None,
                   ) -> tuple[np.ndarray, Result, float]:
     """One task: (keys, the areas' and feeders' part of lineloss.Result, CPU seconds) of one feeder set.
@@ -275,7 +275,7 @@ def _lineloss_shares(data: Data, first: dt.date, last: dt.date, max_gap: int, se
 
 
 def lineloss_run(data: Data, first: dt.date, last: dt.date, client: Client, *,
-                 thresholds: ll.Thresholds | None = None, max_gap: int = 3, n_sets: int | None = None,
+                 thresholds: ll.LossThresholds | None = None, max_gap: int = 3, n_sets: int | None = None,
                  save: bool = True, progress: Tick | None = None, ship_inputs: bool = True,
                  ) -> tuple[Result, dict[str, float]]:
     """Line loss of ``first`` .. ``last`` on the Dask ``client``, one task per feeder set; the merged

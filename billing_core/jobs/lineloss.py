@@ -51,7 +51,7 @@ REGS = {"ae_fwd": schema.REGISTER_CODES["ae_fwd"], "ae_rev": schema.REGISTER_COD
         "re_fwd": schema.REGISTER_CODES["re_fwd"]}
 _OPEN = np.iinfo(np.int64).max                  # an open valid_to
 _KIND = {"customer": ll.K_CUSTOMER, "area_check": ll.K_CHECK, "pv": ll.K_PV, "feeder_out": ll.K_FEEDER_OUT}
-def load_thresholds(path: str | os.PathLike[str] | None = None) -> ll.Thresholds:
+def load_thresholds(path: str | os.PathLike[str] | None = None) -> ll.LossThresholds:
     p = pathlib.Path(path) if path else DEFAULT_THRESHOLDS
     try:
         with open(p, "rb") as f:
@@ -188,7 +188,7 @@ class Result:
     area: ll.Balance
     feeder_id: np.ndarray
     feeder: ll.Balance
-    thresholds: ll.Thresholds
+    thresholds: ll.LossThresholds
     # points (rows) for the audit: primary energies (P, D), flags, who they are
     # (None in the units of a distributed run's task: billing_core.jobs.dist)
     point_id: np.ndarray | None = field(repr=False, default=None)
@@ -264,7 +264,7 @@ def segments(archive: Archive, first: _dt.date, last: _dt.date
 
 
 def compute(archive: Archive | None, lake_root: lake.StrPath, first: _dt.date, last: _dt.date, *,
-            thresholds: ll.Thresholds | None = None, max_gap: int = 3, select: Select | None = None,
+            thresholds: ll.LossThresholds | None = None, max_gap: int = 3, select: Select | None = None,
             pivots: bool = True, frozen: dict[str, np.ndarray] | None = None,
             inputs: dict[str, Any] | None = None) -> Result:
     """Line loss of every area and feeder for each consumption day ``first`` .. ``last`` (inclusive).

@@ -7,7 +7,7 @@
    (:func:`billing_core.prepay.daily_charge`; annual tiers on the year's energy before D, the rule of
    :func:`_year_to_date`) and deducted as a ledger entry ``prepay_charge`` (key
    ``prepay:<customer_id>:<D>``; the monthly bill trues the month's deductions up, ``billing_core.jobs.ledger``);
-2. the thresholds (:class:`billing_core.prepay.Thresholds`): a reminder (催费) below the warning level,
+2. the thresholds (:class:`billing_core.prepay.PrepayThresholds`): a reminder (催费) below the warning level,
    a trip (跳闸) when the credit has stayed below zero for the grace period, never for a protected
    (保电) meter; a reconnect (合闸) of a tripped customer whose credit is back at the threshold;
 3. commands for the head-end's control path, written to an outbox (``prepay_commands``) in the same
@@ -17,7 +17,7 @@
    exhausted", and records each outcome (a chunk of outcomes per transaction).  A command whose outcome
    was lost (a crash after sending) or that did not reach the head-end at all is sent again by the next
    dispatch with the same ``client_id``: the control API answers a repeated id with the first outcome
-   and never acts twice; after ``Thresholds.send_attempts`` failures to reach it, an alarm.  A customer
+   and never acts twice; after ``PrepayThresholds.send_attempts`` failures to reach it, an alarm.  A customer
    is tripped (:func:`status`) only once the head-end confirmed the relay open.
 
 A date is run once: re-running it deducts nothing again and decides nothing again (the ``prepay_runs``
@@ -198,7 +198,7 @@ def _protected(data: Data) -> set[str]:
     return {t for t, on in state.items() if on}
 
 
-def run(data: Data, day: dt.date, thresholds: prepay_rules.Thresholds | None = None,
+def run(data: Data, day: dt.date, thresholds: prepay_rules.PrepayThresholds | None = None,
         tariffs_dir: str | os.PathLike[str] | None = None, send: Send | None = None,
         who: str = SYSTEM, kernel: ModuleType | None = None) -> dict[str, Any]:
     """Deduct, remind and decide for ``day``; then dispatch pending commands with ``send`` (if given).
@@ -206,7 +206,7 @@ def run(data: Data, day: dt.date, thresholds: prepay_rules.Thresholds | None = N
     Returns the day's summary (customers, read, charged_fen, reminders, trips, withheld, closes,
     repeated: True when the day had been run before) and ``dispatched`` (outcome counts).
     """
-    t = thresholds or prepay_rules.Thresholds()
+    t = thresholds or prepay_rules.PrepayThresholds()
     tariffs = TariffSet.load(tariffs_dir)
     protected = _protected(data)
     with _open(data) as w:
@@ -221,7 +221,7 @@ def run(data: Data, day: dt.date, thresholds: prepay_rules.Thresholds | None = N
     return summary
 
 
-def _run_day(w: _ledger.Writer, data: Data, day: dt.date, t: prepay_rules.Thresholds, tariffs: TariffSet,
+def _run_day(w: _ledger.Writer, data: Data, day: dt.date, t: prepay_rules.PrepayThresholds, tariffs: TariffSet,
              protected: set[str], who: str, kernel: ModuleType | None) -> dict[str, Any]:
     c = _customers(w, day)
     n = len(c["customer_id"])
@@ -296,7 +296,7 @@ def _write_state(w: _ledger.Writer, cid: np.ndarray, below_since: np.ndarray, wa
 
 
 def _events(w: _ledger.Writer, day: dt.date, ts: dt.datetime, who: str, cid: np.ndarray, meters: np.ndarray,
-            credit: np.ndarray, dec: Mapping[str, np.ndarray], t: prepay_rules.Thresholds) -> dict[str, int]:
+            credit: np.ndarray, dec: Mapping[str, np.ndarray], t: prepay_rules.PrepayThresholds) -> dict[str, int]:
     """Events and outbox commands of the decisions (the caller holds the transaction)."""
     ev: list[pa.Table] = []
     cmd: list[pa.Table] = []
@@ -333,11 +333,11 @@ def _events(w: _ledger.Writer, day: dt.date, ts: dt.datetime, who: str, cid: np.
             "withheld": int(dec["trip_protected"].sum()), "closes": int(dec["close"].sum())}
 
 
-def after_payment(data: Data, customer_ids: Iterable[int], thresholds: prepay_rules.Thresholds | None = None,
+def after_payment(data: Data, customer_ids: Iterable[int], thresholds: prepay_rules.PrepayThresholds | None = None,
                   send: Send | None = None, who: str = SYSTEM) -> dict[str, Any]:
     """Reconnect at once the tripped customers among ``customer_ids`` whose credit is back (a payment's
     follow-up); returns ``{closes, dispatched}``."""
-    t = thresholds or prepay_rules.Thresholds()
+    t = thresholds or prepay_rules.PrepayThresholds()
     cid = np.unique(np.asarray(customer_ids, np.int64))
     with _open(data) as w:
         w.con.execute("BEGIN")
@@ -402,7 +402,7 @@ def _waves(todo: list[Command]) -> list[list[Command]]:
     return waves
 
 
-def dispatch(data: Data, send: Send, thresholds: prepay_rules.Thresholds | None = None, workers: int = 8,
+def dispatch(data: Data, send: Send, thresholds: prepay_rules.PrepayThresholds | None = None, workers: int = 8,
              chunk: int = 1000) -> dict[str, int]:
     """Send every pending command: ``send({command_id, action, target, reason, customer_no}) -> {outcome, ...}``
     (outcome ok / refused / failed / expired / queued); each answer is recorded as an event.
@@ -419,7 +419,7 @@ def dispatch(data: Data, send: Send, thresholds: prepay_rules.Thresholds | None 
     are written ``chunk`` commands per transaction.  Returns counts by outcome."""
     from concurrent.futures import ThreadPoolExecutor
 
-    t = thresholds or prepay_rules.Thresholds()
+    t = thresholds or prepay_rules.PrepayThresholds()
     counts: dict[str, int] = {}
     with _open(data) as w:
         todo = _pending(w)
@@ -444,7 +444,7 @@ def dispatch(data: Data, send: Send, thresholds: prepay_rules.Thresholds | None 
     return counts
 
 
-def _record(data: Data, part: list[Command], answers: list[Mapping[str, Any]], t: prepay_rules.Thresholds,
+def _record(data: Data, part: list[Command], answers: list[Mapping[str, Any]], t: prepay_rules.PrepayThresholds,
             counts: dict[str, int]) -> None:
     """The outcomes of a chunk of commands, in one transaction (events, and the trip state they imply)."""
     ts = _now()

@@ -15,7 +15,7 @@ __all__ = ["sim_dial"]
 
 async def sim_dial(sim, t, conn) -> None:
     """Connect simulated terminal ``t`` of ``sim`` (headend.sim.simulator.Simulator, ``sim.mqtt`` = (host,
-    port)) to the broker with its Last Will, log in over its topics and serve ``conn`` (its simulator.Link) until the link ends."""
+    port)) to the broker with its Last Will, log in over its topics and serve ``conn`` (its simulator.SimLink) until the link ends."""
     host, port = sim.mqtt
     prefix = getattr(sim, "mqtt_prefix", "gridhead")
     pipe = SimPipe(conn, topic(prefix, t.address, "up"), topic(prefix, t.address, "status"))

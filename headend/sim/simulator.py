@@ -145,7 +145,7 @@ class SimTerminal:
         return self.piid
 
 
-class Link(asyncio.Protocol):
+class SimLink(asyncio.Protocol):
     """A TCP link: a terminal's own (dial-in) or one the head-end opened (listen mode, any terminal)."""
 
     __slots__ = ("sim", "term", "transport", "framer")
@@ -300,7 +300,7 @@ class Simulator:
     def _frame(self, t: SimTerminal, control: int, apdu: A.Apdu, client: int | None = None) -> bytes:
         return Frame(t.sa, self.client if client is None else client, control, apdu.to_bytes()).to_bytes()
 
-    def _send(self, t: SimTerminal, conn: Link, data: bytes, what: str):
+    def _send(self, t: SimTerminal, conn: SimLink, data: bytes, what: str):
         f = self.faults
         if f.garbage and t.rng.random() < f.garbage:
             junk = bytes(b if b != 0x68 else 0x69 for b in t.rng.randbytes(t.rng.randint(1, 32)))
@@ -309,7 +309,7 @@ class Simulator:
             self.note_event(t, "garbage", bytes=len(junk), before=what)
         conn.send(data)
 
-    def _answer(self, t: SimTerminal, conn: Link, apdu: A.Apdu, client: int):
+    def _answer(self, t: SimTerminal, conn: SimLink, apdu: A.Apdu, client: int):
         f = self.faults
         name = apdu.NAME
         if f.drop and t.rng.random() < f.drop:
@@ -388,11 +388,11 @@ class Simulator:
             return
         if self.mqtt is not None:
             from .mqtt import sim_dial
-            await sim_dial(self, t, Link(self, t))
+            await sim_dial(self, t, SimLink(self, t))
             return
         host, port = self.connect_to
         try:
-            _tr, conn = await self.loop.create_connection(lambda: Link(self, t), host, port)
+            _tr, conn = await self.loop.create_connection(lambda: SimLink(self, t), host, port)
         except OSError as exc:
             self.stats.connect_errors += 1
             self.note_event(t, "connect_error", error=str(exc)[:80])
@@ -408,7 +408,7 @@ class Simulator:
         if not self._stopping.is_set():
             self.loop.call_later(delay, lambda: self.loop.create_task(self._dial(t)))
 
-    def on_lost(self, t: SimTerminal, conn: Link):
+    def on_lost(self, t: SimTerminal, conn: SimLink):
         if t.conn is not conn:
             return
         if t.logged_in:
@@ -422,7 +422,7 @@ class Simulator:
             self.redial(t, max(t.away_until - self.loop.time(), 0.5 + t.rng.random()))
 
     # --- requests ------------------------------------------------------------------------------------
-    def on_frame(self, conn: Link, frame):
+    def on_frame(self, conn: SimLink, frame):
         t = conn.term if conn.term is not None else self.by_address.get(frame.server.address)
         if t is None or frame.from_server:
             self.stats.decode_errors += 1
@@ -607,13 +607,13 @@ class Simulator:
     async def _listen(self):
         host, port, last = self.listen_on
         if last is None or last == port:
-            srv = await self.loop.create_server(lambda: Link(self, None), host, port)
+            srv = await self.loop.create_server(lambda: SimLink(self, None), host, port)
             self._servers.append(srv)
             return
         if last - port + 1 < len(self.terminals):
             raise SimulatorError(f"port range {port}-{last} has fewer ports than {len(self.terminals)} terminals")
         for k, t in enumerate(self.terminals):
-            self._servers.append(await self.loop.create_server(lambda t=t: Link(self, t), host, port + k))
+            self._servers.append(await self.loop.create_server(lambda t=t: SimLink(self, t), host, port + k))
 
     async def _ticker(self, every: float, out):
         while True:

@@ -124,7 +124,7 @@ def test_month_close(month, tmp_path):
     api = f"http://127.0.0.1:{port}"
     store = CL.TokenStore(CL.tokens_path(d))
     token, viewer = store.add(prepay.SYSTEM, "operator")[1], store.add("viewer", "viewer")[1]
-    t = P.Thresholds(grace_days=1)
+    t = P.PrepayThresholds(grace_days=1)
     send = sender(api, token, timeout_s=5)
     r1 = prepay.run(d, month["days"][0], t, send=send)
     r2 = prepay.run(d, month["days"][1], t, send=send)

@@ -45,7 +45,7 @@ def _count(d, sql):
 
 
 def test_decide_thresholds_by_hand():
-    t = P.Thresholds(warn_fen=500, grace_days=2, reconnect_fen=0)
+    t = P.PrepayThresholds(warn_fen=500, grace_days=2, reconnect_fen=0)
     day = 100
     credit = [1000, 400, -1, -1, -1, 50, -5]
     since = [P.NO_DAY, P.NO_DAY, P.NO_DAY, 98, 98, P.NO_DAY, 90]
@@ -102,7 +102,7 @@ def test_reminder_trip_after_grace_and_reconnect_on_payment(fleet, tmp_path):
     rich, poor = pre[0], pre[1]
     ledger.add_entry(d, rich["customer_no"], "payment", 1_000_000, "cashier")
     ledger.add_entry(d, poor["customer_no"], "payment", 2_100, "cashier")     # just above the 20 yuan warning
-    t = P.Thresholds(warn_fen=2_000, grace_days=1)
+    t = P.PrepayThresholds(warn_fen=2_000, grace_days=1)
     sent = []
 
     def send(spec):                                   # what the control API answers for a meter online
@@ -140,7 +140,7 @@ def test_reminder_trip_after_grace_and_reconnect_on_payment(fleet, tmp_path):
 
 def test_protected_trip_refused_and_commands_wait_without_a_head_end(fleet, tmp_path):
     d = _copy(fleet, tmp_path)
-    t = P.Thresholds(warn_fen=2_000, grace_days=0)
+    t = P.PrepayThresholds(warn_fen=2_000, grace_days=0)
     r = prepay.run(d, JUNE[0], t)                      # no head-end: every trip waits in the outbox
     assert r["trips"] > 0 and len(prepay.pending(d)) == r["trips"]
     out = prepay.dispatch(d, lambda spec: {"outcome": "refused", "error": "meter protected (保电)"})
@@ -280,7 +280,7 @@ def test_a_trip_that_never_reached_the_head_end_is_retried_then_alarmed(fleet, t
     Only a trip the head-end confirmed makes the customer "tripped"."""
     from gridhead.headend.prepay_control import sender
     d = _copy(fleet, tmp_path)
-    t = P.Thresholds(warn_fen=2_000, grace_days=0, send_attempts=3)
+    t = P.PrepayThresholds(warn_fen=2_000, grace_days=0, send_attempts=3)
     down = sender(f"http://127.0.0.1:{_closed_port()}", "token", timeout_s=2)
     r = prepay.run(d, JUNE[0], t, send=down)
     n = r["trips"]
@@ -308,7 +308,7 @@ def test_a_trip_that_never_reached_the_head_end_is_retried_then_alarmed(fleet, t
 
 def test_a_trip_the_meter_did_not_answer_is_ordered_again(fleet, tmp_path):
     d = _copy(fleet, tmp_path)
-    t = P.Thresholds(warn_fen=2_000, grace_days=0)
+    t = P.PrepayThresholds(warn_fen=2_000, grace_days=0)
     r = prepay.run(d, JUNE[0], t, send=lambda spec: {"outcome": "failed", "error": "no answer from the meter"})
     assert r["trips"] > 0 and r["dispatched"] == {"failed": r["trips"]}
     assert not any(x["tripped"] or x["trip_pending"] for x in prepay.status(d)["customers"].to_pylist())
@@ -319,7 +319,7 @@ def test_dispatch_writes_outcomes_per_chunk_not_per_command(fleet, tmp_path, mon
     """Defect 3: one transaction per command made 429 commands take 53 s; outcomes are now written a
     chunk at a time (the time for 1,000 commands is in benchmarks/bench_prepay.py)."""
     d = _copy(fleet, tmp_path)
-    t = P.Thresholds(warn_fen=2_000, grace_days=0)
+    t = P.PrepayThresholds(warn_fen=2_000, grace_days=0)
     n = prepay.run(d, JUNE[0], t)["trips"]
     assert n > 3
     opened = []
