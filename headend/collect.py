@@ -53,8 +53,18 @@ monthly settlement readings (every meter installed at the settlement day's 00:00
 kind; a meter-day short of one is re-read whole).  Events have no expected count, so an event gap is a
 meter-day whose event read failed (no answer, terminal offline): the first pass records those as attempts
 and :meth:`Collector.backfill_events` re-reads them the same way.
-Meters wired to the head-end host (``[[serial]]``) are read by their port (:meth:`Collector.collect_serial`)
-and back-filled the same way, per port (:meth:`Collector.backfill_serial`).
+Links (one reading algorithm, :meth:`Collector._read_meter`, whatever carries the requests): the
+collector reads meters through a *link* that only carries a meter's requests — a :class:`TerminalLink`
+(the meters behind a terminal session, TCP / dial-out / MQTT alike: a 645 read inside PROXY-Request-
+TransCommand, a 698 record read as PROXY-Request-GetRecord, through ``he.request``) or a :class:`BusLink`
+(the meters of a ``headend.transport.MeterBus``, an RS-485 port of the head-end host, ``[[serial]]``: the
+645 ``ReadRequest`` and the 698 ``GET-Request-Record`` themselves on the bus, one meter at a time).  The
+same requests of the same task and day, the same answers-to-batch, the same outcome codes; the first pass
+(:meth:`Collector.collect_day`), back-fill, re-read and the scheduler take every link.  A bus's runs and
+attempts are recorded under ``<task>@<device>`` (its meters need not be the archive's expected meters:
+its gaps are its meter-days without a whole stored reading); a bus's load curves are read by the first
+pass only (no back-fill), and the concentrator's task records (``method = "records"``) are a terminal's:
+a bus reads its meters one by one whatever the method.
 
 Restart: :meth:`Collector.run_days` collects every day of a task's window that has no recorded run and
 back-fills the rest — nothing is kept in memory that the lake and the state table do not also say.
@@ -73,7 +83,7 @@ import tomllib
 
 import numpy as np
 
-from gridhead.protocols.dlt645 import ReadRequest, decode_frames
+from gridhead.protocols.dlt645 import ReadRequest, ReadResponse, decode_frames
 from gridhead.protocols.dlt698 import apdu as A
 from gridhead.protocols.dlt698.axdr import (COMDCB, MS, RSD, TI, Data, DateTimeS, Selector1, Selector2, SelectorRange)
 from gridhead.protocols.errors import GridheadError, ProtocolError, TransportError
@@ -99,6 +109,9 @@ COMDCB_645 = COMDCB(3, 2, 8, 1, 0)
 EVENT_RCSD = (records.OAD_EVENT_START, records.OAD_EVENT_END)
 # the kinds whose gaps storage.collection finds (a reading per meter and collection day) and back-fill closes
 BACKFILL_KINDS = (schema.DAILY, schema.MONTHLY, schema.INTERVAL)
+# of those, the kinds a meter bus's back-fill closes (storage.collection.stored tells a whole reading of
+# them; a bus meter's load curve is read by the first pass only)
+BUS_BACKFILL_KINDS = (schema.DAILY, schema.MONTHLY)
 
 
 class TaskError(GridheadError):
@@ -317,30 +330,50 @@ def records_request(day: _dt.date) -> A.GetRequestRecord:
     return A.get_record(P.OAD_TASK_RECORDS, rsd, P.DAILY_RCSD)
 
 
-def proxy_record_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
-    """(b) one 698 meter's freeze of ``day`` through its concentrator: PROXY GetRecord, RSD 1 on 20210200."""
+def freeze_record(task: Task, day: _dt.date) -> A.GetRecord:
+    """One 698 meter's freeze of ``day`` (日冻结 50040200, 月冻结 50060200 of a monthly task): RSD 1 on
+    20210200 = ``day`` 00:00, the task's columns (:meth:`Task.rcsd`) — what every link sends the meter."""
     sel = Selector1(P.OAD_FREEZE_TIME, Data(28, _dts(day)))
-    rec = A.GetRecord(_RECORD_OAD[task.type], RSD(1, sel), task.rcsd())
-    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, rec)
+    return A.GetRecord(_RECORD_OAD[task.type], RSD(1, sel), task.rcsd())
 
 
-def proxy_curve_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
-    """(b) one 698 meter's load curve (分钟冻结 50020200) of ``day``: every interval end in [D 00:00,
-    D+1 00:00), stepping the task's period (RSD 2 on 20210200, TI in minutes)."""
+def curve_record(task: Task, day: _dt.date) -> A.GetRecord:
+    """One 698 meter's load curve (分钟冻结 50020200) of ``day``: every interval end in [D 00:00, D+1 00:00),
+    stepping the task's period (RSD 2 on 20210200, TI in minutes)."""
     nxt = day + _dt.timedelta(days=1)
     step = Data(84, TI(1, max(1, task.period_s // 60)))
     sel = Selector2(P.OAD_FREEZE_TIME, Data(28, _dts(day)), Data(28, _dts(nxt)), step)
-    rec = A.GetRecord(P.OAD_MINUTE_FREEZE, RSD(2, sel), task.rcsd())
-    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, rec)
+    return A.GetRecord(P.OAD_MINUTE_FREEZE, RSD(2, sel), task.rcsd())
 
 
-def proxy_event_request(tsa: bytes, oad: int, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
+def event_record(oad: int, day: _dt.date) -> A.GetRecord:
     """One meter's event records (OI 3xxx attribute 2, e.g. 30110200 掉电) that began on ``day``: RSD 2
     on 201E0200 (事件发生时间) in [D 00:00, D+1 00:00), columns start and end time."""
     nxt = day + _dt.timedelta(days=1)
     sel = Selector2(records.OAD_EVENT_START, Data(28, _dts(day)), Data(28, _dts(nxt)), Data(84, TI(0, 0)))
-    rec = A.GetRecord(oad, RSD(2, sel), EVENT_RCSD)
-    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, rec)
+    return A.GetRecord(oad, RSD(2, sel), EVENT_RCSD)
+
+
+def proxy_record_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
+    """(b) one 698 meter's freeze of ``day`` through its concentrator: PROXY GetRecord of :func:`freeze_record`."""
+    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, freeze_record(task, day))
+
+
+def proxy_curve_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
+    """(b) one 698 meter's load curve of ``day`` through its concentrator: PROXY GetRecord of :func:`curve_record`."""
+    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, curve_record(task, day))
+
+
+def proxy_event_request(tsa: bytes, oad: int, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
+    """One meter's events of ``oad`` that began on ``day`` through its concentrator: PROXY GetRecord of
+    :func:`event_record`."""
+    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, event_record(oad, day))
+
+
+def proxy_645_read(comm_address: str, di: int, port: int = P.PORT_RS485_1, timeout_s: int = 5) -> A.ProxyTransCommandRequest:
+    """(c) one DL/T 645 read of ``di`` forwarded by the concentrator: PROXY-Request-TransCommand on
+    ``port`` (RS-485 1 by default, 2400 bit/s 8E1: :data:`COMDCB_645`)."""
+    return A.ProxyTransCommandRequest(1, port, COMDCB_645, timeout_s, 100, ReadRequest(comm_address, di).to_bytes())
 
 
 def months_back_645(day: _dt.date, today: _dt.date) -> int:
@@ -375,8 +408,7 @@ def proxy_645_month_request(comm_address: str, day: _dt.date, today: _dt.date, p
     n = months_back_645(day, today)
     if not 1 <= n <= 12:
         return None
-    return tuple(A.ProxyTransCommandRequest(1, port, COMDCB_645, timeout_s, 100,
-                                            ReadRequest(comm_address, (di & ~0xFF) | n).to_bytes()) for di in items)
+    return tuple(proxy_645_read(comm_address, (di & ~0xFF) | n, port, timeout_s) for di in items)
 
 
 def days_back_645(day: _dt.date, today: _dt.date) -> int:
@@ -404,8 +436,7 @@ def proxy_645_requests(comm_address: str, day: _dt.date, today: _dt.date, port: 
     n = days_back_645(day, today)
     if not 1 <= n <= P.MAX_DAYS_BACK_645:
         return None
-    return tuple(A.ProxyTransCommandRequest(1, port, COMDCB_645, timeout_s, 100,
-                                            ReadRequest(comm_address, (di & ~0xFF) | n).to_bytes())
+    return tuple(proxy_645_read(comm_address, (di & ~0xFF) | n, port, timeout_s)
                  for di in (P.DI645_DAILY_TIME, *items))
 
 
@@ -437,10 +468,17 @@ def _answer_645(rsp) -> tuple | None:
 
 def batch_645(meter_id: int, day: _dt.date, time_rsp, *value_rsps, **kw) -> records.Batch:
     """The TransCommand answers of :func:`proxy_645_requests` (the freeze time, then the items) → a
-    batch of the items the meter answered (missing if the freeze time is absent or not ``day`` 00:00: a
-    meter that has no freeze of that day answers another one; or if it answered none of the items)."""
-    t = _answer_645(time_rsp)
-    got = [a for a in map(_answer_645, value_rsps) if a is not None]
+    batch (:func:`answers_645_batch`)."""
+    return answers_645_batch(meter_id, day, _answer_645(time_rsp), [_answer_645(r) for r in value_rsps], **kw)
+
+
+def answers_645_batch(meter_id: int, day: _dt.date, time_answer, value_answers, **kw) -> records.Batch:
+    """A 645 meter's answers to the reads of 上 n 次日冻结 — the freeze time, then the items, each
+    ``(di, raw values)`` or None — → a batch of the items the meter answered (missing if the freeze time
+    is absent or not ``day`` 00:00: a meter that has no freeze of that day answers another one; or if it
+    answered none of the items).  Whichever link carried the reads."""
+    t = time_answer
+    got = [a for a in value_answers if a is not None]
     ts = epoch_645(t[1][0]) if t and t[1] else None
     want = records.local_to_epoch(day.year, day.month, day.day)
     if not got or ts != want:
@@ -476,9 +514,119 @@ def due_at(task: Task, day: _dt.date) -> float:
     return records.local_to_epoch(day.year, day.month, day.day) + whole_day + task.offset_s
 
 
-def _serial_run(task: Task, bus) -> str:
-    """The collection state's name for ``task``'s runs and attempts on one serial port."""
-    return f"{task.name}@{bus.name}"
+# --- links: how a request reaches meter M ----------------------------------------------------------------
+class NoAnswer(Exception):
+    """A link carried no answer to a request (the terminal offline or silent, a bus meter silent after
+    its retries, the port closed): the read's outcome is ``storage.collection.NO_ANSWER``."""
+
+
+class TerminalLink:
+    """The meters the archive puts behind one terminal (a ``headend.terminal.Terminal`` session, whichever
+    transport carries it: TCP, dial-out, MQTT).  A 645 read is forwarded by the concentrator in a
+    PROXY-Request-TransCommand on the meter's archive port (profile (c), :func:`proxy_645_read`), a 698
+    record read is a PROXY-Request-GetRecord (profile (b)); both go through the head-end's throttled
+    ``request`` to the terminal, and a terminal's meters are read concurrently (the head-end bounds what is
+    in flight per terminal).  Runs are recorded under the task's name (a shard's suffix added), attempts
+    under the task's name."""
+
+    concurrent = True
+
+    def __init__(self, col: "Collector", address: str) -> None:
+        self.col, self.name = col, address
+
+    @property
+    def meters(self) -> list[int]:
+        return self.col.meters_of[self.name]
+
+    def meter(self, m: int) -> tuple[str, str]:
+        """(communication address, protocol "645" / "698") of meter ``m``."""
+        _a, comm, proto, _port = self.col.route[m]
+        return comm, proto
+
+    def online(self) -> bool:
+        return self.col._online(self.name)
+
+    def run_name(self, task: "Task") -> str:
+        return task.name + self.col.run_suffix
+
+    def attempts_name(self, task: "Task") -> str:
+        return task.name
+
+    async def read645(self, m: int, di: int, timeout_s: float) -> tuple | None:
+        """Meter ``m``'s answer to a 645 read of ``di``: (di, raw values), None if it gave none (silent
+        behind the concentrator, an abnormal answer); :class:`NoAnswer` if the terminal did not answer."""
+        _a, comm, _proto, port = self.col.route[m]
+        rsp = await self.col._request(self.name, proxy_645_read(comm, di, port, max(1, int(timeout_s))), timeout_s)
+        if rsp is None:
+            raise NoAnswer(self.name)
+        return _answer_645(rsp)
+
+    async def get_record(self, m: int, rec: A.GetRecord, timeout_s: float) -> tuple | None:
+        """Meter ``m``'s answer to the record read ``rec``: (ResultRecord, TSA), None if the answer is not
+        a record; :class:`NoAnswer` if the terminal did not answer."""
+        comm = self.col.route[m][1]
+        req = A.ProxyGetRequestRecord(1, max(1, int(timeout_s)), A.tsa(comm), rec)
+        rsp = await self.col._request(self.name, req, timeout_s)
+        if rsp is None:
+            raise NoAnswer(self.name)
+        return (rsp.result, rsp.tsa) if isinstance(rsp, A.ProxyGetResponseRecord) else None
+
+
+class BusLink:
+    """The meters of one :class:`headend.transport.MeterBus` (an RS-485 port of the head-end host,
+    ``[[serial]]``): no terminal in front, so a 645 read is the ``ReadRequest`` itself on the bus
+    (``bus.request645``) and a 698 record read a ``GET-Request-Record`` (``bus.request698``), with the
+    bus's own timeout and retries.  The meters are read ONE AT A TIME: the line is shared and has one
+    talker.  Meter ids come from the archive (``bus.meter_id``); a meter the archive does not know is
+    not read (``unknown``).  Runs and attempts are recorded under ``<task>@<device>``, per port."""
+
+    concurrent = False
+
+    def __init__(self, col: "Collector", bus: MeterBus) -> None:
+        self.col, self.bus, self.name = col, bus, bus.name
+        self.by_id: dict[int, tuple[str, str]] = {}
+        self.unknown: list[str] = []
+        self.address_of: dict[int, str] = {}
+        for sm in bus.meters:
+            mid = bus.meter_id(sm.address)
+            if mid is None:
+                self.unknown.append(sm.address)
+            else:
+                self.by_id[mid] = (sm.address, sm.protocol)
+
+    @property
+    def meters(self) -> list[int]:
+        return list(self.by_id)
+
+    def meter(self, m: int) -> tuple[str, str]:
+        return self.by_id[m]
+
+    def online(self) -> bool:
+        return True                     # a closed port fails each request: NoAnswer
+
+    def run_name(self, task: "Task") -> str:
+        return f"{task.name}@{self.name}"
+
+    attempts_name = run_name
+
+    async def read645(self, m: int, di: int, timeout_s: float) -> tuple | None:
+        self.col.counts["requests"] += 1
+        try:
+            msg = await self.bus.request645(ReadRequest(self.by_id[m][0], di))
+        except TransportError as exc:
+            self.col.counts["failed"] += 1
+            raise NoAnswer(self.name) from exc
+        return (msg.di, records.raw_values_645(msg.values)) if isinstance(msg, ReadResponse) else None
+
+    async def get_record(self, m: int, rec: A.GetRecord, timeout_s: float) -> tuple | None:
+        address = self.by_id[m][0]
+        self.col.counts["requests"] += 1
+        try:
+            rsp = await self.bus.request698(address, A.GetRequestRecord(0, rec))
+        except TransportError as exc:
+            self.col.counts["failed"] += 1
+            raise NoAnswer(self.name) from exc
+        return (rsp.result, A.tsa(address)) if isinstance(rsp, A.GetResponseRecord) else None
 
 
 def due_at_compaction(day: _dt.date, offset_s: int) -> float:
@@ -574,40 +722,90 @@ class Collector:
         if g is not None:
             g.labels(task=task.name).set(value)
 
+    # -- links -------------------------------------------------------------------------------------------
+    def meter_buses(self) -> list[MeterBus]:
+        """The head-end's transports whose meters the head-end reads itself (RS-485 buses:
+        headend.transport.MeterBus) — every other transport brings terminal sessions."""
+        return [t for t in self.he.transports if isinstance(t, MeterBus)]
+
+    def bus_links(self) -> list[BusLink]:
+        """One :class:`BusLink` per meter bus of the head-end (its meter ids from the archive as it is now)."""
+        return [BusLink(self, b) for b in self.meter_buses()]
+
+    def links(self) -> list:
+        """Every link the collector reads meters through: each terminal of the archive (its meters behind
+        it), then each meter bus."""
+        return [TerminalLink(self, a) for a in sorted(self.meters_of)] + self.bus_links()
+
     # -- first pass --------------------------------------------------------------------------------------
-    async def collect_day(self, task: Task | str, day: _dt.date) -> dict:
-        """Collect ``day`` for every terminal of the archive (offline ones are gaps); record the run."""
+    async def collect_day(self, task: Task | str, day: _dt.date, *, runs=None) -> dict:
+        """Collect ``day`` through every link — each terminal of the archive (offline ones are gaps) and
+        each meter bus — and record the runs: the terminals' under the task's name, a bus's under
+        ``<task>@<device>`` (:meth:`BusLink.run_name`).  ``runs``: only the links whose run name is in it
+        (:meth:`run_days` passes those without a recorded run of ``day``).  With buses the result has
+        ``buses``: per bus its meters, readings stored and the outcome of each meter by address."""
         task = self.task(task) if isinstance(task, str) else task
         t0 = self.clock()
-        terminals = sorted(self.meters_of)
+        with_terminals = runs is None or task.name + self.run_suffix in runs
+        buses = [b for b in self.bus_links() if runs is None or b.run_name(task) in runs]
+        terminals = sorted(self.meters_of) if with_terminals else []
         online = [a for a in terminals if self._online(a)]
         done = [0]
 
         missed: dict[int, int] = {}                  # events: meter -> outcome of a read that failed
 
         async def one(address: str) -> int:
+            link = TerminalLink(self, address)
             try:
                 if task.type == "events":
-                    return await self._collect_events(address, task, day, self.meters_of[address], missed)
+                    return await self._collect_events(link, task, day, link.meters, missed)
                 if task.method == "records" and task.type == "daily":
                     return await self._collect_records(address, task, day)
-                return await self._collect_proxy(address, task, day, self.meters_of[address], backfill=False)
+                return await self._collect_link(link, task, day, link.meters, backfill=False)
             finally:
                 done[0] += 1
                 self._gauge("collection_progress", task, done[0] / max(1, len(online)))
 
-        stored = sum(await asyncio.gather(*(one(a) for a in online)))
-        requested = sum(len(self.meters_of[a]) for a in terminals)
+        async def through_terminals() -> int:
+            if not with_terminals:
+                return 0
+            stored = sum(await asyncio.gather(*(one(a) for a in online)))
+            if task.type == "events":
+                # no count of events is expected, so a meter-day whose read failed is recorded as missed
+                # (the first attempt of the event back-fill, backfill_events); an offline terminal's too
+                for a in terminals:
+                    if a not in online:
+                        missed.update((m, collection.OFFLINE) for m in self._event_meters(TerminalLink(self, a), day))
+                self._record_outcomes(task.name, day, missed)
+            requested = sum(len(self.meters_of[a]) for a in terminals)
+            self.state.record_run(task.name + self.run_suffix, day, "collect", t0, self.clock(), requested, stored)
+            return stored
+
+        # the terminals' sessions and each bus go side by side (a bus reads its own meters one at a time)
+        stored, *per_bus = await asyncio.gather(through_terminals(), *(self._collect_bus(b, task, day) for b in buses))
+        out = {"task": task.name, "date": day.isoformat(), "terminals": len(terminals), "online": len(online),
+               "requested": sum(len(self.meters_of[a]) for a in terminals) + sum(b["meters"] for b in per_bus),
+               "stored_readings": stored + sum(b["stored_readings"] for b in per_bus)}
+        if buses:
+            out["buses"] = per_bus
+        return out
+
+    async def _collect_bus(self, link: BusLink, task: Task, day: _dt.date) -> dict:
+        """One bus's first pass of ``day`` (every meter of the port, one at a time); its run recorded."""
+        t0 = self.clock()
+        outcomes: dict[int, int] = {}
         if task.type == "events":
-            # no count of events is expected, so a meter-day whose read failed is recorded as missed
-            # (the first attempt of the event back-fill, backfill_events); an offline terminal's too
-            for a in terminals:
-                if a not in online:
-                    missed.update((m, collection.OFFLINE) for m in self._event_meters(a, day))
-            self._record_outcomes(task, day, missed)
-        self.state.record_run(task.name + self.run_suffix, day, "collect", t0, self.clock(), requested, stored)
-        return {"task": task.name, "date": day.isoformat(), "terminals": len(terminals), "online": len(online),
-                "requested": requested, "stored_readings": stored}
+            stored = await self._collect_events(link, task, day, link.meters, outcomes, every_outcome=True)
+            self._record_outcomes(link.attempts_name(task), day,
+                                  {m: o for m, o in outcomes.items() if o != collection.OK})
+        else:
+            stored = await self._collect_link(link, task, day, link.meters, backfill=False, outcomes=outcomes)
+        n = len(link.meters) + len(link.unknown)
+        self.state.record_run(link.run_name(task), day, "collect", t0, self.clock(), n, stored)
+        names = {link.meter(m)[0]: collection.OUTCOMES[o] for m, o in outcomes.items()}
+        names.update((a, "unknown meter") for a in link.unknown)
+        return {"device": link.name, "date": day.isoformat(), "meters": n, "stored_readings": stored,
+                "outcomes": names}
 
     async def _collect_records(self, address: str, task: Task, day: _dt.date) -> int:
         # columnar: the concentrator's rows are decoded straight into lake columns (headend._records698)
@@ -621,106 +819,120 @@ class Collector:
             return 0
         return await self._store(only_day(batch, day), schema.DAILY)
 
-    async def _collect_proxy(self, address: str, task: Task, day: _dt.date, meters, *, backfill: bool,
-                             outcomes: dict | None = None) -> int:
-        """Read ``meters`` of one terminal (profile (b), (c)) concurrently — the head-end bounds what is in
-        flight per terminal — and store their readings as one batch; ``outcomes[meter]`` is filled in."""
+    async def _collect_link(self, link, task: Task, day: _dt.date, meters, *, backfill: bool,
+                            outcomes: dict | None = None) -> int:
+        """Read ``meters`` of one link (profile (b), (c); :meth:`_read_meter`) — a terminal's concurrently
+        (the head-end bounds what is in flight per terminal), a bus's one at a time — and store their
+        readings as one batch (durable before it is counted); ``outcomes[meter]`` is filled in."""
         kw = {"source": schema.SRC_TASK, "quality": schema.Q_BACKFILLED if backfill else schema.Q_ACTUAL}
         today = _today_local(self.clock())
-        results = await asyncio.gather(*(self._read_meter(address, task, day, m, today, kw) for m in meters))
+        if link.concurrent:
+            results = await asyncio.gather(*(self._read_meter(link, task, day, m, today, kw) for m in meters))
+        else:
+            results = [await self._read_meter(link, task, day, m, today, kw) for m in meters]
         got = [b for _m, _o, b in results if b is not None and len(b)]
         if outcomes is not None:
             outcomes.update({m: o for m, o, _b in results})
         return await self._store(records.concat(got), task.kind) if got else 0
 
-    async def _read_meter(self, address: str, task: Task, day: _dt.date, m: int, today: _dt.date, kw: dict):
-        """(meter, outcome, batch or None) of one meter's reading of ``day``."""
-        _addr, comm, proto, port = self.route[m]
+    async def _read_meter(self, link, task: Task, day: _dt.date, m: int, today: _dt.date, kw: dict):
+        """(meter, outcome, batch or None) of one meter's reading of ``day`` through ``link`` — the one
+        reading algorithm of every link (the link only carries the requests)."""
+        _comm, proto = link.meter(m)
         kw = dict(kw, received_utc=int(self.clock()))
-        if not self._online(address):
+        if not link.online():
             return m, collection.OFFLINE, None
         batch = None
-        timeout = max(1, int(task.timeout_s))
         if proto == "645":
-            # profile (c), forwarded on the port the archive puts the meter on (RS-485 1, carrier...)
-            # every item the task requires, one forwarded read each (a first pass and a back-fill alike):
-            # a meter silent to the first read is not asked the rest; one that answered it is, and what it
-            # answers is kept (an item still missing leaves the meter-day a gap, re-read whole)
+            # profile (c): every item the task requires, one read each (a first pass and a back-fill
+            # alike): a meter silent to the first read is not asked the rest; one that answered it is, and
+            # what it answers is kept (an item still missing leaves the meter-day a gap, re-read whole)
             if task.type == "daily":
-                reqs = proxy_645_requests(comm, day, today, port, timeout, items_645(task))
+                n, last = days_back_645(day, today), P.MAX_DAYS_BACK_645
+                dis = (P.DI645_DAILY_TIME, *items_645(task))
             elif task.type == "monthly":
-                reqs = proxy_645_month_request(comm, day, today, port, timeout, items_645(task))
+                n, last = months_back_645(day, today), 12
+                dis = items_645(task)
             else:
                 return m, collection.NO_DATA, None     # a 645 load curve (06xxxxxx) is not in the profile
-            if reqs is None:
+            if not 1 <= n <= last:
                 return m, collection.NO_DATA, None
-            rsps = []
-            for req in reqs:
-                rsp = await self._request(address, req, task.timeout_s)
-                if rsp is None and not rsps:
-                    return m, collection.NO_ANSWER, None
-                rsps.append(rsp)
+            answers, unanswered = [], False
+            for di in dis:
+                try:
+                    answers.append(await link.read645(m, (di & ~0xFF) | n, task.timeout_s))
+                except NoAnswer:
+                    if not answers:
+                        return m, collection.NO_ANSWER, None
+                    answers.append(None)
+                    unanswered = True
             if task.type == "daily":
-                batch = batch_645(m, day, *rsps, **kw)
+                batch = answers_645_batch(m, day, answers[0], answers[1:], **kw)
             else:
-                got = [a for a in map(_answer_645, rsps) if a is not None]
+                got = [a for a in answers if a is not None]
                 ts = records.local_to_epoch(day.year, day.month, day.day)
                 batch = records.answers645_to_batch([(m, di, raws, ts) for di, raws in got], **kw) if got else None
-            if None in rsps:
+            if unanswered:
                 return m, collection.NO_ANSWER, batch
         else:
-            req = (proxy_curve_request(A.tsa(comm), task, day) if task.type == "curve"
-                   else proxy_record_request(A.tsa(comm), task, day))
-            rsp = await self._request(address, req, task.timeout_s)
-            if rsp is None:
+            rec = curve_record(task, day) if task.type == "curve" else freeze_record(task, day)
+            try:
+                got = await link.get_record(m, rec, task.timeout_s)
+            except NoAnswer:
                 return m, collection.NO_ANSWER, None
-            if isinstance(rsp, A.ProxyGetResponseRecord):
-                batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=rsp.tsa, **kw)
+            if got is not None:
+                batch = records.result_to_batch(got[0], self.he.meter_of_tsa, tsa=got[1], **kw)
                 if task.type in ("daily", "monthly"):
                     batch = only_day(batch, day)
         return m, (collection.OK if batch is not None and len(batch) else collection.NO_DATA), batch
 
-    def _event_meters(self, address: str, day: _dt.date, meters=None) -> list[int]:
-        """The meters of ``address`` whose events are read for ``day``: 698 meters installed at its start."""
+    def _event_meters(self, link, day: _dt.date, meters=None) -> list[int]:
+        """The meters of ``link`` whose events are read for ``day``: 698 meters installed at its start."""
         out = []
-        for m in self.meters_of[address] if meters is None else meters:
+        for m in link.meters if meters is None else meters:
             installed, removed = self.period.get(m, (None, None))
-            if self.route[m][2] != "645" and (installed is None or installed < day) and (removed is None or day <= removed):
+            if link.meter(m)[1] != "645" and (installed is None or installed < day) and (removed is None or day <= removed):
                 out.append(m)
         return out
 
-    def _record_outcomes(self, task: Task, day: _dt.date, outcomes: dict) -> None:
+    def _record_outcomes(self, name: str, day: _dt.date, outcomes: dict) -> None:
         if outcomes:
             ms = np.fromiter(outcomes, np.int64, len(outcomes))
-            self.state.record_attempts(task.name, day, ms, [outcomes[m] for m in ms.tolist()], self.clock())
+            self.state.record_attempts(name, day, ms, [outcomes[m] for m in ms.tolist()], self.clock())
 
-    async def _collect_events(self, address: str, task: Task, day: _dt.date, meters, missed=None, *,
+    async def _collect_events(self, link, task: Task, day: _dt.date, meters, missed=None, *,
                               every_outcome: bool = False) -> int:
-        """Event records (OI 3xxx of the task's items) that began on ``day``, of one terminal's 698
-        meters, into the events table; the number of events stored.  A 645 meter's event records
-        (03xxxxxx) are not in the profile.  ``missed`` (a dict) gets meter -> outcome for each meter one
-        of whose reads was not answered with records (``storage.collection.NO_ANSWER``; ``OFFLINE`` for
+        """Event records (OI 3xxx of the task's items) that began on ``day``, of one link's 698 meters
+        (:func:`event_record`), into the events table; the number of events stored.  A 645 meter's event
+        records (03xxxxxx) are not in the profile.  ``missed`` (a dict) gets meter -> outcome for each meter
+        one of whose reads was not answered with records (``storage.collection.NO_ANSWER``; ``OFFLINE`` for
         all when the terminal is offline), and with ``every_outcome`` the answered ones too (``OK``: the
         back-fill's attempts); with ``missed=None`` nothing is kept."""
         received = int(self.clock())
-        meters = self._event_meters(address, day, meters)
+        meters = self._event_meters(link, day, meters)
         failed = set()
 
         async def one(m: int, oad: int):
-            comm = self.route[m][1]
-            rsp = await self._request(address, proxy_event_request(A.tsa(comm), oad, task, day), task.timeout_s)
-            r = getattr(rsp, "result", None)
-            if not isinstance(rsp, A.ProxyGetResponseRecord) or r is None or r.rows is None:
+            try:
+                got = await link.get_record(m, event_record(oad, day), task.timeout_s)
+            except NoAnswer:
+                got = None
+            r = got[0] if got is not None else None
+            if r is None or r.rows is None:
                 failed.add(m)
                 return []
             return records.event_rows_to_batch(r.oad, r.rcsd, r.rows, self.he.meter_of_tsa, meter_id=m,
                                                source=schema.SRC_TASK, received_utc=received) or []
 
-        if not self._online(address):
+        if not link.online():
             if missed is not None:
                 missed.update((m, collection.OFFLINE) for m in meters)
             return 0
-        got = await asyncio.gather(*(one(m, oad) for m in meters for oad in task.items))
+        reads = [(m, oad) for m in meters for oad in task.items]
+        if link.concurrent:
+            got = await asyncio.gather(*(one(m, oad) for m, oad in reads))
+        else:
+            got = [await one(m, oad) for m, oad in reads]
         if missed is not None:
             missed.update((m, collection.NO_ANSWER) for m in failed)
             if every_outcome:
@@ -740,9 +952,10 @@ class Collector:
     async def backfill(self, task: Task | str, days, *, max_wait_s: float | None = None) -> dict:
         """Re-request the gaps of ``days`` until none is left or every one has used its retries.
 
-        Each round re-reads the gaps from the lake (after publishing the ingest), requests the meter-days
-        whose back-off has elapsed, logs the attempts, and sleeps until the next one is due.  Returns
-        counts; ``max_wait_s`` bounds the whole back-fill (the rest stays for a later call).
+        Each round re-reads the gaps from the lake (after publishing the ingest) — the archive's meter-days
+        per terminal, and per meter bus (:meth:`_bus_gaps`) — requests the meter-days whose back-off has
+        elapsed, logs the attempts, and sleeps until the next one is due.  Returns counts (a bus's under
+        ``buses``); ``max_wait_s`` bounds the whole back-fill (the rest stays for a later call).
         """
         task = self.task(task) if isinstance(task, str) else task
         if task.kind not in BACKFILL_KINDS:
@@ -751,6 +964,8 @@ class Collector:
         days = _collection_days(task, days)
         t_start = self.clock()
         rounds = requested = 0
+        buses = self.bus_links() if task.kind in BUS_BACKFILL_KINDS else []
+        per_bus = {b.name: {"device": b.name, "requested": 0, "outcomes": {}} for b in buses}
         while True:
             await self.publish()
             gaps = self.state.gaps(days, task.name, task.kind, task.period_s,
@@ -771,10 +986,19 @@ class Collector:
                     due.setdefault((gaps["terminal_address"][i], day), []).append(m)
                 else:
                     next_at = at if next_at is None else min(next_at, at)
-            if due:
+            bus_due = []
+            for b in buses:
+                b_due, b_next = self._bus_gaps(task, b, days, now)
+                if b_due:
+                    bus_due.append((b, b_due))
+                if b_next is not None:
+                    next_at = b_next if next_at is None else min(next_at, b_next)
+            if due or bus_due:
                 rounds += 1
                 requested += sum(len(v) for v in due.values())
-                await asyncio.gather(*(self._backfill_terminal(task, a, d, ms) for (a, d), ms in due.items()))
+                await asyncio.gather(*(self._backfill_link(task, TerminalLink(self, a), d, ms)
+                                       for (a, d), ms in due.items()),
+                                     *(self._backfill_bus(task, b, b_due, per_bus[b.name]) for b, b_due in bus_due))
                 continue
             if next_at is None:
                 break
@@ -786,63 +1010,124 @@ class Collector:
         rate = self.state.success(days, "day", task.kind, task.period_s, registers=required_registers(task)).to_pydict()
         if rate["expected"]:
             self._gauge("collection_success", task, float(sum(rate["collected"])) / max(1, sum(rate["expected"])))
-        return {"task": task.name, "rounds": rounds, "requested": requested,
-                "open_gaps": self.state.gaps(days, task.name, task.kind, task.period_s,
-                                             registers=required_registers(task)).num_rows}
+        out = {"task": task.name, "rounds": rounds, "requested": requested,
+               "open_gaps": self.state.gaps(days, task.name, task.kind, task.period_s,
+                                            registers=required_registers(task)).num_rows}
+        if buses:
+            out["buses"] = list(per_bus.values())
+        return out
+
+    def _bus_gaps(self, task: Task, link: BusLink, days, now: float) -> tuple[dict, float | None]:
+        """A bus's meter-days to back-fill now ({day: [meter]}) and when the next one is due (None: none
+        left).  The bus's meters need not be the archive's expected meters, so its gaps are the meter-days
+        of days whose collect run of ``<task>@<device>`` is recorded and that have no whole stored reading
+        (storage.collection ``stored``); attempt k is due ``backoff_s`` after the previous one (the first
+        after the collect run's end), at most ``task.backfill_retries`` of them (attempts recorded under
+        the bus's run name: the bound holds across a restart)."""
+        name = link.run_name(task)
+        finished = self.state.finished(name, "collect")
+        wanted = [d for d in days if d in finished]
+        if not wanted or not link.meters:
+            return {}, None
+        have = self.state.stored(wanted, link.meters, task.kind, registers=required_registers(task))
+        tried = self.state.history(link.attempts_name(task), wanted)
+        due: dict[_dt.date, list] = {}
+        next_at = None
+        for d in wanted:
+            for m in link.meters:
+                key = (d, m)
+                h = tried.get(key, ())
+                if key in have or len(h) >= task.backfill_retries:
+                    continue
+                at = (h[-1][0] if h else finished[d]) + backoff_s(task, len(h), m, d, self.seed)
+                if now >= at:
+                    due.setdefault(d, []).append(m)
+                else:
+                    next_at = at if next_at is None else min(next_at, at)
+        return due, next_at
+
+    async def _backfill_bus(self, task: Task, link: BusLink, due: dict, report: dict) -> None:
+        """A bus's back-fill round: its due meter-days, day by day (the bus reads one meter at a time)."""
+        outcomes: dict[tuple, int] = {}
+        for d in sorted(due):
+            got = await self._backfill_link(task, link, d, due[d])
+            outcomes.update(((d, m), o) for m, o in got.items())
+        report["requested"] += len(outcomes)
+        report["outcomes"].update((f"{d.isoformat()}/{m}", collection.OUTCOMES[o]) for (d, m), o in outcomes.items())
+        event(log, "serial back-fill", device=link.name, meter_days=len(outcomes),
+              ok=sum(o == collection.OK for o in outcomes.values()))
+
+    async def _backfill_link(self, task: Task, link, day: _dt.date, meters) -> dict:
+        """Read ``meters`` of one link for ``day`` again (readings with ``Q_BACKFILLED``) and record the
+        attempts under the link's name; their outcomes."""
+        outcomes: dict[int, int] = {}
+        got = await self._collect_link(link, task, day, meters, backfill=True, outcomes=outcomes)
+        self.counts["backfilled"] += got
+        self._record_outcomes(link.attempts_name(task), day, outcomes)
+        return outcomes
 
     async def backfill_events(self, task: Task | str, days) -> dict:
         """Back-fill (补采) of event reads, one round: a meter-day of ``days`` whose event read failed (no
         outcome recorded for ``task`` is ``OK``: the first pass records the failures, an offline terminal's
         meters included) is read again when its back-off has elapsed, at most
-        ``task.backfill_retries`` times after the first pass.  Events already stored are not stored twice
-        (the ingest's key).  The scheduler calls it at every wake-up (through :meth:`run_days`)."""
+        ``task.backfill_retries`` times after the first pass — through its terminal, or its bus (the
+        attempts under the bus's run name).  Events already stored are not stored twice (the ingest's
+        key).  The scheduler calls it at every wake-up (through :meth:`run_days`)."""
         task = self.task(task) if isinstance(task, str) else task
         want = set(_collection_days(task, days))
         now = self.clock()
         due: dict[tuple, list] = {}
-        for (d, m), h in self._event_history(task, want).items():
-            retries = len(h) - 1                     # the first record is the first pass's miss
-            if collection.OK not in (o for _at, o in h) and retries < task.backfill_retries and \
-                    now >= h[-1][0] + backoff_s(task, retries, m, d, self.seed):
-                due.setdefault((self.route[m][0], d), []).append(m)
+        links: dict[str, object] = {}
+        for link, history in self._event_histories(task, want):
+            for (d, m), h in history.items():
+                retries = len(h) - 1                     # the first record is the first pass's miss
+                if collection.OK not in (o for _at, o in h) and retries < task.backfill_retries and \
+                        now >= h[-1][0] + backoff_s(task, retries, m, d, self.seed):
+                    name = link.name if link is not None else self.route[m][0]
+                    links.setdefault(name, link if link is not None else TerminalLink(self, name))
+                    due.setdefault((name, d), []).append(m)
         stored = 0
-        for (address, d), ms in sorted(due.items()):
+        for (name, d), ms in sorted(due.items()):
+            link = links[name]
             outcomes: dict[int, int] = {}
-            stored += await self._collect_events(address, task, d, ms, outcomes, every_outcome=True)
-            self._record_outcomes(task, d, outcomes)
-        left = sum(collection.OK not in (o for _at, o in h) for h in self._event_history(task, want).values())
+            stored += await self._collect_events(link, task, d, ms, outcomes, every_outcome=True)
+            self._record_outcomes(link.attempts_name(task), d, outcomes)
+        left = sum(collection.OK not in (o for _at, o in h)
+                   for _link, history in self._event_histories(task, want) for h in history.values())
         return {"task": task.name, "requested": sum(len(v) for v in due.values()), "stored": stored,
                 "open_gaps": left}
 
-    def _event_history(self, task: Task, days: set) -> dict[tuple, list]:
-        """(date, meter) of ``days`` -> its recorded event-read outcomes [(at, outcome)] by time (records
-        of one second in no particular order: a meter-day is done once any of them is ``OK``)."""
-        return {k: h for k, h in self.state.history(task.name, days).items() if k[1] in self.route}
-
-    async def _backfill_terminal(self, task: Task, address: str, day: _dt.date, meters) -> None:
-        outcomes: dict[int, int] = {}
-        got = await self._collect_proxy(address, task, day, meters, backfill=True, outcomes=outcomes)
-        self.counts["backfilled"] += got
-        ms = np.fromiter(outcomes, np.int64, len(outcomes))
-        self.state.record_attempts(task.name, day, ms, [outcomes[m] for m in ms.tolist()], self.clock())
+    def _event_histories(self, task: Task, days: set) -> list[tuple]:
+        """(link, {(date, meter): recorded event-read outcomes [(at, outcome)] by time}) of ``days``: the
+        terminals' meters (link None: each meter's terminal) and each bus's (records of one second in no
+        particular order: a meter-day is done once any of them is ``OK``)."""
+        out: list[tuple] = [(None, {k: h for k, h in self.state.history(task.name, days).items() if k[1] in self.route})]
+        for b in self.bus_links():
+            ids = set(b.meters)
+            out.append((b, {k: h for k, h in self.state.history(b.attempts_name(task), days).items() if k[1] in ids}))
+        return out
 
     # -- targeted re-read (gridhead collect run --meters FILE) ---------------------------------------------
     async def reread(self, task: Task | str, wanted: dict) -> dict:
         """Read again only the meter-days of ``wanted`` ({date: [meter_id]}, e.g. the meters that made an
         area-day 不可算: ``gridhead lineloss --reread-out``), one request per meter whether or not the day
-        was collected before, recorded as back-fill attempts; the readings still missing afterwards."""
+        was collected before, recorded as back-fill attempts; the readings still missing afterwards.  A
+        meter on one of the head-end's meter buses is read through the bus (as the command layer routes
+        it), any other through its archive terminal."""
         task = self.task(task) if isinstance(task, str) else task
-        unknown = sorted({m for ms in wanted.values() for m in ms if m not in self.route})
+        on_bus = {m: b for b in self.bus_links() for m in b.meters}
+        unknown = sorted({m for ms in wanted.values() for m in ms if m not in self.route and m not in on_bus})
         if unknown:
             raise TaskError(f"re-read: meter {unknown[0]} is not an expected meter of the archive"
                             f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}")
         requested = 0
         for day in sorted(wanted):
-            by_terminal: dict[str, list] = {}
+            by_link: dict[str, tuple] = {}
             for m in sorted(set(wanted[day])):
-                by_terminal.setdefault(self.route[m][0], []).append(m)
-            requested += sum(len(v) for v in by_terminal.values())
-            await asyncio.gather(*(self._backfill_terminal(task, a, day, ms) for a, ms in by_terminal.items()))
+                link = on_bus.get(m) or TerminalLink(self, self.route[m][0])
+                by_link.setdefault(link.name, (link, []))[1].append(m)
+            requested += sum(len(ms) for _l, ms in by_link.values())
+            await asyncio.gather(*(self._backfill_link(task, link, day, ms) for link, ms in by_link.values()))
         await self.publish()
         gaps = self.state.gaps(sorted(wanted), task.name, task.kind, task.period_s).to_pydict()
         left = sorted((d, m) for d, m in zip(gaps["date"], gaps["meter_id"]) if m in set(wanted.get(d, ())))
@@ -852,14 +1137,20 @@ class Collector:
     # -- whole runs --------------------------------------------------------------------------------------
     async def run_days(self, task: Task | str, days, *, backfill: bool = True,
                        max_wait_s: float | None = None) -> dict:
-        """Collect ``days`` (those without a recorded collect run: resuming after a restart), then back-fill."""
+        """Collect ``days`` through the links that have no recorded collect run of the day (resuming after
+        a restart: the terminals' run, each bus's run; a bus skips days that have not begun — its meters
+        would answer another freeze), then back-fill."""
         task = self.task(task) if isinstance(task, str) else task
         days = _collection_days(task, days)
-        done = set(self.state.days(task.name + self.run_suffix, "collect"))
+        terminal_run = task.name + self.run_suffix
+        names = [terminal_run] + [b.run_name(task) for b in self.bus_links()]
+        done = {n: set(self.state.days(n, "collect")) for n in names}
+        today = _today_local(self.clock())
         runs = []
         for d in days:
-            if d not in done:
-                runs.append(await self.collect_day(task, d))
+            pending = [n for n in names if d not in done[n] and (n == terminal_run or d <= today)]
+            if pending:
+                runs.append(await self.collect_day(task, d, runs=pending))
         out = {"collected": runs}
         await self.publish()
         if task.kind not in BACKFILL_KINDS:
@@ -888,89 +1179,6 @@ class Collector:
         return {"expected": exp, "collected": col, "first_pass": first, "backfilled": sum(r["backfilled"]),
                 "missing": exp - col, "success_first_pct": round(100 * first / exp, 2) if exp else None,
                 "success_pct": round(100 * col / exp, 2) if exp else None}
-
-    def meter_buses(self) -> list[MeterBus]:
-        """The head-end's transports whose meters are read through the transport itself (RS-485 buses:
-        headend.transport.MeterBus) — every other transport brings terminal sessions."""
-        return [t for t in self.he.transports if isinstance(t, MeterBus)]
-
-    async def collect_serial(self, task: Task | str, days) -> list[dict]:
-        """The daily frozen readings of ``days`` of the meters wired to the head-end host: one
-        ``SerialBus.collect_day`` per ``[[serial]]`` port (headend.transport_serial; the bus reads its
-        meters one at a time) and day that has no recorded run of ``<task>@<device>``, so a restart
-        resumes.  The buses' results."""
-        task = self.task(task) if isinstance(task, str) else task
-        today = _today_local(self.clock())
-        out = []
-        for bus in self.meter_buses():
-            name = _serial_run(task, bus)
-            done = set(self.state.days(name, "collect"))
-            for d in _collection_days(task, days):
-                if d in done or d > today:
-                    continue
-                t0 = self.clock()
-                r = await bus.collect_day(d, today, task=task)
-                self.counts["stored"] += r["stored_readings"]
-                self.state.record_run(name, d, "collect", t0, self.clock(), r["meters"], r["stored_readings"])
-                out.append(r)
-        return out
-
-    async def backfill_serial(self, task: Task | str, days) -> list[dict]:
-        """Back-fill (补采) of the serial meters' daily freezes, one round: a meter-day of a port whose
-        collect run is recorded (``<task>@<device>``) and that has no stored reading is read again when
-        its back-off has elapsed — attempt k ``backoff_s`` after the previous one (the first after the
-        collect run's end), at most ``task.backfill_retries`` times; the attempts are recorded under the
-        port's run name, so the bound holds across a restart, and the readings carry ``Q_BACKFILLED``.
-        The scheduler calls it at every wake-up.  Per port: the meter-days re-read and their outcomes."""
-        task = self.task(task) if isinstance(task, str) else task
-        buses = self.meter_buses()
-        if not buses or not task.backfill_retries:
-            return []
-        await self.publish()
-        now = self.clock()
-        today = _today_local(now)
-        out = []
-        for bus in buses:
-            name = _serial_run(task, bus)
-            finished = self.state.finished(name, "collect")
-            wanted = [d for d in _collection_days(task, days) if d in finished]
-            ids = {m.address: bus.meter_id(m.address) for m in bus.meters}
-            ids = {a: i for a, i in ids.items() if i is not None}
-            if not wanted or not ids:
-                continue
-            have = self.state.stored(wanted, ids.values(), registers=required_registers(task))
-            tried = self.state.history(name, wanted)
-            count = {k: len(h) for k, h in tried.items()}
-            last = {k: h[-1][0] for k, h in tried.items()}
-            meters = {m.address: m for m in bus.meters}
-            got, done = [], []
-            for d in wanted:
-                for address, mid in ids.items():
-                    key = (d, mid)
-                    n = count.get(key, 0)
-                    if key in have or n >= task.backfill_retries:
-                        continue
-                    if now < last.get(key, finished[d]) + backoff_s(task, n, mid, d, self.seed):
-                        continue
-                    outcome, batch = await bus.read_day(meters[address], d, today, quality=schema.Q_BACKFILLED,
-                                                        task=task)
-                    done.append((d, mid, outcome))
-                    if batch is not None and len(batch):
-                        got.append(batch)
-            if got:
-                b = records.concat(got)
-                await self.he.ingest.readings(b.columns, schema.DAILY)       # durable before it is counted
-                self.counts["backfilled"] += len(b)
-            code = {txt: k for k, txt in collection.OUTCOMES.items()}            # read_day says the names
-            for d in sorted({x[0] for x in done}):
-                ms = [(mid, code.get(o, collection.NO_DATA)) for dd, mid, o in done if dd == d]
-                self.state.record_attempts(name, d, [m for m, _ in ms], [o for _, o in ms], self.clock())
-            if done:
-                event(log, "serial back-fill", device=bus.name, meter_days=len(done),
-                      ok=sum(o == "ok" for *_x, o in done))
-            out.append({"device": bus.name, "requested": len(done),
-                        "outcomes": {f"{d.isoformat()}/{mid}": o for d, mid, o in done}})
-        return out
 
     async def compact_days_of(self, nights) -> dict:
         """The nightly compaction for ``nights`` (days D that are over): the ingest flushed, then every
@@ -1017,8 +1225,8 @@ class Collector:
         ``compact_offset_s`` set, compact each day's partitions once it is over (:meth:`compact_days_of`).
 
         Starts by catching up every day since ``first_day`` (or the task's start) that has no recorded run.
-        The first enabled daily task also drives the serial meters' daily collection (:meth:`collect_serial`)
-        and their back-fill (:meth:`backfill_serial`).
+        Every enabled task reads every link the same way (:meth:`run_days`): the terminals' meters and
+        those of each meter bus (RS-485 ports), each link resuming from its own recorded runs.
         A task that fails is logged (``collection failed``) and tried again at the next wake-up: the
         scheduler itself does not stop until ``stop`` is set.
         """
@@ -1027,7 +1235,6 @@ class Collector:
         while not stop.is_set():
             now = self.clock()
             today = _today_local(now)
-            serial_task = next((t for t in self.tasks if t.enabled and t.type == "daily"), None)
             for task in self.tasks:
                 if not task.enabled:
                     continue            # defined, run only when asked for by name (run_days)
@@ -1036,9 +1243,6 @@ class Collector:
                 if due:
                     try:
                         await self.run_days(task, due, max_wait_s=0)
-                        if task is serial_task:
-                            await self.collect_serial(task, due)
-                            await self.backfill_serial(task, due)
                     except (GridheadError, OSError) as exc:
                         event(log, "collection failed", logging.ERROR, task=task.name, error=str(exc))
             nights = self._compaction_due(first_day or started, now)

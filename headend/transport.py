@@ -10,10 +10,12 @@ the head-end's list from its configuration, in the order they start:
 * ``headend.transport_serial.SerialBus`` — meters wired to an RS-485 port of the head-end host
   (``[[serial]]``).
 
-The first three bring terminal *links* (``headend.terminal.Terminal`` sessions in ``he.sessions``): the
-collector reads those terminals the same way whoever carried the bytes.  A :class:`MeterBus` (a serial
-line) has no terminal in front of its meters: the collector asks the bus itself for a meter-day
-(:meth:`MeterBus.collect_day`, :meth:`MeterBus.read_day`) — the same calls for every such bus.
+The first three bring terminal sessions (``headend.terminal.Terminal`` in ``he.sessions``); a
+:class:`MeterBus` (a serial line) has no terminal in front of its meters and carries a meter's own
+requests (:meth:`MeterBus.request645`, :meth:`MeterBus.request698`), one at a time.  Either way a
+transport only carries requests: the collector (``headend.collect``) reads every meter with one
+algorithm, through a link per terminal (the meter's request inside a 698 proxy request to the terminal)
+or per bus (the request itself on the bus), and one collection loop drives them all.
 
 Stopping is two steps, so the head-end can close its links in between: :meth:`Transport.stop` stops
 taking new links or bytes, :meth:`Transport.closed` waits until the transport is gone.
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import datetime as _dt
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -66,21 +67,23 @@ class Transport(abc.ABC):
 
 
 class MeterBus(Transport):
-    """A transport whose meters the head-end reads itself, one at a time (no terminal in front)."""
+    """A transport whose meters the head-end reads itself, one request at a time (no terminal in front):
+    it carries a meter's DL/T 645 and 698.45 requests; what to read is the collector's
+    (``headend.collect.BusLink``)."""
 
-    meters: list[Any]
+    meters: list[Any]               # each with ``address`` (12 digits) and ``protocol`` ("645" / "698")
 
     @abc.abstractmethod
     def meter_id(self, address: str) -> int | None:
         """The archive's meter id of the meter at ``address`` on this bus (None: not in the archive)."""
 
     @abc.abstractmethod
-    async def read_day(self, meter: Any, day: _dt.date, today: _dt.date, **kw: Any) -> tuple[str, Any]:
-        """One meter-day: (outcome name, ``headend.records.Batch`` or None)."""
+    async def request645(self, msg: Any, **kw: Any) -> Any:
+        """Send a DL/T 645 request to its meter; the meter's answer message (``TransportError`` if none)."""
 
     @abc.abstractmethod
-    async def collect_day(self, day: _dt.date, today: _dt.date | None = None, task: Any = None) -> dict[str, Any]:
-        """Every meter of the bus for ``day``: the run's summary (``meters``, ``stored_readings``, ...)."""
+    async def request698(self, address: str, apdu: Any, **kw: Any) -> Any:
+        """Send a 698.45 request APDU to the meter at ``address``; its response APDU (``TransportError`` if none)."""
 
 
 class TcpListener(Transport):

@@ -15,11 +15,12 @@ is the bus master with the discipline of a real half-duplex line:
 * whatever the bus answers — garbage, a damaged frame, another meter's frame, nothing — the framers
   resynchronise and the request ends in an answer or :class:`RequestTimeout`: the port never wedges.
 
-Collection (:meth:`SerialBus.collect_day`): the daily frozen registers of every meter of the port —
-645 ``上 n 次日冻结`` time + the task's items (forward, reverse active, combined reactive 1 and 2: the
-same DIs the concentrator profile (c) forwards), 698 GET-Record of ``50040200`` at the freeze time (profile (b)'s request, sent directly) —
-decoded by :mod:`headend.records` and written through the head-end's durable ingest, into the same
-lake as readings collected over TCP.  Meter ids come from the archive (``he.meter_of_tsa``).
+Collection: the bus only carries requests.  The collector (``headend.collect.BusLink``) reads its
+meters with the same algorithm as meters behind a concentrator — a 645 meter's ``上 n 次日冻结`` time and
+the task's items as ``ReadRequest`` on :meth:`SerialBus.request645` (the DIs profile (c) forwards), a
+698 meter's freeze record as ``GET-Request-Record`` on :meth:`SerialBus.request698` (profile (b)'s record,
+sent directly) — one meter at a time, into the same lake as readings collected over TCP.  Meter ids
+come from the archive (:meth:`SerialBus.meter_id`, ``he.meter_of_tsa``).
 
 Public API::
 
@@ -28,7 +29,6 @@ Public API::
     msg = await bus.request645(ReadRequest("000012345678", 0x00010000))    # -> ReadResponse | ErrorResponse
     rsp = await bus.request698("000000000001", A.get(0x00100200))          # -> the response Apdu
     await bus.broadcast645(BroadcastTimeSync.at(now))                     # no answer expected
-    out = await bus.collect_day(day)                  # {"meters", "stored_readings", "no_answer", ...}
     bus.counters                                      # requests, retries, timeouts, garbage bytes, bus_s
     await bus.stop()
 """
@@ -38,24 +38,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterator
-import datetime as _dt
 import os
 import termios
 import time
 
 from gridhead.protocols.dlt645 import Framer as Framer645
-from gridhead.protocols.dlt645 import ReadRequest, ReadResponse, decode_message
+from gridhead.protocols.dlt645 import decode_message
 from gridhead.protocols.dlt645.frame import PREAMBLE
 from gridhead.protocols.dlt698 import apdu as A
 from gridhead.protocols.dlt698.frame import Frame as Frame698
 from gridhead.protocols.dlt698.frame import Framer as Framer698
 from gridhead.protocols.dlt698.frame import ServerAddress
 from gridhead.protocols.errors import ProtocolError, TransportError
-from gridhead.storage import schema
 
-from . import collect
-from . import profile as P
-from . import records
 from .config import SerialPort
 from .log import event, get_logger
 from .terminal import RequestTimeout
@@ -121,7 +116,7 @@ class _Line(asyncio.Protocol):
 
 class SerialBus(MeterBus):
     """The bus master of one RS-485 port; see the module docstring.  A headend.transport.MeterBus: the
-    collector reads its meters through it (``meters``, ``read_day``, ``collect_day``)."""
+    collector reads its meters through it (``meters``, ``meter_id``, ``request645``, ``request698``)."""
 
     def __init__(self, he, port: SerialPort, *, gap: float | None = None) -> None:
         self.he = he
@@ -254,70 +249,11 @@ class SerialBus(MeterBus):
             return None
         return await self._exchange(data, match, **kw)
 
-    # --- collection -------------------------------------------------------------------------------------------
+    # --- the archive's meters ----------------------------------------------------------------------------------
     def meter_id(self, address: str) -> int | None:
+        """The archive's meter id of the meter at ``address`` (``he.meter_of_tsa``), None if unknown."""
         m = self.he.meter_of_tsa
         return m.get(A.tsa(address)) if m is not None else None
-
-    async def read_day(self, meter, day: _dt.date, today: _dt.date, *, received_utc: int | None = None,
-                       quality: int = schema.Q_ACTUAL, task=None):
-        """(outcome, batch or None) of one meter's daily frozen reading of ``day`` (storage.collection outcomes):
-        every item of ``task`` (default the built-in daily-frozen task) — a 645 meter's freeze time, then
-        one read per item (headend.collect.items_645: forward, reverse, combined reactive 1 / 2; an item
-        the meter refuses, e.g. reactive of a household meter, is left out).  ``quality`` marks the rows
-        (``schema.Q_BACKFILLED`` when back-filled)."""
-        mid = self.meter_id(meter.address)
-        if mid is None:
-            return "unknown meter", None
-        task = task or collect.DEFAULT_TASKS[0]
-        kw = dict(source=schema.SRC_TASK, quality=quality, received_utc=received_utc or int(time.time()))
-        try:
-            if meter.protocol == "645":
-                n = collect.days_back_645(day, today)
-                if not 1 <= n <= P.MAX_DAYS_BACK_645:
-                    return "no data", None
-                t = await self.request645(ReadRequest(meter.address, (P.DI645_DAILY_TIME & ~0xFF) | n))
-                if not isinstance(t, ReadResponse):
-                    return "no data", None
-                ts = collect.epoch_645(records.raw_values_645(t.values)[0] if t.values else None)
-                if ts != records.local_to_epoch(day.year, day.month, day.day):
-                    return "no data", None
-                got = []
-                for di in collect.items_645(task):
-                    f = await self.request645(ReadRequest(meter.address, (di & ~0xFF) | n))
-                    if isinstance(f, ReadResponse):
-                        got.append((mid, f.di, records.raw_values_645(f.values), ts))
-                if not got:
-                    return "no data", None
-                batch = records.answers645_to_batch(got, **kw)
-            else:
-                rec = collect.proxy_record_request(A.tsa(meter.address), task, day).record
-                rsp = await self.request698(meter.address, A.GetRequestRecord(0, rec))
-                if not isinstance(rsp, A.GetResponseRecord):
-                    return "no data", None
-                batch = records.result_to_batch(rsp.result, self.he.meter_of_tsa, tsa=A.tsa(meter.address), **kw)
-                batch = collect.only_day(batch, day)
-        except TransportError:
-            return "no answer", None
-        return ("ok" if len(batch) else "no data"), batch
-
-    async def collect_day(self, day: _dt.date, today: _dt.date | None = None, task=None) -> dict:
-        """Read ``day``'s frozen registers (``task``'s items) of every meter on the port and store them
-        (durable on return)."""
-        today = today or _dt.datetime.now(schema.LOCAL_TZ).date()
-        outcomes, got = {}, []
-        for m in self.port.meters:                                  # one at a time: the bus is shared
-            outcome, batch = await self.read_day(m, day, today, task=task)
-            outcomes[m.address] = outcome
-            if batch is not None and len(batch):
-                got.append(batch)
-        stored = 0
-        if got:
-            b = records.concat(got)
-            await self.he.ingest.readings(b.columns, schema.DAILY)
-            stored = len(b)
-        return {"device": self.port.device, "date": day.isoformat(), "meters": len(self.port.meters),
-                "stored_readings": stored, "outcomes": outcomes}
 
 
 __all__ = ["SerialBus", "bus_time_s", "gap_s", "char_s", "BITS_PER_CHAR"]

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from gridhead.headend.sim import demo, model as sim_model
+from gridhead.headend import collect as c
 from gridhead.headend import profile as P
 from gridhead.headend.config import Config, SerialMeter, SerialPort
 from gridhead.headend.server import HeadEnd
@@ -98,12 +99,18 @@ def test_daily_frozen_of_serial_meters_lands_in_the_lake_equal_to_the_model(flee
 
     async def go():
         async with Rig(data, pty_pair) as r:
-            outs = [await r.bus.collect_day(d) for d in days]
+            col = c.Collector(r.he, [c.DEFAULT_TASKS[0]])
+            try:
+                outs = [await col.collect_day("daily-frozen", d) for d in days]
+            finally:
+                col.close()
             return r.idx, outs
 
     idx, outs = asyncio.run(go())
     for out in outs:
-        assert set(out["outcomes"].values()) == {"ok"}, out
+        assert out["online"] == 0                            # no concentrator: only the bus answered
+        [bus] = out["buses"]
+        assert bus["meters"] == 4 and set(bus["outcomes"].values()) == {"ok"}, out
     fleet = sim_model.load_gen_dir(src)
     with sql.Session(data) as s:
         rows = s.query("SELECT meter_id, date, ae_fwd, ae_fwd_t1, ae_fwd_t2, ae_fwd_t3, ae_fwd_t4 "
@@ -254,9 +261,8 @@ class _NoWriter:
 
 def test_scheduler_collects_serial_meters_daily(fleet_dir, tmp_path, pty_pair):
     """``Collector.run`` reads the serial meters' daily freeze on the daily task's schedule (nobody calls
-    ``collect_day``), records the run per port, and a second pass over the same days reads nothing again."""
-    from gridhead.headend import collect as c
-
+    ``collect_day``), records the run per port (``<task>@<device>``, as before the links were one loop),
+    and a second pass over the same days (``run_days``: resuming) reads nothing again."""
     src, days = fleet_dir
     data = _fresh(src, tmp_path / "d")
     task = c.Task("daily-frozen", "daily", "records", start=days[0], end=days[-1], offset_s=0, timeout_s=1)
@@ -264,24 +270,27 @@ def test_scheduler_collects_serial_meters_daily(fleet_dir, tmp_path, pty_pair):
     async def go():
         async with Rig(data, pty_pair) as r:
             col = c.Collector(r.he, [task], seed=1)
+            name = f"daily-frozen@{r.port.device}"
             try:
                 calls = []
-                real = r.bus.collect_day
+                real = col.collect_day
 
-                async def counted(day, today=None, task=None):
-                    calls.append(day)
-                    return await real(day, today, task=task)
+                async def counted(task, day, *, runs=None):
+                    if runs is None or name in runs:
+                        calls.append(day)
+                    return await real(task, day, runs=runs)
 
-                r.bus.collect_day = counted
+                col.collect_day = counted
                 stop = asyncio.Event()
                 sched = asyncio.create_task(col.run(stop=stop))
-                name = f"daily-frozen@{r.port.device}"
                 t0 = time.monotonic()
                 while col.state.days(name, "collect") != days and time.monotonic() - t0 < 30:
                     await asyncio.sleep(0.1)
                 stop.set()
                 await sched
-                await col.collect_serial(task, days)         # resumed: every day has its run
+                sent = r.bus.counters["requests"]
+                again = await col.run_days(task, days, backfill=False)      # resumed: every day has its run
+                assert again["collected"] == [] and r.bus.counters["requests"] == sent
                 await col.publish()
                 return r.idx, calls, col.state.days(name, "collect")
             finally:
@@ -301,10 +310,9 @@ def test_scheduler_collects_serial_meters_daily(fleet_dir, tmp_path, pty_pair):
 
 
 def test_serial_backfill_rereads_a_missed_meter_day_within_its_retries(fleet_dir, tmp_path, pty_pair):
-    """A meter that did not answer on the collection day is read again by ``backfill_serial`` once its
+    """A meter that did not answer on the collection day is read again by ``Collector.backfill`` once its
     back-off has elapsed: the reading lands with Q_BACKFILLED, the attempt is recorded under the port's
     run name; a meter still silent is tried at most ``backfill_retries`` times; a stored day is not read."""
-    from gridhead.headend import collect as c
     from gridhead.storage import schema
 
     src, days = fleet_dir
@@ -319,24 +327,25 @@ def test_serial_backfill_rereads_a_missed_meter_day_within_its_retries(fleet_dir
             try:
                 late, dead = r.port.meters[0].address, r.port.meters[2].address      # a 645 and a 698 meter
                 r.meters.mute.update({late, dead})
-                await col.collect_serial(task, [day])
+                first = await col.collect_day(task, day)
+                assert first["buses"][0]["outcomes"][late] == "no answer"
                 r.meters.mute.discard(late)                  # the line is back for one of them
-                rounds = [await col.backfill_serial(task, [day]) for _ in range(4)]
+                reports = [await col.backfill(task, [day]) for _ in range(2)]
                 await col.publish()
                 name = f"daily-frozen@{r.port.device}"
                 att = col.state.attempts().to_pylist()
-                return r.idx, rounds, [a for a in att if a["task"] == name], late, dead
+                return r.idx, reports, [a for a in att if a["task"] == name], late, dead
             finally:
                 col.close()
 
-    idx, rounds, att, late, dead = asyncio.run(go())
+    idx, reports, att, late, dead = asyncio.run(go())
     fleet = sim_model.load_gen_dir(src)
     mid = {fleet.address[i]: int(fleet.meter_id[i]) for i in idx}
     tried = [(a["meter_id"], a["outcome"]) for a in att]
     assert tried.count((mid[late], 1)) == 1                              # read once, ok
     assert [o for m, o in tried if m == mid[dead]] == [2, 2]             # no answer, twice: then left
     assert {m for m, _ in tried} == {mid[late], mid[dead]}               # the others were stored
-    assert rounds[-1][0]["requested"] == 0
+    assert reports[0]["buses"][0]["requested"] == 3 and reports[-1]["buses"][0]["requested"] == 0
     with sql.Session(data) as s:
         rows = s.query(f"SELECT meter_id, quality, ae_fwd FROM daily_frozen WHERE date = DATE '{day}'").to_pylist()
     got = {r["meter_id"]: r for r in rows}
@@ -346,6 +355,98 @@ def test_serial_backfill_rereads_a_missed_meter_day_within_its_retries(fleet_dir
     want = int(fleet.model.frozen([i], fleet.model.day_of(day))[0][0])
     assert got[mid[late]]["ae_fwd"] == (want % 10 ** 8 if fleet.is645[i] else want)
     assert all(got[m]["quality"] == 0 for m in got if m != mid[late])
+
+
+def test_serial_state_resumes_and_bounds_backfill_across_a_restart(fleet_dir, tmp_path, pty_pair):
+    """The bus's runs and attempts persist under ``<task>@<device>`` (the run names serial collection
+    always used), so a new head-end and collector on the same data resume: the collected day is not read
+    again, the meter-day stored by back-fill is not re-read, and the silent meter gets only the attempts
+    its task's ``backfill_retries`` leave (1 before the restart, at most 2 in all)."""
+    src, days = fleet_dir
+    data = _fresh(src, tmp_path / "d")
+    day = days[-1]
+    once = c.Task("daily-frozen", "daily", "records", offset_s=0, timeout_s=1, backfill_retries=1,
+                  backfill_delay_s=0)
+    twice = c.Task("daily-frozen", "daily", "records", offset_s=0, timeout_s=1, backfill_retries=2,
+                   backfill_delay_s=0)
+
+    async def process(task, first: bool):
+        async with Rig(data, pty_pair) as r:
+            col = c.Collector(r.he, [task], seed=1)
+            late, dead = r.port.meters[0].address, r.port.meters[2].address      # a 645 and a 698 meter
+            try:
+                r.meters.mute.add(dead)
+                if first:
+                    r.meters.mute.add(late)
+                    await col.collect_day(task, day)
+                    r.meters.mute.discard(late)
+                out = await col.run_days(task, [day])
+                again = await col.backfill(task, [day])
+                name = f"daily-frozen@{r.port.device}"
+                att = [a for a in col.state.attempts().to_pylist() if a["task"] == name]
+                return out, again, dict(r.bus.counters), att, late, dead, r.idx
+            finally:
+                col.close()
+
+    out1, again1, _c1, att1, late, dead, idx = asyncio.run(process(once, True))
+    out2, again2, c2, att2, *_ = asyncio.run(process(twice, False))
+    fleet = sim_model.load_gen_dir(src)
+    mid = {fleet.address[i]: int(fleet.meter_id[i]) for i in idx}
+    assert out1["collected"] == [] and out1["backfill"]["buses"][0]["requested"] == 2
+    assert sorted((a["meter_id"], a["outcome"]) for a in att1) == sorted([(mid[late], 1), (mid[dead], 2)])
+    assert again1["buses"][0]["requested"] == 0                         # the bound: one retry each
+    # the new process: nothing collected again, one more try of the silent meter only, then nothing
+    assert out2["collected"] == [] and out2["backfill"]["buses"][0]["outcomes"] == {f"{day.isoformat()}/{mid[dead]}": "no answer"}
+    assert again2["buses"][0]["requested"] == 0 and c2["requests"] == 1
+    assert sorted((a["meter_id"], a["outcome"]) for a in att2) == sorted([(mid[late], 1), (mid[dead], 2), (mid[dead], 2)])
+
+
+def test_one_collect_day_reads_a_bus_and_a_concentrator_with_the_same_batches(fleet_dir, tmp_path, pty_pair):
+    """One ``collect_day`` of a per-meter daily task: the concentrators' meters through PROXY requests over
+    TCP (a simulated fleet in its own process) and the same four meters also wired to the head-end's
+    RS-485 port, through the bus.  Both links give each shared meter the same readings (register, freeze
+    time, value, quality, source) — one reading algorithm; only the carrier differs."""
+    src, days = fleet_dir
+    data = _fresh(src, tmp_path / "d")
+    day = days[-1]
+    task = c.Task("daily-proxy", "daily", "proxy", offset_s=0, timeout_s=5, backfill_retries=0)
+
+    async def go():
+        async with Rig(data, pty_pair, timeout_s=1.0) as r:
+            fleet_p = demo.start_fleet(data, r.he.port, seed=SEED, heartbeat_s=30)
+            col = c.Collector(r.he, [task], seed=1)
+            try:
+                t0 = time.monotonic()
+                while len(r.he.sessions) < N_TERMINALS and time.monotonic() - t0 < 30:
+                    await asyncio.sleep(0.05)
+                batches = []
+                col.on_stored = lambda kind, cols: batches.append({k: v.copy() for k, v in cols.items()})
+                out = await col.collect_day(task, day)
+                return r.idx, out, batches, sum(len(ms) for ms in col.meters_of.values())
+            finally:
+                col.close()
+                demo.stop_process(fleet_p)
+
+    idx, out, batches, in_archive = asyncio.run(go())
+    fleet = sim_model.load_gen_dir(src)
+    shared = {int(fleet.meter_id[i]) for i in idx}
+    assert out["online"] == N_TERMINALS and out["requested"] == in_archive + len(shared)
+    assert set(out["buses"][0]["outcomes"].values()) == {"ok"}
+    # one stored batch per terminal and one of the bus: each shared meter is in two of them (its terminal's
+    # and the bus's), with the same rows in both
+    assert len(batches) == N_TERMINALS + 1
+    keys = ("register", "ts_utc", "value", "quality", "source")
+    per_meter: dict[int, list] = {}
+    for b in batches:
+        ids = b["meter_id"]
+        for m in shared & set(ids.tolist()):
+            per_meter.setdefault(m, []).append(sorted(tuple(int(b[k][j]) for k in keys) for j in (ids == m).nonzero()[0]))
+    assert set(per_meter) == shared
+    for m, (one, other) in per_meter.items():
+        assert one and one == other, m
+    from gridhead.storage import schema
+    assert all(schema.REGISTER_CODES["ae_fwd"] in {r[0] for r in rows[0]} for rows in per_meter.values())
+    assert any(fleet.is645[i] for i in idx) and not all(fleet.is645[i] for i in idx)   # both protocols
 
 
 # --- issue 19 item 13: 召测 and remote control reach meters on the head-end's own RS-485 ports ------------
