@@ -9,7 +9,7 @@ Roles, lowest first (a role may do everything the roles below it may):
 * ``admin``    — also protection on/off (保电) and the tokens.
 
 :func:`authenticate` turns the ``Authorization: Bearer <token>`` header into a principal (or raises
-:class:`Unauthorized`, HTTP 401); :func:`authorize` raises :class:`Forbidden` (HTTP 403) when the
+:class:`Unauthenticated`, HTTP 401); :func:`authorize` raises :class:`Forbidden` (HTTP 403) when the
 principal's role is below the command's.  Tokens live hashed in ``storage.control_log.TokenStore``.
 """
 
@@ -44,7 +44,7 @@ class ApiError(GridheadError):
         self.extra = extra
 
 
-class Unauthorized(ApiError):
+class Unauthenticated(ApiError):
     status = 401
 
 
@@ -65,10 +65,10 @@ class Principal:
 
 def authenticate(store, header: str | None) -> Principal:
     if not header or not header.startswith("Bearer "):
-        raise Unauthorized("missing token (Authorization: Bearer <token>)")
+        raise Unauthenticated("missing token (Authorization: Bearer <token>)")
     entry = store.verify(header[7:].strip())
     if entry is None:
-        raise Unauthorized("unknown or revoked token")
+        raise Unauthenticated("unknown or revoked token")
     return Principal(entry["id"], entry["name"], entry["role"])
 
 

@@ -699,7 +699,7 @@ class ControlServer:
         """Bearer token -> principal, scrypt in a thread pool, failed logins throttled per client address
         and per token id (a request inside the delay is answered 429 without trying the secret)."""
         if not header or not header.startswith("Bearer "):
-            raise auth.Unauthorized("missing token (Authorization: Bearer <token>)")
+            raise auth.Unauthenticated("missing token (Authorization: Bearer <token>)")
         token = header[7:].strip()
         tid = token[3:].split("_", 1)[0] if token.startswith("gh_") else ""
         entry = self.tokens.cached(token)
@@ -715,11 +715,11 @@ class ControlServer:
             entry = await loop.run_in_executor(self._scrypt, self.tokens.check, token)
         if entry is None:
             n = self.throttle.fail(peer, tid)
-            exc = auth.Unauthorized("unknown or revoked token")
+            exc = auth.Unauthenticated("unknown or revoked token")
             exc.log = ("api login failed", {"token_id": tid or None, "failures": n})
             raise exc
         if entry.get("expired"):
-            exc = auth.Unauthorized(f"token expired at {entry.get('expires_utc')} (rotate it: gridhead token rotate)")
+            exc = auth.Unauthenticated(f"token expired at {entry.get('expires_utc')} (rotate it: gridhead token rotate)")
             exc.log = ("api login failed", {"token_id": entry["id"]})
             raise exc
         return auth.Principal(entry["id"], entry["name"], entry["role"])

@@ -3,7 +3,7 @@
 Public API (the collection tasks, the demo and the tests build on this; everything else is internal)::
 
     from gridhead.headend.config import Config, DialOut
-    from gridhead.headend.server import HeadEnd, TerminalOffline, RequestTimeout
+    from gridhead.headend.server import HeadEnd, TerminalOffline, AnswerTimeout
 
     cfg = Config(data_dir="data", listen_port=0, metrics_port=None)     # or Config.load("gridhead.toml")
     he = HeadEnd(cfg)                      # archive: <data_dir>/archive.duckdb (terminal addresses, meters)
@@ -23,7 +23,7 @@ Public API (the collection tasks, the demo and the tests build on this; everythi
     await serve(cfg, on_ready=fn)          # gridhead serve: start, run until SIGINT/SIGTERM, stop
     use_uvloop(); raise_open_files()       # what a process hosting thousands of terminals does first
 
-``request`` raises :class:`TerminalOffline` (not logged in / the link dropped) or :class:`RequestTimeout`
+``request`` raises :class:`TerminalOffline` (not logged in / the link dropped) or :class:`AnswerTimeout`
 (no response within ``timeout_s`` after ``retries`` retries), both :class:`~protocols.errors.TransportError`;
 a ``DarError`` is the caller's business (the response carries it).  It waits for a slot of the
 terminal's in-flight limit (``Config.max_in_flight``) and of the global throttle (``Config.global_in_flight``
@@ -69,10 +69,10 @@ from .config import Config, DialOut
 from .log import event, get_logger
 from .metrics import Metrics
 from .registry import Registry
-from .terminal import RequestTimeout, Terminal, TerminalOffline, TimerWheel
+from .terminal import AnswerTimeout, Terminal, TerminalOffline, TimerWheel
 from .transport import Connector, TcpListener, Transport
 
-__all__ = ["HeadEnd", "Ingest", "TokenBucket", "TerminalOffline", "RequestTimeout", "Config", "DialOut", "use_uvloop",
+__all__ = ["HeadEnd", "Ingest", "TokenBucket", "TerminalOffline", "AnswerTimeout", "Config", "DialOut", "use_uvloop",
            "serve", "serve_and_collect", "transports_for"]
 
 log = get_logger("headend")
@@ -429,7 +429,7 @@ class HeadEnd:
     async def request(self, terminal_address: str, apdu: A.Apdu, *, timeout_s: float | None = None,
                       retries: int | None = None, priority: bool = False, columnar: bool = False):
         """Send ``apdu`` to the terminal and return its response; retried on timeout.  Raises
-        TerminalOffline or RequestTimeout (TransportError).  ``columnar``: a record answer of the
+        TerminalOffline or AnswerTimeout (TransportError).  ``columnar``: a record answer of the
         profile's RCSDs comes back as lake columns (a ``records.RecordAnswer``, :meth:`decode_response`),
         anything else as the response APDU."""
         cfg = self.config
@@ -445,7 +445,7 @@ class HeadEnd:
                 await self._bucket.acquire()
                 try:
                     rsp = await t.request(apdu, timeout_s, priority, columnar)
-                except RequestTimeout:
+                except AnswerTimeout:
                     if attempt == retries:
                         m.requests["timeout"] += 1
                         raise

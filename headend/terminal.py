@@ -47,7 +47,7 @@ class TerminalOffline(TransportError):
     """The terminal is not logged in, or its link dropped before the answer came."""
 
 
-class RequestTimeout(TransportError):
+class AnswerTimeout(TransportError):
     """No response within the request's deadline (after its retries)."""
 
 
@@ -308,7 +308,7 @@ class Terminal(asyncio.Protocol):
             self.frames_in -= 1
             w = self.waiters.pop(id(ev.request), None) if self.waiters else None
             if w is not None and not w.future.done():
-                w.future.set_exception(RequestTimeout(f"terminal {self.address}: no answer to {ev.request.NAME}"))
+                w.future.set_exception(AnswerTimeout(f"terminal {self.address}: no answer to {ev.request.NAME}"))
         elif isinstance(ev, S.LinkLost):
             self.frames_in -= 1
             self.close("heartbeat")

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .config import DialOut
 
 
-class HeadEnd(Protocol):
+class TransportHost(Protocol):
     """What a transport uses of the head-end (``headend.server.HeadEnd``)."""
 
     stopping: bool
@@ -89,7 +89,7 @@ class MeterBus(Transport):
 class TcpListener(Transport):
     """Concentrators dialling in over TCP: each accepted connection is a new terminal link."""
 
-    def __init__(self, he: HeadEnd, host: str, port: int) -> None:
+    def __init__(self, he: TransportHost, host: str, port: int) -> None:
         self.he, self.host, self.port = he, host, port
         self.name = f"tcp {host}:{port}"
         self.server: asyncio.base_events.Server | None = None
@@ -113,7 +113,7 @@ class Connector(Transport):
     """A terminal in server mode (``[[dial_out]]``): the head-end connects to it, and again ``reconnect_s``
     after a failed attempt or a lost link, until it stops."""
 
-    def __init__(self, he: HeadEnd, dial: DialOut) -> None:
+    def __init__(self, he: TransportHost, dial: DialOut) -> None:
         self.he, self.dial = he, dial
         self.name = f"dial-out {dial.address} {dial.host}:{dial.port}"
 

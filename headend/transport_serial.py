@@ -13,7 +13,7 @@ is the bus master with the discipline of a real half-duplex line:
   added), then is sent again up to ``retries`` times; bytes left from an earlier request (a late
   answer, noise) are discarded before each send, so they cannot be taken for this answer;
 * whatever the bus answers — garbage, a damaged frame, another meter's frame, nothing — the framers
-  resynchronise and the request ends in an answer or :class:`RequestTimeout`: the port never wedges.
+  resynchronise and the request ends in an answer or :class:`AnswerTimeout`: the port never wedges.
 
 Collection: the bus only carries requests.  The collector (``headend.collect.BusLink``) reads its
 meters with the same algorithm as meters behind a concentrator — a 645 meter's ``上 n 次日冻结`` time and
@@ -53,7 +53,7 @@ from gridhead.protocols.errors import ProtocolError, TransportError
 
 from .config import SerialPort
 from .log import event, get_logger
-from .terminal import RequestTimeout
+from .terminal import AnswerTimeout
 from .transport import MeterBus
 
 log = get_logger("serial")
@@ -201,7 +201,7 @@ class SerialBus(MeterBus):
                     except asyncio.TimeoutError:
                         pass
             self.counters["timeouts"] += 1
-            raise RequestTimeout(f"serial {p.device}: no answer after {retries + 1} tries")
+            raise AnswerTimeout(f"serial {p.device}: no answer after {retries + 1} tries")
 
     # --- DL/T 645 -------------------------------------------------------------------------------------------
     async def request645(self, msg, **kw):

@@ -307,3 +307,18 @@ def test_each_package_states_its_public_api(package):
     assert isinstance(getattr(pkg, "__all__", None), list) and pkg.__all__, f"{package} has no __all__"
     for name in pkg.__all__:
         assert hasattr(pkg, name) or importlib.util.find_spec(f"{package}.{name}") is not None, (package, name)
+
+
+def test_one_class_per_name():
+    """A class name means one class across the package — except the two codecs' own terms, one in each
+    standard's package (``Frame``, ``Framer``, ``ErrorResponse`` and the error codes the standards name
+    alike: DL/T 645-2007's error bits, DL/T 698.45's DAR)."""
+    where = collections.defaultdict(list)
+    for mod, path in _first_party().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                where[node.name].append(mod)
+    codecs = ("protocols.dlt645", "protocols.dlt698")
+    bad = {name: mods for name, mods in where.items() if len(mods) > 1
+           and not (len(mods) == 2 and {next((c for c in codecs if _under(m, c)), m) for m in mods} == set(codecs))}
+    assert not bad, f"class names defined more than once: {bad}"

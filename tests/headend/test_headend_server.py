@@ -18,7 +18,7 @@ import pytest
 from gridhead.headend import profile as P
 from gridhead.headend import records as rec
 from gridhead.headend.config import Config
-from gridhead.headend.server import HeadEnd, RequestTimeout, TerminalOffline
+from gridhead.headend.server import HeadEnd, AnswerTimeout, TerminalOffline
 from gridhead.protocols.dlt698 import apdu as A
 from gridhead.protocols.dlt698.axdr import Data, DateTimeS
 from gridhead.protocols.dlt698.frame import Frame, Framer, ServerAddress
@@ -262,7 +262,7 @@ def test_timeout_then_retry_and_unmatched_late_answer_dropped(tmp_path):
             assert rsp.service_number == seen[1].service_number and len(seen) == 2
             assert he.metrics.requests["retry"] == 1 and he.metrics.requests["ok"] == 1
             await until(lambda: he.metrics.unmatched == 1)    # the late answer to the first attempt
-            with pytest.raises(RequestTimeout):
+            with pytest.raises(AnswerTimeout):
                 t.answer = lambda req: None
                 await he.request(GOOD, A.get(P.OAD_DATETIME), timeout_s=0.3, retries=1)
             assert len(t.requests) == 4

@@ -24,7 +24,7 @@ from gridhead.headend import profile as P
 from gridhead.headend.config import Config, SerialMeter, SerialPort
 from gridhead.headend.server import HeadEnd
 from gridhead.headend.sim.rs485 import SerialMeters
-from gridhead.headend.terminal import RequestTimeout
+from gridhead.headend.terminal import AnswerTimeout
 from gridhead.headend.transport_serial import SerialBus, bus_time_s, gap_s
 from gridhead.protocols.dlt645 import (BroadcastTimeSync, ErrorResponse, ReadRequest, ReadResponse, RemoteCommand,
                               RemoteControlRequest, RemoteControlResponse)
@@ -199,15 +199,15 @@ def test_silent_or_garbage_meters_time_out_and_the_port_serves_on(fleet_dir, pty
             sim.mute.add(mute)
             sim.garble.add(garbled)
             t0 = time.monotonic()
-            with pytest.raises(RequestTimeout):
+            with pytest.raises(AnswerTimeout):
                 await bus.request645(ReadRequest(mute, P.DI645_FWD_ACTIVE))
             took = time.monotonic() - t0
-            with pytest.raises(RequestTimeout):
+            with pytest.raises(AnswerTimeout):
                 await bus.request698(garbled, A.get(0x00100200))
             sim.noise = bytes(range(0x20, 0x60))                  # line noise before every answer
             ok = await bus.request645(ReadRequest(good, P.DI645_FWD_ACTIVE))
             assert isinstance(ok, ReadResponse) and ok.address == good
-            with pytest.raises(RequestTimeout):
+            with pytest.raises(AnswerTimeout):
                 await bus.request698("999999999999", A.get(0x00100200))   # nobody has that address
             return took, dict(bus.counters)
 
