@@ -125,6 +125,56 @@ def test_daily_frozen_of_serial_meters_lands_in_the_lake_equal_to_the_model(flee
         assert [row[k] for k in ("ae_fwd", "ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t3", "ae_fwd_t4")] == want.tolist()
 
 
+def test_monthly_settlement_of_serial_meters_equals_the_model(tmp_path, pty_pair):
+    """The collector reads a bus's meters for every task, the monthly settlement (月冻结) too: a 645 meter's
+    上1结算日 blocks and a 698 meter's 50060200 record, straight on the bus, equal to the register model
+    as the concentrator path gives them (tests/headend/test_collect_tasks.py)."""
+    from gridhead.storage import schema
+    R = schema.REGISTER_CODES
+    energy = ("ae_fwd", "ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t3", "ae_fwd_t4", "ae_rev", "re_fwd", "re_rev")
+    data = tmp_path / "m"
+    today = demo.today_local()
+    settle = today.replace(day=1)
+    start = min(settle, today - dt.timedelta(days=1)) - dt.timedelta(days=2)
+    sim_model.write_standalone_archive(data, N_TERMINALS, N_METERS, SEED, start)
+    with archive.Archive(sql.archive_path(data)) as a:
+        a.import_files(sorted((data / "archive-files").glob("*.csv")))
+    task = c.Task("monthly-settlement", "monthly", "proxy", c.DEFAULT_TASKS[1].items, 0, 0, timeout_s=2)
+
+    async def go():
+        async with Rig(data, pty_pair) as r:
+            col = c.Collector(r.he, [task])
+            try:
+                out = await col.collect_day(task, settle)
+                await col.publish()
+            finally:
+                col.close()
+            return r.idx, out
+
+    idx, out = asyncio.run(go())
+    [bus] = out["buses"]
+    assert set(bus["outcomes"].values()) == {"ok"}, out
+    f = sim_model.load_gen_dir(data)
+    m = f.model
+    with sql.Session(data) as s:
+        rows = s.query("SELECT meter_id, register, epoch(ts_utc)::BIGINT AS t, value FROM readings "
+                       "WHERE kind = 'monthly'").to_pylist()
+    got: dict[int, dict] = {}
+    midnight = int(dt.datetime(settle.year, settle.month, settle.day, tzinfo=schema.LOCAL_TZ).timestamp())
+    for row in rows:
+        assert row["t"] == midnight
+        got.setdefault(row["meter_id"], {})[row["register"]] = row["value"]
+    assert set(got) == {int(f.meter_id[i]) for i in idx}
+    d, prev = m.day_of(settle), m.day_of((settle - dt.timedelta(days=1)).replace(day=1))
+    for i in idx:
+        want = m.frozen([i], d)[0]
+        exp = {R[n]: int(want[k]) for k, n in enumerate(energy) if k < 6 or m.reactive[i]}
+        exp[R["md_fwd"]] = int(m.max_demand_x1e4([i], prev, d)[0][0])
+        if f.is645[i]:            # energy the low 8 digits of its register, demand XX.XXXX
+            exp = {r: v % 10 ** (6 if r == R["md_fwd"] else 8) for r, v in exp.items()}
+        assert got[int(f.meter_id[i])] == exp, i
+
+
 def test_reads_remote_control_and_time_sync(fleet_dir, tmp_path, pty_pair):
     src, _days = fleet_dir
 
