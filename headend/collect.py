@@ -639,6 +639,18 @@ def _collection_days(task: Task, days) -> list[_dt.date]:
     return sorted({d for d in days if task.period_s != 0 or d.day == 1})
 
 
+def refuse_days_not_begun(days, today: _dt.date | None = None) -> None:
+    """One line (exit 2) if any of ``days`` is after ``today`` (default: the meters' date now): a day that
+    has not begun has no freeze yet, and a run recorded for it would stand in for its real first pass when
+    it comes."""
+    today = today or _today_local(time.time())
+    future = sorted(d for d in days if d > today)
+    if future:
+        more = f" (and {len(future) - 1} more)" if len(future) > 1 else ""
+        raise TaskError(f"{future[0].isoformat()} has not begun{more}: today is {today.isoformat()} on the meters' "
+                        f"clock (China Standard Time), and a day's readings exist from its 00:00 on")
+
+
 def _today_local(now_s: float) -> _dt.date:
     return _dt.datetime.fromtimestamp(now_s, schema.LOCAL_TZ).date()
 
@@ -1115,6 +1127,7 @@ class Collector:
         meter on one of the head-end's meter buses is read through the bus (as the command layer routes
         it), any other through its archive terminal."""
         task = self.task(task) if isinstance(task, str) else task
+        refuse_days_not_begun(wanted, _today_local(self.clock()))
         on_bus = {m: b for b in self.bus_links() for m in b.meters}
         unknown = sorted({m for ms in wanted.values() for m in ms if m not in self.route and m not in on_bus})
         if unknown:
@@ -1138,17 +1151,17 @@ class Collector:
     async def run_days(self, task: Task | str, days, *, backfill: bool = True,
                        max_wait_s: float | None = None) -> dict:
         """Collect ``days`` through the links that have no recorded collect run of the day (resuming after
-        a restart: the terminals' run, each bus's run; a bus skips days that have not begun — its meters
-        would answer another freeze), then back-fill."""
+        a restart: the terminals' run, each bus's run), then back-fill.  A day that has not begun is refused
+        before anything is read (:func:`refuse_days_not_begun`)."""
         task = self.task(task) if isinstance(task, str) else task
         days = _collection_days(task, days)
+        refuse_days_not_begun(days, _today_local(self.clock()))
         terminal_run = task.name + self.run_suffix
         names = [terminal_run] + [b.run_name(task) for b in self.bus_links()]
         done = {n: set(self.state.days(n, "collect")) for n in names}
-        today = _today_local(self.clock())
         runs = []
         for d in days:
-            pending = [n for n in names if d not in done[n] and (n == terminal_run or d <= today)]
+            pending = [n for n in names if d not in done[n]]
             if pending:
                 runs.append(await self.collect_day(task, d, runs=pending))
         out = {"collected": runs}

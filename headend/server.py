@@ -668,7 +668,9 @@ async def serve_and_collect(data_dir, days, *, port: int = 0, host: str = "127.0
     ``on_port(port)`` is called once listening; ``forever`` keeps the scheduler running afterwards.
     ``meters`` ({date: [meter_id]}): re-read only those meter-days (:meth:`Collector.reread`) instead.
     """
-    from .collect import Collector
+    from .collect import Collector, refuse_days_not_begun
+    # refused before the head-end starts and waits for the fleet (the collector refuses them too)
+    refuse_days_not_begun([*days, *(meters or {})])
     he = HeadEnd(Config(data_dir=str(data_dir), listen_host=host, listen_port=port, **(config or {})))
     await he.start()
     col = None

@@ -216,3 +216,41 @@ def test_columnar_request_gets_lake_columns_equal_to_the_general_path():
     a, b = got[True].columns, got[False].columns
     assert sorted(a) == sorted(b) and len(a["meter_id"]) >= 6 * len(term.meters)     # 6 or 8 registers each
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_day_that_has_not_begun_is_refused_and_records_nothing(data, capsys):
+    """Asking to collect tomorrow is a mistake, not a collection: its freeze does not exist yet.  Before,
+    the run was recorded (every meter a gap), and when the day came the scheduler took it as collected:
+    the first pass never ran.  Now one line, exit 2, before the head-end starts — and nothing recorded."""
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from gridhead.cli import cli
+    from gridhead.headend.config import Config
+    from gridhead.headend.server import HeadEnd
+    from gridhead.storage.collection import CollectionState
+
+    root, exp = data
+    today = dt.datetime.now(schema.LOCAL_TZ).date()
+    tomorrow = today + dt.timedelta(days=1)
+
+    async def go():
+        he = HeadEnd(Config(data_dir=str(root), listen_host="127.0.0.1", listen_port=0))
+        await he.start()
+        col = c.Collector(he)
+        try:
+            with pytest.raises(c.TaskError, match=f"{tomorrow.isoformat()} has not begun"):
+                await col.run_days("daily-frozen", [today - dt.timedelta(days=1), tomorrow], max_wait_s=0)
+        finally:
+            col.close()
+            await he.stop()
+
+    asyncio.run(go())
+    r = CliRunner().invoke(cli, ["collect", "run", "--from", today.isoformat(), "--to",
+                                 (tomorrow + dt.timedelta(days=2)).isoformat(), "--data", str(root), "--port", "0",
+                                 "--wait", "0", "--retries", "0"])
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {tomorrow.isoformat()} has not begun"), r.output
+    assert "and 2 more" in r.stderr and "listening" not in r.stderr         # refused before it started
+    with CollectionState(root / "lake", exp) as st:
+        assert st.days("daily-frozen", "collect") == []
