@@ -48,6 +48,8 @@ import json
 import math
 import pathlib
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, SupportsInt, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -107,6 +109,9 @@ _REG = schema.REGISTER_CODES
 ENERGY_REGS = ("ae_fwd", "ae_fwd_t1", "ae_fwd_t2", "ae_fwd_t3", "ae_fwd_t4", "ae_rev", "re_fwd", "re_rev")
 _DAY_S = 86400
 
+# a table as columns: name -> numpy array, list, or Arrow array (what ``pa.array`` / ``lake.to_table`` take)
+Columns: TypeAlias = "dict[str, Any]"
+
 
 @dataclasses.dataclass
 class GenConfig:
@@ -115,9 +120,9 @@ class GenConfig:
     seed: int = 1
     start: _dt.date = _dt.date(2026, 6, 1)
     curve_fraction: float = 0.01        # share of customer meters with 15-minute load curves
-    rates: dict = dataclasses.field(default_factory=lambda: dict(ANOMALY_RATES))
+    rates: dict[str, float] = dataclasses.field(default_factory=lambda: dict(ANOMALY_RATES))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.customers < 1 or self.days < 1:
             raise StorageError(f"generator: need at least 1 customer and 1 day, got {self.customers}, {self.days}")
         bad = [k for k in self.rates if k not in ANOMALY_RATES]
@@ -129,7 +134,7 @@ class GenConfig:
         self.rates = {**ANOMALY_RATES, **self.rates}
 
 
-def _pick(rng, pool: np.ndarray, rate: float) -> np.ndarray:
+def _pick(rng: np.random.Generator, pool: np.ndarray, rate: float) -> np.ndarray:
     """Exactly round(rate × len(pool)) members of ``pool``, sorted (rates are exact, not Bernoulli)."""
     k = int(round(rate * len(pool)))
     return np.sort(rng.choice(pool, k, replace=False)) if k else pool[:0]
@@ -162,7 +167,7 @@ def tou_shares(month: int) -> np.ndarray:
 class _Fleet:
     """The archive, as numpy columns; meters indexed 0..M-1 (meter_id = index + 1)."""
 
-    def __init__(self, cfg: GenConfig, rng: np.random.Generator):
+    def __init__(self, cfg: GenConfig, rng: np.random.Generator) -> None:
         n = cfg.customers
         cats = np.array(list(CATEGORY_SHARE.values()))
         self.cat = rng.choice(4, n, p=cats / cats.sum()).astype(np.int8)
@@ -225,9 +230,9 @@ class _Fleet:
         self.pv_kw[self.pv_areas] = pv_kw
 
 
-def generate(out_dir, customers: int, days: int, seed: int = 1, *, start: _dt.date | None = None,
-             curve_fraction: float = 0.01, rates: dict | None = None, write_lake: bool = True,
-             progress=None) -> dict:
+def generate(out_dir: lake.StrPath, customers: int, days: int, seed: int = 1, *, start: _dt.date | None = None,
+             curve_fraction: float = 0.01, rates: dict[str, float] | None = None, write_lake: bool = True,
+             progress: Callable[[int], object] | None = None) -> dict[str, Any]:
     """Generate the fleet into ``out_dir`` (see the module docstring).  Returns the summary dict.
 
     ``progress(n_days_done)`` is called after each day is written (a CLI progress bar).
@@ -261,18 +266,18 @@ def generate(out_dir, customers: int, days: int, seed: int = 1, *, start: _dt.da
 
 
 class FleetGenerator:
-    def __init__(self, cfg: GenConfig):
+    def __init__(self, cfg: GenConfig) -> None:
         self.cfg = cfg
         self.ss = np.random.SeedSequence(cfg.seed)
         rng = np.random.default_rng(self.ss.spawn(1)[0])
         f = self.fleet = _Fleet(cfg, rng)
         n, P, r = cfg.customers, f.n_points, cfg.rates
-        self.truth: list[dict] = []
+        self.truth: list[dict[str, object]] = []
         D = cfg.days
         # meters: index i < P is the original meter of point i; replacements appended
         cust = np.arange(n)
         pool = rng.permutation(cust)
-        def take(rate, among):
+        def take(rate: float, among: np.ndarray) -> np.ndarray:
             # round(rate x population) members of ``among`` not yet given an anomaly
             nonlocal pool
             cand = pool[np.isin(pool, among)]
@@ -333,12 +338,12 @@ class FleetGenerator:
             n, max(1, int(round(cfg.curve_fraction * n))), replace=False)) if cfg.curve_fraction > 0 else cust[:0]
         self.md_month = np.zeros(self.M)                                 # max 15-min demand this month, kW
         self.missing_days = 0
-        self.missing: list = []
+        self.missing: list[tuple[_dt.date, np.ndarray]] = []
         self.received_slot = np.random.default_rng(self.ss.spawn(3)[2]).integers(600, 600 + 5 * 3600, f.n_areas + 1)
         self._area_anomalies(lv_areas)
         self._billing_edges()
 
-    def _billing_edges(self):
+    def _billing_edges(self) -> None:
         """The billing edges of ``ANOMALY_RATES`` (a stream of their own): meters without reactive registers,
         exported reactive energy, agreed transformer and line losses, demand at 105 % of the contract, and
         the opening year-to-date of the annual tiers at go-live (the first 1st on or after ``cfg.start``; the
@@ -385,7 +390,7 @@ class FleetGenerator:
         days_before = (self.go_live - _dt.date(self.go_live.year, 1, 1)).days
         self.opening_ytd = np.rint(f.base_kwh[:n] * days_before * rng.uniform(0.8, 1.2, n) * 100).astype(np.int64)
 
-    def _area_anomalies(self, lv_areas: np.ndarray):
+    def _area_anomalies(self, lv_areas: np.ndarray) -> None:
         """Check-meter faults and outages: areas without theft, each at most one; (area, day) masks."""
         cfg, r = self.cfg, self.cfg.rates
         rng = np.random.default_rng([cfg.seed, 2_000_003])           # its own stream: see the docstring
@@ -407,14 +412,15 @@ class FleetGenerator:
                                      rng.uniform(0.3, 0.7, len(self.fault_areas)))
 
     # --- archive files ---------------------------------------------------------------------------------
-    def write_archive(self, out: pathlib.Path):
+    def write_archive(self, out: pathlib.Path) -> None:
         f, cfg, n = self.fleet, self.cfg, self.cfg.customers
         out.mkdir(parents=True, exist_ok=True)
         P, na, nf = f.n_points, f.n_areas, f.n_feeders
         d0 = cfg.start
-        dates = lambda k: pa.array([d0 + _dt.timedelta(days=int(x)) for x in k], pa.date32())  # noqa: E731
+        dates: Callable[[Iterable[SupportsInt]], pa.Array] = lambda k: pa.array(  # noqa: E731
+            [d0 + _dt.timedelta(days=int(x)) for x in k], pa.date32())
         nind = len(f.ind)
-        t = {}
+        t: dict[str, Columns] = {}
         t["feeders"] = {"feeder_id": np.arange(1, nf + 1), "name": [f"10kV {i}线" for i in range(1, nf + 1)],
                         "voltage_kv": np.full(nf, 10)}
         t["areas"] = {"area_id": np.arange(1, na + 1), "name": [f"台区{i:06d}" for i in range(1, na + 1)],
@@ -456,7 +462,8 @@ class FleetGenerator:
         basic = np.where(ind_mask, np.where(np.arange(P) % 2 == 0, "capacity", "contract_demand"), "none")
         # 力调: industrial 0.90, commercial 0.85; the small agricultural pumps (no reactive registers) none
         pfs = np.where(ind_mask, 90, np.where(f.p_cat == COM, 85, 0))
-        nul = lambda a, m: pa.array(a, pa.int64(), mask=~m)  # noqa: E731
+        nul: Callable[[np.ndarray, np.ndarray], pa.Array] = (  # noqa: E731
+            lambda a, m: pa.array(a, pa.int64(), mask=~m))
         nameplate = f.hv_lv & (self.loss_rate_bp < 0)
         pid = np.arange(1, P + 1)
         t["points"] = {
@@ -502,7 +509,7 @@ class FleetGenerator:
             if name != "point_meters":
                 _write_csv(out / f"{name}.csv", name, t[name])
 
-    def meter_columns(self) -> dict:
+    def meter_columns(self) -> Columns:
         """The archive's ``meters`` table as columns (meter_id = index + 1); also what the fleet
         simulator (headend/sim/model.py) routes by."""
         f, n = self.fleet, self.cfg.customers
@@ -521,7 +528,7 @@ class FleetGenerator:
                 "protocol": np.where((mid % 10 < 3) | (mid > P), "698", "645"),
                 "concentrator_id": conc_m, "port_oad": port, "register_digits": self.digits}
 
-    def meter_model(self) -> dict:
+    def meter_model(self) -> dict[str, np.ndarray]:
         """Per-meter columns of the register model before day 0's consumption, for the fleet simulator
         (headend/sim/model.py), which advances them with this module's shapes: ``category`` (RES..AGR,
         -1 for area / feeder / PV meters), ``base_kwh`` (median daily energy; area and feeder meters get
@@ -549,12 +556,12 @@ class FleetGenerator:
                 "replaced_day": replaced_day, "installed_day": installed}
 
     # --- one day -------------------------------------------------------------------------------------
-    def day(self, d: int) -> dict:
+    def day(self, d: int) -> dict[str, Columns]:
         """Readings of freeze ``d`` (00:00 of start + d days) and the consumption of day d-1."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, 1_000_003, d])     # one stream per day: same data in any chunking
         date = cfg.start + _dt.timedelta(days=d)
-        out = {"events": _empty_events()}
+        out: dict[str, Columns] = {"events": _empty_events()}
         curve = None
         if d > 0:
             curve = self._consume(d - 1, rng, out)
@@ -578,7 +585,7 @@ class FleetGenerator:
             out["interval"] = curve
         return out
 
-    def _consume(self, j: int, rng, out) -> dict | None:
+    def _consume(self, j: int, rng: np.random.Generator, out: dict[str, Columns]) -> dict[str, np.ndarray] | None:
         """Add day j's consumption (between freezes j and j+1) to the registers; return its load curve."""
         cfg, f = self.cfg, self.fleet
         n, P, na = cfg.customers, f.n_points, f.n_areas
@@ -683,7 +690,8 @@ class FleetGenerator:
                 "source": np.full(k, schema.SRC_IMPORT, np.uint8),
                 "received_utc": np.full(k, t0 + _DAY_S + 3600, np.int64)}
 
-    def _frozen(self, present: np.ndarray, ts: int, rng, demand: bool = False) -> dict:
+    def _frozen(self, present: np.ndarray, ts: int, rng: np.random.Generator, demand: bool = False
+                ) -> dict[str, np.ndarray]:
         idx = np.flatnonzero(present)
         react = np.concatenate([self.fleet.reactive, self.fleet.reactive[self.replaced]])[idx]
         cols_m, cols_r, cols_v = [], [], []
@@ -712,13 +720,15 @@ class FleetGenerator:
                 "source": np.full(len(m), schema.SRC_IMPORT, np.uint8), "received_utc": recv}
 
     # --- ground truth --------------------------------------------------------------------------------
-    def write_truth(self, out: pathlib.Path) -> dict:
+    def write_truth(self, out: pathlib.Path) -> dict[str, Any]:
         cfg, f = self.cfg, self.fleet
         d0 = cfg.start
-        day = lambda j: d0 + _dt.timedelta(days=int(j))  # noqa: E731
-        rows = {"anomaly": [], "meter_id": [], "point_id": [], "area_id": [], "date": [], "detail": []}
+        day: Callable[[SupportsInt], _dt.date] = lambda j: d0 + _dt.timedelta(days=int(j))  # noqa: E731
+        rows: dict[str, list[object]] = {"anomaly": [], "meter_id": [], "point_id": [], "area_id": [], "date": [],
+                                         "detail": []}
 
-        def add(kind, meter_idx, point_idx, dates, details):
+        def add(kind: str, meter_idx: np.ndarray, point_idx: np.ndarray, dates: Iterable[_dt.date | None],
+                details: Iterable[str]) -> None:
             rows["anomaly"] += [kind] * len(meter_idx)
             rows["meter_id"] += (np.asarray(meter_idx) + 1).tolist()
             rows["point_id"] += (np.asarray(point_idx) + 1).tolist()
@@ -790,11 +800,11 @@ def _midnight_utc(date: _dt.date) -> int:
     return (date - _dt.date(1970, 1, 1)).days * _DAY_S - schema.LOCAL_OFFSET_S
 
 
-def _empty_events() -> dict:
+def _empty_events() -> Columns:
     return _events([], 0, None)
 
 
-def _events(groups, t0: int, rng) -> dict:
+def _events(groups: Sequence[tuple[np.ndarray, int]], t0: int, rng: np.random.Generator | None) -> Columns:
     m = np.concatenate([g[0] for g in groups]).astype(np.int64) + 1 if groups else np.zeros(0, np.int64)
     code = np.concatenate([np.full(len(g[0]), g[1], np.int16) for g in groups]) if groups else np.zeros(0, np.int16)
     start = t0 + (rng.integers(0, _DAY_S, len(m)) if rng is not None else np.zeros(0, np.int64))
@@ -803,7 +813,7 @@ def _events(groups, t0: int, rng) -> dict:
             "received_utc": start + 900}
 
 
-def _write_csv(path: pathlib.Path, name: str, cols: dict):
+def _write_csv(path: pathlib.Path, name: str, cols: Columns) -> None:
     spec = _archive.BY_NAME[name]
     arrays = []
     for c in spec.cols:

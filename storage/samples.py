@@ -30,7 +30,8 @@ def local_midnight_utc(day: int) -> int:
     return day * _DAY_S - schema.LOCAL_OFFSET_S
 
 
-def daily_frozen(meter_ids: np.ndarray, day: int, seed: int = 0, *, base: np.ndarray | None = None) -> dict:
+def daily_frozen(meter_ids: np.ndarray, day: int, seed: int = 0, *, base: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
     """One day's frozen registers of ``meter_ids`` (columns for ``storage.lake.READINGS_SCHEMA``).
 
     ``base`` (per meter, 0.01 kWh) is the total register at the start; by default a seeded 0..50,000 kWh.
@@ -47,7 +48,7 @@ def daily_frozen(meter_ids: np.ndarray, day: int, seed: int = 0, *, base: np.nda
     tou[:, 2] += total - tou.sum(axis=1)                                     # remainder to flat: sum exact
     ci = (meter_ids % 5) == 0
     regs = [(1, total), (2, tou[:, 0]), (3, tou[:, 1]), (4, tou[:, 2]), (5, tou[:, 3])]
-    cols = {k: [] for k in ("meter_id", "register", "value")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("meter_id", "register", "value")}
     for code, vals in regs:
         cols["meter_id"].append(meter_ids)
         cols["register"].append(np.full(n, code, np.int16))
@@ -66,7 +67,7 @@ def daily_frozen(meter_ids: np.ndarray, day: int, seed: int = 0, *, base: np.nda
     return out
 
 
-def load_curve(meter_ids: np.ndarray, day: int, seed: int = 0, interval_s: int = 900) -> dict:
+def load_curve(meter_ids: np.ndarray, day: int, seed: int = 0, interval_s: int = 900) -> dict[str, np.ndarray]:
     """One day of interval-end active power p (register 36, 0.0001 kW) for ``meter_ids``."""
     rng = np.random.default_rng([seed, day, 1])
     meter_ids = np.asarray(meter_ids, np.int64)
@@ -95,4 +96,5 @@ def _received_offsets(meter_ids: np.ndarray, rng: np.random.Generator) -> np.nda
     conc = meter_ids // METERS_PER_CONCENTRATOR
     n_conc = int(conc.max()) + 1 if len(conc) else 0
     slot = rng.integers(_WINDOW_START_S, _WINDOW_START_S + _WINDOW_S, n_conc)
-    return slot[conc] + (meter_ids % METERS_PER_CONCENTRATOR) // 4
+    offsets: np.ndarray = slot[conc] + (meter_ids % METERS_PER_CONCENTRATOR) // 4
+    return offsets

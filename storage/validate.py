@@ -19,9 +19,11 @@ reason                     when
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import TypeAlias, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from gridhead.protocols.errors import StorageError
 
@@ -49,6 +51,10 @@ _KNOWN_SOURCE = np.zeros(256, bool)
 _KNOWN_SOURCE[list(schema.SOURCES)] = True
 
 
+# what ``KnownMeters.of`` accepts: meter ids (array-like), a KnownMeters, or a callable ``ids -> bool mask``
+Known: TypeAlias = "Callable[[np.ndarray], np.ndarray] | npt.ArrayLike"
+
+
 class KnownMeters:
     """The archive's set of meter ids, answering ``known(ids) -> bool mask`` for a whole column.
 
@@ -57,11 +63,13 @@ class KnownMeters:
     query) returning the mask itself.
     """
 
-    def __init__(self, ids) -> None:
+    def __init__(self, ids: npt.ArrayLike) -> None:
         ids = np.unique(np.asarray(ids, np.int64))
         ids = ids[(ids >= 0) & (ids <= schema.MAX_METER_ID)]
         self.count = len(ids)
         top = int(ids[-1]) + 1 if len(ids) else 0
+        self._bitmap: np.ndarray | None
+        self._sorted: np.ndarray | None
         if top <= 8 * len(ids) + (1 << 20):
             self._bitmap = np.zeros(top, bool)
             self._bitmap[ids] = True
@@ -71,7 +79,7 @@ class KnownMeters:
             self._sorted = ids
 
     @classmethod
-    def of(cls, known) -> "Callable[[np.ndarray], np.ndarray]":
+    def of(cls, known: Known) -> Callable[[np.ndarray], np.ndarray]:
         if isinstance(known, cls) or callable(known):
             return known
         return cls(known)
@@ -83,9 +91,10 @@ class KnownMeters:
             out = np.zeros(len(m), bool)
             out[inside] = self._bitmap[m[inside]]
             return out
-        pos = np.searchsorted(self._sorted, m)
-        pos[pos == len(self._sorted)] = 0
-        return (self._sorted[pos] == m) if len(self._sorted) else np.zeros(len(m), bool)
+        srt = cast(np.ndarray, self._sorted)     # __init__ sets exactly one of _bitmap and _sorted
+        pos = np.searchsorted(srt, m)
+        pos[pos == len(srt)] = 0
+        return (srt[pos] == m) if len(srt) else np.zeros(len(m), bool)
 
 
 def _first_reason(checks: list[tuple[str, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,14 +105,15 @@ def _first_reason(checks: list[tuple[str, np.ndarray]], n: int) -> tuple[np.ndar
     return reason < 0, reason
 
 
-def _known_mask(known, meter: np.ndarray) -> np.ndarray:
+def _known_mask(known: Callable[[np.ndarray], npt.ArrayLike], meter: np.ndarray) -> np.ndarray:
     mask = np.asarray(known(meter), bool)
     if mask.shape != meter.shape:
         raise StorageError(f"ingest: known-meters check returned shape {mask.shape} for {meter.shape} ids")
     return mask & (meter >= 0) & (meter <= schema.MAX_METER_ID)
 
 
-def check_readings(meter, register, ts_s, value, quality, source, *, known, now_s: int,
+def check_readings(meter: np.ndarray, register: npt.ArrayLike, ts_s: np.ndarray, value: np.ndarray,
+                   quality: np.ndarray, source: np.ndarray, *, known: Callable[[np.ndarray], npt.ArrayLike], now_s: int,
                    tolerance_s: int = DEFAULT_FUTURE_TOLERANCE_S) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Validate reading columns.  Returns (ok mask, reason texts, reason index per row or -1)."""
     reg = np.asarray(register).astype(np.int64)
@@ -121,7 +131,8 @@ def check_readings(meter, register, ts_s, value, quality, source, *, known, now_
     return ok, [c[0] for c in checks], idx
 
 
-def check_events(meter, event, start_s, end_s, source, *, known, now_s: int,
+def check_events(meter: np.ndarray, event: npt.ArrayLike, start_s: np.ndarray, end_s: np.ndarray,
+                 source: np.ndarray, *, known: Callable[[np.ndarray], npt.ArrayLike], now_s: int,
                  tolerance_s: int = DEFAULT_FUTURE_TOLERANCE_S) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Validate event columns (``end_s`` uses -1 << 62 for an open event).  Same returns as check_readings."""
     ev = np.asarray(event).astype(np.int64)

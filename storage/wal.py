@@ -44,8 +44,9 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -65,9 +66,20 @@ _NO_KIND = 255
 DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_ROLL_INTERVAL_S = 60.0
 
+# a piece of a record handed to ``os.writev``: a header, an Arrow payload, or what is left of one after a
+# partial write
+WalBuffer: TypeAlias = "bytes | memoryview | pa.Buffer"
+# one logged record: (type, reading kind, table)
+Record: TypeAlias = "tuple[int, int, pa.Table]"
+# a batch as the committer takes it: (seq, its buffers, its records)
+_Pending: TypeAlias = "tuple[int, list[WalBuffer], list[Record]]"
+# what the committer hands the roller: a sealed segment (quarantine name, path, records, last seq), a
+# flush mark (a seq), or None to stop
+_Roll: TypeAlias = "tuple[str, pathlib.Path, list[Record], int] | int | None"
+
 
 # --- records ------------------------------------------------------------------------------------------------
-def encode_record(rtype: int, kind: int, tbl: pa.Table) -> list:
+def encode_record(rtype: int, kind: int, tbl: pa.Table) -> list[WalBuffer]:
     """The buffers of one WAL record (header, payload), ready for ``writev``."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, tbl.schema) as w:
@@ -91,7 +103,7 @@ def scan_segment(path: pathlib.Path, *, last: bool) -> tuple[str, list[tuple[int
             return "", []
         raise StorageError(f"wal: corrupt segment header in {path} at offset 0")
     _, number, nonce = _SEG_HEADER.unpack_from(data, 0)
-    out = []
+    out: list[Record] = []
     pos = _SEG_HEADER.size
     view = memoryview(data)
     while pos < len(data):
@@ -143,7 +155,7 @@ def _seg_path(wal_dir: pathlib.Path, number: int) -> pathlib.Path:
 
 
 # --- publishing a segment -----------------------------------------------------------------------------------
-def publish_segment(publisher: lake.Publisher, name: str, records) -> int:
+def publish_segment(publisher: lake.Publisher, name: str, records: Iterable[Record]) -> int:
     """Publish one segment's records: concatenated per (type, kind), one publication each."""
     groups: dict[tuple[int, int], list[pa.Table]] = {}
     for rtype, kind, tbl in records:
@@ -184,7 +196,7 @@ def _replay(root: pathlib.Path, wal_dir: pathlib.Path, publisher: lake.Publisher
     return len(segs)
 
 
-def replay(root) -> int:
+def replay(root: lake.StrPath) -> int:
     """Replay a lake's WAL left by a writer that is gone (the live writer replays its own at start).
 
     Raises :class:`StorageError` if a live :class:`IngestWriter` owns the WAL.
@@ -208,7 +220,7 @@ def replay(root) -> int:
         os.close(fd)
 
 
-def compact(root, table: str = "readings", *, min_files: int = 2) -> tuple[int, int]:
+def compact(root: lake.StrPath, table: str = "readings", *, min_files: int = 2) -> tuple[int, int]:
     """Compact ``table`` (``storage.lake.compact``), first replaying a WAL no live writer owns."""
     root = pathlib.Path(root)
     fd = _wal_lock(root / "_wal", wait=False)
@@ -241,7 +253,8 @@ class IngestWriter:
     ``received_utc`` may be omitted: the writer stamps its clock).
     """
 
-    def __init__(self, root, known_meters, *, future_tolerance_s: int = validate.DEFAULT_FUTURE_TOLERANCE_S,
+    def __init__(self, root: lake.StrPath, known_meters: validate.Known, *,
+                 future_tolerance_s: int = validate.DEFAULT_FUTURE_TOLERANCE_S,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES, roll_interval_s: float | None = DEFAULT_ROLL_INTERVAL_S,
                  clock: Callable[[], float] = time.time, sync: bool = True, wal_name: str = "_wal") -> None:
         # wal_name: one log per writer; head-end shards (headend.shard) each own "_wal-shard-NN" and
@@ -255,7 +268,8 @@ class IngestWriter:
         self.segment_bytes = segment_bytes
         self.roll_interval_s = roll_interval_s
         self.clock = clock
-        self._sync = os.fdatasync if sync else (lambda fd: None)   # sync=False: benchmarks' baseline only
+        # sync=False: benchmarks' baseline only
+        self._sync: Callable[[int], None] = os.fdatasync if sync else (lambda fd: None)
         self._owner = _wal_lock(self.wal_dir, wait=False)
         if self._owner is None:
             raise StorageError(f"wal: {self.root} already has a live ingest writer")
@@ -266,10 +280,10 @@ class IngestWriter:
             os.close(self._owner)          # a corrupt log: release the lake, say where (StorageError)
             raise
         self._cond = threading.Condition()
-        self._pending: list[tuple[int, list, list]] = []     # (seq, buffers, (type, kind, table))
+        self._pending: list[_Pending] = []     # (seq, buffers, (type, kind, table))
         self._next_seq = 1
         self._durable = 0
-        self._waiters: list[tuple[int, Callable]] = []
+        self._waiters: list[tuple[int, Callable[[BaseException | None], None]]] = []
         self._error: BaseException | None = None
         self._closing = False
         self._seal_asked = 0          # flush: publish everything up to this seq
@@ -277,7 +291,7 @@ class IngestWriter:
         self._segment = int(time.time() * 1e6)             # segment numbers rise across restarts
         self._rolled = 0              # highest seq published into the lake
         self._rolled_cond = threading.Condition()
-        self._rolls: queue.Queue = queue.Queue(maxsize=2)   # back-pressure: at most 2 sealed segments queued
+        self._rolls: queue.Queue[_Roll] = queue.Queue(maxsize=2)   # back-pressure: at most 2 sealed segments queued
         self._open_segment()
         self._committer = threading.Thread(target=self._commit_loop, name="wal-commit", daemon=True)
         self._roller = threading.Thread(target=self._roll_loop, name="wal-roll", daemon=True)
@@ -285,7 +299,7 @@ class IngestWriter:
         self._roller.start()
 
     # -- submitting ----------------------------------------------------------------------------------
-    def submit(self, batch, kind: str) -> Ticket:
+    def submit(self, batch: lake.Rows, kind: str) -> Ticket:
         """Validate and queue a batch of readings of ``kind``; not yet durable (see :meth:`wait`)."""
         if kind not in schema.KINDS:
             raise StorageError(f"ingest: unknown reading kind {kind!r} (kinds: {', '.join(schema.KINDS)})")
@@ -298,7 +312,7 @@ class IngestWriter:
             known=self.known, now_s=now, tolerance_s=self.tolerance_s)
         return self._queue(T_READINGS, schema.KINDS.index(kind), tbl, ok, reasons, idx, kind)
 
-    def submit_events(self, batch, reason: str | None = None) -> Ticket:
+    def submit_events(self, batch: lake.Rows, reason: str | None = None) -> Ticket:
         """Validate and queue a batch of events (``storage.lake.EVENTS_SCHEMA`` columns); with ``reason``
         the whole batch goes to quarantine with that reason (a terminal's own events: no meter)."""
         now = int(self.clock())
@@ -314,7 +328,7 @@ class IngestWriter:
             end_s, tbl.column("source").to_numpy(), known=self.known, now_s=now, tolerance_s=self.tolerance_s)
         return self._queue(T_EVENTS, _NO_KIND, tbl, ok, reasons, idx, None)
 
-    def _stamp(self, batch, table: str, now: int) -> pa.Table:
+    def _stamp(self, batch: lake.Rows, table: str, now: int) -> pa.Table:
         if isinstance(batch, pa.RecordBatch):
             batch = pa.Table.from_batches([batch])
         if isinstance(batch, pa.Table) and "received_utc" not in batch.column_names:
@@ -324,9 +338,10 @@ class IngestWriter:
             batch = {**batch, "received_utc": np.full(n, now, np.int64)}
         return lake.to_table(batch, table)
 
-    def _queue(self, rtype, kind, tbl, ok, reasons, idx, kind_name) -> Ticket:
+    def _queue(self, rtype: int, kind: int, tbl: pa.Table, ok: np.ndarray, reasons: list[str], idx: np.ndarray,
+               kind_name: str | None) -> Ticket:
         n_ok = int(ok.sum())
-        records = []
+        records: list[Record] = []
         if n_ok:
             good = tbl if n_ok == tbl.num_rows else tbl.filter(pa.array(ok))
             records.append((rtype, kind, good))
@@ -354,11 +369,11 @@ class IngestWriter:
                 raise StorageError(f"ingest: batch {ticket.seq} not logged: {self._error}")
         return ticket
 
-    def append(self, batch, kind: str) -> Ticket:
+    def append(self, batch: lake.Rows, kind: str) -> Ticket:
         """Validate, log and fsync a batch of readings; returns once it is durable (the acknowledgement)."""
         return self.wait(self.submit(batch, kind))
 
-    def append_events(self, batch) -> Ticket:
+    def append_events(self, batch: lake.Rows) -> Ticket:
         """Validate, log and fsync a batch of events; returns once it is durable."""
         return self.wait(self.submit_events(batch))
 
@@ -407,7 +422,7 @@ class IngestWriter:
     def __enter__(self) -> "IngestWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- the committer -----------------------------------------------------------------------------
@@ -421,7 +436,7 @@ class IngestWriter:
         os.fsync(self._fd)
         lake.fsync_dir(self.wal_dir)
         self._seg_bytes = _SEG_HEADER.size
-        self._seg_records: list = []
+        self._seg_records: list[Record] = []
         self._seg_last_seq = 0
         self._seg_started = time.monotonic()
 
@@ -452,7 +467,7 @@ class IngestWriter:
             return None
         return max(0.0, self._seg_started + self.roll_interval_s - time.monotonic())
 
-    def _write_group(self, group) -> None:
+    def _write_group(self, group: list[_Pending]) -> None:
         buffers = [b for _, bufs, _ in group for b in bufs]
         total = sum(memoryview(b).nbytes for b in buffers)
         written = 0
@@ -522,9 +537,9 @@ class IngestWriter:
             cb(exc)
 
 
-def _skip(buffers: list, n: int) -> list:
+def _skip(buffers: list[WalBuffer], n: int) -> list[WalBuffer]:
     """``buffers`` without their first ``n`` bytes (after a partial ``writev``)."""
-    out = []
+    out: list[WalBuffer] = []
     for b in buffers:
         mv = memoryview(b).cast("B")
         if n >= len(mv):
@@ -567,23 +582,23 @@ class AsyncIngest:
 
     async def _durable(self, ticket: Ticket) -> Ticket:
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut: asyncio.Future[None] = loop.create_future()
 
-        def done(err, fut=fut):
+        def done(err: BaseException | None, fut: asyncio.Future[None] = fut) -> None:
             loop.call_soon_threadsafe(_resolve, fut, err)
 
         self.writer.when_durable(ticket.seq, done)
         await fut
         return ticket
 
-    async def append(self, batch, kind: str) -> Ticket:
+    async def append(self, batch: lake.Rows, kind: str) -> Ticket:
         return await self._durable(self.writer.submit(batch, kind))
 
-    async def append_events(self, batch, reason: str | None = None) -> Ticket:
+    async def append_events(self, batch: lake.Rows, reason: str | None = None) -> Ticket:
         return await self._durable(self.writer.submit_events(batch, reason))
 
 
-def _resolve(fut: asyncio.Future, err) -> None:
+def _resolve(fut: asyncio.Future[None], err: BaseException | None) -> None:
     if fut.done():
         return
     if err is None:
