@@ -43,10 +43,10 @@ Scheduling (:meth:`Collector.run`, :func:`due_at`): every enabled task is due at
 freeze of D at D 00:00 + offset; the monthly settlement reading (月冻结, 结算日 the 1st) on the 1st at
 00:00 + offset; load curves (15 / 60 min) and event reads as a daily batch of day D's intervals / events,
 at D+1 00:00 + offset.  A 698 meter's curve is one PROXY GetRecord of ``50020200`` over [D, D+1) stepping
-the period (:func:`proxy_curve_request`), its events one of each event object (``30110200`` 掉电...) over
-事件发生时间 in [D, D+1) (:func:`proxy_event_request`) into the events table; a 645 meter's settlement
+the period (:func:`curve_record`), its events one of each event object (``30110200`` 掉电...) over
+事件发生时间 in [D, D+1) (:func:`event_record`) into the events table; a 645 meter's settlement
 reading is 上 n 结算日 ``0001FF0n`` (and the other blocks of its objects, ``0002FF0n``... ``0101FF0n``)
-through TransCommand on its port (:func:`proxy_645_month_request`);
+through TransCommand on its port (:func:`reads_645`);
 its curves and events are not in the profile.  Back-fill and the success rate count daily meter-days
 monthly settlement readings (every meter installed at the settlement day's 00:00, the lake's
 ``monthly`` kind) and 698 meters' whole load curves (every interval end of the day in the ``interval``
@@ -354,22 +354,6 @@ def event_record(oad: int, day: _dt.date) -> A.GetRecord:
     return A.GetRecord(oad, RSD(2, sel), EVENT_RCSD)
 
 
-def proxy_record_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
-    """(b) one 698 meter's freeze of ``day`` through its concentrator: PROXY GetRecord of :func:`freeze_record`."""
-    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, freeze_record(task, day))
-
-
-def proxy_curve_request(tsa: bytes, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
-    """(b) one 698 meter's load curve of ``day`` through its concentrator: PROXY GetRecord of :func:`curve_record`."""
-    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, curve_record(task, day))
-
-
-def proxy_event_request(tsa: bytes, oad: int, task: Task, day: _dt.date) -> A.ProxyGetRequestRecord:
-    """One meter's events of ``oad`` that began on ``day`` through its concentrator: PROXY GetRecord of
-    :func:`event_record`."""
-    return A.ProxyGetRequestRecord(1, max(1, int(task.timeout_s)), tsa, event_record(oad, day))
-
-
 def proxy_645_read(comm_address: str, di: int, port: int = P.PORT_RS485_1, timeout_s: int = 5) -> A.ProxyTransCommandRequest:
     """(c) one DL/T 645 read of ``di`` forwarded by the concentrator: PROXY-Request-TransCommand on
     ``port`` (RS-485 1 by default, 2400 bit/s 8E1: :data:`COMDCB_645`)."""
@@ -401,16 +385,6 @@ def required_registers(task: "Task") -> tuple[int, ...]:
         (schema.REGISTER_CODES["ae_fwd"],)
 
 
-def proxy_645_month_request(comm_address: str, day: _dt.date, today: _dt.date, port: int = P.PORT_RS485_1,
-                            timeout_s: int = 5, items=(P.DI645_MONTH_FWD,)):
-    """A 645 meter's settlement-day blocks (上 n 结算日, DI0 = n) of ``items`` (default the forward active
-    energy 0001FF0n), one TransCommand each; None beyond 12."""
-    n = months_back_645(day, today)
-    if not 1 <= n <= 12:
-        return None
-    return tuple(proxy_645_read(comm_address, (di & ~0xFF) | n, port, timeout_s) for di in items)
-
-
 def days_back_645(day: _dt.date, today: _dt.date) -> int:
     """上 n 次日冻结 of ``day`` seen on ``today`` (profile (c)): 上1次 is the most recent freeze, today's
     00:00 once it happened, so n = (today − day) + 1."""
@@ -428,16 +402,19 @@ def port_of(port_oad) -> int:
         raise TaskError(f"archive port_oad {port_oad!r}: {exc}") from None
 
 
-def proxy_645_requests(comm_address: str, day: _dt.date, today: _dt.date, port: int = P.PORT_RS485_1,
-                       timeout_s: int = 5, items=(P.DI645_DAILY_FWD,)) -> tuple | None:
-    """(c) a 645 meter behind the concentrator: TransCommand reads of the freeze time and of ``items``
-    (:func:`items_645` of the task; default the forward active energy) of 上 n 次日冻结; None when
-    ``day`` is older than the meter keeps (62 freezes)."""
-    n = days_back_645(day, today)
-    if not 1 <= n <= P.MAX_DAYS_BACK_645:
+def reads_645(task: Task, day: _dt.date, today: _dt.date) -> tuple[int, ...] | None:
+    """(c) the DL/T 645 reads (data identifiers, DI0 = n) of a 645 meter's ``day`` for ``task``, the same on
+    every link: a daily task's 上 n 次日冻结 — the freeze time, then each of :func:`items_645` — with n =
+    :func:`days_back_645`, at most the 62 freezes a meter keeps; a monthly task's 上 n 结算日 blocks with n =
+    :func:`months_back_645`, at most 12.  None when the meter does not keep ``day`` (too old, or not yet),
+    or for a task whose 645 records are not in the profile (load curves 06xxxxxx, events 03xxxxxx)."""
+    if task.type == "daily":
+        n, last, dis = days_back_645(day, today), P.MAX_DAYS_BACK_645, (P.DI645_DAILY_TIME, *items_645(task))
+    elif task.type == "monthly":
+        n, last, dis = months_back_645(day, today), 12, items_645(task)
+    else:
         return None
-    return tuple(proxy_645_read(comm_address, (di & ~0xFF) | n, port, timeout_s)
-                 for di in (P.DI645_DAILY_TIME, *items))
+    return tuple((di & ~0xFF) | n for di in dis) if 1 <= n <= last else None
 
 
 # --- answers -> lake batches -------------------------------------------------------------------------------
@@ -464,12 +441,6 @@ def _answer_645(rsp) -> tuple | None:
         if type(m).__name__ == "ReadResponse":
             return m.di, records.raw_values_645(m.values)
     return None
-
-
-def batch_645(meter_id: int, day: _dt.date, time_rsp, *value_rsps, **kw) -> records.Batch:
-    """The TransCommand answers of :func:`proxy_645_requests` (the freeze time, then the items) → a
-    batch (:func:`answers_645_batch`)."""
-    return answers_645_batch(meter_id, day, _answer_645(time_rsp), [_answer_645(r) for r in value_rsps], **kw)
 
 
 def answers_645_batch(meter_id: int, day: _dt.date, time_answer, value_answers, **kw) -> records.Batch:
@@ -859,20 +830,13 @@ class Collector:
             # profile (c): every item the task requires, one read each (a first pass and a back-fill
             # alike): a meter silent to the first read is not asked the rest; one that answered it is, and
             # what it answers is kept (an item still missing leaves the meter-day a gap, re-read whole)
-            if task.type == "daily":
-                n, last = days_back_645(day, today), P.MAX_DAYS_BACK_645
-                dis = (P.DI645_DAILY_TIME, *items_645(task))
-            elif task.type == "monthly":
-                n, last = months_back_645(day, today), 12
-                dis = items_645(task)
-            else:
-                return m, collection.NO_DATA, None     # a 645 load curve (06xxxxxx) is not in the profile
-            if not 1 <= n <= last:
+            dis = reads_645(task, day, today)
+            if dis is None:
                 return m, collection.NO_DATA, None
             answers, unanswered = [], False
             for di in dis:
                 try:
-                    answers.append(await link.read645(m, (di & ~0xFF) | n, task.timeout_s))
+                    answers.append(await link.read645(m, di, task.timeout_s))
                 except NoAnswer:
                     if not answers:
                         return m, collection.NO_ANSWER, None

@@ -76,3 +76,11 @@ def mypy_strict(package: str, tmp_path: pathlib.Path) -> subprocess.CompletedPro
            "--cache-dir", str(tmp_path / ".mypy_cache"), "--strict", "-p", package]
     env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "PYTHONPATH")}
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def strict_in_pyproject() -> set[str]:
+    """The modules the project's mypy config checks with ``strict = true`` (its per-module overrides): a plain
+    `mypy` run checks them as strictly as the typing tests do."""
+    import tomllib
+    overrides = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["overrides"]
+    return {m for o in overrides if o.get("strict") for m in o["module"]}

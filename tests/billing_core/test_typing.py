@@ -12,7 +12,7 @@ import pytest
 
 from gridhead.protocols import accel
 
-from tests.conftest import mypy_strict
+from tests.conftest import mypy_strict, strict_in_pyproject
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent  # the repository root: the package gridhead
 
@@ -25,10 +25,7 @@ def test_mypy_strict_billing_core(tmp_path: pathlib.Path) -> None:
 
 def test_billing_core_is_strict_in_pyproject() -> None:
     """A plain `mypy` run with the project's config checks billing_core as strictly as the test does."""
-    import tomllib
-    overrides = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["overrides"]
-    strict = {m for o in overrides if o.get("strict") for m in o["module"]}
-    assert {"gridhead.billing_core", "gridhead.billing_core.*"} <= strict
+    assert {"gridhead.billing_core", "gridhead.billing_core.*"} <= strict_in_pyproject()
 
 
 def _defs(path: pathlib.Path) -> dict[str, ast.FunctionDef]:

@@ -54,27 +54,33 @@ def test_requests_round_trip_and_say_what_the_profile_says():
     assert a.record.oad == P.OAD_TASK_RECORDS and a.record.rcsd == P.DAILY_RCSD
     assert a.record.rsd.selector == 7 and tuple(a.record.rsd.value.start)[:4] == (2026, 6, 2, 0)
     assert tuple(a.record.rsd.value.end)[:3] == (2026, 6, 3)
-    b = A.decode_apdu(c.proxy_record_request(A.tsa("000000000017"), c.DEFAULT_TASKS[0], D).to_bytes())
+    rec = c.freeze_record(c.DEFAULT_TASKS[0], D)          # what every link asks a 698 meter (a terminal: by proxy)
+    b = A.decode_apdu(A.ProxyGetRequestRecord(1, 5, A.tsa("000000000017"), rec).to_bytes())
     assert b.tsa == A.tsa("000000000017") and b.record.oad == P.OAD_DAY_FREEZE
     assert b.record.rcsd == P.DAILY_METER_RCSD and b.record.rsd.value.oad == P.OAD_FREEZE_TIME
     # 上 n 次日冻结 (DL/T 645-2007): 上1次 is the most recent freeze, so D read 3 days later is 上4次
-    reqs = c.proxy_645_requests("000000000003", D, D + dt.timedelta(days=3), P.PORT_CARRIER)
-    dis = [decode_frames(A.decode_apdu(r.to_bytes()).command)[0].di for r in reqs]
-    assert dis == [(P.DI645_DAILY_TIME & ~0xFF) | 4, (P.DI645_DAILY_FWD & ~0xFF) | 4]
+    dis = c.reads_645(c.DEFAULT_TASKS[0], D, D + dt.timedelta(days=3))
+    assert dis[:2] == ((P.DI645_DAILY_TIME & ~0xFF) | 4, (P.DI645_DAILY_FWD & ~0xFF) | 4)
+    assert {di & 0xFF for di in dis} == {4} and len(dis) == 1 + len(c.items_645(c.DEFAULT_TASKS[0]))
+    reqs = [c.proxy_645_read("000000000003", di, P.PORT_CARRIER) for di in dis]   # a terminal forwards them
+    assert [decode_frames(A.decode_apdu(r.to_bytes()).command)[0].di for r in reqs] == list(dis)
     assert {A.decode_apdu(r.to_bytes()).port for r in reqs} == {P.PORT_CARRIER}
-    assert c.proxy_645_requests("000000000003", D, D + dt.timedelta(days=70)) is None
+    assert c.reads_645(c.DEFAULT_TASKS[0], D, D + dt.timedelta(days=70)) is None
+    # a monthly task's 上 n 结算日: June's settlement read in August is 上3
+    assert {di & 0xFF for di in c.reads_645(c.DEFAULT_TASKS[1], D.replace(day=1), dt.date(2026, 8, 5))} == {3}
+    assert c.reads_645(c.DEFAULT_TASKS[1], D.replace(day=1), dt.date(2027, 7, 1)) is None      # 上14: not kept
 
 
 @pytest.mark.parametrize("back, n", [(0, 1), (1, 2), (61, 62), (62, None), (-1, None)])
 def test_645_day_numbering_pins_n(back, n):
     """n = (today − D) + 1: today's freeze is 上1次, the 62nd freeze kept is D = today − 61."""
     today = D + dt.timedelta(days=back)
-    reqs = c.proxy_645_requests("000000000003", D, today)
+    dis = c.reads_645(c.DEFAULT_TASKS[0], D, today)
     if n is None:
-        assert reqs is None
+        assert dis is None
     else:
         assert c.days_back_645(D, today) == n
-        assert decode_frames(A.decode_apdu(reqs[1].to_bytes()).command)[0].di == (P.DI645_DAILY_FWD & ~0xFF) | n
+        assert dis[1] == (P.DI645_DAILY_FWD & ~0xFF) | n
 
 
 def test_port_of_archive_port_oad():
@@ -84,17 +90,20 @@ def test_port_of_archive_port_oad():
 
 
 def test_645_answers_become_a_batch_only_for_the_right_day():
-    def rsp(di, values):
-        return A.ProxyTransCommandResponse(1, P.PORT_RS485_1, ReadResponse.of("000000000003", di, values).to_bytes())
-    t_ok = rsp(0x05060003, [dt.datetime(2026, 6, 2, 0, 0)])
-    t_other = rsp(0x05060003, [dt.datetime(2026, 6, 1, 0, 0)])
-    fwd = rsp(0x05060103, [123456, 1, 2, 3, 123450])
-    b = c.batch_645(3, D, t_ok, fwd, quality=schema.Q_BACKFILLED)
+    from gridhead.headend import records
+
+    def answer(di, values):                  # (di, raw values): what a link's read645 gives
+        msg = ReadResponse.of("000000000003", di, values)
+        return msg.di, records.raw_values_645(msg.values)
+    t_ok = answer(0x05060003, [dt.datetime(2026, 6, 2, 0, 0)])
+    t_other = answer(0x05060003, [dt.datetime(2026, 6, 1, 0, 0)])
+    fwd = answer(0x05060103, [123456, 1, 2, 3, 123450])
+    b = c.answers_645_batch(3, D, t_ok, [fwd], quality=schema.Q_BACKFILLED)
     assert b.columns["value"].tolist() == [123456, 1, 2, 3, 123450]
     assert set(b.columns["ts_utc"].tolist()) == {int(dt.datetime(2026, 6, 2, tzinfo=schema.LOCAL_TZ).timestamp())}
     assert set(b.columns["quality"].tolist()) == {schema.Q_BACKFILLED}
-    assert len(c.batch_645(3, D, t_other, fwd)) == 0 and c.batch_645(3, D, t_other, fwd).missing
-    assert len(c.batch_645(3, D, t_ok, A.ProxyTransCommandResponse(1, P.PORT_RS485_1, None, 33))) == 0
+    assert len(c.answers_645_batch(3, D, t_other, [fwd])) == 0 and c.answers_645_batch(3, D, t_other, [fwd]).missing
+    assert len(c.answers_645_batch(3, D, t_ok, [None])) == 0          # the meter answered no item
 
 
 def test_backoff_grows_spreads_and_is_seeded():

@@ -6,9 +6,7 @@ import pathlib
 
 import pytest
 
-from tests.conftest import mypy_strict
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent.parent  # the repository root: the package gridhead
+from tests.conftest import mypy_strict, strict_in_pyproject
 
 
 def test_mypy_strict_storage(tmp_path: pathlib.Path) -> None:
@@ -19,7 +17,4 @@ def test_mypy_strict_storage(tmp_path: pathlib.Path) -> None:
 
 def test_storage_is_strict_in_pyproject() -> None:
     """A plain `mypy` run with the project's config checks storage as strictly as the test does."""
-    import tomllib
-    overrides = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["overrides"]
-    strict = {m for o in overrides if o.get("strict") for m in o["module"]}
-    assert {"gridhead.storage", "gridhead.storage.*"} <= strict
+    assert {"gridhead.storage", "gridhead.storage.*"} <= strict_in_pyproject()
