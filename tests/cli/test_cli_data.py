@@ -81,6 +81,13 @@ def test_sql_shell_dot_commands_and_output_flags(data):
     assert r.exit_code == 2 and "choose one" in r.output
 
 
+def test_shell_refuses_parquet_in_one_line(data):
+    """The shell prints; Parquet needs a QUERY and a file: said once, before any statement is read."""
+    r = run(data, "sql", "--shell", "--format", "parquet", input="SELECT 1;\n")
+    assert r.exit_code == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert "--format parquet needs QUERY and --out FILE" in r.stderr
+
+
 def test_print_views_for_plain_duckdb(data):
     r = run(data, "sql", "--print-views")
     assert r.exit_code == 0
